@@ -1,0 +1,255 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use super::ErrorCode;
+use crate::domain::MessageId;
+
+/// Bytes carried in JSON as standard base64 with padding (RFC 4648 §4).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct B64(pub Vec<u8>);
+
+impl std::fmt::Debug for B64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B64({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for B64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(s.as_bytes())
+            .map(B64)
+            .map_err(|_| serde::de::Error::custom("expected standard base64"))
+    }
+}
+
+/// The kind of a user's identity key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// ECDSA/ECDH on NIST P-256.
+    P256,
+    /// RSA, 2048 to 4096 bits (clients make 3072).
+    Rsa,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::P256 => "p256",
+            KeyType::Rsa => "rsa",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "p256" => Some(KeyType::P256),
+            "rsa" => Some(KeyType::Rsa),
+            _ => None,
+        }
+    }
+}
+
+/// One request from a client: an optional sequence number, echoed in the
+/// response as `re`, and the request itself tagged by `type`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Every request a client can make.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Ask for a fresh nonce to sign in `verify` or `login`.
+    Challenge,
+    /// Start registration: the server sends a code through its OTP channel.
+    Register {
+        phone: String,
+        key_type: KeyType,
+        public_key: B64,
+    },
+    /// Finish registration with the code and a signature over the challenge.
+    Verify {
+        phone: String,
+        code: String,
+        signature: B64,
+    },
+    /// Prove possession of the registered key.
+    Login { phone: String, signature: B64 },
+    /// A user's public key and fingerprint.
+    Lookup { phone: String },
+    /// Queue a sealed envelope for its recipient.
+    Send {
+        id: MessageId,
+        to: String,
+        envelope: B64,
+    },
+    /// Waiting messages, oldest first.
+    Fetch {
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Delete delivered messages.
+    Ack { ids: Vec<MessageId> },
+    /// Keep-alive; answered with `pong`.
+    Ping,
+    /// End the session.
+    Quit,
+}
+
+impl Request {
+    /// The wire name of the request, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Challenge => "challenge",
+            Request::Register { .. } => "register",
+            Request::Verify { .. } => "verify",
+            Request::Login { .. } => "login",
+            Request::Lookup { .. } => "lookup",
+            Request::Send { .. } => "send",
+            Request::Fetch { .. } => "fetch",
+            Request::Ack { .. } => "ack",
+            Request::Ping => "ping",
+            Request::Quit => "quit",
+        }
+    }
+}
+
+const REQUEST_KINDS: &[&str] = &[
+    "challenge",
+    "register",
+    "verify",
+    "login",
+    "lookup",
+    "send",
+    "fetch",
+    "ack",
+    "ping",
+    "quit",
+];
+
+/// Explains why a frame did not parse as a request, with the stable code to
+/// answer it with and the `seq` to echo if one could be read. Only the error
+/// path pays for this second look.
+pub fn classify_request_error(frame: &[u8], err: &serde_json::Error) -> (Option<u64>, ErrorCode, String) {
+    let Ok(probe) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(frame)
+    else {
+        return (None, ErrorCode::MalformedJson, format!("the frame is not a JSON object: {err}"));
+    };
+    let seq = probe.get("seq").and_then(|v| v.as_u64());
+    match probe.get("type").and_then(|v| v.as_str()) {
+        None => (seq, ErrorCode::BadRequest, "the request has no \"type\" string".into()),
+        Some(kind) if !REQUEST_KINDS.contains(&kind) => {
+            let shown: String = kind.chars().take(40).collect();
+            (seq, ErrorCode::UnknownRequest, format!("unknown request type \"{shown}\""))
+        }
+        Some(kind) => (seq, ErrorCode::BadRequest, format!("bad \"{kind}\" request: {err}")),
+    }
+}
+
+/// One frame from the server: a response (with `re` echoing the request's
+/// `seq`) or, with no `re`, an event the server pushed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<u64>,
+    #[serde(flatten)]
+    pub response: Response,
+}
+
+/// A message waiting for, or pushed to, its recipient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivered {
+    pub id: MessageId,
+    pub from: String,
+    pub envelope: B64,
+    /// When the server accepted it, in milliseconds since the Unix epoch.
+    pub received_at: i64,
+}
+
+/// What `lookup` tells about a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub phone: String,
+    pub key_type: KeyType,
+    pub public_key: B64,
+    pub fingerprint: String,
+    /// When this key was registered, in milliseconds since the Unix epoch.
+    pub registered_at: i64,
+}
+
+/// Every response and event a server sends.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Challenge { nonce: B64 },
+    CodeSent { phone: String, expires_in_s: u64 },
+    Registered { phone: String, fingerprint: String, replaced_key: bool },
+    LoggedIn { phone: String, fingerprint: String, queued: u64 },
+    User(UserInfo),
+    Accepted { id: MessageId },
+    Messages { messages: Vec<Delivered>, more: bool },
+    Acked { deleted: u64 },
+    Pong,
+    Bye,
+    /// A pushed event: a message arrived for the logged-in user.
+    Message(Delivered),
+    Error { code: ErrorCode, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests() {
+        let f: RequestFrame =
+            serde_json::from_str(r#"{"seq":7,"type":"fetch","limit":10}"#).unwrap();
+        assert_eq!(f.seq, Some(7));
+        assert!(matches!(f.request, Request::Fetch { limit: Some(10) }));
+        let f: RequestFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
+        assert!(matches!(f.request, Request::Ping));
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let cases: &[(&str, ErrorCode)] = &[
+            ("{not json", ErrorCode::MalformedJson),
+            ("[1,2]", ErrorCode::MalformedJson),
+            (r#"{"seq":1}"#, ErrorCode::BadRequest),
+            (r#"{"seq":1,"type":"launch"}"#, ErrorCode::UnknownRequest),
+            (r#"{"seq":1,"type":"send","to":5}"#, ErrorCode::BadRequest),
+        ];
+        for (frame, want) in cases {
+            let err = serde_json::from_str::<RequestFrame>(frame).unwrap_err();
+            let (_, code, _) = classify_request_error(frame.as_bytes(), &err);
+            assert_eq!(code, *want, "{frame}");
+        }
+    }
+
+    #[test]
+    fn response_shape() {
+        let r = ResponseFrame { re: Some(3), response: Response::Acked { deleted: 2 } };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"re":3,"type":"acked","deleted":2}"#);
+        let e = ResponseFrame {
+            re: None,
+            response: Response::Error { code: ErrorCode::NotLoggedIn, message: "x".into() },
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"error","code":"not_logged_in","message":"x"}"#
+        );
+    }
+}

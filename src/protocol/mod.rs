@@ -1,0 +1,37 @@
+//! The wire: how bytes become frames, frames become requests and responses,
+//! and how a sealed envelope is laid out. No sockets, storage or keys here;
+//! the codec is generic over any `AsyncRead`/`AsyncWrite`.
+
+pub mod envelope;
+mod error;
+mod frame;
+mod message;
+
+pub use error::ErrorCode;
+pub use frame::{FrameError, read_frame, write_frame};
+pub use message::{
+    B64, Delivered, KeyType, Request, RequestFrame, Response, ResponseFrame, UserInfo,
+    classify_request_error,
+};
+
+/// Protocol version spoken by this build; it appears in envelopes, key
+/// derivation inputs and login transcripts.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Largest frame a server accepts from a client. A `send` carrying the
+/// largest envelope, base64-encoded inside JSON, fits with room to spare.
+pub const MAX_REQUEST_FRAME: usize = 128 * 1024;
+
+/// Largest frame a client accepts from a server (a `fetch` batch).
+pub const MAX_RESPONSE_FRAME: usize = 4 * 1024 * 1024;
+
+/// Longest message text, in bytes of UTF-8, that a client will seal.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// Largest envelope a server stores: the largest text plus headers, an RSA
+/// key block and signature, and the AES-GCM tag.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_TEXT_BYTES + 2048;
+
+/// Label of the TLS exporter value that login signatures are bound to
+/// (RFC 8446 §7.5, 32 bytes, no context).
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-carrier-v1-auth";
