@@ -1,8 +1,10 @@
 //! Values parsed once at the edge. Each type has private fields and a `parse`
 //! constructor, so an unchecked string never reaches storage or routing.
 
+mod fingerprint;
 mod message_id;
 mod phone;
 
+pub use fingerprint::Fingerprint;
 pub use message_id::MessageId;
 pub use phone::{MAX_PHONE_LEN, PhoneError, PhoneNumber};
