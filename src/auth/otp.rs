@@ -1,0 +1,268 @@
+//! The one-time-code life cycle: issue (rate-limited), deliver, and redeem
+//! (constant-time comparison through argon2's verifier, a bounded number of
+//! wrong tries, expiry). Counters live in the database so a restart resets
+//! nothing; a new code never resets the count of wrong tries.
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use sqlx::{Connection, SqlitePool};
+use zeroize::Zeroizing;
+
+use super::code_sink::CodeSink;
+use crate::clock::Clock;
+use crate::db::{self, DbError, otp::Limits, otp::PendingCode, users::UserRow};
+use crate::domain::{Fingerprint, PhoneNumber};
+use crate::protocol::KeyType;
+
+/// Argon2id cost for code hashes. A 6-digit code has a million values, so the
+/// hash only slows down someone holding a stolen database; codes also die
+/// after a few minutes. These parameters cost a few milliseconds.
+const ARGON2_MEMORY_KIB: u32 = 8 * 1024;
+const ARGON2_ITERATIONS: u32 = 1;
+
+/// Limits applied to one-time codes.
+#[derive(Debug, Clone, Copy)]
+pub struct OtpPolicy {
+    /// How long a code stays valid.
+    pub ttl_ms: i64,
+    /// Wrong tries allowed before the code (and new ones, until the window
+    /// ends) are dead.
+    pub max_tries: u32,
+    /// Codes a phone may be sent per window.
+    pub max_codes: u32,
+    /// The rate-limit window.
+    pub window_ms: i64,
+}
+
+impl Default for OtpPolicy {
+    fn default() -> Self {
+        Self { ttl_ms: 5 * 60_000, max_tries: 5, max_codes: 3, window_ms: 60 * 60_000 }
+    }
+}
+
+/// Why a code was not issued or not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum OtpError {
+    #[error("too many codes requested for this phone; try again in {retry_in_s} seconds")]
+    RateLimited { retry_in_s: i64 },
+    #[error("no code is pending for this phone: register first")]
+    NoPendingCode,
+    #[error("the code has expired: register again to get a new one")]
+    Expired,
+    #[error("wrong code; {remaining} tries left")]
+    Wrong { remaining: u32 },
+    #[error("too many wrong codes; try again in {retry_in_s} seconds")]
+    Dead { retry_in_s: i64 },
+    #[error("a code is 6 digits")]
+    Malformed,
+    #[error("the code could not be delivered: {0}")]
+    Delivery(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The key a pending code will register.
+#[derive(Debug, Clone)]
+pub struct PendingKey {
+    pub key_type: KeyType,
+    pub spki: Vec<u8>,
+}
+
+/// Issues and redeems one-time codes.
+pub struct Otp {
+    pool: SqlitePool,
+    policy: OtpPolicy,
+    clock: Clock,
+    sink: CodeSink,
+    /// Redemptions run one at a time, so parallel guesses cannot all read the
+    /// same count of wrong tries. Registration is rare; this costs nothing.
+    redeem_lock: tokio::sync::Mutex<()>,
+}
+
+impl Otp {
+    pub fn new(pool: SqlitePool, policy: OtpPolicy, clock: Clock, sink: CodeSink) -> Self {
+        Self { pool, policy, clock, sink, redeem_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Makes a code for `phone` bound to the key it will register, stores its
+    /// hash and sends it. Returns how long it stays valid, in milliseconds.
+    pub async fn issue(&self, phone: &PhoneNumber, key_type: KeyType, spki: &[u8]) -> Result<i64, OtpError> {
+        let now = self.clock.now_ms();
+        let code = random_code();
+        let hash = hash_code(code.clone()).await?;
+        let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(DbError::from)?;
+        let mut limits = self.current_limits(&mut tx, phone, now).await?;
+        let retry_in_s = (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1;
+        if limits.wrong_tries >= i64::from(self.policy.max_tries) {
+            return Err(OtpError::Dead { retry_in_s });
+        }
+        if limits.codes_issued >= i64::from(self.policy.max_codes) {
+            return Err(OtpError::RateLimited { retry_in_s });
+        }
+        limits.codes_issued += 1;
+        db::otp::store_limits(&mut tx, phone.as_str(), limits).await?;
+        let pending = PendingCode {
+            phone: phone.to_string(),
+            code_hash: hash,
+            key_type: key_type.as_str().into(),
+            public_key: spki.to_vec(),
+            issued_at: now,
+            expires_at: now + self.policy.ttl_ms,
+        };
+        db::otp::store_pending(&mut tx, &pending).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.sink.deliver(phone, &code).await.map_err(OtpError::Delivery)?;
+        tracing::info!(%phone, "one-time code issued");
+        Ok(self.policy.ttl_ms)
+    }
+
+    /// The key the pending code for `phone` would register, so the caller can
+    /// check the proof of possession before a try is spent.
+    pub async fn pending_key(&self, phone: &PhoneNumber) -> Result<PendingKey, OtpError> {
+        let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
+        let pending = db::otp::pending(&mut conn, phone.as_str()).await?.ok_or(OtpError::NoPendingCode)?;
+        to_pending_key(&pending)
+    }
+
+    /// Checks `code`; on success registers the pending key for `phone`
+    /// (replacing an older key) and returns whether a key was replaced.
+    /// `expected_spki` is the key whose possession the caller verified: if a
+    /// newer registration replaced it meanwhile, nothing is consumed.
+    pub async fn redeem(&self, phone: &PhoneNumber, code: &str, expected_spki: &[u8]) -> Result<bool, OtpError> {
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(OtpError::Malformed);
+        }
+        let _one_at_a_time = self.redeem_lock.lock().await;
+        let now = self.clock.now_ms();
+        let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
+        let mut limits = self.current_limits(&mut conn, phone, now).await?;
+        let retry_in_s = (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1;
+        if limits.wrong_tries >= i64::from(self.policy.max_tries) {
+            return Err(OtpError::Dead { retry_in_s });
+        }
+        let pending = db::otp::pending(&mut conn, phone.as_str()).await?.ok_or(OtpError::NoPendingCode)?;
+        if pending.public_key != expected_spki {
+            return Err(OtpError::NoPendingCode);
+        }
+        if now >= pending.expires_at {
+            return Err(OtpError::Expired);
+        }
+        if !code_matches(code, &pending.code_hash).await {
+            limits.wrong_tries += 1;
+            db::otp::store_limits(&mut conn, phone.as_str(), limits).await?;
+            let remaining = i64::from(self.policy.max_tries) - limits.wrong_tries;
+            tracing::info!(%phone, remaining, "wrong one-time code");
+            return Err(if remaining <= 0 {
+                OtpError::Dead { retry_in_s }
+            } else {
+                OtpError::Wrong { remaining: remaining as u32 }
+            });
+        }
+        let key = to_pending_key(&pending)?;
+        register(&mut conn, phone, &key, now).await
+    }
+
+    /// The phone's counters, started afresh when the window has passed.
+    async fn current_limits(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        phone: &PhoneNumber,
+        now: i64,
+    ) -> Result<Limits, OtpError> {
+        let fresh = Limits { window_start: now, codes_issued: 0, wrong_tries: 0 };
+        Ok(match db::otp::limits(conn, phone.as_str()).await? {
+            Some(l) if now - l.window_start < self.policy.window_ms => l,
+            _ => fresh,
+        })
+    }
+}
+
+/// Consumes the code and writes the user row in one transaction.
+async fn register(
+    conn: &mut sqlx::SqliteConnection,
+    phone: &PhoneNumber,
+    key: &PendingKey,
+    now: i64,
+) -> Result<bool, OtpError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(DbError::from)?;
+    db::otp::delete_pending(&mut tx, phone.as_str()).await?;
+    db::otp::clear_limits(&mut tx, phone.as_str()).await?;
+    let row = UserRow {
+        phone: phone.to_string(),
+        key_type: key.key_type.as_str().into(),
+        public_key: key.spki.clone(),
+        fingerprint: Fingerprint::of_spki(&key.spki).to_hex(),
+        registered_at: now,
+    };
+    let replaced = db::users::upsert(&mut tx, &row).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(replaced)
+}
+
+fn to_pending_key(p: &PendingCode) -> Result<PendingKey, OtpError> {
+    let key_type = KeyType::parse(&p.key_type)
+        .ok_or_else(|| DbError::Corrupt(format!("unknown key type in otp_codes for {}", p.phone)))?;
+    Ok(PendingKey { key_type, spki: p.public_key.clone() })
+}
+
+/// A uniformly random 6-digit code from the OS generator (rejection sampling
+/// keeps every code equally likely).
+fn random_code() -> Zeroizing<String> {
+    use rand::TryRng;
+    const LIMIT: u32 = u32::MAX - (u32::MAX % 1_000_000);
+    loop {
+        let n = rand::rngs::SysRng.try_next_u32().expect("the operating system's random generator failed");
+        if n < LIMIT {
+            return Zeroizing::new(format!("{:06}", n % 1_000_000));
+        }
+    }
+}
+
+fn hasher() -> Argon2<'static> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes off the async threads: argon2 is deliberately slow.
+async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
+    tokio::task::spawn_blocking(move || {
+        use rand::TryRng;
+        let mut salt = [0u8; 16];
+        rand::rngs::SysRng.try_fill_bytes(&mut salt).expect("the operating system's random generator failed");
+        hasher().hash_password_with_salt(code.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| DbError::Corrupt(format!("hashing task failed: {e}")))?
+    .map_err(|e| OtpError::Db(DbError::Corrupt(format!("hashing failed: {e}"))))
+}
+
+/// Argon2's verifier compares the derived hashes in constant time.
+async fn code_matches(code: &str, hash: &str) -> bool {
+    let code = Zeroizing::new(code.to_owned());
+    let hash = hash.to_owned();
+    tokio::task::spawn_blocking(move || hasher().verify_password(code.as_bytes(), hash.as_str()).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits() {
+        for _ in 0..100 {
+            let c = random_code();
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_verifies_only_its_code() {
+        let h = hash_code(Zeroizing::new("123456".into())).await.unwrap();
+        assert!(code_matches("123456", &h).await);
+        assert!(!code_matches("123457", &h).await);
+    }
+}

@@ -1,0 +1,33 @@
+//! Proof of key possession: a signature over a transcript that binds the
+//! purpose, this connection's TLS exporter value, a fresh server nonce, the
+//! phone and the key. A captured signature is useless on any other
+//! connection (different exporter) or twice on this one (nonce used once).
+
+use crate::crypto::PublicKey;
+use crate::crypto::{Purpose, auth_transcript};
+use crate::domain::PhoneNumber;
+
+/// Length of the server's login nonce.
+pub const NONCE_LEN: usize = 32;
+
+/// A fresh nonce from the operating system's generator.
+pub fn fresh_nonce() -> [u8; NONCE_LEN] {
+    use rand::TryRng;
+    let mut n = [0u8; NONCE_LEN];
+    rand::rngs::SysRng.try_fill_bytes(&mut n).expect("the operating system's random generator failed");
+    n
+}
+
+/// Checks that `signature` proves possession of `key` for this purpose,
+/// connection and nonce.
+pub fn verify(
+    purpose: Purpose,
+    exporter: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    phone: &PhoneNumber,
+    key: &PublicKey,
+    signature: &[u8],
+) -> bool {
+    let transcript = auth_transcript(purpose, exporter, nonce, phone, &key.to_spki_der());
+    key.verify(&transcript, signature).is_ok()
+}

@@ -1,0 +1,158 @@
+//! A client connection: TLS with a pinned server key, a background task that
+//! reads frames and routes each response to its caller by `re` and each
+//! pushed message to the event channel. Requests may be pipelined.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ClientError;
+use crate::domain::Fingerprint;
+use crate::protocol::{self, Delivered, Request, RequestFrame, Response, ResponseFrame};
+use crate::tls::{self, ClientTlsStream, Pin};
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// An open, not necessarily logged-in, connection to a server.
+pub struct Connection {
+    writer: tokio::sync::Mutex<WriteHalf<ClientTlsStream>>,
+    waiters: Waiters,
+    next_seq: AtomicU64,
+    events: mpsc::UnboundedReceiver<Delivered>,
+    exporter: [u8; 32],
+    server_fingerprint: Fingerprint,
+    reader_task: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    /// Connects to `addr` and checks the server's key against `pin`.
+    pub async fn connect(addr: &str, pin: Pin) -> Result<Self, ClientError> {
+        let (stream, server_fingerprint) = tls::connect(addr, pin).await?;
+        let exporter = tls::auth_exporter(stream.get_ref().1).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (reader, writer) = tokio::io::split(stream);
+        let waiters: Waiters = Arc::default();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let reader_task = tokio::spawn(read_loop(BufReader::new(reader), waiters.clone(), events_tx));
+        Ok(Self {
+            writer: tokio::sync::Mutex::new(writer),
+            waiters,
+            next_seq: AtomicU64::new(1),
+            events,
+            exporter,
+            server_fingerprint,
+            reader_task,
+        })
+    }
+
+    /// The fingerprint of the key the server presented.
+    pub fn server_fingerprint(&self) -> Fingerprint {
+        self.server_fingerprint
+    }
+
+    /// This connection's TLS exporter value, which login proofs sign.
+    pub fn exporter(&self) -> &[u8; 32] {
+        &self.exporter
+    }
+
+    /// Sends a request and waits for its answer; a server error becomes
+    /// [`ClientError::Server`].
+    pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let rx = self.start(request).await?;
+        match rx.await.map_err(|_| ClientError::Disconnected)? {
+            Response::Error { code, message } => Err(ClientError::Server { code, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends a request without waiting: the answer arrives on the returned
+    /// receiver (possibly as `Response::Error`). Lets callers pipeline.
+    pub async fn start(&self, request: Request) -> Result<oneshot::Receiver<Response>, ClientError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::to_vec(&RequestFrame { seq: Some(seq), request })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, tx);
+        let mut w = self.writer.lock().await;
+        let sent = async {
+            protocol::write_frame(&mut *w, &body).await?;
+            w.flush().await
+        }
+        .await;
+        if sent.is_err() {
+            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+            return Err(ClientError::Disconnected);
+        }
+        Ok(rx)
+    }
+
+    /// Writes raw bytes as one frame; for tests of hostile input.
+    pub async fn send_raw_frame(&self, body: &[u8]) -> Result<(), ClientError> {
+        let mut w = self.writer.lock().await;
+        protocol::write_frame(&mut *w, body).await.map_err(|_| ClientError::Disconnected)?;
+        w.flush().await.map_err(|_| ClientError::Disconnected)
+    }
+
+    /// The next message the server pushed; `None` once the connection closed.
+    pub async fn next_event(&mut self) -> Option<Delivered> {
+        self.events.recv().await
+    }
+
+    /// A pushed message if one is waiting now.
+    pub fn try_next_event(&mut self) -> Option<Delivered> {
+        self.events.try_recv().ok()
+    }
+
+    /// Says goodbye and closes the connection.
+    pub async fn close(self) {
+        let _ = self.call(Request::Quit).await;
+        let mut w = self.writer.lock().await;
+        let _ = w.shutdown().await;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader_task.abort();
+    }
+}
+
+async fn read_loop(
+    mut reader: BufReader<ReadHalf<ClientTlsStream>>,
+    waiters: Waiters,
+    events: mpsc::UnboundedSender<Delivered>,
+) {
+    while let Ok(Some(frame)) = protocol::read_frame(&mut reader, protocol::MAX_RESPONSE_FRAME).await {
+        let Ok(frame) = serde_json::from_slice::<ResponseFrame>(&frame) else {
+            tracing::warn!("the server sent a frame this client does not understand");
+            continue;
+        };
+        match (frame.re, frame.response) {
+            (None, Response::Message(m)) => {
+                let _ = events.send(m);
+            }
+            (Some(re), response) => {
+                if let Some(tx) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&re) {
+                    let _ = tx.send(response);
+                }
+            }
+            (None, Response::Error { code, message }) => {
+                tracing::warn!(?code, %message, "the server reported a connection error");
+                fail_all(&waiters, code, &message);
+            }
+            (None, _) => {}
+        }
+    }
+    waiters.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// A connection-level error (frame too large, shutting down) answers every
+/// request still waiting.
+fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
+    let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    for (_, tx) in w.drain() {
+        let _ = tx.send(Response::Error { code, message: message.to_owned() });
+    }
+}

@@ -1,0 +1,344 @@
+//! High-level client operations. [`Client`] knows the home and the server;
+//! [`Session`] is a logged-in connection with the user's identity loaded.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::home::{Account, Contact, Home};
+use super::receive::{self, Received, Refusal};
+use super::{ClientError, Connection};
+use crate::clock::Clock;
+use crate::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+use crate::protocol::{B64, Delivered, KeyType, Request, Response, UserInfo};
+use crate::tls::Pin;
+
+/// Things worth telling the user that are not errors.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A server's key was seen for the first time and pinned.
+    ServerPinned { addr: String, fingerprint: Fingerprint },
+    /// A contact's key was seen for the first time and pinned.
+    ContactPinned { phone: String, fingerprint: Fingerprint },
+}
+
+/// Receives notices; the command line prints them on standard error.
+pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
+
+/// A client bound to a home directory and a server address.
+pub struct Client {
+    pub home: Home,
+    server: String,
+    server_fingerprint: Option<Fingerprint>,
+    passphrase: Option<Zeroizing<String>>,
+    notify: Notify,
+    clock: Clock,
+}
+
+impl Client {
+    pub fn new(
+        home: Home,
+        server: String,
+        server_fingerprint: Option<Fingerprint>,
+        passphrase: Option<Zeroizing<String>>,
+        notify: Notify,
+    ) -> Self {
+        Self { home, server, server_fingerprint, passphrase, notify, clock: Clock::System }
+    }
+
+    /// The current time in milliseconds, as the history records it.
+    pub fn home_now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Connects and checks the server's key: the one given on the command
+    /// line, else the one pinned for this address, else pins what it sees.
+    pub async fn connect(&self) -> Result<Connection, ClientError> {
+        let pinned = self.home.server_pin(&self.server).await?;
+        let pin = match self.server_fingerprint.or(pinned) {
+            Some(fp) => Pin::Expect(fp),
+            None => Pin::AcceptAny,
+        };
+        let conn = Connection::connect(&self.server, pin).await?;
+        let seen = conn.server_fingerprint();
+        if pinned != Some(seen) {
+            self.home.pin_server(&self.server, seen).await?;
+            if pinned.is_none() && self.server_fingerprint.is_none() {
+                (self.notify)(Notice::ServerPinned { addr: self.server.clone(), fingerprint: seen });
+            }
+        }
+        Ok(conn)
+    }
+
+    pub fn account(&self) -> Result<Account, ClientError> {
+        self.home.account()?.ok_or_else(|| ClientError::NoAccount(self.home.dir().to_owned()))
+    }
+
+    /// The identity key, decrypted with the passphrase if it has one.
+    pub fn identity(&self) -> Result<Identity, ClientError> {
+        let passphrase = self.passphrase.as_ref().map(|p| p.as_str());
+        Ok(Identity::load(&self.home.identity_path(), passphrase)?)
+    }
+
+    /// Registers `phone`: makes (or reuses) the identity key, asks the server
+    /// for a code, reads it with `read_code`, and proves the key. Returns the
+    /// logged-in session and whether an older key was replaced.
+    pub async fn register(
+        &self,
+        phone: &str,
+        key_type: KeyType,
+        read_code: impl FnOnce(&PhoneNumber) -> Result<String, ClientError>,
+    ) -> Result<(Session<'_>, bool), ClientError> {
+        let phone = PhoneNumber::parse(phone).map_err(|e| ClientError::Input(e.to_string()))?;
+        let identity = self.identity_for(&phone, key_type)?;
+        let spki = identity.public_key().to_spki_der();
+        let conn = self.connect().await?;
+        conn.call(Request::Register {
+            phone: phone.to_string(),
+            key_type: identity.key_type(),
+            public_key: B64(spki.clone()),
+        })
+        .await?;
+        let code = Zeroizing::new(read_code(&phone)?);
+        let signature = prove(&conn, &identity, Purpose::Register, &phone).await?;
+        let answer = conn
+            .call(Request::Verify { phone: phone.to_string(), code: code.trim().to_owned(), signature: B64(signature) })
+            .await?;
+        let Response::Registered { replaced_key, fingerprint, .. } = answer else {
+            return Err(unexpected(answer));
+        };
+        self.home.save_account(&Account { phone: phone.to_string(), key_type: identity.key_type(), fingerprint })?;
+        Ok((Session { client: self, conn, identity, me: phone }, replaced_key))
+    }
+
+    /// Keeps the existing key if the home already has one for this phone
+    /// (re-registering a device); otherwise makes and saves a new one.
+    fn identity_for(&self, phone: &PhoneNumber, key_type: KeyType) -> Result<Identity, ClientError> {
+        let path = self.home.identity_path();
+        if path.exists() {
+            match self.home.account()? {
+                Some(a) if a.phone != phone.as_str() => {
+                    return Err(ClientError::Input(format!(
+                        "{} already holds the account of {}; use another --home for {phone}",
+                        self.home.dir().display(),
+                        a.phone
+                    )));
+                }
+                _ => return self.identity(),
+            }
+        }
+        let identity = Identity::generate(key_type);
+        identity.save(&path, self.passphrase.as_ref().map(|p| p.as_str()))?;
+        Ok(identity)
+    }
+
+    /// Connects and logs in as the home's account.
+    pub async fn login(&self) -> Result<Session<'_>, ClientError> {
+        let account = self.account()?;
+        let me = PhoneNumber::from_canonical(&account.phone).map_err(|e| ClientError::Input(e.to_string()))?;
+        let identity = self.identity()?;
+        let conn = self.connect().await?;
+        let signature = prove(&conn, &identity, Purpose::Login, &me).await?;
+        let answer = conn.call(Request::Login { phone: me.to_string(), signature: B64(signature) }).await?;
+        if !matches!(answer, Response::LoggedIn { .. }) {
+            return Err(unexpected(answer));
+        }
+        Ok(Session { client: self, conn, identity, me })
+    }
+}
+
+/// Asks for a challenge and signs the transcript binding it to this connection.
+async fn prove(
+    conn: &Connection,
+    identity: &Identity,
+    purpose: Purpose,
+    phone: &PhoneNumber,
+) -> Result<Vec<u8>, ClientError> {
+    let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
+        return Err(ClientError::Protocol("expected a challenge".into()));
+    };
+    let nonce: [u8; 32] =
+        nonce.0.try_into().map_err(|_| ClientError::Protocol("the challenge is not 32 bytes".into()))?;
+    let spki = identity.public_key().to_spki_der();
+    let transcript = crypto::auth_transcript(purpose, conn.exporter(), &nonce, phone, &spki);
+    Ok(identity.sign(&transcript))
+}
+
+fn unexpected(r: Response) -> ClientError {
+    ClientError::Protocol(format!("{r:?}"))
+}
+
+/// A logged-in connection.
+pub struct Session<'c> {
+    client: &'c Client,
+    pub conn: Connection,
+    identity: Identity,
+    me: PhoneNumber,
+}
+
+impl Session<'_> {
+    pub fn me(&self) -> &PhoneNumber {
+        &self.me
+    }
+
+    /// A user's key as the server reports it.
+    pub async fn lookup(&self, phone: &PhoneNumber) -> Result<UserInfo, ClientError> {
+        match self.conn.call(Request::Lookup { phone: phone.to_string() }).await? {
+            Response::User(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The key to use for `phone`: the pinned one, which must still be the
+    /// one the server reports; on first contact the server's, now pinned.
+    pub async fn contact_key(&self, phone: &PhoneNumber) -> Result<(PublicKey, Fingerprint), ClientError> {
+        let info = self.lookup(phone).await?;
+        let current = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
+        let current_fp = current.fingerprint();
+        match self.client.home.contact(phone.as_str()).await? {
+            Some(pinned) if pinned.fingerprint == current_fp.to_hex() => Ok((current, current_fp)),
+            Some(pinned) => Err(ClientError::KeyChanged {
+                phone: phone.to_string(),
+                pinned: Fingerprint::parse(&pinned.fingerprint).unwrap_or(current_fp),
+                current: current_fp,
+            }),
+            None => {
+                self.pin(phone, &info, current_fp).await?;
+                (self.client.notify)(Notice::ContactPinned { phone: phone.to_string(), fingerprint: current_fp });
+                Ok((current, current_fp))
+            }
+        }
+    }
+
+    /// The pinned key of `phone`, if any (no server round trip).
+    pub async fn pinned_key(&self, phone: &PhoneNumber) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
+        let Some(c) = self.client.home.contact(phone.as_str()).await? else { return Ok(None) };
+        let key_type = KeyType::parse(&c.key_type).ok_or_else(|| ClientError::Protocol("bad pinned key type".into()))?;
+        let key = PublicKey::from_spki_der_typed(key_type, &c.public_key)?;
+        let fp = key.fingerprint();
+        Ok(Some((key, fp)))
+    }
+
+    /// Accepts the key the server now reports for `phone`, replacing the pin.
+    pub async fn trust(&self, phone: &PhoneNumber) -> Result<Fingerprint, ClientError> {
+        let info = self.lookup(phone).await?;
+        let key = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
+        let fp = key.fingerprint();
+        self.pin(phone, &info, fp).await?;
+        Ok(fp)
+    }
+
+    async fn pin(&self, phone: &PhoneNumber, info: &UserInfo, fp: Fingerprint) -> Result<(), ClientError> {
+        let contact = Contact {
+            phone: phone.to_string(),
+            key_type: info.key_type.as_str().into(),
+            public_key: info.public_key.0.clone(),
+            fingerprint: fp.to_hex(),
+        };
+        self.client.home.pin_contact(&contact, self.client.clock.now_ms()).await
+    }
+
+    /// Seals `text` to `to` and sends it; returns once the server committed it.
+    pub async fn send(&self, to: &str, text: &str) -> Result<MessageId, ClientError> {
+        let to = PhoneNumber::parse(to).map_err(|e| ClientError::Input(e.to_string()))?;
+        let (key, fp) = self.contact_key(&to).await?;
+        let id = MessageId::random();
+        let counter = self.client.home.next_counter(to.as_str()).await?;
+        let sent_at = self.client.clock.now_ms();
+        let envelope = crypto::seal(
+            &self.identity,
+            &key,
+            &Outgoing { id, counter, sent_at_ms: sent_at as u64, sender_phone: &self.me, recipient_phone: &to, text },
+        )?;
+        let answer = self.conn.call(Request::Send { id, to: to.to_string(), envelope: B64(envelope) }).await?;
+        if !matches!(answer, Response::Accepted { .. }) {
+            return Err(unexpected(answer));
+        }
+        let now = self.client.clock.now_ms();
+        self.client.home.record(&id.to_hex(), "out", to.as_str(), &fp.to_hex(), counter, text, sent_at, now).await?;
+        Ok(id)
+    }
+
+    /// Fetches every waiting message: each is verified, decrypted and stored
+    /// in the history before it is acknowledged, so nothing is lost if the
+    /// client dies halfway.
+    pub async fn fetch(&mut self) -> Result<(Vec<Received>, Vec<Refusal>), ClientError> {
+        let mut received = Vec::new();
+        let mut refused = Vec::new();
+        let mut kept_back = std::collections::HashSet::new();
+        loop {
+            let Response::Messages { messages, more } = self.conn.call(Request::Fetch { limit: Some(500) }).await?
+            else {
+                return Err(ClientError::Protocol("expected messages".into()));
+            };
+            let fresh: Vec<Delivered> = messages.into_iter().filter(|m| !kept_back.contains(&m.id)).collect();
+            let progress = !fresh.is_empty();
+            self.take_batch(fresh, &mut received, &mut refused, &mut kept_back).await?;
+            if !more || !progress {
+                break;
+            }
+        }
+        while let Some(m) = self.conn.try_next_event() {
+            self.take_batch(vec![m], &mut received, &mut refused, &mut kept_back).await?;
+        }
+        Ok((received, refused))
+    }
+
+    /// Handles one pushed message (for `chat`); acknowledges it if it was
+    /// stored or is garbage.
+    pub async fn take_pushed(&mut self, m: Delivered) -> Result<Result<Option<Received>, Refusal>, ClientError> {
+        let (mut received, mut refused) = (Vec::new(), Vec::new());
+        self.take_batch(vec![m], &mut received, &mut refused, &mut Default::default()).await?;
+        Ok(match refused.pop() {
+            Some(r) => Err(r),
+            None => Ok(received.pop()),
+        })
+    }
+
+    async fn take_batch(
+        &mut self,
+        batch: Vec<Delivered>,
+        received: &mut Vec<Received>,
+        refused: &mut Vec<Refusal>,
+        kept_back: &mut std::collections::HashSet<MessageId>,
+    ) -> Result<(), ClientError> {
+        let mut ack = Vec::new();
+        for m in batch {
+            let id = m.id;
+            match receive::accept(self, m).await? {
+                receive::Verdict::Stored(r) => {
+                    received.push(r);
+                    ack.push(id);
+                }
+                receive::Verdict::Duplicate => ack.push(id),
+                receive::Verdict::Drop(r) => {
+                    refused.push(r);
+                    ack.push(id);
+                }
+                receive::Verdict::KeepBack(r) => {
+                    refused.push(r);
+                    kept_back.insert(id);
+                }
+            }
+        }
+        if !ack.is_empty() {
+            self.conn.call(Request::Ack { ids: ack }).await?;
+        }
+        Ok(())
+    }
+
+    /// The client this session belongs to (its home, for contacts and history).
+    pub fn client(&self) -> &Client {
+        self.client
+    }
+
+    pub(super) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Says goodbye and closes the connection.
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+}

@@ -1,0 +1,206 @@
+//! Server configuration: a TOML file, overridden by command-line flags (and
+//! their `CARRIER_…` environment variables), validated once at load. Errors
+//! name the file and the key. Relative paths in a file are resolved against
+//! the file's directory, so the server does not depend on where it is started.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::code_sink::CodeSink;
+use crate::auth::otp::OtpPolicy;
+use crate::db::writer::Quota;
+
+/// Everything `carrier-server` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub max_connections: usize,
+    pub otp_policy: OtpPolicy,
+    pub code_sink: CodeSink,
+    pub message_ttl_ms: i64,
+    pub quota: Quota,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::from_file_contents(FileConfig::default(), Path::new("."))
+            .expect("the built-in defaults are valid")
+    }
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key '{key}': {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    otp: OtpSection,
+    #[serde(default)]
+    queue: QueueSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    host: String,
+    port: u16,
+    data_dir: PathBuf,
+    max_connections: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self { host: "127.0.0.1".into(), port: 5000, data_dir: "data".into(), max_connections: 20_000 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OtpSection {
+    delivery: String,
+    file: Option<PathBuf>,
+    command: Option<String>,
+    ttl_secs: u64,
+    max_tries: u32,
+    max_codes_per_window: u32,
+    window_secs: u64,
+}
+
+impl Default for OtpSection {
+    fn default() -> Self {
+        let p = OtpPolicy::default();
+        Self {
+            delivery: "console".into(),
+            file: None,
+            command: None,
+            ttl_secs: (p.ttl_ms / 1000) as u64,
+            max_tries: p.max_tries,
+            max_codes_per_window: p.max_codes,
+            window_secs: (p.window_ms / 1000) as u64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct QueueSection {
+    message_ttl_days: f64,
+    max_messages_per_recipient: u64,
+    max_bytes_per_recipient: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        Self { message_ttl_days: 30.0, max_messages_per_recipient: 100_000, max_bytes_per_recipient: 256 << 20 }
+    }
+}
+
+impl ServerConfig {
+    /// Loads a TOML file; relative paths in it are taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Self::from_file_contents(file, base).map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })
+    }
+
+    fn from_file_contents(f: FileConfig, base: &Path) -> Result<Self, (&'static str, String)> {
+        let code_sink = match f.otp.delivery.as_str() {
+            "console" => CodeSink::Console,
+            "file" => CodeSink::File(base.join(
+                f.otp.file.ok_or(("otp.file", "delivery = \"file\" needs otp.file = \"path\"".to_string()))?,
+            )),
+            "command" => CodeSink::Command(f.otp.command.ok_or((
+                "otp.command",
+                "delivery = \"command\" needs otp.command = \"shell command\"".to_string(),
+            ))?),
+            other => {
+                return Err(("otp.delivery", format!("'{other}' is not one of \"console\", \"file\", \"command\"")));
+            }
+        };
+        positive("otp.ttl_secs", f.otp.ttl_secs)?;
+        positive("otp.max_tries", u64::from(f.otp.max_tries))?;
+        positive("otp.max_codes_per_window", u64::from(f.otp.max_codes_per_window))?;
+        positive("otp.window_secs", f.otp.window_secs)?;
+        positive("queue.max_messages_per_recipient", f.queue.max_messages_per_recipient)?;
+        positive("queue.max_bytes_per_recipient", f.queue.max_bytes_per_recipient)?;
+        positive("server.max_connections", f.server.max_connections as u64)?;
+        if !(f.queue.message_ttl_days > 0.0 && f.queue.message_ttl_days <= 3650.0) {
+            return Err(("queue.message_ttl_days", "must be more than 0 and at most 3650".into()));
+        }
+        Ok(Self {
+            host: f.server.host,
+            port: f.server.port,
+            data_dir: base.join(f.server.data_dir),
+            max_connections: f.server.max_connections,
+            otp_policy: OtpPolicy {
+                ttl_ms: f.otp.ttl_secs as i64 * 1000,
+                max_tries: f.otp.max_tries,
+                max_codes: f.otp.max_codes_per_window,
+                window_ms: f.otp.window_secs as i64 * 1000,
+            },
+            code_sink,
+            message_ttl_ms: (f.queue.message_ttl_days * 86_400_000.0) as i64,
+            quota: Quota {
+                max_messages: f.queue.max_messages_per_recipient,
+                max_bytes: f.queue.max_bytes_per_recipient,
+            },
+        })
+    }
+}
+
+fn positive(key: &'static str, v: u64) -> Result<(), (&'static str, String)> {
+    if v == 0 { Err((key, "must be greater than 0".into())) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, text).unwrap();
+        ServerConfig::load(&path)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("[otp]\ndelivery = \"file\"\nfile = \"codes.txt\"\n").unwrap();
+        assert_eq!(c.port, 5000);
+        match c.code_sink {
+            CodeSink::File(p) => assert!(p.ends_with("codes.txt") && p.is_absolute()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = parse("[otp]\ndelivery = \"pigeon\"\n").unwrap_err().to_string();
+        assert!(err.contains("otp.delivery"), "{err}");
+        let err = parse("[server]\nprot = 1\n").unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        let err = parse("[queue]\nmax_messages_per_recipient = 0\n").unwrap_err().to_string();
+        assert!(err.contains("queue.max_messages_per_recipient"), "{err}");
+    }
+}

@@ -1,0 +1,67 @@
+//! Storage: an SQLite database through sqlx, in WAL mode with
+//! `synchronous=FULL`, migrated at start. Functions here move opaque bytes;
+//! nothing in this module can open an envelope or holds a private key.
+//!
+//! Writes to the message queue go through one [`writer::QueueWriter`] task
+//! that groups concurrent senders' inserts into one transaction (group
+//! commit); other tables are small and written directly.
+
+pub mod otp;
+pub mod queue;
+pub mod users;
+pub mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// File name of the server database inside the data directory.
+pub const DATABASE_FILE: &str = "carrier.db";
+
+/// How long a statement waits for another writer before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors from storage. Their details go to the log; a client only ever sees
+/// the stable `internal` code.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the queue writer has stopped")]
+    WriterGone,
+    #[error("a stored row is damaged: {0}")]
+    Corrupt(String),
+    #[error("the transaction was rolled back: {0}")]
+    RolledBack(String),
+}
+
+/// Connection options shared by the pool and the writer's own connection.
+fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
+    let url = format!("sqlite://{}", path.display());
+    Ok(SqliteConnectOptions::from_str(&url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true))
+}
+
+/// Opens (creating if needed) the database in `data_dir` and runs the
+/// embedded migrations.
+pub async fn open(data_dir: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
+    let options = connect_options(&data_dir.join(DATABASE_FILE))?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.clone())
+        .await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok((pool, options))
+}
+
+/// Milliseconds since the Unix epoch, the unit of every stored time.
+pub type Millis = i64;

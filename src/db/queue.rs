@@ -1,0 +1,123 @@
+//! Reads and single-row writes of the `message_queue` table. Batched writes
+//! go through [`super::writer`], which calls the functions here inside its
+//! transaction.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::{DbError, Millis};
+
+/// A queued envelope as stored: opaque bytes plus routing fields.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedMessage {
+    pub seq: i64,
+    pub id: Vec<u8>,
+    pub sender: String,
+    pub envelope: Vec<u8>,
+    pub received_at: Millis,
+}
+
+/// A message to be queued.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: [u8; 16],
+    pub recipient: String,
+    pub sender: String,
+    pub envelope: Vec<u8>,
+    pub received_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// The oldest unexpired messages for `recipient` after `after_seq`, at most
+/// `limit` of them.
+pub async fn fetch(
+    pool: &SqlitePool,
+    recipient: &str,
+    after_seq: i64,
+    now: Millis,
+    limit: u32,
+) -> Result<Vec<QueuedMessage>, DbError> {
+    Ok(sqlx::query_as::<_, QueuedMessage>(
+        "SELECT seq, id, sender, envelope, received_at FROM message_queue
+         WHERE recipient = $1 AND seq > $2 AND expires_at > $3
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(recipient)
+    .bind(after_seq)
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// How many unexpired messages wait for `recipient`.
+pub async fn waiting(pool: &SqlitePool, recipient: &str, now: Millis) -> Result<u64, DbError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM message_queue WHERE recipient = $1 AND expires_at > $2",
+    )
+    .bind(recipient)
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Count and total envelope bytes queued for `recipient` (expired or not:
+/// they occupy space until swept).
+pub async fn usage(conn: &mut SqliteConnection, recipient: &str) -> Result<(u64, u64), DbError> {
+    let (count, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM message_queue WHERE recipient = $1",
+    )
+    .bind(recipient)
+    .fetch_one(conn)
+    .await?;
+    Ok((count as u64, bytes as u64))
+}
+
+/// Inserts a message unless one with the same id exists; returns whether it
+/// was inserted.
+pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO message_queue (id, recipient, sender, envelope, received_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&m.id[..])
+    .bind(&m.recipient)
+    .bind(&m.sender)
+    .bind(&m.envelope)
+    .bind(m.received_at)
+    .bind(m.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes one message of `recipient`; returns its envelope size if it existed.
+pub async fn delete(conn: &mut SqliteConnection, recipient: &str, id: &[u8]) -> Result<Option<u64>, DbError> {
+    let size: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM message_queue WHERE recipient = $1 AND id = $2 RETURNING length(envelope)",
+    )
+    .bind(recipient)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(size.map(|s| s as u64))
+}
+
+/// Deletes up to `limit` expired messages, oldest first; returns the
+/// recipient and size of each, so quota counters can follow.
+pub async fn delete_expired(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    limit: u32,
+) -> Result<Vec<(String, u64)>, DbError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "DELETE FROM message_queue WHERE seq IN (
+             SELECT seq FROM message_queue WHERE expires_at <= $1 ORDER BY seq LIMIT $2)
+         RETURNING recipient, length(envelope)",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(r, s)| (r, s as u64)).collect())
+}

@@ -1,0 +1,175 @@
+//! One connection: TLS handshake, then a loop reading request frames and a
+//! writer task sending response frames (batched into as few TLS records as
+//! the queue allows). A failing connection logs its cause and ends alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::ServerState;
+use super::handlers::{self, Outcome};
+use super::session::Session;
+use crate::protocol::{
+    self, ErrorCode, FrameError, RequestFrame, Response, ResponseFrame, classify_request_error,
+};
+
+/// Time allowed for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not logged in within this time is closed.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A logged-in connection silent this long is closed (clients ping).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Frames waiting to be written before responses wait and pushes are skipped.
+const OUTBOX_CAPACITY: usize = 1024;
+/// Sends awaiting their commit on one connection before it stops reading.
+const MAX_IN_FLIGHT: usize = 1024;
+
+type Stream = TlsStream<TcpStream>;
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let span = tracing::info_span!("conn", %peer);
+    async move {
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        };
+        let exporter = match crate::tls::auth_exporter(stream.get_ref().1) {
+            Ok(e) => e,
+            Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
+        };
+        let (reader, writer) = tokio::io::split(stream);
+        let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let writer_task = tokio::spawn(write_loop(writer, rx));
+        let mut session = Session::new(peer, exporter, outbox);
+        read_loop(BufReader::new(reader), &mut session, &state, &shutdown, &tracker).await;
+        if let Some((phone, link)) = session.user.take() {
+            state.router.registry.leave(phone.as_str(), &link);
+        }
+        drop(session);
+        let _ = writer_task.await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_loop(
+    mut reader: BufReader<ReadHalf<Stream>>,
+    session: &mut Session,
+    state: &Arc<ServerState>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let timeout = if session.user.is_some() { IDLE_TIMEOUT } else { LOGIN_TIMEOUT };
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => {
+                reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
+                return;
+            }
+            f = tokio::time::timeout(timeout, protocol::read_frame(&mut reader, protocol::MAX_REQUEST_FRAME)) => f,
+        };
+        let frame = match frame {
+            Err(_) => return tracing::debug!("connection idle; closing"),
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(f))) => f,
+            Ok(Err(FrameError::TooLarge { len, max })) => {
+                let msg = format!("frame of {len} bytes exceeds the limit of {max} bytes; closing the connection");
+                reply(session, None, error(ErrorCode::FrameTooLarge, msg)).await;
+                return;
+            }
+            Ok(Err(FrameError::Empty)) => {
+                reply(session, None, error(ErrorCode::MalformedJson, "empty frame")).await;
+                continue;
+            }
+            Ok(Err(e)) => return tracing::debug!(error = %e, "read failed"),
+        };
+        let (seq, request) = match serde_json::from_slice::<RequestFrame>(&frame) {
+            Ok(f) => (f.seq, f.request),
+            Err(e) => {
+                let (seq, code, message) = classify_request_error(&frame, &e);
+                reply(session, seq, error(code, message)).await;
+                continue;
+            }
+        };
+        let kind = request.kind();
+        match handlers::dispatch(state, session, request).await {
+            Outcome::Reply(r) => {
+                log_refusal(kind, &r);
+                reply(session, seq, r).await;
+            }
+            Outcome::Close(r) => {
+                reply(session, seq, r).await;
+                return;
+            }
+            Outcome::Deferred(id, pending) => {
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let outbox = session.outbox.clone();
+                tracker.spawn(async move {
+                    let response = match pending.committed().await {
+                        Ok(()) => Response::Accepted { id },
+                        Err(e) => super::error::ApiError::from(e).into_response(),
+                    };
+                    let _ = outbox.send(encode(seq, response)).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+fn log_refusal(kind: &str, r: &Response) {
+    if let Response::Error { code, .. } = r {
+        tracing::debug!(request = kind, ?code, "request refused");
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error { code, message: message.into() }
+}
+
+fn encode(seq: Option<u64>, response: Response) -> Vec<u8> {
+    serde_json::to_vec(&ResponseFrame { re: seq, response }).expect("a response always serialises")
+}
+
+async fn reply(session: &Session, seq: Option<u64>, response: Response) {
+    let _ = session.outbox.send(encode(seq, response)).await;
+}
+
+/// Writes frames as they come, flushing only when no more are waiting, so a
+/// burst of answers shares TLS records and system calls.
+async fn write_loop(writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(frame) = rx.recv().await {
+        if protocol::write_frame(&mut writer, &frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = rx.try_recv() {
+            if protocol::write_frame(&mut writer, &frame).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

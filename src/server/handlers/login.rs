@@ -1,0 +1,30 @@
+//! `login`: prove possession of the registered key for this connection.
+
+use super::{ApiError, parse_phone};
+use crate::crypto::PublicKey;
+use crate::crypto::Purpose;
+use crate::protocol::{ErrorCode, Response};
+use crate::server::session::Session;
+use crate::server::{ServerState, login_session, verify_proof};
+
+pub async fn handle(
+    state: &ServerState,
+    session: &mut Session,
+    phone: &str,
+    signature: Vec<u8>,
+) -> Result<Response, ApiError> {
+    session.refuse_if_logged_in()?;
+    let phone = parse_phone(phone)?;
+    let nonce = session.take_nonce()?;
+    let user = state
+        .router
+        .directory
+        .get(&phone)
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("{phone} is not registered here")))?;
+    let key = PublicKey::from_spki_der_typed(user.key_type, &user.public_key.0)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored key unusable: {e}")))?;
+    verify_proof(Purpose::Login, session, nonce, &phone, key, signature).await?;
+    login_session(state, session, phone.clone());
+    let queued = state.router.waiting(&phone).await?;
+    Ok(Response::LoggedIn { phone: phone.to_string(), fingerprint: user.fingerprint.clone(), queued })
+}

@@ -1,0 +1,62 @@
+//! One file per request kind; [`dispatch`] is the one closed `match` that
+//! routes a decoded request to its handler.
+
+mod ack;
+mod challenge;
+mod fetch;
+mod login;
+mod lookup;
+mod register;
+mod send;
+mod verify;
+
+use super::ServerState;
+use super::error::ApiError;
+use super::session::Session;
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::{ErrorCode, Request, Response};
+use crate::routing::PendingSend;
+
+/// What the connection does after a request.
+pub enum Outcome {
+    /// Answer now.
+    Reply(Response),
+    /// Answer once this message is committed; meanwhile read the next request.
+    Deferred(MessageId, PendingSend),
+    /// Answer, then close the connection.
+    Close(Response),
+}
+
+impl From<Result<Response, ApiError>> for Outcome {
+    fn from(r: Result<Response, ApiError>) -> Self {
+        Outcome::Reply(r.unwrap_or_else(ApiError::into_response))
+    }
+}
+
+/// Runs one request.
+pub async fn dispatch(state: &ServerState, session: &mut Session, request: Request) -> Outcome {
+    match request {
+        Request::Challenge => challenge::handle(session).into(),
+        Request::Register { phone, key_type, public_key } => {
+            register::handle(state, session, &phone, key_type, &public_key.0).await.into()
+        }
+        Request::Verify { phone, code, signature } => {
+            verify::handle(state, session, &phone, &code, signature.0).await.into()
+        }
+        Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0).await.into(),
+        Request::Lookup { phone } => lookup::handle(state, session, &phone).into(),
+        Request::Send { id, to, envelope } => match send::handle(state, session, id, &to, envelope.0).await {
+            Ok(pending) => Outcome::Deferred(id, pending),
+            Err(e) => Outcome::Reply(e.into_response()),
+        },
+        Request::Fetch { limit } => fetch::handle(state, session, limit).await.into(),
+        Request::Ack { ids } => ack::handle(state, session, ids).await.into(),
+        Request::Ping => Outcome::Reply(Response::Pong),
+        Request::Quit => Outcome::Close(Response::Bye),
+    }
+}
+
+/// Parses a phone number from a request, answering `invalid_phone`.
+fn parse_phone(input: &str) -> Result<PhoneNumber, ApiError> {
+    PhoneNumber::parse(input).map_err(|e| ApiError::new(ErrorCode::InvalidPhone, e.to_string()))
+}

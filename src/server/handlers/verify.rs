@@ -1,0 +1,37 @@
+//! `verify`: finish registration with the code and a proof of possession of
+//! the key being registered. On success the session is logged in.
+
+use super::{ApiError, parse_phone};
+use crate::crypto::PublicKey;
+use crate::crypto::Purpose;
+use crate::protocol::{B64, ErrorCode, Response, UserInfo};
+use crate::server::session::Session;
+use crate::server::{ServerState, login_session, verify_proof};
+
+pub async fn handle(
+    state: &ServerState,
+    session: &mut Session,
+    phone: &str,
+    code: &str,
+    signature: Vec<u8>,
+) -> Result<Response, ApiError> {
+    session.refuse_if_logged_in()?;
+    let phone = parse_phone(phone)?;
+    let nonce = session.take_nonce()?;
+    let pending = state.otp.pending_key(&phone).await?;
+    let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
+    verify_proof(Purpose::Register, session, nonce, &phone, key.clone(), signature).await?;
+    let replaced = state.otp.redeem(&phone, code, &pending.spki).await?;
+    let fingerprint = key.fingerprint().to_hex();
+    state.router.directory.upsert(UserInfo {
+        phone: phone.to_string(),
+        key_type: pending.key_type,
+        public_key: B64(pending.spki),
+        fingerprint: fingerprint.clone(),
+        registered_at: state.router.clock().now_ms(),
+    });
+    tracing::info!(%phone, replaced, "user registered");
+    login_session(state, session, phone.clone());
+    Ok(Response::Registered { phone: phone.to_string(), fingerprint, replaced_key: replaced })
+}

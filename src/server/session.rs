@@ -1,0 +1,55 @@
+//! What one connection knows about its peer: the TLS exporter value its
+//! login proofs are bound to, the pending challenge, and who logged in.
+
+use std::net::SocketAddr;
+
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use crate::auth::proof::NONCE_LEN;
+use crate::domain::PhoneNumber;
+use crate::protocol::ErrorCode;
+use crate::routing::registry::SessionLink;
+
+/// Per-connection state, owned by the connection's task.
+pub struct Session {
+    pub peer: SocketAddr,
+    /// The TLS exporter value of this connection (RFC 8446 §7.5).
+    pub exporter: [u8; 32],
+    /// The nonce from the last `challenge`, usable once.
+    pub nonce: Option<[u8; NONCE_LEN]>,
+    /// The logged-in user and its registry entry.
+    pub user: Option<(PhoneNumber, SessionLink)>,
+    /// Frames to send on this connection.
+    pub outbox: mpsc::Sender<Vec<u8>>,
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr, exporter: [u8; 32], outbox: mpsc::Sender<Vec<u8>>) -> Self {
+        Self { peer, exporter, nonce: None, user: None, outbox }
+    }
+
+    /// The logged-in user, or the error every authenticated request gives.
+    pub fn user(&self) -> Result<&(PhoneNumber, SessionLink), ApiError> {
+        self.user
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotLoggedIn, "log in first (register, or login with your key)"))
+    }
+
+    /// Takes the pending nonce: each challenge answers one proof.
+    pub fn take_nonce(&mut self) -> Result<[u8; NONCE_LEN], ApiError> {
+        self.nonce
+            .take()
+            .ok_or_else(|| ApiError::new(ErrorCode::NoChallenge, "ask for a challenge first; each one is used once"))
+    }
+
+    pub fn refuse_if_logged_in(&self) -> Result<(), ApiError> {
+        match &self.user {
+            Some((phone, _)) => Err(ApiError::new(
+                ErrorCode::AlreadyLoggedIn,
+                format!("this connection is already logged in as {phone}"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
