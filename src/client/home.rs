@@ -66,7 +66,10 @@ impl Home {
     pub async fn open(dir: &Path) -> Result<Self, ClientError> {
         create_private_dir(dir)
             .map_err(|source| ClientError::Io { context: format!("cannot create {}", dir.display()), source })?;
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join(STORE_FILE).display()))?
+        let store = dir.join(STORE_FILE);
+        create_private_file(&store)
+            .map_err(|source| ClientError::Io { context: format!("cannot create {}", store.display()), source })?;
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", store.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -222,6 +225,16 @@ impl Home {
 
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// Creates the history store readable by its owner only; SQLite gives its
+/// journal files the same mode.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
     }
 }
 
