@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
 use crate::db::writer::Quota;
+use crate::domain::Fingerprint;
+use crate::link::NeighbourConfig;
 
 /// Everything `carrier-server` needs to start.
 #[derive(Debug, Clone)]
@@ -21,7 +23,15 @@ pub struct ServerConfig {
     pub otp_policy: OtpPolicy,
     pub code_sink: CodeSink,
     pub message_ttl_ms: i64,
+    /// Limits on each recipient's queue.
     pub quota: Quota,
+    /// Limits on each neighbour's outbound queue.
+    pub neighbour_quota: Quota,
+    /// How this server is named to people (`list`); defaults to `host:port`.
+    pub name: Option<String>,
+    /// Port of the server-to-server listener; `None` runs without one.
+    pub server_port: Option<u16>,
+    pub neighbours: Vec<NeighbourConfig>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +61,22 @@ struct FileConfig {
     otp: OtpSection,
     #[serde(default)]
     queue: QueueSection,
+    #[serde(default)]
+    neighbourhood: NeighbourhoodSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct NeighbourhoodSection {
+    server_port: Option<u16>,
+    neighbours: Vec<NeighbourEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NeighbourEntry {
+    address: String,
+    fingerprint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,11 +86,12 @@ struct ServerSection {
     port: u16,
     data_dir: PathBuf,
     max_connections: usize,
+    name: Option<String>,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 5000, data_dir: "data".into(), max_connections: 20_000 }
+        Self { host: "127.0.0.1".into(), port: 5000, data_dir: "data".into(), max_connections: 20_000, name: None }
     }
 }
 
@@ -101,11 +128,19 @@ struct QueueSection {
     message_ttl_days: f64,
     max_messages_per_recipient: u64,
     max_bytes_per_recipient: u64,
+    max_messages_per_neighbour: u64,
+    max_bytes_per_neighbour: u64,
 }
 
 impl Default for QueueSection {
     fn default() -> Self {
-        Self { message_ttl_days: 30.0, max_messages_per_recipient: 100_000, max_bytes_per_recipient: 256 << 20 }
+        Self {
+            message_ttl_days: 30.0,
+            max_messages_per_recipient: 100_000,
+            max_bytes_per_recipient: 256 << 20,
+            max_messages_per_neighbour: 10_000_000,
+            max_bytes_per_neighbour: 4 << 30,
+        }
     }
 }
 
@@ -145,6 +180,14 @@ impl ServerConfig {
         positive("queue.max_messages_per_recipient", f.queue.max_messages_per_recipient)?;
         positive("queue.max_bytes_per_recipient", f.queue.max_bytes_per_recipient)?;
         positive("server.max_connections", f.server.max_connections as u64)?;
+        positive("queue.max_messages_per_neighbour", f.queue.max_messages_per_neighbour)?;
+        positive("queue.max_bytes_per_neighbour", f.queue.max_bytes_per_neighbour)?;
+        let neighbours = f
+            .neighbourhood
+            .neighbours
+            .into_iter()
+            .map(|n| neighbour(&n.address, n.fingerprint.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
         if !(f.queue.message_ttl_days > 0.0 && f.queue.message_ttl_days <= 3650.0) {
             return Err(("queue.message_ttl_days", "must be more than 0 and at most 3650".into()));
         }
@@ -165,8 +208,44 @@ impl ServerConfig {
                 max_messages: f.queue.max_messages_per_recipient,
                 max_bytes: f.queue.max_bytes_per_recipient,
             },
+            neighbour_quota: Quota {
+                max_messages: f.queue.max_messages_per_neighbour,
+                max_bytes: f.queue.max_bytes_per_neighbour,
+            },
+            name: f.server.name,
+            server_port: f.neighbourhood.server_port,
+            neighbours,
         })
     }
+
+    /// The name people see for this server: the configured one, or the
+    /// address clients reach it at.
+    pub fn display_name(&self, bound: std::net::SocketAddr) -> String {
+        self.name.clone().unwrap_or_else(|| format!("{}:{}", self.host, bound.port()))
+    }
+
+    /// Parses the seeds' `--neighbours host:port,host:port` flag (keys are
+    /// pinned on first contact).
+    pub fn parse_neighbours_flag(list: &str) -> Result<Vec<NeighbourConfig>, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| neighbour(a, None).map_err(|(_, m)| m))
+            .collect()
+    }
+}
+
+fn neighbour(address: &str, fingerprint: Option<&str>) -> Result<NeighbourConfig, (&'static str, String)> {
+    let key = "neighbourhood.neighbours";
+    let well_formed = address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if !well_formed {
+        return Err((key, format!("'{address}' is not host:port")));
+    }
+    let fingerprint = match fingerprint {
+        Some(f) => Some(Fingerprint::parse(f).ok_or((key, format!("the fingerprint of {address} is not 64 hex characters")))?),
+        None => None,
+    };
+    Ok(NeighbourConfig { address: address.to_owned(), fingerprint })
 }
 
 fn positive(key: &'static str, v: u64) -> Result<(), (&'static str, String)> {

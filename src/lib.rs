@@ -10,3 +10,5 @@ pub mod db;
 pub mod routing;
 pub mod server;
 pub mod client;
+pub mod frame_writer;
+pub mod link;

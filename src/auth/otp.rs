@@ -126,10 +126,11 @@ impl Otp {
     }
 
     /// Checks `code`; on success registers the pending key for `phone`
-    /// (replacing an older key) and returns whether a key was replaced.
+    /// (replacing an older key) and returns whether a key was replaced and
+    /// the registration time recorded.
     /// `expected_spki` is the key whose possession the caller verified: if a
     /// newer registration replaced it meanwhile, nothing is consumed.
-    pub async fn redeem(&self, phone: &PhoneNumber, code: &str, expected_spki: &[u8]) -> Result<bool, OtpError> {
+    pub async fn redeem(&self, phone: &PhoneNumber, code: &str, expected_spki: &[u8]) -> Result<(bool, i64), OtpError> {
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(OtpError::Malformed);
         }
@@ -160,7 +161,8 @@ impl Otp {
             });
         }
         let key = to_pending_key(&pending)?;
-        register(&mut conn, phone, &key, now).await
+        let replaced = register(&mut conn, phone, &key, now).await?;
+        Ok((replaced, now))
     }
 
     /// The phone's counters, started afresh when the window has passed.

@@ -6,7 +6,9 @@
 //! that groups concurrent senders' inserts into one transaction (group
 //! commit); other tables are small and written directly.
 
+pub mod directory;
 pub mod otp;
+pub mod outbound;
 pub mod queue;
 pub mod users;
 pub mod writer;

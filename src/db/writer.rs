@@ -12,6 +12,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbound::{self, NewOutbound};
 use super::queue::{self, NewMessage};
 use super::{DbError, Millis};
 
@@ -22,11 +23,36 @@ const CHANNEL_CAPACITY: usize = 8192;
 /// Most expired rows deleted per sweep transaction.
 const SWEEP_LIMIT: u32 = 5000;
 
-/// Per-recipient limits on the queue.
+/// Limits on one queue (a recipient's, or a neighbour's outbound queue).
 #[derive(Debug, Clone, Copy)]
 pub struct Quota {
     pub max_messages: u64,
     pub max_bytes: u64,
+}
+
+/// The limits the writer enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    pub per_recipient: Quota,
+    pub per_neighbour: Quota,
+}
+
+/// Where a message is committed.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// The recipient's queue on this server.
+    Local,
+    /// The outbound queue of the neighbour leading to the recipient's home.
+    Neighbour(NewOutbound),
+}
+
+/// A message to commit.
+#[derive(Debug)]
+pub struct Enqueue {
+    pub message: NewMessage,
+    pub destination: Destination,
+    /// Received from a neighbour: record its id so a re-sent copy is dropped.
+    pub relayed: bool,
 }
 
 /// What became of an enqueued message.
@@ -40,17 +66,33 @@ pub enum EnqueueOutcome {
     QuotaFull,
 }
 
-/// A message that has just been committed, handed to routing for live push
-/// in commit order.
+/// A message that has just been committed, handed to routing (live push, or
+/// waking the neighbour's link) in commit order.
 #[derive(Debug)]
 pub struct Committed {
-    pub seq: i64,
     pub message: NewMessage,
+    pub destination: Destination,
+}
+
+/// Which queue a delete applies to.
+#[derive(Debug, Clone)]
+pub enum QueueRef {
+    Recipient(String),
+    Neighbour(String),
+}
+
+impl QueueRef {
+    fn usage_key(&self) -> String {
+        match self {
+            QueueRef::Recipient(r) => r.clone(),
+            QueueRef::Neighbour(n) => format!("neighbour:{n}"),
+        }
+    }
 }
 
 enum Op {
-    Enqueue(NewMessage, oneshot::Sender<Result<EnqueueOutcome, DbError>>),
-    Delete(String, Vec<[u8; 16]>, oneshot::Sender<Result<u64, DbError>>),
+    Enqueue(Enqueue, oneshot::Sender<Result<EnqueueOutcome, DbError>>),
+    Delete(QueueRef, Vec<[u8; 16]>, oneshot::Sender<Result<u64, DbError>>),
     Sweep(Millis, oneshot::Sender<Result<u64, DbError>>),
 }
 
@@ -66,7 +108,7 @@ impl QueueWriter {
     /// messages are announced on `committed`, in commit order.
     pub async fn start(
         options: &SqliteConnectOptions,
-        quota: Quota,
+        quota: Quotas,
         committed: mpsc::UnboundedSender<Committed>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), DbError> {
         let conn = SqliteConnection::connect_with(options).await?;
@@ -76,29 +118,22 @@ impl QueueWriter {
         Ok((Self { tx }, handle))
     }
 
-    /// Queues a message; resolves once it is committed (or refused).
-    pub async fn enqueue(&self, message: NewMessage) -> Result<EnqueueOutcome, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Op::Enqueue(message, reply)).await?;
-        rx.await.map_err(|_| DbError::WriterGone)?
-    }
-
     /// Starts queuing a message and returns the receiver of its outcome,
     /// so a session can read its next request while the commit is pending.
     /// Operations are applied in the order they are submitted.
     pub async fn submit_enqueue(
         &self,
-        message: NewMessage,
+        message: Enqueue,
     ) -> Result<oneshot::Receiver<Result<EnqueueOutcome, DbError>>, DbError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Enqueue(message, reply)).await?;
         Ok(rx)
     }
 
-    /// Deletes the given messages of `recipient`; returns how many existed.
-    pub async fn delete(&self, recipient: String, ids: Vec<[u8; 16]>) -> Result<u64, DbError> {
+    /// Deletes the given messages of one queue; returns how many existed.
+    pub async fn delete(&self, queue: QueueRef, ids: Vec<[u8; 16]>) -> Result<u64, DbError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Op::Delete(recipient, ids, reply)).await?;
+        self.submit(Op::Delete(queue, ids, reply)).await?;
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
@@ -134,7 +169,7 @@ enum Outcome {
 
 struct Task {
     conn: SqliteConnection,
-    quota: Quota,
+    quota: Quotas,
     usage: HashMap<String, Usage>,
     committed: mpsc::UnboundedSender<Committed>,
 }
@@ -187,7 +222,7 @@ impl Task {
                     let (o, c) = enqueue(&mut tx, &mut self.usage, self.quota, m).await?;
                     Outcome::Enqueue(o, c)
                 }
-                Work::Delete(r, ids) => Outcome::Count(delete(&mut tx, &mut self.usage, &r, &ids).await?),
+                Work::Delete(q, ids) => Outcome::Count(delete(&mut tx, &mut self.usage, &q, &ids).await?),
                 Work::Sweep(now) => Outcome::Count(sweep(&mut tx, &mut self.usage, now).await?),
             };
             done.push(outcome);
@@ -215,8 +250,8 @@ impl Task {
 }
 
 enum Work {
-    Enqueue(NewMessage),
-    Delete(String, Vec<[u8; 16]>),
+    Enqueue(Enqueue),
+    Delete(QueueRef, Vec<[u8; 16]>),
     Sweep(Millis),
 }
 
@@ -242,65 +277,97 @@ fn fail(reply: Reply, e: &DbError) {
     }
 }
 
-async fn usage_of<'a>(
-    conn: &mut SqliteConnection,
-    usage: &'a mut HashMap<String, Usage>,
-    recipient: &str,
-) -> Result<&'a mut Usage, DbError> {
-    if !usage.contains_key(recipient) {
-        let (count, bytes) = queue::usage(conn, recipient).await?;
-        usage.insert(recipient.to_owned(), Usage { count, bytes });
-    }
-    Ok(usage.get_mut(recipient).expect("inserted above"))
-}
-
 async fn enqueue(
     conn: &mut SqliteConnection,
     usage: &mut HashMap<String, Usage>,
-    quota: Quota,
-    m: NewMessage,
+    quotas: Quotas,
+    e: Enqueue,
 ) -> Result<(EnqueueOutcome, Option<Committed>), DbError> {
+    let m = &e.message;
     let size = m.envelope.len() as u64;
-    let u = usage_of(conn, usage, &m.recipient).await?;
+    let (key, quota) = match &e.destination {
+        Destination::Local => (m.recipient.clone(), quotas.per_recipient),
+        Destination::Neighbour(o) => (format!("neighbour:{}", o.neighbour), quotas.per_neighbour),
+    };
+    let u = usage_of(conn, usage, &key, &e.destination).await?;
     if u.count + 1 > quota.max_messages || u.bytes + size > quota.max_bytes {
         return Ok((EnqueueOutcome::QuotaFull, None));
     }
-    if !queue::insert(conn, &m).await? {
+    if e.relayed && !outbound::mark_seen(conn, &m.id, m.expires_at).await? {
         return Ok((EnqueueOutcome::Duplicate, None));
     }
-    let seq: i64 = sqlx::query_scalar("SELECT last_insert_rowid()").fetch_one(&mut *conn).await?;
-    let u = usage.get_mut(&m.recipient).expect("loaded above");
+    let inserted = match &e.destination {
+        Destination::Local => queue::insert(conn, m).await?,
+        Destination::Neighbour(o) => outbound::insert(conn, m, o).await?,
+    };
+    if !inserted {
+        return Ok((EnqueueOutcome::Duplicate, None));
+    }
+    let u = usage.get_mut(&key).expect("loaded above");
     u.count += 1;
     u.bytes += size;
-    Ok((EnqueueOutcome::Stored, Some(Committed { seq, message: m })))
+    Ok((EnqueueOutcome::Stored, Some(Committed { message: e.message, destination: e.destination })))
+}
+
+async fn usage_of<'a>(
+    conn: &mut SqliteConnection,
+    usage: &'a mut HashMap<String, Usage>,
+    key: &str,
+    destination: &Destination,
+) -> Result<&'a mut Usage, DbError> {
+    if !usage.contains_key(key) {
+        let (count, bytes) = match destination {
+            Destination::Local => queue::usage(conn, key).await?,
+            Destination::Neighbour(o) => outbound::usage(conn, &o.neighbour).await?,
+        };
+        usage.insert(key.to_owned(), Usage { count, bytes });
+    }
+    Ok(usage.get_mut(key).expect("inserted above"))
 }
 
 async fn delete(
     conn: &mut SqliteConnection,
     usage: &mut HashMap<String, Usage>,
-    recipient: &str,
+    queue_ref: &QueueRef,
     ids: &[[u8; 16]],
 ) -> Result<u64, DbError> {
     let mut deleted = 0;
     for id in ids {
-        if let Some(size) = queue::delete(conn, recipient, id).await? {
+        let size = match queue_ref {
+            QueueRef::Recipient(r) => queue::delete(conn, r, id).await?,
+            QueueRef::Neighbour(n) => outbound::delete(conn, n, id).await?,
+        };
+        if let Some(size) = size {
             deleted += 1;
-            if let Some(u) = usage.get_mut(recipient) {
-                u.count = u.count.saturating_sub(1);
-                u.bytes = u.bytes.saturating_sub(size);
-            }
+            shrink(usage, &queue_ref.usage_key(), size);
         }
     }
     Ok(deleted)
 }
 
-async fn sweep(conn: &mut SqliteConnection, usage: &mut HashMap<String, Usage>, now: Millis) -> Result<u64, DbError> {
-    let gone = queue::delete_expired(conn, now, SWEEP_LIMIT).await?;
-    for (recipient, size) in &gone {
-        if let Some(u) = usage.get_mut(recipient) {
-            u.count = u.count.saturating_sub(1);
-            u.bytes = u.bytes.saturating_sub(*size);
-        }
+fn shrink(usage: &mut HashMap<String, Usage>, key: &str, size: u64) {
+    if let Some(u) = usage.get_mut(key) {
+        u.count = u.count.saturating_sub(1);
+        u.bytes = u.bytes.saturating_sub(size);
     }
-    Ok(gone.len() as u64)
+}
+
+/// Deletes expired messages from user and outbound queues (logging drops
+/// of relayed mail per neighbour) and forgets old relayed ids.
+async fn sweep(conn: &mut SqliteConnection, usage: &mut HashMap<String, Usage>, now: Millis) -> Result<u64, DbError> {
+    let local = queue::delete_expired(conn, now, SWEEP_LIMIT).await?;
+    for (recipient, size) in &local {
+        shrink(usage, recipient, *size);
+    }
+    let outbound = outbound::delete_expired(conn, now, SWEEP_LIMIT).await?;
+    let mut per_neighbour: HashMap<&str, u64> = HashMap::new();
+    for (neighbour, size) in &outbound {
+        shrink(usage, &QueueRef::Neighbour(neighbour.clone()).usage_key(), *size);
+        *per_neighbour.entry(neighbour).or_default() += 1;
+    }
+    for (neighbour, n) in per_neighbour {
+        tracing::warn!(neighbour, dropped = n, "messages expired before the neighbour took them; dropped");
+    }
+    outbound::forget_seen(conn, now).await?;
+    Ok((local.len() + outbound.len()) as u64)
 }

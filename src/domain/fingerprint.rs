@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 /// The identity of a public key: SHA-256 of its SubjectPublicKeyInfo DER,
 /// shown as 64 lowercase hex characters. Users compare these out of band;
 /// servers and contacts are pinned by them.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {

@@ -103,6 +103,15 @@ pub enum Request {
     },
     /// Delete delivered messages.
     Ack { ids: Vec<MessageId> },
+    /// The users of the neighbourhood, with their home and presence.
+    List,
+    /// A public message to every connected user of the neighbourhood.
+    Broadcast {
+        id: MessageId,
+        sent_at: u64,
+        text: String,
+        signature: B64,
+    },
     /// Keep-alive; answered with `pong`.
     Ping,
     /// End the session.
@@ -121,6 +130,8 @@ impl Request {
             Request::Send { .. } => "send",
             Request::Fetch { .. } => "fetch",
             Request::Ack { .. } => "ack",
+            Request::List => "list",
+            Request::Broadcast { .. } => "broadcast",
             Request::Ping => "ping",
             Request::Quit => "quit",
         }
@@ -136,6 +147,8 @@ const REQUEST_KINDS: &[&str] = &[
     "send",
     "fetch",
     "ack",
+    "list",
+    "broadcast",
     "ping",
     "quit",
 ];
@@ -190,6 +203,19 @@ pub struct UserInfo {
     pub registered_at: i64,
 }
 
+/// One line of `list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListedUser {
+    pub phone: String,
+    pub fingerprint: String,
+    /// The home server's client address.
+    pub home: String,
+    /// The home server's key fingerprint.
+    pub home_fingerprint: String,
+    /// Whether the user has a live session at their home server now.
+    pub online: bool,
+}
+
 /// Every response and event a server sends.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -202,10 +228,14 @@ pub enum Response {
     Accepted { id: MessageId },
     Messages { messages: Vec<Delivered>, more: bool },
     Acked { deleted: u64 },
+    Users { users: Vec<ListedUser> },
+    BroadcastSent { id: MessageId },
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
     Message(Delivered),
+    /// A pushed event: a public message from someone in the neighbourhood.
+    Broadcast(super::Broadcast),
     Error { code: ErrorCode, message: String },
 }
 

@@ -5,12 +5,15 @@
 pub mod envelope;
 mod error;
 mod frame;
+pub mod link;
 mod message;
+pub mod signed;
 
 pub use error::ErrorCode;
+pub use link::Broadcast;
 pub use frame::{FrameError, read_frame, write_frame};
 pub use message::{
-    B64, Delivered, KeyType, Request, RequestFrame, Response, ResponseFrame, UserInfo,
+    B64, Delivered, KeyType, ListedUser, Request, RequestFrame, Response, ResponseFrame, UserInfo,
     classify_request_error,
 };
 

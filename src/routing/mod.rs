@@ -1,32 +1,48 @@
 //! Where a message goes. A `send` is checked against the clear envelope
-//! header, committed to the recipient's queue through the group-commit
-//! writer, and, once committed, pushed to the recipient's live sessions.
+//! header and committed through the group-commit writer either to the
+//! recipient's queue (their home is here) or to the outbound queue of the
+//! neighbour that leads to their home. Once committed, a local message is
+//! pushed to the recipient's live sessions and an outbound one wakes its
+//! link. Every hop does the same with messages relayed to it, so a message
+//! is always held by at least one server until the next one has committed it.
+//!
 //! Routing never opens an envelope: it has no key to do so.
 
 pub mod directory;
+pub mod neighbours;
 pub mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
+use crate::crypto::PublicKey;
+use crate::db::outbound::{self, NewOutbound, OutboundRow};
 use crate::db::queue::{self, NewMessage};
-use crate::db::writer::{Committed, EnqueueOutcome, QueueWriter};
+use crate::db::writer::{Committed, Destination, Enqueue, EnqueueOutcome, QueueRef, QueueWriter};
 use crate::db::DbError;
-use crate::domain::{MessageId, PhoneNumber};
-use crate::protocol::{self, B64, Delivered, envelope};
-use directory::Directory;
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+use crate::protocol::link::{self, DirectoryEntry, LinkMessage, Relayed};
+use crate::protocol::{self, B64, Broadcast, Delivered, ListedUser, envelope, signed};
+use directory::{Applied, Directory, Entry};
+use neighbours::Neighbours;
 use registry::Registry;
 
 /// How often expired messages are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a server re-announces who is connected to it.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+/// Delay that gathers a burst of logins and logouts into one announcement.
+const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Most messages in one `fetch` answer.
 pub const MAX_FETCH: u32 = 1000;
 /// Most envelope bytes in one `fetch` answer, so it fits the response frame.
 const MAX_FETCH_BYTES: usize = protocol::MAX_RESPONSE_FRAME / 2;
+/// Directory entries per link frame.
+const DIRECTORY_CHUNK: usize = 500;
 
 /// Why a message was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +55,17 @@ pub enum RouteError {
     Forbidden(String),
     #[error("the envelope is {0} bytes; the limit is {max} bytes", max = protocol::MAX_ENVELOPE_BYTES)]
     TooLarge(usize),
-    #[error("{0}'s message queue is full; try again after they have fetched their messages")]
-    QuotaFull(PhoneNumber),
+    #[error("{0}")]
+    QuotaFull(String),
+    #[error("{0}")]
+    Loop(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
 
 /// A message accepted for delivery whose commit is still pending.
 pub struct PendingSend {
-    recipient: PhoneNumber,
+    quota_message: String,
     outcome: oneshot::Receiver<Result<EnqueueOutcome, DbError>>,
 }
 
@@ -56,36 +74,61 @@ impl PendingSend {
     pub async fn committed(self) -> Result<(), RouteError> {
         match self.outcome.await.map_err(|_| DbError::WriterGone)?? {
             EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),
-            EnqueueOutcome::QuotaFull => Err(RouteError::QuotaFull(self.recipient)),
+            EnqueueOutcome::QuotaFull => Err(RouteError::QuotaFull(self.quota_message)),
         }
     }
 }
 
-/// Delivery rules shared by every session.
+/// Who this server is, as its neighbours and directory entries know it.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    pub fingerprint: Fingerprint,
+    /// SPKI DER of the long-term key.
+    pub public_key: Vec<u8>,
+    /// The client address people use, e.g. "127.0.0.1:5000".
+    pub name: String,
+}
+
+/// Delivery rules shared by every session and link.
 pub struct Router {
     pool: SqlitePool,
     writer: QueueWriter,
     pub registry: Arc<Registry>,
     pub directory: Directory,
+    pub neighbours: Neighbours,
+    me: ServerIdentity,
     clock: Clock,
     message_ttl_ms: i64,
+    presence_changed: Notify,
 }
 
 impl Router {
-    /// Builds the router and starts its background tasks (live push in
-    /// commit order, expiry sweeps). They end when the router is dropped.
+    /// Builds the router and starts its background tasks (live push and link
+    /// wake-ups in commit order, expiry sweeps, presence announcements).
+    /// They end when the router is dropped.
     pub fn start(
         pool: SqlitePool,
         writer: QueueWriter,
         committed: mpsc::UnboundedReceiver<Committed>,
         directory: Directory,
+        me: ServerIdentity,
         clock: Clock,
         message_ttl_ms: i64,
     ) -> Arc<Self> {
-        let registry = Arc::new(Registry::default());
-        tokio::spawn(push_committed(committed, registry.clone()));
-        let router = Arc::new(Self { pool, writer, registry, directory, clock, message_ttl_ms });
+        let router = Arc::new(Self {
+            pool,
+            writer,
+            registry: Arc::new(Registry::default()),
+            directory,
+            neighbours: Neighbours::default(),
+            me,
+            clock,
+            message_ttl_ms,
+            presence_changed: Notify::new(),
+        });
+        tokio::spawn(after_commit(committed, Arc::downgrade(&router)));
         tokio::spawn(sweep_expired(Arc::downgrade(&router)));
+        tokio::spawn(announce_presence(Arc::downgrade(&router)));
         router
     }
 
@@ -93,8 +136,12 @@ impl Router {
         &self.clock
     }
 
-    /// Checks a `send` and hands it to the writer. The envelope's clear
-    /// header must name the logged-in sender, the requested recipient and id.
+    pub fn me(&self) -> &ServerIdentity {
+        &self.me
+    }
+
+    /// Checks a `send` from a logged-in user and hands it to the writer. The
+    /// envelope's clear header must name the sender, recipient and id.
     pub async fn accept(
         &self,
         sender: &PhoneNumber,
@@ -108,9 +155,6 @@ impl Router {
         let recipient = PhoneNumber::from_canonical(to)
             .map_err(|_| RouteError::BadEnvelope(format!("'{to}' is not an E.164 phone number")))?;
         check_header(&envelope, sender, &recipient, id)?;
-        if !self.directory.contains(&recipient) {
-            return Err(RouteError::UnknownRecipient(recipient.to_string()));
-        }
         let now = self.clock.now_ms();
         let message = NewMessage {
             id: *id.as_bytes(),
@@ -120,8 +164,59 @@ impl Router {
             received_at: now,
             expires_at: now + self.message_ttl_ms,
         };
-        let outcome = self.writer.submit_enqueue(message).await?;
-        Ok(PendingSend { recipient, outcome })
+        self.route(message, vec![self.me.fingerprint.to_hex()], false).await
+    }
+
+    /// Takes a message relayed by neighbour `from`.
+    pub async fn relay_in(&self, from: Fingerprint, r: Relayed) -> Result<PendingSend, RouteError> {
+        let me = self.me.fingerprint.to_hex();
+        if r.path.len() >= link::MAX_HOPS || r.path.contains(&me) {
+            return Err(RouteError::Loop(format!("message {} has crossed {} servers or came back", r.id, r.path.len())));
+        }
+        if r.envelope.0.len() > protocol::MAX_ENVELOPE_BYTES {
+            return Err(RouteError::TooLarge(r.envelope.0.len()));
+        }
+        let sender = PhoneNumber::from_canonical(&r.from).map_err(|_| RouteError::BadEnvelope("bad sender".into()))?;
+        let recipient = PhoneNumber::from_canonical(&r.to).map_err(|_| RouteError::BadEnvelope("bad recipient".into()))?;
+        check_header(&r.envelope.0, &sender, &recipient, r.id)?;
+        let mut path = r.path;
+        if path.last() != Some(&from.to_hex()) {
+            path.push(from.to_hex());
+        }
+        path.push(me);
+        let message = NewMessage {
+            id: *r.id.as_bytes(),
+            recipient: r.to,
+            sender: r.from,
+            envelope: r.envelope.0,
+            received_at: r.received_at,
+            expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
+        };
+        self.route(message, path, true).await
+    }
+
+    /// Commits a message where its recipient's route says.
+    async fn route(&self, message: NewMessage, path: Vec<String>, relayed: bool) -> Result<PendingSend, RouteError> {
+        let recipient = PhoneNumber::from_canonical(&message.recipient).expect("checked by the caller");
+        let entry = self.directory.get(&recipient).ok_or_else(|| RouteError::UnknownRecipient(recipient.to_string()))?;
+        let (destination, quota_message) = match entry.via {
+            None => (
+                Destination::Local,
+                format!("{recipient}'s message queue is full; try again after they have fetched their messages"),
+            ),
+            Some(via) => {
+                if path.contains(&via.to_hex()) {
+                    return Err(RouteError::Loop(format!("the route to {recipient} leads back through a server already crossed")));
+                }
+                let path = serde_json::to_string(&path).expect("strings serialise");
+                (
+                    Destination::Neighbour(NewOutbound { neighbour: via.to_hex(), path }),
+                    format!("the queue towards {recipient}'s server is full; try again later"),
+                )
+            }
+        };
+        let outcome = self.writer.submit_enqueue(Enqueue { message, destination, relayed }).await?;
+        Ok(PendingSend { quota_message, outcome })
     }
 
     /// The oldest waiting messages for `recipient`, and whether more wait.
@@ -154,8 +249,165 @@ impl Router {
         if ids.is_empty() {
             return Ok(0);
         }
-        Ok(self.writer.delete(recipient.to_string(), ids).await?)
+        Ok(self.writer.delete(QueueRef::Recipient(recipient.to_string()), ids).await?)
     }
+
+    /// The next messages waiting for neighbour `peer`, after `after_seq`.
+    pub async fn outbound_next(&self, peer: &Fingerprint, after_seq: i64, limit: u32) -> Result<Vec<OutboundRow>, DbError> {
+        outbound::next(&self.pool, &peer.to_hex(), after_seq, self.clock.now_ms(), limit).await
+    }
+
+    /// Deletes messages neighbour `peer` has committed.
+    pub async fn outbound_acked(&self, peer: &Fingerprint, ids: Vec<[u8; 16]>) -> Result<u64, DbError> {
+        self.writer.delete(QueueRef::Neighbour(peer.to_hex()), ids).await
+    }
+
+    /// The key pinned for the neighbour at `address`, if any.
+    pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
+        Ok(outbound::pinned(&self.pool, address).await?.and_then(|f| Fingerprint::parse(&f)))
+    }
+
+    /// Pins the key a neighbour presented on first contact.
+    pub async fn pin_neighbour(&self, address: &str, fp: Fingerprint) -> Result<(), DbError> {
+        outbound::pin(&self.pool, address, &fp.to_hex()).await
+    }
+
+    /// Records and announces one of our own users (after registration).
+    pub async fn publish_local(&self, entry: Entry) -> Result<(), DbError> {
+        let entry = self.directory.store(&self.pool, entry).await?;
+        self.flood_directory(None, vec![entry.to_wire()]);
+        Ok(())
+    }
+
+    /// Applies directory entries from neighbour `from`; forwards what changed.
+    pub async fn directory_in(&self, from: Fingerprint, entries: Vec<DirectoryEntry>) -> Result<(), DbError> {
+        let mut changed = Vec::new();
+        for wire in entries {
+            let entry = match directory::parse_entry(&wire, from) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(neighbour = %from, phone = %wire.phone.chars().take(20).collect::<String>(), error = %e, "directory entry refused");
+                    continue;
+                }
+            };
+            if entry.home == self.me.fingerprint {
+                continue;
+            }
+            let verdict = self.directory.judge(&entry);
+            if verdict == Applied::Unchanged {
+                continue;
+            }
+            if verdict == Applied::Updated && directory::verify_signature(&entry).is_err() {
+                tracing::warn!(neighbour = %from, phone = %entry.info.phone, "directory entry with a bad signature refused");
+                continue;
+            }
+            changed.push(self.directory.store(&self.pool, entry).await?.to_wire());
+        }
+        if !changed.is_empty() {
+            self.flood_directory(Some(from), changed);
+        }
+        Ok(())
+    }
+
+    /// The whole directory as link frames, for a neighbour that just linked.
+    pub fn directory_frames(&self) -> Vec<Vec<u8>> {
+        let entries: Vec<DirectoryEntry> = self.directory.all().iter().map(|e| e.to_wire()).collect();
+        entries.chunks(DIRECTORY_CHUNK).map(|c| link_frame(&LinkMessage::Directory { entries: c.to_vec() })).collect()
+    }
+
+    fn flood_directory(&self, except: Option<Fingerprint>, entries: Vec<DirectoryEntry>) {
+        for chunk in entries.chunks(DIRECTORY_CHUNK) {
+            let frame = link_frame(&LinkMessage::Directory { entries: chunk.to_vec() });
+            self.neighbours.send_all_except(except, &frame);
+        }
+    }
+
+    /// A broadcast from one of our logged-in users: checks its signature and
+    /// floods it.
+    pub fn broadcast_local(&self, from: &PhoneNumber, b: Broadcast) -> Result<(), RouteError> {
+        if b.from != from.as_str() {
+            return Err(RouteError::Forbidden(format!("this session is logged in as {from}, not {}", b.from)));
+        }
+        if b.text.len() > protocol::MAX_TEXT_BYTES {
+            return Err(RouteError::TooLarge(b.text.len()));
+        }
+        let entry = self.directory.get(from).ok_or_else(|| RouteError::UnknownRecipient(from.to_string()))?;
+        let key = PublicKey::from_spki_der_typed(entry.info.key_type, &entry.info.public_key.0)
+            .map_err(|e| RouteError::BadEnvelope(e.to_string()))?;
+        let bytes = signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
+        key.verify(&bytes, &b.signature.0)
+            .map_err(|_| RouteError::Forbidden("the broadcast's signature does not verify with your key".into()))?;
+        self.broadcast_in(None, b);
+        Ok(())
+    }
+
+    /// Delivers a broadcast to our live sessions and floods it onward, once.
+    pub fn broadcast_in(&self, from: Option<Fingerprint>, b: Broadcast) {
+        if b.text.len() > protocol::MAX_TEXT_BYTES || !self.neighbours.first_sight(b.id) {
+            return;
+        }
+        self.neighbours.send_all_except(from, &link_frame(&LinkMessage::Broadcast(b.clone())));
+        self.registry.broadcast(b);
+    }
+
+    /// A presence report from the neighbourhood; floods it on if it is news.
+    pub fn presence_in(&self, from: Fingerprint, origin: String, seq: u64, online: Vec<String>) {
+        let Some(origin_fp) = Fingerprint::parse(&origin) else { return };
+        if origin_fp == self.me.fingerprint || !self.neighbours.presence_in(origin_fp, seq, online.clone()) {
+            return;
+        }
+        let frame = link_frame(&LinkMessage::Presence { origin, seq, online });
+        self.neighbours.send_all_except(Some(from), &frame);
+    }
+
+    /// Our users logged in or out: announce it soon.
+    pub fn presence_changed(&self) {
+        self.presence_changed.notify_one();
+    }
+
+    /// Presence frames for a neighbour that just linked: ours and every
+    /// recent one we know.
+    pub fn presence_frames(&self) -> Vec<Vec<u8>> {
+        let mut frames = vec![self.own_presence_frame()];
+        for (origin, seq, online) in self.neighbours.presence_reports() {
+            frames.push(link_frame(&LinkMessage::Presence { origin: origin.to_hex(), seq, online }));
+        }
+        frames
+    }
+
+    fn own_presence_frame(&self) -> Vec<u8> {
+        link_frame(&LinkMessage::Presence {
+            origin: self.me.fingerprint.to_hex(),
+            seq: self.clock.now_ms().max(0) as u64,
+            online: self.registry.online(),
+        })
+    }
+
+    /// Every user of the neighbourhood with their home and presence.
+    pub fn list(&self) -> Vec<ListedUser> {
+        self.directory
+            .all()
+            .iter()
+            .map(|e| {
+                let online = match e.via {
+                    None => self.registry.is_connected(&e.info.phone),
+                    Some(_) => self.neighbours.is_online_at(&e.home, &e.info.phone),
+                };
+                ListedUser {
+                    phone: e.info.phone.clone(),
+                    fingerprint: e.info.fingerprint.clone(),
+                    home: e.home_name.clone(),
+                    home_fingerprint: e.home.to_hex(),
+                    online,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Encodes a link message as a frame body.
+pub fn link_frame(m: &LinkMessage) -> Vec<u8> {
+    serde_json::to_vec(m).expect("a link message always serialises")
 }
 
 /// The clear header must agree with the request and the session.
@@ -176,11 +428,19 @@ fn check_header(bytes: &[u8], sender: &PhoneNumber, recipient: &PhoneNumber, id:
     Ok(())
 }
 
-/// Pushes each committed message to its recipient's live sessions, in
-/// commit order.
-async fn push_committed(mut committed: mpsc::UnboundedReceiver<Committed>, registry: Arc<Registry>) {
+/// Acts on each commit in commit order: push a local message to its
+/// recipient's sessions, or wake the link that carries an outbound one.
+async fn after_commit(mut committed: mpsc::UnboundedReceiver<Committed>, router: std::sync::Weak<Router>) {
     while let Some(c) = committed.recv().await {
-        registry.push(c.message);
+        let Some(router) = router.upgrade() else { return };
+        match c.destination {
+            Destination::Local => router.registry.push(c.message),
+            Destination::Neighbour(o) => {
+                if let Some(fp) = Fingerprint::parse(&o.neighbour) {
+                    router.neighbours.wake(fp);
+                }
+            }
+        }
     }
 }
 
@@ -194,5 +454,26 @@ async fn sweep_expired(router: std::sync::Weak<Router>) {
             Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
+    }
+}
+
+/// Announces who is connected here: soon after a change, and periodically
+/// so neighbours can tell a silent server from an empty one.
+async fn announce_presence(router: std::sync::Weak<Router>) {
+    let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+    loop {
+        let changed = {
+            let Some(router) = router.upgrade() else { return };
+            let notified = async move { router.presence_changed.notified().await };
+            tokio::select! {
+                _ = refresh.tick() => false,
+                _ = notified => true,
+            }
+        };
+        if changed {
+            tokio::time::sleep(PRESENCE_DEBOUNCE).await;
+        }
+        let Some(router) = router.upgrade() else { return };
+        router.neighbours.send_all_except(None, &router.own_presence_frame());
     }
 }

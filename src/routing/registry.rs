@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::db::queue::NewMessage;
 use crate::domain::MessageId;
-use crate::protocol::{B64, Delivered, Response, ResponseFrame};
+use crate::protocol::{B64, Broadcast, Delivered, Response, ResponseFrame};
 
 /// Ids of the messages a session has been given (by fetch or push); an ack
 /// deletes only these.
@@ -92,6 +92,23 @@ impl Registry {
                 tracing::debug!(session = link.id, "outbox full; the message waits for a fetch");
             }
         }
+    }
+
+    /// Offers a public message to every live session.
+    pub fn broadcast(&self, b: Broadcast) {
+        let frame = ResponseFrame { re: None, response: Response::Broadcast(b) };
+        let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
+        let links: Vec<SessionLink> = self.lock().values().flatten().cloned().collect();
+        for link in links {
+            let _ = link.outbox.try_send(bytes.clone());
+        }
+    }
+
+    /// The users with a live session now, sorted.
+    pub fn online(&self) -> Vec<String> {
+        let mut online: Vec<String> = self.lock().keys().cloned().collect();
+        online.sort();
+        online
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<SessionLink>>> {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
+use tokio::io::{BufReader, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
@@ -57,11 +57,12 @@ pub async fn serve(
         };
         let (reader, writer) = tokio::io::split(stream);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let writer_task = tokio::spawn(write_loop(writer, rx));
+        let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
         let mut session = Session::new(peer, exporter, outbox);
         read_loop(BufReader::new(reader), &mut session, &state, &shutdown, &tracker).await;
         if let Some((phone, link)) = session.user.take() {
             state.router.registry.leave(phone.as_str(), &link);
+            state.router.presence_changed();
         }
         drop(session);
         let _ = writer_task.await;
@@ -152,24 +153,4 @@ fn encode(seq: Option<u64>, response: Response) -> Vec<u8> {
 
 async fn reply(session: &Session, seq: Option<u64>, response: Response) {
     let _ = session.outbox.send(encode(seq, response)).await;
-}
-
-/// Writes frames as they come, flushing only when no more are waiting, so a
-/// burst of answers shares TLS records and system calls.
-async fn write_loop(writer: WriteHalf<Stream>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(frame) = rx.recv().await {
-        if protocol::write_frame(&mut writer, &frame).await.is_err() {
-            return;
-        }
-        while let Ok(frame) = rx.try_recv() {
-            if protocol::write_frame(&mut writer, &frame).await.is_err() {
-                return;
-            }
-        }
-        if writer.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = writer.shutdown().await;
 }

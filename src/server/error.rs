@@ -56,6 +56,7 @@ impl From<RouteError> for ApiError {
             RouteError::Forbidden(_) => ErrorCode::Forbidden,
             RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
             RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
+            RouteError::Loop(_) => ErrorCode::BadEnvelope,
             RouteError::Db(_) => return Self::internal(&e),
         };
         Self::new(code, e.to_string())

@@ -21,9 +21,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::otp::Otp;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::crypto::{self, PublicKey};
+use crate::crypto::{self, Identity, PublicKey};
 use crate::crypto::Purpose;
-use crate::db::{self, writer::QueueWriter};
+use crate::db::writer::{QueueWriter, Quotas};
+use crate::db;
+use crate::link::NeighbourConfig;
+use crate::protocol::{B64, KeyType, UserInfo};
+use crate::routing::ServerIdentity;
+use crate::routing::directory::{self, Entry};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::ErrorCode;
 use crate::routing::Router;
@@ -40,11 +45,33 @@ pub struct ServerState {
     pub otp: Otp,
     tls: Arc<rustls::ServerConfig>,
     connection_slots: Arc<Semaphore>,
+    /// The long-term key, which vouches for our users' directory entries.
+    identity: Identity,
+}
+
+impl ServerState {
+    /// A directory entry for one of our own users, signed by this server.
+    fn local_entry(&self, info: UserInfo) -> Entry {
+        let me = self.router.me();
+        let mut entry = Entry {
+            info,
+            home: me.fingerprint,
+            home_key: me.public_key.clone(),
+            home_name: me.name.clone(),
+            signature: Vec::new(),
+            via: None,
+            hops: 0,
+        };
+        entry.signature = self.identity.sign(&directory::signed_bytes(&entry));
+        entry
+    }
 }
 
 /// A server ready to serve: storage open, key loaded, background tasks up.
 pub struct Server {
     state: Arc<ServerState>,
+    link_listener: Option<TcpListener>,
+    neighbours: Vec<NeighbourConfig>,
     pool: SqlitePool,
     writer_task: tokio::task::JoinHandle<()>,
     fingerprint: Fingerprint,
@@ -78,20 +105,43 @@ impl Server {
         let tls = crate::tls::server_config(&key.pkcs8_der())?;
         let db_err = |source| StartError::Db { path: dir.clone(), source };
         let (pool, options) = db::open(dir).await.map_err(db_err)?;
-        let directory = Directory::load(&pool).await.map_err(db_err)?;
+        let me = ServerIdentity {
+            fingerprint: key.fingerprint(),
+            public_key: key.public_key().to_spki_der(),
+            name: config.name.clone().unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
+        };
+        let directory = Directory::load(&pool, me.fingerprint).await.map_err(db_err)?;
         let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (writer, writer_task) =
-            QueueWriter::start(&options, config.quota, committed_tx).await.map_err(db_err)?;
+        let quotas = Quotas { per_recipient: config.quota, per_neighbour: config.neighbour_quota };
+        let (writer, writer_task) = QueueWriter::start(&options, quotas, committed_tx).await.map_err(db_err)?;
         let router =
-            Router::start(pool.clone(), writer, committed_rx, directory, clock.clone(), config.message_ttl_ms);
+            Router::start(pool.clone(), writer, committed_rx, directory, me, clock.clone(), config.message_ttl_ms);
         let otp = Otp::new(pool.clone(), config.otp_policy, clock, config.code_sink.clone());
         let state = Arc::new(ServerState {
             router,
             otp,
             tls,
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            identity: key,
         });
-        Ok(Self { state, pool, writer_task, fingerprint: key.fingerprint(), key_created, data_dir: dir.clone() })
+        publish_local_users(&state, &pool).await.map_err(db_err)?;
+        let fingerprint = state.router.me().fingerprint;
+        Ok(Self {
+            state,
+            link_listener: None,
+            neighbours: config.neighbours.clone(),
+            pool,
+            writer_task,
+            fingerprint,
+            key_created,
+            data_dir: dir.clone(),
+        })
+    }
+
+    /// Serves neighbour links on `listener` (mutual TLS) while running.
+    pub fn with_link_listener(mut self, listener: TcpListener) -> Self {
+        self.link_listener = Some(listener);
+        self
     }
 
     /// The fingerprint of the server's long-term key, which clients pin.
@@ -111,8 +161,18 @@ impl Server {
     /// Serves `listener` until `shutdown` is cancelled; then stops accepting,
     /// lets every connection finish its current request, commits what is
     /// pending and closes the database.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+    pub async fn run(mut self, listener: TcpListener, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let neighbours = std::mem::take(&mut self.neighbours);
+        if self.link_listener.is_some() || !neighbours.is_empty() {
+            let key_der = self.state.identity.pkcs8_der();
+            let links = self.link_listener.take();
+            let started =
+                crate::link::start(self.state.router.clone(), key_der, links, neighbours, shutdown.clone(), &tracker).await;
+            if let Err(e) = started {
+                tracing::error!(error = %e, "neighbour links could not start");
+            }
+        }
         accept_loop(&listener, &self.state, &tracker, &shutdown).await;
         drop(listener);
         tracker.close();
@@ -161,6 +221,33 @@ async fn accept_loop(
     }
 }
 
+/// Makes sure every user registered here has a current, signed directory
+/// entry (the server's name may have changed since it was signed).
+async fn publish_local_users(state: &ServerState, pool: &SqlitePool) -> Result<(), db::DbError> {
+    let me = state.router.me().clone();
+    for row in db::users::all(pool).await? {
+        let Ok(phone) = PhoneNumber::from_canonical(&row.phone) else { continue };
+        let current = state.router.directory.get(&phone);
+        let up_to_date = current.as_ref().is_some_and(|e| {
+            (e.info.registered_at, *e.home.as_bytes()) > (row.registered_at, *me.fingerprint.as_bytes())
+                || (e.via.is_none() && e.info.registered_at == row.registered_at && e.home_name == me.name)
+        });
+        if up_to_date {
+            continue;
+        }
+        let Some(key_type) = KeyType::parse(&row.key_type) else { continue };
+        let info = UserInfo {
+            phone: row.phone,
+            key_type,
+            fingerprint: row.fingerprint,
+            public_key: B64(row.public_key),
+            registered_at: row.registered_at,
+        };
+        state.router.publish_local(state.local_entry(info)).await?;
+    }
+    Ok(())
+}
+
 /// Creates the data directory readable by its owner only.
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -201,6 +288,7 @@ async fn verify_proof(
 /// Marks the session as `phone` and makes it reachable for live push.
 fn login_session(state: &ServerState, session: &mut Session, phone: PhoneNumber) {
     let link = state.router.registry.join(phone.as_str(), session.outbox.clone());
+    state.router.presence_changed();
     tracing::info!(%phone, "logged in");
     session.user = Some((phone, link));
 }

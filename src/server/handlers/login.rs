@@ -21,10 +21,16 @@ pub async fn handle(
         .directory
         .get(&phone)
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("{phone} is not registered here")))?;
-    let key = PublicKey::from_spki_der_typed(user.key_type, &user.public_key.0)
+    if user.via.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::UnknownUser,
+            format!("{phone} is registered on the server {}; connect to it", user.home_name),
+        ));
+    }
+    let key = PublicKey::from_spki_der_typed(user.info.key_type, &user.info.public_key.0)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored key unusable: {e}")))?;
     verify_proof(Purpose::Login, session, nonce, &phone, key, signature).await?;
     login_session(state, session, phone.clone());
     let queued = state.router.waiting(&phone).await?;
-    Ok(Response::LoggedIn { phone: phone.to_string(), fingerprint: user.fingerprint.clone(), queued })
+    Ok(Response::LoggedIn { phone: phone.to_string(), fingerprint: user.info.fingerprint.clone(), queued })
 }

@@ -15,5 +15,5 @@ pub fn handle(state: &ServerState, session: &Session, phone: &str) -> Result<Res
         .directory
         .get(&phone)
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user is registered with the number {phone}")))?;
-    Ok(Response::User((*user).clone()))
+    Ok(Response::User(user.info.clone()))
 }

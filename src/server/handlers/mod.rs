@@ -2,8 +2,10 @@
 //! routes a decoded request to its handler.
 
 mod ack;
+mod broadcast;
 mod challenge;
 mod fetch;
+mod list;
 mod login;
 mod lookup;
 mod register;
@@ -51,6 +53,10 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
         },
         Request::Fetch { limit } => fetch::handle(state, session, limit).await.into(),
         Request::Ack { ids } => ack::handle(state, session, ids).await.into(),
+        Request::List => list::handle(state, session).into(),
+        Request::Broadcast { id, sent_at, text, signature } => {
+            broadcast::handle(state, session, id, sent_at, text, signature).into()
+        }
         Request::Ping => Outcome::Reply(Response::Pong),
         Request::Quit => Outcome::Close(Response::Bye),
     }

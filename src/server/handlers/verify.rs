@@ -22,15 +22,16 @@ pub async fn handle(
     let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
     verify_proof(Purpose::Register, session, nonce, &phone, key.clone(), signature).await?;
-    let replaced = state.otp.redeem(&phone, code, &pending.spki).await?;
+    let (replaced, registered_at) = state.otp.redeem(&phone, code, &pending.spki).await?;
     let fingerprint = key.fingerprint().to_hex();
-    state.router.directory.upsert(UserInfo {
+    let info = UserInfo {
         phone: phone.to_string(),
         key_type: pending.key_type,
         public_key: B64(pending.spki),
         fingerprint: fingerprint.clone(),
-        registered_at: state.router.clock().now_ms(),
-    });
+        registered_at,
+    };
+    state.router.publish_local(state.local_entry(info)).await?;
     tracing::info!(%phone, replaced, "user registered");
     login_session(state, session, phone.clone());
     Ok(Response::Registered { phone: phone.to_string(), fingerprint, replaced_key: replaced })

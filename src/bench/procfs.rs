@@ -1,0 +1,137 @@
+//! What `/proc` tells about a server process: CPU time (utime + stime) and
+//! resident memory (now and peak). Linux only; every reader returns `None`
+//! where the figure cannot be had, and the report then shows `null`.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Clock ticks per second, from `getconf CLK_TCK` (100 if that fails).
+pub fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds (user + system) the process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: fields are counted from
+    // the last ')'. After it come field 3 (state), …, 14 (utime), 15 (stime).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// A `kB` line of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resident memory now.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Peak resident memory since start, or since the last [`reset_peak`].
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Resets the peak RSS to the current RSS (Linux 4.0+, own processes).
+/// Returns false if the kernel refused, in which case peaks are lifetime peaks.
+pub fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// The open-file limit of this process (soft), from `/proc/self/limits`.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// CPU and memory of a set of server processes over one timed phase.
+pub struct Meter {
+    pids: Vec<u32>,
+    cpu0: Vec<Option<f64>>,
+    peak_reset: bool,
+    started: Instant,
+}
+
+/// What a [`Meter`] saw.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub seconds: f64,
+    /// CPU seconds of every server, summed; `None` if any could not be read.
+    pub cpu_seconds: Option<f64>,
+    /// CPU seconds per server, in the order given.
+    pub cpu_each: Vec<Option<f64>>,
+    /// Highest peak RSS among the servers during the phase (or since their
+    /// start, if the peak could not be reset).
+    pub peak_rss: Option<u64>,
+    pub peak_each: Vec<Option<u64>>,
+    /// Whether the peaks cover only this phase.
+    pub peak_is_phase_only: bool,
+}
+
+impl Meter {
+    /// Resets the peaks and takes the CPU snapshot; call right before the
+    /// timed phase.
+    pub fn start(pids: &[u32]) -> Self {
+        let peak_reset = !pids.is_empty() && pids.iter().all(|&p| reset_peak(p));
+        let cpu0 = pids.iter().map(|&p| cpu_seconds(p)).collect();
+        Self { pids: pids.to_vec(), cpu0, peak_reset, started: Instant::now() }
+    }
+
+    /// Takes the second snapshot; call right after the timed phase.
+    pub fn finish(self) -> Measured {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let cpu_each: Vec<Option<f64>> = self
+            .pids
+            .iter()
+            .zip(&self.cpu0)
+            .map(|(&p, c0)| Some(cpu_seconds(p)? - (*c0)?))
+            .collect();
+        let cpu_seconds = if cpu_each.is_empty() { None } else { cpu_each.iter().copied().sum() };
+        let peak_each: Vec<Option<u64>> = self.pids.iter().map(|&p| peak_rss_bytes(p)).collect();
+        let peak_rss = peak_each.iter().copied().collect::<Option<Vec<u64>>>().and_then(|v| v.into_iter().max());
+        Measured { seconds, cpu_seconds, cpu_each, peak_rss, peak_each, peak_is_phase_only: self.peak_reset }
+    }
+}
+
+impl Measured {
+    /// Server CPU microseconds per message.
+    pub fn cpu_us_per(&self, messages: u64) -> Option<f64> {
+        if messages == 0 {
+            return None;
+        }
+        self.cpu_seconds.map(|c| c * 1e6 / messages as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        assert!(cpu_seconds(me).is_some());
+        assert!(rss_bytes(me).unwrap() > 0);
+        assert!(peak_rss_bytes(me).unwrap() >= rss_bytes(me).unwrap() / 2);
+        assert!(open_files_limit().is_some());
+    }
+}

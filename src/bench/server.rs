@@ -1,0 +1,311 @@
+//! Servers under test: each a separate `carrier-server` process (so its CPU
+//! time and memory can be read from `/proc`) in its own directory with a
+//! generated configuration, or a server someone else runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::users::{Endpoint, OtpReader};
+use crate::domain::Fingerprint;
+use crate::tls::Pin;
+
+/// How the bench starts a server.
+#[derive(Debug, Clone)]
+pub enum ServerBin {
+    /// A `carrier-server` executable.
+    Binary(PathBuf),
+    /// This executable in its hidden serve mode (same library code), used
+    /// when no `carrier-server` sits next to it.
+    SelfServe(PathBuf),
+}
+
+impl ServerBin {
+    /// `carrier-server` next to this executable, else this executable.
+    /// Returns a warning to show if the choice deserves one.
+    pub fn locate(explicit: Option<PathBuf>) -> Result<(Self, Option<String>)> {
+        if let Some(path) = explicit {
+            if !path.is_file() {
+                bail!("--server-bin {}: no such file", path.display());
+            }
+            return Ok((Self::Binary(path), None));
+        }
+        let me = std::env::current_exe().context("cannot find the bench's own executable")?;
+        let sibling = me.with_file_name("carrier-server");
+        if sibling.is_file() {
+            let older = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let warning = match (older(&sibling), older(&me)) {
+                (Some(s), Some(b)) if s + Duration::from_secs(5) < b => Some(format!(
+                    "{} is older than the bench; if the server changed since, rebuild it (cargo build --release --bins)",
+                    sibling.display()
+                )),
+                _ => None,
+            };
+            return Ok((Self::Binary(sibling), warning));
+        }
+        let note = format!(
+            "no carrier-server next to {}: serving from the bench binary itself (same library code; \
+             build carrier-server to measure the real binary)",
+            me.display()
+        );
+        Ok((Self::SelfServe(me), Some(note)))
+    }
+
+    fn command(&self, config: &Path) -> tokio::process::Command {
+        let mut cmd = match self {
+            Self::Binary(p) => tokio::process::Command::new(p),
+            Self::SelfServe(p) => {
+                let mut c = tokio::process::Command::new(p);
+                c.arg("--serve-config");
+                c
+            }
+        };
+        if matches!(self, Self::Binary(_)) {
+            cmd.arg("--config");
+        }
+        cmd.arg(config);
+        cmd
+    }
+}
+
+/// A peer of a server in a neighbourhood.
+#[derive(Debug, Clone)]
+pub struct Neighbour {
+    pub link_addr: String,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// What goes in a server's configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSpec {
+    pub max_connections: usize,
+    /// `[neighbourhood] server_port`, if it is part of one.
+    pub link_port: Option<u16>,
+    pub neighbours: Vec<Neighbour>,
+}
+
+impl ServerSpec {
+    fn toml(&self, port: u16) -> String {
+        let mut t = format!(
+            "# Written by carrier-bench.\n\
+             [server]\nhost = \"127.0.0.1\"\nport = {port}\ndata_dir = \"data\"\nmax_connections = {}\n\n\
+             [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\n\
+             [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n",
+            self.max_connections.max(1)
+        );
+        if let Some(link) = self.link_port {
+            t.push_str(&format!("\n[neighbourhood]\nserver_port = {link}\nneighbours = [\n"));
+            for n in &self.neighbours {
+                match n.fingerprint {
+                    Some(fp) => t.push_str(&format!("  {{ address = \"{}\", fingerprint = \"{fp}\" }},\n", n.link_addr)),
+                    None => t.push_str(&format!("  {{ address = \"{}\" }},\n", n.link_addr)),
+                }
+            }
+            t.push_str("]\n");
+        }
+        t
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a local port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running server process that the bench started.
+pub struct ServerProc {
+    child: tokio::process::Child,
+    pub pid: u32,
+    pub addr: String,
+    pub fingerprint: Fingerprint,
+    pub dir: PathBuf,
+}
+
+impl ServerProc {
+    /// Writes the configuration into `dir` and starts the server there;
+    /// returns once it listens. The log goes to `dir/server.log`.
+    pub async fn start(bin: &ServerBin, dir: &Path, spec: &ServerSpec, log_level: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut last_err = None;
+        // The port is picked free and released before the server binds it;
+        // another process may take it in between, so try a few times.
+        for _ in 0..3 {
+            match Self::start_once(bin, dir, spec, log_level).await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.to_string().contains("cannot listen") => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("the server did not start")))
+    }
+
+    async fn start_once(bin: &ServerBin, dir: &Path, spec: &ServerSpec, log_level: &str) -> Result<Self> {
+        let port = free_port()?;
+        let config = dir.join("server.toml");
+        std::fs::write(&config, spec.toml(port)).with_context(|| format!("cannot write {}", config.display()))?;
+        let log_path = dir.join("server.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut child = bin
+            .command(&config)
+            .env("RUST_LOG", log_level)
+            .env_remove("CARRIER_CONFIG")
+            .env_remove("CARRIER_HOST")
+            .env_remove("CARRIER_PORT")
+            .env_remove("CARRIER_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start the server {bin:?}"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut fingerprint = None;
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(fp) = line.strip_prefix("Carrier server fingerprint: ") {
+                    fingerprint = Fingerprint::parse(fp.trim());
+                } else if let Some(rest) = line.strip_prefix("Listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    return Ok::<_, std::io::Error>(Some(addr));
+                }
+            }
+            Ok(None)
+        };
+        let addr = match tokio::time::timeout(Duration::from_secs(120), read).await {
+            Ok(Ok(Some(addr))) => addr,
+            outcome => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let tail = log_tail(&log_path, 15);
+                let why = match outcome {
+                    Err(_) => "did not print its address within 120 s".to_owned(),
+                    Ok(Err(e)) => format!("could not be read: {e}"),
+                    Ok(Ok(_)) => "exited before listening".to_owned(),
+                };
+                bail!("the server in {} {why}:\n{tail}", dir.display());
+            }
+        };
+        let fingerprint = fingerprint.ok_or_else(|| anyhow!("the server printed no fingerprint"))?;
+        // Keep reading standard output so the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, pid, addr, fingerprint, dir: dir.to_owned() })
+    }
+
+    /// The server as clients reach it, with its code file.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr.clone(),
+            pin: Pin::Expect(self.fingerprint),
+            otp: Arc::new(OtpReader::new(&self.dir.join("otp-codes.txt"), false)),
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.dir.join("server.log"), lines)
+    }
+
+    /// SIGTERM, then waits for a clean stop (SIGKILL after `grace`).
+    pub async fn stop(mut self, grace: Duration) -> Result<()> {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("the server in {} stopped with {status}:\n{}", self.dir.display(), self.log_tail(10));
+                }
+                Ok(())
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("the server in {} did not stop within {} s; killed", self.dir.display(), grace.as_secs())
+            }
+        }
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The hidden serve mode: what `carrier-server --config PATH` does.
+pub fn serve(config_path: &Path) -> Result<()> {
+    use crate::clock::Clock;
+    use crate::config::ServerConfig;
+    use crate::server::Server;
+    use tokio_util::sync::CancellationToken;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let config = ServerConfig::load(config_path)?;
+        let server = Server::open(&config, Clock::System).await?;
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        println!("Carrier server fingerprint: {}", server.fingerprint());
+        println!("Listening on {} (data in {})", listener.local_addr()?, server.data_dir().display());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            token.cancel();
+        });
+        server.run(listener, shutdown).await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_with_neighbours() {
+        let spec = ServerSpec {
+            max_connections: 10,
+            link_port: Some(7001),
+            neighbours: vec![
+                Neighbour { link_addr: "127.0.0.1:7002".into(), fingerprint: None },
+                Neighbour {
+                    link_addr: "127.0.0.1:7003".into(),
+                    fingerprint: Some(Fingerprint::of_spki(b"k")),
+                },
+            ],
+        };
+        let text = spec.toml(5000);
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["server"]["port"].as_integer(), Some(5000));
+        assert_eq!(v["neighbourhood"]["server_port"].as_integer(), Some(7001));
+        let n = v["neighbourhood"]["neighbours"].as_array().unwrap();
+        assert_eq!(n.len(), 2);
+        assert!(n[1]["fingerprint"].as_str().unwrap().len() == 64);
+        // Without a neighbourhood the file is one today's servers accept.
+        let plain = ServerSpec { max_connections: 10, ..Default::default() }.toml(5000);
+        let dir = std::env::temp_dir().join(format!("carrier-bench-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("server.toml"), plain).unwrap();
+        crate::config::ServerConfig::load(&dir.join("server.toml")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,260 @@
+//! The bench's users: valid phone numbers, registration through the server's
+//! one-time-code file, and login. Everything goes through the client
+//! library's [`Connection`] and the same proofs the `carrier` client signs;
+//! no home directory is kept, so thousands of users cost no local storage.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+
+use crate::client::Connection;
+use crate::crypto::{self, Identity, PublicKey, Purpose};
+use crate::domain::PhoneNumber;
+use crate::protocol::{B64, KeyType, Request, Response};
+use crate::tls::Pin;
+
+/// How long to wait for a code line to appear in the file.
+const CODE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A registered user whose private key the bench holds.
+#[derive(Clone)]
+pub struct User {
+    pub phone: PhoneNumber,
+    pub identity: Arc<Identity>,
+    pub public: PublicKey,
+}
+
+impl User {
+    pub fn generate(phone: PhoneNumber, key_type: KeyType) -> Self {
+        let identity = Identity::generate(key_type);
+        let public = identity.public_key();
+        Self { phone, identity: Arc::new(identity), public }
+    }
+}
+
+/// Hands out distinct phone numbers that pass the numbering-plan check:
+/// +1 202 2xx xxxx upwards (Washington DC, ordinary exchanges).
+pub struct PhoneGen {
+    next: u64,
+}
+
+impl PhoneGen {
+    pub fn new(start: u64) -> Self {
+        Self { next: start }
+    }
+
+    pub fn take(&mut self, n: usize) -> Vec<PhoneNumber> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let candidate = format!("+1202{:07}", 2_000_000 + self.next);
+            self.next += 1;
+            assert!(self.next < 8_000_000, "ran out of bench phone numbers");
+            if let Ok(p) = PhoneNumber::parse(&candidate) {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// Where a server is and how to reach it.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: String,
+    pub pin: Pin,
+    pub otp: Arc<OtpReader>,
+}
+
+/// Reads `OTP for <phone>: <code>` lines as the server appends them.
+pub struct OtpReader {
+    path: PathBuf,
+    state: tokio::sync::Mutex<OtpState>,
+}
+
+#[derive(Default)]
+struct OtpState {
+    offset: u64,
+    partial: String,
+    codes: HashMap<String, String>,
+}
+
+impl OtpReader {
+    /// `skip_existing`: ignore lines already in the file (a running server
+    /// may have written codes for the same numbers before).
+    pub fn new(path: &Path, skip_existing: bool) -> Self {
+        let offset = if skip_existing { std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) } else { 0 };
+        Self { path: path.to_owned(), state: tokio::sync::Mutex::new(OtpState { offset, ..Default::default() }) }
+    }
+
+    /// The newest code sent to `phone`, waiting for it to appear.
+    pub async fn code_for(&self, phone: &PhoneNumber) -> Result<String> {
+        let deadline = Instant::now() + CODE_TIMEOUT;
+        loop {
+            {
+                let mut s = self.state.lock().await;
+                s.read_new(&self.path)?;
+                if let Some(code) = s.codes.remove(phone.as_str()) {
+                    return Ok(code);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no one-time code for {phone} appeared in {} within {} s (is the server's [otp] delivery \"file\" with this file?)",
+                    self.path.display(),
+                    CODE_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl OtpState {
+    fn read_new(&mut self, path: &Path) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)?;
+        self.offset += buf.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        let Some(end) = self.partial.rfind('\n') else { return Ok(()) };
+        let complete: String = self.partial.drain(..=end).collect();
+        for line in complete.lines() {
+            if let Some((phone, code)) = line.strip_prefix("OTP for ").and_then(|l| l.split_once(": ")) {
+                self.codes.insert(phone.trim().to_owned(), code.trim().to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Signs the login or registration transcript for this connection.
+async fn prove(conn: &Connection, user: &User, purpose: Purpose) -> Result<Vec<u8>> {
+    let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
+        bail!("expected a challenge");
+    };
+    let nonce: [u8; 32] = nonce.0.try_into().map_err(|_| anyhow!("the challenge is not 32 bytes"))?;
+    let spki = user.public.to_spki_der();
+    let transcript = crypto::auth_transcript(purpose, conn.exporter(), &nonce, &user.phone, &spki);
+    Ok(user.identity.sign(&transcript))
+}
+
+/// Registers `user` and returns its connection, logged in.
+pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
+    let conn = Connection::connect(&ep.addr, ep.pin).await?;
+    conn.call(Request::Register {
+        phone: user.phone.to_string(),
+        key_type: user.identity.key_type(),
+        public_key: B64(user.public.to_spki_der()),
+    })
+    .await
+    .with_context(|| format!("register {}", user.phone))?;
+    let code = ep.otp.code_for(&user.phone).await?;
+    let signature = prove(&conn, user, Purpose::Register).await?;
+    match conn
+        .call(Request::Verify { phone: user.phone.to_string(), code, signature: B64(signature) })
+        .await
+        .with_context(|| format!("verify {}", user.phone))?
+    {
+        Response::Registered { .. } => Ok(conn),
+        other => bail!("verify {}: unexpected answer {other:?}", user.phone),
+    }
+}
+
+/// Connects and logs in as `user`.
+pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
+    let conn = Connection::connect(&ep.addr, ep.pin).await?;
+    let signature = prove(&conn, user, Purpose::Login).await?;
+    match conn
+        .call(Request::Login { phone: user.phone.to_string(), signature: B64(signature) })
+        .await
+        .with_context(|| format!("login {}", user.phone))?
+    {
+        Response::LoggedIn { .. } => Ok(conn),
+        other => bail!("login {}: unexpected answer {other:?}", user.phone),
+    }
+}
+
+/// Makes P-256 users for `phones` and registers them, `concurrency` at a
+/// time; their connections are closed. Reports progress on stderr.
+pub async fn register_many(ep: &Endpoint, phones: Vec<PhoneNumber>, concurrency: usize) -> Result<Vec<User>> {
+    let total = phones.len();
+    let started = Instant::now();
+    let mut done = 0usize;
+    let mut out = Vec::with_capacity(total);
+    let mut stream = futures::stream::iter(phones.into_iter().map(|phone| {
+        let ep = ep.clone();
+        async move {
+            let user = tokio::task::spawn_blocking(move || User::generate(phone, KeyType::P256)).await?;
+            let conn = register(&ep, &user).await?;
+            conn.close().await;
+            Ok::<_, anyhow::Error>(user)
+        }
+    }))
+    .buffered(concurrency.max(1));
+    while let Some(user) = stream.next().await {
+        out.push(user?);
+        done += 1;
+        if total >= 1000 && done % 1000 == 0 {
+            eprintln!("  registered {done}/{total} users ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(out)
+}
+
+/// Logs every user in (in order), `concurrency` at a time.
+pub async fn login_many(ep: &Endpoint, users: &[User], concurrency: usize) -> Result<Vec<Connection>> {
+    let total = users.len();
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(total);
+    let mut stream = futures::stream::iter(users.iter().cloned().map(|user| {
+        let ep = ep.clone();
+        async move { login(&ep, &user).await }
+    }))
+    .buffered(concurrency.max(1));
+    while let Some(conn) = stream.next().await {
+        out.push(conn?);
+        if total >= 2000 && out.len() % 2000 == 0 {
+            eprintln!("  logged in {}/{total} connections ({:.0}/s)", out.len(), out.len() as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_valid_and_distinct() {
+        let mut g = PhoneGen::new(0);
+        let a = g.take(50);
+        let b = g.take(50);
+        let all: std::collections::HashSet<_> = a.iter().chain(&b).collect();
+        assert_eq!(all.len(), 100);
+    }
+
+    #[test]
+    fn reads_code_lines_incrementally() {
+        let dir = std::env::temp_dir().join(format!("carrier-bench-otp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("codes.txt");
+        std::fs::write(&path, "OTP for +12022000000: 111111\nOTP for +1202").unwrap();
+        let mut s = OtpState::default();
+        s.read_new(&path).unwrap();
+        assert_eq!(s.codes.get("+12022000000").map(String::as_str), Some("111111"));
+        std::fs::write(&path, "OTP for +12022000000: 111111\nOTP for +12022000001: 222222\n").unwrap();
+        s.read_new(&path).unwrap();
+        assert_eq!(s.codes.get("+12022000001").map(String::as_str), Some("222222"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,54 @@
+//! The `directory` table: every user of the neighbourhood as vouched for by
+//! their home server, with the route to that server.
+
+use sqlx::SqlitePool;
+
+use super::{DbError, Millis};
+
+/// A directory row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DirectoryRow {
+    pub phone: String,
+    pub key_type: String,
+    pub public_key: Vec<u8>,
+    pub home_key: Vec<u8>,
+    pub home_name: String,
+    pub registered_at: Millis,
+    pub signature: Vec<u8>,
+    /// The neighbour leading to the home server; `None` for our own users.
+    pub via: Option<String>,
+    pub hops: i64,
+}
+
+pub async fn all(pool: &SqlitePool) -> Result<Vec<DirectoryRow>, DbError> {
+    Ok(sqlx::query_as::<_, DirectoryRow>(
+        "SELECT phone, key_type, public_key, home_key, home_name, registered_at, signature, via, hops
+         FROM directory ORDER BY phone",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn upsert(pool: &SqlitePool, row: &DirectoryRow) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO directory (phone, key_type, public_key, home_key, home_name, registered_at,
+             signature, via, hops)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (phone) DO UPDATE SET key_type = excluded.key_type,
+             public_key = excluded.public_key, home_key = excluded.home_key,
+             home_name = excluded.home_name, registered_at = excluded.registered_at,
+             signature = excluded.signature, via = excluded.via, hops = excluded.hops",
+    )
+    .bind(&row.phone)
+    .bind(&row.key_type)
+    .bind(&row.public_key)
+    .bind(&row.home_key)
+    .bind(&row.home_name)
+    .bind(row.registered_at)
+    .bind(&row.signature)
+    .bind(&row.via)
+    .bind(row.hops)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The `outbound_queue`, `relay_seen` and `neighbour_pins` tables: what waits
+//! for each neighbour, what was already received from one, and which keys
+//! neighbours were pinned to.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use super::{DbError, Millis};
+
+/// A message waiting for a neighbour.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboundRow {
+    pub seq: i64,
+    pub id: Vec<u8>,
+    pub recipient: String,
+    pub sender: String,
+    pub envelope: Vec<u8>,
+    pub received_at: Millis,
+    pub expires_at: Millis,
+    /// JSON array of the fingerprints of servers crossed so far.
+    pub path: String,
+}
+
+/// The next messages for `neighbour` after `after_seq`, in order.
+pub async fn next(
+    pool: &SqlitePool,
+    neighbour: &str,
+    after_seq: i64,
+    now: Millis,
+    limit: u32,
+) -> Result<Vec<OutboundRow>, DbError> {
+    Ok(sqlx::query_as::<_, OutboundRow>(
+        "SELECT seq, id, recipient, sender, envelope, received_at, expires_at, path
+         FROM outbound_queue WHERE neighbour = $1 AND seq > $2 AND expires_at > $3
+         ORDER BY seq LIMIT $4",
+    )
+    .bind(neighbour)
+    .bind(after_seq)
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Count and bytes waiting for `neighbour`.
+pub async fn usage(conn: &mut SqliteConnection, neighbour: &str) -> Result<(u64, u64), DbError> {
+    let (count, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM outbound_queue WHERE neighbour = $1",
+    )
+    .bind(neighbour)
+    .fetch_one(conn)
+    .await?;
+    Ok((count as u64, bytes as u64))
+}
+
+/// A message to queue for a neighbour.
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub neighbour: String,
+    pub path: String,
+}
+
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    m: &super::queue::NewMessage,
+    out: &NewOutbound,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO outbound_queue (neighbour, id, recipient, sender, envelope, received_at, expires_at, path)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (neighbour, id) DO NOTHING",
+    )
+    .bind(&out.neighbour)
+    .bind(&m.id[..])
+    .bind(&m.recipient)
+    .bind(&m.sender)
+    .bind(&m.envelope)
+    .bind(m.received_at)
+    .bind(m.expires_at)
+    .bind(&out.path)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a message the neighbour acknowledged; returns its size if it existed.
+pub async fn delete(conn: &mut SqliteConnection, neighbour: &str, id: &[u8]) -> Result<Option<u64>, DbError> {
+    let size: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM outbound_queue WHERE neighbour = $1 AND id = $2 RETURNING length(envelope)",
+    )
+    .bind(neighbour)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(size.map(|s| s as u64))
+}
+
+/// Deletes expired outbound messages; returns (neighbour, size) of each.
+pub async fn delete_expired(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    limit: u32,
+) -> Result<Vec<(String, u64)>, DbError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "DELETE FROM outbound_queue WHERE seq IN (
+             SELECT seq FROM outbound_queue WHERE expires_at <= $1 ORDER BY seq LIMIT $2)
+         RETURNING neighbour, length(envelope)",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(n, s)| (n, s as u64)).collect())
+}
+
+/// Records a relayed id; returns false if it was seen before.
+pub async fn mark_seen(conn: &mut SqliteConnection, id: &[u8], expires_at: Millis) -> Result<bool, DbError> {
+    let done = sqlx::query("INSERT INTO relay_seen (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(id)
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM relay_seen WHERE expires_at <= $1")
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn pinned(pool: &SqlitePool, address: &str) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar("SELECT fingerprint FROM neighbour_pins WHERE address = $1")
+        .bind(address)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn pin(pool: &SqlitePool, address: &str, fingerprint: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO neighbour_pins (address, fingerprint) VALUES ($1, $2)
+         ON CONFLICT (address) DO UPDATE SET fingerprint = excluded.fingerprint",
+    )
+    .bind(address)
+    .bind(fingerprint)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! One dialer per configured neighbour: connect, pin or check its key, run
+//! the link, and when it ends reconnect with exponential backoff and jitter,
+//! capped at [`MAX_BACKOFF`]. The backoff starts over whenever a link to the
+//! neighbour comes up, including one the neighbour opened.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{LinkContext, NeighbourConfig, session};
+use crate::domain::Fingerprint;
+use crate::tls::{ConnectError, Pin};
+
+/// First wait after a failed attempt.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait between attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: CancellationToken, _tracker: TaskTracker) {
+    let mut backoff = MIN_BACKOFF;
+    let mut known = n.fingerprint;
+    if known.is_none() {
+        known = ctx.router.neighbour_pin(&n.address).await.ok().flatten();
+    }
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Some(fp) = known
+            && ctx.router.neighbours.is_up(&fp)
+        {
+            wait_until_down(&ctx, fp, &shutdown).await;
+            backoff = MIN_BACKOFF;
+            continue;
+        }
+        let pin = known.map(Pin::Expect).unwrap_or(Pin::AcceptAny);
+        match crate::tls::connect_link(&n.address, &ctx.key_der, pin).await {
+            Ok((stream, fp)) => {
+                if known.is_none() {
+                    pin_on_first_contact(&ctx, &n.address, fp).await;
+                    known = Some(fp);
+                }
+                let me = ctx.router.me().fingerprint;
+                session::run(stream, fp, me, ctx.clone(), shutdown.clone()).await;
+                backoff = MIN_BACKOFF;
+            }
+            Err(ConnectError::KeyChanged { expected, presented }) => {
+                tracing::error!(neighbour = %n.address, %expected, %presented,
+                    "refused the neighbour: it presented an unexpected key (fix its fingerprint in the configuration if the change is legitimate)");
+            }
+            Err(e) => tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour"),
+        }
+        let up = known.map(|fp| ctx.router.neighbours.watch(fp));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = reached_us(up) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn pin_on_first_contact(ctx: &LinkContext, address: &str, fp: Fingerprint) {
+    tracing::warn!(neighbour = %address, fingerprint = %fp, "pinned the neighbour's key on first contact");
+    ctx.allow(fp);
+    if let Err(e) = ctx.router.pin_neighbour(address, fp).await {
+        tracing::error!(error = %e, "could not save the neighbour's pinned key");
+    }
+}
+
+async fn wait_until_down(ctx: &LinkContext, fp: Fingerprint, shutdown: &CancellationToken) {
+    let mut up = ctx.router.neighbours.watch(fp);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = up.wait_for(|up| !*up) => {}
+    }
+}
+
+/// Resolves when the neighbour links to us while we wait to retry.
+async fn reached_us(up: Option<tokio::sync::watch::Receiver<bool>>) {
+    match up {
+        Some(mut up) => {
+            let _ = up.wait_for(|up| *up).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Spreads retries over ±25% so restarted servers do not knock in step.
+fn jitter(d: Duration) -> Duration {
+    use rand::TryRng;
+    let r = rand::rngs::SysRng.try_next_u32().unwrap_or(0);
+    let factor = 0.75 + (r as f64 / u32::MAX as f64) * 0.5;
+    d.mul_f64(factor)
+}

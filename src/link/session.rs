@@ -1,0 +1,243 @@
+//! One established link, whichever side opened it: say hello, send our
+//! directory and presence, drain the outbound queue for this neighbour in
+//! order, take what it relays to us (acknowledging each message only after
+//! it is committed here), and notice a dead link by its silence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::LinkContext;
+use crate::domain::{Fingerprint, MessageId};
+use crate::protocol::link::{LinkMessage, MAX_LINK_FRAME, Relayed};
+use crate::protocol::{B64, ErrorCode, PROTOCOL_VERSION};
+use crate::routing::neighbours::LinkHandle;
+use crate::routing::{PendingSend, RouteError, Router, link_frame};
+
+/// Interval between heartbeats.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A link silent for this long is considered dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// Frames queued for the writer before senders wait.
+const OUTBOX_CAPACITY: usize = 4096;
+/// Relayed messages whose commit is pending before we stop reading.
+const PENDING_ACKS: usize = 4096;
+/// Outbound messages read from the database per batch.
+const DRAIN_BATCH: u32 = 512;
+
+/// Runs the link to `peer` until it fails, goes silent, is replaced by a
+/// better link, or the server shuts down.
+pub async fn run<S>(stream: S, peer: Fingerprint, dialer: Fingerprint, ctx: Arc<LinkContext>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let span = tracing::info_span!("link", peer = %short(&peer));
+    async move {
+        let router = ctx.router.clone();
+        let (reader, writer) = tokio::io::split(stream);
+        let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
+        let closed = shutdown.child_token();
+        let handle = LinkHandle { id: router.neighbours.next_link_id(), dialer, outbox: outbox.clone(), closed: closed.clone() };
+        if !router.neighbours.attach(peer, handle.clone()) {
+            tracing::debug!("a link to this server already exists; closing the new one");
+            return;
+        }
+        tracing::info!("link up");
+        greet(&router, &outbox).await;
+        let drainer = tokio::spawn(drain(router.clone(), peer, outbox.clone(), closed.clone()));
+        let (acks_tx, acks_rx) = mpsc::channel(PENDING_ACKS);
+        let acker = tokio::spawn(acknowledge(acks_rx, outbox.clone()));
+        read_loop(BufReader::new(reader), &router, peer, &outbox, &acks_tx, &closed).await;
+        router.neighbours.detach(peer, handle.id);
+        closed.cancel();
+        drop(acks_tx);
+        let _ = acker.await;
+        let _ = drainer.await;
+        drop(outbox);
+        drop(handle);
+        let _ = writer_task.await;
+        tracing::info!("link down");
+    }
+    .instrument(span)
+    .await
+}
+
+fn short(fp: &Fingerprint) -> String {
+    fp.to_hex()[..16].to_owned()
+}
+
+async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
+    let hello = LinkMessage::Hello { name: router.me().name.clone(), version: PROTOCOL_VERSION };
+    let mut frames = vec![link_frame(&hello)];
+    frames.extend(router.directory_frames());
+    frames.extend(router.presence_frames());
+    for f in frames {
+        let _ = outbox.send(f).await;
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: R,
+    router: &Arc<Router>,
+    peer: Fingerprint,
+    outbox: &mpsc::Sender<Vec<u8>>,
+    acks: &mpsc::Sender<(MessageId, Result<PendingSend, RouteError>)>,
+    closed: &CancellationToken,
+) {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    loop {
+        let frame = tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = heartbeat.tick() => {
+                let _ = outbox.try_send(link_frame(&LinkMessage::Ping));
+                continue;
+            }
+            f = tokio::time::timeout(SILENCE_LIMIT, crate::protocol::read_frame(&mut reader, MAX_LINK_FRAME)) => f,
+        };
+        let frame = match frame {
+            Err(_) => return tracing::warn!("the neighbour went silent; dropping the link"),
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return tracing::info!(error = %e, "link read failed"),
+        };
+        let message = match serde_json::from_slice::<LinkMessage>(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "the neighbour sent a frame this server does not understand; skipped");
+                continue;
+            }
+        };
+        if !handle_message(router, peer, outbox, acks, message).await {
+            return;
+        }
+    }
+}
+
+/// Acts on one message from the neighbour; returns false to end the link.
+async fn handle_message(
+    router: &Arc<Router>,
+    peer: Fingerprint,
+    outbox: &mpsc::Sender<Vec<u8>>,
+    acks: &mpsc::Sender<(MessageId, Result<PendingSend, RouteError>)>,
+    message: LinkMessage,
+) -> bool {
+    match message {
+        LinkMessage::Hello { name, .. } => router.neighbours.set_name(peer, name),
+        LinkMessage::Directory { entries } => {
+            if let Err(e) = router.directory_in(peer, entries).await {
+                tracing::error!(error = %e, "could not store directory entries");
+            }
+        }
+        LinkMessage::Relay(r) => {
+            let id = r.id;
+            let pending = router.relay_in(peer, r).await;
+            if acks.send((id, pending)).await.is_err() {
+                return false;
+            }
+        }
+        LinkMessage::RelayAck { ids } => {
+            let ids: Vec<[u8; 16]> = ids.iter().map(|i| *i.as_bytes()).collect();
+            if let Err(e) = router.outbound_acked(&peer, ids).await {
+                tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
+            }
+        }
+        LinkMessage::RelayRefused { id, code, message } => {
+            tracing::warn!(%id, ?code, %message, "the neighbour refused a message; dropped");
+            let _ = router.outbound_acked(&peer, vec![*id.as_bytes()]).await;
+        }
+        LinkMessage::Broadcast(b) => router.broadcast_in(Some(peer), b),
+        LinkMessage::Presence { origin, seq, online } => router.presence_in(peer, origin, seq, online),
+        LinkMessage::Ping => {
+            let _ = outbox.try_send(link_frame(&LinkMessage::Pong));
+        }
+        LinkMessage::Pong => {}
+    }
+    true
+}
+
+/// Answers relayed messages in the order they arrived, each once its commit
+/// is done, gathering consecutive acknowledgements into one frame.
+async fn acknowledge(
+    mut pending: mpsc::Receiver<(MessageId, Result<PendingSend, RouteError>)>,
+    outbox: mpsc::Sender<Vec<u8>>,
+) {
+    let mut batch = Vec::new();
+    while let Some((id, p)) = pending.recv().await {
+        let outcome = match p {
+            Ok(p) => p.committed().await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => batch.push(id),
+            Err(RouteError::Db(e)) => {
+                // Not acknowledged: the neighbour keeps it and sends it again.
+                tracing::error!(%id, error = %e, "could not commit a relayed message");
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "refusing a relayed message");
+                let _ = outbox.send(link_frame(&refusal(id, &e))).await;
+            }
+        }
+        if !batch.is_empty() && pending.is_empty() {
+            let ids = std::mem::take(&mut batch);
+            if outbox.send(link_frame(&LinkMessage::RelayAck { ids })).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn refusal(id: MessageId, e: &RouteError) -> LinkMessage {
+    let code = match e {
+        RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
+        RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
+        RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
+        RouteError::Forbidden(_) => ErrorCode::Forbidden,
+        _ => ErrorCode::BadEnvelope,
+    };
+    LinkMessage::RelayRefused { id, code, message: e.to_string() }
+}
+
+/// Sends this neighbour's outbound queue in order, then waits for more.
+/// Everything not yet acknowledged is sent again on the next link.
+async fn drain(router: Arc<Router>, peer: Fingerprint, outbox: mpsc::Sender<Vec<u8>>, closed: CancellationToken) {
+    let wake = router.neighbours.wake_handle(peer);
+    let mut cursor = 0i64;
+    loop {
+        let rows = match router.outbound_next(&peer, cursor, DRAIN_BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbound queue");
+                Vec::new()
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                _ = closed.cancelled() => return,
+                _ = wake.notified() => continue,
+            }
+        }
+        for row in rows {
+            cursor = row.seq;
+            let Some(id) = MessageId::from_slice(&row.id) else { continue };
+            let relayed = Relayed {
+                id,
+                from: row.sender,
+                to: row.recipient,
+                envelope: B64(row.envelope),
+                received_at: row.received_at,
+                expires_at: row.expires_at,
+                path: serde_json::from_str(&row.path).unwrap_or_default(),
+            };
+            tokio::select! {
+                _ = closed.cancelled() => return,
+                sent = outbox.send(link_frame(&LinkMessage::Relay(relayed))) => if sent.is_err() { return },
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The neighbour links that are up now, and what the neighbourhood told us
+//! about presence and broadcasts. A link is owned by its own task; this
+//! registry holds only cloneable handles to reach it.
+//!
+//! Two servers that list each other may connect twice at once. Both keep the
+//! connection dialled by the server with the lower fingerprint, so they
+//! settle on the same one without talking about it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Fingerprint, MessageId};
+
+/// How long a server's presence report stays believable without a refresh.
+pub const PRESENCE_STALE_AFTER: Duration = Duration::from_secs(90);
+/// How long a broadcast id is remembered for de-duplication.
+const BROADCAST_MEMORY: Duration = Duration::from_secs(600);
+/// Most broadcast ids remembered at once.
+const MAX_BROADCAST_IDS: usize = 100_000;
+
+/// How to reach a live link's task.
+#[derive(Clone)]
+pub struct LinkHandle {
+    pub id: u64,
+    /// The server that opened the TCP connection.
+    pub dialer: Fingerprint,
+    pub outbox: mpsc::Sender<Vec<u8>>,
+    /// Cancelled to make the link's task end (a better link replaced it).
+    pub closed: CancellationToken,
+}
+
+struct Presence {
+    seq: u64,
+    online: HashSet<String>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    links: HashMap<Fingerprint, LinkHandle>,
+    names: HashMap<Fingerprint, String>,
+    wakes: HashMap<Fingerprint, Arc<Notify>>,
+    up: HashMap<Fingerprint, watch::Sender<bool>>,
+    presence: HashMap<Fingerprint, Presence>,
+    broadcasts: HashMap<MessageId, Instant>,
+}
+
+/// Live links and neighbourhood state.
+#[derive(Default)]
+pub struct Neighbours {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+impl Neighbours {
+    /// A fresh id for a link handle.
+    pub fn next_link_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a link that just completed its handshake. Returns false if
+    /// an existing link to the same server is kept instead (the caller then
+    /// closes the new one). A new link from the same dialer replaces the old
+    /// one: the dialer only dials when it believes the old link is dead.
+    pub fn attach(&self, peer: Fingerprint, handle: LinkHandle) -> bool {
+        let mut s = self.lock();
+        if let Some(existing) = s.links.get(&peer) {
+            if !existing.closed.is_cancelled() && existing.dialer < handle.dialer {
+                return false;
+            }
+            existing.closed.cancel();
+        }
+        s.links.insert(peer, handle);
+        watch_of(&mut s, peer).send_replace(true);
+        true
+    }
+
+    /// Forgets a link that ended (if it is still the registered one).
+    pub fn detach(&self, peer: Fingerprint, id: u64) {
+        let mut s = self.lock();
+        if s.links.get(&peer).is_some_and(|l| l.id == id) {
+            s.links.remove(&peer);
+            watch_of(&mut s, peer).send_replace(false);
+        }
+    }
+
+    pub fn is_up(&self, peer: &Fingerprint) -> bool {
+        self.lock().links.contains_key(peer)
+    }
+
+    /// A receiver that sees when the link to `peer` goes up or down.
+    pub fn watch(&self, peer: Fingerprint) -> watch::Receiver<bool> {
+        watch_of(&mut self.lock(), peer).subscribe()
+    }
+
+    /// The fingerprints of the servers linked now.
+    pub fn linked(&self) -> Vec<Fingerprint> {
+        self.lock().links.keys().copied().collect()
+    }
+
+    /// Sends a frame on every live link but `except`; a link whose outbox is
+    /// full misses it (frames sent this way are refreshed periodically or
+    /// re-sent at the next link-up).
+    pub fn send_all_except(&self, except: Option<Fingerprint>, frame: &[u8]) {
+        let outboxes: Vec<_> = {
+            let s = self.lock();
+            s.links.iter().filter(|(fp, _)| Some(**fp) != except).map(|(_, l)| l.outbox.clone()).collect()
+        };
+        for outbox in outboxes {
+            let _ = outbox.try_send(frame.to_vec());
+        }
+    }
+
+    /// The wake-up signal of `peer`'s outbound queue drainer.
+    pub fn wake_handle(&self, peer: Fingerprint) -> Arc<Notify> {
+        self.lock().wakes.entry(peer).or_default().clone()
+    }
+
+    /// Tells `peer`'s drainer that new messages are queued for it.
+    pub fn wake(&self, peer: Fingerprint) {
+        self.wake_handle(peer).notify_one();
+    }
+
+    pub fn set_name(&self, peer: Fingerprint, name: String) {
+        self.lock().names.insert(peer, name);
+    }
+
+    pub fn name(&self, peer: &Fingerprint) -> Option<String> {
+        self.lock().names.get(peer).cloned()
+    }
+
+    /// Records a presence report; returns whether it is newer than what we had.
+    pub fn presence_in(&self, origin: Fingerprint, seq: u64, online: Vec<String>) -> bool {
+        let mut s = self.lock();
+        if s.presence.get(&origin).is_some_and(|p| p.seq >= seq) {
+            return false;
+        }
+        s.presence.insert(origin, Presence { seq, online: online.into_iter().collect(), at: Instant::now() });
+        true
+    }
+
+    /// Whether `phone`, homed at `home`, was reported online recently.
+    pub fn is_online_at(&self, home: &Fingerprint, phone: &str) -> bool {
+        let s = self.lock();
+        s.presence.get(home).is_some_and(|p| p.at.elapsed() < PRESENCE_STALE_AFTER && p.online.contains(phone))
+    }
+
+    /// Every presence report we hold (to bring a new neighbour up to date).
+    pub fn presence_reports(&self) -> Vec<(Fingerprint, u64, Vec<String>)> {
+        let s = self.lock();
+        s.presence
+            .iter()
+            .filter(|(_, p)| p.at.elapsed() < PRESENCE_STALE_AFTER)
+            .map(|(fp, p)| (*fp, p.seq, p.online.iter().cloned().collect()))
+            .collect()
+    }
+
+    /// Records a broadcast id; returns false if it was seen recently.
+    pub fn first_sight(&self, id: MessageId) -> bool {
+        let mut s = self.lock();
+        if s.broadcasts.len() >= MAX_BROADCAST_IDS {
+            s.broadcasts.retain(|_, at| at.elapsed() < BROADCAST_MEMORY);
+        }
+        if s.broadcasts.len() >= MAX_BROADCAST_IDS {
+            return false;
+        }
+        s.broadcasts.insert(id, Instant::now()).is_none()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A std mutex: nothing awaits while it is held.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn watch_of(s: &mut State, peer: Fingerprint) -> &watch::Sender<bool> {
+    s.up.entry(peer).or_insert_with(|| watch::channel(false).0)
+}
