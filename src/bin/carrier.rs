@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use carrier::client::{Client, ClientError, Home, Notice, Received, Refusal, Session};
+use carrier::client::{Client, ClientError, Event, Home, Notice, Received, Refusal, Session};
 use carrier::domain::{Fingerprint, PhoneNumber};
 use carrier::protocol::KeyType;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -55,12 +55,19 @@ enum Command {
     Fingerprint { phone: String },
     /// Accept a contact's new key after checking its fingerprint with them.
     Trust { phone: String },
+    /// Send a signed public message to every connected user of the neighbourhood.
+    Broadcast { text: Vec<String> },
+    /// The users of the neighbourhood: phone, key fingerprint, home server, online or offline.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the stored conversation.
     History {
         #[arg(long)]
         json: bool,
     },
-    /// Interactive session: send, fetch, list, quit; incoming messages appear live.
+    /// Interactive session: send, broadcast, fetch, list, quit; incoming messages appear live.
     Chat,
 }
 
@@ -93,6 +100,8 @@ async fn run(args: Args) -> Result<(), ClientError> {
         Command::Fingerprint { phone } => fingerprint(&client, &phone).await,
         Command::Trust { phone } => trust(&client, &phone).await,
         Command::History { json } => history(&client, json).await,
+        Command::Broadcast { text } => broadcast(&client, text).await,
+        Command::List { json } => list(&client, json).await,
         Command::Chat => chat(&client).await,
     }
 }
@@ -156,7 +165,8 @@ fn read_code(phone: &PhoneNumber) -> Result<String, ClientError> {
     Ok(line)
 }
 
-async fn send(client: &Client, phone: &str, words: Vec<String>) -> Result<(), ClientError> {
+/// The message text: the words given, or standard input when there are none.
+fn text_from(words: Vec<String>) -> Result<String, ClientError> {
     let text = if words.is_empty() {
         let mut text = String::new();
         std::io::stdin()
@@ -169,11 +179,43 @@ async fn send(client: &Client, phone: &str, words: Vec<String>) -> Result<(), Cl
     if text.is_empty() {
         return Err(ClientError::Input("the message is empty".into()));
     }
+    Ok(text)
+}
+
+async fn send(client: &Client, phone: &str, words: Vec<String>) -> Result<(), ClientError> {
+    let text = text_from(words)?;
     let session = client.login().await?;
     let id = session.send(phone, &text).await?;
     println!("Sent message {id} to {}", PhoneNumber::parse(phone).map(|p| p.to_string()).unwrap_or_default());
     session.close().await;
     Ok(())
+}
+
+async fn broadcast(client: &Client, words: Vec<String>) -> Result<(), ClientError> {
+    let text = text_from(words)?;
+    let session = client.login().await?;
+    let id = session.broadcast(&text).await?;
+    println!("Broadcast {id} sent");
+    session.close().await;
+    Ok(())
+}
+
+async fn list(client: &Client, json: bool) -> Result<(), ClientError> {
+    let session = client.login().await?;
+    print_users(&session.list().await?, json);
+    session.close().await;
+    Ok(())
+}
+
+fn print_users(users: &[carrier::protocol::ListedUser], json: bool) {
+    for u in users {
+        if json {
+            println!("{}", serde_json::to_string(u).expect("a user always serialises"));
+        } else {
+            let state = if u.online { "online" } else { "offline" };
+            println!("{}  {}  {}  {state}", u.phone, u.fingerprint, u.home);
+        }
+    }
 }
 
 async fn fetch(client: &Client, json: bool) -> Result<(), ClientError> {
@@ -243,13 +285,20 @@ async fn history(client: &Client, json: bool) -> Result<(), ClientError> {
 
 async fn chat(client: &Client) -> Result<(), ClientError> {
     let mut session = client.login().await?;
-    println!("Logged in as {}. Commands: send <phone> <text> | fetch | list | quit", session.me());
+    println!(
+        "Logged in as {}. Commands: send <phone> <text> | broadcast <text> | fetch | list | quit",
+        session.me()
+    );
     let (received, refused) = session.fetch().await?;
     received.iter().for_each(|m| print_message(m, false));
     refused.iter().for_each(print_refusal);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut keepalive = tokio::time::interval(CHAT_KEEPALIVE);
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                let _ = session.conn.start(carrier::protocol::Request::Ping).await;
+            }
             line = lines.next_line() => {
                 let line = line.map_err(|source| ClientError::Io { context: "cannot read input".into(), source })?;
                 let Some(line) = line else { break };
@@ -258,18 +307,33 @@ async fn chat(client: &Client) -> Result<(), ClientError> {
                 }
             }
             pushed = session.conn.next_event() => {
-                let Some(m) = pushed else {
+                let Some(event) = pushed else {
                     return Err(ClientError::Disconnected);
                 };
-                match session.take_pushed(m).await? {
-                    Ok(Some(m)) => print_message(&m, false),
-                    Ok(None) => {}
-                    Err(r) => print_refusal(&r),
-                }
+                show_event(&mut session, event).await?;
             }
         }
     }
     session.close().await;
+    Ok(())
+}
+
+/// How often `chat` pings, so an idle session is not closed by the server.
+const CHAT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Shows something the server pushed during `chat`.
+async fn show_event(session: &mut Session<'_>, event: Event) -> Result<(), ClientError> {
+    match event {
+        Event::Message(m) => match session.take_pushed(m).await? {
+            Ok(Some(m)) => print_message(&m, false),
+            Ok(None) => {}
+            Err(r) => print_refusal(&r),
+        },
+        Event::Broadcast(b) => match session.verify_broadcast(&b).await {
+            Ok(()) => println!("[{}] (broadcast) {}: {}", format_time(b.sent_at as i64), b.from, b.text),
+            Err(e) => eprintln!("warning: {e}"),
+        },
+    }
     Ok(())
 }
 
@@ -290,24 +354,19 @@ async fn chat_command(session: &mut Session<'_>, line: &str) -> bool {
                 println!("No new messages.");
             }
         }),
-        "list" => list_contacts(session).await,
-        other => Err(ClientError::Input(format!("unknown command '{other}': send, fetch, list or quit"))),
+        "broadcast" if !rest.trim().is_empty() => {
+            session.broadcast(rest.trim()).await.map(|id| println!("Broadcast {id} sent"))
+        }
+        "broadcast" => Err(ClientError::Input("usage: broadcast <text>".into())),
+        "list" => session.list().await.map(|users| print_users(&users, false)),
+        other => Err(ClientError::Input(format!(
+            "unknown command '{other}': send, broadcast, fetch, list or quit"
+        ))),
     };
     if let Err(e) = outcome {
         eprintln!("error: {e}");
     }
     true
-}
-
-async fn list_contacts(session: &Session<'_>) -> Result<(), ClientError> {
-    let contacts = session.client().home.contacts().await?;
-    if contacts.is_empty() {
-        println!("No contacts yet.");
-    }
-    for c in contacts {
-        println!("{} {}", c.phone, c.fingerprint);
-    }
-    Ok(())
 }
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.

@@ -16,12 +16,21 @@ use crate::tls::{self, ClientTlsStream, Pin};
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
+/// Something the server pushed without being asked.
+#[derive(Debug)]
+pub enum Event {
+    /// A message for us arrived (it stays queued until acknowledged).
+    Message(Delivered),
+    /// A public message from someone in the neighbourhood.
+    Broadcast(crate::protocol::Broadcast),
+}
+
 /// An open, not necessarily logged-in, connection to a server.
 pub struct Connection {
     writer: tokio::sync::Mutex<WriteHalf<ClientTlsStream>>,
     waiters: Waiters,
     next_seq: AtomicU64,
-    events: mpsc::UnboundedReceiver<Delivered>,
+    events: mpsc::UnboundedReceiver<Event>,
     exporter: [u8; 32],
     server_fingerprint: Fingerprint,
     reader_task: tokio::task::JoinHandle<()>,
@@ -95,13 +104,13 @@ impl Connection {
         w.flush().await.map_err(|_| ClientError::Disconnected)
     }
 
-    /// The next message the server pushed; `None` once the connection closed.
-    pub async fn next_event(&mut self) -> Option<Delivered> {
+    /// The next thing the server pushed; `None` once the connection closed.
+    pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
     }
 
-    /// A pushed message if one is waiting now.
-    pub fn try_next_event(&mut self) -> Option<Delivered> {
+    /// A pushed event if one is waiting now.
+    pub fn try_next_event(&mut self) -> Option<Event> {
         self.events.try_recv().ok()
     }
 
@@ -122,7 +131,7 @@ impl Drop for Connection {
 async fn read_loop(
     mut reader: BufReader<ReadHalf<ClientTlsStream>>,
     waiters: Waiters,
-    events: mpsc::UnboundedSender<Delivered>,
+    events: mpsc::UnboundedSender<Event>,
 ) {
     while let Ok(Some(frame)) = protocol::read_frame(&mut reader, protocol::MAX_RESPONSE_FRAME).await {
         let Ok(frame) = serde_json::from_slice::<ResponseFrame>(&frame) else {
@@ -131,7 +140,10 @@ async fn read_loop(
         };
         match (frame.re, frame.response) {
             (None, Response::Message(m)) => {
-                let _ = events.send(m);
+                let _ = events.send(Event::Message(m));
+            }
+            (None, Response::Broadcast(b)) => {
+                let _ = events.send(Event::Broadcast(b));
             }
             (Some(re), response) => {
                 if let Some(tx) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&re) {

@@ -8,7 +8,7 @@ mod home;
 mod receive;
 mod session;
 
-pub use connection::Connection;
+pub use connection::{Connection, Event};
 pub use home::{Account, Home, HistoryEntry};
 pub use receive::{Received, Refusal};
 pub use session::{Client, Notice, Session};

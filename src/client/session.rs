@@ -260,6 +260,46 @@ impl Session<'_> {
         Ok(id)
     }
 
+    /// The users of the neighbourhood, with home server and presence.
+    pub async fn list(&self) -> Result<Vec<crate::protocol::ListedUser>, ClientError> {
+        match self.conn.call(Request::List).await? {
+            Response::Users { users } => Ok(users),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Signs `text` and sends it to every connected user of the neighbourhood.
+    pub async fn broadcast(&self, text: &str) -> Result<MessageId, ClientError> {
+        if text.len() > crate::protocol::MAX_TEXT_BYTES {
+            return Err(ClientError::Input(format!(
+                "the text is {} bytes; the limit is {}",
+                text.len(),
+                crate::protocol::MAX_TEXT_BYTES
+            )));
+        }
+        let id = MessageId::random();
+        let sent_at = self.client.clock.now_ms() as u64;
+        let bytes = crate::protocol::signed::broadcast_bytes(&id, sent_at, self.me.as_str(), text);
+        let signature = B64(self.identity.sign(&bytes));
+        match self.conn.call(Request::Broadcast { id, sent_at, text: text.to_owned(), signature }).await? {
+            Response::BroadcastSent { .. } => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Checks a broadcast's signature against its author's key (pinned, or
+    /// pinned now on first contact).
+    pub async fn verify_broadcast(&self, b: &crate::protocol::Broadcast) -> Result<(), ClientError> {
+        let from = PhoneNumber::from_canonical(&b.from).map_err(|e| ClientError::Input(e.to_string()))?;
+        let (key, _) = match self.pinned_key(&from).await? {
+            Some(k) => k,
+            None => self.contact_key(&from).await?,
+        };
+        let bytes = crate::protocol::signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
+        key.verify(&bytes, &b.signature.0)
+            .map_err(|_| ClientError::Input(format!("a broadcast claiming to be from {} has a bad signature", b.from)))
+    }
+
     /// Fetches every waiting message: each is verified, decrypted and stored
     /// in the history before it is acknowledged, so nothing is lost if the
     /// client dies halfway.
@@ -279,8 +319,10 @@ impl Session<'_> {
                 break;
             }
         }
-        while let Some(m) = self.conn.try_next_event() {
-            self.take_batch(vec![m], &mut received, &mut refused, &mut kept_back).await?;
+        while let Some(event) = self.conn.try_next_event() {
+            if let super::Event::Message(m) = event {
+                self.take_batch(vec![m], &mut received, &mut refused, &mut kept_back).await?;
+            }
         }
         Ok((received, refused))
     }

@@ -94,11 +94,13 @@ impl Registry {
         }
     }
 
-    /// Offers a public message to every live session.
+    /// Offers a public message to every live session but its author's.
     pub fn broadcast(&self, b: Broadcast) {
+        let author = b.from.clone();
         let frame = ResponseFrame { re: None, response: Response::Broadcast(b) };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
-        let links: Vec<SessionLink> = self.lock().values().flatten().cloned().collect();
+        let links: Vec<SessionLink> =
+            self.lock().iter().filter(|(phone, _)| **phone != author).flat_map(|(_, l)| l.clone()).collect();
         for link in links {
             let _ = link.outbox.try_send(bytes.clone());
         }

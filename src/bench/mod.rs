@@ -1,0 +1,229 @@
+//! `carrier-bench`: starts servers (or targets a running one), registers
+//! its users through the one-time-code file, runs the workloads of the
+//! benchmark and reports rate, latency, server CPU per message and peak RSS.
+//!
+//! The servers run as separate processes so that their CPU time and memory
+//! can be read from `/proc`; the load generator seals every envelope before
+//! a timed phase begins. See `carrier-bench --help` for the flags.
+
+pub mod envelopes;
+pub mod load;
+pub mod procfs;
+pub mod report;
+pub mod server;
+pub mod users;
+mod workloads;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+
+use report::Row;
+
+/// Every workload, in the order they run.
+pub const WORKLOADS: &[&str] = &["W1", "W2", "W3", "W4", "W5", "W6", "crypto"];
+
+/// Benchmark of a Carrier server: store, drain, online latency, a
+/// neighbourhood of servers, many connections, and growth with the queue.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "carrier-bench", version, about)]
+pub struct Args {
+    /// Workloads to run, comma-separated: W1 (offline store), W2 (drain),
+    /// W3 (online latency), W4 (across a neighbourhood), W5 (many
+    /// connections), W6 (growth with the queue), crypto. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Option<Vec<String>>,
+    /// Messages in W1/W2, in each W4 run and in each W6 measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: u64,
+    /// One JSON object per workload per line on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Sender connections (and recipients, and W3 pairs).
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Sends awaiting their acknowledgment per sender connection.
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Bytes of text per message.
+    #[arg(long, default_value_t = 256)]
+    pub text_bytes: usize,
+    /// W3: messages per second, in total.
+    #[arg(long, default_value_t = 200.0)]
+    pub w3_rate: f64,
+    /// W3 (and W5's latency run): seconds of sending.
+    #[arg(long, default_value_t = 20.0)]
+    pub w3_seconds: f64,
+    /// W5: logged-in idle connections to hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// W5: distinct users behind the idle connections (each logs in
+    /// connections/users times; registering costs more than logging in).
+    #[arg(long, default_value_t = 10_000)]
+    pub w5_users: usize,
+    /// W6: queue sizes to measure at, comma-separated, e.g. 10000,1000000,5000000.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000_000])]
+    pub w6_sizes: Vec<u64>,
+    /// W6: recipients the preloaded messages are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub w6_recipients: usize,
+    /// Concurrent registrations while creating users.
+    #[arg(long, default_value_t = 16)]
+    pub register_concurrency: usize,
+    /// Target a running server (HOST:PORT) instead of starting one. Needs
+    /// --otp-file; W4 is skipped.
+    #[arg(long, requires = "otp_file")]
+    pub server: Option<String>,
+    /// The running server's one-time-code file ([otp] delivery = "file").
+    #[arg(long)]
+    pub otp_file: Option<PathBuf>,
+    /// The running server's process id, for its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// The running server's key fingerprint (default: trust on first use).
+    #[arg(long)]
+    pub server_fingerprint: Option<String>,
+    /// The server executable (default: carrier-server next to this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// RUST_LOG for the servers the bench starts.
+    #[arg(long, default_value = "warn")]
+    pub server_log: String,
+    /// Directory for the servers' data (default: a new one under the
+    /// system's temporary directory, removed at the end).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Keep the working directory (databases, logs, configurations).
+    #[arg(long)]
+    pub keep: bool,
+    /// Serve with this configuration instead (used by the bench itself
+    /// when no carrier-server binary is at hand).
+    #[arg(long, hide = true)]
+    pub serve_config: Option<PathBuf>,
+}
+
+/// Entry point of the `carrier-bench` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(config) = &args.serve_config {
+        return match server::serve(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carrier-bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `--workloads` into the canonical names, in run order.
+pub fn select(requested: Option<&[String]>) -> Result<Vec<&'static str>> {
+    let Some(requested) = requested else { return Ok(WORKLOADS.to_vec()) };
+    let mut wanted = Vec::new();
+    for w in requested.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
+        if w.eq_ignore_ascii_case("all") {
+            return Ok(WORKLOADS.to_vec());
+        }
+        match WORKLOADS.iter().find(|k| k.eq_ignore_ascii_case(w)) {
+            Some(k) => wanted.push(*k),
+            None => bail!("unknown workload '{w}': choose from {}", WORKLOADS.join(", ")),
+        }
+    }
+    if wanted.is_empty() {
+        bail!("--workloads names no workload");
+    }
+    Ok(WORKLOADS.iter().copied().filter(|k| wanted.contains(k)).collect())
+}
+
+async fn run(args: Args) -> Result<()> {
+    let selected = select(args.workloads.as_deref())?;
+    if args.senders == 0 || args.messages == 0 {
+        bail!("--senders and --messages must be at least 1");
+    }
+    crate::tls::install_crypto_provider();
+    let json = args.json;
+    let mut bench = workloads::Bench::new(args)?;
+    let outcome = bench.run(&selected).await;
+    let rows = bench.rows().to_vec();
+    let cleanup = bench.finish(outcome.is_ok()).await;
+    if !json && !rows.is_empty() {
+        println!("{}", report::table(&rows));
+    }
+    outcome?;
+    cleanup
+}
+
+/// Prints a row at once in JSON mode (so partial runs still report), or a
+/// one-line progress note on standard error.
+fn emit(row: &Row, json: bool) {
+    if json {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", row.to_json());
+        let _ = out.flush();
+    } else {
+        let variant = row.extra.get("variant").and_then(|v| v.as_str()).unwrap_or("");
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        eprintln!(
+            "{} {variant}: rate {}/s, p50 {} ms, p99 {} ms, cpu {} µs/msg",
+            row.workload,
+            f(row.rate_per_s),
+            f(row.p50_ms),
+            f(row.p99_ms),
+            f(row.server_cpu_us_per_msg)
+        );
+    }
+}
+
+/// How long a stopping server may take to finish its work.
+const STOP_GRACE: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_selection() {
+        assert_eq!(select(None).unwrap().len(), WORKLOADS.len());
+        let s = select(Some(&["w3".to_string(), "W1".to_string()])).unwrap();
+        assert_eq!(s, vec!["W1", "W3"]);
+        assert!(select(Some(&["W9".to_string()])).is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::try_parse_from([
+            "carrier-bench",
+            "--messages",
+            "200",
+            "--workloads",
+            "W1,W2,W3",
+            "--w3-seconds",
+            "1",
+            "--json",
+            "--w6-sizes",
+            "10000,1000000,5000000",
+        ])
+        .unwrap();
+        assert_eq!(a.messages, 200);
+        assert_eq!(a.w6_sizes, vec![10_000, 1_000_000, 5_000_000]);
+        assert!(Args::try_parse_from(["carrier-bench", "--server", "127.0.0.1:1"]).is_err());
+    }
+}
