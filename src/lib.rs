@@ -12,3 +12,4 @@ pub mod server;
 pub mod client;
 pub mod frame_writer;
 pub mod link;
+pub mod bench;

@@ -203,7 +203,7 @@ pub fn peer_fingerprint(conn: &CommonState) -> Option<Fingerprint> {
     fingerprint_of_cert(end_entity).ok()
 }
 
-/// Login binds the password proof to this TLS session, so a proof captured by
+/// Login binds the key-possession proof to this TLS session, so a proof captured by
 /// a man in the middle is useless on any other connection. Works on both
 /// sides, e.g. `auth_exporter(stream.get_ref().1)` for tokio-rustls streams.
 pub fn auth_exporter<D>(conn: &ConnectionCommon<D>) -> Result<[u8; 32], TlsError> {
@@ -225,8 +225,8 @@ fn client_builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsV
         .map_err(TlsError::Config)
 }
 
-/// Clients authenticate with passwords bound to the session, not with
-/// certificates, so the client-facing listener asks for none.
+/// Clients prove their identity by signing a transcript bound to the
+/// session, not with certificates, so the client-facing listener asks for none.
 pub fn server_config(key_pkcs8_der: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
     let (cert, key) = self_signed_certificate(key_pkcs8_der)?;
     let mut config = server_builder()?

@@ -151,8 +151,10 @@ async fn read_loop(
                 }
             }
             (None, Response::Error { code, message }) => {
-                tracing::warn!(?code, %message, "the server reported a connection error");
-                fail_all(&waiters, code, &message);
+                tracing::warn!(?code, %message, "the server reported an error");
+                if matches!(code, protocol::ErrorCode::FrameTooLarge | protocol::ErrorCode::ShuttingDown) {
+                    fail_all(&waiters, code, &message);
+                }
             }
             (None, _) => {}
         }

@@ -198,6 +198,7 @@ fn refusal(id: MessageId, e: &RouteError) -> LinkMessage {
         RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
         RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
         RouteError::Forbidden(_) => ErrorCode::Forbidden,
+        RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
         _ => ErrorCode::BadEnvelope,
     };
     LinkMessage::RelayRefused { id, code, message: e.to_string() }

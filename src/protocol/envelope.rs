@@ -148,8 +148,11 @@ pub fn parse(bytes: &[u8]) -> Result<EnvelopeView<'_>, EnvelopeError> {
     let aad_end = r.pos;
     let nonce: [u8; NONCE_LEN] = r.take(NONCE_LEN)?.try_into().expect("length checked");
     let ct_len = r.u32()? as usize;
-    if ct_len > super::MAX_ENVELOPE_BYTES || ct_len < TAG_LEN {
+    if ct_len > super::MAX_ENVELOPE_BYTES {
         return Err(EnvelopeError::TooLong("ciphertext"));
+    }
+    if ct_len < TAG_LEN {
+        return Err(EnvelopeError::Truncated);
     }
     let ciphertext = r.take(ct_len)?;
     let signed_end = r.pos;

@@ -59,6 +59,8 @@ pub enum RouteError {
     QuotaFull(String),
     #[error("{0}")]
     Loop(String),
+    #[error("{0}")]
+    InvalidPhone(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -152,8 +154,7 @@ impl Router {
         if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(envelope.len()));
         }
-        let recipient = PhoneNumber::from_canonical(to)
-            .map_err(|_| RouteError::BadEnvelope(format!("'{to}' is not an E.164 phone number")))?;
+        let recipient = PhoneNumber::parse(to).map_err(|e| RouteError::InvalidPhone(e.to_string()))?;
         check_header(&envelope, sender, &recipient, id)?;
         let now = self.clock.now_ms();
         let message = NewMessage {

@@ -87,8 +87,10 @@ impl Registry {
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
         for link in links {
-            link.given.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-            if link.outbox.try_send(bytes.clone()).is_err() {
+            let mut given = link.given.lock().unwrap_or_else(|p| p.into_inner());
+            if link.outbox.try_send(bytes.clone()).is_ok() {
+                given.insert(id);
+            } else {
                 tracing::debug!(session = link.id, "outbox full; the message waits for a fetch");
             }
         }

@@ -23,8 +23,9 @@ use crate::protocol::{
 
 /// Time allowed for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that has not logged in within this time is closed.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection that has not logged in this long after connecting is closed
+/// (long enough for a person to type a code that came by SMS).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// A logged-in connection silent this long is closed (clients ping).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Frames waiting to be written before responses wait and pushes are skipped.
@@ -79,8 +80,12 @@ async fn read_loop(
     tracker: &TaskTracker,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let login_deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     loop {
-        let timeout = if session.user.is_some() { IDLE_TIMEOUT } else { LOGIN_TIMEOUT };
+        let timeout = match session.user {
+            Some(_) => IDLE_TIMEOUT,
+            None => login_deadline.saturating_duration_since(tokio::time::Instant::now()),
+        };
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
                 reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;

@@ -57,6 +57,7 @@ impl From<RouteError> for ApiError {
             RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
             RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
             RouteError::Loop(_) => ErrorCode::BadEnvelope,
+            RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
             RouteError::Db(_) => return Self::internal(&e),
         };
         Self::new(code, e.to_string())

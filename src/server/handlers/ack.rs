@@ -19,6 +19,13 @@ pub async fn handle(state: &ServerState, session: &Session, ids: Vec<MessageId>)
         let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
         ids.iter().filter(|id| given.remove(id)).map(|id| *id.as_bytes()).collect()
     };
-    let deleted = state.router.ack(phone, owned).await?;
-    Ok(Response::Acked { deleted })
+    match state.router.ack(phone, owned.clone()).await {
+        Ok(deleted) => Ok(Response::Acked { deleted }),
+        Err(e) => {
+            // Nothing was deleted: the client may acknowledge these again.
+            let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
+            given.extend(owned.into_iter().map(MessageId::from_bytes));
+            Err(e.into())
+        }
+    }
 }
