@@ -154,7 +154,11 @@ impl Router {
         if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(envelope.len()));
         }
-        let recipient = PhoneNumber::parse(to).map_err(|e| RouteError::InvalidPhone(e.to_string()))?;
+        // The canonical form is the common case and cheap to check; anything
+        // else goes through the numbering-plan parser for a precise error.
+        let recipient = PhoneNumber::from_canonical(to)
+            .or_else(|_| PhoneNumber::parse(to))
+            .map_err(|e| RouteError::InvalidPhone(e.to_string()))?;
         check_header(&envelope, sender, &recipient, id)?;
         let now = self.clock.now_ms();
         let message = NewMessage {
