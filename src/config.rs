@@ -45,11 +45,18 @@ impl Default for ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key '{key}': {message}")]
-    Invalid { path: PathBuf, key: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,7 +98,13 @@ struct ServerSection {
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { host: "127.0.0.1".into(), port: 5000, data_dir: "data".into(), max_connections: 20_000, name: None }
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5000,
+            data_dir: "data".into(),
+            max_connections: 20_000,
+            name: None,
+        }
     }
 }
 
@@ -147,11 +160,18 @@ impl Default for QueueSection {
 impl ServerConfig {
     /// Loads a TOML file; relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let file: FileConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Self::from_file_contents(file, base).map_err(|(key, message)| ConfigError::Invalid {
             path: path.to_owned(),
             key,
@@ -162,26 +182,45 @@ impl ServerConfig {
     fn from_file_contents(f: FileConfig, base: &Path) -> Result<Self, (&'static str, String)> {
         let code_sink = match f.otp.delivery.as_str() {
             "console" => CodeSink::Console,
-            "file" => CodeSink::File(base.join(
-                f.otp.file.ok_or(("otp.file", "delivery = \"file\" needs otp.file = \"path\"".to_string()))?,
-            )),
+            "file" => CodeSink::File(base.join(f.otp.file.ok_or((
+                "otp.file",
+                "delivery = \"file\" needs otp.file = \"path\"".to_string(),
+            ))?)),
             "command" => CodeSink::Command(f.otp.command.ok_or((
                 "otp.command",
                 "delivery = \"command\" needs otp.command = \"shell command\"".to_string(),
             ))?),
             other => {
-                return Err(("otp.delivery", format!("'{other}' is not one of \"console\", \"file\", \"command\"")));
+                return Err((
+                    "otp.delivery",
+                    format!("'{other}' is not one of \"console\", \"file\", \"command\""),
+                ));
             }
         };
         positive("otp.ttl_secs", f.otp.ttl_secs)?;
         positive("otp.max_tries", u64::from(f.otp.max_tries))?;
-        positive("otp.max_codes_per_window", u64::from(f.otp.max_codes_per_window))?;
+        positive(
+            "otp.max_codes_per_window",
+            u64::from(f.otp.max_codes_per_window),
+        )?;
         positive("otp.window_secs", f.otp.window_secs)?;
-        positive("queue.max_messages_per_recipient", f.queue.max_messages_per_recipient)?;
-        positive("queue.max_bytes_per_recipient", f.queue.max_bytes_per_recipient)?;
+        positive(
+            "queue.max_messages_per_recipient",
+            f.queue.max_messages_per_recipient,
+        )?;
+        positive(
+            "queue.max_bytes_per_recipient",
+            f.queue.max_bytes_per_recipient,
+        )?;
         positive("server.max_connections", f.server.max_connections as u64)?;
-        positive("queue.max_messages_per_neighbour", f.queue.max_messages_per_neighbour)?;
-        positive("queue.max_bytes_per_neighbour", f.queue.max_bytes_per_neighbour)?;
+        positive(
+            "queue.max_messages_per_neighbour",
+            f.queue.max_messages_per_neighbour,
+        )?;
+        positive(
+            "queue.max_bytes_per_neighbour",
+            f.queue.max_bytes_per_neighbour,
+        )?;
         let neighbours = f
             .neighbourhood
             .neighbours
@@ -189,7 +228,10 @@ impl ServerConfig {
             .map(|n| neighbour(&n.address, n.fingerprint.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         if !(f.queue.message_ttl_days > 0.0 && f.queue.message_ttl_days <= 3650.0) {
-            return Err(("queue.message_ttl_days", "must be more than 0 and at most 3650".into()));
+            return Err((
+                "queue.message_ttl_days",
+                "must be more than 0 and at most 3650".into(),
+            ));
         }
         Ok(Self {
             host: f.server.host,
@@ -221,7 +263,9 @@ impl ServerConfig {
     /// The name people see for this server: the configured one, or the
     /// address clients reach it at.
     pub fn display_name(&self, bound: std::net::SocketAddr) -> String {
-        self.name.clone().unwrap_or_else(|| format!("{}:{}", self.host, bound.port()))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.host, bound.port()))
     }
 
     /// Parses the seeds' `--neighbours host:port,host:port` flag (keys are
@@ -235,21 +279,36 @@ impl ServerConfig {
     }
 }
 
-fn neighbour(address: &str, fingerprint: Option<&str>) -> Result<NeighbourConfig, (&'static str, String)> {
+fn neighbour(
+    address: &str,
+    fingerprint: Option<&str>,
+) -> Result<NeighbourConfig, (&'static str, String)> {
     let key = "neighbourhood.neighbours";
-    let well_formed = address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    let well_formed = address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
     if !well_formed {
         return Err((key, format!("'{address}' is not host:port")));
     }
     let fingerprint = match fingerprint {
-        Some(f) => Some(Fingerprint::parse(f).ok_or((key, format!("the fingerprint of {address} is not 64 hex characters")))?),
+        Some(f) => Some(Fingerprint::parse(f).ok_or((
+            key,
+            format!("the fingerprint of {address} is not 64 hex characters"),
+        ))?),
         None => None,
     };
-    Ok(NeighbourConfig { address: address.to_owned(), fingerprint })
+    Ok(NeighbourConfig {
+        address: address.to_owned(),
+        fingerprint,
+    })
 }
 
 fn positive(key: &'static str, v: u64) -> Result<(), (&'static str, String)> {
-    if v == 0 { Err((key, "must be greater than 0".into())) } else { Ok(()) }
+    if v == 0 {
+        Err((key, "must be greater than 0".into()))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -275,11 +334,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = parse("[otp]\ndelivery = \"pigeon\"\n").unwrap_err().to_string();
+        let err = parse("[otp]\ndelivery = \"pigeon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("otp.delivery"), "{err}");
         let err = parse("[server]\nprot = 1\n").unwrap_err().to_string();
         assert!(err.contains("prot"), "{err}");
-        let err = parse("[queue]\nmax_messages_per_recipient = 0\n").unwrap_err().to_string();
+        let err = parse("[queue]\nmax_messages_per_recipient = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("queue.max_messages_per_recipient"), "{err}");
     }
 }

@@ -32,7 +32,9 @@ impl CodeSink {
         match self {
             CodeSink::Console => {
                 let mut out = tokio::io::stdout();
-                out.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+                out.write_all(line.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 out.flush().await.map_err(|e| e.to_string())
             }
             CodeSink::File(path) => append(path, line.as_bytes())

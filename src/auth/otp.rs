@@ -36,7 +36,12 @@ pub struct OtpPolicy {
 
 impl Default for OtpPolicy {
     fn default() -> Self {
-        Self { ttl_ms: 5 * 60_000, max_tries: 5, max_codes: 3, window_ms: 60 * 60_000 }
+        Self {
+            ttl_ms: 5 * 60_000,
+            max_tries: 5,
+            max_codes: 3,
+            window_ms: 60 * 60_000,
+        }
     }
 }
 
@@ -81,17 +86,31 @@ pub struct Otp {
 
 impl Otp {
     pub fn new(pool: SqlitePool, policy: OtpPolicy, clock: Clock, sink: CodeSink) -> Self {
-        Self { pool, policy, clock, sink, redeem_lock: tokio::sync::Mutex::new(()) }
+        Self {
+            pool,
+            policy,
+            clock,
+            sink,
+            redeem_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Makes a code for `phone` bound to the key it will register, stores its
     /// hash and sends it. Returns how long it stays valid, in milliseconds.
-    pub async fn issue(&self, phone: &PhoneNumber, key_type: KeyType, spki: &[u8]) -> Result<i64, OtpError> {
+    pub async fn issue(
+        &self,
+        phone: &PhoneNumber,
+        key_type: KeyType,
+        spki: &[u8],
+    ) -> Result<i64, OtpError> {
         let now = self.clock.now_ms();
         let code = random_code();
         let hash = hash_code(code.clone()).await?;
         let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(DbError::from)?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(DbError::from)?;
         let mut limits = self.current_limits(&mut tx, phone, now).await?;
         let retry_in_s = (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1;
         if limits.wrong_tries >= i64::from(self.policy.max_tries) {
@@ -112,7 +131,10 @@ impl Otp {
         };
         db::otp::store_pending(&mut tx, &pending).await?;
         tx.commit().await.map_err(DbError::from)?;
-        self.sink.deliver(phone, &code).await.map_err(OtpError::Delivery)?;
+        self.sink
+            .deliver(phone, &code)
+            .await
+            .map_err(OtpError::Delivery)?;
         tracing::info!(%phone, "one-time code issued");
         Ok(self.policy.ttl_ms)
     }
@@ -121,7 +143,9 @@ impl Otp {
     /// check the proof of possession before a try is spent.
     pub async fn pending_key(&self, phone: &PhoneNumber) -> Result<PendingKey, OtpError> {
         let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
-        let pending = db::otp::pending(&mut conn, phone.as_str()).await?.ok_or(OtpError::NoPendingCode)?;
+        let pending = db::otp::pending(&mut conn, phone.as_str())
+            .await?
+            .ok_or(OtpError::NoPendingCode)?;
         to_pending_key(&pending)
     }
 
@@ -130,7 +154,12 @@ impl Otp {
     /// the registration time recorded.
     /// `expected_spki` is the key whose possession the caller verified: if a
     /// newer registration replaced it meanwhile, nothing is consumed.
-    pub async fn redeem(&self, phone: &PhoneNumber, code: &str, expected_spki: &[u8]) -> Result<(bool, i64), OtpError> {
+    pub async fn redeem(
+        &self,
+        phone: &PhoneNumber,
+        code: &str,
+        expected_spki: &[u8],
+    ) -> Result<(bool, i64), OtpError> {
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(OtpError::Malformed);
         }
@@ -142,7 +171,9 @@ impl Otp {
         if limits.wrong_tries >= i64::from(self.policy.max_tries) {
             return Err(OtpError::Dead { retry_in_s });
         }
-        let pending = db::otp::pending(&mut conn, phone.as_str()).await?.ok_or(OtpError::NoPendingCode)?;
+        let pending = db::otp::pending(&mut conn, phone.as_str())
+            .await?
+            .ok_or(OtpError::NoPendingCode)?;
         if pending.public_key != expected_spki {
             return Err(OtpError::NoPendingCode);
         }
@@ -157,7 +188,9 @@ impl Otp {
             return Err(if remaining <= 0 {
                 OtpError::Dead { retry_in_s }
             } else {
-                OtpError::Wrong { remaining: remaining as u32 }
+                OtpError::Wrong {
+                    remaining: remaining as u32,
+                }
             });
         }
         let key = to_pending_key(&pending)?;
@@ -172,7 +205,11 @@ impl Otp {
         phone: &PhoneNumber,
         now: i64,
     ) -> Result<Limits, OtpError> {
-        let fresh = Limits { window_start: now, codes_issued: 0, wrong_tries: 0 };
+        let fresh = Limits {
+            window_start: now,
+            codes_issued: 0,
+            wrong_tries: 0,
+        };
         Ok(match db::otp::limits(conn, phone.as_str()).await? {
             Some(l) if now - l.window_start < self.policy.window_ms => l,
             _ => fresh,
@@ -187,7 +224,10 @@ async fn register(
     key: &PendingKey,
     now: i64,
 ) -> Result<bool, OtpError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(DbError::from)?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(DbError::from)?;
     db::otp::delete_pending(&mut tx, phone.as_str()).await?;
     db::otp::clear_limits(&mut tx, phone.as_str()).await?;
     let row = UserRow {
@@ -203,9 +243,13 @@ async fn register(
 }
 
 fn to_pending_key(p: &PendingCode) -> Result<PendingKey, OtpError> {
-    let key_type = KeyType::parse(&p.key_type)
-        .ok_or_else(|| DbError::Corrupt(format!("unknown key type in otp_codes for {}", p.phone)))?;
-    Ok(PendingKey { key_type, spki: p.public_key.clone() })
+    let key_type = KeyType::parse(&p.key_type).ok_or_else(|| {
+        DbError::Corrupt(format!("unknown key type in otp_codes for {}", p.phone))
+    })?;
+    Ok(PendingKey {
+        key_type,
+        spki: p.public_key.clone(),
+    })
 }
 
 /// A uniformly random 6-digit code from the OS generator (rejection sampling
@@ -214,7 +258,9 @@ fn random_code() -> Zeroizing<String> {
     use rand::TryRng;
     const LIMIT: u32 = u32::MAX - (u32::MAX % 1_000_000);
     loop {
-        let n = rand::rngs::SysRng.try_next_u32().expect("the operating system's random generator failed");
+        let n = rand::rngs::SysRng
+            .try_next_u32()
+            .expect("the operating system's random generator failed");
         if n < LIMIT {
             return Zeroizing::new(format!("{:06}", n % 1_000_000));
         }
@@ -222,7 +268,8 @@ fn random_code() -> Zeroizing<String> {
 }
 
 fn hasher() -> Argon2<'static> {
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, None).expect("valid argon2 parameters");
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, None)
+        .expect("valid argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -231,8 +278,12 @@ async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
     tokio::task::spawn_blocking(move || {
         use rand::TryRng;
         let mut salt = [0u8; 16];
-        rand::rngs::SysRng.try_fill_bytes(&mut salt).expect("the operating system's random generator failed");
-        hasher().hash_password_with_salt(code.as_bytes(), &salt).map(|h| h.to_string())
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut salt)
+            .expect("the operating system's random generator failed");
+        hasher()
+            .hash_password_with_salt(code.as_bytes(), &salt)
+            .map(|h| h.to_string())
     })
     .await
     .map_err(|e| DbError::Corrupt(format!("hashing task failed: {e}")))?
@@ -243,9 +294,13 @@ async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
 async fn code_matches(code: &str, hash: &str) -> bool {
     let code = Zeroizing::new(code.to_owned());
     let hash = hash.to_owned();
-    tokio::task::spawn_blocking(move || hasher().verify_password(code.as_bytes(), hash.as_str()).is_ok())
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || {
+        hasher()
+            .verify_password(code.as_bytes(), hash.as_str())
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
 }
 
 #[cfg(test)]

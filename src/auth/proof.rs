@@ -14,7 +14,9 @@ pub const NONCE_LEN: usize = 32;
 pub fn fresh_nonce() -> [u8; NONCE_LEN] {
     use rand::TryRng;
     let mut n = [0u8; NONCE_LEN];
-    rand::rngs::SysRng.try_fill_bytes(&mut n).expect("the operating system's random generator failed");
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut n)
+        .expect("the operating system's random generator failed");
     n
 }
 

@@ -13,13 +13,21 @@ use crate::protocol::KeyType;
 /// Runs each operation for at least `budget` (and at least a few times).
 pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
     let text = super::load::text_of(text_bytes);
-    let mut row = Row::new("crypto").with("text_bytes", text_bytes as u64).with("threads", 1);
+    let mut row = Row::new("crypto")
+        .with("text_bytes", text_bytes as u64)
+        .with("threads", 1);
     for (key_type, name) in [(KeyType::P256, "p256"), (KeyType::Rsa, "rsa")] {
         let keygen = Instant::now();
         let alice = Identity::generate(key_type);
         let bob = Identity::generate(key_type);
-        row.set(&format!("keygen_{name}_ms"), keygen.elapsed().as_secs_f64() * 1000.0 / 2.0);
-        let (a_phone, b_phone) = (PhoneNumber::parse("+12025550101")?, PhoneNumber::parse("+12025550102")?);
+        row.set(
+            &format!("keygen_{name}_ms"),
+            keygen.elapsed().as_secs_f64() * 1000.0 / 2.0,
+        );
+        let (a_phone, b_phone) = (
+            PhoneNumber::parse("+12025550101")?,
+            PhoneNumber::parse("+12025550102")?,
+        );
         let (a_pub, b_pub) = (alice.public_key(), bob.public_key());
         let mut sealed = Vec::new();
         let started = Instant::now();
@@ -34,7 +42,10 @@ pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
             };
             sealed.push(crypto::seal(&alice, &b_pub, &msg)?);
         }
-        row.set(&format!("seal_{name}_per_s"), sealed.len() as f64 / started.elapsed().as_secs_f64());
+        row.set(
+            &format!("seal_{name}_per_s"),
+            sealed.len() as f64 / started.elapsed().as_secs_f64(),
+        );
         let started = Instant::now();
         let mut opened = 0usize;
         for envelope in sealed.iter().cycle() {
@@ -44,7 +55,10 @@ pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
                 break;
             }
         }
-        row.set(&format!("open_{name}_per_s"), opened as f64 / started.elapsed().as_secs_f64());
+        row.set(
+            &format!("open_{name}_per_s"),
+            opened as f64 / started.elapsed().as_secs_f64(),
+        );
         if key_type == KeyType::Rsa {
             row.set("rsa_bits", 3072);
         }

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::users::User;
-use crate::client::Connection;
+use crate::client::{Connection, Event};
 use crate::crypto::{self, Outgoing};
 use crate::domain::MessageId;
 use crate::protocol::{B64, Delivered, Request, Response};
@@ -39,7 +39,9 @@ pub fn text_of(len: usize) -> String {
 
 fn seal_one(sender: &User, recipient: &User, counter: u64, text: &str) -> Result<SendJob> {
     let id = MessageId::random();
-    let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let envelope = crypto::seal(
         &sender.identity,
         &recipient.public,
@@ -52,7 +54,11 @@ fn seal_one(sender: &User, recipient: &User, counter: u64, text: &str) -> Result
             text,
         },
     )?;
-    Ok(SendJob { id, to: recipient.phone.to_string(), envelope })
+    Ok(SendJob {
+        id,
+        to: recipient.phone.to_string(),
+        envelope,
+    })
 }
 
 /// Seals every spec on all cores; returns the jobs in spec order and the
@@ -64,7 +70,9 @@ pub async fn preseal(
     text: Arc<String>,
 ) -> Result<(Vec<SendJob>, f64)> {
     let started = Instant::now();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let jobs = tokio::task::spawn_blocking(move || {
         let chunk = specs.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
@@ -74,14 +82,24 @@ pub async fn preseal(
                     let (senders, recipients, text) = (&senders, &recipients, &text);
                     scope.spawn(move || {
                         part.iter()
-                            .map(|s| seal_one(&senders[s.sender], &recipients[s.recipient], s.counter, text))
+                            .map(|s| {
+                                seal_one(
+                                    &senders[s.sender],
+                                    &recipients[s.recipient],
+                                    s.counter,
+                                    text,
+                                )
+                            })
                             .collect::<Result<Vec<_>>>()
                     })
                 })
                 .collect();
             let mut out = Vec::with_capacity(specs.len());
             for h in handles {
-                out.extend(h.join().map_err(|_| anyhow!("a sealing thread panicked"))??);
+                out.extend(
+                    h.join()
+                        .map_err(|_| anyhow!("a sealing thread panicked"))??,
+                );
             }
             Ok::<_, anyhow::Error>(out)
         })
@@ -101,7 +119,11 @@ pub struct Sent {
 
 /// Sends `jobs` on one logged-in connection with at most `window` sends
 /// awaiting their `accepted`, recording each one's latency.
-pub async fn pipelined_send(conn: Arc<Connection>, jobs: impl Iterator<Item = SendJob>, window: usize) -> Result<Sent> {
+pub async fn pipelined_send(
+    conn: Arc<Connection>,
+    jobs: impl Iterator<Item = SendJob>,
+    window: usize,
+) -> Result<Sent> {
     let window = Arc::new(Semaphore::new(window.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<u64, String>>();
     let collector = tokio::spawn(async move {
@@ -120,7 +142,13 @@ pub async fn pipelined_send(conn: Arc<Connection>, jobs: impl Iterator<Item = Se
     for job in jobs {
         let permit = window.clone().acquire_owned().await?;
         let started = Instant::now();
-        let pending = conn.start(Request::Send { id: job.id, to: job.to, envelope: B64(job.envelope) }).await?;
+        let pending = conn
+            .start(Request::Send {
+                id: job.id,
+                to: job.to,
+                envelope: B64(job.envelope),
+            })
+            .await?;
         let tx = tx.clone();
         tokio::spawn(async move {
             let outcome = match pending.await {
@@ -149,12 +177,18 @@ pub struct Drained {
 /// `expect` messages came; with `expect`, waits up to `patience` without
 /// progress for messages still on their way. Pushed messages are ignored
 /// (the fetch returns them too, as they stay queued until acknowledged).
-pub async fn drain(conn: &mut Connection, expect: Option<usize>, patience: Duration) -> Result<Drained> {
+pub async fn drain(
+    conn: &mut Connection,
+    expect: Option<usize>,
+    patience: Duration,
+) -> Result<Drained> {
     let mut out = Drained::default();
     let mut next = conn.start(Request::Fetch { limit: Some(1000) }).await?;
     let mut last_progress = Instant::now();
     loop {
-        let answer = next.await.map_err(|_| anyhow!("the connection closed during fetch"))?;
+        let answer = (&mut next)
+            .await
+            .map_err(|_| anyhow!("the connection closed during fetch"))?;
         out.fetches += 1;
         while conn.try_next_event().is_some() {}
         let (messages, more) = match answer {
@@ -185,7 +219,10 @@ pub async fn drain(conn: &mut Connection, expect: Option<usize>, patience: Durat
         if fetch_again {
             next = conn.start(Request::Fetch { limit: Some(1000) }).await?;
         }
-        match ack.await.map_err(|_| anyhow!("the connection closed during ack"))? {
+        match ack
+            .await
+            .map_err(|_| anyhow!("the connection closed during ack"))?
+        {
             Response::Acked { deleted } => out.deleted += deleted,
             other => bail!("ack: unexpected answer {other:?}"),
         }
@@ -229,8 +266,9 @@ pub async fn online(
             loop {
                 tokio::select! {
                     event = conn.next_event() => {
-                        let Some(m) = event else { break };
+                        let Some(event) = event else { break };
                         let now = Instant::now();
+                        let Event::Message(m) = event else { continue };
                         if let Some(t0) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.id) {
                             latencies.push(now.duration_since(t0).as_micros() as u64);
                         }
@@ -256,7 +294,8 @@ pub async fn online(
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let total: usize = jobs.iter().map(Vec::len).sum();
-    let mut queues: Vec<std::vec::IntoIter<SendJob>> = jobs.into_iter().map(Vec::into_iter).collect();
+    let mut queues: Vec<std::vec::IntoIter<SendJob>> =
+        jobs.into_iter().map(Vec::into_iter).collect();
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -268,10 +307,21 @@ pub async fn online(
         tick.tick().await;
         let s = k % queues.len();
         k += 1;
-        let Some(job) = queues[s].next() else { continue };
+        let Some(job) = queues[s].next() else {
+            continue;
+        };
         all_ids.insert(job.id);
-        sent_at.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id, Instant::now());
-        let pending = senders[s].start(Request::Send { id: job.id, to: job.to, envelope: B64(job.envelope) }).await?;
+        sent_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id, Instant::now());
+        let pending = senders[s]
+            .start(Request::Send {
+                id: job.id,
+                to: job.to,
+                envelope: B64(job.envelope),
+            })
+            .await?;
         out.sent += 1;
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -294,7 +344,8 @@ pub async fn online(
     }
     // Wait for the last pushes (at most 10 s).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !sent_at.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+    while Instant::now() < deadline && !sent_at.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.cancel();
@@ -305,7 +356,12 @@ pub async fn online(
         conns.push(conn);
     }
     // Whatever was not pushed must still be queued.
-    let missing: HashSet<MessageId> = sent_at.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+    let missing: HashSet<MessageId> = sent_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .copied()
+        .collect();
     if !missing.is_empty() {
         for conn in &mut conns {
             let d = drain(conn, None, Duration::ZERO).await?;

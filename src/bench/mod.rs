@@ -17,7 +17,6 @@ mod workloads;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
@@ -100,6 +99,10 @@ pub struct Args {
     /// Keep the working directory (databases, logs, configurations).
     #[arg(long)]
     pub keep: bool,
+    /// Seconds the main server may take to stop after SIGTERM before it is
+    /// killed (W4's servers get 5).
+    #[arg(long, default_value_t = 60)]
+    pub stop_grace: u64,
     /// Serve with this configuration instead (used by the bench itself
     /// when no carrier-server binary is at hand).
     #[arg(long, hide = true)]
@@ -136,7 +139,9 @@ pub fn main() -> ExitCode {
 
 /// Parses `--workloads` into the canonical names, in run order.
 pub fn select(requested: Option<&[String]>) -> Result<Vec<&'static str>> {
-    let Some(requested) = requested else { return Ok(WORKLOADS.to_vec()) };
+    let Some(requested) = requested else {
+        return Ok(WORKLOADS.to_vec());
+    };
     let mut wanted = Vec::new();
     for w in requested.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
         if w.eq_ignore_ascii_case("all") {
@@ -144,13 +149,20 @@ pub fn select(requested: Option<&[String]>) -> Result<Vec<&'static str>> {
         }
         match WORKLOADS.iter().find(|k| k.eq_ignore_ascii_case(w)) {
             Some(k) => wanted.push(*k),
-            None => bail!("unknown workload '{w}': choose from {}", WORKLOADS.join(", ")),
+            None => bail!(
+                "unknown workload '{w}': choose from {}",
+                WORKLOADS.join(", ")
+            ),
         }
     }
     if wanted.is_empty() {
         bail!("--workloads names no workload");
     }
-    Ok(WORKLOADS.iter().copied().filter(|k| wanted.contains(k)).collect())
+    Ok(WORKLOADS
+        .iter()
+        .copied()
+        .filter(|k| wanted.contains(k))
+        .collect())
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -178,8 +190,27 @@ fn emit(row: &Row, json: bool) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", row.to_json());
         let _ = out.flush();
+    } else if row.workload == "crypto" {
+        let r = |k: &str| {
+            row.extra
+                .get(k)
+                .and_then(|v| v.as_f64())
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_default()
+        };
+        eprintln!(
+            "crypto: seal/open per s: P-256 {}/{}, RSA-3072 {}/{}",
+            r("seal_p256_per_s"),
+            r("open_p256_per_s"),
+            r("seal_rsa_per_s"),
+            r("open_rsa_per_s")
+        );
     } else {
-        let variant = row.extra.get("variant").and_then(|v| v.as_str()).unwrap_or("");
+        let variant = row
+            .extra
+            .get("variant")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
         eprintln!(
             "{} {variant}: rate {}/s, p50 {} ms, p99 {} ms, cpu {} µs/msg",
@@ -191,9 +222,6 @@ fn emit(row: &Row, json: bool) {
         );
     }
 }
-
-/// How long a stopping server may take to finish its work.
-const STOP_GRACE: Duration = Duration::from_secs(120);
 
 #[cfg(test)]
 mod tests {

@@ -36,7 +36,12 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
@@ -60,7 +65,11 @@ pub fn reset_peak(pid: u32) -> bool {
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// CPU and memory of a set of server processes over one timed phase.
@@ -93,7 +102,12 @@ impl Meter {
     pub fn start(pids: &[u32]) -> Self {
         let peak_reset = !pids.is_empty() && pids.iter().all(|&p| reset_peak(p));
         let cpu0 = pids.iter().map(|&p| cpu_seconds(p)).collect();
-        Self { pids: pids.to_vec(), cpu0, peak_reset, started: Instant::now() }
+        Self {
+            pids: pids.to_vec(),
+            cpu0,
+            peak_reset,
+            started: Instant::now(),
+        }
     }
 
     /// Takes the second snapshot; call right after the timed phase.
@@ -105,10 +119,25 @@ impl Meter {
             .zip(&self.cpu0)
             .map(|(&p, c0)| Some(cpu_seconds(p)? - (*c0)?))
             .collect();
-        let cpu_seconds = if cpu_each.is_empty() { None } else { cpu_each.iter().copied().sum() };
+        let cpu_seconds = if cpu_each.is_empty() {
+            None
+        } else {
+            cpu_each.iter().copied().sum()
+        };
         let peak_each: Vec<Option<u64>> = self.pids.iter().map(|&p| peak_rss_bytes(p)).collect();
-        let peak_rss = peak_each.iter().copied().collect::<Option<Vec<u64>>>().and_then(|v| v.into_iter().max());
-        Measured { seconds, cpu_seconds, cpu_each, peak_rss, peak_each, peak_is_phase_only: self.peak_reset }
+        let peak_rss = peak_each
+            .iter()
+            .copied()
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().max());
+        Measured {
+            seconds,
+            cpu_seconds,
+            cpu_each,
+            peak_rss,
+            peak_each,
+            peak_is_phase_only: self.peak_reset,
+        }
     }
 }
 

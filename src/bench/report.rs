@@ -21,7 +21,10 @@ pub struct Row {
 
 impl Row {
     pub fn new(workload: &str) -> Self {
-        Self { workload: workload.into(), ..Self::default() }
+        Self {
+            workload: workload.into(),
+            ..Self::default()
+        }
     }
 
     /// Adds an extra field.
@@ -105,7 +108,15 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 /// The human-readable report.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    let header = ["workload", "messages", "rate/s", "p50 ms", "p99 ms", "cpu µs/msg", "peak RSS MiB"];
+    let header = [
+        "workload",
+        "messages",
+        "rate/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu µs/msg",
+        "peak RSS MiB",
+    ];
     let mut lines: Vec<[String; 7]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     for r in rows.iter().filter(|r| r.workload != "crypto") {
@@ -115,7 +126,9 @@ pub fn table(rows: &[Row]) -> String {
         };
         lines.push([
             label.clone(),
-            r.messages.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            r.messages
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "-".into()),
             fmt_opt(r.rate_per_s, 0),
             fmt_opt(r.p50_ms, 2),
             fmt_opt(r.p99_ms, 2),
@@ -168,7 +181,13 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     if let Some(c) = rows.iter().find(|r| r.workload == "crypto") {
-        let rate = |k: &str| c.extra.get(k).and_then(Value::as_f64).map(|x| format!("{x:.0}/s")).unwrap_or("-".into());
+        let rate = |k: &str| {
+            c.extra
+                .get(k)
+                .and_then(Value::as_f64)
+                .map(|x| format!("{x:.0}/s"))
+                .unwrap_or("-".into())
+        };
         out.push_str(&format!(
             "\nEnvelopes ({} B texts, on the load generator): seal P-256 {}, open P-256 {}, seal RSA-3072 {}, open RSA-3072 {}\n",
             c.extra.get("text_bytes").map(|v| v.to_string()).unwrap_or_default(),

@@ -98,10 +98,15 @@ impl ServerSpec {
             self.max_connections.max(1)
         );
         if let Some(link) = self.link_port {
-            t.push_str(&format!("\n[neighbourhood]\nserver_port = {link}\nneighbours = [\n"));
+            t.push_str(&format!(
+                "\n[neighbourhood]\nserver_port = {link}\nneighbours = [\n"
+            ));
             for n in &self.neighbours {
                 match n.fingerprint {
-                    Some(fp) => t.push_str(&format!("  {{ address = \"{}\", fingerprint = \"{fp}\" }},\n", n.link_addr)),
+                    Some(fp) => t.push_str(&format!(
+                        "  {{ address = \"{}\", fingerprint = \"{fp}\" }},\n",
+                        n.link_addr
+                    )),
                     None => t.push_str(&format!("  {{ address = \"{}\" }},\n", n.link_addr)),
                 }
             }
@@ -129,7 +134,12 @@ pub struct ServerProc {
 impl ServerProc {
     /// Writes the configuration into `dir` and starts the server there;
     /// returns once it listens. The log goes to `dir/server.log`.
-    pub async fn start(bin: &ServerBin, dir: &Path, spec: &ServerSpec, log_level: &str) -> Result<Self> {
+    pub async fn start(
+        bin: &ServerBin,
+        dir: &Path,
+        spec: &ServerSpec,
+        log_level: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut last_err = None;
         // The port is picked free and released before the server binds it;
@@ -144,12 +154,21 @@ impl ServerProc {
         Err(last_err.unwrap_or_else(|| anyhow!("the server did not start")))
     }
 
-    async fn start_once(bin: &ServerBin, dir: &Path, spec: &ServerSpec, log_level: &str) -> Result<Self> {
+    async fn start_once(
+        bin: &ServerBin,
+        dir: &Path,
+        spec: &ServerSpec,
+        log_level: &str,
+    ) -> Result<Self> {
         let port = free_port()?;
         let config = dir.join("server.toml");
-        std::fs::write(&config, spec.toml(port)).with_context(|| format!("cannot write {}", config.display()))?;
+        std::fs::write(&config, spec.toml(port))
+            .with_context(|| format!("cannot write {}", config.display()))?;
         let log_path = dir.join("server.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut child = bin
             .command(&config)
             .env("RUST_LOG", log_level)
@@ -163,7 +182,9 @@ impl ServerProc {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start the server {bin:?}"))?;
-        let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server exited at once"))?;
         let stdout = child.stdout.take().expect("stdout was piped");
         let mut lines = BufReader::new(stdout).lines();
         let mut fingerprint = None;
@@ -172,7 +193,11 @@ impl ServerProc {
                 if let Some(fp) = line.strip_prefix("Carrier server fingerprint: ") {
                     fingerprint = Fingerprint::parse(fp.trim());
                 } else if let Some(rest) = line.strip_prefix("Listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     return Ok::<_, std::io::Error>(Some(addr));
                 }
             }
@@ -192,10 +217,17 @@ impl ServerProc {
                 bail!("the server in {} {why}:\n{tail}", dir.display());
             }
         };
-        let fingerprint = fingerprint.ok_or_else(|| anyhow!("the server printed no fingerprint"))?;
+        let fingerprint =
+            fingerprint.ok_or_else(|| anyhow!("the server printed no fingerprint"))?;
         // Keep reading standard output so the pipe never fills.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, pid, addr, fingerprint, dir: dir.to_owned() })
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            fingerprint,
+            dir: dir.to_owned(),
+        })
     }
 
     /// The server as clients reach it, with its code file.
@@ -212,23 +244,64 @@ impl ServerProc {
         log_tail(&self.dir.join("server.log"), lines)
     }
 
-    /// SIGTERM, then waits for a clean stop (SIGKILL after `grace`).
-    pub async fn stop(mut self, grace: Duration) -> Result<()> {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+    /// SIGTERM, then waits up to `grace` for a clean stop; after that the
+    /// server is killed. Returns how long it took, and whether it had to be
+    /// killed; an error if it stopped with a failure status.
+    pub async fn stop(mut self, grace: Duration) -> Result<Stopped> {
+        let started = std::time::Instant::now();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => {
                 let status = status?;
                 if !status.success() {
-                    bail!("the server in {} stopped with {status}:\n{}", self.dir.display(), self.log_tail(10));
+                    bail!(
+                        "the server in {} stopped with {status}:\n{}",
+                        self.dir.display(),
+                        self.log_tail(10)
+                    );
                 }
-                Ok(())
+                Ok(Stopped {
+                    seconds: started.elapsed().as_secs_f64(),
+                    killed: false,
+                })
             }
             Err(_) => {
                 let _ = self.child.kill().await;
-                bail!("the server in {} did not stop within {} s; killed", self.dir.display(), grace.as_secs())
+                Ok(Stopped {
+                    seconds: started.elapsed().as_secs_f64(),
+                    killed: true,
+                })
             }
         }
     }
+}
+
+/// How a server stop went.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    pub seconds: f64,
+    pub killed: bool,
+}
+
+/// Creates the server key in `dir` (as the server would on its first
+/// start) so its fingerprint is known before it runs: neighbours can then
+/// be configured with each other's fingerprints.
+pub fn prepare_key(dir: &Path) -> Result<Fingerprint> {
+    use std::os::unix::fs::DirBuilderExt;
+    let data = dir.join("data");
+    if !data.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data)?;
+    }
+    let path = data.join(crate::server::KEY_FILE);
+    let (key, _) = crate::crypto::load_or_create_server_key(&path)
+        .with_context(|| format!("cannot create the server key {}", path.display()))?;
+    Ok(key.fingerprint())
 }
 
 fn log_tail(path: &Path, lines: usize) -> String {
@@ -259,7 +332,11 @@ pub fn serve(config_path: &Path) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         println!("Carrier server fingerprint: {}", server.fingerprint());
-        println!("Listening on {} (data in {})", listener.local_addr()?, server.data_dir().display());
+        println!(
+            "Listening on {} (data in {})",
+            listener.local_addr()?,
+            server.data_dir().display()
+        );
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {
@@ -286,7 +363,10 @@ mod tests {
             max_connections: 10,
             link_port: Some(7001),
             neighbours: vec![
-                Neighbour { link_addr: "127.0.0.1:7002".into(), fingerprint: None },
+                Neighbour {
+                    link_addr: "127.0.0.1:7002".into(),
+                    fingerprint: None,
+                },
                 Neighbour {
                     link_addr: "127.0.0.1:7003".into(),
                     fingerprint: Some(Fingerprint::of_spki(b"k")),
@@ -301,7 +381,11 @@ mod tests {
         assert_eq!(n.len(), 2);
         assert!(n[1]["fingerprint"].as_str().unwrap().len() == 64);
         // Without a neighbourhood the file is one today's servers accept.
-        let plain = ServerSpec { max_connections: 10, ..Default::default() }.toml(5000);
+        let plain = ServerSpec {
+            max_connections: 10,
+            ..Default::default()
+        }
+        .toml(5000);
         let dir = std::env::temp_dir().join(format!("carrier-bench-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("server.toml"), plain).unwrap();

@@ -32,7 +32,11 @@ impl User {
     pub fn generate(phone: PhoneNumber, key_type: KeyType) -> Self {
         let identity = Identity::generate(key_type);
         let public = identity.public_key();
-        Self { phone, identity: Arc::new(identity), public }
+        Self {
+            phone,
+            identity: Arc::new(identity),
+            public,
+        }
     }
 }
 
@@ -86,8 +90,18 @@ impl OtpReader {
     /// `skip_existing`: ignore lines already in the file (a running server
     /// may have written codes for the same numbers before).
     pub fn new(path: &Path, skip_existing: bool) -> Self {
-        let offset = if skip_existing { std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) } else { 0 };
-        Self { path: path.to_owned(), state: tokio::sync::Mutex::new(OtpState { offset, ..Default::default() }) }
+        let offset = if skip_existing {
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        } else {
+            0
+        };
+        Self {
+            path: path.to_owned(),
+            state: tokio::sync::Mutex::new(OtpState {
+                offset,
+                ..Default::default()
+            }),
+        }
     }
 
     /// The newest code sent to `phone`, waiting for it to appear.
@@ -126,11 +140,17 @@ impl OtpState {
         file.read_to_end(&mut buf)?;
         self.offset += buf.len() as u64;
         self.partial.push_str(&String::from_utf8_lossy(&buf));
-        let Some(end) = self.partial.rfind('\n') else { return Ok(()) };
+        let Some(end) = self.partial.rfind('\n') else {
+            return Ok(());
+        };
         let complete: String = self.partial.drain(..=end).collect();
         for line in complete.lines() {
-            if let Some((phone, code)) = line.strip_prefix("OTP for ").and_then(|l| l.split_once(": ")) {
-                self.codes.insert(phone.trim().to_owned(), code.trim().to_owned());
+            if let Some((phone, code)) = line
+                .strip_prefix("OTP for ")
+                .and_then(|l| l.split_once(": "))
+            {
+                self.codes
+                    .insert(phone.trim().to_owned(), code.trim().to_owned());
             }
         }
         Ok(())
@@ -142,7 +162,10 @@ async fn prove(conn: &Connection, user: &User, purpose: Purpose) -> Result<Vec<u
     let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
         bail!("expected a challenge");
     };
-    let nonce: [u8; 32] = nonce.0.try_into().map_err(|_| anyhow!("the challenge is not 32 bytes"))?;
+    let nonce: [u8; 32] = nonce
+        .0
+        .try_into()
+        .map_err(|_| anyhow!("the challenge is not 32 bytes"))?;
     let spki = user.public.to_spki_der();
     let transcript = crypto::auth_transcript(purpose, conn.exporter(), &nonce, &user.phone, &spki);
     Ok(user.identity.sign(&transcript))
@@ -161,7 +184,11 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     let code = ep.otp.code_for(&user.phone).await?;
     let signature = prove(&conn, user, Purpose::Register).await?;
     match conn
-        .call(Request::Verify { phone: user.phone.to_string(), code, signature: B64(signature) })
+        .call(Request::Verify {
+            phone: user.phone.to_string(),
+            code,
+            signature: B64(signature),
+        })
         .await
         .with_context(|| format!("verify {}", user.phone))?
     {
@@ -175,7 +202,10 @@ pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
     let conn = Connection::connect(&ep.addr, ep.pin).await?;
     let signature = prove(&conn, user, Purpose::Login).await?;
     match conn
-        .call(Request::Login { phone: user.phone.to_string(), signature: B64(signature) })
+        .call(Request::Login {
+            phone: user.phone.to_string(),
+            signature: B64(signature),
+        })
         .await
         .with_context(|| format!("login {}", user.phone))?
     {
@@ -186,7 +216,11 @@ pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
 
 /// Makes P-256 users for `phones` and registers them, `concurrency` at a
 /// time; their connections are closed. Reports progress on stderr.
-pub async fn register_many(ep: &Endpoint, phones: Vec<PhoneNumber>, concurrency: usize) -> Result<Vec<User>> {
+pub async fn register_many(
+    ep: &Endpoint,
+    phones: Vec<PhoneNumber>,
+    concurrency: usize,
+) -> Result<Vec<User>> {
     let total = phones.len();
     let started = Instant::now();
     let mut done = 0usize;
@@ -194,7 +228,8 @@ pub async fn register_many(ep: &Endpoint, phones: Vec<PhoneNumber>, concurrency:
     let mut stream = futures::stream::iter(phones.into_iter().map(|phone| {
         let ep = ep.clone();
         async move {
-            let user = tokio::task::spawn_blocking(move || User::generate(phone, KeyType::P256)).await?;
+            let user =
+                tokio::task::spawn_blocking(move || User::generate(phone, KeyType::P256)).await?;
             let conn = register(&ep, &user).await?;
             conn.close().await;
             Ok::<_, anyhow::Error>(user)
@@ -204,15 +239,22 @@ pub async fn register_many(ep: &Endpoint, phones: Vec<PhoneNumber>, concurrency:
     while let Some(user) = stream.next().await {
         out.push(user?);
         done += 1;
-        if total >= 1000 && done % 1000 == 0 {
-            eprintln!("  registered {done}/{total} users ({:.0}/s)", done as f64 / started.elapsed().as_secs_f64());
+        if total >= 1000 && done.is_multiple_of(1000) {
+            eprintln!(
+                "  registered {done}/{total} users ({:.0}/s)",
+                done as f64 / started.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(out)
 }
 
 /// Logs every user in (in order), `concurrency` at a time.
-pub async fn login_many(ep: &Endpoint, users: &[User], concurrency: usize) -> Result<Vec<Connection>> {
+pub async fn login_many(
+    ep: &Endpoint,
+    users: &[User],
+    concurrency: usize,
+) -> Result<Vec<Connection>> {
     let total = users.len();
     let started = Instant::now();
     let mut out = Vec::with_capacity(total);
@@ -223,8 +265,12 @@ pub async fn login_many(ep: &Endpoint, users: &[User], concurrency: usize) -> Re
     .buffered(concurrency.max(1));
     while let Some(conn) = stream.next().await {
         out.push(conn?);
-        if total >= 2000 && out.len() % 2000 == 0 {
-            eprintln!("  logged in {}/{total} connections ({:.0}/s)", out.len(), out.len() as f64 / started.elapsed().as_secs_f64());
+        if total >= 2000 && out.len().is_multiple_of(2000) {
+            eprintln!(
+                "  logged in {}/{total} connections ({:.0}/s)",
+                out.len(),
+                out.len() as f64 / started.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(out)
@@ -251,10 +297,20 @@ mod tests {
         std::fs::write(&path, "OTP for +12022000000: 111111\nOTP for +1202").unwrap();
         let mut s = OtpState::default();
         s.read_new(&path).unwrap();
-        assert_eq!(s.codes.get("+12022000000").map(String::as_str), Some("111111"));
-        std::fs::write(&path, "OTP for +12022000000: 111111\nOTP for +12022000001: 222222\n").unwrap();
+        assert_eq!(
+            s.codes.get("+12022000000").map(String::as_str),
+            Some("111111")
+        );
+        std::fs::write(
+            &path,
+            "OTP for +12022000000: 111111\nOTP for +12022000001: 222222\n",
+        )
+        .unwrap();
         s.read_new(&path).unwrap();
-        assert_eq!(s.codes.get("+12022000001").map(String::as_str), Some("222222"));
+        assert_eq!(
+            s.codes.get("+12022000001").map(String::as_str),
+            Some("222222")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

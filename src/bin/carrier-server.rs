@@ -26,7 +26,11 @@ struct Args {
     #[arg(long, env = "CARRIER_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Port for links from neighbour servers (overrides the file).
-    #[arg(long = "server_port", alias = "server-port", env = "CARRIER_SERVER_PORT")]
+    #[arg(
+        long = "server_port",
+        alias = "server-port",
+        env = "CARRIER_SERVER_PORT"
+    )]
     server_port: Option<u16>,
     /// Neighbour servers' link addresses, comma-separated host:port (their
     /// keys are pinned on first contact; added to those in the file).
@@ -60,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
         config.server_port = Some(p);
     }
     if let Some(list) = &args.neighbours {
-        let extra = ServerConfig::parse_neighbours_flag(list).map_err(|e| anyhow::anyhow!("--neighbours: {e}"))?;
+        let extra = ServerConfig::parse_neighbours_flag(list)
+            .map_err(|e| anyhow::anyhow!("--neighbours: {e}"))?;
         for n in extra {
             if !config.neighbours.iter().any(|c| c.address == n.address) {
                 config.neighbours.push(n);
@@ -84,10 +89,16 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     if server.key_created() {
-        println!("Created a new server key in {}", server.data_dir().display());
+        println!(
+            "Created a new server key in {}",
+            server.data_dir().display()
+        );
     }
     println!("Carrier server fingerprint: {}", server.fingerprint());
-    println!("Listening on {local} (data in {})", server.data_dir().display());
+    println!(
+        "Listening on {local} (data in {})",
+        server.data_dir().display()
+    );
     let server = match link_listener {
         Some(l) => {
             println!("Listening for neighbour servers on {}", l.local_addr()?);

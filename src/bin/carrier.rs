@@ -18,7 +18,12 @@ use zeroize::Zeroizing;
 #[command(version, about)]
 struct Args {
     /// Server address.
-    #[arg(long, env = "CARRIER_SERVER", default_value = "127.0.0.1:5000", global = true)]
+    #[arg(
+        long,
+        env = "CARRIER_SERVER",
+        default_value = "127.0.0.1:5000",
+        global = true
+    )]
     server: String,
     /// Expected fingerprint of the server's key (otherwise pinned on first use).
     #[arg(long, env = "CARRIER_SERVER_FINGERPRINT", global = true)]
@@ -27,7 +32,12 @@ struct Args {
     #[arg(long, env = "CARRIER_HOME", global = true)]
     home: Option<PathBuf>,
     /// Passphrase protecting your key file (prefer the environment variable).
-    #[arg(long, env = "CARRIER_PASSPHRASE", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CARRIER_PASSPHRASE",
+        hide_env_values = true,
+        global = true
+    )]
     passphrase: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -80,7 +90,9 @@ enum KeyTypeArg {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -115,7 +127,9 @@ async fn open_client(args: &Args) -> Result<Client, ClientError> {
     };
     let server_fingerprint = match &args.server_fingerprint {
         Some(s) => Some(Fingerprint::parse(s).ok_or_else(|| {
-            ClientError::Input("--server-fingerprint takes the 64 hex characters the server prints".into())
+            ClientError::Input(
+                "--server-fingerprint takes the 64 hex characters the server prints".into(),
+            )
         })?),
         None => None,
     };
@@ -129,7 +143,13 @@ async fn open_client(args: &Args) -> Result<Client, ClientError> {
         }
     });
     let passphrase = args.passphrase.clone().map(Zeroizing::new);
-    Ok(Client::new(home, args.server.clone(), server_fingerprint, passphrase, notify))
+    Ok(Client::new(
+        home,
+        args.server.clone(),
+        server_fingerprint,
+        passphrase,
+        notify,
+    ))
 }
 
 async fn register(client: &Client, phone: &str, key_type: KeyTypeArg) -> Result<(), ClientError> {
@@ -139,9 +159,15 @@ async fn register(client: &Client, phone: &str, key_type: KeyTypeArg) -> Result<
     };
     let (session, replaced) = client.register(phone, key_type, read_code).await?;
     let account = client.account()?;
-    println!("Registered {} with key {}", account.phone, account.fingerprint);
+    println!(
+        "Registered {} with key {}",
+        account.phone, account.fingerprint
+    );
     if replaced {
-        println!("This replaced the previous key of {}; your contacts will be warned.", account.phone);
+        println!(
+            "This replaced the previous key of {}; your contacts will be warned.",
+            account.phone
+        );
     }
     session.close().await;
     Ok(())
@@ -158,9 +184,14 @@ fn read_code(phone: &PhoneNumber) -> Result<String, ClientError> {
     stdin
         .lock()
         .read_line(&mut line)
-        .map_err(|source| ClientError::Io { context: "cannot read the code".into(), source })?;
+        .map_err(|source| ClientError::Io {
+            context: "cannot read the code".into(),
+            source,
+        })?;
     if line.trim().is_empty() {
-        return Err(ClientError::Input("no code given: type the 6-digit code the server sent".into()));
+        return Err(ClientError::Input(
+            "no code given: type the 6-digit code the server sent".into(),
+        ));
     }
     Ok(line)
 }
@@ -171,7 +202,10 @@ fn text_from(words: Vec<String>) -> Result<String, ClientError> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|source| ClientError::Io { context: "cannot read the message".into(), source })?;
+            .map_err(|source| ClientError::Io {
+                context: "cannot read the message".into(),
+                source,
+            })?;
         text.strip_suffix('\n').map(str::to_owned).unwrap_or(text)
     } else {
         words.join(" ")
@@ -186,7 +220,12 @@ async fn send(client: &Client, phone: &str, words: Vec<String>) -> Result<(), Cl
     let text = text_from(words)?;
     let session = client.login().await?;
     let id = session.send(phone, &text).await?;
-    println!("Sent message {id} to {}", PhoneNumber::parse(phone).map(|p| p.to_string()).unwrap_or_default());
+    println!(
+        "Sent message {id} to {}",
+        PhoneNumber::parse(phone)
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+    );
     session.close().await;
     Ok(())
 }
@@ -210,7 +249,10 @@ async fn list(client: &Client, json: bool) -> Result<(), ClientError> {
 fn print_users(users: &[carrier::protocol::ListedUser], json: bool) {
     for u in users {
         if json {
-            println!("{}", serde_json::to_string(u).expect("a user always serialises"));
+            println!(
+                "{}",
+                serde_json::to_string(u).expect("a user always serialises")
+            );
         } else {
             let state = if u.online { "online" } else { "offline" };
             println!("{}  {}  {}  {state}", u.phone, u.fingerprint, u.home);
@@ -236,14 +278,20 @@ async fn fetch(client: &Client, json: bool) -> Result<(), ClientError> {
 
 fn print_message(m: &Received, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(m).expect("a message always serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(m).expect("a message always serialises")
+        );
     } else {
         println!("[{}] {}: {}", format_time(m.sent_at), m.from, m.text);
     }
 }
 
 fn print_refusal(r: &Refusal) {
-    eprintln!("warning: message {} from {} refused: {}", r.id, r.from, r.reason);
+    eprintln!(
+        "warning: message {} from {} refused: {}",
+        r.id, r.from, r.reason
+    );
 }
 
 fn whoami(client: &Client) -> Result<(), ClientError> {
@@ -274,10 +322,18 @@ async fn trust(client: &Client, phone: &str) -> Result<(), ClientError> {
 async fn history(client: &Client, json: bool) -> Result<(), ClientError> {
     for e in client.home.history().await? {
         if json {
-            println!("{}", serde_json::to_string(&e).expect("an entry always serialises"));
+            println!(
+                "{}",
+                serde_json::to_string(&e).expect("an entry always serialises")
+            );
         } else {
             let arrow = if e.direction == "in" { "from" } else { "to" };
-            println!("[{}] {arrow} {}: {}", format_time(e.sent_at), e.peer, e.text);
+            println!(
+                "[{}] {arrow} {}: {}",
+                format_time(e.sent_at),
+                e.peer,
+                e.text
+            );
         }
     }
     Ok(())
@@ -330,7 +386,12 @@ async fn show_event(session: &mut Session<'_>, event: Event) -> Result<(), Clien
             Err(r) => print_refusal(&r),
         },
         Event::Broadcast(b) => match session.verify_broadcast(&b).await {
-            Ok(()) => println!("[{}] (broadcast) {}: {}", format_time(b.sent_at as i64), b.from, b.text),
+            Ok(()) => println!(
+                "[{}] (broadcast) {}: {}",
+                format_time(b.sent_at as i64),
+                b.from,
+                b.text
+            ),
             Err(e) => eprintln!("warning: {e}"),
         },
     }
@@ -344,7 +405,10 @@ async fn chat_command(session: &mut Session<'_>, line: &str) -> bool {
         "" => Ok(()),
         "quit" | "exit" => return false,
         "send" => match rest.trim().split_once(' ') {
-            Some((to, text)) => session.send(to, text.trim()).await.map(|id| println!("Sent message {id} to {to}")),
+            Some((to, text)) => session
+                .send(to, text.trim())
+                .await
+                .map(|id| println!("Sent message {id} to {to}")),
             None => Err(ClientError::Input("usage: send <phone> <text>".into())),
         },
         "fetch" => session.fetch().await.map(|(received, refused)| {
@@ -354,9 +418,10 @@ async fn chat_command(session: &mut Session<'_>, line: &str) -> bool {
                 println!("No new messages.");
             }
         }),
-        "broadcast" if !rest.trim().is_empty() => {
-            session.broadcast(rest.trim()).await.map(|id| println!("Broadcast {id} sent"))
-        }
+        "broadcast" if !rest.trim().is_empty() => session
+            .broadcast(rest.trim())
+            .await
+            .map(|id| println!("Broadcast {id} sent")),
         "broadcast" => Err(ClientError::Input("usage: broadcast <text>".into())),
         "list" => session.list().await.map(|users| print_users(&users, false)),
         other => Err(ClientError::Input(format!(
@@ -383,5 +448,10 @@ fn format_time(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -40,11 +40,16 @@ impl Connection {
     /// Connects to `addr` and checks the server's key against `pin`.
     pub async fn connect(addr: &str, pin: Pin) -> Result<Self, ClientError> {
         let (stream, server_fingerprint) = tls::connect(addr, pin).await?;
-        let exporter = tls::auth_exporter(stream.get_ref().1).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let exporter = tls::auth_exporter(stream.get_ref().1)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (reader, writer) = tokio::io::split(stream);
         let waiters: Waiters = Arc::default();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let reader_task = tokio::spawn(read_loop(BufReader::new(reader), waiters.clone(), events_tx));
+        let reader_task = tokio::spawn(read_loop(
+            BufReader::new(reader),
+            waiters.clone(),
+            events_tx,
+        ));
         Ok(Self {
             writer: tokio::sync::Mutex::new(writer),
             waiters,
@@ -78,12 +83,21 @@ impl Connection {
 
     /// Sends a request without waiting: the answer arrives on the returned
     /// receiver (possibly as `Response::Error`). Lets callers pipeline.
-    pub async fn start(&self, request: Request) -> Result<oneshot::Receiver<Response>, ClientError> {
+    pub async fn start(
+        &self,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Response>, ClientError> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(&RequestFrame { seq: Some(seq), request })
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body = serde_json::to_vec(&RequestFrame {
+            seq: Some(seq),
+            request,
+        })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, tx);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, tx);
         let mut w = self.writer.lock().await;
         let sent = async {
             protocol::write_frame(&mut *w, &body).await?;
@@ -91,7 +105,10 @@ impl Connection {
         }
         .await;
         if sent.is_err() {
-            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+            self.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&seq);
             return Err(ClientError::Disconnected);
         }
         Ok(rx)
@@ -100,7 +117,9 @@ impl Connection {
     /// Writes raw bytes as one frame; for tests of hostile input.
     pub async fn send_raw_frame(&self, body: &[u8]) -> Result<(), ClientError> {
         let mut w = self.writer.lock().await;
-        protocol::write_frame(&mut *w, body).await.map_err(|_| ClientError::Disconnected)?;
+        protocol::write_frame(&mut *w, body)
+            .await
+            .map_err(|_| ClientError::Disconnected)?;
         w.flush().await.map_err(|_| ClientError::Disconnected)
     }
 
@@ -133,7 +152,9 @@ async fn read_loop(
     waiters: Waiters,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    while let Ok(Some(frame)) = protocol::read_frame(&mut reader, protocol::MAX_RESPONSE_FRAME).await {
+    while let Ok(Some(frame)) =
+        protocol::read_frame(&mut reader, protocol::MAX_RESPONSE_FRAME).await
+    {
         let Ok(frame) = serde_json::from_slice::<ResponseFrame>(&frame) else {
             tracing::warn!("the server sent a frame this client does not understand");
             continue;
@@ -146,13 +167,20 @@ async fn read_loop(
                 let _ = events.send(Event::Broadcast(b));
             }
             (Some(re), response) => {
-                if let Some(tx) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&re) {
+                if let Some(tx) = waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&re)
+                {
                     let _ = tx.send(response);
                 }
             }
             (None, Response::Error { code, message }) => {
                 tracing::warn!(?code, %message, "the server reported an error");
-                if matches!(code, protocol::ErrorCode::FrameTooLarge | protocol::ErrorCode::ShuttingDown) {
+                if matches!(
+                    code,
+                    protocol::ErrorCode::FrameTooLarge | protocol::ErrorCode::ShuttingDown
+                ) {
                     fail_all(&waiters, code, &message);
                 }
             }
@@ -167,6 +195,9 @@ async fn read_loop(
 fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
     let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());
     for (_, tx) in w.drain() {
-        let _ = tx.send(Response::Error { code, message: message.to_owned() });
+        let _ = tx.send(Response::Error {
+            code,
+            message: message.to_owned(),
+        });
     }
 }

@@ -64,21 +64,33 @@ pub struct Home {
 impl Home {
     /// Opens (creating, mode 0700) the home directory and its store.
     pub async fn open(dir: &Path) -> Result<Self, ClientError> {
-        create_private_dir(dir)
-            .map_err(|source| ClientError::Io { context: format!("cannot create {}", dir.display()), source })?;
+        create_private_dir(dir).map_err(|source| ClientError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
         let store = dir.join(STORE_FILE);
-        create_private_file(&store)
-            .map_err(|source| ClientError::Io { context: format!("cannot create {}", store.display()), source })?;
+        create_private_file(&store).map_err(|source| ClientError::Io {
+            context: format!("cannot create {}", store.display()),
+            source,
+        })?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", store.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
         for statement in SCHEMA {
-            sqlx::query(sqlx::AssertSqlSafe(*statement)).execute(&pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&pool)
+                .await?;
         }
-        Ok(Self { dir: dir.to_owned(), pool })
+        Ok(Self {
+            dir: dir.to_owned(),
+            pool,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -92,27 +104,35 @@ impl Home {
     pub fn account(&self) -> Result<Option<Account>, ClientError> {
         let path = self.dir.join(ACCOUNT_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| ClientError::Io {
-                context: format!("{} is damaged", path.display()),
-                source: std::io::Error::other(e),
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ClientError::Io {
+                    context: format!("{} is damaged", path.display()),
+                    source: std::io::Error::other(e),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ClientError::Io { context: format!("cannot read {}", path.display()), source }),
+            Err(source) => Err(ClientError::Io {
+                context: format!("cannot read {}", path.display()),
+                source,
+            }),
         }
     }
 
     pub fn save_account(&self, account: &Account) -> Result<(), ClientError> {
         let path = self.dir.join(ACCOUNT_FILE);
         let json = serde_json::to_vec_pretty(account).expect("an account always serialises");
-        std::fs::write(&path, json)
-            .map_err(|source| ClientError::Io { context: format!("cannot write {}", path.display()), source })
+        std::fs::write(&path, json).map_err(|source| ClientError::Io {
+            context: format!("cannot write {}", path.display()),
+            source,
+        })
     }
 
     pub async fn server_pin(&self, addr: &str) -> Result<Option<Fingerprint>, ClientError> {
-        let fp: Option<String> = sqlx::query_scalar("SELECT fingerprint FROM servers WHERE addr = $1")
-            .bind(addr)
-            .fetch_optional(&self.pool)
-            .await?;
+        let fp: Option<String> =
+            sqlx::query_scalar("SELECT fingerprint FROM servers WHERE addr = $1")
+                .bind(addr)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(fp.and_then(|f| Fingerprint::parse(&f)))
     }
 
@@ -232,7 +252,12 @@ impl Home {
 /// journal files the same mode.
 fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         other => other.map(drop),
     }
@@ -243,5 +268,8 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }

@@ -9,7 +9,7 @@ mod receive;
 mod session;
 
 pub use connection::{Connection, Event};
-pub use home::{Account, Home, HistoryEntry};
+pub use home::{Account, HistoryEntry, Home};
 pub use receive::{Received, Refusal};
 pub use session::{Client, Notice, Session};
 
@@ -35,7 +35,11 @@ pub enum ClientError {
         "the key of {phone} changed: pinned {pinned}, the server now reports {current}. \
          Check the new fingerprint with them, then run `carrier trust {phone}`"
     )]
-    KeyChanged { phone: String, pinned: Fingerprint, current: Fingerprint },
+    KeyChanged {
+        phone: String,
+        pinned: Fingerprint,
+        current: Fingerprint,
+    },
     #[error("{0}")]
     Input(String),
     #[error(transparent)]
@@ -43,9 +47,15 @@ pub enum ClientError {
     #[error("local storage in the home directory failed: {0}")]
     Store(#[from] sqlx::Error),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 fn code_name(code: ErrorCode) -> String {
-    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -18,9 +18,15 @@ use crate::tls::Pin;
 #[derive(Debug, Clone)]
 pub enum Notice {
     /// A server's key was seen for the first time and pinned.
-    ServerPinned { addr: String, fingerprint: Fingerprint },
+    ServerPinned {
+        addr: String,
+        fingerprint: Fingerprint,
+    },
     /// A contact's key was seen for the first time and pinned.
-    ContactPinned { phone: String, fingerprint: Fingerprint },
+    ContactPinned {
+        phone: String,
+        fingerprint: Fingerprint,
+    },
 }
 
 /// Receives notices; the command line prints them on standard error.
@@ -44,7 +50,14 @@ impl Client {
         passphrase: Option<Zeroizing<String>>,
         notify: Notify,
     ) -> Self {
-        Self { home, server, server_fingerprint, passphrase, notify, clock: Clock::System }
+        Self {
+            home,
+            server,
+            server_fingerprint,
+            passphrase,
+            notify,
+            clock: Clock::System,
+        }
     }
 
     /// The current time in milliseconds, as the history records it.
@@ -65,14 +78,19 @@ impl Client {
         if pinned != Some(seen) {
             self.home.pin_server(&self.server, seen).await?;
             if pinned.is_none() && self.server_fingerprint.is_none() {
-                (self.notify)(Notice::ServerPinned { addr: self.server.clone(), fingerprint: seen });
+                (self.notify)(Notice::ServerPinned {
+                    addr: self.server.clone(),
+                    fingerprint: seen,
+                });
             }
         }
         Ok(conn)
     }
 
     pub fn account(&self) -> Result<Account, ClientError> {
-        self.home.account()?.ok_or_else(|| ClientError::NoAccount(self.home.dir().to_owned()))
+        self.home
+            .account()?
+            .ok_or_else(|| ClientError::NoAccount(self.home.dir().to_owned()))
     }
 
     /// The identity key, decrypted with the passphrase if it has one.
@@ -103,18 +121,43 @@ impl Client {
         let code = Zeroizing::new(read_code(&phone)?);
         let signature = prove(&conn, &identity, Purpose::Register, &phone).await?;
         let answer = conn
-            .call(Request::Verify { phone: phone.to_string(), code: code.trim().to_owned(), signature: B64(signature) })
+            .call(Request::Verify {
+                phone: phone.to_string(),
+                code: code.trim().to_owned(),
+                signature: B64(signature),
+            })
             .await?;
-        let Response::Registered { replaced_key, fingerprint, .. } = answer else {
+        let Response::Registered {
+            replaced_key,
+            fingerprint,
+            ..
+        } = answer
+        else {
             return Err(unexpected(answer));
         };
-        self.home.save_account(&Account { phone: phone.to_string(), key_type: identity.key_type(), fingerprint })?;
-        Ok((Session { client: self, conn, identity, me: phone }, replaced_key))
+        self.home.save_account(&Account {
+            phone: phone.to_string(),
+            key_type: identity.key_type(),
+            fingerprint,
+        })?;
+        Ok((
+            Session {
+                client: self,
+                conn,
+                identity,
+                me: phone,
+            },
+            replaced_key,
+        ))
     }
 
     /// Keeps the existing key if the home already has one for this phone
     /// (re-registering a device); otherwise makes and saves a new one.
-    fn identity_for(&self, phone: &PhoneNumber, key_type: KeyType) -> Result<Identity, ClientError> {
+    fn identity_for(
+        &self,
+        phone: &PhoneNumber,
+        key_type: KeyType,
+    ) -> Result<Identity, ClientError> {
         let path = self.home.identity_path();
         if path.exists() {
             match self.home.account()? {
@@ -136,15 +179,26 @@ impl Client {
     /// Connects and logs in as the home's account.
     pub async fn login(&self) -> Result<Session<'_>, ClientError> {
         let account = self.account()?;
-        let me = PhoneNumber::from_canonical(&account.phone).map_err(|e| ClientError::Input(e.to_string()))?;
+        let me = PhoneNumber::from_canonical(&account.phone)
+            .map_err(|e| ClientError::Input(e.to_string()))?;
         let identity = self.identity()?;
         let conn = self.connect().await?;
         let signature = prove(&conn, &identity, Purpose::Login, &me).await?;
-        let answer = conn.call(Request::Login { phone: me.to_string(), signature: B64(signature) }).await?;
+        let answer = conn
+            .call(Request::Login {
+                phone: me.to_string(),
+                signature: B64(signature),
+            })
+            .await?;
         if !matches!(answer, Response::LoggedIn { .. }) {
             return Err(unexpected(answer));
         }
-        Ok(Session { client: self, conn, identity, me })
+        Ok(Session {
+            client: self,
+            conn,
+            identity,
+            me,
+        })
     }
 }
 
@@ -158,8 +212,10 @@ async fn prove(
     let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
         return Err(ClientError::Protocol("expected a challenge".into()));
     };
-    let nonce: [u8; 32] =
-        nonce.0.try_into().map_err(|_| ClientError::Protocol("the challenge is not 32 bytes".into()))?;
+    let nonce: [u8; 32] = nonce
+        .0
+        .try_into()
+        .map_err(|_| ClientError::Protocol("the challenge is not 32 bytes".into()))?;
     let spki = identity.public_key().to_spki_der();
     let transcript = crypto::auth_transcript(purpose, conn.exporter(), &nonce, phone, &spki);
     Ok(identity.sign(&transcript))
@@ -184,7 +240,13 @@ impl Session<'_> {
 
     /// A user's key as the server reports it.
     pub async fn lookup(&self, phone: &PhoneNumber) -> Result<UserInfo, ClientError> {
-        match self.conn.call(Request::Lookup { phone: phone.to_string() }).await? {
+        match self
+            .conn
+            .call(Request::Lookup {
+                phone: phone.to_string(),
+            })
+            .await?
+        {
             Response::User(info) => Ok(info),
             other => Err(unexpected(other)),
         }
@@ -192,7 +254,10 @@ impl Session<'_> {
 
     /// The key to use for `phone`: the pinned one, which must still be the
     /// one the server reports; on first contact the server's, now pinned.
-    pub async fn contact_key(&self, phone: &PhoneNumber) -> Result<(PublicKey, Fingerprint), ClientError> {
+    pub async fn contact_key(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<(PublicKey, Fingerprint), ClientError> {
         let info = self.lookup(phone).await?;
         let current = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
         let current_fp = current.fingerprint();
@@ -205,16 +270,25 @@ impl Session<'_> {
             }),
             None => {
                 self.pin(phone, &info, current_fp).await?;
-                (self.client.notify)(Notice::ContactPinned { phone: phone.to_string(), fingerprint: current_fp });
+                (self.client.notify)(Notice::ContactPinned {
+                    phone: phone.to_string(),
+                    fingerprint: current_fp,
+                });
                 Ok((current, current_fp))
             }
         }
     }
 
     /// The pinned key of `phone`, if any (no server round trip).
-    pub async fn pinned_key(&self, phone: &PhoneNumber) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
-        let Some(c) = self.client.home.contact(phone.as_str()).await? else { return Ok(None) };
-        let key_type = KeyType::parse(&c.key_type).ok_or_else(|| ClientError::Protocol("bad pinned key type".into()))?;
+    pub async fn pinned_key(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
+        let Some(c) = self.client.home.contact(phone.as_str()).await? else {
+            return Ok(None);
+        };
+        let key_type = KeyType::parse(&c.key_type)
+            .ok_or_else(|| ClientError::Protocol("bad pinned key type".into()))?;
         let key = PublicKey::from_spki_der_typed(key_type, &c.public_key)?;
         let fp = key.fingerprint();
         Ok(Some((key, fp)))
@@ -229,14 +303,22 @@ impl Session<'_> {
         Ok(fp)
     }
 
-    async fn pin(&self, phone: &PhoneNumber, info: &UserInfo, fp: Fingerprint) -> Result<(), ClientError> {
+    async fn pin(
+        &self,
+        phone: &PhoneNumber,
+        info: &UserInfo,
+        fp: Fingerprint,
+    ) -> Result<(), ClientError> {
         let contact = Contact {
             phone: phone.to_string(),
             key_type: info.key_type.as_str().into(),
             public_key: info.public_key.0.clone(),
             fingerprint: fp.to_hex(),
         };
-        self.client.home.pin_contact(&contact, self.client.clock.now_ms()).await
+        self.client
+            .home
+            .pin_contact(&contact, self.client.clock.now_ms())
+            .await
     }
 
     /// Seals `text` to `to` and sends it; returns once the server committed it.
@@ -249,14 +331,40 @@ impl Session<'_> {
         let envelope = crypto::seal(
             &self.identity,
             &key,
-            &Outgoing { id, counter, sent_at_ms: sent_at as u64, sender_phone: &self.me, recipient_phone: &to, text },
+            &Outgoing {
+                id,
+                counter,
+                sent_at_ms: sent_at as u64,
+                sender_phone: &self.me,
+                recipient_phone: &to,
+                text,
+            },
         )?;
-        let answer = self.conn.call(Request::Send { id, to: to.to_string(), envelope: B64(envelope) }).await?;
+        let answer = self
+            .conn
+            .call(Request::Send {
+                id,
+                to: to.to_string(),
+                envelope: B64(envelope),
+            })
+            .await?;
         if !matches!(answer, Response::Accepted { .. }) {
             return Err(unexpected(answer));
         }
         let now = self.client.clock.now_ms();
-        self.client.home.record(&id.to_hex(), "out", to.as_str(), &fp.to_hex(), counter, text, sent_at, now).await?;
+        self.client
+            .home
+            .record(
+                &id.to_hex(),
+                "out",
+                to.as_str(),
+                &fp.to_hex(),
+                counter,
+                text,
+                sent_at,
+                now,
+            )
+            .await?;
         Ok(id)
     }
 
@@ -281,7 +389,16 @@ impl Session<'_> {
         let sent_at = self.client.clock.now_ms() as u64;
         let bytes = crate::protocol::signed::broadcast_bytes(&id, sent_at, self.me.as_str(), text);
         let signature = B64(self.identity.sign(&bytes));
-        match self.conn.call(Request::Broadcast { id, sent_at, text: text.to_owned(), signature }).await? {
+        match self
+            .conn
+            .call(Request::Broadcast {
+                id,
+                sent_at,
+                text: text.to_owned(),
+                signature,
+            })
+            .await?
+        {
             Response::BroadcastSent { .. } => Ok(id),
             other => Err(unexpected(other)),
         }
@@ -289,15 +406,23 @@ impl Session<'_> {
 
     /// Checks a broadcast's signature against its author's key (pinned, or
     /// pinned now on first contact).
-    pub async fn verify_broadcast(&self, b: &crate::protocol::Broadcast) -> Result<(), ClientError> {
-        let from = PhoneNumber::from_canonical(&b.from).map_err(|e| ClientError::Input(e.to_string()))?;
+    pub async fn verify_broadcast(
+        &self,
+        b: &crate::protocol::Broadcast,
+    ) -> Result<(), ClientError> {
+        let from =
+            PhoneNumber::from_canonical(&b.from).map_err(|e| ClientError::Input(e.to_string()))?;
         let (key, _) = match self.pinned_key(&from).await? {
             Some(k) => k,
             None => self.contact_key(&from).await?,
         };
         let bytes = crate::protocol::signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
-        key.verify(&bytes, &b.signature.0)
-            .map_err(|_| ClientError::Input(format!("a broadcast claiming to be from {} has a bad signature", b.from)))
+        key.verify(&bytes, &b.signature.0).map_err(|_| {
+            ClientError::Input(format!(
+                "a broadcast claiming to be from {} has a bad signature",
+                b.from
+            ))
+        })
     }
 
     /// Fetches every waiting message: each is verified, decrypted and stored
@@ -308,20 +433,26 @@ impl Session<'_> {
         let mut refused = Vec::new();
         let mut kept_back = std::collections::HashSet::new();
         loop {
-            let Response::Messages { messages, more } = self.conn.call(Request::Fetch { limit: Some(500) }).await?
+            let Response::Messages { messages, more } =
+                self.conn.call(Request::Fetch { limit: Some(500) }).await?
             else {
                 return Err(ClientError::Protocol("expected messages".into()));
             };
-            let fresh: Vec<Delivered> = messages.into_iter().filter(|m| !kept_back.contains(&m.id)).collect();
+            let fresh: Vec<Delivered> = messages
+                .into_iter()
+                .filter(|m| !kept_back.contains(&m.id))
+                .collect();
             let progress = !fresh.is_empty();
-            self.take_batch(fresh, &mut received, &mut refused, &mut kept_back).await?;
+            self.take_batch(fresh, &mut received, &mut refused, &mut kept_back)
+                .await?;
             if !more || !progress {
                 break;
             }
         }
         while let Some(event) = self.conn.try_next_event() {
             if let super::Event::Message(m) = event {
-                self.take_batch(vec![m], &mut received, &mut refused, &mut kept_back).await?;
+                self.take_batch(vec![m], &mut received, &mut refused, &mut kept_back)
+                    .await?;
             }
         }
         Ok((received, refused))
@@ -329,9 +460,18 @@ impl Session<'_> {
 
     /// Handles one pushed message (for `chat`); acknowledges it if it was
     /// stored or is garbage.
-    pub async fn take_pushed(&mut self, m: Delivered) -> Result<Result<Option<Received>, Refusal>, ClientError> {
+    pub async fn take_pushed(
+        &mut self,
+        m: Delivered,
+    ) -> Result<Result<Option<Received>, Refusal>, ClientError> {
         let (mut received, mut refused) = (Vec::new(), Vec::new());
-        self.take_batch(vec![m], &mut received, &mut refused, &mut Default::default()).await?;
+        self.take_batch(
+            vec![m],
+            &mut received,
+            &mut refused,
+            &mut Default::default(),
+        )
+        .await?;
         Ok(match refused.pop() {
             Some(r) => Err(r),
             None => Ok(received.pop()),

@@ -24,7 +24,10 @@ pub struct Limits {
     pub wrong_tries: i64,
 }
 
-pub async fn pending(conn: &mut SqliteConnection, phone: &str) -> Result<Option<PendingCode>, DbError> {
+pub async fn pending(
+    conn: &mut SqliteConnection,
+    phone: &str,
+) -> Result<Option<PendingCode>, DbError> {
     Ok(sqlx::query_as::<_, PendingCode>(
         "SELECT phone, code_hash, key_type, public_key, issued_at, expires_at
          FROM otp_codes WHERE phone = $1",
@@ -70,7 +73,11 @@ pub async fn limits(conn: &mut SqliteConnection, phone: &str) -> Result<Option<L
     .await?)
 }
 
-pub async fn store_limits(conn: &mut SqliteConnection, phone: &str, l: Limits) -> Result<(), DbError> {
+pub async fn store_limits(
+    conn: &mut SqliteConnection,
+    phone: &str,
+    l: Limits,
+) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO otp_limits (phone, window_start, codes_issued, wrong_tries)
          VALUES ($1, $2, $3, $4)

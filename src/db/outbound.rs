@@ -82,7 +82,11 @@ pub async fn insert(
 }
 
 /// Deletes a message the neighbour acknowledged; returns its size if it existed.
-pub async fn delete(conn: &mut SqliteConnection, neighbour: &str, id: &[u8]) -> Result<Option<u64>, DbError> {
+pub async fn delete(
+    conn: &mut SqliteConnection,
+    neighbour: &str,
+    id: &[u8],
+) -> Result<Option<u64>, DbError> {
     let size: Option<i64> = sqlx::query_scalar(
         "DELETE FROM outbound_queue WHERE neighbour = $1 AND id = $2 RETURNING length(envelope)",
     )
@@ -112,12 +116,18 @@ pub async fn delete_expired(
 }
 
 /// Records a relayed id; returns false if it was seen before.
-pub async fn mark_seen(conn: &mut SqliteConnection, id: &[u8], expires_at: Millis) -> Result<bool, DbError> {
-    let done = sqlx::query("INSERT INTO relay_seen (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-        .bind(id)
-        .bind(expires_at)
-        .execute(conn)
-        .await?;
+pub async fn mark_seen(
+    conn: &mut SqliteConnection,
+    id: &[u8],
+    expires_at: Millis,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO relay_seen (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -130,10 +140,12 @@ pub async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64
 }
 
 pub async fn pinned(pool: &SqlitePool, address: &str) -> Result<Option<String>, DbError> {
-    Ok(sqlx::query_scalar("SELECT fingerprint FROM neighbour_pins WHERE address = $1")
-        .bind(address)
-        .fetch_optional(pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT fingerprint FROM neighbour_pins WHERE address = $1")
+            .bind(address)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub async fn pin(pool: &SqlitePool, address: &str, fingerprint: &str) -> Result<(), DbError> {

@@ -92,7 +92,11 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage) -> Result<bool,
 }
 
 /// Deletes one message of `recipient`; returns its envelope size if it existed.
-pub async fn delete(conn: &mut SqliteConnection, recipient: &str, id: &[u8]) -> Result<Option<u64>, DbError> {
+pub async fn delete(
+    conn: &mut SqliteConnection,
+    recipient: &str,
+    id: &[u8],
+) -> Result<Option<u64>, DbError> {
     let size: Option<i64> = sqlx::query_scalar(
         "DELETE FROM message_queue WHERE recipient = $1 AND id = $2 RETURNING length(envelope)",
     )

@@ -92,7 +92,11 @@ impl QueueRef {
 
 enum Op {
     Enqueue(Enqueue, oneshot::Sender<Result<EnqueueOutcome, DbError>>),
-    Delete(QueueRef, Vec<[u8; 16]>, oneshot::Sender<Result<u64, DbError>>),
+    Delete(
+        QueueRef,
+        Vec<[u8; 16]>,
+        oneshot::Sender<Result<u64, DbError>>,
+    ),
     Sweep(Millis, oneshot::Sender<Result<u64, DbError>>),
 }
 
@@ -113,7 +117,12 @@ impl QueueWriter {
     ) -> Result<(Self, tokio::task::JoinHandle<()>), DbError> {
         let conn = SqliteConnection::connect_with(options).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = Task { conn, quota, usage: HashMap::new(), committed };
+        let task = Task {
+            conn,
+            quota,
+            usage: HashMap::new(),
+            committed,
+        };
         let handle = tokio::spawn(task.run(rx));
         Ok((Self { tx }, handle))
     }
@@ -222,7 +231,9 @@ impl Task {
                     let (o, c) = enqueue(&mut tx, &mut self.usage, self.quota, m).await?;
                     Outcome::Enqueue(o, c)
                 }
-                Work::Delete(q, ids) => Outcome::Count(delete(&mut tx, &mut self.usage, &q, &ids).await?),
+                Work::Delete(q, ids) => {
+                    Outcome::Count(delete(&mut tx, &mut self.usage, &q, &ids).await?)
+                }
                 Work::Sweep(now) => Outcome::Count(sweep(&mut tx, &mut self.usage, now).await?),
             };
             done.push(outcome);
@@ -306,7 +317,13 @@ async fn enqueue(
     let u = usage.get_mut(&key).expect("loaded above");
     u.count += 1;
     u.bytes += size;
-    Ok((EnqueueOutcome::Stored, Some(Committed { message: e.message, destination: e.destination })))
+    Ok((
+        EnqueueOutcome::Stored,
+        Some(Committed {
+            message: e.message,
+            destination: e.destination,
+        }),
+    ))
 }
 
 async fn usage_of<'a>(
@@ -354,7 +371,11 @@ fn shrink(usage: &mut HashMap<String, Usage>, key: &str, size: u64) {
 
 /// Deletes expired messages from user and outbound queues (logging drops
 /// of relayed mail per neighbour) and forgets old relayed ids.
-async fn sweep(conn: &mut SqliteConnection, usage: &mut HashMap<String, Usage>, now: Millis) -> Result<u64, DbError> {
+async fn sweep(
+    conn: &mut SqliteConnection,
+    usage: &mut HashMap<String, Usage>,
+    now: Millis,
+) -> Result<u64, DbError> {
     let local = queue::delete_expired(conn, now, SWEEP_LIMIT).await?;
     for (recipient, size) in &local {
         shrink(usage, recipient, *size);
@@ -362,11 +383,19 @@ async fn sweep(conn: &mut SqliteConnection, usage: &mut HashMap<String, Usage>, 
     let outbound = outbound::delete_expired(conn, now, SWEEP_LIMIT).await?;
     let mut per_neighbour: HashMap<&str, u64> = HashMap::new();
     for (neighbour, size) in &outbound {
-        shrink(usage, &QueueRef::Neighbour(neighbour.clone()).usage_key(), *size);
+        shrink(
+            usage,
+            &QueueRef::Neighbour(neighbour.clone()).usage_key(),
+            *size,
+        );
         *per_neighbour.entry(neighbour).or_default() += 1;
     }
     for (neighbour, n) in per_neighbour {
-        tracing::warn!(neighbour, dropped = n, "messages expired before the neighbour took them; dropped");
+        tracing::warn!(
+            neighbour,
+            dropped = n,
+            "messages expired before the neighbour took them; dropped"
+        );
     }
     outbound::forget_seen(conn, now).await?;
     Ok((local.len() + outbound.len()) as u64)

@@ -55,7 +55,11 @@ mod tests {
     fn parse_accepts_separators() {
         let fp = Fingerprint::of_spki(b"key");
         let hex = fp.to_hex().to_uppercase();
-        let spaced: Vec<String> = hex.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into()).collect();
+        let spaced: Vec<String> = hex
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into())
+            .collect();
         assert_eq!(Fingerprint::parse(&spaced.join(" ")), Some(fp));
         assert_eq!(Fingerprint::parse(&fp.to_hex()[1..]), None);
     }

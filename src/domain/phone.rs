@@ -82,7 +82,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_numbers() {
-        for bad in ["", "12025550101", "+1555123456", "+15551234567", "hello", "+", "+0000"] {
+        for bad in [
+            "",
+            "12025550101",
+            "+1555123456",
+            "+15551234567",
+            "hello",
+            "+",
+            "+0000",
+        ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad} should be refused");
         }
     }

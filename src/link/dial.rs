@@ -18,7 +18,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
 
-pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: CancellationToken, _tracker: TaskTracker) {
+pub async fn run(
+    n: NeighbourConfig,
+    ctx: Arc<LinkContext>,
+    shutdown: CancellationToken,
+    _tracker: TaskTracker,
+) {
     let mut backoff = MIN_BACKOFF;
     let mut known = n.fingerprint;
     if known.is_none() {
@@ -46,11 +51,16 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
                 session::run(stream, fp, me, ctx.clone(), shutdown.clone()).await;
                 backoff = MIN_BACKOFF;
             }
-            Err(ConnectError::KeyChanged { expected, presented }) => {
+            Err(ConnectError::KeyChanged {
+                expected,
+                presented,
+            }) => {
                 tracing::error!(neighbour = %n.address, %expected, %presented,
                     "refused the neighbour: it presented an unexpected key (fix its fingerprint in the configuration if the change is legitimate)");
             }
-            Err(e) => tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour"),
+            Err(e) => {
+                tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour")
+            }
         }
         let up = known.map(|fp| ctx.router.neighbours.watch(fp));
         tokio::select! {

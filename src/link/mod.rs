@@ -37,7 +37,10 @@ pub struct LinkContext {
 
 impl LinkContext {
     fn allow(&self, fp: Fingerprint) {
-        self.allowed.write().unwrap_or_else(|p| p.into_inner()).insert(fp);
+        self.allowed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fp);
     }
 }
 
@@ -59,10 +62,20 @@ pub async fn start(
         };
         allowed.extend(pinned);
     }
-    let ctx = Arc::new(LinkContext { router, key_der, allowed: Arc::new(RwLock::new(allowed)) });
+    let ctx = Arc::new(LinkContext {
+        router,
+        key_der,
+        allowed: Arc::new(RwLock::new(allowed)),
+    });
     if let Some(listener) = listener {
         let config = crate::tls::link_server_config(&ctx.key_der, peer_check(&ctx))?;
-        tracker.spawn(accept_loop(listener, config, ctx.clone(), shutdown.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            listener,
+            config,
+            ctx.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
     }
     for n in neighbours {
         tracker.spawn(dial::run(n, ctx.clone(), shutdown.clone(), tracker.clone()));
@@ -75,7 +88,10 @@ pub async fn start(
 fn peer_check(ctx: &Arc<LinkContext>) -> crate::tls::PeerCheck {
     let allowed = ctx.allowed.clone();
     Arc::new(move |fp: &Fingerprint| {
-        let ok = allowed.read().unwrap_or_else(|p| p.into_inner()).contains(fp);
+        let ok = allowed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(fp);
         if !ok {
             tracing::warn!(presented = %fp, "refused a server link: its key is not a configured or pinned neighbour");
         }
@@ -107,12 +123,21 @@ async fn accept_loop(
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(
+                crate::tls::HANDSHAKE_TIMEOUT,
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::info!(peer = %peer_addr, error = %e, "link handshake failed"),
+                Ok(Err(e)) => {
+                    return tracing::info!(peer = %peer_addr, error = %e, "link handshake failed");
+                }
                 Err(_) => return tracing::info!(peer = %peer_addr, "link handshake timed out"),
             };
-            let Some(peer) = crate::tls::peer_fingerprint(stream.get_ref().1) else { return };
+            let Some(peer) = crate::tls::peer_fingerprint(stream.get_ref().1) else {
+                return;
+            };
             session::run(stream, peer, peer, ctx, shutdown).await;
         });
     }

@@ -31,8 +31,13 @@ const DRAIN_BATCH: u32 = 512;
 
 /// Runs the link to `peer` until it fails, goes silent, is replaced by a
 /// better link, or the server shuts down.
-pub async fn run<S>(stream: S, peer: Fingerprint, dialer: Fingerprint, ctx: Arc<LinkContext>, shutdown: CancellationToken)
-where
+pub async fn run<S>(
+    stream: S,
+    peer: Fingerprint,
+    dialer: Fingerprint,
+    ctx: Arc<LinkContext>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let span = tracing::info_span!("link", peer = %short(&peer));
@@ -42,7 +47,12 @@ where
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
         let closed = shutdown.child_token();
-        let handle = LinkHandle { id: router.neighbours.next_link_id(), dialer, outbox: outbox.clone(), closed: closed.clone() };
+        let handle = LinkHandle {
+            id: router.neighbours.next_link_id(),
+            dialer,
+            outbox: outbox.clone(),
+            closed: closed.clone(),
+        };
         if !router.neighbours.attach(peer, handle.clone()) {
             tracing::debug!("a link to this server already exists; closing the new one");
             return;
@@ -52,7 +62,15 @@ where
         let drainer = tokio::spawn(drain(router.clone(), peer, outbox.clone(), closed.clone()));
         let (acks_tx, acks_rx) = mpsc::channel(PENDING_ACKS);
         let acker = tokio::spawn(acknowledge(acks_rx, outbox.clone()));
-        read_loop(BufReader::new(reader), &router, peer, &outbox, &acks_tx, &closed).await;
+        read_loop(
+            BufReader::new(reader),
+            &router,
+            peer,
+            &outbox,
+            &acks_tx,
+            &closed,
+        )
+        .await;
         router.neighbours.detach(peer, handle.id);
         closed.cancel();
         drop(acks_tx);
@@ -72,7 +90,10 @@ fn short(fp: &Fingerprint) -> String {
 }
 
 async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
-    let hello = LinkMessage::Hello { name: router.me().name.clone(), version: PROTOCOL_VERSION };
+    let hello = LinkMessage::Hello {
+        name: router.me().name.clone(),
+        version: PROTOCOL_VERSION,
+    };
     let mut frames = vec![link_frame(&hello)];
     frames.extend(router.directory_frames());
     frames.extend(router.presence_frames());
@@ -151,7 +172,11 @@ async fn handle_message(
             let _ = router.outbound_acked(&peer, vec![*id.as_bytes()]).await;
         }
         LinkMessage::Broadcast(b) => router.broadcast_in(Some(peer), b),
-        LinkMessage::Presence { origin, seq, online } => router.presence_in(peer, origin, seq, online),
+        LinkMessage::Presence {
+            origin,
+            seq,
+            online,
+        } => router.presence_in(peer, origin, seq, online),
         LinkMessage::Ping => {
             let _ = outbox.try_send(link_frame(&LinkMessage::Pong));
         }
@@ -185,7 +210,11 @@ async fn acknowledge(
         }
         if !batch.is_empty() && pending.is_empty() {
             let ids = std::mem::take(&mut batch);
-            if outbox.send(link_frame(&LinkMessage::RelayAck { ids })).await.is_err() {
+            if outbox
+                .send(link_frame(&LinkMessage::RelayAck { ids }))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -201,12 +230,21 @@ fn refusal(id: MessageId, e: &RouteError) -> LinkMessage {
         RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
         _ => ErrorCode::BadEnvelope,
     };
-    LinkMessage::RelayRefused { id, code, message: e.to_string() }
+    LinkMessage::RelayRefused {
+        id,
+        code,
+        message: e.to_string(),
+    }
 }
 
 /// Sends this neighbour's outbound queue in order, then waits for more.
 /// Everything not yet acknowledged is sent again on the next link.
-async fn drain(router: Arc<Router>, peer: Fingerprint, outbox: mpsc::Sender<Vec<u8>>, closed: CancellationToken) {
+async fn drain(
+    router: Arc<Router>,
+    peer: Fingerprint,
+    outbox: mpsc::Sender<Vec<u8>>,
+    closed: CancellationToken,
+) {
     let wake = router.neighbours.wake_handle(peer);
     let mut cursor = 0i64;
     loop {
@@ -225,7 +263,9 @@ async fn drain(router: Arc<Router>, peer: Fingerprint, outbox: mpsc::Sender<Vec<
         }
         for row in rows {
             cursor = row.seq;
-            let Some(id) = MessageId::from_slice(&row.id) else { continue };
+            let Some(id) = MessageId::from_slice(&row.id) else {
+                continue;
+            };
             let relayed = Relayed {
                 id,
                 from: row.sender,

@@ -165,7 +165,16 @@ pub fn parse(bytes: &[u8]) -> Result<EnvelopeView<'_>, EnvelopeError> {
         return Err(EnvelopeError::TrailingBytes(bytes.len() - r.pos));
     }
     Ok(EnvelopeView {
-        header: Header { kem, sig, content, id, counter, sent_at, sender, recipient },
+        header: Header {
+            kem,
+            sig,
+            content,
+            id,
+            counter,
+            sent_at,
+            sender,
+            recipient,
+        },
         key_block,
         nonce,
         ciphertext,
@@ -183,7 +192,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
         let end = self.pos.checked_add(n).ok_or(EnvelopeError::Truncated)?;
-        let slice = self.bytes.get(self.pos..end).ok_or(EnvelopeError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(EnvelopeError::Truncated)?;
         self.pos = end;
         Ok(slice)
     }
@@ -191,13 +203,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, EnvelopeError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, EnvelopeError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, EnvelopeError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn phone(&mut self, what: &'static str) -> Result<PhoneNumber, EnvelopeError> {
         let len = self.u8()? as usize;

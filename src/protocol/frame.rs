@@ -52,7 +52,10 @@ async fn read_exact_or_truncated<R: AsyncRead + Unpin>(
 
 /// Writes one frame without flushing, so a writer can batch several frames
 /// into one TLS record and one system call.
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, body: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    body: &[u8],
+) -> std::io::Result<()> {
     let len = u32::try_from(body.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
     writer.write_all(&len.to_be_bytes()).await?;
@@ -85,6 +88,9 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
         drop(a);
-        assert!(matches!(read_frame(&mut b, 64).await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut b, 64).await,
+            Err(FrameError::Truncated)
+        ));
     }
 }

@@ -18,20 +18,35 @@ pub const MAX_HOPS: usize = 16;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LinkMessage {
     /// First frame on a link: who we are, for logs and `list`.
-    Hello { name: String, version: u8 },
+    Hello {
+        name: String,
+        version: u8,
+    },
     /// Directory entries, on link-up (everything) and on change.
-    Directory { entries: Vec<DirectoryEntry> },
+    Directory {
+        entries: Vec<DirectoryEntry>,
+    },
     /// A message on its way to the recipient's home server.
     Relay(Relayed),
     /// These relayed messages are committed at the receiving hop.
-    RelayAck { ids: Vec<MessageId> },
+    RelayAck {
+        ids: Vec<MessageId>,
+    },
     /// This relayed message cannot be delivered; the sending hop drops it
     /// and logs why.
-    RelayRefused { id: MessageId, code: ErrorCode, message: String },
+    RelayRefused {
+        id: MessageId,
+        code: ErrorCode,
+        message: String,
+    },
     /// A public message, flooded to every server once.
     Broadcast(Broadcast),
     /// Who is connected at `origin` now; a newer `seq` replaces an older one.
-    Presence { origin: String, seq: u64, online: Vec<String> },
+    Presence {
+        origin: String,
+        seq: u64,
+        online: Vec<String>,
+    },
     /// Heartbeat; answered with `pong`.
     Ping,
     Pong,

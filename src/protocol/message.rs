@@ -156,19 +156,38 @@ const REQUEST_KINDS: &[&str] = &[
 /// Explains why a frame did not parse as a request, with the stable code to
 /// answer it with and the `seq` to echo if one could be read. Only the error
 /// path pays for this second look.
-pub fn classify_request_error(frame: &[u8], err: &serde_json::Error) -> (Option<u64>, ErrorCode, String) {
+pub fn classify_request_error(
+    frame: &[u8],
+    err: &serde_json::Error,
+) -> (Option<u64>, ErrorCode, String) {
     let Ok(probe) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(frame)
     else {
-        return (None, ErrorCode::MalformedJson, format!("the frame is not a JSON object: {err}"));
+        return (
+            None,
+            ErrorCode::MalformedJson,
+            format!("the frame is not a JSON object: {err}"),
+        );
     };
     let seq = probe.get("seq").and_then(|v| v.as_u64());
     match probe.get("type").and_then(|v| v.as_str()) {
-        None => (seq, ErrorCode::BadRequest, "the request has no \"type\" string".into()),
+        None => (
+            seq,
+            ErrorCode::BadRequest,
+            "the request has no \"type\" string".into(),
+        ),
         Some(kind) if !REQUEST_KINDS.contains(&kind) => {
             let shown: String = kind.chars().take(40).collect();
-            (seq, ErrorCode::UnknownRequest, format!("unknown request type \"{shown}\""))
+            (
+                seq,
+                ErrorCode::UnknownRequest,
+                format!("unknown request type \"{shown}\""),
+            )
         }
-        Some(kind) => (seq, ErrorCode::BadRequest, format!("bad \"{kind}\" request: {err}")),
+        Some(kind) => (
+            seq,
+            ErrorCode::BadRequest,
+            format!("bad \"{kind}\" request: {err}"),
+        ),
     }
 }
 
@@ -220,23 +239,50 @@ pub struct ListedUser {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Challenge { nonce: B64 },
-    CodeSent { phone: String, expires_in_s: u64 },
-    Registered { phone: String, fingerprint: String, replaced_key: bool },
-    LoggedIn { phone: String, fingerprint: String, queued: u64 },
+    Challenge {
+        nonce: B64,
+    },
+    CodeSent {
+        phone: String,
+        expires_in_s: u64,
+    },
+    Registered {
+        phone: String,
+        fingerprint: String,
+        replaced_key: bool,
+    },
+    LoggedIn {
+        phone: String,
+        fingerprint: String,
+        queued: u64,
+    },
     User(UserInfo),
-    Accepted { id: MessageId },
-    Messages { messages: Vec<Delivered>, more: bool },
-    Acked { deleted: u64 },
-    Users { users: Vec<ListedUser> },
-    BroadcastSent { id: MessageId },
+    Accepted {
+        id: MessageId,
+    },
+    Messages {
+        messages: Vec<Delivered>,
+        more: bool,
+    },
+    Acked {
+        deleted: u64,
+    },
+    Users {
+        users: Vec<ListedUser>,
+    },
+    BroadcastSent {
+        id: MessageId,
+    },
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
     Message(Delivered),
     /// A pushed event: a public message from someone in the neighbourhood.
     Broadcast(super::Broadcast),
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -271,11 +317,20 @@ mod tests {
 
     #[test]
     fn response_shape() {
-        let r = ResponseFrame { re: Some(3), response: Response::Acked { deleted: 2 } };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"re":3,"type":"acked","deleted":2}"#);
+        let r = ResponseFrame {
+            re: Some(3),
+            response: Response::Acked { deleted: 2 },
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"re":3,"type":"acked","deleted":2}"#
+        );
         let e = ResponseFrame {
             re: None,
-            response: Response::Error { code: ErrorCode::NotLoggedIn, message: "x".into() },
+            response: Response::Error {
+                code: ErrorCode::NotLoggedIn,
+                message: "x".into(),
+            },
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),

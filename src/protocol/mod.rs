@@ -10,8 +10,8 @@ mod message;
 pub mod signed;
 
 pub use error::ErrorCode;
-pub use link::Broadcast;
 pub use frame::{FrameError, read_frame, write_frame};
+pub use link::Broadcast;
 pub use message::{
     B64, Delivered, KeyType, ListedUser, Request, RequestFrame, Response, ResponseFrame, UserInfo,
     classify_request_error,

@@ -81,8 +81,10 @@ pub enum EntryError {
 /// Returns the parsed entry without checking the signature; call
 /// [`verify_signature`] before trusting a new version.
 pub fn parse_entry(e: &DirectoryEntry, via: Fingerprint) -> Result<Entry, EntryError> {
-    PhoneNumber::from_canonical(&e.phone).map_err(|_| EntryError::Phone(e.phone.chars().take(20).collect()))?;
-    let key = PublicKey::from_spki_der_typed(e.key_type, &e.public_key.0).map_err(|x| EntryError::Key(x.to_string()))?;
+    PhoneNumber::from_canonical(&e.phone)
+        .map_err(|_| EntryError::Phone(e.phone.chars().take(20).collect()))?;
+    let key = PublicKey::from_spki_der_typed(e.key_type, &e.public_key.0)
+        .map_err(|x| EntryError::Key(x.to_string()))?;
     let home_key = PublicKey::from_spki_der_typed(KeyType::P256, &e.home_key.0)
         .map_err(|x| EntryError::Key(format!("home server key: {x}")))?;
     if e.home_name.len() > 255 {
@@ -119,8 +121,10 @@ pub fn signed_bytes(entry: &Entry) -> Vec<u8> {
 
 /// Checks the home server's signature on an entry.
 pub fn verify_signature(entry: &Entry) -> Result<(), EntryError> {
-    let home = PublicKey::from_spki_der_typed(KeyType::P256, &entry.home_key).map_err(|_| EntryError::Signature)?;
-    home.verify(&signed_bytes(entry), &entry.signature).map_err(|_| EntryError::Signature)
+    let home = PublicKey::from_spki_der_typed(KeyType::P256, &entry.home_key)
+        .map_err(|_| EntryError::Signature)?;
+    home.verify(&signed_bytes(entry), &entry.signature)
+        .map_err(|_| EntryError::Signature)
 }
 
 /// What applying an entry changed.
@@ -148,7 +152,10 @@ impl Directory {
             let entry = from_row(row)?;
             users.insert(entry.info.phone.clone(), Arc::new(entry));
         }
-        Ok(Self { me, users: RwLock::new(users) })
+        Ok(Self {
+            me,
+            users: RwLock::new(users),
+        })
     }
 
     pub fn me(&self) -> Fingerprint {
@@ -183,7 +190,9 @@ impl Directory {
     /// [`Directory::store`].
     pub fn judge(&self, candidate: &Entry) -> Applied {
         let users = self.read();
-        let Some(current) = users.get(&candidate.info.phone) else { return Applied::Updated };
+        let Some(current) = users.get(&candidate.info.phone) else {
+            return Applied::Updated;
+        };
         if candidate.version() > current.version() {
             return Applied::Updated;
         }
@@ -194,7 +203,11 @@ impl Directory {
             // Same registration re-signed by its home (e.g. a new address).
             return Applied::Updated;
         }
-        if candidate.hops < current.hops { Applied::Rerouted } else { Applied::Unchanged }
+        if candidate.hops < current.hops {
+            Applied::Rerouted
+        } else {
+            Applied::Unchanged
+        }
     }
 
     /// Records an entry in memory and in the database.

@@ -20,10 +20,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::crypto::PublicKey;
+use crate::db::DbError;
 use crate::db::outbound::{self, NewOutbound, OutboundRow};
 use crate::db::queue::{self, NewMessage};
 use crate::db::writer::{Committed, Destination, Enqueue, EnqueueOutcome, QueueRef, QueueWriter};
-use crate::db::DbError;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{self, DirectoryEntry, LinkMessage, Relayed};
 use crate::protocol::{self, B64, Broadcast, Delivered, ListedUser, envelope, signed};
@@ -169,20 +169,27 @@ impl Router {
             received_at: now,
             expires_at: now + self.message_ttl_ms,
         };
-        self.route(message, vec![self.me.fingerprint.to_hex()], false).await
+        self.route(message, vec![self.me.fingerprint.to_hex()], false)
+            .await
     }
 
     /// Takes a message relayed by neighbour `from`.
     pub async fn relay_in(&self, from: Fingerprint, r: Relayed) -> Result<PendingSend, RouteError> {
         let me = self.me.fingerprint.to_hex();
         if r.path.len() >= link::MAX_HOPS || r.path.contains(&me) {
-            return Err(RouteError::Loop(format!("message {} has crossed {} servers or came back", r.id, r.path.len())));
+            return Err(RouteError::Loop(format!(
+                "message {} has crossed {} servers or came back",
+                r.id,
+                r.path.len()
+            )));
         }
         if r.envelope.0.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(r.envelope.0.len()));
         }
-        let sender = PhoneNumber::from_canonical(&r.from).map_err(|_| RouteError::BadEnvelope("bad sender".into()))?;
-        let recipient = PhoneNumber::from_canonical(&r.to).map_err(|_| RouteError::BadEnvelope("bad recipient".into()))?;
+        let sender = PhoneNumber::from_canonical(&r.from)
+            .map_err(|_| RouteError::BadEnvelope("bad sender".into()))?;
+        let recipient = PhoneNumber::from_canonical(&r.to)
+            .map_err(|_| RouteError::BadEnvelope("bad recipient".into()))?;
         check_header(&r.envelope.0, &sender, &recipient, r.id)?;
         let mut path = r.path;
         if path.last() != Some(&from.to_hex()) {
@@ -201,33 +208,70 @@ impl Router {
     }
 
     /// Commits a message where its recipient's route says.
-    async fn route(&self, message: NewMessage, path: Vec<String>, relayed: bool) -> Result<PendingSend, RouteError> {
-        let recipient = PhoneNumber::from_canonical(&message.recipient).expect("checked by the caller");
-        let entry = self.directory.get(&recipient).ok_or_else(|| RouteError::UnknownRecipient(recipient.to_string()))?;
+    async fn route(
+        &self,
+        message: NewMessage,
+        path: Vec<String>,
+        relayed: bool,
+    ) -> Result<PendingSend, RouteError> {
+        let recipient =
+            PhoneNumber::from_canonical(&message.recipient).expect("checked by the caller");
+        let entry = self
+            .directory
+            .get(&recipient)
+            .ok_or_else(|| RouteError::UnknownRecipient(recipient.to_string()))?;
         let (destination, quota_message) = match entry.via {
             None => (
                 Destination::Local,
-                format!("{recipient}'s message queue is full; try again after they have fetched their messages"),
+                format!(
+                    "{recipient}'s message queue is full; try again after they have fetched their messages"
+                ),
             ),
             Some(via) => {
                 if path.contains(&via.to_hex()) {
-                    return Err(RouteError::Loop(format!("the route to {recipient} leads back through a server already crossed")));
+                    return Err(RouteError::Loop(format!(
+                        "the route to {recipient} leads back through a server already crossed"
+                    )));
                 }
                 let path = serde_json::to_string(&path).expect("strings serialise");
                 (
-                    Destination::Neighbour(NewOutbound { neighbour: via.to_hex(), path }),
+                    Destination::Neighbour(NewOutbound {
+                        neighbour: via.to_hex(),
+                        path,
+                    }),
                     format!("the queue towards {recipient}'s server is full; try again later"),
                 )
             }
         };
-        let outcome = self.writer.submit_enqueue(Enqueue { message, destination, relayed }).await?;
-        Ok(PendingSend { quota_message, outcome })
+        let outcome = self
+            .writer
+            .submit_enqueue(Enqueue {
+                message,
+                destination,
+                relayed,
+            })
+            .await?;
+        Ok(PendingSend {
+            quota_message,
+            outcome,
+        })
     }
 
     /// The oldest waiting messages for `recipient`, and whether more wait.
-    pub async fn fetch(&self, recipient: &PhoneNumber, limit: u32) -> Result<(Vec<Delivered>, bool), RouteError> {
+    pub async fn fetch(
+        &self,
+        recipient: &PhoneNumber,
+        limit: u32,
+    ) -> Result<(Vec<Delivered>, bool), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
-        let rows = queue::fetch(&self.pool, recipient.as_str(), 0, self.clock.now_ms(), limit + 1).await?;
+        let rows = queue::fetch(
+            &self.pool,
+            recipient.as_str(),
+            0,
+            self.clock.now_ms(),
+            limit + 1,
+        )
+        .await?;
         let mut more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
         let mut bytes = 0;
@@ -237,9 +281,15 @@ impl Router {
                 more = true;
                 break;
             }
-            let id = MessageId::from_slice(&row.id)
-                .ok_or_else(|| DbError::Corrupt(format!("message id of length {}", row.id.len())))?;
-            out.push(Delivered { id, from: row.sender, envelope: B64(row.envelope), received_at: row.received_at });
+            let id = MessageId::from_slice(&row.id).ok_or_else(|| {
+                DbError::Corrupt(format!("message id of length {}", row.id.len()))
+            })?;
+            out.push(Delivered {
+                id,
+                from: row.sender,
+                envelope: B64(row.envelope),
+                received_at: row.received_at,
+            });
         }
         Ok((out, more))
     }
@@ -250,26 +300,53 @@ impl Router {
     }
 
     /// Deletes acknowledged messages of `recipient`; returns how many existed.
-    pub async fn ack(&self, recipient: &PhoneNumber, ids: Vec<[u8; 16]>) -> Result<u64, RouteError> {
+    pub async fn ack(
+        &self,
+        recipient: &PhoneNumber,
+        ids: Vec<[u8; 16]>,
+    ) -> Result<u64, RouteError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        Ok(self.writer.delete(QueueRef::Recipient(recipient.to_string()), ids).await?)
+        Ok(self
+            .writer
+            .delete(QueueRef::Recipient(recipient.to_string()), ids)
+            .await?)
     }
 
     /// The next messages waiting for neighbour `peer`, after `after_seq`.
-    pub async fn outbound_next(&self, peer: &Fingerprint, after_seq: i64, limit: u32) -> Result<Vec<OutboundRow>, DbError> {
-        outbound::next(&self.pool, &peer.to_hex(), after_seq, self.clock.now_ms(), limit).await
+    pub async fn outbound_next(
+        &self,
+        peer: &Fingerprint,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboundRow>, DbError> {
+        outbound::next(
+            &self.pool,
+            &peer.to_hex(),
+            after_seq,
+            self.clock.now_ms(),
+            limit,
+        )
+        .await
     }
 
     /// Deletes messages neighbour `peer` has committed.
-    pub async fn outbound_acked(&self, peer: &Fingerprint, ids: Vec<[u8; 16]>) -> Result<u64, DbError> {
-        self.writer.delete(QueueRef::Neighbour(peer.to_hex()), ids).await
+    pub async fn outbound_acked(
+        &self,
+        peer: &Fingerprint,
+        ids: Vec<[u8; 16]>,
+    ) -> Result<u64, DbError> {
+        self.writer
+            .delete(QueueRef::Neighbour(peer.to_hex()), ids)
+            .await
     }
 
     /// The key pinned for the neighbour at `address`, if any.
     pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
-        Ok(outbound::pinned(&self.pool, address).await?.and_then(|f| Fingerprint::parse(&f)))
+        Ok(outbound::pinned(&self.pool, address)
+            .await?
+            .and_then(|f| Fingerprint::parse(&f)))
     }
 
     /// Pins the key a neighbour presented on first contact.
@@ -285,7 +362,11 @@ impl Router {
     }
 
     /// Applies directory entries from neighbour `from`; forwards what changed.
-    pub async fn directory_in(&self, from: Fingerprint, entries: Vec<DirectoryEntry>) -> Result<(), DbError> {
+    pub async fn directory_in(
+        &self,
+        from: Fingerprint,
+        entries: Vec<DirectoryEntry>,
+    ) -> Result<(), DbError> {
         let mut changed = Vec::new();
         for wire in entries {
             let entry = match directory::parse_entry(&wire, from) {
@@ -316,13 +397,23 @@ impl Router {
 
     /// The whole directory as link frames, for a neighbour that just linked.
     pub fn directory_frames(&self) -> Vec<Vec<u8>> {
-        let entries: Vec<DirectoryEntry> = self.directory.all().iter().map(|e| e.to_wire()).collect();
-        entries.chunks(DIRECTORY_CHUNK).map(|c| link_frame(&LinkMessage::Directory { entries: c.to_vec() })).collect()
+        let entries: Vec<DirectoryEntry> =
+            self.directory.all().iter().map(|e| e.to_wire()).collect();
+        entries
+            .chunks(DIRECTORY_CHUNK)
+            .map(|c| {
+                link_frame(&LinkMessage::Directory {
+                    entries: c.to_vec(),
+                })
+            })
+            .collect()
     }
 
     fn flood_directory(&self, except: Option<Fingerprint>, entries: Vec<DirectoryEntry>) {
         for chunk in entries.chunks(DIRECTORY_CHUNK) {
-            let frame = link_frame(&LinkMessage::Directory { entries: chunk.to_vec() });
+            let frame = link_frame(&LinkMessage::Directory {
+                entries: chunk.to_vec(),
+            });
             self.neighbours.send_all_except(except, &frame);
         }
     }
@@ -331,17 +422,24 @@ impl Router {
     /// floods it.
     pub fn broadcast_local(&self, from: &PhoneNumber, b: Broadcast) -> Result<(), RouteError> {
         if b.from != from.as_str() {
-            return Err(RouteError::Forbidden(format!("this session is logged in as {from}, not {}", b.from)));
+            return Err(RouteError::Forbidden(format!(
+                "this session is logged in as {from}, not {}",
+                b.from
+            )));
         }
         if b.text.len() > protocol::MAX_TEXT_BYTES {
             return Err(RouteError::TooLarge(b.text.len()));
         }
-        let entry = self.directory.get(from).ok_or_else(|| RouteError::UnknownRecipient(from.to_string()))?;
+        let entry = self
+            .directory
+            .get(from)
+            .ok_or_else(|| RouteError::UnknownRecipient(from.to_string()))?;
         let key = PublicKey::from_spki_der_typed(entry.info.key_type, &entry.info.public_key.0)
             .map_err(|e| RouteError::BadEnvelope(e.to_string()))?;
         let bytes = signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
-        key.verify(&bytes, &b.signature.0)
-            .map_err(|_| RouteError::Forbidden("the broadcast's signature does not verify with your key".into()))?;
+        key.verify(&bytes, &b.signature.0).map_err(|_| {
+            RouteError::Forbidden("the broadcast's signature does not verify with your key".into())
+        })?;
         self.broadcast_in(None, b);
         Ok(())
     }
@@ -351,17 +449,26 @@ impl Router {
         if b.text.len() > protocol::MAX_TEXT_BYTES || !self.neighbours.first_sight(b.id) {
             return;
         }
-        self.neighbours.send_all_except(from, &link_frame(&LinkMessage::Broadcast(b.clone())));
+        self.neighbours
+            .send_all_except(from, &link_frame(&LinkMessage::Broadcast(b.clone())));
         self.registry.broadcast(b);
     }
 
     /// A presence report from the neighbourhood; floods it on if it is news.
     pub fn presence_in(&self, from: Fingerprint, origin: String, seq: u64, online: Vec<String>) {
-        let Some(origin_fp) = Fingerprint::parse(&origin) else { return };
-        if origin_fp == self.me.fingerprint || !self.neighbours.presence_in(origin_fp, seq, online.clone()) {
+        let Some(origin_fp) = Fingerprint::parse(&origin) else {
+            return;
+        };
+        if origin_fp == self.me.fingerprint
+            || !self.neighbours.presence_in(origin_fp, seq, online.clone())
+        {
             return;
         }
-        let frame = link_frame(&LinkMessage::Presence { origin, seq, online });
+        let frame = link_frame(&LinkMessage::Presence {
+            origin,
+            seq,
+            online,
+        });
         self.neighbours.send_all_except(Some(from), &frame);
     }
 
@@ -375,7 +482,11 @@ impl Router {
     pub fn presence_frames(&self) -> Vec<Vec<u8>> {
         let mut frames = vec![self.own_presence_frame()];
         for (origin, seq, online) in self.neighbours.presence_reports() {
-            frames.push(link_frame(&LinkMessage::Presence { origin: origin.to_hex(), seq, online }));
+            frames.push(link_frame(&LinkMessage::Presence {
+                origin: origin.to_hex(),
+                seq,
+                online,
+            }));
         }
         frames
     }
@@ -416,8 +527,14 @@ pub fn link_frame(m: &LinkMessage) -> Vec<u8> {
 }
 
 /// The clear header must agree with the request and the session.
-fn check_header(bytes: &[u8], sender: &PhoneNumber, recipient: &PhoneNumber, id: MessageId) -> Result<(), RouteError> {
-    let view = envelope::parse(bytes).map_err(|e| RouteError::BadEnvelope(format!("bad envelope: {e}")))?;
+fn check_header(
+    bytes: &[u8],
+    sender: &PhoneNumber,
+    recipient: &PhoneNumber,
+    id: MessageId,
+) -> Result<(), RouteError> {
+    let view = envelope::parse(bytes)
+        .map_err(|e| RouteError::BadEnvelope(format!("bad envelope: {e}")))?;
     if &view.header.sender != sender {
         return Err(RouteError::Forbidden(format!(
             "the envelope names {} as its sender but this session is logged in as {sender}",
@@ -425,19 +542,28 @@ fn check_header(bytes: &[u8], sender: &PhoneNumber, recipient: &PhoneNumber, id:
         )));
     }
     if &view.header.recipient != recipient {
-        return Err(RouteError::BadEnvelope("the envelope is addressed to someone else than \"to\"".into()));
+        return Err(RouteError::BadEnvelope(
+            "the envelope is addressed to someone else than \"to\"".into(),
+        ));
     }
     if view.header.id != id {
-        return Err(RouteError::BadEnvelope("the envelope's message id differs from \"id\"".into()));
+        return Err(RouteError::BadEnvelope(
+            "the envelope's message id differs from \"id\"".into(),
+        ));
     }
     Ok(())
 }
 
 /// Acts on each commit in commit order: push a local message to its
 /// recipient's sessions, or wake the link that carries an outbound one.
-async fn after_commit(mut committed: mpsc::UnboundedReceiver<Committed>, router: std::sync::Weak<Router>) {
+async fn after_commit(
+    mut committed: mpsc::UnboundedReceiver<Committed>,
+    router: std::sync::Weak<Router>,
+) {
     while let Some(c) = committed.recv().await {
-        let Some(router) = router.upgrade() else { return };
+        let Some(router) = router.upgrade() else {
+            return;
+        };
         match c.destination {
             Destination::Local => router.registry.push(c.message),
             Destination::Neighbour(o) => {
@@ -453,7 +579,9 @@ async fn sweep_expired(router: std::sync::Weak<Router>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        let Some(router) = router.upgrade() else { return };
+        let Some(router) = router.upgrade() else {
+            return;
+        };
         match router.writer.sweep(router.clock.now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
@@ -468,7 +596,9 @@ async fn announce_presence(router: std::sync::Weak<Router>) {
     let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
     loop {
         let changed = {
-            let Some(router) = router.upgrade() else { return };
+            let Some(router) = router.upgrade() else {
+                return;
+            };
             let notified = async move { router.presence_changed.notified().await };
             tokio::select! {
                 _ = refresh.tick() => false,
@@ -478,7 +608,11 @@ async fn announce_presence(router: std::sync::Weak<Router>) {
         if changed {
             tokio::time::sleep(PRESENCE_DEBOUNCE).await;
         }
-        let Some(router) = router.upgrade() else { return };
-        router.neighbours.send_all_except(None, &router.own_presence_frame());
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        router
+            .neighbours
+            .send_all_except(None, &router.own_presence_frame());
     }
 }

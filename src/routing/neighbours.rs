@@ -109,7 +109,11 @@ impl Neighbours {
     pub fn send_all_except(&self, except: Option<Fingerprint>, frame: &[u8]) {
         let outboxes: Vec<_> = {
             let s = self.lock();
-            s.links.iter().filter(|(fp, _)| Some(**fp) != except).map(|(_, l)| l.outbox.clone()).collect()
+            s.links
+                .iter()
+                .filter(|(fp, _)| Some(**fp) != except)
+                .map(|(_, l)| l.outbox.clone())
+                .collect()
         };
         for outbox in outboxes {
             let _ = outbox.try_send(frame.to_vec());
@@ -140,14 +144,23 @@ impl Neighbours {
         if s.presence.get(&origin).is_some_and(|p| p.seq >= seq) {
             return false;
         }
-        s.presence.insert(origin, Presence { seq, online: online.into_iter().collect(), at: Instant::now() });
+        s.presence.insert(
+            origin,
+            Presence {
+                seq,
+                online: online.into_iter().collect(),
+                at: Instant::now(),
+            },
+        );
         true
     }
 
     /// Whether `phone`, homed at `home`, was reported online recently.
     pub fn is_online_at(&self, home: &Fingerprint, phone: &str) -> bool {
         let s = self.lock();
-        s.presence.get(home).is_some_and(|p| p.at.elapsed() < PRESENCE_STALE_AFTER && p.online.contains(phone))
+        s.presence
+            .get(home)
+            .is_some_and(|p| p.at.elapsed() < PRESENCE_STALE_AFTER && p.online.contains(phone))
     }
 
     /// Every presence report we hold (to bring a new neighbour up to date).

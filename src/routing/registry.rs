@@ -44,7 +44,10 @@ impl Registry {
             outbox,
             given: Arc::default(),
         };
-        self.lock().entry(phone.to_owned()).or_default().push(link.clone());
+        self.lock()
+            .entry(phone.to_owned())
+            .or_default()
+            .push(link.clone());
         link
     }
 
@@ -91,7 +94,10 @@ impl Registry {
             if link.outbox.try_send(bytes.clone()).is_ok() {
                 given.insert(id);
             } else {
-                tracing::debug!(session = link.id, "outbox full; the message waits for a fetch");
+                tracing::debug!(
+                    session = link.id,
+                    "outbox full; the message waits for a fetch"
+                );
             }
         }
     }
@@ -99,10 +105,17 @@ impl Registry {
     /// Offers a public message to every live session but its author's.
     pub fn broadcast(&self, b: Broadcast) {
         let author = b.from.clone();
-        let frame = ResponseFrame { re: None, response: Response::Broadcast(b) };
+        let frame = ResponseFrame {
+            re: None,
+            response: Response::Broadcast(b),
+        };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
-        let links: Vec<SessionLink> =
-            self.lock().iter().filter(|(phone, _)| **phone != author).flat_map(|(_, l)| l.clone()).collect();
+        let links: Vec<SessionLink> = self
+            .lock()
+            .iter()
+            .filter(|(phone, _)| **phone != author)
+            .flat_map(|(_, l)| l.clone())
+            .collect();
         for link in links {
             let _ = link.outbox.try_send(bytes.clone());
         }

@@ -60,7 +60,14 @@ pub async fn serve(
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
         let mut session = Session::new(peer, exporter, outbox);
-        read_loop(BufReader::new(reader), &mut session, &state, &shutdown, &tracker).await;
+        read_loop(
+            BufReader::new(reader),
+            &mut session,
+            &state,
+            &shutdown,
+            &tracker,
+        )
+        .await;
         if let Some((phone, link)) = session.user.take() {
             state.router.registry.leave(phone.as_str(), &link);
             state.router.presence_changed();
@@ -98,12 +105,19 @@ async fn read_loop(
             Ok(Ok(None)) => return,
             Ok(Ok(Some(f))) => f,
             Ok(Err(FrameError::TooLarge { len, max })) => {
-                let msg = format!("frame of {len} bytes exceeds the limit of {max} bytes; closing the connection");
+                let msg = format!(
+                    "frame of {len} bytes exceeds the limit of {max} bytes; closing the connection"
+                );
                 reply(session, None, error(ErrorCode::FrameTooLarge, msg)).await;
                 return;
             }
             Ok(Err(FrameError::Empty)) => {
-                reply(session, None, error(ErrorCode::MalformedJson, "empty frame")).await;
+                reply(
+                    session,
+                    None,
+                    error(ErrorCode::MalformedJson, "empty frame"),
+                )
+                .await;
                 continue;
             }
             Ok(Err(e)) => return tracing::debug!(error = %e, "read failed"),
@@ -127,7 +141,11 @@ async fn read_loop(
                 return;
             }
             Outcome::Deferred(id, pending) => {
-                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let outbox = session.outbox.clone();
                 tracker.spawn(async move {
                     let response = match pending.committed().await {
@@ -149,7 +167,10 @@ fn log_refusal(kind: &str, r: &Response) {
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
-    Response::Error { code, message: message.into() }
+    Response::Error {
+        code,
+        message: message.into(),
+    }
 }
 
 fn encode(seq: Option<u64>, response: Response) -> Vec<u8> {

@@ -15,16 +15,25 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn into_response(self) -> Response {
-        Response::Error { code: self.code, message: self.message }
+        Response::Error {
+            code: self.code,
+            message: self.message,
+        }
     }
 
     fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed inside the server");
-        Self::new(ErrorCode::Internal, "the server failed to complete the request; try again")
+        Self::new(
+            ErrorCode::Internal,
+            "the server failed to complete the request; try again",
+        )
     }
 }
 

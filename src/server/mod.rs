@@ -21,18 +21,18 @@ use tokio_util::task::TaskTracker;
 use crate::auth::otp::Otp;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::crypto::{self, Identity, PublicKey};
 use crate::crypto::Purpose;
-use crate::db::writer::{QueueWriter, Quotas};
+use crate::crypto::{self, Identity, PublicKey};
 use crate::db;
-use crate::link::NeighbourConfig;
-use crate::protocol::{B64, KeyType, UserInfo};
-use crate::routing::ServerIdentity;
-use crate::routing::directory::{self, Entry};
+use crate::db::writer::{QueueWriter, Quotas};
 use crate::domain::{Fingerprint, PhoneNumber};
+use crate::link::NeighbourConfig;
 use crate::protocol::ErrorCode;
+use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::Router;
+use crate::routing::ServerIdentity;
 use crate::routing::directory::Directory;
+use crate::routing::directory::{self, Entry};
 use error::ApiError;
 use session::Session;
 
@@ -83,9 +83,15 @@ pub struct Server {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the server key {path}: {source}")]
-    Key { path: PathBuf, source: crypto::CryptoError },
+    Key {
+        path: PathBuf,
+        source: crypto::CryptoError,
+    },
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database in {path}: {source}")]
@@ -98,25 +104,56 @@ impl Server {
     pub async fn open(config: &ServerConfig, clock: Clock) -> Result<Self, StartError> {
         crate::tls::install_crypto_provider();
         let dir = &config.data_dir;
-        create_private_dir(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+        create_private_dir(dir).map_err(|source| StartError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
         let key_path = dir.join(KEY_FILE);
-        let (key, key_created) = crypto::load_or_create_server_key(&key_path)
-            .map_err(|source| StartError::Key { path: key_path.clone(), source })?;
+        let (key, key_created) =
+            crypto::load_or_create_server_key(&key_path).map_err(|source| StartError::Key {
+                path: key_path.clone(),
+                source,
+            })?;
         let tls = crate::tls::server_config(&key.pkcs8_der())?;
-        let db_err = |source| StartError::Db { path: dir.clone(), source };
+        let db_err = |source| StartError::Db {
+            path: dir.clone(),
+            source,
+        };
         let (pool, options) = db::open(dir).await.map_err(db_err)?;
         let me = ServerIdentity {
             fingerprint: key.fingerprint(),
             public_key: key.public_key().to_spki_der(),
-            name: config.name.clone().unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
+            name: config
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
         };
-        let directory = Directory::load(&pool, me.fingerprint).await.map_err(db_err)?;
+        let directory = Directory::load(&pool, me.fingerprint)
+            .await
+            .map_err(db_err)?;
         let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let quotas = Quotas { per_recipient: config.quota, per_neighbour: config.neighbour_quota };
-        let (writer, writer_task) = QueueWriter::start(&options, quotas, committed_tx).await.map_err(db_err)?;
-        let router =
-            Router::start(pool.clone(), writer, committed_rx, directory, me, clock.clone(), config.message_ttl_ms);
-        let otp = Otp::new(pool.clone(), config.otp_policy, clock, config.code_sink.clone());
+        let quotas = Quotas {
+            per_recipient: config.quota,
+            per_neighbour: config.neighbour_quota,
+        };
+        let (writer, writer_task) = QueueWriter::start(&options, quotas, committed_tx)
+            .await
+            .map_err(db_err)?;
+        let router = Router::start(
+            pool.clone(),
+            writer,
+            committed_rx,
+            directory,
+            me,
+            clock.clone(),
+            config.message_ttl_ms,
+        );
+        let otp = Otp::new(
+            pool.clone(),
+            config.otp_policy,
+            clock,
+            config.code_sink.clone(),
+        );
         let state = Arc::new(ServerState {
             router,
             otp,
@@ -167,8 +204,15 @@ impl Server {
         if self.link_listener.is_some() || !neighbours.is_empty() {
             let key_der = self.state.identity.pkcs8_der();
             let links = self.link_listener.take();
-            let started =
-                crate::link::start(self.state.router.clone(), key_der, links, neighbours, shutdown.clone(), &tracker).await;
+            let started = crate::link::start(
+                self.state.router.clone(),
+                key_der,
+                links,
+                neighbours,
+                shutdown.clone(),
+                &tracker,
+            )
+            .await;
             if let Err(e) = started {
                 tracing::error!(error = %e, "neighbour links could not start");
             }
@@ -177,7 +221,12 @@ impl Server {
         drop(listener);
         tracker.close();
         tracker.wait().await;
-        let Server { state, pool, writer_task, .. } = self;
+        let Server {
+            state,
+            pool,
+            writer_task,
+            ..
+        } = self;
         drop(state);
         if let Err(e) = writer_task.await {
             tracing::error!(error = %e, "the queue writer ended abnormally");
@@ -226,16 +275,23 @@ async fn accept_loop(
 async fn publish_local_users(state: &ServerState, pool: &SqlitePool) -> Result<(), db::DbError> {
     let me = state.router.me().clone();
     for row in db::users::all(pool).await? {
-        let Ok(phone) = PhoneNumber::from_canonical(&row.phone) else { continue };
+        let Ok(phone) = PhoneNumber::from_canonical(&row.phone) else {
+            continue;
+        };
         let current = state.router.directory.get(&phone);
         let up_to_date = current.as_ref().is_some_and(|e| {
-            (e.info.registered_at, *e.home.as_bytes()) > (row.registered_at, *me.fingerprint.as_bytes())
-                || (e.via.is_none() && e.info.registered_at == row.registered_at && e.home_name == me.name)
+            (e.info.registered_at, *e.home.as_bytes())
+                > (row.registered_at, *me.fingerprint.as_bytes())
+                || (e.via.is_none()
+                    && e.info.registered_at == row.registered_at
+                    && e.home_name == me.name)
         });
         if up_to_date {
             continue;
         }
-        let Some(key_type) = KeyType::parse(&row.key_type) else { continue };
+        let Some(key_type) = KeyType::parse(&row.key_type) else {
+            continue;
+        };
         let info = UserInfo {
             phone: row.phone,
             key_type,
@@ -254,7 +310,10 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Checks a proof of key possession off the async threads (a public-key
@@ -287,7 +346,10 @@ async fn verify_proof(
 
 /// Marks the session as `phone` and makes it reachable for live push.
 fn login_session(state: &ServerState, session: &mut Session, phone: PhoneNumber) {
-    let link = state.router.registry.join(phone.as_str(), session.outbox.clone());
+    let link = state
+        .router
+        .registry
+        .join(phone.as_str(), session.outbox.clone());
     state.router.presence_changed();
     tracing::info!(%phone, "logged in");
     session.user = Some((phone, link));

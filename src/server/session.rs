@@ -26,21 +26,33 @@ pub struct Session {
 
 impl Session {
     pub fn new(peer: SocketAddr, exporter: [u8; 32], outbox: mpsc::Sender<Vec<u8>>) -> Self {
-        Self { peer, exporter, nonce: None, user: None, outbox }
+        Self {
+            peer,
+            exporter,
+            nonce: None,
+            user: None,
+            outbox,
+        }
     }
 
     /// The logged-in user, or the error every authenticated request gives.
     pub fn user(&self) -> Result<&(PhoneNumber, SessionLink), ApiError> {
-        self.user
-            .as_ref()
-            .ok_or_else(|| ApiError::new(ErrorCode::NotLoggedIn, "log in first (register, or login with your key)"))
+        self.user.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotLoggedIn,
+                "log in first (register, or login with your key)",
+            )
+        })
     }
 
     /// Takes the pending nonce: each challenge answers one proof.
     pub fn take_nonce(&mut self) -> Result<[u8; NONCE_LEN], ApiError> {
-        self.nonce
-            .take()
-            .ok_or_else(|| ApiError::new(ErrorCode::NoChallenge, "ask for a challenge first; each one is used once"))
+        self.nonce.take().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NoChallenge,
+                "ask for a challenge first; each one is used once",
+            )
+        })
     }
 
     pub fn refuse_if_logged_in(&self) -> Result<(), ApiError> {

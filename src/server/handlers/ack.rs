@@ -10,14 +10,24 @@ use crate::server::session::Session;
 /// Most ids in one `ack`.
 const MAX_ACK: usize = 1000;
 
-pub async fn handle(state: &ServerState, session: &Session, ids: Vec<MessageId>) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &ServerState,
+    session: &Session,
+    ids: Vec<MessageId>,
+) -> Result<Response, ApiError> {
     let (phone, link) = session.user()?;
     if ids.len() > MAX_ACK {
-        return Err(ApiError::new(ErrorCode::BadRequest, format!("acknowledge at most {MAX_ACK} ids at a time")));
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("acknowledge at most {MAX_ACK} ids at a time"),
+        ));
     }
     let owned: Vec<[u8; 16]> = {
         let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter().filter(|id| given.remove(id)).map(|id| *id.as_bytes()).collect()
+        ids.iter()
+            .filter(|id| given.remove(id))
+            .map(|id| *id.as_bytes())
+            .collect()
     };
     match state.router.ack(phone, owned.clone()).await {
         Ok(deleted) => Ok(Response::Acked { deleted }),

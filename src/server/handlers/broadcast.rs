@@ -17,7 +17,13 @@ pub fn handle(
     signature: B64,
 ) -> Result<Response, ApiError> {
     let (from, _) = session.user()?;
-    let b = Broadcast { id, from: from.to_string(), sent_at, text, signature };
+    let b = Broadcast {
+        id,
+        from: from.to_string(),
+        sent_at,
+        text,
+        signature,
+    };
     state.router.broadcast_local(from, b)?;
     Ok(Response::BroadcastSent { id })
 }

@@ -9,5 +9,7 @@ pub fn handle(session: &mut Session) -> Result<Response, ApiError> {
     session.refuse_if_logged_in()?;
     let nonce = proof::fresh_nonce();
     session.nonce = Some(nonce);
-    Ok(Response::Challenge { nonce: B64(nonce.to_vec()) })
+    Ok(Response::Challenge {
+        nonce: B64(nonce.to_vec()),
+    })
 }

@@ -9,9 +9,19 @@ use crate::server::session::Session;
 /// Messages per fetch when the client names no limit.
 const DEFAULT_LIMIT: u32 = 100;
 
-pub async fn handle(state: &ServerState, session: &Session, limit: Option<u32>) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &ServerState,
+    session: &Session,
+    limit: Option<u32>,
+) -> Result<Response, ApiError> {
     let (phone, link) = session.user()?;
-    let (messages, more) = state.router.fetch(phone, limit.unwrap_or(DEFAULT_LIMIT)).await?;
-    link.given().lock().unwrap_or_else(|p| p.into_inner()).extend(messages.iter().map(|m| m.id));
+    let (messages, more) = state
+        .router
+        .fetch(phone, limit.unwrap_or(DEFAULT_LIMIT))
+        .await?;
+    link.given()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(messages.iter().map(|m| m.id));
     Ok(Response::Messages { messages, more })
 }

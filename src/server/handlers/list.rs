@@ -8,5 +8,7 @@ use crate::server::session::Session;
 
 pub fn handle(state: &ServerState, session: &Session) -> Result<Response, ApiError> {
     session.user()?;
-    Ok(Response::Users { users: state.router.list() })
+    Ok(Response::Users {
+        users: state.router.list(),
+    })
 }

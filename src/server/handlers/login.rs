@@ -16,15 +16,19 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
-    let user = state
-        .router
-        .directory
-        .get(&phone)
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("{phone} is not registered here")))?;
+    let user = state.router.directory.get(&phone).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownUser,
+            format!("{phone} is not registered here"),
+        )
+    })?;
     if user.via.is_some() {
         return Err(ApiError::new(
             ErrorCode::UnknownUser,
-            format!("{phone} is registered on the server {}; connect to it", user.home_name),
+            format!(
+                "{phone} is registered on the server {}; connect to it",
+                user.home_name
+            ),
         ));
     }
     let key = PublicKey::from_spki_der_typed(user.info.key_type, &user.info.public_key.0)
@@ -32,5 +36,9 @@ pub async fn handle(
     verify_proof(Purpose::Login, session, nonce, &phone, key, signature).await?;
     login_session(state, session, phone.clone());
     let queued = state.router.waiting(&phone).await?;
-    Ok(Response::LoggedIn { phone: phone.to_string(), fingerprint: user.info.fingerprint.clone(), queued })
+    Ok(Response::LoggedIn {
+        phone: phone.to_string(),
+        fingerprint: user.info.fingerprint.clone(),
+        queued,
+    })
 }

@@ -10,10 +10,11 @@ use crate::server::session::Session;
 pub fn handle(state: &ServerState, session: &Session, phone: &str) -> Result<Response, ApiError> {
     session.user()?;
     let phone = parse_phone(phone)?;
-    let user = state
-        .router
-        .directory
-        .get(&phone)
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownUser, format!("no user is registered with the number {phone}")))?;
+    let user = state.router.directory.get(&phone).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownUser,
+            format!("no user is registered with the number {phone}"),
+        )
+    })?;
     Ok(Response::User(user.info.clone()))
 }

@@ -39,24 +39,39 @@ impl From<Result<Response, ApiError>> for Outcome {
 pub async fn dispatch(state: &ServerState, session: &mut Session, request: Request) -> Outcome {
     match request {
         Request::Challenge => challenge::handle(session).into(),
-        Request::Register { phone, key_type, public_key } => {
-            register::handle(state, session, &phone, key_type, &public_key.0).await.into()
-        }
-        Request::Verify { phone, code, signature } => {
-            verify::handle(state, session, &phone, &code, signature.0).await.into()
-        }
-        Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0).await.into(),
+        Request::Register {
+            phone,
+            key_type,
+            public_key,
+        } => register::handle(state, session, &phone, key_type, &public_key.0)
+            .await
+            .into(),
+        Request::Verify {
+            phone,
+            code,
+            signature,
+        } => verify::handle(state, session, &phone, &code, signature.0)
+            .await
+            .into(),
+        Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0)
+            .await
+            .into(),
         Request::Lookup { phone } => lookup::handle(state, session, &phone).into(),
-        Request::Send { id, to, envelope } => match send::handle(state, session, id, &to, envelope.0).await {
-            Ok(pending) => Outcome::Deferred(id, pending),
-            Err(e) => Outcome::Reply(e.into_response()),
-        },
+        Request::Send { id, to, envelope } => {
+            match send::handle(state, session, id, &to, envelope.0).await {
+                Ok(pending) => Outcome::Deferred(id, pending),
+                Err(e) => Outcome::Reply(e.into_response()),
+            }
+        }
         Request::Fetch { limit } => fetch::handle(state, session, limit).await.into(),
         Request::Ack { ids } => ack::handle(state, session, ids).await.into(),
         Request::List => list::handle(state, session).into(),
-        Request::Broadcast { id, sent_at, text, signature } => {
-            broadcast::handle(state, session, id, sent_at, text, signature).into()
-        }
+        Request::Broadcast {
+            id,
+            sent_at,
+            text,
+            signature,
+        } => broadcast::handle(state, session, id, sent_at, text, signature).into(),
         Request::Ping => Outcome::Reply(Response::Pong),
         Request::Quit => Outcome::Close(Response::Bye),
     }

@@ -18,6 +18,12 @@ pub async fn handle(
     let phone = parse_phone(phone)?;
     let key = PublicKey::from_spki_der_typed(key_type, public_key)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
-    let ttl_ms = state.otp.issue(&phone, key_type, &key.to_spki_der()).await?;
-    Ok(Response::CodeSent { phone: phone.to_string(), expires_in_s: (ttl_ms / 1000) as u64 })
+    let ttl_ms = state
+        .otp
+        .issue(&phone, key_type, &key.to_spki_der())
+        .await?;
+    Ok(Response::CodeSent {
+        phone: phone.to_string(),
+        expires_in_s: (ttl_ms / 1000) as u64,
+    })
 }

@@ -21,7 +21,15 @@ pub async fn handle(
     let pending = state.otp.pending_key(&phone).await?;
     let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
-    verify_proof(Purpose::Register, session, nonce, &phone, key.clone(), signature).await?;
+    verify_proof(
+        Purpose::Register,
+        session,
+        nonce,
+        &phone,
+        key.clone(),
+        signature,
+    )
+    .await?;
     let (replaced, registered_at) = state.otp.redeem(&phone, code, &pending.spki).await?;
     let fingerprint = key.fingerprint().to_hex();
     let info = UserInfo {
@@ -34,5 +42,9 @@ pub async fn handle(
     state.router.publish_local(state.local_entry(info)).await?;
     tracing::info!(%phone, replaced, "user registered");
     login_session(state, session, phone.clone());
-    Ok(Response::Registered { phone: phone.to_string(), fingerprint, replaced_key: replaced })
+    Ok(Response::Registered {
+        phone: phone.to_string(),
+        fingerprint,
+        replaced_key: replaced,
+    })
 }
