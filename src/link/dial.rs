@@ -15,6 +15,8 @@ use crate::tls::{ConnectError, Pin};
 
 /// First wait after a failed attempt.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
+/// A link that lasted this long counts as having worked.
+const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Longest wait between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
 
@@ -42,14 +44,23 @@ pub async fn run(
         }
         let pin = known.map(Pin::Expect).unwrap_or(Pin::AcceptAny);
         match crate::tls::connect_link(&n.address, &ctx.key_der, pin).await {
+            Ok((_, fp)) if fp == ctx.router.me().fingerprint => {
+                return tracing::error!(neighbour = %n.address,
+                    "this neighbour address leads back to this server itself; not dialling it again");
+            }
             Ok((stream, fp)) => {
                 if known.is_none() {
                     pin_on_first_contact(&ctx, &n.address, fp).await;
                     known = Some(fp);
                 }
                 let me = ctx.router.me().fingerprint;
+                let started = std::time::Instant::now();
                 session::run(stream, fp, me, ctx.clone(), shutdown.clone()).await;
-                backoff = MIN_BACKOFF;
+                // A link refused or dropped at once is a failure, not a
+                // success: keep backing off instead of knocking in a loop.
+                if started.elapsed() >= STABLE_LINK {
+                    backoff = MIN_BACKOFF;
+                }
             }
             Err(ConnectError::KeyChanged {
                 expected,

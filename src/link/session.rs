@@ -43,6 +43,11 @@ pub async fn run<S>(
     let span = tracing::info_span!("link", peer = %short(&peer));
     async move {
         let router = ctx.router.clone();
+        if peer == router.me().fingerprint {
+            return tracing::error!(
+                "a neighbour address leads back to this server itself; not linking to it"
+            );
+        }
         let (reader, writer) = tokio::io::split(stream);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
@@ -102,7 +107,7 @@ async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     mut reader: R,
     router: &Arc<Router>,
     peer: Fingerprint,
@@ -110,22 +115,42 @@ async fn read_loop<R: AsyncRead + Unpin>(
     acks: &mpsc::Sender<(MessageId, Result<PendingSend, RouteError>)>,
     closed: &CancellationToken,
 ) {
+    // Frames are read by their own task: a read interrupted halfway (by a
+    // heartbeat, say) would lose the framing.
+    let (frames_tx, mut frames) = mpsc::channel(64);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            match crate::protocol::read_frame(&mut reader, MAX_LINK_FRAME).await {
+                Ok(Some(f)) => {
+                    if frames_tx.send(f).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return tracing::info!(error = %e, "link read failed"),
+            }
+        }
+    });
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         let frame = tokio::select! {
-            _ = closed.cancelled() => return,
+            _ = closed.cancelled() => break,
             _ = heartbeat.tick() => {
                 let _ = outbox.try_send(link_frame(&LinkMessage::Ping));
                 continue;
             }
-            f = tokio::time::timeout(SILENCE_LIMIT, crate::protocol::read_frame(&mut reader, MAX_LINK_FRAME)) => f,
+            f = tokio::time::timeout_at(last_heard + SILENCE_LIMIT, frames.recv()) => f,
         };
         let frame = match frame {
-            Err(_) => return tracing::warn!("the neighbour went silent; dropping the link"),
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => return tracing::info!(error = %e, "link read failed"),
+            Err(_) => {
+                tracing::warn!("the neighbour went silent; dropping the link");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(f)) => f,
         };
+        last_heard = tokio::time::Instant::now();
         let message = match serde_json::from_slice::<LinkMessage>(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -134,9 +159,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         if !handle_message(router, peer, outbox, acks, message).await {
-            return;
+            break;
         }
     }
+    reader_task.abort();
 }
 
 /// Acts on one message from the neighbour; returns false to end the link.

@@ -199,8 +199,12 @@ impl Directory {
         if candidate.version() < current.version() || current.via.is_none() {
             return Applied::Unchanged;
         }
-        if candidate.signature != current.signature {
-            // Same registration re-signed by its home (e.g. a new address).
+        if candidate.signature != current.signature
+            || signed_bytes(candidate) != signed_bytes(current)
+        {
+            // Same registration re-signed by its home (e.g. a new address),
+            // or a copy whose signed fields differ: either way the signature
+            // must be checked before anything is taken from it.
             return Applied::Updated;
         }
         if candidate.hops < current.hops {

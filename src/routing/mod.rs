@@ -35,6 +35,8 @@ use registry::Registry;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a server re-announces who is connected to it.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+/// How far ahead of our clock a presence report may be dated.
+const PRESENCE_FUTURE_LIMIT_MS: i64 = 10 * 60_000;
 /// Delay that gathers a burst of logins and logouts into one announcement.
 const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Most messages in one `fetch` answer.
@@ -101,7 +103,9 @@ pub struct Router {
     me: ServerIdentity,
     clock: Clock,
     message_ttl_ms: i64,
-    presence_changed: Notify,
+    presence_changed: Arc<Notify>,
+    /// Last sequence number of our own presence reports.
+    presence_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Router {
@@ -126,11 +130,15 @@ impl Router {
             me,
             clock,
             message_ttl_ms,
-            presence_changed: Notify::new(),
+            presence_changed: Arc::new(Notify::new()),
+            presence_seq: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(after_commit(committed, Arc::downgrade(&router)));
         tokio::spawn(sweep_expired(Arc::downgrade(&router)));
-        tokio::spawn(announce_presence(Arc::downgrade(&router)));
+        tokio::spawn(announce_presence(
+            Arc::downgrade(&router),
+            router.presence_changed.clone(),
+        ));
         router
     }
 
@@ -459,6 +467,11 @@ impl Router {
         let Some(origin_fp) = Fingerprint::parse(&origin) else {
             return;
         };
+        // Sequence numbers are the origin's clock in milliseconds; one far in
+        // the future would freeze that server's presence until restart.
+        if seq > (self.clock.now_ms() + PRESENCE_FUTURE_LIMIT_MS).max(0) as u64 {
+            return;
+        }
         if origin_fp == self.me.fingerprint
             || !self.neighbours.presence_in(origin_fp, seq, online.clone())
         {
@@ -491,10 +504,22 @@ impl Router {
         frames
     }
 
+    /// Our clock in milliseconds, or one more than the last report if that
+    /// is later: strictly increasing, and comparable across restarts.
+    fn next_presence_seq(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let now = self.clock.now_ms().max(0) as u64;
+        let step = |prev: u64| Some(prev.max(now) + 1);
+        let prev = self
+            .presence_seq
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, step);
+        prev.map_or(now + 1, |p| p.max(now) + 1)
+    }
+
     fn own_presence_frame(&self) -> Vec<u8> {
         link_frame(&LinkMessage::Presence {
             origin: self.me.fingerprint.to_hex(),
-            seq: self.clock.now_ms().max(0) as u64,
+            seq: self.next_presence_seq(),
             online: self.registry.online(),
         })
     }
@@ -592,20 +617,16 @@ async fn sweep_expired(router: std::sync::Weak<Router>) {
 
 /// Announces who is connected here: soon after a change, and periodically
 /// so neighbours can tell a silent server from an empty one.
-async fn announce_presence(router: std::sync::Weak<Router>) {
+async fn announce_presence(router: std::sync::Weak<Router>, changed: Arc<Notify>) {
     let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
     loop {
-        let changed = {
-            let Some(router) = router.upgrade() else {
-                return;
-            };
-            let notified = async move { router.presence_changed.notified().await };
-            tokio::select! {
-                _ = refresh.tick() => false,
-                _ = notified => true,
-            }
+        // Holds no reference to the router while it waits, so a shutdown
+        // need not wait for the next refresh.
+        let was_change = tokio::select! {
+            _ = refresh.tick() => false,
+            _ = changed.notified() => true,
         };
-        if changed {
+        if was_change {
             tokio::time::sleep(PRESENCE_DEBOUNCE).await;
         }
         let Some(router) = router.upgrade() else {
