@@ -185,7 +185,7 @@ impl Otp {
             db::otp::store_limits(&mut conn, phone.as_str(), limits).await?;
             let remaining = i64::from(self.policy.max_tries) - limits.wrong_tries;
             tracing::info!(%phone, remaining, "wrong one-time code");
-            return Err(if remaining <= 0 {
+            return Err(if remaining < 0 {
                 OtpError::Dead { retry_in_s }
             } else {
                 OtpError::Wrong {

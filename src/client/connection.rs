@@ -14,7 +14,15 @@ use crate::domain::Fingerprint;
 use crate::protocol::{self, Delivered, Request, RequestFrame, Response, ResponseFrame};
 use crate::tls::{self, ClientTlsStream, Pin};
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Requests waiting for their answer, and whether the reader has ended (then
+/// no new request may wait: nobody would ever answer it).
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<u64, oneshot::Sender<Response>>,
+    closed: bool,
+}
+
+type Waiters = Arc<Mutex<Pending>>;
 
 /// Something the server pushed without being asked.
 #[derive(Debug)]
@@ -94,10 +102,13 @@ impl Connection {
         })
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(seq, tx);
+        {
+            let mut pending = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.closed {
+                return Err(ClientError::Disconnected);
+            }
+            pending.waiting.insert(seq, tx);
+        }
         let mut w = self.writer.lock().await;
         let sent = async {
             protocol::write_frame(&mut *w, &body).await?;
@@ -108,6 +119,7 @@ impl Connection {
             self.waiters
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .waiting
                 .remove(&seq);
             return Err(ClientError::Disconnected);
         }
@@ -170,6 +182,7 @@ async fn read_loop(
                 if let Some(tx) = waiters
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
+                    .waiting
                     .remove(&re)
                 {
                     let _ = tx.send(response);
@@ -187,14 +200,16 @@ async fn read_loop(
             (None, _) => {}
         }
     }
-    waiters.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let mut pending = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    pending.closed = true;
+    pending.waiting.clear();
 }
 
 /// A connection-level error (frame too large, shutting down) answers every
 /// request still waiting.
 fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
     let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());
-    for (_, tx) in w.drain() {
+    for (_, tx) in w.waiting.drain() {
         let _ = tx.send(Response::Error {
             code,
             message: message.to_owned(),

@@ -22,9 +22,10 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS contacts (phone TEXT PRIMARY KEY, key_type TEXT NOT NULL,
         public_key BLOB NOT NULL, fingerprint TEXT NOT NULL, pinned_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS counters (peer TEXT PRIMARY KEY, next BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS history (id TEXT PRIMARY KEY, direction TEXT NOT NULL,
+    "CREATE TABLE IF NOT EXISTS history (id TEXT NOT NULL, direction TEXT NOT NULL,
         peer TEXT NOT NULL, peer_fingerprint TEXT NOT NULL, counter BIGINT NOT NULL,
-        text TEXT NOT NULL, sent_at BIGINT NOT NULL, stored_at BIGINT NOT NULL)",
+        text TEXT NOT NULL, sent_at BIGINT NOT NULL, stored_at BIGINT NOT NULL,
+        PRIMARY KEY (id, direction))",
     "CREATE UNIQUE INDEX IF NOT EXISTS history_counter ON history (direction, peer_fingerprint, counter)",
 ];
 
@@ -195,8 +196,10 @@ impl Home {
         Ok(n as u64)
     }
 
-    pub async fn has_message(&self, id: &str) -> Result<bool, ClientError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1")
+    /// Whether a received message with this id is stored (a message to
+    /// oneself is stored twice: once sent, once received).
+    pub async fn has_received(&self, id: &str) -> Result<bool, ClientError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = 'in'")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;

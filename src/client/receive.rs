@@ -42,7 +42,7 @@ pub(super) enum Verdict {
 
 pub(super) async fn accept(session: &Session<'_>, m: Delivered) -> Result<Verdict, ClientError> {
     let home = &session.client().home;
-    if home.has_message(&m.id.to_hex()).await? {
+    if home.has_received(&m.id.to_hex()).await? {
         return Ok(Verdict::Duplicate);
     }
     let refuse = |reason: String| Refusal {

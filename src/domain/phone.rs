@@ -21,7 +21,10 @@ impl PhoneNumber {
     /// Parses and normalises user input ("+1 202-555-0101" becomes "+12025550101").
     pub fn parse(input: &str) -> Result<Self, PhoneError> {
         let trimmed = input.trim();
-        if trimmed.len() > 40 || !trimmed.starts_with('+') {
+        // Only digits and the usual separators: a letter is a typo here,
+        // not a keypad letter to translate into someone else's number.
+        let plain = trimmed.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+        if trimmed.len() > 40 || !trimmed.starts_with('+') || !plain {
             return Err(PhoneError::Unparsable(shorten(trimmed)));
         }
         let parsed = phonenumber::parse(None, trimmed)

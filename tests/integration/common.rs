@@ -1,0 +1,457 @@
+//! In-process servers on ephemeral ports and registered users.
+//!
+//! [`spawn_server`] opens a server on a fresh temporary data directory with a
+//! manual clock and one-time codes appended to a file, binds 127.0.0.1:0 and
+//! runs it until [`TestServer::stop`]. [`register`] makes a user the way the
+//! `carrier` command does, reading the code from that file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use carrier::auth::code_sink::CodeSink;
+use carrier::client::{Client, ClientError, Connection, Event, Home, Notice};
+use carrier::clock::Clock;
+use carrier::config::ServerConfig;
+use carrier::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
+use carrier::db::users::UserRow;
+use carrier::domain::{Fingerprint, MessageId, PhoneNumber};
+use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
+use carrier::server::Server;
+use carrier::tls::Pin;
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const ALICE: &str = "+12025550101";
+pub const BOB: &str = "+12025550102";
+pub const CAROL: &str = "+12025550103";
+pub const DAVE: &str = "+12025550104";
+/// A valid number nobody registers.
+pub const NOBODY: &str = "+12025550199";
+
+/// How long to wait for something that should happen promptly. A guard
+/// against a hanging test, never a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a graceful shutdown may take: in-flight requests finish in
+/// milliseconds here, and a half-open TLS handshake is cut after 10 s.
+pub const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Awaits `f`, failing the test (naming `what`) if it hangs.
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: did not happen within {PATIENCE:?}"),
+    }
+}
+
+/// Where a server is and how its codes are delivered; implemented by the
+/// in-process server and by the binary run as a child process.
+pub trait Reachable {
+    fn addr(&self) -> String;
+    fn fingerprint(&self) -> Fingerprint;
+    fn otp_file(&self) -> &Path;
+
+    /// The last code written for `phone`, if any.
+    fn try_code_for(&self, phone: &str) -> Option<String> {
+        codes_in(self.otp_file(), phone).pop()
+    }
+
+    /// The last code written for `phone`; the server writes it before it
+    /// answers `register`, so it is there once the answer arrived.
+    fn code_for(&self, phone: &str) -> String {
+        self.try_code_for(phone)
+            .unwrap_or_else(|| panic!("no code for {phone} in {}", self.otp_file().display()))
+    }
+
+    /// Every code written for `phone`, oldest first.
+    fn codes_for(&self, phone: &str) -> Vec<String> {
+        codes_in(self.otp_file(), phone)
+    }
+}
+
+/// Codes in an OTP file (`OTP for <phone>: <code>` lines) for `phone`.
+pub fn codes_in(file: &Path, phone: &str) -> Vec<String> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", file.display()),
+    };
+    let prefix = format!("OTP for {phone}: ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|c| c.trim().to_owned())
+        .collect()
+}
+
+/// A code that is certainly not `code`.
+pub fn wrong_code(code: &str) -> String {
+    let n: u32 = code.parse().expect("codes are digits");
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+/// A server running in this test's runtime.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub fingerprint: Fingerprint,
+    /// Holds `data/` (database and key) and `otp.txt`; deleted on drop.
+    _dir: TempDir,
+    pub otp_file: PathBuf,
+    pub clock: Clock,
+    pub config: ServerConfig,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_server() -> TestServer {
+    spawn_server_with(|_| {}).await
+}
+
+/// A server whose configuration `adjust` may change before it opens.
+pub async fn spawn_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    spawn_server_on("127.0.0.1:0".parse().unwrap(), adjust).await
+}
+
+/// A server with a fresh data directory (so a fresh key) listening on `bind`.
+pub async fn spawn_server_on(
+    bind: SocketAddr,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let otp_file = dir.path().join("otp.txt");
+    let mut config = ServerConfig {
+        host: bind.ip().to_string(),
+        port: bind.port(),
+        data_dir: dir.path().join("data"),
+        code_sink: CodeSink::File(otp_file.clone()),
+        ..ServerConfig::default()
+    };
+    adjust(&mut config);
+    let clock = Clock::manual();
+    let (addr, fingerprint, shutdown, task) = start(&config, &clock, bind).await;
+    TestServer {
+        addr,
+        fingerprint,
+        _dir: dir,
+        otp_file,
+        clock,
+        config,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+async fn start(
+    config: &ServerConfig,
+    clock: &Clock,
+    bind: SocketAddr,
+) -> (
+    SocketAddr,
+    Fingerprint,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let server = Server::open(config, clock.clone())
+        .await
+        .expect("the server opens");
+    let listener = TcpListener::bind(bind)
+        .await
+        .unwrap_or_else(|e| panic!("cannot bind {bind}: {e}"));
+    let addr = listener.local_addr().unwrap();
+    let fingerprint = server.fingerprint();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(listener, shutdown.clone()));
+    (addr, fingerprint, shutdown, task)
+}
+
+impl TestServer {
+    /// Cancels the shutdown token and waits until the server has finished
+    /// in-flight requests and closed its storage.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(SHUTDOWN_PATIENCE, task).await {
+                Ok(done) => done.expect("the server task does not panic"),
+                Err(_) => panic!(
+                    "graceful shutdown did not finish within {SHUTDOWN_PATIENCE:?} \
+                     (nothing was in flight that could take that long)"
+                ),
+            }
+        }
+    }
+
+    /// Starts the server again on the same data directory, address and clock.
+    pub async fn restart(&mut self) {
+        assert!(self.task.is_none(), "stop the server before restarting it");
+        let (addr, fingerprint, shutdown, task) = start(&self.config, &self.clock, self.addr).await;
+        assert_eq!((addr, fingerprint), (self.addr, self.fingerprint));
+        self.shutdown = shutdown;
+        self.task = Some(task);
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.data_dir.join(carrier::db::DATABASE_FILE)
+    }
+
+    /// A separate connection pool on the server's database, to check and
+    /// tamper with persisted state.
+    pub async fn db(&self) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(self.db_path())
+            .busy_timeout(Duration::from_secs(10));
+        SqlitePool::connect_with(options)
+            .await
+            .expect("the server database opens")
+    }
+
+    /// The persisted `users` row of `phone`.
+    pub async fn user_row(&self, phone: &str) -> Option<UserRow> {
+        let pool = self.db().await;
+        let row = carrier::db::users::find(&pool, phone)
+            .await
+            .expect("users query");
+        pool.close().await;
+        row
+    }
+
+    /// How many messages are stored for `recipient` (expired or not).
+    pub async fn queued_for(&self, recipient: &str) -> i64 {
+        let pool = self.db().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM message_queue WHERE recipient = $1")
+            .bind(recipient)
+            .fetch_one(&pool)
+            .await
+            .expect("queue count");
+        pool.close().await;
+        n
+    }
+}
+
+impl Reachable for TestServer {
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+    fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    fn otp_file(&self) -> &Path {
+        &self.otp_file
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Notices are for people; tests ignore them.
+pub fn quiet() -> Arc<dyn Fn(Notice) + Send + Sync> {
+    Arc::new(|_| {})
+}
+
+/// A client with an empty home. `pin` is the `--server-fingerprint` flag:
+/// `None` pins the server's key on first use.
+pub async fn new_client(addr: &str, pin: Option<Fingerprint>) -> (TempDir, Client) {
+    let home_dir = tempfile::tempdir().expect("temporary directory");
+    let home = Home::open(home_dir.path()).await.expect("the home opens");
+    (
+        home_dir,
+        Client::new(home, addr.to_owned(), pin, None, quiet()),
+    )
+}
+
+/// One RSA key shared by the tests that need an RSA user: generating one
+/// takes about a second.
+pub fn shared_rsa_identity() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::generate(KeyType::Rsa))
+}
+
+/// A registered user: its home, a client bound to the server, its phone.
+pub struct TestUser {
+    pub phone: String,
+    pub home: TempDir,
+    pub client: Client,
+    /// As the server reported it when registering.
+    pub fingerprint: String,
+}
+
+impl TestUser {
+    pub fn identity(&self) -> Identity {
+        self.client.identity().expect("the identity key loads")
+    }
+
+    /// Another client on the same home (for a restarted server's address).
+    pub async fn client_for(&self, server: &impl Reachable) -> Client {
+        let home = Home::open(self.home.path()).await.expect("the home opens");
+        Client::new(
+            home,
+            server.addr(),
+            Some(server.fingerprint()),
+            None,
+            quiet(),
+        )
+    }
+}
+
+/// Registers `phone` as `carrier register` does. RSA users get the shared
+/// RSA key; P-256 users a new key.
+pub async fn register(server: &impl Reachable, phone: &str, key_type: KeyType) -> TestUser {
+    let (home, client) = new_client(&server.addr(), Some(server.fingerprint())).await;
+    if key_type == KeyType::Rsa {
+        shared_rsa_identity()
+            .save(&client.home.identity_path(), None)
+            .expect("the key file is written");
+    }
+    let replaced = register_client(server, &client, phone, key_type)
+        .await
+        .expect("registration succeeds");
+    assert!(!replaced, "a first registration of {phone} replaced a key");
+    let fingerprint = client
+        .account()
+        .expect("an account after registration")
+        .fingerprint;
+    TestUser {
+        phone: phone.to_owned(),
+        home,
+        client,
+        fingerprint,
+    }
+}
+
+/// Runs `Client::register` with the code the server wrote; returns whether
+/// a key was replaced.
+pub async fn register_client(
+    server: &impl Reachable,
+    client: &Client,
+    phone: &str,
+    key_type: KeyType,
+) -> Result<bool, ClientError> {
+    let (session, replaced) = client
+        .register(phone, key_type, |p| {
+            server
+                .try_code_for(p.as_str())
+                .ok_or_else(|| ClientError::Input(format!("no code for {p}")))
+        })
+        .await?;
+    session.close().await;
+    Ok(replaced)
+}
+
+pub fn phone(s: &str) -> PhoneNumber {
+    PhoneNumber::from_canonical(s).expect("a canonical phone number")
+}
+
+/// The signature a client makes to register or log in on a connection.
+pub fn proof(
+    identity: &Identity,
+    purpose: Purpose,
+    exporter: &[u8; 32],
+    nonce: &[u8],
+    who: &str,
+) -> Vec<u8> {
+    let nonce: [u8; 32] = nonce.try_into().expect("a 32-byte nonce");
+    // No transcript exists for a malformed phone; the server must refuse
+    // the phone before it looks at the signature.
+    let Ok(who_phone) = PhoneNumber::from_canonical(who) else {
+        return vec![0; 64];
+    };
+    let spki = identity.public_key().to_spki_der();
+    identity.sign(&crypto::auth_transcript(
+        purpose, exporter, &nonce, &who_phone, &spki,
+    ))
+}
+
+/// A library connection logged in as `who` by hand (no `Client`), for
+/// pipelining raw requests.
+pub async fn logged_in_connection(
+    server: &impl Reachable,
+    who: &str,
+    identity: &Identity,
+) -> Connection {
+    let conn = Connection::connect(&server.addr(), Pin::Expect(server.fingerprint()))
+        .await
+        .expect("connects");
+    let Response::Challenge { nonce } = conn.call(Request::Challenge).await.expect("a challenge")
+    else {
+        panic!("expected a challenge");
+    };
+    let signature = proof(identity, Purpose::Login, conn.exporter(), &nonce.0, who);
+    let answer = conn
+        .call(Request::Login {
+            phone: who.to_owned(),
+            signature: B64(signature),
+        })
+        .await;
+    assert!(
+        matches!(answer, Ok(Response::LoggedIn { .. })),
+        "login as {who}: {answer:?}"
+    );
+    conn
+}
+
+/// Seals `text` from `sender` (claiming `from`) to `to`, whose key is `to_key`.
+pub fn seal_text(
+    sender: &Identity,
+    from: &str,
+    to_key: &PublicKey,
+    to: &str,
+    counter: u64,
+    text: &str,
+) -> (MessageId, Vec<u8>) {
+    let id = MessageId::random();
+    let (from, to) = (phone(from), phone(to));
+    let sent_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let outgoing = Outgoing {
+        id,
+        counter,
+        sent_at_ms,
+        sender_phone: &from,
+        recipient_phone: &to,
+        text,
+    };
+    (
+        id,
+        crypto::seal(sender, to_key, &outgoing).expect("sealing succeeds"),
+    )
+}
+
+/// The public key of a registered user.
+pub fn public_key_of(user: &TestUser) -> PublicKey {
+    user.identity().public_key()
+}
+
+/// The stable code of a server refusal, if `err` is one.
+pub fn server_code(err: &ClientError) -> Option<ErrorCode> {
+    match err {
+        ClientError::Server { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The error's message if `response` is the error `code`; panics naming `case` otherwise.
+pub fn expect_error(response: Response, code: ErrorCode, case: &str) -> String {
+    match response {
+        Response::Error { code: got, message } if got == code => message,
+        other => panic!("{case}: expected error {code:?}, got {other:?}"),
+    }
+}
+
+/// The next message pushed on `conn` (other events are skipped).
+pub async fn next_pushed_message(conn: &mut Connection) -> Delivered {
+    loop {
+        match within("a pushed message", conn.next_event()).await {
+            Some(Event::Message(m)) => return m,
+            Some(_) => continue,
+            None => panic!("the connection closed before a message was pushed"),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Store and forward: offline delivery, acknowledgement, redelivery, live
+//! push, expiry, quota, both key types, duplicates and size limits.
+
+use carrier::client::{ClientError, Received, Session};
+use carrier::crypto::CryptoError;
+use carrier::domain::MessageId;
+use carrier::protocol::{self, B64, ErrorCode, KeyType, Request, Response};
+
+use crate::common::*;
+
+fn texts(received: &[Received]) -> Vec<&str> {
+    received.iter().map(|m| m.text.as_str()).collect()
+}
+
+/// Fetches (and so acknowledges) everything waiting; fails on any refusal.
+async fn fetch_all(session: &mut Session<'_>) -> Vec<Received> {
+    let (received, refused) = within("fetch", session.fetch()).await.expect("fetch");
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    received
+}
+
+async fn two_users(server: &TestServer) -> (TestUser, TestUser) {
+    (
+        register(server, ALICE, KeyType::P256).await,
+        register(server, BOB, KeyType::P256).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_user_fetches_decrypts_and_acks() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+
+    let a = alice.client.login().await.unwrap();
+    let first = a.send(BOB, "Lunch at noon?").await.expect("send");
+    let second = a
+        .send(BOB, "Or one o'clock, ça va? 🍜")
+        .await
+        .expect("send");
+    a.close().await;
+    assert_eq!(server.queued_for(BOB).await, 2);
+
+    let mut b = bob.client.login().await.unwrap();
+    let got = fetch_all(&mut b).await;
+    assert_eq!(texts(&got), ["Lunch at noon?", "Or one o'clock, ça va? 🍜"]);
+    assert_eq!(
+        got.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert!(got.iter().all(|m| m.from == ALICE));
+    // The sender's clock travels inside the envelope: Bob sees what Alice recorded.
+    let sent = alice.client.home.history().await.unwrap();
+    for m in &got {
+        let mine = sent
+            .iter()
+            .find(|e| e.id == m.id.to_hex())
+            .expect("Alice's history has the message");
+        assert_eq!((mine.direction.as_str(), mine.sent_at), ("out", m.sent_at));
+    }
+    let history = bob.client.home.history().await.unwrap();
+    assert_eq!(history.iter().filter(|e| e.direction == "in").count(), 2);
+
+    // The fetch acknowledged both: they are gone from the server.
+    assert_eq!(
+        server.queued_for(BOB).await,
+        0,
+        "acknowledged messages are still queued"
+    );
+    assert!(
+        fetch_all(&mut b).await.is_empty(),
+        "a second fetch returned messages"
+    );
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_fetched_without_ack_is_delivered_again() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    let id = a.send(BOB, "are you there?").await.unwrap();
+    a.close().await;
+
+    // Bob's device fetches and dies before acknowledging.
+    let b = bob.client.login().await.unwrap();
+    match b.conn.call(Request::Fetch { limit: None }).await.unwrap() {
+        Response::Messages { messages, more } => {
+            assert!(!more);
+            assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
+        }
+        other => panic!("expected messages, got {other:?}"),
+    }
+    drop(b);
+    assert_eq!(server.queued_for(BOB).await, 1);
+
+    let mut b = bob.client.login().await.unwrap();
+    let got = fetch_all(&mut b).await;
+    assert_eq!(texts(&got), ["are you there?"]);
+    assert_eq!(got[0].id, id);
+    assert_eq!(server.queued_for(BOB).await, 0);
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_deletes_only_what_the_session_was_given() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    let id = a.send(BOB, "keep me").await.unwrap();
+
+    // Neither the sender nor a session of Bob that was not given it can delete it.
+    let other_bob = bob.client.login().await.unwrap();
+    let cases = [
+        ("the sender", &a),
+        ("a recipient session that did not fetch", &other_bob),
+    ];
+    for (case, session) in cases {
+        match session.conn.call(Request::Ack { ids: vec![id] }).await {
+            Ok(Response::Acked { deleted }) => assert_eq!(deleted, 0, "{case}"),
+            other => panic!("{case}: {other:?}"),
+        }
+        assert_eq!(
+            server.queued_for(BOB).await,
+            1,
+            "{case} deleted the message"
+        );
+    }
+    a.close().await;
+    let mut b = bob.client.login().await.unwrap();
+    assert_eq!(texts(&fetch_all(&mut b).await), ["keep me"]);
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_recipient_gets_the_message_pushed() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let mut b = bob.client.login().await.unwrap();
+    let a = alice.client.login().await.unwrap();
+    let id = a.send(BOB, "live!").await.unwrap();
+
+    let pushed = next_pushed_message(&mut b.conn).await;
+    assert_eq!(pushed.id, id);
+    assert_eq!(pushed.from, ALICE);
+    let got = b
+        .take_pushed(pushed)
+        .await
+        .unwrap()
+        .expect("not refused")
+        .expect("stored");
+    assert_eq!(got.text, "live!");
+    // Taking it acknowledged it.
+    assert_eq!(server.queued_for(BOB).await, 0);
+    assert!(fetch_all(&mut b).await.is_empty());
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_is_not_delivered() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    a.send(BOB, "old news").await.unwrap();
+    server.clock.advance_ms(server.config.message_ttl_ms - 1);
+    a.send(BOB, "fresh news").await.unwrap();
+    a.close().await;
+
+    server.clock.advance_ms(1);
+    let mut b = bob.client.login().await.unwrap();
+    assert_eq!(
+        texts(&fetch_all(&mut b).await),
+        ["fresh news"],
+        "only the unexpired message"
+    );
+    b.close().await;
+
+    // Bob offline: a message sent now expires before he is back.
+    let a = alice.client.login().await.unwrap();
+    a.send(BOB, "too late").await.unwrap();
+    a.close().await;
+    server.clock.advance_ms(server.config.message_ttl_ms);
+    let mut b = bob.client.login().await.unwrap();
+    assert!(
+        fetch_all(&mut b).await.is_empty(),
+        "an expired message was delivered"
+    );
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_more_and_loses_nothing() {
+    let mut server = spawn_server_with(|c| c.quota.max_messages = 3).await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    for n in 1..=3 {
+        a.send(BOB, &format!("message {n}"))
+            .await
+            .unwrap_or_else(|e| panic!("message {n}: {e}"));
+    }
+    let err = a
+        .send(BOB, "message 4")
+        .await
+        .expect_err("the fourth message is over quota");
+    assert_eq!(server_code(&err), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert_eq!(server.queued_for(BOB).await, 3);
+
+    let mut b = bob.client.login().await.unwrap();
+    assert_eq!(
+        texts(&fetch_all(&mut b).await),
+        ["message 1", "message 2", "message 3"]
+    );
+    // Fetching made room again.
+    a.send(BOB, "message 5")
+        .await
+        .expect("room after the fetch");
+    assert_eq!(texts(&fetch_all(&mut b).await), ["message 5"]);
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_and_p256_users_write_to_each_other() {
+    let mut server = spawn_server().await;
+    let rsa = register(&server, ALICE, KeyType::Rsa).await;
+    let ec = register(&server, BOB, KeyType::P256).await;
+    let cases = [("RSA to P-256", &rsa, &ec), ("P-256 to RSA", &ec, &rsa)];
+    for (case, from, to) in cases {
+        let text = format!("{case}: hello");
+        {
+            let s = from.client.login().await.unwrap();
+            s.send(&to.phone, &text)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: send: {e}"));
+            s.close().await;
+        }
+        let mut s = to.client.login().await.unwrap();
+        let got = fetch_all(&mut s).await;
+        assert_eq!(texts(&got), [text.as_str()], "{case}");
+        assert_eq!(got[0].from, from.phone, "{case}");
+        s.close().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_message_id_is_queued_once() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    let (id, envelope) = seal_text(
+        &alice.identity(),
+        ALICE,
+        &public_key_of(&bob),
+        BOB,
+        1,
+        "only once",
+    );
+    for attempt in 1..=2 {
+        let answer = a
+            .conn
+            .call(Request::Send {
+                id,
+                to: BOB.into(),
+                envelope: B64(envelope.clone()),
+            })
+            .await;
+        match answer {
+            Ok(Response::Accepted { id: accepted }) => {
+                assert_eq!(accepted, id, "attempt {attempt}")
+            }
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+    }
+    assert_eq!(server.queued_for(BOB).await, 1, "the duplicate was queued");
+    a.close().await;
+    let mut b = bob.client.login().await.unwrap();
+    let got = fetch_all(&mut b).await;
+    assert_eq!(texts(&got), ["only once"]);
+    assert_eq!(got[0].id, id);
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_message_goes_through_and_a_larger_one_is_refused() {
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+
+    // Exactly MAX_TEXT_BYTES (64 KiB) of varied text, multibyte characters included.
+    let mut big: String = "Ünïcödé and ASCII; ".chars().cycle().take(40_000).collect();
+    while big.len() < protocol::MAX_TEXT_BYTES {
+        big.push('x');
+    }
+    big.truncate(protocol::MAX_TEXT_BYTES);
+    assert_eq!(big.len(), 64 * 1024);
+    a.send(BOB, &big).await.expect("64 KiB of text is accepted");
+
+    // One byte more cannot be sealed...
+    let over = format!("{big}y");
+    match a.send(BOB, &over).await {
+        Err(ClientError::Crypto(CryptoError::TextTooLong)) => {}
+        other => panic!("a text over the limit: expected TextTooLong, got {other:?}"),
+    }
+    // ...and an envelope over the limit is refused by the server.
+    let id = MessageId::random();
+    let oversized = vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1];
+    let err = a
+        .conn
+        .call(Request::Send {
+            id,
+            to: BOB.into(),
+            envelope: B64(oversized),
+        })
+        .await
+        .expect_err("an oversized envelope is refused");
+    assert_eq!(server_code(&err), Some(ErrorCode::MessageTooLarge), "{err}");
+    assert_eq!(server.queued_for(BOB).await, 1);
+    a.close().await;
+
+    let mut b = bob.client.login().await.unwrap();
+    let got = fetch_all(&mut b).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].text == big, "the 64 KiB text arrived altered");
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_to_oneself_is_received() {
+    let mut server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let mut session = alice.client.login().await.expect("alice logs in");
+    session
+        .send(ALICE, "note to self")
+        .await
+        .expect("send to oneself");
+    let received = fetch_all(&mut session).await;
+    assert_eq!(received.len(), 1, "the message arrives: {received:?}");
+    assert_eq!(received[0].text, "note to self");
+    let history = alice.client.home.history().await.expect("history");
+    assert_eq!(
+        history.iter().filter(|e| e.text == "note to self").count(),
+        2,
+        "stored as sent and as received"
+    );
+    session.close().await;
+    server.stop().await;
+}

@@ -1,0 +1,21 @@
+//! Carrier's integration tests: real servers on ephemeral ports with
+//! temporary data directories, driven as a client would drive them.
+//!
+//! - `common`: in-process servers (`spawn_server`), registered users.
+//! - `wire`: a raw protocol client for hostile and hand-built requests.
+//! - `process`: the two binaries as child processes.
+//!
+//! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
+//! (SIGKILL of the real binary), `cli` (both binaries end to end).
+
+mod common;
+mod process;
+mod wire;
+
+mod bad_input;
+mod cli;
+mod crash;
+mod delivery;
+mod neighbourhood;
+mod registration;
+mod shutdown;

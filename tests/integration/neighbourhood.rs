@@ -1,0 +1,506 @@
+//! Several servers linked into a neighbourhood, in this process: the seeds'
+//! two-server case on distinct loopback hosts, a line of three with the
+//! middle server down for a while, a ring of four, a neighbour presenting
+//! the wrong key, and broadcasts. (`crash` kills a real server binary with
+//! messages in its outbound queue.)
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use carrier::auth::code_sink::CodeSink;
+use carrier::client::{Client, Event};
+use carrier::clock::Clock;
+use carrier::config::ServerConfig;
+use carrier::domain::Fingerprint;
+use carrier::link::NeighbourConfig;
+use carrier::protocol::KeyType;
+use carrier::server::Server;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{Reachable, TestUser, register, within};
+use crate::process::ServerFiles;
+
+/// One server of a test neighbourhood, with its client and link listeners.
+struct Node {
+    addr: SocketAddr,
+    link_addr: SocketAddr,
+    fingerprint: Fingerprint,
+    _dir: TempDir,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Reachable for Node {
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+    fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    fn otp_file(&self) -> &Path {
+        self.config_otp()
+    }
+}
+
+impl Node {
+    fn config_otp(&self) -> &Path {
+        match &self.config.code_sink {
+            CodeSink::File(p) => p,
+            _ => unreachable!("test nodes write codes to a file"),
+        }
+    }
+
+    async fn start(&mut self) {
+        let client = TcpListener::bind(self.addr)
+            .await
+            .expect("client port free again");
+        let links = TcpListener::bind(self.link_addr)
+            .await
+            .expect("link port free again");
+        self.run(client, links).await;
+    }
+
+    async fn run(&mut self, client: TcpListener, links: TcpListener) {
+        let server = Server::open(&self.config, Clock::System)
+            .await
+            .expect("the server opens");
+        assert_eq!(server.fingerprint(), self.fingerprint);
+        self.shutdown = CancellationToken::new();
+        let server = server.with_link_listener(links);
+        self.task = Some(tokio::spawn(server.run(client, self.shutdown.clone())));
+    }
+
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            within("graceful shutdown", t)
+                .await
+                .expect("the server task does not panic");
+        }
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(self.config.data_dir.join(carrier::db::DATABASE_FILE))
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .expect("the database opens");
+        let n = sqlx::query_scalar(sql)
+            .fetch_one(&pool)
+            .await
+            .expect("count query");
+        pool.close().await;
+        n
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts one server per host in `hosts`, linked along `edges` (pairs of
+/// indexes), each pinning its neighbours' real keys.
+async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
+    let mut planned = Vec::new();
+    for host in hosts {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let data = dir.path().join("data");
+        let (key, _) =
+            carrier::crypto::load_or_create_server_key(&data.join(carrier::server::KEY_FILE))
+                .expect("the server key is made");
+        let client = TcpListener::bind((*host, 0))
+            .await
+            .expect("bind client port");
+        let links = TcpListener::bind((*host, 0)).await.expect("bind link port");
+        planned.push((dir, data, key.fingerprint(), client, links));
+    }
+    let link_addrs: Vec<SocketAddr> = planned.iter().map(|p| p.4.local_addr().unwrap()).collect();
+    let fps: Vec<Fingerprint> = planned.iter().map(|p| p.2).collect();
+    let mut nodes = Vec::new();
+    for (i, (dir, data, fingerprint, client, links)) in planned.into_iter().enumerate() {
+        let mut config = ServerConfig::default();
+        let addr = client.local_addr().unwrap();
+        config.host = addr.ip().to_string();
+        config.port = addr.port();
+        config.name = Some(format!("server{}", i + 1));
+        config.data_dir = data;
+        config.code_sink = CodeSink::File(dir.path().join("otp.txt"));
+        config.neighbours = neighbours_of(i, edges, &link_addrs, &fps);
+        let mut node = Node {
+            addr,
+            link_addr: link_addrs[i],
+            fingerprint,
+            _dir: dir,
+            config,
+            shutdown: CancellationToken::new(),
+            task: None,
+        };
+        node.run(client, links).await;
+        nodes.push(node);
+    }
+    nodes
+}
+
+fn neighbours_of(
+    i: usize,
+    edges: &[(usize, usize)],
+    links: &[SocketAddr],
+    fps: &[Fingerprint],
+) -> Vec<NeighbourConfig> {
+    edges
+        .iter()
+        .filter_map(|&(a, b)| {
+            if a == i {
+                Some(b)
+            } else if b == i {
+                Some(a)
+            } else {
+                None
+            }
+        })
+        .map(|j| NeighbourConfig {
+            address: links[j].to_string(),
+            fingerprint: Some(fps[j]),
+        })
+        .collect()
+}
+
+/// Polls `check` until it holds: directory spreading and queue draining
+/// happen on other servers, with nothing a client could await.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+}
+
+/// Whether `client`'s server lists `phone` (it knows the route there).
+async fn sees(client: &Client, phone: &str) -> bool {
+    let session = client.login().await.expect("login");
+    let seen = session
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .any(|u| u.phone == phone);
+    session.close().await;
+    seen
+}
+
+/// Fetches until `n` messages have arrived; returns their texts.
+async fn fetch_n(user: &TestUser, n: usize) -> Vec<String> {
+    let mut texts = Vec::new();
+    within("messages to arrive", async {
+        while texts.len() < n {
+            let mut session = user.client.login().await.expect("login");
+            let (received, refused) = session.fetch().await.expect("fetch");
+            assert!(refused.is_empty(), "refused: {refused:?}");
+            texts.extend(received.into_iter().map(|m| m.text));
+            session.close().await;
+            if texts.len() < n {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .await;
+    texts
+}
+
+#[tokio::test]
+async fn seeds_two_servers_on_distinct_hosts() {
+    let nodes = neighbourhood(&["127.0.0.2", "127.0.0.3"], &[(0, 1)]).await;
+    let alice = register(&nodes[0], crate::common::ALICE, KeyType::P256).await;
+    let bob = register(&nodes[1], crate::common::BOB, KeyType::Rsa).await;
+    eventually("server 1 learns bob", || sees(&alice.client, &bob.phone)).await;
+    eventually("server 2 learns alice", || sees(&bob.client, &alice.phone)).await;
+
+    let session = alice.client.login().await.expect("alice logs in");
+    session
+        .send(&bob.phone, "hello from server 1")
+        .await
+        .expect("send across servers");
+    let users = session.list().await.expect("list");
+    let listed_bob = users
+        .iter()
+        .find(|u| u.phone == bob.phone)
+        .expect("bob is listed");
+    assert_eq!(listed_bob.home, "server2");
+    assert_eq!(listed_bob.fingerprint, bob.fingerprint);
+    assert_eq!(listed_bob.home_fingerprint, nodes[1].fingerprint.to_hex());
+    session.close().await;
+
+    assert_eq!(fetch_n(&bob, 1).await, ["hello from server 1"]);
+    let session = bob.client.login().await.expect("bob logs in");
+    session.send(&alice.phone, "and back").await.expect("reply");
+    session.close().await;
+    assert_eq!(fetch_n(&alice, 1).await, ["and back"]);
+}
+
+#[tokio::test]
+async fn line_of_three_stores_and_forwards_while_the_middle_is_down() {
+    let mut nodes = neighbourhood(&["127.0.0.1"; 3], &[(0, 1), (1, 2)]).await;
+    let u1 = register(&nodes[0], crate::common::ALICE, KeyType::P256).await;
+    let u3 = register(&nodes[2], crate::common::CAROL, KeyType::P256).await;
+    eventually("server 1 learns the user of server 3", || {
+        sees(&u1.client, &u3.phone)
+    })
+    .await;
+
+    nodes[1].stop().await;
+    let session = u1.client.login().await.expect("login on server 1");
+    for i in 0..5 {
+        session
+            .send(&u3.phone, &format!("message {i}"))
+            .await
+            .expect("accepted while server 2 is down");
+    }
+    session.close().await;
+    assert_eq!(
+        nodes[0].count("SELECT count(*) FROM outbound_queue").await,
+        5
+    );
+
+    nodes[1].start().await;
+    let texts = fetch_n(&u3, 5).await;
+    let expected: Vec<String> = (0..5).map(|i| format!("message {i}")).collect();
+    assert_eq!(texts, expected, "all delivered, once, in order");
+    eventually("server 1's outbound queue drains", || async {
+        nodes[0].count("SELECT count(*) FROM outbound_queue").await == 0
+    })
+    .await;
+    eventually("server 2's outbound queue drains", || async {
+        nodes[1].count("SELECT count(*) FROM outbound_queue").await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ring_of_four_delivers_once_without_loops() {
+    let nodes = neighbourhood(&["127.0.0.1"; 4], &[(0, 1), (1, 2), (2, 3), (3, 0)]).await;
+    let phones = [
+        crate::common::ALICE,
+        crate::common::BOB,
+        crate::common::CAROL,
+        crate::common::DAVE,
+    ];
+    let mut users = Vec::new();
+    for (node, phone) in nodes.iter().zip(phones) {
+        users.push(register(node, phone, KeyType::P256).await);
+    }
+    for u in &users {
+        for other in &users {
+            eventually("every server learns every user", || {
+                sees(&u.client, &other.phone)
+            })
+            .await;
+        }
+    }
+    for (i, u) in users.iter().enumerate() {
+        let session = u.client.login().await.expect("login");
+        for (j, other) in users.iter().enumerate() {
+            if i != j {
+                session
+                    .send(&other.phone, &format!("{i}->{j}"))
+                    .await
+                    .expect("send around the ring");
+            }
+        }
+        session.close().await;
+    }
+    for (j, u) in users.iter().enumerate() {
+        let mut texts = fetch_n(u, 3).await;
+        texts.sort();
+        let mut expected: Vec<String> = (0..4)
+            .filter(|&i| i != j)
+            .map(|i| format!("{i}->{j}"))
+            .collect();
+        expected.sort();
+        assert_eq!(texts, expected, "user {j} gets each message once");
+    }
+    for node in &nodes {
+        eventually("outbound queues drain", || async {
+            node.count("SELECT count(*) FROM outbound_queue").await == 0
+        })
+        .await;
+        assert_eq!(
+            node.count("SELECT count(*) FROM message_queue").await,
+            0,
+            "nothing left over or duplicated"
+        );
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; a race with other
+/// processes is possible but harmless in practice).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Server files whose config listens for links on `link_port` and links to
+/// the neighbours at the given local ports (with optional fingerprints).
+fn linked_files(link_port: u16, neighbours: &[(u16, Option<Fingerprint>)]) -> ServerFiles {
+    let files = ServerFiles::new();
+    let mut text = std::fs::read_to_string(&files.config).unwrap();
+    text.push_str(&format!(
+        "\n[neighbourhood]\nserver_port = {link_port}\nneighbours = [\n"
+    ));
+    for (port, fp) in neighbours {
+        match fp {
+            Some(fp) => text.push_str(&format!(
+                "  {{ address = \"127.0.0.1:{port}\", fingerprint = \"{fp}\" }},\n"
+            )),
+            None => text.push_str(&format!("  {{ address = \"127.0.0.1:{port}\" }},\n")),
+        }
+    }
+    text.push_str("]\n");
+    std::fs::write(&files.config, text).unwrap();
+    files
+}
+
+#[tokio::test]
+async fn a_neighbour_with_the_wrong_key_is_refused() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let files_b = linked_files(port_b, &[]);
+    let _b = files_b.start();
+    let wrong = Fingerprint::of_spki(b"not the key of server b");
+    let files_a = linked_files(port_a, &[(port_b, Some(wrong))]);
+    let a = files_a.start();
+    eventually("server a logs the refusal", || async {
+        files_a.log_text().contains("presented an unexpected key")
+    })
+    .await;
+    let log = files_a.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("presented an unexpected key"))
+        .unwrap();
+    assert!(
+        line.contains(&wrong.to_hex()),
+        "the log names the expected key: {line}"
+    );
+    // Server a still serves its own users.
+    let alice = register(&a, crate::common::ALICE, KeyType::P256).await;
+    assert!(sees(&alice.client, &alice.phone).await);
+}
+
+#[tokio::test]
+async fn kill_9_with_an_outbound_queue_loses_nothing() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let files_a = linked_files(port_a, &[(port_b, None)]);
+    let files_b = linked_files(port_b, &[(port_a, None)]);
+    let mut b = files_b.start();
+    let mut a = files_a.start();
+    let alice = register(&a, crate::common::ALICE, KeyType::P256).await;
+    let bob = register(&b, crate::common::BOB, KeyType::P256).await;
+    eventually("server a learns bob", || sees(&alice.client, &bob.phone)).await;
+
+    b.kill_9();
+    let session = alice.client.login().await.expect("alice logs in");
+    let n = 20;
+    for i in 0..n {
+        session
+            .send(&bob.phone, &format!("queued {i}"))
+            .await
+            .expect("accepted into the outbound queue");
+    }
+    drop(session);
+    a.kill_9();
+
+    let _a = files_a.start();
+    let b = files_b.start();
+    let bob_again = TestUser {
+        client: bob.client_for(&b).await,
+        ..bob
+    };
+    let texts = fetch_n(&bob_again, n).await;
+    let expected: Vec<String> = (0..n).map(|i| format!("queued {i}")).collect();
+    assert_eq!(
+        texts, expected,
+        "every acknowledged message arrives once, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_connected_user_once() {
+    let nodes = neighbourhood(&["127.0.0.1"; 3], &[(0, 1), (1, 2), (2, 0)]).await;
+    let phones = [
+        crate::common::ALICE,
+        crate::common::BOB,
+        crate::common::CAROL,
+    ];
+    let mut users = Vec::new();
+    for (node, phone) in nodes.iter().zip(phones) {
+        users.push(register(node, phone, KeyType::P256).await);
+    }
+    for u in &users {
+        for other in &users {
+            eventually("every server learns every user", || {
+                sees(&u.client, &other.phone)
+            })
+            .await;
+        }
+    }
+    let mut listeners = Vec::new();
+    for u in &users[1..] {
+        listeners.push(u.client.login().await.expect("login"));
+    }
+    // Presence reaches the author's server before the broadcast matters
+    // only for `list`; broadcasts go to whoever is connected now.
+    let author = users[0].client.login().await.expect("login");
+    let first = author
+        .broadcast("hello, neighbourhood")
+        .await
+        .expect("broadcast");
+    let second = author.broadcast("second").await.expect("broadcast");
+    for session in &mut listeners {
+        let mut seen = Vec::new();
+        while !seen.contains(&second) {
+            match within("a broadcast", session.conn.next_event())
+                .await
+                .expect("connection open")
+            {
+                Event::Broadcast(b) => {
+                    session
+                        .verify_broadcast(&b)
+                        .await
+                        .expect("the author's signature verifies");
+                    seen.push(b.id);
+                }
+                Event::Message(_) => {}
+            }
+        }
+        while let Some(event) = session.conn.try_next_event() {
+            if let Event::Broadcast(b) = event {
+                seen.push(b.id);
+            }
+        }
+        assert_eq!(
+            seen.iter().filter(|id| **id == first).count(),
+            1,
+            "the first broadcast arrives once"
+        );
+        assert_eq!(
+            seen.iter().filter(|id| **id == second).count(),
+            1,
+            "the second broadcast arrives once"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The `carrier-server` and `carrier` binaries as child processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use carrier::domain::Fingerprint;
+use tempfile::TempDir;
+
+use crate::common::{PATIENCE, Reachable, SHUTDOWN_PATIENCE};
+
+/// A server's files: a config (port 0, codes to a file), its data directory
+/// and the server's log. Survives restarts of the process.
+pub struct ServerFiles {
+    /// Holds everything below; deleted on drop.
+    _dir: TempDir,
+    pub config: PathBuf,
+    pub otp_file: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ServerFiles {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = dir.path().join("server.toml");
+        std::fs::write(
+            &config,
+            "[server]\nhost = \"127.0.0.1\"\nport = 0\ndata_dir = \"data\"\n\n\
+             [otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n",
+        )
+        .expect("the config is written");
+        Self {
+            otp_file: dir.path().join("otp.txt"),
+            log: dir.path().join("server.log"),
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// Starts `carrier-server --config` and waits for its address and fingerprint.
+    pub fn start(&self) -> ServerProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_carrier-server"))
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("CARRIER_HOST")
+            .env_remove("CARRIER_PORT")
+            .env_remove("CARRIER_DATA_DIR")
+            .env_remove("CARRIER_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("carrier-server starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        // Drains standard output for the life of the process.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut fingerprint = None;
+        let addr = loop {
+            let line = match lines.recv_timeout(PATIENCE) {
+                Ok(line) => line,
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!(
+                        "carrier-server printed no address ({e}); log:\n{}",
+                        self.log_text()
+                    );
+                }
+            };
+            if let Some(fp) = line.strip_prefix("Carrier server fingerprint: ") {
+                fingerprint = Some(Fingerprint::parse(fp.trim()).expect("a fingerprint"));
+            }
+            if let Some(rest) = line.strip_prefix("Listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("an address")
+                    .to_owned();
+            }
+        };
+        let fingerprint = fingerprint.expect("the fingerprint is printed before the address");
+        ServerProcess {
+            child: Some(child),
+            addr,
+            fingerprint,
+            otp_file: self.otp_file.clone(),
+            _lines: lines,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A running `carrier-server`. Killed (SIGKILL) if dropped while running.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub addr: String,
+    pub fingerprint: Fingerprint,
+    otp_file: PathBuf,
+    /// Keeps the drain of standard output going.
+    _lines: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// SIGKILL: no shutdown, no flush; the process is gone when this returns.
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL is delivered");
+        child.wait().expect("the killed server is reaped");
+    }
+
+    /// SIGTERM, then the exit status once the process ended.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.take().expect("running");
+        let pid = child.id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        wait_for(
+            child,
+            SHUTDOWN_PATIENCE,
+            "carrier-server to exit after SIGTERM",
+        )
+        .status
+    }
+}
+
+impl Reachable for ServerProcess {
+    fn addr(&self) -> String {
+        self.addr.clone()
+    }
+    fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    fn otp_file(&self) -> &Path {
+        &self.otp_file
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child` to end and collects its output; kills it and fails the
+/// test naming `what` if it hangs.
+pub fn wait_within(child: Child, what: &str) -> Output {
+    wait_for(child, PATIENCE, what)
+}
+
+fn wait_for(child: Child, patience: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(patience) {
+        Ok(output) => output.expect("the child's output is collected"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what}: did not finish within {patience:?}");
+        }
+    }
+}
+
+/// `carrier --server ADDR --home HOME` with a clean environment.
+pub fn carrier(server: &str, home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier"));
+    cmd.arg("--server").arg(server).arg("--home").arg(home);
+    for var in [
+        "CARRIER_SERVER",
+        "CARRIER_SERVER_FINGERPRINT",
+        "CARRIER_HOME",
+        "CARRIER_PASSPHRASE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Runs `cmd` with no standard input and returns its output.
+pub fn run(cmd: &mut Command, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    wait_within(child, what)
+}
+
+pub fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

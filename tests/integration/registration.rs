@@ -1,0 +1,508 @@
+//! Registration with a one-time code: the happy paths for both key types,
+//! re-registration with a new key, and every way a code is refused.
+
+use carrier::client::ClientError;
+use carrier::crypto::Identity;
+use carrier::protocol::{ErrorCode, KeyType, Response};
+
+use crate::common::*;
+use crate::wire::Wire;
+
+/// What registration must leave behind: the account in the home, the users
+/// row on the server, and a key that logs in.
+async fn check_registered(server: &TestServer, user: &TestUser, key_type: KeyType) {
+    let identity = user.identity();
+    let account = user.client.account().expect("an account");
+    assert_eq!(account.phone, user.phone);
+    assert_eq!(account.key_type, key_type);
+    assert_eq!(account.fingerprint, identity.fingerprint().to_hex());
+    let row = server.user_row(&user.phone).await.expect("a users row");
+    assert_eq!(row.key_type, key_type.as_str());
+    assert_eq!(row.public_key, identity.public_key().to_spki_der());
+    assert_eq!(row.fingerprint, account.fingerprint);
+    let session = user
+        .client
+        .login()
+        .await
+        .expect("the registered key logs in");
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_a_p256_key_with_the_printed_code() {
+    let mut server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    check_registered(&server, &alice, KeyType::P256).await;
+    assert_eq!(server.codes_for(ALICE).len(), 1, "one code was sent");
+
+    // Registering again from the same home keeps the key: nothing replaced.
+    let replaced = register_client(&server, &alice.client, ALICE, KeyType::P256)
+        .await
+        .expect("re-registration");
+    assert!(!replaced, "the same key was reported as replaced");
+    assert_eq!(
+        server.user_row(ALICE).await.unwrap().fingerprint,
+        alice.fingerprint
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_a_new_rsa_key_with_the_printed_code() {
+    let mut server = spawn_server().await;
+    // The client makes the RSA key itself here (about a second).
+    let (home, client) = new_client(&server.addr(), Some(server.fingerprint)).await;
+    let replaced = register_client(&server, &client, BOB, KeyType::Rsa)
+        .await
+        .expect("RSA registration");
+    assert!(!replaced);
+    let fingerprint = client.account().unwrap().fingerprint;
+    let bob = TestUser {
+        phone: BOB.into(),
+        home,
+        client,
+        fingerprint,
+    };
+    check_registered(&server, &bob, KeyType::Rsa).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_needs_a_fresh_code_and_warns_senders_until_trusted() {
+    let mut server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let old_code = server.code_for(ALICE);
+    let old_fp = alice.fingerprint.clone();
+
+    // Bob writes to Alice: he pins her first key. Alice reads it.
+    let bob_session = bob.client.login().await.unwrap();
+    bob_session
+        .send(ALICE, "before")
+        .await
+        .expect("first message");
+    {
+        let mut s = alice.client.login().await.unwrap();
+        let (got, refused) = s.fetch().await.unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(
+            got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["before"]
+        );
+        s.close().await;
+    }
+
+    // Alice's new device: a new home, so a new key. The code of the first
+    // registration does not register it.
+    let (home2, client2) = new_client(&server.addr(), Some(server.fingerprint)).await;
+    let err = client2
+        .register(ALICE, KeyType::P256, |_| Ok(old_code.clone()))
+        .await
+        .err()
+        .expect("the old code is refused");
+    let fresh = server.code_for(ALICE);
+    if fresh != old_code {
+        assert_eq!(server_code(&err), Some(ErrorCode::WrongCode), "{err}");
+    }
+    let row = server.user_row(ALICE).await.unwrap();
+    assert_eq!(
+        row.fingerprint, old_fp,
+        "a refused code changed the registered key"
+    );
+
+    let replaced = register_client(&server, &client2, ALICE, KeyType::P256)
+        .await
+        .expect("fresh code works");
+    assert!(
+        replaced,
+        "Registered.replaced_key must be true for a new key"
+    );
+    let alice2 = TestUser {
+        phone: ALICE.into(),
+        home: home2,
+        fingerprint: client2.account().unwrap().fingerprint,
+        client: client2,
+    };
+    let new_fp = alice2.fingerprint.clone();
+    assert_ne!(new_fp, old_fp);
+    assert_eq!(server.user_row(ALICE).await.unwrap().fingerprint, new_fp);
+    assert_eq!(
+        bob_session.lookup(&phone(ALICE)).await.unwrap().fingerprint,
+        new_fp
+    );
+
+    // Bob still pins the old key: sending is refused, naming both keys.
+    for attempt in 1..=2 {
+        match bob_session.send(ALICE, "to the new key?").await {
+            Err(e @ ClientError::KeyChanged { .. }) => {
+                let ClientError::KeyChanged {
+                    pinned, current, ..
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(pinned.to_hex(), old_fp, "attempt {attempt}");
+                assert_eq!(current.to_hex(), new_fp, "attempt {attempt}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&old_fp) && text.contains(&new_fp),
+                    "attempt {attempt}: {text}"
+                );
+            }
+            other => panic!("attempt {attempt}: expected KeyChanged, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        server.queued_for(ALICE).await,
+        0,
+        "a refused send queued something"
+    );
+
+    // A message from the new key to Bob is kept back (not lost) until he trusts it.
+    {
+        let s = alice2.client.login().await.unwrap();
+        s.send(BOB, "from my new phone")
+            .await
+            .expect("Alice's new key can send");
+        s.close().await;
+    }
+    bob_session.close().await;
+    let mut bob_session = bob.client.login().await.unwrap();
+    let (got, refused) = bob_session.fetch().await.unwrap();
+    assert!(
+        got.is_empty(),
+        "a message under a changed key was accepted: {got:?}"
+    );
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].reason.contains(&old_fp) && refused[0].reason.contains(&new_fp),
+        "{}",
+        refused[0].reason
+    );
+    assert_eq!(
+        server.queued_for(BOB).await,
+        1,
+        "the kept-back message must stay on the server"
+    );
+
+    let trusted = bob_session.trust(&phone(ALICE)).await.expect("trust");
+    assert_eq!(trusted.to_hex(), new_fp);
+    let (got, refused) = bob_session.fetch().await.unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(
+        got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["from my new phone"]
+    );
+    bob_session
+        .send(ALICE, "welcome back")
+        .await
+        .expect("sending works after trust");
+    bob_session.close().await;
+
+    let mut s = alice2.client.login().await.unwrap();
+    let (got, refused) = s.fetch().await.unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(
+        got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["welcome back"]
+    );
+    s.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_count_down_then_the_code_is_dead() {
+    let mut server = spawn_server().await;
+    let max = server.config.otp_policy.max_tries;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+    assert!(matches!(
+        w.register(CAROL, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    let wrong = wrong_code(&code);
+
+    // `max_tries` wrong codes are allowed, each told how many remain.
+    for attempt in 1..=max {
+        let case = format!("wrong code {attempt} of {max}");
+        let message = expect_error(
+            w.verify(CAROL, &id, &wrong).await,
+            ErrorCode::WrongCode,
+            &case,
+        );
+        let remaining = max - attempt;
+        assert!(
+            message.contains(&format!("{remaining} tries left")),
+            "{case}: {message}"
+        );
+        assert!(
+            server.user_row(CAROL).await.is_none(),
+            "{case}: a user row appeared"
+        );
+    }
+    let case = format!("wrong code {}", max + 1);
+    expect_error(
+        w.verify(CAROL, &id, &wrong).await,
+        ErrorCode::CodeDead,
+        &case,
+    );
+    expect_error(
+        w.verify(CAROL, &id, &code).await,
+        ErrorCode::CodeDead,
+        "the right code after the code died",
+    );
+    assert!(
+        server.user_row(CAROL).await.is_none(),
+        "a dead code registered the user"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_code_does_not_reset_the_wrong_tries() {
+    let mut server = spawn_server_with(|c| c.otp_policy.max_codes = 20).await;
+    let max = server.config.otp_policy.max_tries;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+    // One wrong try per code, each on a newly issued code: the count of
+    // tries left keeps going down.
+    for tries in 1..max {
+        assert!(
+            matches!(w.register(DAVE, &id).await, Response::CodeSent { .. }),
+            "code {tries}"
+        );
+        let wrong = wrong_code(&server.code_for(DAVE));
+        let case = format!("wrong try {tries}, on code {tries}");
+        let message = expect_error(
+            w.verify(DAVE, &id, &wrong).await,
+            ErrorCode::WrongCode,
+            &case,
+        );
+        assert!(
+            message.contains(&format!("{} tries left", max - tries)),
+            "{case}: {message}"
+        );
+    }
+    // Wrong codes on the last code: the code dies within the tries left
+    // (a reset would allow `max` more).
+    assert!(matches!(
+        w.register(DAVE, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let last = server.code_for(DAVE);
+    let mut extra = 0;
+    loop {
+        extra += 1;
+        assert!(
+            extra <= 2,
+            "still not dead after {} wrong tries in all (max_tries = {max})",
+            max - 1 + extra
+        );
+        match w.verify(DAVE, &id, &wrong_code(&last)).await {
+            Response::Error {
+                code: ErrorCode::CodeDead,
+                ..
+            } => break,
+            Response::Error {
+                code: ErrorCode::WrongCode,
+                ..
+            } => {}
+            other => panic!("wrong try {}: {other:?}", max - 1 + extra),
+        }
+    }
+    let codes_before = server.codes_for(DAVE).len();
+    expect_error(
+        w.verify(DAVE, &id, &last).await,
+        ErrorCode::CodeDead,
+        "the right code",
+    );
+    expect_error(
+        w.register(DAVE, &id).await,
+        ErrorCode::CodeDead,
+        "asking for another code",
+    );
+    assert_eq!(
+        server.codes_for(DAVE).len(),
+        codes_before,
+        "a code was sent to a dead phone"
+    );
+    assert!(server.user_row(DAVE).await.is_none());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_is_refused() {
+    let mut server = spawn_server().await;
+    let ttl = server.config.otp_policy.ttl_ms;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+
+    assert!(matches!(
+        w.register(CAROL, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    server.clock.advance_ms(ttl + 1);
+    expect_error(
+        w.verify(CAROL, &id, &code).await,
+        ErrorCode::CodeExpired,
+        "code past its ttl",
+    );
+    assert!(
+        server.user_row(CAROL).await.is_none(),
+        "an expired code registered the user"
+    );
+
+    // A code used just before its expiry still works.
+    assert!(matches!(
+        w.register(CAROL, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    server.clock.advance_ms(ttl - 1);
+    match w.verify(CAROL, &id, &code).await {
+        Response::Registered {
+            phone,
+            fingerprint,
+            replaced_key,
+        } => {
+            assert_eq!(phone, CAROL);
+            assert_eq!(fingerprint, id.fingerprint().to_hex());
+            assert!(!replaced_key);
+        }
+        other => panic!("a code within its ttl was refused: {other:?}"),
+    }
+    assert!(server.user_row(CAROL).await.is_some());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_phone_numbers_are_refused() {
+    let mut server = spawn_server().await;
+    let id = Identity::generate(KeyType::P256);
+    let cases = [
+        ("empty", ""),
+        ("no plus", "12025550101"),
+        ("too short", "+1555123456"),
+        ("not in the numbering plan", "+15551234567"),
+        ("words", "hello"),
+        ("plus only", "+"),
+        ("zeros", "+0000"),
+        ("punctuation only", "+()-"),
+        ("far too long", "+1202555010112345678901234567890123456789"),
+    ];
+    let mut w = Wire::connect(&server).await;
+    for (case, bad) in cases {
+        expect_error(
+            w.register(bad, &id).await,
+            ErrorCode::InvalidPhone,
+            &format!("register: {case}"),
+        );
+        expect_error(
+            w.verify(bad, &id, "123456").await,
+            ErrorCode::InvalidPhone,
+            &format!("verify: {case}"),
+        );
+        expect_error(
+            w.login(bad, &id).await,
+            ErrorCode::InvalidPhone,
+            &format!("login: {case}"),
+        );
+    }
+    assert!(w.ping().await, "the connection survives bad numbers");
+    assert!(
+        !server.otp_file.exists(),
+        "a code was sent for an invalid number"
+    );
+    let pool = server.db().await;
+    for table in ["users", "otp_codes", "otp_limits"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "rows in {table} after invalid numbers");
+    }
+    pool.close().await;
+
+    // The client refuses them before asking the server.
+    let (_home, client) = new_client(&server.addr(), Some(server.fingerprint)).await;
+    for (case, bad) in cases {
+        match register_client(&server, &client, bad, KeyType::P256).await {
+            Err(ClientError::Input(_)) => {}
+            other => panic!("client register: {case}: expected an input error, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_codes_are_rate_limited() {
+    let mut server = spawn_server().await;
+    let policy = server.config.otp_policy;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+    for n in 1..=policy.max_codes {
+        assert!(
+            matches!(w.register(CAROL, &id).await, Response::CodeSent { .. }),
+            "code {n}"
+        );
+    }
+    expect_error(
+        w.register(CAROL, &id).await,
+        ErrorCode::RateLimited,
+        "one code over the limit",
+    );
+    assert_eq!(
+        server.codes_for(CAROL).len(),
+        policy.max_codes as usize,
+        "a rate-limited code was sent"
+    );
+    let mut w2 = Wire::connect(&server).await;
+    expect_error(
+        w2.register(CAROL, &id).await,
+        ErrorCode::RateLimited,
+        "the limit is per phone, not per connection",
+    );
+    assert!(server.user_row(CAROL).await.is_none());
+    // Other phones are not limited.
+    assert!(
+        matches!(w2.register(DAVE, &id).await, Response::CodeSent { .. }),
+        "another phone"
+    );
+
+    // A new window allows a new code, which registers.
+    server.clock.advance_ms(policy.window_ms);
+    assert!(
+        matches!(w2.register(CAROL, &id).await, Response::CodeSent { .. }),
+        "a new window"
+    );
+    let code = server.code_for(CAROL);
+    assert!(matches!(
+        w2.verify(CAROL, &id, &code).await,
+        Response::Registered { .. }
+    ));
+    server.stop().await;
+}
+
+/// Letters are not digits: "+1202555010a" is a typo, not +12025550102 (the
+/// phone-keypad reading of "a"). A typo must not send a code to somebody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_in_a_phone_number_are_refused() {
+    let mut server = spawn_server().await;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+    for (case, bad) in [
+        ("trailing letter", "+1202555010a"),
+        ("vanity letters", "+1202555CALL"),
+    ] {
+        let answer = w.register(bad, &id).await;
+        expect_error(answer, ErrorCode::InvalidPhone, case);
+    }
+    assert!(
+        !server.otp_file.exists(),
+        "a code was sent for a number typed with letters"
+    );
+    server.stop().await;
+}
