@@ -81,20 +81,20 @@ pub async fn insert(
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes a message the neighbour acknowledged; returns its size if it existed.
-pub async fn delete(
+/// Deletes messages the neighbour acknowledged (at most
+/// [`super::queue::DELETE_CHUNK`]); returns the size of each that existed.
+pub async fn delete_many(
     conn: &mut SqliteConnection,
     neighbour: &str,
-    id: &[u8],
-) -> Result<Option<u64>, DbError> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM outbound_queue WHERE neighbour = $1 AND id = $2 RETURNING length(envelope)",
-    )
-    .bind(neighbour)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(size.map(|s| s as u64))
+    ids: &[[u8; 16]],
+) -> Result<Vec<u64>, DbError> {
+    let sql = super::queue::delete_sql("outbound_queue", "neighbour", ids.len());
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(neighbour);
+    for id in ids {
+        query = query.bind(&id[..]);
+    }
+    let sizes: Vec<i64> = query.fetch_all(conn).await?;
+    Ok(sizes.into_iter().map(|s| s as u64).collect())
 }
 
 /// Deletes expired outbound messages; returns (neighbour, size) of each.

@@ -91,20 +91,34 @@ pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage) -> Result<bool,
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes one message of `recipient`; returns its envelope size if it existed.
-pub async fn delete(
+/// Most ids deleted by one statement (well under SQLite's parameter limit).
+pub const DELETE_CHUNK: usize = 500;
+
+/// Deletes messages of `recipient` by id (at most [`DELETE_CHUNK`]); returns
+/// the envelope size of each message that existed.
+pub async fn delete_many(
     conn: &mut SqliteConnection,
     recipient: &str,
-    id: &[u8],
-) -> Result<Option<u64>, DbError> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM message_queue WHERE recipient = $1 AND id = $2 RETURNING length(envelope)",
+    ids: &[[u8; 16]],
+) -> Result<Vec<u64>, DbError> {
+    let sql = delete_sql("message_queue", "recipient", ids.len());
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(recipient);
+    for id in ids {
+        query = query.bind(&id[..]);
+    }
+    let sizes: Vec<i64> = query.fetch_all(conn).await?;
+    Ok(sizes.into_iter().map(|s| s as u64).collect())
+}
+
+/// `DELETE FROM <table> WHERE <owner> = $1 AND id IN ($2, …) RETURNING
+/// length(envelope)` for `n` ids. Only fixed names and placeholders go into
+/// the text; every value is bound.
+pub(super) fn delete_sql(table: &str, owner: &str, n: usize) -> String {
+    let placeholders: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
+    format!(
+        "DELETE FROM {table} WHERE {owner} = $1 AND id IN ({}) RETURNING length(envelope)",
+        placeholders.join(", ")
     )
-    .bind(recipient)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(size.map(|s| s as u64))
 }
 
 /// Deletes up to `limit` expired messages, oldest first; returns the

@@ -349,12 +349,12 @@ async fn delete(
     ids: &[[u8; 16]],
 ) -> Result<u64, DbError> {
     let mut deleted = 0;
-    for id in ids {
-        let size = match queue_ref {
-            QueueRef::Recipient(r) => queue::delete(conn, r, id).await?,
-            QueueRef::Neighbour(n) => outbound::delete(conn, n, id).await?,
+    for chunk in ids.chunks(queue::DELETE_CHUNK) {
+        let sizes = match queue_ref {
+            QueueRef::Recipient(r) => queue::delete_many(conn, r, chunk).await?,
+            QueueRef::Neighbour(n) => outbound::delete_many(conn, n, chunk).await?,
         };
-        if let Some(size) = size {
+        for size in sizes {
             deleted += 1;
             shrink(usage, &queue_ref.usage_key(), size);
         }
