@@ -85,7 +85,7 @@ impl PendingSend {
 
 /// Who this server is, as its neighbours and directory entries know it.
 #[derive(Debug, Clone)]
-pub struct ServerIdentity {
+pub struct ServerInfo {
     pub fingerprint: Fingerprint,
     /// SPKI DER of the long-term key.
     pub public_key: Vec<u8>,
@@ -100,7 +100,7 @@ pub struct Router {
     pub registry: Arc<Registry>,
     pub directory: Directory,
     pub neighbours: Neighbours,
-    me: ServerIdentity,
+    me: ServerInfo,
     clock: Clock,
     message_ttl_ms: i64,
     presence_changed: Arc<Notify>,
@@ -117,7 +117,7 @@ impl Router {
         writer: QueueWriter,
         committed: mpsc::UnboundedReceiver<Committed>,
         directory: Directory,
-        me: ServerIdentity,
+        me: ServerInfo,
         clock: Clock,
         message_ttl_ms: i64,
     ) -> Arc<Self> {
@@ -146,7 +146,7 @@ impl Router {
         &self.clock
     }
 
-    pub fn me(&self) -> &ServerIdentity {
+    pub fn me(&self) -> &ServerInfo {
         &self.me
     }
 

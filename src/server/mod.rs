@@ -30,7 +30,7 @@ use crate::link::NeighbourConfig;
 use crate::protocol::ErrorCode;
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::Router;
-use crate::routing::ServerIdentity;
+use crate::routing::ServerInfo;
 use crate::routing::directory::Directory;
 use crate::routing::directory::{self, Entry};
 use error::ApiError;
@@ -120,7 +120,7 @@ impl Server {
             source,
         };
         let (pool, options) = db::open(dir).await.map_err(db_err)?;
-        let me = ServerIdentity {
+        let me = ServerInfo {
             fingerprint: key.fingerprint(),
             public_key: key.public_key().to_spki_der(),
             name: config

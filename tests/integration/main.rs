@@ -12,6 +12,7 @@ mod common;
 mod process;
 mod wire;
 
+mod architecture;
 mod bad_input;
 mod cli;
 mod crash;
