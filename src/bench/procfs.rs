@@ -3,7 +3,7 @@
 //! where the figure cannot be had, and the report then shows `null`.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Clock ticks per second, from `getconf CLK_TCK` (100 if that fails).
 pub fn clock_ticks() -> f64 {
@@ -72,11 +72,34 @@ pub fn open_files_limit() -> Option<u64> {
         .ok()
 }
 
+/// Waits until the servers are quiet (less than 5% of a core each over
+/// 200 ms), at most `max`; returns how long that took. A timed phase that
+/// starts while a server still finishes earlier work would be charged for it.
+pub async fn settle(pids: &[u32], max: Duration) -> Duration {
+    let started = Instant::now();
+    let window = Duration::from_millis(200);
+    loop {
+        let before: Vec<Option<f64>> = pids.iter().map(|&p| cpu_seconds(p)).collect();
+        tokio::time::sleep(window).await;
+        let busy = pids
+            .iter()
+            .zip(&before)
+            .any(|(&p, b)| match (cpu_seconds(p), b) {
+                (Some(a), Some(b)) => a - b > 0.05 * window.as_secs_f64(),
+                _ => false,
+            });
+        if !busy || started.elapsed() >= max {
+            return started.elapsed();
+        }
+    }
+}
+
 /// CPU and memory of a set of server processes over one timed phase.
 pub struct Meter {
     pids: Vec<u32>,
     cpu0: Vec<Option<f64>>,
     peak_reset: bool,
+    own_cpu0: Option<f64>,
     started: Instant,
 }
 
@@ -94,6 +117,8 @@ pub struct Measured {
     pub peak_each: Vec<Option<u64>>,
     /// Whether the peaks cover only this phase.
     pub peak_is_phase_only: bool,
+    /// CPU seconds of the load generator (this process) in the phase.
+    pub own_cpu_seconds: Option<f64>,
 }
 
 impl Meter {
@@ -106,6 +131,7 @@ impl Meter {
             pids: pids.to_vec(),
             cpu0,
             peak_reset,
+            own_cpu0: cpu_seconds(std::process::id()),
             started: Instant::now(),
         }
     }
@@ -130,6 +156,9 @@ impl Meter {
             .copied()
             .collect::<Option<Vec<u64>>>()
             .and_then(|v| v.into_iter().max());
+        let own_cpu_seconds = self::cpu_seconds(std::process::id())
+            .zip(self.own_cpu0)
+            .map(|(a, b)| a - b);
         Measured {
             seconds,
             cpu_seconds,
@@ -137,6 +166,7 @@ impl Meter {
             peak_rss,
             peak_each,
             peak_is_phase_only: self.peak_reset,
+            own_cpu_seconds,
         }
     }
 }

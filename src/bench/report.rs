@@ -141,7 +141,11 @@ pub fn table(rows: &[Row]) -> String {
             .filter(|(k, _)| k.as_str() != "variant")
             .map(|(k, v)| match v {
                 Value::String(s) => format!("{k}: {s}"),
-                other => format!("{k}={other}"),
+                other => {
+                    let mut v = other.clone();
+                    round_floats(&mut v);
+                    format!("{k}={v}")
+                }
             })
             .collect();
         if !details.is_empty() {

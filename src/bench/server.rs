@@ -39,7 +39,7 @@ impl ServerBin {
         if sibling.is_file() {
             let older = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
             let warning = match (older(&sibling), older(&me)) {
-                (Some(s), Some(b)) if s + Duration::from_secs(5) < b => Some(format!(
+                (Some(s), Some(b)) if s + Duration::from_secs(120) < b => Some(format!(
                     "{} is older than the bench; if the server changed since, rebuild it (cargo build --release --bins)",
                     sibling.display()
                 )),
