@@ -23,6 +23,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 /// File name of the server database inside the data directory.
 pub const DATABASE_FILE: &str = "carrier.db";
 
+/// SQLite page cache per connection, in KiB.
+const CACHE_KIB: u32 = 32 * 1024;
+/// Bytes of the database file SQLite may map into memory for reading.
+const MMAP_BYTES: u64 = 256 << 20;
+
 /// How long a statement waits for another writer before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,7 +55,11 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true))
+        .foreign_keys(true)
+        // Queues of millions of rows: keep their indexes' hot pages in
+        // memory rather than reading them from the OS on every insert.
+        .pragma("cache_size", format!("-{}", CACHE_KIB))
+        .pragma("mmap_size", MMAP_BYTES.to_string()))
 }
 
 /// Opens (creating if needed) the database in `data_dir` and runs the

@@ -97,7 +97,8 @@ pub async fn delete_many(
     Ok(sizes.into_iter().map(|s| s as u64).collect())
 }
 
-/// Deletes expired outbound messages; returns (neighbour, size) of each.
+/// Deletes the expired messages among the `limit` oldest waiting for any
+/// neighbour (see `queue::delete_expired`); returns (neighbour, size) of each.
 pub async fn delete_expired(
     conn: &mut SqliteConnection,
     now: Millis,
@@ -105,7 +106,8 @@ pub async fn delete_expired(
 ) -> Result<Vec<(String, u64)>, DbError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "DELETE FROM outbound_queue WHERE seq IN (
-             SELECT seq FROM outbound_queue WHERE expires_at <= $1 ORDER BY seq LIMIT $2)
+             SELECT seq FROM (SELECT seq, expires_at FROM outbound_queue ORDER BY seq LIMIT $2)
+             WHERE expires_at <= $1)
          RETURNING neighbour, length(envelope)",
     )
     .bind(now)
@@ -132,10 +134,14 @@ pub async fn mark_seen(
 }
 
 pub async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64, DbError> {
-    let done = sqlx::query("DELETE FROM relay_seen WHERE expires_at <= $1")
-        .bind(now)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query(
+        "DELETE FROM relay_seen WHERE rowid IN (
+             SELECT rowid FROM (SELECT rowid, expires_at FROM relay_seen ORDER BY rowid LIMIT 5000)
+             WHERE expires_at <= $1)",
+    )
+    .bind(now)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected())
 }
 

@@ -121,8 +121,12 @@ pub(super) fn delete_sql(table: &str, owner: &str, n: usize) -> String {
     )
 }
 
-/// Deletes up to `limit` expired messages, oldest first; returns the
-/// recipient and size of each, so quota counters can follow.
+/// Deletes the expired messages among the `limit` oldest; returns the
+/// recipient and size of each, so quota counters can follow. Looking only at
+/// the oldest rows keeps a sweep cheap however long the queue; since every
+/// message gets the same lifetime, expiry follows arrival order (a message
+/// that expires earlier than an older one waits for it, and `fetch` never
+/// returns an expired message meanwhile).
 pub async fn delete_expired(
     conn: &mut SqliteConnection,
     now: Millis,
@@ -130,7 +134,8 @@ pub async fn delete_expired(
 ) -> Result<Vec<(String, u64)>, DbError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "DELETE FROM message_queue WHERE seq IN (
-             SELECT seq FROM message_queue WHERE expires_at <= $1 ORDER BY seq LIMIT $2)
+             SELECT seq FROM (SELECT seq, expires_at FROM message_queue ORDER BY seq LIMIT $2)
+             WHERE expires_at <= $1)
          RETURNING recipient, length(envelope)",
     )
     .bind(now)

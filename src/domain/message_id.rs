@@ -10,10 +10,18 @@ impl MessageId {
     /// Length of the id in bytes.
     pub const LEN: usize = 16;
 
-    /// A fresh id from the operating system's generator.
+    /// A fresh id: the current time in milliseconds (6 bytes, big-endian)
+    /// followed by 10 bytes from the operating system's generator. Ids made
+    /// later sort later, so servers append to their id indexes instead of
+    /// writing at random places; 80 random bits keep them unique.
     pub fn random() -> Self {
         let mut bytes = [0u8; 16];
-        getrandom_fill(&mut bytes);
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        getrandom_fill(&mut bytes[6..]);
         Self(bytes)
     }
 

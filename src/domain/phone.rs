@@ -23,7 +23,9 @@ impl PhoneNumber {
         let trimmed = input.trim();
         // Only digits and the usual separators: a letter is a typo here,
         // not a keypad letter to translate into someone else's number.
-        let plain = trimmed.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c));
+        let plain = trimmed
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c));
         if trimmed.len() > 40 || !trimmed.starts_with('+') || !plain {
             return Err(PhoneError::Unparsable(shorten(trimmed)));
         }

@@ -1,9 +1,9 @@
 //! Where a message goes. A `send` is checked against the clear envelope
 //! header and committed through the group-commit writer either to the
 //! recipient's queue (their home is here) or to the outbound queue of the
-//! neighbour that leads to their home. Once committed, a local message is
-//! pushed to the recipient's live sessions and an outbound one wakes its
-//! link. Every hop does the same with messages relayed to it, so a message
+//! neighbour that leads to their home. A local message is pushed to the
+//! recipient's live sessions at once, while it commits (the sender is
+//! answered after the commit); an outbound one wakes its link once committed. Every hop does the same with messages relayed to it, so a message
 //! is always held by at least one server until the next one has committed it.
 //!
 //! Routing never opens an envelope: it has no key to do so.
@@ -251,6 +251,12 @@ impl Router {
                 )
             }
         };
+        if matches!(destination, Destination::Local) {
+            // A connected recipient gets it now, while it commits: the sender
+            // is still answered only after the commit, and a message pushed
+            // but then not stored is harmless (the client drops repeats by id).
+            self.registry.push(&message);
+        }
         let outcome = self
             .writer
             .submit_enqueue(Enqueue {
@@ -579,8 +585,7 @@ fn check_header(
     Ok(())
 }
 
-/// Acts on each commit in commit order: push a local message to its
-/// recipient's sessions, or wake the link that carries an outbound one.
+/// Wakes the link that carries each committed outbound message.
 async fn after_commit(
     mut committed: mpsc::UnboundedReceiver<Committed>,
     router: std::sync::Weak<Router>,
@@ -590,7 +595,7 @@ async fn after_commit(
             return;
         };
         match c.destination {
-            Destination::Local => router.registry.push(c.message),
+            Destination::Local => {}
             Destination::Neighbour(o) => {
                 if let Some(fp) = Fingerprint::parse(&o.neighbour) {
                     router.neighbours.wake(fp);
@@ -604,13 +609,20 @@ async fn sweep_expired(router: std::sync::Weak<Router>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        let Some(router) = router.upgrade() else {
-            return;
-        };
-        match router.writer.sweep(router.clock.now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
-            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+        // Sweep in bounded steps until nothing more has expired, letting
+        // other writes in between.
+        loop {
+            let Some(router) = router.upgrade() else {
+                return;
+            };
+            match router.writer.sweep(router.clock.now_ms()).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                    break;
+                }
+            }
         }
     }
 }

@@ -73,7 +73,7 @@ impl Registry {
     /// Offers a committed message to every live session of its recipient.
     /// A session whose outbox is full misses the push and gets the message
     /// from its next fetch: it stays queued until acknowledged.
-    pub fn push(&self, message: NewMessage) {
+    pub fn push(&self, message: &NewMessage) {
         let links = match self.lock().get(&message.recipient) {
             Some(list) => list.clone(),
             None => return,
@@ -83,8 +83,8 @@ impl Registry {
             re: None,
             response: Response::Message(Delivered {
                 id,
-                from: message.sender,
-                envelope: B64(message.envelope),
+                from: message.sender.clone(),
+                envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
             }),
         };
