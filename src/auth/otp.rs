@@ -273,8 +273,13 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Argon2 runs at a time. Each holds its memory cost; bounding them bounds
+/// the memory a burst of registrations takes (and keeps afterwards).
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Hashes off the async threads: argon2 is deliberately slow.
 async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
+    let _slot = ARGON2_SLOTS.acquire().await.expect("never closed");
     tokio::task::spawn_blocking(move || {
         use rand::TryRng;
         let mut salt = [0u8; 16];
@@ -294,6 +299,7 @@ async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
 async fn code_matches(code: &str, hash: &str) -> bool {
     let code = Zeroizing::new(code.to_owned());
     let hash = hash.to_owned();
+    let _slot = ARGON2_SLOTS.acquire().await.expect("never closed");
     tokio::task::spawn_blocking(move || {
         hasher()
             .verify_password(code.as_bytes(), hash.as_str())

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{BufReader, ReadHalf};
+use tokio::io::ReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
@@ -60,14 +60,7 @@ pub async fn serve(
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
         let mut session = Session::new(peer, exporter, outbox);
-        read_loop(
-            BufReader::new(reader),
-            &mut session,
-            &state,
-            &shutdown,
-            &tracker,
-        )
-        .await;
+        read_loop(reader, &mut session, &state, &shutdown, &tracker).await;
         if let Some((phone, link)) = session.user.take() {
             state.router.registry.leave(phone.as_str(), &link);
             state.router.presence_changed();
@@ -80,7 +73,7 @@ pub async fn serve(
 }
 
 async fn read_loop(
-    mut reader: BufReader<ReadHalf<Stream>>,
+    mut reader: ReadHalf<Stream>,
     session: &mut Session,
     state: &Arc<ServerState>,
     shutdown: &CancellationToken,
