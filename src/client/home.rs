@@ -122,7 +122,7 @@ impl Home {
     pub fn save_account(&self, account: &Account) -> Result<(), ClientError> {
         let path = self.dir.join(ACCOUNT_FILE);
         let json = serde_json::to_vec_pretty(account).expect("an account always serialises");
-        std::fs::write(&path, json).map_err(|source| ClientError::Io {
+        write_private(&path, &json).map_err(|source| ClientError::Io {
             context: format!("cannot write {}", path.display()),
             source,
         })
@@ -199,10 +199,11 @@ impl Home {
     /// Whether a received message with this id is stored (a message to
     /// oneself is stored twice: once sent, once received).
     pub async fn has_received(&self, id: &str) -> Result<bool, ClientError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = 'in'")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = 'in'")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n > 0)
     }
 
@@ -249,6 +250,20 @@ impl Home {
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Creates the history store readable by its owner only; SQLite gives its

@@ -65,13 +65,31 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
 /// Opens (creating if needed) the database in `data_dir` and runs the
 /// embedded migrations.
 pub async fn open(data_dir: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
-    let options = connect_options(&data_dir.join(DATABASE_FILE))?;
+    let path = data_dir.join(DATABASE_FILE);
+    create_private_file(&path)
+        .map_err(|e| DbError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
+    let options = connect_options(&path)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok((pool, options))
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its
+/// journal files the same mode); an existing file is left as it is.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

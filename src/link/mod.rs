@@ -17,6 +17,11 @@ use zeroize::Zeroizing;
 use crate::domain::Fingerprint;
 use crate::routing::Router;
 
+/// Most connections on the link port at once (handshaking or linked): a
+/// neighbourhood has a handful of servers, and strangers must not be able
+/// to take every file descriptor.
+const MAX_LINK_CONNECTIONS: usize = 64;
+
 /// A neighbour as configured: where to dial it and, if known, its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighbourConfig {
@@ -107,7 +112,12 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINK_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+        };
         let (tcp, peer_addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => match a {
@@ -122,6 +132,7 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tracker.spawn(async move {
+            let _permit = permit;
             let _ = tcp.set_nodelay(true);
             let stream = match tokio::time::timeout(
                 crate::tls::HANDSHAKE_TIMEOUT,

@@ -78,12 +78,19 @@ pub async fn run<S>(
         .await;
         router.neighbours.detach(peer, handle.id);
         closed.cancel();
-        drop(acks_tx);
-        let _ = acker.await;
-        let _ = drainer.await;
-        drop(outbox);
-        drop(handle);
-        let _ = writer_task.await;
+        // Whatever was not acknowledged is sent again on the next link, so
+        // nothing here needs to finish: a neighbour that stopped reading
+        // must not hold this task or a shutdown.
+        acker.abort();
+        drainer.abort();
+        drop((acks_tx, outbox, handle));
+        let mut writer_task = writer_task;
+        if tokio::time::timeout(SILENCE_LIMIT, &mut writer_task)
+            .await
+            .is_err()
+        {
+            writer_task.abort();
+        }
         tracing::info!("link down");
     }
     .instrument(span)
@@ -158,7 +165,11 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
                 continue;
             }
         };
-        if !handle_message(router, peer, outbox, acks, message).await {
+        let keep = tokio::select! {
+            _ = closed.cancelled() => false,
+            keep = handle_message(router, peer, outbox, acks, message) => keep,
+        };
+        if !keep {
             break;
         }
     }

@@ -35,8 +35,10 @@ use registry::Registry;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a server re-announces who is connected to it.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
-/// How far ahead of our clock a presence report may be dated.
-const PRESENCE_FUTURE_LIMIT_MS: i64 = 10 * 60_000;
+/// How far ahead of our clock a neighbour's presence report or directory
+/// entry may be dated (clocks differ a little; a later date would let it
+/// outrank everything that follows).
+const FUTURE_LIMIT_MS: i64 = 10 * 60_000;
 /// Delay that gathers a burst of logins and logouts into one announcement.
 const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Most messages in one `fetch` answer.
@@ -191,6 +193,18 @@ impl Router {
                 r.path.len()
             )));
         }
+        // The path is stored and sent on: every element must be a
+        // fingerprint, the last one the neighbour that relayed it.
+        let well_formed = r
+            .path
+            .iter()
+            .all(|p| p.len() == 64 && Fingerprint::parse(p).is_some());
+        if !well_formed || r.path.last() != Some(&from.to_hex()) {
+            return Err(RouteError::BadEnvelope(format!(
+                "message {} carries a malformed path",
+                r.id
+            )));
+        }
         if r.envelope.0.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(r.envelope.0.len()));
         }
@@ -200,9 +214,6 @@ impl Router {
             .map_err(|_| RouteError::BadEnvelope("bad recipient".into()))?;
         check_header(&r.envelope.0, &sender, &recipient, r.id)?;
         let mut path = r.path;
-        if path.last() != Some(&from.to_hex()) {
-            path.push(from.to_hex());
-        }
         path.push(me);
         let message = NewMessage {
             id: *r.id.as_bytes(),
@@ -393,6 +404,12 @@ impl Router {
             if entry.home == self.me.fingerprint {
                 continue;
             }
+            // A registration dated in the future would outrank every real
+            // one, the rightful home's included, for as long as it lasts.
+            if entry.info.registered_at > self.clock.now_ms() + FUTURE_LIMIT_MS {
+                tracing::warn!(neighbour = %from, phone = %entry.info.phone, "directory entry dated in the future refused");
+                continue;
+            }
             let verdict = self.directory.judge(&entry);
             if verdict == Applied::Unchanged {
                 continue;
@@ -475,7 +492,7 @@ impl Router {
         };
         // Sequence numbers are the origin's clock in milliseconds; one far in
         // the future would freeze that server's presence until restart.
-        if seq > (self.clock.now_ms() + PRESENCE_FUTURE_LIMIT_MS).max(0) as u64 {
+        if seq > (self.clock.now_ms() + FUTURE_LIMIT_MS).max(0) as u64 {
             return;
         }
         if origin_fp == self.me.fingerprint

@@ -30,6 +30,9 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Frames waiting to be written before responses wait and pushes are skipped.
 const OUTBOX_CAPACITY: usize = 1024;
+/// How long an answer may wait for room in a peer's outbox (the peer is not
+/// reading) before the connection is closed.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Sends awaiting their commit on one connection before it stops reading.
 const MAX_IN_FLIGHT: usize = 1024;
 
@@ -45,6 +48,11 @@ pub async fn serve(
 ) {
     let span = tracing::info_span!("conn", %peer);
     async move {
+        let Some(pending) = state.pending_logins.admit(peer.ip()) else {
+            return tracing::warn!(
+                "too many connections from this address are not logged in; refused"
+            );
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -60,13 +68,21 @@ pub async fn serve(
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
         let mut session = Session::new(peer, exporter, outbox);
-        read_loop(reader, &mut session, &state, &shutdown, &tracker).await;
+        read_loop(reader, &mut session, &state, &shutdown, &tracker, pending).await;
         if let Some((phone, link)) = session.user.take() {
             state.router.registry.leave(phone.as_str(), &link);
             state.router.presence_changed();
         }
         drop(session);
-        let _ = writer_task.await;
+        // A peer that stopped reading cannot hold the task (or a shutdown).
+        let mut writer_task = writer_task;
+        if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
+            .await
+            .is_err()
+        {
+            tracing::info!("the peer stopped reading; closing");
+            writer_task.abort();
+        }
     }
     .instrument(span)
     .await
@@ -78,7 +94,9 @@ async fn read_loop(
     state: &Arc<ServerState>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
+    pending: super::session::PendingSlot,
 ) {
+    let mut pending = Some(pending);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let login_deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     loop {
@@ -119,15 +137,23 @@ async fn read_loop(
             Ok(f) => (f.seq, f.request),
             Err(e) => {
                 let (seq, code, message) = classify_request_error(&frame, &e);
-                reply(session, seq, error(code, message)).await;
+                if !reply(session, seq, error(code, message)).await {
+                    return;
+                }
                 continue;
             }
         };
         let kind = request.kind();
-        match handlers::dispatch(state, session, request).await {
+        let outcome = handlers::dispatch(state, session, request).await;
+        if session.user.is_some() {
+            pending.take();
+        }
+        match outcome {
             Outcome::Reply(r) => {
                 log_refusal(kind, &r);
-                reply(session, seq, r).await;
+                if !reply(session, seq, r).await {
+                    return;
+                }
             }
             Outcome::Close(r) => {
                 reply(session, seq, r).await;
@@ -145,7 +171,8 @@ async fn read_loop(
                         Ok(()) => Response::Accepted { id },
                         Err(e) => super::error::ApiError::from(e).into_response(),
                     };
-                    let _ = outbox.send(encode(seq, response)).await;
+                    let _ =
+                        tokio::time::timeout(STALL_LIMIT, outbox.send(encode(seq, response))).await;
                     drop(permit);
                 });
             }
@@ -170,6 +197,9 @@ fn encode(seq: Option<u64>, response: Response) -> Vec<u8> {
     serde_json::to_vec(&ResponseFrame { re: seq, response }).expect("a response always serialises")
 }
 
-async fn reply(session: &Session, seq: Option<u64>, response: Response) {
-    let _ = session.outbox.send(encode(seq, response)).await;
+/// Queues an answer; false if the peer has not been reading for
+/// [`STALL_LIMIT`] (the caller then closes the connection).
+async fn reply(session: &Session, seq: Option<u64>, response: Response) -> bool {
+    let sent = tokio::time::timeout(STALL_LIMIT, session.outbox.send(encode(seq, response)));
+    matches!(sent.await, Ok(Ok(())))
 }

@@ -45,6 +45,7 @@ pub struct ServerState {
     pub otp: Otp,
     tls: Arc<rustls::ServerConfig>,
     connection_slots: Arc<Semaphore>,
+    pending_logins: Arc<session::PendingLogins>,
     /// The long-term key, which vouches for our users' directory entries.
     identity: Identity,
 }
@@ -158,7 +159,8 @@ impl Server {
             router,
             otp,
             tls,
-            connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            connection_slots: Arc::new(Semaphore::new(connection_limit(config.max_connections))),
+            pending_logins: Arc::default(),
             identity: key,
         });
         publish_local_users(&state, &pool).await.map_err(db_err)?;
@@ -302,6 +304,35 @@ async fn publish_local_users(state: &ServerState, pool: &SqlitePool) -> Result<(
         state.router.publish_local(state.local_entry(info)).await?;
     }
     Ok(())
+}
+
+/// File descriptors kept for the database, links and the listener itself.
+const RESERVED_FDS: usize = 128;
+
+/// The configured connection limit, lowered to what the process's
+/// open-file limit allows: past it, accepting would fail for everyone.
+fn connection_limit(configured: usize) -> usize {
+    let Some(fds) = open_file_limit() else {
+        return configured;
+    };
+    let room = fds.saturating_sub(RESERVED_FDS).max(1);
+    if configured > room {
+        tracing::warn!(
+            configured,
+            open_file_limit = fds,
+            using = room,
+            "server.max_connections is above what the open-file limit (ulimit -n) allows; lowering it"
+        );
+        return room;
+    }
+    configured
+}
+
+/// The soft open-file limit, from /proc/self/limits.
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Creates the data directory readable by its owner only.

@@ -504,3 +504,136 @@ async fn a_broadcast_reaches_every_connected_user_once() {
         );
     }
 }
+
+/// Sends one link message on a raw link.
+async fn send_link(
+    stream: &mut carrier::tls::ClientTlsStream,
+    m: &carrier::protocol::link::LinkMessage,
+) {
+    use tokio::io::AsyncWriteExt;
+    carrier::protocol::write_frame(stream, &serde_json::to_vec(m).unwrap())
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::link::{DirectoryEntry, LinkMessage, Relayed};
+    use carrier::protocol::{B64, signed};
+
+    // The victim pins the hostile server's key as a neighbour.
+    let hostile = Identity::generate(KeyType::P256);
+    let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
+    let victim = &mut nodes[0];
+    victim.stop().await;
+    victim.config.neighbours.push(NeighbourConfig {
+        address: "127.0.0.1:9".into(),
+        fingerprint: Some(hostile.fingerprint()),
+    });
+    victim.start().await;
+    let alice = register(&nodes[0], crate::common::ALICE, KeyType::P256).await;
+    let bob = register(&nodes[1], crate::common::BOB, KeyType::P256).await;
+    eventually("the victim learns bob", || sees(&alice.client, &bob.phone)).await;
+
+    let (mut link, _) = carrier::tls::connect_link(
+        &nodes[0].link_addr.to_string(),
+        &hostile.pkcs8_der(),
+        carrier::tls::Pin::Expect(nodes[0].fingerprint),
+    )
+    .await
+    .expect("the hostile neighbour links");
+    // An entry claiming alice, signed by the hostile server as her home and
+    // dated a day ahead: it would outrank every later real registration.
+    let mallory_key = Identity::generate(KeyType::P256).public_key().to_spki_der();
+    let home_key = hostile.public_key().to_spki_der();
+    let registered_at = now_ms() + 86_400_000;
+    let bytes = signed::directory_entry_bytes(
+        &alice.phone,
+        "p256",
+        &mallory_key,
+        registered_at,
+        &home_key,
+        "evil",
+    );
+    let entry = DirectoryEntry {
+        phone: alice.phone.clone(),
+        key_type: KeyType::P256,
+        public_key: B64(mallory_key),
+        home_key: B64(home_key),
+        home_name: "evil".into(),
+        registered_at,
+        signature: B64(hostile.sign(&bytes)),
+        hops: 0,
+    };
+    send_link(
+        &mut link,
+        &LinkMessage::Directory {
+            entries: vec![entry],
+        },
+    )
+    .await;
+    // A relay towards bob whose path is one huge string: were it stored, it
+    // could never be forwarded and would block the queue behind it.
+    let (id, envelope) = crate::common::seal_text(
+        &alice.identity(),
+        &alice.phone,
+        &crate::common::public_key_of(&bob),
+        &bob.phone,
+        1,
+        "poison",
+    );
+    let relay = Relayed {
+        id,
+        from: alice.phone.clone(),
+        to: bob.phone.clone(),
+        envelope: B64(envelope),
+        received_at: 0,
+        expires_at: i64::MAX,
+        path: vec!["f".repeat(100_000)],
+    };
+    send_link(&mut link, &LinkMessage::Relay(relay)).await;
+    let refusal = within("the relay is refused", async {
+        loop {
+            let frame =
+                carrier::protocol::read_frame(&mut link, carrier::protocol::link::MAX_LINK_FRAME)
+                    .await
+                    .expect("link readable")
+                    .expect("link open");
+            if let Ok(LinkMessage::RelayRefused {
+                id: refused, code, ..
+            }) = serde_json::from_slice(&frame)
+            {
+                break (refused, code);
+            }
+        }
+    })
+    .await;
+    assert_eq!(refusal, (id, carrier::protocol::ErrorCode::BadEnvelope));
+    assert_eq!(
+        nodes[0].count("SELECT count(*) FROM outbound_queue").await,
+        0,
+        "nothing poisonous was queued"
+    );
+    let session = alice
+        .client
+        .login()
+        .await
+        .expect("alice still logs in at her home");
+    let listed = session.list().await.unwrap();
+    let alice_entry = listed.iter().find(|u| u.phone == alice.phone).unwrap();
+    assert_eq!(
+        alice_entry.fingerprint, alice.fingerprint,
+        "the future-dated entry was refused"
+    );
+    session.close().await;
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
