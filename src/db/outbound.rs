@@ -59,28 +59,6 @@ pub struct NewOutbound {
     pub path: String,
 }
 
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    m: &super::queue::NewMessage,
-    out: &NewOutbound,
-) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "INSERT INTO outbound_queue (neighbour, id, recipient, sender, envelope, received_at, expires_at, path)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (neighbour, id) DO NOTHING",
-    )
-    .bind(&out.neighbour)
-    .bind(&m.id[..])
-    .bind(&m.recipient)
-    .bind(&m.sender)
-    .bind(&m.envelope)
-    .bind(m.received_at)
-    .bind(m.expires_at)
-    .bind(&out.path)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// Deletes messages the neighbour acknowledged (at most
 /// [`super::queue::DELETE_CHUNK`]); returns the size of each that existed.
 pub async fn delete_many(
@@ -117,20 +95,56 @@ pub async fn delete_expired(
     Ok(rows.into_iter().map(|(n, s)| (n, s as u64)).collect())
 }
 
-/// Records a relayed id; returns false if it was seen before.
-pub async fn mark_seen(
+/// Inserts messages for neighbours (at most `queue::INSERT_CHUNK`) in one
+/// statement, skipping ones already queued for the same neighbour; returns
+/// the (neighbour, id) pairs inserted.
+pub async fn insert_many(
     conn: &mut SqliteConnection,
-    id: &[u8],
-    expires_at: Millis,
-) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "INSERT INTO relay_seen (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(expires_at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    rows: &[(&super::queue::NewMessage, &NewOutbound)],
+) -> Result<std::collections::HashSet<(String, [u8; 16])>, DbError> {
+    let sql = format!(
+        "INSERT INTO outbound_queue (neighbour, id, recipient, sender, envelope, received_at, expires_at, path)
+         VALUES {} ON CONFLICT (neighbour, id) DO NOTHING RETURNING neighbour, id",
+        super::queue::values_placeholders(rows.len(), 8)
+    );
+    let mut query = sqlx::query_as::<_, (String, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
+    for (m, out) in rows {
+        query = query
+            .bind(&out.neighbour)
+            .bind(&m.id[..])
+            .bind(&m.recipient)
+            .bind(&m.sender)
+            .bind(&m.envelope)
+            .bind(m.received_at)
+            .bind(m.expires_at)
+            .bind(&out.path);
+    }
+    let done = query.fetch_all(conn).await?;
+    Ok(done
+        .into_iter()
+        .filter_map(|(n, id)| Some((n, id.as_slice().try_into().ok()?)))
+        .collect())
+}
+
+/// Records relayed ids (at most `queue::INSERT_CHUNK`); returns those not
+/// seen before.
+pub async fn mark_seen_many(
+    conn: &mut SqliteConnection,
+    ids: &[([u8; 16], Millis)],
+) -> Result<std::collections::HashSet<[u8; 16]>, DbError> {
+    let sql = format!(
+        "INSERT INTO relay_seen (id, expires_at) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+        super::queue::values_placeholders(ids.len(), 2)
+    );
+    let mut query = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
+    for (id, expires_at) in ids {
+        query = query.bind(&id[..]).bind(*expires_at);
+    }
+    let fresh = query.fetch_all(conn).await?;
+    Ok(fresh
+        .iter()
+        .filter_map(|id| id.as_slice().try_into().ok())
+        .collect())
 }
 
 pub async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64, DbError> {

@@ -73,22 +73,49 @@ pub async fn usage(conn: &mut SqliteConnection, recipient: &str) -> Result<(u64,
     Ok((count as u64, bytes as u64))
 }
 
-/// Inserts a message unless one with the same id exists; returns whether it
-/// was inserted.
-pub async fn insert(conn: &mut SqliteConnection, m: &NewMessage) -> Result<bool, DbError> {
-    let done = sqlx::query(
+/// Most rows inserted by one statement (6 parameters each, well under
+/// SQLite's parameter limit).
+pub const INSERT_CHUNK: usize = 100;
+
+/// Inserts messages (at most [`INSERT_CHUNK`]) in one statement, skipping
+/// ids already queued; returns the ids that were inserted.
+pub async fn insert_many(
+    conn: &mut SqliteConnection,
+    messages: &[&NewMessage],
+) -> Result<std::collections::HashSet<[u8; 16]>, DbError> {
+    let sql = format!(
         "INSERT INTO message_queue (id, recipient, sender, envelope, received_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&m.id[..])
-    .bind(&m.recipient)
-    .bind(&m.sender)
-    .bind(&m.envelope)
-    .bind(m.received_at)
-    .bind(m.expires_at)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+         VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+        values_placeholders(messages.len(), 6)
+    );
+    let mut query = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
+    for m in messages {
+        query = query
+            .bind(&m.id[..])
+            .bind(&m.recipient)
+            .bind(&m.sender)
+            .bind(&m.envelope)
+            .bind(m.received_at)
+            .bind(m.expires_at);
+    }
+    let ids = query.fetch_all(conn).await?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| id.as_slice().try_into().ok())
+        .collect())
+}
+
+/// `($1, …, $k), ($k+1, …)` for `rows` rows of `per_row` placeholders.
+pub(super) fn values_placeholders(rows: usize, per_row: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=per_row)
+                .map(|c| format!("${}", r * per_row + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Most ids deleted by one statement (well under SQLite's parameter limit).

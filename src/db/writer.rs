@@ -225,18 +225,30 @@ impl Task {
             work.push(w);
         }
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        for w in work {
-            let outcome = match w {
-                Work::Enqueue(m) => {
-                    let (o, c) = enqueue(&mut tx, &mut self.usage, self.quota, m).await?;
-                    Outcome::Enqueue(o, c)
+        let mut work = work.into_iter().peekable();
+        while let Some(w) = work.next() {
+            match w {
+                Work::Enqueue(first) => {
+                    // Consecutive enqueues share multi-row statements.
+                    let mut run = vec![first];
+                    while run.len() < queue::INSERT_CHUNK
+                        && matches!(work.peek(), Some(Work::Enqueue(_)))
+                    {
+                        if let Some(Work::Enqueue(e)) = work.next() {
+                            run.push(e);
+                        }
+                    }
+                    for (o, c) in enqueue_batch(&mut tx, &mut self.usage, self.quota, run).await? {
+                        done.push(Outcome::Enqueue(o, c));
+                    }
                 }
-                Work::Delete(q, ids) => {
-                    Outcome::Count(delete(&mut tx, &mut self.usage, &q, &ids).await?)
+                Work::Delete(q, ids) => done.push(Outcome::Count(
+                    delete(&mut tx, &mut self.usage, &q, &ids).await?,
+                )),
+                Work::Sweep(now) => {
+                    done.push(Outcome::Count(sweep(&mut tx, &mut self.usage, now).await?))
                 }
-                Work::Sweep(now) => Outcome::Count(sweep(&mut tx, &mut self.usage, now).await?),
-            };
-            done.push(outcome);
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -288,42 +300,114 @@ fn fail(reply: Reply, e: &DbError) {
     }
 }
 
-async fn enqueue(
+/// The usage key and limits of an enqueue's destination queue.
+fn queue_of(e: &Enqueue, quotas: Quotas) -> (String, Quota) {
+    match &e.destination {
+        Destination::Local => (e.message.recipient.clone(), quotas.per_recipient),
+        Destination::Neighbour(o) => (format!("neighbour:{}", o.neighbour), quotas.per_neighbour),
+    }
+}
+
+/// Commits a run of enqueues with a few multi-row statements instead of one
+/// statement per message (each statement is a round trip to SQLite's
+/// thread). Returns an outcome per enqueue, in order: quota and duplicate
+/// rules are those of a one-by-one insert.
+async fn enqueue_batch(
     conn: &mut SqliteConnection,
     usage: &mut HashMap<String, Usage>,
     quotas: Quotas,
-    e: Enqueue,
-) -> Result<(EnqueueOutcome, Option<Committed>), DbError> {
-    let m = &e.message;
-    let size = m.envelope.len() as u64;
-    let (key, quota) = match &e.destination {
-        Destination::Local => (m.recipient.clone(), quotas.per_recipient),
-        Destination::Neighbour(o) => (format!("neighbour:{}", o.neighbour), quotas.per_neighbour),
+    batch: Vec<Enqueue>,
+) -> Result<Vec<(EnqueueOutcome, Option<Committed>)>, DbError> {
+    let mut outcome: Vec<Option<EnqueueOutcome>> = vec![None; batch.len()];
+    let keys: Vec<(String, Quota)> = batch.iter().map(|e| queue_of(e, quotas)).collect();
+    let mut in_batch = std::collections::HashSet::new();
+    let mut counted = vec![false; batch.len()];
+    for (i, e) in batch.iter().enumerate() {
+        let (key, quota) = &keys[i];
+        if !in_batch.insert((key.clone(), e.message.id)) {
+            outcome[i] = Some(EnqueueOutcome::Duplicate);
+            continue;
+        }
+        let size = e.message.envelope.len() as u64;
+        let u = usage_of(conn, usage, key, &e.destination).await?;
+        if u.count + 1 > quota.max_messages || u.bytes + size > quota.max_bytes {
+            outcome[i] = Some(EnqueueOutcome::QuotaFull);
+            continue;
+        }
+        u.count += 1;
+        u.bytes += size;
+        counted[i] = true;
+    }
+    let pending = |outcome: &[Option<EnqueueOutcome>]| -> Vec<usize> {
+        (0..outcome.len())
+            .filter(|&i| outcome[i].is_none())
+            .collect()
     };
-    let u = usage_of(conn, usage, &key, &e.destination).await?;
-    if u.count + 1 > quota.max_messages || u.bytes + size > quota.max_bytes {
-        return Ok((EnqueueOutcome::QuotaFull, None));
+    let relayed: Vec<usize> = pending(&outcome)
+        .into_iter()
+        .filter(|&i| batch[i].relayed)
+        .collect();
+    if !relayed.is_empty() {
+        let ids: Vec<([u8; 16], Millis)> = relayed
+            .iter()
+            .map(|&i| (batch[i].message.id, batch[i].message.expires_at))
+            .collect();
+        let fresh = outbound::mark_seen_many(conn, &ids).await?;
+        for &i in &relayed {
+            if !fresh.contains(&batch[i].message.id) {
+                outcome[i] = Some(EnqueueOutcome::Duplicate);
+            }
+        }
     }
-    if e.relayed && !outbound::mark_seen(conn, &m.id, m.expires_at).await? {
-        return Ok((EnqueueOutcome::Duplicate, None));
+    let (local, remote): (Vec<usize>, Vec<usize>) = pending(&outcome)
+        .into_iter()
+        .partition(|&i| matches!(batch[i].destination, Destination::Local));
+    if !local.is_empty() {
+        let rows: Vec<&NewMessage> = local.iter().map(|&i| &batch[i].message).collect();
+        let inserted = queue::insert_many(conn, &rows).await?;
+        for &i in &local {
+            if !inserted.contains(&batch[i].message.id) {
+                outcome[i] = Some(EnqueueOutcome::Duplicate);
+            }
+        }
     }
-    let inserted = match &e.destination {
-        Destination::Local => queue::insert(conn, m).await?,
-        Destination::Neighbour(o) => outbound::insert(conn, m, o).await?,
-    };
-    if !inserted {
-        return Ok((EnqueueOutcome::Duplicate, None));
+    if !remote.is_empty() {
+        let rows: Vec<(&NewMessage, &NewOutbound)> = remote
+            .iter()
+            .filter_map(|&i| match &batch[i].destination {
+                Destination::Neighbour(o) => Some((&batch[i].message, o)),
+                Destination::Local => None,
+            })
+            .collect();
+        let inserted = outbound::insert_many(conn, &rows).await?;
+        for &i in &remote {
+            if let Destination::Neighbour(o) = &batch[i].destination
+                && !inserted.contains(&(o.neighbour.clone(), batch[i].message.id))
+            {
+                outcome[i] = Some(EnqueueOutcome::Duplicate);
+            }
+        }
     }
-    let u = usage.get_mut(&key).expect("loaded above");
-    u.count += 1;
-    u.bytes += size;
-    Ok((
-        EnqueueOutcome::Stored,
-        Some(Committed {
-            message: e.message,
-            destination: e.destination,
-        }),
-    ))
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, e) in batch.into_iter().enumerate() {
+        match outcome[i] {
+            Some(o) => {
+                if counted[i] {
+                    // Counted above but not stored: give the room back.
+                    shrink(usage, &keys[i].0, e.message.envelope.len() as u64);
+                }
+                out.push((o, None));
+            }
+            None => out.push((
+                EnqueueOutcome::Stored,
+                Some(Committed {
+                    message: e.message,
+                    destination: e.destination,
+                }),
+            )),
+        }
+    }
+    Ok(out)
 }
 
 async fn usage_of<'a>(
