@@ -23,6 +23,7 @@
 //!   with routes, live sessions, live links, relay, presence, broadcasts.
 //! - [`tls`]: certificates made from long-term keys, pinning verifiers for
 //!   clients and for mutual server links.
+//! - [`private_files`]: files and directories only their owner may read.
 //! - [`frame_writer`]: the task that writes a connection's outgoing frames.
 //! - [`server`]: accept loop, one task per connection, one handler per request.
 //! - [`link`]: neighbour links: listener, dialers with backoff, link sessions.
@@ -55,6 +56,7 @@ pub mod db;
 pub mod domain;
 pub mod frame_writer;
 pub mod link;
+pub mod private_files;
 pub mod protocol;
 pub mod routing;
 pub mod server;

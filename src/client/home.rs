@@ -65,12 +65,12 @@ pub struct Home {
 impl Home {
     /// Opens (creating, mode 0700) the home directory and its store.
     pub async fn open(dir: &Path) -> Result<Self, ClientError> {
-        create_private_dir(dir).map_err(|source| ClientError::Io {
+        crate::private_files::create_dir(dir).map_err(|source| ClientError::Io {
             context: format!("cannot create {}", dir.display()),
             source,
         })?;
         let store = dir.join(STORE_FILE);
-        create_private_file(&store).map_err(|source| ClientError::Io {
+        crate::private_files::create_file(&store).map_err(|source| ClientError::Io {
             context: format!("cannot create {}", store.display()),
             source,
         })?;
@@ -122,7 +122,7 @@ impl Home {
     pub fn save_account(&self, account: &Account) -> Result<(), ClientError> {
         let path = self.dir.join(ACCOUNT_FILE);
         let json = serde_json::to_vec_pretty(account).expect("an account always serialises");
-        write_private(&path, &json).map_err(|source| ClientError::Io {
+        crate::private_files::write_atomic(&path, &json).map_err(|source| ClientError::Io {
             context: format!("cannot write {}", path.display()),
             source,
         })
@@ -250,44 +250,4 @@ impl Home {
     pub async fn close(self) {
         self.pool.close().await;
     }
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-/// Creates the history store readable by its owner only; SQLite gives its
-/// journal files the same mode.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other.map(drop),
-    }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }

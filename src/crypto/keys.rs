@@ -1,10 +1,10 @@
 //! Identity keys: parsing and checking peers' public keys, and creating,
 //! storing and using our own private key.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use p256::NistP256;
 use p256::ecdsa::signature::{Signer, Verifier};
@@ -17,7 +17,6 @@ use pkcs8::{
     AssociatedOid, EncodePrivateKey, EncryptedPrivateKeyInfoRef, LineEnding, ObjectIdentifier,
     PrivateKeyInfoRef, SubjectPublicKeyInfoRef,
 };
-use rand::TryRng;
 use rand::rand_core::UnwrapErr;
 use rand::rngs::SysRng;
 use rsa::traits::PublicKeyParts;
@@ -234,7 +233,8 @@ impl Identity {
     /// a truncated key and other users never see it.
     pub fn save(&self, path: &Path, passphrase: Option<&str>) -> Result<(), CryptoError> {
         let pem = self.to_pkcs8_pem(passphrase);
-        write_private_file(path, pem.as_bytes()).map_err(|e| with_path(e, path).into())
+        crate::private_files::write_atomic(path, pem.as_bytes())
+            .map_err(|e| with_path(e, path).into())
     }
 
     /// Reads a key file written by [`Identity::save`] (or OpenSSL).
@@ -361,12 +361,8 @@ fn check_private_mode(path: &Path, mode: u32) -> Result<(), CryptoError> {
 
 fn create_private_dir(path: &Path) -> Result<(), CryptoError> {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| with_path(e, dir).into()),
-        _ => Ok(()),
+        Some(dir) => crate::private_files::create_dir(dir).map_err(|e| with_path(e, dir).into()),
+        None => Ok(()),
     }
 }
 
@@ -378,47 +374,6 @@ fn read_secret_file(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
     let mut bytes = Zeroizing::new(Vec::with_capacity(len.saturating_add(1)));
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path)?;
-    let written = write_new_private(&tmp, contents).and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    sync_dir(path)
-}
-
-fn temp_path(path: &Path) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut suffix = [0u8; 8];
-    SysRng
-        .try_fill_bytes(&mut suffix)
-        .map_err(io::Error::other)?;
-    let mut tmp_name = name.to_owned();
-    tmp_name.push(format!(".tmp-{}", hex::encode(suffix)));
-    Ok(path.with_file_name(tmp_name))
-}
-
-fn write_new_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// Makes the rename itself durable.
-fn sync_dir(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => File::open(".")?.sync_all(),
-    }
 }
 
 fn with_path(e: io::Error, path: &Path) -> io::Error {

@@ -66,7 +66,7 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
 /// embedded migrations.
 pub async fn open(data_dir: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
     let path = data_dir.join(DATABASE_FILE);
-    create_private_file(&path)
+    crate::private_files::create_file(&path)
         .map_err(|e| DbError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
     let options = connect_options(&path)?;
     let pool = SqlitePoolOptions::new()
@@ -75,21 +75,6 @@ pub async fn open(data_dir: &Path) -> Result<(SqlitePool, SqliteConnectOptions),
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;
     Ok((pool, options))
-}
-
-/// Creates the database file readable by its owner only (SQLite gives its
-/// journal files the same mode); an existing file is left as it is.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other.map(drop),
-    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

@@ -105,7 +105,7 @@ impl Server {
     pub async fn open(config: &ServerConfig, clock: Clock) -> Result<Self, StartError> {
         crate::tls::install_crypto_provider();
         let dir = &config.data_dir;
-        create_private_dir(dir).map_err(|source| StartError::DataDir {
+        crate::private_files::create_dir(dir).map_err(|source| StartError::DataDir {
             path: dir.clone(),
             source,
         })?;
@@ -333,18 +333,6 @@ fn open_file_limit() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Creates the data directory readable by its owner only.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 /// Checks a proof of key possession off the async threads (a public-key

@@ -1,0 +1,106 @@
+//! Files and directories only their owner may read: the server's key and
+//! database, a user's key, history and account. Directories are created
+//! 0700 and files 0600 from the start, never loosened afterwards.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing
+/// directory is left as it is.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Creates an empty file with mode 0600 unless it exists, so a program that
+/// opens it afterwards (SQLite) never makes it readable by others.
+pub fn create_file(path: &Path) -> io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Replaces `path` with `contents` atomically and durably: written to a new
+/// 0600 file beside it, synced, renamed over it, and the rename synced.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path)?;
+    let written = write_new(&tmp, contents).and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    sync_parent(path)
+}
+
+fn temp_path(path: &Path) -> io::Result<PathBuf> {
+    use rand::TryRng;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut suffix = [0u8; 8];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut suffix)
+        .map_err(io::Error::other)?;
+    let mut tmp_name = name.to_owned();
+    tmp_name.push(format!(".tmp-{}", hex::encode(suffix)));
+    Ok(path.with_file_name(tmp_name))
+}
+
+fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Makes a rename in the file's directory durable.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn everything_is_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        create_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("db");
+        create_file(&file).unwrap();
+        create_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        write_atomic(&file, b"hello").unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"hello");
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+    }
+}
