@@ -260,14 +260,6 @@ impl ServerConfig {
         })
     }
 
-    /// The name people see for this server: the configured one, or the
-    /// address clients reach it at.
-    pub fn display_name(&self, bound: std::net::SocketAddr) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", self.host, bound.port()))
-    }
-
     /// Parses the seeds' `--neighbours host:port,host:port` flag (keys are
     /// pinned on first contact).
     pub fn parse_neighbours_flag(list: &str) -> Result<Vec<NeighbourConfig>, String> {

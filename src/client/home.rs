@@ -158,14 +158,6 @@ impl Home {
         .await?)
     }
 
-    pub async fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
-        Ok(sqlx::query_as::<_, Contact>(
-            "SELECT phone, key_type, public_key, fingerprint FROM contacts ORDER BY phone",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     pub async fn pin_contact(&self, c: &Contact, now: i64) -> Result<(), ClientError> {
         sqlx::query(
             "INSERT INTO contacts (phone, key_type, public_key, fingerprint, pinned_at)

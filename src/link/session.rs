@@ -185,7 +185,7 @@ async fn handle_message(
     message: LinkMessage,
 ) -> bool {
     match message {
-        LinkMessage::Hello { name, .. } => router.neighbours.set_name(peer, name),
+        LinkMessage::Hello { name, .. } => tracing::info!(?name, "the neighbour introduced itself"),
         LinkMessage::Directory { entries } => {
             if let Err(e) = router.directory_in(peer, entries).await {
                 tracing::error!(error = %e, "could not store directory entries");

@@ -177,14 +177,6 @@ impl Directory {
         all
     }
 
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Decides what a candidate entry changes, without changing anything.
     /// The caller verifies the signature of `Updated` candidates, then calls
     /// [`Directory::store`].

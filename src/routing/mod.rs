@@ -397,7 +397,7 @@ impl Router {
             let entry = match directory::parse_entry(&wire, from) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!(neighbour = %from, phone = %wire.phone.chars().take(20).collect::<String>(), error = %e, "directory entry refused");
+                    tracing::warn!(neighbour = %from, phone = ?wire.phone.chars().take(20).collect::<String>(), error = %e, "directory entry refused");
                     continue;
                 }
             };
@@ -407,7 +407,7 @@ impl Router {
             // A registration dated in the future would outrank every real
             // one, the rightful home's included, for as long as it lasts.
             if entry.info.registered_at > self.clock.now_ms() + FUTURE_LIMIT_MS {
-                tracing::warn!(neighbour = %from, phone = %entry.info.phone, "directory entry dated in the future refused");
+                tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry dated in the future refused");
                 continue;
             }
             let verdict = self.directory.judge(&entry);
@@ -415,7 +415,7 @@ impl Router {
                 continue;
             }
             if verdict == Applied::Updated && directory::verify_signature(&entry).is_err() {
-                tracing::warn!(neighbour = %from, phone = %entry.info.phone, "directory entry with a bad signature refused");
+                tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
                 continue;
             }
             changed.push(self.directory.store(&self.pool, entry).await?.to_wire());

@@ -43,7 +43,6 @@ struct Presence {
 #[derive(Default)]
 struct State {
     links: HashMap<Fingerprint, LinkHandle>,
-    names: HashMap<Fingerprint, String>,
     wakes: HashMap<Fingerprint, Arc<Notify>>,
     up: HashMap<Fingerprint, watch::Sender<bool>>,
     presence: HashMap<Fingerprint, Presence>,
@@ -98,11 +97,6 @@ impl Neighbours {
         watch_of(&mut self.lock(), peer).subscribe()
     }
 
-    /// The fingerprints of the servers linked now.
-    pub fn linked(&self) -> Vec<Fingerprint> {
-        self.lock().links.keys().copied().collect()
-    }
-
     /// Sends a frame on every live link but `except`; a link whose outbox is
     /// full misses it (frames sent this way are refreshed periodically or
     /// re-sent at the next link-up).
@@ -128,14 +122,6 @@ impl Neighbours {
     /// Tells `peer`'s drainer that new messages are queued for it.
     pub fn wake(&self, peer: Fingerprint) {
         self.wake_handle(peer).notify_one();
-    }
-
-    pub fn set_name(&self, peer: Fingerprint, name: String) {
-        self.lock().names.insert(peer, name);
-    }
-
-    pub fn name(&self, peer: &Fingerprint) -> Option<String> {
-        self.lock().names.get(peer).cloned()
     }
 
     /// Records a presence report; returns whether it is newer than what we had.

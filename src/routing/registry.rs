@@ -65,11 +65,6 @@ impl Registry {
         self.lock().contains_key(phone)
     }
 
-    /// How many sessions are logged in now.
-    pub fn session_count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-
     /// Offers a committed message to every live session of its recipient.
     /// A session whose outbox is full misses the push and gets the message
     /// from its next fetch: it stays queued until acknowledged.
