@@ -34,6 +34,7 @@ use crate::routing::ServerInfo;
 use crate::routing::directory::Directory;
 use crate::routing::directory::{self, Entry};
 use error::ApiError;
+pub use session::MAX_PENDING_PER_ADDRESS;
 use session::Session;
 
 /// File name of the server's long-term key inside the data directory.

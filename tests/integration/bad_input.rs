@@ -674,3 +674,45 @@ async fn garbage_instead_of_tls_leaves_the_server_up() {
     still_delivers(&alice, &bob, "after the noise").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_slot_without_logging_in() {
+    use carrier::server::MAX_PENDING_PER_ADDRESS;
+    use carrier::tls::{Pin, connect};
+
+    let mut server = spawn_server().await;
+    let addr = server.addr.to_string();
+    let mut held = Vec::new();
+    for _ in 0..MAX_PENDING_PER_ADDRESS {
+        held.push(
+            connect(&addr, Pin::AcceptAny)
+                .await
+                .expect("a connection within the limit"),
+        );
+    }
+    // The server closes the next one before its handshake.
+    match connect(&addr, Pin::AcceptAny).await {
+        Err(ConnectError::Handshake(_)) => {}
+        other => panic!(
+            "expected the connection over the limit to be closed, got {:?}",
+            other.map(|(_, fp)| fp)
+        ),
+    }
+    // Once the idle connections go, the address is welcome again.
+    drop(held);
+    within("a slot to free up", async {
+        while connect(&addr, Pin::AcceptAny).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    alice
+        .client
+        .login()
+        .await
+        .expect("logins work again")
+        .close()
+        .await;
+    server.stop().await;
+}
