@@ -300,6 +300,26 @@ fn fail(reply: Reply, e: &DbError) {
     }
 }
 
+/// Whether this message is already in its destination queue.
+async fn already_queued(conn: &mut SqliteConnection, e: &Enqueue) -> Result<bool, DbError> {
+    let found: Option<i64> = match &e.destination {
+        Destination::Local => {
+            sqlx::query_scalar("SELECT 1 FROM message_queue WHERE id = $1")
+                .bind(&e.message.id[..])
+                .fetch_optional(conn)
+                .await?
+        }
+        Destination::Neighbour(o) => {
+            sqlx::query_scalar("SELECT 1 FROM outbound_queue WHERE neighbour = $1 AND id = $2")
+                .bind(&o.neighbour)
+                .bind(&e.message.id[..])
+                .fetch_optional(conn)
+                .await?
+        }
+    };
+    Ok(found.is_some())
+}
+
 /// The usage key and limits of an enqueue's destination queue.
 fn queue_of(e: &Enqueue, quotas: Quotas) -> (String, Quota) {
     match &e.destination {
@@ -331,9 +351,17 @@ async fn enqueue_batch(
         let size = e.message.envelope.len() as u64;
         let u = usage_of(conn, usage, key, &e.destination).await?;
         if u.count + 1 > quota.max_messages || u.bytes + size > quota.max_bytes {
-            outcome[i] = Some(EnqueueOutcome::QuotaFull);
+            // A retry of a message already queued is a duplicate, not a
+            // refusal: the sender's first attempt did get through.
+            let queued = already_queued(conn, e).await?;
+            outcome[i] = Some(if queued {
+                EnqueueOutcome::Duplicate
+            } else {
+                EnqueueOutcome::QuotaFull
+            });
             continue;
         }
+        let u = usage.get_mut(key).expect("loaded above");
         u.count += 1;
         u.bytes += size;
         counted[i] = true;

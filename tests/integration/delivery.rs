@@ -354,3 +354,51 @@ async fn a_message_to_oneself_is_received() {
     session.close().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_retry_into_a_full_queue_is_accepted_as_the_duplicate_it_is() {
+    let mut server = spawn_server_with(|c| c.quota.max_messages = 1).await;
+    let (alice, bob) = two_users(&server).await;
+    let conn = logged_in_connection(&server, &alice.phone, &alice.identity()).await;
+    let (id, envelope) = seal_text(
+        &alice.identity(),
+        &alice.phone,
+        &public_key_of(&bob),
+        &bob.phone,
+        1,
+        "once",
+    );
+    let send = || Request::Send {
+        id,
+        to: bob.phone.clone(),
+        envelope: B64(envelope.clone()),
+    };
+    assert!(
+        matches!(conn.call(send()).await, Ok(Response::Accepted { .. })),
+        "first attempt"
+    );
+    // The queue is now full; the same message again is not a new one.
+    assert!(
+        matches!(conn.call(send()).await, Ok(Response::Accepted { .. })),
+        "retry"
+    );
+    let (other, other_envelope) = seal_text(
+        &alice.identity(),
+        &alice.phone,
+        &public_key_of(&bob),
+        &bob.phone,
+        2,
+        "twice",
+    );
+    let refused = conn
+        .call(Request::Send {
+            id: other,
+            to: bob.phone.clone(),
+            envelope: B64(other_envelope),
+        })
+        .await
+        .expect_err("a new message is over quota");
+    assert_eq!(server_code(&refused), Some(ErrorCode::QuotaExceeded));
+    assert_eq!(server.queued_for(&bob.phone).await, 1);
+    server.stop().await;
+}
