@@ -59,42 +59,6 @@ pub struct NewOutbound {
     pub path: String,
 }
 
-/// Deletes messages the neighbour acknowledged (at most
-/// [`super::queue::DELETE_CHUNK`]); returns the size of each that existed.
-pub async fn delete_many(
-    conn: &mut SqliteConnection,
-    neighbour: &str,
-    ids: &[[u8; 16]],
-) -> Result<Vec<u64>, DbError> {
-    let sql = super::queue::delete_sql("outbound_queue", "neighbour", ids.len());
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(neighbour);
-    for id in ids {
-        query = query.bind(&id[..]);
-    }
-    let sizes: Vec<i64> = query.fetch_all(conn).await?;
-    Ok(sizes.into_iter().map(|s| s as u64).collect())
-}
-
-/// Deletes the expired messages among the `limit` oldest waiting for any
-/// neighbour (see `queue::delete_expired`); returns (neighbour, size) of each.
-pub async fn delete_expired(
-    conn: &mut SqliteConnection,
-    now: Millis,
-    limit: u32,
-) -> Result<Vec<(String, u64)>, DbError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "DELETE FROM outbound_queue WHERE seq IN (
-             SELECT seq FROM (SELECT seq, expires_at FROM outbound_queue ORDER BY seq LIMIT $2)
-             WHERE expires_at <= $1)
-         RETURNING neighbour, length(envelope)",
-    )
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(n, s)| (n, s as u64)).collect())
-}
-
 /// Inserts messages for neighbours (at most `queue::INSERT_CHUNK`) in one
 /// statement, skipping ones already queued for the same neighbour; returns
 /// the (neighbour, id) pairs inserted.

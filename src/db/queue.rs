@@ -121,15 +121,48 @@ pub(super) fn values_placeholders(rows: usize, per_row: usize) -> String {
 /// Most ids deleted by one statement (well under SQLite's parameter limit).
 pub const DELETE_CHUNK: usize = 500;
 
-/// Deletes messages of `recipient` by id (at most [`DELETE_CHUNK`]); returns
-/// the envelope size of each message that existed.
+/// The two tables of queued envelopes: a recipient's messages here, and
+/// messages waiting for a neighbour. They share their deletion rules.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Messages,
+    Outbound,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Messages => "message_queue",
+            Table::Outbound => "outbound_queue",
+        }
+    }
+
+    /// The column naming whose queue a row is in.
+    fn owner(self) -> &'static str {
+        match self {
+            Table::Messages => "recipient",
+            Table::Outbound => "neighbour",
+        }
+    }
+}
+
+/// Deletes rows of `owner`'s queue by id (at most [`DELETE_CHUNK`]);
+/// returns the envelope size of each row that existed. Only fixed names and
+/// placeholders go into the statement's text; every value is bound.
 pub async fn delete_many(
     conn: &mut SqliteConnection,
-    recipient: &str,
+    table: Table,
+    owner: &str,
     ids: &[[u8; 16]],
 ) -> Result<Vec<u64>, DbError> {
-    let sql = delete_sql("message_queue", "recipient", ids.len());
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(recipient);
+    let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "DELETE FROM {} WHERE {} = $1 AND id IN ({}) RETURNING length(envelope)",
+        table.name(),
+        table.owner(),
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(owner);
     for id in ids {
         query = query.bind(&id[..]);
     }
@@ -137,37 +170,30 @@ pub async fn delete_many(
     Ok(sizes.into_iter().map(|s| s as u64).collect())
 }
 
-/// `DELETE FROM <table> WHERE <owner> = $1 AND id IN ($2, …) RETURNING
-/// length(envelope)` for `n` ids. Only fixed names and placeholders go into
-/// the text; every value is bound.
-pub(super) fn delete_sql(table: &str, owner: &str, n: usize) -> String {
-    let placeholders: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
-    format!(
-        "DELETE FROM {table} WHERE {owner} = $1 AND id IN ({}) RETURNING length(envelope)",
-        placeholders.join(", ")
-    )
-}
-
-/// Deletes the expired messages among the `limit` oldest; returns the
-/// recipient and size of each, so quota counters can follow. Looking only at
-/// the oldest rows keeps a sweep cheap however long the queue; since every
-/// message gets the same lifetime, expiry follows arrival order (a message
-/// that expires earlier than an older one waits for it, and `fetch` never
-/// returns an expired message meanwhile).
+/// Deletes the expired rows among the `limit` oldest of `table`; returns
+/// the owner and envelope size of each, so quota counters can follow.
+/// Looking only at the oldest rows keeps a sweep cheap however long the
+/// queue; since every message gets the same lifetime, expiry follows arrival
+/// order (a message that expires earlier than an older one waits for it, and
+/// nothing expired is ever fetched or relayed meanwhile).
 pub async fn delete_expired(
     conn: &mut SqliteConnection,
+    table: Table,
     now: Millis,
     limit: u32,
 ) -> Result<Vec<(String, u64)>, DbError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "DELETE FROM message_queue WHERE seq IN (
-             SELECT seq FROM (SELECT seq, expires_at FROM message_queue ORDER BY seq LIMIT $2)
+    let sql = format!(
+        "DELETE FROM {t} WHERE seq IN (
+             SELECT seq FROM (SELECT seq, expires_at FROM {t} ORDER BY seq LIMIT $2)
              WHERE expires_at <= $1)
-         RETURNING recipient, length(envelope)",
-    )
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(r, s)| (r, s as u64)).collect())
+         RETURNING {owner}, length(envelope)",
+        t = table.name(),
+        owner = table.owner()
+    );
+    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(o, s)| (o, s as u64)).collect())
 }

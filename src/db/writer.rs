@@ -13,7 +13,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbound::{self, NewOutbound};
-use super::queue::{self, NewMessage};
+use super::queue::{self, NewMessage, Table};
 use super::{DbError, Millis};
 
 /// Most operations applied in one transaction.
@@ -463,8 +463,8 @@ async fn delete(
     let mut deleted = 0;
     for chunk in ids.chunks(queue::DELETE_CHUNK) {
         let sizes = match queue_ref {
-            QueueRef::Recipient(r) => queue::delete_many(conn, r, chunk).await?,
-            QueueRef::Neighbour(n) => outbound::delete_many(conn, n, chunk).await?,
+            QueueRef::Recipient(r) => queue::delete_many(conn, Table::Messages, r, chunk).await?,
+            QueueRef::Neighbour(n) => queue::delete_many(conn, Table::Outbound, n, chunk).await?,
         };
         for size in sizes {
             deleted += 1;
@@ -488,11 +488,11 @@ async fn sweep(
     usage: &mut HashMap<String, Usage>,
     now: Millis,
 ) -> Result<u64, DbError> {
-    let local = queue::delete_expired(conn, now, SWEEP_LIMIT).await?;
+    let local = queue::delete_expired(conn, Table::Messages, now, SWEEP_LIMIT).await?;
     for (recipient, size) in &local {
         shrink(usage, recipient, *size);
     }
-    let outbound = outbound::delete_expired(conn, now, SWEEP_LIMIT).await?;
+    let outbound = queue::delete_expired(conn, Table::Outbound, now, SWEEP_LIMIT).await?;
     let mut per_neighbour: HashMap<&str, u64> = HashMap::new();
     for (neighbour, size) in &outbound {
         shrink(
