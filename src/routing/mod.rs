@@ -71,16 +71,38 @@ pub enum RouteError {
 
 /// A message accepted for delivery whose commit is still pending.
 pub struct PendingSend {
-    quota_message: String,
+    recipient: PhoneNumber,
+    /// Queued for a neighbour rather than for the recipient here.
+    remote: bool,
     outcome: oneshot::Receiver<Result<EnqueueOutcome, DbError>>,
 }
 
 impl PendingSend {
     /// Resolves once the message is committed (or refused).
     pub async fn committed(self) -> Result<(), RouteError> {
-        match self.outcome.await.map_err(|_| DbError::WriterGone)?? {
+        let PendingSend {
+            recipient,
+            remote,
+            outcome,
+        } = self;
+        match outcome.await.map_err(|_| DbError::WriterGone)?? {
             EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),
-            EnqueueOutcome::QuotaFull => Err(RouteError::QuotaFull(self.quota_message)),
+            EnqueueOutcome::QuotaFull => Err(RouteError::QuotaFull(Self::quota_message(
+                &recipient, remote,
+            ))),
+        }
+    }
+}
+
+impl PendingSend {
+    /// What a sender is told when the queue that would take it is full.
+    fn quota_message(recipient: &PhoneNumber, remote: bool) -> String {
+        if remote {
+            format!("the queue towards {recipient}'s server is full; try again later")
+        } else {
+            format!(
+                "{recipient}'s message queue is full; try again after they have fetched their messages"
+            )
         }
     }
 }
@@ -179,8 +201,13 @@ impl Router {
             received_at: now,
             expires_at: now + self.message_ttl_ms,
         };
-        self.route(message, vec![self.me.fingerprint.to_hex()], false)
-            .await
+        self.route(
+            recipient,
+            message,
+            vec![self.me.fingerprint.to_hex()],
+            false,
+        )
+        .await
     }
 
     /// Takes a message relayed by neighbour `from`.
@@ -223,29 +250,23 @@ impl Router {
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
         };
-        self.route(message, path, true).await
+        self.route(recipient, message, path, true).await
     }
 
     /// Commits a message where its recipient's route says.
     async fn route(
         &self,
+        recipient: PhoneNumber,
         message: NewMessage,
         path: Vec<String>,
         relayed: bool,
     ) -> Result<PendingSend, RouteError> {
-        let recipient =
-            PhoneNumber::from_canonical(&message.recipient).expect("checked by the caller");
         let entry = self
             .directory
             .get(&recipient)
             .ok_or_else(|| RouteError::UnknownRecipient(recipient.to_string()))?;
-        let (destination, quota_message) = match entry.via {
-            None => (
-                Destination::Local,
-                format!(
-                    "{recipient}'s message queue is full; try again after they have fetched their messages"
-                ),
-            ),
+        let destination = match entry.via {
+            None => Destination::Local,
             Some(via) => {
                 if path.contains(&via.to_hex()) {
                     return Err(RouteError::Loop(format!(
@@ -253,16 +274,14 @@ impl Router {
                     )));
                 }
                 let path = serde_json::to_string(&path).expect("strings serialise");
-                (
-                    Destination::Neighbour(NewOutbound {
-                        neighbour: via.to_hex(),
-                        path,
-                    }),
-                    format!("the queue towards {recipient}'s server is full; try again later"),
-                )
+                Destination::Neighbour(NewOutbound {
+                    neighbour: via.to_hex(),
+                    path,
+                })
             }
         };
-        if matches!(destination, Destination::Local) {
+        let remote = !matches!(destination, Destination::Local);
+        if !remote {
             // A connected recipient gets it now, while it commits: the sender
             // is still answered only after the commit, and a message pushed
             // but then not stored is harmless (the client drops repeats by id).
@@ -277,7 +296,8 @@ impl Router {
             })
             .await?;
         Ok(PendingSend {
-            quota_message,
+            recipient,
+            remote,
             outcome,
         })
     }
