@@ -59,10 +59,11 @@ describe("v1 P-256 envelope (PROTOCOL §10.1)", () => {
   });
 
   it("agrees on the ECDH secret from both sides", async () => {
-    const recipient = await importScalar(hex(inputs.recipient_scalar), hex(out.recipient_point), "ECDH");
-    const ephemeral = await importScalar(hex(inputs.ephemeral_scalar), hex(out.ephemeral_point), "ECDH");
-    expect(toHex(await ecdh(recipient, env.keyBlock))).toBe(out.ecdh_shared_x);
-    expect(toHex(await ecdh(ephemeral, hex(out.recipient_point)))).toBe(out.ecdh_shared_x);
+    const recipient = await importScalar(hex(inputs.recipient_scalar), "ECDH");
+    expect(toHex(recipient.point)).toBe(out.recipient_point);
+    const ephemeral = await importScalar(hex(inputs.ephemeral_scalar), "ECDH");
+    expect(toHex(await ecdh(recipient.key, env.keyBlock))).toBe(out.ecdh_shared_x);
+    expect(toHex(await ecdh(ephemeral.key, hex(out.recipient_point)))).toBe(out.ecdh_shared_x);
   });
 
   it("derives the message key with HKDF and opens the text", async () => {
@@ -94,7 +95,8 @@ describe("v1 P-256 envelope (PROTOCOL §10.1)", () => {
   });
 
   it("signs with the sender's scalar so that the signature verifies", async () => {
-    const key = await importScalar(hex(inputs.sender_scalar), hex(out.sender_point), "ECDSA");
+    const { key, point } = await importScalar(hex(inputs.sender_scalar), "ECDSA");
+    expect(toHex(point)).toBe(out.sender_point);
     const ours = await sign(key, env.signed);
     expect(ours.length).toBe(64);
     expect(await verify(hex(out.sender_point), env.signed, ours)).toBe(true);

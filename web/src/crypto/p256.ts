@@ -100,16 +100,31 @@ async function importDeviceKey(pkcs8: Bytes, point: Bytes): Promise<DeviceKey> {
   return { sign, agree, point };
 }
 
+/** PKCS#8 of a P-256 key with the scalar alone (RFC 5915 without the optional public key). */
+const SCALAR_PKCS8_PREFIX = fromHex("3041020100301306072a8648ce3d020106082a8648ce3d030107042730250201010420");
+
 /**
- * Imports a private key given as its raw scalar (test vectors, v2's link response).
- * JWK is the only WebCrypto form that takes a bare scalar; it also needs the point.
+ * Imports a private key given as its raw scalar (test vectors, stored states of
+ * other clients). WebCrypto computes the public point itself: the key is imported
+ * once extractable to read the point, then again non-extractable for use.
  */
-export async function importScalar(scalar: Bytes, point: Bytes, use: EcUse): Promise<CryptoKey> {
-  checkPoint(point);
-  const b64url = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  const jwk: JsonWebKey = { kty: "EC", crv: "P-256", d: b64url(scalar), x: b64url(point.subarray(1, 33)), y: b64url(point.subarray(33)) };
-  const usages: KeyUsage[] = use === "ECDSA" ? ["sign"] : ["deriveBits"];
-  return subtle().importKey("jwk", jwk, { name: use, ...CURVE }, false, usages);
+export async function importScalar(scalar: Bytes, use: EcUse): Promise<{ key: CryptoKey; point: Bytes }> {
+  if (scalar.length !== 32) throw new Error("a P-256 scalar is 32 bytes");
+  const pkcs8 = concat(SCALAR_PKCS8_PREFIX, scalar);
+  try {
+    const usages: KeyUsage[] = use === "ECDSA" ? ["sign"] : ["deriveBits"];
+    const readable = await subtle().importKey("pkcs8", pkcs8, { name: use, ...CURVE }, true, usages);
+    const jwk = await subtle().exportKey("jwk", readable);
+    const point = concat(Uint8Array.of(4), fromBase64Url(jwk.x!), fromBase64Url(jwk.y!));
+    const key = await subtle().importKey("pkcs8", pkcs8, { name: use, ...CURVE }, false, usages);
+    return { key, point };
+  } finally {
+    pkcs8.fill(0);
+  }
+}
+
+function fromBase64Url(text: string): Bytes {
+  return Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
 }
 
 function readScalar(bytes: Uint8Array): bigint {
