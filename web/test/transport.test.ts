@@ -48,15 +48,21 @@ function setup(onOpen?: (req: (t: string, f?: Frame) => Promise<Frame>) => Promi
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
 
+/** A transport whose first socket has opened. */
+async function connected() {
+  const t = setup();
+  t.transport.start();
+  t.sockets[0].onopen?.({});
+  await flush();
+  return t;
+}
+
 beforeEach(() => vi.useFakeTimers());
 afterEach(() => vi.useRealTimers());
 
 describe("Transport", () => {
   it("matches answers by re, whatever their order", async () => {
-    const { transport, sockets } = setup();
-    transport.start();
-    sockets[0].onopen?.({});
-    await flush();
+    const { transport, sockets } = await connected();
     const a = transport.request("send", { id: "a" });
     const b = transport.request("fetch", { limit: 1 });
     await flush();
@@ -69,10 +75,7 @@ describe("Transport", () => {
   });
 
   it("turns error answers into RequestError with the server's code", async () => {
-    const { transport, sockets } = setup();
-    transport.start();
-    sockets[0].onopen?.({});
-    await flush();
+    const { transport, sockets } = await connected();
     const p = transport.request("lookup", { phone: "+12025550199" });
     await flush();
     sockets[0].serverSends({ re: 1, type: "error", code: "unknown_user", message: "no such user" });
@@ -80,10 +83,7 @@ describe("Transport", () => {
   });
 
   it("hands frames without re to the event listener", async () => {
-    const { transport, sockets, events } = setup();
-    transport.start();
-    sockets[0].onopen?.({});
-    await flush();
+    const { sockets, events } = await connected();
     sockets[0].serverSends({ type: "message", id: "00", from: "+12025550101" });
     sockets[0].serverSends({ type: "error", code: "shutting_down", message: "bye" });
     expect(events.map((e) => e.type)).toEqual(["message", "error"]);
@@ -106,10 +106,7 @@ describe("Transport", () => {
   });
 
   it("fails requests in flight on a drop and reconnects with growing waits", async () => {
-    const { transport, sockets, states } = setup();
-    transport.start();
-    sockets[0].onopen?.({});
-    await flush();
+    const { transport, sockets, states } = await connected();
     const p = transport.request("send", { id: "x" });
     await flush();
     sockets[0].serverCloses();
@@ -150,10 +147,7 @@ describe("Transport", () => {
   });
 
   it("refuses a request over the 128 KiB frame limit without sending it", async () => {
-    const { transport, sockets } = setup();
-    transport.start();
-    sockets[0].onopen?.({});
-    await flush();
+    const { transport, sockets } = await connected();
     await expect(transport.request("broadcast", { text: "x".repeat(140_000) })).rejects.toBeInstanceOf(RequestError);
     expect(sockets[0].sent).toEqual([]);
   });

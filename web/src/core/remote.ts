@@ -13,7 +13,9 @@ import type { Account, ClientCore } from "./api";
 import { CoreError } from "./errors";
 import { StoredCore } from "./stored";
 
-const NOT_YET = "This version of the browser client cannot do that with a server yet.";
+async function notYet(): Promise<never> {
+  throw new CoreError("unsupported", "This version of the browser client cannot do that with a server yet.");
+}
 
 /** The WebSocket address on the page's own server: ws:// beside http://, wss:// beside https://. */
 export function socketUrl(location: Location): string {
@@ -33,28 +35,13 @@ export class RemoteCore extends StoredCore implements ClientCore {
     return this.storedAccount();
   }
 
-  async requestCode(): Promise<string> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async register(): Promise<Account> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async link(): Promise<Account> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async startConversation(): Promise<string> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async send(): Promise<void> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async trust(): Promise<void> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async safetyNumber(): Promise<string> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
-  async broadcast(): Promise<void> {
-    throw new CoreError("unsupported", NOT_YET);
-  }
+  // Protocol v2 over the server's /ws plugs in here (see the module comment).
+  requestCode = notYet;
+  register = notYet;
+  link = notYet;
+  startConversation = notYet;
+  send = notYet;
+  trust = notYet;
+  safetyNumber = notYet;
+  broadcast = notYet;
 }

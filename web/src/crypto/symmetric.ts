@@ -37,6 +37,8 @@ async function aesKey(key: Uint8Array<ArrayBuffer>, use: KeyUsage): Promise<Cryp
   return subtle().importKey("raw", key, "AES-GCM", false, [use]);
 }
 
+const gcm = (iv: Uint8Array<ArrayBuffer>, additionalData: Uint8Array<ArrayBuffer>): AesGcmParams => ({ name: "AES-GCM", iv, additionalData, tagLength: 128 });
+
 /** AES-256-GCM; returns ciphertext ‖ 16-byte tag. */
 export async function aesGcmSeal(
   key: Uint8Array<ArrayBuffer>,
@@ -44,8 +46,7 @@ export async function aesGcmSeal(
   plaintext: Uint8Array<ArrayBuffer>,
   aad: Uint8Array<ArrayBuffer>,
 ): Promise<Bytes> {
-  const params = { name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 };
-  return new Uint8Array(await subtle().encrypt(params, await aesKey(key, "encrypt"), plaintext));
+  return new Uint8Array(await subtle().encrypt(gcm(nonce, aad), await aesKey(key, "encrypt"), plaintext));
 }
 
 /** Opens ciphertext ‖ tag; throws when the tag does not verify. */
@@ -55,6 +56,5 @@ export async function aesGcmOpen(
   sealed: Uint8Array<ArrayBuffer>,
   aad: Uint8Array<ArrayBuffer>,
 ): Promise<Bytes> {
-  const params = { name: "AES-GCM", iv: nonce, additionalData: aad, tagLength: 128 };
-  return new Uint8Array(await subtle().decrypt(params, await aesKey(key, "decrypt"), sealed));
+  return new Uint8Array(await subtle().decrypt(gcm(nonce, aad), await aesKey(key, "decrypt"), sealed));
 }

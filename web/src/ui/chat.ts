@@ -2,7 +2,7 @@
 import type { ClientCore, MessageRecord } from "../core/api";
 import { asCoreError } from "../core/errors";
 import { safetyNumberDialog } from "./dialogs";
-import { h, replaceChildren, showError } from "./dom";
+import { h, paneHeader, replaceChildren, showError } from "./dom";
 import { initials, isoTime, messageTime } from "./format";
 
 const STATUS: Record<MessageRecord["status"], string> = {
@@ -65,10 +65,8 @@ export class ChatView {
     this.element = h(
       "section",
       { class: "chat", "aria-labelledby": "chat-title" },
-      h(
-        "header",
-        { class: "chat-head" },
-        h("button", { type: "button", class: "back", "aria-label": "Back to conversations", onclick: back }, "‹"),
+      paneHeader(
+        back,
         this.avatar,
         this.title,
         h("button", { type: "button", class: "secondary small", onclick: () => safetyNumberDialog(this.core, this.peer) }, "Safety number"),

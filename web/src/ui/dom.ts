@@ -28,3 +28,13 @@ export function alertBox(text: string, ...extra: Child[]): HTMLElement {
 export function showError(slot: Element, text: string | null): void {
   replaceChildren(slot, text ? alertBox(text) : null);
 }
+
+/** The header of the right-hand pane; its back button shows only on phone-sized windows. */
+export function paneHeader(back: () => void, ...children: Child[]): HTMLElement {
+  return h(
+    "header",
+    { class: "chat-head" },
+    h("button", { type: "button", class: "back", "aria-label": "Back to conversations", onclick: back }, "‹"),
+    ...children,
+  );
+}

@@ -1,7 +1,7 @@
 /** The public broadcasts of the neighbourhood, and a field to post one. */
 import type { BroadcastRecord, ClientCore } from "../core/api";
 import { asCoreError } from "../core/errors";
-import { h, replaceChildren, showError } from "./dom";
+import { h, paneHeader, replaceChildren, showError } from "./dom";
 import { initials, isoTime, messageTime } from "./format";
 
 function broadcastItem(b: BroadcastRecord): HTMLLIElement {
@@ -46,10 +46,8 @@ export class PublicView {
     this.element = h(
       "section",
       { class: "public", "aria-labelledby": "public-title" },
-      h(
-        "header",
-        { class: "chat-head" },
-        h("button", { type: "button", class: "back", "aria-label": "Back to conversations", onclick: back }, "‹"),
+      paneHeader(
+        back,
         h("div", { class: "title" }, h("h2", { id: "public-title" }, "Public"), h("p", { class: "hint" }, "Signed, not encrypted: everyone online in the neighbourhood sees these, as they happen.")),
       ),
       this.list,
