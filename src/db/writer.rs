@@ -72,6 +72,17 @@ impl<T> Answer<T> {
 }
 
 impl Op {
+    /// An enqueue as [`enqueue::apply`] takes it, with its outcome to fill.
+    fn enqueue_item(&mut self) -> Option<Item<'_>> {
+        match self {
+            Op::Enqueue(enqueue, answer) => Some(Item {
+                enqueue,
+                outcome: &mut answer.result,
+            }),
+            Op::Delete(..) | Op::Sweep(..) => None,
+        }
+    }
+
     /// Answers the operation once its transaction has committed, announcing
     /// a stored message first.
     fn finish(self, committed: &mpsc::UnboundedSender<Committed>) {
@@ -86,17 +97,6 @@ impl Op {
                 answer.send();
             }
             Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.send(),
-        }
-    }
-
-    /// An enqueue as [`enqueue::apply`] takes it, with its outcome to fill.
-    fn enqueue_item(&mut self) -> Option<Item<'_>> {
-        match self {
-            Op::Enqueue(enqueue, answer) => Some(Item {
-                enqueue,
-                outcome: &mut answer.result,
-            }),
-            Op::Delete(..) | Op::Sweep(..) => None,
         }
     }
 
@@ -278,4 +278,121 @@ async fn sweep(
     }
     outbound::forget_seen(conn, now).await?;
     Ok((local.len() + outbound.len()) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::outbound::NewOutbound;
+    use crate::db::quota::Quota;
+
+    const MAX_MESSAGES: u64 = 2;
+
+    fn quota() -> Quota {
+        Quota {
+            max_messages: MAX_MESSAGES,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn message(id: u8, recipient: &PhoneNumber) -> NewMessage {
+        NewMessage {
+            id: MessageId::from_bytes([id; 16]),
+            recipient: recipient.clone(),
+            sender: PhoneNumber::from_canonical("+12025550199").unwrap(),
+            envelope: vec![id; 100],
+            received_at: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    fn enqueue(id: u8, recipient: &PhoneNumber, destination: &Destination) -> Enqueue {
+        Enqueue {
+            message: message(id, recipient),
+            destination: destination.clone(),
+            relayed: matches!(destination, Destination::Neighbour(_)),
+        }
+    }
+
+    /// Submits every enqueue before awaiting any, so they may share one
+    /// transaction, and returns their outcomes in order.
+    async fn submit_all(writer: &QueueWriter, batch: Vec<Enqueue>) -> Vec<EnqueueOutcome> {
+        let mut pending = Vec::new();
+        for e in batch {
+            pending.push(writer.submit_enqueue(e).await.unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for rx in pending {
+            outcomes.push(rx.await.unwrap().unwrap());
+        }
+        outcomes
+    }
+
+    /// Repeats, quota refusals and deletes follow the rules of a one-by-one
+    /// insert in both kinds of queue, each counted apart, and what is
+    /// deleted or refused gives its room back.
+    #[tokio::test]
+    async fn batched_enqueues_count_each_queue_apart() {
+        use EnqueueOutcome::{Duplicate, QuotaFull, Stored};
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, options) = crate::db::open(dir.path()).await.unwrap();
+        let (committed, mut announced) = mpsc::unbounded_channel();
+        let quotas = Quotas {
+            per_recipient: quota(),
+            per_neighbour: quota(),
+        };
+        let (writer, task) = QueueWriter::start(&options, quotas, committed)
+            .await
+            .unwrap();
+        let alice = PhoneNumber::from_canonical("+12025550101").unwrap();
+        let neighbour = Fingerprint::of_spki(b"neighbour");
+        let remote = Destination::Neighbour(NewOutbound {
+            neighbour,
+            path: "[]".into(),
+        });
+        // After an acknowledgement, message 1 comes again: the recipient's
+        // queue takes it, the neighbour's refuses a relayed id seen before
+        // and gives its room to message 4.
+        let cases = [
+            (Destination::Local, [Stored, QuotaFull]),
+            (remote, [Duplicate, Stored]),
+        ];
+        for (destination, after_ack) in cases {
+            let queue = match &destination {
+                Destination::Local => QueueRef::Recipient(alice.clone()),
+                Destination::Neighbour(o) => QueueRef::Neighbour(o.neighbour),
+            };
+            let submit = |ids: &[u8]| {
+                let batch = ids.iter().map(|&id| enqueue(id, &alice, &destination));
+                submit_all(&writer, batch.collect())
+            };
+            let delete = |ids: &[u8]| {
+                let ids = ids.iter().map(|&id| MessageId::from_bytes([id; 16]));
+                writer.delete(queue.clone(), ids.collect())
+            };
+            assert_eq!(
+                submit(&[1, 1, 2, 3, 2]).await,
+                [Stored, Duplicate, Stored, QuotaFull, Duplicate]
+            );
+            assert_eq!(delete(&[1, 9]).await.unwrap(), 1);
+            assert_eq!(submit(&[3, 2]).await, [Stored, Duplicate]);
+            assert_eq!(delete(&[2]).await.unwrap(), 1);
+            assert_eq!(submit(&[1]).await[0], after_ack[0]);
+            assert_eq!(submit(&[4]).await[0], after_ack[1]);
+        }
+        drop(writer);
+        task.await.unwrap();
+        let mut stored = Vec::new();
+        while let Ok(c) = announced.try_recv() {
+            stored.push(c.message.id.as_bytes()[0]);
+        }
+        assert_eq!(stored, [1, 2, 3, 1, 1, 2, 3, 4]);
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM message_queue) + (SELECT count(*) FROM outbound_queue)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(queued, 2 * MAX_MESSAGES as i64);
+    }
 }
