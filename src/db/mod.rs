@@ -5,7 +5,7 @@
 //! Writes to the message queue go through one [`writer::QueueWriter`] task
 //! that groups concurrent senders' inserts into one transaction (group
 //! commit); other tables are small and written directly. Domain types go in
-//! and come out as they are; their stored forms are [`columns`]' business.
+//! and come out as they are; `columns.rs` says how each one is stored.
 
 mod columns;
 pub mod directory;
