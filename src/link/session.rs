@@ -264,6 +264,7 @@ fn refusal(id: MessageId, e: &RouteError) -> LinkMessage {
         RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
         RouteError::Forbidden(_) => ErrorCode::Forbidden,
         RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
+        RouteError::IdInUse(_) => ErrorCode::DuplicateId,
         _ => ErrorCode::BadEnvelope,
     };
     LinkMessage::RelayRefused {

@@ -10,11 +10,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sqlx::SqlitePool;
-
 use crate::crypto::PublicKey;
 use crate::db::directory::DirectoryRow;
-use crate::db::{self, DbError};
+use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::link::DirectoryEntry;
 use crate::protocol::{B64, KeyType, UserInfo, signed};
@@ -146,9 +144,9 @@ pub struct Directory {
 
 impl Directory {
     /// Loads the directory table.
-    pub async fn load(pool: &SqlitePool, me: Fingerprint) -> Result<Self, DbError> {
+    pub async fn load(store: &Store, me: Fingerprint) -> Result<Self, DbError> {
         let mut users = HashMap::new();
-        for row in db::directory::all(pool).await? {
+        for row in store.directory().await? {
             let entry = from_row(row)?;
             users.insert(entry.info.phone.clone(), Arc::new(entry));
         }
@@ -207,8 +205,8 @@ impl Directory {
     }
 
     /// Records an entry in memory and in the database.
-    pub async fn store(&self, pool: &SqlitePool, entry: Entry) -> Result<Arc<Entry>, DbError> {
-        db::directory::upsert(pool, &entry.to_row()).await?;
+    pub async fn store(&self, store: &Store, entry: Entry) -> Result<Arc<Entry>, DbError> {
+        store.store_directory_entry(&entry.to_row()).await?;
         let entry = Arc::new(entry);
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
         users.insert(entry.info.phone.clone(), entry.clone());

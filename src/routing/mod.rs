@@ -15,16 +15,15 @@ pub mod registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::crypto::PublicKey;
-use crate::db::DbError;
 use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
-use crate::db::outbound::{self, NewOutbound, OutboundRow};
-use crate::db::queue::{self, NewMessage, QueueRef};
-use crate::db::writer::{Committed, QueueWriter};
+use crate::db::outbound::{NewOutbound, OutboundRow};
+use crate::db::queue::{NewMessage, QueueRef};
+use crate::db::writer::Committed;
+use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{self, DirectoryEntry, LinkMessage, Relayed};
 use crate::protocol::{self, B64, Broadcast, Delivered, ListedUser, envelope, signed};
@@ -66,6 +65,8 @@ pub enum RouteError {
     Loop(String),
     #[error("{0}")]
     InvalidPhone(String),
+    #[error("{0}")]
+    IdInUse(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -88,6 +89,10 @@ impl PendingSend {
         } = self;
         match outcome.await.map_err(|_| DbError::WriterGone)?? {
             EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),
+            EnqueueOutcome::IdInUse => Err(RouteError::IdInUse(format!(
+                "another message to {recipient} was already sent under this id; \
+                 send a new message under a new random id"
+            ))),
             EnqueueOutcome::QuotaFull => Err(RouteError::QuotaFull(Self::quota_message(
                 &recipient, remote,
             ))),
@@ -120,8 +125,7 @@ pub struct ServerInfo {
 
 /// Delivery rules shared by every session and link.
 pub struct Router {
-    pool: SqlitePool,
-    writer: QueueWriter,
+    store: Store,
     pub registry: Arc<Registry>,
     pub directory: Directory,
     pub neighbours: Neighbours,
@@ -138,8 +142,7 @@ impl Router {
     /// wake-ups in commit order, expiry sweeps, presence announcements).
     /// They end when the router is dropped.
     pub fn start(
-        pool: SqlitePool,
-        writer: QueueWriter,
+        store: Store,
         committed: mpsc::UnboundedReceiver<Committed>,
         directory: Directory,
         me: ServerInfo,
@@ -147,8 +150,7 @@ impl Router {
         message_ttl_ms: i64,
     ) -> Arc<Self> {
         let router = Arc::new(Self {
-            pool,
-            writer,
+            store,
             registry: Arc::new(Registry::default()),
             directory,
             neighbours: Neighbours::default(),
@@ -289,7 +291,7 @@ impl Router {
             self.registry.push(&message);
         }
         let outcome = self
-            .writer
+            .store
             .submit_enqueue(Enqueue {
                 message,
                 destination,
@@ -310,7 +312,10 @@ impl Router {
         limit: u32,
     ) -> Result<(Vec<Delivered>, bool), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
-        let rows = queue::fetch(&self.pool, recipient, 0, self.clock.now_ms(), limit + 1).await?;
+        let rows = self
+            .store
+            .fetch(recipient, 0, self.clock.now_ms(), limit + 1)
+            .await?;
         let mut more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
         let mut bytes = 0;
@@ -332,7 +337,7 @@ impl Router {
 
     /// How many messages wait for `recipient`.
     pub async fn waiting(&self, recipient: &PhoneNumber) -> Result<u64, RouteError> {
-        Ok(queue::waiting(&self.pool, recipient, self.clock.now_ms()).await?)
+        Ok(self.store.waiting(recipient, self.clock.now_ms()).await?)
     }
 
     /// Deletes acknowledged messages of `recipient`; returns how many existed.
@@ -345,7 +350,7 @@ impl Router {
             return Ok(0);
         }
         Ok(self
-            .writer
+            .store
             .delete(QueueRef::Recipient(recipient.clone()), ids)
             .await?)
     }
@@ -357,7 +362,9 @@ impl Router {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<OutboundRow>, DbError> {
-        outbound::next(&self.pool, peer, after_seq, self.clock.now_ms(), limit).await
+        self.store
+            .outbound_next(peer, after_seq, self.clock.now_ms(), limit)
+            .await
     }
 
     /// Deletes messages neighbour `peer` has committed.
@@ -366,22 +373,22 @@ impl Router {
         peer: &Fingerprint,
         ids: Vec<MessageId>,
     ) -> Result<u64, DbError> {
-        self.writer.delete(QueueRef::Neighbour(*peer), ids).await
+        self.store.delete(QueueRef::Neighbour(*peer), ids).await
     }
 
     /// The key pinned for the neighbour at `address`, if any.
     pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
-        outbound::pinned(&self.pool, address).await
+        self.store.neighbour_pin(address).await
     }
 
     /// Pins the key a neighbour presented on first contact.
     pub async fn pin_neighbour(&self, address: &str, fp: Fingerprint) -> Result<(), DbError> {
-        outbound::pin(&self.pool, address, fp).await
+        self.store.pin_neighbour(address, fp).await
     }
 
     /// Records and announces one of our own users (after registration).
     pub async fn publish_local(&self, entry: Entry) -> Result<(), DbError> {
-        let entry = self.directory.store(&self.pool, entry).await?;
+        let entry = self.directory.store(&self.store, entry).await?;
         self.flood_directory(None, vec![entry.to_wire()]);
         Ok(())
     }
@@ -418,7 +425,7 @@ impl Router {
                 tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
                 continue;
             }
-            changed.push(self.directory.store(&self.pool, entry).await?.to_wire());
+            changed.push(self.directory.store(&self.store, entry).await?.to_wire());
         }
         if !changed.is_empty() {
             self.flood_directory(Some(from), changed);
@@ -628,7 +635,7 @@ async fn sweep_expired(router: std::sync::Weak<Router>) {
             let Some(router) = router.upgrade() else {
                 return;
             };
-            match router.writer.sweep(router.clock.now_ms()).await {
+            match router.store.sweep(router.clock.now_ms()).await {
                 Ok(0) => break,
                 Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
                 Err(e) => {

@@ -39,7 +39,16 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        Self::internal(&e)
+        Self::from(&e)
+    }
+}
+
+impl From<&DbError> for ApiError {
+    fn from(e: &DbError) -> Self {
+        match e.code() {
+            ErrorCode::Internal => Self::internal(e),
+            code => Self::new(code, e.to_string()),
+        }
     }
 }
 
@@ -51,7 +60,8 @@ impl From<OtpError> for ApiError {
             OtpError::Expired => ErrorCode::CodeExpired,
             OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
             OtpError::Dead { .. } => ErrorCode::CodeDead,
-            OtpError::Delivery(_) | OtpError::Db(_) => return Self::internal(&e),
+            OtpError::Db(e) => return e.into(),
+            OtpError::Delivery(_) => return Self::internal(&e),
         };
         Self::new(code, e.to_string())
     }
@@ -67,7 +77,8 @@ impl From<RouteError> for ApiError {
             RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
             RouteError::Loop(_) => ErrorCode::BadEnvelope,
             RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
-            RouteError::Db(_) => return Self::internal(&e),
+            RouteError::IdInUse(_) => ErrorCode::DuplicateId,
+            RouteError::Db(e) => return e.into(),
         };
         Self::new(code, e.to_string())
     }

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +24,7 @@ use crate::crypto::Purpose;
 use crate::crypto::{self, Identity, PublicKey};
 use crate::db;
 use crate::db::quota::Quotas;
-use crate::db::writer::QueueWriter;
+use crate::db::{Location, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::link::NeighbourConfig;
 use crate::protocol::ErrorCode;
@@ -75,8 +74,7 @@ pub struct Server {
     state: Arc<ServerState>,
     link_listener: Option<TcpListener>,
     neighbours: Vec<NeighbourConfig>,
-    pool: SqlitePool,
-    writer_task: tokio::task::JoinHandle<()>,
+    store: Store,
     fingerprint: Fingerprint,
     key_created: bool,
     data_dir: PathBuf,
@@ -122,7 +120,6 @@ impl Server {
             path: dir.clone(),
             source,
         };
-        let (pool, options) = db::open(dir).await.map_err(db_err)?;
         let me = ServerInfo {
             fingerprint: key.fingerprint(),
             public_key: key.public_key().to_spki_der(),
@@ -131,20 +128,18 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
         };
-        let directory = Directory::load(&pool, me.fingerprint)
-            .await
-            .map_err(db_err)?;
-        let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
         let quotas = Quotas {
             per_recipient: config.quota,
             per_neighbour: config.neighbour_quota,
         };
-        let (writer, writer_task) = QueueWriter::start(&options, quotas, committed_tx)
+        let (store, committed_rx) = Store::open(&Location::in_data_dir(dir), quotas)
+            .await
+            .map_err(db_err)?;
+        let directory = Directory::load(&store, me.fingerprint)
             .await
             .map_err(db_err)?;
         let router = Router::start(
-            pool.clone(),
-            writer,
+            store.clone(),
             committed_rx,
             directory,
             me,
@@ -152,7 +147,7 @@ impl Server {
             config.message_ttl_ms,
         );
         let otp = Otp::new(
-            pool.clone(),
+            store.clone(),
             config.otp_policy,
             clock,
             config.code_sink.clone(),
@@ -165,14 +160,13 @@ impl Server {
             pending_logins: Arc::default(),
             identity: key,
         });
-        publish_local_users(&state, &pool).await.map_err(db_err)?;
+        publish_local_users(&state, &store).await.map_err(db_err)?;
         let fingerprint = state.router.me().fingerprint;
         Ok(Self {
             state,
             link_listener: None,
             neighbours: config.neighbours.clone(),
-            pool,
-            writer_task,
+            store,
             fingerprint,
             key_created,
             data_dir: dir.clone(),
@@ -225,17 +219,9 @@ impl Server {
         drop(listener);
         tracker.close();
         tracker.wait().await;
-        let Server {
-            state,
-            pool,
-            writer_task,
-            ..
-        } = self;
+        let Server { state, store, .. } = self;
         drop(state);
-        if let Err(e) = writer_task.await {
-            tracing::error!(error = %e, "the queue writer ended abnormally");
-        }
-        pool.close().await;
+        store.close().await;
         tracing::info!("server stopped");
     }
 }
@@ -276,9 +262,9 @@ async fn accept_loop(
 
 /// Makes sure every user registered here has a current, signed directory
 /// entry (the server's name may have changed since it was signed).
-async fn publish_local_users(state: &ServerState, pool: &SqlitePool) -> Result<(), db::DbError> {
+async fn publish_local_users(state: &ServerState, store: &Store) -> Result<(), db::DbError> {
     let me = state.router.me().clone();
-    for row in db::users::all(pool).await? {
+    for row in store.users().await? {
         let Ok(phone) = PhoneNumber::from_canonical(&row.phone) else {
             continue;
         };

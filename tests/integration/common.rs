@@ -211,9 +211,14 @@ impl TestServer {
     /// The persisted `users` row of `phone`.
     pub async fn user_row(&self, phone: &str) -> Option<UserRow> {
         let pool = self.db().await;
-        let row = carrier::db::users::find(&pool, phone)
-            .await
-            .expect("users query");
+        let row = sqlx::query_as::<_, UserRow>(
+            "SELECT phone, key_type, public_key, fingerprint, registered_at FROM users
+             WHERE phone = $1",
+        )
+        .bind(phone)
+        .fetch_optional(&pool)
+        .await
+        .expect("users query");
         pool.close().await;
         row
     }
