@@ -4,12 +4,15 @@
 //! - `common`: in-process servers (`spawn_server`), registered users.
 //! - `wire`: a raw protocol client for hostile and hand-built requests.
 //! - `process`: the two binaries as child processes.
+//! - `test_db`: a fresh SQLite file or PostgreSQL schema per test.
 //!
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
-//! (SIGKILL of the real binary), `cli` (both binaries end to end).
+//! (SIGKILL of the real binary), `cli` (both binaries end to end),
+//! `storage` (the storage rules on every backend).
 
 mod common;
 mod process;
+mod test_db;
 mod wire;
 
 mod architecture;
@@ -18,6 +21,8 @@ mod chat;
 mod cli;
 mod crash;
 mod delivery;
+mod full_disk;
 mod neighbourhood;
 mod registration;
 mod shutdown;
+mod storage;
