@@ -356,10 +356,7 @@ pub fn proof(
     let Ok(who_phone) = PhoneNumber::from_canonical(who) else {
         return vec![0; 64];
     };
-    let spki = identity.public_key().to_spki_der();
-    identity.sign(&crypto::auth_transcript(
-        purpose, exporter, &nonce, &who_phone, &spki,
-    ))
+    crypto::sign_proof(identity, purpose, exporter, &nonce, &who_phone)
 }
 
 /// A library connection logged in as `who` by hand (no `Client`), for
