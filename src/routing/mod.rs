@@ -10,10 +10,10 @@
 //!
 //! [`Router`] is the one door: sessions, links and start-up call its
 //! methods and never touch its state. Each concern lives in its own file:
-//! [`deliver`] (local sends, fetch, ack, expiry), [`relay`] (messages to and
-//! from neighbours, their pins), [`directory`] (who lives where, and
-//! flooding it), [`broadcast`], [`presence`] (who is online, and `list`),
-//! [`registry`] (live sessions) and [`neighbours`] (live links).
+//! `deliver` (local sends, fetch, ack, expiry), `relay` (messages to and
+//! from neighbours), `directory` (who lives where, and flooding it),
+//! `broadcast`, `presence` (who is online, and `list`), `registry` (live
+//! sessions) and `neighbours` (live links and the keys pinned for them).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
