@@ -42,6 +42,7 @@ impl User {
 
 /// Hands out distinct phone numbers that pass the numbering-plan check:
 /// +1 202 2xx xxxx upwards (Washington DC, ordinary exchanges).
+#[derive(Default)]
 pub struct PhoneGen {
     next: u64,
 }
@@ -157,7 +158,10 @@ impl OtpState {
     }
 }
 
-/// Signs the login or registration transcript for this connection.
+/// Asks for a challenge and signs the login or registration transcript for
+/// this connection. The signing itself is the bench's copy of what the
+/// client library does; it is to become one call to the shared proof
+/// signer once the crate has one, and nothing else in the bench signs.
 async fn prove(conn: &Connection, user: &User, purpose: Purpose) -> Result<Vec<u8>> {
     let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
         bail!("expected a challenge");
