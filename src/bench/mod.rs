@@ -133,7 +133,7 @@ pub struct Args {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(config) = &args.serve_config {
-        return match server::serve(config) {
+        return match server::serve_in_process(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("Error: {e:#}");
