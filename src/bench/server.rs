@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::users::{Endpoint, OtpReader};
+use crate::config::ServerConfig;
 use crate::domain::Fingerprint;
 use crate::tls::Pin;
 
@@ -310,12 +311,13 @@ fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The hidden serve mode: what `carrier-server --config PATH` does.
-pub fn serve(config_path: &Path) -> Result<()> {
+/// The hidden serve mode (`--serve-config PATH`): what
+/// `carrier-server --config PATH` does, for when no carrier-server binary
+/// sits next to the bench.
+pub fn serve_in_process(config_path: &Path) -> Result<()> {
     crate::telemetry::init("info");
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let config = crate::config::ServerConfig::load(config_path)?;
+    let config = ServerConfig::load(config_path)?;
+    tokio::runtime::Runtime::new()?.block_on(async {
         crate::server::serve(&config, crate::server::shutdown_on_signal()).await?;
         Ok(())
     })

@@ -281,11 +281,8 @@ async fn drain(
         }
         for row in rows {
             cursor = row.seq;
-            let Some(id) = MessageId::from_slice(&row.id) else {
-                continue;
-            };
             let relayed = Relayed {
-                id,
+                id: row.id,
                 from: row.sender,
                 to: row.recipient,
                 envelope: B64(row.envelope),

@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 use super::registry::SessionLink;
 use super::{RouteError, Router};
 use crate::db::DbError;
+use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
 use crate::db::outbound::NewOutbound;
-use crate::db::queue::{self, NewMessage};
-use crate::db::writer::{Destination, Enqueue, EnqueueOutcome, QueueRef};
+use crate::db::queue::{self, NewMessage, QueueRef};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{self, B64, Delivered, envelope};
 
@@ -63,9 +63,9 @@ impl Router {
         check_header(&envelope, sender, &recipient, id)?;
         let now = self.clock.now_ms();
         let message = NewMessage {
-            id: *id.as_bytes(),
-            recipient: recipient.to_string(),
-            sender: sender.to_string(),
+            id,
+            recipient: recipient.clone(),
+            sender: sender.clone(),
             envelope,
             received_at: now,
             expires_at: now + self.message_ttl_ms,
@@ -99,7 +99,7 @@ impl Router {
                 }
                 let path = serde_json::to_string(&path).expect("strings serialise");
                 Destination::Neighbour(NewOutbound {
-                    neighbour: via.to_hex(),
+                    neighbour: via,
                     path,
                 })
             }
@@ -136,7 +136,7 @@ impl Router {
         let limit = limit.clamp(1, MAX_FETCH);
         let rows = queue::fetch(
             &self.pool,
-            session.phone().as_str(),
+            session.phone(),
             0,
             self.clock.now_ms(),
             limit + 1,
@@ -151,11 +151,8 @@ impl Router {
                 more = true;
                 break;
             }
-            let id = MessageId::from_slice(&row.id).ok_or_else(|| {
-                DbError::Corrupt(format!("message id of length {}", row.id.len()))
-            })?;
             out.push(Delivered {
-                id,
+                id: row.id,
                 from: row.sender,
                 envelope: B64(row.envelope),
                 received_at: row.received_at,
@@ -167,7 +164,7 @@ impl Router {
 
     /// How many messages wait for `recipient`.
     pub async fn waiting(&self, recipient: &PhoneNumber) -> Result<u64, RouteError> {
-        Ok(queue::waiting(&self.pool, recipient.as_str(), self.clock.now_ms()).await?)
+        Ok(queue::waiting(&self.pool, recipient, self.clock.now_ms()).await?)
     }
 
     /// Deletes acknowledged messages of a session's user; only those the
@@ -178,9 +175,8 @@ impl Router {
         if owned.is_empty() {
             return Ok(0);
         }
-        let queue = QueueRef::Recipient(session.phone().to_string());
-        let bytes = owned.iter().map(|id| *id.as_bytes()).collect();
-        match self.writer.delete(queue, bytes).await {
+        let queue = QueueRef::Recipient(session.phone().clone());
+        match self.writer.delete(queue, owned.clone()).await {
             Ok(deleted) => Ok(deleted),
             Err(e) => {
                 // Nothing was deleted: the client may acknowledge these again.

@@ -105,14 +105,12 @@ impl Router {
 
     /// The key pinned for the neighbour at `address`, if any.
     pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
-        Ok(outbound::pinned(&self.pool, address)
-            .await?
-            .and_then(|f| Fingerprint::parse(&f)))
+        outbound::pinned(&self.pool, address).await
     }
 
     /// Pins the key a neighbour presented on first contact.
     pub async fn pin_neighbour(&self, address: &str, fp: Fingerprint) -> Result<(), DbError> {
-        outbound::pin(&self.pool, address, &fp.to_hex()).await
+        outbound::pin(&self.pool, address, fp).await
     }
 }
 

@@ -89,12 +89,12 @@ impl Registry {
             Some(list) => list.clone(),
             None => return,
         };
-        let id = MessageId::from_bytes(message.id);
+        let id = message.id;
         let frame = ResponseFrame {
             re: None,
             response: Response::Message(Delivered {
                 id,
-                from: message.sender.clone(),
+                from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
             }),

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 use super::deliver::check_header;
 use super::{PendingSend, RouteError, Router};
 use crate::db::DbError;
+use crate::db::enqueue::Destination;
 use crate::db::outbound::{self, OutboundRow};
-use crate::db::queue::NewMessage;
-use crate::db::writer::{Committed, Destination, QueueRef};
+use crate::db::queue::{NewMessage, QueueRef};
+use crate::db::writer::Committed;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol;
 use crate::protocol::link::{self, Relayed};
@@ -46,9 +47,9 @@ impl Router {
         let mut path = r.path;
         path.push(me);
         let message = NewMessage {
-            id: *r.id.as_bytes(),
-            recipient: r.to,
-            sender: r.from,
+            id: r.id,
+            recipient: recipient.clone(),
+            sender,
             envelope: r.envelope.0,
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
@@ -63,14 +64,7 @@ impl Router {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<OutboundRow>, DbError> {
-        outbound::next(
-            &self.pool,
-            &peer.to_hex(),
-            after_seq,
-            self.clock.now_ms(),
-            limit,
-        )
-        .await
+        outbound::next(&self.pool, peer, after_seq, self.clock.now_ms(), limit).await
     }
 
     /// Deletes messages neighbour `peer` has committed.
@@ -79,9 +73,8 @@ impl Router {
         peer: &Fingerprint,
         ids: &[MessageId],
     ) -> Result<u64, DbError> {
-        let ids = ids.iter().map(|id| *id.as_bytes()).collect();
         self.writer
-            .delete(QueueRef::Neighbour(peer.to_hex()), ids)
+            .delete(QueueRef::Neighbour(*peer), ids.to_vec())
             .await
     }
 }
@@ -97,11 +90,7 @@ pub(super) async fn wake_links(
         };
         match c.destination {
             Destination::Local => {}
-            Destination::Neighbour(o) => {
-                if let Some(fp) = Fingerprint::parse(&o.neighbour) {
-                    router.neighbours.wake(fp);
-                }
-            }
+            Destination::Neighbour(o) => router.neighbours.wake(o.neighbour),
         }
     }
 }
