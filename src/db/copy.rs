@@ -6,7 +6,8 @@
 //! before it commits.
 
 use super::backend::{Conn, on_backend};
-use super::{DbError, Store};
+use super::quota::{Quota, Quotas};
+use super::{DbError, Location, Store};
 
 /// What is copied, in an order that keeps each queue's arrival order (rows
 /// are read by their key, and the target numbers `seq` anew in that order).
@@ -138,8 +139,33 @@ pub enum CopyError {
         copied: u64,
         source_rows: u64,
     },
+    #[error("--from and --to name the same database")]
+    SameDatabase,
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// `carrier-server migrate`: copies the store at `from` into the empty one
+/// at `to` (both brought to this binary's schema first).
+pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError> {
+    if from == to {
+        return Err(CopyError::SameDatabase);
+    }
+    // Quotas bound new messages; a copy takes what is there.
+    let unbounded = Quota {
+        max_messages: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    let quotas = Quotas {
+        per_recipient: unbounded,
+        per_neighbour: unbounded,
+    };
+    let (source, _) = Store::open(from, quotas).await?;
+    let (target, _) = Store::open(to, quotas).await?;
+    let copied = source.copy_into(&target).await;
+    source.close().await;
+    target.close().await;
+    copied
 }
 
 impl Store {

@@ -56,6 +56,20 @@ impl TestDb {
         all
     }
 
+    /// A fresh schema when the suite runs against PostgreSQL, from inside
+    /// or outside a runtime (its own thread and runtime make it).
+    pub fn postgres_blocking() -> Option<Self> {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(TestDb::postgres())
+        })
+        .join()
+        .expect("the schema thread does not panic")
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             TestDb::Sqlite(_) => "sqlite",
