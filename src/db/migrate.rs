@@ -3,15 +3,40 @@
 //! (before anything touches it), and each migration applied is logged.
 
 use sqlx::migrate::{Migrate, Migrator};
+use sqlx::{Database, Pool};
 
 use super::{DbError, Location};
 
 /// sqlx's table of applied migrations.
 const TABLE: &str = "_sqlx_migrations";
 
+/// Refuses a schema newer than `migrator` knows, applies the migrations
+/// the database behind `pool` lacks, and logs each.
+pub(super) async fn bring_up_to_date<DB: Database>(
+    pool: &Pool<DB>,
+    migrator: &Migrator,
+    location: &Location,
+) -> Result<(), DbError>
+where
+    DB::Connection: Migrate,
+{
+    let pending = pending(&mut *pool.acquire().await?, migrator).await?;
+    migrator.run(pool).await?;
+    log_applied(location, &pending);
+    Ok(())
+}
+
+/// What a failure to connect at start says: where, and why.
+pub(super) fn unreachable(location: &Location) -> impl FnOnce(sqlx::Error) -> DbError + '_ {
+    move |e| DbError::Connect {
+        location: location.to_string(),
+        reason: e.to_string(),
+    }
+}
+
 /// The migrations `migrator` would apply to the database behind `conn`,
 /// after refusing a schema this binary does not know.
-pub(super) async fn pending<C: Migrate>(
+async fn pending<C: Migrate>(
     conn: &mut C,
     migrator: &Migrator,
 ) -> Result<Vec<(i64, String)>, DbError> {
@@ -31,7 +56,7 @@ pub(super) async fn pending<C: Migrate>(
 }
 
 /// Logs what [`pending`] listed once the migrator has applied it.
-pub(super) fn log_applied(location: &Location, applied: &[(i64, String)]) {
+fn log_applied(location: &Location, applied: &[(i64, String)]) {
     for (version, description) in applied {
         tracing::info!(%location, version, description, "database migration applied");
     }

@@ -15,6 +15,8 @@
 //! Other tables are small and written directly. [`health`] turns a full
 //! disk or a lost database into a few clear log lines, and
 //! [`DbError::code`] into `storage_full` or `storage_unavailable`.
+//! [`copy`] moves a whole store into an empty one (`carrier-server
+//! migrate`).
 
 mod backend;
 mod columns;

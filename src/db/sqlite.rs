@@ -58,14 +58,8 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
         .max_connections(POOL_SIZE)
         .connect_with(options.clone())
         .await
-        .map_err(|e| DbError::Connect {
-            location: location.to_string(),
-            reason: e.to_string(),
-        })?;
-    let mut conn = pool.acquire().await?;
-    let pending = migrate::pending(&mut *conn, &MIGRATOR).await?;
-    MIGRATOR.run(&mut *conn).await?;
-    migrate::log_applied(&location, &pending);
+        .map_err(migrate::unreachable(&location))?;
+    migrate::bring_up_to_date(&pool, &MIGRATOR, &location).await?;
     Ok((pool, options))
 }
 

@@ -1,23 +1,22 @@
 //! A full disk, for real: the test binary runs itself again inside a
 //! private mount namespace (`unshare --mount`, which needs root, as CI has)
-//! where a 4 MiB tmpfs holds the database. There it fills the disk, checks
-//! what fails and what keeps working, frees the space and checks that
-//! every kind of write comes back by itself, nothing acknowledged is lost
-//! and the database is intact. Without root the test says it was skipped.
+//! where a 4 MiB tmpfs holds a real server's data directory. There it fills
+//! the disk, checks as a client what fails (`storage_full`, for sends, acks
+//! and registrations) and what keeps working (fetch, lookup, list), frees
+//! the space and checks that every kind of write comes back by itself,
+//! nothing acknowledged is lost and the database is intact. Without root
+//! the test says it was skipped.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use carrier::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
-use carrier::db::otp::{OtpLimits, PendingCode};
-use carrier::db::queue::{NewMessage, QueueRef};
-use carrier::db::quota::{Quota, Quotas};
-use carrier::db::{DbError, Location, Store};
-use carrier::domain::{MessageId, PhoneNumber};
-use carrier::protocol::ErrorCode;
-use sqlx::Connection;
+use carrier::client::{ClientError, Session};
+use carrier::domain::MessageId;
+use carrier::protocol::{ErrorCode, KeyType, Request, Response};
+
+use crate::common::*;
 
 /// Set in the child, which runs inside the namespace.
 const INSIDE: &str = "CARRIER_TEST_INSIDE_MOUNT_NAMESPACE";
@@ -67,95 +66,122 @@ fn a_full_disk_refuses_writes_then_recovers_by_itself() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by a_full_disk_refuses_writes_then_recovers_by_itself in a mount namespace"]
 async fn inside_a_small_tmpfs() {
     assert!(
         std::env::var_os(INSIDE).is_some(),
         "run only inside a private mount namespace"
     );
-    let dir = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=4m", "carrier-full-disk"])
-        .arg(dir.path())
+        .arg(disk.path())
         .status()
         .unwrap();
     assert!(mounted.success(), "mounting the tmpfs failed");
-    let db_path = dir.path().join("carrier.db");
-    let quota = Quota {
-        max_messages: 1 << 20,
-        max_bytes: 1 << 30,
+    let mut server = spawn_server_with(|c| {
+        c.data_dir = disk.path().join("data");
+        c.database = None;
+    })
+    .await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let a = alice.client.login().await.unwrap();
+    let mut stored = Vec::new();
+    for n in 0..5 {
+        stored.push(a.send(BOB, &format!("before {n}")).await.unwrap());
+    }
+
+    let filler = disk.path().join("filler");
+    fill(&filler);
+    let refused = send_until_full(&a, &mut stored).await;
+    assert_eq!(
+        server_code(&refused),
+        Some(ErrorCode::StorageFull),
+        "{refused}"
+    );
+
+    // Reads go on; every kind of write is refused with the same code.
+    let b = logged_in_connection(&server, BOB, &bob.identity()).await;
+    let Response::Messages { messages, .. } =
+        b.call(Request::Fetch { limit: Some(3) }).await.unwrap()
+    else {
+        panic!("fetch while full");
     };
-    let quotas = Quotas {
-        per_recipient: quota,
-        per_neighbour: quota,
-    };
-    let (store, _committed) = Store::open(&Location::Sqlite(db_path.clone()), quotas)
+    assert_eq!(messages.len(), 3);
+    let looked_up = b
+        .call(Request::Lookup {
+            phone: ALICE.into(),
+        })
         .await
         .unwrap();
-
-    let mut stored = Vec::new();
-    for n in 0..20 {
-        assert_eq!(enqueue(&store, n).await.unwrap(), EnqueueOutcome::Stored);
-        stored.push(id(n));
-    }
-    let filler = dir.path().join("filler");
-    fill(&filler);
-    let full = send_until_full(&store, &mut stored).await;
-    assert_eq!(full.code(), ErrorCode::StorageFull, "{full}");
-
-    // Every kind of write is refused with the same code; reads go on.
-    let ack = store
-        .delete(QueueRef::Recipient(bob()), vec![stored[0]])
-        .await;
     assert!(
-        matches!(ack, Err(DbError::Full(_))),
+        matches!(looked_up, Response::User(_)),
+        "lookup while full: {looked_up:?}"
+    );
+    assert!(matches!(
+        b.call(Request::List).await.unwrap(),
+        Response::Users { .. }
+    ));
+    let ack = b
+        .call(Request::Ack {
+            ids: vec![messages[0].id],
+        })
+        .await;
+    assert_eq!(
+        ack.as_ref().err().and_then(server_code),
+        Some(ErrorCode::StorageFull),
         "ack while full: {ack:?}"
     );
-    let code = store.otp_issue(&pending_code(), otp_limits()).await;
-    assert!(
-        matches!(code, Err(DbError::Full(_))),
-        "registration while full: {code:?}"
+    let (_home, carol) = new_client(&server.addr(), Some(server.fingerprint)).await;
+    let registration = register_client(&server, &carol, CAROL, KeyType::P256).await;
+    assert_eq!(
+        registration.as_ref().err().and_then(server_code),
+        Some(ErrorCode::StorageFull),
+        "registration while full: {registration:?}"
     );
-    let fetched = store
-        .fetch(&bob(), 0, 0, 10)
-        .await
-        .expect("reads work while full");
-    assert_eq!(fetched.len(), 10);
 
+    // Space comes back: every write works again by itself.
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + RECOVERY;
-    let after = loop {
-        match enqueue(&store, 60_000).await {
-            Ok(outcome) => break outcome,
-            Err(e) if Instant::now() < deadline => assert_eq!(e.code(), ErrorCode::StorageFull),
+    loop {
+        match a.send(BOB, "after").await {
+            Ok(id) => break stored.push(id),
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(server_code(&e), Some(ErrorCode::StorageFull), "{e}")
+            }
             Err(e) => panic!("writes did not come back within {RECOVERY:?}: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(after, EnqueueOutcome::Stored);
-    stored.push(id(60_000));
-    assert_eq!(
-        store
-            .delete(QueueRef::Recipient(bob()), vec![stored.remove(0)])
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(
-        store
-            .otp_issue(&pending_code(), otp_limits())
-            .await
-            .unwrap()
-            .is_ok()
-    );
+    }
+    let ack = b
+        .call(Request::Ack {
+            ids: vec![messages[0].id],
+        })
+        .await
+        .unwrap();
+    assert!(matches!(ack, Response::Acked { .. }), "ack after: {ack:?}");
+    stored.retain(|id| *id != messages[0].id);
+    register(&server, CAROL, KeyType::P256).await;
+    a.close().await;
+    b.close().await;
 
     // Nothing acknowledged was lost, and the file is sound.
-    let queued = store.fetch(&bob(), 0, 0, 100_000).await.unwrap();
-    let queued: Vec<MessageId> = queued.iter().map(|r| r.id).collect();
+    let pool = server.db().await;
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    let queued: Vec<Vec<u8>> = sqlx::query_scalar("SELECT id FROM message_queue ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let stored: Vec<Vec<u8>> = stored.iter().map(|id| id.as_bytes().to_vec()).collect();
     assert_eq!(queued, stored, "acknowledged messages went missing");
-    store.close().await;
-    assert_eq!(integrity_check(&db_path).await, "ok");
+    pool.close().await;
+    server.stop().await;
 }
 
 /// Writes a file until the disk is full.
@@ -176,78 +202,15 @@ fn fill(path: &Path) {
     {}
 }
 
-/// Sends messages until the store refuses one, keeping the ids of those
+/// Sends messages until the server refuses one, keeping the ids of those
 /// acknowledged; returns the refusal.
-async fn send_until_full(store: &Store, stored: &mut Vec<MessageId>) -> DbError {
-    for n in 20..50_000 {
-        match enqueue(store, n).await {
-            Ok(outcome) => {
-                assert_eq!(outcome, EnqueueOutcome::Stored);
-                stored.push(id(n));
-            }
+async fn send_until_full(a: &Session<'_>, stored: &mut Vec<MessageId>) -> ClientError {
+    let text = "x".repeat(2000);
+    for _ in 0..20_000 {
+        match a.send(BOB, &text).await {
+            Ok(id) => stored.push(id),
             Err(e) => return e,
         }
     }
-    panic!("50,000 messages fitted on a full disk");
-}
-
-async fn enqueue(store: &Store, n: u32) -> Result<EnqueueOutcome, DbError> {
-    let message = NewMessage {
-        id: id(n),
-        recipient: bob(),
-        sender: PhoneNumber::from_canonical("+12025550101").unwrap(),
-        envelope: vec![7; 2048],
-        received_at: 0,
-        expires_at: i64::MAX,
-    };
-    let e = Enqueue {
-        message,
-        destination: Destination::Local,
-        relayed: false,
-    };
-    store
-        .submit_enqueue(e)
-        .await?
-        .await
-        .map_err(|_| DbError::WriterGone)?
-}
-
-fn id(n: u32) -> MessageId {
-    let mut bytes = [0; 16];
-    bytes[..4].copy_from_slice(&n.to_be_bytes());
-    MessageId::from_bytes(bytes)
-}
-
-fn bob() -> PhoneNumber {
-    PhoneNumber::from_canonical("+12025550102").unwrap()
-}
-
-fn pending_code() -> PendingCode {
-    PendingCode {
-        phone: "+12025550103".into(),
-        code_hash: "hash".into(),
-        key_type: "p256".into(),
-        public_key: vec![1; 65],
-        issued_at: 0,
-        expires_at: 1,
-    }
-}
-
-fn otp_limits() -> OtpLimits {
-    OtpLimits {
-        now: 0,
-        window_ms: 1,
-        max_codes: 1000,
-        max_tries: 1000,
-    }
-}
-
-async fn integrity_check(path: &Path) -> String {
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+    panic!("20,000 messages fitted on a full disk");
 }

@@ -542,3 +542,112 @@ async fn an_unreachable_database_is_a_clear_error() {
     );
     assert!(!said.contains("secret"), "{said}");
 }
+
+/// `carrier-server migrate`'s copy: a populated SQLite store arrives whole
+/// in an empty store of each backend, queues in order; a second copy into
+/// the same target is refused and changes nothing.
+#[tokio::test]
+async fn a_populated_store_is_copied_whole_into_an_empty_one() {
+    let source = TestDb::sqlite();
+    let (store, _) = Store::open(&source.location(), quotas(1000)).await.unwrap();
+    let user = UserRow {
+        phone: ALICE.into(),
+        key_type: "p256".into(),
+        public_key: vec![1; 65],
+        fingerprint: "ab".repeat(32),
+        registered_at: 5,
+    };
+    assert!(
+        store
+            .otp_issue(&pending_code(ALICE, 1, 0), otp_limits(0))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(store.otp_register(&user).await.unwrap(), Some(false));
+    assert!(
+        store
+            .otp_issue(&pending_code(BOB, 2, 0), otp_limits(0))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let neighbour = Fingerprint::of_spki(b"neighbour");
+    let mut batch: Vec<Enqueue> = (0..250u8)
+        .map(|id| local(message(id, ALICE, BOB, id)))
+        .collect();
+    batch.push(Enqueue {
+        message: message(1, ALICE, CAROL, 1),
+        destination: Destination::Neighbour(NewOutbound {
+            neighbour,
+            path: "[]".into(),
+        }),
+        relayed: true,
+    });
+    assert!(submit_all(&store, batch).await.iter().all(|o| *o == Stored));
+    store.pin_neighbour("n:1", neighbour).await.unwrap();
+    store.close().await;
+
+    for target in TestDb::each().await {
+        let backend = target.backend();
+        let copied = carrier::db::copy::migrate(&source.location(), &target.location())
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let rows = |table: &str| copied.iter().find(|(t, _)| *t == table).unwrap().1;
+        assert_eq!(
+            [
+                rows("users"),
+                rows("otp_codes"),
+                rows("otp_limits"),
+                rows("message_queue")
+            ],
+            [1, 1, 1, 250],
+            "{backend}: {copied:?}"
+        );
+        assert_eq!(
+            [
+                rows("outbound_queue"),
+                rows("relay_seen"),
+                rows("neighbour_pins")
+            ],
+            [1, 1, 1]
+        );
+        let again = carrier::db::copy::migrate(&source.location(), &target.location()).await;
+        assert!(
+            matches!(
+                again,
+                Err(carrier::db::copy::CopyError::TargetNotEmpty { .. })
+            ),
+            "{backend}: {again:?}"
+        );
+        let (copy, _) = Store::open(&target.location(), quotas(1000)).await.unwrap();
+        assert_eq!(
+            queued_ids(&copy, BOB).await,
+            (0..250u8).collect::<Vec<_>>(),
+            "{backend}"
+        );
+        assert_eq!(
+            copy.user(&phone(ALICE)).await.unwrap(),
+            Some(user.clone()),
+            "{backend}"
+        );
+        assert_eq!(
+            copy.neighbour_pin("n:1").await.unwrap(),
+            Some(neighbour),
+            "{backend}"
+        );
+        let next = copy.outbound_next(&neighbour, 0, 0, 10).await.unwrap();
+        assert_eq!(next.len(), 1, "{backend}");
+        let retry = Enqueue {
+            relayed: true,
+            ..local(message(1, ALICE, CAROL, 1))
+        };
+        assert_eq!(
+            submit_all(&copy, vec![retry]).await,
+            [Duplicate],
+            "{backend}: relay_seen came along"
+        );
+        copy.close().await;
+        target.remove().await;
+    }
+}
