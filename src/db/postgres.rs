@@ -24,10 +24,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     let unusable =
         |e: sqlx::Error| DbError::BadUrl(format!("{} ({e})", Location::Postgres(url.into())));
-    Ok(PgConnectOptions::from_str(url)
-        .map_err(unusable)?
-        .application_name("carrier-server")
-        .options([("synchronous_commit", "on")]))
+    let options = PgConnectOptions::from_str(url).map_err(unusable)?;
+    // An `application_name=` in the URL tells members apart.
+    let options = match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name("carrier-server"),
+    };
+    Ok(options.options([("synchronous_commit", "on")]))
 }
 
 /// Connects to the database at `url` and brings its schema up to date.

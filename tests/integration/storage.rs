@@ -651,3 +651,57 @@ async fn a_populated_store_is_copied_whole_into_an_empty_one() {
         target.remove().await;
     }
 }
+
+/// PostgreSQL going away under a running store (its connections cut from
+/// the server side): writes meanwhile are refused with
+/// `storage_unavailable`, the writer connects again by itself, and
+/// nothing acknowledged before is lost.
+#[tokio::test]
+async fn a_lost_postgres_connection_is_refused_then_recovered() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let name = format!("carrier_lost_{}", std::process::id());
+    let location = Location::parse(&format!("{}&application_name={name}", db.url())).unwrap();
+    let (store, _) = Store::open(&location, quotas(1000)).await.unwrap();
+    let first: Vec<Enqueue> = (0..10)
+        .map(|id| local(message(id, ALICE, BOB, id)))
+        .collect();
+    assert!(submit_all(&store, first).await.iter().all(|o| *o == Stored));
+
+    db.execute(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+    ))
+    .await;
+    let mut refused = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut id = 10;
+    while std::time::Instant::now() < deadline {
+        let rx = store
+            .submit_enqueue(local(message(id, ALICE, BOB, id)))
+            .await
+            .unwrap();
+        match rx.await.unwrap() {
+            Ok(outcome) => {
+                assert_eq!(outcome, Stored);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::StorageUnavailable, "{e}");
+                refused += 1;
+                id += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(refused >= 1, "cutting the connections refused nothing");
+    let mut expected: Vec<u8> = (0..10).collect();
+    expected.push(id);
+    assert_eq!(
+        queued_ids(&store, BOB).await,
+        expected,
+        "after {refused} refusals"
+    );
+    store.close().await;
+    db.remove().await;
+}
