@@ -36,7 +36,7 @@ impl KeyOffer {
 pub(super) struct Contacts<'a> {
     pub conn: &'a Connection,
     pub home: &'a Home,
-    pub notify: &'a Notify,
+    pub notify: Notify,
     pub clock: &'a Clock,
 }
 

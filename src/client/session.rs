@@ -20,7 +20,8 @@ pub struct Client {
     server: String,
     server_fingerprint: Option<Fingerprint>,
     passphrase: Option<Zeroizing<String>>,
-    notify: Notify,
+    /// Behind a lock so `chat` can route notices through its screen.
+    notify: std::sync::RwLock<Notify>,
     clock: Clock,
 }
 
@@ -37,7 +38,7 @@ impl Client {
             server,
             server_fingerprint,
             passphrase,
-            notify,
+            notify: std::sync::RwLock::new(notify),
             clock: Clock::System,
         }
     }
@@ -45,6 +46,22 @@ impl Client {
     /// The server address this client dials.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// Where notices go now.
+    pub(super) fn notify(&self) -> Notify {
+        self.notify
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends notices to `notify` from now on; returns where they went.
+    pub fn replace_notify(&self, notify: Notify) -> Notify {
+        std::mem::replace(
+            &mut *self.notify.write().unwrap_or_else(|p| p.into_inner()),
+            notify,
+        )
     }
 
     pub(super) fn passphrase(&self) -> Option<&str> {
@@ -71,7 +88,7 @@ impl Client {
         if pinned != Some(seen) {
             self.home.pin_server(&self.server, seen).await?;
             if pinned.is_none() && self.server_fingerprint.is_none() {
-                (self.notify)(Notice::ServerPinned {
+                (self.notify())(Notice::ServerPinned {
                     addr: self.server.clone(),
                     fingerprint: seen,
                 });
@@ -188,7 +205,7 @@ impl<'c> Session<'c> {
         Contacts {
             conn: &self.conn,
             home: &self.client.home,
-            notify: &self.client.notify,
+            notify: self.client.notify(),
             clock: &self.client.clock,
         }
     }

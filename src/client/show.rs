@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Authorship, ClientError, HistoryEntry, Received, Refusal};
+use super::{Authorship, ClientError, HistoryEntry, Notice, Received, Refusal};
 use crate::client::Direction;
 use crate::protocol::{Broadcast, ListedUser};
 
@@ -91,6 +91,18 @@ pub fn history(e: &HistoryEntry) -> String {
         clean(&e.peer),
         clean(&e.text)
     )
+}
+
+/// A notice, for standard error.
+pub fn notice(n: &Notice) -> String {
+    match n {
+        Notice::ServerPinned { addr, fingerprint } => {
+            format!("Pinned the key of server {addr} on first use: {fingerprint}")
+        }
+        Notice::ContactPinned { phone, fingerprint } => {
+            format!("Pinned the key of {phone} on first use: {fingerprint}")
+        }
+    }
 }
 
 /// `error: …`, for standard error; the message may quote the server.
@@ -193,6 +205,17 @@ mod tests {
             clean("plain text, ünïcödé"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn errors_quoting_the_server_are_neutralised_too() {
+        let e = crate::client::ClientError::Server {
+            code: crate::protocol::ErrorCode::Forbidden,
+            message: HOSTILE.into(),
+        };
+        let line = super::error(&e);
+        assert!(line.starts_with("error: hi\\u{1b}[2J\\n"), "{line}");
+        assert!(line.chars().all(|c| (' '..='~').contains(&c)), "{line}");
     }
 
     #[test]

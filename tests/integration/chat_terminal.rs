@@ -4,49 +4,11 @@
 //! of a contact's number, and a server restart the chat survives with a
 //! notice.
 
-use std::process::Command;
-
 use carrier::protocol::KeyType;
-use expectrl::{Eof, Expect, Regex, Session};
+use expectrl::{Eof, Expect};
 
-use crate::client_support::carrier_in;
+use crate::client_support::{carrier_in, expect, on_pty, start_pty};
 use crate::common::*;
-
-type Pty = expectrl::session::OsSession;
-
-/// Runs `step` on the terminal off the async runtime (it blocks), so the
-/// in-process server keeps serving meanwhile.
-async fn on_pty<T: Send + 'static>(
-    mut pty: Pty,
-    step: impl FnOnce(&mut Pty) -> T + Send + 'static,
-) -> (Pty, T) {
-    tokio::task::spawn_blocking(move || {
-        let out = step(&mut pty);
-        (pty, out)
-    })
-    .await
-    .expect("the terminal step does not panic")
-}
-
-/// Waits for `pattern` in what the chat printed, failing with what it
-/// printed instead.
-fn expect(pty: &mut Pty, pattern: &str) -> String {
-    match pty.expect(Regex(pattern)) {
-        Ok(found) => String::from_utf8_lossy(found.as_bytes()).into_owned(),
-        Err(e) => panic!("chat never printed /{pattern}/: {e}"),
-    }
-}
-
-fn start_chat(server: &TestServer, home: &std::path::Path) -> Pty {
-    let mut cmd: Command = carrier_in(home, &["--server", &server.addr(), "chat"]);
-    cmd.env("TERM", "xterm");
-    let mut pty = Session::spawn(cmd).expect("chat starts in a pseudo-terminal");
-    pty.get_process_mut()
-        .set_window_size(120, 40)
-        .expect("the terminal has a size");
-    pty.set_expect_timeout(Some(PATIENCE));
-    pty
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_on_a_terminal_keeps_the_typed_line_completes_numbers_and_reconnects() {
@@ -56,7 +18,10 @@ async fn chat_on_a_terminal_keeps_the_typed_line_completes_numbers_and_reconnect
     let bob_session = bob.client.login().await.unwrap();
     bob_session.send(ALICE, "before").await.unwrap();
 
-    let pty = start_chat(&server, alice.home.path());
+    let pty = start_pty(carrier_in(
+        alice.home.path(),
+        &["--server", &server.addr(), "chat"],
+    ));
     let (pty, _) = on_pty(pty, |pty| {
         expect(pty, r"Logged in as \+12025550101\.");
         expect(pty, r"\+12025550102: before");

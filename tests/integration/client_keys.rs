@@ -242,3 +242,46 @@ async fn a_broadcast_from_an_unpinned_author_pins_nothing_and_is_unverified() {
     assert!(matches!(err, ClientError::Forged(_)), "{err:?}");
     listener.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_on_a_terminal_shows_both_keys_and_asks() {
+    use crate::client_support::{carrier_in, expect, on_pty, start_pty};
+    use expectrl::{Eof, Expect};
+
+    let server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let session = bob.client.login().await.unwrap();
+    session.send(ALICE, "hello").await.unwrap();
+    session.close().await;
+    let alice_new = another_device(&server, ALICE).await;
+
+    for (answer, status, pin) in [
+        ("n", "4", &alice.fingerprint),
+        ("y", "0", &alice_new.fingerprint),
+    ] {
+        let cmd = carrier_in(
+            bob.home.path(),
+            &["--server", &server.addr(), "trust", ALICE],
+        );
+        let shown = (alice.fingerprint.clone(), alice_new.fingerprint.clone());
+        let (_, exit) = on_pty(start_pty(cmd), move |pty| {
+            expect(pty, &format!("Pinned key of \\+12025550101: +{}", shown.0));
+            expect(pty, &format!("Key the server reports now: {}", shown.1));
+            expect(pty, r"Trust it \[y/N\]: ");
+            pty.send(format!("{answer}\r")).unwrap();
+            pty.expect(Eof).expect("trust ends");
+            format!("{:?}", pty.get_process().wait().expect("trust exits"))
+        })
+        .await;
+        assert!(
+            exit.ends_with(&format!(", {status})")),
+            "answer {answer}: {exit}"
+        );
+        assert_eq!(
+            pinned(&bob, ALICE).await.as_deref(),
+            Some(pin.as_str()),
+            "answer {answer}"
+        );
+    }
+}

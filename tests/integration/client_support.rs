@@ -1,12 +1,15 @@
 //! Helpers for the client's command-line tests: the `carrier` binary run
 //! against an in-process server (from a blocking thread, so the server keeps
-//! serving), without `--server` when a test is about the remembered one.
+//! serving), without `--server` when a test is about the remembered one;
+//! and in a pseudo-terminal, as a person at a keyboard runs it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{Reachable, TestServer, codes_in, within};
+use expectrl::{Expect, Regex, Session};
+
+use crate::common::{PATIENCE, Reachable, TestServer, codes_in, within};
 use crate::process::{run, stderr_of, stdout_of, wait_within};
 
 /// `carrier --home HOME ARGS…` with a clean environment (no server unless
@@ -94,4 +97,40 @@ pub async fn register_typing(
     within("carrier register", typing)
         .await
         .expect("the typing thread does not panic")
+}
+
+pub type Pty = expectrl::session::OsSession;
+
+/// Runs `step` on the terminal off the async runtime (it blocks), so the
+/// in-process server keeps serving meanwhile.
+pub async fn on_pty<T: Send + 'static>(
+    mut pty: Pty,
+    step: impl FnOnce(&mut Pty) -> T + Send + 'static,
+) -> (Pty, T) {
+    tokio::task::spawn_blocking(move || {
+        let out = step(&mut pty);
+        (pty, out)
+    })
+    .await
+    .expect("the terminal step does not panic")
+}
+
+/// Waits for `pattern` in what the chat printed, failing with what it
+/// printed instead.
+pub fn expect(pty: &mut Pty, pattern: &str) -> String {
+    match pty.expect(Regex(pattern)) {
+        Ok(found) => String::from_utf8_lossy(found.as_bytes()).into_owned(),
+        Err(e) => panic!("chat never printed /{pattern}/: {e}"),
+    }
+}
+
+/// Starts `cmd` in a pseudo-terminal of 120 × 40 characters.
+pub fn start_pty(mut cmd: Command) -> Pty {
+    cmd.env("TERM", "xterm");
+    let mut pty = Session::spawn(cmd).expect("chat starts in a pseudo-terminal");
+    pty.get_process_mut()
+        .set_window_size(120, 40)
+        .expect("the terminal has a size");
+    pty.set_expect_timeout(Some(PATIENCE));
+    pty
 }

@@ -78,14 +78,7 @@ async fn open_client(args: &Args) -> Result<Client, ClientError> {
     };
     let home = Home::open(&dir).await?;
     let server = client::server_for(args.server.as_deref(), home.account()?.as_ref())?;
-    let notify = Arc::new(|n: Notice| match n {
-        Notice::ServerPinned { addr, fingerprint } => {
-            eprintln!("Pinned the key of server {addr} on first use: {fingerprint}")
-        }
-        Notice::ContactPinned { phone, fingerprint } => {
-            eprintln!("Pinned the key of {phone} on first use: {fingerprint}")
-        }
-    });
+    let notify = Arc::new(|n: Notice| eprintln!("{}", show::notice(&n)));
     let passphrase = args.passphrase.clone().map(Zeroizing::new);
     Ok(Client::new(
         home,

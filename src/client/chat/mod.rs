@@ -54,7 +54,9 @@ pub async fn chat_on_terminal(client: &Client) -> Result<(), ClientError> {
     let contacts = client.home.contact_phones().await?;
     match terminal::start(prompt, contacts) {
         Some((input, screen, editor)) => {
+            let outside = client.replace_notify(editor.notices());
             let ended = run(client, session, input, screen).await;
+            client.replace_notify(outside);
             editor.finish(ended).await
         }
         None => {

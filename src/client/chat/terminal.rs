@@ -42,15 +42,17 @@ pub(super) struct TerminalInput {
 
 /// Lines printed above the one being typed.
 pub(super) struct TerminalScreen {
-    printer: Box<dyn ExternalPrinter + Send>,
+    printer: Printer,
     broken: Option<std::io::Error>,
 }
+
+type Printer = Arc<Mutex<Box<dyn ExternalPrinter + Send>>>;
 
 /// The editor's thread, to wait for when chat ends.
 pub(super) struct EditorThread {
     thread: JoinHandle<()>,
     reading: Arc<std::sync::atomic::AtomicBool>,
-    printer: Box<dyn ExternalPrinter + Send>,
+    printer: Printer,
 }
 
 /// Starts the line editor on standard input and output; `None` when they
@@ -64,8 +66,7 @@ pub(super) fn start(
         .auto_add_history(false)
         .build();
     let mut editor: Editor<ChatHelper, DefaultHistory> = Editor::with_config(config).ok()?;
-    let printer = editor.create_external_printer().ok()?;
-    let spare_printer = editor.create_external_printer().ok()?;
+    let printer: Printer = Arc::new(Mutex::new(Box::new(editor.create_external_printer().ok()?)));
     let contacts: Contacts = Arc::new(Mutex::new(contacts));
     editor.set_helper(Some(ChatHelper {
         contacts: contacts.clone(),
@@ -85,13 +86,13 @@ pub(super) fn start(
             contacts,
         },
         TerminalScreen {
-            printer: Box::new(printer),
+            printer: printer.clone(),
             broken: None,
         },
         EditorThread {
             thread,
             reading,
-            printer: Box::new(spare_printer),
+            printer,
         },
     ))
 }
@@ -146,8 +147,7 @@ impl Input for TerminalInput {
 
 impl Screen for TerminalScreen {
     fn out(&mut self, line: &str) {
-        let printed = self
-            .printer
+        let printed = (self.printer.lock().unwrap_or_else(|p| p.into_inner()))
             .print(format!("{line}\n"))
             .map_err(std::io::Error::other);
         keep_first(&mut self.broken, printed);
@@ -162,19 +162,30 @@ impl Screen for TerminalScreen {
     }
 }
 
+/// Prints a line above the one being typed.
+fn print_above(printer: &Printer, line: &str) {
+    let mut printer = printer.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = printer.print(format!("{line}\n"));
+}
+
 impl EditorThread {
+    /// Notices (a key pinned on first use) printed above the line being
+    /// typed rather than across it.
+    pub fn notices(&self) -> crate::client::Notify {
+        let printer = self.printer.clone();
+        Arc::new(move |n| print_above(&printer, &crate::client::show::notice(&n)))
+    }
+
     /// Waits for the editor to give the terminal back. Chat ended by itself
     /// (an error) while the editor was reading: the user is asked to press
     /// Enter, as the editor cannot be interrupted.
-    pub async fn finish(mut self, ended: Result<(), ClientError>) -> Result<(), ClientError> {
+    pub async fn finish(self, ended: Result<(), ClientError>) -> Result<(), ClientError> {
         if self.reading.load(std::sync::atomic::Ordering::SeqCst) {
             let why = match &ended {
                 Err(e) => crate::client::show::error(e),
                 Ok(()) => "The chat ended.".into(),
             };
-            let _ = self
-                .printer
-                .print(format!("{why}\nPress Enter to leave.\n"));
+            print_above(&self.printer, &format!("{why}\nPress Enter to leave."));
         }
         let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
         ended
