@@ -29,6 +29,25 @@ async fn another_device(server: &TestServer, phone: &str) -> TestUser {
     }
 }
 
+/// `carrier trust PHONE --fingerprint FP` in `user`'s home: exit status,
+/// standard output and standard error.
+async fn trust_as(
+    server: &TestServer,
+    user: &TestUser,
+    phone: &str,
+    fp: &str,
+) -> (i32, String, String) {
+    let args = [
+        "--server",
+        &server.addr(),
+        "trust",
+        phone,
+        "--fingerprint",
+        fp,
+    ];
+    outcome(&carrier_out(user.home.path(), &args).await)
+}
+
 fn fp(hex: &str) -> Fingerprint {
     Fingerprint::parse(hex).expect("a fingerprint")
 }
@@ -79,19 +98,7 @@ async fn trust_with_a_fingerprint_refuses_a_key_swapped_in_after_a_real_change()
     session.close().await;
 
     // The command says both keys, pins nothing, and exits "key changed".
-    let out = carrier_out(
-        bob.home.path(),
-        &[
-            "--server",
-            &server.addr(),
-            "trust",
-            ALICE,
-            "--fingerprint",
-            &alice_new.fingerprint,
-        ],
-    )
-    .await;
-    let (status, stdout, stderr) = outcome(&out);
+    let (status, stdout, stderr) = trust_as(&server, &bob, ALICE, &alice_new.fingerprint).await;
     assert_eq!(status, 6, "{stderr}");
     assert_eq!(stdout, "");
     assert!(
@@ -104,19 +111,7 @@ async fn trust_with_a_fingerprint_refuses_a_key_swapped_in_after_a_real_change()
     );
 
     // With the fingerprint the server really reports, the key is pinned.
-    let out = carrier_out(
-        bob.home.path(),
-        &[
-            "--server",
-            &server.addr(),
-            "trust",
-            ALICE,
-            "--fingerprint",
-            &mallory.fingerprint,
-        ],
-    )
-    .await;
-    let (status, stdout, stderr) = outcome(&out);
+    let (status, stdout, stderr) = trust_as(&server, &bob, ALICE, &mallory.fingerprint).await;
     assert_eq!(status, 0, "{stderr}");
     assert_eq!(
         stdout.trim(),
