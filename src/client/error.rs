@@ -171,9 +171,15 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::QuotaExceeded
         | ErrorCode::NotLoggedIn
         | ErrorCode::AlreadyLoggedIn
-        | ErrorCode::NoChallenge => Exit::Refused,
-        ErrorCode::ShuttingDown | ErrorCode::TooManyInFlight => Exit::Unreachable,
-        ErrorCode::MalformedJson
+        | ErrorCode::NoChallenge
+        | ErrorCode::DuplicateId
+        | ErrorCode::StaleDevices => Exit::Refused,
+        ErrorCode::ShuttingDown | ErrorCode::TooManyInFlight | ErrorCode::ServerBusy => {
+            Exit::Unreachable
+        }
+        ErrorCode::StorageFull
+        | ErrorCode::StorageUnavailable
+        | ErrorCode::MalformedJson
         | ErrorCode::BadRequest
         | ErrorCode::UnknownRequest
         | ErrorCode::FrameTooLarge

@@ -51,6 +51,16 @@ pub enum ErrorCode {
     TooManyInFlight,
     /// The server is shutting down; reconnect later.
     ShuttingDown,
+    /// The server's storage is full: nothing was stored; retry later.
+    StorageFull,
+    /// The server's database cannot be reached: nothing was stored; retry later.
+    StorageUnavailable,
+    /// A different message was already sent under this id.
+    DuplicateId,
+    /// The server cannot take another connection now; retry later.
+    ServerBusy,
+    /// The sender's view of the recipient's devices is out of date.
+    StaleDevices,
     /// Something failed inside the server; the request may be retried.
     Internal,
 }
@@ -82,6 +92,11 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::TooManyInFlight => "too_many_in_flight",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::DuplicateId => "duplicate_id",
+            ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::StaleDevices => "stale_devices",
             ErrorCode::Internal => "internal",
         }
     }
@@ -109,7 +124,7 @@ mod tests {
     #[test]
     fn as_str_is_the_name_serde_writes_for_every_variant() {
         let names = serde_names();
-        assert!(names.len() >= 23, "only {names:?}");
+        assert!(names.len() >= 28, "only {names:?}");
         for name in names {
             let code: ErrorCode = serde_json::from_value(serde_json::json!(name)).unwrap();
             assert_eq!(code.as_str(), name);
