@@ -38,8 +38,6 @@ mod safety_number;
 mod session;
 #[cfg(test)]
 mod vectors;
-#[cfg(test)]
-mod vectors_session;
 
 pub use device::{
     DeviceCertificate, DeviceList, MAX_DEVICE_NAME, MAX_LIST_DEVICES, VerifiedDevice,

@@ -11,20 +11,18 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::ec::{EcSecret, PublicPoint};
-use super::fixture::NOW;
-use super::vectors::{
-    PQXDH_FILE, account, arr, assert_same, device_key, ec, hexv, id, num, phone, read,
-    vector_prekeys, write,
-};
-use super::{
+use super::statements::vector_prekeys;
+use super::{account, arr, assert_same, device_key, ec, hexv, id, num, phone, read, write};
+use crate::crypto::Identity;
+use crate::crypto::v2::ec::{EcSecret, PublicPoint};
+use crate::crypto::v2::fixture::NOW;
+use crate::crypto::v2::{
     ClaimedPrekeys, Content, DeviceCertificate, DeviceList, Envelope, LocalDevice, PrekeyBundle,
     PrekeyStore, Session, VerifiedDevice,
 };
-use crate::crypto::Identity;
 use crate::domain::MessageId;
 
-const SESSION_FILE: &str = "tests/vectors/v2_session.json";
+const FILE: &str = "tests/vectors/v2_session.json";
 
 fn inputs() -> Value {
     json!({
@@ -261,7 +259,7 @@ fn conversation(v: &Value) -> Value {
     );
     assert_eq!((b.skipped_count(), store.one_time_counts()), (0, (0, 0)));
 
-    let pq = &read(PQXDH_FILE)["with_one_time_prekeys"];
+    let pq = &read(super::pqxdh::FILE)["with_one_time_prekeys"];
     let (root0, hash) = (hexv(pq, "root_key"), hexv(pq, "session_hash"));
     let spk_pub = ec(v, "signed_prekey_scalar").public();
     let (r_a1, r_b1, r_a2) = (fresh("m1")(), fresh("r1")(), fresh("m4")());
@@ -302,7 +300,7 @@ fn conversation(v: &Value) -> Value {
 }
 
 fn file_inputs() -> Value {
-    let mut v = read(PQXDH_FILE)["inputs"].clone();
+    let mut v = read(super::pqxdh::FILE)["inputs"].clone();
     v.as_object_mut()
         .unwrap()
         .extend(inputs().as_object().unwrap().clone());
@@ -311,7 +309,7 @@ fn file_inputs() -> Value {
 
 #[test]
 fn session_vector() {
-    let file = read(SESSION_FILE);
+    let file = read(FILE);
     assert_eq!(
         file["inputs"],
         file_inputs(),
@@ -320,10 +318,10 @@ fn session_vector() {
     assert_same("session", &conversation(&file["inputs"]), &file["outputs"]);
 }
 
-pub(super) fn regenerate_session() {
+pub(super) fn regenerate() {
     let v = file_inputs();
     write(
-        SESSION_FILE,
+        FILE,
         &json!({
             "description": "Carrier v2 session between the PQXDH vector's initiator and responder (with one-time prekeys): \
                 messages m1-m3 (kind 1) from the initiator, the responder opens m1 and m3, answers r1 (a DH step), the initiator \
