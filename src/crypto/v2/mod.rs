@@ -27,6 +27,7 @@ mod envelope;
 #[cfg(test)]
 mod fixture;
 mod kem;
+mod link;
 mod padding;
 mod pqxdh;
 mod prekey_store;
@@ -46,6 +47,7 @@ pub use device::{
 pub use ec::{DeviceKey, EcSecret, POINT_LEN, PublicPoint, SIGNATURE_LEN};
 pub use envelope::{Envelope, EnvelopeKind, MAX_ENVELOPE_V2, SessionId};
 pub use kem::{KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemPublic, KemSecret};
+pub use link::{LinkCode, LinkResponse};
 pub use padding::{BUCKETS, Content, MAX_PADDED, MAX_TEXT_BYTES};
 pub use prekey_store::{
     KEM_ONE_TIME_BATCH, KEM_ONE_TIME_LOW, MAX_SEEN_BASE_KEYS, ONE_TIME_BATCH, ONE_TIME_LOW,
@@ -89,7 +91,7 @@ impl std::fmt::Display for DeviceId {
 
 /// Why a v2 operation failed. None of these carries key material or
 /// plaintext; each says what was wrong with the input.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// Bytes that do not follow the layout; names the field.
     #[error("malformed {0}")]
