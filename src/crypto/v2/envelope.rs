@@ -60,6 +60,29 @@ pub(crate) struct PrekeyPart {
     pub(crate) ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
 }
 
+impl PrekeyPart {
+    /// Signed prekey id ‖ one-time prekey id (0 = none) ‖ ML-KEM prekey id ‖
+    /// base key ‖ ML-KEM ciphertext: 1 165 bytes, in envelopes and in the
+    /// initiator's stored session.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.signed_id);
+        out.put_u32(self.one_time_id.unwrap_or(0));
+        out.put_u32(self.kem_id);
+        out.put(self.base_key.as_bytes());
+        out.put(&self.ciphertext[..]);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(Self {
+            signed_id: r.u32("signed prekey id")?,
+            one_time_id: Some(r.u32("one-time prekey id")?).filter(|&id| id != 0),
+            kem_id: r.u32("kem prekey id")?,
+            base_key: PublicPoint::from_bytes(r.take(POINT_LEN, "base key")?)?,
+            ciphertext: Box::new(r.array("kem ciphertext")?),
+        })
+    }
+}
+
 /// The addressing fields of the clear header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Route {
@@ -102,13 +125,7 @@ impl Envelope {
             recipient_device: DeviceId::new(r.u32("recipient device")?)?,
         };
         let prekey = match kind {
-            1 => Some(PrekeyPart {
-                signed_id: r.u32("signed prekey id")?,
-                one_time_id: Some(r.u32("one-time prekey id")?).filter(|&id| id != 0),
-                kem_id: r.u32("kem prekey id")?,
-                base_key: PublicPoint::from_bytes(r.take(POINT_LEN, "base key")?)?,
-                ciphertext: Box::new(r.array("kem ciphertext")?),
-            }),
+            1 => Some(PrekeyPart::decode(&mut r)?),
             2 => None,
             _ => return Err(Error::Malformed("envelope kind")),
         };
@@ -202,11 +219,7 @@ pub(crate) fn assemble(
     out.put_phone(&route.recipient);
     out.put_u32(route.recipient_device.get());
     if let Some(p) = prekey {
-        out.put_u32(p.signed_id);
-        out.put_u32(p.one_time_id.unwrap_or(0));
-        out.put_u32(p.kem_id);
-        out.put(p.base_key.as_bytes());
-        out.put(&p.ciphertext[..]);
+        p.encode(&mut out);
     }
     out.put(header.dh.as_bytes());
     out.put_u32(header.pn);

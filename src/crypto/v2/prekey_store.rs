@@ -221,7 +221,11 @@ impl PrekeyStore {
 
     /// Versioned encoding of every secret, for the client's database.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(16_000));
+        let seen: usize = self.signed.iter().map(|(_, seen)| seen.len() * 32).sum();
+        let records = self.signed.len() + self.one_time.len();
+        let kem_records = self.kem_last_resort.len() + self.kem_one_time.len();
+        let capacity = 13 + seen + records * 46 + kem_records * (12 + KEM_SEED_LEN);
+        let mut out = Zeroizing::new(Vec::with_capacity(capacity));
         out.put_u8(STORE_FORMAT);
         out.put_u32(self.next_id);
         out.put_u16(self.signed.len() as u16);

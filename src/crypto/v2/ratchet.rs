@@ -199,6 +199,12 @@ impl Ratchet {
             .retain(|s| now_ms.saturating_sub(s.stored_at_ms) < MAX_SKIPPED_AGE_MS);
     }
 
+    /// An upper bound of the encoding's length, so the buffer holding the
+    /// secrets is allocated once and never leaves a copy behind by growing.
+    pub(crate) fn encoded_len(&self) -> usize {
+        32 + 1 + 32 + POINT_LEN + 32 + 32 + 12 + 2 + self.skipped.len() * (POINT_LEN + 4 + 32 + 8)
+    }
+
     /// Appends the state's encoding (docs/PROTOCOL-v2.md §9).
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let c = &self.chains;
@@ -277,9 +283,8 @@ impl Ratchet {
 
 impl Clone for Ratchet {
     fn clone(&self) -> Self {
-        let mut out = Vec::new();
+        let mut out = Zeroizing::new(Vec::with_capacity(self.encoded_len()));
         self.encode(&mut out);
-        let out = Zeroizing::new(out);
         Self::decode(&mut Reader::new(&out)).expect("a state decodes its own encoding")
     }
 }

@@ -372,7 +372,7 @@ impl Session {
 
     /// Versioned encoding of the whole state (docs/PROTOCOL-v2.md §9.2).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(2048));
+        let mut out = Zeroizing::new(Vec::with_capacity(1400 + self.ratchet.encoded_len()));
         out.put_u8(STATE_FORMAT);
         out.put(&self.hash);
         out.put_phone(&self.own_phone);
@@ -383,11 +383,7 @@ impl Session {
         out.put_u64(self.created_at_ms);
         out.put_u8(u8::from(self.pending.is_some()));
         if let Some(p) = &self.pending {
-            out.put_u32(p.signed_id);
-            out.put_u32(p.one_time_id.unwrap_or(0));
-            out.put_u32(p.kem_id);
-            out.put(p.base_key.as_bytes());
-            out.put(&p.ciphertext[..]);
+            p.encode(&mut out);
         }
         self.ratchet.encode(&mut out);
         out
@@ -405,13 +401,7 @@ impl Session {
         let created_at_ms = r.u64("session time")?;
         let pending = match r.u8("pending flag")? {
             0 => None,
-            1 => Some(PrekeyPart {
-                signed_id: r.u32("signed prekey id")?,
-                one_time_id: Some(r.u32("one-time prekey id")?).filter(|&id| id != 0),
-                kem_id: r.u32("kem prekey id")?,
-                base_key: PublicPoint::from_bytes(r.take(POINT_LEN, "base key")?)?,
-                ciphertext: Box::new(r.array("kem ciphertext")?),
-            }),
+            1 => Some(PrekeyPart::decode(&mut r)?),
             _ => return Err(Error::Malformed("pending flag")),
         };
         let ratchet = Ratchet::decode(&mut r)?;
