@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
-use crate::db::writer::Quota;
+use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
 use crate::link::NeighbourConfig;
 

@@ -199,14 +199,13 @@ async fn handle_message(
             }
         }
         LinkMessage::RelayAck { ids } => {
-            let ids: Vec<[u8; 16]> = ids.iter().map(|i| *i.as_bytes()).collect();
             if let Err(e) = router.outbound_acked(&peer, ids).await {
                 tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
             }
         }
         LinkMessage::RelayRefused { id, code, message } => {
             tracing::warn!(%id, ?code, %message, "the neighbour refused a message; dropped");
-            let _ = router.outbound_acked(&peer, vec![*id.as_bytes()]).await;
+            let _ = router.outbound_acked(&peer, vec![id]).await;
         }
         LinkMessage::Broadcast(b) => router.broadcast_in(Some(peer), b),
         LinkMessage::Presence {
@@ -300,11 +299,8 @@ async fn drain(
         }
         for row in rows {
             cursor = row.seq;
-            let Some(id) = MessageId::from_slice(&row.id) else {
-                continue;
-            };
             let relayed = Relayed {
-                id,
+                id: row.id,
                 from: row.sender,
                 to: row.recipient,
                 envelope: B64(row.envelope),

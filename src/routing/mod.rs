@@ -21,9 +21,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::clock::Clock;
 use crate::crypto::PublicKey;
 use crate::db::DbError;
+use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
 use crate::db::outbound::{self, NewOutbound, OutboundRow};
-use crate::db::queue::{self, NewMessage};
-use crate::db::writer::{Committed, Destination, Enqueue, EnqueueOutcome, QueueRef, QueueWriter};
+use crate::db::queue::{self, NewMessage, QueueRef};
+use crate::db::writer::{Committed, QueueWriter};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{self, DirectoryEntry, LinkMessage, Relayed};
 use crate::protocol::{self, B64, Broadcast, Delivered, ListedUser, envelope, signed};
@@ -194,9 +195,9 @@ impl Router {
         check_header(&envelope, sender, &recipient, id)?;
         let now = self.clock.now_ms();
         let message = NewMessage {
-            id: *id.as_bytes(),
-            recipient: recipient.to_string(),
-            sender: sender.to_string(),
+            id,
+            recipient: recipient.clone(),
+            sender: sender.clone(),
             envelope,
             received_at: now,
             expires_at: now + self.message_ttl_ms,
@@ -243,9 +244,9 @@ impl Router {
         let mut path = r.path;
         path.push(me);
         let message = NewMessage {
-            id: *r.id.as_bytes(),
-            recipient: r.to,
-            sender: r.from,
+            id: r.id,
+            recipient: recipient.clone(),
+            sender,
             envelope: r.envelope.0,
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
@@ -275,7 +276,7 @@ impl Router {
                 }
                 let path = serde_json::to_string(&path).expect("strings serialise");
                 Destination::Neighbour(NewOutbound {
-                    neighbour: via.to_hex(),
+                    neighbour: via,
                     path,
                 })
             }
@@ -309,14 +310,7 @@ impl Router {
         limit: u32,
     ) -> Result<(Vec<Delivered>, bool), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
-        let rows = queue::fetch(
-            &self.pool,
-            recipient.as_str(),
-            0,
-            self.clock.now_ms(),
-            limit + 1,
-        )
-        .await?;
+        let rows = queue::fetch(&self.pool, recipient, 0, self.clock.now_ms(), limit + 1).await?;
         let mut more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
         let mut bytes = 0;
@@ -326,11 +320,8 @@ impl Router {
                 more = true;
                 break;
             }
-            let id = MessageId::from_slice(&row.id).ok_or_else(|| {
-                DbError::Corrupt(format!("message id of length {}", row.id.len()))
-            })?;
             out.push(Delivered {
-                id,
+                id: row.id,
                 from: row.sender,
                 envelope: B64(row.envelope),
                 received_at: row.received_at,
@@ -341,21 +332,21 @@ impl Router {
 
     /// How many messages wait for `recipient`.
     pub async fn waiting(&self, recipient: &PhoneNumber) -> Result<u64, RouteError> {
-        Ok(queue::waiting(&self.pool, recipient.as_str(), self.clock.now_ms()).await?)
+        Ok(queue::waiting(&self.pool, recipient, self.clock.now_ms()).await?)
     }
 
     /// Deletes acknowledged messages of `recipient`; returns how many existed.
     pub async fn ack(
         &self,
         recipient: &PhoneNumber,
-        ids: Vec<[u8; 16]>,
+        ids: Vec<MessageId>,
     ) -> Result<u64, RouteError> {
         if ids.is_empty() {
             return Ok(0);
         }
         Ok(self
             .writer
-            .delete(QueueRef::Recipient(recipient.to_string()), ids)
+            .delete(QueueRef::Recipient(recipient.clone()), ids)
             .await?)
     }
 
@@ -366,37 +357,26 @@ impl Router {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<OutboundRow>, DbError> {
-        outbound::next(
-            &self.pool,
-            &peer.to_hex(),
-            after_seq,
-            self.clock.now_ms(),
-            limit,
-        )
-        .await
+        outbound::next(&self.pool, peer, after_seq, self.clock.now_ms(), limit).await
     }
 
     /// Deletes messages neighbour `peer` has committed.
     pub async fn outbound_acked(
         &self,
         peer: &Fingerprint,
-        ids: Vec<[u8; 16]>,
+        ids: Vec<MessageId>,
     ) -> Result<u64, DbError> {
-        self.writer
-            .delete(QueueRef::Neighbour(peer.to_hex()), ids)
-            .await
+        self.writer.delete(QueueRef::Neighbour(*peer), ids).await
     }
 
     /// The key pinned for the neighbour at `address`, if any.
     pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
-        Ok(outbound::pinned(&self.pool, address)
-            .await?
-            .and_then(|f| Fingerprint::parse(&f)))
+        outbound::pinned(&self.pool, address).await
     }
 
     /// Pins the key a neighbour presented on first contact.
     pub async fn pin_neighbour(&self, address: &str, fp: Fingerprint) -> Result<(), DbError> {
-        outbound::pin(&self.pool, address, &fp.to_hex()).await
+        outbound::pin(&self.pool, address, fp).await
     }
 
     /// Records and announces one of our own users (after registration).
@@ -633,11 +613,7 @@ async fn after_commit(
         };
         match c.destination {
             Destination::Local => {}
-            Destination::Neighbour(o) => {
-                if let Some(fp) = Fingerprint::parse(&o.neighbour) {
-                    router.neighbours.wake(fp);
-                }
-            }
+            Destination::Neighbour(o) => router.neighbours.wake(o.neighbour),
         }
     }
 }

@@ -69,16 +69,16 @@ impl Registry {
     /// A session whose outbox is full misses the push and gets the message
     /// from its next fetch: it stays queued until acknowledged.
     pub fn push(&self, message: &NewMessage) {
-        let links = match self.lock().get(&message.recipient) {
+        let links = match self.lock().get(message.recipient.as_str()) {
             Some(list) => list.clone(),
             None => return,
         };
-        let id = MessageId::from_bytes(message.id);
+        let id = message.id;
         let frame = ResponseFrame {
             re: None,
             response: Response::Message(Delivered {
                 id,
-                from: message.sender.clone(),
+                from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
             }),

@@ -22,19 +22,16 @@ pub async fn handle(
             format!("acknowledge at most {MAX_ACK} ids at a time"),
         ));
     }
-    let owned: Vec<[u8; 16]> = {
+    let owned: Vec<MessageId> = {
         let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter()
-            .filter(|id| given.remove(id))
-            .map(|id| *id.as_bytes())
-            .collect()
+        ids.into_iter().filter(|id| given.remove(id)).collect()
     };
     match state.router.ack(phone, owned.clone()).await {
         Ok(deleted) => Ok(Response::Acked { deleted }),
         Err(e) => {
             // Nothing was deleted: the client may acknowledge these again.
             let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
-            given.extend(owned.into_iter().map(MessageId::from_bytes));
+            given.extend(owned);
             Err(e.into())
         }
     }
