@@ -51,6 +51,19 @@ impl Party {
         }
     }
 
+    /// An independent copy (same keys, own state), for tests that need many
+    /// fresh parties without paying for key generation each time.
+    pub(crate) fn copy(&self) -> Self {
+        Self {
+            account: Identity::from_pkcs8_pem(&self.account.to_pkcs8_pem(None), None).unwrap(),
+            device: LocalDevice::from_bytes(&self.device.to_bytes()).unwrap(),
+            certificate: self.certificate.clone(),
+            list: self.list.clone(),
+            store: self.store.clone(),
+            published: self.published.clone(),
+        }
+    }
+
     /// This device as a peer sees it after checking list and certificate.
     pub(crate) fn verified(&self) -> VerifiedDevice {
         self.list

@@ -32,6 +32,7 @@ pub const MAX_SEEN_BASE_KEYS: usize = 4096;
 /// Encoding version of [`PrekeyStore::to_bytes`].
 const STORE_FORMAT: u8 = 1;
 
+#[derive(Clone)]
 struct Record<S> {
     id: u32,
     created_at_ms: u64,
@@ -46,7 +47,7 @@ pub(crate) struct ResponderKeys<'a> {
 }
 
 /// All prekey secrets of one device.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct PrekeyStore {
     next_id: u32,
     /// Oldest first; the last one is current.
