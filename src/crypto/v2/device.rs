@@ -61,10 +61,7 @@ impl DeviceCertificate {
 
     /// The signed bytes (docs/PROTOCOL-v2.md §3.1).
     pub fn statement(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(200);
-        out.put(CERTIFICATE_LABEL);
-        out.put_phone(&self.phone);
-        out.put(self.account.as_bytes());
+        let mut out = head(CERTIFICATE_LABEL, &self.phone, &self.account);
         out.put_u32(self.device_id.get());
         out.put(self.device_key.as_bytes());
         out.put_short(self.name.as_bytes());
@@ -74,16 +71,11 @@ impl DeviceCertificate {
 
     /// Statement ‖ `u16` signature length ‖ signature.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.statement();
-        out.put_medium(&self.signature);
-        out
+        with_signature(self.statement(), &self.signature)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        let mut r = Reader::new(bytes);
-        expect_label(&mut r, CERTIFICATE_LABEL, "certificate label")?;
-        let phone = r.phone("certificate phone")?;
-        let account = r.fingerprint("certificate account")?;
+        let (mut r, phone, account) = read_head(bytes, CERTIFICATE_LABEL, "certificate label")?;
         let device_id = DeviceId::new(r.u32("certificate device id")?)?;
         let device_key = PublicPoint::from_bytes(r.take(65, "certificate device key")?)?;
         let name = std::str::from_utf8(r.short("certificate name")?)
@@ -149,10 +141,7 @@ impl DeviceList {
 
     /// The signed bytes (docs/PROTOCOL-v2.md §3.2).
     pub fn statement(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(100 + 69 * self.devices.len());
-        out.put(LIST_LABEL);
-        out.put_phone(&self.phone);
-        out.put(self.account.as_bytes());
+        let mut out = head(LIST_LABEL, &self.phone, &self.account);
         out.put_u64(self.version);
         out.put_u64(self.issued_at_ms);
         out.put_u8(self.devices.len() as u8);
@@ -164,16 +153,11 @@ impl DeviceList {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.statement();
-        out.put_medium(&self.signature);
-        out
+        with_signature(self.statement(), &self.signature)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        let mut r = Reader::new(bytes);
-        expect_label(&mut r, LIST_LABEL, "device list label")?;
-        let phone = r.phone("device list phone")?;
-        let account = r.fingerprint("device list account")?;
+        let (mut r, phone, account) = read_head(bytes, LIST_LABEL, "device list label")?;
         let version = r.u64("device list version")?;
         let issued_at_ms = r.u64("device list time")?;
         let count = usize::from(r.u8("device count")?);
@@ -288,12 +272,33 @@ impl VerifiedDevice {
     }
 }
 
-fn expect_label(r: &mut Reader<'_>, label: &[u8], what: &'static str) -> Result<(), Error> {
-    if r.take(label.len(), what)? == label {
-        Ok(())
-    } else {
-        Err(Error::Malformed(what))
+/// What both account statements start with: label ‖ phone ‖ account
+/// fingerprint.
+fn head(label: &[u8], phone: &PhoneNumber, account: &Fingerprint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.put(label);
+    out.put_phone(phone);
+    out.put(account.as_bytes());
+    out
+}
+
+fn read_head<'a>(
+    bytes: &'a [u8],
+    label: &[u8],
+    what: &'static str,
+) -> Result<(Reader<'a>, PhoneNumber, Fingerprint), Error> {
+    let mut r = Reader::new(bytes);
+    if r.take(label.len(), what)? != label {
+        return Err(Error::Malformed(what));
     }
+    let phone = r.phone("statement phone")?;
+    let account = r.fingerprint("statement account")?;
+    Ok((r, phone, account))
+}
+
+fn with_signature(mut statement: Vec<u8>, signature: &[u8]) -> Vec<u8> {
+    statement.put_medium(signature);
+    statement
 }
 
 /// A name is 1 ..= 64 bytes of UTF-8 without control characters, so it can
