@@ -9,15 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 use super::users::{Endpoint, OtpReader};
-use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::domain::Fingerprint;
-use crate::server::Server;
 use crate::tls::Pin;
 
 /// How the bench starts a server.
@@ -320,65 +315,12 @@ fn log_tail(path: &Path, lines: usize) -> String {
 /// `carrier-server --config PATH` does, for when no carrier-server binary
 /// sits next to the bench.
 pub fn serve_in_process(config_path: &Path) -> Result<()> {
-    // The third copy of the binaries' tracing set-up, until the library has
-    // one (`telemetry::init`).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::telemetry::init("info");
     let config = ServerConfig::load(config_path)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            token.cancel();
-        });
-        serve(&config, shutdown).await
+        crate::server::serve(&config, crate::server::shutdown_on_signal()).await?;
+        Ok(())
     })
-}
-
-/// Stands in for the library's one start-up path (`carrier::server::serve`,
-/// which is to replace it): opens the server, listens for clients and, with
-/// `[neighbourhood] server_port`, for neighbour servers, prints the lines
-/// carrier-server prints, and serves until `shutdown`.
-async fn serve(config: &ServerConfig, shutdown: CancellationToken) -> Result<()> {
-    let server = Server::open(config, Clock::System).await?;
-    let addr = format!("{}:{}", config.host, config.port);
-    let listener = TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let links = match config.server_port {
-        Some(port) => {
-            let addr = format!("{}:{port}", config.host);
-            let links = TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("cannot listen for neighbour servers on {addr}"))?;
-            Some(links)
-        }
-        None => None,
-    };
-    println!("Carrier server fingerprint: {}", server.fingerprint());
-    println!(
-        "Listening on {} (data in {})",
-        listener.local_addr()?,
-        server.data_dir().display()
-    );
-    let server = match links {
-        Some(links) => {
-            println!("Listening for neighbour servers on {}", links.local_addr()?);
-            server.with_link_listener(links)
-        }
-        None => server,
-    };
-    server.run(listener, shutdown).await;
-    Ok(())
 }
 
 #[cfg(test)]

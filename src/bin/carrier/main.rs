@@ -20,12 +20,7 @@ use args::{Args, Command, Json};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    carrier::telemetry::init("warn");
     let args = Args::parse();
     if let Err(e) = run(args).await {
         eprintln!("{}", show::error(&e));
