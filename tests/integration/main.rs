@@ -7,8 +7,10 @@
 //! - `test_db`: a fresh SQLite file or PostgreSQL schema per test.
 //!
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
-//! (SIGKILL of the real binary), `cli` (both binaries end to end),
-//! `storage` (the storage rules on every backend).
+//! (SIGKILL of the real binary), `cli` (both binaries end to end); the
+//! client's `client_cli`, `client_keys` and `chat_terminal` (through a
+//! pseudo-terminal), with `client_support` for running `carrier`;
+//! `storage` (the storage rules on every backend) and `full_disk`.
 
 mod common;
 mod process;
@@ -18,7 +20,11 @@ mod wire;
 mod architecture;
 mod bad_input;
 mod chat;
+mod chat_terminal;
 mod cli;
+mod client_cli;
+mod client_keys;
+mod client_support;
 mod crash;
 mod delivery;
 mod full_disk;
