@@ -45,18 +45,25 @@ where
     }
 }
 
-impl<DB: Database> Type<DB> for Fingerprint
-where
-    String: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <String as Type<DB>>::type_info()
-    }
+/// Stored as text: the column's type is the backend's text type.
+macro_rules! text_column {
+    ($($t:ty),*) => {$(
+        impl<DB: Database> Type<DB> for $t
+        where
+            String: Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as Type<DB>>::type_info()
+            }
 
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <String as Type<DB>>::compatible(ty)
-    }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as Type<DB>>::compatible(ty)
+            }
+        }
+    )*};
 }
+
+text_column!(Fingerprint, PhoneNumber, QueueKey<'_>);
 
 impl<'q, DB: Database> Encode<'q, DB> for Fingerprint
 where
@@ -77,38 +84,12 @@ where
     }
 }
 
-impl<DB: Database> Type<DB> for PhoneNumber
-where
-    String: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <String as Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <String as Type<DB>>::compatible(ty)
-    }
-}
-
 impl<'q, DB: Database> Encode<'q, DB> for PhoneNumber
 where
     for<'a> &'a str: Encode<'q, DB>,
 {
     fn encode_by_ref(&self, buf: &mut DB::ArgumentBuffer) -> Result<IsNull, BoxDynError> {
         <&str as Encode<DB>>::encode(self.as_str(), buf)
-    }
-}
-
-impl<DB: Database> Type<DB> for QueueKey<'_>
-where
-    String: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <String as Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <String as Type<DB>>::compatible(ty)
     }
 }
 
