@@ -412,6 +412,20 @@ mod tests {
         assert_eq!(open(&b, &c.bob, &a.public_key(), &empty).unwrap().text, "");
     }
 
+    /// An envelope from `a` to `b` built by hand, validly signed by `a`, with
+    /// the given key block and ciphertext, so the checks after the signature
+    /// can be reached with hostile values.
+    fn signed_by_hand(a: &Identity, b: &Identity, key_block: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+        let c = Case::new();
+        let mut out = Vec::new();
+        encode_header(&header_for(a, &b.public_key(), &c.msg("")), &mut out);
+        encode_key_block(key_block, &mut out);
+        encode_body(&[0; NONCE_LEN], ciphertext, &mut out);
+        let sig = a.sign(&out);
+        encode_signature(&sig, &mut out);
+        out
+    }
+
     #[test]
     fn invalid_utf8_is_refused_after_authentication() {
         let c = Case::new();
@@ -431,6 +445,79 @@ mod tests {
         encode_signature(&sig, &mut out);
         let err = open(&b, &c.bob, &a.public_key(), &out).unwrap_err();
         assert!(matches!(err, CryptoError::NotUtf8));
+    }
+
+    #[test]
+    fn hostile_ephemeral_points_are_refused_after_a_valid_signature() {
+        let (a, b) = (
+            Identity::generate(KeyType::P256),
+            Identity::generate(KeyType::P256),
+        );
+        let bob = phone("+12025550102");
+        let good =
+            uncompressed(&p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng)).public_key());
+        let mut off_curve = good.clone();
+        off_curve[40] ^= 0x10;
+        let mut compressed = vec![2 + (good[64] & 1)];
+        compressed.extend_from_slice(&good[1..33]);
+        let zero_point = [&[4u8][..], &[0u8; 64]].concat();
+        let mut hybrid = good.clone();
+        hybrid[0] = 6 + (good[64] & 1);
+        let cases: [(&str, &[u8]); 7] = [
+            ("identity (SEC1 0x00)", &[0]),
+            ("identity padded to 65 bytes", &[0u8; 65]),
+            ("(0, 0)", &zero_point),
+            ("off the curve", &off_curve),
+            ("compressed", &compressed),
+            ("hybrid encoding", &hybrid),
+            ("empty", &[]),
+        ];
+        for (what, key_block) in cases {
+            let bytes = signed_by_hand(&a, &b, key_block, &[0u8; 32]);
+            let err = open(&b, &bob, &a.public_key(), &bytes).unwrap_err();
+            assert!(matches!(err, CryptoError::Decrypt), "{what}: {err}");
+        }
+        let bytes = signed_by_hand(&a, &b, &good, &[0u8; 32]);
+        let err = open(&b, &bob, &a.public_key(), &bytes).unwrap_err();
+        assert!(matches!(err, CryptoError::Decrypt), "wrong key: {err}");
+    }
+
+    #[test]
+    fn malformed_and_high_s_signatures_are_refused() {
+        let c = Case::new();
+        let (a, b) = (
+            Identity::generate(KeyType::P256),
+            Identity::generate(KeyType::P256),
+        );
+        let bytes = seal(&a, &b.public_key(), &c.msg("hi")).unwrap();
+        let view = parse(&bytes).unwrap();
+        let sig = view.signature.to_vec();
+        let signed = view.signed.to_vec();
+        let twin = {
+            let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+            let (r, s) = parsed.split_scalars();
+            p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+                .unwrap()
+                .to_vec()
+        };
+        let cases: [(&str, Vec<u8>); 6] = [
+            ("(r, n - s)", twin),
+            ("r = 0", [&[0u8; 32][..], &sig[32..]].concat()),
+            ("s = 0", [&sig[..32], &[0u8; 32][..]].concat()),
+            ("65 bytes", [&sig[..], &[0]].concat()),
+            ("63 bytes", sig[..63].to_vec()),
+            ("512 bytes", [&sig[..], &[0u8; 448][..]].concat()),
+        ];
+        for (what, bad) in cases {
+            let mut out = signed.clone();
+            encode_signature(&bad, &mut out);
+            let err = open(&b, &c.bob, &a.public_key(), &out).unwrap_err();
+            assert!(matches!(err, CryptoError::BadSignature), "{what}: {err}");
+        }
+        let mut oversized = signed.clone();
+        encode_signature(&[1u8; 513], &mut oversized);
+        let err = open(&b, &c.bob, &a.public_key(), &oversized).unwrap_err();
+        assert!(matches!(err, CryptoError::Envelope(_)), "513 bytes: {err}");
     }
 
     #[test]
