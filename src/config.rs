@@ -1,7 +1,8 @@
 //! Server configuration: a TOML file, overridden by command-line flags (and
 //! their `CARRIER_…` environment variables), validated once at load. Errors
-//! name the file and the key. Relative paths in a file are resolved against
-//! the file's directory, so the server does not depend on where it is started.
+//! name the file and the key, or the flag. Relative paths in a file are
+//! resolved against the file's directory, so the server does not depend on
+//! where it is started.
 
 use std::path::{Path, PathBuf};
 
@@ -9,9 +10,45 @@ use serde::Deserialize;
 
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
-use crate::db::writer::Quota;
+use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
-use crate::link::NeighbourConfig;
+
+/// The flags of `carrier-server` that choose or override the configuration.
+#[derive(Debug, Default, clap::Args)]
+pub struct Flags {
+    /// TOML configuration file (see config/server.toml).
+    #[arg(long, env = "CARRIER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for clients (overrides the file).
+    #[arg(long, env = "CARRIER_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on for clients (overrides the file).
+    #[arg(long, env = "CARRIER_PORT")]
+    pub port: Option<u16>,
+    /// Directory for the database and the server key (overrides the file).
+    #[arg(long, env = "CARRIER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Port for links from neighbour servers (overrides the file).
+    #[arg(
+        long = "server_port",
+        alias = "server-port",
+        env = "CARRIER_SERVER_PORT"
+    )]
+    pub server_port: Option<u16>,
+    /// Neighbour servers' link addresses, comma-separated host:port (their
+    /// keys are pinned on first contact; added to those in the file).
+    #[arg(long, env = "CARRIER_NEIGHBOURS")]
+    pub neighbours: Option<String>,
+}
+
+/// A neighbour as configured: where to dial it and, if known, its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourConfig {
+    /// `host:port` of its server-to-server listener.
+    pub address: String,
+    /// Its key fingerprint; `None` pins the key seen on first contact.
+    pub fingerprint: Option<Fingerprint>,
+}
 
 /// Everything `carrier-server` needs to start.
 #[derive(Debug, Clone)]
@@ -57,6 +94,8 @@ pub enum ConfigError {
         key: &'static str,
         message: String,
     },
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +197,40 @@ impl Default for QueueSection {
 }
 
 impl ServerConfig {
+    /// The configuration `flags` describe: their file (or the defaults)
+    /// with the flags' values put over it. `--neighbours` adds to the
+    /// file's neighbours those it does not list already.
+    pub fn from_flags(flags: Flags) -> Result<Self, ConfigError> {
+        let mut config = match &flags.config {
+            Some(path) => Self::load(path)?,
+            None => Self::default(),
+        };
+        if let Some(h) = flags.host {
+            config.host = h;
+        }
+        if let Some(p) = flags.port {
+            config.port = p;
+        }
+        if let Some(d) = flags.data_dir {
+            config.data_dir = d;
+        }
+        if let Some(p) = flags.server_port {
+            config.server_port = Some(p);
+        }
+        if let Some(list) = &flags.neighbours {
+            let extra = parse_neighbours_flag(list).map_err(|message| ConfigError::Flag {
+                flag: "--neighbours",
+                message,
+            })?;
+            for n in extra {
+                if !config.neighbours.iter().any(|c| c.address == n.address) {
+                    config.neighbours.push(n);
+                }
+            }
+        }
+        Ok(config)
+    }
+
     /// Loads a TOML file; relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -259,16 +332,16 @@ impl ServerConfig {
             neighbours,
         })
     }
+}
 
-    /// Parses the seeds' `--neighbours host:port,host:port` flag (keys are
-    /// pinned on first contact).
-    pub fn parse_neighbours_flag(list: &str) -> Result<Vec<NeighbourConfig>, String> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| neighbour(a, None).map_err(|(_, m)| m))
-            .collect()
-    }
+/// Parses the seeds' `--neighbours host:port,host:port` flag (keys are
+/// pinned on first contact).
+fn parse_neighbours_flag(list: &str) -> Result<Vec<NeighbourConfig>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| neighbour(a, None).map_err(|(_, m)| m))
+        .collect()
 }
 
 fn neighbour(
@@ -336,5 +409,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queue.max_messages_per_recipient"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "[server]\nport = 6000\n\n[neighbourhood]\nneighbours = [{ address = \"a:1\" }]\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path),
+            host: Some("127.0.0.9".into()),
+            server_port: Some(7000),
+            neighbours: Some("a:1, b:2,".into()),
+            ..Flags::default()
+        };
+        let c = ServerConfig::from_flags(flags).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.9", 6000));
+        assert_eq!(c.server_port, Some(7000));
+        let addresses: Vec<&str> = c.neighbours.iter().map(|n| n.address.as_str()).collect();
+        assert_eq!(
+            addresses,
+            ["a:1", "b:2"],
+            "a listed neighbour is not added twice"
+        );
+        let bad = Flags {
+            neighbours: Some("nowhere".into()),
+            ..Flags::default()
+        };
+        let err = ServerConfig::from_flags(bad).unwrap_err().to_string();
+        assert!(err.starts_with("--neighbours: "), "{err}");
     }
 }

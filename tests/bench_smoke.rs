@@ -1,40 +1,50 @@
-//! A small run of `carrier-bench` (a few hundred messages, seconds), so the
-//! benchmark cannot rot. It checks the report's shape and that the drain got
-//! every message; it asserts nothing about timing.
+//! Small runs of `carrier-bench` (a few hundred messages, seconds), so the
+//! benchmark cannot rot. They check the report's shape and that every
+//! message stored was drained; they assert nothing about timing.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Runs the bench at `exe` with `args` and `--json`; returns its JSON lines
+/// and its standard error. Fails the test if the bench failed.
+fn run_bench(exe: &Path, args: &[&str]) -> (Vec<Value>, String) {
+    let out: Output = Command::new(exe)
+        .args(args)
+        .args(["--json", "--stop-grace", "5"])
+        .output()
+        .expect("carrier-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "carrier-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let rows = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
+        .collect();
+    (rows, stderr)
+}
+
 #[test]
 fn bench_smoke_run() {
-    let out = Command::new(env!("CARGO_BIN_EXE_carrier-bench"))
-        .args([
+    let (rows, _) = run_bench(
+        Path::new(env!("CARGO_BIN_EXE_carrier-bench")),
+        &[
             "--messages",
             "200",
             "--workloads",
             "W1,W2,W3",
             "--w3-seconds",
             "1",
-            "--json",
-        ])
-        .args(["--stop-grace", "5"])
-        .output()
-        .expect("carrier-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "carrier-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ],
     );
-    let rows: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
-        .collect();
     let row = |w: &str| {
         rows.iter()
             .find(|r| r["workload"] == w)
-            .unwrap_or_else(|| panic!("no {w} line in:\n{stdout}"))
+            .unwrap_or_else(|| panic!("no {w} line in:\n{rows:#?}"))
     };
     for w in ["W1", "W2", "W3"] {
         let r = row(w);
@@ -71,5 +81,41 @@ fn bench_smoke_run() {
             crypto[key].as_f64().is_some_and(|x| x > 0.0),
             "crypto has no {key}: {crypto}"
         );
+    }
+}
+
+/// Without a carrier-server binary beside it, the bench serves from its own
+/// executable. Its servers must still listen on their link ports, so that
+/// W4's neighbourhoods link up and relay every message.
+#[test]
+fn w4_served_by_the_bench_itself() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temporary directory");
+    let alone = dir.path().join("carrier-bench");
+    let bench = env!("CARGO_BIN_EXE_carrier-bench");
+    if std::fs::hard_link(bench, &alone).is_err() {
+        std::fs::copy(bench, &alone).expect("a copy of carrier-bench");
+    }
+    let (rows, stderr) = run_bench(
+        &alone,
+        &["--workloads", "W4", "--messages", "100", "--senders", "2"],
+    );
+    assert!(
+        stderr.contains("serving from the bench binary itself"),
+        "the bench did not serve from itself:\n{stderr}"
+    );
+    let w4: Vec<&Value> = rows.iter().filter(|r| r["workload"] == "W4").collect();
+    let variants: Vec<&str> = w4.iter().filter_map(|r| r["variant"].as_str()).collect();
+    assert_eq!(
+        variants,
+        [
+            "2 servers: store",
+            "2 servers: drain",
+            "3 servers: store",
+            "3 servers: drain"
+        ],
+        "{w4:#?}\n{stderr}"
+    );
+    for r in w4 {
+        assert_eq!(r["messages"], 100, "{r}");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use arbitrary::Arbitrary;
 use carrier::auth::proof;
-use carrier::crypto::{Identity, Purpose, auth_transcript};
+use carrier::crypto::{Identity, Purpose, sign_proof};
 use carrier::domain::{Fingerprint, MessageId};
 use carrier::protocol::link::DirectoryEntry;
 use carrier::protocol::signed::{broadcast_bytes, directory_entry_bytes};
@@ -64,11 +64,16 @@ struct Input {
 struct Keys {
     home: Identity,
     user: Identity,
+    /// For the server's proof check, which runs off the async threads.
+    runtime: tokio::runtime::Runtime,
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
     home: p256_identity(0x33),
     user: p256_identity(0x44),
+    runtime: tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime"),
 });
 
 const PHONES: [&str; 2] = ["+12025550101", "+447700900123"];
@@ -200,16 +205,16 @@ fn login(input: &Input, k: &Keys) {
             FieldEdit::Hops(_) => {}
         }
     }
-    let spki = key.to_spki_der();
-    let original = k.user.sign(&auth_transcript(
+    let original = sign_proof(
+        &k.user,
         Purpose::Login,
         &[0x44; 32],
         &[0x55; 32],
         &phone(PHONES[0]),
-        &spki,
-    ));
+    );
     let sig = edited(&original, &input.signature);
-    if proof::verify(purpose, &exporter, &nonce, &phone(who), &key, &sig) {
+    let check = proof::check(purpose, exporter, nonce, &phone(who), key, sig.clone());
+    if k.runtime.block_on(check).is_ok() {
         assert!(
             matches!(purpose, Purpose::Login),
             "a register proof from a login signature"

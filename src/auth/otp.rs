@@ -12,7 +12,7 @@ use super::code_sink::CodeSink;
 use crate::clock::Clock;
 use crate::db::{self, DbError, otp::Limits, otp::PendingCode, users::UserRow};
 use crate::domain::{Fingerprint, PhoneNumber};
-use crate::protocol::KeyType;
+use crate::protocol::{ErrorCode, KeyType};
 
 /// Argon2id cost for code hashes. A 6-digit code has a million values, so the
 /// hash only slows down someone holding a stolen database; codes also die
@@ -62,8 +62,26 @@ pub enum OtpError {
     Malformed,
     #[error("the code could not be delivered: {0}")]
     Delivery(String),
+    /// Argon2 failed to hash a new code.
+    #[error("the code could not be hashed: {0}")]
+    Hashing(String),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl OtpError {
+    /// The stable code a client is told. A failure inside the server is
+    /// `internal`: the client learns no more, the log gets the cause.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            OtpError::RateLimited { .. } => ErrorCode::RateLimited,
+            OtpError::NoPendingCode => ErrorCode::NoPendingCode,
+            OtpError::Expired => ErrorCode::CodeExpired,
+            OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
+            OtpError::Dead { .. } => ErrorCode::CodeDead,
+            OtpError::Delivery(_) | OtpError::Hashing(_) | OtpError::Db(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 /// The key a pending code will register.
@@ -291,8 +309,8 @@ async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
             .map(|h| h.to_string())
     })
     .await
-    .map_err(|e| DbError::Corrupt(format!("hashing task failed: {e}")))?
-    .map_err(|e| OtpError::Db(DbError::Corrupt(format!("hashing failed: {e}"))))
+    .map_err(|e| OtpError::Hashing(format!("the hashing task failed: {e}")))?
+    .map_err(|e| OtpError::Hashing(e.to_string()))
 }
 
 /// Argon2's verifier compares the derived hashes in constant time.

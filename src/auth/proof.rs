@@ -6,9 +6,22 @@
 use crate::crypto::PublicKey;
 use crate::crypto::{Purpose, auth_transcript};
 use crate::domain::PhoneNumber;
+use crate::protocol::ErrorCode;
 
 /// Length of the server's login nonce.
 pub const NONCE_LEN: usize = 32;
+
+/// A refused proof of key possession.
+#[derive(Debug, thiserror::Error)]
+#[error("the signature does not prove possession of the key for this connection")]
+pub struct ProofRefused;
+
+impl ProofRefused {
+    /// The stable code a client is told.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BadSignature
+    }
+}
 
 /// A fresh nonce from the operating system's generator.
 pub fn fresh_nonce() -> [u8; NONCE_LEN] {
@@ -22,7 +35,7 @@ pub fn fresh_nonce() -> [u8; NONCE_LEN] {
 
 /// Checks that `signature` proves possession of `key` for this purpose,
 /// connection and nonce.
-pub fn verify(
+fn verify(
     purpose: Purpose,
     exporter: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
@@ -32,4 +45,28 @@ pub fn verify(
 ) -> bool {
     let transcript = auth_transcript(purpose, exporter, nonce, phone, &key.to_spki_der());
     key.verify(&transcript, signature).is_ok()
+}
+
+/// [`verify`] off the async threads (a public-key operation costs about as
+/// much as storing many messages); a refusal is logged.
+pub async fn check(
+    purpose: Purpose,
+    exporter: [u8; 32],
+    nonce: [u8; NONCE_LEN],
+    phone: &PhoneNumber,
+    key: PublicKey,
+    signature: Vec<u8>,
+) -> Result<(), ProofRefused> {
+    let phone_owned = phone.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        verify(purpose, &exporter, &nonce, &phone_owned, &key, &signature)
+    })
+    .await
+    .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        tracing::info!(%phone, "proof of key possession refused");
+        Err(ProofRefused)
+    }
 }

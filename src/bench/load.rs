@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::users::User;
@@ -115,6 +116,38 @@ pub struct Sent {
     pub latencies_us: Vec<u64>,
     pub errors: u64,
     pub first_error: Option<String>,
+}
+
+impl Sent {
+    fn absorb(&mut self, other: Sent) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    /// Fails, naming the first refusal, if the server refused any send.
+    pub fn ensure_accepted(&self, what: &str) -> Result<()> {
+        if self.errors > 0 {
+            bail!(
+                "{what}: the server refused {} of {} sends; the first: {}",
+                self.errors,
+                self.errors + self.latencies_us.len() as u64,
+                self.first_error.as_deref().unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Waits for every connection's [`pipelined_send`] and adds up their outcomes.
+pub async fn joined(tasks: Vec<JoinHandle<Result<Sent>>>) -> Result<Sent> {
+    let mut all = Sent::default();
+    for t in tasks {
+        all.absorb(t.await??);
+    }
+    Ok(all)
 }
 
 /// Sends `jobs` on one logged-in connection with at most `window` sends

@@ -8,23 +8,43 @@
 
 pub mod envelopes;
 pub mod load;
-pub mod procfs;
+pub mod meter;
 pub mod report;
 pub mod server;
 pub mod users;
 mod workloads;
 
+use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use report::Row;
 
-/// Every workload, in the order they run.
-pub const WORKLOADS: &[&str] = &["W1", "W2", "W3", "W4", "W5", "W6", "crypto"];
+/// A workload of the benchmark, as `--workloads` names it and the report
+/// labels it; they run in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+#[value(rename_all = "verbatim")]
+pub enum Workload {
+    W1,
+    W2,
+    W3,
+    W4,
+    W5,
+    W6,
+    #[value(name = "crypto")]
+    Crypto,
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_possible_value().expect("no workload is skipped");
+        f.write_str(value.get_name())
+    }
+}
 
 /// Benchmark of a Carrier server: store, drain, online latency, a
 /// neighbourhood of servers, many connections, and growth with the queue.
@@ -34,8 +54,8 @@ pub struct Args {
     /// Workloads to run, comma-separated: W1 (offline store), W2 (drain),
     /// W3 (online latency), W4 (across a neighbourhood), W5 (many
     /// connections), W6 (growth with the queue), crypto. Default: all.
-    #[arg(long, value_delimiter = ',')]
-    pub workloads: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',', ignore_case = true)]
+    pub workloads: Option<Vec<Workload>>,
     /// Messages in W1/W2, in each W4 run and in each W6 measurement.
     #[arg(long, default_value_t = 10_000)]
     pub messages: u64,
@@ -113,7 +133,7 @@ pub struct Args {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(config) = &args.serve_config {
-        return match server::serve(config) {
+        return match server::serve_in_process(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("Error: {e:#}");
@@ -137,36 +157,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Parses `--workloads` into the canonical names, in run order.
-pub fn select(requested: Option<&[String]>) -> Result<Vec<&'static str>> {
-    let Some(requested) = requested else {
-        return Ok(WORKLOADS.to_vec());
-    };
-    let mut wanted = Vec::new();
-    for w in requested.iter().map(|w| w.trim()).filter(|w| !w.is_empty()) {
-        if w.eq_ignore_ascii_case("all") {
-            return Ok(WORKLOADS.to_vec());
-        }
-        match WORKLOADS.iter().find(|k| k.eq_ignore_ascii_case(w)) {
-            Some(k) => wanted.push(*k),
-            None => bail!(
-                "unknown workload '{w}': choose from {}",
-                WORKLOADS.join(", ")
-            ),
-        }
-    }
-    if wanted.is_empty() {
-        bail!("--workloads names no workload");
-    }
-    Ok(WORKLOADS
-        .iter()
-        .copied()
-        .filter(|k| wanted.contains(k))
-        .collect())
+/// The workloads `--workloads` names (all by default), once each, in run order.
+pub fn select(requested: Option<&[Workload]>) -> Vec<Workload> {
+    let mut chosen = requested.map_or_else(|| Workload::value_variants().to_vec(), <[_]>::to_vec);
+    chosen.sort_unstable();
+    chosen.dedup();
+    chosen
 }
 
 async fn run(args: Args) -> Result<()> {
-    let selected = select(args.workloads.as_deref())?;
+    let selected = select(args.workloads.as_deref());
     if args.senders == 0 || args.messages == 0 {
         bail!("--senders and --messages must be at least 1");
     }
@@ -229,10 +229,20 @@ mod tests {
 
     #[test]
     fn workload_selection() {
-        assert_eq!(select(None).unwrap().len(), WORKLOADS.len());
-        let s = select(Some(&["w3".to_string(), "W1".to_string()])).unwrap();
-        assert_eq!(s, vec!["W1", "W3"]);
-        assert!(select(Some(&["W9".to_string()])).is_err());
+        let parse = |list: &str| Args::try_parse_from(["carrier-bench", "--workloads", list]);
+        assert_eq!(select(None).len(), Workload::value_variants().len());
+        let a = parse("w3,W1,W3").unwrap();
+        assert_eq!(
+            select(a.workloads.as_deref()),
+            vec![Workload::W1, Workload::W3]
+        );
+        assert!(parse("W9").is_err());
+        let names: Vec<String> = select(None).iter().map(Workload::to_string).collect();
+        assert_eq!(names, ["W1", "W2", "W3", "W4", "W5", "W6", "crypto"]);
+        assert_eq!(
+            parse("CRYPTO").unwrap().workloads,
+            Some(vec![Workload::Crypto])
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::users::{Endpoint, OtpReader};
+use crate::config::ServerConfig;
 use crate::domain::Fingerprint;
 use crate::tls::Pin;
 
@@ -310,45 +311,14 @@ fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The hidden serve mode: what `carrier-server --config PATH` does.
-pub fn serve(config_path: &Path) -> Result<()> {
-    use crate::clock::Clock;
-    use crate::config::ServerConfig;
-    use crate::server::Server;
-    use tokio_util::sync::CancellationToken;
-
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let config = ServerConfig::load(config_path)?;
-        let server = Server::open(&config, Clock::System).await?;
-        let addr = format!("{}:{}", config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        println!("Carrier server fingerprint: {}", server.fingerprint());
-        println!(
-            "Listening on {} (data in {})",
-            listener.local_addr()?,
-            server.data_dir().display()
-        );
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            token.cancel();
-        });
-        server.run(listener, shutdown).await;
+/// The hidden serve mode (`--serve-config PATH`): what
+/// `carrier-server --config PATH` does, for when no carrier-server binary
+/// sits next to the bench.
+pub fn serve_in_process(config_path: &Path) -> Result<()> {
+    crate::telemetry::init("info");
+    let config = ServerConfig::load(config_path)?;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        crate::server::serve(&config, crate::server::shutdown_on_signal()).await?;
         Ok(())
     })
 }

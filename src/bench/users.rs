@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 
 use crate::client::Connection;
-use crate::crypto::{self, Identity, PublicKey, Purpose};
+use crate::crypto::{Identity, PublicKey, Purpose};
 use crate::domain::PhoneNumber;
 use crate::protocol::{B64, KeyType, Request, Response};
 use crate::tls::Pin;
@@ -42,6 +42,7 @@ impl User {
 
 /// Hands out distinct phone numbers that pass the numbering-plan check:
 /// +1 202 2xx xxxx upwards (Washington DC, ordinary exchanges).
+#[derive(Default)]
 pub struct PhoneGen {
     next: u64,
 }
@@ -157,20 +158,6 @@ impl OtpState {
     }
 }
 
-/// Signs the login or registration transcript for this connection.
-async fn prove(conn: &Connection, user: &User, purpose: Purpose) -> Result<Vec<u8>> {
-    let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
-        bail!("expected a challenge");
-    };
-    let nonce: [u8; 32] = nonce
-        .0
-        .try_into()
-        .map_err(|_| anyhow!("the challenge is not 32 bytes"))?;
-    let spki = user.public.to_spki_der();
-    let transcript = crypto::auth_transcript(purpose, conn.exporter(), &nonce, &user.phone, &spki);
-    Ok(user.identity.sign(&transcript))
-}
-
 /// Registers `user` and returns its connection, logged in.
 pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     let conn = Connection::connect(&ep.addr, ep.pin).await?;
@@ -182,7 +169,9 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     .await
     .with_context(|| format!("register {}", user.phone))?;
     let code = ep.otp.code_for(&user.phone).await?;
-    let signature = prove(&conn, user, Purpose::Register).await?;
+    let signature = conn
+        .prove(&user.identity, Purpose::Register, &user.phone)
+        .await?;
     match conn
         .call(Request::Verify {
             phone: user.phone.to_string(),
@@ -200,7 +189,9 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
 /// Connects and logs in as `user`.
 pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
     let conn = Connection::connect(&ep.addr, ep.pin).await?;
-    let signature = prove(&conn, user, Purpose::Login).await?;
+    let signature = conn
+        .prove(&user.identity, Purpose::Login, &user.phone)
+        .await?;
     match conn
         .call(Request::Login {
             phone: user.phone.to_string(),

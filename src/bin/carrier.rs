@@ -6,11 +6,10 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use carrier::client::{Client, ClientError, Event, Home, Notice, Received, Refusal, Session};
+use carrier::client::{self, Client, ClientError, Home, Notice, show};
 use carrier::domain::{Fingerprint, PhoneNumber};
 use carrier::protocol::KeyType;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::io::AsyncBufReadExt;
 use zeroize::Zeroizing;
 
 /// Carrier: end-to-end-encrypted store-and-forward messaging.
@@ -114,7 +113,10 @@ async fn run(args: Args) -> Result<(), ClientError> {
         Command::History { json } => history(&client, json).await,
         Command::Broadcast { text } => broadcast(&client, text).await,
         Command::List { json } => list(&client, json).await,
-        Command::Chat => chat(&client).await,
+        Command::Chat => {
+            let input = tokio::io::BufReader::new(tokio::io::stdin());
+            client::chat(&client, input, std::io::stdout(), std::io::stderr()).await
+        }
     }
 }
 
@@ -241,57 +243,34 @@ async fn broadcast(client: &Client, words: Vec<String>) -> Result<(), ClientErro
 
 async fn list(client: &Client, json: bool) -> Result<(), ClientError> {
     let session = client.login().await?;
-    print_users(&session.list().await?, json);
+    for u in session.list().await? {
+        println!("{}", if json { show::json(&u) } else { show::user(&u) });
+    }
     session.close().await;
     Ok(())
-}
-
-fn print_users(users: &[carrier::protocol::ListedUser], json: bool) {
-    for u in users {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(u).expect("a user always serialises")
-            );
-        } else {
-            let state = if u.online { "online" } else { "offline" };
-            println!("{}  {}  {}  {state}", u.phone, u.fingerprint, u.home);
-        }
-    }
 }
 
 async fn fetch(client: &Client, json: bool) -> Result<(), ClientError> {
     let mut session = client.login().await?;
     let (received, refused) = session.fetch().await?;
     for m in &received {
-        print_message(m, json);
+        println!(
+            "{}",
+            if json {
+                show::json(m)
+            } else {
+                show::message(m)
+            }
+        );
     }
     for r in &refused {
-        print_refusal(r);
+        eprintln!("{}", show::refusal(r));
     }
     if received.is_empty() && !json {
         eprintln!("No new messages.");
     }
     session.close().await;
     Ok(())
-}
-
-fn print_message(m: &Received, json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(m).expect("a message always serialises")
-        );
-    } else {
-        println!("[{}] {}: {}", format_time(m.sent_at), m.from, m.text);
-    }
-}
-
-fn print_refusal(r: &Refusal) {
-    eprintln!(
-        "warning: message {} from {} refused: {}",
-        r.id, r.from, r.reason
-    );
 }
 
 fn whoami(client: &Client) -> Result<(), ClientError> {
@@ -321,137 +300,14 @@ async fn trust(client: &Client, phone: &str) -> Result<(), ClientError> {
 
 async fn history(client: &Client, json: bool) -> Result<(), ClientError> {
     for e in client.home.history().await? {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string(&e).expect("an entry always serialises")
-            );
-        } else {
-            let arrow = if e.direction == "in" { "from" } else { "to" };
-            println!(
-                "[{}] {arrow} {}: {}",
-                format_time(e.sent_at),
-                e.peer,
-                e.text
-            );
-        }
+        println!(
+            "{}",
+            if json {
+                show::json(&e)
+            } else {
+                show::history(&e)
+            }
+        );
     }
     Ok(())
-}
-
-async fn chat(client: &Client) -> Result<(), ClientError> {
-    let mut session = client.login().await?;
-    println!(
-        "Logged in as {}. Commands: send <phone> <text> | broadcast <text> | fetch | list | quit",
-        session.me()
-    );
-    let (received, refused) = session.fetch().await?;
-    received.iter().for_each(|m| print_message(m, false));
-    refused.iter().for_each(print_refusal);
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut keepalive = tokio::time::interval(CHAT_KEEPALIVE);
-    loop {
-        tokio::select! {
-            _ = keepalive.tick() => {
-                let _ = session.conn.start(carrier::protocol::Request::Ping).await;
-            }
-            line = lines.next_line() => {
-                let line = line.map_err(|source| ClientError::Io { context: "cannot read input".into(), source })?;
-                let Some(line) = line else { break };
-                if !chat_command(&mut session, line.trim()).await {
-                    break;
-                }
-            }
-            pushed = session.conn.next_event() => {
-                let Some(event) = pushed else {
-                    return Err(ClientError::Disconnected);
-                };
-                show_event(&mut session, event).await?;
-            }
-        }
-    }
-    session.close().await;
-    Ok(())
-}
-
-/// How often `chat` pings, so an idle session is not closed by the server.
-const CHAT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Shows something the server pushed during `chat`.
-async fn show_event(session: &mut Session<'_>, event: Event) -> Result<(), ClientError> {
-    match event {
-        Event::Message(m) => match session.take_pushed(m).await? {
-            Ok(Some(m)) => print_message(&m, false),
-            Ok(None) => {}
-            Err(r) => print_refusal(&r),
-        },
-        Event::Broadcast(b) => match session.verify_broadcast(&b).await {
-            Ok(()) => println!(
-                "[{}] (broadcast) {}: {}",
-                format_time(b.sent_at as i64),
-                b.from,
-                b.text
-            ),
-            Err(e) => eprintln!("warning: {e}"),
-        },
-    }
-    Ok(())
-}
-
-/// Runs one chat command; returns false to leave.
-async fn chat_command(session: &mut Session<'_>, line: &str) -> bool {
-    let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let outcome = match cmd {
-        "" => Ok(()),
-        "quit" | "exit" => return false,
-        "send" => match rest.trim().split_once(' ') {
-            Some((to, text)) => session
-                .send(to, text.trim())
-                .await
-                .map(|id| println!("Sent message {id} to {to}")),
-            None => Err(ClientError::Input("usage: send <phone> <text>".into())),
-        },
-        "fetch" => session.fetch().await.map(|(received, refused)| {
-            received.iter().for_each(|m| print_message(m, false));
-            refused.iter().for_each(print_refusal);
-            if received.is_empty() {
-                println!("No new messages.");
-            }
-        }),
-        "broadcast" if !rest.trim().is_empty() => session
-            .broadcast(rest.trim())
-            .await
-            .map(|id| println!("Broadcast {id} sent")),
-        "broadcast" => Err(ClientError::Input("usage: broadcast <text>".into())),
-        "list" => session.list().await.map(|users| print_users(&users, false)),
-        other => Err(ClientError::Input(format!(
-            "unknown command '{other}': send, broadcast, fetch, list or quit"
-        ))),
-    };
-    if let Err(e) = outcome {
-        eprintln!("error: {e}");
-    }
-    true
-}
-
-/// Formats milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.
-fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

@@ -10,7 +10,8 @@ use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ClientError;
-use crate::domain::Fingerprint;
+use crate::crypto::{self, Identity, Purpose};
+use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{self, Delivered, Request, RequestFrame, Response, ResponseFrame};
 use crate::tls::{self, ClientTlsStream, Pin};
 
@@ -126,13 +127,28 @@ impl Connection {
         Ok(rx)
     }
 
-    /// Writes raw bytes as one frame; for tests of hostile input.
-    pub async fn send_raw_frame(&self, body: &[u8]) -> Result<(), ClientError> {
-        let mut w = self.writer.lock().await;
-        protocol::write_frame(&mut *w, body)
-            .await
-            .map_err(|_| ClientError::Disconnected)?;
-        w.flush().await.map_err(|_| ClientError::Disconnected)
+    /// Asks for a challenge and signs the proof that registers or logs in
+    /// `phone` with `identity` on this connection.
+    pub async fn prove(
+        &self,
+        identity: &Identity,
+        purpose: Purpose,
+        phone: &PhoneNumber,
+    ) -> Result<Vec<u8>, ClientError> {
+        let Response::Challenge { nonce } = self.call(Request::Challenge).await? else {
+            return Err(ClientError::Protocol("expected a challenge".into()));
+        };
+        let nonce: [u8; 32] = nonce
+            .0
+            .try_into()
+            .map_err(|_| ClientError::Protocol("the challenge is not 32 bytes".into()))?;
+        Ok(crypto::sign_proof(
+            identity,
+            purpose,
+            &self.exporter,
+            &nonce,
+            phone,
+        ))
     }
 
     /// The next thing the server pushed; `None` once the connection closed.

@@ -7,27 +7,20 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::ClientError;
-use crate::domain::Fingerprint;
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::KeyType;
 
 const IDENTITY_FILE: &str = "identity.pem";
 const ACCOUNT_FILE: &str = "account.json";
 const STORE_FILE: &str = "client.db";
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS servers (addr TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS contacts (phone TEXT PRIMARY KEY, key_type TEXT NOT NULL,
-        public_key BLOB NOT NULL, fingerprint TEXT NOT NULL, pinned_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS counters (peer TEXT PRIMARY KEY, next BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS history (id TEXT NOT NULL, direction TEXT NOT NULL,
-        peer TEXT NOT NULL, peer_fingerprint TEXT NOT NULL, counter BIGINT NOT NULL,
-        text TEXT NOT NULL, sent_at BIGINT NOT NULL, stored_at BIGINT NOT NULL,
-        PRIMARY KEY (id, direction))",
-    "CREATE UNIQUE INDEX IF NOT EXISTS history_counter ON history (direction, peer_fingerprint, counter)",
-];
+/// The store's schema, one migration per change. They live in
+/// `migrations/client/`, a directory the server's migrator does not read.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/client");
 
 /// Who this home belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,11 +39,41 @@ pub struct Contact {
     pub fingerprint: String,
 }
 
+/// Which way a stored message went; stored and shown as `in` or `out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received from the peer.
+    In,
+    /// Sent to the peer.
+    Out,
+}
+
+/// A message to store in the history.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub id: MessageId,
+    pub direction: Direction,
+    /// The sender of a received message, the recipient of a sent one.
+    pub peer: &'a PhoneNumber,
+    /// The peer's key the message was opened or sealed with.
+    pub peer_fingerprint: Fingerprint,
+    /// The envelope's counter: each direction, peer key and counter is
+    /// stored once, so a replay is refused.
+    pub counter: u64,
+    pub text: &'a str,
+    /// The sender's clock, milliseconds since the Unix epoch.
+    pub sent_at: i64,
+    /// This client's clock when it stored the message.
+    pub stored_at: i64,
+}
+
 /// One stored message, sent or received.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct HistoryEntry {
     pub id: String,
-    pub direction: String,
+    pub direction: Direction,
     pub peer: String,
     pub text: String,
     pub sent_at: i64,
@@ -83,11 +106,7 @@ impl Home {
             .max_connections(2)
             .connect_with(options)
             .await?;
-        for statement in SCHEMA {
-            sqlx::query(sqlx::AssertSqlSafe(*statement))
-                .execute(&pool)
-                .await?;
-        }
+        migrate(&pool).await?;
         Ok(Self {
             dir: dir.to_owned(),
             pool,
@@ -190,41 +209,31 @@ impl Home {
 
     /// Whether a received message with this id is stored (a message to
     /// oneself is stored twice: once sent, once received).
-    pub async fn has_received(&self, id: &str) -> Result<bool, ClientError> {
+    pub async fn has_received(&self, id: MessageId) -> Result<bool, ClientError> {
         let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = 'in'")
-                .bind(id)
+            sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = $2")
+                .bind(id.to_hex())
+                .bind(Direction::In)
                 .fetch_one(&self.pool)
                 .await?;
         Ok(n > 0)
     }
 
-    /// Stores a message; returns false if its id or (sender key, counter)
-    /// was stored before: a replay or duplicate.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record(
-        &self,
-        id: &str,
-        direction: &str,
-        peer: &str,
-        peer_fingerprint: &str,
-        counter: u64,
-        text: &str,
-        sent_at: i64,
-        now: i64,
-    ) -> Result<bool, ClientError> {
+    /// Stores a message; returns false if its id or (peer key, counter) was
+    /// stored before in the same direction: a replay or duplicate.
+    pub async fn record(&self, r: &Record<'_>) -> Result<bool, ClientError> {
         let done = sqlx::query(
             "INSERT INTO history (id, direction, peer, peer_fingerprint, counter, text, sent_at, stored_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
-        .bind(id)
-        .bind(direction)
-        .bind(peer)
-        .bind(peer_fingerprint)
-        .bind(counter as i64)
-        .bind(text)
-        .bind(sent_at)
-        .bind(now)
+        .bind(r.id.to_hex())
+        .bind(r.direction)
+        .bind(r.peer.as_str())
+        .bind(r.peer_fingerprint.to_hex())
+        .bind(r.counter as i64)
+        .bind(r.text)
+        .bind(r.sent_at)
+        .bind(r.stored_at)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -241,5 +250,213 @@ impl Home {
 
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+/// Brings the store's schema up to date. sqlx's migrator takes no lock on
+/// SQLite, so two commands opening a new home at once would both apply the
+/// first migration and one would fail. The store's write lock serves
+/// instead: every migration runs inside one `BEGIN IMMEDIATE` transaction
+/// (each in a savepoint of its own), and a second command waits for it to
+/// commit, then finds them applied.
+async fn migrate(pool: &SqlitePool) -> Result<(), ClientError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    MIGRATOR.run(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statements the client ran on every start before its store had
+    /// migrations: the schema of every home made until then.
+    const PRE_MIGRATION_SCHEMA: &[&str] = &[
+        "CREATE TABLE IF NOT EXISTS servers (addr TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS contacts (phone TEXT PRIMARY KEY, key_type TEXT NOT NULL,
+            public_key BLOB NOT NULL, fingerprint TEXT NOT NULL, pinned_at BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS counters (peer TEXT PRIMARY KEY, next BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS history (id TEXT NOT NULL, direction TEXT NOT NULL,
+            peer TEXT NOT NULL, peer_fingerprint TEXT NOT NULL, counter BIGINT NOT NULL,
+            text TEXT NOT NULL, sent_at BIGINT NOT NULL, stored_at BIGINT NOT NULL,
+            PRIMARY KEY (id, direction))",
+        "CREATE UNIQUE INDEX IF NOT EXISTS history_counter ON history (direction, peer_fingerprint, counter)",
+    ];
+
+    const BOB: &str = "+12025550102";
+
+    fn bob() -> PhoneNumber {
+        PhoneNumber::from_canonical(BOB).unwrap()
+    }
+
+    /// Makes `client.db` in `dir` as the client did before migrations, with
+    /// one row in each table.
+    async fn pre_migration_home(dir: &Path, id: MessageId, fp: Fingerprint) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join(STORE_FILE))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        for statement in PRE_MIGRATION_SCHEMA {
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        for statement in [
+            format!(
+                "INSERT INTO servers VALUES ('127.0.0.1:5000', '{}')",
+                fp.to_hex()
+            ),
+            format!(
+                "INSERT INTO contacts VALUES ('{BOB}', 'p256', x'00', '{}', 1)",
+                fp.to_hex()
+            ),
+            format!("INSERT INTO counters VALUES ('{BOB}', 5)"),
+            format!(
+                "INSERT INTO history VALUES ('{}', 'in', '{BOB}', '{}', 3, 'hello', 10, 11)",
+                id.to_hex(),
+                fp.to_hex()
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+
+    async fn applied_versions(home: &Home) -> Vec<i64> {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&home.pool)
+            .await
+            .unwrap()
+    }
+
+    fn all_versions() -> Vec<i64> {
+        MIGRATOR.iter().map(|m| m.version).collect()
+    }
+
+    #[tokio::test]
+    async fn a_home_made_before_migrations_keeps_its_pins_counters_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, fp) = (MessageId::random(), Fingerprint::of_spki(b"bob's key"));
+        pre_migration_home(dir.path(), id, fp).await;
+
+        for _ in 0..2 {
+            let home = Home::open(dir.path()).await.unwrap();
+            assert_eq!(applied_versions(&home).await, all_versions());
+            assert_eq!(home.server_pin("127.0.0.1:5000").await.unwrap(), Some(fp));
+            let contact = home.contact(BOB).await.unwrap().expect("the pin survives");
+            assert_eq!(contact.fingerprint, fp.to_hex());
+            assert!(home.has_received(id).await.unwrap());
+            let history = home.history().await.unwrap();
+            assert_eq!(history.len(), 1);
+            assert_eq!(history[0].direction, Direction::In);
+            assert_eq!(history[0].text, "hello");
+            home.close().await;
+        }
+        let home = Home::open(dir.path()).await.unwrap();
+        assert_eq!(home.next_counter(BOB).await.unwrap(), 5);
+        let replay = Record {
+            id: MessageId::random(),
+            direction: Direction::In,
+            peer: &bob(),
+            peer_fingerprint: fp,
+            counter: 3,
+            text: "hello again",
+            sent_at: 12,
+            stored_at: 13,
+        };
+        assert!(
+            !home.record(&replay).await.unwrap(),
+            "the old rows still guard against replays"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_home_gets_every_migration_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let home = Home::open(dir.path()).await.unwrap();
+            assert_eq!(applied_versions(&home).await, all_versions());
+            home.close().await;
+        }
+    }
+
+    /// Two commands opening a home whose store is still empty (the first
+    /// has made the file, neither has migrated it) both get a migrated
+    /// store. Making the file itself (the switch to WAL, which SQLite
+    /// cannot wait for) is not raced here.
+    #[tokio::test]
+    async fn two_commands_migrating_a_new_home_at_once_both_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let options = SqliteConnectOptions::new()
+                .filename(dir.path().join(STORE_FILE))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .unwrap()
+                .close()
+                .await;
+            let (a, b) = tokio::join!(Home::open(dir.path()), Home::open(dir.path()));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(applied_versions(&a).await, all_versions());
+            a.close().await;
+            b.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn history_keeps_each_direction_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).await.unwrap();
+        let sent = Record {
+            id: MessageId::random(),
+            direction: Direction::Out,
+            peer: &bob(),
+            peer_fingerprint: Fingerprint::of_spki(b"bob's key"),
+            counter: 1,
+            text: "note to self",
+            sent_at: 10,
+            stored_at: 11,
+        };
+        let received = Record {
+            direction: Direction::In,
+            stored_at: 12,
+            ..sent
+        };
+        assert!(home.record(&sent).await.unwrap());
+        assert!(!home.has_received(sent.id).await.unwrap());
+        assert!(home.record(&received).await.unwrap());
+        assert!(!home.record(&received).await.unwrap(), "stored once");
+        assert!(home.has_received(sent.id).await.unwrap());
+        let directions: Vec<_> = home
+            .history()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.direction)
+            .collect();
+        assert_eq!(directions, [Direction::Out, Direction::In]);
+    }
+
+    #[test]
+    fn the_server_migrator_does_not_read_the_client_migrations() {
+        let server = sqlx::migrate!("./migrations");
+        for client in MIGRATOR.iter() {
+            assert!(
+                server.iter().all(|s| s.checksum != client.checksum),
+                "the server's migrator picked up the client's {}",
+                client.description
+            );
+        }
     }
 }

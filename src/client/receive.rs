@@ -2,10 +2,11 @@
 //! against its pin, verify and decrypt, drop replays, store it.
 
 use super::ClientError;
-use super::session::Session;
-use crate::crypto::{self, CryptoError};
-use crate::domain::{MessageId, PhoneNumber};
-use crate::protocol::{Delivered, envelope};
+use super::contacts::Contacts;
+use super::home::{Direction, Record};
+use crate::crypto::{self, CryptoError, Identity, PublicKey};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+use crate::protocol::{Delivered, ErrorCode, envelope};
 
 /// A message accepted and stored in the history.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -40,9 +41,15 @@ pub(super) enum Verdict {
     KeepBack(Refusal),
 }
 
-pub(super) async fn accept(session: &Session<'_>, m: Delivered) -> Result<Verdict, ClientError> {
-    let home = &session.client().home;
-    if home.has_received(&m.id.to_hex()).await? {
+/// Checks, opens and stores one message delivered to `me`.
+pub(super) async fn accept(
+    contacts: &Contacts<'_>,
+    identity: &Identity,
+    me: &PhoneNumber,
+    m: Delivered,
+) -> Result<Verdict, ClientError> {
+    let home = contacts.home;
+    if home.has_received(m.id).await? {
         return Ok(Verdict::Duplicate);
     }
     let refuse = |reason: String| Refusal {
@@ -59,32 +66,31 @@ pub(super) async fn accept(session: &Session<'_>, m: Delivered) -> Result<Verdic
             "the envelope does not match its delivery details".into(),
         )));
     }
-    let Some((key, fp)) = sender_key(session, &header.sender).await? else {
+    let Some((key, fp)) = sender_key(contacts, &header.sender).await? else {
         return Ok(Verdict::Drop(refuse(format!(
             "{} is not a registered user",
             header.sender
         ))));
     };
-    let opened = match crypto::open(session.identity(), session.me(), &key, &m.envelope.0) {
+    let opened = match crypto::open(identity, me, &key, &m.envelope.0) {
         Ok(o) => o,
         Err(CryptoError::BadSignature) => {
-            return signature_failed(session, &header.sender, refuse).await;
+            return signature_failed(contacts, &header.sender, refuse).await;
         }
         Err(e) => return Ok(Verdict::Drop(refuse(format!("rejected: {e}")))),
     };
-    let now = session.client().home_now();
     let sent_at = opened.header.sent_at as i64;
     let stored = home
-        .record(
-            &m.id.to_hex(),
-            "in",
-            header.sender.as_str(),
-            &fp.to_hex(),
-            opened.header.counter,
-            &opened.text,
+        .record(&Record {
+            id: m.id,
+            direction: Direction::In,
+            peer: &header.sender,
+            peer_fingerprint: fp,
+            counter: opened.header.counter,
+            text: &opened.text,
             sent_at,
-            now,
-        )
+            stored_at: contacts.clock.now_ms(),
+        })
         .await?;
     if !stored {
         return Ok(Verdict::Drop(refuse(format!(
@@ -101,18 +107,15 @@ pub(super) async fn accept(session: &Session<'_>, m: Delivered) -> Result<Verdic
     }))
 }
 
-/// The pinned key of the sender, pinning the server's answer on first contact.
+/// The sender's key, or `None` if the server knows no such user.
 async fn sender_key(
-    session: &Session<'_>,
+    contacts: &Contacts<'_>,
     sender: &PhoneNumber,
-) -> Result<Option<(crypto::PublicKey, crate::domain::Fingerprint)>, ClientError> {
-    if let Some(pinned) = session.pinned_key(sender).await? {
-        return Ok(Some(pinned));
-    }
-    match session.contact_key(sender).await {
+) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
+    match contacts.sender(sender).await {
         Ok(k) => Ok(Some(k)),
         Err(ClientError::Server {
-            code: crate::protocol::ErrorCode::UnknownUser,
+            code: ErrorCode::UnknownUser,
             ..
         }) => Ok(None),
         Err(e) => Err(e),
@@ -122,11 +125,11 @@ async fn sender_key(
 /// A signature that fails against the pinned key is either a forgery or a
 /// key change; the server's current key tells which.
 async fn signature_failed(
-    session: &Session<'_>,
+    contacts: &Contacts<'_>,
     sender: &PhoneNumber,
     refuse: impl Fn(String) -> Refusal,
 ) -> Result<Verdict, ClientError> {
-    match session.contact_key(sender).await {
+    match contacts.current(sender).await {
         Err(e @ ClientError::KeyChanged { .. }) => Ok(Verdict::KeepBack(refuse(e.to_string()))),
         Ok(_) | Err(ClientError::Server { .. }) => Ok(Verdict::Drop(refuse(
             "rejected: the signature does not verify (forged or tampered)".into(),

@@ -1,36 +1,17 @@
 //! High-level client operations. [`Client`] knows the home and the server;
 //! [`Session`] is a logged-in connection with the user's identity loaded.
 
-use std::sync::Arc;
-
 use zeroize::Zeroizing;
 
-use super::home::{Account, Contact, Home};
+use super::contacts::Contacts;
+use super::home::{Account, Direction, Home, Record};
 use super::receive::{self, Received, Refusal};
-use super::{ClientError, Connection};
+use super::{ClientError, Connection, Notice, Notify, unexpected};
 use crate::clock::Clock;
 use crate::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::{B64, Delivered, KeyType, Request, Response, UserInfo};
 use crate::tls::Pin;
-
-/// Things worth telling the user that are not errors.
-#[derive(Debug, Clone)]
-pub enum Notice {
-    /// A server's key was seen for the first time and pinned.
-    ServerPinned {
-        addr: String,
-        fingerprint: Fingerprint,
-    },
-    /// A contact's key was seen for the first time and pinned.
-    ContactPinned {
-        phone: String,
-        fingerprint: Fingerprint,
-    },
-}
-
-/// Receives notices; the command line prints them on standard error.
-pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
 
 /// A client bound to a home directory and a server address.
 pub struct Client {
@@ -58,11 +39,6 @@ impl Client {
             notify,
             clock: Clock::System,
         }
-    }
-
-    /// The current time in milliseconds, as the history records it.
-    pub fn home_now(&self) -> i64 {
-        self.clock.now_ms()
     }
 
     /// Connects and checks the server's key: the one given on the command
@@ -119,7 +95,7 @@ impl Client {
         })
         .await?;
         let code = Zeroizing::new(read_code(&phone)?);
-        let signature = prove(&conn, &identity, Purpose::Register, &phone).await?;
+        let signature = conn.prove(&identity, Purpose::Register, &phone).await?;
         let answer = conn
             .call(Request::Verify {
                 phone: phone.to_string(),
@@ -183,7 +159,7 @@ impl Client {
             .map_err(|e| ClientError::Input(e.to_string()))?;
         let identity = self.identity()?;
         let conn = self.connect().await?;
-        let signature = prove(&conn, &identity, Purpose::Login, &me).await?;
+        let signature = conn.prove(&identity, Purpose::Login, &me).await?;
         let answer = conn
             .call(Request::Login {
                 phone: me.to_string(),
@@ -202,29 +178,6 @@ impl Client {
     }
 }
 
-/// Asks for a challenge and signs the transcript binding it to this connection.
-async fn prove(
-    conn: &Connection,
-    identity: &Identity,
-    purpose: Purpose,
-    phone: &PhoneNumber,
-) -> Result<Vec<u8>, ClientError> {
-    let Response::Challenge { nonce } = conn.call(Request::Challenge).await? else {
-        return Err(ClientError::Protocol("expected a challenge".into()));
-    };
-    let nonce: [u8; 32] = nonce
-        .0
-        .try_into()
-        .map_err(|_| ClientError::Protocol("the challenge is not 32 bytes".into()))?;
-    let spki = identity.public_key().to_spki_der();
-    let transcript = crypto::auth_transcript(purpose, conn.exporter(), &nonce, phone, &spki);
-    Ok(identity.sign(&transcript))
-}
-
-fn unexpected(r: Response) -> ClientError {
-    ClientError::Protocol(format!("{r:?}"))
-}
-
 /// A logged-in connection.
 pub struct Session<'c> {
     client: &'c Client,
@@ -238,18 +191,19 @@ impl Session<'_> {
         &self.me
     }
 
+    /// The pins of this home, checked against this connection's server.
+    fn contacts(&self) -> Contacts<'_> {
+        Contacts {
+            conn: &self.conn,
+            home: &self.client.home,
+            notify: &self.client.notify,
+            clock: &self.client.clock,
+        }
+    }
+
     /// A user's key as the server reports it.
     pub async fn lookup(&self, phone: &PhoneNumber) -> Result<UserInfo, ClientError> {
-        match self
-            .conn
-            .call(Request::Lookup {
-                phone: phone.to_string(),
-            })
-            .await?
-        {
-            Response::User(info) => Ok(info),
-            other => Err(unexpected(other)),
-        }
+        self.contacts().lookup(phone).await
     }
 
     /// The key to use for `phone`: the pinned one, which must still be the
@@ -258,67 +212,12 @@ impl Session<'_> {
         &self,
         phone: &PhoneNumber,
     ) -> Result<(PublicKey, Fingerprint), ClientError> {
-        let info = self.lookup(phone).await?;
-        let current = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
-        let current_fp = current.fingerprint();
-        match self.client.home.contact(phone.as_str()).await? {
-            Some(pinned) if pinned.fingerprint == current_fp.to_hex() => Ok((current, current_fp)),
-            Some(pinned) => Err(ClientError::KeyChanged {
-                phone: phone.to_string(),
-                pinned: Fingerprint::parse(&pinned.fingerprint).unwrap_or(current_fp),
-                current: current_fp,
-            }),
-            None => {
-                self.pin(phone, &info, current_fp).await?;
-                (self.client.notify)(Notice::ContactPinned {
-                    phone: phone.to_string(),
-                    fingerprint: current_fp,
-                });
-                Ok((current, current_fp))
-            }
-        }
-    }
-
-    /// The pinned key of `phone`, if any (no server round trip).
-    pub async fn pinned_key(
-        &self,
-        phone: &PhoneNumber,
-    ) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
-        let Some(c) = self.client.home.contact(phone.as_str()).await? else {
-            return Ok(None);
-        };
-        let key_type = KeyType::parse(&c.key_type)
-            .ok_or_else(|| ClientError::Protocol("bad pinned key type".into()))?;
-        let key = PublicKey::from_spki_der_typed(key_type, &c.public_key)?;
-        let fp = key.fingerprint();
-        Ok(Some((key, fp)))
+        self.contacts().current(phone).await
     }
 
     /// Accepts the key the server now reports for `phone`, replacing the pin.
     pub async fn trust(&self, phone: &PhoneNumber) -> Result<Fingerprint, ClientError> {
-        let info = self.lookup(phone).await?;
-        let key = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
-        let fp = key.fingerprint();
-        self.pin(phone, &info, fp).await?;
-        Ok(fp)
-    }
-
-    async fn pin(
-        &self,
-        phone: &PhoneNumber,
-        info: &UserInfo,
-        fp: Fingerprint,
-    ) -> Result<(), ClientError> {
-        let contact = Contact {
-            phone: phone.to_string(),
-            key_type: info.key_type.as_str().into(),
-            public_key: info.public_key.0.clone(),
-            fingerprint: fp.to_hex(),
-        };
-        self.client
-            .home
-            .pin_contact(&contact, self.client.clock.now_ms())
-            .await
+        self.contacts().trust(phone).await
     }
 
     /// Seals `text` to `to` and sends it; returns once the server committed it.
@@ -351,19 +250,18 @@ impl Session<'_> {
         if !matches!(answer, Response::Accepted { .. }) {
             return Err(unexpected(answer));
         }
-        let now = self.client.clock.now_ms();
         self.client
             .home
-            .record(
-                &id.to_hex(),
-                "out",
-                to.as_str(),
-                &fp.to_hex(),
+            .record(&Record {
+                id,
+                direction: Direction::Out,
+                peer: &to,
+                peer_fingerprint: fp,
                 counter,
                 text,
                 sent_at,
-                now,
-            )
+                stored_at: self.client.clock.now_ms(),
+            })
             .await?;
         Ok(id)
     }
@@ -412,10 +310,7 @@ impl Session<'_> {
     ) -> Result<(), ClientError> {
         let from =
             PhoneNumber::from_canonical(&b.from).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (key, _) = match self.pinned_key(&from).await? {
-            Some(k) => k,
-            None => self.contact_key(&from).await?,
-        };
+        let (key, _) = self.contacts().sender(&from).await?;
         let bytes = crate::protocol::signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
         key.verify(&bytes, &b.signature.0).map_err(|_| {
             ClientError::Input(format!(
@@ -488,7 +383,7 @@ impl Session<'_> {
         let mut ack = Vec::new();
         for m in batch {
             let id = m.id;
-            match receive::accept(self, m).await? {
+            match receive::accept(&self.contacts(), &self.identity, &self.me, m).await? {
                 receive::Verdict::Stored(r) => {
                     received.push(r);
                     ack.push(id);
@@ -508,15 +403,6 @@ impl Session<'_> {
             self.conn.call(Request::Ack { ids: ack }).await?;
         }
         Ok(())
-    }
-
-    /// The client this session belongs to (its home, for contacts and history).
-    pub fn client(&self) -> &Client {
-        self.client
-    }
-
-    pub(super) fn identity(&self) -> &Identity {
-        &self.identity
     }
 
     /// Says goodbye and closes the connection.

@@ -4,16 +4,20 @@
 //!
 //! Writes to the message queue go through one [`writer::QueueWriter`] task
 //! that groups concurrent senders' inserts into one transaction (group
-//! commit); other tables are small and written directly.
+//! commit); other tables are small and written directly. Domain types go in
+//! and come out as they are; `columns.rs` says how each one is stored.
 
+mod columns;
 pub mod directory;
+pub mod enqueue;
 pub mod otp;
 pub mod outbound;
 pub mod queue;
+pub mod quota;
 pub mod users;
 pub mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -35,6 +39,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// the stable `internal` code.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    #[error("cannot create the database file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -66,8 +75,10 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
 /// embedded migrations.
 pub async fn open(data_dir: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
     let path = data_dir.join(DATABASE_FILE);
-    crate::private_files::create_file(&path)
-        .map_err(|e| DbError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
+    crate::private_files::create_file(&path).map_err(|source| DbError::Create {
+        path: path.clone(),
+        source,
+    })?;
     let options = connect_options(&path)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(4)

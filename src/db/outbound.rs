@@ -2,15 +2,19 @@
 //! for each neighbour, what was already received from one, and which keys
 //! neighbours were pinned to.
 
+use std::collections::HashSet;
+
 use sqlx::{SqliteConnection, SqlitePool};
 
+use super::queue::{NewMessage, values_placeholders};
 use super::{DbError, Millis};
+use crate::domain::{Fingerprint, MessageId};
 
 /// A message waiting for a neighbour.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboundRow {
     pub seq: i64,
-    pub id: Vec<u8>,
+    pub id: MessageId,
     pub recipient: String,
     pub sender: String,
     pub envelope: Vec<u8>,
@@ -20,10 +24,12 @@ pub struct OutboundRow {
     pub path: String,
 }
 
-/// The next messages for `neighbour` after `after_seq`, in order.
+/// The next messages for `neighbour` after `after_seq`, in order. A row
+/// whose id is not 16 bytes (Carrier never writes one) is passed over
+/// rather than holding up the rows behind it.
 pub async fn next(
     pool: &SqlitePool,
-    neighbour: &str,
+    neighbour: &Fingerprint,
     after_seq: i64,
     now: Millis,
     limit: u32,
@@ -31,6 +37,7 @@ pub async fn next(
     Ok(sqlx::query_as::<_, OutboundRow>(
         "SELECT seq, id, recipient, sender, envelope, received_at, expires_at, path
          FROM outbound_queue WHERE neighbour = $1 AND seq > $2 AND expires_at > $3
+             AND length(id) = 16
          ORDER BY seq LIMIT $4",
     )
     .bind(neighbour)
@@ -41,41 +48,31 @@ pub async fn next(
     .await?)
 }
 
-/// Count and bytes waiting for `neighbour`.
-pub async fn usage(conn: &mut SqliteConnection, neighbour: &str) -> Result<(u64, u64), DbError> {
-    let (count, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM outbound_queue WHERE neighbour = $1",
-    )
-    .bind(neighbour)
-    .fetch_one(conn)
-    .await?;
-    Ok((count as u64, bytes as u64))
-}
-
 /// A message to queue for a neighbour.
 #[derive(Debug, Clone)]
 pub struct NewOutbound {
-    pub neighbour: String,
+    pub neighbour: Fingerprint,
+    /// JSON array of the fingerprints of servers crossed so far.
     pub path: String,
 }
 
 /// Inserts messages for neighbours (at most `queue::INSERT_CHUNK`) in one
 /// statement, skipping ones already queued for the same neighbour; returns
 /// the (neighbour, id) pairs inserted.
-pub async fn insert_many(
+pub(super) async fn insert_many(
     conn: &mut SqliteConnection,
-    rows: &[(&super::queue::NewMessage, &NewOutbound)],
-) -> Result<std::collections::HashSet<(String, [u8; 16])>, DbError> {
+    rows: &[(&NewMessage, &NewOutbound)],
+) -> Result<HashSet<(Fingerprint, MessageId)>, DbError> {
     let sql = format!(
         "INSERT INTO outbound_queue (neighbour, id, recipient, sender, envelope, received_at, expires_at, path)
          VALUES {} ON CONFLICT (neighbour, id) DO NOTHING RETURNING neighbour, id",
-        super::queue::values_placeholders(rows.len(), 8)
+        values_placeholders(rows.len(), 8)
     );
-    let mut query = sqlx::query_as::<_, (String, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query_as::<_, (Fingerprint, MessageId)>(sqlx::AssertSqlSafe(sql));
     for (m, out) in rows {
         query = query
-            .bind(&out.neighbour)
-            .bind(&m.id[..])
+            .bind(out.neighbour)
+            .bind(m.id)
             .bind(&m.recipient)
             .bind(&m.sender)
             .bind(&m.envelope)
@@ -83,35 +80,27 @@ pub async fn insert_many(
             .bind(m.expires_at)
             .bind(&out.path);
     }
-    let done = query.fetch_all(conn).await?;
-    Ok(done
-        .into_iter()
-        .filter_map(|(n, id)| Some((n, id.as_slice().try_into().ok()?)))
-        .collect())
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
 
 /// Records relayed ids (at most `queue::INSERT_CHUNK`); returns those not
 /// seen before.
-pub async fn mark_seen_many(
+pub(super) async fn mark_seen_many(
     conn: &mut SqliteConnection,
-    ids: &[([u8; 16], Millis)],
-) -> Result<std::collections::HashSet<[u8; 16]>, DbError> {
+    ids: &[(MessageId, Millis)],
+) -> Result<HashSet<MessageId>, DbError> {
     let sql = format!(
         "INSERT INTO relay_seen (id, expires_at) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-        super::queue::values_placeholders(ids.len(), 2)
+        values_placeholders(ids.len(), 2)
     );
-    let mut query = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query_scalar::<_, MessageId>(sqlx::AssertSqlSafe(sql));
     for (id, expires_at) in ids {
-        query = query.bind(&id[..]).bind(*expires_at);
+        query = query.bind(id).bind(*expires_at);
     }
-    let fresh = query.fetch_all(conn).await?;
-    Ok(fresh
-        .iter()
-        .filter_map(|id| id.as_slice().try_into().ok())
-        .collect())
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
 
-pub async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64, DbError> {
+pub(super) async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64, DbError> {
     let done = sqlx::query(
         "DELETE FROM relay_seen WHERE rowid IN (
              SELECT rowid FROM (SELECT rowid, expires_at FROM relay_seen ORDER BY rowid LIMIT 5000)
@@ -123,16 +112,22 @@ pub async fn forget_seen(conn: &mut SqliteConnection, now: Millis) -> Result<u64
     Ok(done.rows_affected())
 }
 
-pub async fn pinned(pool: &SqlitePool, address: &str) -> Result<Option<String>, DbError> {
-    Ok(
+/// The key pinned for the neighbour at `address`. A damaged pin counts as
+/// none, so the neighbour is pinned again on its next contact.
+pub async fn pinned(pool: &SqlitePool, address: &str) -> Result<Option<Fingerprint>, DbError> {
+    let pin: Option<String> =
         sqlx::query_scalar("SELECT fingerprint FROM neighbour_pins WHERE address = $1")
             .bind(address)
             .fetch_optional(pool)
-            .await?,
-    )
+            .await?;
+    Ok(pin.and_then(|hex| Fingerprint::parse(&hex)))
 }
 
-pub async fn pin(pool: &SqlitePool, address: &str, fingerprint: &str) -> Result<(), DbError> {
+pub async fn pin(
+    pool: &SqlitePool,
+    address: &str,
+    fingerprint: Fingerprint,
+) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO neighbour_pins (address, fingerprint) VALUES ($1, $2)
          ON CONFLICT (address) DO UPDATE SET fingerprint = excluded.fingerprint",

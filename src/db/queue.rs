@@ -1,16 +1,56 @@
-//! Reads and single-row writes of the `message_queue` table. Batched writes
-//! go through [`super::writer`], which calls the functions here inside its
-//! transaction.
+//! The queues of envelopes: a recipient's (`message_queue`) and a
+//! neighbour's (`outbound_queue`), how they are named, and the statements on
+//! them. Reads go straight to the pool; writes go through
+//! [`super::writer`], which calls the functions here inside its transaction.
+
+use std::collections::HashSet;
 
 use sqlx::{SqliteConnection, SqlitePool};
 
+use super::quota::Usage;
 use super::{DbError, Millis};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+
+/// One queue of envelopes: a recipient's queue here, or the outbound queue
+/// of the neighbour that leads to a recipient's home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueRef {
+    Recipient(PhoneNumber),
+    Neighbour(Fingerprint),
+}
+
+impl QueueRef {
+    pub(super) fn key(&self) -> QueueKey<'_> {
+        match self {
+            QueueRef::Recipient(phone) => QueueKey::Recipient(phone),
+            QueueRef::Neighbour(fp) => QueueKey::Neighbour(*fp),
+        }
+    }
+}
+
+/// A borrowed [`QueueRef`]: what quota counts are keyed by, so naming a
+/// message's queue copies nothing. Bound to a statement, it is the value of
+/// its table's owner column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum QueueKey<'a> {
+    Recipient(&'a PhoneNumber),
+    Neighbour(Fingerprint),
+}
+
+impl QueueKey<'_> {
+    pub(super) fn table(self) -> Table {
+        match self {
+            QueueKey::Recipient(_) => Table::Messages,
+            QueueKey::Neighbour(_) => Table::Outbound,
+        }
+    }
+}
 
 /// A queued envelope as stored: opaque bytes plus routing fields.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueuedMessage {
     pub seq: i64,
-    pub id: Vec<u8>,
+    pub id: MessageId,
     pub sender: String,
     pub envelope: Vec<u8>,
     pub received_at: Millis,
@@ -19,9 +59,9 @@ pub struct QueuedMessage {
 /// A message to be queued.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub id: [u8; 16],
-    pub recipient: String,
-    pub sender: String,
+    pub id: MessageId,
+    pub recipient: PhoneNumber,
+    pub sender: PhoneNumber,
     pub envelope: Vec<u8>,
     pub received_at: Millis,
     pub expires_at: Millis,
@@ -31,7 +71,7 @@ pub struct NewMessage {
 /// `limit` of them.
 pub async fn fetch(
     pool: &SqlitePool,
-    recipient: &str,
+    recipient: &PhoneNumber,
     after_seq: i64,
     now: Millis,
     limit: u32,
@@ -50,7 +90,11 @@ pub async fn fetch(
 }
 
 /// How many unexpired messages wait for `recipient`.
-pub async fn waiting(pool: &SqlitePool, recipient: &str, now: Millis) -> Result<u64, DbError> {
+pub async fn waiting(
+    pool: &SqlitePool,
+    recipient: &PhoneNumber,
+    now: Millis,
+) -> Result<u64, DbError> {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM message_queue WHERE recipient = $1 AND expires_at > $2",
     )
@@ -61,48 +105,54 @@ pub async fn waiting(pool: &SqlitePool, recipient: &str, now: Millis) -> Result<
     Ok(n as u64)
 }
 
-/// Count and total envelope bytes queued for `recipient` (expired or not:
-/// they occupy space until swept).
-pub async fn usage(conn: &mut SqliteConnection, recipient: &str) -> Result<(u64, u64), DbError> {
-    let (count, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM message_queue WHERE recipient = $1",
-    )
-    .bind(recipient)
-    .fetch_one(conn)
-    .await?;
-    Ok((count as u64, bytes as u64))
+/// Count and total envelope bytes held by `queue` (expired or not: they
+/// occupy space until swept).
+pub(super) async fn usage(
+    conn: &mut SqliteConnection,
+    queue: QueueKey<'_>,
+) -> Result<Usage, DbError> {
+    let table = queue.table();
+    let sql = format!(
+        "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM {} WHERE {} = $1",
+        table.name(),
+        table.owner()
+    );
+    let (count, bytes): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(queue)
+        .fetch_one(conn)
+        .await?;
+    Ok(Usage {
+        count: count as u64,
+        bytes: bytes as u64,
+    })
 }
 
 /// Most rows inserted by one statement (6 parameters each, well under
 /// SQLite's parameter limit).
-pub const INSERT_CHUNK: usize = 100;
+pub(super) const INSERT_CHUNK: usize = 100;
 
 /// Inserts messages (at most [`INSERT_CHUNK`]) in one statement, skipping
 /// ids already queued; returns the ids that were inserted.
-pub async fn insert_many(
+pub(super) async fn insert_many(
     conn: &mut SqliteConnection,
     messages: &[&NewMessage],
-) -> Result<std::collections::HashSet<[u8; 16]>, DbError> {
+) -> Result<HashSet<MessageId>, DbError> {
     let sql = format!(
         "INSERT INTO message_queue (id, recipient, sender, envelope, received_at, expires_at)
          VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
         values_placeholders(messages.len(), 6)
     );
-    let mut query = sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query_scalar::<_, MessageId>(sqlx::AssertSqlSafe(sql));
     for m in messages {
         query = query
-            .bind(&m.id[..])
+            .bind(m.id)
             .bind(&m.recipient)
             .bind(&m.sender)
             .bind(&m.envelope)
             .bind(m.received_at)
             .bind(m.expires_at);
     }
-    let ids = query.fetch_all(conn).await?;
-    Ok(ids
-        .iter()
-        .filter_map(|id| id.as_slice().try_into().ok())
-        .collect())
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
 
 /// `($1, …, $k), ($k+1, …)` for `rows` rows of `per_row` placeholders.
@@ -119,12 +169,12 @@ pub(super) fn values_placeholders(rows: usize, per_row: usize) -> String {
 }
 
 /// Most ids deleted by one statement (well under SQLite's parameter limit).
-pub const DELETE_CHUNK: usize = 500;
+pub(super) const DELETE_CHUNK: usize = 500;
 
 /// The two tables of queued envelopes: a recipient's messages here, and
 /// messages waiting for a neighbour. They share their deletion rules.
 #[derive(Debug, Clone, Copy)]
-pub enum Table {
+pub(super) enum Table {
     Messages,
     Outbound,
 }
@@ -146,15 +196,15 @@ impl Table {
     }
 }
 
-/// Deletes rows of `owner`'s queue by id (at most [`DELETE_CHUNK`]);
-/// returns the envelope size of each row that existed. Only fixed names and
+/// Deletes rows of `queue` by id (at most [`DELETE_CHUNK`]); returns the
+/// envelope size of each row that existed. Only fixed names and
 /// placeholders go into the statement's text; every value is bound.
-pub async fn delete_many(
+pub(super) async fn delete_many(
     conn: &mut SqliteConnection,
-    table: Table,
-    owner: &str,
-    ids: &[[u8; 16]],
+    queue: QueueKey<'_>,
+    ids: &[MessageId],
 ) -> Result<Vec<u64>, DbError> {
+    let table = queue.table();
     let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
     let sql = format!(
         "DELETE FROM {} WHERE {} = $1 AND id IN ({}) RETURNING length(envelope)",
@@ -162,9 +212,9 @@ pub async fn delete_many(
         table.owner(),
         placeholders.join(", ")
     );
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(owner);
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue);
     for id in ids {
-        query = query.bind(&id[..]);
+        query = query.bind(id);
     }
     let sizes: Vec<i64> = query.fetch_all(conn).await?;
     Ok(sizes.into_iter().map(|s| s as u64).collect())
@@ -176,7 +226,7 @@ pub async fn delete_many(
 /// queue; since every message gets the same lifetime, expiry follows arrival
 /// order (a message that expires earlier than an older one waits for it, and
 /// nothing expired is ever fetched or relayed meanwhile).
-pub async fn delete_expired(
+pub(super) async fn delete_expired(
     conn: &mut SqliteConnection,
     table: Table,
     now: Millis,

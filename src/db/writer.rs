@@ -3,8 +3,8 @@
 //! one `fsync` covers many senders. A sender's reply is sent only after the
 //! commit that contains its message.
 //!
-//! The task also keeps each recipient's queue usage in memory (loaded on
-//! first use), so quota checks cost no query.
+//! The task also keeps each queue's usage in memory ([`super::quota`]), so
+//! quota checks cost no query.
 
 use std::collections::HashMap;
 
@@ -12,9 +12,12 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::outbound::{self, NewOutbound};
-use super::queue::{self, NewMessage, Table};
+use super::enqueue::{self, Destination, Enqueue, EnqueueOutcome, Item};
+use super::outbound;
+use super::queue::{self, NewMessage, QueueKey, QueueRef, Table};
+use super::quota::{Ledger, Quotas};
 use super::{DbError, Millis};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -22,49 +25,6 @@ const MAX_BATCH: usize = 1024;
 const CHANNEL_CAPACITY: usize = 8192;
 /// Most expired rows deleted per sweep transaction.
 const SWEEP_LIMIT: u32 = 5000;
-
-/// Limits on one queue (a recipient's, or a neighbour's outbound queue).
-#[derive(Debug, Clone, Copy)]
-pub struct Quota {
-    pub max_messages: u64,
-    pub max_bytes: u64,
-}
-
-/// The limits the writer enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct Quotas {
-    pub per_recipient: Quota,
-    pub per_neighbour: Quota,
-}
-
-/// Where a message is committed.
-#[derive(Debug, Clone)]
-pub enum Destination {
-    /// The recipient's queue on this server.
-    Local,
-    /// The outbound queue of the neighbour leading to the recipient's home.
-    Neighbour(NewOutbound),
-}
-
-/// A message to commit.
-#[derive(Debug)]
-pub struct Enqueue {
-    pub message: NewMessage,
-    pub destination: Destination,
-    /// Received from a neighbour: record its id so a re-sent copy is dropped.
-    pub relayed: bool,
-}
-
-/// What became of an enqueued message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnqueueOutcome {
-    /// Committed to the queue.
-    Stored,
-    /// A message with this id was queued before; nothing changed.
-    Duplicate,
-    /// The recipient's queue is full.
-    QuotaFull,
-}
 
 /// A message that has just been committed, handed to routing (live push, or
 /// waking the neighbour's link) in commit order.
@@ -74,30 +34,78 @@ pub struct Committed {
     pub destination: Destination,
 }
 
-/// Which queue a delete applies to.
-#[derive(Debug, Clone)]
-pub enum QueueRef {
-    Recipient(String),
-    Neighbour(String),
+/// One request to the writer task: what to do, and its [`Answer`].
+enum Op {
+    Enqueue(Enqueue, Answer<EnqueueOutcome>),
+    Delete(QueueRef, Vec<MessageId>, Answer<u64>),
+    Sweep(Millis, Answer<u64>),
 }
 
-impl QueueRef {
-    fn usage_key(&self) -> String {
-        match self {
-            QueueRef::Recipient(r) => r.clone(),
-            QueueRef::Neighbour(n) => format!("neighbour:{n}"),
+/// Where an operation's result goes, and the result once its transaction
+/// has worked it out. It is sent only after that transaction commits.
+struct Answer<T> {
+    reply: oneshot::Sender<Result<T, DbError>>,
+    result: Option<T>,
+}
+
+impl<T> Answer<T> {
+    fn new() -> (Self, oneshot::Receiver<Result<T, DbError>>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Self {
+                reply,
+                result: None,
+            },
+            rx,
+        )
+    }
+
+    fn send(self) {
+        if let Some(result) = self.result {
+            let _ = self.reply.send(Ok(result));
         }
+    }
+
+    fn fail(self, e: &DbError) {
+        let _ = self.reply.send(Err(DbError::RolledBack(e.to_string())));
     }
 }
 
-enum Op {
-    Enqueue(Enqueue, oneshot::Sender<Result<EnqueueOutcome, DbError>>),
-    Delete(
-        QueueRef,
-        Vec<[u8; 16]>,
-        oneshot::Sender<Result<u64, DbError>>,
-    ),
-    Sweep(Millis, oneshot::Sender<Result<u64, DbError>>),
+impl Op {
+    /// An enqueue as [`enqueue::apply`] takes it, with its outcome to fill.
+    fn enqueue_item(&mut self) -> Option<Item<'_>> {
+        match self {
+            Op::Enqueue(enqueue, answer) => Some(Item {
+                enqueue,
+                outcome: &mut answer.result,
+            }),
+            Op::Delete(..) | Op::Sweep(..) => None,
+        }
+    }
+
+    /// Answers the operation once its transaction has committed, announcing
+    /// a stored message first.
+    fn finish(self, committed: &mpsc::UnboundedSender<Committed>) {
+        match self {
+            Op::Enqueue(e, answer) => {
+                if answer.result == Some(EnqueueOutcome::Stored) {
+                    let _ = committed.send(Committed {
+                        message: e.message,
+                        destination: e.destination,
+                    });
+                }
+                answer.send();
+            }
+            Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.send(),
+        }
+    }
+
+    fn fail(self, e: &DbError) {
+        match self {
+            Op::Enqueue(_, answer) => answer.fail(e),
+            Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.fail(e),
+        }
+    }
 }
 
 /// A cloneable handle to the writer task. The task ends when every handle
@@ -112,15 +120,14 @@ impl QueueWriter {
     /// messages are announced on `committed`, in commit order.
     pub async fn start(
         options: &SqliteConnectOptions,
-        quota: Quotas,
+        quotas: Quotas,
         committed: mpsc::UnboundedSender<Committed>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), DbError> {
         let conn = SqliteConnection::connect_with(options).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let task = Task {
             conn,
-            quota,
-            usage: HashMap::new(),
+            ledger: Ledger::new(quotas),
             committed,
         };
         let handle = tokio::spawn(task.run(rx));
@@ -134,22 +141,22 @@ impl QueueWriter {
         &self,
         message: Enqueue,
     ) -> Result<oneshot::Receiver<Result<EnqueueOutcome, DbError>>, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Op::Enqueue(message, reply)).await?;
+        let (answer, rx) = Answer::new();
+        self.submit(Op::Enqueue(message, answer)).await?;
         Ok(rx)
     }
 
     /// Deletes the given messages of one queue; returns how many existed.
-    pub async fn delete(&self, queue: QueueRef, ids: Vec<[u8; 16]>) -> Result<u64, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Op::Delete(queue, ids, reply)).await?;
+    pub async fn delete(&self, queue: QueueRef, ids: Vec<MessageId>) -> Result<u64, DbError> {
+        let (answer, rx) = Answer::new();
+        self.submit(Op::Delete(queue, ids, answer)).await?;
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
     /// Deletes expired messages; returns how many.
     pub async fn sweep(&self, now: Millis) -> Result<u64, DbError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Op::Sweep(now, reply)).await?;
+        let (answer, rx) = Answer::new();
+        self.submit(Op::Sweep(now, answer)).await?;
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
@@ -158,28 +165,9 @@ impl QueueWriter {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    count: u64,
-    bytes: u64,
-}
-
-/// Where an operation's result goes.
-enum Reply {
-    Enqueue(oneshot::Sender<Result<EnqueueOutcome, DbError>>),
-    Count(oneshot::Sender<Result<u64, DbError>>),
-}
-
-/// The result of one operation, held until its transaction commits.
-enum Outcome {
-    Enqueue(EnqueueOutcome, Option<Committed>),
-    Count(u64),
-}
-
 struct Task {
     conn: SqliteConnection,
-    quota: Quotas,
-    usage: HashMap<String, Usage>,
+    ledger: Ledger,
     committed: mpsc::UnboundedSender<Committed>,
 }
 
@@ -194,312 +182,91 @@ impl Task {
         }
     }
 
-    async fn commit_batch(&mut self, ops: Vec<Op>) {
-        let mut done = Vec::with_capacity(ops.len());
-        let mut replies = Vec::with_capacity(ops.len());
-        match self.apply(ops, &mut done, &mut replies).await {
-            Ok(()) => self.announce(replies, done),
+    async fn commit_batch(&mut self, mut ops: Vec<Op>) {
+        match self.apply(&mut ops).await {
+            Ok(()) => {
+                for op in ops {
+                    op.finish(&self.committed);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "queue transaction failed; senders are told to retry");
-                // Counters may include rolled-back changes: reload on next use.
-                self.usage.clear();
-                for reply in replies {
-                    fail(reply, &e);
+                // Counts may include rolled-back changes: reload on next use.
+                self.ledger.forget();
+                for op in ops {
+                    op.fail(&e);
                 }
             }
         }
     }
 
-    /// Applies `ops` in one transaction. Every operation's reply ends up in
-    /// `replies`, whether or not the transaction succeeds.
-    async fn apply(
-        &mut self,
-        ops: Vec<Op>,
-        done: &mut Vec<Outcome>,
-        replies: &mut Vec<Reply>,
-    ) -> Result<(), DbError> {
-        let mut work = Vec::with_capacity(ops.len());
-        for op in ops {
-            let (reply, w) = op.split();
-            replies.push(reply);
-            work.push(w);
-        }
+    /// Applies `ops` in one transaction, leaving each one's result in its
+    /// answer.
+    async fn apply(&mut self, ops: &mut [Op]) -> Result<(), DbError> {
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut work = work.into_iter().peekable();
-        while let Some(w) = work.next() {
-            match w {
-                Work::Enqueue(first) => {
-                    // Consecutive enqueues share multi-row statements.
-                    let mut run = vec![first];
-                    while run.len() < queue::INSERT_CHUNK
-                        && matches!(work.peek(), Some(Work::Enqueue(_)))
-                    {
-                        if let Some(Work::Enqueue(e)) = work.next() {
-                            run.push(e);
-                        }
-                    }
-                    for (o, c) in enqueue_batch(&mut tx, &mut self.usage, self.quota, run).await? {
-                        done.push(Outcome::Enqueue(o, c));
-                    }
+        let mut rest = ops;
+        while !rest.is_empty() {
+            // Consecutive enqueues share multi-row statements.
+            let enqueues = rest
+                .iter()
+                .take(queue::INSERT_CHUNK)
+                .take_while(|op| matches!(op, Op::Enqueue(..)))
+                .count();
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(enqueues.max(1));
+            rest = tail;
+            match head {
+                [Op::Delete(queue, ids, answer)] => {
+                    answer.result = Some(delete(&mut tx, &mut self.ledger, queue, ids).await?);
                 }
-                Work::Delete(q, ids) => done.push(Outcome::Count(
-                    delete(&mut tx, &mut self.usage, &q, &ids).await?,
-                )),
-                Work::Sweep(now) => {
-                    done.push(Outcome::Count(sweep(&mut tx, &mut self.usage, now).await?))
+                [Op::Sweep(now, answer)] => {
+                    answer.result = Some(sweep(&mut tx, &mut self.ledger, *now).await?);
+                }
+                run => {
+                    let items = run.iter_mut().filter_map(Op::enqueue_item).collect();
+                    enqueue::apply(&mut tx, &mut self.ledger, items).await?;
                 }
             }
         }
         tx.commit().await?;
         Ok(())
     }
-
-    fn announce(&self, replies: Vec<Reply>, done: Vec<Outcome>) {
-        for (reply, outcome) in replies.into_iter().zip(done) {
-            match (reply, outcome) {
-                (Reply::Enqueue(tx), Outcome::Enqueue(o, committed)) => {
-                    if let Some(c) = committed {
-                        let _ = self.committed.send(c);
-                    }
-                    let _ = tx.send(Ok(o));
-                }
-                (Reply::Count(tx), Outcome::Count(n)) => {
-                    let _ = tx.send(Ok(n));
-                }
-                _ => unreachable!("replies and outcomes are built in the same order"),
-            }
-        }
-    }
-}
-
-enum Work {
-    Enqueue(Enqueue),
-    Delete(QueueRef, Vec<[u8; 16]>),
-    Sweep(Millis),
-}
-
-impl Op {
-    fn split(self) -> (Reply, Work) {
-        match self {
-            Op::Enqueue(m, r) => (Reply::Enqueue(r), Work::Enqueue(m)),
-            Op::Delete(rc, ids, r) => (Reply::Count(r), Work::Delete(rc, ids)),
-            Op::Sweep(now, r) => (Reply::Count(r), Work::Sweep(now)),
-        }
-    }
-}
-
-fn fail(reply: Reply, e: &DbError) {
-    let err = || DbError::RolledBack(e.to_string());
-    match reply {
-        Reply::Enqueue(tx) => {
-            let _ = tx.send(Err(err()));
-        }
-        Reply::Count(tx) => {
-            let _ = tx.send(Err(err()));
-        }
-    }
-}
-
-/// Whether this message is already in its destination queue.
-async fn already_queued(conn: &mut SqliteConnection, e: &Enqueue) -> Result<bool, DbError> {
-    let found: Option<i64> = match &e.destination {
-        Destination::Local => {
-            sqlx::query_scalar("SELECT 1 FROM message_queue WHERE id = $1")
-                .bind(&e.message.id[..])
-                .fetch_optional(conn)
-                .await?
-        }
-        Destination::Neighbour(o) => {
-            sqlx::query_scalar("SELECT 1 FROM outbound_queue WHERE neighbour = $1 AND id = $2")
-                .bind(&o.neighbour)
-                .bind(&e.message.id[..])
-                .fetch_optional(conn)
-                .await?
-        }
-    };
-    Ok(found.is_some())
-}
-
-/// The usage key and limits of an enqueue's destination queue.
-fn queue_of(e: &Enqueue, quotas: Quotas) -> (String, Quota) {
-    match &e.destination {
-        Destination::Local => (e.message.recipient.clone(), quotas.per_recipient),
-        Destination::Neighbour(o) => (format!("neighbour:{}", o.neighbour), quotas.per_neighbour),
-    }
-}
-
-/// Commits a run of enqueues with a few multi-row statements instead of one
-/// statement per message (each statement is a round trip to SQLite's
-/// thread). Returns an outcome per enqueue, in order: quota and duplicate
-/// rules are those of a one-by-one insert.
-async fn enqueue_batch(
-    conn: &mut SqliteConnection,
-    usage: &mut HashMap<String, Usage>,
-    quotas: Quotas,
-    batch: Vec<Enqueue>,
-) -> Result<Vec<(EnqueueOutcome, Option<Committed>)>, DbError> {
-    let mut outcome: Vec<Option<EnqueueOutcome>> = vec![None; batch.len()];
-    let keys: Vec<(String, Quota)> = batch.iter().map(|e| queue_of(e, quotas)).collect();
-    let mut in_batch = std::collections::HashSet::new();
-    let mut counted = vec![false; batch.len()];
-    for (i, e) in batch.iter().enumerate() {
-        let (key, quota) = &keys[i];
-        if !in_batch.insert((key.clone(), e.message.id)) {
-            outcome[i] = Some(EnqueueOutcome::Duplicate);
-            continue;
-        }
-        let size = e.message.envelope.len() as u64;
-        let u = usage_of(conn, usage, key, &e.destination).await?;
-        if u.count + 1 > quota.max_messages || u.bytes + size > quota.max_bytes {
-            // A retry of a message already queued is a duplicate, not a
-            // refusal: the sender's first attempt did get through.
-            let queued = already_queued(conn, e).await?;
-            outcome[i] = Some(if queued {
-                EnqueueOutcome::Duplicate
-            } else {
-                EnqueueOutcome::QuotaFull
-            });
-            continue;
-        }
-        let u = usage.get_mut(key).expect("loaded above");
-        u.count += 1;
-        u.bytes += size;
-        counted[i] = true;
-    }
-    let pending = |outcome: &[Option<EnqueueOutcome>]| -> Vec<usize> {
-        (0..outcome.len())
-            .filter(|&i| outcome[i].is_none())
-            .collect()
-    };
-    let relayed: Vec<usize> = pending(&outcome)
-        .into_iter()
-        .filter(|&i| batch[i].relayed)
-        .collect();
-    if !relayed.is_empty() {
-        let ids: Vec<([u8; 16], Millis)> = relayed
-            .iter()
-            .map(|&i| (batch[i].message.id, batch[i].message.expires_at))
-            .collect();
-        let fresh = outbound::mark_seen_many(conn, &ids).await?;
-        for &i in &relayed {
-            if !fresh.contains(&batch[i].message.id) {
-                outcome[i] = Some(EnqueueOutcome::Duplicate);
-            }
-        }
-    }
-    let (local, remote): (Vec<usize>, Vec<usize>) = pending(&outcome)
-        .into_iter()
-        .partition(|&i| matches!(batch[i].destination, Destination::Local));
-    if !local.is_empty() {
-        let rows: Vec<&NewMessage> = local.iter().map(|&i| &batch[i].message).collect();
-        let inserted = queue::insert_many(conn, &rows).await?;
-        for &i in &local {
-            if !inserted.contains(&batch[i].message.id) {
-                outcome[i] = Some(EnqueueOutcome::Duplicate);
-            }
-        }
-    }
-    if !remote.is_empty() {
-        let rows: Vec<(&NewMessage, &NewOutbound)> = remote
-            .iter()
-            .filter_map(|&i| match &batch[i].destination {
-                Destination::Neighbour(o) => Some((&batch[i].message, o)),
-                Destination::Local => None,
-            })
-            .collect();
-        let inserted = outbound::insert_many(conn, &rows).await?;
-        for &i in &remote {
-            if let Destination::Neighbour(o) = &batch[i].destination
-                && !inserted.contains(&(o.neighbour.clone(), batch[i].message.id))
-            {
-                outcome[i] = Some(EnqueueOutcome::Duplicate);
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(batch.len());
-    for (i, e) in batch.into_iter().enumerate() {
-        match outcome[i] {
-            Some(o) => {
-                if counted[i] {
-                    // Counted above but not stored: give the room back.
-                    shrink(usage, &keys[i].0, e.message.envelope.len() as u64);
-                }
-                out.push((o, None));
-            }
-            None => out.push((
-                EnqueueOutcome::Stored,
-                Some(Committed {
-                    message: e.message,
-                    destination: e.destination,
-                }),
-            )),
-        }
-    }
-    Ok(out)
-}
-
-async fn usage_of<'a>(
-    conn: &mut SqliteConnection,
-    usage: &'a mut HashMap<String, Usage>,
-    key: &str,
-    destination: &Destination,
-) -> Result<&'a mut Usage, DbError> {
-    if !usage.contains_key(key) {
-        let (count, bytes) = match destination {
-            Destination::Local => queue::usage(conn, key).await?,
-            Destination::Neighbour(o) => outbound::usage(conn, &o.neighbour).await?,
-        };
-        usage.insert(key.to_owned(), Usage { count, bytes });
-    }
-    Ok(usage.get_mut(key).expect("inserted above"))
 }
 
 async fn delete(
     conn: &mut SqliteConnection,
-    usage: &mut HashMap<String, Usage>,
-    queue_ref: &QueueRef,
-    ids: &[[u8; 16]],
+    ledger: &mut Ledger,
+    queue: &QueueRef,
+    ids: &[MessageId],
 ) -> Result<u64, DbError> {
     let mut deleted = 0;
     for chunk in ids.chunks(queue::DELETE_CHUNK) {
-        let sizes = match queue_ref {
-            QueueRef::Recipient(r) => queue::delete_many(conn, Table::Messages, r, chunk).await?,
-            QueueRef::Neighbour(n) => queue::delete_many(conn, Table::Outbound, n, chunk).await?,
-        };
-        for size in sizes {
+        for size in queue::delete_many(conn, queue.key(), chunk).await? {
             deleted += 1;
-            shrink(usage, &queue_ref.usage_key(), size);
+            ledger.give_back(queue.key(), size);
         }
     }
     Ok(deleted)
-}
-
-fn shrink(usage: &mut HashMap<String, Usage>, key: &str, size: u64) {
-    if let Some(u) = usage.get_mut(key) {
-        u.count = u.count.saturating_sub(1);
-        u.bytes = u.bytes.saturating_sub(size);
-    }
 }
 
 /// Deletes expired messages from user and outbound queues (logging drops
 /// of relayed mail per neighbour) and forgets old relayed ids.
 async fn sweep(
     conn: &mut SqliteConnection,
-    usage: &mut HashMap<String, Usage>,
+    ledger: &mut Ledger,
     now: Millis,
 ) -> Result<u64, DbError> {
     let local = queue::delete_expired(conn, Table::Messages, now, SWEEP_LIMIT).await?;
     for (recipient, size) in &local {
-        shrink(usage, recipient, *size);
+        if let Ok(phone) = PhoneNumber::from_canonical(recipient) {
+            ledger.give_back(QueueKey::Recipient(&phone), *size);
+        }
     }
     let outbound = queue::delete_expired(conn, Table::Outbound, now, SWEEP_LIMIT).await?;
     let mut per_neighbour: HashMap<&str, u64> = HashMap::new();
     for (neighbour, size) in &outbound {
-        shrink(
-            usage,
-            &QueueRef::Neighbour(neighbour.clone()).usage_key(),
-            *size,
-        );
+        if let Some(fp) = Fingerprint::parse(neighbour) {
+            ledger.give_back(QueueKey::Neighbour(fp), *size);
+        }
         *per_neighbour.entry(neighbour).or_default() += 1;
     }
     for (neighbour, n) in per_neighbour {
@@ -511,4 +278,121 @@ async fn sweep(
     }
     outbound::forget_seen(conn, now).await?;
     Ok((local.len() + outbound.len()) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::outbound::NewOutbound;
+    use crate::db::quota::Quota;
+
+    const MAX_MESSAGES: u64 = 2;
+
+    fn quota() -> Quota {
+        Quota {
+            max_messages: MAX_MESSAGES,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn message(id: u8, recipient: &PhoneNumber) -> NewMessage {
+        NewMessage {
+            id: MessageId::from_bytes([id; 16]),
+            recipient: recipient.clone(),
+            sender: PhoneNumber::from_canonical("+12025550199").unwrap(),
+            envelope: vec![id; 100],
+            received_at: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    fn enqueue(id: u8, recipient: &PhoneNumber, destination: &Destination) -> Enqueue {
+        Enqueue {
+            message: message(id, recipient),
+            destination: destination.clone(),
+            relayed: matches!(destination, Destination::Neighbour(_)),
+        }
+    }
+
+    /// Submits every enqueue before awaiting any, so they may share one
+    /// transaction, and returns their outcomes in order.
+    async fn submit_all(writer: &QueueWriter, batch: Vec<Enqueue>) -> Vec<EnqueueOutcome> {
+        let mut pending = Vec::new();
+        for e in batch {
+            pending.push(writer.submit_enqueue(e).await.unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for rx in pending {
+            outcomes.push(rx.await.unwrap().unwrap());
+        }
+        outcomes
+    }
+
+    /// Repeats, quota refusals and deletes follow the rules of a one-by-one
+    /// insert in both kinds of queue, each counted apart, and what is
+    /// deleted or refused gives its room back.
+    #[tokio::test]
+    async fn batched_enqueues_count_each_queue_apart() {
+        use EnqueueOutcome::{Duplicate, QuotaFull, Stored};
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, options) = crate::db::open(dir.path()).await.unwrap();
+        let (committed, mut announced) = mpsc::unbounded_channel();
+        let quotas = Quotas {
+            per_recipient: quota(),
+            per_neighbour: quota(),
+        };
+        let (writer, task) = QueueWriter::start(&options, quotas, committed)
+            .await
+            .unwrap();
+        let alice = PhoneNumber::from_canonical("+12025550101").unwrap();
+        let neighbour = Fingerprint::of_spki(b"neighbour");
+        let remote = Destination::Neighbour(NewOutbound {
+            neighbour,
+            path: "[]".into(),
+        });
+        // After an acknowledgement, message 1 comes again: the recipient's
+        // queue takes it, the neighbour's refuses a relayed id seen before
+        // and gives its room to message 4.
+        let cases = [
+            (Destination::Local, [Stored, QuotaFull]),
+            (remote, [Duplicate, Stored]),
+        ];
+        for (destination, after_ack) in cases {
+            let queue = match &destination {
+                Destination::Local => QueueRef::Recipient(alice.clone()),
+                Destination::Neighbour(o) => QueueRef::Neighbour(o.neighbour),
+            };
+            let submit = |ids: &[u8]| {
+                let batch = ids.iter().map(|&id| enqueue(id, &alice, &destination));
+                submit_all(&writer, batch.collect())
+            };
+            let delete = |ids: &[u8]| {
+                let ids = ids.iter().map(|&id| MessageId::from_bytes([id; 16]));
+                writer.delete(queue.clone(), ids.collect())
+            };
+            assert_eq!(
+                submit(&[1, 1, 2, 3, 2]).await,
+                [Stored, Duplicate, Stored, QuotaFull, Duplicate]
+            );
+            assert_eq!(delete(&[1, 9]).await.unwrap(), 1);
+            assert_eq!(submit(&[3, 2]).await, [Stored, Duplicate]);
+            assert_eq!(delete(&[2]).await.unwrap(), 1);
+            assert_eq!(submit(&[1]).await[0], after_ack[0]);
+            assert_eq!(submit(&[4]).await[0], after_ack[1]);
+        }
+        drop(writer);
+        task.await.unwrap();
+        let mut stored = Vec::new();
+        while let Ok(c) = announced.try_recv() {
+            stored.push(c.message.id.as_bytes()[0]);
+        }
+        assert_eq!(stored, [1, 2, 3, 1, 1, 2, 3, 4]);
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM message_queue) + (SELECT count(*) FROM outbound_queue)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(queued, 2 * MAX_MESSAGES as i64);
+    }
 }

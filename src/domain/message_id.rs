@@ -7,9 +7,6 @@ use std::fmt;
 pub struct MessageId([u8; 16]);
 
 impl MessageId {
-    /// Length of the id in bytes.
-    pub const LEN: usize = 16;
-
     /// A fresh id: the current time in milliseconds (6 bytes, big-endian)
     /// followed by 10 bytes from the operating system's generator. Ids made
     /// later sort later, so servers append to their id indexes instead of

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::{LinkContext, NeighbourConfig, session};
+use super::{LinkContext, session};
+use crate::config::NeighbourConfig;
 use crate::domain::Fingerprint;
 use crate::tls::{ConnectError, Pin};
 
@@ -20,12 +20,7 @@ const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Longest wait between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
 
-pub async fn run(
-    n: NeighbourConfig,
-    ctx: Arc<LinkContext>,
-    shutdown: CancellationToken,
-    _tracker: TaskTracker,
-) {
+pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
     let mut known = n.fingerprint;
     if known.is_none() {
@@ -36,7 +31,7 @@ pub async fn run(
             return;
         }
         if let Some(fp) = known
-            && ctx.router.neighbours.is_up(&fp)
+            && ctx.router.link_is_up(&fp)
         {
             wait_until_down(&ctx, fp, &shutdown).await;
             backoff = MIN_BACKOFF;
@@ -73,7 +68,7 @@ pub async fn run(
                 tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour")
             }
         }
-        let up = known.map(|fp| ctx.router.neighbours.watch(fp));
+        let up = known.map(|fp| ctx.router.watch_link(fp));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(jitter(backoff)) => {}
@@ -92,7 +87,7 @@ async fn pin_on_first_contact(ctx: &LinkContext, address: &str, fp: Fingerprint)
 }
 
 async fn wait_until_down(ctx: &LinkContext, fp: Fingerprint, shutdown: &CancellationToken) {
-    let mut up = ctx.router.neighbours.watch(fp);
+    let mut up = ctx.router.watch_link(fp);
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = up.wait_for(|up| !*up) => {}

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
+use crate::config::NeighbourConfig;
 use crate::domain::Fingerprint;
 use crate::routing::Router;
 
@@ -21,15 +22,6 @@ use crate::routing::Router;
 /// neighbourhood has a handful of servers, and strangers must not be able
 /// to take every file descriptor.
 const MAX_LINK_CONNECTIONS: usize = 64;
-
-/// A neighbour as configured: where to dial it and, if known, its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NeighbourConfig {
-    /// `host:port` of its server-to-server listener.
-    pub address: String,
-    /// Its key fingerprint; `None` pins the key seen on first contact.
-    pub fingerprint: Option<Fingerprint>,
-}
 
 /// What every link task shares.
 pub struct LinkContext {
@@ -83,7 +75,7 @@ pub async fn start(
         ));
     }
     for n in neighbours {
-        tracker.spawn(dial::run(n, ctx.clone(), shutdown.clone(), tracker.clone()));
+        tracker.spawn(dial::run(n, ctx.clone(), shutdown.clone()));
     }
     Ok(())
 }

@@ -14,8 +14,7 @@ use tracing::Instrument;
 use super::LinkContext;
 use crate::domain::{Fingerprint, MessageId};
 use crate::protocol::link::{LinkMessage, MAX_LINK_FRAME, Relayed};
-use crate::protocol::{B64, ErrorCode, PROTOCOL_VERSION};
-use crate::routing::neighbours::LinkHandle;
+use crate::protocol::{self, B64, ErrorCode, PROTOCOL_VERSION};
 use crate::routing::{PendingSend, RouteError, Router, link_frame};
 
 /// Interval between heartbeats.
@@ -50,18 +49,12 @@ pub async fn run<S>(
         }
         let (reader, writer) = tokio::io::split(stream);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
+        let writer_task = tokio::spawn(protocol::write_loop(writer, rx));
         let closed = shutdown.child_token();
-        let handle = LinkHandle {
-            id: router.neighbours.next_link_id(),
-            dialer,
-            outbox: outbox.clone(),
-            closed: closed.clone(),
-        };
-        if !router.neighbours.attach(peer, handle.clone()) {
+        let Some(link_id) = router.link_up(peer, dialer, outbox.clone(), closed.clone()) else {
             tracing::debug!("a link to this server already exists; closing the new one");
             return;
-        }
+        };
         tracing::info!("link up");
         greet(&router, &outbox).await;
         let drainer = tokio::spawn(drain(router.clone(), peer, outbox.clone(), closed.clone()));
@@ -76,14 +69,14 @@ pub async fn run<S>(
             &closed,
         )
         .await;
-        router.neighbours.detach(peer, handle.id);
+        router.link_down(peer, link_id);
         closed.cancel();
         // Whatever was not acknowledged is sent again on the next link, so
         // nothing here needs to finish: a neighbour that stopped reading
         // must not hold this task or a shutdown.
         acker.abort();
         drainer.abort();
-        drop((acks_tx, outbox, handle));
+        drop((acks_tx, outbox));
         let mut writer_task = writer_task;
         if tokio::time::timeout(SILENCE_LIMIT, &mut writer_task)
             .await
@@ -127,7 +120,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     let (frames_tx, mut frames) = mpsc::channel(64);
     let reader_task = tokio::spawn(async move {
         loop {
-            match crate::protocol::read_frame(&mut reader, MAX_LINK_FRAME).await {
+            match protocol::read_frame(&mut reader, MAX_LINK_FRAME).await {
                 Ok(Some(f)) => {
                     if frames_tx.send(f).await.is_err() {
                         return;
@@ -199,14 +192,13 @@ async fn handle_message(
             }
         }
         LinkMessage::RelayAck { ids } => {
-            let ids: Vec<[u8; 16]> = ids.iter().map(|i| *i.as_bytes()).collect();
-            if let Err(e) = router.outbound_acked(&peer, ids).await {
+            if let Err(e) = router.outbound_acked(&peer, &ids).await {
                 tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
             }
         }
         LinkMessage::RelayRefused { id, code, message } => {
             tracing::warn!(%id, ?code, %message, "the neighbour refused a message; dropped");
-            let _ = router.outbound_acked(&peer, vec![*id.as_bytes()]).await;
+            let _ = router.outbound_acked(&peer, &[id]).await;
         }
         LinkMessage::Broadcast(b) => router.broadcast_in(Some(peer), b),
         LinkMessage::Presence {
@@ -236,13 +228,18 @@ async fn acknowledge(
         };
         match outcome {
             Ok(()) => batch.push(id),
-            Err(RouteError::Db(e)) => {
+            Err(e) if e.code() == ErrorCode::Internal => {
                 // Not acknowledged: the neighbour keeps it and sends it again.
                 tracing::error!(%id, error = %e, "could not commit a relayed message");
             }
             Err(e) => {
                 tracing::warn!(%id, error = %e, "refusing a relayed message");
-                let _ = outbox.send(link_frame(&refusal(id, &e))).await;
+                let refusal = LinkMessage::RelayRefused {
+                    id,
+                    code: e.code(),
+                    message: e.to_string(),
+                };
+                let _ = outbox.send(link_frame(&refusal)).await;
             }
         }
         if !batch.is_empty() && pending.is_empty() {
@@ -258,22 +255,6 @@ async fn acknowledge(
     }
 }
 
-fn refusal(id: MessageId, e: &RouteError) -> LinkMessage {
-    let code = match e {
-        RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
-        RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
-        RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
-        RouteError::Forbidden(_) => ErrorCode::Forbidden,
-        RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
-        _ => ErrorCode::BadEnvelope,
-    };
-    LinkMessage::RelayRefused {
-        id,
-        code,
-        message: e.to_string(),
-    }
-}
-
 /// Sends this neighbour's outbound queue in order, then waits for more.
 /// Everything not yet acknowledged is sent again on the next link.
 async fn drain(
@@ -282,7 +263,7 @@ async fn drain(
     outbox: mpsc::Sender<Vec<u8>>,
     closed: CancellationToken,
 ) {
-    let wake = router.neighbours.wake_handle(peer);
+    let wake = router.outbound_wake(peer);
     let mut cursor = 0i64;
     loop {
         let rows = match router.outbound_next(&peer, cursor, DRAIN_BATCH).await {
@@ -300,11 +281,8 @@ async fn drain(
         }
         for row in rows {
             cursor = row.seq;
-            let Some(id) = MessageId::from_slice(&row.id) else {
-                continue;
-            };
             let relayed = Relayed {
-                id,
+                id: row.id,
                 from: row.sender,
                 to: row.recipient,
                 envelope: B64(row.envelope),

@@ -1,3 +1,5 @@
+//! The stable error codes of the wire protocol.
+
 use serde::{Deserialize, Serialize};
 
 /// Stable error codes sent on the wire. Clients match on these; the message
@@ -49,6 +51,84 @@ pub enum ErrorCode {
     TooManyInFlight,
     /// The server is shutting down; reconnect later.
     ShuttingDown,
+    /// The server's storage is full: nothing was stored; retry later.
+    StorageFull,
+    /// The server's database cannot be reached: nothing was stored; retry later.
+    StorageUnavailable,
+    /// A different message was already sent under this id.
+    DuplicateId,
+    /// The server cannot take another connection now; retry later.
+    ServerBusy,
+    /// The sender's view of the recipient's devices is out of date.
+    StaleDevices,
     /// Something failed inside the server; the request may be retried.
     Internal,
+}
+
+impl ErrorCode {
+    /// The code's name on the wire, as clients match on it: the same string
+    /// serde writes for this variant.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::NotLoggedIn => "not_logged_in",
+            ErrorCode::AlreadyLoggedIn => "already_logged_in",
+            ErrorCode::InvalidPhone => "invalid_phone",
+            ErrorCode::InvalidKey => "invalid_key",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NoPendingCode => "no_pending_code",
+            ErrorCode::WrongCode => "wrong_code",
+            ErrorCode::CodeExpired => "code_expired",
+            ErrorCode::CodeDead => "code_dead",
+            ErrorCode::NoChallenge => "no_challenge",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::UnknownUser => "unknown_user",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BadEnvelope => "bad_envelope",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::TooManyInFlight => "too_many_in_flight",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::DuplicateId => "duplicate_id",
+            ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::StaleDevices => "stale_devices",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    /// Every name serde gives a variant, read from its "unknown variant"
+    /// error, so a variant added later cannot be left out of the test.
+    fn serde_names() -> Vec<String> {
+        let error = serde_json::from_value::<ErrorCode>(serde_json::json!("no such code"))
+            .unwrap_err()
+            .to_string();
+        let (_, names) = error
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("serde's error lists no variants: {error}"));
+        names
+            .split(", ")
+            .map(|n| n.trim_matches('`').to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn as_str_is_the_name_serde_writes_for_every_variant() {
+        let names = serde_names();
+        assert!(names.len() >= 28, "only {names:?}");
+        for name in names {
+            let code: ErrorCode = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(code.as_str(), name);
+            assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(name));
+        }
+    }
 }

@@ -1,4 +1,17 @@
+//! Frames: a 4-byte big-endian length, then that many bytes. Reading checks
+//! the length against the caller's maximum before anything is allocated;
+//! writing puts the same [`header`] before each body, whether one frame is
+//! written at once ([`write_frame`]) or a connection's writer task gathers
+//! many ([`write_loop`]).
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Gather at most this many bytes of waiting frames into one write.
+const GATHER_LIMIT: usize = 256 * 1024;
+/// A buffer grown larger than this by a burst is released afterwards, so an
+/// idle connection holds no more than its last small answers needed.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +63,57 @@ async fn read_exact_or_truncated<R: AsyncRead + Unpin>(
     }
 }
 
+/// The length prefix of a frame holding `body`.
+fn header(body: &[u8]) -> std::io::Result<[u8; 4]> {
+    let len = u32::try_from(body.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
+    Ok(len.to_be_bytes())
+}
+
+/// Appends one frame holding `body` to `buf`.
+fn encode_frame(buf: &mut Vec<u8>, body: &[u8]) -> std::io::Result<()> {
+    buf.extend_from_slice(&header(body)?);
+    buf.extend_from_slice(body);
+    Ok(())
+}
+
 /// Writes one frame without flushing, so a writer can batch several frames
 /// into one TLS record and one system call.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     body: &[u8],
 ) -> std::io::Result<()> {
-    let len = u32::try_from(body.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
-    writer.write_all(&len.to_be_bytes()).await?;
+    writer.write_all(&header(body)?).await?;
     writer.write_all(body).await
+}
+
+/// The writing half of a framed connection, owned by one task (server
+/// sessions and neighbour links alike): writes every frame body received on
+/// `rx`, gathering those already waiting so a burst shares TLS records and
+/// system calls, until the channel closes (then shuts the stream down
+/// cleanly) or a write fails.
+pub async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut buf = Vec::new();
+    while let Some(frame) = rx.recv().await {
+        let mut encoded = encode_frame(&mut buf, &frame);
+        while encoded.is_ok() && buf.len() < GATHER_LIMIT {
+            match rx.try_recv() {
+                Ok(frame) => encoded = encode_frame(&mut buf, &frame),
+                Err(_) => break,
+            }
+        }
+        if encoded.is_err()
+            || writer.write_all(&buf).await.is_err()
+            || writer.flush().await.is_err()
+        {
+            return;
+        }
+        buf.clear();
+        if buf.capacity() > KEEP_CAPACITY {
+            buf = Vec::new();
+        }
+    }
+    let _ = writer.shutdown().await;
 }
 
 #[cfg(test)]
@@ -92,5 +146,26 @@ mod tests {
             read_frame(&mut b, 64).await,
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_writer_task_sends_frames_whole_and_in_order() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(write_loop(a, rx));
+        for body in [&b"one"[..], &[7u8; 40_000][..], b"three"] {
+            tx.send(body.to_vec()).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let max = crate::protocol::MAX_REQUEST_FRAME;
+        let mut read = Vec::new();
+        while let Some(frame) = read_frame(&mut b, max).await.unwrap() {
+            read.push(frame);
+        }
+        assert_eq!(
+            read,
+            [b"one".to_vec(), vec![7u8; 40_000], b"three".to_vec()]
+        );
     }
 }

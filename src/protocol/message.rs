@@ -68,9 +68,12 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
-/// Every request a client can make.
-#[derive(Debug, Serialize, Deserialize)]
+/// Every request a client can make. A variant's wire name (its `type`) is
+/// its name in snake case, for serde and for [`Request::kind`] and
+/// [`Request::KINDS`] alike, so a new request kind is this variant alone.
+#[derive(Debug, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Request {
     /// Ask for a fresh nonce to sign in `verify` or `login`.
     Challenge,
@@ -119,39 +122,14 @@ pub enum Request {
 }
 
 impl Request {
+    /// The wire name of every request kind.
+    pub const KINDS: &[&str] = <Self as strum::VariantNames>::VARIANTS;
+
     /// The wire name of the request, for logs and metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Request::Challenge => "challenge",
-            Request::Register { .. } => "register",
-            Request::Verify { .. } => "verify",
-            Request::Login { .. } => "login",
-            Request::Lookup { .. } => "lookup",
-            Request::Send { .. } => "send",
-            Request::Fetch { .. } => "fetch",
-            Request::Ack { .. } => "ack",
-            Request::List => "list",
-            Request::Broadcast { .. } => "broadcast",
-            Request::Ping => "ping",
-            Request::Quit => "quit",
-        }
+        self.into()
     }
 }
-
-const REQUEST_KINDS: &[&str] = &[
-    "challenge",
-    "register",
-    "verify",
-    "login",
-    "lookup",
-    "send",
-    "fetch",
-    "ack",
-    "list",
-    "broadcast",
-    "ping",
-    "quit",
-];
 
 /// Explains why a frame did not parse as a request, with the stable code to
 /// answer it with and the `seq` to echo if one could be read. Only the error
@@ -175,7 +153,7 @@ pub fn classify_request_error(
             ErrorCode::BadRequest,
             "the request has no \"type\" string".into(),
         ),
-        Some(kind) if !REQUEST_KINDS.contains(&kind) => {
+        Some(kind) if !Request::KINDS.contains(&kind) => {
             let shown: String = kind.chars().take(40).collect();
             (
                 seq,
@@ -297,6 +275,28 @@ mod tests {
         assert!(matches!(f.request, Request::Fetch { limit: Some(10) }));
         let f: RequestFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
         assert!(matches!(f.request, Request::Ping));
+    }
+
+    #[test]
+    fn every_kind_is_a_wire_name() {
+        assert_eq!(Request::KINDS.len(), 12);
+        for kind in Request::KINDS {
+            // Unit kinds parse from their name alone; the others fail on a
+            // missing field, which names them as known kinds.
+            let frame = format!(r#"{{"type":"{kind}"}}"#);
+            match serde_json::from_str::<RequestFrame>(&frame) {
+                Ok(f) => assert_eq!(f.request.kind(), *kind),
+                Err(e) => {
+                    let (_, code, _) = classify_request_error(frame.as_bytes(), &e);
+                    assert_eq!(code, ErrorCode::BadRequest, "{kind}: {e}");
+                    assert!(e.to_string().contains("missing field"), "{kind}: {e}");
+                }
+            }
+        }
+        let ping: RequestFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!(ping.request.kind(), "ping");
+        let ack: RequestFrame = serde_json::from_str(r#"{"type":"ack","ids":[]}"#).unwrap();
+        assert_eq!(ack.request.kind(), "ack");
     }
 
     #[test]

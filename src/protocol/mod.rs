@@ -10,7 +10,7 @@ mod message;
 pub mod signed;
 
 pub use error::ErrorCode;
-pub use frame::{FrameError, read_frame, write_frame};
+pub use frame::{FrameError, read_frame, write_frame, write_loop};
 pub use link::Broadcast;
 pub use message::{
     B64, Delivered, KeyType, ListedUser, Request, RequestFrame, Response, ResponseFrame, UserInfo,

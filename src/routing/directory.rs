@@ -6,22 +6,50 @@
 //! `registered_at` wins everywhere (ties broken by the home server's
 //! fingerprint), so a phone registered on two servers ends up homed on the
 //! one where it registered last, and a key change replaces the old key.
+//! [`Version`] is that rule, the only place it is written.
+//!
+//! The [`Router`] side of this file takes entries from neighbours, records
+//! and floods our own users' entries, and sends the whole directory to a
+//! neighbour that just linked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use sqlx::SqlitePool;
 
+use super::{FUTURE_LIMIT_MS, Router, ServerInfo, link_frame};
 use crate::crypto::PublicKey;
 use crate::db::directory::DirectoryRow;
 use crate::db::{self, DbError};
 use crate::domain::{Fingerprint, PhoneNumber};
-use crate::protocol::link::DirectoryEntry;
+use crate::protocol::link::{DirectoryEntry, LinkMessage};
 use crate::protocol::{B64, KeyType, UserInfo, signed};
+
+/// Directory entries per link frame.
+const DIRECTORY_CHUNK: usize = 500;
+
+/// Which of two registrations of a phone wins: the later `registered_at`,
+/// ties broken by the home server's fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    registered_at: i64,
+    home: Fingerprint,
+}
+
+impl Version {
+    pub fn new(registered_at: i64, home: Fingerprint) -> Self {
+        Self {
+            registered_at,
+            home,
+        }
+    }
+}
 
 /// A user and the way to their home server.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The user's phone; `info.phone` is its wire form.
+    pub phone: PhoneNumber,
     pub info: UserInfo,
     pub home: Fingerprint,
     pub home_key: Vec<u8>,
@@ -47,8 +75,8 @@ impl Entry {
         }
     }
 
-    fn version(&self) -> (i64, [u8; 32]) {
-        (self.info.registered_at, *self.home.as_bytes())
+    pub fn version(&self) -> Version {
+        Version::new(self.info.registered_at, self.home)
     }
 
     fn to_row(&self) -> DirectoryRow {
@@ -81,7 +109,7 @@ pub enum EntryError {
 /// Returns the parsed entry without checking the signature; call
 /// [`verify_signature`] before trusting a new version.
 pub fn parse_entry(e: &DirectoryEntry, via: Fingerprint) -> Result<Entry, EntryError> {
-    PhoneNumber::from_canonical(&e.phone)
+    let phone = PhoneNumber::from_canonical(&e.phone)
         .map_err(|_| EntryError::Phone(e.phone.chars().take(20).collect()))?;
     let key = PublicKey::from_spki_der_typed(e.key_type, &e.public_key.0)
         .map_err(|x| EntryError::Key(x.to_string()))?;
@@ -91,6 +119,7 @@ pub fn parse_entry(e: &DirectoryEntry, via: Fingerprint) -> Result<Entry, EntryE
         return Err(EntryError::Key("home name too long".into()));
     }
     Ok(Entry {
+        phone,
         info: UserInfo {
             phone: e.phone.clone(),
             key_type: e.key_type,
@@ -140,41 +169,43 @@ pub enum Applied {
 
 /// The users of the neighbourhood, keyed by phone.
 pub struct Directory {
-    me: Fingerprint,
-    users: RwLock<HashMap<String, Arc<Entry>>>,
+    users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
 }
 
 impl Directory {
     /// Loads the directory table.
-    pub async fn load(pool: &SqlitePool, me: Fingerprint) -> Result<Self, DbError> {
+    pub async fn load(pool: &SqlitePool) -> Result<Self, DbError> {
         let mut users = HashMap::new();
         for row in db::directory::all(pool).await? {
             let entry = from_row(row)?;
-            users.insert(entry.info.phone.clone(), Arc::new(entry));
+            users.insert(entry.phone.clone(), Arc::new(entry));
         }
         Ok(Self {
-            me,
             users: RwLock::new(users),
         })
     }
 
-    pub fn me(&self) -> Fingerprint {
-        self.me
-    }
-
-    pub fn contains(&self, phone: &PhoneNumber) -> bool {
-        self.read().contains_key(phone.as_str())
-    }
-
     pub fn get(&self, phone: &PhoneNumber) -> Option<Arc<Entry>> {
-        self.read().get(phone.as_str()).cloned()
+        self.read().get(phone).cloned()
     }
 
     /// Every entry, sorted by phone.
     pub fn all(&self) -> Vec<Arc<Entry>> {
         let mut all: Vec<_> = self.read().values().cloned().collect();
-        all.sort_by(|a, b| a.info.phone.cmp(&b.info.phone));
+        all.sort_by(|a, b| a.phone.cmp(&b.phone));
         all
+    }
+
+    /// Whether the entry held for one of our own users, registered at
+    /// `registered_at`, needs no new signature: a newer registration
+    /// elsewhere outranks it, or it is ours already under our current name.
+    fn holds_current(&self, phone: &PhoneNumber, registered_at: i64, me: &ServerInfo) -> bool {
+        self.get(phone).is_some_and(|e| {
+            e.version() > Version::new(registered_at, me.fingerprint)
+                || (e.via.is_none()
+                    && e.info.registered_at == registered_at
+                    && e.home_name == me.name)
+        })
     }
 
     /// Decides what a candidate entry changes, without changing anything.
@@ -182,7 +213,7 @@ impl Directory {
     /// [`Directory::store`].
     pub fn judge(&self, candidate: &Entry) -> Applied {
         let users = self.read();
-        let Some(current) = users.get(&candidate.info.phone) else {
+        let Some(current) = users.get(&candidate.phone) else {
             return Applied::Updated;
         };
         if candidate.version() > current.version() {
@@ -211,24 +242,109 @@ impl Directory {
         db::directory::upsert(pool, &entry.to_row()).await?;
         let entry = Arc::new(entry);
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        users.insert(entry.info.phone.clone(), entry.clone());
+        users.insert(entry.phone.clone(), entry.clone());
         Ok(entry)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Entry>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PhoneNumber, Arc<Entry>>> {
         // A std lock: nothing awaits while it is held.
         self.users.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
+impl Router {
+    /// A user of the neighbourhood, with the way to their home.
+    pub fn user(&self, phone: &PhoneNumber) -> Option<Arc<Entry>> {
+        self.directory.get(phone)
+    }
+
+    /// Whether our own user `phone`, registered at `registered_at`, already
+    /// has a current entry (so start-up need not sign a new one).
+    pub fn local_entry_is_current(&self, phone: &PhoneNumber, registered_at: i64) -> bool {
+        self.directory.holds_current(phone, registered_at, &self.me)
+    }
+
+    /// Records and announces one of our own users (after registration).
+    pub async fn publish_local(&self, entry: Entry) -> Result<(), DbError> {
+        let entry = self.directory.store(&self.pool, entry).await?;
+        self.flood_directory(None, vec![entry.to_wire()]);
+        Ok(())
+    }
+
+    /// Applies directory entries from neighbour `from`; forwards what changed.
+    pub async fn directory_in(
+        &self,
+        from: Fingerprint,
+        entries: Vec<DirectoryEntry>,
+    ) -> Result<(), DbError> {
+        let mut changed = Vec::new();
+        for wire in entries {
+            let entry = match parse_entry(&wire, from) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(neighbour = %from, phone = ?wire.phone.chars().take(20).collect::<String>(), error = %e, "directory entry refused");
+                    continue;
+                }
+            };
+            if entry.home == self.me.fingerprint {
+                continue;
+            }
+            // A registration dated in the future would outrank every real
+            // one, the rightful home's included, for as long as it lasts.
+            if entry.info.registered_at > self.clock.now_ms() + FUTURE_LIMIT_MS {
+                tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry dated in the future refused");
+                continue;
+            }
+            let verdict = self.directory.judge(&entry);
+            if verdict == Applied::Unchanged {
+                continue;
+            }
+            if verdict == Applied::Updated && verify_signature(&entry).is_err() {
+                tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
+                continue;
+            }
+            changed.push(self.directory.store(&self.pool, entry).await?.to_wire());
+        }
+        if !changed.is_empty() {
+            self.flood_directory(Some(from), changed);
+        }
+        Ok(())
+    }
+
+    /// The whole directory as link frames, for a neighbour that just linked.
+    pub fn directory_frames(&self) -> Vec<Vec<u8>> {
+        let entries: Vec<DirectoryEntry> =
+            self.directory.all().iter().map(|e| e.to_wire()).collect();
+        entries
+            .chunks(DIRECTORY_CHUNK)
+            .map(directory_frame)
+            .collect()
+    }
+
+    fn flood_directory(&self, except: Option<Fingerprint>, entries: Vec<DirectoryEntry>) {
+        for chunk in entries.chunks(DIRECTORY_CHUNK) {
+            self.neighbours
+                .send_all_except(except, &directory_frame(chunk));
+        }
+    }
+}
+
+fn directory_frame(entries: &[DirectoryEntry]) -> Vec<u8> {
+    link_frame(&LinkMessage::Directory {
+        entries: entries.to_vec(),
+    })
+}
+
 fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
     let corrupt = |what: &str| DbError::Corrupt(format!("directory row for {}: {what}", row.phone));
+    let phone = PhoneNumber::from_canonical(&row.phone).map_err(|_| corrupt("phone"))?;
     let key_type = KeyType::parse(&row.key_type).ok_or_else(|| corrupt("key type"))?;
     let via = match &row.via {
         Some(v) => Some(Fingerprint::parse(v).ok_or_else(|| corrupt("via"))?),
         None => None,
     };
     Ok(Entry {
+        phone,
         info: UserInfo {
             phone: row.phone.clone(),
             key_type,

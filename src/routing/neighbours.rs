@@ -5,6 +5,10 @@
 //! Two servers that list each other may connect twice at once. Both keep the
 //! connection dialled by the server with the lower fingerprint, so they
 //! settle on the same one without talking about it.
+//!
+//! The [`Router`] side of this file is what the link tasks call: a link
+//! coming up and going down, the wake-up of its queue drainer, and the key
+//! pinned for a neighbour's address on first contact.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::Router;
+use crate::db::{DbError, outbound};
 use crate::domain::{Fingerprint, MessageId};
 
 /// How long a server's presence report stays believable without a refresh.
@@ -25,13 +31,13 @@ const MAX_BROADCAST_IDS: usize = 100_000;
 
 /// How to reach a live link's task.
 #[derive(Clone)]
-pub struct LinkHandle {
-    pub id: u64,
+struct LinkHandle {
+    id: u64,
     /// The server that opened the TCP connection.
-    pub dialer: Fingerprint,
-    pub outbox: mpsc::Sender<Vec<u8>>,
+    dialer: Fingerprint,
+    outbox: mpsc::Sender<Vec<u8>>,
     /// Cancelled to make the link's task end (a better link replaced it).
-    pub closed: CancellationToken,
+    closed: CancellationToken,
 }
 
 struct Presence {
@@ -56,17 +62,64 @@ pub struct Neighbours {
     next_id: AtomicU64,
 }
 
-impl Neighbours {
-    /// A fresh id for a link handle.
-    pub fn next_link_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+impl Router {
+    /// Registers a link to `peer`, opened by `dialer`, that just completed
+    /// its handshake; `outbox` reaches its writer and `closed` ends it.
+    /// Returns the link's id, or `None` if an existing link to the same
+    /// server is kept instead (the caller then closes the new one).
+    pub fn link_up(
+        &self,
+        peer: Fingerprint,
+        dialer: Fingerprint,
+        outbox: mpsc::Sender<Vec<u8>>,
+        closed: CancellationToken,
+    ) -> Option<u64> {
+        let id = self.neighbours.next_id.fetch_add(1, Ordering::Relaxed);
+        let handle = LinkHandle {
+            id,
+            dialer,
+            outbox,
+            closed,
+        };
+        self.neighbours.attach(peer, handle).then_some(id)
     }
 
+    /// Forgets link `id` to `peer`, which ended.
+    pub fn link_down(&self, peer: Fingerprint, id: u64) {
+        self.neighbours.detach(peer, id);
+    }
+
+    pub fn link_is_up(&self, peer: &Fingerprint) -> bool {
+        self.neighbours.is_up(peer)
+    }
+
+    /// A receiver that sees when the link to `peer` goes up or down.
+    pub fn watch_link(&self, peer: Fingerprint) -> watch::Receiver<bool> {
+        self.neighbours.watch(peer)
+    }
+
+    /// The signal that new messages are queued for `peer`.
+    pub fn outbound_wake(&self, peer: Fingerprint) -> Arc<Notify> {
+        self.neighbours.wake_handle(peer)
+    }
+
+    /// The key pinned for the neighbour at `address`, if any.
+    pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
+        outbound::pinned(&self.pool, address).await
+    }
+
+    /// Pins the key a neighbour presented on first contact.
+    pub async fn pin_neighbour(&self, address: &str, fp: Fingerprint) -> Result<(), DbError> {
+        outbound::pin(&self.pool, address, fp).await
+    }
+}
+
+impl Neighbours {
     /// Registers a link that just completed its handshake. Returns false if
-    /// an existing link to the same server is kept instead (the caller then
-    /// closes the new one). A new link from the same dialer replaces the old
-    /// one: the dialer only dials when it believes the old link is dead.
-    pub fn attach(&self, peer: Fingerprint, handle: LinkHandle) -> bool {
+    /// an existing link to the same server is kept instead. A new link from
+    /// the same dialer replaces the old one: the dialer only dials when it
+    /// believes the old link is dead.
+    fn attach(&self, peer: Fingerprint, handle: LinkHandle) -> bool {
         let mut s = self.lock();
         if let Some(existing) = s.links.get(&peer) {
             if !existing.closed.is_cancelled() && existing.dialer < handle.dialer {
@@ -80,7 +133,7 @@ impl Neighbours {
     }
 
     /// Forgets a link that ended (if it is still the registered one).
-    pub fn detach(&self, peer: Fingerprint, id: u64) {
+    fn detach(&self, peer: Fingerprint, id: u64) {
         let mut s = self.lock();
         if s.links.get(&peer).is_some_and(|l| l.id == id) {
             s.links.remove(&peer);
@@ -88,12 +141,12 @@ impl Neighbours {
         }
     }
 
-    pub fn is_up(&self, peer: &Fingerprint) -> bool {
+    fn is_up(&self, peer: &Fingerprint) -> bool {
         self.lock().links.contains_key(peer)
     }
 
     /// A receiver that sees when the link to `peer` goes up or down.
-    pub fn watch(&self, peer: Fingerprint) -> watch::Receiver<bool> {
+    fn watch(&self, peer: Fingerprint) -> watch::Receiver<bool> {
         watch_of(&mut self.lock(), peer).subscribe()
     }
 
@@ -115,7 +168,7 @@ impl Neighbours {
     }
 
     /// The wake-up signal of `peer`'s outbound queue drainer.
-    pub fn wake_handle(&self, peer: Fingerprint) -> Arc<Notify> {
+    fn wake_handle(&self, peer: Fingerprint) -> Arc<Notify> {
         self.lock().wakes.entry(peer).or_default().clone()
     }
 

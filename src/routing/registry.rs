@@ -8,84 +8,100 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::db::queue::NewMessage;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, Broadcast, Delivered, Response, ResponseFrame};
 
-/// Ids of the messages a session has been given (by fetch or push); an ack
-/// deletes only these.
-pub type Given = Arc<Mutex<HashSet<MessageId>>>;
-
-/// How a live session is reached: its outgoing frame queue.
+/// How a live, logged-in session is reached: its user, its outgoing frame
+/// queue, and the ids of the messages it has been given (by fetch or push),
+/// the only ones its `ack` may delete.
 #[derive(Clone)]
 pub struct SessionLink {
     id: u64,
+    phone: PhoneNumber,
     outbox: mpsc::Sender<Vec<u8>>,
-    given: Given,
+    given: Arc<Mutex<HashSet<MessageId>>>,
 }
 
 impl SessionLink {
-    pub fn given(&self) -> &Given {
-        &self.given
+    /// The user this session is logged in as.
+    pub fn phone(&self) -> &PhoneNumber {
+        &self.phone
+    }
+
+    /// Records messages handed to the session.
+    pub(super) fn give(&self, ids: impl IntoIterator<Item = MessageId>) {
+        self.lock_given().extend(ids);
+    }
+
+    /// Takes, out of `ids`, those the session was given.
+    pub(super) fn take_given(&self, ids: &[MessageId]) -> Vec<MessageId> {
+        let mut given = self.lock_given();
+        ids.iter().filter(|id| given.remove(id)).copied().collect()
+    }
+
+    fn lock_given(&self) -> std::sync::MutexGuard<'_, HashSet<MessageId>> {
+        self.given.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// Connected sessions by user.
 #[derive(Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<String, Vec<SessionLink>>>,
+    sessions: Mutex<HashMap<PhoneNumber, Vec<SessionLink>>>,
     next_id: AtomicU64,
 }
 
 impl Registry {
     /// Adds a logged-in session; keep the link to remove it later.
-    pub fn join(&self, phone: &str, outbox: mpsc::Sender<Vec<u8>>) -> SessionLink {
+    pub fn join(&self, phone: PhoneNumber, outbox: mpsc::Sender<Vec<u8>>) -> SessionLink {
         let link = SessionLink {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            phone,
             outbox,
             given: Arc::default(),
         };
         self.lock()
-            .entry(phone.to_owned())
+            .entry(link.phone.clone())
             .or_default()
             .push(link.clone());
         link
     }
 
-    pub fn leave(&self, phone: &str, link: &SessionLink) {
+    pub fn leave(&self, link: &SessionLink) {
         let mut sessions = self.lock();
-        if let Some(list) = sessions.get_mut(phone) {
+        if let Some(list) = sessions.get_mut(&link.phone) {
             list.retain(|l| l.id != link.id);
             if list.is_empty() {
-                sessions.remove(phone);
+                sessions.remove(&link.phone);
             }
         }
     }
 
-    pub fn is_connected(&self, phone: &str) -> bool {
+    pub fn is_connected(&self, phone: &PhoneNumber) -> bool {
         self.lock().contains_key(phone)
     }
 
-    /// Offers a committed message to every live session of its recipient.
-    /// A session whose outbox is full misses the push and gets the message
-    /// from its next fetch: it stays queued until acknowledged.
-    pub fn push(&self, message: &NewMessage) {
-        let links = match self.lock().get(&message.recipient) {
+    /// Offers a message to every live session of its recipient. A session
+    /// whose outbox is full misses the push and gets the message from its
+    /// next fetch: it stays queued until acknowledged.
+    pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
+        let links = match self.lock().get(recipient) {
             Some(list) => list.clone(),
             None => return,
         };
-        let id = MessageId::from_bytes(message.id);
+        let id = message.id;
         let frame = ResponseFrame {
             re: None,
             response: Response::Message(Delivered {
                 id,
-                from: message.sender.clone(),
+                from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
             }),
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
         for link in links {
-            let mut given = link.given.lock().unwrap_or_else(|p| p.into_inner());
+            let mut given = link.lock_given();
             if link.outbox.try_send(bytes.clone()).is_ok() {
                 given.insert(id);
             } else {
@@ -108,7 +124,7 @@ impl Registry {
         let links: Vec<SessionLink> = self
             .lock()
             .iter()
-            .filter(|(phone, _)| **phone != author)
+            .filter(|(phone, _)| phone.as_str() != author)
             .flat_map(|(_, l)| l.clone())
             .collect();
         for link in links {
@@ -118,12 +134,12 @@ impl Registry {
 
     /// The users with a live session now, sorted.
     pub fn online(&self) -> Vec<String> {
-        let mut online: Vec<String> = self.lock().keys().cloned().collect();
+        let mut online: Vec<String> = self.lock().keys().map(|p| p.to_string()).collect();
         online.sort();
         online
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<SessionLink>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PhoneNumber, Vec<SessionLink>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -66,13 +66,10 @@ pub async fn serve(
         };
         let (reader, writer) = tokio::io::split(stream);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let writer_task = tokio::spawn(crate::frame_writer::write_loop(writer, rx));
-        let mut session = Session::new(peer, exporter, outbox);
+        let writer_task = tokio::spawn(protocol::write_loop(writer, rx));
+        let mut session = Session::new(exporter, outbox);
         read_loop(reader, &mut session, &state, &shutdown, &tracker, pending).await;
-        if let Some((phone, link)) = session.user.take() {
-            state.router.registry.leave(phone.as_str(), &link);
-            state.router.presence_changed();
-        }
+        session.log_out(&state.router);
         drop(session);
         // A peer that stopped reading cannot hold the task (or a shutdown).
         let mut writer_task = writer_task;

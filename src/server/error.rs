@@ -1,7 +1,10 @@
 //! The error a handler returns: a stable code for the client and a message
-//! that says what to do. Internal causes are logged, never sent.
+//! that says what to do. Each error type below it owns its mapping to a code
+//! (`code()`); this file only carries the result to the wire. Internal
+//! causes are logged, never sent.
 
 use crate::auth::otp::OtpError;
+use crate::auth::proof::ProofRefused;
 use crate::db::DbError;
 use crate::protocol::{ErrorCode, Response};
 use crate::routing::RouteError;
@@ -28,7 +31,12 @@ impl ApiError {
         }
     }
 
-    fn internal(cause: &dyn std::fmt::Display) -> Self {
+    /// An error under its own code, or, for a failure inside the server,
+    /// a generic answer while the cause goes to the log.
+    fn coded(code: ErrorCode, cause: &dyn std::fmt::Display) -> Self {
+        if code != ErrorCode::Internal {
+            return Self::new(code, cause.to_string());
+        }
         tracing::error!(error = %cause, "request failed inside the server");
         Self::new(
             ErrorCode::Internal,
@@ -39,36 +47,24 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        Self::internal(&e)
+        Self::coded(ErrorCode::Internal, &e)
     }
 }
 
 impl From<OtpError> for ApiError {
     fn from(e: OtpError) -> Self {
-        let code = match &e {
-            OtpError::RateLimited { .. } => ErrorCode::RateLimited,
-            OtpError::NoPendingCode => ErrorCode::NoPendingCode,
-            OtpError::Expired => ErrorCode::CodeExpired,
-            OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
-            OtpError::Dead { .. } => ErrorCode::CodeDead,
-            OtpError::Delivery(_) | OtpError::Db(_) => return Self::internal(&e),
-        };
-        Self::new(code, e.to_string())
+        Self::coded(e.code(), &e)
     }
 }
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
-        let code = match &e {
-            RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
-            RouteError::BadEnvelope(_) => ErrorCode::BadEnvelope,
-            RouteError::Forbidden(_) => ErrorCode::Forbidden,
-            RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
-            RouteError::QuotaFull(_) => ErrorCode::QuotaExceeded,
-            RouteError::Loop(_) => ErrorCode::BadEnvelope,
-            RouteError::InvalidPhone(_) => ErrorCode::InvalidPhone,
-            RouteError::Db(_) => return Self::internal(&e),
-        };
-        Self::new(code, e.to_string())
+        Self::coded(e.code(), &e)
+    }
+}
+
+impl From<ProofRefused> for ApiError {
+    fn from(e: ProofRefused) -> Self {
+        Self::coded(e.code(), &e)
     }
 }

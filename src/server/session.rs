@@ -2,7 +2,7 @@
 //! login proofs are bound to, the pending challenge, and who logged in.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -11,7 +11,7 @@ use super::error::ApiError;
 use crate::auth::proof::NONCE_LEN;
 use crate::domain::PhoneNumber;
 use crate::protocol::ErrorCode;
-use crate::routing::registry::SessionLink;
+use crate::routing::{Router, SessionLink};
 
 /// Counts connections that have not logged in yet, per address, so one
 /// address cannot hold every slot without ever proving who it is.
@@ -64,21 +64,19 @@ impl Drop for PendingSlot {
 
 /// Per-connection state, owned by the connection's task.
 pub struct Session {
-    pub peer: SocketAddr,
     /// The TLS exporter value of this connection (RFC 8446 §7.5).
     pub exporter: [u8; 32],
     /// The nonce from the last `challenge`, usable once.
     pub nonce: Option<[u8; NONCE_LEN]>,
-    /// The logged-in user and its registry entry.
-    pub user: Option<(PhoneNumber, SessionLink)>,
+    /// The logged-in user, as the router reaches this session.
+    pub user: Option<SessionLink>,
     /// Frames to send on this connection.
     pub outbox: mpsc::Sender<Vec<u8>>,
 }
 
 impl Session {
-    pub fn new(peer: SocketAddr, exporter: [u8; 32], outbox: mpsc::Sender<Vec<u8>>) -> Self {
+    pub fn new(exporter: [u8; 32], outbox: mpsc::Sender<Vec<u8>>) -> Self {
         Self {
-            peer,
             exporter,
             nonce: None,
             user: None,
@@ -87,7 +85,7 @@ impl Session {
     }
 
     /// The logged-in user, or the error every authenticated request gives.
-    pub fn user(&self) -> Result<&(PhoneNumber, SessionLink), ApiError> {
+    pub fn user(&self) -> Result<&SessionLink, ApiError> {
         self.user.as_ref().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotLoggedIn,
@@ -106,11 +104,24 @@ impl Session {
         })
     }
 
+    /// Marks the session as `phone` and makes it reachable for live push.
+    pub fn log_in(&mut self, router: &Router, phone: PhoneNumber) {
+        tracing::info!(%phone, "logged in");
+        self.user = Some(router.session_joined(phone, self.outbox.clone()));
+    }
+
+    /// Takes the session out of live push when its connection ends.
+    pub fn log_out(&mut self, router: &Router) {
+        if let Some(user) = self.user.take() {
+            router.session_left(&user);
+        }
+    }
+
     pub fn refuse_if_logged_in(&self) -> Result<(), ApiError> {
         match &self.user {
-            Some((phone, _)) => Err(ApiError::new(
+            Some(user) => Err(ApiError::new(
                 ErrorCode::AlreadyLoggedIn,
-                format!("this connection is already logged in as {phone}"),
+                format!("this connection is already logged in as {}", user.phone()),
             )),
             None => Ok(()),
         }

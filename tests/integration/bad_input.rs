@@ -601,7 +601,7 @@ async fn a_server_with_another_key_on_a_pinned_address_is_refused() {
     first.stop().await;
 
     // Another server (new data directory, new key) on the same address.
-    let mut second = spawn_server_on(addr, |_| {}).await;
+    let mut second = spawn_server_with(|c| c.port = addr.port()).await;
     assert_ne!(second.fingerprint, first.fingerprint);
     let err = match client.login().await {
         Ok(_) => panic!("the client logged in to a server with another key"),

@@ -18,12 +18,11 @@ use carrier::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
 use carrier::db::users::UserRow;
 use carrier::domain::{Fingerprint, MessageId, PhoneNumber};
 use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
-use carrier::server::Server;
+use carrier::server::{Listeners, Server};
 use carrier::tls::Pin;
 use sqlx::SqlitePool;
 use sqlx::sqlite::SqliteConnectOptions;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub const ALICE: &str = "+12025550101";
@@ -111,28 +110,22 @@ pub async fn spawn_server() -> TestServer {
     spawn_server_with(|_| {}).await
 }
 
-/// A server whose configuration `adjust` may change before it opens.
+/// A server with a fresh data directory (so a fresh key) on 127.0.0.1 and
+/// a port of its choosing, whose configuration `adjust` may change before
+/// it opens.
 pub async fn spawn_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    spawn_server_on("127.0.0.1:0".parse().unwrap(), adjust).await
-}
-
-/// A server with a fresh data directory (so a fresh key) listening on `bind`.
-pub async fn spawn_server_on(
-    bind: SocketAddr,
-    adjust: impl FnOnce(&mut ServerConfig),
-) -> TestServer {
     let dir = tempfile::tempdir().expect("temporary directory");
     let otp_file = dir.path().join("otp.txt");
     let mut config = ServerConfig {
-        host: bind.ip().to_string(),
-        port: bind.port(),
+        host: "127.0.0.1".into(),
+        port: 0,
         data_dir: dir.path().join("data"),
         code_sink: CodeSink::File(otp_file.clone()),
         ..ServerConfig::default()
     };
     adjust(&mut config);
     let clock = Clock::manual();
-    let (addr, fingerprint, shutdown, task) = start(&config, &clock, bind).await;
+    let (addr, fingerprint, shutdown, task) = start(&config, &clock).await;
     TestServer {
         addr,
         fingerprint,
@@ -145,10 +138,11 @@ pub async fn spawn_server_on(
     }
 }
 
+/// Opens the server and binds what `config` says, as `carrier-server`
+/// does, but with the test's clock.
 async fn start(
     config: &ServerConfig,
     clock: &Clock,
-    bind: SocketAddr,
 ) -> (
     SocketAddr,
     Fingerprint,
@@ -158,13 +152,13 @@ async fn start(
     let server = Server::open(config, clock.clone())
         .await
         .expect("the server opens");
-    let listener = TcpListener::bind(bind)
+    let listeners = Listeners::bind(config)
         .await
-        .unwrap_or_else(|e| panic!("cannot bind {bind}: {e}"));
-    let addr = listener.local_addr().unwrap();
+        .unwrap_or_else(|e| panic!("cannot bind: {e}"));
+    let addr = listeners.client_addr().unwrap();
     let fingerprint = server.fingerprint();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(listener, shutdown.clone()));
+    let task = tokio::spawn(server.run(listeners, shutdown.clone()));
     (addr, fingerprint, shutdown, task)
 }
 
@@ -187,7 +181,8 @@ impl TestServer {
     /// Starts the server again on the same data directory, address and clock.
     pub async fn restart(&mut self) {
         assert!(self.task.is_none(), "stop the server before restarting it");
-        let (addr, fingerprint, shutdown, task) = start(&self.config, &self.clock, self.addr).await;
+        self.config.port = self.addr.port();
+        let (addr, fingerprint, shutdown, task) = start(&self.config, &self.clock).await;
         assert_eq!((addr, fingerprint), (self.addr, self.fingerprint));
         self.shutdown = shutdown;
         self.task = Some(task);
@@ -361,10 +356,7 @@ pub fn proof(
     let Ok(who_phone) = PhoneNumber::from_canonical(who) else {
         return vec![0; 64];
     };
-    let spki = identity.public_key().to_spki_der();
-    identity.sign(&crypto::auth_transcript(
-        purpose, exporter, &nonce, &who_phone, &spki,
-    ))
+    crypto::sign_proof(identity, purpose, exporter, &nonce, &who_phone)
 }
 
 /// A library connection logged in as `who` by hand (no `Client`), for

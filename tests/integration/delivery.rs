@@ -1,7 +1,7 @@
 //! Store and forward: offline delivery, acknowledgement, redelivery, live
 //! push, expiry, quota, both key types, duplicates and size limits.
 
-use carrier::client::{ClientError, Received, Session};
+use carrier::client::{ClientError, Direction, Received, Session};
 use carrier::crypto::CryptoError;
 use carrier::domain::MessageId;
 use carrier::protocol::{self, B64, ErrorCode, KeyType, Request, Response};
@@ -55,10 +55,16 @@ async fn an_offline_user_fetches_decrypts_and_acks() {
             .iter()
             .find(|e| e.id == m.id.to_hex())
             .expect("Alice's history has the message");
-        assert_eq!((mine.direction.as_str(), mine.sent_at), ("out", m.sent_at));
+        assert_eq!((mine.direction, mine.sent_at), (Direction::Out, m.sent_at));
     }
     let history = bob.client.home.history().await.unwrap();
-    assert_eq!(history.iter().filter(|e| e.direction == "in").count(), 2);
+    assert_eq!(
+        history
+            .iter()
+            .filter(|e| e.direction == Direction::In)
+            .count(),
+        2
+    );
 
     // The fetch acknowledged both: they are gone from the server.
     assert_eq!(

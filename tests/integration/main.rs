@@ -14,6 +14,7 @@ mod wire;
 
 mod architecture;
 mod bad_input;
+mod chat;
 mod cli;
 mod crash;
 mod delivery;

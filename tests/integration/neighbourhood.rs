@@ -11,11 +11,10 @@ use std::time::Duration;
 use carrier::auth::code_sink::CodeSink;
 use carrier::client::{Client, Event};
 use carrier::clock::Clock;
-use carrier::config::ServerConfig;
+use carrier::config::{NeighbourConfig, ServerConfig};
 use carrier::domain::Fingerprint;
-use carrier::link::NeighbourConfig;
 use carrier::protocol::KeyType;
-use carrier::server::Server;
+use carrier::server::{Listeners, Server};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,24 +53,21 @@ impl Node {
         }
     }
 
+    /// Starts the server again on its addresses (kept in its config).
     async fn start(&mut self) {
-        let client = TcpListener::bind(self.addr)
+        let listeners = Listeners::bind(&self.config)
             .await
-            .expect("client port free again");
-        let links = TcpListener::bind(self.link_addr)
-            .await
-            .expect("link port free again");
-        self.run(client, links).await;
+            .expect("the ports are free again");
+        self.run(listeners).await;
     }
 
-    async fn run(&mut self, client: TcpListener, links: TcpListener) {
+    async fn run(&mut self, listeners: Listeners) {
         let server = Server::open(&self.config, Clock::System)
             .await
             .expect("the server opens");
         assert_eq!(server.fingerprint(), self.fingerprint);
         self.shutdown = CancellationToken::new();
-        let server = server.with_link_listener(links);
-        self.task = Some(tokio::spawn(server.run(client, self.shutdown.clone())));
+        self.task = Some(tokio::spawn(server.run(listeners, self.shutdown.clone())));
     }
 
     async fn stop(&mut self) {
@@ -130,6 +126,7 @@ async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
         let addr = client.local_addr().unwrap();
         config.host = addr.ip().to_string();
         config.port = addr.port();
+        config.server_port = Some(link_addrs[i].port());
         config.name = Some(format!("server{}", i + 1));
         config.data_dir = data;
         config.code_sink = CodeSink::File(dir.path().join("otp.txt"));
@@ -143,7 +140,11 @@ async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
             shutdown: CancellationToken::new(),
             task: None,
         };
-        node.run(client, links).await;
+        node.run(Listeners {
+            client,
+            link: Some(links),
+        })
+        .await;
         nodes.push(node);
     }
     nodes
@@ -352,44 +353,25 @@ async fn ring_of_four_delivers_once_without_loops() {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a race with other
-/// processes is possible but harmless in practice).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Server files with a link port of the server's choosing and links to
+/// `neighbours`.
+fn linked_files(neighbours: &[(SocketAddr, Option<Fingerprint>)]) -> ServerFiles {
+    let mut files = ServerFiles::new();
+    files.set_links(0, neighbours);
+    files
 }
 
-/// Server files whose config listens for links on `link_port` and links to
-/// the neighbours at the given local ports (with optional fingerprints).
-fn linked_files(link_port: u16, neighbours: &[(u16, Option<Fingerprint>)]) -> ServerFiles {
-    let files = ServerFiles::new();
-    let mut text = std::fs::read_to_string(&files.config).unwrap();
-    text.push_str(&format!(
-        "\n[neighbourhood]\nserver_port = {link_port}\nneighbours = [\n"
-    ));
-    for (port, fp) in neighbours {
-        match fp {
-            Some(fp) => text.push_str(&format!(
-                "  {{ address = \"127.0.0.1:{port}\", fingerprint = \"{fp}\" }},\n"
-            )),
-            None => text.push_str(&format!("  {{ address = \"127.0.0.1:{port}\" }},\n")),
-        }
-    }
-    text.push_str("]\n");
-    std::fs::write(&files.config, text).unwrap();
-    files
+/// Where a started server listens for links.
+fn link_addr_of(server: &crate::process::ServerProcess) -> SocketAddr {
+    server.link_addr.expect("the server listens for links")
 }
 
 #[tokio::test]
 async fn a_neighbour_with_the_wrong_key_is_refused() {
-    let (port_a, port_b) = (free_port(), free_port());
-    let files_b = linked_files(port_b, &[]);
-    let _b = files_b.start();
+    let files_b = linked_files(&[]);
+    let b = files_b.start();
     let wrong = Fingerprint::of_spki(b"not the key of server b");
-    let files_a = linked_files(port_a, &[(port_b, Some(wrong))]);
+    let files_a = linked_files(&[(link_addr_of(&b), Some(wrong))]);
     let a = files_a.start();
     eventually("server a logs the refusal", || async {
         files_a.log_text().contains("presented an unexpected key")
@@ -411,11 +393,19 @@ async fn a_neighbour_with_the_wrong_key_is_refused() {
 
 #[tokio::test]
 async fn kill_9_with_an_outbound_queue_loses_nothing() {
-    let (port_a, port_b) = (free_port(), free_port());
-    let files_a = linked_files(port_a, &[(port_b, None)]);
-    let files_b = linked_files(port_b, &[(port_a, None)]);
-    let mut b = files_b.start();
+    // Each server's config names the other's link address, known only once
+    // it runs: start b alone, then a linked to it, then b again linked to a.
+    // Both keep their ports for the restarts below.
+    let mut files_b = linked_files(&[]);
+    let mut b_alone = files_b.start();
+    let b_link = link_addr_of(&b_alone);
+    let mut files_a = linked_files(&[(b_link, None)]);
     let mut a = files_a.start();
+    let a_link = link_addr_of(&a);
+    files_a.set_links(a_link.port(), &[(b_link, None)]);
+    files_b.set_links(b_link.port(), &[(a_link, None)]);
+    assert!(b_alone.terminate().success(), "b stops to be reconfigured");
+    let mut b = files_b.start();
     let alice = register(&a, crate::common::ALICE, KeyType::P256).await;
     let bob = register(&b, crate::common::BOB, KeyType::P256).await;
     eventually("server a learns bob", || sees(&alice.client, &bob.phone)).await;

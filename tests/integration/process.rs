@@ -1,6 +1,7 @@
 //! The `carrier-server` and `carrier` binaries as child processes.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -11,6 +12,10 @@ use tempfile::TempDir;
 
 use crate::common::{PATIENCE, Reachable, SHUTDOWN_PATIENCE};
 
+/// The configuration every test server starts from.
+const BASE_CONFIG: &str = "[server]\nhost = \"127.0.0.1\"\nport = 0\ndata_dir = \"data\"\n\n\
+                           [otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n";
+
 /// A server's files: a config (port 0, codes to a file), its data directory
 /// and the server's log. Survives restarts of the process.
 pub struct ServerFiles {
@@ -19,27 +24,45 @@ pub struct ServerFiles {
     pub config: PathBuf,
     pub otp_file: PathBuf,
     pub log: PathBuf,
+    /// Whether the config has a link port.
+    links: bool,
 }
 
 impl ServerFiles {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = dir.path().join("server.toml");
-        std::fs::write(
-            &config,
-            "[server]\nhost = \"127.0.0.1\"\nport = 0\ndata_dir = \"data\"\n\n\
-             [otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n",
-        )
-        .expect("the config is written");
+        std::fs::write(&config, BASE_CONFIG).expect("the config is written");
         Self {
             otp_file: dir.path().join("otp.txt"),
             log: dir.path().join("server.log"),
             config,
             _dir: dir,
+            links: false,
         }
     }
 
-    /// Starts `carrier-server --config` and waits for its address and fingerprint.
+    /// Rewrites the config to listen for links on `link_port` (0: any free
+    /// port) and to link to `neighbours` (link addresses, with the key to
+    /// expect or `None` to pin the first one seen). Read at the next start.
+    pub fn set_links(&mut self, link_port: u16, neighbours: &[(SocketAddr, Option<Fingerprint>)]) {
+        let mut text =
+            format!("{BASE_CONFIG}\n[neighbourhood]\nserver_port = {link_port}\nneighbours = [\n");
+        for (addr, fp) in neighbours {
+            match fp {
+                Some(fp) => text.push_str(&format!(
+                    "  {{ address = \"{addr}\", fingerprint = \"{fp}\" }},\n"
+                )),
+                None => text.push_str(&format!("  {{ address = \"{addr}\" }},\n")),
+            }
+        }
+        text.push_str("]\n");
+        std::fs::write(&self.config, text).expect("the config is written");
+        self.links = true;
+    }
+
+    /// Starts `carrier-server --config` and waits for its fingerprint and
+    /// addresses.
     pub fn start(&self) -> ServerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -70,18 +93,19 @@ impl ServerFiles {
                 }
             }
         });
+        let mut next_line = || match lines.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                panic!(
+                    "carrier-server printed no address ({e}); log:\n{}",
+                    self.log_text()
+                );
+            }
+        };
         let mut fingerprint = None;
         let addr = loop {
-            let line = match lines.recv_timeout(PATIENCE) {
-                Ok(line) => line,
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!(
-                        "carrier-server printed no address ({e}); log:\n{}",
-                        self.log_text()
-                    );
-                }
-            };
+            let line = next_line();
             if let Some(fp) = line.strip_prefix("Carrier server fingerprint: ") {
                 fingerprint = Some(Fingerprint::parse(fp.trim()).expect("a fingerprint"));
             }
@@ -93,10 +117,18 @@ impl ServerFiles {
                     .to_owned();
             }
         };
+        let link_addr = self.links.then(|| {
+            let line = next_line();
+            let addr = line
+                .strip_prefix("Listening for neighbour servers on ")
+                .unwrap_or_else(|| panic!("no link address but {line:?}"));
+            addr.trim().parse().expect("a link address")
+        });
         let fingerprint = fingerprint.expect("the fingerprint is printed before the address");
         ServerProcess {
             child: Some(child),
             addr,
+            link_addr,
             fingerprint,
             otp_file: self.otp_file.clone(),
             _lines: lines,
@@ -112,6 +144,8 @@ impl ServerFiles {
 pub struct ServerProcess {
     child: Option<Child>,
     pub addr: String,
+    /// Where neighbour servers reach it, when its config has a link port.
+    pub link_addr: Option<SocketAddr>,
     pub fingerprint: Fingerprint,
     otp_file: PathBuf,
     /// Keeps the drain of standard output going.

@@ -15,27 +15,13 @@ pub async fn handle(
     session: &Session,
     ids: Vec<MessageId>,
 ) -> Result<Response, ApiError> {
-    let (phone, link) = session.user()?;
+    let user = session.user()?;
     if ids.len() > MAX_ACK {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
             format!("acknowledge at most {MAX_ACK} ids at a time"),
         ));
     }
-    let owned: Vec<[u8; 16]> = {
-        let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter()
-            .filter(|id| given.remove(id))
-            .map(|id| *id.as_bytes())
-            .collect()
-    };
-    match state.router.ack(phone, owned.clone()).await {
-        Ok(deleted) => Ok(Response::Acked { deleted }),
-        Err(e) => {
-            // Nothing was deleted: the client may acknowledge these again.
-            let mut given = link.given().lock().unwrap_or_else(|p| p.into_inner());
-            given.extend(owned.into_iter().map(MessageId::from_bytes));
-            Err(e.into())
-        }
-    }
+    let deleted = state.router.ack(user, &ids).await?;
+    Ok(Response::Acked { deleted })
 }

@@ -16,7 +16,7 @@ pub fn handle(
     text: String,
     signature: B64,
 ) -> Result<Response, ApiError> {
-    let (from, _) = session.user()?;
+    let from = session.user()?.phone();
     let b = Broadcast {
         id,
         from: from.to_string(),

@@ -14,14 +14,10 @@ pub async fn handle(
     session: &Session,
     limit: Option<u32>,
 ) -> Result<Response, ApiError> {
-    let (phone, link) = session.user()?;
+    let user = session.user()?;
     let (messages, more) = state
         .router
-        .fetch(phone, limit.unwrap_or(DEFAULT_LIMIT))
+        .fetch(user, limit.unwrap_or(DEFAULT_LIMIT))
         .await?;
-    link.given()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(messages.iter().map(|m| m.id));
     Ok(Response::Messages { messages, more })
 }

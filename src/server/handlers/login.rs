@@ -1,11 +1,11 @@
 //! `login`: prove possession of the registered key for this connection.
 
 use super::{ApiError, parse_phone};
-use crate::crypto::PublicKey;
-use crate::crypto::Purpose;
+use crate::auth::proof;
+use crate::crypto::{PublicKey, Purpose};
 use crate::protocol::{ErrorCode, Response};
+use crate::server::ServerState;
 use crate::server::session::Session;
-use crate::server::{ServerState, login_session, verify_proof};
 
 pub async fn handle(
     state: &ServerState,
@@ -16,7 +16,7 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
-    let user = state.router.directory.get(&phone).ok_or_else(|| {
+    let user = state.router.user(&phone).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownUser,
             format!("{phone} is not registered here"),
@@ -33,8 +33,16 @@ pub async fn handle(
     }
     let key = PublicKey::from_spki_der_typed(user.info.key_type, &user.info.public_key.0)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored key unusable: {e}")))?;
-    verify_proof(Purpose::Login, session, nonce, &phone, key, signature).await?;
-    login_session(state, session, phone.clone());
+    proof::check(
+        Purpose::Login,
+        session.exporter,
+        nonce,
+        &phone,
+        key,
+        signature,
+    )
+    .await?;
+    session.log_in(&state.router, phone.clone());
     let queued = state.router.waiting(&phone).await?;
     Ok(Response::LoggedIn {
         phone: phone.to_string(),

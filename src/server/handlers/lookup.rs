@@ -10,7 +10,7 @@ use crate::server::session::Session;
 pub fn handle(state: &ServerState, session: &Session, phone: &str) -> Result<Response, ApiError> {
     session.user()?;
     let phone = parse_phone(phone)?;
-    let user = state.router.directory.get(&phone).ok_or_else(|| {
+    let user = state.router.user(&phone).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownUser,
             format!("no user is registered with the number {phone}"),

@@ -3,7 +3,8 @@
 //! its next request meanwhile.
 
 use super::ApiError;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::ErrorCode;
 use crate::routing::PendingSend;
 use crate::server::ServerState;
 use crate::server::session::Session;
@@ -15,6 +16,15 @@ pub async fn handle(
     to: &str,
     envelope: Vec<u8>,
 ) -> Result<PendingSend, ApiError> {
-    let (sender, _) = session.user()?;
-    Ok(state.router.accept(sender, id, to, envelope).await?)
+    let sender = session.user()?.phone();
+    let recipient = parse_recipient(to)?;
+    Ok(state.router.accept(sender, id, recipient, envelope).await?)
+}
+
+/// The canonical form is the common case and cheap to check; anything else
+/// goes through the numbering-plan parser for a precise error.
+fn parse_recipient(to: &str) -> Result<PhoneNumber, ApiError> {
+    PhoneNumber::from_canonical(to)
+        .or_else(|_| PhoneNumber::parse(to))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPhone, e.to_string()))
 }

@@ -2,11 +2,11 @@
 //! the key being registered. On success the session is logged in.
 
 use super::{ApiError, parse_phone};
-use crate::crypto::PublicKey;
-use crate::crypto::Purpose;
+use crate::auth::proof;
+use crate::crypto::{PublicKey, Purpose};
 use crate::protocol::{B64, ErrorCode, Response, UserInfo};
+use crate::server::ServerState;
 use crate::server::session::Session;
-use crate::server::{ServerState, login_session, verify_proof};
 
 pub async fn handle(
     state: &ServerState,
@@ -21,9 +21,9 @@ pub async fn handle(
     let pending = state.otp.pending_key(&phone).await?;
     let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
-    verify_proof(
+    proof::check(
         Purpose::Register,
-        session,
+        session.exporter,
         nonce,
         &phone,
         key.clone(),
@@ -39,9 +39,12 @@ pub async fn handle(
         fingerprint: fingerprint.clone(),
         registered_at,
     };
-    state.router.publish_local(state.local_entry(info)).await?;
+    state
+        .router
+        .publish_local(state.local_entry(phone.clone(), info))
+        .await?;
     tracing::info!(%phone, replaced, "user registered");
-    login_session(state, session, phone.clone());
+    session.log_in(&state.router, phone.clone());
     Ok(Response::Registered {
         phone: phone.to_string(),
         fingerprint,

@@ -1,0 +1,115 @@
+//! Contact keys pinned on first use. The key the server reports for a phone
+//! is trusted the first time and must stay the same afterwards; a different
+//! one is refused until the user has checked its fingerprint with its owner
+//! and run `carrier trust`. A server that swaps keys is caught this way.
+
+use super::home::{Contact, Home};
+use super::{ClientError, Connection, Notice, Notify, unexpected};
+use crate::clock::Clock;
+use crate::crypto::PublicKey;
+use crate::domain::{Fingerprint, PhoneNumber};
+use crate::protocol::{KeyType, Request, Response, UserInfo};
+
+/// The pins of one home, checked against what a logged-in connection's
+/// server reports.
+pub(super) struct Contacts<'a> {
+    pub conn: &'a Connection,
+    pub home: &'a Home,
+    pub notify: &'a Notify,
+    pub clock: &'a Clock,
+}
+
+impl Contacts<'_> {
+    /// A user's key as the server reports it.
+    pub async fn lookup(&self, phone: &PhoneNumber) -> Result<UserInfo, ClientError> {
+        match self
+            .conn
+            .call(Request::Lookup {
+                phone: phone.to_string(),
+            })
+            .await?
+        {
+            Response::User(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The key to encrypt to `phone` with: the pinned one, which must still
+    /// be the one the server reports; on first contact the server's, now
+    /// pinned.
+    pub async fn current(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<(PublicKey, Fingerprint), ClientError> {
+        let info = self.lookup(phone).await?;
+        let current = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
+        let current_fp = current.fingerprint();
+        match self.home.contact(phone.as_str()).await? {
+            Some(pinned) if pinned.fingerprint == current_fp.to_hex() => Ok((current, current_fp)),
+            Some(pinned) => Err(ClientError::KeyChanged {
+                phone: phone.to_string(),
+                pinned: Fingerprint::parse(&pinned.fingerprint).unwrap_or(current_fp),
+                current: current_fp,
+            }),
+            None => {
+                self.pin(phone, &info, current_fp).await?;
+                (self.notify)(Notice::ContactPinned {
+                    phone: phone.to_string(),
+                    fingerprint: current_fp,
+                });
+                Ok((current, current_fp))
+            }
+        }
+    }
+
+    /// The key to check a signature from `phone` with: the pinned one,
+    /// without asking the server; on first contact the server's, now pinned.
+    pub async fn sender(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<(PublicKey, Fingerprint), ClientError> {
+        match self.pinned(phone).await? {
+            Some(pinned) => Ok(pinned),
+            None => self.current(phone).await,
+        }
+    }
+
+    /// The pinned key of `phone`, if any.
+    async fn pinned(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
+        let Some(c) = self.home.contact(phone.as_str()).await? else {
+            return Ok(None);
+        };
+        let key_type = KeyType::parse(&c.key_type)
+            .ok_or_else(|| ClientError::Protocol("bad pinned key type".into()))?;
+        let key = PublicKey::from_spki_der_typed(key_type, &c.public_key)?;
+        let fp = key.fingerprint();
+        Ok(Some((key, fp)))
+    }
+
+    /// Accepts the key the server now reports for `phone`, replacing the pin.
+    pub async fn trust(&self, phone: &PhoneNumber) -> Result<Fingerprint, ClientError> {
+        let info = self.lookup(phone).await?;
+        let key = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
+        let fp = key.fingerprint();
+        self.pin(phone, &info, fp).await?;
+        Ok(fp)
+    }
+
+    async fn pin(
+        &self,
+        phone: &PhoneNumber,
+        info: &UserInfo,
+        fp: Fingerprint,
+    ) -> Result<(), ClientError> {
+        let contact = Contact {
+            phone: phone.to_string(),
+            key_type: info.key_type.as_str().into(),
+            public_key: info.public_key.0.clone(),
+            fingerprint: fp.to_hex(),
+        };
+        self.home.pin_contact(&contact, self.clock.now_ms()).await
+    }
+}

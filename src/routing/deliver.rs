@@ -1,0 +1,234 @@
+//! Local delivery: a logged-in user's `send` checked and committed where
+//! its recipient's route says, the recipient's `fetch` and `ack`, and the
+//! sweep of expired messages.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::registry::SessionLink;
+use super::{RouteError, Router};
+use crate::db::DbError;
+use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
+use crate::db::outbound::NewOutbound;
+use crate::db::queue::{self, NewMessage, QueueRef};
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::{self, B64, Delivered, envelope};
+
+/// How often expired messages are deleted.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Most messages in one `fetch` answer.
+pub const MAX_FETCH: u32 = 1000;
+/// Most envelope bytes in one `fetch` answer, so it fits the response frame.
+const MAX_FETCH_BYTES: usize = protocol::MAX_RESPONSE_FRAME / 2;
+
+/// A message accepted for delivery whose commit is still pending.
+pub struct PendingSend {
+    recipient: PhoneNumber,
+    /// Queued for a neighbour rather than for the recipient here.
+    remote: bool,
+    outcome: oneshot::Receiver<Result<EnqueueOutcome, DbError>>,
+}
+
+impl PendingSend {
+    /// Resolves once the message is committed (or refused).
+    pub async fn committed(self) -> Result<(), RouteError> {
+        let PendingSend {
+            recipient,
+            remote,
+            outcome,
+        } = self;
+        match outcome.await.map_err(|_| DbError::WriterGone)?? {
+            EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),
+            EnqueueOutcome::QuotaFull if remote => Err(RouteError::NeighbourQueueFull(recipient)),
+            EnqueueOutcome::QuotaFull => Err(RouteError::QueueFull(recipient)),
+        }
+    }
+}
+
+impl Router {
+    /// Checks a `send` from a logged-in user and hands it to the writer. The
+    /// envelope's clear header must name the sender, recipient and id.
+    pub async fn accept(
+        &self,
+        sender: &PhoneNumber,
+        id: MessageId,
+        recipient: PhoneNumber,
+        envelope: Vec<u8>,
+    ) -> Result<PendingSend, RouteError> {
+        if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
+            return Err(RouteError::TooLarge(envelope.len()));
+        }
+        check_header(&envelope, sender, &recipient, id)?;
+        let now = self.clock.now_ms();
+        let message = NewMessage {
+            id,
+            recipient: recipient.clone(),
+            sender: sender.clone(),
+            envelope,
+            received_at: now,
+            expires_at: now + self.message_ttl_ms,
+        };
+        self.route(
+            recipient,
+            message,
+            vec![self.me.fingerprint.to_hex()],
+            false,
+        )
+        .await
+    }
+
+    /// Commits a message where its recipient's route says.
+    pub(super) async fn route(
+        &self,
+        recipient: PhoneNumber,
+        message: NewMessage,
+        path: Vec<String>,
+        relayed: bool,
+    ) -> Result<PendingSend, RouteError> {
+        let entry = self
+            .directory
+            .get(&recipient)
+            .ok_or_else(|| RouteError::UnknownRecipient(recipient.clone()))?;
+        let destination = match entry.via {
+            None => Destination::Local,
+            Some(via) => {
+                if path.contains(&via.to_hex()) {
+                    return Err(RouteError::RouteLoop(recipient));
+                }
+                let path = serde_json::to_string(&path).expect("strings serialise");
+                Destination::Neighbour(NewOutbound {
+                    neighbour: via,
+                    path,
+                })
+            }
+        };
+        let remote = !matches!(destination, Destination::Local);
+        if !remote {
+            // A connected recipient gets it now, while it commits: the sender
+            // is still answered only after the commit, and a message pushed
+            // but then not stored is harmless (the client drops repeats by id).
+            self.registry.push(&recipient, &message);
+        }
+        let outcome = self
+            .writer
+            .submit_enqueue(Enqueue {
+                message,
+                destination,
+                relayed,
+            })
+            .await?;
+        Ok(PendingSend {
+            recipient,
+            remote,
+            outcome,
+        })
+    }
+
+    /// The oldest messages waiting for a session's user, and whether more
+    /// wait. The session may acknowledge them from now on.
+    pub async fn fetch(
+        &self,
+        session: &SessionLink,
+        limit: u32,
+    ) -> Result<(Vec<Delivered>, bool), RouteError> {
+        let limit = limit.clamp(1, MAX_FETCH);
+        let rows = queue::fetch(
+            &self.pool,
+            session.phone(),
+            0,
+            self.clock.now_ms(),
+            limit + 1,
+        )
+        .await?;
+        let mut more = rows.len() > limit as usize;
+        let mut out = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut bytes = 0;
+        for row in rows.into_iter().take(limit as usize) {
+            bytes += row.envelope.len();
+            if bytes > MAX_FETCH_BYTES && !out.is_empty() {
+                more = true;
+                break;
+            }
+            out.push(Delivered {
+                id: row.id,
+                from: row.sender,
+                envelope: B64(row.envelope),
+                received_at: row.received_at,
+            });
+        }
+        session.give(out.iter().map(|m| m.id));
+        Ok((out, more))
+    }
+
+    /// How many messages wait for `recipient`.
+    pub async fn waiting(&self, recipient: &PhoneNumber) -> Result<u64, RouteError> {
+        Ok(queue::waiting(&self.pool, recipient, self.clock.now_ms()).await?)
+    }
+
+    /// Deletes acknowledged messages of a session's user; only those the
+    /// session was given count, other ids are ignored. Returns how many
+    /// existed.
+    pub async fn ack(&self, session: &SessionLink, ids: &[MessageId]) -> Result<u64, RouteError> {
+        let owned = session.take_given(ids);
+        if owned.is_empty() {
+            return Ok(0);
+        }
+        let queue = QueueRef::Recipient(session.phone().clone());
+        match self.writer.delete(queue, owned.clone()).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => {
+                // Nothing was deleted: the client may acknowledge these again.
+                session.give(owned);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The clear header must agree with the request and the session.
+pub(super) fn check_header(
+    bytes: &[u8],
+    sender: &PhoneNumber,
+    recipient: &PhoneNumber,
+    id: MessageId,
+) -> Result<(), RouteError> {
+    let view = envelope::parse(bytes).map_err(RouteError::Unreadable)?;
+    if &view.header.sender != sender {
+        return Err(RouteError::WrongSender {
+            named: view.header.sender,
+            session: sender.clone(),
+        });
+    }
+    if &view.header.recipient != recipient {
+        return Err(RouteError::WrongRecipient);
+    }
+    if view.header.id != id {
+        return Err(RouteError::WrongId);
+    }
+    Ok(())
+}
+
+/// Deletes expired messages every [`SWEEP_INTERVAL`] while the router lives.
+pub(super) async fn sweep_expired(router: Weak<Router>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        // Sweep in bounded steps until nothing more has expired, letting
+        // other writes in between.
+        loop {
+            let Some(router) = router.upgrade() else {
+                return;
+            };
+            match router.writer.sweep(router.clock.now_ms()).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+    }
+}

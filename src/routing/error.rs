@@ -1,0 +1,82 @@
+//! Why routing refused a message or a broadcast. Each reason keeps its
+//! facts, not a pre-formatted sentence; [`RouteError::code`] is the one
+//! place a reason becomes a stable wire code, for clients and neighbours
+//! alike.
+
+use crate::crypto::CryptoError;
+use crate::db::DbError;
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::envelope::EnvelopeError;
+use crate::protocol::{self, ErrorCode};
+
+/// Why a message or broadcast was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no user is registered with the number {0}")]
+    UnknownRecipient(PhoneNumber),
+    #[error("the envelope is {0} bytes; the limit is {max} bytes", max = protocol::MAX_ENVELOPE_BYTES)]
+    TooLarge(usize),
+    #[error("bad envelope: {0}")]
+    Unreadable(EnvelopeError),
+    #[error("the envelope names {named} as its sender but this session is logged in as {session}")]
+    WrongSender {
+        named: PhoneNumber,
+        session: PhoneNumber,
+    },
+    #[error("the envelope is addressed to someone else than \"to\"")]
+    WrongRecipient,
+    #[error("the envelope's message id differs from \"id\"")]
+    WrongId,
+    /// A relayed message whose sender or recipient is not a phone number.
+    #[error("bad {0}")]
+    BadRelayedPhone(&'static str),
+    #[error("message {0} carries a malformed path")]
+    MalformedPath(MessageId),
+    #[error("message {id} has crossed {hops} servers or came back")]
+    TooManyHops { id: MessageId, hops: usize },
+    #[error("the route to {0} leads back through a server already crossed")]
+    RouteLoop(PhoneNumber),
+    #[error("{0}'s message queue is full; try again after they have fetched their messages")]
+    QueueFull(PhoneNumber),
+    #[error("the queue towards {0}'s server is full; try again later")]
+    NeighbourQueueFull(PhoneNumber),
+    #[error("this session is logged in as {session}, not {claimed}")]
+    NotTheAuthor {
+        session: PhoneNumber,
+        claimed: String,
+    },
+    /// The author's stored key cannot check a broadcast.
+    #[error("{0}")]
+    UnusableKey(CryptoError),
+    #[error("the broadcast's signature does not verify with your key")]
+    BadBroadcastSignature,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl RouteError {
+    /// The stable code a client or a neighbour is told. A failure inside
+    /// the server is `internal`: nobody outside learns more, the log gets
+    /// the cause.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
+            RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
+            RouteError::WrongSender { .. }
+            | RouteError::NotTheAuthor { .. }
+            | RouteError::BadBroadcastSignature => ErrorCode::Forbidden,
+            RouteError::QueueFull(_) | RouteError::NeighbourQueueFull(_) => {
+                ErrorCode::QuotaExceeded
+            }
+            RouteError::Unreadable(_)
+            | RouteError::WrongRecipient
+            | RouteError::WrongId
+            | RouteError::BadRelayedPhone(_)
+            | RouteError::MalformedPath(_)
+            | RouteError::TooManyHops { .. }
+            | RouteError::RouteLoop(_)
+            | RouteError::UnusableKey(_) => ErrorCode::BadEnvelope,
+            RouteError::Db(_) => ErrorCode::Internal,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Who is online: our users' sessions joining and leaving, the reports we
+//! announce to the neighbourhood and take from it, and `list`, which joins
+//! the directory with both.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
+use super::registry::SessionLink;
+use super::{FUTURE_LIMIT_MS, Router, link_frame};
+use crate::domain::{Fingerprint, PhoneNumber};
+use crate::protocol::ListedUser;
+use crate::protocol::link::LinkMessage;
+
+/// How often a server re-announces who is connected to it.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+/// Delay that gathers a burst of logins and logouts into one announcement.
+const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
+
+impl Router {
+    /// A session just logged in as `phone`: it receives pushes from now on
+    /// and the neighbourhood hears of it soon. Keep the link for
+    /// [`Router::session_left`].
+    pub fn session_joined(&self, phone: PhoneNumber, outbox: mpsc::Sender<Vec<u8>>) -> SessionLink {
+        let link = self.registry.join(phone, outbox);
+        self.presence_changed.notify_one();
+        link
+    }
+
+    /// A logged-in session ended.
+    pub fn session_left(&self, link: &SessionLink) {
+        self.registry.leave(link);
+        self.presence_changed.notify_one();
+    }
+
+    /// A presence report from the neighbourhood; floods it on if it is news.
+    pub fn presence_in(&self, from: Fingerprint, origin: String, seq: u64, online: Vec<String>) {
+        let Some(origin_fp) = Fingerprint::parse(&origin) else {
+            return;
+        };
+        // Sequence numbers are the origin's clock in milliseconds; one far in
+        // the future would freeze that server's presence until restart.
+        if seq > (self.clock.now_ms() + FUTURE_LIMIT_MS).max(0) as u64 {
+            return;
+        }
+        if origin_fp == self.me.fingerprint
+            || !self.neighbours.presence_in(origin_fp, seq, online.clone())
+        {
+            return;
+        }
+        let frame = link_frame(&LinkMessage::Presence {
+            origin,
+            seq,
+            online,
+        });
+        self.neighbours.send_all_except(Some(from), &frame);
+    }
+
+    /// Presence frames for a neighbour that just linked: ours and every
+    /// recent one we know.
+    pub fn presence_frames(&self) -> Vec<Vec<u8>> {
+        let mut frames = vec![self.own_presence_frame()];
+        for (origin, seq, online) in self.neighbours.presence_reports() {
+            frames.push(link_frame(&LinkMessage::Presence {
+                origin: origin.to_hex(),
+                seq,
+                online,
+            }));
+        }
+        frames
+    }
+
+    /// Every user of the neighbourhood with their home and presence.
+    pub fn list(&self) -> Vec<ListedUser> {
+        self.directory
+            .all()
+            .iter()
+            .map(|e| {
+                let online = match e.via {
+                    None => self.registry.is_connected(&e.phone),
+                    Some(_) => self.neighbours.is_online_at(&e.home, e.phone.as_str()),
+                };
+                ListedUser {
+                    phone: e.info.phone.clone(),
+                    fingerprint: e.info.fingerprint.clone(),
+                    home: e.home_name.clone(),
+                    home_fingerprint: e.home.to_hex(),
+                    online,
+                }
+            })
+            .collect()
+    }
+
+    /// Our clock in milliseconds, or one more than the last report if that
+    /// is later: strictly increasing, and comparable across restarts.
+    fn next_presence_seq(&self) -> u64 {
+        let now = self.clock.now_ms().max(0) as u64;
+        let step = |prev: u64| Some(prev.max(now) + 1);
+        let prev = self
+            .presence_seq
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, step);
+        prev.map_or(now + 1, |p| p.max(now) + 1)
+    }
+
+    fn own_presence_frame(&self) -> Vec<u8> {
+        link_frame(&LinkMessage::Presence {
+            origin: self.me.fingerprint.to_hex(),
+            seq: self.next_presence_seq(),
+            online: self.registry.online(),
+        })
+    }
+}
+
+/// Announces who is connected here: soon after a change, and periodically
+/// so neighbours can tell a silent server from an empty one.
+pub(super) async fn announce(router: Weak<Router>, changed: Arc<Notify>) {
+    let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+    loop {
+        // Holds no reference to the router while it waits, so a shutdown
+        // need not wait for the next refresh.
+        let was_change = tokio::select! {
+            _ = refresh.tick() => false,
+            _ = changed.notified() => true,
+        };
+        if was_change {
+            tokio::time::sleep(PRESENCE_DEBOUNCE).await;
+        }
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        router
+            .neighbours
+            .send_all_except(None, &router.own_presence_frame());
+    }
+}

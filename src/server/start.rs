@@ -1,0 +1,127 @@
+//! How a server comes up: the sockets it binds, what it prints once it
+//! listens (the lines people and scripts read), the signals that stop it,
+//! and the connection limit the process's open-file limit allows.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{Server, StartError};
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+
+/// The sockets a server serves: one for clients and, when the
+/// configuration names a link port, one for neighbour servers.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub link: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `host:port` for clients and `host:server_port` for links.
+    /// Port 0 takes any free port; [`Listeners::client_addr`] and
+    /// [`Listeners::link_addr`] tell which.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+        let addr = format!("{}:{}", config.host, config.port);
+        let client = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let link = match config.server_port {
+            Some(port) => {
+                let addr = format!("{}:{port}", config.host);
+                let l = TcpListener::bind(&addr)
+                    .await
+                    .map_err(|source| StartError::LinkListen { addr, source })?;
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(Self { client, link })
+    }
+
+    /// Where clients reach the server.
+    pub fn client_addr(&self) -> std::io::Result<SocketAddr> {
+        self.client.local_addr()
+    }
+
+    /// Where neighbour servers reach it, if it listens for them.
+    pub fn link_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.link.as_ref().map(TcpListener::local_addr).transpose()
+    }
+}
+
+/// Runs a server as `carrier-server` does: opens `config.data_dir`, binds
+/// the client and link ports, prints the key's fingerprint and the bound
+/// addresses on standard output, and serves until `shutdown` is cancelled
+/// (see [`shutdown_on_signal`]), then shuts down gracefully.
+pub async fn serve(config: &ServerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let server = Server::open(config, Clock::System).await?;
+    let listeners = Listeners::bind(config).await?;
+    announce(&server, &listeners, config)?;
+    server.run(listeners, shutdown).await;
+    Ok(())
+}
+
+/// The lines an operator (and a script starting the server) reads.
+fn announce(
+    server: &Server,
+    listeners: &Listeners,
+    config: &ServerConfig,
+) -> Result<(), StartError> {
+    let unknown = |source| StartError::Listen {
+        addr: format!("{}:{}", config.host, config.port),
+        source,
+    };
+    let data = server.data_dir.display();
+    if server.key_created {
+        println!("Created a new server key in {data}");
+    }
+    println!("Carrier server fingerprint: {}", server.fingerprint());
+    let client = listeners.client_addr().map_err(unknown)?;
+    println!("Listening on {client} (data in {data})");
+    if let Some(link) = listeners.link_addr().map_err(unknown)? {
+        println!("Listening for neighbour servers on {link}");
+    }
+    Ok(())
+}
+
+/// A token cancelled on SIGINT or SIGTERM, for [`serve`]'s `shutdown`.
+/// Call it inside the runtime that serves.
+pub fn shutdown_on_signal() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        cancel.cancel();
+    });
+    token
+}
+
+/// File descriptors kept for the database, links and the listener itself.
+const RESERVED_FDS: u64 = 128;
+
+/// The configured connection limit, lowered to what the process's
+/// open-file limit allows: past it, accepting would fail for everyone.
+pub(super) fn connection_limit(configured: usize) -> usize {
+    let Ok((fds, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let room = usize::try_from(fds.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    if configured > room {
+        tracing::warn!(
+            configured,
+            open_file_limit = fds,
+            using = room,
+            "server.max_connections is above what the open-file limit (ulimit -n) allows; lowering it"
+        );
+        return room;
+    }
+    configured
+}

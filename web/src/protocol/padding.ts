@@ -1,0 +1,82 @@
+/**
+ * What an envelope encrypts (docs/PROTOCOL-v2.md §7): a content type, the sender's
+ * clock, the body, and zeros up to a size bucket, so a server learns the bucket
+ * rather than the exact length.
+ */
+import { fromUtf8, Reader, utf8, Writer, toHex, type Bytes } from "../crypto/bytes";
+
+export const BUCKETS = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 66048];
+export const MAX_TEXT_BYTES = 65_536;
+const HEADER = 13;
+
+export type Content =
+  | { type: "text"; text: string }
+  /** What this account sent to `to` under `id`, for the sender's other devices. */
+  | { type: "sync"; to: string; id: string; text: string }
+  | { type: "other"; contentType: number; body: Bytes };
+
+export interface Payload {
+  content: Content;
+  sentAt: number;
+}
+
+export class PaddingError extends Error {}
+
+function body(content: Content): [number, Bytes] {
+  switch (content.type) {
+    case "text":
+      return [1, checkedText(content.text)];
+    case "sync":
+      return [2, new Writer().prefixed(utf8(content.to), 1).bytes(fromHexId(content.id)).bytes(checkedText(content.text)).finish()];
+    case "other":
+      return [content.contentType, content.body];
+  }
+}
+
+function checkedText(text: string): Bytes {
+  const bytes = utf8(text);
+  if (bytes.length > MAX_TEXT_BYTES) throw new PaddingError("a text is at most 65 536 bytes");
+  return bytes;
+}
+
+function fromHexId(id: string): Bytes {
+  if (!/^[0-9a-f]{32}$/i.test(id)) throw new PaddingError("a message id is 32 hex characters");
+  return Uint8Array.from(id.match(/../g)!, (b) => parseInt(b, 16));
+}
+
+export function pad(payload: Payload): Bytes {
+  const [type, content] = body(payload.content);
+  const size = BUCKETS.find((b) => b >= HEADER + content.length);
+  if (size === undefined) throw new PaddingError("the message is too large");
+  const out = new Uint8Array(size);
+  out.set(new Writer().u8(type).u64(payload.sentAt).prefixed(content, 4).finish());
+  return out;
+}
+
+export function unpad(padded: Bytes): Payload {
+  if (!BUCKETS.includes(padded.length)) throw new PaddingError("the payload is not a bucket size");
+  const r = new Reader(padded);
+  const type = r.u8();
+  const sentAt = Number(r.u64());
+  const length = r.u32();
+  if (length > padded.length - HEADER) throw new PaddingError("the body overruns the payload");
+  const content = r.bytes(length);
+  if (padded.subarray(HEADER + length).some((b) => b !== 0)) throw new PaddingError("the padding is not all zero");
+  return { sentAt, content: parseContent(type, content) };
+}
+
+function parseContent(type: number, content: Bytes): Content {
+  if (type === 1) return { type: "text", text: textOf(content) };
+  if (type === 2) {
+    const r = new Reader(content);
+    const to = fromUtf8(r.prefixed(1));
+    const id = toHex(r.bytes(16));
+    return { type: "sync", to, id, text: textOf(content.subarray(r.offset)) };
+  }
+  return { type: "other", contentType: type, body: content };
+}
+
+function textOf(bytes: Uint8Array): string {
+  if (bytes.length > MAX_TEXT_BYTES) throw new PaddingError("a text is at most 65 536 bytes");
+  return fromUtf8(bytes);
+}

@@ -1,0 +1,160 @@
+/** The WebSocket transport against a scripted socket, with fake timers. */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { RequestError, retryDelay, Transport, type ConnectionState, type Frame, type SocketLike } from "../src/transport/connection";
+
+class FakeSocket implements SocketLike {
+  sent: Frame[] = [];
+  closed = false;
+  onopen: ((ev: unknown) => void) | null = null;
+  onclose: ((ev: unknown) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  send(data: string) {
+    this.sent.push(JSON.parse(data));
+  }
+  close() {
+    this.closed = true;
+  }
+  serverSends(frame: Frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  serverCloses() {
+    this.onclose?.({});
+  }
+  answer(type: string, fields: Frame = {}) {
+    const req = this.sent.find((f) => f.type === type);
+    this.serverSends({ re: req!.seq, type: `${type}_answer`, ...fields });
+  }
+}
+
+function setup(onOpen?: (req: (t: string, f?: Frame) => Promise<Frame>) => Promise<void>) {
+  const sockets: FakeSocket[] = [];
+  const states: ConnectionState[] = [];
+  const events: Frame[] = [];
+  const transport = new Transport({
+    url: "ws://test/ws",
+    connect: () => {
+      const s = new FakeSocket();
+      sockets.push(s);
+      return s;
+    },
+    random: () => 0.5,
+    onOpen,
+    onEvent: (f) => events.push(f),
+    onState: (s) => states.push(s),
+  });
+  return { transport, sockets, states, events };
+}
+
+const flush = () => vi.advanceTimersByTimeAsync(0);
+
+/** A transport whose first socket has opened. */
+async function connected() {
+  const t = setup();
+  t.transport.start();
+  t.sockets[0].onopen?.({});
+  await flush();
+  return t;
+}
+
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+describe("Transport", () => {
+  it("matches answers by re, whatever their order", async () => {
+    const { transport, sockets } = await connected();
+    const a = transport.request("send", { id: "a" });
+    const b = transport.request("fetch", { limit: 1 });
+    await flush();
+    const [sa, sb] = sockets[0].sent;
+    expect([sa.seq, sb.seq]).toEqual([1, 2]);
+    sockets[0].serverSends({ re: sb.seq, type: "messages", messages: [] });
+    sockets[0].serverSends({ re: sa.seq, type: "accepted", id: "a" });
+    expect(await a).toMatchObject({ type: "accepted", id: "a" });
+    expect(await b).toMatchObject({ type: "messages" });
+  });
+
+  it("turns error answers into RequestError with the server's code", async () => {
+    const { transport, sockets } = await connected();
+    const p = transport.request("lookup", { phone: "+12025550199" });
+    await flush();
+    sockets[0].serverSends({ re: 1, type: "error", code: "unknown_user", message: "no such user" });
+    await expect(p).rejects.toMatchObject({ code: "unknown_user" });
+  });
+
+  it("hands frames without re to the event listener", async () => {
+    const { sockets, events } = await connected();
+    sockets[0].serverSends({ type: "message", id: "00", from: "+12025550101" });
+    sockets[0].serverSends({ type: "error", code: "shutting_down", message: "bye" });
+    expect(events.map((e) => e.type)).toEqual(["message", "error"]);
+  });
+
+  it("logs in again before any waiting request goes out", async () => {
+    const { transport, sockets } = setup(async (request) => {
+      await request("login", { phone: "+12025550101" });
+    });
+    transport.start();
+    const lookup = transport.request("lookup", { phone: "+12025550102" });
+    sockets[0].onopen?.({});
+    await flush();
+    expect(sockets[0].sent.map((f) => f.type)).toEqual(["login"]);
+    sockets[0].answer("login");
+    await flush();
+    expect(sockets[0].sent.map((f) => f.type)).toEqual(["login", "lookup"]);
+    sockets[0].answer("lookup", { phone: "+12025550102" });
+    expect(await lookup).toMatchObject({ phone: "+12025550102" });
+  });
+
+  it("fails requests in flight on a drop and reconnects with growing waits", async () => {
+    const { transport, sockets, states } = await connected();
+    const p = transport.request("send", { id: "x" });
+    await flush();
+    sockets[0].serverCloses();
+    await expect(p).rejects.toMatchObject({ code: "disconnected" });
+    const waits: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const last = states[states.length - 1];
+      expect(last.state).toBe("waiting");
+      waits.push((last as { retryInMs: number }).retryInMs);
+      await vi.advanceTimersByTimeAsync(waits[i]);
+      sockets[sockets.length - 1].serverCloses(); // refused at once
+    }
+    expect(waits).toEqual([250, 500, 1000, 2000]);
+    expect(sockets.length).toBe(5);
+  });
+
+  it("starts the waits over after a connection that lasted", async () => {
+    const { transport, sockets, states } = setup();
+    transport.start();
+    sockets[0].serverCloses();
+    await vi.advanceTimersByTimeAsync(250);
+    sockets[1].serverCloses();
+    expect(states.at(-1)).toMatchObject({ state: "waiting", retryInMs: 500 });
+    await vi.advanceTimersByTimeAsync(500);
+    sockets[2].onopen?.({});
+    await vi.advanceTimersByTimeAsync(10_000);
+    sockets[2].serverCloses();
+    expect(states.at(-1)).toMatchObject({ state: "waiting", retryInMs: 250 });
+  });
+
+  it("says the server is unreachable when a request waits too long", async () => {
+    const { transport } = setup();
+    transport.start();
+    const p = transport.request("list");
+    const check = expect(p).rejects.toMatchObject({ code: "unreachable" });
+    await vi.advanceTimersByTimeAsync(31_000);
+    await check;
+  });
+
+  it("refuses a request over the 128 KiB frame limit without sending it", async () => {
+    const { transport, sockets } = await connected();
+    await expect(transport.request("broadcast", { text: "x".repeat(140_000) })).rejects.toBeInstanceOf(RequestError);
+    expect(sockets[0].sent).toEqual([]);
+  });
+
+  it("stays within ±25 % of the doubling schedule, capped at 30 s", () => {
+    expect(retryDelay(1, () => 0)).toBe(188);
+    expect(retryDelay(1, () => 1)).toBe(313);
+    expect(retryDelay(20, () => 0.5)).toBe(30_000);
+  });
+});
