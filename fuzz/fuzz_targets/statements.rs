@@ -213,7 +213,8 @@ fn login(input: &Input, k: &Keys) {
         &phone(PHONES[0]),
     );
     let sig = edited(&original, &input.signature);
-    let check = proof::check(purpose, exporter, nonce, &phone(who), key, sig.clone());
+    let who_phone = phone(who);
+    let check = proof::check(purpose, exporter, nonce, &who_phone, key, sig.clone());
     if k.runtime.block_on(check).is_ok() {
         assert!(
             matches!(purpose, Purpose::Login),
