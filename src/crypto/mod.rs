@@ -12,6 +12,7 @@ pub mod primitives;
 #[cfg(test)]
 mod test_keys;
 mod transcript;
+pub mod v2;
 #[cfg(test)]
 mod vectors;
 
