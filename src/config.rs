@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
+use crate::db::Location;
 use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
 
@@ -39,6 +40,10 @@ pub struct Flags {
     /// keys are pinned on first contact; added to those in the file).
     #[arg(long, env = "CARRIER_NEIGHBOURS")]
     pub neighbours: Option<String>,
+    /// The database: postgres://user@host:port/database, or sqlite:PATH
+    /// (overrides the file; without either, SQLite in the data directory).
+    #[arg(long, env = "CARRIER_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// A neighbour as configured: where to dial it and, if known, its key.
@@ -69,6 +74,8 @@ pub struct ServerConfig {
     /// Port of the server-to-server listener; `None` runs without one.
     pub server_port: Option<u16>,
     pub neighbours: Vec<NeighbourConfig>,
+    /// Where the database is; `None` is SQLite in the data directory.
+    pub database: Option<Location>,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +116,14 @@ struct FileConfig {
     queue: QueueSection,
     #[serde(default)]
     neighbourhood: NeighbourhoodSection,
+    #[serde(default)]
+    database: DatabaseSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DatabaseSection {
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +212,15 @@ impl Default for QueueSection {
 }
 
 impl ServerConfig {
+    /// Where the database is: as configured, or SQLite in the data
+    /// directory.
+    pub fn database_location(&self) -> Location {
+        match &self.database {
+            Some(location) => location.clone(),
+            None => Location::in_data_dir(&self.data_dir),
+        }
+    }
+
     /// The configuration `flags` describe: their file (or the defaults)
     /// with the flags' values put over it. `--neighbours` adds to the
     /// file's neighbours those it does not list already.
@@ -216,6 +240,13 @@ impl ServerConfig {
         }
         if let Some(p) = flags.server_port {
             config.server_port = Some(p);
+        }
+        if let Some(url) = &flags.database_url {
+            let location = Location::parse(url).map_err(|e| ConfigError::Flag {
+                flag: "--database-url",
+                message: e.to_string(),
+            })?;
+            config.database = Some(location);
         }
         if let Some(list) = &flags.neighbours {
             let extra = parse_neighbours_flag(list).map_err(|message| ConfigError::Flag {
@@ -300,6 +331,15 @@ impl ServerConfig {
             .into_iter()
             .map(|n| neighbour(&n.address, n.fingerprint.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
+        let database = f
+            .database
+            .url
+            .map(|url| match Location::parse(&url) {
+                Ok(Location::Sqlite(path)) => Ok(Location::Sqlite(base.join(path))),
+                Ok(postgres) => Ok(postgres),
+                Err(e) => Err(("database.url", e.to_string())),
+            })
+            .transpose()?;
         if !(f.queue.message_ttl_days > 0.0 && f.queue.message_ttl_days <= 3650.0) {
             return Err((
                 "queue.message_ttl_days",
@@ -330,6 +370,7 @@ impl ServerConfig {
             name: f.server.name,
             server_port: f.neighbourhood.server_port,
             neighbours,
+            database,
         })
     }
 }

@@ -23,8 +23,11 @@
 //!   transcripts. The only module that touches private keys or plaintext.
 //! - [`tls`]: certificates made from long-term keys, pinning verifiers for
 //!   clients and for mutual server links, dialling with a pinned key.
-//! - [`db`]: SQLite through sqlx (WAL, `synchronous=FULL`), one file per table
-//!   family, and the group-commit queue writer. Opaque bytes only.
+//! - [`db`]: the `Store`, on SQLite (WAL, `synchronous=FULL`) or PostgreSQL
+//!   (`synchronous_commit = on`) behind one closed enum; one file per table
+//!   family with its SQL written once, the group-commit queue writer, and
+//!   full or unreachable storage turned into its own error codes. Opaque
+//!   bytes only.
 //! - [`auth`]: the one-time-code life cycle, where codes go, and proofs of
 //!   key possession bound to the TLS session.
 //! - [`routing`]: where a message goes, behind one `Router`: local delivery,
@@ -39,6 +42,8 @@
 //!
 //! # Architecture invariants
 //!
+//! - Only `db` names a database backend: the rest of the server calls
+//!   `Store` methods.
 //! - `db` and `routing` never see plaintext or a private key: they do not
 //!   import envelope opening, and the server holds no user's private key.
 //! - `protocol` knows nothing of sockets, TLS, storage or keys.

@@ -5,12 +5,13 @@
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use sqlx::{Connection, SqlitePool};
 use zeroize::Zeroizing;
 
 use super::code_sink::CodeSink;
 use crate::clock::Clock;
-use crate::db::{self, DbError, otp::Limits, otp::PendingCode, users::UserRow};
+use crate::db::otp::{Limits, OtpLimits, PendingCode};
+use crate::db::users::UserRow;
+use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{ErrorCode, KeyType};
 
@@ -79,7 +80,8 @@ impl OtpError {
             OtpError::Expired => ErrorCode::CodeExpired,
             OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
             OtpError::Dead { .. } => ErrorCode::CodeDead,
-            OtpError::Delivery(_) | OtpError::Hashing(_) | OtpError::Db(_) => ErrorCode::Internal,
+            OtpError::Delivery(_) | OtpError::Hashing(_) => ErrorCode::Internal,
+            OtpError::Db(e) => e.code(),
         }
     }
 }
@@ -93,24 +95,35 @@ pub struct PendingKey {
 
 /// Issues and redeems one-time codes.
 pub struct Otp {
-    pool: SqlitePool,
+    store: Store,
     policy: OtpPolicy,
     clock: Clock,
     sink: CodeSink,
-    /// Redemptions run one at a time, so parallel guesses cannot all read the
-    /// same count of wrong tries. Registration is rare; this costs nothing.
-    redeem_lock: tokio::sync::Mutex<()>,
 }
 
 impl Otp {
-    pub fn new(pool: SqlitePool, policy: OtpPolicy, clock: Clock, sink: CodeSink) -> Self {
+    pub fn new(store: Store, policy: OtpPolicy, clock: Clock, sink: CodeSink) -> Self {
         Self {
-            pool,
+            store,
             policy,
             clock,
             sink,
-            redeem_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The window and limits as storage checks them at `now`.
+    fn limits(&self, now: i64) -> OtpLimits {
+        OtpLimits {
+            now,
+            window_ms: self.policy.window_ms,
+            max_codes: i64::from(self.policy.max_codes),
+            max_tries: i64::from(self.policy.max_tries),
+        }
+    }
+
+    /// Seconds until the window that `limits` count in ends.
+    fn retry_in_s(&self, limits: &Limits, now: i64) -> i64 {
+        (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1
     }
 
     /// Makes a code for `phone` bound to the key it will register, stores its
@@ -124,21 +137,6 @@ impl Otp {
         let now = self.clock.now_ms();
         let code = random_code();
         let hash = hash_code(code.clone()).await?;
-        let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(DbError::from)?;
-        let mut limits = self.current_limits(&mut tx, phone, now).await?;
-        let retry_in_s = (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1;
-        if limits.wrong_tries >= i64::from(self.policy.max_tries) {
-            return Err(OtpError::Dead { retry_in_s });
-        }
-        if limits.codes_issued >= i64::from(self.policy.max_codes) {
-            return Err(OtpError::RateLimited { retry_in_s });
-        }
-        limits.codes_issued += 1;
-        db::otp::store_limits(&mut tx, phone.as_str(), limits).await?;
         let pending = PendingCode {
             phone: phone.to_string(),
             code_hash: hash,
@@ -147,8 +145,14 @@ impl Otp {
             issued_at: now,
             expires_at: now + self.policy.ttl_ms,
         };
-        db::otp::store_pending(&mut tx, &pending).await?;
-        tx.commit().await.map_err(DbError::from)?;
+        if let Err(limits) = self.store.otp_issue(&pending, self.limits(now)).await? {
+            let retry_in_s = self.retry_in_s(&limits, now);
+            return Err(if limits.wrong_tries >= i64::from(self.policy.max_tries) {
+                OtpError::Dead { retry_in_s }
+            } else {
+                OtpError::RateLimited { retry_in_s }
+            });
+        }
         self.sink
             .deliver(phone, &code)
             .await
@@ -160,8 +164,9 @@ impl Otp {
     /// The key the pending code for `phone` would register, so the caller can
     /// check the proof of possession before a try is spent.
     pub async fn pending_key(&self, phone: &PhoneNumber) -> Result<PendingKey, OtpError> {
-        let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
-        let pending = db::otp::pending(&mut conn, phone.as_str())
+        let pending = self
+            .store
+            .otp_pending(phone)
             .await?
             .ok_or(OtpError::NoPendingCode)?;
         to_pending_key(&pending)
@@ -172,6 +177,10 @@ impl Otp {
     /// the registration time recorded.
     /// `expected_spki` is the key whose possession the caller verified: if a
     /// newer registration replaced it meanwhile, nothing is consumed.
+    ///
+    /// A try is spent before the code is compared, in one statement that
+    /// also checks that one is left: parallel guesses (on this server or
+    /// another sharing the database) get no more tries than one at a time.
     pub async fn redeem(
         &self,
         phone: &PhoneNumber,
@@ -181,15 +190,18 @@ impl Otp {
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(OtpError::Malformed);
         }
-        let _one_at_a_time = self.redeem_lock.lock().await;
         let now = self.clock.now_ms();
-        let mut conn = self.pool.acquire().await.map_err(DbError::from)?;
-        let mut limits = self.current_limits(&mut conn, phone, now).await?;
-        let retry_in_s = (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1;
-        if limits.wrong_tries >= i64::from(self.policy.max_tries) {
+        let limits = self.limits(now);
+        if let Some(l) = self.store.otp_limits(phone).await?
+            && now - l.window_start < self.policy.window_ms
+            && l.wrong_tries >= limits.max_tries
+        {
+            let retry_in_s = self.retry_in_s(&l, now);
             return Err(OtpError::Dead { retry_in_s });
         }
-        let pending = db::otp::pending(&mut conn, phone.as_str())
+        let pending = self
+            .store
+            .otp_pending(phone)
             .await?
             .ok_or(OtpError::NoPendingCode)?;
         if pending.public_key != expected_spki {
@@ -198,66 +210,32 @@ impl Otp {
         if now >= pending.expires_at {
             return Err(OtpError::Expired);
         }
+        let Some(spent) = self.store.otp_take_try(phone, limits).await? else {
+            let retry_in_s = self.policy.window_ms / 1000 + 1;
+            return Err(OtpError::Dead { retry_in_s });
+        };
         if !code_matches(code, &pending.code_hash).await {
-            limits.wrong_tries += 1;
-            db::otp::store_limits(&mut conn, phone.as_str(), limits).await?;
-            let remaining = i64::from(self.policy.max_tries) - limits.wrong_tries;
+            let remaining = limits.max_tries - spent.wrong_tries;
             tracing::info!(%phone, remaining, "wrong one-time code");
-            return Err(if remaining < 0 {
-                OtpError::Dead { retry_in_s }
-            } else {
-                OtpError::Wrong {
-                    remaining: remaining as u32,
-                }
+            return Err(OtpError::Wrong {
+                remaining: remaining.max(0) as u32,
             });
         }
         let key = to_pending_key(&pending)?;
-        let replaced = register(&mut conn, phone, &key, now).await?;
+        let row = UserRow {
+            phone: phone.to_string(),
+            key_type: key.key_type.as_str().into(),
+            public_key: key.spki.clone(),
+            fingerprint: Fingerprint::of_spki(&key.spki).to_hex(),
+            registered_at: now,
+        };
+        let replaced = self
+            .store
+            .otp_register(&row)
+            .await?
+            .ok_or(OtpError::NoPendingCode)?;
         Ok((replaced, now))
     }
-
-    /// The phone's counters, started afresh when the window has passed.
-    async fn current_limits(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        phone: &PhoneNumber,
-        now: i64,
-    ) -> Result<Limits, OtpError> {
-        let fresh = Limits {
-            window_start: now,
-            codes_issued: 0,
-            wrong_tries: 0,
-        };
-        Ok(match db::otp::limits(conn, phone.as_str()).await? {
-            Some(l) if now - l.window_start < self.policy.window_ms => l,
-            _ => fresh,
-        })
-    }
-}
-
-/// Consumes the code and writes the user row in one transaction.
-async fn register(
-    conn: &mut sqlx::SqliteConnection,
-    phone: &PhoneNumber,
-    key: &PendingKey,
-    now: i64,
-) -> Result<bool, OtpError> {
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(DbError::from)?;
-    db::otp::delete_pending(&mut tx, phone.as_str()).await?;
-    db::otp::clear_limits(&mut tx, phone.as_str()).await?;
-    let row = UserRow {
-        phone: phone.to_string(),
-        key_type: key.key_type.as_str().into(),
-        public_key: key.spki.clone(),
-        fingerprint: Fingerprint::of_spki(&key.spki).to_hex(),
-        registered_at: now,
-    };
-    let replaced = db::users::upsert(&mut tx, &row).await?;
-    tx.commit().await.map_err(DbError::from)?;
-    Ok(replaced)
 }
 
 fn to_pending_key(p: &PendingCode) -> Result<PendingKey, OtpError> {

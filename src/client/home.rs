@@ -432,8 +432,14 @@ mod tests {
 
     #[test]
     fn the_server_migrator_does_not_read_the_client_migrations() {
-        let server = sqlx::migrate!("./migrations");
-        for client in MIGRATOR.iter() {
+        let servers = [
+            sqlx::migrate!("./migrations/sqlite"),
+            sqlx::migrate!("./migrations/postgres"),
+        ];
+        for (server, client) in servers
+            .iter()
+            .flat_map(|s| MIGRATOR.iter().map(move |c| (s, c)))
+        {
             assert!(
                 server.iter().all(|s| s.checksum != client.checksum),
                 "the server's migrator picked up the client's {}",

@@ -1,18 +1,23 @@
 //! What a message to commit is, and how a run of them is committed: with a
-//! few multi-row statements instead of one per message (each statement is a
-//! round trip to SQLite's thread), under the same quota and duplicate rules
-//! as a one-by-one insert. Called by [`super::writer`] inside its
-//! transaction.
+//! few multi-row statements instead of one per message, under the same
+//! quota and id rules as a one-by-one insert. Called by [`super::writer`]
+//! inside its transaction.
+//!
+//! An id names one message to one recipient. A message whose sender,
+//! recipient, id and envelope all match one already queued is a retry: it is
+//! accepted and changes nothing. Any other message under an id already
+//! queued for that recipient is refused ([`EnqueueOutcome::IdInUse`]), so
+//! `accepted` always means "stored for this recipient". A message relayed by
+//! a neighbour is a retry when its (recipient, id) was relayed before.
 
 use std::collections::HashSet;
 
-use sqlx::SqliteConnection;
-
+use super::backend::Conn;
 use super::outbound::{self, NewOutbound};
 use super::queue::{self, NewMessage, QueueKey};
 use super::quota::Ledger;
 use super::{DbError, Millis};
-use crate::domain::MessageId;
+use crate::domain::{MessageId, PhoneNumber};
 
 /// Where a message is committed.
 #[derive(Debug, Clone)]
@@ -41,8 +46,44 @@ impl Enqueue {
         }
     }
 
+    /// What two messages must share to be the same message: the queue, the
+    /// recipient and the id.
+    fn slot(&self) -> (QueueKey<'_>, &PhoneNumber, MessageId) {
+        (self.queue(), &self.message.recipient, self.message.id)
+    }
+
     fn size(&self) -> u64 {
         self.message.envelope.len() as u64
+    }
+
+    /// How this message relates to the one already in its slot, if any.
+    async fn against_stored(&self, conn: &mut Conn<'_>) -> Result<Option<Repeat>, DbError> {
+        let m = &self.message;
+        let stored = queue::stored_copy(conn, self.queue(), &m.recipient, m.id).await?;
+        Ok(stored.map(|(sender, envelope)| {
+            if sender == m.sender.as_str() && envelope == m.envelope {
+                Repeat::Retry
+            } else {
+                Repeat::Conflict
+            }
+        }))
+    }
+}
+
+/// A message whose slot is taken.
+enum Repeat {
+    /// By this very message: a retry.
+    Retry,
+    /// By a different message.
+    Conflict,
+}
+
+impl From<Repeat> for EnqueueOutcome {
+    fn from(r: Repeat) -> Self {
+        match r {
+            Repeat::Retry => EnqueueOutcome::Duplicate,
+            Repeat::Conflict => EnqueueOutcome::IdInUse,
+        }
     }
 }
 
@@ -51,8 +92,11 @@ impl Enqueue {
 pub enum EnqueueOutcome {
     /// Committed to the queue.
     Stored,
-    /// A message with this id was queued before; nothing changed.
+    /// The same message was queued before (a retry); nothing changed.
     Duplicate,
+    /// A different message is queued under this id for this recipient;
+    /// nothing changed.
+    IdInUse,
     /// The recipient's queue is full.
     QuotaFull,
 }
@@ -65,47 +109,46 @@ pub(super) struct Item<'a> {
     pub outcome: &'a mut Option<EnqueueOutcome>,
 }
 
-impl Item<'_> {
-    /// Counted against its queue's quota but not stored after all: a
-    /// duplicate, whose room is given back.
-    fn drop_counted(&mut self, ledger: &mut Ledger) {
-        *self.outcome = Some(EnqueueOutcome::Duplicate);
-        ledger.give_back(self.enqueue.queue(), self.enqueue.size());
-    }
-}
-
 /// Inserts a run of enqueues (at most [`queue::INSERT_CHUNK`]), leaving an
 /// outcome in each item.
 pub(super) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ledger: &mut Ledger,
     mut items: Vec<Item<'_>>,
 ) -> Result<(), DbError> {
-    admit_all(conn, ledger, &mut items).await?;
+    let repeats = admit_all(conn, ledger, &mut items).await?;
+    let (mut first, mut again): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| !repeats.contains(i));
 
     let relayed = |e: &Enqueue| e.relayed;
-    let ids: Vec<(MessageId, Millis)> = pending(&items, relayed)
-        .map(|e| (e.message.id, e.message.expires_at))
+    let seen: Vec<(&PhoneNumber, MessageId, Millis)> = pending(&first, relayed)
+        .map(|e| (&e.message.recipient, e.message.id, e.message.expires_at))
         .collect();
-    if !ids.is_empty() {
+    if !seen.is_empty() {
         // A neighbour sends again after a lost acknowledgement.
-        let fresh = outbound::mark_seen_many(conn, &ids).await?;
-        drop_unless(&mut items, ledger, relayed, |e| {
-            fresh.contains(&e.message.id)
-        });
+        let fresh = outbound::mark_seen_many(conn, &seen).await?;
+        for (_, item) in &mut first {
+            let e = item.enqueue;
+            let key = (e.message.recipient.clone(), e.message.id);
+            if item.outcome.is_none() && e.relayed && !fresh.contains(&key) {
+                *item.outcome = Some(EnqueueOutcome::Duplicate);
+                ledger.give_back(e.queue(), e.size());
+            }
+        }
     }
 
     let local = |e: &Enqueue| matches!(e.destination, Destination::Local);
-    let rows: Vec<&NewMessage> = pending(&items, local).map(|e| &e.message).collect();
+    let rows: Vec<&NewMessage> = pending(&first, local).map(|e| &e.message).collect();
     if !rows.is_empty() {
         let inserted = queue::insert_many(conn, &rows).await?;
-        drop_unless(&mut items, ledger, local, |e| {
-            inserted.contains(&e.message.id)
-        });
+        let kept = |e: &Enqueue| inserted.contains(&(e.message.recipient.clone(), e.message.id));
+        settle_conflicts(conn, ledger, &mut first, local, kept).await?;
     }
 
     let remote = |e: &Enqueue| !local(e);
-    let rows: Vec<(&NewMessage, &NewOutbound)> = pending(&items, remote)
+    let rows: Vec<(&NewMessage, &NewOutbound)> = pending(&first, remote)
         .filter_map(|e| match &e.destination {
             Destination::Neighbour(o) => Some((&e.message, o)),
             Destination::Local => None,
@@ -113,87 +156,90 @@ pub(super) async fn apply(
         .collect();
     if !rows.is_empty() {
         let inserted = outbound::insert_many(conn, &rows).await?;
-        drop_unless(&mut items, ledger, remote, |e| match e.queue() {
-            QueueKey::Neighbour(fp) => inserted.contains(&(fp, e.message.id)),
+        let kept = |e: &Enqueue| match e.queue() {
+            QueueKey::Neighbour(fp) => {
+                inserted.contains(&(fp, e.message.recipient.clone(), e.message.id))
+            }
             QueueKey::Recipient(_) => true,
-        });
+        };
+        settle_conflicts(conn, ledger, &mut first, remote, kept).await?;
     }
 
-    for item in items {
+    for (_, item) in first {
         item.outcome.get_or_insert(EnqueueOutcome::Stored);
+    }
+    // A repeat within the run is judged against what its first copy left.
+    for (_, item) in &mut again {
+        let e = item.enqueue;
+        *item.outcome = Some(if e.relayed {
+            EnqueueOutcome::Duplicate
+        } else {
+            match e.against_stored(conn).await? {
+                Some(repeat) => repeat.into(),
+                None => EnqueueOutcome::QuotaFull,
+            }
+        });
     }
     Ok(())
 }
 
-/// Settles what can be told before any insert: repeats within the run, and
-/// messages over their queue's quota. Every other message is counted
-/// against its quota.
+/// Settles what can be told before any insert: messages over their
+/// queue's quota (or retries of messages already queued). Every other
+/// message is counted against its quota. Returns the positions of repeats
+/// of an earlier message of the run, which are settled after it.
 async fn admit_all(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ledger: &mut Ledger,
     items: &mut [Item<'_>],
-) -> Result<(), DbError> {
+) -> Result<HashSet<usize>, DbError> {
     let mut in_run = HashSet::with_capacity(items.len());
-    for item in items {
+    let mut repeats = HashSet::new();
+    for (i, item) in items.iter_mut().enumerate() {
         let e = item.enqueue;
-        *item.outcome = if !in_run.insert((e.queue(), e.message.id)) {
-            Some(EnqueueOutcome::Duplicate)
-        } else if ledger.admit(conn, e.queue(), e.size()).await? {
-            None
-        } else if already_queued(conn, e).await? {
-            // A retry of a message already queued is a duplicate, not a
-            // refusal: the sender's first attempt did get through.
-            Some(EnqueueOutcome::Duplicate)
-        } else {
-            Some(EnqueueOutcome::QuotaFull)
-        };
+        if !in_run.insert(e.slot()) {
+            repeats.insert(i);
+        } else if !ledger.admit(conn, e.queue(), e.size()).await? {
+            // A retry of a message already queued is not refused for want
+            // of room: the sender's first attempt did get through.
+            *item.outcome = Some(match e.against_stored(conn).await? {
+                Some(repeat) => repeat.into(),
+                None => EnqueueOutcome::QuotaFull,
+            });
+        }
     }
-    Ok(())
+    Ok(repeats)
 }
 
 /// The enqueues still unsettled that `selected` picks.
 fn pending<'a>(
-    items: &[Item<'a>],
+    items: &[(usize, Item<'a>)],
     selected: impl Fn(&Enqueue) -> bool,
 ) -> impl Iterator<Item = &'a Enqueue> {
     items
         .iter()
-        .filter(|i| i.outcome.is_none())
-        .map(|i| i.enqueue)
+        .filter(|(_, i)| i.outcome.is_none())
+        .map(|(_, i)| i.enqueue)
         .filter(move |e| selected(e))
 }
 
-/// Settles as duplicates the unsettled enqueues `selected` picks that a
-/// statement did not `keep`.
-fn drop_unless(
-    items: &mut [Item<'_>],
+/// Settles the unsettled enqueues `selected` picks that an insert did not
+/// `keep` (their slot was taken): a retry or a conflict, whose room is
+/// given back.
+async fn settle_conflicts(
+    conn: &mut Conn<'_>,
     ledger: &mut Ledger,
+    items: &mut [(usize, Item<'_>)],
     selected: impl Fn(&Enqueue) -> bool,
-    keep: impl Fn(&Enqueue) -> bool,
-) {
-    for item in items {
-        if item.outcome.is_none() && selected(item.enqueue) && !keep(item.enqueue) {
-            item.drop_counted(ledger);
+    kept: impl Fn(&Enqueue) -> bool,
+) -> Result<(), DbError> {
+    for (_, item) in items {
+        let e = item.enqueue;
+        if item.outcome.is_some() || !selected(e) || kept(e) {
+            continue;
         }
+        ledger.give_back(e.queue(), e.size());
+        let repeat = e.against_stored(conn).await?.unwrap_or(Repeat::Conflict);
+        *item.outcome = Some(repeat.into());
     }
-}
-
-/// Whether this message is already in its destination queue.
-async fn already_queued(conn: &mut SqliteConnection, e: &Enqueue) -> Result<bool, DbError> {
-    let found: Option<i64> = match &e.destination {
-        Destination::Local => {
-            sqlx::query_scalar("SELECT 1 FROM message_queue WHERE id = $1")
-                .bind(e.message.id)
-                .fetch_optional(conn)
-                .await?
-        }
-        Destination::Neighbour(o) => {
-            sqlx::query_scalar("SELECT 1 FROM outbound_queue WHERE neighbour = $1 AND id = $2")
-                .bind(o.neighbour)
-                .bind(e.message.id)
-                .fetch_optional(conn)
-                .await?
-        }
-    };
-    Ok(found.is_some())
+    Ok(())
 }

@@ -1,92 +1,117 @@
-//! Storage: an SQLite database through sqlx, in WAL mode with
-//! `synchronous=FULL`, migrated at start. Functions here move opaque bytes;
-//! nothing in this module can open an envelope or holds a private key.
+//! Storage: the [`Store`], on SQLite (the embedded default, a file in the
+//! data directory) or PostgreSQL (`[database] url`), migrated at start.
+//! Functions here move opaque bytes; nothing in this module can open an
+//! envelope or holds a private key.
 //!
-//! Writes to the message queue go through one [`writer::QueueWriter`] task
-//! that groups concurrent senders' inserts into one transaction (group
-//! commit); other tables are small and written directly. Domain types go in
-//! and come out as they are; `columns.rs` says how each one is stored.
+//! The rest of the server calls `Store` methods and never names a backend.
+//! Behind it is one closed enum of the two backends ([`backend`]); each
+//! table family (`users.rs`, `otp.rs`, `directory.rs`, `queue.rs`,
+//! `outbound.rs`) writes its statements once, in SQL both backends read
+//! alike, and [`sqlite`] and [`postgres`] hold what differs.
+//!
+//! Writes to the queues go through one [`writer`] task per server that
+//! groups concurrent senders' inserts into one transaction of multi-row
+//! statements (group commit); a sender is answered after that commit.
+//! Other tables are small and written directly. [`health`] turns a full
+//! disk or a lost database into a few clear log lines, and
+//! [`DbError::code`] into `storage_full` or `storage_unavailable`.
+//! [`copy`] moves a whole store into an empty one (`carrier-server
+//! migrate`).
 
+mod backend;
 mod columns;
+pub mod copy;
 pub mod directory;
 pub mod enqueue;
+mod error;
+mod health;
+mod migrate;
 pub mod otp;
 pub mod outbound;
+mod postgres;
 pub mod queue;
 pub mod quota;
+mod sqlite;
 pub mod users;
 pub mod writer;
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-
-/// File name of the server database inside the data directory.
-pub const DATABASE_FILE: &str = "carrier.db";
-
-/// SQLite page cache per connection, in KiB.
-const CACHE_KIB: u32 = 32 * 1024;
-/// Bytes of the database file SQLite may map into memory for reading.
-const MMAP_BYTES: u64 = 256 << 20;
-
-/// How long a statement waits for another writer before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Errors from storage. Their details go to the log; a client only ever sees
-/// the stable `internal` code.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("cannot create the database file {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("database error: {0}")]
-    Sqlx(#[from] sqlx::Error),
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("the queue writer has stopped")]
-    WriterGone,
-    #[error("a stored row is damaged: {0}")]
-    Corrupt(String),
-    #[error("the transaction was rolled back: {0}")]
-    RolledBack(String),
-}
-
-/// Connection options shared by the pool and the writer's own connection.
-fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
-    let url = format!("sqlite://{}", path.display());
-    Ok(SqliteConnectOptions::from_str(&url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true)
-        // Queues of millions of rows: keep their indexes' hot pages in
-        // memory rather than reading them from the OS on every insert.
-        .pragma("cache_size", format!("-{}", CACHE_KIB))
-        .pragma("mmap_size", MMAP_BYTES.to_string()))
-}
-
-/// Opens (creating if needed) the database in `data_dir` and runs the
-/// embedded migrations.
-pub async fn open(data_dir: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
-    let path = data_dir.join(DATABASE_FILE);
-    crate::private_files::create_file(&path).map_err(|source| DbError::Create {
-        path: path.clone(),
-        source,
-    })?;
-    let options = connect_options(&path)?;
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options.clone())
-        .await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
-    Ok((pool, options))
-}
+use backend::{Backend, Pool};
+pub use backend::{DATABASE_FILE, Location};
+pub use error::DbError;
+use health::Health;
+use quota::Quotas;
+use tokio::sync::mpsc;
+use writer::{Committed, QueueWriter};
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
 pub type Millis = i64;
+
+/// The server's storage. Clones share one pool and one queue writer.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    writer: QueueWriter,
+    health: Arc<Health>,
+    location: Arc<Location>,
+}
+
+impl Store {
+    /// Opens the database at `location` (creating an SQLite file if
+    /// needed), refuses a schema newer than this binary, applies the
+    /// migrations it lacks and starts the queue writer. Messages the writer
+    /// commits are announced on the returned receiver, in commit order.
+    pub async fn open(
+        location: &Location,
+        quotas: Quotas,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Committed>), DbError> {
+        let (pool, options) = match location {
+            Location::Sqlite(path) => {
+                let (pool, options) = sqlite::open(path).await?;
+                (Backend::Sqlite(pool), Backend::Sqlite(options))
+            }
+            Location::Postgres(url) => {
+                let (pool, options) = postgres::open(url).await?;
+                (Backend::Postgres(pool), Backend::Postgres(options))
+            }
+        };
+        let health = Arc::new(Health::default());
+        let (committed_tx, committed) = mpsc::unbounded_channel();
+        let writer = QueueWriter::start(options, quotas, committed_tx, health.clone()).await?;
+        let store = Self {
+            pool,
+            writer,
+            health,
+            location: Arc::new(location.clone()),
+        };
+        Ok((store, committed))
+    }
+
+    /// Where the database is (a password in its URL hidden when shown).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Commits every write submitted before the call, stops the writer and
+    /// closes the pool. Clones that live on get `WriterGone` for writes.
+    pub async fn close(self) {
+        self.writer.close().await;
+        backend::on_backend!(&self.pool, p => p.close().await);
+    }
+
+    /// Passes a read's result on, noting whether the database answered.
+    fn read<T, E: Into<DbError>>(&self, result: Result<T, E>) -> Result<T, DbError> {
+        let result = result.map_err(Into::into);
+        self.health.observe_read(&result);
+        result
+    }
+
+    /// Passes the result of a write outside the queue writer on, noting
+    /// how it ended.
+    fn wrote<T, E: Into<DbError>>(&self, result: Result<T, E>) -> Result<T, DbError> {
+        let result = result.map_err(Into::into);
+        self.health.observe_write(&result);
+        result
+    }
+}

@@ -5,10 +5,9 @@
 
 use std::collections::HashSet;
 
-use sqlx::{SqliteConnection, SqlitePool};
-
+use super::backend::{Conn, on_backend};
 use super::quota::Usage;
-use super::{DbError, Millis};
+use super::{DbError, Millis, Store};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 
 /// One queue of envelopes: a recipient's queue here, or the outbound queue
@@ -67,92 +66,114 @@ pub struct NewMessage {
     pub expires_at: Millis,
 }
 
-/// The oldest unexpired messages for `recipient` after `after_seq`, at most
-/// `limit` of them.
-pub async fn fetch(
-    pool: &SqlitePool,
-    recipient: &PhoneNumber,
-    after_seq: i64,
-    now: Millis,
-    limit: u32,
-) -> Result<Vec<QueuedMessage>, DbError> {
-    Ok(sqlx::query_as::<_, QueuedMessage>(
-        "SELECT seq, id, sender, envelope, received_at FROM message_queue
-         WHERE recipient = $1 AND seq > $2 AND expires_at > $3
-         ORDER BY seq LIMIT $4",
-    )
-    .bind(recipient)
-    .bind(after_seq)
-    .bind(now)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?)
-}
+impl Store {
+    /// The oldest unexpired messages for `recipient` after `after_seq`, at
+    /// most `limit` of them, in arrival order.
+    pub async fn fetch(
+        &self,
+        recipient: &PhoneNumber,
+        after_seq: i64,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<QueuedMessage>, DbError> {
+        let rows = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
+            "SELECT seq, id, sender, envelope, received_at FROM message_queue
+             WHERE recipient = $1 AND seq > $2 AND expires_at > $3
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(recipient)
+        .bind(after_seq)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await);
+        self.read(rows)
+    }
 
-/// How many unexpired messages wait for `recipient`.
-pub async fn waiting(
-    pool: &SqlitePool,
-    recipient: &PhoneNumber,
-    now: Millis,
-) -> Result<u64, DbError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM message_queue WHERE recipient = $1 AND expires_at > $2",
-    )
-    .bind(recipient)
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
-    Ok(n as u64)
+    /// How many unexpired messages wait for `recipient`.
+    pub async fn waiting(&self, recipient: &PhoneNumber, now: Millis) -> Result<u64, DbError> {
+        let n: Result<i64, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
+            "SELECT count(*) FROM message_queue WHERE recipient = $1 AND expires_at > $2",
+        )
+        .bind(recipient)
+        .bind(now)
+        .fetch_one(p)
+        .await);
+        self.read(n).map(|n| n as u64)
+    }
 }
 
 /// Count and total envelope bytes held by `queue` (expired or not: they
 /// occupy space until swept).
-pub(super) async fn usage(
-    conn: &mut SqliteConnection,
-    queue: QueueKey<'_>,
-) -> Result<Usage, DbError> {
+pub(super) async fn usage(conn: &mut Conn<'_>, queue: QueueKey<'_>) -> Result<Usage, DbError> {
     let table = queue.table();
     let sql = format!(
-        "SELECT count(*), coalesce(sum(length(envelope)), 0) FROM {} WHERE {} = $1",
+        "SELECT count(*), CAST(coalesce(sum(length(envelope)), 0) AS BIGINT) FROM {} WHERE {} = $1",
         table.name(),
         table.owner()
     );
-    let (count, bytes): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(queue)
-        .fetch_one(conn)
-        .await?;
+    let (count, bytes): (i64, i64) = on_backend!(conn.reborrow(), c =>
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(queue).fetch_one(c).await)?;
     Ok(Usage {
         count: count as u64,
         bytes: bytes as u64,
     })
 }
 
-/// Most rows inserted by one statement (6 parameters each, well under
-/// SQLite's parameter limit).
+/// Most rows inserted by one statement (8 parameters each at most, well
+/// under either backend's parameter limit).
 pub(super) const INSERT_CHUNK: usize = 100;
 
 /// Inserts messages (at most [`INSERT_CHUNK`]) in one statement, skipping
-/// ids already queued; returns the ids that were inserted.
+/// ids already queued for the same recipient; returns the (recipient, id)
+/// pairs that were inserted.
 pub(super) async fn insert_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     messages: &[&NewMessage],
-) -> Result<HashSet<MessageId>, DbError> {
+) -> Result<HashSet<(PhoneNumber, MessageId)>, DbError> {
     let sql = format!(
         "INSERT INTO message_queue (id, recipient, sender, envelope, received_at, expires_at)
-         VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+         VALUES {} ON CONFLICT (recipient, id) DO NOTHING RETURNING recipient, id",
         values_placeholders(messages.len(), 6)
     );
-    let mut query = sqlx::query_scalar::<_, MessageId>(sqlx::AssertSqlSafe(sql));
-    for m in messages {
-        query = query
-            .bind(m.id)
-            .bind(&m.recipient)
-            .bind(&m.sender)
-            .bind(&m.envelope)
-            .bind(m.received_at)
-            .bind(m.expires_at);
-    }
-    Ok(query.fetch_all(conn).await?.into_iter().collect())
+    let inserted: Vec<(PhoneNumber, MessageId)> = on_backend!(conn.reborrow(), c => {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for m in messages {
+            query = query
+                .bind(m.id)
+                .bind(&m.recipient)
+                .bind(&m.sender)
+                .bind(&m.envelope)
+                .bind(m.received_at)
+                .bind(m.expires_at);
+        }
+        query.fetch_all(c).await
+    })?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// The sender and envelope queued in `queue` for `recipient` under `id`,
+/// if any: what a second message under the same id is compared with.
+pub(super) async fn stored_copy(
+    conn: &mut Conn<'_>,
+    queue: QueueKey<'_>,
+    recipient: &PhoneNumber,
+    id: MessageId,
+) -> Result<Option<(String, Vec<u8>)>, DbError> {
+    let table = queue.table();
+    let sql = format!(
+        "SELECT sender, envelope FROM {} WHERE {} = $1 AND recipient = $2 AND id = $3",
+        table.name(),
+        table.owner()
+    );
+    Ok(
+        on_backend!(conn.reborrow(), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(queue)
+        .bind(recipient)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?,
+    )
 }
 
 /// `($1, …, $k), ($k+1, …)` for `rows` rows of `per_row` placeholders.
@@ -168,7 +189,8 @@ pub(super) fn values_placeholders(rows: usize, per_row: usize) -> String {
         .join(", ")
 }
 
-/// Most ids deleted by one statement (well under SQLite's parameter limit).
+/// Most ids deleted by one statement (well under either backend's
+/// parameter limit).
 pub(super) const DELETE_CHUNK: usize = 500;
 
 /// The two tables of queued envelopes: a recipient's messages here, and
@@ -200,23 +222,25 @@ impl Table {
 /// envelope size of each row that existed. Only fixed names and
 /// placeholders go into the statement's text; every value is bound.
 pub(super) async fn delete_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     queue: QueueKey<'_>,
     ids: &[MessageId],
 ) -> Result<Vec<u64>, DbError> {
     let table = queue.table();
     let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "DELETE FROM {} WHERE {} = $1 AND id IN ({}) RETURNING length(envelope)",
+        "DELETE FROM {} WHERE {} = $1 AND id IN ({}) RETURNING CAST(length(envelope) AS BIGINT)",
         table.name(),
         table.owner(),
         placeholders.join(", ")
     );
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue);
-    for id in ids {
-        query = query.bind(id);
-    }
-    let sizes: Vec<i64> = query.fetch_all(conn).await?;
+    let sizes: Vec<i64> = on_backend!(conn.reborrow(), c => {
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue);
+        for id in ids {
+            query = query.bind(id);
+        }
+        query.fetch_all(c).await
+    })?;
     Ok(sizes.into_iter().map(|s| s as u64).collect())
 }
 
@@ -227,23 +251,24 @@ pub(super) async fn delete_many(
 /// order (a message that expires earlier than an older one waits for it, and
 /// nothing expired is ever fetched or relayed meanwhile).
 pub(super) async fn delete_expired(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     table: Table,
     now: Millis,
     limit: u32,
 ) -> Result<Vec<(String, u64)>, DbError> {
     let sql = format!(
         "DELETE FROM {t} WHERE seq IN (
-             SELECT seq FROM (SELECT seq, expires_at FROM {t} ORDER BY seq LIMIT $2)
+             SELECT seq FROM (SELECT seq, expires_at FROM {t} ORDER BY seq LIMIT $2) AS oldest
              WHERE expires_at <= $1)
-         RETURNING {owner}, length(envelope)",
+         RETURNING {owner}, CAST(length(envelope) AS BIGINT)",
         t = table.name(),
         owner = table.owner()
     );
-    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(conn)
-        .await?;
+    let rows: Vec<(String, i64)> = on_backend!(conn.reborrow(), c =>
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await)?;
     Ok(rows.into_iter().map(|(o, s)| (o, s as u64)).collect())
 }

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 
-use sqlx::SqliteConnection;
-
 use super::DbError;
+use super::backend::Conn;
 use super::queue::{self, QueueKey};
 use crate::domain::{Fingerprint, PhoneNumber};
 
@@ -54,7 +53,7 @@ impl Ledger {
     /// has, the message is counted.
     pub async fn admit(
         &mut self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         queue: QueueKey<'_>,
         size: u64,
     ) -> Result<bool, DbError> {

@@ -228,9 +228,12 @@ async fn acknowledge(
         };
         match outcome {
             Ok(()) => batch.push(id),
-            Err(e) if e.code() == ErrorCode::Internal => {
-                // Not acknowledged: the neighbour keeps it and sends it again.
-                tracing::error!(%id, error = %e, "could not commit a relayed message");
+            Err(RouteError::Db(e)) => {
+                // Not acknowledged: the neighbour keeps it and sends it again
+                // (a full or unreachable store is logged by the store).
+                if e.code() == ErrorCode::Internal {
+                    tracing::error!(%id, error = %e, "could not commit a relayed message");
+                }
             }
             Err(e) => {
                 tracing::warn!(%id, error = %e, "refusing a relayed message");

@@ -12,7 +12,7 @@ use super::{RouteError, Router};
 use crate::db::DbError;
 use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
 use crate::db::outbound::NewOutbound;
-use crate::db::queue::{self, NewMessage, QueueRef};
+use crate::db::queue::{NewMessage, QueueRef};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{self, B64, Delivered, envelope};
 
@@ -41,6 +41,7 @@ impl PendingSend {
         } = self;
         match outcome.await.map_err(|_| DbError::WriterGone)?? {
             EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),
+            EnqueueOutcome::IdInUse => Err(RouteError::IdInUse(recipient)),
             EnqueueOutcome::QuotaFull if remote => Err(RouteError::NeighbourQueueFull(recipient)),
             EnqueueOutcome::QuotaFull => Err(RouteError::QueueFull(recipient)),
         }
@@ -112,7 +113,7 @@ impl Router {
             self.registry.push(&recipient, &message);
         }
         let outcome = self
-            .writer
+            .store
             .submit_enqueue(Enqueue {
                 message,
                 destination,
@@ -134,14 +135,10 @@ impl Router {
         limit: u32,
     ) -> Result<(Vec<Delivered>, bool), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
-        let rows = queue::fetch(
-            &self.pool,
-            session.phone(),
-            0,
-            self.clock.now_ms(),
-            limit + 1,
-        )
-        .await?;
+        let rows = self
+            .store
+            .fetch(session.phone(), 0, self.clock.now_ms(), limit + 1)
+            .await?;
         let mut more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
         let mut bytes = 0;
@@ -164,7 +161,7 @@ impl Router {
 
     /// How many messages wait for `recipient`.
     pub async fn waiting(&self, recipient: &PhoneNumber) -> Result<u64, RouteError> {
-        Ok(queue::waiting(&self.pool, recipient, self.clock.now_ms()).await?)
+        Ok(self.store.waiting(recipient, self.clock.now_ms()).await?)
     }
 
     /// Deletes acknowledged messages of a session's user; only those the
@@ -176,7 +173,7 @@ impl Router {
             return Ok(0);
         }
         let queue = QueueRef::Recipient(session.phone().clone());
-        match self.writer.delete(queue, owned.clone()).await {
+        match self.store.delete(queue, owned.clone()).await {
             Ok(deleted) => Ok(deleted),
             Err(e) => {
                 // Nothing was deleted: the client may acknowledge these again.
@@ -221,7 +218,7 @@ pub(super) async fn sweep_expired(router: Weak<Router>) {
             let Some(router) = router.upgrade() else {
                 return;
             };
-            match router.writer.sweep(router.clock.now_ms()).await {
+            match router.store.sweep(router.clock.now_ms()).await {
                 Ok(0) => break,
                 Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
                 Err(e) => {

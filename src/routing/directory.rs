@@ -15,12 +15,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sqlx::SqlitePool;
-
 use super::{FUTURE_LIMIT_MS, Router, ServerInfo, link_frame};
 use crate::crypto::PublicKey;
 use crate::db::directory::DirectoryRow;
-use crate::db::{self, DbError};
+use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::link::{DirectoryEntry, LinkMessage};
 use crate::protocol::{B64, KeyType, UserInfo, signed};
@@ -174,9 +172,9 @@ pub struct Directory {
 
 impl Directory {
     /// Loads the directory table.
-    pub async fn load(pool: &SqlitePool) -> Result<Self, DbError> {
+    pub async fn load(store: &Store) -> Result<Self, DbError> {
         let mut users = HashMap::new();
-        for row in db::directory::all(pool).await? {
+        for row in store.directory().await? {
             let entry = from_row(row)?;
             users.insert(entry.phone.clone(), Arc::new(entry));
         }
@@ -238,8 +236,8 @@ impl Directory {
     }
 
     /// Records an entry in memory and in the database.
-    pub async fn store(&self, pool: &SqlitePool, entry: Entry) -> Result<Arc<Entry>, DbError> {
-        db::directory::upsert(pool, &entry.to_row()).await?;
+    pub async fn store(&self, store: &Store, entry: Entry) -> Result<Arc<Entry>, DbError> {
+        store.store_directory_entry(&entry.to_row()).await?;
         let entry = Arc::new(entry);
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
         users.insert(entry.phone.clone(), entry.clone());
@@ -266,7 +264,7 @@ impl Router {
 
     /// Records and announces one of our own users (after registration).
     pub async fn publish_local(&self, entry: Entry) -> Result<(), DbError> {
-        let entry = self.directory.store(&self.pool, entry).await?;
+        let entry = self.directory.store(&self.store, entry).await?;
         self.flood_directory(None, vec![entry.to_wire()]);
         Ok(())
     }
@@ -303,7 +301,7 @@ impl Router {
                 tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
                 continue;
             }
-            changed.push(self.directory.store(&self.pool, entry).await?.to_wire());
+            changed.push(self.directory.store(&self.store, entry).await?.to_wire());
         }
         if !changed.is_empty() {
             self.flood_directory(Some(from), changed);

@@ -40,6 +40,11 @@ pub enum RouteError {
     QueueFull(PhoneNumber),
     #[error("the queue towards {0}'s server is full; try again later")]
     NeighbourQueueFull(PhoneNumber),
+    #[error(
+        "another message to {0} is already queued under this id; send a new message under a \
+         new random id (a retry must repeat the same envelope)"
+    )]
+    IdInUse(PhoneNumber),
     #[error("this session is logged in as {session}, not {claimed}")]
     NotTheAuthor {
         session: PhoneNumber,
@@ -56,8 +61,9 @@ pub enum RouteError {
 
 impl RouteError {
     /// The stable code a client or a neighbour is told. A failure inside
-    /// the server is `internal`: nobody outside learns more, the log gets
-    /// the cause.
+    /// the server is `internal` (nobody outside learns more, the log gets
+    /// the cause), or the storage's own code when the store is full or
+    /// unreachable.
     pub fn code(&self) -> ErrorCode {
         match self {
             RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
@@ -76,7 +82,8 @@ impl RouteError {
             | RouteError::TooManyHops { .. }
             | RouteError::RouteLoop(_)
             | RouteError::UnusableKey(_) => ErrorCode::BadEnvelope,
-            RouteError::Db(_) => ErrorCode::Internal,
+            RouteError::IdInUse(_) => ErrorCode::DuplicateId,
+            RouteError::Db(e) => e.code(),
         }
     }
 }

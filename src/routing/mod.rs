@@ -29,12 +29,11 @@ mod relay;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
-use crate::db::DbError;
-use crate::db::writer::{Committed, QueueWriter};
+use crate::db::writer::Committed;
+use crate::db::{DbError, Store};
 use crate::domain::Fingerprint;
 use crate::protocol::link::LinkMessage;
 pub use deliver::{MAX_FETCH, PendingSend};
@@ -61,8 +60,7 @@ pub struct ServerInfo {
 
 /// Delivery rules shared by every session and link.
 pub struct Router {
-    pool: SqlitePool,
-    writer: QueueWriter,
+    store: Store,
     registry: Registry,
     directory: Directory,
     neighbours: Neighbours,
@@ -79,17 +77,15 @@ impl Router {
     /// wake-ups in commit order, expiry sweeps, presence announcements).
     /// They end when the router is dropped.
     pub async fn start(
-        pool: SqlitePool,
-        writer: QueueWriter,
+        store: Store,
         committed: mpsc::UnboundedReceiver<Committed>,
         me: ServerInfo,
         clock: Clock,
         message_ttl_ms: i64,
     ) -> Result<Arc<Self>, DbError> {
-        let directory = Directory::load(&pool).await?;
+        let directory = Directory::load(&store).await?;
         let router = Arc::new(Self {
-            pool,
-            writer,
+            store,
             registry: Registry::default(),
             directory,
             neighbours: Neighbours::default(),

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
-use crate::db::{DbError, outbound};
+use crate::db::DbError;
 use crate::domain::{Fingerprint, MessageId};
 
 /// How long a server's presence report stays believable without a refresh.
@@ -105,12 +105,12 @@ impl Router {
 
     /// The key pinned for the neighbour at `address`, if any.
     pub async fn neighbour_pin(&self, address: &str) -> Result<Option<Fingerprint>, DbError> {
-        outbound::pinned(&self.pool, address).await
+        self.store.neighbour_pin(address).await
     }
 
     /// Pins the key a neighbour presented on first contact.
     pub async fn pin_neighbour(&self, address: &str, fp: Fingerprint) -> Result<(), DbError> {
-        outbound::pin(&self.pool, address, fp).await
+        self.store.pin_neighbour(address, fp).await
     }
 }
 

@@ -10,7 +10,7 @@ use super::deliver::check_header;
 use super::{PendingSend, RouteError, Router};
 use crate::db::DbError;
 use crate::db::enqueue::Destination;
-use crate::db::outbound::{self, OutboundRow};
+use crate::db::outbound::OutboundRow;
 use crate::db::queue::{NewMessage, QueueRef};
 use crate::db::writer::Committed;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
@@ -64,7 +64,9 @@ impl Router {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<OutboundRow>, DbError> {
-        outbound::next(&self.pool, peer, after_seq, self.clock.now_ms(), limit).await
+        self.store
+            .outbound_next(peer, after_seq, self.clock.now_ms(), limit)
+            .await
     }
 
     /// Deletes messages neighbour `peer` has committed.
@@ -73,7 +75,7 @@ impl Router {
         peer: &Fingerprint,
         ids: &[MessageId],
     ) -> Result<u64, DbError> {
-        self.writer
+        self.store
             .delete(QueueRef::Neighbour(*peer), ids.to_vec())
             .await
     }

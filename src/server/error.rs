@@ -47,7 +47,7 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        Self::coded(ErrorCode::Internal, &e)
+        Self::coded(e.code(), &e)
     }
 }
 

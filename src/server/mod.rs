@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +28,8 @@ use crate::clock::Clock;
 use crate::config::{NeighbourConfig, ServerConfig};
 use crate::crypto::{self, Identity};
 use crate::db;
+use crate::db::Store;
 use crate::db::quota::Quotas;
-use crate::db::writer::QueueWriter;
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
@@ -75,8 +74,7 @@ impl ServerState {
 pub struct Server {
     state: Arc<ServerState>,
     neighbours: Vec<NeighbourConfig>,
-    pool: SqlitePool,
-    writer_task: tokio::task::JoinHandle<()>,
+    store: Store,
     key_created: bool,
     data_dir: PathBuf,
 }
@@ -96,8 +94,11 @@ pub enum StartError {
     },
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("the database in {path}: {source}")]
-    Db { path: PathBuf, source: db::DbError },
+    #[error("the database at {location}: {source}")]
+    Db {
+        location: db::Location,
+        source: db::DbError,
+    },
     #[error("cannot listen on {addr} (is another server running there?)")]
     Listen {
         addr: String,
@@ -127,11 +128,11 @@ impl Server {
                 source,
             })?;
         let tls = crate::tls::server_config(&key.pkcs8_der())?;
+        let location = config.database_location();
         let db_err = |source| StartError::Db {
-            path: dir.clone(),
+            location: location.clone(),
             source,
         };
-        let (pool, options) = db::open(dir).await.map_err(db_err)?;
         let me = ServerInfo {
             fingerprint: key.fingerprint(),
             public_key: key.public_key().to_spki_der(),
@@ -140,18 +141,14 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
         };
-        let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
         let quotas = Quotas {
             per_recipient: config.quota,
             per_neighbour: config.neighbour_quota,
         };
-        let (writer, writer_task) = QueueWriter::start(&options, quotas, committed_tx)
-            .await
-            .map_err(db_err)?;
+        let (store, committed) = Store::open(&location, quotas).await.map_err(db_err)?;
         let router = Router::start(
-            pool.clone(),
-            writer,
-            committed_rx,
+            store.clone(),
+            committed,
             me,
             clock.clone(),
             config.message_ttl_ms,
@@ -159,7 +156,7 @@ impl Server {
         .await
         .map_err(db_err)?;
         let otp = Otp::new(
-            pool.clone(),
+            store.clone(),
             config.otp_policy,
             clock,
             config.code_sink.clone(),
@@ -174,12 +171,11 @@ impl Server {
             pending_logins: Arc::default(),
             identity: key,
         });
-        publish_local_users(&state, &pool).await.map_err(db_err)?;
+        publish_local_users(&state, &store).await.map_err(db_err)?;
         Ok(Self {
             state,
             neighbours: config.neighbours.clone(),
-            pool,
-            writer_task,
+            store,
             key_created,
             data_dir: dir.clone(),
         })
@@ -217,10 +213,7 @@ impl Server {
         tracker.close();
         tracker.wait().await;
         drop(self.state);
-        if let Err(e) = self.writer_task.await {
-            tracing::error!(error = %e, "the queue writer ended abnormally");
-        }
-        self.pool.close().await;
+        self.store.close().await;
         tracing::info!("server stopped");
     }
 }
@@ -261,8 +254,8 @@ async fn accept_loop(
 
 /// Makes sure every user registered here has a current, signed directory
 /// entry (the server's name may have changed since it was signed).
-async fn publish_local_users(state: &ServerState, pool: &SqlitePool) -> Result<(), db::DbError> {
-    for row in db::users::all(pool).await? {
+async fn publish_local_users(state: &ServerState, store: &Store) -> Result<(), db::DbError> {
+    for row in store.users().await? {
         let Ok(phone) = PhoneNumber::from_canonical(&row.phone) else {
             continue;
         };

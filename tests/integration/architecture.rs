@@ -248,6 +248,23 @@ fn storage_and_routing_never_open_envelopes_or_hold_private_keys() {
 }
 
 #[test]
+fn only_storage_names_a_database_backend() {
+    for module in ["auth", "routing", "server", "link", "config", "bench"] {
+        assert_never_names(
+            module,
+            &[
+                "sqlx",
+                "SqlitePool",
+                "SqliteConnection",
+                "PgPool",
+                "PgConnection",
+            ],
+            "the server calls Store methods, whichever backend is behind it",
+        );
+    }
+}
+
+#[test]
 fn protocol_knows_no_sockets_storage_or_keys() {
     assert_never_names(
         "protocol",

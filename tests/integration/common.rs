@@ -20,8 +20,9 @@ use carrier::domain::{Fingerprint, MessageId, PhoneNumber};
 use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
 use carrier::server::{Listeners, Server};
 use carrier::tls::Pin;
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnectOptions;
+
+use crate::test_db::TestDb;
+use sqlx::AnyPool;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +105,8 @@ pub struct TestServer {
     pub config: ServerConfig,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL schema, when the suite runs against PostgreSQL.
+    _postgres: Option<TestDb>,
 }
 
 pub async fn spawn_server() -> TestServer {
@@ -112,7 +115,8 @@ pub async fn spawn_server() -> TestServer {
 
 /// A server with a fresh data directory (so a fresh key) on 127.0.0.1 and
 /// a port of its choosing, whose configuration `adjust` may change before
-/// it opens.
+/// it opens. Its database is SQLite in that directory, or a fresh schema
+/// on the cluster `CARRIER_TEST_DATABASE_URL` names.
 pub async fn spawn_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let dir = tempfile::tempdir().expect("temporary directory");
     let otp_file = dir.path().join("otp.txt");
@@ -123,6 +127,8 @@ pub async fn spawn_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestSe
         code_sink: CodeSink::File(otp_file.clone()),
         ..ServerConfig::default()
     };
+    let postgres = TestDb::postgres().await;
+    config.database = postgres.as_ref().map(TestDb::location);
     adjust(&mut config);
     let clock = Clock::manual();
     let (addr, fingerprint, shutdown, task) = start(&config, &clock).await;
@@ -135,6 +141,7 @@ pub async fn spawn_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestSe
         config,
         shutdown,
         task: Some(task),
+        _postgres: postgres,
     }
 }
 
@@ -188,27 +195,23 @@ impl TestServer {
         self.task = Some(task);
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.config.data_dir.join(carrier::db::DATABASE_FILE)
-    }
-
-    /// A separate connection pool on the server's database, to check and
-    /// tamper with persisted state.
-    pub async fn db(&self) -> SqlitePool {
-        let options = SqliteConnectOptions::new()
-            .filename(self.db_path())
-            .busy_timeout(Duration::from_secs(10));
-        SqlitePool::connect_with(options)
-            .await
-            .expect("the server database opens")
+    /// A separate connection pool on the server's database, whichever
+    /// backend it is, to check and tamper with persisted state.
+    pub async fn db(&self) -> AnyPool {
+        open_any(&self.config.database_location()).await
     }
 
     /// The persisted `users` row of `phone`.
     pub async fn user_row(&self, phone: &str) -> Option<UserRow> {
         let pool = self.db().await;
-        let row = carrier::db::users::find(&pool, phone)
-            .await
-            .expect("users query");
+        let row = sqlx::query_as::<_, UserRow>(
+            "SELECT phone, key_type, public_key, fingerprint, registered_at FROM users
+             WHERE phone = $1",
+        )
+        .bind(phone)
+        .fetch_optional(&pool)
+        .await
+        .expect("users query");
         pool.close().await;
         row
     }
@@ -446,4 +449,16 @@ pub async fn next_pushed_message(conn: &mut Connection) -> Delivered {
             None => panic!("the connection closed before a message was pushed"),
         }
     }
+}
+
+/// A pool on the database at `location`, for reading a server's tables.
+pub async fn open_any(location: &carrier::db::Location) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = match location {
+        carrier::db::Location::Sqlite(path) => format!("sqlite://{}", path.display()),
+        carrier::db::Location::Postgres(url) => url.clone(),
+    };
+    AnyPool::connect(&url)
+        .await
+        .expect("the server database opens")
 }

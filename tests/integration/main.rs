@@ -4,14 +4,17 @@
 //! - `common`: in-process servers (`spawn_server`), registered users.
 //! - `wire`: a raw protocol client for hostile and hand-built requests.
 //! - `process`: the two binaries as child processes.
+//! - `test_db`: a fresh SQLite file or PostgreSQL schema per test.
 //!
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
 //! (SIGKILL of the real binary), `cli` (both binaries end to end); the
 //! client's `client_cli`, `client_keys` and `chat_terminal` (through a
-//! pseudo-terminal), with `client_support` for running `carrier`.
+//! pseudo-terminal), with `client_support` for running `carrier`;
+//! `storage` (the storage rules on every backend) and `full_disk`.
 
 mod common;
 mod process;
+mod test_db;
 mod wire;
 
 mod architecture;
@@ -24,6 +27,8 @@ mod client_keys;
 mod client_support;
 mod crash;
 mod delivery;
+mod full_disk;
 mod neighbourhood;
 mod registration;
 mod shutdown;
+mod storage;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{Reachable, TestUser, register, within};
 use crate::process::ServerFiles;
+use crate::test_db::TestDb;
 
 /// One server of a test neighbourhood, with its client and link listeners.
 struct Node {
@@ -31,6 +32,8 @@ struct Node {
     config: ServerConfig,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL schema, when the suite runs against PostgreSQL.
+    _postgres: Option<TestDb>,
 }
 
 impl Reachable for Node {
@@ -80,13 +83,7 @@ impl Node {
     }
 
     async fn count(&self, sql: &'static str) -> i64 {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(self.config.data_dir.join(carrier::db::DATABASE_FILE))
-                .busy_timeout(Duration::from_secs(10)),
-        )
-        .await
-        .expect("the database opens");
+        let pool = crate::common::open_any(&self.config.database_location()).await;
         let n = sqlx::query_scalar(sql)
             .fetch_one(&pool)
             .await
@@ -131,6 +128,8 @@ async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
         config.data_dir = data;
         config.code_sink = CodeSink::File(dir.path().join("otp.txt"));
         config.neighbours = neighbours_of(i, edges, &link_addrs, &fps);
+        let postgres = TestDb::postgres().await;
+        config.database = postgres.as_ref().map(TestDb::location);
         let mut node = Node {
             addr,
             link_addr: link_addrs[i],
@@ -139,6 +138,7 @@ async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
             config,
             shutdown: CancellationToken::new(),
             task: None,
+            _postgres: postgres,
         };
         node.run(Listeners {
             client,

@@ -11,6 +11,7 @@ use carrier::domain::Fingerprint;
 use tempfile::TempDir;
 
 use crate::common::{PATIENCE, Reachable, SHUTDOWN_PATIENCE};
+use crate::test_db::TestDb;
 
 /// The configuration every test server starts from.
 const BASE_CONFIG: &str = "[server]\nhost = \"127.0.0.1\"\nport = 0\ndata_dir = \"data\"\n\n\
@@ -26,20 +27,33 @@ pub struct ServerFiles {
     pub log: PathBuf,
     /// Whether the config has a link port.
     links: bool,
+    /// The PostgreSQL schema, when the suite runs against PostgreSQL.
+    postgres: Option<TestDb>,
 }
 
 impl ServerFiles {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = dir.path().join("server.toml");
-        std::fs::write(&config, BASE_CONFIG).expect("the config is written");
-        Self {
+        let files = Self {
             otp_file: dir.path().join("otp.txt"),
             log: dir.path().join("server.log"),
             config,
             _dir: dir,
             links: false,
+            postgres: TestDb::postgres_blocking(),
+        };
+        files.write_config(BASE_CONFIG.to_owned());
+        files
+    }
+
+    /// Writes `text` as the config, naming the database when the suite
+    /// runs against PostgreSQL.
+    fn write_config(&self, mut text: String) {
+        if let Some(db) = &self.postgres {
+            text.push_str(&format!("\n[database]\nurl = \"{}\"\n", db.url()));
         }
+        std::fs::write(&self.config, text).expect("the config is written");
     }
 
     /// Rewrites the config to listen for links on `link_port` (0: any free
@@ -57,7 +71,7 @@ impl ServerFiles {
             }
         }
         text.push_str("]\n");
-        std::fs::write(&self.config, text).expect("the config is written");
+        self.write_config(text);
         self.links = true;
     }
 
@@ -76,6 +90,7 @@ impl ServerFiles {
             .env_remove("CARRIER_PORT")
             .env_remove("CARRIER_DATA_DIR")
             .env_remove("CARRIER_CONFIG")
+            .env_remove("CARRIER_DATABASE_URL")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

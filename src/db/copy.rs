@@ -1,0 +1,311 @@
+//! Copying a server's whole state from one store to another (SQLite to
+//! PostgreSQL, typically): users, pending codes and their limits, queues,
+//! outbound queues, relayed ids, the directory and neighbour pins. The
+//! target must be empty; everything is written in one transaction, so a
+//! failed copy leaves it empty; the counts are compared table by table
+//! before it commits.
+
+use super::backend::{Conn, on_backend};
+use super::quota::{Quota, Quotas};
+use super::{DbError, Location, Store};
+
+/// What is copied, in an order that keeps each queue's arrival order (rows
+/// are read by their key, and the target numbers `seq` anew in that order).
+const TABLES: &[Table] = &[
+    Table {
+        name: "users",
+        order: "phone",
+        columns: &[
+            ("phone", Text),
+            ("key_type", Text),
+            ("public_key", Bytes),
+            ("fingerprint", Text),
+            ("registered_at", Int),
+        ],
+    },
+    Table {
+        name: "otp_codes",
+        order: "phone",
+        columns: &[
+            ("phone", Text),
+            ("code_hash", Text),
+            ("key_type", Text),
+            ("public_key", Bytes),
+            ("issued_at", Int),
+            ("expires_at", Int),
+        ],
+    },
+    Table {
+        name: "otp_limits",
+        order: "phone",
+        columns: &[
+            ("phone", Text),
+            ("window_start", Int),
+            ("codes_issued", Int),
+            ("wrong_tries", Int),
+        ],
+    },
+    Table {
+        name: "message_queue",
+        order: "seq",
+        columns: &[
+            ("id", Bytes),
+            ("recipient", Text),
+            ("sender", Text),
+            ("envelope", Bytes),
+            ("received_at", Int),
+            ("expires_at", Int),
+        ],
+    },
+    Table {
+        name: "outbound_queue",
+        order: "seq",
+        columns: &[
+            ("neighbour", Text),
+            ("id", Bytes),
+            ("recipient", Text),
+            ("sender", Text),
+            ("envelope", Bytes),
+            ("received_at", Int),
+            ("expires_at", Int),
+            ("path", Text),
+        ],
+    },
+    Table {
+        name: "relay_seen",
+        order: "recipient, id",
+        columns: &[("recipient", Text), ("id", Bytes), ("expires_at", Int)],
+    },
+    Table {
+        name: "directory",
+        order: "phone",
+        columns: &[
+            ("phone", Text),
+            ("key_type", Text),
+            ("public_key", Bytes),
+            ("home_key", Bytes),
+            ("home_name", Text),
+            ("registered_at", Int),
+            ("signature", Bytes),
+            ("via", Text),
+            ("hops", Int),
+        ],
+    },
+    Table {
+        name: "neighbour_pins",
+        order: "address",
+        columns: &[("address", Text), ("fingerprint", Text)],
+    },
+];
+
+/// Rows read and written per statement.
+const CHUNK: i64 = 200;
+
+/// The three kinds of stored value.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Int,
+    Text,
+    Bytes,
+}
+use Kind::{Bytes, Int, Text};
+
+/// One table to copy: its name, the order rows are read in, and the
+/// columns copied with their kinds (not `seq`).
+struct Table {
+    name: &'static str,
+    order: &'static str,
+    columns: &'static [(&'static str, Kind)],
+}
+
+impl Table {
+    fn column_list(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
+        names.join(", ")
+    }
+}
+
+/// How many rows each table held, as copied.
+pub type Copied = Vec<(&'static str, u64)>;
+
+/// Why a copy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("the target database is not empty ({table} has {rows} rows): copy into a new database")]
+    TargetNotEmpty { table: &'static str, rows: u64 },
+    #[error("{table}: {copied} rows copied but the source has {source_rows}; nothing was kept")]
+    CountMismatch {
+        table: &'static str,
+        copied: u64,
+        source_rows: u64,
+    },
+    #[error("--from and --to name the same database")]
+    SameDatabase,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// `carrier-server migrate`: copies the store at `from` into the empty one
+/// at `to` (both brought to this binary's schema first).
+pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError> {
+    if from == to {
+        return Err(CopyError::SameDatabase);
+    }
+    // Quotas bound new messages; a copy takes what is there.
+    let unbounded = Quota {
+        max_messages: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    let quotas = Quotas {
+        per_recipient: unbounded,
+        per_neighbour: unbounded,
+    };
+    let (source, _) = Store::open(from, quotas).await?;
+    let (target, _) = Store::open(to, quotas).await?;
+    let copied = source.copy_into(&target).await;
+    source.close().await;
+    target.close().await;
+    copied
+}
+
+impl Store {
+    /// Copies everything in this store into `target`, which must be empty.
+    pub async fn copy_into(&self, target: &Store) -> Result<Copied, CopyError> {
+        for table in TABLES {
+            let rows = target.count(table.name).await?;
+            if rows > 0 {
+                return Err(CopyError::TargetNotEmpty {
+                    table: table.name,
+                    rows,
+                });
+            }
+        }
+        let mut pooled = target.pool.acquire().await?;
+        let mut tx = pooled.conn();
+        let work = match tx.begin().await {
+            Ok(()) => self.copy_all(&mut tx).await,
+            Err(e) => Err(e.into()),
+        };
+        let result = match work {
+            Ok(copied) => {
+                let (committed, fit) = tx.end(Ok(copied)).await;
+                pooled.release(fit);
+                committed?
+            }
+            Err(e) => {
+                let (_, fit) = tx.end::<()>(Err(DbError::RolledBack(e.to_string()))).await;
+                pooled.release(fit);
+                return Err(e);
+            }
+        };
+        Ok(result)
+    }
+
+    async fn copy_all(&self, target: &mut Conn<'_>) -> Result<Copied, CopyError> {
+        let mut copied = Vec::with_capacity(TABLES.len());
+        for table in TABLES {
+            let source_rows = self.count(table.name).await?;
+            let mut n = 0;
+            loop {
+                let chunk = self.read_chunk(table, n as i64).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                n += chunk.len() as u64;
+                write_chunk(target, table, chunk).await?;
+            }
+            let in_target = count_in(target, table.name).await?;
+            if in_target != source_rows || n != source_rows {
+                return Err(CopyError::CountMismatch {
+                    table: table.name,
+                    copied: in_target,
+                    source_rows,
+                });
+            }
+            tracing::info!(table = table.name, rows = n, "table copied");
+            copied.push((table.name, n));
+        }
+        Ok(copied)
+    }
+
+    async fn count(&self, table: &str) -> Result<u64, DbError> {
+        let sql = format!("SELECT count(*) FROM {table}");
+        let n: Result<i64, _> = on_backend!(&self.pool, p =>
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(p).await);
+        Ok(self.read(n)? as u64)
+    }
+
+    /// Up to [`CHUNK`] rows of `table` from the `offset`-th, each as its
+    /// values in column order.
+    async fn read_chunk(&self, table: &Table, offset: i64) -> Result<Vec<Row>, DbError> {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {} LIMIT $1 OFFSET $2",
+            table.column_list(),
+            table.name,
+            table.order
+        );
+        let rows = on_backend!(&self.pool, p => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(CHUNK)
+                .bind(offset)
+                .fetch_all(p)
+                .await;
+            rows.and_then(|rows| rows.iter().map(|r| row_values(r, table)).collect::<Result<Vec<_>, _>>())
+        });
+        self.read(rows)
+    }
+}
+
+/// One row's values, in column order.
+type Row = Vec<Value>;
+
+#[derive(Debug, Clone)]
+enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
+}
+
+fn row_values<R: sqlx::Row>(row: &R, table: &Table) -> Result<Row, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let value = |(i, (_, kind)): (usize, &(&str, Kind))| match kind {
+        Int => row.try_get(i).map(Value::Int),
+        Text => row.try_get(i).map(Value::Text),
+        Bytes => row.try_get(i).map(Value::Bytes),
+    };
+    table.columns.iter().enumerate().map(value).collect()
+}
+
+async fn write_chunk(conn: &mut Conn<'_>, table: &Table, rows: Vec<Row>) -> Result<(), DbError> {
+    let width = rows[0].len();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        table.name,
+        table.column_list(),
+        super::queue::values_placeholders(rows.len(), width)
+    );
+    on_backend!(conn.reborrow(), c => {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for value in rows.into_iter().flatten() {
+            query = match value {
+                Value::Int(v) => query.bind(v),
+                Value::Text(v) => query.bind(v),
+                Value::Bytes(v) => query.bind(v),
+            };
+        }
+        query.execute(c).await.map(drop)
+    })?;
+    Ok(())
+}
+
+async fn count_in(conn: &mut Conn<'_>, table: &str) -> Result<u64, DbError> {
+    let sql = format!("SELECT count(*) FROM {table}");
+    let n: i64 = on_backend!(conn.reborrow(), c =>
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(c).await)?;
+    Ok(n as u64)
+}

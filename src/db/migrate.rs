@@ -1,0 +1,66 @@
+//! Schema versions at start, the same on both backends: a database whose
+//! schema is newer than this binary is refused with a sentence saying so
+//! (before anything touches it), and each migration applied is logged.
+
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::{Database, Pool};
+
+use super::{DbError, Location};
+
+/// sqlx's table of applied migrations.
+const TABLE: &str = "_sqlx_migrations";
+
+/// Refuses a schema newer than `migrator` knows, applies the migrations
+/// the database behind `pool` lacks, and logs each.
+pub(super) async fn bring_up_to_date<DB: Database>(
+    pool: &Pool<DB>,
+    migrator: &Migrator,
+    location: &Location,
+) -> Result<(), DbError>
+where
+    DB::Connection: Migrate,
+{
+    let pending = pending(&mut *pool.acquire().await?, migrator).await?;
+    migrator.run(pool).await?;
+    log_applied(location, &pending);
+    Ok(())
+}
+
+/// What a failure to connect at start says: where, and why.
+pub(super) fn unreachable(location: &Location) -> impl FnOnce(sqlx::Error) -> DbError + '_ {
+    move |e| DbError::Connect {
+        location: location.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The migrations `migrator` would apply to the database behind `conn`,
+/// after refusing a schema this binary does not know.
+async fn pending<C: Migrate>(
+    conn: &mut C,
+    migrator: &Migrator,
+) -> Result<Vec<(i64, String)>, DbError> {
+    conn.ensure_migrations_table(TABLE).await?;
+    let applied = conn.list_applied_migrations(TABLE).await?;
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(found) = applied.iter().map(|m| m.version).max()
+        && found > known
+    {
+        return Err(DbError::SchemaTooNew { found, known });
+    }
+    Ok(migrator
+        .iter()
+        .filter(|m| applied.iter().all(|a| a.version != m.version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect())
+}
+
+/// Logs what [`pending`] listed once the migrator has applied it.
+fn log_applied(location: &Location, applied: &[(i64, String)]) {
+    for (version, description) in applied {
+        tracing::info!(%location, version, description, "database migration applied");
+    }
+    if applied.is_empty() {
+        tracing::debug!(%location, "database schema is up to date");
+    }
+}

@@ -1,0 +1,90 @@
+//! One transaction's operations in order: runs of enqueues (through
+//! [`crate::db::enqueue`]), deletes, and expiry sweeps.
+
+use std::collections::HashMap;
+
+use super::Op;
+use crate::db::backend::Conn;
+use crate::db::queue::{self, QueueKey, QueueRef, Table};
+use crate::db::quota::Ledger;
+use crate::db::{DbError, Millis, enqueue, outbound};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+
+/// Most expired rows deleted per sweep transaction.
+const SWEEP_LIMIT: u32 = 5000;
+
+pub(super) async fn ops(
+    tx: &mut Conn<'_>,
+    ledger: &mut Ledger,
+    ops: &mut [Op],
+) -> Result<(), DbError> {
+    let mut rest = ops;
+    while !rest.is_empty() {
+        // Consecutive enqueues share multi-row statements.
+        let enqueues = rest
+            .iter()
+            .take(queue::INSERT_CHUNK)
+            .take_while(|op| matches!(op, Op::Enqueue(..)))
+            .count();
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(enqueues.max(1));
+        rest = tail;
+        match head {
+            [Op::Delete(queue, ids, answer)] => {
+                answer.result = Some(delete(tx, ledger, queue, ids).await?);
+            }
+            [Op::Sweep(now, answer)] => {
+                answer.result = Some(sweep(tx, ledger, *now).await?);
+            }
+            [Op::Close(_)] => {}
+            run => {
+                let items = run.iter_mut().filter_map(Op::enqueue_item).collect();
+                enqueue::apply(tx, ledger, items).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete(
+    conn: &mut Conn<'_>,
+    ledger: &mut Ledger,
+    queue: &QueueRef,
+    ids: &[MessageId],
+) -> Result<u64, DbError> {
+    let mut deleted = 0;
+    for chunk in ids.chunks(queue::DELETE_CHUNK) {
+        for size in queue::delete_many(conn, queue.key(), chunk).await? {
+            deleted += 1;
+            ledger.give_back(queue.key(), size);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes expired messages from user and outbound queues (logging drops
+/// of relayed mail per neighbour) and forgets old relayed ids.
+async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<u64, DbError> {
+    let local = queue::delete_expired(conn, Table::Messages, now, SWEEP_LIMIT).await?;
+    for (recipient, size) in &local {
+        if let Ok(phone) = PhoneNumber::from_canonical(recipient) {
+            ledger.give_back(QueueKey::Recipient(&phone), *size);
+        }
+    }
+    let outbound = queue::delete_expired(conn, Table::Outbound, now, SWEEP_LIMIT).await?;
+    let mut per_neighbour: HashMap<&str, u64> = HashMap::new();
+    for (neighbour, size) in &outbound {
+        if let Some(fp) = Fingerprint::parse(neighbour) {
+            ledger.give_back(QueueKey::Neighbour(fp), *size);
+        }
+        *per_neighbour.entry(neighbour).or_default() += 1;
+    }
+    for (neighbour, n) in per_neighbour {
+        tracing::warn!(
+            neighbour,
+            dropped = n,
+            "messages expired before the neighbour took them; dropped"
+        );
+    }
+    outbound::forget_seen(conn, now).await?;
+    Ok((local.len() + outbound.len()) as u64)
+}

@@ -1,0 +1,278 @@
+//! Group commit: one task owns the write connection to the queues and
+//! applies every pending operation from all sessions in one transaction, so
+//! one `fsync` covers many senders. A sender's reply is sent only after the
+//! commit that contains its message.
+//!
+//! The task also keeps each queue's usage in memory ([`super::quota`]), so
+//! quota checks cost no query. When the database fails as a whole (a full
+//! disk, a lost server) the batch is refused with that reason, the
+//! connection is replaced if the failure left it unfit ([`reconnect`]), and
+//! the next batch tries again: writes come back by themselves once the
+//! database does.
+
+mod apply;
+mod reconnect;
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use tokio::sync::{mpsc, oneshot};
+
+use super::backend::{Backend, OwnedConn};
+use super::enqueue::{Destination, Enqueue, EnqueueOutcome, Item};
+use super::health::Health;
+use super::queue::{NewMessage, QueueRef};
+use super::quota::{Ledger, Quotas};
+use super::{DbError, Millis, Store};
+use crate::domain::MessageId;
+use reconnect::Reconnect;
+
+/// How the writer connects, again after losing its connection.
+pub(super) type ConnectOptions = Backend<SqliteConnectOptions, PgConnectOptions>;
+
+/// Most operations applied in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Operations waiting for the writer before senders wait for room.
+const CHANNEL_CAPACITY: usize = 8192;
+
+/// A message that has just been committed, handed to routing (live push, or
+/// waking the neighbour's link) in commit order.
+#[derive(Debug)]
+pub struct Committed {
+    pub message: NewMessage,
+    pub destination: Destination,
+}
+
+/// One request to the writer task: what to do, and its [`Answer`].
+enum Op {
+    Enqueue(Enqueue, Answer<EnqueueOutcome>),
+    Delete(QueueRef, Vec<MessageId>, Answer<u64>),
+    Sweep(Millis, Answer<u64>),
+    /// Stop once everything before it is committed.
+    Close(oneshot::Sender<()>),
+}
+
+/// Where an operation's result goes, and the result once its transaction
+/// has worked it out. It is sent only after that transaction commits.
+struct Answer<T> {
+    reply: oneshot::Sender<Result<T, DbError>>,
+    result: Option<T>,
+}
+
+impl<T> Answer<T> {
+    fn new() -> (Self, oneshot::Receiver<Result<T, DbError>>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Self {
+                reply,
+                result: None,
+            },
+            rx,
+        )
+    }
+
+    fn send(self) {
+        if let Some(result) = self.result {
+            let _ = self.reply.send(Ok(result));
+        }
+    }
+
+    fn fail(self, e: &DbError) {
+        let _ = self.reply.send(Err(e.for_each_op()));
+    }
+}
+
+impl Op {
+    /// An enqueue as [`super::enqueue::apply`] takes it, with its outcome
+    /// to fill.
+    fn enqueue_item(&mut self) -> Option<Item<'_>> {
+        match self {
+            Op::Enqueue(enqueue, answer) => Some(Item {
+                enqueue,
+                outcome: &mut answer.result,
+            }),
+            Op::Delete(..) | Op::Sweep(..) | Op::Close(_) => None,
+        }
+    }
+
+    /// Answers the operation once its transaction has committed, announcing
+    /// a stored message first.
+    fn finish(self, committed: &mpsc::UnboundedSender<Committed>) {
+        match self {
+            Op::Enqueue(e, answer) => {
+                if answer.result == Some(EnqueueOutcome::Stored) {
+                    let _ = committed.send(Committed {
+                        message: e.message,
+                        destination: e.destination,
+                    });
+                }
+                answer.send();
+            }
+            Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.send(),
+            Op::Close(done) => drop(done),
+        }
+    }
+
+    fn fail(self, e: &DbError) {
+        match self {
+            Op::Enqueue(_, answer) => answer.fail(e),
+            Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.fail(e),
+            Op::Close(done) => drop(done),
+        }
+    }
+}
+
+/// A cloneable handle to the writer task.
+#[derive(Clone)]
+pub(super) struct QueueWriter {
+    tx: mpsc::Sender<Op>,
+}
+
+impl QueueWriter {
+    /// Opens the writer's own connection and starts the task. Committed
+    /// messages are announced on `committed`, in commit order.
+    pub(super) async fn start(
+        options: ConnectOptions,
+        quotas: Quotas,
+        committed: mpsc::UnboundedSender<Committed>,
+        health: Arc<Health>,
+    ) -> Result<Self, DbError> {
+        let conn = reconnect::connect(&options).await?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let task = Task {
+            conn: Some(conn),
+            options,
+            reconnect: Reconnect::default(),
+            ledger: Ledger::new(quotas),
+            committed,
+            health,
+        };
+        tokio::spawn(task.run(rx));
+        Ok(Self { tx })
+    }
+
+    /// Commits what was submitted before, then stops the task and closes
+    /// its connection.
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.tx.send(Op::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    async fn submit(&self, op: Op) -> Result<(), DbError> {
+        self.tx.send(op).await.map_err(|_| DbError::WriterGone)
+    }
+}
+
+impl Store {
+    /// Starts queuing a message and returns the receiver of its outcome,
+    /// so a session can read its next request while the commit is pending.
+    /// Operations are applied in the order they are submitted.
+    pub async fn submit_enqueue(
+        &self,
+        message: Enqueue,
+    ) -> Result<oneshot::Receiver<Result<EnqueueOutcome, DbError>>, DbError> {
+        let (answer, rx) = Answer::new();
+        self.writer.submit(Op::Enqueue(message, answer)).await?;
+        Ok(rx)
+    }
+
+    /// Deletes the given messages of one queue; returns how many existed.
+    pub async fn delete(&self, queue: QueueRef, ids: Vec<MessageId>) -> Result<u64, DbError> {
+        let (answer, rx) = Answer::new();
+        self.writer.submit(Op::Delete(queue, ids, answer)).await?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Deletes expired messages (a bounded number per call); returns how
+    /// many.
+    pub async fn sweep(&self, now: Millis) -> Result<u64, DbError> {
+        let (answer, rx) = Answer::new();
+        self.writer.submit(Op::Sweep(now, answer)).await?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+}
+
+struct Task {
+    /// `None` after the connection was lost, until it is made again.
+    conn: Option<OwnedConn>,
+    options: ConnectOptions,
+    reconnect: Reconnect,
+    ledger: Ledger,
+    committed: mpsc::UnboundedSender<Committed>,
+    health: Arc<Health>,
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let Some(at) = batch.iter().position(|op| matches!(op, Op::Close(_))) else {
+                self.commit_batch(std::mem::take(&mut batch)).await;
+                continue;
+            };
+            // Whatever comes after the close is refused.
+            rx.close();
+            let late = batch.split_off(at + 1);
+            self.commit_batch(batch).await;
+            for op in late {
+                op.fail(&DbError::WriterGone);
+            }
+            while let Ok(op) = rx.try_recv() {
+                op.fail(&DbError::WriterGone);
+            }
+            break;
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+    }
+
+    async fn commit_batch(&mut self, mut ops: Vec<Op>) {
+        let result = self.apply(&mut ops).await;
+        self.health.observe_write(&result);
+        match result {
+            Ok(()) => {
+                for op in ops {
+                    op.finish(&self.committed);
+                }
+            }
+            Err(e) => {
+                // An outage is logged by `health`, once.
+                if !e.is_outage() {
+                    tracing::error!(error = %e, "queue transaction failed; senders are told to retry");
+                }
+                // Counts may include rolled-back changes: reload on next use.
+                self.ledger.forget();
+                for op in ops {
+                    op.fail(&e);
+                }
+            }
+        }
+    }
+
+    /// Applies `ops` in one transaction, leaving each one's result in its
+    /// answer. A connection the failure left unfit is dropped and made
+    /// again for a later batch.
+    async fn apply(&mut self, ops: &mut [Op]) -> Result<(), DbError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self
+                .conn
+                .insert(self.reconnect.connect(&self.options).await?),
+        };
+        let mut tx = conn.borrow();
+        let work = match tx.begin().await {
+            Ok(()) => apply::ops(&mut tx, &mut self.ledger, ops).await,
+            Err(e) => Err(e),
+        };
+        let (result, fit) = tx.end(work).await;
+        if !fit {
+            tracing::warn!("the queue writer's connection is unusable; connecting again");
+            self.conn = None;
+        }
+        result
+    }
+}

@@ -1,0 +1,707 @@
+//! The storage conformance suite: every rule of the `Store`, run against
+//! each backend (SQLite always, PostgreSQL when `CARRIER_TEST_DATABASE_URL`
+//! names a cluster). A rule that holds on one backend and not the other
+//! fails here, naming the backend.
+
+use std::future::Future;
+
+use carrier::db::directory::DirectoryRow;
+use carrier::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
+use carrier::db::otp::{OtpLimits, PendingCode};
+use carrier::db::outbound::NewOutbound;
+use carrier::db::queue::{NewMessage, QueueRef};
+use carrier::db::quota::{Quota, Quotas};
+use carrier::db::users::UserRow;
+use carrier::db::{DbError, Location, Store};
+use carrier::domain::{Fingerprint, MessageId, PhoneNumber};
+use carrier::protocol::ErrorCode;
+
+use crate::test_db::TestDb;
+
+use EnqueueOutcome::{Duplicate, IdInUse, QuotaFull, Stored};
+
+const ALICE: &str = "+12025550101";
+const BOB: &str = "+12025550102";
+const CAROL: &str = "+12025550103";
+
+fn phone(p: &str) -> PhoneNumber {
+    PhoneNumber::from_canonical(p).unwrap()
+}
+
+fn quotas(max_messages: u64) -> Quotas {
+    let quota = Quota {
+        max_messages,
+        max_bytes: 1 << 20,
+    };
+    Quotas {
+        per_recipient: quota,
+        per_neighbour: quota,
+    }
+}
+
+/// Runs `rule` against a fresh store on every backend.
+async fn on_each_backend<F, Fut>(quotas: Quotas, rule: F)
+where
+    F: Fn(Store, &'static str) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in TestDb::each().await {
+        let (store, _committed) = Store::open(&db.location(), quotas)
+            .await
+            .unwrap_or_else(|e| panic!("{}: the store opens: {e}", db.backend()));
+        rule(store.clone(), db.backend()).await;
+        store.close().await;
+        db.remove().await;
+    }
+}
+
+fn message(id: u8, from: &str, to: &str, body: u8) -> NewMessage {
+    NewMessage {
+        id: MessageId::from_bytes([id; 16]),
+        recipient: phone(to),
+        sender: phone(from),
+        envelope: vec![body; 100],
+        received_at: 1,
+        expires_at: i64::MAX,
+    }
+}
+
+fn local(message: NewMessage) -> Enqueue {
+    Enqueue {
+        message,
+        destination: Destination::Local,
+        relayed: false,
+    }
+}
+
+/// Submits every enqueue before awaiting any, so they may share one
+/// transaction, and returns their outcomes in order.
+async fn submit_all(store: &Store, batch: Vec<Enqueue>) -> Vec<EnqueueOutcome> {
+    let mut pending = Vec::new();
+    for e in batch {
+        pending.push(store.submit_enqueue(e).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for rx in pending {
+        outcomes.push(rx.await.unwrap().unwrap());
+    }
+    outcomes
+}
+
+async fn queued_ids(store: &Store, to: &str) -> Vec<u8> {
+    let rows = store.fetch(&phone(to), 0, 0, 1000).await.unwrap();
+    rows.iter().map(|r| r.id.as_bytes()[0]).collect()
+}
+
+/// A retry (same sender, recipient, id and bytes) is accepted and changes
+/// nothing; another envelope under an id queued for the same recipient is
+/// refused, from the same sender or another, in one batch or across
+/// batches; the same id to another recipient is a different message.
+#[tokio::test]
+async fn ids_are_scoped_to_their_recipient_and_only_retries_are_duplicates() {
+    on_each_backend(quotas(100), |store, backend| async move {
+        let first = submit_all(
+            &store,
+            vec![
+                local(message(1, ALICE, BOB, 1)),
+                local(message(1, ALICE, BOB, 1)),
+                local(message(1, ALICE, BOB, 2)),
+                local(message(1, ALICE, CAROL, 1)),
+            ],
+        )
+        .await;
+        assert_eq!(first, [Stored, Duplicate, IdInUse, Stored], "{backend}");
+        let later = submit_all(
+            &store,
+            vec![
+                local(message(1, ALICE, BOB, 1)),
+                local(message(1, ALICE, BOB, 3)),
+                local(message(1, CAROL, BOB, 1)),
+                local(message(2, ALICE, BOB, 2)),
+            ],
+        )
+        .await;
+        assert_eq!(later, [Duplicate, IdInUse, IdInUse, Stored], "{backend}");
+        let bobs = store.fetch(&phone(BOB), 0, 0, 10).await.unwrap();
+        let kept: Vec<(u8, u8)> = bobs
+            .iter()
+            .map(|r| (r.id.as_bytes()[0], r.envelope[0]))
+            .collect();
+        assert_eq!(
+            kept,
+            [(1, 1), (2, 2)],
+            "{backend}: the first envelope stays"
+        );
+        assert_eq!(queued_ids(&store, CAROL).await, [1], "{backend}");
+    })
+    .await;
+}
+
+/// Messages relayed by a neighbour are de-duplicated by (recipient, id)
+/// seen, even after the first copy was fetched and deleted.
+#[tokio::test]
+async fn relayed_messages_are_delivered_once_per_recipient() {
+    on_each_backend(quotas(100), |store, backend| async move {
+        let relayed = |id, to| Enqueue {
+            relayed: true,
+            ..local(message(id, ALICE, to, id))
+        };
+        let outcomes = submit_all(
+            &store,
+            vec![relayed(7, BOB), relayed(7, BOB), relayed(7, CAROL)],
+        )
+        .await;
+        assert_eq!(outcomes, [Stored, Duplicate, Stored], "{backend}");
+        let bob = QueueRef::Recipient(phone(BOB));
+        assert_eq!(
+            store
+                .delete(bob, vec![MessageId::from_bytes([7; 16])])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            submit_all(&store, vec![relayed(7, BOB)]).await,
+            [Duplicate],
+            "{backend}"
+        );
+        assert!(queued_ids(&store, BOB).await.is_empty(), "{backend}");
+    })
+    .await;
+}
+
+/// Quotas count per queue and give room back on delete; a retry of a
+/// queued message is a duplicate even when the queue is full; a
+/// neighbour's queue is counted apart from the recipient's.
+#[tokio::test]
+async fn quotas_count_each_queue_and_give_room_back() {
+    on_each_backend(quotas(2), |store, backend| async move {
+        let neighbour = Fingerprint::of_spki(b"neighbour");
+        let remote = |id| Enqueue {
+            message: message(id, ALICE, CAROL, id),
+            destination: Destination::Neighbour(NewOutbound {
+                neighbour,
+                path: "[]".into(),
+            }),
+            relayed: false,
+        };
+        let to_bob = |id| local(message(id, ALICE, BOB, id));
+        let outcomes = submit_all(&store, vec![to_bob(1), to_bob(2), to_bob(3), to_bob(1)]).await;
+        assert_eq!(
+            outcomes,
+            [Stored, Stored, QuotaFull, Duplicate],
+            "{backend}"
+        );
+        let outcomes = submit_all(&store, vec![remote(1), remote(2), remote(3)]).await;
+        assert_eq!(outcomes, [Stored, Stored, QuotaFull], "{backend}");
+        let bob = QueueRef::Recipient(phone(BOB));
+        let gone = [1, 9].map(|id| MessageId::from_bytes([id; 16])).to_vec();
+        assert_eq!(store.delete(bob, gone).await.unwrap(), 1, "{backend}");
+        assert_eq!(
+            submit_all(&store, vec![to_bob(3), to_bob(4)]).await,
+            [Stored, QuotaFull]
+        );
+        let next = store.outbound_next(&neighbour, 0, 0, 10).await.unwrap();
+        let ids: Vec<u8> = next.iter().map(|r| r.id.as_bytes()[0]).collect();
+        assert_eq!(ids, [1, 2], "{backend}");
+        let acked = vec![MessageId::from_bytes([1; 16])];
+        assert_eq!(
+            store
+                .delete(QueueRef::Neighbour(neighbour), acked)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            submit_all(&store, vec![remote(3)]).await,
+            [Stored],
+            "{backend}"
+        );
+    })
+    .await;
+}
+
+/// Each recipient's queue comes back in the order messages were accepted,
+/// however the senders' messages interleaved and across transactions.
+#[tokio::test]
+async fn queues_keep_arrival_order_per_recipient() {
+    on_each_backend(quotas(1000), |store, backend| async move {
+        let mut batch = Vec::new();
+        for id in 0..200u8 {
+            let to = if id % 3 == 0 { CAROL } else { BOB };
+            batch.push(local(message(id, ALICE, to, id)));
+        }
+        let (first, second) = batch.split_at(77);
+        let mut outcomes = submit_all(&store, first.iter().map(copy).collect()).await;
+        outcomes.extend(submit_all(&store, second.iter().map(copy).collect()).await);
+        assert!(outcomes.iter().all(|o| *o == Stored), "{backend}");
+        let expect = |to: &str| -> Vec<u8> {
+            (0..200u8)
+                .filter(|id| (id % 3 == 0) == (to == CAROL))
+                .collect()
+        };
+        assert_eq!(queued_ids(&store, BOB).await, expect(BOB), "{backend}");
+        assert_eq!(queued_ids(&store, CAROL).await, expect(CAROL), "{backend}");
+        let rows = store.fetch(&phone(BOB), 0, 0, 10).await.unwrap();
+        let after = store.fetch(&phone(BOB), rows[4].seq, 0, 3).await.unwrap();
+        assert_eq!(
+            after.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            rows[5..8].iter().map(|r| r.seq).collect::<Vec<_>>()
+        );
+    })
+    .await;
+}
+
+fn copy(e: &Enqueue) -> Enqueue {
+    Enqueue {
+        message: e.message.clone(),
+        destination: e.destination.clone(),
+        relayed: e.relayed,
+    }
+}
+
+/// Expired messages are neither fetched nor counted, and a sweep deletes
+/// them (and gives their room back).
+#[tokio::test]
+async fn expired_messages_are_hidden_then_swept() {
+    on_each_backend(quotas(2), |store, backend| async move {
+        let mut old = message(1, ALICE, BOB, 1);
+        old.expires_at = 1_000;
+        let fresh = message(2, ALICE, BOB, 2);
+        assert_eq!(
+            submit_all(&store, vec![local(old), local(fresh)]).await,
+            [Stored, Stored]
+        );
+        let now = 5_000;
+        assert_eq!(
+            store.waiting(&phone(BOB), now).await.unwrap(),
+            1,
+            "{backend}"
+        );
+        let ids: Vec<u8> = store
+            .fetch(&phone(BOB), 0, now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id.as_bytes()[0])
+            .collect();
+        assert_eq!(ids, [2], "{backend}");
+        assert_eq!(store.sweep(now).await.unwrap(), 1, "{backend}");
+        assert_eq!(store.sweep(now).await.unwrap(), 0, "{backend}");
+        assert_eq!(queued_ids(&store, BOB).await, [2], "{backend}");
+        let third = local(message(3, ALICE, BOB, 3));
+        assert_eq!(
+            submit_all(&store, vec![third]).await,
+            [Stored],
+            "{backend}: room given back"
+        );
+    })
+    .await;
+}
+
+/// Deleting takes only the named queue's messages.
+#[tokio::test]
+async fn a_delete_touches_only_its_own_queue() {
+    on_each_backend(quotas(10), |store, backend| async move {
+        let outcomes = submit_all(
+            &store,
+            vec![
+                local(message(1, ALICE, BOB, 1)),
+                local(message(1, ALICE, CAROL, 1)),
+            ],
+        )
+        .await;
+        assert_eq!(outcomes, [Stored, Stored]);
+        let id = vec![MessageId::from_bytes([1; 16])];
+        assert_eq!(
+            store
+                .delete(QueueRef::Recipient(phone(CAROL)), id.clone())
+                .await
+                .unwrap(),
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .delete(QueueRef::Recipient(phone(CAROL)), id)
+                .await
+                .unwrap(),
+            0,
+            "{backend}"
+        );
+        assert_eq!(queued_ids(&store, BOB).await, [1], "{backend}");
+    })
+    .await;
+}
+
+fn otp_limits(now: i64) -> OtpLimits {
+    OtpLimits {
+        now,
+        window_ms: 60_000,
+        max_codes: 3,
+        max_tries: 5,
+    }
+}
+
+fn pending_code(phone: &str, key: u8, now: i64) -> PendingCode {
+    PendingCode {
+        phone: phone.into(),
+        code_hash: "hash".into(),
+        key_type: "p256".into(),
+        public_key: vec![key; 65],
+        issued_at: now,
+        expires_at: now + 300_000,
+    }
+}
+
+/// Parallel requests for codes and parallel guesses get exactly as many
+/// as the limits allow, and a new window starts afresh.
+#[tokio::test]
+async fn otp_counters_hold_under_concurrency() {
+    on_each_backend(quotas(10), |store, backend| async move {
+        let issues = (0..12).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .otp_issue(&pending_code(ALICE, 1, 1_000), otp_limits(1_000))
+                    .await
+            })
+        });
+        let issued = futures::future::join_all(issues).await;
+        let ok = issued.iter().filter(|r| matches!(r, Ok(Ok(Ok(_))))).count();
+        assert_eq!(ok, 3, "{backend}: {issued:?}");
+        let tries = (0..12).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.otp_take_try(&phone(ALICE), otp_limits(2_000)).await })
+        });
+        let tried = futures::future::join_all(tries).await;
+        let taken = tried
+            .iter()
+            .filter(|r| matches!(r, Ok(Ok(Some(_)))))
+            .count();
+        assert_eq!(taken, 5, "{backend}: {tried:?}");
+        let refused = store
+            .otp_issue(&pending_code(ALICE, 1, 3_000), otp_limits(3_000))
+            .await
+            .unwrap();
+        let limits = refused.expect_err("no code once the tries are spent");
+        assert_eq!(
+            (limits.codes_issued, limits.wrong_tries),
+            (3, 5),
+            "{backend}"
+        );
+        let next_window = otp_limits(1_000 + 60_000);
+        let fresh = store
+            .otp_issue(&pending_code(ALICE, 1, 61_000), next_window)
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh.map(|l| (l.codes_issued, l.wrong_tries)),
+            Ok((1, 0)),
+            "{backend}"
+        );
+    })
+    .await;
+}
+
+/// Registering consumes the pending code of that key only, clears the
+/// counters, and tells whether a different key was replaced.
+#[tokio::test]
+async fn registration_consumes_the_code_of_its_key() {
+    on_each_backend(quotas(10), |store, backend| async move {
+        let user = |key: u8| UserRow {
+            phone: ALICE.into(),
+            key_type: "p256".into(),
+            public_key: vec![key; 65],
+            fingerprint: format!("{key:064x}"),
+            registered_at: 5,
+        };
+        assert!(
+            store
+                .otp_issue(&pending_code(ALICE, 1, 0), otp_limits(0))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(
+            store.otp_register(&user(2)).await.unwrap(),
+            None,
+            "{backend}: another key"
+        );
+        assert_eq!(
+            store.otp_register(&user(1)).await.unwrap(),
+            Some(false),
+            "{backend}"
+        );
+        assert!(
+            store.otp_pending(&phone(ALICE)).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert!(
+            store.otp_limits(&phone(ALICE)).await.unwrap().is_none(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.user(&phone(ALICE)).await.unwrap(),
+            Some(user(1)),
+            "{backend}"
+        );
+        assert!(
+            store
+                .otp_issue(&pending_code(ALICE, 2, 0), otp_limits(0))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(
+            store.otp_register(&user(2)).await.unwrap(),
+            Some(true),
+            "{backend}"
+        );
+        assert_eq!(store.users().await.unwrap(), [user(2)], "{backend}");
+    })
+    .await;
+}
+
+/// Directory entries and neighbour pins are replaced in place.
+#[tokio::test]
+async fn directory_entries_and_pins_are_upserted() {
+    on_each_backend(quotas(10), |store, backend| async move {
+        let entry = |hops| DirectoryRow {
+            phone: BOB.into(),
+            key_type: "p256".into(),
+            public_key: vec![1; 65],
+            home_key: vec![2; 91],
+            home_name: "home:5000".into(),
+            registered_at: 9,
+            signature: vec![3; 64],
+            via: Some("ab".repeat(32)),
+            hops,
+        };
+        store.store_directory_entry(&entry(3)).await.unwrap();
+        store.store_directory_entry(&entry(1)).await.unwrap();
+        assert_eq!(store.directory().await.unwrap(), [entry(1)], "{backend}");
+        let (a, b) = (Fingerprint::of_spki(b"a"), Fingerprint::of_spki(b"b"));
+        assert_eq!(store.neighbour_pin("n:1").await.unwrap(), None);
+        store.pin_neighbour("n:1", a).await.unwrap();
+        store.pin_neighbour("n:1", b).await.unwrap();
+        assert_eq!(
+            store.neighbour_pin("n:1").await.unwrap(),
+            Some(b),
+            "{backend}"
+        );
+    })
+    .await;
+}
+
+/// A database whose schema is newer than this binary is refused with a
+/// sentence that says so, and left as it was.
+#[tokio::test]
+async fn a_newer_schema_is_refused_with_a_clear_error() {
+    for db in TestDb::each().await {
+        let (store, _) = Store::open(&db.location(), quotas(1)).await.unwrap();
+        store.close().await;
+        db.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             SELECT 9999, 'from the future', success, checksum, execution_time
+             FROM _sqlx_migrations WHERE version = 1",
+        )
+        .await;
+        let refused = Store::open(&db.location(), quotas(1)).await.err();
+        let Some(e @ DbError::SchemaTooNew { found: 9999, .. }) = refused else {
+            panic!("{}: opened a newer schema: {refused:?}", db.backend());
+        };
+        assert!(
+            e.to_string()
+                .contains("newer than this carrier-server knows"),
+            "{e}"
+        );
+        db.remove().await;
+    }
+}
+
+/// A database that cannot be reached at start is a clear error with its
+/// own code, not a raw driver message or a hang.
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("postgres://carrier:secret@127.0.0.1:{port}/carrier");
+    let refused = Store::open(&Location::parse(&url).unwrap(), quotas(1))
+        .await
+        .err();
+    let Some(e @ DbError::Connect { .. }) = refused else {
+        panic!("opened a closed port: {refused:?}");
+    };
+    assert_eq!(e.code(), ErrorCode::StorageUnavailable);
+    let said = e.to_string();
+    assert!(
+        said.contains("cannot reach the database at postgres://carrier:***@127.0.0.1"),
+        "{said}"
+    );
+    assert!(!said.contains("secret"), "{said}");
+}
+
+/// `carrier-server migrate`'s copy: a populated SQLite store arrives whole
+/// in an empty store of each backend, queues in order; a second copy into
+/// the same target is refused and changes nothing.
+#[tokio::test]
+async fn a_populated_store_is_copied_whole_into_an_empty_one() {
+    let source = TestDb::sqlite();
+    let (store, _) = Store::open(&source.location(), quotas(1000)).await.unwrap();
+    let user = UserRow {
+        phone: ALICE.into(),
+        key_type: "p256".into(),
+        public_key: vec![1; 65],
+        fingerprint: "ab".repeat(32),
+        registered_at: 5,
+    };
+    assert!(
+        store
+            .otp_issue(&pending_code(ALICE, 1, 0), otp_limits(0))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(store.otp_register(&user).await.unwrap(), Some(false));
+    assert!(
+        store
+            .otp_issue(&pending_code(BOB, 2, 0), otp_limits(0))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let neighbour = Fingerprint::of_spki(b"neighbour");
+    let mut batch: Vec<Enqueue> = (0..250u8)
+        .map(|id| local(message(id, ALICE, BOB, id)))
+        .collect();
+    batch.push(Enqueue {
+        message: message(1, ALICE, CAROL, 1),
+        destination: Destination::Neighbour(NewOutbound {
+            neighbour,
+            path: "[]".into(),
+        }),
+        relayed: true,
+    });
+    assert!(submit_all(&store, batch).await.iter().all(|o| *o == Stored));
+    store.pin_neighbour("n:1", neighbour).await.unwrap();
+    store.close().await;
+
+    for target in TestDb::each().await {
+        let backend = target.backend();
+        let copied = carrier::db::copy::migrate(&source.location(), &target.location())
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let rows = |table: &str| copied.iter().find(|(t, _)| *t == table).unwrap().1;
+        assert_eq!(
+            [
+                rows("users"),
+                rows("otp_codes"),
+                rows("otp_limits"),
+                rows("message_queue")
+            ],
+            [1, 1, 1, 250],
+            "{backend}: {copied:?}"
+        );
+        assert_eq!(
+            [
+                rows("outbound_queue"),
+                rows("relay_seen"),
+                rows("neighbour_pins")
+            ],
+            [1, 1, 1]
+        );
+        let again = carrier::db::copy::migrate(&source.location(), &target.location()).await;
+        assert!(
+            matches!(
+                again,
+                Err(carrier::db::copy::CopyError::TargetNotEmpty { .. })
+            ),
+            "{backend}: {again:?}"
+        );
+        let (copy, _) = Store::open(&target.location(), quotas(1000)).await.unwrap();
+        assert_eq!(
+            queued_ids(&copy, BOB).await,
+            (0..250u8).collect::<Vec<_>>(),
+            "{backend}"
+        );
+        assert_eq!(
+            copy.user(&phone(ALICE)).await.unwrap(),
+            Some(user.clone()),
+            "{backend}"
+        );
+        assert_eq!(
+            copy.neighbour_pin("n:1").await.unwrap(),
+            Some(neighbour),
+            "{backend}"
+        );
+        let next = copy.outbound_next(&neighbour, 0, 0, 10).await.unwrap();
+        assert_eq!(next.len(), 1, "{backend}");
+        let retry = Enqueue {
+            relayed: true,
+            ..local(message(1, ALICE, CAROL, 1))
+        };
+        assert_eq!(
+            submit_all(&copy, vec![retry]).await,
+            [Duplicate],
+            "{backend}: relay_seen came along"
+        );
+        copy.close().await;
+        target.remove().await;
+    }
+}
+
+/// PostgreSQL going away under a running store (its connections cut from
+/// the server side): writes meanwhile are refused with
+/// `storage_unavailable`, the writer connects again by itself, and
+/// nothing acknowledged before is lost.
+#[tokio::test]
+async fn a_lost_postgres_connection_is_refused_then_recovered() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let name = format!("carrier_lost_{}", std::process::id());
+    let location = Location::parse(&format!("{}&application_name={name}", db.url())).unwrap();
+    let (store, _) = Store::open(&location, quotas(1000)).await.unwrap();
+    let first: Vec<Enqueue> = (0..10)
+        .map(|id| local(message(id, ALICE, BOB, id)))
+        .collect();
+    assert!(submit_all(&store, first).await.iter().all(|o| *o == Stored));
+
+    db.execute(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+    ))
+    .await;
+    let mut refused = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut id = 10;
+    while std::time::Instant::now() < deadline {
+        let rx = store
+            .submit_enqueue(local(message(id, ALICE, BOB, id)))
+            .await
+            .unwrap();
+        match rx.await.unwrap() {
+            Ok(outcome) => {
+                assert_eq!(outcome, Stored);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::StorageUnavailable, "{e}");
+                refused += 1;
+                id += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(refused >= 1, "cutting the connections refused nothing");
+    let mut expected: Vec<u8> = (0..10).collect();
+    expected.push(id);
+    assert_eq!(
+        queued_ids(&store, BOB).await,
+        expected,
+        "after {refused} refusals"
+    );
+    store.close().await;
+    db.remove().await;
+}
