@@ -126,17 +126,9 @@ async fn accept_loop(
         tracker.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(
-                crate::tls::HANDSHAKE_TIMEOUT,
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return tracing::info!(peer = %peer_addr, error = %e, "link handshake failed");
-                }
-                Err(_) => return tracing::info!(peer = %peer_addr, "link handshake timed out"),
+            let stream = match crate::tls::accept(&acceptor, tcp, crate::tls::LINK_ALPN).await {
+                Ok(s) => s,
+                Err(e) => return tracing::info!(peer = %peer_addr, error = %e, "link not accepted"),
             };
             let Some(peer) = crate::tls::peer_fingerprint(stream.get_ref().1) else {
                 return;

@@ -21,8 +21,6 @@ use crate::protocol::{
     self, ErrorCode, FrameError, RequestFrame, Response, ResponseFrame, classify_request_error,
 };
 
-/// Time allowed for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that has not logged in this long after connecting is closed
 /// (long enough for a person to type a code that came by SMS).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -55,10 +53,9 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        let stream = match crate::tls::accept(&acceptor, tcp, crate::tls::ALPN).await {
+            Ok(s) => s,
+            Err(e) => return tracing::debug!(error = %e, "connection not served"),
         };
         let exporter = match crate::tls::auth_exporter(stream.get_ref().1) {
             Ok(e) => e,
