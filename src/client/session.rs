@@ -99,7 +99,7 @@ impl Client {
         let answer = conn
             .call(Request::Verify {
                 phone: phone.to_string(),
-                code: code.trim().to_owned(),
+                code: code.trim().into(),
                 signature: B64(signature),
             })
             .await?;

@@ -58,6 +58,40 @@ impl KeyType {
     }
 }
 
+/// A one-time code as the client typed it in `verify`, kept as text (the
+/// server answers a malformed one with `wrong_code`, not `bad_request`).
+/// Its `Debug` never shows it and it is wiped when dropped, so logging a
+/// request cannot leak a code.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+#[serde(transparent)]
+pub struct OneTimeCode(String);
+
+impl OneTimeCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OneTimeCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OneTimeCode(…)")
+    }
+}
+
+impl From<String> for OneTimeCode {
+    fn from(code: String) -> Self {
+        Self(code)
+    }
+}
+
+impl From<&str> for OneTimeCode {
+    fn from(code: &str) -> Self {
+        Self(code.to_owned())
+    }
+}
+
 /// One request from a client: an optional sequence number, echoed in the
 /// response as `re`, and the request itself tagged by `type`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,7 +120,7 @@ pub enum Request {
     /// Finish registration with the code and a signature over the challenge.
     Verify {
         phone: String,
-        code: String,
+        code: OneTimeCode,
         signature: B64,
     },
     /// Prove possession of the registered key.
@@ -313,6 +347,21 @@ mod tests {
             let (_, code, _) = classify_request_error(frame.as_bytes(), &err);
             assert_eq!(code, *want, "{frame}");
         }
+    }
+
+    #[test]
+    fn a_request_debug_never_shows_the_code() {
+        let f: RequestFrame = serde_json::from_str(
+            r#"{"type":"verify","phone":"+12025550101","code":"731946","signature":""}"#,
+        )
+        .unwrap();
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("731946"), "{shown}");
+        assert!(shown.contains("+12025550101"), "{shown}");
+        let Request::Verify { code, .. } = f.request else {
+            panic!("a verify request")
+        };
+        assert_eq!(code.as_str(), "731946");
     }
 
     #[test]

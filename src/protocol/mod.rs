@@ -13,8 +13,8 @@ pub use error::ErrorCode;
 pub use frame::{FrameError, read_frame, write_frame, write_loop};
 pub use link::Broadcast;
 pub use message::{
-    B64, Delivered, KeyType, ListedUser, Request, RequestFrame, Response, ResponseFrame, UserInfo,
-    classify_request_error,
+    B64, Delivered, KeyType, ListedUser, OneTimeCode, Request, RequestFrame, Response,
+    ResponseFrame, UserInfo, classify_request_error,
 };
 
 /// Protocol version spoken by this build; it appears in envelopes, key

@@ -50,7 +50,7 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
             phone,
             code,
             signature,
-        } => verify::handle(state, session, &phone, &code, signature.0)
+        } => verify::handle(state, session, &phone, code.as_str(), signature.0)
             .await
             .into(),
         Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0)
