@@ -94,6 +94,8 @@ pub enum StartError {
         path: PathBuf,
         source: crypto::CryptoError,
     },
+    #[error("the server key: {0}")]
+    KeyOwner(crate::private_files::ForeignOwner),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database in {path}: {source}")]
@@ -121,6 +123,12 @@ impl Server {
             source,
         })?;
         let key_path = dir.join(KEY_FILE);
+        crate::private_files::check_owner(&key_path)
+            .map_err(|source| StartError::DataDir {
+                path: key_path.clone(),
+                source,
+            })?
+            .map_err(StartError::KeyOwner)?;
         let (key, key_created) =
             crypto::load_or_create_server_key(&key_path).map_err(|source| StartError::Key {
                 path: key_path.clone(),

@@ -6,7 +6,8 @@
 //! - `process`: the two binaries as child processes.
 //!
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
-//! (SIGKILL of the real binary), `cli` (both binaries end to end).
+//! (SIGKILL of the real binary), `cli` (both binaries end to end),
+//! `server_key` (who may own the key file).
 
 mod common;
 mod process;
@@ -20,4 +21,5 @@ mod crash;
 mod delivery;
 mod neighbourhood;
 mod registration;
+mod server_key;
 mod shutdown;
