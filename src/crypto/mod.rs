@@ -11,6 +11,7 @@ mod keys;
 #[cfg(test)]
 mod test_keys;
 mod transcript;
+pub mod v2;
 #[cfg(test)]
 mod vectors;
 

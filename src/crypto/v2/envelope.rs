@@ -1,0 +1,234 @@
+//! The v2 envelope's byte layout (docs/PROTOCOL-v2.md §8). One envelope
+//! goes to one device. Servers read its clear header; the rest is between
+//! the two devices. Parsing here checks structure only; [`Envelope::verify`]
+//! checks the sender device's signature.
+//!
+//! ```text
+//! version u8 = 2 | kind u8 | id [16] | session [16]
+//! | u8 len | sender phone | sender device u32 | u8 len | recipient phone | recipient device u32
+//! | (kind 1 only) signed prekey id u32 | one-time prekey id u32 (0 = none)
+//! |               ML-KEM prekey id u32 | base key [65] | ML-KEM ciphertext [1088]
+//! | ratchet key [65] | pn u32 | n u32 | C u32          <- end of the AEAD's associated data
+//! | ciphertext ‖ tag [C]                               <- end of the signed bytes
+//! | signature [64]                                     <- end
+//! ```
+
+use super::codec::{Put, Reader};
+use super::ec::{DeviceKey, POINT_LEN, PublicPoint, SIGNATURE_LEN};
+use super::kem::KEM_CIPHERTEXT_LEN;
+use super::padding::BUCKETS;
+use super::ratchet::Header;
+use super::{DeviceId, Error, VERSION};
+use crate::domain::{MessageId, PhoneNumber};
+
+/// Largest v2 envelope; the largest possible one (a prekey message with
+/// the largest payload and two 16-byte phones) is 67 446 bytes, so the
+/// servers' v1 limit holds unchanged.
+pub const MAX_ENVELOPE_V2: usize = 67_584;
+/// Prefix of the bytes the sending device signs.
+const SIGNATURE_LABEL: &[u8] = b"carrier-v2 envelope\0";
+const TAG_LEN: usize = 16;
+
+/// Names one session between two devices: the first 16 bytes of the
+/// session hash (docs/PROTOCOL-v2.md §5.2).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub [u8; 16]);
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionId({})", hex::encode(self.0))
+    }
+}
+
+/// What an envelope is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    /// Carries the session set-up; sent until the initiator hears back.
+    Prekey = 1,
+    /// A message in an established session.
+    Message = 2,
+}
+
+/// The session set-up an initiator repeats in each envelope until the
+/// responder answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrekeyPart {
+    pub(crate) signed_id: u32,
+    pub(crate) one_time_id: Option<u32>,
+    pub(crate) kem_id: u32,
+    pub(crate) base_key: PublicPoint,
+    pub(crate) ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
+}
+
+impl PrekeyPart {
+    /// Signed prekey id ‖ one-time prekey id (0 = none) ‖ ML-KEM prekey id ‖
+    /// base key ‖ ML-KEM ciphertext: 1 165 bytes, in envelopes and in the
+    /// initiator's stored session.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.signed_id);
+        out.put_u32(self.one_time_id.unwrap_or(0));
+        out.put_u32(self.kem_id);
+        out.put(self.base_key.as_bytes());
+        out.put(&self.ciphertext[..]);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(Self {
+            signed_id: r.u32("signed prekey id")?,
+            one_time_id: Some(r.u32("one-time prekey id")?).filter(|&id| id != 0),
+            kem_id: r.u32("kem prekey id")?,
+            base_key: PublicPoint::from_bytes(r.take(POINT_LEN, "base key")?)?,
+            ciphertext: Box::new(r.array("kem ciphertext")?),
+        })
+    }
+}
+
+/// The addressing fields of the clear header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) id: MessageId,
+    pub(crate) session: SessionId,
+    pub(crate) sender: PhoneNumber,
+    pub(crate) sender_device: DeviceId,
+    pub(crate) recipient: PhoneNumber,
+    pub(crate) recipient_device: DeviceId,
+}
+
+/// A structurally valid v2 envelope, not yet authenticated.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    bytes: Vec<u8>,
+    pub(crate) route: Route,
+    pub(crate) prekey: Option<PrekeyPart>,
+    pub(crate) header: Header,
+    /// Offset of the ciphertext: everything before it is associated data.
+    ciphertext_at: usize,
+}
+
+impl Envelope {
+    /// Parses every field and length; nothing is verified or decrypted.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_ENVELOPE_V2 {
+            return Err(Error::Malformed("envelope too long"));
+        }
+        let mut r = Reader::new(bytes);
+        if r.u8("envelope version")? != VERSION {
+            return Err(Error::Malformed("envelope version (expected 2)"));
+        }
+        let kind = r.u8("envelope kind")?;
+        let route = Route {
+            id: MessageId::from_bytes(r.array("message id")?),
+            session: SessionId(r.array("session id")?),
+            sender: r.phone("sender phone")?,
+            sender_device: DeviceId::new(r.u32("sender device")?)?,
+            recipient: r.phone("recipient phone")?,
+            recipient_device: DeviceId::new(r.u32("recipient device")?)?,
+        };
+        let prekey = match kind {
+            1 => Some(PrekeyPart::decode(&mut r)?),
+            2 => None,
+            _ => return Err(Error::Malformed("envelope kind")),
+        };
+        let header = Header {
+            dh: PublicPoint::from_bytes(r.take(POINT_LEN, "ratchet key")?)?,
+            pn: r.u32("pn")?,
+            n: r.u32("n")?,
+        };
+        let len = r.u32("ciphertext length")? as usize;
+        if !BUCKETS.iter().any(|b| b + TAG_LEN == len) {
+            return Err(Error::Malformed("ciphertext length"));
+        }
+        let ciphertext_at = r.position();
+        r.take(len, "ciphertext")?;
+        r.take(SIGNATURE_LEN, "signature")?;
+        r.finish("envelope")?;
+        Ok(Self {
+            bytes: bytes.to_vec(),
+            route,
+            prekey,
+            header,
+            ciphertext_at,
+        })
+    }
+
+    pub fn kind(&self) -> EnvelopeKind {
+        if self.prekey.is_some() {
+            EnvelopeKind::Prekey
+        } else {
+            EnvelopeKind::Message
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn id(&self) -> MessageId {
+        self.route.id
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.route.session
+    }
+
+    /// The sending account and device, as claimed until [`Envelope::verify`].
+    pub fn sender(&self) -> (&PhoneNumber, DeviceId) {
+        (&self.route.sender, self.route.sender_device)
+    }
+
+    pub fn recipient(&self) -> (&PhoneNumber, DeviceId) {
+        (&self.route.recipient, self.route.recipient_device)
+    }
+
+    /// Checks the sender device's signature over everything before it.
+    pub fn verify(&self, sender_key: &PublicPoint) -> Result<(), Error> {
+        let signed_end = self.bytes.len() - SIGNATURE_LEN;
+        let msg = [SIGNATURE_LABEL, &self.bytes[..signed_end]].concat();
+        sender_key.verify(&msg, &self.bytes[signed_end..])
+    }
+
+    /// The AES-GCM associated data: session hash ‖ every byte before the
+    /// ciphertext.
+    pub(crate) fn associated_data(&self, session_hash: &[u8; 32]) -> Vec<u8> {
+        [&session_hash[..], &self.bytes[..self.ciphertext_at]].concat()
+    }
+
+    pub(crate) fn ciphertext(&self) -> &[u8] {
+        &self.bytes[self.ciphertext_at..self.bytes.len() - SIGNATURE_LEN]
+    }
+}
+
+/// Writes an envelope: the clear part, then the ciphertext that `encrypt`
+/// makes from the associated data, then the device's signature.
+pub(crate) fn assemble(
+    route: &Route,
+    prekey: Option<&PrekeyPart>,
+    header: &Header,
+    session_hash: &[u8; 32],
+    plaintext_len: usize,
+    encrypt: impl FnOnce(&[u8]) -> Result<Vec<u8>, Error>,
+    device: &DeviceKey,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(plaintext_len + 1500);
+    out.put_u8(VERSION);
+    out.put_u8(if prekey.is_some() { 1 } else { 2 });
+    out.put(route.id.as_bytes());
+    out.put(&route.session.0);
+    out.put_phone(&route.sender);
+    out.put_u32(route.sender_device.get());
+    out.put_phone(&route.recipient);
+    out.put_u32(route.recipient_device.get());
+    if let Some(p) = prekey {
+        p.encode(&mut out);
+    }
+    out.put(header.dh.as_bytes());
+    out.put_u32(header.pn);
+    out.put_u32(header.n);
+    out.put_u32((plaintext_len + TAG_LEN) as u32);
+    let ciphertext = encrypt(&[&session_hash[..], &out].concat())?;
+    debug_assert_eq!(ciphertext.len(), plaintext_len + TAG_LEN);
+    out.put(&ciphertext);
+    let signature = device.sign(&[SIGNATURE_LABEL, &out].concat());
+    out.put(&signature);
+    Ok(out)
+}
