@@ -121,7 +121,10 @@ mod tests {
     fn a_file_of_another_user_is_foreign() {
         let root = tempfile::tempdir().unwrap();
         let file = root.path().join("key");
-        assert!(check_owner(&file).unwrap().is_ok(), "a missing file is fine");
+        assert!(
+            check_owner(&file).unwrap().is_ok(),
+            "a missing file is fine"
+        );
         create_file(&file).unwrap();
         assert!(check_owner(&file).unwrap().is_ok(), "our own file is fine");
         let stranger = rustix::process::geteuid().as_raw() ^ 0x5a5a;

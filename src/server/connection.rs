@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::ReadHalf;
+use tokio::io::{AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
@@ -33,6 +33,9 @@ const OUTBOX_CAPACITY: usize = 1024;
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Sends awaiting their commit on one connection before it stops reading.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Connections past the limit being told `server_busy` at once; past these,
+/// further ones are closed without a word.
+pub const MAX_BUSY_ANSWERS: usize = 32;
 
 type Stream = TlsStream<TcpStream>;
 
@@ -80,6 +83,27 @@ pub async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// Completes the handshake only to answer `server_busy` and close, so a
+/// client past the connection limit learns at once why it is not served.
+pub async fn turn_away(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let Ok(mut stream) = crate::tls::accept(&acceptor, tcp, crate::tls::ALPN).await else {
+        return;
+    };
+    let busy = encode(
+        None,
+        error(
+            ErrorCode::ServerBusy,
+            "the server is serving as many connections as it can; try again later",
+        ),
+    );
+    let _ = tokio::time::timeout(STALL_LIMIT, async {
+        protocol::write_frame(&mut stream, &busy).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 async fn read_loop(

@@ -16,7 +16,6 @@ mod start;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::SqlitePool;
 use tokio::net::TcpListener;
@@ -220,8 +219,7 @@ impl Server {
                 tracing::error!(error = %e, "neighbour links could not start");
             }
         }
-        accept_loop(&client, &self.state, &tracker, &shutdown).await;
-        drop(client);
+        accept_loop(client, &self.state, &tracker, &shutdown).await;
         tracker.close();
         tracker.wait().await;
         drop(self.state);
@@ -233,37 +231,47 @@ impl Server {
     }
 }
 
+/// Serves each accepted connection in a task of its own while a
+/// connection slot is free; past the limit, answers `server_busy` (or
+/// closes at once, when even those answers are all under way) rather than
+/// leaving connections in the backlog.
 async fn accept_loop(
-    listener: &TcpListener,
+    listener: TcpListener,
     state: &Arc<ServerState>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
+    let mut listener = crate::listen::Listener::new(listener, "client");
+    let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
+    let busy_answers = Arc::new(Semaphore::new(connection::MAX_BUSY_ANSWERS));
     loop {
-        let permit = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            p = state.connection_slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            accepted = listener.accept() => accepted,
         };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let state = state.clone();
-                let shutdown = shutdown.clone();
-                let conn_tracker = tracker.clone();
+        let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
+            if let Some(held_back) = full.ready() {
+                tracing::warn!(
+                    held_back,
+                    "every connection slot is taken (server.max_connections, or the open-file limit); turning new connections away"
+                );
+            }
+            if let Ok(answer) = busy_answers.clone().try_acquire_owned() {
+                let tls = state.tls.clone();
                 tracker.spawn(async move {
-                    connection::serve(stream, peer, state, shutdown, conn_tracker).await;
-                    drop(permit);
+                    connection::turn_away(stream, tls).await;
+                    drop(answer);
                 });
             }
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+            continue;
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        let conn_tracker = tracker.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, peer, state, shutdown, conn_tracker).await;
+            drop(permit);
+        });
     }
 }
 

@@ -1,7 +1,7 @@
 use super::*;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use rustls::pki_types::ServerName;
 use tokio_rustls::TlsAcceptor;
 
 fn test_key() -> Vec<u8> {

@@ -7,7 +7,8 @@
 //!
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
 //! (SIGKILL of the real binary), `cli` (both binaries end to end),
-//! `server_key` (who may own the key file).
+//! `server_key` (who may own the key file), `resources` (what one client,
+//! user or address may take).
 
 mod common;
 mod process;
@@ -21,5 +22,6 @@ mod crash;
 mod delivery;
 mod neighbourhood;
 mod registration;
+mod resources;
 mod server_key;
 mod shutdown;
