@@ -384,18 +384,21 @@ fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::Identity;
+
+    /// Judging never checks a signature (the caller does, for what it
+    /// takes), so these entries carry made-up keys and signature bytes.
+    const USER_KEY: [u8; 8] = *b"user key";
 
     /// A neighbour's fingerprint, for routes.
     fn neighbour(n: u8) -> Fingerprint {
         Fingerprint::of_spki(&[n])
     }
 
-    /// An entry for `phone` at version `registered_at`, homed at `home` under
-    /// `name`, signed by it, reached through `via` at `hops`.
-    fn entry(home: &Identity, name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
-        let user = Identity::generate(KeyType::P256).public_key().to_spki_der();
-        let mut e = Entry {
+    /// An entry at version `registered_at`, homed at the server whose key is
+    /// `home` under `name`, reached through `via` at `hops`.
+    fn entry(home: &[u8], name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
+        let user = USER_KEY.to_vec();
+        Entry {
             phone: PhoneNumber::from_canonical("+12025550101").unwrap(),
             info: UserInfo {
                 phone: "+12025550101".into(),
@@ -404,15 +407,13 @@ mod tests {
                 public_key: B64(user),
                 registered_at,
             },
-            home: home.fingerprint(),
-            home_key: home.public_key().to_spki_der(),
+            home: Fingerprint::of_spki(home),
+            home_key: home.to_vec(),
             home_name: name.into(),
-            signature: Vec::new(),
+            signature: format!("signed by the home as {name}").into_bytes(),
             via: Some(neighbour(via)),
             hops,
-        };
-        e.signature = home.sign(&signed_bytes(&e));
-        e
+        }
     }
 
     fn holding(current: &Entry) -> Directory {
@@ -433,8 +434,8 @@ mod tests {
 
     #[test]
     fn other_signature_bytes_are_not_news() {
-        let home = Identity::generate(KeyType::P256);
-        let current = entry(&home, "home", 1_000, 1, 2);
+        let home = b"home key";
+        let current = entry(home, "home", 1_000, 1, 2);
         let directory = holding(&current);
         for (via, hops) in [(9, 6), (9, 2), (1, 2), (1, 7)] {
             let verdict = directory.judge(&resigned(&current, via, hops));
@@ -447,8 +448,8 @@ mod tests {
 
     #[test]
     fn fewer_hops_reroute_and_keep_the_checked_signature() {
-        let home = Identity::generate(KeyType::P256);
-        let current = entry(&home, "home", 1_000, 1, 3);
+        let home = b"home key";
+        let current = entry(home, "home", 1_000, 1, 3);
         let verdict = holding(&current).judge(&resigned(&current, 9, 2));
         let Applied::Rerouted(ours) = verdict else {
             panic!("expected a reroute, got {verdict:?}");
@@ -460,15 +461,10 @@ mod tests {
 
     #[test]
     fn a_restatement_comes_from_our_route_or_a_shorter_one() {
-        let home = Identity::generate(KeyType::P256);
-        let current = entry(&home, "old name", 1_000, 1, 3);
+        let home = b"home key";
+        let current = entry(home, "old name", 1_000, 1, 3);
         let directory = holding(&current);
-        let restated = |via, hops| {
-            let mut e = entry(&home, "new name", 1_000, via, hops);
-            e.info = current.info.clone();
-            e.signature = home.sign(&signed_bytes(&e));
-            e
-        };
+        let restated = |via, hops| entry(home, "new name", 1_000, via, hops);
         let cases = [
             ("our route, more hops", restated(1, 5), true),
             ("another neighbour, fewer hops", restated(9, 2), true),
@@ -487,12 +483,12 @@ mod tests {
 
     #[test]
     fn versions_decide_before_routes() {
-        let home = Identity::generate(KeyType::P256);
-        let current = entry(&home, "home", 1_000, 1, 1);
+        let home = b"home key";
+        let current = entry(home, "home", 1_000, 1, 1);
         let directory = holding(&current);
-        let newer = entry(&home, "home", 1_001, 9, 9);
+        let newer = entry(home, "home", 1_001, 9, 9);
         assert!(matches!(directory.judge(&newer), Applied::Updated));
-        let older = entry(&home, "home", 999, 9, 0);
+        let older = entry(home, "home", 999, 9, 0);
         assert!(matches!(directory.judge(&older), Applied::Unchanged));
         let own = Entry {
             via: None,
