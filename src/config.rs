@@ -12,6 +12,8 @@ use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
 use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
+use crate::rate::Rate;
+use crate::routing::Limits;
 
 /// The flags of `carrier-server` that choose or override the configuration.
 #[derive(Debug, Default, clap::Args)]
@@ -69,6 +71,8 @@ pub struct ServerConfig {
     /// Port of the server-to-server listener; `None` runs without one.
     pub server_port: Option<u16>,
     pub neighbours: Vec<NeighbourConfig>,
+    /// What one user may take: send rates, sessions, unsent bytes.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +113,52 @@ struct FileConfig {
     queue: QueueSection,
     #[serde(default)]
     neighbourhood: NeighbourhoodSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsSection {
+    send_messages_per_second: u64,
+    send_message_burst: u64,
+    send_bytes_per_second: u64,
+    send_byte_burst: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            send_messages_per_second: l.send_messages.per_second,
+            send_message_burst: l.send_messages.burst,
+            send_bytes_per_second: l.send_bytes.per_second,
+            send_byte_burst: l.send_bytes.burst,
+        }
+    }
+}
+
+impl LimitsSection {
+    fn parse(self) -> Result<Limits, (&'static str, String)> {
+        positive(
+            "limits.send_messages_per_second",
+            self.send_messages_per_second,
+        )?;
+        positive("limits.send_message_burst", self.send_message_burst)?;
+        positive("limits.send_bytes_per_second", self.send_bytes_per_second)?;
+        let limits = Limits {
+            send_messages: Rate {
+                per_second: self.send_messages_per_second,
+                burst: self.send_message_burst,
+            },
+            send_bytes: Rate {
+                per_second: self.send_bytes_per_second,
+                burst: self.send_byte_burst,
+            },
+        };
+        limits.check()?;
+        Ok(limits)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -330,6 +380,7 @@ impl ServerConfig {
             name: f.server.name,
             server_port: f.neighbourhood.server_port,
             neighbours,
+            limits: f.limits.parse()?,
         })
     }
 }

@@ -17,6 +17,7 @@
 //!   byte layout, the server-to-server messages and the signed statements'
 //!   layouts. No sockets, storage or keys.
 //! - [`clock`]: time as the rules see it, so tests move it instead of sleeping.
+//! - [`rate`]: token buckets keyed by whoever is limited.
 //! - [`private_files`]: files and directories only their owner may read.
 //! - [`telemetry`]: the log set-up every binary shares, and warnings
 //!   logged at most once per interval.
@@ -69,6 +70,7 @@ pub mod link;
 pub mod listen;
 pub mod private_files;
 pub mod protocol;
+pub mod rate;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

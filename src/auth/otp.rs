@@ -82,6 +82,14 @@ impl OtpError {
             OtpError::Delivery(_) | OtpError::Hashing(_) | OtpError::Db(_) => ErrorCode::Internal,
         }
     }
+
+    /// When a refusal holds only for now: in how many milliseconds to retry.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            OtpError::RateLimited { retry_in_s } => Some(*retry_in_s as u64 * 1000),
+            _ => None,
+        }
+    }
 }
 
 /// The key a pending code will register.

@@ -186,7 +186,7 @@ pub async fn pipelined_send(
         tokio::spawn(async move {
             let outcome = match pending.await {
                 Ok(Response::Accepted { .. }) => Ok(started.elapsed().as_micros() as u64),
-                Ok(Response::Error { code, message }) => Err(format!("{code:?}: {message}")),
+                Ok(Response::Error { code, message, .. }) => Err(format!("{code:?}: {message}")),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(_) => Err("the connection closed".to_owned()),
             };
@@ -226,7 +226,7 @@ pub async fn drain(
         while conn.try_next_event().is_some() {}
         let (messages, more) = match answer {
             Response::Messages { messages, more } => (messages, more),
-            Response::Error { code, message } => bail!("fetch refused: {code:?}: {message}"),
+            Response::Error { code, message, .. } => bail!("fetch refused: {code:?}: {message}"),
             other => bail!("fetch: unexpected answer {other:?}"),
         };
         if messages.is_empty() {
@@ -360,7 +360,7 @@ pub async fn online(
         tokio::spawn(async move {
             let r = match pending.await {
                 Ok(Response::Accepted { .. }) => Ok(()),
-                Ok(Response::Error { code, message }) => Err(format!("{code:?}: {message}")),
+                Ok(Response::Error { code, message, .. }) => Err(format!("{code:?}: {message}")),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(_) => Err("the connection closed".into()),
             };

@@ -294,6 +294,10 @@ pub enum Response {
     Error {
         code: ErrorCode,
         message: String,
+        /// For a refusal that holds only for now (`rate_limited`): in how
+        /// many milliseconds the same request would pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -379,11 +383,24 @@ mod tests {
             response: Response::Error {
                 code: ErrorCode::NotLoggedIn,
                 message: "x".into(),
+                retry_after_ms: None,
             },
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"type":"error","code":"not_logged_in","message":"x"}"#
         );
+        let later =
+            r#"{"re":4,"type":"error","code":"rate_limited","message":"y","retry_after_ms":250}"#;
+        let f: ResponseFrame = serde_json::from_str(later).unwrap();
+        assert!(matches!(
+            f.response,
+            Response::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms: Some(250),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&f).unwrap(), later);
     }
 }

@@ -60,6 +60,7 @@ impl Router {
         if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(envelope.len()));
         }
+        self.charge_sender(sender, envelope.len())?;
         check_header(&envelope, sender, &recipient, id)?;
         let now = self.clock.now_ms();
         let message = NewMessage {

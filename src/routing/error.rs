@@ -50,6 +50,16 @@ pub enum RouteError {
     UnusableKey(CryptoError),
     #[error("the broadcast's signature does not verify with your key")]
     BadBroadcastSignature,
+    #[error(
+        "you are sending faster than this server allows ({} messages and {} bytes a second, \
+         bursts of {} and {}); retry in {retry_after_ms} ms",
+        limits.send_messages.per_second, limits.send_bytes.per_second,
+        limits.send_messages.burst, limits.send_bytes.burst
+    )]
+    RateLimited {
+        limits: super::Limits,
+        retry_after_ms: u64,
+    },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -76,7 +86,16 @@ impl RouteError {
             | RouteError::TooManyHops { .. }
             | RouteError::RouteLoop(_)
             | RouteError::UnusableKey(_) => ErrorCode::BadEnvelope,
+            RouteError::RateLimited { .. } => ErrorCode::RateLimited,
             RouteError::Db(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// When a refusal is only for now: in how many milliseconds to retry.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            RouteError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
         }
     }
 }

@@ -21,6 +21,7 @@ mod broadcast;
 mod deliver;
 pub mod directory;
 mod error;
+mod limits;
 mod neighbours;
 mod presence;
 mod registry;
@@ -40,6 +41,7 @@ use crate::protocol::link::LinkMessage;
 pub use deliver::{MAX_FETCH, PendingSend};
 use directory::Directory;
 pub use error::RouteError;
+pub use limits::Limits;
 use neighbours::Neighbours;
 use registry::Registry;
 pub use registry::SessionLink;
@@ -69,6 +71,8 @@ pub struct Router {
     me: ServerInfo,
     clock: Clock,
     message_ttl_ms: i64,
+    limits: Limits,
+    senders: limits::SenderBuckets,
     presence_changed: Arc<Notify>,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
@@ -85,6 +89,7 @@ impl Router {
         me: ServerInfo,
         clock: Clock,
         message_ttl_ms: i64,
+        limits: Limits,
     ) -> Result<Arc<Self>, DbError> {
         let directory = Directory::load(&pool).await?;
         let router = Arc::new(Self {
@@ -94,8 +99,10 @@ impl Router {
             directory,
             neighbours: Neighbours::default(),
             me,
+            senders: limits::sender_buckets(&limits, clock.clone()),
             clock,
             message_ttl_ms,
+            limits,
             presence_changed: Arc::new(Notify::new()),
             presence_seq: AtomicU64::new(0),
         });

@@ -208,6 +208,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error {
         code,
         message: message.into(),
+        retry_after_ms: None,
     }
 }
 

@@ -162,6 +162,7 @@ impl Server {
             me,
             clock.clone(),
             config.message_ttl_ms,
+            config.limits,
         )
         .await
         .map_err(db_err)?;

@@ -432,7 +432,9 @@ pub fn server_code(err: &ClientError) -> Option<ErrorCode> {
 /// The error's message if `response` is the error `code`; panics naming `case` otherwise.
 pub fn expect_error(response: Response, code: ErrorCode, case: &str) -> String {
     match response {
-        Response::Error { code: got, message } if got == code => message,
+        Response::Error {
+            code: got, message, ..
+        } if got == code => message,
         other => panic!("{case}: expected error {code:?}, got {other:?}"),
     }
 }

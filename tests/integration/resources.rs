@@ -1,14 +1,18 @@
 //! What one client, user or address may take of a server, and what happens
 //! past each limit: connections past the server's capacity are told
-//! `server_busy` at once instead of waiting in the listen backlog.
+//! `server_busy` at once instead of waiting in the listen backlog; a sender
+//! past their rate is told `rate_limited` and when to retry.
 
 use std::time::Duration;
 
-use carrier::protocol::{self, ErrorCode, Request, RequestFrame, Response, ResponseFrame};
+use carrier::protocol::{
+    self, B64, ErrorCode, KeyType, Request, RequestFrame, Response, ResponseFrame,
+};
+use carrier::rate::Rate;
 use carrier::tls::{self, ClientTlsStream, Pin};
 use tokio::io::AsyncWriteExt;
 
-use crate::common::within;
+use crate::common::*;
 use crate::process::{ServerFiles, ServerProcess};
 
 /// The next frame from the server, as a response; `None` once it closed.
@@ -90,4 +94,123 @@ async fn connections_past_the_open_file_limit_are_turned_away_at_once() {
         }
     })
     .await;
+}
+
+/// Sends `text` from `from` (logged in on `conn`) to `to`.
+async fn send_text(
+    conn: &carrier::client::Connection,
+    from: &TestUser,
+    to: &TestUser,
+    text: &str,
+) -> Response {
+    let (id, envelope) = seal_text(
+        &from.identity(),
+        &from.phone,
+        &public_key_of(to),
+        &to.phone,
+        1,
+        text,
+    );
+    let answer = conn
+        .start(Request::Send {
+            id,
+            to: to.phone.clone(),
+            envelope: B64(envelope),
+        })
+        .await
+        .expect("the request is sent");
+    within("an answer", answer).await.expect("an answer")
+}
+
+/// The wait a `rate_limited` answer asks for; panics naming `case` on
+/// any other answer.
+fn retry_after(answer: Response, case: &str) -> u64 {
+    match answer {
+        Response::Error {
+            code: ErrorCode::RateLimited,
+            retry_after_ms: Some(ms),
+            message,
+        } => {
+            assert!(message.contains("retry in"), "{case}: {message}");
+            ms
+        }
+        other => panic!("{case}: expected rate_limited with retry_after_ms, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_sender_past_their_rate_waits_and_others_do_not() {
+    let server = spawn_server_with(|c| {
+        c.limits.send_messages = Rate {
+            per_second: 2,
+            burst: 5,
+        };
+    })
+    .await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let carol = register(&server, CAROL, KeyType::P256).await;
+    let a = logged_in_connection(&server, ALICE, &alice.identity()).await;
+    // The server's clock stands still: the bucket refills only when the
+    // test moves it.
+    for i in 0..5 {
+        let answer = send_text(&a, &alice, &bob, &format!("burst {i}")).await;
+        assert!(
+            matches!(answer, Response::Accepted { .. }),
+            "{i}: {answer:?}"
+        );
+    }
+    let wait = retry_after(
+        send_text(&a, &alice, &bob, "one too many").await,
+        "past the burst",
+    );
+    assert_eq!(wait, 500, "one message every 500 ms");
+    assert_eq!(
+        server.queued_for(BOB).await,
+        5,
+        "the refused one is not stored"
+    );
+    // Another session of the same sender shares the bucket.
+    let again = logged_in_connection(&server, ALICE, &alice.identity()).await;
+    retry_after(
+        send_text(&again, &alice, &bob, "from elsewhere").await,
+        "second session",
+    );
+    // Other senders are not slowed down.
+    let c = logged_in_connection(&server, CAROL, &carol.identity()).await;
+    let answer = send_text(&c, &carol, &bob, "hello").await;
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+
+    server.clock.advance_ms(wait as i64);
+    let answer = send_text(&a, &alice, &bob, "after the wait").await;
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+}
+
+#[tokio::test]
+async fn envelope_bytes_and_broadcasts_count_against_the_rate() {
+    let server = spawn_server_with(|c| {
+        c.limits.send_bytes = Rate {
+            per_second: 10_000,
+            burst: protocol::MAX_ENVELOPE_BYTES as u64,
+        };
+    })
+    .await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let a = logged_in_connection(&server, ALICE, &alice.identity()).await;
+    let big = "x".repeat(40_000);
+    let answer = send_text(&a, &alice, &bob, &big).await;
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+    let wait = retry_after(
+        send_text(&a, &alice, &bob, &big).await,
+        "a second large one",
+    );
+    assert!(
+        (1_000..=4_000).contains(&wait),
+        "about 40 000 bytes short at 10 000 a second: {wait} ms"
+    );
+    // A broadcast spends the same bytes.
+    let session = alice.client.login().await.expect("login");
+    let err = session.broadcast(&big).await.expect_err("rate limited");
+    assert_eq!(server_code(&err), Some(ErrorCode::RateLimited), "{err}");
 }
