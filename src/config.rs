@@ -124,6 +124,9 @@ struct LimitsSection {
     send_message_burst: u64,
     send_bytes_per_second: u64,
     send_byte_burst: u64,
+    max_sessions_per_user: usize,
+    max_session_backlog_bytes: usize,
+    max_user_backlog_bytes: usize,
 }
 
 impl Default for LimitsSection {
@@ -134,6 +137,9 @@ impl Default for LimitsSection {
             send_message_burst: l.send_messages.burst,
             send_bytes_per_second: l.send_bytes.per_second,
             send_byte_burst: l.send_bytes.burst,
+            max_sessions_per_user: l.sessions_per_user,
+            max_session_backlog_bytes: l.session_backlog_bytes,
+            max_user_backlog_bytes: l.user_backlog_bytes,
         }
     }
 }
@@ -146,6 +152,10 @@ impl LimitsSection {
         )?;
         positive("limits.send_message_burst", self.send_message_burst)?;
         positive("limits.send_bytes_per_second", self.send_bytes_per_second)?;
+        positive(
+            "limits.max_sessions_per_user",
+            self.max_sessions_per_user as u64,
+        )?;
         let limits = Limits {
             send_messages: Rate {
                 per_second: self.send_messages_per_second,
@@ -155,6 +165,9 @@ impl LimitsSection {
                 per_second: self.send_bytes_per_second,
                 burst: self.send_byte_burst,
             },
+            sessions_per_user: self.max_sessions_per_user,
+            session_backlog_bytes: self.max_session_backlog_bytes,
+            user_backlog_bytes: self.max_user_backlog_bytes,
         };
         limits.check()?;
         Ok(limits)

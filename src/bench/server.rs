@@ -93,7 +93,9 @@ pub struct ServerSpec {
 /// it measures the server's speed rather than its limits on one user.
 const UNLIMITED: &str = "[limits]\n\
     send_messages_per_second = 1000000000\nsend_message_burst = 1000000000\n\
-    send_bytes_per_second = 1099511627776\nsend_byte_burst = 1099511627776\n";
+    send_bytes_per_second = 1099511627776\nsend_byte_burst = 1099511627776\n\
+    max_sessions_per_user = 1000000\n\
+    max_session_backlog_bytes = 1073741824\nmax_user_backlog_bytes = 1099511627776\n";
 
 impl ServerSpec {
     fn toml(&self, port: u16) -> String {

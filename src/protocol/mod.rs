@@ -7,6 +7,7 @@ mod error;
 mod frame;
 pub mod link;
 mod message;
+mod outbox;
 pub mod signed;
 
 pub use error::ErrorCode;
@@ -16,6 +17,7 @@ pub use message::{
     B64, Delivered, KeyType, ListedUser, OneTimeCode, Request, RequestFrame, Response,
     ResponseFrame, UserInfo, classify_request_error,
 };
+pub use outbox::{Outbox, OutboxError, Queued};
 
 /// Protocol version spoken by this build; it appears in envelopes, key
 /// derivation inputs and login transcripts.

@@ -60,6 +60,11 @@ pub enum RouteError {
         limits: super::Limits,
         retry_after_ms: u64,
     },
+    #[error(
+        "{phone} already has {max} sessions logged in on this server, the most it allows; \
+         end one (carrier chat, another device) and log in again"
+    )]
+    TooManySessions { phone: PhoneNumber, max: usize },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -86,7 +91,9 @@ impl RouteError {
             | RouteError::TooManyHops { .. }
             | RouteError::RouteLoop(_)
             | RouteError::UnusableKey(_) => ErrorCode::BadEnvelope,
-            RouteError::RateLimited { .. } => ErrorCode::RateLimited,
+            RouteError::RateLimited { .. } | RouteError::TooManySessions { .. } => {
+                ErrorCode::RateLimited
+            }
             RouteError::Db(_) => ErrorCode::Internal,
         }
     }

@@ -15,6 +15,14 @@ pub struct Limits {
     pub send_messages: Rate,
     /// Envelope (and broadcast text) bytes one sender may send.
     pub send_bytes: Rate,
+    /// Sessions one user may have logged in at once.
+    pub sessions_per_user: usize,
+    /// Bytes one session may have waiting to be written (answers and
+    /// pushed events); a push past it closes the session.
+    pub session_backlog_bytes: usize,
+    /// Bytes all of one user's sessions together may have waiting; a push
+    /// past it closes the session holding the most.
+    pub user_backlog_bytes: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +36,9 @@ impl Default for Limits {
                 per_second: 2 << 20,
                 burst: 16 << 20,
             },
+            sessions_per_user: 8,
+            session_backlog_bytes: 8 << 20,
+            user_backlog_bytes: 32 << 20,
         }
     }
 }
@@ -42,6 +53,19 @@ impl Limits {
                 format!("must be at least {max}, the largest envelope"),
             ));
         }
+        let frame = protocol::MAX_RESPONSE_FRAME;
+        if self.session_backlog_bytes < frame {
+            return Err((
+                "limits.max_session_backlog_bytes",
+                format!("must be at least {frame}, the largest response frame"),
+            ));
+        }
+        if self.user_backlog_bytes < self.session_backlog_bytes {
+            return Err((
+                "limits.max_user_backlog_bytes",
+                "must be at least limits.max_session_backlog_bytes".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -54,6 +78,11 @@ pub(super) fn sender_buckets(limits: &Limits, clock: crate::clock::Clock) -> Sen
 }
 
 impl Router {
+    /// The limits this router applies.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Counts one message of `bytes` against `sender`'s rate, or refuses it
     /// with the time after which it would pass.
     pub(super) fn charge_sender(

@@ -95,7 +95,7 @@ impl Router {
         let router = Arc::new(Self {
             pool,
             writer,
-            registry: Registry::default(),
+            registry: Registry::new(&limits),
             directory,
             neighbours: Neighbours::default(),
             me,

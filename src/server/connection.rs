@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +18,8 @@ use super::ServerState;
 use super::handlers::{self, Outcome};
 use super::session::Session;
 use crate::protocol::{
-    self, ErrorCode, FrameError, RequestFrame, Response, ResponseFrame, classify_request_error,
+    self, ErrorCode, FrameError, Outbox, RequestFrame, Response, ResponseFrame,
+    classify_request_error,
 };
 
 /// A connection that has not logged in this long after connecting is closed
@@ -26,7 +27,8 @@ use crate::protocol::{
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// A logged-in connection silent this long is closed (clients ping).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Frames waiting to be written before responses wait and pushes are skipped.
+/// Frames waiting to be written before answers wait and a push closes the
+/// session (the byte bound is `[limits] max_session_backlog_bytes`).
 const OUTBOX_CAPACITY: usize = 1024;
 /// How long an answer may wait for room in a peer's outbox (the peer is not
 /// reading) before the connection is closed.
@@ -65,15 +67,21 @@ pub async fn serve(
             Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
         };
         let (reader, writer) = tokio::io::split(stream);
-        let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let writer_task = tokio::spawn(protocol::write_loop(writer, rx));
+        let backlog = state.router.limits().session_backlog_bytes;
+        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, backlog);
+        let mut writer_task = tokio::spawn(protocol::write_loop(writer, rx));
         let mut session = Session::new(exporter, outbox);
         read_loop(reader, &mut session, &state, &shutdown, &tracker, pending).await;
+        let closed_by_server = session
+            .user
+            .as_ref()
+            .is_some_and(|u| u.closed().is_cancelled());
         session.log_out(&state.router);
         drop(session);
         // A peer that stopped reading cannot hold the task (or a shutdown).
-        let mut writer_task = writer_task;
-        if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
+        if closed_by_server {
+            writer_task.abort();
+        } else if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
             .await
             .is_err()
         {
@@ -122,11 +130,14 @@ async fn read_loop(
             Some(_) => IDLE_TIMEOUT,
             None => login_deadline.saturating_duration_since(tokio::time::Instant::now()),
         };
+        let closed = session.user.as_ref().map(|u| u.closed());
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
                 reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
                 return;
             }
+            // The registry closed the session and logged why.
+            _ = cancelled(closed) => return,
             f = tokio::time::timeout(timeout, protocol::read_frame(&mut reader, protocol::MAX_REQUEST_FRAME)) => f,
         };
         let frame = match frame {
@@ -195,6 +206,13 @@ async fn read_loop(
                 });
             }
         }
+    }
+}
+
+async fn cancelled(token: Option<CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

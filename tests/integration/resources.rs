@@ -1,10 +1,13 @@
 //! What one client, user or address may take of a server, and what happens
 //! past each limit: connections past the server's capacity are told
 //! `server_busy` at once instead of waiting in the listen backlog; a sender
-//! past their rate is told `rate_limited` and when to retry.
+//! past their rate is told `rate_limited` and when to retry; a session that
+//! stops reading is closed once its unsent bytes (or all of its user's
+//! sessions') reach their bound; a user has a bounded number of sessions.
 
 use std::time::Duration;
 
+use carrier::crypto::Purpose;
 use carrier::protocol::{
     self, B64, ErrorCode, KeyType, Request, RequestFrame, Response, ResponseFrame,
 };
@@ -213,4 +216,182 @@ async fn envelope_bytes_and_broadcasts_count_against_the_rate() {
     let session = alice.client.login().await.expect("login");
     let err = session.broadcast(&big).await.expect_err("rate limited");
     assert_eq!(server_code(&err), Some(ErrorCode::RateLimited), "{err}");
+}
+
+/// Writes one request frame on a raw connection.
+async fn write_request(stream: &mut ClientTlsStream, request: Request) {
+    let frame = RequestFrame {
+        seq: Some(1),
+        request,
+    };
+    protocol::write_frame(stream, &serde_json::to_vec(&frame).unwrap())
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+}
+
+/// Logs `who` in on a raw connection, which the caller may then leave
+/// unread; returns the server's answer to `login` and the connection.
+async fn raw_login(server: &impl Reachable, who: &TestUser) -> (Response, ClientTlsStream) {
+    let (mut stream, _) = tls::connect(&server.addr(), Pin::Expect(server.fingerprint()))
+        .await
+        .expect("connects");
+    let exporter = tls::auth_exporter(stream.get_ref().1).expect("an exporter");
+    write_request(&mut stream, Request::Challenge).await;
+    let Some(ResponseFrame {
+        response: Response::Challenge { nonce },
+        ..
+    }) = next_response(&mut stream).await
+    else {
+        panic!("expected a challenge");
+    };
+    let signature = proof(
+        &who.identity(),
+        Purpose::Login,
+        &exporter,
+        &nonce.0,
+        &who.phone,
+    );
+    write_request(
+        &mut stream,
+        Request::Login {
+            phone: who.phone.clone(),
+            signature: B64(signature),
+        },
+    )
+    .await;
+    let answer = next_response(&mut stream)
+        .await
+        .expect("an answer")
+        .response;
+    (answer, stream)
+}
+
+/// Reads whatever the server had queued until it closes the connection.
+async fn drain_until_closed(stream: &mut ClientTlsStream, what: &str) {
+    within(what, async {
+        while let Ok(Some(_)) = protocol::read_frame(stream, protocol::MAX_RESPONSE_FRAME).await {}
+    })
+    .await;
+}
+
+/// Limits that let one sender flood: what is measured is the recipient's side.
+fn flood_allowed(c: &mut carrier::config::ServerConfig) {
+    c.limits.send_messages = Rate {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    c.limits.send_bytes = Rate {
+        per_second: 1 << 40,
+        burst: 1 << 40,
+    };
+    c.limits.session_backlog_bytes = protocol::MAX_RESPONSE_FRAME;
+    c.limits.user_backlog_bytes = 2 * protocol::MAX_RESPONSE_FRAME;
+}
+
+/// Enough bytes of pushes to fill a session's bound and whatever the
+/// kernel's socket buffers on both sides hold besides.
+const FLOOD_BYTES: usize = 24 << 20;
+const LARGE_TEXT: usize = 60_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_stops_reading_is_closed_and_loses_nothing() {
+    let server = spawn_server_with(flood_allowed).await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let (answer, mut silent) = raw_login(&server, &bob).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+
+    let a = logged_in_connection(&server, ALICE, &alice.identity()).await;
+    let text = "m".repeat(LARGE_TEXT);
+    let n = FLOOD_BYTES / LARGE_TEXT;
+    let mut answers = Vec::new();
+    for i in 0..n {
+        let (id, envelope) = seal_text(
+            &alice.identity(),
+            ALICE,
+            &public_key_of(&bob),
+            BOB,
+            i as u64 + 1,
+            &text,
+        );
+        let request = Request::Send {
+            id,
+            to: BOB.into(),
+            envelope: B64(envelope),
+        };
+        answers.push(a.start(request).await.expect("sent"));
+    }
+    for answer in answers {
+        let answer = within("an answer", answer).await.expect("an answer");
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+    }
+    // The push that did not fit closed Bob's session before Alice's send
+    // was answered: he is no longer online, and the connection ends.
+    let Response::Users { users } = a.call(Request::List).await.expect("list") else {
+        panic!("expected users");
+    };
+    let listed = users
+        .iter()
+        .find(|u| u.phone == BOB)
+        .expect("bob is listed");
+    assert!(!listed.online, "bob's silent session is still logged in");
+    drain_until_closed(&mut silent, "the server to close the silent session").await;
+    assert_eq!(
+        server.queued_for(BOB).await,
+        n as i64,
+        "every message waits for a fetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sessions_flooded_with_broadcasts_are_closed() {
+    let server = spawn_server_with(flood_allowed).await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let (answer, stream) = raw_login(&server, &bob).await;
+        assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+        silent.push(stream);
+    }
+    let session = alice.client.login().await.expect("alice logs in");
+    let text = "b".repeat(LARGE_TEXT);
+    for _ in 0..FLOOD_BYTES / LARGE_TEXT {
+        session.broadcast(&text).await.expect("broadcast");
+    }
+    let users = session.list().await.expect("list");
+    let listed = users
+        .iter()
+        .find(|u| u.phone == BOB)
+        .expect("bob is listed");
+    assert!(!listed.online, "bob's silent sessions are still logged in");
+    for (i, stream) in silent.iter_mut().enumerate() {
+        drain_until_closed(stream, &format!("silent session {i} to be closed")).await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_limited() {
+    let server = spawn_server_with(|c| c.limits.sessions_per_user = 2).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let (first, first_stream) = raw_login(&server, &bob).await;
+    let (second, _second_stream) = raw_login(&server, &bob).await;
+    for answer in [first, second] {
+        assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    }
+    let (third, _) = raw_login(&server, &bob).await;
+    let message = expect_error(third, ErrorCode::RateLimited, "a third session");
+    assert!(message.contains("2 sessions"), "{message}");
+    // A session that ends makes room (once the server has seen it end).
+    drop(first_stream);
+    within("room for a new session", async {
+        loop {
+            match raw_login(&server, &bob).await.0 {
+                Response::LoggedIn { .. } => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
 }
