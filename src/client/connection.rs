@@ -1,18 +1,20 @@
 //! A client connection: TLS with a pinned server key, a background task that
 //! reads frames and routes each response to its caller by `re` and each
-//! pushed message to the event channel. Requests may be pipelined.
+//! pushed message to the bounded event queue (`events`). Requests may be
+//! pipelined.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::ClientError;
+use super::events::{self, Event, Events, Missed, Pusher};
 use crate::crypto::{self, Identity, Purpose};
 use crate::domain::{Fingerprint, PhoneNumber};
-use crate::protocol::{self, Delivered, Request, RequestFrame, Response, ResponseFrame};
+use crate::protocol::{self, Request, RequestFrame, Response, ResponseFrame};
 use crate::tls::{self, ClientTlsStream, Pin};
 
 /// Requests waiting for their answer, and whether the reader has ended (then
@@ -25,21 +27,12 @@ struct Pending {
 
 type Waiters = Arc<Mutex<Pending>>;
 
-/// Something the server pushed without being asked.
-#[derive(Debug)]
-pub enum Event {
-    /// A message for us arrived (it stays queued until acknowledged).
-    Message(Delivered),
-    /// A public message from someone in the neighbourhood.
-    Broadcast(crate::protocol::Broadcast),
-}
-
 /// An open, not necessarily logged-in, connection to a server.
 pub struct Connection {
     writer: tokio::sync::Mutex<WriteHalf<ClientTlsStream>>,
     waiters: Waiters,
     next_seq: AtomicU64,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Events,
     exporter: [u8; 32],
     server_fingerprint: Fingerprint,
     reader_task: tokio::task::JoinHandle<()>,
@@ -53,7 +46,7 @@ impl Connection {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (reader, writer) = tokio::io::split(stream);
         let waiters: Waiters = Arc::default();
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = events::queue();
         let reader_task = tokio::spawn(read_loop(
             BufReader::new(reader),
             waiters.clone(),
@@ -158,7 +151,13 @@ impl Connection {
 
     /// A pushed event if one is waiting now.
     pub fn try_next_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.try_recv()
+    }
+
+    /// Pushes dropped since the last call because events were not taken
+    /// fast enough (see [`events`](super::events)).
+    pub fn missed_events(&self) -> Missed {
+        self.events.take_missed()
     }
 
     /// Says goodbye and closes the connection.
@@ -178,22 +177,19 @@ impl Drop for Connection {
 async fn read_loop(
     mut reader: BufReader<ReadHalf<ClientTlsStream>>,
     waiters: Waiters,
-    events: mpsc::UnboundedSender<Event>,
+    events: Pusher,
 ) {
     while let Ok(Some(frame)) =
         protocol::read_frame(&mut reader, protocol::MAX_RESPONSE_FRAME).await
     {
+        let size = frame.len();
         let Ok(frame) = serde_json::from_slice::<ResponseFrame>(&frame) else {
             tracing::warn!("the server sent a frame this client does not understand");
             continue;
         };
         match (frame.re, frame.response) {
-            (None, Response::Message(m)) => {
-                let _ = events.send(Event::Message(m));
-            }
-            (None, Response::Broadcast(b)) => {
-                let _ = events.send(Event::Broadcast(b));
-            }
+            (None, Response::Message(m)) => events.push(Event::Message(m), size),
+            (None, Response::Broadcast(b)) => events.push(Event::Broadcast(b), size),
             (Some(re), response) => {
                 if let Some(tx) = waiters
                     .lock()

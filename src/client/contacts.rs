@@ -1,7 +1,9 @@
 //! Contact keys pinned on first use. The key the server reports for a phone
 //! is trusted the first time and must stay the same afterwards; a different
 //! one is refused until the user has checked its fingerprint with its owner
-//! and run `carrier trust`. A server that swaps keys is caught this way.
+//! and run `carrier trust`. A server that swaps keys is caught this way, and
+//! `trust` pins exactly the key the user was shown or named
+//! ([`KeyOffer`]), never a second answer of the server.
 
 use super::home::{Contact, Home};
 use super::{ClientError, Connection, Notice, Notify, unexpected};
@@ -10,12 +12,31 @@ use crate::crypto::PublicKey;
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{KeyType, Request, Response, UserInfo};
 
+/// A contact's key as the server reports it now, beside the pinned one.
+/// Trusting an offer pins exactly this key.
+#[derive(Debug, Clone)]
+pub struct KeyOffer {
+    pub phone: PhoneNumber,
+    /// The pinned key's fingerprint, if the contact is pinned.
+    pub pinned: Option<Fingerprint>,
+    /// The fingerprint of the key the server reports now.
+    pub current: Fingerprint,
+    info: UserInfo,
+}
+
+impl KeyOffer {
+    /// Whether a pinned key differs from the server's.
+    pub fn changed(&self) -> bool {
+        self.pinned.is_some_and(|p| p != self.current)
+    }
+}
+
 /// The pins of one home, checked against what a logged-in connection's
 /// server reports.
 pub(super) struct Contacts<'a> {
     pub conn: &'a Connection,
     pub home: &'a Home,
-    pub notify: &'a Notify,
+    pub notify: Notify,
     pub clock: &'a Clock,
 }
 
@@ -75,7 +96,7 @@ impl Contacts<'_> {
     }
 
     /// The pinned key of `phone`, if any.
-    async fn pinned(
+    pub async fn pinned(
         &self,
         phone: &PhoneNumber,
     ) -> Result<Option<(PublicKey, Fingerprint)>, ClientError> {
@@ -89,13 +110,24 @@ impl Contacts<'_> {
         Ok(Some((key, fp)))
     }
 
-    /// Accepts the key the server now reports for `phone`, replacing the pin.
-    pub async fn trust(&self, phone: &PhoneNumber) -> Result<Fingerprint, ClientError> {
+    /// The key the server reports for `phone` now, beside the pinned one;
+    /// pins nothing.
+    pub async fn offer(&self, phone: &PhoneNumber) -> Result<KeyOffer, ClientError> {
         let info = self.lookup(phone).await?;
-        let key = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
-        let fp = key.fingerprint();
-        self.pin(phone, &info, fp).await?;
-        Ok(fp)
+        let current = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
+        let pinned = self.pinned(phone).await?.map(|(_, fp)| fp);
+        Ok(KeyOffer {
+            phone: phone.clone(),
+            pinned,
+            current: current.fingerprint(),
+            info,
+        })
+    }
+
+    /// Pins the offered key, replacing any earlier pin.
+    pub async fn accept(&self, offer: &KeyOffer) -> Result<Fingerprint, ClientError> {
+        self.pin(&offer.phone, &offer.info, offer.current).await?;
+        Ok(offer.current)
     }
 
     async fn pin(

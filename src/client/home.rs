@@ -5,30 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::ClientError;
+use super::account::{self, Account};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
-use crate::protocol::KeyType;
 
 const IDENTITY_FILE: &str = "identity.pem";
-const ACCOUNT_FILE: &str = "account.json";
 const STORE_FILE: &str = "client.db";
 
 /// The store's schema, one migration per change. They live in
 /// `migrations/client/`, a directory the server's migrator does not read.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/client");
-
-/// Who this home belongs to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Account {
-    pub phone: String,
-    pub key_type: KeyType,
-    pub fingerprint: String,
-}
 
 /// A pinned contact key.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -122,29 +113,11 @@ impl Home {
     }
 
     pub fn account(&self) -> Result<Option<Account>, ClientError> {
-        let path = self.dir.join(ACCOUNT_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ClientError::Io {
-                    context: format!("{} is damaged", path.display()),
-                    source: std::io::Error::other(e),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ClientError::Io {
-                context: format!("cannot read {}", path.display()),
-                source,
-            }),
-        }
+        account::load(&self.dir)
     }
 
     pub fn save_account(&self, account: &Account) -> Result<(), ClientError> {
-        let path = self.dir.join(ACCOUNT_FILE);
-        let json = serde_json::to_vec_pretty(account).expect("an account always serialises");
-        crate::private_files::write_atomic(&path, &json).map_err(|source| ClientError::Io {
-            context: format!("cannot write {}", path.display()),
-            source,
-        })
+        account::save(&self.dir, account)
     }
 
     pub async fn server_pin(&self, addr: &str) -> Result<Option<Fingerprint>, ClientError> {
@@ -193,6 +166,15 @@ impl Home {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The phones of every pinned contact, in order.
+    pub async fn contact_phones(&self) -> Result<Vec<String>, ClientError> {
+        Ok(
+            sqlx::query_scalar("SELECT phone FROM contacts ORDER BY phone")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// The next counter for messages to `peer` (1, 2, 3, …), reserved durably.

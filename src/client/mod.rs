@@ -1,30 +1,41 @@
 //! The client library the `carrier` command uses: connect and pin the
-//! server, register, log in, send, fetch → history → ack (`session`, with
-//! one delivered message checked in `receive`), contacts pinned on first use
-//! (`contacts`), the home directory and its store (`home`), the interactive
-//! chat (`chat`) and the lines the command prints (`show`). It shares only
-//! `protocol`, `crypto`, `tls` and `domain` with the server; it never imports
-//! server modules.
+//! server, register (`register`), log in, send, fetch → history → ack
+//! (`session`, with one delivered message checked in `receive`), contacts
+//! pinned on first use and replaced only when the user trusts a new key
+//! (`contacts`), the home directory, its account and its store (`home`,
+//! `account`), what the server pushes (`events`, bounded), the interactive
+//! chat (`chat`), the lines and JSON the command prints, with text from the
+//! network made safe for a terminal (`show`), and errors with their exit
+//! statuses (`error`). It shares only `protocol`, `crypto`, `tls` and
+//! `domain` with the server; it never imports server modules.
 
+mod account;
 mod chat;
 mod connection;
 mod contacts;
+mod error;
+mod events;
 mod home;
 mod receive;
+mod register;
 mod session;
 pub mod show;
 
-pub use chat::chat;
-pub use connection::{Connection, Event};
-pub use home::{Account, Direction, HistoryEntry, Home, Record};
+pub use account::{Account, DEFAULT_SERVER, check_address, server_for};
+pub use chat::{chat, chat_on_terminal};
+pub use connection::Connection;
+pub use contacts::KeyOffer;
+pub use error::{ClientError, Exit};
+pub use events::{Event, MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, Missed};
+pub use home::{Direction, HistoryEntry, Home, Record};
 pub use receive::{Received, Refusal};
-pub use session::{Client, Session};
+pub use register::{CodeAnswer, Registration};
+pub use session::{Authorship, Client, Session};
 
 use std::sync::Arc;
 
 use crate::domain::Fingerprint;
-use crate::protocol::{ErrorCode, Response};
-use crate::tls::ConnectError;
+use crate::protocol::Response;
 
 /// Things worth telling the user that are not errors.
 #[derive(Debug, Clone)]
@@ -43,47 +54,6 @@ pub enum Notice {
 
 /// Receives notices; the command line prints them on standard error.
 pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
-
-/// Everything that can go wrong on the client side, each with a message
-/// that says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("{message} ({code})", code = code.as_str())]
-    Server { code: ErrorCode, message: String },
-    #[error("the server closed the connection")]
-    Disconnected,
-    #[error("the server answered something unexpected: {0}")]
-    Protocol(String),
-    #[error("no account in {0}: run `carrier register <phone>` first")]
-    NoAccount(std::path::PathBuf),
-    #[error(
-        "the key of {phone} changed: pinned {pinned}, the server now reports {current}. \
-         Check the new fingerprint with them, then run `carrier trust {phone}`"
-    )]
-    KeyChanged {
-        phone: String,
-        pinned: Fingerprint,
-        current: Fingerprint,
-    },
-    #[error("{0}")]
-    Input(String),
-    #[error(transparent)]
-    Crypto(#[from] crate::crypto::CryptoError),
-    #[error("local storage in the home directory failed: {0}")]
-    Store(#[from] sqlx::Error),
-    #[error(
-        "cannot bring the store in the home directory up to date: {0}. \
-         Was it written by a newer carrier?"
-    )]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
 
 /// An answer the request never calls for.
 fn unexpected(r: Response) -> ClientError {

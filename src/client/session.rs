@@ -3,14 +3,15 @@
 
 use zeroize::Zeroizing;
 
-use super::contacts::Contacts;
-use super::home::{Account, Direction, Home, Record};
+use super::account::Account;
+use super::contacts::{Contacts, KeyOffer};
+use super::home::{Direction, Home, Record};
 use super::receive::{self, Received, Refusal};
 use super::{ClientError, Connection, Notice, Notify, unexpected};
 use crate::clock::Clock;
 use crate::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
-use crate::protocol::{B64, Delivered, KeyType, Request, Response, UserInfo};
+use crate::protocol::{B64, Delivered, ErrorCode, Request, Response, UserInfo};
 use crate::tls::Pin;
 
 /// A client bound to a home directory and a server address.
@@ -19,7 +20,8 @@ pub struct Client {
     server: String,
     server_fingerprint: Option<Fingerprint>,
     passphrase: Option<Zeroizing<String>>,
-    notify: Notify,
+    /// Behind a lock so `chat` can route notices through its screen.
+    notify: std::sync::RwLock<Notify>,
     clock: Clock,
 }
 
@@ -36,14 +38,46 @@ impl Client {
             server,
             server_fingerprint,
             passphrase,
-            notify,
+            notify: std::sync::RwLock::new(notify),
             clock: Clock::System,
         }
+    }
+
+    /// The server address this client dials.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Where notices go now.
+    pub(super) fn notify(&self) -> Notify {
+        self.notify
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends notices to `notify` from now on; returns where they went.
+    pub fn replace_notify(&self, notify: Notify) -> Notify {
+        std::mem::replace(
+            &mut *self.notify.write().unwrap_or_else(|p| p.into_inner()),
+            notify,
+        )
+    }
+
+    pub(super) fn passphrase(&self) -> Option<&str> {
+        self.passphrase.as_ref().map(|p| p.as_str())
     }
 
     /// Connects and checks the server's key: the one given on the command
     /// line, else the one pinned for this address, else pins what it sees.
     pub async fn connect(&self) -> Result<Connection, ClientError> {
+        super::account::check_address(&self.server)?;
+        if let Err(e) = tokio::net::lookup_host(&self.server).await {
+            return Err(ClientError::Unreachable {
+                addr: self.server.clone(),
+                reason: format!("no host by that name is known ({e}); check the spelling"),
+            });
+        }
         let pinned = self.home.server_pin(&self.server).await?;
         let pin = match self.server_fingerprint.or(pinned) {
             Some(fp) => Pin::Expect(fp),
@@ -54,7 +88,7 @@ impl Client {
         if pinned != Some(seen) {
             self.home.pin_server(&self.server, seen).await?;
             if pinned.is_none() && self.server_fingerprint.is_none() {
-                (self.notify)(Notice::ServerPinned {
+                (self.notify())(Notice::ServerPinned {
                     addr: self.server.clone(),
                     fingerprint: seen,
                 });
@@ -71,85 +105,10 @@ impl Client {
 
     /// The identity key, decrypted with the passphrase if it has one.
     pub fn identity(&self) -> Result<Identity, ClientError> {
-        let passphrase = self.passphrase.as_ref().map(|p| p.as_str());
-        Ok(Identity::load(&self.home.identity_path(), passphrase)?)
-    }
-
-    /// Registers `phone`: makes (or reuses) the identity key, asks the server
-    /// for a code, reads it with `read_code`, and proves the key. Returns the
-    /// logged-in session and whether an older key was replaced.
-    pub async fn register(
-        &self,
-        phone: &str,
-        key_type: KeyType,
-        read_code: impl FnOnce(&PhoneNumber) -> Result<String, ClientError>,
-    ) -> Result<(Session<'_>, bool), ClientError> {
-        let phone = PhoneNumber::parse(phone).map_err(|e| ClientError::Input(e.to_string()))?;
-        let identity = self.identity_for(&phone, key_type)?;
-        let spki = identity.public_key().to_spki_der();
-        let conn = self.connect().await?;
-        conn.call(Request::Register {
-            phone: phone.to_string(),
-            key_type: identity.key_type(),
-            public_key: B64(spki.clone()),
-        })
-        .await?;
-        let code = Zeroizing::new(read_code(&phone)?);
-        let signature = conn.prove(&identity, Purpose::Register, &phone).await?;
-        let answer = conn
-            .call(Request::Verify {
-                phone: phone.to_string(),
-                code: code.trim().into(),
-                signature: B64(signature),
-            })
-            .await?;
-        let Response::Registered {
-            replaced_key,
-            fingerprint,
-            ..
-        } = answer
-        else {
-            return Err(unexpected(answer));
-        };
-        self.home.save_account(&Account {
-            phone: phone.to_string(),
-            key_type: identity.key_type(),
-            fingerprint,
-        })?;
-        Ok((
-            Session {
-                client: self,
-                conn,
-                identity,
-                me: phone,
-            },
-            replaced_key,
-        ))
-    }
-
-    /// Keeps the existing key if the home already has one for this phone
-    /// (re-registering a device); otherwise makes and saves a new one.
-    fn identity_for(
-        &self,
-        phone: &PhoneNumber,
-        key_type: KeyType,
-    ) -> Result<Identity, ClientError> {
-        let path = self.home.identity_path();
-        if path.exists() {
-            match self.home.account()? {
-                Some(a) if a.phone != phone.as_str() => {
-                    return Err(ClientError::Input(format!(
-                        "{} already holds the account of {}; use another --home for {phone}",
-                        self.home.dir().display(),
-                        a.phone
-                    )));
-                }
-                _ => return self.identity(),
-            }
-        }
-        let identity = Identity::generate(key_type);
-        identity.save(&path, self.passphrase.as_ref().map(|p| p.as_str()))?;
-        Ok(identity)
+        Ok(Identity::load(
+            &self.home.identity_path(),
+            self.passphrase(),
+        )?)
     }
 
     /// Connects and logs in as the home's account.
@@ -165,17 +124,48 @@ impl Client {
                 phone: me.to_string(),
                 signature: B64(signature),
             })
-            .await?;
+            .await
+            .map_err(|e| self.login_refused(&me, e))?;
         if !matches!(answer, Response::LoggedIn { .. }) {
             return Err(unexpected(answer));
         }
-        Ok(Session {
-            client: self,
-            conn,
-            identity,
-            me,
-        })
+        Ok(Session::new(self, conn, identity, me))
     }
+
+    /// A refused login, with what to do about it: the server is up but does
+    /// not take this home's account.
+    fn login_refused(&self, me: &PhoneNumber, e: ClientError) -> ClientError {
+        let ClientError::Server { code, message } = e else {
+            return e;
+        };
+        let server = &self.server;
+        match code {
+            ErrorCode::UnknownUser => ClientError::Server {
+                code,
+                message: format!(
+                    "the server at {server} does not know {me} ({message}). Pass the server \
+                     you registered on with --server HOST:PORT, or register here with \
+                     `carrier register {me}`"
+                ),
+            },
+            ErrorCode::BadSignature => ClientError::AccountRefused(format!(
+                "the server at {server} refused the key in {} for {me}: another key has \
+                 been registered for {me} since (another device?). To use this home again, \
+                 run `carrier register {me}`: it keeps this key and asks for a new code",
+                self.home.identity_path().display()
+            )),
+            _ => ClientError::Server { code, message },
+        }
+    }
+}
+
+/// Whether a broadcast's author is who it claims to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorship {
+    /// Signed with the author's pinned key (or this user's own).
+    Verified,
+    /// The author's key is not pinned here: nothing was checked or pinned.
+    Unverified,
 }
 
 /// A logged-in connection.
@@ -186,7 +176,26 @@ pub struct Session<'c> {
     me: PhoneNumber,
 }
 
-impl Session<'_> {
+impl<'c> Session<'c> {
+    pub(super) fn new(
+        client: &'c Client,
+        conn: Connection,
+        identity: Identity,
+        me: PhoneNumber,
+    ) -> Self {
+        Self {
+            client,
+            conn,
+            identity,
+            me,
+        }
+    }
+
+    /// The client this session belongs to.
+    pub fn client(&self) -> &'c Client {
+        self.client
+    }
+
     pub fn me(&self) -> &PhoneNumber {
         &self.me
     }
@@ -196,7 +205,7 @@ impl Session<'_> {
         Contacts {
             conn: &self.conn,
             home: &self.client.home,
-            notify: &self.client.notify,
+            notify: self.client.notify(),
             clock: &self.client.clock,
         }
     }
@@ -215,9 +224,40 @@ impl Session<'_> {
         self.contacts().current(phone).await
     }
 
+    /// The key the server reports for `phone` now, beside the pinned one;
+    /// pins nothing.
+    pub async fn key_offer(&self, phone: &PhoneNumber) -> Result<KeyOffer, ClientError> {
+        self.contacts().offer(phone).await
+    }
+
+    /// Pins the offered key (exactly the one shown), replacing any pin.
+    pub async fn accept_key(&self, offer: &KeyOffer) -> Result<Fingerprint, ClientError> {
+        self.contacts().accept(offer).await
+    }
+
     /// Accepts the key the server now reports for `phone`, replacing the pin.
     pub async fn trust(&self, phone: &PhoneNumber) -> Result<Fingerprint, ClientError> {
-        self.contacts().trust(phone).await
+        let offer = self.key_offer(phone).await?;
+        self.accept_key(&offer).await
+    }
+
+    /// Accepts the key the server reports for `phone` only if its
+    /// fingerprint is `expected`; otherwise refuses, naming both and
+    /// pinning nothing.
+    pub async fn trust_expecting(
+        &self,
+        phone: &PhoneNumber,
+        expected: Fingerprint,
+    ) -> Result<Fingerprint, ClientError> {
+        let offer = self.key_offer(phone).await?;
+        if offer.current != expected {
+            return Err(ClientError::NotTheExpectedKey {
+                phone: phone.to_string(),
+                expected,
+                current: offer.current,
+            });
+        }
+        self.accept_key(&offer).await
     }
 
     /// Seals `text` to `to` and sends it; returns once the server committed it.
@@ -302,22 +342,34 @@ impl Session<'_> {
         }
     }
 
-    /// Checks a broadcast's signature against its author's key (pinned, or
-    /// pinned now on first contact).
+    /// Checks a broadcast against its author's pinned key. An author whose
+    /// key is not pinned is [`Authorship::Unverified`] and nothing is
+    /// pinned: the key a server reports for a stranger proves nothing, and
+    /// pinning it would let whoever claimed the phone (a hostile neighbour
+    /// server, say) make this client refuse its real owner later.
     pub async fn verify_broadcast(
         &self,
         b: &crate::protocol::Broadcast,
-    ) -> Result<(), ClientError> {
-        let from =
-            PhoneNumber::from_canonical(&b.from).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (key, _) = self.contacts().sender(&from).await?;
+    ) -> Result<Authorship, ClientError> {
+        let from = PhoneNumber::from_canonical(&b.from).map_err(|e| {
+            ClientError::Forged(format!("a broadcast claims a malformed phone number: {e}"))
+        })?;
+        let key = if from == self.me {
+            self.identity.public_key()
+        } else {
+            match self.contacts().pinned(&from).await? {
+                Some((key, _)) => key,
+                None => return Ok(Authorship::Unverified),
+            }
+        };
         let bytes = crate::protocol::signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
         key.verify(&bytes, &b.signature.0).map_err(|_| {
-            ClientError::Input(format!(
-                "a broadcast claiming to be from {} has a bad signature",
+            ClientError::Forged(format!(
+                "a broadcast claiming to be from {} does not verify with the pinned key",
                 b.from
             ))
-        })
+        })?;
+        Ok(Authorship::Verified)
     }
 
     /// Fetches every waiting message: each is verified, decrypted and stored

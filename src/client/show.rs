@@ -1,46 +1,82 @@
 //! How the `carrier` command shows things, one line each: messages, refusals,
 //! broadcasts, users and the history, as text or as JSON. `fetch`, `list`,
 //! `history` and `chat` print the same lines, so they are written once here.
+//!
+//! Text from the network (message texts, broadcasts, phone numbers, names and
+//! messages from the server) could steer a terminal: an escape sequence can
+//! rewrite the screen, a newline can start a line that looks like another
+//! sender's message, a right-to-left override can reverse who wrote what.
+//! Lines for people therefore show every control character (C0, DEL, C1),
+//! bidirectional control and line or paragraph separator as a visible escape
+//! (`\n`, `\u{1b}`, `\u{202e}`; see [`clean`]). JSON keeps every string
+//! exact: it decodes to precisely what was received, and those same
+//! characters are written as `\uXXXX` escapes, so raw JSON lines are safe on
+//! a terminal too.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{HistoryEntry, Received, Refusal};
+use super::{Authorship, ClientError, HistoryEntry, Notice, Received, Refusal};
 use crate::client::Direction;
 use crate::protocol::{Broadcast, ListedUser};
 
-/// One JSON object, for the `--json` outputs.
+/// One JSON object, for the `--json` outputs: exact strings, with the
+/// characters [`clean`] neutralises written as `\u` escapes.
 pub fn json(value: &impl Serialize) -> String {
-    serde_json::to_string(value).expect("client records always serialise")
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, EscapingFormatter);
+    value
+        .serialize(&mut ser)
+        .expect("client records always serialise");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// `[time] sender: text`
 pub fn message(m: &Received) -> String {
-    format!("[{}] {}: {}", time(m.sent_at), m.from, m.text)
+    format!(
+        "[{}] {}: {}",
+        time(m.sent_at),
+        clean(&m.from),
+        clean(&m.text)
+    )
 }
 
 /// A refused message, for standard error.
 pub fn refusal(r: &Refusal) -> String {
     format!(
         "warning: message {} from {} refused: {}",
-        r.id, r.from, r.reason
+        r.id,
+        clean(&r.from),
+        clean(&r.reason)
     )
 }
 
-/// `[time] (broadcast) author: text`
-pub fn broadcast(b: &Broadcast) -> String {
+/// `[time] (broadcast) author: text`, or `(broadcast, unverified)` when the
+/// author's key is not pinned here.
+pub fn broadcast(b: &Broadcast, authorship: Authorship) -> String {
+    let kind = match authorship {
+        Authorship::Verified => "broadcast",
+        Authorship::Unverified => "broadcast, unverified",
+    };
     format!(
-        "[{}] (broadcast) {}: {}",
+        "[{}] ({kind}) {}: {}",
         time(b.sent_at as i64),
-        b.from,
-        b.text
+        clean(&b.from),
+        clean(&b.text)
     )
 }
 
 /// `phone  fingerprint  home  online|offline`
 pub fn user(u: &ListedUser) -> String {
     let state = if u.online { "online" } else { "offline" };
-    format!("{}  {}  {}  {state}", u.phone, u.fingerprint, u.home)
+    format!(
+        "{}  {}  {}  {state}",
+        clean(&u.phone),
+        clean(&u.fingerprint),
+        clean(&u.home)
+    )
 }
 
 /// `[time] from|to peer: text`
@@ -49,7 +85,85 @@ pub fn history(e: &HistoryEntry) -> String {
         Direction::In => "from",
         Direction::Out => "to",
     };
-    format!("[{}] {arrow} {}: {}", time(e.sent_at), e.peer, e.text)
+    format!(
+        "[{}] {arrow} {}: {}",
+        time(e.sent_at),
+        clean(&e.peer),
+        clean(&e.text)
+    )
+}
+
+/// A notice, for standard error.
+pub fn notice(n: &Notice) -> String {
+    match n {
+        Notice::ServerPinned { addr, fingerprint } => {
+            format!("Pinned the key of server {addr} on first use: {fingerprint}")
+        }
+        Notice::ContactPinned { phone, fingerprint } => {
+            format!("Pinned the key of {phone} on first use: {fingerprint}")
+        }
+    }
+}
+
+/// `error: …`, for standard error; the message may quote the server.
+pub fn error(e: &ClientError) -> String {
+    format!("error: {}", clean(&e.to_string()))
+}
+
+/// Whether a character could steer a terminal or reorder what it shows.
+fn steers_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+}
+
+/// `text` with each character that could steer a terminal shown as an
+/// escape: `\n`, `\r`, `\t`, or `\u{…}` in hex.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(steers_terminal) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if steers_terminal(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// serde_json's compact output, but with DEL, C1 controls, bidirectional
+/// controls and line separators escaped as well as C0 (which serde_json
+/// escapes itself): the same string once decoded.
+struct EscapingFormatter;
+
+impl serde_json::ser::Formatter for EscapingFormatter {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(steers_terminal) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let c = rest[at..].chars().next().expect("found at a char boundary");
+            write!(writer, "\\u{:04x}", c as u32)?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
 }
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`, rounded
@@ -73,7 +187,48 @@ pub fn time(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::time;
+    use super::{clean, json, time};
+
+    /// Escapes, newlines, DEL, C1 and bidirectional overrides: each could
+    /// rewrite a terminal or fake who wrote a line.
+    const HOSTILE: &str = "hi\u{1b}[2J\n[12:00] +12025550199: fake\r\u{7}\u{7f}\u{9b}31m\u{202e}olleh\u{2066}\u{2028}";
+
+    #[test]
+    fn lines_for_people_carry_no_character_that_steers_a_terminal() {
+        let shown = clean(HOSTILE);
+        assert!(shown.chars().all(|c| (' '..='~').contains(&c)), "{shown:?}");
+        assert_eq!(
+            shown,
+            "hi\\u{1b}[2J\\n[12:00] +12025550199: fake\\r\\u{7}\\u{7f}\\u{9b}31m\\u{202e}olleh\\u{2066}\\u{2028}"
+        );
+        assert!(matches!(
+            clean("plain text, ünïcödé"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn errors_quoting_the_server_are_neutralised_too() {
+        let e = crate::client::ClientError::Server {
+            code: crate::protocol::ErrorCode::Forbidden,
+            message: HOSTILE.into(),
+        };
+        let line = super::error(&e);
+        assert!(line.starts_with("error: hi\\u{1b}[2J\\n"), "{line}");
+        assert!(line.chars().all(|c| (' '..='~').contains(&c)), "{line}");
+    }
+
+    #[test]
+    fn json_strings_stay_exact_and_carry_no_raw_control_either() {
+        let line = json(&serde_json::json!({ "text": HOSTILE }));
+        assert!(line.chars().all(|c| (' '..='~').contains(&c)), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["text"], HOSTILE);
+        assert_eq!(
+            json(&serde_json::json!({ "t": "a\"b\\c ü" })),
+            r#"{"t":"a\"b\\c ü"}"#
+        );
+    }
 
     #[test]
     fn times_are_utc_calendar_dates_rounded_down_to_the_second() {

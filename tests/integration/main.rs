@@ -8,7 +8,9 @@
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
 //! (SIGKILL of the real binary), `cli` (both binaries end to end),
 //! `server_key` (who may own the key file), `resources` (what one client,
-//! user or address may take).
+//! user or address may take); the client's `client_cli`, `client_keys` and
+//! `chat_terminal` (through a pseudo-terminal), with `client_support` for
+//! running `carrier`.
 
 mod common;
 mod process;
@@ -17,7 +19,11 @@ mod wire;
 mod architecture;
 mod bad_input;
 mod chat;
+mod chat_terminal;
 mod cli;
+mod client_cli;
+mod client_keys;
+mod client_support;
 mod crash;
 mod delivery;
 mod neighbourhood;

@@ -1,0 +1,243 @@
+//! Everything that can go wrong on the client side, each with a message that
+//! says what to do, and the one mapping from an error to the `carrier`
+//! command's exit status.
+
+use crate::domain::Fingerprint;
+use crate::protocol::ErrorCode;
+use crate::tls::ConnectError;
+
+/// Everything that can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}", connect_advice(.0))]
+    Connect(#[from] ConnectError),
+    /// The server's host name does not resolve.
+    #[error("cannot reach a Carrier server at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{message} ({code})", code = code.as_str())]
+    Server { code: ErrorCode, message: String },
+    /// The server is up but does not accept this home's account.
+    #[error("{0}")]
+    AccountRefused(String),
+    #[error("the server closed the connection")]
+    Disconnected,
+    #[error("the server answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("no account in {0}: run `carrier register <phone>` first")]
+    NoAccount(std::path::PathBuf),
+    #[error(
+        "the key of {phone} changed: pinned {pinned}, the server now reports {current}. \
+         Check the new fingerprint with them, then run \
+         `carrier trust {phone} --fingerprint {current}`"
+    )]
+    KeyChanged {
+        phone: String,
+        pinned: Fingerprint,
+        current: Fingerprint,
+    },
+    /// `trust --fingerprint` named another key than the server reports.
+    #[error(
+        "the server reports key {current} for {phone}, not {expected} as given with \
+         --fingerprint; nothing was pinned. Check the fingerprint with {phone} again"
+    )]
+    NotTheExpectedKey {
+        phone: String,
+        expected: Fingerprint,
+        current: Fingerprint,
+    },
+    /// Something signed that does not verify (forged, or from a key that
+    /// changed).
+    #[error("{0}")]
+    Forged(String),
+    /// The user answered no at a prompt.
+    #[error("{0}")]
+    Declined(String),
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("local storage in the home directory failed: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error(
+        "cannot bring the store in the home directory up to date: {0}. \
+         Was it written by a newer carrier?"
+    )]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// What went wrong while connecting, and what to do about it.
+fn connect_advice(e: &ConnectError) -> String {
+    match e {
+        ConnectError::KeyChanged {
+            expected,
+            presented,
+        } => format!(
+            "the server presented key {presented}, not the expected {expected} (pinned in this \
+             home for this address, or given with --server-fingerprint). This could be an \
+             attack (someone intercepting the connection); nothing was sent. Once the server's \
+             operator confirms that {presented} is its new key, run the command again with \
+             --server-fingerprint {presented} to pin it"
+        ),
+        ConnectError::Unreachable { addr, source }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            format!(
+                "nothing accepts connections at {addr} ({source}): is carrier-server running \
+                 there, and is this the port it prints as \"Listening on …\"?"
+            )
+        }
+        ConnectError::Handshake(source) => format!(
+            "the TLS handshake with the server failed ({source}): is this a Carrier server's \
+             client port (not its port for neighbour servers)?"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The `carrier` command's exit status: one per kind of outcome, so scripts
+/// can tell them apart. README.md lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done.
+    Success = 0,
+    /// 1: anything not below (local files, a damaged store, a server fault).
+    Failure = 1,
+    /// 2: the command line or the input is wrong (also clap's status for a
+    /// usage error).
+    Usage = 2,
+    /// 3: no such user, or no account in the home.
+    NotFound = 3,
+    /// 4: refused, by the server (wrong code, rate limit, a key it does not
+    /// accept, a full queue…) or by the user at a prompt.
+    Refused = 4,
+    /// 5: no server could be reached, or the connection was lost.
+    Unreachable = 5,
+    /// 6: a key is not the one pinned or given: a contact's, or the server's.
+    KeyChanged = 6,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+impl ClientError {
+    /// The exit status `carrier` ends with after this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            ClientError::Connect(ConnectError::KeyChanged { .. })
+            | ClientError::KeyChanged { .. }
+            | ClientError::NotTheExpectedKey { .. } => Exit::KeyChanged,
+            ClientError::Connect(_)
+            | ClientError::Unreachable { .. }
+            | ClientError::Disconnected => Exit::Unreachable,
+            ClientError::Server { code, .. } => exit_for(*code),
+            ClientError::AccountRefused(_) | ClientError::Declined(_) | ClientError::Forged(_) => {
+                Exit::Refused
+            }
+            ClientError::NoAccount(_) => Exit::NotFound,
+            ClientError::Input(_) => Exit::Usage,
+            ClientError::Protocol(_)
+            | ClientError::Crypto(_)
+            | ClientError::Store(_)
+            | ClientError::Migrate(_)
+            | ClientError::Io { .. } => Exit::Failure,
+        }
+    }
+}
+
+/// The exit status for a server's refusal. Every code is named, so a new one
+/// cannot go unclassified.
+fn exit_for(code: ErrorCode) -> Exit {
+    match code {
+        ErrorCode::UnknownUser => Exit::NotFound,
+        ErrorCode::InvalidPhone => Exit::Usage,
+        ErrorCode::RateLimited
+        | ErrorCode::NoPendingCode
+        | ErrorCode::WrongCode
+        | ErrorCode::CodeExpired
+        | ErrorCode::CodeDead
+        | ErrorCode::BadSignature
+        | ErrorCode::Forbidden
+        | ErrorCode::InvalidKey
+        | ErrorCode::BadEnvelope
+        | ErrorCode::MessageTooLarge
+        | ErrorCode::QuotaExceeded
+        | ErrorCode::NotLoggedIn
+        | ErrorCode::AlreadyLoggedIn
+        | ErrorCode::NoChallenge
+        | ErrorCode::DuplicateId
+        | ErrorCode::StaleDevices => Exit::Refused,
+        ErrorCode::ShuttingDown | ErrorCode::TooManyInFlight | ErrorCode::ServerBusy => {
+            Exit::Unreachable
+        }
+        ErrorCode::StorageFull
+        | ErrorCode::StorageUnavailable
+        | ErrorCode::MalformedJson
+        | ErrorCode::BadRequest
+        | ErrorCode::UnknownRequest
+        | ErrorCode::FrameTooLarge
+        | ErrorCode::Internal => Exit::Failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_outcome_has_its_own_status() {
+        let fp = Fingerprint::of_spki(b"k");
+        let cases = [
+            (ClientError::Input("x".into()), 2),
+            (ClientError::NoAccount("/h".into()), 3),
+            (
+                ClientError::Server {
+                    code: ErrorCode::UnknownUser,
+                    message: String::new(),
+                },
+                3,
+            ),
+            (
+                ClientError::Server {
+                    code: ErrorCode::WrongCode,
+                    message: String::new(),
+                },
+                4,
+            ),
+            (
+                ClientError::Unreachable {
+                    addr: "a".into(),
+                    reason: "r".into(),
+                },
+                5,
+            ),
+            (ClientError::Disconnected, 5),
+            (
+                ClientError::KeyChanged {
+                    phone: "p".into(),
+                    pinned: fp,
+                    current: fp,
+                },
+                6,
+            ),
+            (
+                ClientError::from(ConnectError::KeyChanged {
+                    expected: fp,
+                    presented: fp,
+                }),
+                6,
+            ),
+            (ClientError::Protocol("x".into()), 1),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.exit().code(), status, "{e}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `carrier chat` on a terminal, driven through a pseudo-terminal as a
+//! person would: a prompt naming the user, a message arriving while a line
+//! is half typed (the line stays intact and is sent whole), Tab completion
+//! of a contact's number, and a server restart the chat survives with a
+//! notice.
+
+use carrier::protocol::KeyType;
+use expectrl::{Eof, Expect};
+
+use crate::client_support::{carrier_in, expect, on_pty, start_pty};
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_on_a_terminal_keeps_the_typed_line_completes_numbers_and_reconnects() {
+    let mut server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let bob_session = bob.client.login().await.unwrap();
+    bob_session.send(ALICE, "before").await.unwrap();
+
+    let pty = start_pty(carrier_in(
+        alice.home.path(),
+        &["--server", &server.addr(), "chat"],
+    ));
+    let (pty, _) = on_pty(pty, |pty| {
+        expect(pty, r"Logged in as \+12025550101\.");
+        expect(pty, r"\+12025550102: before");
+        expect(pty, r"\+12025550101> ");
+        pty.send("send +12025550102 hello wor").unwrap();
+        expect(pty, "hello wor");
+    })
+    .await;
+
+    // A message arrives while the line is half typed: it is printed above,
+    // and the line is drawn again as it was.
+    bob_session.send(ALICE, "incoming").await.unwrap();
+    let (pty, _) = on_pty(pty, |pty| {
+        expect(
+            pty,
+            r"(?s)\+12025550102: incoming.*\+12025550101> send \+12025550102 hello wor",
+        );
+        pty.send("ld\r").unwrap();
+        expect(pty, r"Sent message [0-9a-f]{32} to \+12025550102");
+        // Tab completes Bob's number, pinned when his message arrived.
+        pty.send("send +1202555010\t").unwrap();
+        pty.send("tabbed\r").unwrap();
+        expect(pty, r"Sent message [0-9a-f]{32} to \+12025550102");
+        pty.send("/help\r").unwrap();
+        expect(pty, "Tab completes");
+    })
+    .await;
+    bob_session.close().await;
+    let mut bob_session = bob.client.login().await.unwrap();
+    let (got, _) = bob_session.fetch().await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["hello world", "tabbed"],
+        "the typed line was sent whole"
+    );
+    bob_session.close().await;
+
+    // The server restarts: the chat says so, reconnects by itself, and
+    // messages flow again.
+    server.stop().await;
+    let (pty, _) = on_pty(pty, |pty| {
+        expect(pty, "Lost the connection to the server at");
+    })
+    .await;
+    server.restart().await;
+    let (pty, _) = on_pty(pty, |pty| {
+        expect(pty, "Reconnected to the server at");
+    })
+    .await;
+    let bob_session = bob.client.login().await.unwrap();
+    bob_session.send(ALICE, "after the restart").await.unwrap();
+    let (pty, status) = on_pty(pty, |pty| {
+        expect(pty, r"\+12025550102: after the restart");
+        pty.send("quit\r").unwrap();
+        pty.expect(Eof).expect("chat ends at quit");
+        format!("{:?}", pty.get_process().wait().expect("chat exits"))
+    })
+    .await;
+    drop(pty);
+    assert!(
+        status.starts_with("Exited(") && status.ends_with(", 0)"),
+        "{status}"
+    );
+    bob_session.close().await;
+    server.stop().await;
+}
