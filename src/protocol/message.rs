@@ -133,10 +133,13 @@ pub enum Request {
         to: String,
         envelope: B64,
     },
-    /// Waiting messages, oldest first.
+    /// Waiting messages, oldest first; with `after`, those queued after
+    /// the messages an earlier answer's `cursor` ended with.
     Fetch {
         #[serde(default)]
         limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Delete delivered messages.
     Ack { ids: Vec<MessageId> },
@@ -275,6 +278,10 @@ pub enum Response {
     Messages {
         messages: Vec<Delivered>,
         more: bool,
+        /// Where these messages end in the queue, for the next `fetch`'s
+        /// `after`; absent when `messages` is empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<u64>,
     },
     Acked {
         deleted: u64,
@@ -310,7 +317,22 @@ mod tests {
         let f: RequestFrame =
             serde_json::from_str(r#"{"seq":7,"type":"fetch","limit":10}"#).unwrap();
         assert_eq!(f.seq, Some(7));
-        assert!(matches!(f.request, Request::Fetch { limit: Some(10) }));
+        assert!(matches!(
+            f.request,
+            Request::Fetch {
+                limit: Some(10),
+                after: None
+            }
+        ));
+        let f: RequestFrame =
+            serde_json::from_str(r#"{"type":"fetch","limit":10,"after":42}"#).unwrap();
+        assert!(matches!(
+            f.request,
+            Request::Fetch {
+                after: Some(42),
+                ..
+            }
+        ));
         let f: RequestFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
         assert!(matches!(f.request, Request::Ping));
     }

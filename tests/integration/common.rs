@@ -319,6 +319,23 @@ pub async fn register(server: &impl Reachable, phone: &str, key_type: KeyType) -
     }
 }
 
+/// A second home registering `phone` on `server`: a new device of its
+/// owner, or someone the server lets claim the phone.
+pub async fn another_device(server: &TestServer, phone: &str) -> TestUser {
+    let (home, client) = new_client(&server.addr(), Some(server.fingerprint)).await;
+    let replaced = register_client(server, &client, phone, KeyType::P256)
+        .await
+        .expect("the registration succeeds");
+    assert!(replaced, "{phone} had a key before");
+    let fingerprint = client.account().unwrap().fingerprint;
+    TestUser {
+        phone: phone.into(),
+        home,
+        client,
+        fingerprint,
+    }
+}
+
 /// Runs `Client::register` with the code the server wrote; returns whether
 /// a key was replaced.
 pub async fn register_client(
