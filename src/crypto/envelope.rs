@@ -5,20 +5,19 @@
 //! the header and key block as associated data, then sign everything up to
 //! the ciphertext with the sender's identity key. Open does the reverse,
 //! verifying the signature before any decryption. Replays are the caller's
-//! concern (message id and counter).
+//! concern (message id and counter). Every primitive step goes through
+//! `primitives`, which the Wycheproof vectors exercise.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
-use hkdf::Hkdf;
 use p256::elliptic_curve::Generate;
-use p256::elliptic_curve::sec1::ToSec1Point;
 use rand::Rng;
 use rand::rand_core::UnwrapErr;
 use rand::rngs::SysRng;
-use rsa::Oaep;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::primitives::{
+    AES_KEY_LEN, aes_gcm_open, aes_gcm_seal, hkdf_sha256, p256_ecdh, p256_ecdh_key_block,
+    rsa_oaep_unwrap, rsa_oaep_wrap, uncompressed,
+};
 use super::{CryptoError, Identity, PublicKey};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::KeyType;
@@ -33,10 +32,6 @@ use crate::protocol::envelope::{
 const HKDF_LABEL: &[u8] = b"carrier-v1";
 /// HKDF info: names what the derived key is for.
 const HKDF_INFO: &[u8] = b"carrier-v1 message key";
-/// An uncompressed SEC1 P-256 point: 0x04 ‖ x ‖ y.
-const P256_POINT_LEN: usize = 65;
-/// AES-256 key length.
-const AES_KEY_LEN: usize = 32;
 
 /// A message to seal: the header fields the sender chooses, and the text.
 /// Grouped so callers name each field rather than order eight arguments.
@@ -117,7 +112,7 @@ pub(crate) fn seal_with(
     encode_header(&header_for(sender, recipient_key, msg), &mut out);
     let (key_block, aes_key) = wrap_key(recipient_key, rnd)?;
     encode_key_block(&key_block, &mut out);
-    let ciphertext = aes_encrypt(&aes_key, &rnd.nonce, msg.text.as_bytes(), &out)?;
+    let ciphertext = aes_gcm_seal(&aes_key, &rnd.nonce, msg.text.as_bytes(), &out)?;
     encode_body(&rnd.nonce, &ciphertext, &mut out);
     let signature = sender.sign(&out);
     encode_signature(&signature, &mut out);
@@ -146,7 +141,7 @@ pub fn open(
     }
     sender_key.verify(view.signed, view.signature)?;
     let aes_key = unwrap_key(recipient, &view)?;
-    let plaintext = aes_decrypt(&aes_key, &view)?;
+    let plaintext = aes_gcm_open(&aes_key, &view.nonce, view.ciphertext, view.aad)?;
     let text = std::str::from_utf8(&plaintext).map_err(|_| CryptoError::NotUtf8)?;
     Ok(Opened {
         text: text.to_owned(),
@@ -191,7 +186,7 @@ fn wrap_key(
     match recipient {
         PublicKey::P256(pk) => {
             let ephemeral_point = uncompressed(&rnd.ephemeral.public_key());
-            let shared = rnd.ephemeral.diffie_hellman(pk);
+            let shared = p256_ecdh(&rnd.ephemeral.to_nonzero_scalar(), pk);
             let key = message_key(
                 shared.raw_secret_bytes(),
                 &ephemeral_point,
@@ -199,16 +194,10 @@ fn wrap_key(
             );
             Ok((ephemeral_point, key))
         }
-        PublicKey::Rsa(pk) => {
-            let block = pk
-                .encrypt(
-                    &mut UnwrapErr(SysRng),
-                    Oaep::<Sha256>::new(),
-                    rnd.aes_key.as_ref(),
-                )
-                .map_err(|_| CryptoError::BadKey("RSA key cannot wrap a message key".into()))?;
-            Ok((block, rnd.aes_key.clone()))
-        }
+        PublicKey::Rsa(pk) => Ok((
+            rsa_oaep_wrap(pk, rnd.aes_key.as_ref())?,
+            rnd.aes_key.clone(),
+        )),
     }
 }
 
@@ -216,12 +205,7 @@ fn wrap_key(
 fn unwrap_key(recipient: &Identity, view: &EnvelopeView<'_>) -> Result<MessageKey, CryptoError> {
     match recipient {
         Identity::P256(sk) => {
-            if view.key_block.len() != P256_POINT_LEN {
-                return Err(CryptoError::Decrypt);
-            }
-            let ephemeral = p256::PublicKey::from_sec1_bytes(view.key_block)
-                .map_err(|_| CryptoError::Decrypt)?;
-            let shared = p256::ecdh::diffie_hellman(sk.as_nonzero_scalar(), ephemeral.as_affine());
+            let shared = p256_ecdh_key_block(sk.as_nonzero_scalar(), view.key_block)?;
             let own_point = uncompressed(&p256::PublicKey::from(sk.verifying_key()));
             Ok(message_key(
                 shared.raw_secret_bytes(),
@@ -230,14 +214,7 @@ fn unwrap_key(recipient: &Identity, view: &EnvelopeView<'_>) -> Result<MessageKe
             ))
         }
         Identity::Rsa(sk) => {
-            let raw = Zeroizing::new(
-                sk.decrypt_blinded(
-                    &mut UnwrapErr(SysRng),
-                    Oaep::<Sha256>::new(),
-                    view.key_block,
-                )
-                .map_err(|_| CryptoError::Decrypt)?,
-            );
+            let raw = rsa_oaep_unwrap(sk, view.key_block)?;
             if raw.len() != AES_KEY_LEN {
                 return Err(CryptoError::Decrypt);
             }
@@ -248,56 +225,19 @@ fn unwrap_key(recipient: &Identity, view: &EnvelopeView<'_>) -> Result<MessageKe
     }
 }
 
-pub(crate) fn uncompressed(point: &p256::PublicKey) -> Vec<u8> {
-    point.to_sec1_point(false).as_bytes().to_vec()
-}
-
 /// HKDF salt: binds the derived key to both public points, so a key block
 /// cannot be replayed against a different recipient key.
-pub(crate) fn hkdf_salt(ephemeral_point: &[u8], recipient_point: &[u8]) -> Vec<u8> {
+fn hkdf_salt(ephemeral_point: &[u8], recipient_point: &[u8]) -> Vec<u8> {
     [HKDF_LABEL, ephemeral_point, recipient_point].concat()
 }
 
 /// The P-256 message key: HKDF-SHA256 over the ECDH x-coordinate.
-pub(crate) fn message_key(
-    shared_x: &[u8],
-    ephemeral_point: &[u8],
-    recipient_point: &[u8],
-) -> MessageKey {
+fn message_key(shared_x: &[u8], ephemeral_point: &[u8], recipient_point: &[u8]) -> MessageKey {
     let salt = hkdf_salt(ephemeral_point, recipient_point);
     let mut key = Zeroizing::new([0u8; AES_KEY_LEN]);
-    Hkdf::<Sha256>::new(Some(&salt), shared_x)
-        .expand(HKDF_INFO, key.as_mut())
+    hkdf_sha256(shared_x, &salt, HKDF_INFO, key.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
     key
-}
-
-fn aes_encrypt(
-    key: &[u8; AES_KEY_LEN],
-    nonce: &[u8; NONCE_LEN],
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    Aes256Gcm::new(key.into())
-        .encrypt(
-            nonce.into(),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| CryptoError::TextTooLong)
-}
-
-fn aes_decrypt(
-    key: &[u8; AES_KEY_LEN],
-    view: &EnvelopeView<'_>,
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let mut buf = Zeroizing::new(view.ciphertext.to_vec());
-    Aes256Gcm::new(key.into())
-        .decrypt_in_place((&view.nonce).into(), view.aad, &mut *buf)
-        .map_err(|_| CryptoError::Decrypt)?;
-    Ok(buf)
 }
 
 #[cfg(test)]
@@ -472,6 +412,20 @@ mod tests {
         assert_eq!(open(&b, &c.bob, &a.public_key(), &empty).unwrap().text, "");
     }
 
+    /// An envelope from `a` to `b` built by hand, validly signed by `a`, with
+    /// the given key block and ciphertext, so the checks after the signature
+    /// can be reached with hostile values.
+    fn signed_by_hand(a: &Identity, b: &Identity, key_block: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+        let c = Case::new();
+        let mut out = Vec::new();
+        encode_header(&header_for(a, &b.public_key(), &c.msg("")), &mut out);
+        encode_key_block(key_block, &mut out);
+        encode_body(&[0; NONCE_LEN], ciphertext, &mut out);
+        let sig = a.sign(&out);
+        encode_signature(&sig, &mut out);
+        out
+    }
+
     #[test]
     fn invalid_utf8_is_refused_after_authentication() {
         let c = Case::new();
@@ -485,12 +439,85 @@ mod tests {
         encode_header(&header_for(&a, &b.public_key(), &msg), &mut out);
         let (key_block, key) = wrap_key(&b.public_key(), &rnd).unwrap();
         encode_key_block(&key_block, &mut out);
-        let ct = aes_encrypt(&key, &rnd.nonce, &[0xff, 0xfe], &out).unwrap();
+        let ct = aes_gcm_seal(&key, &rnd.nonce, &[0xff, 0xfe], &out).unwrap();
         encode_body(&rnd.nonce, &ct, &mut out);
         let sig = a.sign(&out);
         encode_signature(&sig, &mut out);
         let err = open(&b, &c.bob, &a.public_key(), &out).unwrap_err();
         assert!(matches!(err, CryptoError::NotUtf8));
+    }
+
+    #[test]
+    fn hostile_ephemeral_points_are_refused_after_a_valid_signature() {
+        let (a, b) = (
+            Identity::generate(KeyType::P256),
+            Identity::generate(KeyType::P256),
+        );
+        let bob = phone("+12025550102");
+        let good =
+            uncompressed(&p256::SecretKey::generate_from_rng(&mut UnwrapErr(SysRng)).public_key());
+        let mut off_curve = good.clone();
+        off_curve[40] ^= 0x10;
+        let mut compressed = vec![2 + (good[64] & 1)];
+        compressed.extend_from_slice(&good[1..33]);
+        let zero_point = [&[4u8][..], &[0u8; 64]].concat();
+        let mut hybrid = good.clone();
+        hybrid[0] = 6 + (good[64] & 1);
+        let cases: [(&str, &[u8]); 7] = [
+            ("identity (SEC1 0x00)", &[0]),
+            ("identity padded to 65 bytes", &[0u8; 65]),
+            ("(0, 0)", &zero_point),
+            ("off the curve", &off_curve),
+            ("compressed", &compressed),
+            ("hybrid encoding", &hybrid),
+            ("empty", &[]),
+        ];
+        for (what, key_block) in cases {
+            let bytes = signed_by_hand(&a, &b, key_block, &[0u8; 32]);
+            let err = open(&b, &bob, &a.public_key(), &bytes).unwrap_err();
+            assert!(matches!(err, CryptoError::Decrypt), "{what}: {err}");
+        }
+        let bytes = signed_by_hand(&a, &b, &good, &[0u8; 32]);
+        let err = open(&b, &bob, &a.public_key(), &bytes).unwrap_err();
+        assert!(matches!(err, CryptoError::Decrypt), "wrong key: {err}");
+    }
+
+    #[test]
+    fn malformed_and_high_s_signatures_are_refused() {
+        let c = Case::new();
+        let (a, b) = (
+            Identity::generate(KeyType::P256),
+            Identity::generate(KeyType::P256),
+        );
+        let bytes = seal(&a, &b.public_key(), &c.msg("hi")).unwrap();
+        let view = parse(&bytes).unwrap();
+        let sig = view.signature.to_vec();
+        let signed = view.signed.to_vec();
+        let twin = {
+            let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+            let (r, s) = parsed.split_scalars();
+            p256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+                .unwrap()
+                .to_vec()
+        };
+        let cases: [(&str, Vec<u8>); 6] = [
+            ("(r, n - s)", twin),
+            ("r = 0", [&[0u8; 32][..], &sig[32..]].concat()),
+            ("s = 0", [&sig[..32], &[0u8; 32][..]].concat()),
+            ("65 bytes", [&sig[..], &[0]].concat()),
+            ("63 bytes", sig[..63].to_vec()),
+            ("512 bytes", [&sig[..], &[0u8; 448][..]].concat()),
+        ];
+        for (what, bad) in cases {
+            let mut out = signed.clone();
+            encode_signature(&bad, &mut out);
+            let err = open(&b, &c.bob, &a.public_key(), &out).unwrap_err();
+            assert!(matches!(err, CryptoError::BadSignature), "{what}: {err}");
+        }
+        let mut oversized = signed.clone();
+        encode_signature(&[1u8; 513], &mut oversized);
+        let err = open(&b, &c.bob, &a.public_key(), &oversized).unwrap_err();
+        assert!(matches!(err, CryptoError::Envelope(_)), "513 bytes: {err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Identity keys: parsing and checking peers' public keys, and creating,
 //! storing and using our own private key.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,13 +10,16 @@ use p256::NistP256;
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::elliptic_curve::Generate;
+use p256::elliptic_curve::scalar::IsHigh;
 use pkcs8::der::SecretDocument;
 use pkcs8::der::pem::PemLabel;
+use pkcs8::pkcs5::{pbes2, scrypt};
 use pkcs8::spki::{AlgorithmIdentifierRef, EncodePublicKey};
 use pkcs8::{
     AssociatedOid, EncodePrivateKey, EncryptedPrivateKeyInfoRef, LineEnding, ObjectIdentifier,
     PrivateKeyInfoRef, SubjectPublicKeyInfoRef,
 };
+use rand::Rng;
 use rand::rand_core::UnwrapErr;
 use rand::rngs::SysRng;
 use rsa::traits::PublicKeyParts;
@@ -40,6 +43,17 @@ const RSA_ACCEPTED_BITS: std::ops::RangeInclusive<u32> = 2048..=4096;
 const RSA_EXPONENT: [u8; 3] = [0x01, 0x00, 0x01];
 /// RSA-PSS salt length, fixed so verification is strict rather than lenient.
 const PSS_SALT_LEN: usize = 32;
+/// scrypt cost of new passphrase-protected key files: N = 2^14 and r = 8 use
+/// 16 MiB, the most for which OpenSSL 3's PKCS#8 reader still opens the file
+/// (its PBES2 scrypt memory limit is 32 MiB, so N = 2^15 is refused), and
+/// p = 5 multiplies the work five times over. This is the OWASP Password
+/// Storage Cheat Sheet's scrypt minimum at 16 MiB, the equivalent of N = 2^17
+/// with p = 1. Files keep their own parameters, so older ones still open.
+const SCRYPT_LOG_N: u8 = 14;
+const SCRYPT_R: u32 = 8;
+const SCRYPT_P: u32 = 5;
+/// PBES2 salt length for new key files.
+const PBES2_SALT_LEN: usize = 16;
 
 /// A peer's public identity key, checked against Carrier's key policy when
 /// parsed so that later code never meets a weak or odd key.
@@ -107,12 +121,16 @@ impl PublicKey {
     }
 
     /// Checks a signature made by [`Identity::sign`]: ECDSA-SHA256 as 64-byte
-    /// r ‖ s (either S form), or RSA-PSS-SHA256 with a 32-byte salt.
-    /// Signatures are not unique; never use their bytes to detect duplicates.
+    /// r ‖ s with 0 < r < n and 0 < s ≤ (n − 1)/2, or RSA-PSS-SHA256 with a
+    /// 32-byte salt. The high-S twin (r, n − s) of a valid P-256 signature is
+    /// refused, so nobody without the key can make a second signature for a
+    /// statement. RSA-PSS signatures are still randomized: never use
+    /// signature bytes to detect duplicates.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
         let ok = match self {
-            Self::P256(k) => Signature::from_slice(sig)
-                .is_ok_and(|s| VerifyingKey::from(k).verify(msg, &s).is_ok()),
+            Self::P256(k) => Signature::from_slice(sig).is_ok_and(|s| {
+                !bool::from(s.s().is_high()) && VerifyingKey::from(k).verify(msg, &s).is_ok()
+            }),
             Self::Rsa(k) => k.verify(pss(), &Sha256::digest(msg), sig).is_ok(),
         };
         ok.then_some(()).ok_or(CryptoError::BadSignature)
@@ -182,11 +200,12 @@ impl Identity {
         self.public_key().fingerprint()
     }
 
-    /// Signs envelopes and login transcripts. P-256 signatures are
-    /// deterministic (RFC 6979); RSA-PSS salts come from the OS generator.
+    /// Signs envelopes, statements and login transcripts. P-256 signatures
+    /// are deterministic (RFC 6979) and normalised to low S, the only form
+    /// [`PublicKey::verify`] accepts; RSA-PSS salts come from the OS generator.
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         match self {
-            Self::P256(k) => Signer::<Signature>::sign(k, msg).to_vec(),
+            Self::P256(k) => Signer::<Signature>::sign(k, msg).normalize_s().to_vec(),
             Self::Rsa(k) => k
                 .sign_with_rng(&mut UnwrapErr(SysRng), pss(), &Sha256::digest(msg))
                 .expect("RSA-PSS signing with a valid key cannot fail"),
@@ -237,9 +256,11 @@ impl Identity {
             .map_err(|e| with_path(e, path).into())
     }
 
-    /// Reads a key file written by [`Identity::save`] (or OpenSSL).
+    /// Reads a key file written by [`Identity::save`] (or OpenSSL). A file
+    /// other users may read or write is refused before it is read: the key
+    /// may already be compromised, and its owner must decide.
     pub fn load(path: &Path, passphrase: Option<&str>) -> Result<Self, CryptoError> {
-        let bytes = read_secret_file(path).map_err(|e| with_path(e, path))?;
+        let bytes = read_secret_file(path)?;
         let pem =
             std::str::from_utf8(&bytes).map_err(|_| pem_error("the file is not a PEM key"))?;
         Self::from_pkcs8_pem(pem, passphrase)
@@ -273,25 +294,19 @@ impl Identity {
 }
 
 /// Loads the server's long-term P-256 key, or makes and saves one on first
-/// start (the `bool` says which). A key file other users can read is refused:
-/// it may already be compromised, and the operator must decide.
+/// start (the `bool` says which). Like every key file, one that other users
+/// can access is refused.
 pub fn load_or_create_server_key(path: &Path) -> Result<(Identity, bool), CryptoError> {
-    match fs::metadata(path) {
-        Ok(meta) => {
-            check_private_mode(path, meta.permissions().mode())?;
-            let identity = Identity::load(path, None)?;
-            if identity.key_type() != KeyType::P256 {
-                return Err(bad_key("the server key must be a P-256 key"));
-            }
-            Ok((identity, false))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    match Identity::load(path, None) {
+        Ok(identity) if identity.key_type() == KeyType::P256 => Ok((identity, false)),
+        Ok(_) => Err(bad_key("the server key must be a P-256 key")),
+        Err(CryptoError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
             create_private_dir(path)?;
             let identity = Identity::generate(KeyType::P256);
             identity.save(path, None)?;
             Ok((identity, true))
         }
-        Err(e) => Err(with_path(e, path).into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -337,9 +352,18 @@ fn check_rsa_policy(key: &RsaPublicKey) -> Result<(), CryptoError> {
 }
 
 fn encrypt_pkcs8(doc: &SecretDocument, passphrase: &str) -> SecretDocument {
+    let mut rng = UnwrapErr(SysRng);
+    let mut salt = [0u8; PBES2_SALT_LEN];
+    rng.fill_bytes(&mut salt);
+    let mut iv = [0u8; 16];
+    rng.fill_bytes(&mut iv);
+    let cost = scrypt::Params::new(SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
+        .expect("the scrypt constants are valid parameters");
+    let params = pbes2::Parameters::generate_scrypt_aes256cbc(cost, &salt, iv)
+        .expect("a 16-byte salt is a valid scrypt salt");
     PrivateKeyInfoRef::try_from(doc.as_bytes())
-        .and_then(|info| info.encrypt_with_rng(&mut SysRng, passphrase))
-        .expect("encrypting a valid PKCS#8 key fails only if the OS generator does")
+        .and_then(|info| info.encrypt_with_params(params, passphrase))
+        .expect("encrypting a valid PKCS#8 key cannot fail")
 }
 
 fn decrypt_pkcs8(der: &[u8], passphrase: &str) -> Result<SecretDocument, CryptoError> {
@@ -366,13 +390,17 @@ fn create_private_dir(path: &Path) -> Result<(), CryptoError> {
     }
 }
 
-/// Reads a file into a buffer sized up front, so no stray copy of the
-/// secret is left behind by reallocation.
-fn read_secret_file(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
-    let mut file = File::open(path)?;
-    let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+/// Reads a key file into a buffer sized up front, so no stray copy of the
+/// secret is left behind by reallocation. The mode is checked on the open
+/// file, so it is the mode of the file that is read.
+fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut file = File::open(path).map_err(|e| with_path(e, path))?;
+    let meta = file.metadata().map_err(|e| with_path(e, path))?;
+    check_private_mode(path, meta.permissions().mode())?;
+    let len = usize::try_from(meta.len()).unwrap_or(0);
     let mut bytes = Zeroizing::new(Vec::with_capacity(len.saturating_add(1)));
-    file.read_to_end(&mut bytes)?;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| with_path(e, path))?;
     Ok(bytes)
 }
 
@@ -382,6 +410,8 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::crypto::test_keys::rsa_3072 as rsa_identity;
 
@@ -566,6 +596,136 @@ mod tests {
             CryptoError::InsecurePermissions { mode: 0o644, .. }
         ));
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    /// The high-S twin of a signature: (r, n − s).
+    fn negate_s(sig: &[u8]) -> Vec<u8> {
+        let sig = Signature::from_slice(sig).unwrap();
+        let (r, s) = sig.split_scalars();
+        Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn p256_signatures_are_low_s_and_their_twins_are_refused() {
+        let id = Identity::generate(KeyType::P256);
+        let pk = id.public_key();
+        for i in 0..64u32 {
+            let msg = i.to_be_bytes();
+            let sig = id.sign(&msg);
+            let parsed = Signature::from_slice(&sig).unwrap();
+            assert!(!bool::from(parsed.s().is_high()), "signature {i} is high-S");
+            pk.verify(&msg, &sig).unwrap();
+            let twin = negate_s(&sig);
+            assert_ne!(twin, sig);
+            assert!(
+                matches!(pk.verify(&msg, &twin), Err(CryptoError::BadSignature)),
+                "the (r, n - s) twin of signature {i} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn p256_refuses_zero_out_of_range_and_misfit_encodings() {
+        let id = Identity::generate(KeyType::P256);
+        let pk = id.public_key();
+        let sig = id.sign(b"m");
+        let order = hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
+            .unwrap();
+        let (r, s) = sig.split_at(32);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("r = 0", [&[0u8; 32][..], s].concat()),
+            ("s = 0", [r, &[0u8; 32][..]].concat()),
+            ("r = n", [&order[..], s].concat()),
+            ("s = n", [r, &order[..]].concat()),
+            ("all ones", vec![0xff; 64]),
+            ("empty", vec![]),
+            ("63 bytes", sig[..63].to_vec()),
+            ("65 bytes", [&sig[..], &[0]].concat()),
+            ("leading zero", [&[0u8][..], &sig[..]].concat()),
+            ("512 bytes", [&sig[..], &[0u8; 448][..]].concat()),
+        ];
+        for (what, bad) in cases {
+            assert!(
+                matches!(pk.verify(b"m", &bad), Err(CryptoError::BadSignature)),
+                "{what} accepted"
+            );
+        }
+    }
+
+    fn scrypt_params_of(pem: &str) -> pbes2::Parameters {
+        let (_, doc) = SecretDocument::from_pem(pem).unwrap();
+        match EncryptedPrivateKeyInfoRef::try_from(doc.as_bytes())
+            .unwrap()
+            .encryption_algorithm
+        {
+            pkcs8::pkcs5::EncryptionScheme::Pbes2(p) => p,
+            other => panic!("not PBES2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_key_files_use_the_raised_scrypt_cost() {
+        let id = Identity::generate(KeyType::P256);
+        let params = scrypt_params_of(&id.to_pkcs8_pem(Some("pw")));
+        let kdf = params.kdf.scrypt().expect("scrypt");
+        assert_eq!(kdf.cost_parameter, 1 << SCRYPT_LOG_N);
+        assert_eq!(u32::from(kdf.block_size), SCRYPT_R);
+        assert_eq!(u32::from(kdf.parallelization), SCRYPT_P);
+        assert_eq!(params.encryption.oid(), pbes2::AES_256_CBC_OID);
+    }
+
+    #[test]
+    fn older_and_openssl_key_files_still_open() {
+        let id = Identity::generate(KeyType::P256);
+        let info = PrivateKeyInfoRef::try_from(id.pkcs8_document().as_bytes())
+            .unwrap()
+            .encrypt_with_rng(&mut SysRng, "pw")
+            .unwrap();
+        let old = info
+            .to_pem(EncryptedPrivateKeyInfoRef::PEM_LABEL, LineEnding::LF)
+            .unwrap();
+        let kdf = scrypt_params_of(&old).kdf;
+        assert_eq!(kdf.scrypt().unwrap().cost_parameter, 1 << 14);
+        assert_eq!(kdf.scrypt().unwrap().parallelization, 1);
+        let back = Identity::from_pkcs8_pem(&old, Some("pw")).unwrap();
+        assert_eq!(back.public_key(), id.public_key());
+
+        for file in ["openssl_scrypt_p256.pem", "openssl_pbkdf2_p256.pem"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/keys")
+                .join(file);
+            let pem = fs::read_to_string(&path).unwrap();
+            let key = Identity::from_pkcs8_pem(&pem, Some("carrier")).unwrap();
+            assert_eq!(key.key_type(), KeyType::P256, "{file}");
+        }
+    }
+
+    #[test]
+    fn load_refuses_files_others_can_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.pem");
+        let id = Identity::generate(KeyType::P256);
+        id.save(&path, None).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = Identity::load(&path, None).unwrap_err();
+            assert!(
+                matches!(err, CryptoError::InsecurePermissions { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&format!("chmod 600 {}", path.display())),
+                "{shown}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(
+            Identity::load(&path, None).unwrap().public_key(),
+            id.public_key()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod envelope;
 mod keys;
+pub mod primitives;
 #[cfg(test)]
 mod test_keys;
 mod transcript;
