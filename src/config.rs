@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub max_connections: usize,
     pub otp_policy: OtpPolicy,
+    /// `register` requests one address (an IPv6 /64) may make.
+    pub register_per_address: Rate,
     pub code_sink: CodeSink,
     pub message_ttl_ms: i64,
     /// Limits on each recipient's queue.
@@ -133,9 +135,9 @@ impl Default for LimitsSection {
     fn default() -> Self {
         let l = Limits::default();
         Self {
-            send_messages_per_second: l.send_messages.per_second,
+            send_messages_per_second: l.send_messages.whole_per_second(),
             send_message_burst: l.send_messages.burst,
-            send_bytes_per_second: l.send_bytes.per_second,
+            send_bytes_per_second: l.send_bytes.whole_per_second(),
             send_byte_burst: l.send_bytes.burst,
             max_sessions_per_user: l.sessions_per_user,
             max_session_backlog_bytes: l.session_backlog_bytes,
@@ -157,14 +159,8 @@ impl LimitsSection {
             self.max_sessions_per_user as u64,
         )?;
         let limits = Limits {
-            send_messages: Rate {
-                per_second: self.send_messages_per_second,
-                burst: self.send_message_burst,
-            },
-            send_bytes: Rate {
-                per_second: self.send_bytes_per_second,
-                burst: self.send_byte_burst,
-            },
+            send_messages: Rate::per_second(self.send_messages_per_second, self.send_message_burst),
+            send_bytes: Rate::per_second(self.send_bytes_per_second, self.send_byte_burst),
             sessions_per_user: self.max_sessions_per_user,
             session_backlog_bytes: self.max_session_backlog_bytes,
             user_backlog_bytes: self.max_user_backlog_bytes,
@@ -210,6 +206,11 @@ impl Default for ServerSection {
     }
 }
 
+/// `register` requests per address by default: a burst of 20, then 10 a
+/// minute, so one address cannot flood registration (or a phone with codes)
+/// while a few people behind one address can still register.
+const REGISTER_PER_ADDRESS: Rate = Rate::per_minute(10, 20);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct OtpSection {
@@ -220,6 +221,8 @@ struct OtpSection {
     max_tries: u32,
     max_codes_per_window: u32,
     window_secs: u64,
+    register_per_address_per_minute: u64,
+    register_burst_per_address: u64,
 }
 
 impl Default for OtpSection {
@@ -233,6 +236,8 @@ impl Default for OtpSection {
             max_tries: p.max_tries,
             max_codes_per_window: p.max_codes,
             window_secs: (p.window_ms / 1000) as u64,
+            register_per_address_per_minute: REGISTER_PER_ADDRESS.per_minute,
+            register_burst_per_address: REGISTER_PER_ADDRESS.burst,
         }
     }
 }
@@ -341,6 +346,14 @@ impl ServerConfig {
         )?;
         positive("otp.window_secs", f.otp.window_secs)?;
         positive(
+            "otp.register_per_address_per_minute",
+            f.otp.register_per_address_per_minute,
+        )?;
+        positive(
+            "otp.register_burst_per_address",
+            f.otp.register_burst_per_address,
+        )?;
+        positive(
             "queue.max_messages_per_recipient",
             f.queue.max_messages_per_recipient,
         )?;
@@ -374,6 +387,10 @@ impl ServerConfig {
             port: f.server.port,
             data_dir: base.join(f.server.data_dir),
             max_connections: f.server.max_connections,
+            register_per_address: Rate::per_minute(
+                f.otp.register_per_address_per_minute,
+                f.otp.register_burst_per_address,
+            ),
             otp_policy: OtpPolicy {
                 ttl_ms: f.otp.ttl_secs as i64 * 1000,
                 max_tries: f.otp.max_tries,

@@ -13,11 +13,33 @@ use crate::clock::Clock;
 /// One bucket's refill rate and size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
-    /// Tokens added per second; at least 1.
-    pub per_second: u64,
+    /// Tokens added per minute; at least 1.
+    pub per_minute: u64,
     /// Most tokens held, and what a fresh key starts with; at least 1.
     pub burst: u64,
 }
+
+impl Rate {
+    pub const fn per_second(per_second: u64, burst: u64) -> Self {
+        Self {
+            per_minute: per_second.saturating_mul(60),
+            burst,
+        }
+    }
+
+    pub const fn per_minute(per_minute: u64, burst: u64) -> Self {
+        Self { per_minute, burst }
+    }
+
+    /// Tokens added per second, rounded down.
+    pub const fn whole_per_second(&self) -> u64 {
+        self.per_minute / 60
+    }
+}
+
+/// A token in the units buckets count in: a bucket refills by exactly
+/// `per_minute` of them each millisecond.
+const UNIT: u64 = 60_000;
 
 /// A table of token buckets, `N` measures per key.
 pub struct Buckets<K, const N: usize> {
@@ -32,11 +54,10 @@ struct State<K, const N: usize> {
     prune_at: usize,
 }
 
-/// Tokens are counted in thousandths, so that a bucket refills by exactly
-/// `per_second` of them each millisecond.
+/// Tokens counted in [`UNIT`]s.
 #[derive(Clone, Copy)]
 struct Level<const N: usize> {
-    milli_tokens: [u64; N],
+    units: [u64; N],
     at_ms: i64,
 }
 
@@ -61,7 +82,7 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
     pub fn take(&self, key: &K, cost: [u64; N]) -> Result<(), u64> {
         let now = self.clock.now_ms();
         let cost: [u64; N] =
-            std::array::from_fn(|i| cost[i].min(self.rates[i].burst).saturating_mul(1000));
+            std::array::from_fn(|i| cost[i].min(self.rates[i].burst).saturating_mul(UNIT));
         // A std mutex: nothing awaits while it is held.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let level = match state.levels.get(key) {
@@ -70,8 +91,8 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
         };
         let wait_ms = (0..N)
             .map(|i| {
-                let short = cost[i].saturating_sub(level.milli_tokens[i]);
-                short.div_ceil(self.rates[i].per_second)
+                let short = cost[i].saturating_sub(level.units[i]);
+                short.div_ceil(self.rates[i].per_minute)
             })
             .max()
             .unwrap_or(0);
@@ -79,37 +100,29 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
             state.levels.insert(key.clone(), level);
             return Err(wait_ms);
         }
-        let milli_tokens = std::array::from_fn(|i| level.milli_tokens[i] - cost[i]);
-        state.levels.insert(
-            key.clone(),
-            Level {
-                milli_tokens,
-                ..level
-            },
-        );
+        let units = std::array::from_fn(|i| level.units[i] - cost[i]);
+        state.levels.insert(key.clone(), Level { units, ..level });
         self.prune(&mut state, now);
         Ok(())
     }
 
     fn full(&self, now: i64) -> Level<N> {
         Level {
-            milli_tokens: std::array::from_fn(|i| self.capacity(i)),
+            units: std::array::from_fn(|i| self.capacity(i)),
             at_ms: now,
         }
     }
 
     fn capacity(&self, i: usize) -> u64 {
-        self.rates[i].burst.saturating_mul(1000)
+        self.rates[i].burst.saturating_mul(UNIT)
     }
 
     fn refilled(&self, level: Level<N>, now: i64) -> Level<N> {
         let elapsed_ms = u64::try_from(now - level.at_ms).unwrap_or(0);
         Level {
-            milli_tokens: std::array::from_fn(|i| {
-                let added = elapsed_ms.saturating_mul(self.rates[i].per_second);
-                level.milli_tokens[i]
-                    .saturating_add(added)
-                    .min(self.capacity(i))
+            units: std::array::from_fn(|i| {
+                let added = elapsed_ms.saturating_mul(self.rates[i].per_minute);
+                level.units[i].saturating_add(added).min(self.capacity(i))
             }),
             at_ms: now.max(level.at_ms),
         }
@@ -123,7 +136,7 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
         }
         state.levels.retain(|_, l| {
             let l = self.refilled(*l, now);
-            (0..N).any(|i| l.milli_tokens[i] < self.capacity(i))
+            (0..N).any(|i| l.units[i] < self.capacity(i))
         });
         state.prune_at = (state.levels.len() * 2).max(PRUNE_FLOOR);
     }
@@ -139,16 +152,7 @@ mod tests {
     use super::*;
 
     fn rates() -> [Rate; 2] {
-        [
-            Rate {
-                per_second: 2,
-                burst: 3,
-            },
-            Rate {
-                per_second: 1000,
-                burst: 5000,
-            },
-        ]
+        [Rate::per_second(2, 3), Rate::per_second(1000, 5000)]
     }
 
     #[test]
@@ -183,6 +187,18 @@ mod tests {
             Err(5000),
             "a cost above the burst waits for a full bucket"
         );
+    }
+
+    #[test]
+    fn slow_rates_are_exact_too() {
+        let clock = Clock::manual();
+        let buckets = Buckets::new([Rate::per_minute(1, 2)], clock.clone());
+        buckets.take(&"a", [2]).unwrap();
+        assert_eq!(buckets.take(&"a", [1]), Err(60_000));
+        clock.advance_ms(59_999);
+        assert_eq!(buckets.take(&"a", [1]), Err(1));
+        clock.advance_ms(1);
+        buckets.take(&"a", [1]).unwrap();
     }
 
     #[test]

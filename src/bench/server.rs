@@ -102,7 +102,8 @@ impl ServerSpec {
         let mut t = format!(
             "# Written by carrier-bench.\n\
              [server]\nhost = \"127.0.0.1\"\nport = {port}\ndata_dir = \"data\"\nmax_connections = {}\n\n\
-             [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\n\
+             [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\
+             register_per_address_per_minute = 1000000000\nregister_burst_per_address = 1000000000\n\n\
              [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n\n\
              {UNLIMITED}",
             self.max_connections.max(1)

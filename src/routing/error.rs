@@ -53,7 +53,7 @@ pub enum RouteError {
     #[error(
         "you are sending faster than this server allows ({} messages and {} bytes a second, \
          bursts of {} and {}); retry in {retry_after_ms} ms",
-        limits.send_messages.per_second, limits.send_bytes.per_second,
+        limits.send_messages.whole_per_second(), limits.send_bytes.whole_per_second(),
         limits.send_messages.burst, limits.send_bytes.burst
     )]
     RateLimited {

@@ -28,14 +28,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            send_messages: Rate {
-                per_second: 20,
-                burst: 200,
-            },
-            send_bytes: Rate {
-                per_second: 2 << 20,
-                burst: 16 << 20,
-            },
+            send_messages: Rate::per_second(20, 200),
+            send_bytes: Rate::per_second(2 << 20, 16 << 20),
             sessions_per_user: 8,
             session_backlog_bytes: 8 << 20,
             user_backlog_bytes: 32 << 20,

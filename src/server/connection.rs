@@ -70,7 +70,7 @@ pub async fn serve(
         let backlog = state.router.limits().session_backlog_bytes;
         let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, backlog);
         let mut writer_task = tokio::spawn(protocol::write_loop(writer, rx));
-        let mut session = Session::new(exporter, outbox);
+        let mut session = Session::new(peer.ip(), exporter, outbox);
         read_loop(reader, &mut session, &state, &shutdown, &tracker, pending).await;
         let closed_by_server = session
             .user

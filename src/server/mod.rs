@@ -47,11 +47,38 @@ pub struct ServerState {
     tls: Arc<rustls::ServerConfig>,
     connection_slots: Arc<Semaphore>,
     pending_logins: Arc<session::PendingLogins>,
+    /// `register` requests per address (an IPv6 /64).
+    registers: crate::rate::Buckets<std::net::IpAddr, 1>,
     /// The long-term key, which vouches for our users' directory entries.
     identity: Identity,
 }
 
 impl ServerState {
+    /// Counts a `register` from `peer`, or refuses it when its address has
+    /// made too many lately. An IPv6 address counts by its /64, which one
+    /// host can fill with addresses of its own.
+    fn count_register(&self, peer: std::net::IpAddr) -> Result<(), error::ApiError> {
+        let address = match peer {
+            std::net::IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(prefix.into())
+            }
+            v4 => v4,
+        };
+        self.registers
+            .take(&address, [1])
+            .map_err(|retry_after_ms| error::ApiError {
+                retry_after_ms: Some(retry_after_ms),
+                ..error::ApiError::new(
+                    crate::protocol::ErrorCode::RateLimited,
+                    format!(
+                        "too many registrations from your address; try again in {} s",
+                        retry_after_ms.div_ceil(1000)
+                    ),
+                )
+            })
+    }
+
     /// A directory entry for one of our own users, signed by this server.
     fn local_entry(&self, phone: PhoneNumber, info: UserInfo) -> Entry {
         let me = self.router.me();
@@ -166,6 +193,7 @@ impl Server {
         )
         .await
         .map_err(db_err)?;
+        let registers = crate::rate::Buckets::new([config.register_per_address], clock.clone());
         let otp = Otp::new(
             pool.clone(),
             config.otp_policy,
@@ -180,6 +208,7 @@ impl Server {
                 config.max_connections,
             ))),
             pending_logins: Arc::default(),
+            registers,
             identity: key,
         });
         publish_local_users(&state, &pool).await.map_err(db_err)?;

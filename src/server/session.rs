@@ -62,6 +62,8 @@ impl Drop for PendingSlot {
 
 /// Per-connection state, owned by the connection's task.
 pub struct Session {
+    /// The peer's address, as limits per address count it.
+    pub peer: IpAddr,
     /// The TLS exporter value of this connection (RFC 8446 §7.5).
     pub exporter: [u8; 32],
     /// The nonce from the last `challenge`, usable once.
@@ -73,8 +75,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(exporter: [u8; 32], outbox: Outbox) -> Self {
+    pub fn new(peer: IpAddr, exporter: [u8; 32], outbox: Outbox) -> Self {
         Self {
+            peer,
             exporter,
             nonce: None,
             user: None,

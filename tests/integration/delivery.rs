@@ -420,10 +420,7 @@ async fn a_retry_into_a_full_queue_is_accepted_as_the_duplicate_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_kept_back_do_not_hide_later_ones() {
     let server = spawn_server_with(|c| {
-        c.limits.send_messages = carrier::rate::Rate {
-            per_second: 1_000_000,
-            burst: 1_000_000,
-        };
+        c.limits.send_messages = carrier::rate::Rate::per_second(1_000_000, 1_000_000);
     })
     .await;
     let (alice, bob) = two_users(&server).await;

@@ -3,7 +3,8 @@
 //! `server_busy` at once instead of waiting in the listen backlog; a sender
 //! past their rate is told `rate_limited` and when to retry; a session that
 //! stops reading is closed once its unsent bytes (or all of its user's
-//! sessions') reach their bound; a user has a bounded number of sessions.
+//! sessions') reach their bound; a user has a bounded number of sessions;
+//! one address has a bounded rate of `register`.
 
 use std::time::Duration;
 
@@ -134,7 +135,7 @@ fn retry_after(answer: Response, case: &str) -> u64 {
             retry_after_ms: Some(ms),
             message,
         } => {
-            assert!(message.contains("retry in"), "{case}: {message}");
+            assert!(message.contains(" in "), "{case}: {message}");
             ms
         }
         other => panic!("{case}: expected rate_limited with retry_after_ms, got {other:?}"),
@@ -144,10 +145,7 @@ fn retry_after(answer: Response, case: &str) -> u64 {
 #[tokio::test]
 async fn a_sender_past_their_rate_waits_and_others_do_not() {
     let server = spawn_server_with(|c| {
-        c.limits.send_messages = Rate {
-            per_second: 2,
-            burst: 5,
-        };
+        c.limits.send_messages = Rate::per_second(2, 5);
     })
     .await;
     let alice = register(&server, ALICE, KeyType::P256).await;
@@ -192,10 +190,7 @@ async fn a_sender_past_their_rate_waits_and_others_do_not() {
 #[tokio::test]
 async fn envelope_bytes_and_broadcasts_count_against_the_rate() {
     let server = spawn_server_with(|c| {
-        c.limits.send_bytes = Rate {
-            per_second: 10_000,
-            burst: protocol::MAX_ENVELOPE_BYTES as u64,
-        };
+        c.limits.send_bytes = Rate::per_second(10_000, protocol::MAX_ENVELOPE_BYTES as u64);
     })
     .await;
     let alice = register(&server, ALICE, KeyType::P256).await;
@@ -277,14 +272,8 @@ async fn drain_until_closed(stream: &mut ClientTlsStream, what: &str) {
 
 /// Limits that let one sender flood: what is measured is the recipient's side.
 fn flood_allowed(c: &mut carrier::config::ServerConfig) {
-    c.limits.send_messages = Rate {
-        per_second: 1_000_000,
-        burst: 1_000_000,
-    };
-    c.limits.send_bytes = Rate {
-        per_second: 1 << 40,
-        burst: 1 << 40,
-    };
+    c.limits.send_messages = Rate::per_second(1_000_000, 1_000_000);
+    c.limits.send_bytes = Rate::per_second(1 << 40, 1 << 40);
     c.limits.session_backlog_bytes = protocol::MAX_RESPONSE_FRAME;
     c.limits.user_backlog_bytes = 2 * protocol::MAX_RESPONSE_FRAME;
 }
@@ -394,4 +383,34 @@ async fn sessions_per_user_are_limited() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_flood_registration() {
+    let server = spawn_server_with(|c| c.register_per_address = Rate::per_minute(1, 3)).await;
+    let id = carrier::crypto::Identity::generate(KeyType::P256);
+    let mut w = crate::wire::Wire::connect(&server).await;
+    for phone in [ALICE, BOB, "not a phone"] {
+        // Every request counts, before anything else is looked at.
+        let answer = w.register(phone, &id).await;
+        assert!(
+            !matches!(
+                answer,
+                Response::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            ),
+            "{phone}: {answer:?}"
+        );
+    }
+    // A new connection from the same address shares the count.
+    let mut other = crate::wire::Wire::connect(&server).await;
+    let answer = other.register(CAROL, &id).await;
+    let wait = retry_after(answer, "a fourth register from one address");
+    assert_eq!(wait, 60_000, "one more a minute");
+    assert!(server.try_code_for(CAROL).is_none(), "no code was sent");
+    server.clock.advance_ms(60_000);
+    let answer = other.register(CAROL, &id).await;
+    assert!(matches!(answer, Response::CodeSent { .. }), "{answer:?}");
 }
