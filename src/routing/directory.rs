@@ -387,28 +387,28 @@ mod tests {
 
     /// Judging never checks a signature (the caller does, for what it
     /// takes), so these entries carry made-up keys and signature bytes.
-    const USER_KEY: [u8; 8] = *b"user key";
+    const USER_KEY: &[u8] = b"user key";
+    const HOME: &[u8] = b"home key";
 
     /// A neighbour's fingerprint, for routes.
     fn neighbour(n: u8) -> Fingerprint {
         Fingerprint::of_spki(&[n])
     }
 
-    /// An entry at version `registered_at`, homed at the server whose key is
-    /// `home` under `name`, reached through `via` at `hops`.
-    fn entry(home: &[u8], name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
-        let user = USER_KEY.to_vec();
+    /// An entry at version `registered_at`, homed at [`HOME`] under `name`,
+    /// reached through `via` at `hops`.
+    fn entry(name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
         Entry {
             phone: PhoneNumber::from_canonical("+12025550101").unwrap(),
             info: UserInfo {
                 phone: "+12025550101".into(),
                 key_type: KeyType::P256,
-                fingerprint: Fingerprint::of_spki(&user).to_hex(),
-                public_key: B64(user),
+                fingerprint: Fingerprint::of_spki(USER_KEY).to_hex(),
+                public_key: B64(USER_KEY.to_vec()),
                 registered_at,
             },
-            home: Fingerprint::of_spki(home),
-            home_key: home.to_vec(),
+            home: Fingerprint::of_spki(HOME),
+            home_key: HOME.to_vec(),
             home_name: name.into(),
             signature: format!("signed by the home as {name}").into_bytes(),
             via: Some(neighbour(via)),
@@ -434,8 +434,7 @@ mod tests {
 
     #[test]
     fn other_signature_bytes_are_not_news() {
-        let home = b"home key";
-        let current = entry(home, "home", 1_000, 1, 2);
+        let current = entry("home", 1_000, 1, 2);
         let directory = holding(&current);
         for (via, hops) in [(9, 6), (9, 2), (1, 2), (1, 7)] {
             let verdict = directory.judge(&resigned(&current, via, hops));
@@ -448,8 +447,7 @@ mod tests {
 
     #[test]
     fn fewer_hops_reroute_and_keep_the_checked_signature() {
-        let home = b"home key";
-        let current = entry(home, "home", 1_000, 1, 3);
+        let current = entry("home", 1_000, 1, 3);
         let verdict = holding(&current).judge(&resigned(&current, 9, 2));
         let Applied::Rerouted(ours) = verdict else {
             panic!("expected a reroute, got {verdict:?}");
@@ -461,10 +459,9 @@ mod tests {
 
     #[test]
     fn a_restatement_comes_from_our_route_or_a_shorter_one() {
-        let home = b"home key";
-        let current = entry(home, "old name", 1_000, 1, 3);
+        let current = entry("old name", 1_000, 1, 3);
         let directory = holding(&current);
-        let restated = |via, hops| entry(home, "new name", 1_000, via, hops);
+        let restated = |via, hops| entry("new name", 1_000, via, hops);
         let cases = [
             ("our route, more hops", restated(1, 5), true),
             ("another neighbour, fewer hops", restated(9, 2), true),
@@ -483,12 +480,11 @@ mod tests {
 
     #[test]
     fn versions_decide_before_routes() {
-        let home = b"home key";
-        let current = entry(home, "home", 1_000, 1, 1);
+        let current = entry("home", 1_000, 1, 1);
         let directory = holding(&current);
-        let newer = entry(home, "home", 1_001, 9, 9);
+        let newer = entry("home", 1_001, 9, 9);
         assert!(matches!(directory.judge(&newer), Applied::Updated));
-        let older = entry(home, "home", 999, 9, 0);
+        let older = entry("home", 999, 9, 0);
         assert!(matches!(directory.judge(&older), Applied::Unchanged));
         let own = Entry {
             via: None,
