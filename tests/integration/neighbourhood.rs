@@ -516,14 +516,10 @@ async fn send_link(
     stream.flush().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
-    use carrier::crypto::Identity;
-    use carrier::protocol::link::{DirectoryEntry, LinkMessage, Relayed};
-    use carrier::protocol::{B64, signed};
-
-    // The victim pins the hostile server's key as a neighbour.
-    let hostile = Identity::generate(KeyType::P256);
+/// Two linked servers, the first of which also pins the key of a hostile
+/// neighbour (returned) that the test plays by hand.
+async fn beside_a_hostile_neighbour() -> (Vec<Node>, carrier::crypto::Identity) {
+    let hostile = carrier::crypto::Identity::generate(KeyType::P256);
     let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
     let victim = &mut nodes[0];
     victim.stop().await;
@@ -532,17 +528,33 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
         fingerprint: Some(hostile.fingerprint()),
     });
     victim.start().await;
+    (nodes, hostile)
+}
+
+/// A link to `node` as the server whose key is `key`.
+async fn link_as(key: &carrier::crypto::Identity, node: &Node) -> carrier::tls::ClientTlsStream {
+    let (link, _) = carrier::tls::connect_link(
+        &node.link_addr.to_string(),
+        &key.pkcs8_der(),
+        carrier::tls::Pin::Expect(node.fingerprint),
+    )
+    .await
+    .expect("the hostile neighbour links");
+    link
+}
+
+#[tokio::test]
+async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::link::{DirectoryEntry, LinkMessage, Relayed};
+    use carrier::protocol::{B64, signed};
+
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
     let alice = register(&nodes[0], crate::common::ALICE, KeyType::P256).await;
     let bob = register(&nodes[1], crate::common::BOB, KeyType::P256).await;
     eventually("the victim learns bob", || sees(&alice.client, &bob.phone)).await;
 
-    let (mut link, _) = carrier::tls::connect_link(
-        &nodes[0].link_addr.to_string(),
-        &hostile.pkcs8_der(),
-        carrier::tls::Pin::Expect(nodes[0].fingerprint),
-    )
-    .await
-    .expect("the hostile neighbour links");
+    let mut link = link_as(&hostile, &nodes[0]).await;
     // An entry claiming alice, signed by the hostile server as her home and
     // dated a day ahead: it would outrank every later real registration.
     let mallory_key = Identity::generate(KeyType::P256).public_key().to_spki_der();
@@ -593,20 +605,9 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
         path: vec!["f".repeat(100_000)],
     };
     send_link(&mut link, &LinkMessage::Relay(relay)).await;
-    let refusal = within("the relay is refused", async {
-        loop {
-            let frame =
-                carrier::protocol::read_frame(&mut link, carrier::protocol::link::MAX_LINK_FRAME)
-                    .await
-                    .expect("link readable")
-                    .expect("link open");
-            if let Ok(LinkMessage::RelayRefused {
-                id: refused, code, ..
-            }) = serde_json::from_slice(&frame)
-            {
-                break (refused, code);
-            }
-        }
+    let refusal = next_link_message(&mut link, "the relay is refused", |m| match m {
+        LinkMessage::RelayRefused { id, code, .. } => Some((id, code)),
+        _ => None,
     })
     .await;
     assert_eq!(refusal, (id, carrier::protocol::ErrorCode::BadEnvelope));
@@ -690,15 +691,7 @@ async fn a_neighbour_cannot_steal_a_route_by_resigning_an_entry() {
     use carrier::protocol::B64;
     use carrier::protocol::link::LinkMessage;
 
-    let hostile = Identity::generate(KeyType::P256);
-    let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
-    let victim = &mut nodes[0];
-    victim.stop().await;
-    victim.config.neighbours.push(NeighbourConfig {
-        address: "127.0.0.1:9".into(),
-        fingerprint: Some(hostile.fingerprint()),
-    });
-    victim.start().await;
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
     let carol = register(&nodes[0], crate::common::CAROL, KeyType::P256).await;
     let alice = register(&nodes[1], crate::common::ALICE, KeyType::P256).await;
     eventually("the victim learns alice", || {
@@ -711,13 +704,7 @@ async fn a_neighbour_cannot_steal_a_route_by_resigning_an_entry() {
         (Some(nodes[1].fingerprint.to_hex()), 1)
     );
 
-    let (mut link, _) = carrier::tls::connect_link(
-        &nodes[0].link_addr.to_string(),
-        &hostile.pkcs8_der(),
-        carrier::tls::Pin::Expect(nodes[0].fingerprint),
-    )
-    .await
-    .expect("the hostile neighbour links");
+    let mut link = link_as(&hostile, &nodes[0]).await;
     let entry = next_link_message(&mut link, "the victim's directory", |m| match m {
         LinkMessage::Directory { entries } => entries.into_iter().find(|e| e.phone == alice.phone),
         _ => None,
