@@ -122,6 +122,11 @@ pub enum StartError {
     },
     #[error("the server key: {0}")]
     KeyOwner(crate::private_files::ForeignOwner),
+    #[error("the one-time-code key {path}: {source}")]
+    CodeKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database in {path}: {source}")]
@@ -194,11 +199,20 @@ impl Server {
         .await
         .map_err(db_err)?;
         let registers = crate::rate::Buckets::new([config.register_per_address], clock.clone());
+        let code_key_path = dir.join(crate::auth::code_key::CODE_KEY_FILE);
+        let code_key =
+            crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|source| {
+                StartError::DataDir {
+                    path: code_key_path,
+                    source,
+                }
+            })?;
         let otp = Otp::new(
             pool.clone(),
             config.otp_policy,
             clock,
             config.code_sink.clone(),
+            code_key,
         );
         let state = Arc::new(ServerState {
             router,
