@@ -13,7 +13,8 @@
 //! `deliver` (local sends, fetch, ack, expiry), `relay` (messages to and
 //! from neighbours), `directory` (who lives where, and flooding it),
 //! `broadcast`, `presence` (who is online, and `list`), `registry` (live
-//! sessions) and `neighbours` (live links and the keys pinned for them).
+//! sessions and the unsent bytes they may hold), `limits` (what one user may
+//! send and hold) and `neighbours` (live links and the keys pinned for them).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
