@@ -116,6 +116,7 @@ fn json(c: &mut Criterion) {
                 })
                 .collect(),
             more: true,
+            cursor: Some(100),
         },
     };
     let batch_bytes = serde_json::to_vec(&batch).expect("serialises");

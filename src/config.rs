@@ -13,6 +13,8 @@ use crate::auth::otp::OtpPolicy;
 use crate::db::Location;
 use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
+use crate::rate::Rate;
+use crate::routing::Limits;
 
 /// The flags of `carrier-server` that choose or override the configuration.
 #[derive(Debug, Default, clap::Args)]
@@ -63,6 +65,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub max_connections: usize,
     pub otp_policy: OtpPolicy,
+    /// `register` requests one address (an IPv6 /64) may make.
+    pub register_per_address: Rate,
     pub code_sink: CodeSink,
     pub message_ttl_ms: i64,
     /// Limits on each recipient's queue.
@@ -76,6 +80,8 @@ pub struct ServerConfig {
     pub neighbours: Vec<NeighbourConfig>,
     /// Where the database is; `None` is SQLite in the data directory.
     pub database: Option<Location>,
+    /// What one user may take: send rates, sessions, unsent bytes.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -118,12 +124,65 @@ struct FileConfig {
     neighbourhood: NeighbourhoodSection,
     #[serde(default)]
     database: DatabaseSection,
+    #[serde(default)]
+    limits: LimitsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DatabaseSection {
     url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsSection {
+    send_messages_per_second: u64,
+    send_message_burst: u64,
+    send_bytes_per_second: u64,
+    send_byte_burst: u64,
+    max_sessions_per_user: usize,
+    max_session_backlog_bytes: usize,
+    max_user_backlog_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            send_messages_per_second: l.send_messages.whole_per_second(),
+            send_message_burst: l.send_messages.burst,
+            send_bytes_per_second: l.send_bytes.whole_per_second(),
+            send_byte_burst: l.send_bytes.burst,
+            max_sessions_per_user: l.sessions_per_user,
+            max_session_backlog_bytes: l.session_backlog_bytes,
+            max_user_backlog_bytes: l.user_backlog_bytes,
+        }
+    }
+}
+
+impl LimitsSection {
+    fn parse(self) -> Result<Limits, (&'static str, String)> {
+        positive(
+            "limits.send_messages_per_second",
+            self.send_messages_per_second,
+        )?;
+        positive("limits.send_message_burst", self.send_message_burst)?;
+        positive("limits.send_bytes_per_second", self.send_bytes_per_second)?;
+        positive(
+            "limits.max_sessions_per_user",
+            self.max_sessions_per_user as u64,
+        )?;
+        let limits = Limits {
+            send_messages: Rate::per_second(self.send_messages_per_second, self.send_message_burst),
+            send_bytes: Rate::per_second(self.send_bytes_per_second, self.send_byte_burst),
+            sessions_per_user: self.max_sessions_per_user,
+            session_backlog_bytes: self.max_session_backlog_bytes,
+            user_backlog_bytes: self.max_user_backlog_bytes,
+        };
+        limits.check()?;
+        Ok(limits)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +221,11 @@ impl Default for ServerSection {
     }
 }
 
+/// `register` requests per address by default: a burst of 20, then 10 a
+/// minute, so one address cannot flood registration (or a phone with codes)
+/// while a few people behind one address can still register.
+const REGISTER_PER_ADDRESS: Rate = Rate::per_minute(10, 20);
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct OtpSection {
@@ -172,6 +236,8 @@ struct OtpSection {
     max_tries: u32,
     max_codes_per_window: u32,
     window_secs: u64,
+    register_per_address_per_minute: u64,
+    register_burst_per_address: u64,
 }
 
 impl Default for OtpSection {
@@ -185,6 +251,8 @@ impl Default for OtpSection {
             max_tries: p.max_tries,
             max_codes_per_window: p.max_codes,
             window_secs: (p.window_ms / 1000) as u64,
+            register_per_address_per_minute: REGISTER_PER_ADDRESS.per_minute,
+            register_burst_per_address: REGISTER_PER_ADDRESS.burst,
         }
     }
 }
@@ -309,6 +377,14 @@ impl ServerConfig {
         )?;
         positive("otp.window_secs", f.otp.window_secs)?;
         positive(
+            "otp.register_per_address_per_minute",
+            f.otp.register_per_address_per_minute,
+        )?;
+        positive(
+            "otp.register_burst_per_address",
+            f.otp.register_burst_per_address,
+        )?;
+        positive(
             "queue.max_messages_per_recipient",
             f.queue.max_messages_per_recipient,
         )?;
@@ -351,6 +427,10 @@ impl ServerConfig {
             port: f.server.port,
             data_dir: base.join(f.server.data_dir),
             max_connections: f.server.max_connections,
+            register_per_address: Rate::per_minute(
+                f.otp.register_per_address_per_minute,
+                f.otp.register_burst_per_address,
+            ),
             otp_policy: OtpPolicy {
                 ttl_ms: f.otp.ttl_secs as i64 * 1000,
                 max_tries: f.otp.max_tries,
@@ -371,6 +451,7 @@ impl ServerConfig {
             server_port: f.neighbourhood.server_port,
             neighbours,
             database,
+            limits: f.limits.parse()?,
         })
     }
 }

@@ -17,8 +17,12 @@
 //!   byte layout, the server-to-server messages and the signed statements'
 //!   layouts. No sockets, storage or keys.
 //! - [`clock`]: time as the rules see it, so tests move it instead of sleeping.
+//! - [`rate`]: token buckets keyed by whoever is limited.
 //! - [`private_files`]: files and directories only their owner may read.
-//! - [`telemetry`]: the log set-up every binary shares.
+//! - [`telemetry`]: the log set-up every binary shares, and warnings
+//!   logged at most once per interval.
+//! - [`listen`]: accepting TCP connections so that none waits unseen in
+//!   the backlog, even out of file descriptors.
 //! - [`crypto`]: identity keys, PEM files, envelope seal and open, login
 //!   transcripts. The only module that touches private keys or plaintext.
 //! - [`tls`]: certificates made from long-term keys, pinning verifiers for
@@ -68,8 +72,10 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod link;
+pub mod listen;
 pub mod private_files;
 pub mod protocol;
+pub mod rate;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

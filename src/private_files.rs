@@ -30,6 +30,39 @@ pub fn create_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Someone else's file where only ours belongs: its owner can change its
+/// mode or contents behind our back.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} belongs to user id {owner}, but this process runs as user id {me}; \
+     make it ours (chown) or remove it"
+)]
+pub struct ForeignOwner {
+    pub path: PathBuf,
+    pub owner: u32,
+    pub me: u32,
+}
+
+/// Checks that `path`, if it exists, is owned by the user this process
+/// runs as (its effective user id).
+pub fn check_owner(path: &Path) -> io::Result<Result<(), ForeignOwner>> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = match fs::symlink_metadata(path) {
+        Ok(meta) => meta.uid(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(())),
+        Err(e) => return Err(e),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if owner == me {
+        return Ok(Ok(()));
+    }
+    Ok(Err(ForeignOwner {
+        path: path.to_owned(),
+        owner,
+        me,
+    }))
+}
+
 /// Replaces `path` with `contents` atomically and durably: written to a new
 /// 0600 file beside it, synced, renamed over it, and the rename synced.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -82,6 +115,29 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_foreign() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("key");
+        assert!(
+            check_owner(&file).unwrap().is_ok(),
+            "a missing file is fine"
+        );
+        create_file(&file).unwrap();
+        assert!(check_owner(&file).unwrap().is_ok(), "our own file is fine");
+        let stranger = rustix::process::geteuid().as_raw() ^ 0x5a5a;
+        match std::os::unix::fs::chown(&file, Some(stranger), None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return eprintln!("skipped: giving a file away needs root ({e})");
+            }
+            Err(e) => panic!("chown: {e}"),
+        }
+        let foreign = check_owner(&file).unwrap().unwrap_err();
+        assert_eq!(foreign.owner, stranger);
+        assert!(foreign.to_string().contains("chown"), "{foreign}");
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The one-time-code life cycle: issue (rate-limited), deliver, and redeem
-//! (constant-time comparison through argon2's verifier, a bounded number of
-//! wrong tries, expiry). Counters live in the database so a restart resets
-//! nothing; a new code never resets the count of wrong tries.
+//! (an HMAC compared in constant time, a bounded number of wrong tries,
+//! expiry). Counters live in the database so a restart resets nothing; a
+//! new code never resets the count of wrong tries.
+//!
+//! Codes are stored as HMAC-SHA256 under the server's [`CodeKey`], not as
+//! argon2 hashes: a code is useless without the private key of the key it
+//! registers (`verify` must prove it), so a slow hash protected nothing
+//! worth its cost, while hashing before the limits were checked let a flood
+//! of `register` occupy the server. An HMAC costs microseconds.
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
 use zeroize::Zeroizing;
 
+use super::code_key::CodeKey;
 use super::code_sink::CodeSink;
 use crate::clock::Clock;
 use crate::db::otp::{Limits, OtpLimits, PendingCode};
@@ -14,12 +19,6 @@ use crate::db::users::UserRow;
 use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{ErrorCode, KeyType};
-
-/// Argon2id cost for code hashes. A 6-digit code has a million values, so the
-/// hash only slows down someone holding a stolen database; codes also die
-/// after a few minutes. These parameters cost a few milliseconds.
-const ARGON2_MEMORY_KIB: u32 = 8 * 1024;
-const ARGON2_ITERATIONS: u32 = 1;
 
 /// Limits applied to one-time codes.
 #[derive(Debug, Clone, Copy)]
@@ -63,9 +62,6 @@ pub enum OtpError {
     Malformed,
     #[error("the code could not be delivered: {0}")]
     Delivery(String),
-    /// Argon2 failed to hash a new code.
-    #[error("the code could not be hashed: {0}")]
-    Hashing(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -80,8 +76,16 @@ impl OtpError {
             OtpError::Expired => ErrorCode::CodeExpired,
             OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
             OtpError::Dead { .. } => ErrorCode::CodeDead,
-            OtpError::Delivery(_) | OtpError::Hashing(_) => ErrorCode::Internal,
+            OtpError::Delivery(_) => ErrorCode::Internal,
             OtpError::Db(e) => e.code(),
+        }
+    }
+
+    /// When a refusal holds only for now: in how many milliseconds to retry.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            OtpError::RateLimited { retry_in_s } => Some(*retry_in_s as u64 * 1000),
+            _ => None,
         }
     }
 }
@@ -99,15 +103,23 @@ pub struct Otp {
     policy: OtpPolicy,
     clock: Clock,
     sink: CodeSink,
+    key: CodeKey,
 }
 
 impl Otp {
-    pub fn new(store: Store, policy: OtpPolicy, clock: Clock, sink: CodeSink) -> Self {
+    pub fn new(
+        store: Store,
+        policy: OtpPolicy,
+        clock: Clock,
+        sink: CodeSink,
+        key: CodeKey,
+    ) -> Self {
         Self {
             store,
             policy,
             clock,
             sink,
+            key,
         }
     }
 
@@ -136,7 +148,7 @@ impl Otp {
     ) -> Result<i64, OtpError> {
         let now = self.clock.now_ms();
         let code = random_code();
-        let hash = hash_code(code.clone()).await?;
+        let hash = self.key.hash(phone, spki, &code);
         let pending = PendingCode {
             phone: phone.to_string(),
             code_hash: hash,
@@ -214,7 +226,10 @@ impl Otp {
             let retry_in_s = self.policy.window_ms / 1000 + 1;
             return Err(OtpError::Dead { retry_in_s });
         };
-        if !code_matches(code, &pending.code_hash).await {
+        if !self
+            .key
+            .matches(&pending.code_hash, phone, &pending.public_key, code)
+        {
             let remaining = limits.max_tries - spent.wrong_tries;
             tracing::info!(%phone, remaining, "wrong one-time code");
             return Err(OtpError::Wrong {
@@ -263,48 +278,6 @@ fn random_code() -> Zeroizing<String> {
     }
 }
 
-fn hasher() -> Argon2<'static> {
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, 1, None)
-        .expect("valid argon2 parameters");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-/// Argon2 runs at a time. Each holds its memory cost; bounding them bounds
-/// the memory a burst of registrations takes (and keeps afterwards).
-static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-/// Hashes off the async threads: argon2 is deliberately slow.
-async fn hash_code(code: Zeroizing<String>) -> Result<String, OtpError> {
-    let _slot = ARGON2_SLOTS.acquire().await.expect("never closed");
-    tokio::task::spawn_blocking(move || {
-        use rand::TryRng;
-        let mut salt = [0u8; 16];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut salt)
-            .expect("the operating system's random generator failed");
-        hasher()
-            .hash_password_with_salt(code.as_bytes(), &salt)
-            .map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| OtpError::Hashing(format!("the hashing task failed: {e}")))?
-    .map_err(|e| OtpError::Hashing(e.to_string()))
-}
-
-/// Argon2's verifier compares the derived hashes in constant time.
-async fn code_matches(code: &str, hash: &str) -> bool {
-    let code = Zeroizing::new(code.to_owned());
-    let hash = hash.to_owned();
-    let _slot = ARGON2_SLOTS.acquire().await.expect("never closed");
-    tokio::task::spawn_blocking(move || {
-        hasher()
-            .verify_password(code.as_bytes(), hash.as_str())
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,12 +289,5 @@ mod tests {
             assert_eq!(c.len(), 6);
             assert!(c.bytes().all(|b| b.is_ascii_digit()));
         }
-    }
-
-    #[tokio::test]
-    async fn hash_verifies_only_its_code() {
-        let h = hash_code(Zeroizing::new("123456".into())).await.unwrap();
-        assert!(code_matches("123456", &h).await);
-        assert!(!code_matches("123457", &h).await);
     }
 }

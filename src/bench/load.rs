@@ -186,7 +186,7 @@ pub async fn pipelined_send(
         tokio::spawn(async move {
             let outcome = match pending.await {
                 Ok(Response::Accepted { .. }) => Ok(started.elapsed().as_micros() as u64),
-                Ok(Response::Error { code, message }) => Err(format!("{code:?}: {message}")),
+                Ok(Response::Error { code, message, .. }) => Err(format!("{code:?}: {message}")),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(_) => Err("the connection closed".to_owned()),
             };
@@ -216,7 +216,12 @@ pub async fn drain(
     patience: Duration,
 ) -> Result<Drained> {
     let mut out = Drained::default();
-    let mut next = conn.start(Request::Fetch { limit: Some(1000) }).await?;
+    let mut next = conn
+        .start(Request::Fetch {
+            limit: Some(1000),
+            after: None,
+        })
+        .await?;
     let mut last_progress = Instant::now();
     loop {
         let answer = (&mut next)
@@ -225,8 +230,8 @@ pub async fn drain(
         out.fetches += 1;
         while conn.try_next_event().is_some() {}
         let (messages, more) = match answer {
-            Response::Messages { messages, more } => (messages, more),
-            Response::Error { code, message } => bail!("fetch refused: {code:?}: {message}"),
+            Response::Messages { messages, more, .. } => (messages, more),
+            Response::Error { code, message, .. } => bail!("fetch refused: {code:?}: {message}"),
             other => bail!("fetch: unexpected answer {other:?}"),
         };
         if messages.is_empty() {
@@ -238,7 +243,12 @@ pub async fn drain(
                 return Ok(out);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-            next = conn.start(Request::Fetch { limit: Some(1000) }).await?;
+            next = conn
+                .start(Request::Fetch {
+                    limit: Some(1000),
+                    after: None,
+                })
+                .await?;
             continue;
         }
         last_progress = Instant::now();
@@ -250,7 +260,12 @@ pub async fn drain(
         let reached = expect.is_some_and(|n| out.ids.len() >= n);
         let fetch_again = !reached || more;
         if fetch_again {
-            next = conn.start(Request::Fetch { limit: Some(1000) }).await?;
+            next = conn
+                .start(Request::Fetch {
+                    limit: Some(1000),
+                    after: None,
+                })
+                .await?;
         }
         match ack
             .await
@@ -360,7 +375,7 @@ pub async fn online(
         tokio::spawn(async move {
             let r = match pending.await {
                 Ok(Response::Accepted { .. }) => Ok(()),
-                Ok(Response::Error { code, message }) => Err(format!("{code:?}: {message}")),
+                Ok(Response::Error { code, message, .. }) => Err(format!("{code:?}: {message}")),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(_) => Err("the connection closed".into()),
             };

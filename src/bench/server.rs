@@ -89,13 +89,23 @@ pub struct ServerSpec {
     pub neighbours: Vec<Neighbour>,
 }
 
+/// The `[limits]` of a bench server: far past anything the bench does, so
+/// it measures the server's speed rather than its limits on one user.
+const UNLIMITED: &str = "[limits]\n\
+    send_messages_per_second = 1000000000\nsend_message_burst = 1000000000\n\
+    send_bytes_per_second = 1099511627776\nsend_byte_burst = 1099511627776\n\
+    max_sessions_per_user = 1000000\n\
+    max_session_backlog_bytes = 1073741824\nmax_user_backlog_bytes = 1099511627776\n";
+
 impl ServerSpec {
     fn toml(&self, port: u16) -> String {
         let mut t = format!(
             "# Written by carrier-bench.\n\
              [server]\nhost = \"127.0.0.1\"\nport = {port}\ndata_dir = \"data\"\nmax_connections = {}\n\n\
-             [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\n\
-             [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n",
+             [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\
+             register_per_address_per_minute = 1000000000\nregister_burst_per_address = 1000000000\n\n\
+             [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n\n\
+             {UNLIMITED}",
             self.max_connections.max(1)
         );
         if let Some(link) = self.link_port {

@@ -175,7 +175,7 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     match conn
         .call(Request::Verify {
             phone: user.phone.to_string(),
-            code,
+            code: code.into(),
             signature: B64(signature),
         })
         .await

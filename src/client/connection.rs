@@ -78,7 +78,7 @@ impl Connection {
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let rx = self.start(request).await?;
         match rx.await.map_err(|_| ClientError::Disconnected)? {
-            Response::Error { code, message } => Err(ClientError::Server { code, message }),
+            Response::Error { code, message, .. } => Err(ClientError::Server { code, message }),
             other => Ok(other),
         }
     }
@@ -200,7 +200,7 @@ async fn read_loop(
                     let _ = tx.send(response);
                 }
             }
-            (None, Response::Error { code, message }) => {
+            (None, Response::Error { code, message, .. }) => {
                 tracing::warn!(?code, %message, "the server reported an error");
                 if matches!(
                     code,
@@ -225,6 +225,7 @@ fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
         let _ = tx.send(Response::Error {
             code,
             message: message.to_owned(),
+            retry_after_ms: None,
         });
     }
 }

@@ -116,7 +116,7 @@ impl<'c> Registration<'c> {
             .conn
             .call(Request::Verify {
                 phone: self.phone.to_string(),
-                code: code.trim().to_owned(),
+                code: code.trim().into(),
                 signature: B64(signature),
             })
             .await;

@@ -374,14 +374,24 @@ impl<'c> Session<'c> {
 
     /// Fetches every waiting message: each is verified, decrypted and stored
     /// in the history before it is acknowledged, so nothing is lost if the
-    /// client dies halfway.
+    /// client dies halfway. Each fetch continues after the last message the
+    /// one before returned, so messages kept back (unacknowledged) do not
+    /// hide those queued after them.
     pub async fn fetch(&mut self) -> Result<(Vec<Received>, Vec<Refusal>), ClientError> {
         let mut received = Vec::new();
         let mut refused = Vec::new();
         let mut kept_back = std::collections::HashSet::new();
+        let mut after = None;
         loop {
-            let Response::Messages { messages, more } =
-                self.conn.call(Request::Fetch { limit: Some(500) }).await?
+            let request = Request::Fetch {
+                limit: Some(500),
+                after,
+            };
+            let Response::Messages {
+                messages,
+                more,
+                cursor,
+            } = self.conn.call(request).await?
             else {
                 return Err(ClientError::Protocol("expected messages".into()));
             };
@@ -389,11 +399,11 @@ impl<'c> Session<'c> {
                 .into_iter()
                 .filter(|m| !kept_back.contains(&m.id))
                 .collect();
-            let progress = !fresh.is_empty();
             self.take_batch(fresh, &mut received, &mut refused, &mut kept_back)
                 .await?;
-            if !more || !progress {
-                break;
+            match cursor {
+                Some(c) if more && after.is_none_or(|a| c > a) => after = Some(c),
+                _ => break,
             }
         }
         while let Some(event) = self.conn.try_next_event() {

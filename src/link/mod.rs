@@ -105,38 +105,28 @@ async fn accept_loop(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINK_CONNECTIONS));
+    let mut listener = crate::listen::Listener::new(listener, "link");
+    let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-        };
         let (tcp, peer_addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "link accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
+        };
+        // Past the limit a connection is closed at once, not left waiting.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            if let Some(held_back) = full.ready() {
+                tracing::warn!(held_back, peer = %peer_addr, "every link connection slot is taken; closing new ones");
+            }
+            continue;
         };
         let acceptor = acceptor.clone();
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(
-                crate::tls::HANDSHAKE_TIMEOUT,
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return tracing::info!(peer = %peer_addr, error = %e, "link handshake failed");
-                }
-                Err(_) => return tracing::info!(peer = %peer_addr, "link handshake timed out"),
+            let stream = match crate::tls::accept(&acceptor, tcp, crate::tls::LINK_ALPN).await {
+                Ok(s) => s,
+                Err(e) => return tracing::info!(peer = %peer_addr, error = %e, "link not accepted"),
             };
             let Some(peer) = crate::tls::peer_fingerprint(stream.get_ref().1) else {
                 return;

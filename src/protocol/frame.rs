@@ -91,14 +91,25 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 /// sessions and neighbour links alike): writes every frame body received on
 /// `rx`, gathering those already waiting so a burst shares TLS records and
 /// system calls, until the channel closes (then shuts the stream down
-/// cleanly) or a write fails.
-pub async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// cleanly) or a write fails. Each frame is dropped only once written, so
+/// what it holds (an [`Outbox`](super::Outbox) charge) lasts as long as its
+/// bytes wait.
+pub async fn write_loop<W, F>(mut writer: W, mut rx: mpsc::Receiver<F>)
+where
+    W: AsyncWrite + Unpin,
+    F: AsRef<[u8]>,
+{
     let mut buf = Vec::new();
+    let mut gathered = Vec::new();
     while let Some(frame) = rx.recv().await {
-        let mut encoded = encode_frame(&mut buf, &frame);
+        let mut encoded = encode_frame(&mut buf, frame.as_ref());
+        gathered.push(frame);
         while encoded.is_ok() && buf.len() < GATHER_LIMIT {
             match rx.try_recv() {
-                Ok(frame) => encoded = encode_frame(&mut buf, &frame),
+                Ok(frame) => {
+                    encoded = encode_frame(&mut buf, frame.as_ref());
+                    gathered.push(frame);
+                }
                 Err(_) => break,
             }
         }
@@ -108,6 +119,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Rece
         {
             return;
         }
+        gathered.clear();
         buf.clear();
         if buf.capacity() > KEEP_CAPACITY {
             buf = Vec::new();

@@ -58,6 +58,40 @@ impl KeyType {
     }
 }
 
+/// A one-time code as the client typed it in `verify`, kept as text (the
+/// server answers a malformed one with `wrong_code`, not `bad_request`).
+/// Its `Debug` never shows it and it is wiped when dropped, so logging a
+/// request cannot leak a code.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+#[serde(transparent)]
+pub struct OneTimeCode(String);
+
+impl OneTimeCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OneTimeCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OneTimeCode(…)")
+    }
+}
+
+impl From<String> for OneTimeCode {
+    fn from(code: String) -> Self {
+        Self(code)
+    }
+}
+
+impl From<&str> for OneTimeCode {
+    fn from(code: &str) -> Self {
+        Self(code.to_owned())
+    }
+}
+
 /// One request from a client: an optional sequence number, echoed in the
 /// response as `re`, and the request itself tagged by `type`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,7 +120,7 @@ pub enum Request {
     /// Finish registration with the code and a signature over the challenge.
     Verify {
         phone: String,
-        code: String,
+        code: OneTimeCode,
         signature: B64,
     },
     /// Prove possession of the registered key.
@@ -99,10 +133,13 @@ pub enum Request {
         to: String,
         envelope: B64,
     },
-    /// Waiting messages, oldest first.
+    /// Waiting messages, oldest first; with `after`, those queued after
+    /// the messages an earlier answer's `cursor` ended with.
     Fetch {
         #[serde(default)]
         limit: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Delete delivered messages.
     Ack { ids: Vec<MessageId> },
@@ -241,6 +278,10 @@ pub enum Response {
     Messages {
         messages: Vec<Delivered>,
         more: bool,
+        /// Where these messages end in the queue, for the next `fetch`'s
+        /// `after`; absent when `messages` is empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<u64>,
     },
     Acked {
         deleted: u64,
@@ -260,6 +301,10 @@ pub enum Response {
     Error {
         code: ErrorCode,
         message: String,
+        /// For a refusal that holds only for now (`rate_limited`): in how
+        /// many milliseconds the same request would pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -272,7 +317,22 @@ mod tests {
         let f: RequestFrame =
             serde_json::from_str(r#"{"seq":7,"type":"fetch","limit":10}"#).unwrap();
         assert_eq!(f.seq, Some(7));
-        assert!(matches!(f.request, Request::Fetch { limit: Some(10) }));
+        assert!(matches!(
+            f.request,
+            Request::Fetch {
+                limit: Some(10),
+                after: None
+            }
+        ));
+        let f: RequestFrame =
+            serde_json::from_str(r#"{"type":"fetch","limit":10,"after":42}"#).unwrap();
+        assert!(matches!(
+            f.request,
+            Request::Fetch {
+                after: Some(42),
+                ..
+            }
+        ));
         let f: RequestFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
         assert!(matches!(f.request, Request::Ping));
     }
@@ -316,6 +376,21 @@ mod tests {
     }
 
     #[test]
+    fn a_request_debug_never_shows_the_code() {
+        let f: RequestFrame = serde_json::from_str(
+            r#"{"type":"verify","phone":"+12025550101","code":"731946","signature":""}"#,
+        )
+        .unwrap();
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("731946"), "{shown}");
+        assert!(shown.contains("+12025550101"), "{shown}");
+        let Request::Verify { code, .. } = f.request else {
+            panic!("a verify request")
+        };
+        assert_eq!(code.as_str(), "731946");
+    }
+
+    #[test]
     fn response_shape() {
         let r = ResponseFrame {
             re: Some(3),
@@ -330,11 +405,24 @@ mod tests {
             response: Response::Error {
                 code: ErrorCode::NotLoggedIn,
                 message: "x".into(),
+                retry_after_ms: None,
             },
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"type":"error","code":"not_logged_in","message":"x"}"#
         );
+        let later =
+            r#"{"re":4,"type":"error","code":"rate_limited","message":"y","retry_after_ms":250}"#;
+        let f: ResponseFrame = serde_json::from_str(later).unwrap();
+        assert!(matches!(
+            f.response,
+            Response::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms: Some(250),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&f).unwrap(), later);
     }
 }

@@ -7,15 +7,17 @@ mod error;
 mod frame;
 pub mod link;
 mod message;
+mod outbox;
 pub mod signed;
 
 pub use error::ErrorCode;
 pub use frame::{FrameError, read_frame, write_frame, write_loop};
 pub use link::Broadcast;
 pub use message::{
-    B64, Delivered, KeyType, ListedUser, Request, RequestFrame, Response, ResponseFrame, UserInfo,
-    classify_request_error,
+    B64, Delivered, KeyType, ListedUser, OneTimeCode, Request, RequestFrame, Response,
+    ResponseFrame, UserInfo, classify_request_error,
 };
+pub use outbox::{Outbox, OutboxError, Queued};
 
 /// Protocol version spoken by this build; it appears in envelopes, key
 /// derivation inputs and login transcripts.

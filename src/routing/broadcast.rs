@@ -21,6 +21,7 @@ impl Router {
         if b.text.len() > protocol::MAX_TEXT_BYTES {
             return Err(RouteError::TooLarge(b.text.len()));
         }
+        self.charge_sender(from, b.text.len())?;
         let entry = self
             .directory
             .get(from)

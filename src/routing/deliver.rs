@@ -61,6 +61,7 @@ impl Router {
         if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(envelope.len()));
         }
+        self.charge_sender(sender, envelope.len())?;
         check_header(&envelope, sender, &recipient, id)?;
         let now = self.clock.now_ms();
         let message = NewMessage {
@@ -127,20 +128,25 @@ impl Router {
         })
     }
 
-    /// The oldest messages waiting for a session's user, and whether more
-    /// wait. The session may acknowledge them from now on.
+    /// The oldest messages waiting for a session's user after queue
+    /// position `after` (0: from the start), whether more wait, and the
+    /// position of the last one returned. The session may acknowledge them
+    /// from now on.
     pub async fn fetch(
         &self,
         session: &SessionLink,
         limit: u32,
-    ) -> Result<(Vec<Delivered>, bool), RouteError> {
+        after: u64,
+    ) -> Result<(Vec<Delivered>, bool, Option<u64>), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self
             .store
-            .fetch(session.phone(), 0, self.clock.now_ms(), limit + 1)
+            .fetch(session.phone(), after, self.clock.now_ms(), limit + 1)
             .await?;
         let mut more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut cursor = None;
         let mut bytes = 0;
         for row in rows.into_iter().take(limit as usize) {
             bytes += row.envelope.len();
@@ -148,6 +154,7 @@ impl Router {
                 more = true;
                 break;
             }
+            cursor = u64::try_from(row.seq).ok();
             out.push(Delivered {
                 id: row.id,
                 from: row.sender,
@@ -156,7 +163,7 @@ impl Router {
             });
         }
         session.give(out.iter().map(|m| m.id));
-        Ok((out, more))
+        Ok((out, more, cursor))
     }
 
     /// How many messages wait for `recipient`.

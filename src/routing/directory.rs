@@ -8,6 +8,12 @@
 //! one where it registered last, and a key change replaces the old key.
 //! [`Version`] is that rule, the only place it is written.
 //!
+//! Within one version, a statement is its signed bytes, never its signature
+//! bytes: signatures are not unique (a P-256 signature has a high-S twin,
+//! and a signer may use a fresh nonce), so a copy under another signature
+//! is the same statement and changes nothing but, by fewer hops, the route.
+//! [`Directory::judge`] is that rule.
+//!
 //! The [`Router`] side of this file takes entries from neighbours, records
 //! and floods our own users' entries, and sends the whole directory to a
 //! neighbour that just linked.
@@ -154,17 +160,21 @@ pub fn verify_signature(entry: &Entry) -> Result<(), EntryError> {
         .map_err(|_| EntryError::Signature)
 }
 
-/// What applying an entry changed.
-#[derive(Debug, PartialEq, Eq)]
+/// What an entry from a neighbour changes.
+#[derive(Debug)]
 pub enum Applied {
-    /// Nothing: we hold the same or a newer version, by as short a route.
+    /// Nothing: we hold the same or a newer version, by as short a route,
+    /// or a restatement came by a longer route than the one we follow.
     Unchanged,
-    /// A new user or a newer version: forward it.
+    /// A statement we do not hold: a new user, a newer version, or the
+    /// home's restatement of the version we hold (e.g. under a new name)
+    /// from the neighbour we route through or by fewer hops. Its signature
+    /// must be checked before it is stored and forwarded.
     Updated,
-    /// Same version by a shorter route: forward it too (others may benefit).
-    Rerouted,
+    /// The statement we hold, by fewer hops: this is our copy (whose
+    /// signature was checked) with the new route, to store and forward.
+    Rerouted(Box<Entry>),
 }
-
 /// The users of the neighbourhood, keyed by phone.
 pub struct Directory {
     users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
@@ -208,28 +218,37 @@ impl Directory {
 
     /// Decides what a candidate entry changes, without changing anything.
     /// The caller verifies the signature of `Updated` candidates, then calls
-    /// [`Directory::store`].
+    /// [`Directory::store`]. A route changes only for fewer hops, and a copy
+    /// of the statement we hold under other signature bytes is not news.
     pub fn judge(&self, candidate: &Entry) -> Applied {
         let users = self.read();
         let Some(current) = users.get(&candidate.phone) else {
             return Applied::Updated;
         };
-        if candidate.version() > current.version() {
-            return Applied::Updated;
+        match candidate.version().cmp(&current.version()) {
+            std::cmp::Ordering::Greater => return Applied::Updated,
+            std::cmp::Ordering::Less => return Applied::Unchanged,
+            std::cmp::Ordering::Equal if current.via.is_none() => return Applied::Unchanged,
+            std::cmp::Ordering::Equal => {}
         }
-        if candidate.version() < current.version() || current.via.is_none() {
-            return Applied::Unchanged;
+        let shorter = candidate.hops < current.hops;
+        if signed_bytes(candidate) == signed_bytes(current) {
+            if !shorter {
+                return Applied::Unchanged;
+            }
+            return Applied::Rerouted(Box::new(Entry {
+                via: candidate.via,
+                hops: candidate.hops,
+                ..Entry::clone(current)
+            }));
         }
-        if candidate.signature != current.signature
-            || signed_bytes(candidate) != signed_bytes(current)
-        {
-            // Same registration re-signed by its home (e.g. a new address),
-            // or a copy whose signed fields differ: either way the signature
-            // must be checked before anything is taken from it.
-            return Applied::Updated;
-        }
-        if candidate.hops < current.hops {
-            Applied::Rerouted
+        // The home re-signed this registration with other contents. Which
+        // of two such statements is later cannot be told from them, so it
+        // is taken only from the route we follow (which passes on what the
+        // home floods) or by a shorter one: a neighbour replaying an older
+        // restatement cannot make the neighbourhood flip between the two.
+        if shorter || candidate.via == current.via {
+            Applied::Updated
         } else {
             Applied::Unchanged
         }
@@ -293,14 +312,15 @@ impl Router {
                 tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry dated in the future refused");
                 continue;
             }
-            let verdict = self.directory.judge(&entry);
-            if verdict == Applied::Unchanged {
-                continue;
-            }
-            if verdict == Applied::Updated && verify_signature(&entry).is_err() {
-                tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
-                continue;
-            }
+            let entry = match self.directory.judge(&entry) {
+                Applied::Unchanged => continue,
+                Applied::Rerouted(ours) => *ours,
+                Applied::Updated if verify_signature(&entry).is_err() => {
+                    tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
+                    continue;
+                }
+                Applied::Updated => entry,
+            };
             changed.push(self.directory.store(&self.store, entry).await?.to_wire());
         }
         if !changed.is_empty() {
@@ -357,4 +377,122 @@ fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
         via,
         hops: row.hops.clamp(0, i64::from(u32::MAX)) as u32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Judging never checks a signature (the caller does, for what it
+    /// takes), so these entries carry made-up keys and signature bytes.
+    const USER_KEY: &[u8] = b"user key";
+    const HOME: &[u8] = b"home key";
+
+    /// A neighbour's fingerprint, for routes.
+    fn neighbour(n: u8) -> Fingerprint {
+        Fingerprint::of_spki(&[n])
+    }
+
+    /// An entry at version `registered_at`, homed at [`HOME`] under `name`,
+    /// reached through `via` at `hops`.
+    fn entry(name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
+        Entry {
+            phone: PhoneNumber::from_canonical("+12025550101").unwrap(),
+            info: UserInfo {
+                phone: "+12025550101".into(),
+                key_type: KeyType::P256,
+                fingerprint: Fingerprint::of_spki(USER_KEY).to_hex(),
+                public_key: B64(USER_KEY.to_vec()),
+                registered_at,
+            },
+            home: Fingerprint::of_spki(HOME),
+            home_key: HOME.to_vec(),
+            home_name: name.into(),
+            signature: format!("signed by the home as {name}").into_bytes(),
+            via: Some(neighbour(via)),
+            hops,
+        }
+    }
+
+    fn holding(current: &Entry) -> Directory {
+        let users = HashMap::from([(current.phone.clone(), Arc::new(current.clone()))]);
+        Directory {
+            users: RwLock::new(users),
+        }
+    }
+
+    /// The same statement from `via` at `hops`, under other signature bytes.
+    fn resigned(current: &Entry, via: u8, hops: u32) -> Entry {
+        let mut copy = current.clone();
+        copy.signature.iter_mut().for_each(|b| *b ^= 0x5a);
+        copy.via = Some(neighbour(via));
+        copy.hops = hops;
+        copy
+    }
+
+    #[test]
+    fn other_signature_bytes_are_not_news() {
+        let current = entry("home", 1_000, 1, 2);
+        let directory = holding(&current);
+        for (via, hops) in [(9, 6), (9, 2), (1, 2), (1, 7)] {
+            let verdict = directory.judge(&resigned(&current, via, hops));
+            assert!(
+                matches!(verdict, Applied::Unchanged),
+                "via {via} at {hops} hops: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fewer_hops_reroute_and_keep_the_checked_signature() {
+        let current = entry("home", 1_000, 1, 3);
+        let verdict = holding(&current).judge(&resigned(&current, 9, 2));
+        let Applied::Rerouted(ours) = verdict else {
+            panic!("expected a reroute, got {verdict:?}");
+        };
+        assert_eq!((ours.via, ours.hops), (Some(neighbour(9)), 2));
+        assert_eq!(ours.signature, current.signature);
+        assert_eq!(signed_bytes(&ours), signed_bytes(&current));
+    }
+
+    #[test]
+    fn a_restatement_comes_from_our_route_or_a_shorter_one() {
+        let current = entry("old name", 1_000, 1, 3);
+        let directory = holding(&current);
+        let restated = |via, hops| entry("new name", 1_000, via, hops);
+        let cases = [
+            ("our route, more hops", restated(1, 5), true),
+            ("another neighbour, fewer hops", restated(9, 2), true),
+            ("another neighbour, as many hops", restated(9, 3), false),
+            ("another neighbour, more hops", restated(9, 6), false),
+        ];
+        for (case, candidate, taken) in cases {
+            let verdict = directory.judge(&candidate);
+            assert_eq!(
+                matches!(verdict, Applied::Updated),
+                taken,
+                "{case}: {verdict:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_decide_before_routes() {
+        let current = entry("home", 1_000, 1, 1);
+        let directory = holding(&current);
+        let newer = entry("home", 1_001, 9, 9);
+        assert!(matches!(directory.judge(&newer), Applied::Updated));
+        let older = entry("home", 999, 9, 0);
+        assert!(matches!(directory.judge(&older), Applied::Unchanged));
+        let own = Entry {
+            via: None,
+            hops: 0,
+            ..current.clone()
+        };
+        let candidate = resigned(&current, 9, 0);
+        assert!(matches!(
+            holding(&own).judge(&candidate),
+            Applied::Unchanged
+        ));
+    }
 }

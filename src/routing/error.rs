@@ -55,6 +55,21 @@ pub enum RouteError {
     UnusableKey(CryptoError),
     #[error("the broadcast's signature does not verify with your key")]
     BadBroadcastSignature,
+    #[error(
+        "you are sending faster than this server allows ({} messages and {} bytes a second, \
+         bursts of {} and {}); retry in {retry_after_ms} ms",
+        limits.send_messages.whole_per_second(), limits.send_bytes.whole_per_second(),
+        limits.send_messages.burst, limits.send_bytes.burst
+    )]
+    RateLimited {
+        limits: super::Limits,
+        retry_after_ms: u64,
+    },
+    #[error(
+        "{phone} already has {max} sessions logged in on this server, the most it allows; \
+         end one (carrier chat, another device) and log in again"
+    )]
+    TooManySessions { phone: PhoneNumber, max: usize },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -83,7 +98,18 @@ impl RouteError {
             | RouteError::RouteLoop(_)
             | RouteError::UnusableKey(_) => ErrorCode::BadEnvelope,
             RouteError::IdInUse(_) => ErrorCode::DuplicateId,
+            RouteError::RateLimited { .. } | RouteError::TooManySessions { .. } => {
+                ErrorCode::RateLimited
+            }
             RouteError::Db(e) => e.code(),
+        }
+    }
+
+    /// When a refusal is only for now: in how many milliseconds to retry.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            RouteError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
         }
     }
 }

@@ -13,7 +13,8 @@
 //! `deliver` (local sends, fetch, ack, expiry), `relay` (messages to and
 //! from neighbours), `directory` (who lives where, and flooding it),
 //! `broadcast`, `presence` (who is online, and `list`), `registry` (live
-//! sessions) and `neighbours` (live links and the keys pinned for them).
+//! sessions and the unsent bytes they may hold), `limits` (what one user may
+//! send and hold) and `neighbours` (live links and the keys pinned for them).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
@@ -21,6 +22,7 @@ mod broadcast;
 mod deliver;
 pub mod directory;
 mod error;
+mod limits;
 mod neighbours;
 mod presence;
 mod registry;
@@ -39,6 +41,7 @@ use crate::protocol::link::LinkMessage;
 pub use deliver::{MAX_FETCH, PendingSend};
 use directory::Directory;
 pub use error::RouteError;
+pub use limits::Limits;
 use neighbours::Neighbours;
 use registry::Registry;
 pub use registry::SessionLink;
@@ -67,6 +70,8 @@ pub struct Router {
     me: ServerInfo,
     clock: Clock,
     message_ttl_ms: i64,
+    limits: Limits,
+    senders: limits::SenderBuckets,
     presence_changed: Arc<Notify>,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
@@ -82,16 +87,19 @@ impl Router {
         me: ServerInfo,
         clock: Clock,
         message_ttl_ms: i64,
+        limits: Limits,
     ) -> Result<Arc<Self>, DbError> {
         let directory = Directory::load(&store).await?;
         let router = Arc::new(Self {
             store,
-            registry: Registry::default(),
+            registry: Registry::new(&limits),
             directory,
             neighbours: Neighbours::default(),
             me,
+            senders: limits::sender_buckets(&limits, clock.clone()),
             clock,
             message_ttl_ms,
+            limits,
             presence_changed: Arc::new(Notify::new()),
             presence_seq: AtomicU64::new(0),
         });

@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::registry::SessionLink;
-use super::{FUTURE_LIMIT_MS, Router, link_frame};
+use super::{FUTURE_LIMIT_MS, RouteError, Router, link_frame};
 use crate::domain::{Fingerprint, PhoneNumber};
-use crate::protocol::ListedUser;
 use crate::protocol::link::LinkMessage;
+use crate::protocol::{ListedUser, Outbox};
 
 /// How often a server re-announces who is connected to it.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
@@ -22,11 +22,32 @@ const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
 impl Router {
     /// A session just logged in as `phone`: it receives pushes from now on
     /// and the neighbourhood hears of it soon. Keep the link for
-    /// [`Router::session_left`].
-    pub fn session_joined(&self, phone: PhoneNumber, outbox: mpsc::Sender<Vec<u8>>) -> SessionLink {
-        let link = self.registry.join(phone, outbox);
+    /// [`Router::session_left`]. Refused when `phone` has the most sessions
+    /// allowed already.
+    pub fn session_joined(
+        &self,
+        phone: PhoneNumber,
+        outbox: Outbox,
+    ) -> Result<SessionLink, RouteError> {
+        let max = self.limits.sessions_per_user;
+        let link = self
+            .registry
+            .join(phone.clone(), outbox)
+            .ok_or(RouteError::TooManySessions { phone, max })?;
         self.presence_changed.notify_one();
-        link
+        Ok(link)
+    }
+
+    /// Whether `phone` may log in one more session now.
+    pub fn session_room(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
+        let max = self.limits.sessions_per_user;
+        if self.registry.sessions_of(phone) < max {
+            return Ok(());
+        }
+        Err(RouteError::TooManySessions {
+            phone: phone.clone(),
+            max,
+        })
     }
 
     /// A logged-in session ended.

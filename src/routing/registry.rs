@@ -1,15 +1,21 @@
 //! The sessions connected now, by user, so a committed message can be pushed
-//! at once. A std mutex: nothing awaits while it is held.
+//! at once, and the bounds on what they hold: how many sessions one user
+//! may have, and how many unsent bytes one session and all of one user's
+//! sessions may have waiting. A session whose outbox cannot take a push has
+//! stopped reading: it is closed, with the reason logged, rather than
+//! skipped forever or allowed to grow. A std mutex: nothing awaits while it
+//! is held.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use super::Limits;
 use crate::db::queue::NewMessage;
 use crate::domain::{MessageId, PhoneNumber};
-use crate::protocol::{B64, Broadcast, Delivered, Response, ResponseFrame};
+use crate::protocol::{B64, Broadcast, Delivered, Outbox, OutboxError, Response, ResponseFrame};
 
 /// How a live, logged-in session is reached: its user, its outgoing frame
 /// queue, and the ids of the messages it has been given (by fetch or push),
@@ -18,14 +24,22 @@ use crate::protocol::{B64, Broadcast, Delivered, Response, ResponseFrame};
 pub struct SessionLink {
     id: u64,
     phone: PhoneNumber,
-    outbox: mpsc::Sender<Vec<u8>>,
+    outbox: Outbox,
     given: Arc<Mutex<HashSet<MessageId>>>,
+    /// Cancelled when the server closes the session for what it holds.
+    closed: CancellationToken,
 }
 
 impl SessionLink {
     /// The user this session is logged in as.
     pub fn phone(&self) -> &PhoneNumber {
         &self.phone
+    }
+
+    /// Cancelled once the server has closed this session (it stopped
+    /// reading); its connection then ends at once.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
     }
 
     /// Records messages handed to the session.
@@ -45,26 +59,40 @@ impl SessionLink {
 }
 
 /// Connected sessions by user.
-#[derive(Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<PhoneNumber, Vec<SessionLink>>>,
     next_id: AtomicU64,
+    per_user: usize,
+    user_bytes: usize,
 }
 
 impl Registry {
-    /// Adds a logged-in session; keep the link to remove it later.
-    pub fn join(&self, phone: PhoneNumber, outbox: mpsc::Sender<Vec<u8>>) -> SessionLink {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            per_user: limits.sessions_per_user,
+            user_bytes: limits.user_backlog_bytes,
+        }
+    }
+
+    /// Adds a logged-in session (keep the link to remove it later), or
+    /// refuses it when its user has the most sessions allowed.
+    pub fn join(&self, phone: PhoneNumber, outbox: Outbox) -> Option<SessionLink> {
+        let mut sessions = self.lock();
+        let list = sessions.entry(phone.clone()).or_default();
+        if list.len() >= self.per_user {
+            return None;
+        }
         let link = SessionLink {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             phone,
             outbox,
             given: Arc::default(),
+            closed: CancellationToken::new(),
         };
-        self.lock()
-            .entry(link.phone.clone())
-            .or_default()
-            .push(link.clone());
-        link
+        list.push(link.clone());
+        Some(link)
     }
 
     pub fn leave(&self, link: &SessionLink) {
@@ -77,40 +105,34 @@ impl Registry {
         }
     }
 
+    /// How many sessions `phone` has logged in.
+    pub fn sessions_of(&self, phone: &PhoneNumber) -> usize {
+        self.lock().get(phone).map_or(0, Vec::len)
+    }
+
     pub fn is_connected(&self, phone: &PhoneNumber) -> bool {
         self.lock().contains_key(phone)
     }
 
-    /// Offers a message to every live session of its recipient. A session
-    /// whose outbox is full misses the push and gets the message from its
-    /// next fetch: it stays queued until acknowledged.
+    /// Offers a message to every live session of its recipient, each of
+    /// which may acknowledge it from then on. A session that cannot take
+    /// it is closed; the message stays queued for a later fetch.
     pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
         let links = match self.lock().get(recipient) {
             Some(list) => list.clone(),
             None => return,
         };
-        let id = message.id;
         let frame = ResponseFrame {
             re: None,
             response: Response::Message(Delivered {
-                id,
+                id: message.id,
                 from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
             }),
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
-        for link in links {
-            let mut given = link.lock_given();
-            if link.outbox.try_send(bytes.clone()).is_ok() {
-                given.insert(id);
-            } else {
-                tracing::debug!(
-                    session = link.id,
-                    "outbox full; the message waits for a fetch"
-                );
-            }
-        }
+        self.offer(&links, &bytes, Some(message.id));
     }
 
     /// Offers a public message to every live session but its author's.
@@ -121,15 +143,60 @@ impl Registry {
             response: Response::Broadcast(b),
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
-        let links: Vec<SessionLink> = self
+        let users: Vec<Vec<SessionLink>> = self
             .lock()
             .iter()
             .filter(|(phone, _)| phone.as_str() != author)
-            .flat_map(|(_, l)| l.clone())
+            .map(|(_, l)| l.clone())
             .collect();
-        for link in links {
-            let _ = link.outbox.try_send(bytes.clone());
+        for links in users {
+            self.offer(&links, &bytes, None);
         }
+    }
+
+    /// Queues `frame` on each of one user's `links`, recording `given` on
+    /// those that took it. First, while the user's sessions together would
+    /// hold more than their bound once each has the frame, the one holding
+    /// the most is closed; then a session whose own outbox has no room is
+    /// closed.
+    fn offer(&self, links: &[SessionLink], frame: &[u8], given: Option<MessageId>) {
+        let mut live: Vec<&SessionLink> = links.iter().collect();
+        let mut held: usize = live.iter().map(|l| l.outbox.backlog()).sum();
+        while held + frame.len() * live.len() > self.user_bytes {
+            let Some((i, hog)) = live
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, l)| l.outbox.backlog())
+            else {
+                break;
+            };
+            held -= hog.outbox.backlog().min(held);
+            self.close(hog, "its user's sessions together hold too much unsent");
+            live.remove(i);
+        }
+        for link in live {
+            let mut ids = link.lock_given();
+            match link.outbox.try_send(frame.to_vec()) {
+                Ok(()) => ids.extend(given),
+                Err(OutboxError::Full) => {
+                    drop(ids);
+                    self.close(link, "its own unsent backlog is full");
+                }
+                Err(OutboxError::Closed) => {}
+            }
+        }
+    }
+
+    /// Takes a session out of the registry and tells its connection to end.
+    fn close(&self, link: &SessionLink, why: &'static str) {
+        tracing::warn!(
+            session = link.id,
+            phone = %link.phone,
+            unsent_bytes = link.outbox.backlog(),
+            "closing a session that is not reading: {why}"
+        );
+        self.leave(link);
+        link.closed.cancel();
     }
 
     /// The users with a live session now, sorted.
@@ -141,5 +208,99 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PhoneNumber, Vec<SessionLink>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOB: &str = "+12025550102";
+
+    fn registry(sessions: usize, session_bytes: usize, user_bytes: usize) -> Registry {
+        Registry::new(&Limits {
+            sessions_per_user: sessions,
+            session_backlog_bytes: session_bytes,
+            user_backlog_bytes: user_bytes,
+            ..Limits::default()
+        })
+    }
+
+    /// A session of Bob's whose peer never reads: its receiver is kept but
+    /// never drained.
+    fn silent(
+        r: &Registry,
+        bytes: usize,
+    ) -> (
+        SessionLink,
+        tokio::sync::mpsc::Receiver<crate::protocol::Queued>,
+    ) {
+        let (outbox, rx) = Outbox::new(1024, bytes);
+        let phone = PhoneNumber::from_canonical(BOB).unwrap();
+        (r.join(phone, outbox).expect("room for a session"), rx)
+    }
+
+    fn message(size: usize) -> NewMessage {
+        NewMessage {
+            id: MessageId::random(),
+            recipient: PhoneNumber::from_canonical(BOB).unwrap(),
+            sender: PhoneNumber::from_canonical("+12025550101").unwrap(),
+            envelope: vec![7; size],
+            received_at: 0,
+            expires_at: 1,
+        }
+    }
+
+    fn bob() -> PhoneNumber {
+        PhoneNumber::from_canonical(BOB).unwrap()
+    }
+
+    #[test]
+    fn a_session_that_cannot_take_a_push_is_closed_and_gone() {
+        let r = registry(8, 4000, 100_000);
+        let (link, _rx) = silent(&r, 4000);
+        let mut pushed = 0;
+        while !link.closed().is_cancelled() {
+            assert!(pushed < 100, "the backlog grew without bound");
+            r.push(&bob(), &message(1000));
+            pushed += 1;
+        }
+        assert!(link.outbox.backlog() <= 4000);
+        assert!(
+            !r.is_connected(&bob()),
+            "a closed session gets no more pushes"
+        );
+    }
+
+    #[test]
+    fn a_users_sessions_together_hold_at_most_their_bound() {
+        let r = registry(8, 10_000, 12_000);
+        let sessions: Vec<_> = (0..3).map(|_| silent(&r, 10_000)).collect();
+        for _ in 0..30 {
+            r.push(&bob(), &message(500));
+            let held: usize = sessions
+                .iter()
+                .filter(|(l, _)| !l.closed().is_cancelled())
+                .map(|(l, _)| l.outbox.backlog())
+                .sum();
+            assert!(held <= 12_000, "{held} bytes held");
+        }
+        let open = sessions
+            .iter()
+            .filter(|(l, _)| !l.closed().is_cancelled())
+            .count();
+        assert!(open < 3, "no session was closed");
+        assert_eq!(r.sessions_of(&bob()), open);
+    }
+
+    #[test]
+    fn sessions_per_user_are_limited() {
+        let r = registry(2, 4000, 8000);
+        let (first, _a) = silent(&r, 4000);
+        let _second = silent(&r, 4000);
+        let (outbox, _c) = Outbox::new(8, 4000);
+        assert!(r.join(bob(), outbox.clone()).is_none(), "a third session");
+        r.leave(&first);
+        assert!(r.join(bob(), outbox).is_some(), "room again after one left");
     }
 }

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::ReadHalf;
+use tokio::io::{AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,23 +18,26 @@ use super::ServerState;
 use super::handlers::{self, Outcome};
 use super::session::Session;
 use crate::protocol::{
-    self, ErrorCode, FrameError, RequestFrame, Response, ResponseFrame, classify_request_error,
+    self, ErrorCode, FrameError, Outbox, RequestFrame, Response, ResponseFrame,
+    classify_request_error,
 };
 
-/// Time allowed for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that has not logged in this long after connecting is closed
 /// (long enough for a person to type a code that came by SMS).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// A logged-in connection silent this long is closed (clients ping).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// Frames waiting to be written before responses wait and pushes are skipped.
+/// Frames waiting to be written before answers wait and a push closes the
+/// session (the byte bound is `[limits] max_session_backlog_bytes`).
 const OUTBOX_CAPACITY: usize = 1024;
 /// How long an answer may wait for room in a peer's outbox (the peer is not
 /// reading) before the connection is closed.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Sends awaiting their commit on one connection before it stops reading.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Connections past the limit being told `server_busy` at once; past these,
+/// further ones are closed without a word.
+pub const MAX_BUSY_ANSWERS: usize = 32;
 
 type Stream = TlsStream<TcpStream>;
 
@@ -55,25 +58,30 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        let stream = match crate::tls::accept(&acceptor, tcp, crate::tls::ALPN).await {
+            Ok(s) => s,
+            Err(e) => return tracing::debug!(error = %e, "connection not served"),
         };
         let exporter = match crate::tls::auth_exporter(stream.get_ref().1) {
             Ok(e) => e,
             Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
         };
         let (reader, writer) = tokio::io::split(stream);
-        let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        let writer_task = tokio::spawn(protocol::write_loop(writer, rx));
-        let mut session = Session::new(exporter, outbox);
+        let backlog = state.router.limits().session_backlog_bytes;
+        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, backlog);
+        let mut writer_task = tokio::spawn(protocol::write_loop(writer, rx));
+        let mut session = Session::new(peer.ip(), exporter, outbox);
         read_loop(reader, &mut session, &state, &shutdown, &tracker, pending).await;
+        let closed_by_server = session
+            .user
+            .as_ref()
+            .is_some_and(|u| u.closed().is_cancelled());
         session.log_out(&state.router);
         drop(session);
         // A peer that stopped reading cannot hold the task (or a shutdown).
-        let mut writer_task = writer_task;
-        if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
+        if closed_by_server {
+            writer_task.abort();
+        } else if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
             .await
             .is_err()
         {
@@ -83,6 +91,27 @@ pub async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// Completes the handshake only to answer `server_busy` and close, so a
+/// client past the connection limit learns at once why it is not served.
+pub async fn turn_away(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let Ok(mut stream) = crate::tls::accept(&acceptor, tcp, crate::tls::ALPN).await else {
+        return;
+    };
+    let busy = encode(
+        None,
+        error(
+            ErrorCode::ServerBusy,
+            "the server is serving as many connections as it can; try again later",
+        ),
+    );
+    let _ = tokio::time::timeout(STALL_LIMIT, async {
+        protocol::write_frame(&mut stream, &busy).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 async fn read_loop(
@@ -101,11 +130,14 @@ async fn read_loop(
             Some(_) => IDLE_TIMEOUT,
             None => login_deadline.saturating_duration_since(tokio::time::Instant::now()),
         };
+        let closed = session.user.as_ref().map(|u| u.closed());
         let frame = tokio::select! {
             _ = shutdown.cancelled() => {
                 reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
                 return;
             }
+            // The registry closed the session and logged why.
+            _ = cancelled(closed) => return,
             f = tokio::time::timeout(timeout, protocol::read_frame(&mut reader, protocol::MAX_REQUEST_FRAME)) => f,
         };
         let frame = match frame {
@@ -177,6 +209,13 @@ async fn read_loop(
     }
 }
 
+async fn cancelled(token: Option<CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn log_refusal(kind: &str, r: &Response) {
     if let Response::Error { code, .. } = r {
         tracing::debug!(request = kind, ?code, "request refused");
@@ -187,6 +226,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error {
         code,
         message: message.into(),
+        retry_after_ms: None,
     }
 }
 

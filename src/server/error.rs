@@ -14,6 +14,8 @@ use crate::routing::RouteError;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// For a refusal that holds only for now: when to retry, in ms.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
@@ -28,6 +31,7 @@ impl ApiError {
         Response::Error {
             code: self.code,
             message: self.message,
+            retry_after_ms: self.retry_after_ms,
         }
     }
 
@@ -53,13 +57,19 @@ impl From<DbError> for ApiError {
 
 impl From<OtpError> for ApiError {
     fn from(e: OtpError) -> Self {
-        Self::coded(e.code(), &e)
+        Self {
+            retry_after_ms: e.retry_after_ms(),
+            ..Self::coded(e.code(), &e)
+        }
     }
 }
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
-        Self::coded(e.code(), &e)
+        Self {
+            retry_after_ms: e.retry_after_ms(),
+            ..Self::coded(e.code(), &e)
+        }
     }
 }
 

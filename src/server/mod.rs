@@ -16,7 +16,6 @@ mod start;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -47,11 +46,38 @@ pub struct ServerState {
     tls: Arc<rustls::ServerConfig>,
     connection_slots: Arc<Semaphore>,
     pending_logins: Arc<session::PendingLogins>,
+    /// `register` requests per address (an IPv6 /64).
+    registers: crate::rate::Buckets<std::net::IpAddr, 1>,
     /// The long-term key, which vouches for our users' directory entries.
     identity: Identity,
 }
 
 impl ServerState {
+    /// Counts a `register` from `peer`, or refuses it when its address has
+    /// made too many lately. An IPv6 address counts by its /64, which one
+    /// host can fill with addresses of its own.
+    fn count_register(&self, peer: std::net::IpAddr) -> Result<(), error::ApiError> {
+        let address = match peer {
+            std::net::IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(prefix.into())
+            }
+            v4 => v4,
+        };
+        self.registers
+            .take(&address, [1])
+            .map_err(|retry_after_ms| error::ApiError {
+                retry_after_ms: Some(retry_after_ms),
+                ..error::ApiError::new(
+                    crate::protocol::ErrorCode::RateLimited,
+                    format!(
+                        "too many registrations from your address; try again in {} s",
+                        retry_after_ms.div_ceil(1000)
+                    ),
+                )
+            })
+    }
+
     /// A directory entry for one of our own users, signed by this server.
     fn local_entry(&self, phone: PhoneNumber, info: UserInfo) -> Entry {
         let me = self.router.me();
@@ -92,6 +118,13 @@ pub enum StartError {
         path: PathBuf,
         source: crypto::CryptoError,
     },
+    #[error("the server key: {0}")]
+    KeyOwner(crate::private_files::ForeignOwner),
+    #[error("the one-time-code key {path}: {source}")]
+    CodeKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database at {location}: {source}")]
@@ -122,6 +155,12 @@ impl Server {
             source,
         })?;
         let key_path = dir.join(KEY_FILE);
+        crate::private_files::check_owner(&key_path)
+            .map_err(|source| StartError::DataDir {
+                path: key_path.clone(),
+                source,
+            })?
+            .map_err(StartError::KeyOwner)?;
         let (key, key_created) =
             crypto::load_or_create_server_key(&key_path).map_err(|source| StartError::Key {
                 path: key_path.clone(),
@@ -152,14 +191,25 @@ impl Server {
             me,
             clock.clone(),
             config.message_ttl_ms,
+            config.limits,
         )
         .await
         .map_err(db_err)?;
+        let registers = crate::rate::Buckets::new([config.register_per_address], clock.clone());
+        let code_key_path = dir.join(crate::auth::code_key::CODE_KEY_FILE);
+        let code_key =
+            crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|source| {
+                StartError::DataDir {
+                    path: code_key_path,
+                    source,
+                }
+            })?;
         let otp = Otp::new(
             store.clone(),
             config.otp_policy,
             clock,
             config.code_sink.clone(),
+            code_key,
         );
         let state = Arc::new(ServerState {
             router,
@@ -169,6 +219,7 @@ impl Server {
                 config.max_connections,
             ))),
             pending_logins: Arc::default(),
+            registers,
             identity: key,
         });
         publish_local_users(&state, &store).await.map_err(db_err)?;
@@ -208,8 +259,7 @@ impl Server {
                 tracing::error!(error = %e, "neighbour links could not start");
             }
         }
-        accept_loop(&client, &self.state, &tracker, &shutdown).await;
-        drop(client);
+        accept_loop(client, &self.state, &tracker, &shutdown).await;
         tracker.close();
         tracker.wait().await;
         drop(self.state);
@@ -218,37 +268,47 @@ impl Server {
     }
 }
 
+/// Serves each accepted connection in a task of its own while a
+/// connection slot is free; past the limit, answers `server_busy` (or
+/// closes at once, when even those answers are all under way) rather than
+/// leaving connections in the backlog.
 async fn accept_loop(
-    listener: &TcpListener,
+    listener: TcpListener,
     state: &Arc<ServerState>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
+    let mut listener = crate::listen::Listener::new(listener, "client");
+    let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
+    let busy_answers = Arc::new(Semaphore::new(connection::MAX_BUSY_ANSWERS));
     loop {
-        let permit = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            p = state.connection_slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            accepted = listener.accept() => accepted,
         };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let state = state.clone();
-                let shutdown = shutdown.clone();
-                let conn_tracker = tracker.clone();
+        let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
+            if let Some(held_back) = full.ready() {
+                tracing::warn!(
+                    held_back,
+                    "every connection slot is taken (server.max_connections, or the open-file limit); turning new connections away"
+                );
+            }
+            if let Ok(answer) = busy_answers.clone().try_acquire_owned() {
+                let tls = state.tls.clone();
                 tracker.spawn(async move {
-                    connection::serve(stream, peer, state, shutdown, conn_tracker).await;
-                    drop(permit);
+                    connection::turn_away(stream, tls).await;
+                    drop(answer);
                 });
             }
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+            continue;
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        let conn_tracker = tracker.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, peer, state, shutdown, conn_tracker).await;
+            drop(permit);
+        });
     }
 }
 

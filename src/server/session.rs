@@ -5,12 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
 use super::error::ApiError;
 use crate::auth::proof::NONCE_LEN;
 use crate::domain::PhoneNumber;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Outbox};
 use crate::routing::{Router, SessionLink};
 
 /// Counts connections that have not logged in yet, per address, so one
@@ -64,6 +62,8 @@ impl Drop for PendingSlot {
 
 /// Per-connection state, owned by the connection's task.
 pub struct Session {
+    /// The peer's address, as limits per address count it.
+    pub peer: IpAddr,
     /// The TLS exporter value of this connection (RFC 8446 §7.5).
     pub exporter: [u8; 32],
     /// The nonce from the last `challenge`, usable once.
@@ -71,12 +71,13 @@ pub struct Session {
     /// The logged-in user, as the router reaches this session.
     pub user: Option<SessionLink>,
     /// Frames to send on this connection.
-    pub outbox: mpsc::Sender<Vec<u8>>,
+    pub outbox: Outbox,
 }
 
 impl Session {
-    pub fn new(exporter: [u8; 32], outbox: mpsc::Sender<Vec<u8>>) -> Self {
+    pub fn new(peer: IpAddr, exporter: [u8; 32], outbox: Outbox) -> Self {
         Self {
+            peer,
             exporter,
             nonce: None,
             user: None,
@@ -104,10 +105,12 @@ impl Session {
         })
     }
 
-    /// Marks the session as `phone` and makes it reachable for live push.
-    pub fn log_in(&mut self, router: &Router, phone: PhoneNumber) {
+    /// Marks the session as `phone` and makes it reachable for live push,
+    /// unless `phone` has the most sessions allowed already.
+    pub fn log_in(&mut self, router: &Router, phone: PhoneNumber) -> Result<(), ApiError> {
+        self.user = Some(router.session_joined(phone.clone(), self.outbox.clone())?);
         tracing::info!(%phone, "logged in");
-        self.user = Some(router.session_joined(phone, self.outbox.clone()));
+        Ok(())
     }
 
     /// Takes the session out of live push when its connection ends.

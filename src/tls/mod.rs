@@ -7,6 +7,7 @@
 //! never checked, but every handshake signature still is, so a peer that
 //! merely copies a certificate cannot impersonate its owner.
 
+mod accept;
 mod connect;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use x509_cert::der::{Decode, Encode};
 
 use crate::domain::Fingerprint;
 use crate::protocol::TLS_EXPORTER_LABEL;
+pub use accept::{AcceptError, accept};
 pub use connect::{connect, connect_link};
 pub use verify::{PeerVerifier, PinVerifier};
 
@@ -256,6 +258,11 @@ pub fn link_server_config(
         .with_single_cert(vec![cert], key)
         .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![LINK_ALPN.to_vec()];
+    // A resumed handshake skips the client certificate, and with it the
+    // check of whether that key may still link: no session cache, no
+    // tickets, so every link runs the full handshake and `allowed`.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

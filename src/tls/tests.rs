@@ -1,4 +1,5 @@
 use super::*;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -211,4 +212,118 @@ async fn serve_linked_once(
         Ok(peer)
     });
     (addr, task)
+}
+
+/// Serves `n` connections through [`accept`] with `alpn`; yields how each
+/// went (a served one is answered "ok").
+async fn serve_accepting(
+    config: Arc<ServerConfig>,
+    n: usize,
+    alpn: &'static [u8],
+) -> (
+    String,
+    tokio::task::JoinHandle<Vec<Result<(), AcceptError>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let task = tokio::spawn(async move {
+        let acceptor = TlsAcceptor::from(config);
+        let mut outcomes = Vec::new();
+        for _ in 0..n {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let outcome = accept(&acceptor, tcp, alpn).await;
+            if let Ok(mut tls) = outcome {
+                let _ = tls.write_all(b"ok").await;
+                let _ = tls.shutdown().await;
+                outcomes.push(Ok(()));
+            } else {
+                outcomes.push(outcome.map(drop));
+            }
+        }
+        outcomes
+    });
+    (addr, task)
+}
+
+/// A linking server's client config that keeps sessions for resumption,
+/// as a peer's TLS library may, and offers `alpn` (none if empty).
+fn resuming_link_client(key: &[u8], alpn: &[u8]) -> Arc<ClientConfig> {
+    let (cert, own) = self_signed_certificate(key).expect("certificate");
+    let (builder, _) = pinned_client_builder(Pin::AcceptAny).expect("builder");
+    let mut config = builder
+        .with_client_auth_cert(vec![cert], own)
+        .expect("client certificate");
+    if !alpn.is_empty() {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
+    Arc::new(config)
+}
+
+async fn dial(addr: &str, config: Arc<ClientConfig>) -> io::Result<ClientTlsStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(SERVER_NAME).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    // Reading takes in the session tickets sent after the handshake.
+    let mut buf = [0u8; 2];
+    tls.read_exact(&mut buf).await?;
+    Ok(tls)
+}
+
+#[tokio::test]
+async fn a_link_is_never_resumed_past_the_peer_check() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (server_key, client_key) = (test_key(), test_key());
+    let allowed = Arc::new(AtomicBool::new(true));
+    let check = allowed.clone();
+    let config = link_server_config(&server_key, Arc::new(move |_| check.load(Ordering::SeqCst)))
+        .expect("config");
+    let (addr, server) = serve_accepting(config, 2, LINK_ALPN).await;
+    let client = resuming_link_client(&client_key, LINK_ALPN);
+    let first = dial(&addr, client.clone()).await.expect("the first link");
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // The neighbour is no longer allowed: its next link must be checked
+    // again, not resumed from the first.
+    allowed.store(false, Ordering::SeqCst);
+    let second = dial(&addr, client).await;
+    let outcomes = server.await.expect("join");
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(AcceptError::Handshake(_))),
+        "the second link was served: {:?}",
+        outcomes[1]
+    );
+    assert!(second.is_err(), "the dialer was served a resumed link");
+}
+
+#[tokio::test]
+async fn a_peer_that_names_no_protocol_is_not_served() {
+    let (server_key, client_key) = (test_key(), test_key());
+    let config = link_server_config(&server_key, Arc::new(|_| true)).expect("config");
+    let (addr, server) = serve_accepting(config, 2, LINK_ALPN).await;
+    let silent = dial(&addr, resuming_link_client(&client_key, b"")).await;
+    let named = dial(&addr, resuming_link_client(&client_key, LINK_ALPN)).await;
+    let outcomes = server.await.expect("join");
+    assert!(silent.is_err(), "a link without ALPN was served");
+    assert!(
+        matches!(outcomes[0], Err(AcceptError::Protocol { .. })),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(named.is_ok() && outcomes[1].is_ok(), "{:?}", outcomes[1]);
+
+    let (addr, server) =
+        serve_accepting(server_config(&server_key).expect("config"), 1, ALPN).await;
+    let (no_alpn, _) = pinned_client_builder(Pin::AcceptAny).expect("builder");
+    let silent = dial(&addr, Arc::new(no_alpn.with_no_client_auth())).await;
+    assert!(silent.is_err(), "a client without ALPN was served");
+    let outcome = &server.await.expect("join")[0];
+    assert!(
+        matches!(outcome, Err(AcceptError::Protocol { .. })),
+        "{outcome:?}"
+    );
 }

@@ -189,7 +189,13 @@ async fn requests_before_login_are_refused() {
     );
     let mut w = Wire::connect(&server).await;
     let cases: Vec<(&str, Request)> = vec![
-        ("fetch", Request::Fetch { limit: None }),
+        (
+            "fetch",
+            Request::Fetch {
+                limit: None,
+                after: None,
+            },
+        ),
         (
             "send",
             Request::Send {

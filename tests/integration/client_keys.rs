@@ -12,23 +12,6 @@ use carrier::protocol::{B64, Broadcast, KeyType, signed};
 use crate::client_support::{carrier_out, outcome};
 use crate::common::*;
 
-/// A second home registering `phone` on `server`: a new device of its
-/// owner, or someone the server lets claim the phone.
-async fn another_device(server: &TestServer, phone: &str) -> TestUser {
-    let (home, client) = new_client(&server.addr(), Some(server.fingerprint)).await;
-    let replaced = register_client(server, &client, phone, KeyType::P256)
-        .await
-        .expect("the registration succeeds");
-    assert!(replaced, "{phone} had a key before");
-    let fingerprint = client.account().unwrap().fingerprint;
-    TestUser {
-        phone: phone.into(),
-        home,
-        client,
-        fingerprint,
-    }
-}
-
 /// `carrier trust PHONE --fingerprint FP` in `user`'s home: exit status,
 /// standard output and standard error.
 async fn trust_as(

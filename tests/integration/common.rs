@@ -322,6 +322,23 @@ pub async fn register(server: &impl Reachable, phone: &str, key_type: KeyType) -
     }
 }
 
+/// A second home registering `phone` on `server`: a new device of its
+/// owner, or someone the server lets claim the phone.
+pub async fn another_device(server: &TestServer, phone: &str) -> TestUser {
+    let (home, client) = new_client(&server.addr(), Some(server.fingerprint)).await;
+    let replaced = register_client(server, &client, phone, KeyType::P256)
+        .await
+        .expect("the registration succeeds");
+    assert!(replaced, "{phone} had a key before");
+    let fingerprint = client.account().unwrap().fingerprint;
+    TestUser {
+        phone: phone.into(),
+        home,
+        client,
+        fingerprint,
+    }
+}
+
 /// Runs `Client::register` with the code the server wrote; returns whether
 /// a key was replaced.
 pub async fn register_client(
@@ -435,7 +452,9 @@ pub fn server_code(err: &ClientError) -> Option<ErrorCode> {
 /// The error's message if `response` is the error `code`; panics naming `case` otherwise.
 pub fn expect_error(response: Response, code: ErrorCode, case: &str) -> String {
     match response {
-        Response::Error { code: got, message } if got == code => message,
+        Response::Error {
+            code: got, message, ..
+        } if got == code => message,
         other => panic!("{case}: expected error {code:?}, got {other:?}"),
     }
 }

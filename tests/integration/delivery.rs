@@ -90,8 +90,16 @@ async fn a_message_fetched_without_ack_is_delivered_again() {
 
     // Bob's device fetches and dies before acknowledging.
     let b = bob.client.login().await.unwrap();
-    match b.conn.call(Request::Fetch { limit: None }).await.unwrap() {
-        Response::Messages { messages, more } => {
+    match b
+        .conn
+        .call(Request::Fetch {
+            limit: None,
+            after: None,
+        })
+        .await
+        .unwrap()
+    {
+        Response::Messages { messages, more, .. } => {
             assert!(!more);
             assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
         }
@@ -407,4 +415,45 @@ async fn a_retry_into_a_full_queue_is_accepted_as_the_duplicate_it_is() {
     assert_eq!(server_code(&refused), Some(ErrorCode::QuotaExceeded));
     assert_eq!(server.queued_for(&bob.phone).await, 1);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_kept_back_do_not_hide_later_ones() {
+    let server = spawn_server_with(|c| {
+        c.limits.send_messages = carrier::rate::Rate::per_second(1_000_000, 1_000_000);
+    })
+    .await;
+    let (alice, bob) = two_users(&server).await;
+    let carol = register(&server, CAROL, KeyType::P256).await;
+    let a = alice.client.login().await.unwrap();
+    a.send(BOB, "before the change").await.expect("send");
+    a.close().await;
+    let mut b = bob.client.login().await.unwrap();
+    assert_eq!(texts(&fetch_all(&mut b).await), ["before the change"]);
+    b.close().await;
+
+    // Alice's phone moves to a new key: Bob's client keeps her messages
+    // back until he trusts it, more of them than one fetch returns.
+    let new_alice = another_device(&server, ALICE).await;
+    let a = new_alice.client.login().await.unwrap();
+    let kept = 520;
+    for i in 0..kept {
+        a.send(BOB, &format!("new key {i}")).await.expect("send");
+    }
+    a.close().await;
+    let c = carol.client.login().await.unwrap();
+    c.send(BOB, "queued after them").await.expect("send");
+    c.close().await;
+
+    let mut b = bob.client.login().await.unwrap();
+    let (received, refused) = within("fetch", b.fetch()).await.expect("fetch");
+    assert_eq!(texts(&received), ["queued after them"]);
+    assert_eq!(refused.len(), kept, "each kept-back message is reported");
+    assert!(refused.iter().all(|r| r.from == ALICE));
+    b.close().await;
+    assert_eq!(
+        server.queued_for(BOB).await,
+        kept as i64,
+        "what was kept back stays queued"
+    );
 }

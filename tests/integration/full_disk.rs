@@ -104,8 +104,13 @@ async fn inside_a_small_tmpfs() {
 
     // Reads go on; every kind of write is refused with the same code.
     let b = logged_in_connection(&server, BOB, &bob.identity()).await;
-    let Response::Messages { messages, .. } =
-        b.call(Request::Fetch { limit: Some(3) }).await.unwrap()
+    let Response::Messages { messages, .. } = b
+        .call(Request::Fetch {
+            limit: Some(3),
+            after: None,
+        })
+        .await
+        .unwrap()
     else {
         panic!("fetch while full");
     };

@@ -7,10 +7,12 @@
 //! - `test_db`: a fresh SQLite file or PostgreSQL schema per test.
 //!
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
-//! (SIGKILL of the real binary), `cli` (both binaries end to end); the
-//! client's `client_cli`, `client_keys` and `chat_terminal` (through a
-//! pseudo-terminal), with `client_support` for running `carrier`;
-//! `storage` (the storage rules on every backend) and `full_disk`.
+//! (SIGKILL of the real binary), `cli` (both binaries end to end),
+//! `server_key` (who may own the key file), `resources` (what one client,
+//! user or address may take); the client's `client_cli`, `client_keys` and
+//! `chat_terminal` (through a pseudo-terminal), with `client_support` for
+//! running `carrier`; `storage` (the storage rules on every backend) and
+//! `full_disk`.
 
 mod common;
 mod process;
@@ -30,5 +32,7 @@ mod delivery;
 mod full_disk;
 mod neighbourhood;
 mod registration;
+mod resources;
+mod server_key;
 mod shutdown;
 mod storage;

@@ -82,14 +82,31 @@ impl Node {
         }
     }
 
+    async fn db(&self) -> sqlx::AnyPool {
+        crate::common::open_any(&self.config.database_location()).await
+    }
+
     async fn count(&self, sql: &'static str) -> i64 {
-        let pool = crate::common::open_any(&self.config.database_location()).await;
+        let pool = self.db().await;
         let n = sqlx::query_scalar(sql)
             .fetch_one(&pool)
             .await
             .expect("count query");
         pool.close().await;
         n
+    }
+
+    /// The stored route to `phone`: the neighbour it goes through, the
+    /// hops, and the signature of the statement held.
+    async fn route_to(&self, phone: &str) -> (Option<String>, i64, Vec<u8>) {
+        let pool = self.db().await;
+        let route = sqlx::query_as("SELECT via, hops, signature FROM directory WHERE phone = $1")
+            .bind(phone)
+            .fetch_one(&pool)
+            .await
+            .expect("a directory row");
+        pool.close().await;
+        route
     }
 }
 
@@ -499,14 +516,10 @@ async fn send_link(
     stream.flush().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
-    use carrier::crypto::Identity;
-    use carrier::protocol::link::{DirectoryEntry, LinkMessage, Relayed};
-    use carrier::protocol::{B64, signed};
-
-    // The victim pins the hostile server's key as a neighbour.
-    let hostile = Identity::generate(KeyType::P256);
+/// Two linked servers, the first of which also pins the key of a hostile
+/// neighbour (returned) that the test plays by hand.
+async fn beside_a_hostile_neighbour() -> (Vec<Node>, carrier::crypto::Identity) {
+    let hostile = carrier::crypto::Identity::generate(KeyType::P256);
     let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
     let victim = &mut nodes[0];
     victim.stop().await;
@@ -515,17 +528,33 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
         fingerprint: Some(hostile.fingerprint()),
     });
     victim.start().await;
+    (nodes, hostile)
+}
+
+/// A link to `node` as the server whose key is `key`.
+async fn link_as(key: &carrier::crypto::Identity, node: &Node) -> carrier::tls::ClientTlsStream {
+    let (link, _) = carrier::tls::connect_link(
+        &node.link_addr.to_string(),
+        &key.pkcs8_der(),
+        carrier::tls::Pin::Expect(node.fingerprint),
+    )
+    .await
+    .expect("the hostile neighbour links");
+    link
+}
+
+#[tokio::test]
+async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::link::{DirectoryEntry, LinkMessage, Relayed};
+    use carrier::protocol::{B64, signed};
+
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
     let alice = register(&nodes[0], crate::common::ALICE, KeyType::P256).await;
     let bob = register(&nodes[1], crate::common::BOB, KeyType::P256).await;
     eventually("the victim learns bob", || sees(&alice.client, &bob.phone)).await;
 
-    let (mut link, _) = carrier::tls::connect_link(
-        &nodes[0].link_addr.to_string(),
-        &hostile.pkcs8_der(),
-        carrier::tls::Pin::Expect(nodes[0].fingerprint),
-    )
-    .await
-    .expect("the hostile neighbour links");
+    let mut link = link_as(&hostile, &nodes[0]).await;
     // An entry claiming alice, signed by the hostile server as her home and
     // dated a day ahead: it would outrank every later real registration.
     let mallory_key = Identity::generate(KeyType::P256).public_key().to_spki_der();
@@ -576,20 +605,9 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
         path: vec!["f".repeat(100_000)],
     };
     send_link(&mut link, &LinkMessage::Relay(relay)).await;
-    let refusal = within("the relay is refused", async {
-        loop {
-            let frame =
-                carrier::protocol::read_frame(&mut link, carrier::protocol::link::MAX_LINK_FRAME)
-                    .await
-                    .expect("link readable")
-                    .expect("link open");
-            if let Ok(LinkMessage::RelayRefused {
-                id: refused, code, ..
-            }) = serde_json::from_slice(&frame)
-            {
-                break (refused, code);
-            }
-        }
+    let refusal = next_link_message(&mut link, "the relay is refused", |m| match m {
+        LinkMessage::RelayRefused { id, code, .. } => Some((id, code)),
+        _ => None,
     })
     .await;
     assert_eq!(refusal, (id, carrier::protocol::ErrorCode::BadEnvelope));
@@ -618,4 +636,126 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Reads link frames until one that `pick` takes.
+async fn next_link_message<T>(
+    link: &mut carrier::tls::ClientTlsStream,
+    what: &str,
+    mut pick: impl FnMut(carrier::protocol::link::LinkMessage) -> Option<T>,
+) -> T {
+    within(what, async {
+        loop {
+            let frame =
+                carrier::protocol::read_frame(link, carrier::protocol::link::MAX_LINK_FRAME)
+                    .await
+                    .expect("link readable")
+                    .expect("link open");
+            if let Some(found) = serde_json::from_slice(&frame).ok().and_then(&mut pick) {
+                return found;
+            }
+        }
+    })
+    .await
+}
+
+/// Two other valid signatures of a directory statement that `home` signed:
+/// its high-S twin (r, n − s), and a second low-S signature by the home's
+/// key with a fresh nonce, which every verifier accepts.
+fn other_signatures(
+    home: &carrier::crypto::Identity,
+    statement: &[u8],
+    signature: &[u8],
+) -> [(&'static str, Vec<u8>); 2] {
+    use p256::ecdsa::Signature;
+    use p256::ecdsa::signature::RandomizedSigner;
+    use p256::pkcs8::DecodePrivateKey;
+    let sig = Signature::from_slice(signature).expect("a P-256 signature");
+    let (r, s) = sig.split_scalars();
+    let twin = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).expect("a signature");
+    let key = p256::ecdsa::SigningKey::from_pkcs8_der(&home.pkcs8_der()).expect("the home's key");
+    let mut rng = rand::rand_core::UnwrapErr(rand::rngs::SysRng);
+    let fresh: Signature = key.sign_with_rng(&mut rng, statement);
+    [
+        ("the high-S twin", twin.to_vec()),
+        (
+            "a second signature by the home",
+            fresh.normalize_s().to_vec(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_neighbour_cannot_steal_a_route_by_resigning_an_entry() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::B64;
+    use carrier::protocol::link::LinkMessage;
+
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let carol = register(&nodes[0], crate::common::CAROL, KeyType::P256).await;
+    let alice = register(&nodes[1], crate::common::ALICE, KeyType::P256).await;
+    eventually("the victim learns alice", || {
+        sees(&carol.client, &alice.phone)
+    })
+    .await;
+    let honest = nodes[0].route_to(&alice.phone).await;
+    assert_eq!(
+        (honest.0.clone(), honest.1),
+        (Some(nodes[1].fingerprint.to_hex()), 1)
+    );
+
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let entry = next_link_message(&mut link, "the victim's directory", |m| match m {
+        LinkMessage::Directory { entries } => entries.into_iter().find(|e| e.phone == alice.phone),
+        _ => None,
+    })
+    .await;
+    let statement = carrier::protocol::signed::directory_entry_bytes(
+        &entry.phone,
+        entry.key_type.as_str(),
+        &entry.public_key.0,
+        entry.registered_at,
+        &entry.home_key.0,
+        &entry.home_name,
+    );
+    let home = Identity::load(
+        &nodes[1].config.data_dir.join(carrier::server::KEY_FILE),
+        None,
+    )
+    .expect("the home's key loads");
+    for (what, signature) in other_signatures(&home, &statement, &entry.signature.0) {
+        assert_ne!(signature, entry.signature.0, "{what}");
+        let forged = carrier::protocol::link::DirectoryEntry {
+            signature: B64(signature),
+            hops: 5,
+            ..entry.clone()
+        };
+        send_link(
+            &mut link,
+            &LinkMessage::Directory {
+                entries: vec![forged],
+            },
+        )
+        .await;
+        // The link handles frames in order: once the ping is answered, the
+        // directory frame before it has been applied.
+        send_link(&mut link, &LinkMessage::Ping).await;
+        next_link_message(&mut link, "a pong", |m| {
+            matches!(m, LinkMessage::Pong).then_some(())
+        })
+        .await;
+        assert_eq!(
+            nodes[0].route_to(&alice.phone).await,
+            honest,
+            "{what} at 5 hops changed the route or the statement held"
+        );
+    }
+
+    let session = carol.client.login().await.expect("carol logs in");
+    session
+        .send(&alice.phone, "by the honest route")
+        .await
+        .expect("send");
+    session.close().await;
+    assert_eq!(fetch_n(&alice, 1).await, ["by the honest route"]);
 }

@@ -78,12 +78,26 @@ impl ServerFiles {
     /// Starts `carrier-server --config` and waits for its fingerprint and
     /// addresses.
     pub fn start(&self) -> ServerProcess {
+        self.start_with(Command::new(env!("CARGO_BIN_EXE_carrier-server")))
+    }
+
+    /// Starts the server as [`ServerFiles::start`] does, with its open-file
+    /// limit (`ulimit -n`) lowered to `limit`.
+    pub fn start_with_open_file_limit(&self, limit: u64) -> ServerProcess {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -n \"$1\" && shift && exec \"$@\"", "sh"])
+            .arg(limit.to_string())
+            .arg(env!("CARGO_BIN_EXE_carrier-server"));
+        self.start_with(cmd)
+    }
+
+    fn start_with(&self, mut server: Command) -> ServerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_carrier-server"))
+        let mut child = server
             .arg("--config")
             .arg(&self.config)
             .env_remove("CARRIER_HOST")

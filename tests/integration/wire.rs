@@ -143,7 +143,7 @@ impl Wire {
         let signature = proof(identity, Purpose::Register, &self.exporter, &nonce, phone);
         self.call(Request::Verify {
             phone: phone.to_owned(),
-            code: code.to_owned(),
+            code: code.into(),
             signature: B64(signature),
         })
         .await

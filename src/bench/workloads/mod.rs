@@ -330,7 +330,7 @@ impl Bench {
         let target = self.main().await?;
         if self.users.crowd.len() < n {
             let more = n - self.users.crowd.len();
-            eprintln!("  registering {more} users (one-time code, argon2 and proof each)");
+            eprintln!("  registering {more} users (one-time code and proof each)");
             let started = Instant::now();
             let mut all = self.users.crowd.as_ref().clone();
             all.extend(self.register(&target.ep, more).await?);

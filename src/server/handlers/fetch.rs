@@ -1,5 +1,7 @@
-//! `fetch`: the oldest waiting messages. They stay queued until acknowledged,
-//! so a client that dies before `ack` gets them again.
+//! `fetch`: the oldest waiting messages, or those after a cursor an earlier
+//! answer gave. They stay queued until acknowledged, so a client that dies
+//! before `ack` gets them again, and one that keeps some back reads past
+//! them with the cursor.
 
 use super::ApiError;
 use crate::protocol::Response;
@@ -13,11 +15,16 @@ pub async fn handle(
     state: &ServerState,
     session: &Session,
     limit: Option<u32>,
+    after: Option<u64>,
 ) -> Result<Response, ApiError> {
     let user = session.user()?;
-    let (messages, more) = state
+    let (messages, more, cursor) = state
         .router
-        .fetch(user, limit.unwrap_or(DEFAULT_LIMIT))
+        .fetch(user, limit.unwrap_or(DEFAULT_LIMIT), after.unwrap_or(0))
         .await?;
-    Ok(Response::Messages { messages, more })
+    Ok(Response::Messages {
+        messages,
+        more,
+        cursor,
+    })
 }

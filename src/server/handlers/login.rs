@@ -42,7 +42,7 @@ pub async fn handle(
         signature,
     )
     .await?;
-    session.log_in(&state.router, phone.clone());
+    session.log_in(&state.router, phone.clone())?;
     let queued = state.router.waiting(&phone).await?;
     Ok(Response::LoggedIn {
         phone: phone.to_string(),

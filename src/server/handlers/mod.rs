@@ -50,7 +50,7 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
             phone,
             code,
             signature,
-        } => verify::handle(state, session, &phone, &code, signature.0)
+        } => verify::handle(state, session, &phone, code.as_str(), signature.0)
             .await
             .into(),
         Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0)
@@ -63,7 +63,7 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
                 Err(e) => Outcome::Reply(e.into_response()),
             }
         }
-        Request::Fetch { limit } => fetch::handle(state, session, limit).await.into(),
+        Request::Fetch { limit, after } => fetch::handle(state, session, limit, after).await.into(),
         Request::Ack { ids } => ack::handle(state, session, ids).await.into(),
         Request::List => list::handle(state, session).into(),
         Request::Broadcast {

@@ -15,6 +15,7 @@ pub async fn handle(
     public_key: &[u8],
 ) -> Result<Response, ApiError> {
     session.refuse_if_logged_in()?;
+    state.count_register(session.peer)?;
     let phone = parse_phone(phone)?;
     let key = PublicKey::from_spki_der_typed(key_type, public_key)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;

@@ -18,6 +18,9 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
+    // Registering logs this session in: better refused before the code
+    // is spent than after.
+    state.router.session_room(&phone)?;
     let pending = state.otp.pending_key(&phone).await?;
     let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
@@ -44,7 +47,7 @@ pub async fn handle(
         .publish_local(state.local_entry(phone.clone(), info))
         .await?;
     tracing::info!(%phone, replaced, "user registered");
-    session.log_in(&state.router, phone.clone());
+    session.log_in(&state.router, phone.clone())?;
     Ok(Response::Registered {
         phone: phone.to_string(),
         fingerprint,
