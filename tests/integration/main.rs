@@ -24,6 +24,7 @@ mod client_keys;
 mod client_support;
 mod crash;
 mod delivery;
+mod faults;
 mod neighbourhood;
 mod registration;
 mod shutdown;
