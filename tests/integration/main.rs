@@ -29,6 +29,7 @@ mod client_keys;
 mod client_support;
 mod crash;
 mod delivery;
+mod faults;
 mod full_disk;
 mod neighbourhood;
 mod registration;
