@@ -119,16 +119,24 @@ describe("v1 login transcript (PROTOCOL §8.1, §10.2)", () => {
     expect(toHex(await sha256(transcript))).toBe("211db9b3341fbef5dff9d3ccdc5d398f2dbf8de75f1c0a61a13b7d8e0b54e40a");
   });
 
-  it("refuses the documented high-S signature and accepts its low-S twin", async () => {
+  it("accepts the documented low-S signature and refuses its high-S twin", async () => {
     const point = hex(outputs.spki_der).slice(26);
     const transcript = hex(outputs.transcript);
-    const high = hex(outputs.signature);
-    expect(await verify(point, transcript, high)).toBe(false);
-    const low = lowS(high);
-    expect(toHex(low)).not.toBe(outputs.signature);
+    const low = hex(outputs.signature);
+    expect(toHex(lowS(low))).toBe(outputs.signature);
     expect(await verify(point, transcript, low)).toBe(true);
+    expect(await verify(point, transcript, highS(low))).toBe(false);
   });
 });
+
+/** The (r, n - s) twin of a low-S signature: what a forger can make from it. */
+function highS(signature: Uint8Array): Bytes {
+  const order = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+  const s = BigInt("0x" + toHex(signature.subarray(32)));
+  const twin = signature.slice() as Bytes;
+  twin.set(fromHex((order - s).toString(16).padStart(64, "0")), 32);
+  return twin;
+}
 
 describe("v1 RSA envelope (PROTOCOL §10.3)", () => {
 
