@@ -369,13 +369,13 @@ impl ServerConfig {
                 ));
             }
         };
-        positive("otp.ttl_secs", f.otp.ttl_secs)?;
+        at_most_a_day("otp.ttl_secs", f.otp.ttl_secs)?;
         positive("otp.max_tries", u64::from(f.otp.max_tries))?;
         positive(
             "otp.max_codes_per_window",
             u64::from(f.otp.max_codes_per_window),
         )?;
-        positive("otp.window_secs", f.otp.window_secs)?;
+        at_most_a_day("otp.window_secs", f.otp.window_secs)?;
         positive(
             "otp.register_per_address_per_minute",
             f.otp.register_per_address_per_minute,
@@ -432,10 +432,10 @@ impl ServerConfig {
                 f.otp.register_burst_per_address,
             ),
             otp_policy: OtpPolicy {
-                ttl_ms: f.otp.ttl_secs as i64 * 1000,
+                ttl_ms: secs_to_ms(f.otp.ttl_secs),
                 max_tries: f.otp.max_tries,
                 max_codes: f.otp.max_codes_per_window,
-                window_ms: f.otp.window_secs as i64 * 1000,
+                window_ms: secs_to_ms(f.otp.window_secs),
             },
             code_sink,
             message_ttl_ms: (f.queue.message_ttl_days * 86_400_000.0) as i64,
@@ -490,6 +490,21 @@ fn neighbour(
     })
 }
 
+/// A code lives, and a code window lasts, between a second and a day: longer
+/// serves no user, and the bound keeps the conversion to milliseconds exact.
+fn at_most_a_day(key: &'static str, secs: u64) -> Result<(), (&'static str, String)> {
+    positive(key, secs)?;
+    if secs > 86_400 {
+        return Err((key, "must be at most 86400 (one day)".into()));
+    }
+    Ok(())
+}
+
+/// Only called on values [`at_most_a_day`] has bounded.
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs).map_or(i64::MAX, |s| s.saturating_mul(1000))
+}
+
 fn positive(key: &'static str, v: u64) -> Result<(), (&'static str, String)> {
     if v == 0 {
         Err((key, "must be greater than 0".into()))
@@ -531,6 +546,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queue.max_messages_per_recipient"), "{err}");
+    }
+
+    #[test]
+    fn code_lifetimes_beyond_a_day_are_refused_not_overflowed() {
+        for key in ["ttl_secs", "window_secs"] {
+            for value in ["86401", "9223372036854775807"] {
+                let err = parse(&format!("[otp]\n{key} = {value}\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&format!("otp.{key}")), "{err}");
+            }
+        }
+        let c = parse("[otp]\nttl_secs = 86400\nwindow_secs = 86400\n").unwrap();
+        assert_eq!(c.otp_policy.ttl_ms, 86_400_000);
+        assert_eq!(c.otp_policy.window_ms, 86_400_000);
     }
 
     #[test]
