@@ -82,6 +82,15 @@ impl CodeKey {
         self.mac(phone, spki, code).verify_slice(&tag).is_ok()
     }
 
+    /// A value that tells whether two servers hold the same key without
+    /// revealing it: the HMAC of a fixed label, which members of a cluster
+    /// compare at start.
+    pub fn check_value(&self) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
+        mac.update(b"carrier-v1 cluster member check");
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     fn mac(&self, phone: &PhoneNumber, spki: &[u8], code: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
         mac.update(b"carrier-v1 otp code\0");
@@ -121,6 +130,8 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let stranger = CodeKey::load_or_create(&other.path().join(CODE_KEY_FILE)).unwrap();
         assert!(!stranger.matches(&stored, &alice, b"key a", "123456"));
+        assert_eq!(key.check_value(), again.check_value());
+        assert_ne!(key.check_value(), stranger.check_value());
     }
 
     #[test]

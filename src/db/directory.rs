@@ -31,6 +31,19 @@ impl Store {
         self.read(all)
     }
 
+    /// One user's entry, if the directory has one.
+    pub async fn directory_entry(&self, phone: &str) -> Result<Option<DirectoryRow>, DbError> {
+        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, DirectoryRow>(
+            "SELECT phone, key_type, public_key, home_key, home_name, registered_at, signature,
+                 via, hops
+             FROM directory WHERE phone = $1",
+        )
+        .bind(phone)
+        .fetch_optional(p)
+        .await);
+        self.read(row)
+    }
+
     pub async fn store_directory_entry(&self, row: &DirectoryRow) -> Result<(), DbError> {
         let done = on_backend!(&self.pool, p => sqlx::query(
             "INSERT INTO directory (phone, key_type, public_key, home_key, home_name,

@@ -19,12 +19,14 @@
 //! migrate`).
 
 mod backend;
+pub mod cluster;
 mod columns;
 pub mod copy;
 pub mod directory;
 pub mod enqueue;
 mod error;
 mod health;
+pub mod lock;
 mod migrate;
 pub mod otp;
 pub mod outbound;
@@ -55,6 +57,9 @@ pub struct Store {
     writer: QueueWriter,
     health: Arc<Health>,
     location: Arc<Location>,
+    /// How to open connections of one's own (advisory locks); PostgreSQL only.
+    pg_options: Option<sqlx::postgres::PgConnectOptions>,
+    membership: Arc<cluster::Membership>,
 }
 
 impl Store {
@@ -76,14 +81,31 @@ impl Store {
                 (Backend::Postgres(pool), Backend::Postgres(options))
             }
         };
+        let pg_options = match &options {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(o) => Some(o.clone()),
+        };
+        let membership = Arc::new(match &pool {
+            Backend::Sqlite(_) => cluster::Membership::alone(),
+            Backend::Postgres(p) => cluster::Membership::on(p).await?,
+        });
         let health = Arc::new(Health::default());
         let (committed_tx, committed) = mpsc::unbounded_channel();
-        let writer = QueueWriter::start(options, quotas, committed_tx, health.clone()).await?;
+        let writer = QueueWriter::start(
+            options,
+            quotas,
+            committed_tx,
+            health.clone(),
+            membership.clone(),
+        )
+        .await?;
         let store = Self {
             pool,
             writer,
             health,
             location: Arc::new(location.clone()),
+            pg_options,
+            membership,
         };
         Ok((store, committed))
     }

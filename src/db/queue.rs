@@ -90,6 +90,23 @@ impl Store {
         self.read(rows)
     }
 
+    /// The message `id` queued for `recipient`, if it still is.
+    pub async fn queued(
+        &self,
+        recipient: &PhoneNumber,
+        id: MessageId,
+    ) -> Result<Option<QueuedMessage>, DbError> {
+        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
+            "SELECT seq, id, sender, envelope, received_at FROM message_queue
+             WHERE recipient = $1 AND id = $2",
+        )
+        .bind(recipient)
+        .bind(id)
+        .fetch_optional(p)
+        .await);
+        self.read(row)
+    }
+
     /// How many unexpired messages wait for `recipient`.
     pub async fn waiting(&self, recipient: &PhoneNumber, now: Millis) -> Result<u64, DbError> {
         let n: Result<i64, _> = on_backend!(&self.pool, p => sqlx::query_scalar(

@@ -4,6 +4,7 @@
 //! counts stay true as long as it applies every change it commits here too.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use super::DbError;
 use super::backend::Conn;
@@ -36,14 +37,19 @@ pub(super) struct Usage {
 /// without copying a phone number per message.
 pub(super) struct Ledger {
     quotas: Quotas,
+    /// How long counts are trusted when others change the queues too.
+    recount: Option<Duration>,
+    counted_since: Instant,
     recipients: HashMap<PhoneNumber, Usage>,
     neighbours: HashMap<Fingerprint, Usage>,
 }
 
 impl Ledger {
-    pub fn new(quotas: Quotas) -> Self {
+    pub fn new(quotas: Quotas, recount: Option<Duration>) -> Self {
         Self {
             quotas,
+            recount,
+            counted_since: Instant::now(),
             recipients: HashMap::new(),
             neighbours: HashMap::new(),
         }
@@ -90,6 +96,16 @@ impl Ledger {
     pub fn forget(&mut self) {
         self.recipients.clear();
         self.neighbours.clear();
+    }
+
+    /// Forgets every count once they are older than the recount interval.
+    pub fn recount_if_due(&mut self) {
+        if let Some(every) = self.recount
+            && self.counted_since.elapsed() >= every
+        {
+            self.forget();
+            self.counted_since = Instant::now();
+        }
     }
 
     fn get_mut(&mut self, queue: QueueKey<'_>) -> Option<&mut Usage> {

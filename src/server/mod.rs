@@ -132,6 +132,18 @@ pub enum StartError {
         location: db::Location,
         source: db::DbError,
     },
+    #[error(
+        "the database belongs to a cluster whose server key has the fingerprint {cluster}, \
+         but this server's key ({ours}) is another: copy the cluster's {KEY_FILE} into this \
+         member's data directory (or point it at its own database)"
+    )]
+    ForeignKey { cluster: String, ours: String },
+    #[error(
+        "this server's one-time-code key differs from the cluster's: copy the cluster's {} \
+         into this member's data directory",
+        crate::auth::code_key::CODE_KEY_FILE
+    )]
+    ForeignCodeKey,
     #[error("cannot listen on {addr} (is another server running there?)")]
     Listen {
         addr: String,
@@ -185,6 +197,15 @@ impl Server {
             per_neighbour: config.neighbour_quota,
         };
         let (store, committed) = Store::open(&location, quotas).await.map_err(db_err)?;
+        let code_key_path = dir.join(crate::auth::code_key::CODE_KEY_FILE);
+        let code_key =
+            crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|source| {
+                StartError::DataDir {
+                    path: code_key_path,
+                    source,
+                }
+            })?;
+        join_cluster(&store, &me, &code_key, &clock, &location).await?;
         let router = Router::start(
             store.clone(),
             committed,
@@ -196,14 +217,6 @@ impl Server {
         .await
         .map_err(db_err)?;
         let registers = crate::rate::Buckets::new([config.register_per_address], clock.clone());
-        let code_key_path = dir.join(crate::auth::code_key::CODE_KEY_FILE);
-        let code_key =
-            crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|source| {
-                StartError::DataDir {
-                    path: code_key_path,
-                    source,
-                }
-            })?;
         let otp = Otp::new(
             store.clone(),
             config.otp_policy,
@@ -309,6 +322,33 @@ async fn accept_loop(
             connection::serve(stream, peer, state, shutdown, conn_tracker).await;
             drop(permit);
         });
+    }
+}
+
+/// Records this server's identity as the cluster's if the database holds
+/// none yet, and refuses to start as a member whose keys differ from it:
+/// clients and neighbours must see one server whichever member answers.
+async fn join_cluster(
+    store: &Store,
+    me: &ServerInfo,
+    code_key: &crate::auth::code_key::CodeKey,
+    clock: &Clock,
+    location: &db::Location,
+) -> Result<(), StartError> {
+    let fingerprint = me.fingerprint.to_hex();
+    let claimed = store
+        .claim_identity(&fingerprint, &code_key.check_value(), clock.now_ms())
+        .await
+        .map_err(|source| StartError::Db {
+            location: location.clone(),
+            source,
+        })?;
+    match claimed {
+        None => Ok(()),
+        Some(db::cluster::Mismatch::ServerKey { cluster, ours }) => {
+            Err(StartError::ForeignKey { cluster, ours })
+        }
+        Some(db::cluster::Mismatch::CodeKey) => Err(StartError::ForeignCodeKey),
     }
 }
 

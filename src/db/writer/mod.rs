@@ -20,6 +20,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::{mpsc, oneshot};
 
 use super::backend::{Backend, OwnedConn};
+use super::cluster::{self, Event, Membership};
 use super::enqueue::{Destination, Enqueue, EnqueueOutcome, Item};
 use super::health::Health;
 use super::queue::{NewMessage, QueueRef};
@@ -35,6 +36,9 @@ pub(super) type ConnectOptions = Backend<SqliteConnectOptions, PgConnectOptions>
 const MAX_BATCH: usize = 1024;
 /// Operations waiting for the writer before senders wait for room.
 const CHANNEL_CAPACITY: usize = 8192;
+/// How long a queue's count is trusted on a database other members write
+/// to as well: an `ack` on another member is seen within this time.
+const SHARED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A message that has just been committed, handed to routing (live push, or
 /// waking the neighbour's link) in commit order.
@@ -137,16 +141,24 @@ impl QueueWriter {
         quotas: Quotas,
         committed: mpsc::UnboundedSender<Committed>,
         health: Arc<Health>,
+        membership: Arc<Membership>,
     ) -> Result<Self, DbError> {
         let conn = reconnect::connect(&options).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // Other members change a shared database's queues too: counts are
+        // read again now and then instead of trusted for ever.
+        let recount = match options {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(_) => Some(SHARED_RECOUNT),
+        };
         let task = Task {
             conn: Some(conn),
             options,
             reconnect: Reconnect::default(),
-            ledger: Ledger::new(quotas),
+            ledger: Ledger::new(quotas, recount),
             committed,
             health,
+            membership,
         };
         tokio::spawn(task.run(rx));
         Ok(Self { tx })
@@ -203,6 +215,7 @@ struct Task {
     ledger: Ledger,
     committed: mpsc::UnboundedSender<Committed>,
     health: Arc<Health>,
+    membership: Arc<Membership>,
 }
 
 impl Task {
@@ -264,8 +277,12 @@ impl Task {
                 .insert(self.reconnect.connect(&self.options).await?),
         };
         let mut tx = conn.borrow();
+        self.ledger.recount_if_due();
         let work = match tx.begin().await {
-            Ok(()) => apply::ops(&mut tx, &mut self.ledger, ops).await,
+            Ok(()) => match apply::ops(&mut tx, &mut self.ledger, ops).await {
+                Ok(()) => cluster::notify_in(&mut tx, &self.membership, &stored_events(ops)).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let (result, fit) = tx.end(work).await;
@@ -275,4 +292,28 @@ impl Task {
         }
         result
     }
+}
+
+/// What the other members of a cluster hear of a batch: each message
+/// stored for a recipient (whom they may be serving) and each neighbour
+/// whose outbound queue grew (whose link they may hold).
+fn stored_events(ops: &[Op]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for op in ops {
+        let Op::Enqueue(e, answer) = op else { continue };
+        if answer.result != Some(EnqueueOutcome::Stored) {
+            continue;
+        }
+        let event = match &e.destination {
+            Destination::Local => Event::Queued {
+                recipient: e.message.recipient.clone(),
+                id: e.message.id,
+            },
+            Destination::Neighbour(o) => Event::Outbound(o.neighbour),
+        };
+        if matches!(event, Event::Queued { .. }) || !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    events
 }

@@ -1,0 +1,374 @@
+//! What the members of a cluster (several servers on one PostgreSQL
+//! database, one identity) tell each other through the database: the
+//! identity they share, who is connected to each, and events on one
+//! `LISTEN/NOTIFY` channel. On SQLite a server is always alone: there is
+//! nothing to share and these calls do nothing.
+//!
+//! A notification travels with the transaction that sends it: one sent by
+//! the queue writer inside a batch arrives only if that batch commits, so
+//! a member never pushes a message that was not stored.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+
+use super::backend::{Backend, Conn};
+use super::{DbError, Millis, Store};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+
+/// Longest payload PostgreSQL accepts is 8000 bytes; larger events are not
+/// sent (members learn of them at the next refresh).
+pub const MAX_PAYLOAD: usize = 7900;
+/// Events waiting for the member's router before older ones are dropped.
+const EVENT_BACKLOG: usize = 4096;
+/// Wait between attempts to listen again after the database went away.
+const RELISTEN_WAIT: Duration = Duration::from_secs(1);
+
+/// This process among the cluster's members: a random name, new at each
+/// start, that lets a member skip its own notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberId(String);
+
+impl MemberId {
+    pub(super) fn random() -> Self {
+        Self(MessageId::random().to_hex()[..16].to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What another member tells the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message for `recipient` was committed to their queue.
+    Queued {
+        recipient: PhoneNumber,
+        id: MessageId,
+    },
+    /// A message for neighbour `0` was committed to its outbound queue.
+    Outbound(Fingerprint),
+    /// The directory entry of `0` changed.
+    Directory(PhoneNumber),
+    /// Some member's connected users changed.
+    Presence,
+    /// A JSON body (a broadcast, a neighbour's presence report) that the
+    /// member which received it passes on to the others.
+    Relay(RelayKind, String),
+    /// Notifications may have been missed (the listening connection was
+    /// lost and made again): whatever is cached should be read again.
+    Resync,
+}
+
+/// Which JSON body an [`Event::Relay`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    Broadcast,
+    NeighbourPresence,
+}
+
+impl Event {
+    fn encode(&self, member: &MemberId) -> String {
+        let m = member.as_str();
+        match self {
+            Event::Queued { recipient, id } => format!("{m} q {recipient} {id}"),
+            Event::Outbound(fp) => format!("{m} o {}", fp.to_hex()),
+            Event::Directory(phone) => format!("{m} d {phone}"),
+            Event::Presence => format!("{m} p"),
+            Event::Relay(RelayKind::Broadcast, body) => format!("{m} b {body}"),
+            Event::Relay(RelayKind::NeighbourPresence, body) => format!("{m} n {body}"),
+            Event::Resync => format!("{m} r"),
+        }
+    }
+
+    /// The event in `payload` and the member that sent it; `None` for
+    /// anything malformed.
+    fn decode(payload: &str) -> Option<(&str, Event)> {
+        let (member, rest) = payload.split_once(' ')?;
+        let (kind, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        let event = match kind {
+            "q" => {
+                let (recipient, id) = body.split_once(' ')?;
+                Event::Queued {
+                    recipient: PhoneNumber::from_canonical(recipient).ok()?,
+                    id: MessageId::parse_hex(id)?,
+                }
+            }
+            "o" => Event::Outbound(Fingerprint::parse(body)?),
+            "d" => Event::Directory(PhoneNumber::from_canonical(body).ok()?),
+            "p" => Event::Presence,
+            "b" => Event::Relay(RelayKind::Broadcast, body.to_owned()),
+            "n" => Event::Relay(RelayKind::NeighbourPresence, body.to_owned()),
+            _ => return None,
+        };
+        Some((member, event))
+    }
+}
+
+/// This member and the cluster it belongs to: every server on the same
+/// database and schema. Notifications and advisory locks are
+/// database-wide, so both are named after the schema (servers on other
+/// schemas of one database are not members of each other).
+#[derive(Debug)]
+pub struct Membership {
+    member: MemberId,
+    /// Hex of a hash of the database's and schema's names.
+    scope: String,
+}
+
+impl Membership {
+    pub(super) fn alone() -> Self {
+        Self {
+            member: MemberId::random(),
+            scope: String::new(),
+        }
+    }
+
+    /// The membership of a server on PostgreSQL `pool`'s schema.
+    pub(super) async fn on(pool: &PgPool) -> Result<Self, DbError> {
+        let name: String =
+            sqlx::query_scalar("SELECT current_database() || '.' || current_schema()")
+                .fetch_one(pool)
+                .await?;
+        Ok(Self {
+            member: MemberId::random(),
+            scope: hex::encode(&Sha256::digest(name.as_bytes())[..8]),
+        })
+    }
+
+    /// The channel every member listens on.
+    fn channel(&self) -> String {
+        format!("carrier_{}", self.scope)
+    }
+
+    /// The advisory lock key of `name` in this cluster.
+    pub(super) fn lock_key(&self, name: &str) -> i64 {
+        let digest = Sha256::digest(format!("carrier:{}:{name}", self.scope).as_bytes());
+        i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// Why a member may not join the cluster on this database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    ServerKey { cluster: String, ours: String },
+    CodeKey,
+}
+
+impl Store {
+    /// Whether other servers may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Backend::Postgres(_))
+    }
+
+    /// Records the identity of the cluster if none is recorded yet, and
+    /// says how ours differs from a recorded one.
+    pub async fn claim_identity(
+        &self,
+        fingerprint: &str,
+        code_key_check: &str,
+        now: Millis,
+    ) -> Result<Option<Mismatch>, DbError> {
+        let Backend::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let recorded: (String, String) = sqlx::query_as(
+            "WITH mine AS (
+                 INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
+                 VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING
+                 RETURNING fingerprint, code_key_check)
+             SELECT fingerprint, code_key_check FROM mine
+             UNION ALL SELECT fingerprint, code_key_check FROM cluster_identity WHERE id = 1
+             LIMIT 1",
+        )
+        .bind(fingerprint)
+        .bind(code_key_check)
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
+        Ok(if recorded.0 != fingerprint {
+            Some(Mismatch::ServerKey {
+                cluster: recorded.0,
+                ours: fingerprint.to_owned(),
+            })
+        } else if recorded.1 != code_key_check {
+            Some(Mismatch::CodeKey)
+        } else {
+            None
+        })
+    }
+
+    /// Records who is connected to this member now, and tells the others.
+    pub async fn publish_presence(&self, online: &[String], now: Millis) -> Result<(), DbError> {
+        let Backend::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        let online = serde_json::to_string(online).expect("strings serialise");
+        let done = sqlx::query(
+            "WITH up AS (
+                 INSERT INTO cluster_members (member, online, seen_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (member) DO UPDATE SET online = excluded.online,
+                     seen_at = excluded.seen_at)
+             SELECT pg_notify($4, $5)",
+        )
+        .bind(self.membership.member.as_str())
+        .bind(online)
+        .bind(now)
+        .bind(self.membership.channel())
+        .bind(Event::Presence.encode(&self.membership.member))
+        .execute(pool)
+        .await;
+        self.wrote(done).map(drop)
+    }
+
+    /// Everyone connected to the other members heard from since `since`.
+    pub async fn online_elsewhere(&self, since: Millis) -> Result<Vec<String>, DbError> {
+        let Backend::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        let rows: Result<Vec<String>, _> = sqlx::query_scalar(
+            "SELECT online FROM cluster_members WHERE member <> $1 AND seen_at >= $2",
+        )
+        .bind(self.membership.member.as_str())
+        .bind(since)
+        .fetch_all(pool)
+        .await;
+        let mut online = Vec::new();
+        for row in self.read(rows)? {
+            let phones: Vec<String> = serde_json::from_str(&row)
+                .map_err(|e| DbError::Corrupt(format!("cluster_members.online: {e}")))?;
+            online.extend(phones);
+        }
+        Ok(online)
+    }
+
+    /// Tells the other members of `event` (not sent if it is too large).
+    pub async fn notify(&self, event: &Event) -> Result<(), DbError> {
+        let Backend::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        let payload = event.encode(&self.membership.member);
+        if payload.len() > MAX_PAYLOAD {
+            tracing::debug!(bytes = payload.len(), "a cluster event too large to send");
+            return Ok(());
+        }
+        let done = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(self.membership.channel())
+            .bind(payload)
+            .execute(pool)
+            .await;
+        self.wrote(done).map(drop)
+    }
+
+    /// The other members' events, from now on, until the store is closed.
+    /// `None` on SQLite.
+    pub async fn listen(&self) -> Result<Option<mpsc::Receiver<Event>>, DbError> {
+        let Backend::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(&self.membership.channel()).await?;
+        let (tx, rx) = mpsc::channel(EVENT_BACKLOG);
+        tokio::spawn(follow(listener, self.membership.member.clone(), tx));
+        Ok(Some(rx))
+    }
+}
+
+/// Sends, inside the writer's transaction, one notification per event.
+pub(super) async fn notify_in(
+    conn: &mut Conn<'_>,
+    membership: &Membership,
+    events: &[Event],
+) -> Result<(), DbError> {
+    let Backend::Postgres(c) = conn.reborrow() else {
+        return Ok(());
+    };
+    if events.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|e| e.encode(&membership.member))
+        .collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .bind(membership.channel())
+        .bind(payloads)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Passes the other members' notifications on until nobody listens. When
+/// the connection is lost the listener makes it again by itself; events
+/// sent meanwhile are lost, so a [`Event::Resync`] follows.
+async fn follow(mut listener: PgListener, me: MemberId, tx: mpsc::Sender<Event>) {
+    loop {
+        let event = match listener.try_recv().await {
+            Ok(Some(n)) => match Event::decode(n.payload()) {
+                Some((member, _)) if member == me.as_str() => continue,
+                Some((_, event)) => event,
+                None => continue,
+            },
+            Ok(None) => {
+                tracing::warn!("lost the cluster notification connection; listening again");
+                Event::Resync
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot listen for cluster events yet");
+                tokio::time::sleep(RELISTEN_WAIT).await;
+                Event::Resync
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        if tx.try_send(event).is_err() {
+            tracing::warn!("cluster events arrive faster than they are handled; some are dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_their_payload() {
+        let me = MemberId::random();
+        let phone = PhoneNumber::from_canonical("+15550100").unwrap();
+        let events = [
+            Event::Queued {
+                recipient: phone.clone(),
+                id: MessageId::random(),
+            },
+            Event::Outbound(Fingerprint::parse(&"ab".repeat(32)).unwrap()),
+            Event::Directory(phone),
+            Event::Presence,
+            Event::Relay(RelayKind::Broadcast, "{\"a\": 1}".into()),
+            Event::Relay(RelayKind::NeighbourPresence, "{}".into()),
+        ];
+        for event in events {
+            let payload = event.encode(&me);
+            assert_eq!(
+                Event::decode(&payload),
+                Some((me.as_str(), event.clone())),
+                "{payload}"
+            );
+        }
+        for bad in [
+            "",
+            "m",
+            "m q +1555",
+            "m o nothex",
+            "m z",
+            "m q +15550100 xyz",
+        ] {
+            assert_eq!(Event::decode(bad), None, "{bad}");
+        }
+    }
+}
