@@ -19,6 +19,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Longest wait between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// How often a member of a cluster checks whether the member running a
+/// neighbour's link is gone, so it can take the link over.
+const TAKEOVER_CHECK: Duration = Duration::from_secs(2);
 
 pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
@@ -37,6 +40,20 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
             backoff = MIN_BACKOFF;
             continue;
         }
+        // Another member of the cluster may run this link: wait for it to
+        // go (its lock with it) rather than knock on the neighbour.
+        let held = match known {
+            Some(fp) => match ctx.holds.take(&ctx.router, fp).await {
+                Some(held) => Some(held),
+                None => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(jitter(TAKEOVER_CHECK)) => continue,
+                    }
+                }
+            },
+            None => None,
+        };
         let pin = known.map(Pin::Expect).unwrap_or(Pin::AcceptAny);
         match crate::tls::connect_link(&n.address, &ctx.key_der, pin).await {
             Ok((_, fp)) if fp == ctx.router.me().fingerprint => {
@@ -68,6 +85,7 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
                 tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour")
             }
         }
+        drop(held);
         let up = known.map(|fp| ctx.router.watch_link(fp));
         tokio::select! {
             _ = shutdown.cancelled() => return,

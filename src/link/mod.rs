@@ -1,9 +1,11 @@
 //! Neighbour links: the listener for servers that reach us, one dialer per
 //! configured neighbour, and the session that runs on each established link
 //! (whichever side opened it). Links are mutual TLS 1.3; each server presents
-//! its long-term key and pins the other's.
+//! its long-term key and pins the other's. In a cluster one member at a
+//! time runs each neighbour's link ([`hold`]).
 
 mod dial;
+mod hold;
 mod session;
 
 use std::collections::HashSet;
@@ -30,6 +32,8 @@ pub struct LinkContext {
     key_der: Zeroizing<Vec<u8>>,
     /// Servers allowed to link to us: configured fingerprints and pins.
     allowed: Arc<RwLock<HashSet<Fingerprint>>>,
+    /// The neighbours whose links this member of a cluster may run.
+    holds: hold::Holds,
 }
 
 impl LinkContext {
@@ -63,6 +67,7 @@ pub async fn start(
         router,
         key_der,
         allowed: Arc::new(RwLock::new(allowed)),
+        holds: hold::Holds::default(),
     });
     if let Some(listener) = listener {
         let config = crate::tls::link_server_config(&ctx.key_der, peer_check(&ctx))?;

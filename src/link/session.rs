@@ -47,10 +47,16 @@ pub async fn run<S>(
                 "a neighbour address leads back to this server itself; not linking to it"
             );
         }
+        let Some(held) = ctx.holds.take(&router, peer).await else {
+            return tracing::info!(
+                "another member of the cluster runs the link to this neighbour; closing this one"
+            );
+        };
         let (reader, writer) = tokio::io::split(stream);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
         let writer_task = tokio::spawn(protocol::write_loop(writer, rx));
         let closed = shutdown.child_token();
+        tokio::spawn(end_when_lost(held.lost.clone(), closed.clone()));
         let Some(link_id) = router.link_up(peer, dialer, outbox.clone(), closed.clone()) else {
             tracing::debug!("a link to this server already exists; closing the new one");
             return;
@@ -84,10 +90,20 @@ pub async fn run<S>(
         {
             writer_task.abort();
         }
+        drop(held);
         tracing::info!("link down");
     }
     .instrument(span)
     .await
+}
+
+/// Ends the link (`closed`) if its lock is `lost`: another member may run
+/// it now.
+async fn end_when_lost(lost: CancellationToken, closed: CancellationToken) {
+    tokio::select! {
+        _ = lost.cancelled() => closed.cancel(),
+        _ = closed.cancelled() => {}
+    }
 }
 
 fn short(fp: &Fingerprint) -> String {

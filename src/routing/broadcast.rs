@@ -37,11 +37,25 @@ impl Router {
 
     /// Delivers a broadcast to our live sessions and floods it onward, once.
     pub fn broadcast_in(&self, from: Option<Fingerprint>, b: Broadcast) {
+        self.spread_broadcast(from, b, true);
+    }
+
+    /// [`Router::broadcast_in`]; `tell_members` unless another member of
+    /// the cluster passed it here (it has told the others itself).
+    pub(super) fn spread_broadcast(
+        &self,
+        from: Option<Fingerprint>,
+        b: Broadcast,
+        tell_members: bool,
+    ) {
         if b.text.len() > protocol::MAX_TEXT_BYTES || !self.neighbours.first_sight(b.id) {
             return;
         }
         self.neighbours
             .send_all_except(from, &link_frame(&LinkMessage::Broadcast(b.clone())));
+        if tell_members {
+            self.tell_members_broadcast(&b);
+        }
         self.registry.broadcast(b);
     }
 }

@@ -11,6 +11,7 @@ use super::registry::SessionLink;
 use super::{RouteError, Router};
 use crate::db::DbError;
 use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
+use crate::db::lock::Lock;
 use crate::db::outbound::NewOutbound;
 use crate::db::queue::{NewMessage, QueueRef};
 use crate::domain::{MessageId, PhoneNumber};
@@ -214,11 +215,20 @@ pub(super) fn check_header(
     Ok(())
 }
 
-/// Deletes expired messages every [`SWEEP_INTERVAL`] while the router lives.
+/// Deletes expired messages every [`SWEEP_INTERVAL`] while the router
+/// lives; in a cluster, only on the member holding the sweep's lock.
 pub(super) async fn sweep_expired(router: Weak<Router>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let mut lock = None;
     loop {
         tick.tick().await;
+        let Some(r) = router.upgrade() else {
+            return;
+        };
+        if !sweeps_here(&r, &mut lock).await {
+            continue;
+        }
+        drop(r);
         // Sweep in bounded steps until nothing more has expired, letting
         // other writes in between.
         loop {
@@ -235,4 +245,17 @@ pub(super) async fn sweep_expired(router: Weak<Router>) {
             }
         }
     }
+}
+
+/// Whether this member sweeps: it holds (or now takes) the sweep's lock.
+async fn sweeps_here(router: &Router, lock: &mut Option<Lock>) -> bool {
+    if let Some(held) = lock
+        && !held.alive().await
+    {
+        *lock = None;
+    }
+    if lock.is_none() {
+        *lock = router.try_lock("sweep").await.ok().flatten();
+    }
+    lock.is_some()
 }

@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{FUTURE_LIMIT_MS, Router, ServerInfo, link_frame};
 use crate::crypto::PublicKey;
+use crate::db::cluster::Event;
 use crate::db::directory::DirectoryRow;
 use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
@@ -177,7 +178,7 @@ pub enum Applied {
 }
 /// The users of the neighbourhood, keyed by phone.
 pub struct Directory {
-    users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
+    pub(super) users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
 }
 
 impl Directory {
@@ -254,9 +255,10 @@ impl Directory {
         }
     }
 
-    /// Records an entry in memory and in the database.
+    /// Records an entry in memory and in the database (other members read it).
     pub async fn store(&self, store: &Store, entry: Entry) -> Result<Arc<Entry>, DbError> {
         store.store_directory_entry(&entry.to_row()).await?;
+        store.notify(&Event::Directory(entry.phone.clone())).await?;
         let entry = Arc::new(entry);
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
         users.insert(entry.phone.clone(), entry.clone());
@@ -339,7 +341,11 @@ impl Router {
             .collect()
     }
 
-    fn flood_directory(&self, except: Option<Fingerprint>, entries: Vec<DirectoryEntry>) {
+    pub(super) fn flood_directory(
+        &self,
+        except: Option<Fingerprint>,
+        entries: Vec<DirectoryEntry>,
+    ) {
         for chunk in entries.chunks(DIRECTORY_CHUNK) {
             self.neighbours
                 .send_all_except(except, &directory_frame(chunk));
@@ -353,7 +359,7 @@ fn directory_frame(entries: &[DirectoryEntry]) -> Vec<u8> {
     })
 }
 
-fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
+pub(super) fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
     let corrupt = |what: &str| DbError::Corrupt(format!("directory row for {}: {what}", row.phone));
     let phone = PhoneNumber::from_canonical(&row.phone).map_err(|_| corrupt("phone"))?;
     let key_type = KeyType::parse(&row.key_type).ok_or_else(|| corrupt("key type"))?;

@@ -14,11 +14,13 @@
 //! from neighbours), `directory` (who lives where, and flooding it),
 //! `broadcast`, `presence` (who is online, and `list`), `registry` (live
 //! sessions and the unsent bytes they may hold), `limits` (what one user may
-//! send and hold) and `neighbours` (live links and the keys pinned for them).
+//! send and hold), `neighbours` (live links and the keys pinned for them)
+//! and `cluster` (the other members sharing our database and identity).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
 mod broadcast;
+mod cluster;
 mod deliver;
 pub mod directory;
 mod error;
@@ -73,6 +75,8 @@ pub struct Router {
     limits: Limits,
     senders: limits::SenderBuckets,
     presence_changed: Arc<Notify>,
+    /// Users connected to the other members of a cluster.
+    elsewhere: cluster::Elsewhere,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
 }
@@ -90,6 +94,7 @@ impl Router {
         limits: Limits,
     ) -> Result<Arc<Self>, DbError> {
         let directory = Directory::load(&store).await?;
+        let members = store.listen().await?;
         let router = Arc::new(Self {
             store,
             registry: Registry::new(&limits),
@@ -101,9 +106,14 @@ impl Router {
             message_ttl_ms,
             limits,
             presence_changed: Arc::new(Notify::new()),
+            elsewhere: cluster::Elsewhere::default(),
             presence_seq: AtomicU64::new(0),
         });
         tokio::spawn(relay::wake_links(committed, Arc::downgrade(&router)));
+        if let Some(events) = members {
+            router.refresh_elsewhere().await?;
+            tokio::spawn(cluster::follow(Arc::downgrade(&router), events));
+        }
         tokio::spawn(deliver::sweep_expired(Arc::downgrade(&router)));
         tokio::spawn(presence::announce(
             Arc::downgrade(&router),

@@ -58,6 +58,19 @@ impl Router {
 
     /// A presence report from the neighbourhood; floods it on if it is news.
     pub fn presence_in(&self, from: Fingerprint, origin: String, seq: u64, online: Vec<String>) {
+        self.take_presence(Some(from), origin, seq, online, true);
+    }
+
+    /// [`Router::presence_in`]; `tell_members` unless another member of the
+    /// cluster passed it here.
+    pub(super) fn take_presence(
+        &self,
+        from: Option<Fingerprint>,
+        origin: String,
+        seq: u64,
+        online: Vec<String>,
+        tell_members: bool,
+    ) {
         let Some(origin_fp) = Fingerprint::parse(&origin) else {
             return;
         };
@@ -71,12 +84,15 @@ impl Router {
         {
             return;
         }
+        if tell_members {
+            self.tell_members_presence(&origin, seq, &online);
+        }
         let frame = link_frame(&LinkMessage::Presence {
             origin,
             seq,
             online,
         });
-        self.neighbours.send_all_except(Some(from), &frame);
+        self.neighbours.send_all_except(from, &frame);
     }
 
     /// Presence frames for a neighbour that just linked: ours and every
@@ -100,7 +116,10 @@ impl Router {
             .iter()
             .map(|e| {
                 let online = match e.via {
-                    None => self.registry.is_connected(&e.phone),
+                    None => {
+                        self.registry.is_connected(&e.phone)
+                            || self.elsewhere.contains(e.phone.as_str())
+                    }
                     Some(_) => self.neighbours.is_online_at(&e.home, e.phone.as_str()),
                 };
                 ListedUser {
@@ -125,17 +144,42 @@ impl Router {
         prev.map_or(now + 1, |p| p.max(now) + 1)
     }
 
+    /// Our users connected to any member of the cluster.
     fn own_presence_frame(&self) -> Vec<u8> {
+        let mut online = self.registry.online();
+        online.extend(self.elsewhere.all());
+        online.sort();
+        online.dedup();
         link_frame(&LinkMessage::Presence {
             origin: self.me.fingerprint.to_hex(),
             seq: self.next_presence_seq(),
-            online: self.registry.online(),
+            online,
         })
+    }
+
+    /// Records who is connected here for the other members, and reads who
+    /// is connected to them.
+    async fn share_presence(&self) {
+        if !self.store.is_shared() {
+            return;
+        }
+        let shared = match self
+            .store
+            .publish_presence(&self.registry.online(), self.clock.now_ms())
+            .await
+        {
+            Ok(()) => self.refresh_elsewhere().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = shared {
+            tracing::warn!(error = %e, "could not share presence with the other members");
+        }
     }
 }
 
 /// Announces who is connected here: soon after a change, and periodically
-/// so neighbours can tell a silent server from an empty one.
+/// so neighbours can tell a silent server from an empty one (and the other
+/// members of a cluster, a live member from a dead one).
 pub(super) async fn announce(router: Weak<Router>, changed: Arc<Notify>) {
     let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
     loop {
@@ -151,6 +195,7 @@ pub(super) async fn announce(router: Weak<Router>, changed: Arc<Notify>) {
         let Some(router) = router.upgrade() else {
             return;
         };
+        router.share_presence().await;
         router
             .neighbours
             .send_all_except(None, &router.own_presence_frame());

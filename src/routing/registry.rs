@@ -118,21 +118,30 @@ impl Registry {
     /// which may acknowledge it from then on. A session that cannot take
     /// it is closed; the message stays queued for a later fetch.
     pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
-        let links = match self.lock().get(recipient) {
-            Some(list) => list.clone(),
-            None => return,
-        };
-        let frame = ResponseFrame {
-            re: None,
-            response: Response::Message(Delivered {
+        self.push_delivered(
+            recipient,
+            Delivered {
                 id: message.id,
                 from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
-            }),
+            },
+        );
+    }
+
+    /// [`Registry::push`] of a message as a client receives it.
+    pub fn push_delivered(&self, recipient: &PhoneNumber, message: Delivered) {
+        let links = match self.lock().get(recipient) {
+            Some(list) => list.clone(),
+            None => return,
+        };
+        let id = message.id;
+        let frame = ResponseFrame {
+            re: None,
+            response: Response::Message(message),
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
-        self.offer(&links, &bytes, Some(message.id));
+        self.offer(&links, &bytes, Some(id));
     }
 
     /// Offers a public message to every live session but its author's.

@@ -1,0 +1,187 @@
+//! The other members of a cluster, as routing sees them: what they tell
+//! this one through the database (see [`crate::db::cluster`]) and what
+//! this one tells them. A message stored by another member for a user
+//! connected here is read back and pushed; a neighbour whose outbound queue
+//! grew has its drainer woken if its link is here; directory changes,
+//! presence, broadcasts and neighbours' presence reports are taken over and
+//! passed on to the links this member holds.
+
+use std::collections::HashSet;
+use std::sync::{RwLock, Weak};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::Router;
+use super::neighbours::PRESENCE_STALE_AFTER;
+use crate::db::DbError;
+use crate::db::cluster::{Event, RelayKind};
+use crate::db::lock::Lock;
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::{B64, Broadcast, Delivered};
+
+/// Users connected to the other members, as their last heartbeats said.
+#[derive(Default)]
+pub(super) struct Elsewhere {
+    online: RwLock<HashSet<String>>,
+}
+
+impl Elsewhere {
+    pub(super) fn contains(&self, phone: &str) -> bool {
+        self.read().contains(phone)
+    }
+
+    pub(super) fn all(&self) -> Vec<String> {
+        self.read().iter().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashSet<String>> {
+        // A std lock: nothing awaits while it is held.
+        self.online.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A neighbour's presence report, passed from the member holding its link.
+#[derive(Serialize, Deserialize)]
+struct NeighbourPresence {
+    origin: String,
+    seq: u64,
+    online: Vec<String>,
+}
+
+/// Handles the other members' events, in order, while the router lives.
+pub(super) async fn follow(router: Weak<Router>, mut events: mpsc::Receiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        if let Err(e) = router.member_event(event).await {
+            tracing::warn!(error = %e, "could not take over another member's change");
+        }
+    }
+}
+
+impl Router {
+    async fn member_event(&self, event: Event) -> Result<(), DbError> {
+        match event {
+            Event::Queued { recipient, id } => self.push_stored(&recipient, id).await?,
+            Event::Outbound(neighbour) => self.neighbours.wake(neighbour),
+            Event::Directory(phone) => self.reload_entry(&phone).await?,
+            Event::Presence => self.refresh_elsewhere().await?,
+            Event::Relay(RelayKind::Broadcast, body) => {
+                if let Ok(b) = serde_json::from_str::<Broadcast>(&body) {
+                    self.spread_broadcast(None, b, false);
+                }
+            }
+            Event::Relay(RelayKind::NeighbourPresence, body) => {
+                if let Ok(p) = serde_json::from_str::<NeighbourPresence>(&body) {
+                    self.take_presence(None, p.origin, p.seq, p.online, false);
+                }
+            }
+            Event::Resync => {
+                self.reload_directory().await?;
+                self.refresh_elsewhere().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes a message another member stored to its recipient's sessions
+    /// here, if they have any (and it was not acknowledged already).
+    async fn push_stored(&self, recipient: &PhoneNumber, id: MessageId) -> Result<(), DbError> {
+        if !self.registry.is_connected(recipient) {
+            return Ok(());
+        }
+        if let Some(m) = self.store.queued(recipient, id).await? {
+            let delivered = Delivered {
+                id: m.id,
+                from: m.sender,
+                envelope: B64(m.envelope),
+                received_at: m.received_at,
+            };
+            self.registry.push_delivered(recipient, delivered);
+        }
+        Ok(())
+    }
+
+    /// Reads one directory entry another member changed, and floods it to
+    /// the links held here.
+    async fn reload_entry(&self, phone: &PhoneNumber) -> Result<(), DbError> {
+        let Some(row) = self.store.directory_entry(phone.as_str()).await? else {
+            return Ok(());
+        };
+        let entry = std::sync::Arc::new(super::directory::from_row(row)?);
+        self.directory
+            .users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(phone.clone(), entry.clone());
+        self.flood_directory(None, vec![entry.to_wire()]);
+        Ok(())
+    }
+
+    async fn reload_directory(&self) -> Result<(), DbError> {
+        let fresh = super::directory::Directory::load(&self.store).await?;
+        let users = fresh.users.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self
+            .directory
+            .users
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = users;
+        Ok(())
+    }
+
+    /// Reads who is connected to the other members (those heard from
+    /// lately).
+    pub(super) async fn refresh_elsewhere(&self) -> Result<(), DbError> {
+        let since = self.clock.now_ms() - PRESENCE_STALE_AFTER.as_millis() as i64;
+        let online: HashSet<String> = self
+            .store
+            .online_elsewhere(since)
+            .await?
+            .into_iter()
+            .collect();
+        *self
+            .elsewhere
+            .online
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = online;
+        Ok(())
+    }
+
+    /// Takes the cluster-wide lock `name`, for work one member does at a
+    /// time.
+    pub async fn try_lock(&self, name: &str) -> Result<Option<Lock>, DbError> {
+        self.store.try_lock(name).await
+    }
+
+    /// Tells the other members of `event` without waiting for it.
+    pub(super) fn tell_members(&self, event: Event) {
+        if !self.store.is_shared() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.notify(&event).await {
+                tracing::warn!(error = %e, "could not tell the other members of a change");
+            }
+        });
+    }
+
+    /// Passes a broadcast on to the other members.
+    pub(super) fn tell_members_broadcast(&self, b: &Broadcast) {
+        let body = serde_json::to_string(b).expect("a broadcast serialises");
+        self.tell_members(Event::Relay(RelayKind::Broadcast, body));
+    }
+
+    /// Passes a neighbour's presence report on to the other members.
+    pub(super) fn tell_members_presence(&self, origin: &str, seq: u64, online: &[String]) {
+        let report = NeighbourPresence {
+            origin: origin.to_owned(),
+            seq,
+            online: online.to_vec(),
+        };
+        let body = serde_json::to_string(&report).expect("a report serialises");
+        self.tell_members(Event::Relay(RelayKind::NeighbourPresence, body));
+    }
+}
