@@ -11,8 +11,8 @@
 //! `server_key` (who may own the key file), `resources` (what one client,
 //! user or address may take); the client's `client_cli`, `client_keys` and
 //! `chat_terminal` (through a pseudo-terminal), with `client_support` for
-//! running `carrier`; `storage` (the storage rules on every backend) and
-//! `full_disk`.
+//! running `carrier`; `storage` (the storage rules on every backend),
+//! `cluster` (two members on one PostgreSQL database) and `full_disk`.
 
 mod common;
 mod process;
@@ -27,6 +27,7 @@ mod cli;
 mod client_cli;
 mod client_keys;
 mod client_support;
+mod cluster;
 mod crash;
 mod delivery;
 mod faults;

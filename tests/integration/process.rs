@@ -29,29 +29,70 @@ pub struct ServerFiles {
     links: bool,
     /// The PostgreSQL schema, when the suite runs against PostgreSQL.
     postgres: Option<TestDb>,
+    /// The database the config names, if not the data directory's.
+    database_url: Option<String>,
 }
 
 impl ServerFiles {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = dir.path().join("server.toml");
+        let postgres = TestDb::postgres_blocking();
         let files = Self {
             otp_file: dir.path().join("otp.txt"),
             log: dir.path().join("server.log"),
             config,
             _dir: dir,
             links: false,
-            postgres: TestDb::postgres_blocking(),
+            database_url: postgres.as_ref().map(TestDb::url),
+            postgres,
         };
         files.write_config(BASE_CONFIG.to_owned());
         files
     }
 
+    /// Files for another member of `first`'s cluster (which has started
+    /// once): its database, a copy of its keys, everything else of its own.
+    /// `None` unless the suite runs against PostgreSQL.
+    pub fn member_of(first: &ServerFiles) -> Option<Self> {
+        let database_url = Some(first.postgres.as_ref()?.url());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let files = Self {
+            otp_file: dir.path().join("otp.txt"),
+            log: dir.path().join("server.log"),
+            config: dir.path().join("server.toml"),
+            _dir: dir,
+            links: false,
+            postgres: None,
+            database_url,
+        };
+        std::fs::create_dir_all(files.data_dir()).unwrap();
+        let code_key = carrier::auth::code_key::CODE_KEY_FILE;
+        for file in [carrier::server::KEY_FILE, code_key] {
+            let to = files.data_dir().join(file);
+            std::fs::copy(first.data_dir().join(file), &to).expect("the key is copied");
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        }
+        files.write_config(BASE_CONFIG.to_owned());
+        Some(files)
+    }
+
+    /// Whether the config names a PostgreSQL database (so it can be shared).
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// The data directory (key files, SQLite database).
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.with_file_name("data")
+    }
+
     /// Writes `text` as the config, naming the database when the suite
     /// runs against PostgreSQL.
     fn write_config(&self, mut text: String) {
-        if let Some(db) = &self.postgres {
-            text.push_str(&format!("\n[database]\nurl = \"{}\"\n", db.url()));
+        if let Some(url) = &self.database_url {
+            text.push_str(&format!("\n[database]\nurl = \"{url}\"\n"));
         }
         std::fs::write(&self.config, text).expect("the config is written");
     }
