@@ -141,6 +141,8 @@ pub enum CopyError {
     },
     #[error("--from and --to name the same database")]
     SameDatabase,
+    #[error("there is no database at {0}: check the --from path")]
+    NoSource(Location),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -150,6 +152,12 @@ pub enum CopyError {
 pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError> {
     if from == to {
         return Err(CopyError::SameDatabase);
+    }
+    // Opening a missing SQLite file would create it, and copy nothing.
+    if let Location::Sqlite(path) = from
+        && !path.exists()
+    {
+        return Err(CopyError::NoSource(from.clone()));
     }
     // Quotas bound new messages; a copy takes what is there.
     let unbounded = Quota {

@@ -620,6 +620,12 @@ async fn a_populated_store_is_copied_whole_into_an_empty_one() {
             ),
             "{backend}: {again:?}"
         );
+        let missing = carrier::db::Location::Sqlite(source_dir_missing());
+        let nothing = carrier::db::copy::migrate(&missing, &target.location()).await;
+        assert!(
+            matches!(nothing, Err(carrier::db::copy::CopyError::NoSource(_))),
+            "{backend}: a missing source: {nothing:?}"
+        );
         let (copy, _) = Store::open(&target.location(), quotas(1000)).await.unwrap();
         assert_eq!(
             queued_ids(&copy, BOB).await,
@@ -704,4 +710,9 @@ async fn a_lost_postgres_connection_is_refused_then_recovered() {
     );
     store.close().await;
     db.remove().await;
+}
+
+/// An SQLite path where no database is.
+fn source_dir_missing() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("carrier-missing-{}.db", std::process::id()))
 }
