@@ -7,12 +7,13 @@
 //! passed on to the links this member holds.
 
 use std::collections::HashSet;
-use std::sync::{RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::Router;
+use super::directory::Entry;
 use super::neighbours::PRESENCE_STALE_AFTER;
 use crate::db::DbError;
 use crate::db::cluster::{Event, RelayKind};
@@ -104,19 +105,45 @@ impl Router {
         Ok(())
     }
 
-    /// Reads one directory entry another member changed, and floods it to
-    /// the links held here.
-    async fn reload_entry(&self, phone: &PhoneNumber) -> Result<(), DbError> {
+    /// A user of the neighbourhood, with the way to their home. In a
+    /// cluster, an entry another member wrote a moment ago may not have
+    /// reached this member's copy yet: a miss is read from the database.
+    pub async fn user(&self, phone: &PhoneNumber) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.directory.get(phone) {
+            return Some(entry);
+        }
+        if !self.store.is_shared() {
+            return None;
+        }
+        match self.read_entry(phone).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a directory entry");
+                None
+            }
+        }
+    }
+
+    /// Reads one directory entry from the database into this member's copy.
+    async fn read_entry(&self, phone: &PhoneNumber) -> Result<Option<Arc<Entry>>, DbError> {
         let Some(row) = self.store.directory_entry(phone.as_str()).await? else {
-            return Ok(());
+            return Ok(None);
         };
-        let entry = std::sync::Arc::new(super::directory::from_row(row)?);
+        let entry = Arc::new(super::directory::from_row(row)?);
         self.directory
             .users
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(phone.clone(), entry.clone());
-        self.flood_directory(None, vec![entry.to_wire()]);
+        Ok(Some(entry))
+    }
+
+    /// Reads one directory entry another member changed, and floods it to
+    /// the links held here.
+    async fn reload_entry(&self, phone: &PhoneNumber) -> Result<(), DbError> {
+        if let Some(entry) = self.read_entry(phone).await? {
+            self.flood_directory(None, vec![entry.to_wire()]);
+        }
         Ok(())
     }
 

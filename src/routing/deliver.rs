@@ -91,8 +91,8 @@ impl Router {
         relayed: bool,
     ) -> Result<PendingSend, RouteError> {
         let entry = self
-            .directory
-            .get(&recipient)
+            .user(&recipient)
+            .await
             .ok_or_else(|| RouteError::UnknownRecipient(recipient.clone()))?;
         let destination = match entry.via {
             None => Destination::Local,

@@ -272,11 +272,6 @@ impl Directory {
 }
 
 impl Router {
-    /// A user of the neighbourhood, with the way to their home.
-    pub fn user(&self, phone: &PhoneNumber) -> Option<Arc<Entry>> {
-        self.directory.get(phone)
-    }
-
     /// Whether our own user `phone`, registered at `registered_at`, already
     /// has a current entry (so start-up need not sign a new one).
     pub fn local_entry_is_current(&self, phone: &PhoneNumber, registered_at: i64) -> bool {

@@ -16,7 +16,7 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
-    let user = state.router.user(&phone).ok_or_else(|| {
+    let user = state.router.user(&phone).await.ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownUser,
             format!("{phone} is not registered here"),

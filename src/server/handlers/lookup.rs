@@ -7,10 +7,14 @@ use crate::protocol::{ErrorCode, Response};
 use crate::server::ServerState;
 use crate::server::session::Session;
 
-pub fn handle(state: &ServerState, session: &Session, phone: &str) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &ServerState,
+    session: &Session,
+    phone: &str,
+) -> Result<Response, ApiError> {
     session.user()?;
     let phone = parse_phone(phone)?;
-    let user = state.router.user(&phone).ok_or_else(|| {
+    let user = state.router.user(&phone).await.ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownUser,
             format!("no user is registered with the number {phone}"),

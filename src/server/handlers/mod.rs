@@ -56,7 +56,7 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
         Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0)
             .await
             .into(),
-        Request::Lookup { phone } => lookup::handle(state, session, &phone).into(),
+        Request::Lookup { phone } => lookup::handle(state, session, &phone).await.into(),
         Request::Send { id, to, envelope } => {
             match send::handle(state, session, id, &to, envelope.0).await {
                 Ok(pending) => Outcome::Deferred(id, pending),
