@@ -372,3 +372,66 @@ async fn a_neighbour_link_moves_to_the_other_member_when_its_holder_dies() {
     );
     drop(conn);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_populated_sqlite_server_moves_to_a_cluster() {
+    let Some(target) = TestDb::postgres().await else {
+        return;
+    };
+    let old = ServerFiles::on_sqlite();
+    let mut server = old.start();
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let session = alice.client.login().await.unwrap();
+    let mut queued = Vec::new();
+    for n in 0..20 {
+        queued.push(
+            session
+                .send(BOB, &format!("before the move {n}"))
+                .await
+                .unwrap(),
+        );
+    }
+    session.close().await;
+    assert!(server.terminate().success());
+
+    let source = format!("sqlite:{}", old.data_dir().join("carrier.db").display());
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_carrier-server"))
+        .args(["migrate", "--from", &source, "--to", &target.url()])
+        .env_remove("CARRIER_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("carrier-server migrate starts");
+    let out = crate::process::wait_within(migrate, "carrier-server migrate");
+    let said = crate::process::stdout_of(&out);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        crate::process::stderr_of(&out)
+    );
+    assert!(said.contains("message_queue: 20 rows"), "{said}");
+
+    // Two members on the copy, with the old server's keys.
+    let m1_files = ServerFiles::sharing_keys(&old, target.url());
+    let m2_files = ServerFiles::sharing_keys(&old, target.url());
+    let m1 = m1_files.start();
+    let m2 = m2_files.start();
+    assert_eq!(
+        (m1.fingerprint, m2.fingerprint),
+        (server.fingerprint, server.fingerprint)
+    );
+    let bob_on_m2 = bob.client_for(&m2).await;
+    let mut bob_session = bob_on_m2.login().await.expect("Bob logs in on the cluster");
+    let (got, refused) = within("fetch", bob_session.fetch()).await.unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), queued);
+    // And the cluster goes on: Alice, through the other member, reaches him live.
+    let alice_on_m1 = alice.client_for(&m1).await;
+    let alice_session = alice_on_m1.login().await.unwrap();
+    let id = alice_session.send(BOB, "after the move").await.unwrap();
+    assert_eq!(next_pushed_message(&mut bob_session.conn).await.id, id);
+    alice_session.close().await;
+    bob_session.close().await;
+    target.remove().await;
+}

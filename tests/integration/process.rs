@@ -55,7 +55,12 @@ impl ServerFiles {
     /// once): its database, a copy of its keys, everything else of its own.
     /// `None` unless the suite runs against PostgreSQL.
     pub fn member_of(first: &ServerFiles) -> Option<Self> {
-        let database_url = Some(first.postgres.as_ref()?.url());
+        Some(Self::sharing_keys(first, first.postgres.as_ref()?.url()))
+    }
+
+    /// Files for a server with a copy of `first`'s keys (it has started
+    /// once) on the database at `database_url`.
+    pub fn sharing_keys(first: &ServerFiles, database_url: String) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let files = Self {
             otp_file: dir.path().join("otp.txt"),
@@ -64,7 +69,7 @@ impl ServerFiles {
             _dir: dir,
             links: false,
             postgres: None,
-            database_url,
+            database_url: Some(database_url),
         };
         std::fs::create_dir_all(files.data_dir()).unwrap();
         let code_key = carrier::auth::code_key::CODE_KEY_FILE;
@@ -75,7 +80,24 @@ impl ServerFiles {
                 .unwrap();
         }
         files.write_config(BASE_CONFIG.to_owned());
-        Some(files)
+        files
+    }
+
+    /// Files for a server on SQLite in its data directory, whatever the
+    /// suite runs against.
+    pub fn on_sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let files = Self {
+            otp_file: dir.path().join("otp.txt"),
+            log: dir.path().join("server.log"),
+            config: dir.path().join("server.toml"),
+            _dir: dir,
+            links: false,
+            postgres: None,
+            database_url: None,
+        };
+        files.write_config(BASE_CONFIG.to_owned());
+        files
     }
 
     /// Whether the config names a PostgreSQL database (so it can be shared).
