@@ -106,6 +106,11 @@ pub struct Args {
     /// The running server's key fingerprint (default: trust on first use).
     #[arg(long)]
     pub server_fingerprint: Option<String>,
+    /// The started server's database (postgres://…, or sqlite:PATH); it
+    /// should be empty, since the bench registers its users anew. Default:
+    /// SQLite in the server's data directory. W4's servers stay on SQLite.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// The server executable (default: carrier-server next to this one).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,

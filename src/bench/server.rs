@@ -87,6 +87,8 @@ pub struct ServerSpec {
     /// `[neighbourhood] server_port`, if it is part of one.
     pub link_port: Option<u16>,
     pub neighbours: Vec<Neighbour>,
+    /// `[database] url`; `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
 }
 
 /// The `[limits]` of a bench server: far past anything the bench does, so
@@ -108,6 +110,9 @@ impl ServerSpec {
              {UNLIMITED}",
             self.max_connections.max(1)
         );
+        if let Some(url) = &self.database_url {
+            t.push_str(&format!("\n[database]\nurl = \"{url}\"\n"));
+        }
         if let Some(link) = self.link_port {
             t.push_str(&format!(
                 "\n[neighbourhood]\nserver_port = {link}\nneighbours = [\n"
@@ -187,6 +192,7 @@ impl ServerProc {
             .env_remove("CARRIER_HOST")
             .env_remove("CARRIER_PORT")
             .env_remove("CARRIER_DATA_DIR")
+            .env_remove("CARRIER_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -352,10 +358,15 @@ mod tests {
                     fingerprint: Some(Fingerprint::of_spki(b"k")),
                 },
             ],
+            database_url: Some("postgres://bench@127.0.0.1:5432/bench".into()),
         };
         let text = spec.toml(5000);
         let v: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(v["server"]["port"].as_integer(), Some(5000));
+        assert_eq!(
+            v["database"]["url"].as_str(),
+            Some("postgres://bench@127.0.0.1:5432/bench")
+        );
         assert_eq!(v["neighbourhood"]["server_port"].as_integer(), Some(7001));
         let n = v["neighbourhood"]["neighbours"].as_array().unwrap();
         assert_eq!(n.len(), 2);

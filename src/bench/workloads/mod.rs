@@ -225,6 +225,7 @@ impl Bench {
     fn spec(&self) -> ServerSpec {
         ServerSpec {
             max_connections: self.args.connections + 1000,
+            database_url: self.args.database_url.clone(),
             ..Default::default()
         }
     }

@@ -90,9 +90,12 @@ impl Bench {
                     fingerprint: Some(fingerprints[j]),
                 })
                 .collect();
+            // Each server of the neighbourhood is a server of its own, on
+            // SQLite: a shared --database-url would make them one.
             let spec = ServerSpec {
                 link_port: Some(link_ports[i]),
                 neighbours,
+                database_url: None,
                 ..self.spec()
             };
             match ServerProc::start(&bin, dir, &spec, &self.args.server_log).await {
