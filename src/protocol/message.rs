@@ -152,6 +152,30 @@ pub enum Request {
         text: String,
         signature: B64,
     },
+    /// Publish the account's signed device list with a certificate per
+    /// listed device (protocol v2).
+    PublishDevices { list: B64, certificates: Vec<B64> },
+    /// Publish prekeys of the logged-in device (protocol v2).
+    PublishPrekeys { prekeys: Vec<B64> },
+    /// Prove possession of a listed device's key (protocol v2).
+    DeviceLogin {
+        phone: String,
+        device: u32,
+        signature: B64,
+    },
+    /// Queue a v2 envelope for one device of its recipient, sealed under
+    /// the recipient's device list of `list_version`.
+    DeviceSend {
+        id: MessageId,
+        to: String,
+        device: u32,
+        list_version: u64,
+        envelope: B64,
+    },
+    /// Hand out one-time prekeys of some of a user's devices, once each.
+    Claim { phone: String, devices: Vec<u32> },
+    /// The logged-in account's devices.
+    Devices,
     /// Keep-alive; answered with `pong`.
     Ping,
     /// End the session.
@@ -224,6 +248,9 @@ pub struct Delivered {
     pub envelope: B64,
     /// When the server accepted it, in milliseconds since the Unix epoch.
     pub received_at: i64,
+    /// The sending device, for a message from a device (protocol v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u32>,
 }
 
 /// What `lookup` tells about a user.
@@ -235,6 +262,9 @@ pub struct UserInfo {
     pub fingerprint: String,
     /// When this key was registered, in milliseconds since the Unix epoch.
     pub registered_at: i64,
+    /// The user's devices, once they have published a list (protocol v2).
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub devices: Option<super::CurrentDevices>,
 }
 
 /// One line of `list`.
@@ -268,6 +298,9 @@ pub enum Response {
     },
     LoggedIn {
         phone: String,
+        /// The device logged in as, for a `device_login`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<u32>,
         fingerprint: String,
         queued: u64,
     },
@@ -292,6 +325,21 @@ pub enum Response {
     BroadcastSent {
         id: MessageId,
     },
+    DevicesPublished {
+        version: u64,
+    },
+    PrekeysPublished {
+        one_time: u64,
+        kem_one_time: u64,
+    },
+    Claimed {
+        claims: Vec<B64>,
+    },
+    Devices {
+        device_list: B64,
+        certificates: Vec<B64>,
+        last_seen: Vec<super::LastSeen>,
+    },
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
@@ -305,6 +353,9 @@ pub enum Response {
         /// many milliseconds the same request would pass.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// For `stale_devices`: the recipient's current devices.
+        #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+        devices: Option<super::CurrentDevices>,
     },
 }
 
@@ -339,7 +390,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_a_wire_name() {
-        assert_eq!(Request::KINDS.len(), 12);
+        assert_eq!(Request::KINDS.len(), 18);
         for kind in Request::KINDS {
             // Unit kinds parse from their name alone; the others fail on a
             // missing field, which names them as known kinds.
@@ -406,6 +457,7 @@ mod tests {
                 code: ErrorCode::NotLoggedIn,
                 message: "x".into(),
                 retry_after_ms: None,
+                devices: None,
             },
         };
         assert_eq!(

@@ -2,6 +2,7 @@
 //! and how a sealed envelope is laid out. No sockets, storage or keys here;
 //! the codec is generic over any `AsyncRead`/`AsyncWrite`.
 
+mod devices;
 pub mod envelope;
 mod error;
 mod frame;
@@ -10,6 +11,7 @@ mod message;
 mod outbox;
 pub mod signed;
 
+pub use devices::{CurrentDevices, LastSeen};
 pub use error::ErrorCode;
 pub use frame::{FrameError, read_frame, write_frame, write_loop};
 pub use link::Broadcast;

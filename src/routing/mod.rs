@@ -20,10 +20,13 @@
 
 mod broadcast;
 mod deliver;
+mod device_send;
+mod devices;
 pub mod directory;
 mod error;
 mod limits;
 mod neighbours;
+mod prekeys;
 mod presence;
 mod registry;
 mod relay;
@@ -39,10 +42,12 @@ use crate::db::{DbError, Store};
 use crate::domain::Fingerprint;
 use crate::protocol::link::LinkMessage;
 pub use deliver::{MAX_FETCH, PendingSend};
+pub use device_send::DeviceSend;
 use directory::Directory;
 pub use error::RouteError;
 pub use limits::Limits;
 use neighbours::Neighbours;
+pub use prekeys::MAX_PREKEYS_PER_REQUEST;
 use registry::Registry;
 pub use registry::SessionLink;
 
@@ -72,6 +77,8 @@ pub struct Router {
     message_ttl_ms: i64,
     limits: Limits,
     senders: limits::SenderBuckets,
+    claimers: limits::ClaimBuckets,
+    devices: devices::DeviceLists,
     presence_changed: Arc<Notify>,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
@@ -90,6 +97,7 @@ impl Router {
         limits: Limits,
     ) -> Result<Arc<Self>, DbError> {
         let directory = Directory::load(&store).await?;
+        let devices = devices::DeviceLists::load(&store).await?;
         let router = Arc::new(Self {
             store,
             registry: Registry::new(&limits),
@@ -97,6 +105,8 @@ impl Router {
             neighbours: Neighbours::default(),
             me,
             senders: limits::sender_buckets(&limits, clock.clone()),
+            claimers: limits::claim_buckets(&limits, clock.clone()),
+            devices,
             clock,
             message_ttl_ms,
             limits,

@@ -24,6 +24,8 @@ use crate::protocol::{B64, Broadcast, Delivered, Outbox, OutboxError, Response, 
 pub struct SessionLink {
     id: u64,
     phone: PhoneNumber,
+    /// The device logged in as; 0 for a login with the account key.
+    device: u32,
     outbox: Outbox,
     given: Arc<Mutex<HashSet<MessageId>>>,
     /// Cancelled when the server closes the session for what it holds.
@@ -34,6 +36,12 @@ impl SessionLink {
     /// The user this session is logged in as.
     pub fn phone(&self) -> &PhoneNumber {
         &self.phone
+    }
+
+    /// The device this session is logged in as; 0 for a login with the
+    /// account key, which reaches the account's queue of v1 messages.
+    pub fn device(&self) -> u32 {
+        self.device
     }
 
     /// Cancelled once the server has closed this session (it stopped
@@ -78,7 +86,7 @@ impl Registry {
 
     /// Adds a logged-in session (keep the link to remove it later), or
     /// refuses it when its user has the most sessions allowed.
-    pub fn join(&self, phone: PhoneNumber, outbox: Outbox) -> Option<SessionLink> {
+    pub fn join(&self, phone: PhoneNumber, device: u32, outbox: Outbox) -> Option<SessionLink> {
         let mut sessions = self.lock();
         let list = sessions.entry(phone.clone()).or_default();
         if list.len() >= self.per_user {
@@ -87,6 +95,7 @@ impl Registry {
         let link = SessionLink {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             phone,
+            device,
             outbox,
             given: Arc::default(),
             closed: CancellationToken::new(),
@@ -114,14 +123,38 @@ impl Registry {
         self.lock().contains_key(phone)
     }
 
-    /// Offers a message to every live session of its recipient, each of
-    /// which may acknowledge it from then on. A session that cannot take
-    /// it is closed; the message stays queued for a later fetch.
-    pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
-        let links = match self.lock().get(recipient) {
-            Some(list) => list.clone(),
+    /// Ends every session logged in as `device` of `phone` (a device
+    /// taken off its account's list).
+    pub fn close_device(&self, phone: &PhoneNumber, device: u32) {
+        let links: Vec<SessionLink> = match self.lock().get(phone) {
+            Some(list) => list
+                .iter()
+                .filter(|l| l.device == device)
+                .cloned()
+                .collect(),
             None => return,
         };
+        for link in &links {
+            self.close(link, "its device was removed from the account");
+        }
+    }
+
+    /// Offers a message to every live session of its recipient device,
+    /// each of which may acknowledge it from then on. A session that
+    /// cannot take it is closed; the message stays queued for a later
+    /// fetch.
+    pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
+        let links: Vec<SessionLink> = match self.lock().get(recipient) {
+            Some(list) => list
+                .iter()
+                .filter(|l| l.device == message.device)
+                .cloned()
+                .collect(),
+            None => return,
+        };
+        if links.is_empty() {
+            return;
+        }
         let frame = ResponseFrame {
             re: None,
             response: Response::Message(Delivered {
@@ -129,6 +162,7 @@ impl Registry {
                 from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
+                device: (message.sender_device != 0).then_some(message.sender_device),
             }),
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
@@ -237,14 +271,16 @@ mod tests {
     ) {
         let (outbox, rx) = Outbox::new(1024, bytes);
         let phone = PhoneNumber::from_canonical(BOB).unwrap();
-        (r.join(phone, outbox).expect("room for a session"), rx)
+        (r.join(phone, 0, outbox).expect("room for a session"), rx)
     }
 
     fn message(size: usize) -> NewMessage {
         NewMessage {
             id: MessageId::random(),
             recipient: PhoneNumber::from_canonical(BOB).unwrap(),
+            device: 0,
             sender: PhoneNumber::from_canonical("+12025550101").unwrap(),
+            sender_device: 0,
             envelope: vec![7; size],
             received_at: 0,
             expires_at: 1,
@@ -299,8 +335,14 @@ mod tests {
         let (first, _a) = silent(&r, 4000);
         let _second = silent(&r, 4000);
         let (outbox, _c) = Outbox::new(8, 4000);
-        assert!(r.join(bob(), outbox.clone()).is_none(), "a third session");
+        assert!(
+            r.join(bob(), 0, outbox.clone()).is_none(),
+            "a third session"
+        );
         r.leave(&first);
-        assert!(r.join(bob(), outbox).is_some(), "room again after one left");
+        assert!(
+            r.join(bob(), 0, outbox).is_some(),
+            "room again after one left"
+        );
     }
 }

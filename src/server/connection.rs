@@ -227,6 +227,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
         code,
         message: message.into(),
         retry_after_ms: None,
+        devices: None,
     }
 }
 

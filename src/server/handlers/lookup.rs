@@ -1,4 +1,5 @@
-//! `lookup`: a registered user's public key, for sealing to them. Only
+//! `lookup`: a registered user's public key, for sealing to them, and for
+//! a local user with devices, their current list and bundles. Only
 //! logged-in users may look others up, so the directory is not an open
 //! oracle of who uses Carrier.
 
@@ -7,7 +8,11 @@ use crate::protocol::{ErrorCode, Response};
 use crate::server::ServerState;
 use crate::server::session::Session;
 
-pub fn handle(state: &ServerState, session: &Session, phone: &str) -> Result<Response, ApiError> {
+pub async fn handle(
+    state: &ServerState,
+    session: &Session,
+    phone: &str,
+) -> Result<Response, ApiError> {
     session.user()?;
     let phone = parse_phone(phone)?;
     let user = state.router.user(&phone).ok_or_else(|| {
@@ -16,5 +21,7 @@ pub fn handle(state: &ServerState, session: &Session, phone: &str) -> Result<Res
             format!("no user is registered with the number {phone}"),
         )
     })?;
-    Ok(Response::User(user.info.clone()))
+    let mut info = user.info.clone();
+    info.devices = state.router.current_devices(&phone).await?;
+    Ok(Response::User(info))
 }

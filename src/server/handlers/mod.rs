@@ -4,10 +4,16 @@
 mod ack;
 mod broadcast;
 mod challenge;
+mod claim;
+mod device_login;
+mod device_send;
+mod devices;
 mod fetch;
 mod list;
 mod login;
 mod lookup;
+mod publish_devices;
+mod publish_prekeys;
 mod register;
 mod send;
 mod verify;
@@ -56,7 +62,7 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
         Request::Login { phone, signature } => login::handle(state, session, &phone, signature.0)
             .await
             .into(),
-        Request::Lookup { phone } => lookup::handle(state, session, &phone).into(),
+        Request::Lookup { phone } => lookup::handle(state, session, &phone).await.into(),
         Request::Send { id, to, envelope } => {
             match send::handle(state, session, id, &to, envelope.0).await {
                 Ok(pending) => Outcome::Deferred(id, pending),
@@ -72,6 +78,39 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
             text,
             signature,
         } => broadcast::handle(state, session, id, sent_at, text, signature).into(),
+        Request::PublishDevices { list, certificates } => {
+            publish_devices::handle(state, session, list, certificates)
+                .await
+                .into()
+        }
+        Request::PublishPrekeys { prekeys } => publish_prekeys::handle(state, session, prekeys)
+            .await
+            .into(),
+        Request::DeviceLogin {
+            phone,
+            device,
+            signature,
+        } => device_login::handle(state, session, &phone, device, &signature.0)
+            .await
+            .into(),
+        Request::DeviceSend {
+            id,
+            to,
+            device,
+            list_version,
+            envelope,
+        } => {
+            let sent =
+                device_send::handle(state, session, id, &to, device, list_version, envelope.0);
+            match sent.await {
+                Ok(pending) => Outcome::Deferred(id, pending),
+                Err(e) => Outcome::Reply(e.into_response()),
+            }
+        }
+        Request::Claim { phone, devices } => {
+            claim::handle(state, session, &phone, &devices).await.into()
+        }
+        Request::Devices => devices::handle(state, session).await.into(),
         Request::Ping => Outcome::Reply(Response::Pong),
         Request::Quit => Outcome::Close(Response::Bye),
     }
