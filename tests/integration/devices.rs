@@ -30,7 +30,7 @@ async fn with_devices(
         account.add_device(&format!("device {i}"));
     }
     let conn = logged_in_connection(server, who, &account.identity).await;
-    let answer = conn.call(account.next_list()).await.unwrap();
+    let answer = conn.ask(account.next_list()).await.unwrap();
     assert!(
         matches!(answer, Response::DevicesPublished { version: 1 }),
         "{who} publishes its list: {answer:?}"
@@ -59,7 +59,7 @@ async fn with_devices(
 /// The messages waiting on a device's connection.
 async fn fetch(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
     match conn
-        .call(Request::Fetch {
+        .ask(Request::Fetch {
             limit: None,
             after: None,
         })
@@ -107,7 +107,7 @@ async fn each_device_gets_its_own_copy_and_acks_it_alone() {
         let mut session = start_session(a1, &bob_peer, device, Some(claimed));
         let envelope = seal(a1, &mut session, id, "hello Bob");
         let answer = a1_conn
-            .call(send_request(id, BOB, device, 1, envelope))
+            .ask(send_request(id, BOB, device, 1, envelope))
             .await
             .unwrap();
         assert!(
@@ -118,7 +118,7 @@ async fn each_device_gets_its_own_copy_and_acks_it_alone() {
     let mut copy = start_session(a1, &alice_peer, 2, None);
     let envelope = seal(a1, &mut copy, id, "sent to Bob");
     let answer = a1_conn
-        .call(send_request(id, ALICE, 2, 1, envelope))
+        .ask(send_request(id, ALICE, 2, 1, envelope))
         .await
         .unwrap();
     assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
@@ -144,11 +144,7 @@ async fn each_device_gets_its_own_copy_and_acks_it_alone() {
     for (_, conn) in &bobs {
         assert_eq!(fetch(conn).await.len(), 1);
     }
-    let acked = bobs[0]
-        .1
-        .call(Request::Ack { ids: vec![id] })
-        .await
-        .unwrap();
+    let acked = bobs[0].1.ask(Request::Ack { ids: vec![id] }).await.unwrap();
     assert!(matches!(acked, Response::Acked { deleted: 1 }), "{acked:?}");
     assert!(fetch(&bobs[0].1).await.is_empty());
     assert_eq!(
@@ -163,7 +159,7 @@ async fn each_device_gets_its_own_copy_and_acks_it_alone() {
     let mut again = start_session(a1, &bob_peer, 2, None);
     let other = seal(a1, &mut again, id, "something else");
     let answer = a1_conn
-        .call(send_request(id, BOB, 2, 1, other))
+        .ask(send_request(id, BOB, 2, 1, other))
         .await
         .unwrap();
     expect_error(
@@ -184,7 +180,7 @@ async fn a_send_under_an_old_list_gets_the_current_one() {
     // Bob adds a device: list version 2.
     let new = bob_account.add_device("tablet");
     let conn = logged_in_connection(&server, BOB, &bob_account.identity).await;
-    let answer = conn.call(bob_account.next_list()).await.unwrap();
+    let answer = conn.ask(bob_account.next_list()).await.unwrap();
     assert!(
         matches!(answer, Response::DevicesPublished { version: 2 }),
         "{answer:?}"
@@ -197,7 +193,7 @@ async fn a_send_under_an_old_list_gets_the_current_one() {
     let mut session = start_session(a1, &peer, 1, None);
     let envelope = seal(a1, &mut session, id, "hi");
     let answer = a1_conn
-        .call(send_request(id, BOB, 1, peer.version(), envelope))
+        .ask(send_request(id, BOB, 1, peer.version(), envelope))
         .await
         .unwrap();
     let Response::Error {
@@ -223,7 +219,7 @@ async fn a_send_under_an_old_list_gets_the_current_one() {
         let mut session = start_session(a1, &current, device, None);
         let envelope = seal(a1, &mut session, id, "hi");
         let answer = a1_conn
-            .call(send_request(id, BOB, device, 2, envelope))
+            .ask(send_request(id, BOB, device, 2, envelope))
             .await
             .unwrap();
         assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
@@ -234,7 +230,7 @@ async fn a_send_under_an_old_list_gets_the_current_one() {
     let wrong = Envelope::parse(&envelope).unwrap();
     assert_eq!(wrong.recipient().1.get(), 1);
     let answer = a1_conn
-        .call(send_request(MessageId::random(), BOB, 7, 2, envelope))
+        .ask(send_request(MessageId::random(), BOB, 7, 2, envelope))
         .await
         .unwrap();
     expect_error(
@@ -298,7 +294,7 @@ async fn one_time_prekeys_are_handed_out_once_under_concurrent_claims() {
     assert!(empty[0].one_time.is_none() && empty[0].kem_one_time.is_none());
     let (b1, b1_conn) = &mut bobs[0];
     let answer = b1_conn
-        .call(Request::PublishPrekeys { prekeys: vec![] })
+        .ask(Request::PublishPrekeys { prekeys: vec![] })
         .await
         .unwrap();
     assert!(
@@ -339,7 +335,7 @@ async fn claims_are_rate_limited_per_account() {
         claim(&conn, BOB, &[1]).await;
     }
     let answer = conn
-        .call(Request::Claim {
+        .ask(Request::Claim {
             phone: BOB.into(),
             devices: vec![1],
         })
@@ -363,7 +359,7 @@ async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
         let id = MessageId::random();
         let envelope = seal(a1, &mut session, id, text);
         let answer = a1_conn
-            .call(send_request(id, BOB, 2, 1, envelope))
+            .ask(send_request(id, BOB, 2, 1, envelope))
             .await
             .unwrap();
         assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
@@ -373,7 +369,7 @@ async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
 
     // Bob's phone removes it.
     bob_account.remove_device(2);
-    let answer = bobs[0].1.call(bob_account.next_list()).await.unwrap();
+    let answer = bobs[0].1.ask(bob_account.next_list()).await.unwrap();
     assert!(
         matches!(answer, Response::DevicesPublished { version: 2 }),
         "{answer:?}"
@@ -408,7 +404,7 @@ async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
     let id = MessageId::random();
     let envelope = seal(a1, &mut session, id, "three");
     let answer = a1_conn
-        .call(send_request(id, BOB, 2, 2, envelope))
+        .ask(send_request(id, BOB, 2, 2, envelope))
         .await
         .unwrap();
     expect_error(answer, ErrorCode::StaleDevices, "to a removed device");
@@ -429,7 +425,7 @@ async fn v1_envelopes_are_refused_for_accounts_with_devices() {
     let account_conn = logged_in_connection(&server, ALICE, &alice_account.identity).await;
     let (id, v1) = seal_text(&alice.identity(), ALICE, &public_key_of(&bob), BOB, 1, "v1");
     let answer = account_conn
-        .call(Request::Send {
+        .ask(Request::Send {
             id,
             to: BOB.into(),
             envelope: B64(v1.clone()),
@@ -451,7 +447,7 @@ async fn v1_envelopes_are_refused_for_accounts_with_devices() {
     let dave_key = bob_with_devices.identity.public_key();
     let (id, v1) = seal_text(&carol.identity(), CAROL, &dave_key, DAVE, 1, "v1");
     let answer = carol_conn
-        .call(Request::Send {
+        .ask(Request::Send {
             id,
             to: DAVE.into(),
             envelope: B64(v1.clone()),
@@ -471,7 +467,7 @@ async fn v1_envelopes_are_refused_for_accounts_with_devices() {
     // A v1 envelope in a device_send.
     let answer = alices[0]
         .1
-        .call(send_request(id, DAVE, 1, 1, v1))
+        .ask(send_request(id, DAVE, 1, 1, v1))
         .await
         .unwrap();
     let message = expect_error(answer, ErrorCode::BadEnvelope, "v1 in a device_send");
@@ -553,7 +549,7 @@ async fn bad_publications_are_refused_and_change_nothing() {
         ),
     ];
     for (case, request, code) in cases {
-        let answer = conn.call(request).await.unwrap();
+        let answer = conn.ask(request).await.unwrap();
         expect_error(answer, code, case);
     }
     let peer = look_up(&conn, BOB, &bob.identity()).await;
@@ -579,7 +575,7 @@ async fn bad_publications_are_refused_and_change_nothing() {
         .collect();
     let answer = bobs[0]
         .1
-        .call(Request::PublishPrekeys { prekeys })
+        .ask(Request::PublishPrekeys { prekeys })
         .await
         .unwrap();
     let message = expect_error(answer, ErrorCode::BadPrekey, "a prekey of another key");
@@ -613,7 +609,7 @@ async fn bad_publications_are_refused_and_change_nothing() {
 
     // A device_send needs a device session.
     let answer = conn
-        .call(send_request(MessageId::random(), BOB, 1, 1, vec![2; 300]))
+        .ask(send_request(MessageId::random(), BOB, 1, 1, vec![2; 300]))
         .await
         .unwrap();
     expect_error(

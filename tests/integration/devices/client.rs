@@ -140,12 +140,12 @@ impl Device {
 
     /// `challenge` and `device_login` on `conn`; the answer.
     pub async fn log_in(&self, conn: &Connection) -> Response {
-        let Response::Challenge { nonce } = conn.call(Request::Challenge).await.unwrap() else {
+        let Response::Challenge { nonce } = conn.ask(Request::Challenge).await.unwrap() else {
             panic!("a challenge");
         };
         let nonce: [u8; 32] = nonce.0.try_into().unwrap();
         let signature = self.local.sign_login(conn.exporter(), &nonce);
-        conn.call(Request::DeviceLogin {
+        conn.ask(Request::DeviceLogin {
             phone: self.phone.clone(),
             device: self.id,
             signature: B64(signature.to_vec()),
@@ -162,9 +162,7 @@ impl Device {
             .iter()
             .map(|p| B64(p.to_bytes()))
             .collect();
-        conn.call(Request::PublishPrekeys { prekeys })
-            .await
-            .unwrap()
+        conn.ask(Request::PublishPrekeys { prekeys }).await.unwrap()
     }
 }
 
@@ -220,7 +218,7 @@ pub fn check_devices(list: &[u8], bundles: &[B64], account: &Identity, who: &str
 /// `lookup` of `who` on `conn`, checked.
 pub async fn look_up(conn: &Connection, who: &str, account: &Identity) -> Peer {
     match conn
-        .call(Request::Lookup { phone: who.into() })
+        .ask(Request::Lookup { phone: who.into() })
         .await
         .unwrap()
     {
@@ -232,7 +230,7 @@ pub async fn look_up(conn: &Connection, who: &str, account: &Identity) -> Peer {
 /// Claims one-time prekeys of `devices` of `who`; the parsed results.
 pub async fn claim(conn: &Connection, who: &str, devices: &[u32]) -> Vec<ClaimedPrekeys> {
     match conn
-        .call(Request::Claim {
+        .ask(Request::Claim {
             phone: who.into(),
             devices: devices.to_vec(),
         })
@@ -305,5 +303,20 @@ pub fn text_of(opened: &Opened) -> &str {
     match &opened.content {
         Content::Text(t) => t,
         other => panic!("expected a text, got {other:?}"),
+    }
+}
+
+/// Requests answered as they come, a refusal included (with what it
+/// carries, such as the current devices of `stale_devices`).
+pub trait Ask {
+    async fn ask(&self, request: Request) -> Result<Response, carrier::client::ClientError>;
+}
+
+impl Ask for Connection {
+    async fn ask(&self, request: Request) -> Result<Response, carrier::client::ClientError> {
+        self.start(request)
+            .await?
+            .await
+            .map_err(|_| carrier::client::ClientError::Disconnected)
     }
 }
