@@ -395,8 +395,7 @@ mod tests {
         Fingerprint::of_spki(&[n])
     }
 
-    /// An entry at version `registered_at`, homed at [`HOME`] under `name`,
-    /// reached through `via` at `hops`.
+    /// An entry at version `registered_at`, homed at [`HOME`] as `name`, via `via` at `hops`.
     fn entry(name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
         Entry {
             phone: PhoneNumber::from_canonical("+12025550101").unwrap(),

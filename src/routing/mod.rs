@@ -14,7 +14,11 @@
 //! from neighbours), `directory` (who lives where, and flooding it),
 //! `broadcast`, `presence` (who is online, and `list`), `registry` (live
 //! sessions and the unsent bytes they may hold), `limits` (what one user may
-//! send and hold) and `neighbours` (live links and the keys pinned for them).
+//! send and hold) and `neighbours` (live links and the keys pinned for them);
+//! for protocol v2, `devices` (each account's signed device list, kept in
+//! memory), `prekeys` (publishing, and claims that hand each one-time key
+//! out once) and `device_send` (one envelope per recipient device, refused
+//! under an out-of-date list).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
