@@ -70,6 +70,24 @@ impl Store {
             .collect())
     }
 
+    /// `phone`'s stored device list, if any.
+    pub async fn device_list(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<StoredDeviceList>, DbError> {
+        let row: Result<Option<(i64, Vec<u8>)>, _> = on_backend!(&self.pool, p => sqlx::query_as(
+            "SELECT version, list FROM device_lists WHERE phone = $1",
+        )
+        .bind(phone)
+        .fetch_optional(p)
+        .await);
+        Ok(self.read(row)?.map(|(version, list)| StoredDeviceList {
+            phone: phone.clone(),
+            version: version as u64,
+            list,
+        }))
+    }
+
     /// The devices of `phone`'s current list, by id.
     pub async fn devices(&self, phone: &PhoneNumber) -> Result<Vec<DeviceRow>, DbError> {
         let rows = on_backend!(&self.pool, p => sqlx::query_as::<_, DeviceRow>(

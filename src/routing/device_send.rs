@@ -7,7 +7,10 @@
 //! Only the clear header is read (§8.5); the signature and the rest are
 //! the recipient device's to check.
 
+use std::sync::Arc;
+
 use super::deliver::PendingSend;
+use super::devices::CurrentList;
 use super::registry::SessionLink;
 use super::{RouteError, Router};
 use crate::crypto::v2::Envelope;
@@ -49,6 +52,10 @@ impl Router {
             return Err(RouteError::NotADevice);
         }
         check_header(&envelope, session, &to, device, id)?;
+        let sender = session.phone();
+        if self.device_key(sender, session.device()).await?.is_none() {
+            return Err(RouteError::UnknownDevice(sender.clone(), session.device()));
+        }
         self.charge_sender(session.phone(), envelope.len())?;
         let entry = self
             .directory
@@ -57,10 +64,18 @@ impl Router {
         if entry.via.is_some() {
             return Err(RouteError::RemoteDevices(to));
         }
-        let list = self
-            .device_list(&to)
-            .ok_or_else(|| RouteError::UnknownDevice(to.clone(), device))?;
-        if list.version != list_version || list.key_of(device).is_none() {
+        let current = |list: &Option<Arc<CurrentList>>| {
+            list.as_ref()
+                .is_some_and(|l| l.version == list_version && l.key_of(device).is_some())
+        };
+        let mut list = self.device_list(&to);
+        if !current(&list) {
+            list = self.fresh_device_list(&to).await?;
+        }
+        if list.is_none() {
+            return Err(RouteError::UnknownDevice(to, device));
+        }
+        if !current(&list) {
             let current = self
                 .current_devices(&to)
                 .await?

@@ -81,13 +81,13 @@ impl DeviceLists {
         self.lock().get(phone).cloned()
     }
 
-    /// Keeps `list` unless a newer one is held already.
+    /// Keeps `list` unless a newer one of the same account key is held
+    /// already (a new account key starts its versions again).
     fn set(&self, phone: PhoneNumber, list: CurrentList) {
         let mut lists = self.lock();
-        if lists
-            .get(&phone)
-            .is_none_or(|held| held.version < list.version)
-        {
+        let older =
+            |held: &Arc<CurrentList>| held.account != list.account || held.version < list.version;
+        if lists.get(&phone).is_none_or(older) {
             lists.insert(phone, Arc::new(list));
         }
     }
@@ -107,8 +107,32 @@ impl Router {
     }
 
     /// The key of a local account's listed device, for a device login.
-    pub fn device_key(&self, phone: &PhoneNumber, device: u32) -> Option<PublicPoint> {
-        self.device_list(phone)?.key_of(device).cloned()
+    /// A device not found in memory is looked for in the store too.
+    pub async fn device_key(
+        &self,
+        phone: &PhoneNumber,
+        device: u32,
+    ) -> Result<Option<PublicPoint>, RouteError> {
+        let key = |list: Option<Arc<CurrentList>>| list?.key_of(device).cloned();
+        if let Some(found) = key(self.device_list(phone)) {
+            return Ok(Some(found));
+        }
+        Ok(key(self.fresh_device_list(phone).await?))
+    }
+
+    /// [`Router::device_list`] after reading the stored list again: another
+    /// server on the same database (a cluster) may have stored a newer one.
+    pub(super) async fn fresh_device_list(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<Arc<CurrentList>>, RouteError> {
+        if let Some(stored) = self.store.device_list(phone).await? {
+            match CurrentList::parse(stored.list) {
+                Ok(list) => self.devices.set(phone.clone(), list),
+                Err(e) => tracing::error!(%phone, error = %e, "stored device list unreadable"),
+            }
+        }
+        Ok(self.device_list(phone))
     }
 
     /// Checks and stores a device list with a certificate per listed

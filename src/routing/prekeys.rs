@@ -41,6 +41,7 @@ impl Router {
         }
         let key = self
             .device_key(phone, device)
+            .await?
             .ok_or_else(|| RouteError::UnknownDevice(phone.clone(), device))?;
         let mut checked = Vec::with_capacity(published.len());
         for (index, bytes) in published.into_iter().enumerate() {

@@ -670,3 +670,72 @@ async fn acknowledged_device_sends_survive_kill_9() {
         got.len()
     );
 }
+
+/// `register` with a new key is a new account: the old key's devices are
+/// gone, and what they still hold open cannot send.
+#[tokio::test]
+async fn a_new_account_key_leaves_the_old_devices_behind() {
+    let server = spawn_server().await;
+    let (alice, _, alices) = with_devices(&server, ALICE, 1).await;
+    let (_, bob_account, bobs) = with_devices(&server, BOB, 1).await;
+    let (b1, b1_conn) = &bobs[0];
+    let alice_peer = look_up(b1_conn, ALICE, &alice.identity()).await;
+
+    let new_bob = another_device(&server, BOB).await;
+    let answer = alices[0]
+        .1
+        .ask(Request::Lookup { phone: BOB.into() })
+        .await
+        .unwrap();
+    let Response::User(info) = answer else {
+        panic!("lookup: {answer:?}")
+    };
+    assert!(
+        info.devices.is_none(),
+        "the old key's devices are not served"
+    );
+    let pool = server.db().await;
+    let lists: i64 = sqlx::query_scalar("SELECT count(*) FROM device_lists WHERE phone = $1")
+        .bind(BOB)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(lists, 0);
+
+    let id = MessageId::random();
+    let mut session = start_session(b1, &alice_peer, 1, None);
+    let envelope = seal(b1, &mut session, id, "from an old device");
+    let answer = b1_conn
+        .ask(send_request(id, ALICE, 1, 1, envelope))
+        .await
+        .unwrap();
+    expect_error(
+        answer,
+        ErrorCode::UnknownDevice,
+        "a send from an old device",
+    );
+    let conn = Connection::connect(
+        &server.addr(),
+        carrier::tls::Pin::Expect(server.fingerprint),
+    )
+    .await
+    .unwrap();
+    let answer = bob_account.device(1).log_in(&conn).await;
+    expect_error(answer, ErrorCode::UnknownDevice, "an old device logs in");
+
+    // The new key starts its own list at version 1.
+    let mut account = Account::new(&new_bob);
+    account.add_device("new phone");
+    let conn = logged_in_connection(&server, BOB, &account.identity).await;
+    let answer = conn.ask(account.next_list()).await.unwrap();
+    assert!(
+        matches!(answer, Response::DevicesPublished { version: 1 }),
+        "{answer:?}"
+    );
+    let mut device = account.device(1);
+    let device_conn = device.connect(&server).await;
+    device.publish_prekeys(&device_conn).await;
+    let peer = look_up(&alices[0].1, BOB, &account.identity).await;
+    assert_eq!((peer.version(), peer.bundles.len()), (1, 1));
+}

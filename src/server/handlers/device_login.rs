@@ -39,6 +39,7 @@ pub async fn handle(
     let key = state
         .router
         .device_key(&phone, device)
+        .await?
         .ok_or_else(unknown)?;
     proof::check_device(&session.exporter, &nonce, &phone, id, &key, signature)?;
     session.log_in(&state.router, phone.clone(), device)?;
