@@ -155,6 +155,33 @@ async fn each_device_gets_its_own_copy_and_acks_it_alone() {
     assert_eq!(stored_for(&server, BOB, 2).await, 1);
     assert_eq!(stored_for(&server, BOB, 1).await, 0);
 
+    // `devices` shows the account's list, certificates and last logins.
+    let answer = bobs[1].1.ask(Request::Devices).await.unwrap();
+    let Response::Devices {
+        device_list,
+        certificates,
+        last_seen,
+    } = answer
+    else {
+        panic!("devices: {answer:?}")
+    };
+    let shown = check_devices(&device_list.0, &[], &bob.identity(), BOB);
+    assert_eq!(shown.version(), 1);
+    assert_eq!(certificates.len(), 2);
+    for cert in &certificates {
+        let cert = carrier::crypto::v2::DeviceCertificate::parse(&cert.0).unwrap();
+        shown
+            .list
+            .certify(&cert)
+            .expect("each certificate is the list's");
+    }
+    let seen: Vec<u32> = last_seen
+        .iter()
+        .filter(|s| s.at > 0)
+        .map(|s| s.device)
+        .collect();
+    assert_eq!(seen, [1, 2], "both devices have logged in");
+
     // The same envelope again is a retry; other bytes under the id are not.
     let mut again = start_session(a1, &bob_peer, 2, None);
     let other = seal(a1, &mut again, id, "something else");
