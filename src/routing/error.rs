@@ -119,6 +119,10 @@ pub enum RouteError {
         per_minute: u64,
         retry_after_ms: u64,
     },
+    /// Work handed to a blocking thread did not finish (the runtime is
+    /// shutting down).
+    #[error("{0} was interrupted")]
+    Interrupted(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -162,6 +166,7 @@ impl RouteError {
             RouteError::TooManyDevices { .. } => ErrorCode::TooManyDevices,
             RouteError::UnknownDevice(..) => ErrorCode::UnknownDevice,
             RouteError::BadPrekey { .. } => ErrorCode::BadPrekey,
+            RouteError::Interrupted(_) => ErrorCode::Internal,
             RouteError::Db(e) => e.code(),
         }
     }

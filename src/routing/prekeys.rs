@@ -5,7 +5,7 @@
 
 use super::registry::SessionLink;
 use super::{RouteError, Router};
-use crate::crypto::v2::{MAX_LIST_DEVICES, PublicPrekey};
+use crate::crypto::v2::{MAX_LIST_DEVICES, PublicPoint, PublicPrekey};
 use crate::db::prekeys::{self, NewPrekey, PoolLimits, PoolSizes};
 use crate::domain::PhoneNumber;
 
@@ -43,17 +43,10 @@ impl Router {
             .device_key(phone, device)
             .await?
             .ok_or_else(|| RouteError::UnknownDevice(phone.clone(), device))?;
-        let mut checked = Vec::with_capacity(published.len());
-        for (index, bytes) in published.into_iter().enumerate() {
-            let prekey = PublicPrekey::parse(&bytes)
-                .and_then(|p| p.verify(&key, p.kind).map(|()| p))
-                .map_err(|error| RouteError::BadPrekey { index, error })?;
-            checked.push(NewPrekey {
-                kind: prekey.kind as u8,
-                id: prekey.id,
-                bytes,
-            });
-        }
+        // Up to 200 signature checks: off the async threads.
+        let checked = tokio::task::spawn_blocking(move || check_all(&key, published))
+            .await
+            .map_err(|_| RouteError::Interrupted("checking prekeys"))??;
         let now = self.clock.now_ms();
         self.store
             .publish_prekeys(phone, device, &checked, POOL_LIMITS, now)
@@ -104,6 +97,23 @@ impl Router {
         }
         Ok(claims)
     }
+}
+
+/// Parses each prekey and checks its signature by the device key; the
+/// first bad one refuses them all.
+fn check_all(key: &PublicPoint, published: Vec<Vec<u8>>) -> Result<Vec<NewPrekey>, RouteError> {
+    let mut checked = Vec::with_capacity(published.len());
+    for (index, bytes) in published.into_iter().enumerate() {
+        let prekey = PublicPrekey::parse(&bytes)
+            .and_then(|p| p.verify(key, p.kind).map(|()| p))
+            .map_err(|error| RouteError::BadPrekey { index, error })?;
+        checked.push(NewPrekey {
+            kind: prekey.kind as u8,
+            id: prekey.id,
+            bytes,
+        });
+    }
+    Ok(checked)
 }
 
 /// A claim result (docs/PROTOCOL-v2.md §4.3): device id, then each prekey
