@@ -177,7 +177,7 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::StaleList
         | ErrorCode::TooManyDevices
         | ErrorCode::BadPrekey => Exit::Refused,
-        ErrorCode::UnknownDevice => Exit::NotFound,
+        ErrorCode::UnknownDevice | ErrorCode::NoLink => Exit::NotFound,
         ErrorCode::ShuttingDown
         | ErrorCode::TooManyInFlight
         | ErrorCode::ServerBusy

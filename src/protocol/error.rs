@@ -72,6 +72,8 @@ pub enum ErrorCode {
     BadPrekey,
     /// The user's home server cannot be reached now.
     Unavailable,
+    /// No open link code with that rendezvous (never, used, or expired).
+    NoLink,
     /// Something failed inside the server; the request may be retried.
     Internal,
 }
@@ -113,6 +115,7 @@ impl ErrorCode {
             ErrorCode::UnknownDevice => "unknown_device",
             ErrorCode::BadPrekey => "bad_prekey",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NoLink => "no_link",
             ErrorCode::Internal => "internal",
         }
     }

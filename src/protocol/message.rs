@@ -176,6 +176,17 @@ pub enum Request {
     Claim { phone: String, devices: Vec<u32> },
     /// The logged-in account's devices.
     Devices,
+    /// Open a link code's rendezvous for a new device, for 10 minutes.
+    LinkOpen { rendezvous: B64 },
+    /// From a new device, not logged in: a sealed link request for the
+    /// session that opened `rendezvous`; answered once that session accepts.
+    LinkRequest {
+        phone: String,
+        rendezvous: B64,
+        request: B64,
+    },
+    /// The sealed answer to a link request, for the new device.
+    LinkAccept { rendezvous: B64, response: B64 },
     /// Keep-alive; answered with `pong`.
     Ping,
     /// End the session.
@@ -340,6 +351,20 @@ pub enum Response {
         certificates: Vec<B64>,
         last_seen: Vec<super::LastSeen>,
     },
+    LinkOpened {
+        expires_in_s: u64,
+    },
+    /// A pushed event: a new device asks to be linked through a rendezvous
+    /// this session opened.
+    LinkRequested {
+        rendezvous: B64,
+        request: B64,
+    },
+    /// The answer to `link_request`, once the opening session accepted.
+    Linked {
+        response: B64,
+    },
+    LinkAccepted,
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
@@ -390,7 +415,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_a_wire_name() {
-        assert_eq!(Request::KINDS.len(), 18);
+        assert_eq!(Request::KINDS.len(), 21);
         for kind in Request::KINDS {
             // Unit kinds parse from their name alone; the others fail on a
             // missing field, which names them as known kinds.

@@ -119,6 +119,13 @@ pub enum RouteError {
         per_minute: u64,
         retry_after_ms: u64,
     },
+    #[error("{0}")]
+    BadLink(&'static str),
+    #[error(
+        "no link code is open with that rendezvous (never opened, already used, or expired); \
+         make a new code on a device of the account"
+    )]
+    NoLink,
     /// Work handed to a blocking thread did not finish (the runtime is
     /// shutting down).
     #[error("{0} was interrupted")]
@@ -167,6 +174,8 @@ impl RouteError {
             RouteError::UnknownDevice(..) => ErrorCode::UnknownDevice,
             RouteError::BadPrekey { .. } => ErrorCode::BadPrekey,
             RouteError::Interrupted(_) => ErrorCode::Internal,
+            RouteError::BadLink(_) => ErrorCode::BadRequest,
+            RouteError::NoLink => ErrorCode::NoLink,
             RouteError::Db(e) => e.code(),
         }
     }

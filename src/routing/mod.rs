@@ -34,6 +34,7 @@ mod prekeys;
 mod presence;
 mod registry;
 mod relay;
+mod rendezvous;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -54,6 +55,7 @@ use neighbours::Neighbours;
 pub use prekeys::MAX_PREKEYS_PER_REQUEST;
 use registry::Registry;
 pub use registry::SessionLink;
+pub use rendezvous::{LINK_CODE_TTL_MS, MAX_LINK_MESSAGE};
 
 /// How far ahead of our clock a neighbour's presence report or directory
 /// entry may be dated (clocks differ a little; a later date would let it
@@ -83,6 +85,7 @@ pub struct Router {
     senders: limits::SenderBuckets,
     claimers: limits::ClaimBuckets,
     devices: devices::DeviceLists,
+    rendezvous: rendezvous::Rendezvous,
     presence_changed: Arc<Notify>,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
@@ -111,6 +114,7 @@ impl Router {
             senders: limits::sender_buckets(&limits, clock.clone()),
             claimers: limits::claim_buckets(&limits, clock.clone()),
             devices,
+            rendezvous: rendezvous::Rendezvous::default(),
             clock,
             message_ttl_ms,
             limits,

@@ -50,6 +50,12 @@ impl SessionLink {
         self.closed.clone()
     }
 
+    /// Offers one pushed frame to this session alone; a session that
+    /// cannot take it just misses it (the pusher's protocol copes).
+    pub(super) fn offer(&self, frame: &[u8]) {
+        let _ = self.outbox.try_send(frame.to_vec());
+    }
+
     /// Records messages handed to the session.
     pub(super) fn give(&self, ids: impl IntoIterator<Item = MessageId>) {
         self.lock_given().extend(ids);

@@ -4,6 +4,7 @@
 //! has its own queue. Runs on PostgreSQL too when the suite does.
 
 mod client;
+mod linking;
 
 use std::collections::HashSet;
 

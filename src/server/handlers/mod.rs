@@ -9,6 +9,9 @@ mod device_login;
 mod device_send;
 mod devices;
 mod fetch;
+mod link_accept;
+mod link_open;
+mod link_request;
 mod list;
 mod login;
 mod lookup;
@@ -33,6 +36,10 @@ pub enum Outcome {
     Deferred(MessageId, PendingSend),
     /// Answer, then close the connection.
     Close(Response),
+    /// Nothing now: the answer is written to the connection later, by
+    /// whoever completes the request (a link request, by the accepting
+    /// session).
+    Later,
 }
 
 impl From<Result<Response, ApiError>> for Outcome {
@@ -41,8 +48,13 @@ impl From<Result<Response, ApiError>> for Outcome {
     }
 }
 
-/// Runs one request.
-pub async fn dispatch(state: &ServerState, session: &mut Session, request: Request) -> Outcome {
+/// Runs one request, numbered `seq` by the client.
+pub async fn dispatch(
+    state: &ServerState,
+    session: &mut Session,
+    seq: Option<u64>,
+    request: Request,
+) -> Outcome {
     match request {
         Request::Challenge => challenge::handle(session).into(),
         Request::Register {
@@ -111,6 +123,19 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
             claim::handle(state, session, &phone, &devices).await.into()
         }
         Request::Devices => devices::handle(state, session).await.into(),
+        Request::LinkOpen { rendezvous } => link_open::handle(state, session, &rendezvous).into(),
+        Request::LinkRequest {
+            phone,
+            rendezvous,
+            request,
+        } => match link_request::handle(state, session, seq, &phone, &rendezvous, request) {
+            Ok(()) => Outcome::Later,
+            Err(e) => Outcome::Reply(e.into_response()),
+        },
+        Request::LinkAccept {
+            rendezvous,
+            response,
+        } => link_accept::handle(state, session, &rendezvous, response).into(),
         Request::Ping => Outcome::Reply(Response::Pong),
         Request::Quit => Outcome::Close(Response::Bye),
     }

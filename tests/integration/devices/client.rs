@@ -73,6 +73,15 @@ impl Account {
 
     /// A `publish_devices` request for the current devices under `version`.
     pub fn list_request(&self, version: u64) -> Request {
+        let (list, certificates) = self.issue(version);
+        Request::PublishDevices {
+            list: B64(list.to_bytes()),
+            certificates: certificates.iter().map(|c| B64(c.to_bytes())).collect(),
+        }
+    }
+
+    /// The current devices' list under `version`, and their certificates.
+    pub fn issue(&self, version: u64) -> (DeviceList, Vec<DeviceCertificate>) {
         let phone = phone(&self.phone);
         let now = now_ms();
         let devices = self
@@ -85,16 +94,11 @@ impl Account {
             .devices
             .iter()
             .map(|(id, key, name)| {
-                let cert =
-                    DeviceCertificate::issue(&self.identity, &phone, *id, &key.public(), name, now)
-                        .unwrap();
-                B64(cert.to_bytes())
+                DeviceCertificate::issue(&self.identity, &phone, *id, &key.public(), name, now)
+                    .unwrap()
             })
             .collect();
-        Request::PublishDevices {
-            list: B64(list.to_bytes()),
-            certificates,
-        }
+        (list, certificates)
     }
 
     /// Device `id`'s own state, to log in and publish with.
