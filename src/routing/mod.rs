@@ -17,8 +17,9 @@
 //! send and hold) and `neighbours` (live links and the keys pinned for them);
 //! for protocol v2, `devices` (each account's signed device list, kept in
 //! memory), `prekeys` (publishing, and claims that hand each one-time key
-//! out once) and `device_send` (one envelope per recipient device, refused
-//! under an out-of-date list).
+//! out once), `device_send` (one envelope per recipient device, refused
+//! under an out-of-date list) and `rendezvous` (link codes' sealed
+//! requests and answers passed between two devices).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
