@@ -113,6 +113,7 @@ fn json(c: &mut Criterion) {
                     from: "+12025550101".into(),
                     envelope: B64(env.clone()),
                     received_at: 1_700_000_000_000,
+                    device: None,
                 })
                 .collect(),
             more: true,

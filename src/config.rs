@@ -144,6 +144,7 @@ struct LimitsSection {
     max_sessions_per_user: usize,
     max_session_backlog_bytes: usize,
     max_user_backlog_bytes: usize,
+    max_devices_per_account: usize,
 }
 
 impl Default for LimitsSection {
@@ -157,6 +158,7 @@ impl Default for LimitsSection {
             max_sessions_per_user: l.sessions_per_user,
             max_session_backlog_bytes: l.session_backlog_bytes,
             max_user_backlog_bytes: l.user_backlog_bytes,
+            max_devices_per_account: l.devices_per_account,
         }
     }
 }
@@ -173,12 +175,18 @@ impl LimitsSection {
             "limits.max_sessions_per_user",
             self.max_sessions_per_user as u64,
         )?;
+        positive(
+            "limits.max_devices_per_account",
+            self.max_devices_per_account as u64,
+        )?;
         let limits = Limits {
             send_messages: Rate::per_second(self.send_messages_per_second, self.send_message_burst),
             send_bytes: Rate::per_second(self.send_bytes_per_second, self.send_byte_burst),
             sessions_per_user: self.max_sessions_per_user,
             session_backlog_bytes: self.max_session_backlog_bytes,
             user_backlog_bytes: self.max_user_backlog_bytes,
+            devices_per_account: self.max_devices_per_account,
+            ..Limits::default()
         };
         limits.check()?;
         Ok(limits)

@@ -36,7 +36,8 @@
 //!   key possession bound to the TLS session.
 //! - [`routing`]: where a message goes, behind one `Router`: local delivery,
 //!   relay, the directory of the neighbourhood with routes, live sessions
-//!   and links, presence, broadcasts.
+//!   and links, presence, broadcasts, and protocol v2's device lists,
+//!   prekeys and per-device queues.
 //! - [`config`]: the server's typed configuration, from a file and flags.
 //! - [`link`]: neighbour links: listener, dialers with backoff, link sessions.
 //! - [`server`]: start-up (`server::serve`), accept loop, one task per

@@ -4,6 +4,7 @@
 //! connection (different exporter) or twice on this one (nonce used once).
 
 use crate::crypto::PublicKey;
+use crate::crypto::v2::{DeviceId, PublicPoint, device_login_transcript};
 use crate::crypto::{Purpose, auth_transcript};
 use crate::domain::PhoneNumber;
 use crate::protocol::ErrorCode;
@@ -69,4 +70,23 @@ pub async fn check(
         tracing::info!(%phone, "proof of key possession refused");
         Err(ProofRefused)
     }
+}
+
+/// Checks that `signature`, by a listed device's key, proves possession of
+/// that key for this connection and nonce (the device login transcript of
+/// docs/PROTOCOL-v2.md §10.2). One P-256 verification, cheap enough to run
+/// in place.
+pub fn check_device(
+    exporter: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    phone: &PhoneNumber,
+    device: DeviceId,
+    key: &PublicPoint,
+    signature: &[u8],
+) -> Result<(), ProofRefused> {
+    let transcript = device_login_transcript(exporter, nonce, phone, device, key);
+    key.verify(&transcript, signature).map_err(|_| {
+        tracing::info!(%phone, %device, "device login refused");
+        ProofRefused
+    })
 }

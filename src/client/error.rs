@@ -173,10 +173,15 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::AlreadyLoggedIn
         | ErrorCode::NoChallenge
         | ErrorCode::DuplicateId
-        | ErrorCode::StaleDevices => Exit::Refused,
-        ErrorCode::ShuttingDown | ErrorCode::TooManyInFlight | ErrorCode::ServerBusy => {
-            Exit::Unreachable
-        }
+        | ErrorCode::StaleDevices
+        | ErrorCode::StaleList
+        | ErrorCode::TooManyDevices
+        | ErrorCode::BadPrekey => Exit::Refused,
+        ErrorCode::UnknownDevice | ErrorCode::NoLink => Exit::NotFound,
+        ErrorCode::ShuttingDown
+        | ErrorCode::TooManyInFlight
+        | ErrorCode::ServerBusy
+        | ErrorCode::Unavailable => Exit::Unreachable,
         ErrorCode::StorageFull
         | ErrorCode::StorageUnavailable
         | ErrorCode::MalformedJson

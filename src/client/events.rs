@@ -137,6 +137,7 @@ mod tests {
             from: "+12025550101".into(),
             envelope: B64(Vec::new()),
             received_at: 0,
+            device: None,
         })
     }
 

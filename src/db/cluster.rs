@@ -45,15 +45,19 @@ impl MemberId {
 /// What another member tells the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A message for `recipient` was committed to their queue.
+    /// A message for `recipient` was committed to the queue of their
+    /// `device` (0: an account without devices).
     Queued {
         recipient: PhoneNumber,
+        device: u32,
         id: MessageId,
     },
     /// A message for neighbour `0` was committed to its outbound queue.
     Outbound(Fingerprint),
     /// The directory entry of `0` changed.
     Directory(PhoneNumber),
+    /// Account `0` published a new device list.
+    Devices(PhoneNumber),
     /// Some member's connected users changed.
     Presence,
     /// A JSON body (a broadcast, a neighbour's presence report) that the
@@ -75,9 +79,14 @@ impl Event {
     fn encode(&self, member: &MemberId) -> String {
         let m = member.as_str();
         match self {
-            Event::Queued { recipient, id } => format!("{m} q {recipient} {id}"),
+            Event::Queued {
+                recipient,
+                device,
+                id,
+            } => format!("{m} q {recipient} {device} {id}"),
             Event::Outbound(fp) => format!("{m} o {}", fp.to_hex()),
             Event::Directory(phone) => format!("{m} d {phone}"),
+            Event::Devices(phone) => format!("{m} v {phone}"),
             Event::Presence => format!("{m} p"),
             Event::Relay(RelayKind::Broadcast, body) => format!("{m} b {body}"),
             Event::Relay(RelayKind::NeighbourPresence, body) => format!("{m} n {body}"),
@@ -92,14 +101,17 @@ impl Event {
         let (kind, body) = rest.split_once(' ').unwrap_or((rest, ""));
         let event = match kind {
             "q" => {
-                let (recipient, id) = body.split_once(' ')?;
+                let (recipient, rest) = body.split_once(' ')?;
+                let (device, id) = rest.split_once(' ')?;
                 Event::Queued {
                     recipient: PhoneNumber::from_canonical(recipient).ok()?,
+                    device: device.parse().ok()?,
                     id: MessageId::parse_hex(id)?,
                 }
             }
             "o" => Event::Outbound(Fingerprint::parse(body)?),
             "d" => Event::Directory(PhoneNumber::from_canonical(body).ok()?),
+            "v" => Event::Devices(PhoneNumber::from_canonical(body).ok()?),
             "p" => Event::Presence,
             "b" => Event::Relay(RelayKind::Broadcast, body.to_owned()),
             "n" => Event::Relay(RelayKind::NeighbourPresence, body.to_owned()),
@@ -344,10 +356,17 @@ mod tests {
         let events = [
             Event::Queued {
                 recipient: phone.clone(),
+                device: 0,
+                id: MessageId::random(),
+            },
+            Event::Queued {
+                recipient: phone.clone(),
+                device: u32::MAX,
                 id: MessageId::random(),
             },
             Event::Outbound(Fingerprint::parse(&"ab".repeat(32)).unwrap()),
-            Event::Directory(phone),
+            Event::Directory(phone.clone()),
+            Event::Devices(phone),
             Event::Presence,
             Event::Relay(RelayKind::Broadcast, "{\"a\": 1}".into()),
             Event::Relay(RelayKind::NeighbourPresence, "{}".into()),
@@ -367,6 +386,9 @@ mod tests {
             "m o nothex",
             "m z",
             "m q +15550100 xyz",
+            "m q +15550100 0 xyz",
+            "m q +15550100 -1 00",
+            &format!("m q +15550100 {}", MessageId::random()),
         ] {
             assert_eq!(Event::decode(bad), None, "{bad}");
         }

@@ -1,9 +1,9 @@
 //! Copying a server's whole state from one store to another (SQLite to
 //! PostgreSQL, typically): users, pending codes and their limits, queues,
-//! outbound queues, relayed ids, the directory and neighbour pins. The
-//! target must be empty; everything is written in one transaction, so a
-//! failed copy leaves it empty; the counts are compared table by table
-//! before it commits.
+//! outbound queues, relayed ids, the directory, neighbour pins, and
+//! devices with their lists and prekeys. The target must be empty;
+//! everything is written in one transaction, so a failed copy leaves it
+//! empty; the counts are compared table by table before it commits.
 
 use super::backend::{Conn, on_backend};
 use super::quota::{Quota, Quotas};
@@ -51,7 +51,9 @@ const TABLES: &[Table] = &[
         columns: &[
             ("id", Bytes),
             ("recipient", Text),
+            ("device", Int),
             ("sender", Text),
+            ("sender_device", Int),
             ("envelope", Bytes),
             ("received_at", Int),
             ("expires_at", Int),
@@ -95,6 +97,39 @@ const TABLES: &[Table] = &[
         name: "neighbour_pins",
         order: "address",
         columns: &[("address", Text), ("fingerprint", Text)],
+    },
+    Table {
+        name: "device_lists",
+        order: "phone",
+        columns: &[
+            ("phone", Text),
+            ("version", Int),
+            ("list", Bytes),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "devices",
+        order: "phone, device",
+        columns: &[
+            ("phone", Text),
+            ("device", Int),
+            ("certificate", Bytes),
+            ("added_at", Int),
+            ("last_seen", Int),
+        ],
+    },
+    Table {
+        name: "prekeys",
+        order: "phone, device, kind, prekey_id",
+        columns: &[
+            ("phone", Text),
+            ("device", Int),
+            ("kind", Int),
+            ("prekey_id", Int),
+            ("prekey", Bytes),
+            ("stored_at", Int),
+        ],
     },
 ];
 

@@ -3,7 +3,7 @@
 //! quota and id rules as a one-by-one insert. Called by [`super::writer`]
 //! inside its transaction.
 //!
-//! An id names one message to one recipient. A message whose sender,
+//! An id names one message to one recipient device. A message whose sender,
 //! recipient, id and envelope all match one already queued is a retry: it is
 //! accepted and changes nothing. Any other message under an id already
 //! queued for that recipient is refused ([`EnqueueOutcome::IdInUse`]), so
@@ -47,9 +47,14 @@ impl Enqueue {
     }
 
     /// What two messages must share to be the same message: the queue, the
-    /// recipient and the id.
-    fn slot(&self) -> (QueueKey<'_>, &PhoneNumber, MessageId) {
-        (self.queue(), &self.message.recipient, self.message.id)
+    /// recipient, its device and the id.
+    fn slot(&self) -> (QueueKey<'_>, &PhoneNumber, u32, MessageId) {
+        (
+            self.queue(),
+            &self.message.recipient,
+            self.message.device,
+            self.message.id,
+        )
     }
 
     fn size(&self) -> u64 {
@@ -59,7 +64,7 @@ impl Enqueue {
     /// How this message relates to the one already in its slot, if any.
     async fn against_stored(&self, conn: &mut Conn<'_>) -> Result<Option<Repeat>, DbError> {
         let m = &self.message;
-        let stored = queue::stored_copy(conn, self.queue(), &m.recipient, m.id).await?;
+        let stored = queue::stored_copy(conn, self.queue(), &m.recipient, m.device, m.id).await?;
         Ok(stored.map(|(sender, envelope)| {
             if sender == m.sender.as_str() && envelope == m.envelope {
                 Repeat::Retry
@@ -143,7 +148,10 @@ pub(super) async fn apply(
     let rows: Vec<&NewMessage> = pending(&first, local).map(|e| &e.message).collect();
     if !rows.is_empty() {
         let inserted = queue::insert_many(conn, &rows).await?;
-        let kept = |e: &Enqueue| inserted.contains(&(e.message.recipient.clone(), e.message.id));
+        let kept = |e: &Enqueue| {
+            let m = &e.message;
+            inserted.contains(&(m.recipient.clone(), i64::from(m.device), m.id))
+        };
         settle_conflicts(conn, ledger, &mut first, local, kept).await?;
     }
 

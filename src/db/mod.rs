@@ -6,7 +6,8 @@
 //! The rest of the server calls `Store` methods and never names a backend.
 //! Behind it is one closed enum of the two backends ([`backend`]); each
 //! table family (`users.rs`, `otp.rs`, `directory.rs`, `queue.rs`,
-//! `outbound.rs`) writes its statements once, in SQL both backends read
+//! `outbound.rs`, and for protocol v2 `devices.rs` and `prekeys.rs`)
+//! writes its statements once, in SQL both backends read
 //! alike, and [`sqlite`] and [`postgres`] hold what differs.
 //!
 //! Writes to the queues go through one [`writer`] task per server that
@@ -22,6 +23,7 @@ mod backend;
 pub mod cluster;
 mod columns;
 pub mod copy;
+pub mod devices;
 pub mod directory;
 pub mod enqueue;
 mod error;
@@ -31,6 +33,7 @@ mod migrate;
 pub mod otp;
 pub mod outbound;
 mod postgres;
+pub mod prekeys;
 pub mod queue;
 pub mod quota;
 mod sqlite;

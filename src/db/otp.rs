@@ -5,6 +5,7 @@
 //! never all pass a check that only some of them should.
 
 use super::backend::{Conn, on_backend};
+use super::devices;
 use super::users::{self, UserRow};
 use super::{DbError, Millis, Store};
 use crate::domain::PhoneNumber;
@@ -112,7 +113,8 @@ impl Store {
     }
 
     /// Consumes the pending code for `user.phone`, clears its counters and
-    /// registers the user's key, in one transaction. Returns whether an
+    /// registers the user's key, in one transaction; a replaced key takes
+    /// the account's devices with it. Returns whether an
     /// existing, different key was replaced, or `None` (and changes
     /// nothing) if the pending code is no longer the one for this key.
     pub async fn otp_register(&self, user: &UserRow) -> Result<Option<bool>, DbError> {
@@ -124,7 +126,14 @@ impl Store {
         };
         let (registered, fit) = tx.end(work).await;
         pooled.release(fit);
-        self.wrote(registered)
+        let registered = self.wrote(registered)?;
+        if registered == Some(true)
+            && let Ok(phone) = PhoneNumber::from_canonical(&user.phone)
+        {
+            // The old key's device queues went with it.
+            self.recount(phone).await?;
+        }
+        Ok(registered)
     }
 }
 
@@ -160,7 +169,11 @@ async fn register_in(conn: &mut Conn<'_>, user: &UserRow) -> Result<Option<bool>
         .execute(c)
         .await
         .map(drop))?;
-    Ok(Some(users::upsert(conn, user).await?))
+    let replaced = users::upsert(conn, user).await?;
+    if replaced {
+        devices::forget_all(conn, &user.phone).await?;
+    }
+    Ok(Some(replaced))
 }
 
 /// Counts a code in one statement that also checks the limits; `None` if

@@ -14,15 +14,28 @@ use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 /// of the neighbour that leads to a recipient's home.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueRef {
+    /// The queue of an account without devices.
     Recipient(PhoneNumber),
+    /// The queue of one device of an account (quotas count the account's
+    /// devices together).
+    Device(PhoneNumber, u32),
     Neighbour(Fingerprint),
 }
 
 impl QueueRef {
     pub(super) fn key(&self) -> QueueKey<'_> {
         match self {
-            QueueRef::Recipient(phone) => QueueKey::Recipient(phone),
+            QueueRef::Recipient(phone) | QueueRef::Device(phone, _) => QueueKey::Recipient(phone),
             QueueRef::Neighbour(fp) => QueueKey::Neighbour(*fp),
+        }
+    }
+
+    /// The recipient's device the queue belongs to: 0 for an account
+    /// without devices and for a neighbour's queue.
+    pub(super) fn device(&self) -> i64 {
+        match self {
+            QueueRef::Device(_, device) => i64::from(*device),
+            QueueRef::Recipient(_) | QueueRef::Neighbour(_) => 0,
         }
     }
 }
@@ -51,6 +64,8 @@ pub struct QueuedMessage {
     pub seq: i64,
     pub id: MessageId,
     pub sender: String,
+    /// The sender's device, 0 for a sender without devices.
+    pub sender_device: i64,
     pub envelope: Vec<u8>,
     pub received_at: Millis,
 }
@@ -60,60 +75,78 @@ pub struct QueuedMessage {
 pub struct NewMessage {
     pub id: MessageId,
     pub recipient: PhoneNumber,
+    /// The recipient's device whose queue it joins; 0 for an account
+    /// without devices.
+    pub device: u32,
     pub sender: PhoneNumber,
+    /// The sending device; 0 for a sender without devices.
+    pub sender_device: u32,
     pub envelope: Vec<u8>,
     pub received_at: Millis,
     pub expires_at: Millis,
 }
 
 impl Store {
-    /// The oldest unexpired messages for `recipient` after `after_seq`, at
-    /// most `limit` of them, in arrival order.
+    /// The oldest unexpired messages for `recipient`'s `device` (0: an
+    /// account without devices) after `after_seq`, at most `limit` of them,
+    /// in arrival order.
     pub async fn fetch(
         &self,
         recipient: &PhoneNumber,
+        device: u32,
         after_seq: i64,
         now: Millis,
         limit: u32,
     ) -> Result<Vec<QueuedMessage>, DbError> {
         let rows = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
-            "SELECT seq, id, sender, envelope, received_at FROM message_queue
-             WHERE recipient = $1 AND seq > $2 AND expires_at > $3
+            "SELECT seq, id, sender, sender_device, envelope, received_at FROM message_queue
+             WHERE recipient = $1 AND device = $5 AND seq > $2 AND expires_at > $3
              ORDER BY seq LIMIT $4",
         )
         .bind(recipient)
         .bind(after_seq)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(i64::from(device))
         .fetch_all(p)
         .await);
         self.read(rows)
     }
 
-    /// The message `id` queued for `recipient`, if it still is.
+    /// The message `id` queued for `recipient`'s `device` (0: an account
+    /// without devices), if it still is.
     pub async fn queued(
         &self,
         recipient: &PhoneNumber,
+        device: u32,
         id: MessageId,
     ) -> Result<Option<QueuedMessage>, DbError> {
         let row = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
-            "SELECT seq, id, sender, envelope, received_at FROM message_queue
-             WHERE recipient = $1 AND id = $2",
+            "SELECT seq, id, sender, sender_device, envelope, received_at FROM message_queue
+             WHERE recipient = $1 AND device = $2 AND id = $3",
         )
         .bind(recipient)
+        .bind(i64::from(device))
         .bind(id)
         .fetch_optional(p)
         .await);
         self.read(row)
     }
 
-    /// How many unexpired messages wait for `recipient`.
-    pub async fn waiting(&self, recipient: &PhoneNumber, now: Millis) -> Result<u64, DbError> {
+    /// How many unexpired messages wait for `recipient`'s `device`.
+    pub async fn waiting(
+        &self,
+        recipient: &PhoneNumber,
+        device: u32,
+        now: Millis,
+    ) -> Result<u64, DbError> {
         let n: Result<i64, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
-            "SELECT count(*) FROM message_queue WHERE recipient = $1 AND expires_at > $2",
+            "SELECT count(*) FROM message_queue
+             WHERE recipient = $1 AND device = $3 AND expires_at > $2",
         )
         .bind(recipient)
         .bind(now)
+        .bind(i64::from(device))
         .fetch_one(p)
         .await);
         self.read(n).map(|n| n as u64)
@@ -137,29 +170,33 @@ pub(super) async fn usage(conn: &mut Conn<'_>, queue: QueueKey<'_>) -> Result<Us
     })
 }
 
-/// Most rows inserted by one statement (8 parameters each at most, well
+/// Most rows inserted by one statement (9 parameters each at most, well
 /// under either backend's parameter limit).
 pub(super) const INSERT_CHUNK: usize = 100;
 
 /// Inserts messages (at most [`INSERT_CHUNK`]) in one statement, skipping
-/// ids already queued for the same recipient; returns the (recipient, id)
-/// pairs that were inserted.
+/// ids already queued for the same recipient device; returns the
+/// (recipient, device, id) triples that were inserted.
 pub(super) async fn insert_many(
     conn: &mut Conn<'_>,
     messages: &[&NewMessage],
-) -> Result<HashSet<(PhoneNumber, MessageId)>, DbError> {
+) -> Result<HashSet<(PhoneNumber, i64, MessageId)>, DbError> {
     let sql = format!(
-        "INSERT INTO message_queue (id, recipient, sender, envelope, received_at, expires_at)
-         VALUES {} ON CONFLICT (recipient, id) DO NOTHING RETURNING recipient, id",
-        values_placeholders(messages.len(), 6)
+        "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
+             received_at, expires_at)
+         VALUES {} ON CONFLICT (recipient, device, id) DO NOTHING
+         RETURNING recipient, device, id",
+        values_placeholders(messages.len(), 8)
     );
-    let inserted: Vec<(PhoneNumber, MessageId)> = on_backend!(conn.reborrow(), c => {
+    let inserted: Vec<(PhoneNumber, i64, MessageId)> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for m in messages {
             query = query
                 .bind(m.id)
                 .bind(&m.recipient)
+                .bind(i64::from(m.device))
                 .bind(&m.sender)
+                .bind(i64::from(m.sender_device))
                 .bind(&m.envelope)
                 .bind(m.received_at)
                 .bind(m.expires_at);
@@ -169,28 +206,35 @@ pub(super) async fn insert_many(
     Ok(inserted.into_iter().collect())
 }
 
-/// The sender and envelope queued in `queue` for `recipient` under `id`,
-/// if any: what a second message under the same id is compared with.
+/// The sender and envelope queued in `queue` for `recipient` (and, in a
+/// recipient's queue, its `device`) under `id`, if any: what a second
+/// message under the same id is compared with.
 pub(super) async fn stored_copy(
     conn: &mut Conn<'_>,
     queue: QueueKey<'_>,
     recipient: &PhoneNumber,
+    device: u32,
     id: MessageId,
 ) -> Result<Option<(String, Vec<u8>)>, DbError> {
     let table = queue.table();
     let sql = format!(
-        "SELECT sender, envelope FROM {} WHERE {} = $1 AND recipient = $2 AND id = $3",
+        "SELECT sender, envelope FROM {} WHERE {} = $1 AND recipient = $2 AND id = $3{}",
         table.name(),
-        table.owner()
+        table.owner(),
+        table.device_clause(4)
     );
-    Ok(
-        on_backend!(conn.reborrow(), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(queue)
-        .bind(recipient)
-        .bind(id)
-        .fetch_optional(c)
-        .await)?,
-    )
+    Ok(on_backend!(conn.reborrow(), c => {
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .bind(recipient)
+            .bind(id);
+        let query = if table.per_device() {
+            query.bind(i64::from(device))
+        } else {
+            query
+        };
+        query.fetch_optional(c).await
+    })?)
 }
 
 /// `($1, …, $k), ($k+1, …)` for `rows` rows of `per_row` placeholders.
@@ -233,6 +277,23 @@ impl Table {
             Table::Outbound => "neighbour",
         }
     }
+
+    /// Whether rows name the recipient's device: a recipient has one queue
+    /// per device, a neighbour's queue is one.
+    fn per_device(self) -> bool {
+        matches!(self, Table::Messages)
+    }
+
+    /// The condition on the recipient's device, placeholder `$n`, for a
+    /// table with one queue per device; nothing otherwise (and nothing is
+    /// bound for it).
+    fn device_clause(self, n: usize) -> String {
+        if self.per_device() {
+            format!(" AND device = ${n}")
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// Deletes rows of `queue` by id (at most [`DELETE_CHUNK`]); returns the
@@ -241,20 +302,26 @@ impl Table {
 pub(super) async fn delete_many(
     conn: &mut Conn<'_>,
     queue: QueueKey<'_>,
+    device: i64,
     ids: &[MessageId],
 ) -> Result<Vec<u64>, DbError> {
     let table = queue.table();
     let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "DELETE FROM {} WHERE {} = $1 AND id IN ({}) RETURNING CAST(length(envelope) AS BIGINT)",
+        "DELETE FROM {} WHERE {} = $1 AND id IN ({}){}
+         RETURNING CAST(length(envelope) AS BIGINT)",
         table.name(),
         table.owner(),
-        placeholders.join(", ")
+        placeholders.join(", "),
+        table.device_clause(ids.len() + 2)
     );
     let sizes: Vec<i64> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue);
         for id in ids {
             query = query.bind(id);
+        }
+        if table.per_device() {
+            query = query.bind(device);
         }
         query.fetch_all(c).await
     })?;

@@ -108,6 +108,11 @@ impl Ledger {
         }
     }
 
+    /// Forgets one recipient's count, loaded again on its next use.
+    pub fn forget_recipient(&mut self, phone: &PhoneNumber) {
+        self.recipients.remove(phone);
+    }
+
     fn get_mut(&mut self, queue: QueueKey<'_>) -> Option<&mut Usage> {
         match queue {
             QueueKey::Recipient(phone) => self.recipients.get_mut(phone),

@@ -59,8 +59,21 @@ pub enum ErrorCode {
     DuplicateId,
     /// The server cannot take another connection now; retry later.
     ServerBusy,
-    /// The sender's view of the recipient's devices is out of date.
+    /// The sender's view of the recipient's devices is out of date; the
+    /// error carries the current `device_list` and `bundles`.
     StaleDevices,
+    /// A published device list's version is not higher than the stored one.
+    StaleList,
+    /// A device list names more devices than this server allows.
+    TooManyDevices,
+    /// No such device in the account's current list.
+    UnknownDevice,
+    /// A published prekey's signature or form is wrong.
+    BadPrekey,
+    /// The user's home server cannot be reached now.
+    Unavailable,
+    /// No open link code with that rendezvous (never, used, or expired).
+    NoLink,
     /// Something failed inside the server; the request may be retried.
     Internal,
 }
@@ -97,6 +110,12 @@ impl ErrorCode {
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::StaleDevices => "stale_devices",
+            ErrorCode::StaleList => "stale_list",
+            ErrorCode::TooManyDevices => "too_many_devices",
+            ErrorCode::UnknownDevice => "unknown_device",
+            ErrorCode::BadPrekey => "bad_prekey",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NoLink => "no_link",
             ErrorCode::Internal => "internal",
         }
     }

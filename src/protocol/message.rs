@@ -1,35 +1,7 @@
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::ErrorCode;
+use super::{B64, ErrorCode};
 use crate::domain::MessageId;
-
-/// Bytes carried in JSON as standard base64 with padding (RFC 4648 §4).
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct B64(pub Vec<u8>);
-
-impl std::fmt::Debug for B64 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "B64({} bytes)", self.0.len())
-    }
-}
-
-impl Serialize for B64 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(&self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for B64 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        STANDARD
-            .decode(s.as_bytes())
-            .map(B64)
-            .map_err(|_| serde::de::Error::custom("expected standard base64"))
-    }
-}
 
 /// The kind of a user's identity key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +124,41 @@ pub enum Request {
         text: String,
         signature: B64,
     },
+    /// Publish the account's signed device list with a certificate per
+    /// listed device (protocol v2).
+    PublishDevices { list: B64, certificates: Vec<B64> },
+    /// Publish prekeys of the logged-in device (protocol v2).
+    PublishPrekeys { prekeys: Vec<B64> },
+    /// Prove possession of a listed device's key (protocol v2).
+    DeviceLogin {
+        phone: String,
+        device: u32,
+        signature: B64,
+    },
+    /// Queue a v2 envelope for one device of its recipient, sealed under
+    /// the recipient's device list of `list_version`.
+    DeviceSend {
+        id: MessageId,
+        to: String,
+        device: u32,
+        list_version: u64,
+        envelope: B64,
+    },
+    /// Hand out one-time prekeys of some of a user's devices, once each.
+    Claim { phone: String, devices: Vec<u32> },
+    /// The logged-in account's devices.
+    Devices,
+    /// Open a link code's rendezvous for a new device, for 10 minutes.
+    LinkOpen { rendezvous: B64 },
+    /// From a new device, not logged in: a sealed link request for the
+    /// session that opened `rendezvous`; answered once that session accepts.
+    LinkRequest {
+        phone: String,
+        rendezvous: B64,
+        request: B64,
+    },
+    /// The sealed answer to a link request, for the new device.
+    LinkAccept { rendezvous: B64, response: B64 },
     /// Keep-alive; answered with `pong`.
     Ping,
     /// End the session.
@@ -224,6 +231,9 @@ pub struct Delivered {
     pub envelope: B64,
     /// When the server accepted it, in milliseconds since the Unix epoch.
     pub received_at: i64,
+    /// The sending device, for a message from a device (protocol v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u32>,
 }
 
 /// What `lookup` tells about a user.
@@ -235,6 +245,9 @@ pub struct UserInfo {
     pub fingerprint: String,
     /// When this key was registered, in milliseconds since the Unix epoch.
     pub registered_at: i64,
+    /// The user's devices, once they have published a list (protocol v2).
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub devices: Option<super::CurrentDevices>,
 }
 
 /// One line of `list`.
@@ -268,6 +281,9 @@ pub enum Response {
     },
     LoggedIn {
         phone: String,
+        /// The device logged in as, for a `device_login`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<u32>,
         fingerprint: String,
         queued: u64,
     },
@@ -292,6 +308,35 @@ pub enum Response {
     BroadcastSent {
         id: MessageId,
     },
+    DevicesPublished {
+        version: u64,
+    },
+    PrekeysPublished {
+        one_time: u64,
+        kem_one_time: u64,
+    },
+    Claimed {
+        claims: Vec<B64>,
+    },
+    Devices {
+        device_list: B64,
+        certificates: Vec<B64>,
+        last_seen: Vec<super::LastSeen>,
+    },
+    LinkOpened {
+        expires_in_s: u64,
+    },
+    /// A pushed event: a new device asks to be linked through a rendezvous
+    /// this session opened.
+    LinkRequested {
+        rendezvous: B64,
+        request: B64,
+    },
+    /// The answer to `link_request`, once the opening session accepted.
+    Linked {
+        response: B64,
+    },
+    LinkAccepted,
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
@@ -305,6 +350,9 @@ pub enum Response {
         /// many milliseconds the same request would pass.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// For `stale_devices`: the recipient's current devices.
+        #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+        devices: Option<super::CurrentDevices>,
     },
 }
 
@@ -339,7 +387,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_a_wire_name() {
-        assert_eq!(Request::KINDS.len(), 12);
+        assert_eq!(Request::KINDS.len(), 21);
         for kind in Request::KINDS {
             // Unit kinds parse from their name alone; the others fail on a
             // missing field, which names them as known kinds.
@@ -406,6 +454,7 @@ mod tests {
                 code: ErrorCode::NotLoggedIn,
                 message: "x".into(),
                 retry_after_ms: None,
+                devices: None,
             },
         };
         assert_eq!(

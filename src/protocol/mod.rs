@@ -2,6 +2,8 @@
 //! and how a sealed envelope is laid out. No sockets, storage or keys here;
 //! the codec is generic over any `AsyncRead`/`AsyncWrite`.
 
+mod b64;
+mod devices;
 pub mod envelope;
 mod error;
 mod frame;
@@ -10,12 +12,14 @@ mod message;
 mod outbox;
 pub mod signed;
 
+pub use b64::B64;
+pub use devices::{CurrentDevices, LastSeen};
 pub use error::ErrorCode;
 pub use frame::{FrameError, read_frame, write_frame, write_loop};
 pub use link::Broadcast;
 pub use message::{
-    B64, Delivered, KeyType, ListedUser, OneTimeCode, Request, RequestFrame, Response,
-    ResponseFrame, UserInfo, classify_request_error,
+    Delivered, KeyType, ListedUser, OneTimeCode, Request, RequestFrame, Response, ResponseFrame,
+    UserInfo, classify_request_error,
 };
 pub use outbox::{Outbox, OutboxError, Queued};
 

@@ -65,9 +65,18 @@ pub(super) async fn follow(router: Weak<Router>, mut events: mpsc::Receiver<Even
 impl Router {
     async fn member_event(&self, event: Event) -> Result<(), DbError> {
         match event {
-            Event::Queued { recipient, id } => self.push_stored(&recipient, id).await?,
+            Event::Queued {
+                recipient,
+                device,
+                id,
+            } => self.push_stored(&recipient, device, id).await?,
             Event::Outbound(neighbour) => self.neighbours.wake(neighbour),
             Event::Directory(phone) => self.reload_entry(&phone).await?,
+            Event::Devices(phone) => {
+                if let Err(e) = self.reload_devices(&phone).await {
+                    tracing::warn!(%phone, error = %e, "could not read a device list again");
+                }
+            }
             Event::Presence => self.refresh_elsewhere().await?,
             Event::Relay(RelayKind::Broadcast, body) => {
                 if let Ok(b) = serde_json::from_str::<Broadcast>(&body) {
@@ -87,20 +96,27 @@ impl Router {
         Ok(())
     }
 
-    /// Pushes a message another member stored to its recipient's sessions
-    /// here, if they have any (and it was not acknowledged already).
-    async fn push_stored(&self, recipient: &PhoneNumber, id: MessageId) -> Result<(), DbError> {
-        if !self.registry.is_connected(recipient) {
+    /// Pushes a message another member stored to the sessions here of its
+    /// recipient's device, if there are any (and it was not acknowledged
+    /// already).
+    async fn push_stored(
+        &self,
+        recipient: &PhoneNumber,
+        device: u32,
+        id: MessageId,
+    ) -> Result<(), DbError> {
+        if !self.registry.is_connected_as(recipient, device) {
             return Ok(());
         }
-        if let Some(m) = self.store.queued(recipient, id).await? {
+        if let Some(m) = self.store.queued(recipient, device, id).await? {
             let delivered = Delivered {
                 id: m.id,
                 from: m.sender,
                 envelope: B64(m.envelope),
                 received_at: m.received_at,
+                device: u32::try_from(m.sender_device).ok().filter(|d| *d != 0),
             };
-            self.registry.push_delivered(recipient, delivered);
+            self.registry.push_delivered(recipient, device, delivered);
         }
         Ok(())
     }

@@ -50,17 +50,26 @@ impl PendingSend {
 }
 
 impl Router {
-    /// Checks a `send` from a logged-in user and hands it to the writer. The
-    /// envelope's clear header must name the sender, recipient and id.
+    /// Checks a v1 `send` from a logged-in user and hands it to the writer.
+    /// The envelope's clear header must name the sender, recipient and id.
+    /// Accounts with devices speak v2 only: a v1 envelope from or to one is
+    /// refused.
     pub async fn accept(
         &self,
-        sender: &PhoneNumber,
+        session: &SessionLink,
         id: MessageId,
         recipient: PhoneNumber,
         envelope: Vec<u8>,
     ) -> Result<PendingSend, RouteError> {
+        let sender = session.phone();
         if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
             return Err(RouteError::TooLarge(envelope.len()));
+        }
+        if session.device() != 0 || self.device_list(sender).is_some() {
+            return Err(RouteError::V1Refused(" from an account with devices"));
+        }
+        if self.device_list(&recipient).is_some() {
+            return Err(RouteError::V1Refused(" by an account with devices"));
         }
         self.charge_sender(sender, envelope.len())?;
         check_header(&envelope, sender, &recipient, id)?;
@@ -68,7 +77,9 @@ impl Router {
         let message = NewMessage {
             id,
             recipient: recipient.clone(),
+            device: 0,
             sender: sender.clone(),
+            sender_device: 0,
             envelope,
             received_at: now,
             expires_at: now + self.message_ttl_ms,
@@ -143,7 +154,13 @@ impl Router {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self
             .store
-            .fetch(session.phone(), after, self.clock.now_ms(), limit + 1)
+            .fetch(
+                session.phone(),
+                session.device(),
+                after,
+                self.clock.now_ms(),
+                limit + 1,
+            )
             .await?;
         let mut more = rows.len() > limit as usize;
         let mut out = Vec::with_capacity(rows.len().min(limit as usize));
@@ -161,15 +178,20 @@ impl Router {
                 from: row.sender,
                 envelope: B64(row.envelope),
                 received_at: row.received_at,
+                device: u32::try_from(row.sender_device).ok().filter(|d| *d != 0),
             });
         }
         session.give(out.iter().map(|m| m.id));
         Ok((out, more, cursor))
     }
 
-    /// How many messages wait for `recipient`.
-    pub async fn waiting(&self, recipient: &PhoneNumber) -> Result<u64, RouteError> {
-        Ok(self.store.waiting(recipient, self.clock.now_ms()).await?)
+    /// How many messages wait for `recipient`'s `device` (0: the queue of
+    /// an account without devices).
+    pub async fn waiting(&self, recipient: &PhoneNumber, device: u32) -> Result<u64, RouteError> {
+        Ok(self
+            .store
+            .waiting(recipient, device, self.clock.now_ms())
+            .await?)
     }
 
     /// Deletes acknowledged messages of a session's user; only those the
@@ -180,7 +202,10 @@ impl Router {
         if owned.is_empty() {
             return Ok(0);
         }
-        let queue = QueueRef::Recipient(session.phone().clone());
+        let queue = match session.device() {
+            0 => QueueRef::Recipient(session.phone().clone()),
+            device => QueueRef::Device(session.phone().clone(), device),
+        };
         match self.store.delete(queue, owned.clone()).await {
             Ok(deleted) => Ok(deleted),
             Err(e) => {

@@ -110,9 +110,8 @@ pub enum EntryError {
     Signature,
 }
 
-/// Checks a signed entry received from `via` and turns it into an [`Entry`].
-/// Returns the parsed entry without checking the signature; call
-/// [`verify_signature`] before trusting a new version.
+/// Turns a signed entry received from `via` into an [`Entry`], without
+/// checking its signature: call [`verify_signature`] before trusting it.
 pub fn parse_entry(e: &DirectoryEntry, via: Fingerprint) -> Result<Entry, EntryError> {
     let phone = PhoneNumber::from_canonical(&e.phone)
         .map_err(|_| EntryError::Phone(e.phone.chars().take(20).collect()))?;
@@ -131,6 +130,7 @@ pub fn parse_entry(e: &DirectoryEntry, via: Fingerprint) -> Result<Entry, EntryE
             public_key: e.public_key.clone(),
             fingerprint: key.fingerprint().to_hex(),
             registered_at: e.registered_at,
+            devices: None,
         },
         home: home_key.fingerprint(),
         home_key: e.home_key.0.clone(),
@@ -370,6 +370,7 @@ pub(super) fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
             fingerprint: Fingerprint::of_spki(&row.public_key).to_hex(),
             public_key: B64(row.public_key),
             registered_at: row.registered_at,
+            devices: None,
         },
         home: Fingerprint::of_spki(&row.home_key),
         home_key: row.home_key,
@@ -394,8 +395,7 @@ mod tests {
         Fingerprint::of_spki(&[n])
     }
 
-    /// An entry at version `registered_at`, homed at [`HOME`] under `name`,
-    /// reached through `via` at `hops`.
+    /// An entry at version `registered_at`, homed at [`HOME`] as `name`, via `via` at `hops`.
     fn entry(name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
         Entry {
             phone: PhoneNumber::from_canonical("+12025550101").unwrap(),
@@ -405,6 +405,7 @@ mod tests {
                 fingerprint: Fingerprint::of_spki(USER_KEY).to_hex(),
                 public_key: B64(USER_KEY.to_vec()),
                 registered_at,
+                devices: None,
             },
             home: Fingerprint::of_spki(HOME),
             home_key: HOME.to_vec(),

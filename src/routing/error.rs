@@ -4,10 +4,11 @@
 //! alike.
 
 use crate::crypto::CryptoError;
+use crate::crypto::v2;
 use crate::db::DbError;
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::envelope::EnvelopeError;
-use crate::protocol::{self, ErrorCode};
+use crate::protocol::{self, CurrentDevices, ErrorCode};
 
 /// Why a message or broadcast was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,65 @@ pub enum RouteError {
          end one (carrier chat, another device) and log in again"
     )]
     TooManySessions { phone: PhoneNumber, max: usize },
+    #[error(
+        "v1 envelopes are no longer accepted{0}; seal a version 2 envelope per device \
+         (device_send)"
+    )]
+    V1Refused(&'static str),
+    #[error("bad envelope: {0}")]
+    BadV2Envelope(v2::Error),
+    #[error("the envelope names device {named} as its sender but this session is device {session}")]
+    WrongDevice { named: u32, session: u32 },
+    #[error("this request needs a device: log in with device_login")]
+    NotADevice,
+    #[error(
+        "your list of {0}'s devices is out of date; check the current list in this error, seal \
+         for its devices and send again"
+    )]
+    StaleDevices(PhoneNumber, Box<CurrentDevices>),
+    #[error("{0} is a user of another server; its devices cannot be reached from here yet")]
+    RemoteDevices(PhoneNumber),
+    #[error("bad {what}: {error}")]
+    BadStatement {
+        what: &'static str,
+        error: v2::Error,
+    },
+    #[error("the {what} does not verify with the account's key: {error}")]
+    NotCertified {
+        what: &'static str,
+        error: v2::Error,
+    },
+    #[error("a certificate is needed for each listed device, and no other; {0}")]
+    CertificatesMismatch(&'static str),
+    #[error("the stored device list has version {current}; publish a list with a higher version")]
+    StaleList { current: u64 },
+    #[error("the list names {listed} devices; this server allows {max} per account")]
+    TooManyDevices { listed: usize, max: usize },
+    #[error("{0} has no device {1} in its current list")]
+    UnknownDevice(PhoneNumber, u32),
+    #[error("prekey {index} is refused: {error}")]
+    BadPrekey { index: usize, error: v2::Error },
+    #[error("send at most {max} {what} in one request")]
+    TooMany { what: &'static str, max: usize },
+    #[error(
+        "you are claiming prekeys faster than this server allows ({per_minute} devices a \
+         minute); retry in {retry_after_ms} ms"
+    )]
+    ClaimsLimited {
+        per_minute: u64,
+        retry_after_ms: u64,
+    },
+    #[error("{0}")]
+    BadLink(&'static str),
+    #[error(
+        "no link code is open with that rendezvous (never opened, already used, or expired); \
+         make a new code on a device of the account"
+    )]
+    NoLink,
+    /// Work handed to a blocking thread did not finish (the runtime is
+    /// shutting down).
+    #[error("{0} was interrupted")]
+    Interrupted(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -98,9 +158,24 @@ impl RouteError {
             | RouteError::RouteLoop(_)
             | RouteError::UnusableKey(_) => ErrorCode::BadEnvelope,
             RouteError::IdInUse(_) => ErrorCode::DuplicateId,
-            RouteError::RateLimited { .. } | RouteError::TooManySessions { .. } => {
-                ErrorCode::RateLimited
-            }
+            RouteError::RateLimited { .. }
+            | RouteError::TooManySessions { .. }
+            | RouteError::ClaimsLimited { .. } => ErrorCode::RateLimited,
+            RouteError::V1Refused(_) | RouteError::BadV2Envelope(_) => ErrorCode::BadEnvelope,
+            RouteError::WrongDevice { .. } | RouteError::NotADevice => ErrorCode::Forbidden,
+            RouteError::StaleDevices(..) => ErrorCode::StaleDevices,
+            RouteError::RemoteDevices(_) => ErrorCode::Unavailable,
+            RouteError::BadStatement { .. }
+            | RouteError::CertificatesMismatch(_)
+            | RouteError::TooMany { .. } => ErrorCode::BadRequest,
+            RouteError::NotCertified { .. } => ErrorCode::BadSignature,
+            RouteError::StaleList { .. } => ErrorCode::StaleList,
+            RouteError::TooManyDevices { .. } => ErrorCode::TooManyDevices,
+            RouteError::UnknownDevice(..) => ErrorCode::UnknownDevice,
+            RouteError::BadPrekey { .. } => ErrorCode::BadPrekey,
+            RouteError::Interrupted(_) => ErrorCode::Internal,
+            RouteError::BadLink(_) => ErrorCode::BadRequest,
+            RouteError::NoLink => ErrorCode::NoLink,
             RouteError::Db(e) => e.code(),
         }
     }
@@ -108,7 +183,17 @@ impl RouteError {
     /// When a refusal is only for now: in how many milliseconds to retry.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            RouteError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            RouteError::RateLimited { retry_after_ms, .. }
+            | RouteError::ClaimsLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
+    }
+
+    /// For `stale_devices`: the recipient's current devices, which the
+    /// refusal carries so the sender can seal for them and retry.
+    pub fn current_devices(&self) -> Option<CurrentDevices> {
+        match self {
+            RouteError::StaleDevices(_, devices) => Some((**devices).clone()),
             _ => None,
         }
     }

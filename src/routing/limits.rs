@@ -23,6 +23,11 @@ pub struct Limits {
     /// Bytes all of one user's sessions together may have waiting; a push
     /// past it closes the session holding the most.
     pub user_backlog_bytes: usize,
+    /// Devices one account may list (protocol v2).
+    pub devices_per_account: usize,
+    /// Devices whose one-time prekeys one account may claim: draining
+    /// another user's prekeys forces weaker, last-resort set-ups.
+    pub claim_devices: Rate,
 }
 
 impl Default for Limits {
@@ -33,6 +38,8 @@ impl Default for Limits {
             sessions_per_user: 8,
             session_backlog_bytes: 8 << 20,
             user_backlog_bytes: 32 << 20,
+            devices_per_account: 8,
+            claim_devices: Rate::per_minute(60, 60),
         }
     }
 }
@@ -71,6 +78,13 @@ pub(super) fn sender_buckets(limits: &Limits, clock: crate::clock::Clock) -> Sen
     Buckets::new([limits.send_messages, limits.send_bytes], clock)
 }
 
+/// The per-account token buckets of devices claimed.
+pub(super) type ClaimBuckets = Buckets<PhoneNumber, 1>;
+
+pub(super) fn claim_buckets(limits: &Limits, clock: crate::clock::Clock) -> ClaimBuckets {
+    Buckets::new([limits.claim_devices], clock)
+}
+
 impl Router {
     /// The limits this router applies.
     pub fn limits(&self) -> &Limits {
@@ -88,6 +102,21 @@ impl Router {
             .take(sender, [1, bytes as u64])
             .map_err(|retry_after_ms| RouteError::RateLimited {
                 limits: self.limits,
+                retry_after_ms,
+            })
+    }
+
+    /// Counts `devices` claimed by `account`, or refuses the claim with the
+    /// time after which it would pass.
+    pub(super) fn charge_claims(
+        &self,
+        account: &PhoneNumber,
+        devices: usize,
+    ) -> Result<(), RouteError> {
+        self.claimers
+            .take(account, [devices as u64])
+            .map_err(|retry_after_ms| RouteError::ClaimsLimited {
+                per_minute: self.limits.claim_devices.per_minute,
                 retry_after_ms,
             })
     }

@@ -15,20 +15,29 @@
 //! `broadcast`, `presence` (who is online, and `list`), `registry` (live
 //! sessions and the unsent bytes they may hold), `limits` (what one user may
 //! send and hold), `neighbours` (live links and the keys pinned for them)
-//! and `cluster` (the other members sharing our database and identity).
+//! and `cluster` (the other members sharing our database and identity);
+//! for protocol v2, `devices` (each account's signed device list, kept in
+//! memory), `prekeys` (publishing, and claims that hand each one-time key
+//! out once), `device_send` (one envelope per recipient device, refused
+//! under an out-of-date list) and `rendezvous` (link codes' sealed
+//! requests and answers passed between two devices).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
 mod broadcast;
 mod cluster;
 mod deliver;
+mod device_send;
+mod devices;
 pub mod directory;
 mod error;
 mod limits;
 mod neighbours;
+mod prekeys;
 mod presence;
 mod registry;
 mod relay;
+mod rendezvous;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -41,12 +50,15 @@ use crate::db::{DbError, Store};
 use crate::domain::Fingerprint;
 use crate::protocol::link::LinkMessage;
 pub use deliver::{MAX_FETCH, PendingSend};
+pub use device_send::DeviceSend;
 use directory::Directory;
 pub use error::RouteError;
 pub use limits::Limits;
 use neighbours::Neighbours;
+pub use prekeys::MAX_PREKEYS_PER_REQUEST;
 use registry::Registry;
 pub use registry::SessionLink;
+pub use rendezvous::{LINK_CODE_TTL_MS, MAX_LINK_MESSAGE};
 
 /// How far ahead of our clock a neighbour's presence report or directory
 /// entry may be dated (clocks differ a little; a later date would let it
@@ -74,6 +86,9 @@ pub struct Router {
     message_ttl_ms: i64,
     limits: Limits,
     senders: limits::SenderBuckets,
+    claimers: limits::ClaimBuckets,
+    devices: devices::DeviceLists,
+    rendezvous: rendezvous::Rendezvous,
     presence_changed: Arc<Notify>,
     /// Users connected to the other members of a cluster.
     elsewhere: cluster::Elsewhere,
@@ -94,6 +109,7 @@ impl Router {
         limits: Limits,
     ) -> Result<Arc<Self>, DbError> {
         let directory = Directory::load(&store).await?;
+        let devices = devices::DeviceLists::load(&store).await?;
         let members = store.listen().await?;
         let router = Arc::new(Self {
             store,
@@ -102,6 +118,9 @@ impl Router {
             neighbours: Neighbours::default(),
             me,
             senders: limits::sender_buckets(&limits, clock.clone()),
+            claimers: limits::claim_buckets(&limits, clock.clone()),
+            devices,
+            rendezvous: rendezvous::Rendezvous::default(),
             clock,
             message_ttl_ms,
             limits,

@@ -27,12 +27,13 @@ impl Router {
     pub fn session_joined(
         &self,
         phone: PhoneNumber,
+        device: u32,
         outbox: Outbox,
     ) -> Result<SessionLink, RouteError> {
         let max = self.limits.sessions_per_user;
         let link = self
             .registry
-            .join(phone.clone(), outbox)
+            .join(phone.clone(), device, outbox)
             .ok_or(RouteError::TooManySessions { phone, max })?;
         self.presence_changed.notify_one();
         Ok(link)

@@ -24,6 +24,8 @@ use crate::protocol::{B64, Broadcast, Delivered, Outbox, OutboxError, Response, 
 pub struct SessionLink {
     id: u64,
     phone: PhoneNumber,
+    /// The device logged in as; 0 for a login with the account key.
+    device: u32,
     outbox: Outbox,
     given: Arc<Mutex<HashSet<MessageId>>>,
     /// Cancelled when the server closes the session for what it holds.
@@ -36,10 +38,22 @@ impl SessionLink {
         &self.phone
     }
 
+    /// The device this session is logged in as; 0 for a login with the
+    /// account key, which reaches the account's queue of v1 messages.
+    pub fn device(&self) -> u32 {
+        self.device
+    }
+
     /// Cancelled once the server has closed this session (it stopped
     /// reading); its connection then ends at once.
     pub fn closed(&self) -> CancellationToken {
         self.closed.clone()
+    }
+
+    /// Offers one pushed frame to this session alone; a session that
+    /// cannot take it just misses it (the pusher's protocol copes).
+    pub(super) fn offer(&self, frame: &[u8]) {
+        let _ = self.outbox.try_send(frame.to_vec());
     }
 
     /// Records messages handed to the session.
@@ -78,7 +92,7 @@ impl Registry {
 
     /// Adds a logged-in session (keep the link to remove it later), or
     /// refuses it when its user has the most sessions allowed.
-    pub fn join(&self, phone: PhoneNumber, outbox: Outbox) -> Option<SessionLink> {
+    pub fn join(&self, phone: PhoneNumber, device: u32, outbox: Outbox) -> Option<SessionLink> {
         let mut sessions = self.lock();
         let list = sessions.entry(phone.clone()).or_default();
         if list.len() >= self.per_user {
@@ -87,6 +101,7 @@ impl Registry {
         let link = SessionLink {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             phone,
+            device,
             outbox,
             given: Arc::default(),
             closed: CancellationToken::new(),
@@ -114,27 +129,71 @@ impl Registry {
         self.lock().contains_key(phone)
     }
 
-    /// Offers a message to every live session of its recipient, each of
-    /// which may acknowledge it from then on. A session that cannot take
-    /// it is closed; the message stays queued for a later fetch.
+    /// Whether `phone` has a session logged in as `device` (0: the account
+    /// key).
+    pub fn is_connected_as(&self, phone: &PhoneNumber, device: u32) -> bool {
+        self.lock()
+            .get(phone)
+            .is_some_and(|list| list.iter().any(|l| l.device == device))
+    }
+
+    /// Ends every session logged in as `device` of `phone` (a device
+    /// taken off its account's list).
+    pub fn close_device(&self, phone: &PhoneNumber, device: u32) {
+        let links = self.sessions_as(phone, device);
+        for link in &links {
+            self.close(link, "its device was removed from the account");
+        }
+    }
+
+    /// The devices `phone` has sessions logged in as (0: the account key).
+    pub fn devices_of(&self, phone: &PhoneNumber) -> Vec<u32> {
+        let mut devices: Vec<u32> = self
+            .lock()
+            .get(phone)
+            .map_or_else(Vec::new, |list| list.iter().map(|l| l.device).collect());
+        devices.sort_unstable();
+        devices.dedup();
+        devices
+    }
+
+    /// The live sessions logged in as `device` of `phone`.
+    fn sessions_as(&self, phone: &PhoneNumber, device: u32) -> Vec<SessionLink> {
+        match self.lock().get(phone) {
+            Some(list) => list
+                .iter()
+                .filter(|l| l.device == device)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Offers a message to every live session of its recipient device,
+    /// each of which may acknowledge it from then on. A session that
+    /// cannot take it is closed; the message stays queued for a later
+    /// fetch.
     pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
         self.push_delivered(
             recipient,
+            message.device,
             Delivered {
                 id: message.id,
                 from: message.sender.to_string(),
                 envelope: B64(message.envelope.clone()),
                 received_at: message.received_at,
+                device: (message.sender_device != 0).then_some(message.sender_device),
             },
         );
     }
 
-    /// [`Registry::push`] of a message as a client receives it.
-    pub fn push_delivered(&self, recipient: &PhoneNumber, message: Delivered) {
-        let links = match self.lock().get(recipient) {
-            Some(list) => list.clone(),
-            None => return,
-        };
+    /// [`Registry::push`] of a message as `device` of `recipient` receives
+    /// it.
+    pub fn push_delivered(&self, recipient: &PhoneNumber, device: u32, message: Delivered) {
+        let links = self.sessions_as(recipient, device);
+        if links.is_empty() {
+            return;
+        }
         let id = message.id;
         let frame = ResponseFrame {
             re: None,
@@ -246,14 +305,16 @@ mod tests {
     ) {
         let (outbox, rx) = Outbox::new(1024, bytes);
         let phone = PhoneNumber::from_canonical(BOB).unwrap();
-        (r.join(phone, outbox).expect("room for a session"), rx)
+        (r.join(phone, 0, outbox).expect("room for a session"), rx)
     }
 
     fn message(size: usize) -> NewMessage {
         NewMessage {
             id: MessageId::random(),
             recipient: PhoneNumber::from_canonical(BOB).unwrap(),
+            device: 0,
             sender: PhoneNumber::from_canonical("+12025550101").unwrap(),
+            sender_device: 0,
             envelope: vec![7; size],
             received_at: 0,
             expires_at: 1,
@@ -308,8 +369,14 @@ mod tests {
         let (first, _a) = silent(&r, 4000);
         let _second = silent(&r, 4000);
         let (outbox, _c) = Outbox::new(8, 4000);
-        assert!(r.join(bob(), outbox.clone()).is_none(), "a third session");
+        assert!(
+            r.join(bob(), 0, outbox.clone()).is_none(),
+            "a third session"
+        );
         r.leave(&first);
-        assert!(r.join(bob(), outbox).is_some(), "room again after one left");
+        assert!(
+            r.join(bob(), 0, outbox).is_some(),
+            "room again after one left"
+        );
     }
 }

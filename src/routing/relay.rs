@@ -49,7 +49,9 @@ impl Router {
         let message = NewMessage {
             id: r.id,
             recipient: recipient.clone(),
+            device: 0,
             sender,
+            sender_device: 0,
             envelope: r.envelope.0,
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),

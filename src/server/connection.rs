@@ -173,7 +173,7 @@ async fn read_loop(
             }
         };
         let kind = request.kind();
-        let outcome = handlers::dispatch(state, session, request).await;
+        let outcome = handlers::dispatch(state, session, seq, request).await;
         if session.user.is_some() {
             pending.take();
         }
@@ -188,6 +188,7 @@ async fn read_loop(
                 reply(session, seq, r).await;
                 return;
             }
+            Outcome::Later => {}
             Outcome::Deferred(id, pending) => {
                 let permit = in_flight
                     .clone()
@@ -227,6 +228,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
         code,
         message: message.into(),
         retry_after_ms: None,
+        devices: None,
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::auth::otp::OtpError;
 use crate::auth::proof::ProofRefused;
 use crate::db::DbError;
-use crate::protocol::{ErrorCode, Response};
+use crate::protocol::{CurrentDevices, ErrorCode, Response};
 use crate::routing::RouteError;
 
 /// A refused request.
@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// For a refusal that holds only for now: when to retry, in ms.
     pub retry_after_ms: Option<u64>,
+    /// For `stale_devices`: the recipient's current devices.
+    pub devices: Option<CurrentDevices>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_ms: None,
+            devices: None,
         }
     }
 
@@ -32,6 +35,7 @@ impl ApiError {
             code: self.code,
             message: self.message,
             retry_after_ms: self.retry_after_ms,
+            devices: self.devices,
         }
     }
 
@@ -68,6 +72,7 @@ impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
         Self {
             retry_after_ms: e.retry_after_ms(),
+            devices: e.current_devices(),
             ..Self::coded(e.code(), &e)
         }
     }

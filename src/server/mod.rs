@@ -374,6 +374,7 @@ async fn publish_local_users(state: &ServerState, store: &Store) -> Result<(), d
             fingerprint: row.fingerprint,
             public_key: B64(row.public_key),
             registered_at: row.registered_at,
+            devices: None,
         };
         state
             .router

@@ -105,11 +105,18 @@ impl Session {
         })
     }
 
-    /// Marks the session as `phone` and makes it reachable for live push,
-    /// unless `phone` has the most sessions allowed already.
-    pub fn log_in(&mut self, router: &Router, phone: PhoneNumber) -> Result<(), ApiError> {
-        self.user = Some(router.session_joined(phone.clone(), self.outbox.clone())?);
-        tracing::info!(%phone, "logged in");
+    /// Marks the session as `phone` (as its `device`, or 0 for the account
+    /// key) and makes it reachable for live push, unless `phone` has the
+    /// most sessions allowed already.
+    pub fn log_in(
+        &mut self,
+        router: &Router,
+        phone: PhoneNumber,
+        device: u32,
+    ) -> Result<(), ApiError> {
+        let link = router.session_joined(phone.clone(), device, self.outbox.clone())?;
+        self.user = Some(link);
+        tracing::info!(%phone, device, "logged in");
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //! Areas: `registration`, `delivery`, `bad_input`, `shutdown`, `crash`
 //! (SIGKILL of the real binary), `cli` (both binaries end to end),
 //! `server_key` (who may own the key file), `resources` (what one client,
-//! user or address may take); the client's `client_cli`, `client_keys` and
+//! user or address may take), `devices` (protocol v2's devices, prekeys
+//! and per-device queues); the client's `client_cli`, `client_keys` and
 //! `chat_terminal` (through a pseudo-terminal), with `client_support` for
 //! running `carrier`; `storage` (the storage rules on every backend),
 //! `cluster` (two members on one PostgreSQL database) and `full_disk`.
@@ -30,6 +31,7 @@ mod client_support;
 mod cluster;
 mod crash;
 mod delivery;
+mod devices;
 mod faults;
 mod full_disk;
 mod neighbourhood;

@@ -134,6 +134,7 @@ fn retry_after(answer: Response, case: &str) -> u64 {
             code: ErrorCode::RateLimited,
             retry_after_ms: Some(ms),
             message,
+            ..
         } => {
             assert!(message.contains(" in "), "{case}: {message}");
             ms

@@ -59,7 +59,9 @@ fn message(id: u8, from: &str, to: &str, body: u8) -> NewMessage {
     NewMessage {
         id: MessageId::from_bytes([id; 16]),
         recipient: phone(to),
+        device: 0,
         sender: phone(from),
+        sender_device: 0,
         envelope: vec![body; 100],
         received_at: 1,
         expires_at: i64::MAX,
@@ -89,7 +91,7 @@ async fn submit_all(store: &Store, batch: Vec<Enqueue>) -> Vec<EnqueueOutcome> {
 }
 
 async fn queued_ids(store: &Store, to: &str) -> Vec<u8> {
-    let rows = store.fetch(&phone(to), 0, 0, 1000).await.unwrap();
+    let rows = store.fetch(&phone(to), 0, 0, 0, 1000).await.unwrap();
     rows.iter().map(|r| r.id.as_bytes()[0]).collect()
 }
 
@@ -122,7 +124,7 @@ async fn ids_are_scoped_to_their_recipient_and_only_retries_are_duplicates() {
         )
         .await;
         assert_eq!(later, [Duplicate, IdInUse, IdInUse, Stored], "{backend}");
-        let bobs = store.fetch(&phone(BOB), 0, 0, 10).await.unwrap();
+        let bobs = store.fetch(&phone(BOB), 0, 0, 0, 10).await.unwrap();
         let kept: Vec<(u8, u8)> = bobs
             .iter()
             .map(|r| (r.id.as_bytes()[0], r.envelope[0]))
@@ -242,8 +244,11 @@ async fn queues_keep_arrival_order_per_recipient() {
         };
         assert_eq!(queued_ids(&store, BOB).await, expect(BOB), "{backend}");
         assert_eq!(queued_ids(&store, CAROL).await, expect(CAROL), "{backend}");
-        let rows = store.fetch(&phone(BOB), 0, 0, 10).await.unwrap();
-        let after = store.fetch(&phone(BOB), rows[4].seq, 0, 3).await.unwrap();
+        let rows = store.fetch(&phone(BOB), 0, 0, 0, 10).await.unwrap();
+        let after = store
+            .fetch(&phone(BOB), 0, rows[4].seq, 0, 3)
+            .await
+            .unwrap();
         assert_eq!(
             after.iter().map(|r| r.seq).collect::<Vec<_>>(),
             rows[5..8].iter().map(|r| r.seq).collect::<Vec<_>>()
@@ -274,12 +279,12 @@ async fn expired_messages_are_hidden_then_swept() {
         );
         let now = 5_000;
         assert_eq!(
-            store.waiting(&phone(BOB), now).await.unwrap(),
+            store.waiting(&phone(BOB), 0, now).await.unwrap(),
             1,
             "{backend}"
         );
         let ids: Vec<u8> = store
-            .fetch(&phone(BOB), 0, now, 10)
+            .fetch(&phone(BOB), 0, 0, now, 10)
             .await
             .unwrap()
             .iter()

@@ -35,6 +35,10 @@ pub(super) async fn ops(
             [Op::Sweep(now, answer)] => {
                 answer.result = Some(sweep(tx, ledger, *now).await?);
             }
+            [Op::Recount(phone, answer)] => {
+                ledger.forget_recipient(phone);
+                answer.result = Some(());
+            }
             [Op::Close(_)] => {}
             run => {
                 let items = run.iter_mut().filter_map(Op::enqueue_item).collect();
@@ -53,7 +57,7 @@ async fn delete(
 ) -> Result<u64, DbError> {
     let mut deleted = 0;
     for chunk in ids.chunks(queue::DELETE_CHUNK) {
-        for size in queue::delete_many(conn, queue.key(), chunk).await? {
+        for size in queue::delete_many(conn, queue.key(), queue.device(), chunk).await? {
             deleted += 1;
             ledger.give_back(queue.key(), size);
         }

@@ -26,7 +26,7 @@ use super::health::Health;
 use super::queue::{NewMessage, QueueRef};
 use super::quota::{Ledger, Quotas};
 use super::{DbError, Millis, Store};
-use crate::domain::MessageId;
+use crate::domain::{MessageId, PhoneNumber};
 use reconnect::Reconnect;
 
 /// How the writer connects, again after losing its connection.
@@ -53,6 +53,9 @@ enum Op {
     Enqueue(Enqueue, Answer<EnqueueOutcome>),
     Delete(QueueRef, Vec<MessageId>, Answer<u64>),
     Sweep(Millis, Answer<u64>),
+    /// Count a recipient's queues again on their next use: rows of theirs
+    /// were deleted outside the writer (a removed device's queue).
+    Recount(PhoneNumber, Answer<()>),
     /// Stop once everything before it is committed.
     Close(oneshot::Sender<()>),
 }
@@ -96,7 +99,7 @@ impl Op {
                 enqueue,
                 outcome: &mut answer.result,
             }),
-            Op::Delete(..) | Op::Sweep(..) | Op::Close(_) => None,
+            Op::Delete(..) | Op::Sweep(..) | Op::Recount(..) | Op::Close(_) => None,
         }
     }
 
@@ -114,6 +117,7 @@ impl Op {
                 answer.send();
             }
             Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.send(),
+            Op::Recount(_, answer) => answer.send(),
             Op::Close(done) => drop(done),
         }
     }
@@ -122,6 +126,7 @@ impl Op {
         match self {
             Op::Enqueue(_, answer) => answer.fail(e),
             Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.fail(e),
+            Op::Recount(_, answer) => answer.fail(e),
             Op::Close(done) => drop(done),
         }
     }
@@ -195,6 +200,14 @@ impl Store {
     pub async fn delete(&self, queue: QueueRef, ids: Vec<MessageId>) -> Result<u64, DbError> {
         let (answer, rx) = Answer::new();
         self.writer.submit(Op::Delete(queue, ids, answer)).await?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Makes the writer count `recipient`'s queues again from the table,
+    /// after rows of theirs were deleted outside it.
+    pub(super) async fn recount(&self, recipient: PhoneNumber) -> Result<(), DbError> {
+        let (answer, rx) = Answer::new();
+        self.writer.submit(Op::Recount(recipient, answer)).await?;
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
@@ -307,6 +320,7 @@ fn stored_events(ops: &[Op]) -> Vec<Event> {
         let event = match &e.destination {
             Destination::Local => Event::Queued {
                 recipient: e.message.recipient.clone(),
+                device: e.message.device,
                 id: e.message.id,
             },
             Destination::Neighbour(o) => Event::Outbound(o.neighbour),

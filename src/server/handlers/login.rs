@@ -42,10 +42,11 @@ pub async fn handle(
         signature,
     )
     .await?;
-    session.log_in(&state.router, phone.clone())?;
-    let queued = state.router.waiting(&phone).await?;
+    session.log_in(&state.router, phone.clone(), 0)?;
+    let queued = state.router.waiting(&phone, 0).await?;
     Ok(Response::LoggedIn {
         phone: phone.to_string(),
+        device: None,
         fingerprint: user.info.fingerprint.clone(),
         queued,
     })

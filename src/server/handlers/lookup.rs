@@ -1,4 +1,5 @@
-//! `lookup`: a registered user's public key, for sealing to them. Only
+//! `lookup`: a registered user's public key, for sealing to them, and for
+//! a local user with devices, their current list and bundles. Only
 //! logged-in users may look others up, so the directory is not an open
 //! oracle of who uses Carrier.
 
@@ -20,5 +21,7 @@ pub async fn handle(
             format!("no user is registered with the number {phone}"),
         )
     })?;
-    Ok(Response::User(user.info.clone()))
+    let mut info = user.info.clone();
+    info.devices = state.router.current_devices(&phone).await?;
+    Ok(Response::User(info))
 }

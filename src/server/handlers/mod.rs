@@ -4,10 +4,19 @@
 mod ack;
 mod broadcast;
 mod challenge;
+mod claim;
+mod device_login;
+mod device_send;
+mod devices;
 mod fetch;
+mod link_accept;
+mod link_open;
+mod link_request;
 mod list;
 mod login;
 mod lookup;
+mod publish_devices;
+mod publish_prekeys;
 mod register;
 mod send;
 mod verify;
@@ -27,6 +36,10 @@ pub enum Outcome {
     Deferred(MessageId, PendingSend),
     /// Answer, then close the connection.
     Close(Response),
+    /// Nothing now: the answer is written to the connection later, by
+    /// whoever completes the request (a link request, by the accepting
+    /// session).
+    Later,
 }
 
 impl From<Result<Response, ApiError>> for Outcome {
@@ -35,8 +48,13 @@ impl From<Result<Response, ApiError>> for Outcome {
     }
 }
 
-/// Runs one request.
-pub async fn dispatch(state: &ServerState, session: &mut Session, request: Request) -> Outcome {
+/// Runs one request, numbered `seq` by the client.
+pub async fn dispatch(
+    state: &ServerState,
+    session: &mut Session,
+    seq: Option<u64>,
+    request: Request,
+) -> Outcome {
     match request {
         Request::Challenge => challenge::handle(session).into(),
         Request::Register {
@@ -72,6 +90,52 @@ pub async fn dispatch(state: &ServerState, session: &mut Session, request: Reque
             text,
             signature,
         } => broadcast::handle(state, session, id, sent_at, text, signature).into(),
+        Request::PublishDevices { list, certificates } => {
+            publish_devices::handle(state, session, list, certificates)
+                .await
+                .into()
+        }
+        Request::PublishPrekeys { prekeys } => publish_prekeys::handle(state, session, prekeys)
+            .await
+            .into(),
+        Request::DeviceLogin {
+            phone,
+            device,
+            signature,
+        } => device_login::handle(state, session, &phone, device, &signature.0)
+            .await
+            .into(),
+        Request::DeviceSend {
+            id,
+            to,
+            device,
+            list_version,
+            envelope,
+        } => {
+            let sent =
+                device_send::handle(state, session, id, &to, device, list_version, envelope.0);
+            match sent.await {
+                Ok(pending) => Outcome::Deferred(id, pending),
+                Err(e) => Outcome::Reply(e.into_response()),
+            }
+        }
+        Request::Claim { phone, devices } => {
+            claim::handle(state, session, &phone, &devices).await.into()
+        }
+        Request::Devices => devices::handle(state, session).await.into(),
+        Request::LinkOpen { rendezvous } => link_open::handle(state, session, &rendezvous).into(),
+        Request::LinkRequest {
+            phone,
+            rendezvous,
+            request,
+        } => match link_request::handle(state, session, seq, &phone, &rendezvous, request) {
+            Ok(()) => Outcome::Later,
+            Err(e) => Outcome::Reply(e.into_response()),
+        },
+        Request::LinkAccept {
+            rendezvous,
+            response,
+        } => link_accept::handle(state, session, &rendezvous, response).into(),
         Request::Ping => Outcome::Reply(Response::Pong),
         Request::Quit => Outcome::Close(Response::Bye),
     }

@@ -16,14 +16,14 @@ pub async fn handle(
     to: &str,
     envelope: Vec<u8>,
 ) -> Result<PendingSend, ApiError> {
-    let sender = session.user()?.phone();
+    let sender = session.user()?;
     let recipient = parse_recipient(to)?;
     Ok(state.router.accept(sender, id, recipient, envelope).await?)
 }
 
 /// The canonical form is the common case and cheap to check; anything else
 /// goes through the numbering-plan parser for a precise error.
-fn parse_recipient(to: &str) -> Result<PhoneNumber, ApiError> {
+pub(super) fn parse_recipient(to: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::from_canonical(to)
         .or_else(|_| PhoneNumber::parse(to))
         .map_err(|e| ApiError::new(ErrorCode::InvalidPhone, e.to_string()))

@@ -41,13 +41,14 @@ pub async fn handle(
         public_key: B64(pending.spki),
         fingerprint: fingerprint.clone(),
         registered_at,
+        devices: None,
     };
     state
         .router
         .publish_local(state.local_entry(phone.clone(), info))
         .await?;
     tracing::info!(%phone, replaced, "user registered");
-    session.log_in(&state.router, phone.clone())?;
+    session.log_in(&state.router, phone.clone(), 0)?;
     Ok(Response::Registered {
         phone: phone.to_string(),
         fingerprint,

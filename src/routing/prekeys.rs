@@ -1,0 +1,128 @@
+//! Prekeys (docs/PROTOCOL-v2.md §4, §13.2, §13.5): a device publishes
+//! them, each checked against the device key of the current list; a sender
+//! claims one-time ones, each handed out once, at a bounded rate per
+//! claiming account.
+
+use super::registry::SessionLink;
+use super::{RouteError, Router};
+use crate::crypto::v2::{MAX_LIST_DEVICES, PublicPoint, PublicPrekey};
+use crate::db::prekeys::{self, NewPrekey, PoolLimits, PoolSizes};
+use crate::domain::PhoneNumber;
+
+/// Most prekeys in one `publish_prekeys` (a batch of one-time keys of
+/// both kinds, plus the two current ones, fits; the frame limit bounds the
+/// bytes).
+pub const MAX_PREKEYS_PER_REQUEST: usize = 200;
+
+/// Most one-time prekeys kept per device: P-256, then ML-KEM.
+const POOL_LIMITS: PoolLimits = PoolLimits {
+    one_time: 200,
+    kem_one_time: 100,
+};
+
+impl Router {
+    /// Checks and stores prekeys of the session's device. Returns the
+    /// device's one-time pool sizes after.
+    pub async fn publish_prekeys(
+        &self,
+        session: &SessionLink,
+        published: Vec<Vec<u8>>,
+    ) -> Result<PoolSizes, RouteError> {
+        let phone = session.phone();
+        let device = session.device();
+        if device == 0 {
+            return Err(RouteError::NotADevice);
+        }
+        if published.len() > MAX_PREKEYS_PER_REQUEST {
+            return Err(RouteError::TooMany {
+                what: "prekeys",
+                max: MAX_PREKEYS_PER_REQUEST,
+            });
+        }
+        let key = self
+            .device_key(phone, device)
+            .await?
+            .ok_or_else(|| RouteError::UnknownDevice(phone.clone(), device))?;
+        // Up to 200 signature checks: off the async threads.
+        let checked = tokio::task::spawn_blocking(move || check_all(&key, published))
+            .await
+            .map_err(|_| RouteError::Interrupted("checking prekeys"))??;
+        let now = self.clock.now_ms();
+        self.store
+            .publish_prekeys(phone, device, &checked, POOL_LIMITS, now)
+            .await?
+            .ok_or_else(|| RouteError::UnknownDevice(phone.clone(), device))
+    }
+
+    /// Hands out one one-time P-256 and one one-time ML-KEM prekey of each
+    /// named device of a local user (either part empty when none is left),
+    /// as claim results (§4.3) in the order asked.
+    pub async fn claim(
+        &self,
+        session: &SessionLink,
+        phone: &PhoneNumber,
+        devices: &[u32],
+    ) -> Result<Vec<Vec<u8>>, RouteError> {
+        if devices.len() > MAX_LIST_DEVICES {
+            return Err(RouteError::TooMany {
+                what: "devices",
+                max: MAX_LIST_DEVICES,
+            });
+        }
+        let entry = self
+            .directory
+            .get(phone)
+            .ok_or_else(|| RouteError::UnknownRecipient(phone.clone()))?;
+        if entry.via.is_some() {
+            return Err(RouteError::RemoteDevices(phone.clone()));
+        }
+        let list = self.device_list(phone);
+        for device in devices {
+            if list.as_ref().and_then(|l| l.key_of(*device)).is_none() {
+                return Err(RouteError::UnknownDevice(phone.clone(), *device));
+            }
+        }
+        self.charge_claims(session.phone(), devices.len())?;
+        let mut claims = Vec::with_capacity(devices.len());
+        for device in devices {
+            let ec = self
+                .store
+                .claim_prekey(phone, *device, prekeys::ONE_TIME)
+                .await?;
+            let kem = self
+                .store
+                .claim_prekey(phone, *device, prekeys::KEM_ONE_TIME)
+                .await?;
+            claims.push(claim_bytes(*device, ec.as_deref(), kem.as_deref()));
+        }
+        Ok(claims)
+    }
+}
+
+/// Parses each prekey and checks its signature by the device key; the
+/// first bad one refuses them all.
+fn check_all(key: &PublicPoint, published: Vec<Vec<u8>>) -> Result<Vec<NewPrekey>, RouteError> {
+    let mut checked = Vec::with_capacity(published.len());
+    for (index, bytes) in published.into_iter().enumerate() {
+        let prekey = PublicPrekey::parse(&bytes)
+            .and_then(|p| p.verify(key, p.kind).map(|()| p))
+            .map_err(|error| RouteError::BadPrekey { index, error })?;
+        checked.push(NewPrekey {
+            kind: prekey.kind as u8,
+            id: prekey.id,
+            bytes,
+        });
+    }
+    Ok(checked)
+}
+
+/// A claim result (docs/PROTOCOL-v2.md §4.3): device id, then each prekey
+/// preceded by its `u16` length, 0 for none.
+fn claim_bytes(device: u32, ec: Option<&[u8]>, kem: Option<&[u8]>) -> Vec<u8> {
+    let mut out = device.to_be_bytes().to_vec();
+    for part in [ec.unwrap_or_default(), kem.unwrap_or_default()] {
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}

@@ -1,0 +1,18 @@
+//! `link_accept`: the opening session's sealed answer to a link request,
+//! passed to the new device (docs/PROTOCOL-v2.md §13.14).
+
+use super::ApiError;
+use crate::protocol::{B64, Response};
+use crate::server::ServerState;
+use crate::server::session::Session;
+
+pub fn handle(
+    state: &ServerState,
+    session: &Session,
+    rendezvous: &B64,
+    response: B64,
+) -> Result<Response, ApiError> {
+    let user = session.user()?;
+    state.router.link_accept(user, &rendezvous.0, response.0)?;
+    Ok(Response::LinkAccepted)
+}
