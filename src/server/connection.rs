@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -38,6 +38,10 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// Connections past the limit being told `server_busy` at once; past these,
 /// further ones are closed without a word.
 pub const MAX_BUSY_ANSWERS: usize = 32;
+/// How long a connection told `server_busy` is read (and what it sent
+/// dropped) before it is closed, and how many bytes at most.
+const BUSY_LINGER: Duration = Duration::from_secs(2);
+const BUSY_LINGER_BYTES: u64 = 64 * 1024;
 
 type Stream = TlsStream<TcpStream>;
 
@@ -111,6 +115,16 @@ pub async fn turn_away(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) {
         protocol::write_frame(&mut stream, &busy).await?;
         stream.shutdown().await
     })
+    .await;
+    // A client may have sent its first request already: closing with its
+    // bytes unread would reset the connection, and a reset can destroy the
+    // answer before the client reads it. Its bytes are read and dropped
+    // until it closes too (or for a bounded time and amount).
+    let (tcp, _) = stream.into_inner();
+    let _ = tokio::time::timeout(
+        BUSY_LINGER,
+        tokio::io::copy(&mut tcp.take(BUSY_LINGER_BYTES), &mut tokio::io::sink()),
+    )
     .await;
 }
 
