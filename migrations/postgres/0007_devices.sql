@@ -34,3 +34,7 @@ ALTER TABLE message_queue
     ADD CONSTRAINT message_queue_recipient_device_id_key UNIQUE (recipient, device, id);
 DROP INDEX message_queue_by_recipient;
 CREATE INDEX message_queue_by_device ON message_queue (recipient, device, seq);
+-- The index of senders' shares of a recipient's queue, as the SQLite
+-- migration of this number makes it again after its table rebuild (already
+-- there where migration 0004 ran).
+CREATE INDEX IF NOT EXISTS message_queue_by_sender ON message_queue (recipient, sender);

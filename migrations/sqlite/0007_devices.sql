@@ -52,3 +52,8 @@ INSERT INTO message_queue_new (seq, id, recipient, sender, envelope, received_at
 DROP TABLE message_queue;
 ALTER TABLE message_queue_new RENAME TO message_queue;
 CREATE INDEX message_queue_by_device ON message_queue (recipient, device, seq);
+-- Dropping the old table dropped every index on it. Besides the one above
+-- (which replaces message_queue_by_recipient), the index of senders' shares
+-- of a recipient's queue is made again: migration 0004 makes it where it
+-- ran, and this one where 0004 is not part of the schema yet.
+CREATE INDEX IF NOT EXISTS message_queue_by_sender ON message_queue (recipient, sender);
