@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::registry::SessionLink;
+use super::registry::{self, SessionLink};
 use super::{RouteError, Router};
 use crate::db::DbError;
 use crate::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
@@ -119,12 +119,7 @@ impl Router {
             }
         };
         let remote = !matches!(destination, Destination::Local);
-        if !remote {
-            // A connected recipient gets it now, while it commits: the sender
-            // is still answered only after the commit, and a message pushed
-            // but then not stored is harmless (the client drops repeats by id).
-            self.registry.push(&recipient, &message);
-        }
+        let push = (!remote).then(|| (message.device, registry::delivered(&message)));
         let outcome = self
             .store
             .submit_enqueue(Enqueue {
@@ -133,6 +128,14 @@ impl Router {
                 relayed,
             })
             .await?;
+        // A connected recipient gets it now, while it commits: the sender is
+        // still answered only after the commit, and a message pushed but then
+        // not stored is harmless (the client drops repeats by id). Pushed
+        // only once submitted: a session that joins later and fetches waits
+        // for the writer first, so it either finds the message or is pushed it.
+        if let Some((device, delivered)) = push {
+            self.registry.push_delivered(&recipient, device, delivered);
+        }
         Ok(PendingSend {
             recipient,
             remote,
@@ -151,6 +154,12 @@ impl Router {
         after: u64,
     ) -> Result<(Vec<Delivered>, bool, Option<u64>), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
+        if after == 0 {
+            // Messages submitted before this session joined were not pushed
+            // to it: the first fetch waits for their commit, or it would
+            // miss them while later ones are pushed (out of order).
+            self.store.settled().await?;
+        }
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self
             .store

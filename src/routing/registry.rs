@@ -169,26 +169,10 @@ impl Registry {
         }
     }
 
-    /// Offers a message to every live session of its recipient device,
+    /// Offers a message to every live session of `device` of `recipient`,
     /// each of which may acknowledge it from then on. A session that
     /// cannot take it is closed; the message stays queued for a later
     /// fetch.
-    pub fn push(&self, recipient: &PhoneNumber, message: &NewMessage) {
-        self.push_delivered(
-            recipient,
-            message.device,
-            Delivered {
-                id: message.id,
-                from: message.sender.to_string(),
-                envelope: B64(message.envelope.clone()),
-                received_at: message.received_at,
-                device: (message.sender_device != 0).then_some(message.sender_device),
-            },
-        );
-    }
-
-    /// [`Registry::push`] of a message as `device` of `recipient` receives
-    /// it.
     pub fn push_delivered(&self, recipient: &PhoneNumber, device: u32, message: Delivered) {
         let links = self.sessions_as(recipient, device);
         if links.is_empty() {
@@ -279,6 +263,17 @@ impl Registry {
     }
 }
 
+/// `message` as its recipient receives it.
+pub(super) fn delivered(message: &NewMessage) -> Delivered {
+    Delivered {
+        id: message.id,
+        from: message.sender.to_string(),
+        envelope: B64(message.envelope.clone()),
+        received_at: message.received_at,
+        device: (message.sender_device != 0).then_some(message.sender_device),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,7 +327,7 @@ mod tests {
         let mut pushed = 0;
         while !link.closed().is_cancelled() {
             assert!(pushed < 100, "the backlog grew without bound");
-            r.push(&bob(), &message(1000));
+            r.push_delivered(&bob(), 0, delivered(&message(1000)));
             pushed += 1;
         }
         assert!(link.outbox.backlog() <= 4000);
@@ -347,7 +342,7 @@ mod tests {
         let r = registry(8, 10_000, 12_000);
         let sessions: Vec<_> = (0..3).map(|_| silent(&r, 10_000)).collect();
         for _ in 0..30 {
-            r.push(&bob(), &message(500));
+            r.push_delivered(&bob(), 0, delivered(&message(500)));
             let held: usize = sessions
                 .iter()
                 .filter(|(l, _)| !l.closed().is_cancelled())

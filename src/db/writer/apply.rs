@@ -39,6 +39,7 @@ pub(super) async fn ops(
                 ledger.forget_recipient(phone);
                 answer.result = Some(());
             }
+            [Op::Barrier(answer)] => answer.result = Some(()),
             [Op::Close(_)] => {}
             run => {
                 let items = run.iter_mut().filter_map(Op::enqueue_item).collect();

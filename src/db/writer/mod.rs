@@ -56,6 +56,8 @@ enum Op {
     /// Count a recipient's queues again on their next use: rows of theirs
     /// were deleted outside the writer (a removed device's queue).
     Recount(PhoneNumber, Answer<()>),
+    /// Nothing: answered once everything submitted before it is committed.
+    Barrier(Answer<()>),
     /// Stop once everything before it is committed.
     Close(oneshot::Sender<()>),
 }
@@ -99,7 +101,9 @@ impl Op {
                 enqueue,
                 outcome: &mut answer.result,
             }),
-            Op::Delete(..) | Op::Sweep(..) | Op::Recount(..) | Op::Close(_) => None,
+            Op::Delete(..) | Op::Sweep(..) | Op::Recount(..) | Op::Barrier(_) | Op::Close(_) => {
+                None
+            }
         }
     }
 
@@ -117,7 +121,7 @@ impl Op {
                 answer.send();
             }
             Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.send(),
-            Op::Recount(_, answer) => answer.send(),
+            Op::Recount(_, answer) | Op::Barrier(answer) => answer.send(),
             Op::Close(done) => drop(done),
         }
     }
@@ -126,7 +130,7 @@ impl Op {
         match self {
             Op::Enqueue(_, answer) => answer.fail(e),
             Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.fail(e),
-            Op::Recount(_, answer) => answer.fail(e),
+            Op::Recount(_, answer) | Op::Barrier(answer) => answer.fail(e),
             Op::Close(done) => drop(done),
         }
     }
@@ -208,6 +212,15 @@ impl Store {
     pub(super) async fn recount(&self, recipient: PhoneNumber) -> Result<(), DbError> {
         let (answer, rx) = Answer::new();
         self.writer.submit(Op::Recount(recipient, answer)).await?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Waits until everything submitted to the writer before this call has
+    /// committed (or failed), so a read that follows sees every message
+    /// accepted before it.
+    pub async fn settled(&self) -> Result<(), DbError> {
+        let (answer, rx) = Answer::new();
+        self.writer.submit(Op::Barrier(answer)).await?;
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
