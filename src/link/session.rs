@@ -27,6 +27,8 @@ const OUTBOX_CAPACITY: usize = 4096;
 const PENDING_ACKS: usize = 4096;
 /// Outbound messages read from the database per batch.
 const DRAIN_BATCH: u32 = 512;
+/// How long a drained queue stays idle before it is read from the start.
+const RESCAN_WHEN_IDLE: Duration = Duration::from_secs(5);
 
 /// Runs the link to `peer` until it fails, goes silent, is replaced by a
 /// better link, or the server shuts down.
@@ -296,6 +298,14 @@ async fn drain(
             tokio::select! {
                 _ = closed.cancelled() => return,
                 _ = wake.notified() => continue,
+                // Members of a cluster commit to this queue concurrently, so
+                // a message may commit after one with a later position was
+                // read: once idle, look again from the start (what the
+                // neighbour has already is acknowledged again, not stored).
+                _ = tokio::time::sleep(RESCAN_WHEN_IDLE) => {
+                    cursor = 0;
+                    continue;
+                }
             }
         }
         for row in rows {
