@@ -243,7 +243,12 @@ impl Router {
         &self,
         phone: &PhoneNumber,
     ) -> Result<Option<CurrentDevices>, RouteError> {
-        let Some(list) = self.device_list(phone) else {
+        let list = match self.device_list(phone) {
+            // Another member of a cluster may have stored one a moment ago.
+            None if self.store.is_shared() => self.fresh_device_list(phone).await?,
+            held => held,
+        };
+        let Some(list) = list else {
             return Ok(None);
         };
         let certificates = self.store.devices(phone).await?;

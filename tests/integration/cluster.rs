@@ -16,7 +16,7 @@ use crate::process::{ServerFiles, ServerProcess};
 use crate::test_db::TestDb;
 
 /// The first member, on a fresh schema; `None` without PostgreSQL.
-async fn first_member() -> Option<TestServer> {
+pub async fn first_member() -> Option<TestServer> {
     // Asked first so that the skip is said, and no server starts, without it.
     TestDb::postgres().await?.remove().await;
     Some(spawn_server().await)
@@ -35,7 +35,7 @@ fn copy_keys(from: &TestServer, data_dir: &std::path::Path) {
 
 /// Another member of `first`'s cluster: its keys, its database, a port and
 /// a data directory of its own.
-async fn second_member(first: &TestServer) -> TestServer {
+pub async fn second_member(first: &TestServer) -> TestServer {
     let database = first.config.database.clone();
     spawn_server_with(|config| {
         copy_keys(first, &config.data_dir);

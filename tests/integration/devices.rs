@@ -767,3 +767,63 @@ async fn a_new_account_key_leaves_the_old_devices_behind() {
     let peer = look_up(&alices[0].1, BOB, &account.identity).await;
     assert_eq!((peer.version(), peer.bundles.len()), (1, 1));
 }
+
+/// Two members of a cluster (PostgreSQL only): Alice's device through A,
+/// Bob's two devices through B. Each of Bob's devices is pushed at once the
+/// envelope sent to it through A, not the other's; a list Bob publishes
+/// through A ends, on B, the session of the device it leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_cluster_members_each_device_gets_its_copy_and_lists_apply() {
+    let Some(mut a) = crate::cluster::first_member().await else {
+        return;
+    };
+    let mut b = crate::cluster::second_member(&a).await;
+    let (_, _, alices) = with_devices(&a, ALICE, 1).await;
+    let (bob, mut bob_account, mut bobs) = with_devices(&b, BOB, 2).await;
+    let (a1, a1_conn) = &alices[0];
+    let peer = look_up(a1_conn, BOB, &bob.identity()).await;
+    assert_eq!(peer.version(), 1, "A serves the list published through B");
+
+    let mut sent = Vec::new();
+    for device in [1, 2] {
+        let id = MessageId::random();
+        let mut session = start_session(a1, &peer, device, None);
+        let envelope = seal(a1, &mut session, id, "across members");
+        let answer = a1_conn
+            .ask(send_request(id, BOB, device, 1, envelope))
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+        sent.push(id);
+    }
+    for ((own, conn), id) in bobs.iter_mut().zip(&sent) {
+        let pushed = next_pushed_message(conn).await;
+        assert_eq!(pushed.id, *id, "device {} is pushed its own copy", own.id);
+        let parsed = Envelope::parse(&pushed.envelope.0).unwrap();
+        assert_eq!(parsed.recipient().1.get(), own.id);
+    }
+
+    let bob_on_a = logged_in_connection(&a, BOB, &bob_account.identity).await;
+    bob_account.remove_device(2);
+    let answer = bob_on_a.ask(bob_account.next_list()).await.unwrap();
+    assert!(
+        matches!(answer, Response::DevicesPublished { version: 2 }),
+        "{answer:?}"
+    );
+    let (_, mut tablet_conn) = bobs.pop().unwrap();
+    loop {
+        match within(
+            "the removed device's session on B ends",
+            tablet_conn.next_event(),
+        )
+        .await
+        {
+            None => break,
+            Some(Event::Message(m)) => panic!("a removed device was pushed {m:?}"),
+            Some(_) => continue,
+        }
+    }
+    bob_on_a.close().await;
+    b.stop().await;
+    a.stop().await;
+}
