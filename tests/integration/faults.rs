@@ -61,7 +61,7 @@ async fn after_a_partition_everything_is_delivered_exactly_once() {
     let phases = async {
         wait(&ledger, "both ways flowing", |l| l.received.len() >= 10).await;
         pair.link.set(Fault::Partition).await;
-        let before: HashSet<MessageId> = ledger.borrow().sent.keys().copied().collect();
+        let before = Begun::now(&ledger);
         let crossed = traffic.now();
         // The partition's length is a timer; nothing is synchronised on it.
         tokio::time::sleep(partition).await;
@@ -139,7 +139,7 @@ async fn delays_stalls_and_cuts_mid_frame_lose_and_repeat_nothing() {
         }
 
         pair.link.set(Fault::Stall).await;
-        let before: HashSet<MessageId> = ledger.borrow().sent.keys().copied().collect();
+        let before = Begun::now(&ledger);
         let crossed = traffic.now();
         tokio::time::sleep(stall).await;
         let during = sent_since(&ledger, &before);
@@ -236,14 +236,31 @@ async fn knows(user: &TestUser, phone: &str) -> bool {
     listed.iter().any(|u| u.phone == phone)
 }
 
-/// Ids accepted since `before` was taken.
-fn sent_since(ledger: &watch::Sender<Ledger>, before: &HashSet<MessageId>) -> Vec<MessageId> {
+/// The sends begun by some moment: those accepted and those under way
+/// (which may cross the link before their sender hears back).
+struct Begun {
+    accepted: HashSet<MessageId>,
+    under_way: HashSet<String>,
+}
+
+impl Begun {
+    fn now(ledger: &watch::Sender<Ledger>) -> Self {
+        let l = ledger.borrow();
+        Self {
+            accepted: l.sent.keys().copied().collect(),
+            under_way: l.sending.clone(),
+        }
+    }
+}
+
+/// Ids of the sends begun after `before` was taken, accepted since.
+fn sent_since(ledger: &watch::Sender<Ledger>, before: &Begun) -> Vec<MessageId> {
     ledger
         .borrow()
         .sent
-        .keys()
-        .filter(|id| !before.contains(id))
-        .copied()
+        .iter()
+        .filter(|(id, (_, text))| !before.accepted.contains(id) && !before.under_way.contains(text))
+        .map(|(id, _)| *id)
         .collect()
 }
 

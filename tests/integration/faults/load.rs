@@ -2,7 +2,7 @@
 //! steady pace, recipients that take every delivery, and a ledger of both
 //! that anyone can wait on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use carrier::client::Session;
@@ -21,6 +21,9 @@ const FETCH_LIMIT: u32 = 100;
 pub struct Ledger {
     /// Accepted sends: id → (recipient, text).
     pub sent: HashMap<MessageId, (String, String)>,
+    /// Texts of sends under way (asked, not yet accepted): each may cross
+    /// the link before its sender hears it was accepted.
+    pub sending: HashSet<String>,
     /// How many times each id was handed to its recipient's client,
     /// redeliveries included.
     pub deliveries: HashMap<MessageId, u32>,
@@ -86,11 +89,15 @@ pub async fn send_steadily(
             _ = tick.tick() => {}
         }
         let text = format!("{} to {to}, message {n}", user.phone);
+        ledger.send_modify(|l| {
+            l.sending.insert(text.clone());
+        });
         let id = session
             .send(to, &text)
             .await
             .expect("the home server accepts");
         ledger.send_modify(|l| {
+            l.sending.remove(&text);
             l.sent.insert(id, (to.to_owned(), text));
         });
     }
