@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub message_ttl_ms: i64,
     /// Limits on each recipient's queue.
     pub quota: Quota,
+    /// Limits on what one sender may hold in one recipient's queue, so no
+    /// single sender can fill it.
+    pub sender_quota: Quota,
     /// Limits on each neighbour's outbound queue.
     pub neighbour_quota: Quota,
     /// How this server is named to people (`list`); defaults to `host:port`.
@@ -263,6 +266,8 @@ struct QueueSection {
     message_ttl_days: f64,
     max_messages_per_recipient: u64,
     max_bytes_per_recipient: u64,
+    max_messages_per_sender: u64,
+    max_bytes_per_sender: u64,
     max_messages_per_neighbour: u64,
     max_bytes_per_neighbour: u64,
 }
@@ -273,6 +278,8 @@ impl Default for QueueSection {
             message_ttl_days: 30.0,
             max_messages_per_recipient: 100_000,
             max_bytes_per_recipient: 256 << 20,
+            max_messages_per_sender: 25_000,
+            max_bytes_per_sender: 64 << 20,
             max_messages_per_neighbour: 10_000_000,
             max_bytes_per_neighbour: 4 << 30,
         }
@@ -392,6 +399,11 @@ impl ServerConfig {
             "queue.max_bytes_per_recipient",
             f.queue.max_bytes_per_recipient,
         )?;
+        positive(
+            "queue.max_messages_per_sender",
+            f.queue.max_messages_per_sender,
+        )?;
+        positive("queue.max_bytes_per_sender", f.queue.max_bytes_per_sender)?;
         positive("server.max_connections", f.server.max_connections as u64)?;
         positive(
             "queue.max_messages_per_neighbour",
@@ -442,6 +454,10 @@ impl ServerConfig {
             quota: Quota {
                 max_messages: f.queue.max_messages_per_recipient,
                 max_bytes: f.queue.max_bytes_per_recipient,
+            },
+            sender_quota: Quota {
+                max_messages: f.queue.max_messages_per_sender,
+                max_bytes: f.queue.max_bytes_per_sender,
             },
             neighbour_quota: Quota {
                 max_messages: f.queue.max_messages_per_neighbour,

@@ -25,7 +25,7 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "otp_codes",
-        order: "phone",
+        order: "phone, public_key",
         columns: &[
             ("phone", Text),
             ("code_hash", Text),
@@ -37,9 +37,10 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "otp_limits",
-        order: "phone",
+        order: "phone, public_key",
         columns: &[
             ("phone", Text),
+            ("public_key", Bytes),
             ("window_start", Int),
             ("codes_issued", Int),
             ("wrong_tries", Int),
@@ -158,6 +159,7 @@ pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError
     };
     let quotas = Quotas {
         per_recipient: unbounded,
+        per_sender: unbounded,
         per_neighbour: unbounded,
     };
     let (source, _) = Store::open(from, quotas).await?;

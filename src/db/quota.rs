@@ -2,6 +2,11 @@
 //! kept in memory by the queue writer (loaded on a queue's first use) so a
 //! quota check costs no query. Only the writer changes the queues, so its
 //! counts stay true as long as it applies every change it commits here too.
+//!
+//! A recipient's queue is also counted per sender, and each sender may hold
+//! only a share of it ([`Quotas::per_sender`]): one sender, however many
+//! messages it may send, cannot fill the whole queue and so shut everyone
+//! else out of it.
 
 use std::collections::HashMap;
 
@@ -21,7 +26,18 @@ pub struct Quota {
 #[derive(Debug, Clone, Copy)]
 pub struct Quotas {
     pub per_recipient: Quota,
+    /// What one sender may hold in one recipient's queue.
+    pub per_sender: Quota,
     pub per_neighbour: Quota,
+}
+
+/// Why a message does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Full {
+    /// Its queue is full.
+    Queue,
+    /// Its sender holds all of its share of the recipient's queue.
+    SenderShare,
 }
 
 /// What one queue holds.
@@ -31,12 +47,31 @@ pub(super) struct Usage {
     pub bytes: u64,
 }
 
+impl Usage {
+    fn fits(&self, quota: Quota, size: u64) -> bool {
+        self.count < quota.max_messages && self.bytes.saturating_add(size) <= quota.max_bytes
+    }
+
+    fn add(&mut self, size: u64) {
+        self.count += 1;
+        self.bytes += size;
+    }
+
+    fn take(&mut self, size: u64) {
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(size);
+    }
+}
+
 /// The usage of every queue the writer has touched. Recipients and
 /// neighbours are counted apart so a queue is looked up by its borrowed key,
 /// without copying a phone number per message.
 pub(super) struct Ledger {
     quotas: Quotas,
     recipients: HashMap<PhoneNumber, Usage>,
+    /// Per recipient, per sender; a pair whose count falls to zero is
+    /// dropped, so this holds only pairs with messages queued.
+    senders: HashMap<PhoneNumber, HashMap<PhoneNumber, Usage>>,
     neighbours: HashMap<Fingerprint, Usage>,
 }
 
@@ -45,43 +80,58 @@ impl Ledger {
         Self {
             quotas,
             recipients: HashMap::new(),
+            senders: HashMap::new(),
             neighbours: HashMap::new(),
         }
     }
 
-    /// Whether `queue` has room for one more message of `size` bytes; if it
-    /// has, the message is counted.
+    /// Whether `queue` has room for one more message of `size` bytes from
+    /// `sender`; if it has, the message is counted.
     pub async fn admit(
         &mut self,
         conn: &mut Conn<'_>,
         queue: QueueKey<'_>,
+        sender: &PhoneNumber,
         size: u64,
-    ) -> Result<bool, DbError> {
+    ) -> Result<Result<(), Full>, DbError> {
+        let quotas = self.quotas;
         let quota = match queue {
-            QueueKey::Recipient(_) => self.quotas.per_recipient,
-            QueueKey::Neighbour(_) => self.quotas.per_neighbour,
+            QueueKey::Recipient(_) => quotas.per_recipient,
+            QueueKey::Neighbour(_) => quotas.per_neighbour,
         };
-        let usage = match self.get_mut(queue) {
-            Some(usage) => usage,
-            None => {
-                let loaded = queue::usage(conn, queue).await?;
-                self.insert(queue, loaded)
-            }
-        };
-        if usage.count + 1 > quota.max_messages || usage.bytes + size > quota.max_bytes {
-            return Ok(false);
+        if !self.queue_usage(conn, queue).await?.fits(quota, size) {
+            return Ok(Err(Full::Queue));
         }
-        usage.count += 1;
-        usage.bytes += size;
-        Ok(true)
+        if let QueueKey::Recipient(recipient) = queue {
+            let share = self.sender_usage(conn, recipient, sender).await?;
+            if !share.fits(quotas.per_sender, size) {
+                return Ok(Err(Full::SenderShare));
+            }
+            share.add(size);
+        }
+        self.queue_usage(conn, queue).await?.add(size);
+        Ok(Ok(()))
     }
 
-    /// Takes a message of `size` bytes off `queue`'s count: it was deleted,
-    /// or counted by [`Ledger::admit`] but then not stored.
-    pub fn give_back(&mut self, queue: QueueKey<'_>, size: u64) {
+    /// Takes a message of `size` bytes from `sender` off `queue`'s count:
+    /// it was deleted, or counted by [`Ledger::admit`] but then not stored.
+    /// (A neighbour's queue is not counted per sender.)
+    pub fn give_back(&mut self, queue: QueueKey<'_>, sender: Option<&PhoneNumber>, size: u64) {
         if let Some(usage) = self.get_mut(queue) {
-            usage.count = usage.count.saturating_sub(1);
-            usage.bytes = usage.bytes.saturating_sub(size);
+            usage.take(size);
+        }
+        if let (QueueKey::Recipient(recipient), Some(sender)) = (queue, sender)
+            && let Some(by_sender) = self.senders.get_mut(recipient)
+        {
+            if let Some(share) = by_sender.get_mut(sender) {
+                share.take(size);
+                if share.count == 0 {
+                    by_sender.remove(sender);
+                }
+            }
+            if by_sender.is_empty() {
+                self.senders.remove(recipient);
+            }
         }
     }
 
@@ -89,7 +139,36 @@ impl Ledger {
     /// they may include; each queue is loaded again on its next use.
     pub fn forget(&mut self) {
         self.recipients.clear();
+        self.senders.clear();
         self.neighbours.clear();
+    }
+
+    /// `queue`'s usage, loaded on its first use.
+    async fn queue_usage(
+        &mut self,
+        conn: &mut Conn<'_>,
+        queue: QueueKey<'_>,
+    ) -> Result<&mut Usage, DbError> {
+        if self.get_mut(queue).is_none() {
+            let loaded = queue::usage(conn, queue).await?;
+            self.insert(queue, loaded);
+        }
+        Ok(self.get_mut(queue).expect("inserted above"))
+    }
+
+    /// What `sender` holds in `recipient`'s queue, loaded on first use.
+    async fn sender_usage(
+        &mut self,
+        conn: &mut Conn<'_>,
+        recipient: &PhoneNumber,
+        sender: &PhoneNumber,
+    ) -> Result<&mut Usage, DbError> {
+        let by_sender = self.senders.entry(recipient.clone()).or_default();
+        if !by_sender.contains_key(sender) {
+            let loaded = queue::sender_usage(conn, recipient, sender).await?;
+            by_sender.insert(sender.clone(), loaded);
+        }
+        Ok(by_sender.get_mut(sender).expect("inserted above"))
     }
 
     fn get_mut(&mut self, queue: QueueKey<'_>) -> Option<&mut Usage> {

@@ -44,6 +44,7 @@ impl PendingSend {
             EnqueueOutcome::IdInUse => Err(RouteError::IdInUse(recipient)),
             EnqueueOutcome::QuotaFull if remote => Err(RouteError::NeighbourQueueFull(recipient)),
             EnqueueOutcome::QuotaFull => Err(RouteError::QueueFull(recipient)),
+            EnqueueOutcome::SenderShareFull => Err(RouteError::SenderShareFull(recipient)),
         }
     }
 }

@@ -182,6 +182,7 @@ impl Server {
         };
         let quotas = Quotas {
             per_recipient: config.quota,
+            per_sender: config.sender_quota,
             per_neighbour: config.neighbour_quota,
         };
         let (store, committed) = Store::open(&location, quotas).await.map_err(db_err)?;
