@@ -275,6 +275,66 @@ async fn one_sender_holds_only_its_share_of_a_recipients_queue() {
     }
 }
 
+/// A directory entry stored under an older rule, here a high-S signature
+/// stored before those were refused (as a neighbour's forged route would
+/// be), is not held as current when the directory is loaded, on either
+/// backend; an entry whose signature verifies is.
+#[tokio::test]
+async fn stored_directory_entries_that_no_longer_verify_are_not_held() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::{B64, KeyType, UserInfo};
+    use carrier::routing::directory::{Directory, Entry, signed_bytes};
+    use p256::ecdsa::Signature;
+
+    let home = Identity::generate(KeyType::P256);
+    let user = Identity::generate(KeyType::P256).public_key();
+    let entry = |phone_number: &str| {
+        let mut entry = Entry {
+            phone: phone(phone_number),
+            info: UserInfo {
+                phone: phone_number.into(),
+                key_type: KeyType::P256,
+                public_key: B64(user.to_spki_der()),
+                fingerprint: user.fingerprint().to_hex(),
+                registered_at: 1_000,
+            },
+            home: home.fingerprint(),
+            home_key: home.public_key().to_spki_der(),
+            home_name: "home".into(),
+            signature: Vec::new(),
+            via: Some(Fingerprint::of_spki(b"neighbour")),
+            hops: 2,
+        };
+        entry.signature = home.sign(&signed_bytes(&entry));
+        entry
+    };
+    let mut flipped = entry(BOB);
+    let (r, s) = Signature::from_slice(&flipped.signature)
+        .unwrap()
+        .split_scalars();
+    flipped.signature = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+        .unwrap()
+        .to_vec();
+
+    on_each_backend(quotas(10), |store, backend| {
+        let (good, flipped) = (entry(ALICE), flipped.clone());
+        async move {
+            let directory = Directory::load(&store).await.unwrap();
+            directory.store(&store, good).await.unwrap();
+            directory.store(&store, flipped).await.unwrap();
+            assert!(directory.get(&phone(BOB)).is_some(), "{backend}: stored");
+
+            let loaded = Directory::load(&store).await.unwrap();
+            assert!(loaded.get(&phone(ALICE)).is_some(), "{backend}");
+            assert!(
+                loaded.get(&phone(BOB)).is_none(),
+                "{backend}: the high-S entry is held as current"
+            );
+        }
+    })
+    .await;
+}
+
 /// Each recipient's queue comes back in the order messages were accepted,
 /// however the senders' messages interleaved and across transactions.
 #[tokio::test]
