@@ -9,6 +9,7 @@
 //! addresses and to stop the server and wait for it.
 
 mod connection;
+pub mod data_lock;
 mod error;
 mod handlers;
 mod session;
@@ -103,6 +104,8 @@ pub struct Server {
     store: Store,
     key_created: bool,
     data_dir: PathBuf,
+    /// Released when the server has stopped.
+    _lock: data_lock::DataDirLock,
 }
 
 /// Why the server could not start.
@@ -125,6 +128,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Locked(#[from] data_lock::LockError),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database at {location}: {source}")]
@@ -154,6 +159,7 @@ impl Server {
             path: dir.clone(),
             source,
         })?;
+        let lock = data_lock::DataDirLock::acquire(dir)?;
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
             .map_err(|source| StartError::DataDir {
@@ -229,6 +235,7 @@ impl Server {
             store,
             key_created,
             data_dir: dir.clone(),
+            _lock: lock,
         })
     }
 

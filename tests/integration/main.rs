@@ -28,6 +28,7 @@ mod client_cli;
 mod client_keys;
 mod client_support;
 mod crash;
+mod data_lock;
 mod delivery;
 mod faults;
 mod full_disk;

@@ -91,20 +91,25 @@ impl ServerFiles {
         self.start_with(cmd)
     }
 
+    /// `carrier-server --config <this config>` with a clean environment,
+    /// for subcommands and for starts a test expects to fail.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
+        cmd.arg("--config").arg(&self.config);
+        clean_server_env(&mut cmd);
+        cmd
+    }
+
     fn start_with(&self, mut server: Command) -> ServerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
+        clean_server_env(&mut server);
         let mut child = server
             .arg("--config")
             .arg(&self.config)
-            .env_remove("CARRIER_HOST")
-            .env_remove("CARRIER_PORT")
-            .env_remove("CARRIER_DATA_DIR")
-            .env_remove("CARRIER_CONFIG")
-            .env_remove("CARRIER_DATABASE_URL")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -182,6 +187,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL: no shutdown, no flush; the process is gone when this returns.
     pub fn kill_9(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -225,6 +235,19 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Removes the variables that would override the test's config.
+fn clean_server_env(cmd: &mut Command) {
+    for var in [
+        "CARRIER_HOST",
+        "CARRIER_PORT",
+        "CARRIER_DATA_DIR",
+        "CARRIER_CONFIG",
+        "CARRIER_DATABASE_URL",
+    ] {
+        cmd.env_remove(var);
     }
 }
 
