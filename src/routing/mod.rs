@@ -24,6 +24,7 @@ pub mod directory;
 mod error;
 mod limits;
 mod neighbours;
+mod operator;
 mod presence;
 mod registry;
 mod relay;
