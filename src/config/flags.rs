@@ -11,7 +11,7 @@ use crate::db::Location;
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Flags {
     /// TOML configuration file (see config/server.toml).
-    #[arg(long, env = "CARRIER_CONFIG")]
+    #[arg(long, env = "CARRIER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Address to listen on for clients (overrides the file).
     #[arg(long, env = "CARRIER_HOST")]
@@ -20,7 +20,7 @@ pub struct Flags {
     #[arg(long, env = "CARRIER_PORT")]
     pub port: Option<u16>,
     /// Directory for the database and the server key (overrides the file).
-    #[arg(long, env = "CARRIER_DATA_DIR")]
+    #[arg(long, env = "CARRIER_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Port for links from neighbour servers (overrides the file).
     #[arg(
@@ -35,7 +35,7 @@ pub struct Flags {
     pub neighbours: Option<String>,
     /// The database: postgres://user@host:port/database, or sqlite:PATH
     /// (overrides the file; without either, SQLite in the data directory).
-    #[arg(long, env = "CARRIER_DATABASE_URL")]
+    #[arg(long, env = "CARRIER_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 }
 

@@ -5,8 +5,9 @@
 //! where it is started.
 //!
 //! `file` is the TOML shape, `validate` checks it, `flags` puts the
-//! command line over it.
+//! command line over it, `check` reports a file's problem by line.
 
+mod check;
 mod file;
 mod flags;
 mod validate;
@@ -21,6 +22,7 @@ use crate::domain::Fingerprint;
 use crate::rate::Rate;
 use crate::routing::Limits;
 
+pub use check::check_file;
 pub use flags::Flags;
 
 /// A neighbour as configured: where to dial it and, if known, its key.

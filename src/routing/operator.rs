@@ -12,6 +12,11 @@ impl Router {
         self.registry.count()
     }
 
+    /// Live sessions of `phone`.
+    pub fn sessions_of(&self, phone: &PhoneNumber) -> usize {
+        self.registry.sessions_of(phone)
+    }
+
     /// Whether an operator has disabled `phone` (who then cannot log in).
     pub async fn is_disabled(&self, phone: &PhoneNumber) -> Result<bool, DbError> {
         self.store.is_disabled(phone).await

@@ -9,7 +9,6 @@
 //! addresses and to stop the server and wait for it.
 
 mod connection;
-pub mod data_lock;
 mod error;
 mod handlers;
 mod session;
@@ -38,7 +37,7 @@ pub use session::MAX_PENDING_PER_ADDRESS;
 pub use start::{Listeners, serve, shutdown_on_signal};
 
 /// File name of the server's long-term key inside the data directory.
-pub const KEY_FILE: &str = "server_key.pem";
+pub const KEY_FILE: &str = crypto::SERVER_KEY_FILE;
 
 /// What every connection task shares.
 pub struct ServerState {
@@ -104,8 +103,9 @@ pub struct Server {
     store: Store,
     key_created: bool,
     data_dir: PathBuf,
+    clock: Clock,
     /// Released when the server has stopped.
-    _lock: data_lock::DataDirLock,
+    _lock: crate::data_lock::DataDirLock,
 }
 
 /// Why the server could not start.
@@ -129,7 +129,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Locked(#[from] data_lock::LockError),
+    Locked(#[from] crate::data_lock::LockError),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database at {location}: {source}")]
@@ -159,7 +159,7 @@ impl Server {
             path: dir.clone(),
             source,
         })?;
-        let lock = data_lock::DataDirLock::acquire(dir)?;
+        let lock = crate::data_lock::DataDirLock::acquire(dir)?;
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
             .map_err(|source| StartError::DataDir {
@@ -210,6 +210,7 @@ impl Server {
                     source,
                 }
             })?;
+        let clock_for_admin = clock.clone();
         let otp = Otp::new(
             store.clone(),
             config.otp_policy,
@@ -235,6 +236,7 @@ impl Server {
             store,
             key_created,
             data_dir: dir.clone(),
+            clock: clock_for_admin,
             _lock: lock,
         })
     }
@@ -252,6 +254,31 @@ impl Server {
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let Listeners { client, link } = listeners;
+        let admin_cx = crate::admin::Context {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            data_dir: self.data_dir.clone(),
+            neighbours: self.neighbours.clone(),
+            live: Some(crate::admin::Live {
+                router: self.state.router.clone(),
+                started: std::time::Instant::now(),
+            }),
+        };
+        match crate::admin::socket::bind(&self.data_dir) {
+            Ok(admin) => {
+                tracker.spawn(crate::admin::socket::serve(
+                    admin,
+                    admin_cx,
+                    shutdown.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                path = %crate::admin::socket::path(&self.data_dir).display(),
+                "the admin socket could not be opened; admin commands cannot reach this server"
+            ),
+        }
         if link.is_some() || !self.neighbours.is_empty() {
             let started = crate::link::start(
                 self.state.router.clone(),

@@ -19,6 +19,7 @@ mod process;
 mod test_db;
 mod wire;
 
+mod admin;
 mod architecture;
 mod bad_input;
 mod chat;

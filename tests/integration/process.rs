@@ -91,6 +91,11 @@ impl ServerFiles {
         self.start_with(cmd)
     }
 
+    /// Whether the server keeps its data in SQLite (not PostgreSQL).
+    pub fn uses_sqlite(&self) -> bool {
+        self.postgres.is_none()
+    }
+
     /// `carrier-server --config <this config>` with a clean environment,
     /// for subcommands and for starts a test expects to fail.
     pub fn command(&self) -> Command {

@@ -21,6 +21,12 @@ pub async fn handle(
     // Registering logs this session in: better refused before the code
     // is spent than after.
     state.router.session_room(&phone)?;
+    if state.router.is_disabled(&phone).await? {
+        return Err(ApiError::new(
+            ErrorCode::AccountDisabled,
+            format!("{phone} has been disabled by this server's operator"),
+        ));
+    }
     let pending = state.otp.pending_key(&phone).await?;
     let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
