@@ -44,12 +44,12 @@ async fn main() -> anyhow::Result<()> {
             admin_main(args.flags, admin).await
         }
         Some(Command::Migrate { from, to }) => {
-            telemetry::init("info");
+            telemetry::init(telemetry::SERVER_FILTER);
             migrate(&from, &to).await
         }
         None => {
-            telemetry::init("info");
             let config = ServerConfig::from_flags(args.flags)?;
+            telemetry::init_with(&config.log.filter, config.log.format);
             server::serve(&config, server::shutdown_on_signal()).await?;
             Ok(())
         }

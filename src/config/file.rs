@@ -28,6 +28,26 @@ pub(super) struct FileConfig {
     pub database: DatabaseSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct LogSection {
+    /// "text" or "json".
+    pub format: String,
+    /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: crate::telemetry::SERVER_FILTER.into(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,7 +103,8 @@ pub(super) struct ServerSection {
     pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
-    pub max_connections: usize,
+    /// `None` when the operator left it out (the default applies).
+    pub max_connections: Option<usize>,
     pub name: Option<String>,
 }
 
@@ -93,7 +114,7 @@ impl Default for ServerSection {
             host: "127.0.0.1".into(),
             port: 5000,
             data_dir: "data".into(),
-            max_connections: 20_000,
+            max_connections: None,
             name: None,
         }
     }

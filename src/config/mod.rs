@@ -34,6 +34,14 @@ pub struct NeighbourConfig {
     pub fingerprint: Option<Fingerprint>,
 }
 
+/// How the server logs (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: crate::telemetry::LogFormat,
+    /// The filter used when `RUST_LOG` is unset.
+    pub filter: String,
+}
+
 /// Everything `carrier-server` needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -41,6 +49,10 @@ pub struct ServerConfig {
     pub port: u16,
     pub data_dir: PathBuf,
     pub max_connections: usize,
+    /// Whether the file set `server.max_connections` (only then is its
+    /// clash with the open-file limit worth a warning).
+    pub max_connections_set: bool,
+    pub log: LogConfig,
     pub otp_policy: OtpPolicy,
     /// `register` requests one address (an IPv6 /64) may make.
     pub register_per_address: Rate,

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::file::{FileConfig, LimitsSection};
-use super::{NeighbourConfig, ServerConfig};
+use super::file::{FileConfig, LimitsSection, LogSection};
+use super::{LogConfig, NeighbourConfig, ServerConfig};
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
 use crate::db::Location;
@@ -12,6 +12,10 @@ use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
 use crate::rate::Rate;
 use crate::routing::Limits;
+use crate::telemetry::LogFormat;
+
+/// Connections served at once when the file does not say.
+const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
 /// A problem in the file: the dotted key and a message.
 pub(super) type KeyError = (&'static str, String);
@@ -58,7 +62,8 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         "queue.max_bytes_per_recipient",
         f.queue.max_bytes_per_recipient,
     )?;
-    positive("server.max_connections", f.server.max_connections as u64)?;
+    let max_connections = f.server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    positive("server.max_connections", max_connections as u64)?;
     positive(
         "queue.max_messages_per_neighbour",
         f.queue.max_messages_per_neighbour,
@@ -92,7 +97,9 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         host: f.server.host,
         port: f.server.port,
         data_dir: base.join(f.server.data_dir),
-        max_connections: f.server.max_connections,
+        max_connections,
+        max_connections_set: f.server.max_connections.is_some(),
+        log: log(f.log)?,
         register_per_address: Rate::per_minute(
             f.otp.register_per_address_per_minute,
             f.otp.register_burst_per_address,
@@ -118,6 +125,29 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         neighbours,
         database,
         limits: limits(f.limits)?,
+    })
+}
+
+fn log(s: LogSection) -> Result<LogConfig, KeyError> {
+    let format = match s.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err((
+                "log.format",
+                format!("'{other}' is not one of \"text\", \"json\""),
+            ));
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(&s.level).map_err(|e| {
+        (
+            "log.level",
+            format!("'{}' is not a log filter: {e}", s.level),
+        )
+    })?;
+    Ok(LogConfig {
+        format,
+        filter: s.level,
     })
 }
 

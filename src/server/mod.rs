@@ -224,6 +224,7 @@ impl Server {
             tls,
             connection_slots: Arc::new(Semaphore::new(start::connection_limit(
                 config.max_connections,
+                config.max_connections_set,
             ))),
             pending_logins: Arc::default(),
             registers,

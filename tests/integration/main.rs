@@ -33,6 +33,7 @@ mod data_lock;
 mod delivery;
 mod faults;
 mod full_disk;
+mod logs;
 mod neighbourhood;
 mod registration;
 mod resources;

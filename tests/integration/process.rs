@@ -56,6 +56,13 @@ impl ServerFiles {
         std::fs::write(&self.config, text).expect("the config is written");
     }
 
+    /// Rewrites the config with `server_lines` added to its `[server]`
+    /// section and `sections` after it. Read at the next start.
+    pub fn set_extra_config(&self, server_lines: &str, sections: &str) {
+        let base = BASE_CONFIG.replacen("[server]\n", &format!("[server]\n{server_lines}\n"), 1);
+        self.write_config(format!("{base}\n{sections}\n"));
+    }
+
     /// Rewrites the config to listen for links on `link_port` (0: any free
     /// port) and to link to `neighbours` (link addresses, with the key to
     /// expect or `None` to pin the first one seen). Read at the next start.
