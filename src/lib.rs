@@ -19,6 +19,7 @@
 //! - [`clock`]: time as the rules see it, so tests move it instead of sleeping.
 //! - [`rate`]: token buckets keyed by whoever is limited.
 //! - [`private_files`]: files and directories only their owner may read.
+//! - [`data_lock`]: one server per data directory.
 //! - [`telemetry`]: the log set-up every binary shares, and warnings
 //!   logged at most once per interval.
 //! - [`listen`]: accepting TCP connections so that none waits unseen in
@@ -39,6 +40,8 @@
 //!   and links, presence, broadcasts.
 //! - [`config`]: the server's typed configuration, from a file and flags.
 //! - [`link`]: neighbour links: listener, dialers with backoff, link sessions.
+//! - [`admin`]: the operator's commands (`carrier-server admin`), on a
+//!   running server's admin socket or a stopped server's store.
 //! - [`server`]: start-up (`server::serve`), accept loop, one task per
 //!   connection, one handler per request.
 //! - [`client`]: the library behind the `carrier` command.
@@ -63,12 +66,14 @@
 //!   its arm in the dispatching `match`, and the client call.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod data_lock;
 pub mod db;
 pub mod domain;
 pub mod link;

@@ -1,17 +1,51 @@
-//! Logging set-up, one place for every binary: human-readable lines on
-//! standard error (standard output carries what a binary prints for people
-//! and scripts), filtered by `RUST_LOG`.
+//! Logging set-up, one place for every binary: lines on standard error
+//! (standard output carries what a binary prints for people and scripts),
+//! human-readable or JSON, filtered by `RUST_LOG`. Colour only when
+//! standard error is a terminal and `NO_COLOR` is unset, so files and
+//! journals get plain text.
 
-/// Installs the process's log subscriber. `default_filter` applies when
-/// `RUST_LOG` is unset or unreadable (`"info"` for servers, `"warn"` for
-/// the command-line client). A second call keeps the first set-up.
+use std::io::IsTerminal;
+
+/// The server's default: Carrier's own events from `info`, libraries'
+/// from `warn` (their `info` lines are about their internals).
+pub const SERVER_FILTER: &str = "warn,carrier=info";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the process's log subscriber as text. `default_filter` applies
+/// when `RUST_LOG` is unset or unreadable ([`SERVER_FILTER`] for servers,
+/// `"warn"` for the command-line client). A second call keeps the first
+/// set-up.
 pub fn init(default_filter: &str) {
+    init_with(default_filter, LogFormat::Text);
+}
+
+/// [`init`] in the given format.
+pub fn init_with(default_filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour()).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Colour codes only for a person at a terminal who has not asked for none
+/// (<https://no-color.org>: any non-empty `NO_COLOR`).
+fn colour() -> bool {
+    let refused = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !refused && std::io::stderr().is_terminal()
 }
 
 /// A warning that may repeat often (every refused connection, say) but is

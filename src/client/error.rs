@@ -173,7 +173,8 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::AlreadyLoggedIn
         | ErrorCode::NoChallenge
         | ErrorCode::DuplicateId
-        | ErrorCode::StaleDevices => Exit::Refused,
+        | ErrorCode::StaleDevices
+        | ErrorCode::AccountDisabled => Exit::Refused,
         ErrorCode::ShuttingDown | ErrorCode::TooManyInFlight | ErrorCode::ServerBusy => {
             Exit::Unreachable
         }

@@ -5,6 +5,6 @@ mod file;
 mod identity;
 mod public;
 
-pub use file::load_or_create_server_key;
+pub use file::{SERVER_KEY_FILE, load_or_create_server_key};
 pub use identity::Identity;
 pub use public::PublicKey;

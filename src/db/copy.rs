@@ -1,9 +1,9 @@
 //! Copying a server's whole state from one store to another (SQLite to
 //! PostgreSQL, typically): users, pending codes and their limits, queues,
-//! outbound queues, relayed ids, the directory and neighbour pins. The
-//! target must be empty; everything is written in one transaction, so a
-//! failed copy leaves it empty; the counts are compared table by table
-//! before it commits.
+//! outbound queues, relayed ids, the directory, neighbour pins and
+//! disabled users. The target must be empty; everything is written in one
+//! transaction, so a failed copy leaves it empty; the counts are compared
+//! table by table before it commits.
 
 use super::backend::{Conn, on_backend};
 use super::quota::{Quota, Quotas};
@@ -96,6 +96,11 @@ const TABLES: &[Table] = &[
         name: "neighbour_pins",
         order: "address",
         columns: &[("address", Text), ("fingerprint", Text)],
+    },
+    Table {
+        name: "disabled_users",
+        order: "phone",
+        columns: &[("phone", Text), ("disabled_at", Int)],
     },
 ];
 

@@ -18,6 +18,7 @@
 //! [`copy`] moves a whole store into an empty one (`carrier-server
 //! migrate`).
 
+pub mod admin;
 mod backend;
 mod columns;
 pub mod copy;

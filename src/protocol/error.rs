@@ -61,6 +61,8 @@ pub enum ErrorCode {
     ServerBusy,
     /// The sender's view of the recipient's devices is out of date.
     StaleDevices,
+    /// An operator has disabled this account; it cannot log in.
+    AccountDisabled,
     /// Something failed inside the server; the request may be retried.
     Internal,
 }
@@ -97,6 +99,7 @@ impl ErrorCode {
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::StaleDevices => "stale_devices",
+            ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::Internal => "internal",
         }
     }

@@ -177,7 +177,7 @@ pub enum Applied {
 }
 /// The users of the neighbourhood, keyed by phone.
 pub struct Directory {
-    users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
+    pub(super) users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
 }
 
 impl Directory {

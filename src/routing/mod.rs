@@ -14,7 +14,8 @@
 //! from neighbours), `directory` (who lives where, and flooding it),
 //! `broadcast`, `presence` (who is online, and `list`), `registry` (live
 //! sessions and the unsent bytes they may hold), `limits` (what one user may
-//! send and hold) and `neighbours` (live links and the keys pinned for them).
+//! send and hold), `neighbours` (live links and the keys pinned for them) and
+//! `operator` (what the admin commands ask of a running server).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
@@ -24,6 +25,7 @@ pub mod directory;
 mod error;
 mod limits;
 mod neighbours;
+mod operator;
 mod presence;
 mod registry;
 mod relay;

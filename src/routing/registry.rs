@@ -199,6 +199,21 @@ impl Registry {
         link.closed.cancel();
     }
 
+    /// Live sessions, all users together.
+    pub fn count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// Closes every session of `phone` (an operator removed or disabled
+    /// the user); returns how many there were.
+    pub fn close_user(&self, phone: &PhoneNumber) -> usize {
+        let links = self.lock().remove(phone).unwrap_or_default();
+        for link in &links {
+            link.closed.cancel();
+        }
+        links.len()
+    }
+
     /// The users with a live session now, sorted.
     pub fn online(&self) -> Vec<String> {
         let mut online: Vec<String> = self.lock().keys().map(|p| p.to_string()).collect();

@@ -37,7 +37,7 @@ pub use session::MAX_PENDING_PER_ADDRESS;
 pub use start::{Listeners, serve, shutdown_on_signal};
 
 /// File name of the server's long-term key inside the data directory.
-pub const KEY_FILE: &str = "server_key.pem";
+pub const KEY_FILE: &str = crypto::SERVER_KEY_FILE;
 
 /// What every connection task shares.
 pub struct ServerState {
@@ -103,6 +103,9 @@ pub struct Server {
     store: Store,
     key_created: bool,
     data_dir: PathBuf,
+    clock: Clock,
+    /// Released when the server has stopped.
+    _lock: crate::data_lock::DataDirLock,
 }
 
 /// Why the server could not start.
@@ -125,6 +128,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Locked(#[from] crate::data_lock::LockError),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database at {location}: {source}")]
@@ -154,6 +159,7 @@ impl Server {
             path: dir.clone(),
             source,
         })?;
+        let lock = crate::data_lock::DataDirLock::acquire(dir)?;
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
             .map_err(|source| StartError::DataDir {
@@ -205,6 +211,7 @@ impl Server {
                     source,
                 }
             })?;
+        let clock_for_admin = clock.clone();
         let otp = Otp::new(
             store.clone(),
             config.otp_policy,
@@ -218,6 +225,7 @@ impl Server {
             tls,
             connection_slots: Arc::new(Semaphore::new(start::connection_limit(
                 config.max_connections,
+                config.max_connections_set,
             ))),
             pending_logins: Arc::default(),
             registers,
@@ -230,6 +238,8 @@ impl Server {
             store,
             key_created,
             data_dir: dir.clone(),
+            clock: clock_for_admin,
+            _lock: lock,
         })
     }
 
@@ -246,6 +256,31 @@ impl Server {
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let Listeners { client, link } = listeners;
+        let admin_cx = crate::admin::Context {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            data_dir: self.data_dir.clone(),
+            neighbours: self.neighbours.clone(),
+            live: Some(crate::admin::Live {
+                router: self.state.router.clone(),
+                started: std::time::Instant::now(),
+            }),
+        };
+        match crate::admin::socket::bind(&self.data_dir) {
+            Ok(admin) => {
+                tracker.spawn(crate::admin::socket::serve(
+                    admin,
+                    admin_cx,
+                    shutdown.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                path = %crate::admin::socket::path(&self.data_dir).display(),
+                "the admin socket could not be opened; admin commands cannot reach this server"
+            ),
+        }
         if link.is_some() || !self.neighbours.is_empty() {
             let started = crate::link::start(
                 self.state.router.clone(),

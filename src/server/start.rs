@@ -109,11 +109,22 @@ const RESERVED_FDS: u64 = 128;
 
 /// The configured connection limit, lowered to what the process's
 /// open-file limit allows: past it, accepting would fail for everyone.
-pub(super) fn connection_limit(configured: usize) -> usize {
+/// The warning is for an operator who chose the limit; the default is
+/// lowered quietly (at `debug`).
+pub(super) fn connection_limit(configured: usize, chosen: bool) -> usize {
     let Ok((fds, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
         return configured;
     };
     let room = usize::try_from(fds.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    if configured > room && !chosen {
+        tracing::debug!(
+            default = configured,
+            open_file_limit = fds,
+            using = room,
+            "connections limited by the open-file limit (ulimit -n)"
+        );
+        return room;
+    }
     if configured > room {
         tracing::warn!(
             configured,

@@ -84,6 +84,9 @@ impl Identity {
     }
 }
 
+/// File name of the server's long-term key inside its data directory.
+pub const SERVER_KEY_FILE: &str = "server_key.pem";
+
 /// Loads the server's long-term P-256 key, or makes and saves one on first
 /// start (the `bool` says which). Like every key file, one that other users
 /// can access is refused.

@@ -6,7 +6,7 @@ use crate::auth::otp::PendingKey;
 use crate::auth::proof::{self, NONCE_LEN};
 use crate::crypto::{PublicKey, Purpose};
 use crate::domain::PhoneNumber;
-use crate::protocol::{B64, Response, UserInfo};
+use crate::protocol::{B64, ErrorCode, Response, UserInfo};
 use crate::server::ServerState;
 use crate::server::session::Session;
 
@@ -23,6 +23,12 @@ pub async fn handle(
     // Registering logs this session in: better refused before the code
     // is spent than after.
     state.router.session_room(&phone)?;
+    if state.router.is_disabled(&phone).await? {
+        return Err(ApiError::new(
+            ErrorCode::AccountDisabled,
+            format!("{phone} has been disabled by this server's operator"),
+        ));
+    }
     let (pending, key) = proven_key(state, session, nonce, &phone, signature).await?;
     let (replaced, registered_at) = state.otp.redeem(&phone, code, &pending.spki).await?;
     let fingerprint = key.fingerprint().to_hex();

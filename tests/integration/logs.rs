@@ -1,0 +1,51 @@
+//! What the server's log looks like to an operator: plain text (no colour
+//! codes) when standard error is a file, JSON lines on request, and the
+//! open-file warning only for a limit the operator chose.
+
+use crate::process::ServerFiles;
+
+const ULIMIT_WARNING: &str = "server.max_connections is above what the open-file limit";
+
+#[test]
+fn the_log_is_plain_text_and_warns_only_about_a_chosen_connection_limit() {
+    let files = ServerFiles::new();
+    let mut server = files.start_with_open_file_limit(1024);
+    assert!(server.terminate().success());
+    let log = files.log_text();
+    assert!(log.contains("server stopped"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
+    assert!(!log.contains(ULIMIT_WARNING), "{log}");
+
+    files.set_extra_config("max_connections = 20000", "");
+    let mut server = files.start_with_open_file_limit(1024);
+    assert!(server.terminate().success());
+    assert!(
+        files.log_text().contains(ULIMIT_WARNING),
+        "{}",
+        files.log_text()
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let files = ServerFiles::new();
+    files.set_extra_config("", "[log]\nformat = \"json\"\n");
+    let mut server = files.start();
+    assert!(server.terminate().success());
+    let log = files.log_text();
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert!(messages.iter().any(|m| m == "server stopped"), "{log}");
+}
