@@ -133,6 +133,7 @@ impl Registry {
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
         self.offer(&links, &bytes, Some(message.id));
+        crate::metrics::get().pushed.inc_by(links.len() as u64);
     }
 
     /// Offers a public message to every live session but its author's.

@@ -11,6 +11,7 @@
 mod connection;
 mod error;
 mod handlers;
+mod observe;
 mod session;
 mod start;
 
@@ -254,7 +255,11 @@ impl Server {
     /// closes the database.
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let Listeners { client, link } = listeners;
+        let Listeners {
+            client,
+            link,
+            metrics,
+        } = listeners;
         let admin_cx = crate::admin::Context {
             store: self.store.clone(),
             clock: self.clock.clone(),
@@ -265,6 +270,15 @@ impl Server {
                 started: std::time::Instant::now(),
             }),
         };
+        let admin_cx = Arc::new(admin_cx);
+        if let Some(metrics) = metrics {
+            tracker.spawn(observe::serve(
+                metrics,
+                admin_cx.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
         match crate::admin::socket::bind(&self.data_dir) {
             Ok(admin) => {
                 tracker.spawn(crate::admin::socket::serve(

@@ -16,6 +16,8 @@ use crate::config::ServerConfig;
 pub struct Listeners {
     pub client: TcpListener,
     pub link: Option<TcpListener>,
+    /// The HTTP endpoint for metrics and health checks, when configured.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -37,7 +39,24 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Self { client, link })
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: addr.to_string(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            client,
+            link,
+            metrics,
+        })
     }
 
     /// Where clients reach the server.
@@ -82,6 +101,10 @@ fn announce(
     println!("Listening on {client} (data in {data})");
     if let Some(link) = listeners.link_addr().map_err(unknown)? {
         println!("Listening for neighbour servers on {link}");
+    }
+    if let Some(metrics) = &listeners.metrics {
+        let addr = metrics.local_addr().map_err(unknown)?;
+        println!("Metrics on http://{addr}/metrics");
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ mod delivery;
 mod faults;
 mod full_disk;
 mod logs;
+mod metrics;
 mod neighbourhood;
 mod registration;
 mod resources;
