@@ -4,12 +4,22 @@
 
 use super::Router;
 use crate::db::DbError;
-use crate::domain::PhoneNumber;
+use crate::domain::{Fingerprint, PhoneNumber};
 
 impl Router {
     /// Live client sessions.
     pub fn session_count(&self) -> usize {
         self.registry.count()
+    }
+
+    /// Messages waiting for neighbour `peer`.
+    pub async fn outbound_waiting(&self, peer: &Fingerprint) -> Result<i64, DbError> {
+        let hex = peer.to_hex();
+        let depths = self.store.outbound_depths().await?;
+        Ok(depths
+            .iter()
+            .find(|d| d.owner == hex)
+            .map_or(0, |d| d.messages))
     }
 
     /// Live sessions of `phone`.
