@@ -2,7 +2,7 @@
 //! sessions and links are up, and removing a user from memory once the
 //! store has removed them.
 
-use super::Router;
+use super::{Limits, Router};
 use crate::db::DbError;
 use crate::domain::{Fingerprint, PhoneNumber};
 
@@ -20,6 +20,13 @@ impl Router {
             .iter()
             .find(|d| d.owner == hex)
             .map_or(0, |d| d.messages))
+    }
+
+    /// Applies reloaded limits: sessions per user and unsent bytes at once.
+    /// The send rates' buckets keep the rates they were made with.
+    pub fn apply_limits(&self, new: Limits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = new;
+        self.registry.set_limits(&new);
     }
 
     /// Live sessions of `phone`.

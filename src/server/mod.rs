@@ -12,6 +12,7 @@ mod connection;
 mod error;
 mod handlers;
 mod observe;
+mod reload;
 mod session;
 mod start;
 
@@ -34,6 +35,7 @@ use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
 use crate::routing::{Router, ServerInfo};
+pub use reload::Reload;
 pub use session::MAX_PENDING_PER_ADDRESS;
 pub use start::{Listeners, serve, shutdown_on_signal};
 

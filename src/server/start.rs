@@ -73,10 +73,26 @@ impl Listeners {
 /// Runs a server as `carrier-server` does: opens `config.data_dir`, binds
 /// the client and link ports, prints the key's fingerprint and the bound
 /// addresses on standard output, and serves until `shutdown` is cancelled
-/// (see [`shutdown_on_signal`]), then shuts down gracefully.
-pub async fn serve(config: &ServerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+/// (see [`shutdown_on_signal`]), then shuts down gracefully. With `reload`,
+/// SIGHUP reloads the configuration.
+pub async fn serve(
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+    reload: Option<super::Reload>,
+) -> Result<(), StartError> {
     let server = Server::open(config, Clock::System).await?;
     let listeners = Listeners::bind(config).await?;
+    if let Some(reload) = reload {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+        tokio::spawn(super::reload::on_hangup(
+            hangups,
+            reload,
+            config.clone(),
+            server.state.router.clone(),
+            shutdown.clone(),
+        ));
+    }
     announce(&server, &listeners, config)?;
     server.run(listeners, shutdown).await;
     Ok(())

@@ -37,6 +37,7 @@ mod logs;
 mod metrics;
 mod neighbourhood;
 mod registration;
+mod reload;
 mod resources;
 mod server_key;
 mod shutdown;
