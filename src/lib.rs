@@ -22,6 +22,7 @@
 //! - [`data_lock`]: one server per data directory.
 //! - [`telemetry`]: the log set-up every binary shares, and warnings
 //!   logged at most once per interval.
+//! - [`metrics`]: the process's Prometheus counters, gauges and histograms.
 //! - [`listen`]: accepting TCP connections so that none waits unseen in
 //!   the backlog, even out of file descriptors.
 //! - [`crypto`]: identity keys, PEM files, envelope seal and open, login
@@ -78,6 +79,7 @@ pub mod db;
 pub mod domain;
 pub mod link;
 pub mod listen;
+pub mod metrics;
 pub mod private_files;
 pub mod protocol;
 pub mod rate;

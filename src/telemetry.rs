@@ -25,20 +25,38 @@ pub enum LogFormat {
 /// `"warn"` for the command-line client). A second call keeps the first
 /// set-up.
 pub fn init(default_filter: &str) {
-    init_with(default_filter, LogFormat::Text);
+    let _ = init_with(default_filter, LogFormat::Text);
 }
 
-/// [`init`] in the given format.
-pub fn init_with(default_filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_filter.into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(colour()).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+/// [`init`] in the given format. Returns the handle that changes the
+/// filter later (a configuration reload), unless `RUST_LOG` chose it.
+pub fn init_with(default_filter: &str, format: LogFormat) -> Option<LogFilter> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let chosen_by_env = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| default_filter.into());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Text => registry.with(lines.with_ansi(colour())).try_init(),
+        LogFormat::Json => registry.with(lines.json()).try_init(),
     };
+    (installed.is_ok() && !chosen_by_env).then_some(LogFilter(handle))
+}
+
+/// Changes the log filter of a running process.
+pub struct LogFilter(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl LogFilter {
+    /// Replaces the filter with `filter` (a `RUST_LOG`-style string).
+    pub fn set(&self, filter: &str) -> Result<(), String> {
+        let parsed = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+        self.0.reload(parsed).map_err(|e| e.to_string())
+    }
 }
 
 /// Colour codes only for a person at a terminal who has not asked for none

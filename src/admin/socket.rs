@@ -49,11 +49,10 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
 /// Answers admin requests until `shutdown`, then removes the socket.
 pub async fn serve(
     listener: UnixListener,
-    cx: Context,
+    cx: std::sync::Arc<Context>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let cx = std::sync::Arc::new(cx);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -329,7 +329,7 @@ pub fn serve_in_process(config_path: &Path) -> Result<()> {
     crate::telemetry::init("info");
     let config = ServerConfig::load(config_path)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        crate::server::serve(&config, crate::server::shutdown_on_signal()).await?;
+        crate::server::serve(&config, crate::server::shutdown_on_signal(), None).await?;
         Ok(())
     })
 }

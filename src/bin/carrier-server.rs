@@ -48,9 +48,13 @@ async fn main() -> anyhow::Result<()> {
             migrate(&from, &to).await
         }
         None => {
-            let config = ServerConfig::from_flags(args.flags)?;
-            telemetry::init_with(&config.log.filter, config.log.format);
-            server::serve(&config, server::shutdown_on_signal()).await?;
+            let config = ServerConfig::from_flags(args.flags.clone())?;
+            let log = telemetry::init_with(&config.log.filter, config.log.format);
+            let reload = server::Reload {
+                flags: args.flags,
+                log,
+            };
+            server::serve(&config, server::shutdown_on_signal(), Some(reload)).await?;
             Ok(())
         }
     }

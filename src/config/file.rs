@@ -30,6 +30,15 @@ pub(super) struct FileConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct MetricsSection {
+    /// `host:port` of the HTTP endpoint; none serves no metrics.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

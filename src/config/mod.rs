@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// clash with the open-file limit worth a warning).
     pub max_connections_set: bool,
     pub log: LogConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub otp_policy: OtpPolicy,
     /// `register` requests one address (an IPv6 /64) may make.
     pub register_per_address: Rate,

@@ -105,6 +105,18 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         max_connections,
         max_connections_set: f.server.max_connections.is_some(),
         log: log(f.log)?,
+        metrics_listen: f
+            .metrics
+            .listen
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    (
+                        "metrics.listen",
+                        format!("'{a}' is not an address such as 127.0.0.1:9464"),
+                    )
+                })
+            })
+            .transpose()?,
         register_per_address: Rate::per_minute(
             f.otp.register_per_address_per_minute,
             f.otp.register_burst_per_address,

@@ -177,6 +177,25 @@ impl Store {
         Ok(self.wrote(done)? > 0)
     }
 
+    /// Whether the database takes a write transaction now (`/readyz`).
+    pub async fn probe_write(&self) -> Result<(), DbError> {
+        let mut pooled = self.pool.acquire().await?;
+        let mut tx = pooled.conn();
+        let work = match tx.begin().await {
+            Ok(()) => on_backend!(tx.reborrow(), c => sqlx::query(
+                "DELETE FROM disabled_users WHERE phone = ''",
+            )
+            .execute(c)
+            .await
+            .map(drop))
+            .map_err(DbError::from),
+            Err(e) => Err(e),
+        };
+        let (probed, fit) = tx.end(work).await;
+        pooled.release(fit);
+        self.wrote(probed)
+    }
+
     /// Writes a consistent copy of an SQLite database to `to` while it is
     /// in use (`VACUUM INTO`). Returns `false` on PostgreSQL, which is
     /// backed up with its own tools.

@@ -1,10 +1,12 @@
 //! Neighbour links: the listener for servers that reach us, one dialer per
 //! configured neighbour, and the session that runs on each established link
 //! (whichever side opened it). Links are mutual TLS 1.3; each server presents
-//! its long-term key and pins the other's.
+//! its long-term key and pins the other's. A neighbour that stays
+//! unreachable is reported at a falling rate (`unreachable`).
 
 mod dial;
 mod session;
+mod unreachable;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

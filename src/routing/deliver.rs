@@ -182,7 +182,10 @@ impl Router {
         }
         let queue = QueueRef::Recipient(session.phone().clone());
         match self.store.delete(queue, owned.clone()).await {
-            Ok(deleted) => Ok(deleted),
+            Ok(deleted) => {
+                crate::metrics::get().delivered.inc_by(deleted);
+                Ok(deleted)
+            }
             Err(e) => {
                 // Nothing was deleted: the client may acknowledge these again.
                 session.give(owned);
@@ -228,7 +231,10 @@ pub(super) async fn sweep_expired(router: Weak<Router>) {
             };
             match router.store.sweep(router.clock.now_ms()).await {
                 Ok(0) => break,
-                Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
+                Ok(n) => {
+                    crate::metrics::get().expired.inc_by(n);
+                    tracing::info!(expired = n, "expired messages deleted");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry sweep failed");
                     break;

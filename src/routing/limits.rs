@@ -73,8 +73,8 @@ pub(super) fn sender_buckets(limits: &Limits, clock: crate::clock::Clock) -> Sen
 
 impl Router {
     /// The limits this router applies.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts one message of `bytes` against `sender`'s rate, or refuses it
@@ -87,7 +87,7 @@ impl Router {
         self.senders
             .take(sender, [1, bytes as u64])
             .map_err(|retry_after_ms| RouteError::RateLimited {
-                limits: self.limits,
+                limits: self.limits(),
                 retry_after_ms,
             })
     }

@@ -72,7 +72,9 @@ pub struct Router {
     me: ServerInfo,
     clock: Clock,
     message_ttl_ms: i64,
-    limits: Limits,
+    /// Replaced on a configuration reload; a std lock, never held across
+    /// an await.
+    limits: std::sync::RwLock<Limits>,
     senders: limits::SenderBuckets,
     presence_changed: Arc<Notify>,
     /// Last sequence number of our own presence reports.
@@ -101,7 +103,7 @@ impl Router {
             senders: limits::sender_buckets(&limits, clock.clone()),
             clock,
             message_ttl_ms,
-            limits,
+            limits: std::sync::RwLock::new(limits),
             presence_changed: Arc::new(Notify::new()),
             presence_seq: AtomicU64::new(0),
         });

@@ -2,14 +2,31 @@
 //! sessions and links are up, and removing a user from memory once the
 //! store has removed them.
 
-use super::Router;
+use super::{Limits, Router};
 use crate::db::DbError;
-use crate::domain::PhoneNumber;
+use crate::domain::{Fingerprint, PhoneNumber};
 
 impl Router {
     /// Live client sessions.
     pub fn session_count(&self) -> usize {
         self.registry.count()
+    }
+
+    /// Messages waiting for neighbour `peer`.
+    pub async fn outbound_waiting(&self, peer: &Fingerprint) -> Result<i64, DbError> {
+        let hex = peer.to_hex();
+        let depths = self.store.outbound_depths().await?;
+        Ok(depths
+            .iter()
+            .find(|d| d.owner == hex)
+            .map_or(0, |d| d.messages))
+    }
+
+    /// Applies reloaded limits: sessions per user and unsent bytes at once.
+    /// The send rates' buckets keep the rates they were made with.
+    pub fn apply_limits(&self, new: Limits) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = new;
+        self.registry.set_limits(&new);
     }
 
     /// Live sessions of `phone`.

@@ -29,7 +29,7 @@ impl Router {
         phone: PhoneNumber,
         outbox: Outbox,
     ) -> Result<SessionLink, RouteError> {
-        let max = self.limits.sessions_per_user;
+        let max = self.limits().sessions_per_user;
         let link = self
             .registry
             .join(phone.clone(), outbox)
@@ -40,7 +40,7 @@ impl Router {
 
     /// Whether `phone` may log in one more session now.
     pub fn session_room(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
-        let max = self.limits.sessions_per_user;
+        let max = self.limits().sessions_per_user;
         if self.registry.sessions_of(phone) < max {
             return Ok(());
         }

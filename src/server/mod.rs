@@ -11,6 +11,8 @@
 mod connection;
 mod error;
 mod handlers;
+mod observe;
+mod reload;
 mod session;
 mod start;
 
@@ -33,6 +35,7 @@ use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
 use crate::routing::{Router, ServerInfo};
+pub use reload::Reload;
 pub use session::MAX_PENDING_PER_ADDRESS;
 pub use start::{Listeners, serve, shutdown_on_signal};
 
@@ -255,7 +258,11 @@ impl Server {
     /// closes the database.
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let Listeners { client, link } = listeners;
+        let Listeners {
+            client,
+            link,
+            metrics,
+        } = listeners;
         let admin_cx = crate::admin::Context {
             store: self.store.clone(),
             clock: self.clock.clone(),
@@ -266,6 +273,15 @@ impl Server {
                 started: std::time::Instant::now(),
             }),
         };
+        let admin_cx = Arc::new(admin_cx);
+        if let Some(metrics) = metrics {
+            tracker.spawn(observe::serve(
+                metrics,
+                admin_cx.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
         match crate::admin::socket::bind(&self.data_dir) {
             Ok(admin) => {
                 tracker.spawn(crate::admin::socket::serve(

@@ -170,11 +170,22 @@ impl ServerFiles {
                 .unwrap_or_else(|| panic!("no link address but {line:?}"));
             addr.trim().parse().expect("a link address")
         });
+        let serves_metrics = std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .contains("[metrics]");
+        let metrics_addr = serves_metrics.then(|| {
+            let line = next_line();
+            line.strip_prefix("Metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("no metrics address but {line:?}"))
+                .to_owned()
+        });
         let fingerprint = fingerprint.expect("the fingerprint is printed before the address");
         ServerProcess {
             child: Some(child),
             addr,
             link_addr,
+            metrics_addr,
             fingerprint,
             otp_file: self.otp_file.clone(),
             _lines: lines,
@@ -192,6 +203,8 @@ pub struct ServerProcess {
     pub addr: String,
     /// Where neighbour servers reach it, when its config has a link port.
     pub link_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served, when its config has `[metrics]`.
+    pub metrics_addr: Option<String>,
     pub fingerprint: Fingerprint,
     otp_file: PathBuf,
     /// Keeps the drain of standard output going.
