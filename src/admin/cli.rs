@@ -9,7 +9,6 @@ use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::data_lock::{DataDirLock, LockError};
 use crate::db::Store;
-use crate::db::quota::Quotas;
 
 /// `carrier-server admin` and its flags.
 #[derive(Debug, clap::Args)]
@@ -128,11 +127,7 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         Err(LockError::Held { .. }) => return socket::call(dir, &request).await,
         Err(e) => return Err(AdminError::Io(e.to_string())),
     };
-    let quotas = Quotas {
-        per_recipient: config.quota,
-        per_neighbour: config.neighbour_quota,
-    };
-    let (store, _committed) = Store::open(&config.database_location(), quotas).await?;
+    let (store, _committed) = Store::open(&config.database_location(), config.quotas()).await?;
     let cx = Context {
         store: store.clone(),
         clock: Clock::System,

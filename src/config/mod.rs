@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
 use crate::db::Location;
-use crate::db::quota::Quota;
+use crate::db::quota::{Quota, Quotas};
 use crate::domain::Fingerprint;
 use crate::rate::Rate;
 use crate::routing::Limits;
@@ -112,6 +112,15 @@ impl ServerConfig {
         match &self.database {
             Some(location) => location.clone(),
             None => Location::in_data_dir(&self.data_dir),
+        }
+    }
+
+    /// The queue limits the store enforces.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            per_recipient: self.quota,
+            per_sender: self.sender_quota,
+            per_neighbour: self.neighbour_quota,
         }
     }
 

@@ -30,7 +30,6 @@ use crate::config::{NeighbourConfig, ServerConfig};
 use crate::crypto::{self, Identity};
 use crate::db;
 use crate::db::Store;
-use crate::db::quota::Quotas;
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
@@ -189,12 +188,9 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
         };
-        let quotas = Quotas {
-            per_recipient: config.quota,
-            per_sender: config.sender_quota,
-            per_neighbour: config.neighbour_quota,
-        };
-        let (store, committed) = Store::open(&location, quotas).await.map_err(db_err)?;
+        let (store, committed) = Store::open(&location, config.quotas())
+            .await
+            .map_err(db_err)?;
         let router = Router::start(
             store.clone(),
             committed,
