@@ -24,6 +24,16 @@ pub struct Quotas {
     pub per_neighbour: Quota,
 }
 
+/// Past this share of a quota a queue is worth a warning (once, on the
+/// way up).
+const NEAR_FULL_PERCENT: u64 = 90;
+
+fn near_full(usage: &Usage, quota: &Quota) -> bool {
+    let near =
+        |used: u64, max: u64| used.saturating_mul(100) >= max.saturating_mul(NEAR_FULL_PERCENT);
+    near(usage.count, quota.max_messages) || near(usage.bytes, quota.max_bytes)
+}
+
 /// What one queue holds.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Usage {
@@ -71,8 +81,19 @@ impl Ledger {
         if usage.count + 1 > quota.max_messages || usage.bytes + size > quota.max_bytes {
             return Ok(false);
         }
+        let was_near = near_full(usage, &quota);
         usage.count += 1;
         usage.bytes += size;
+        if !was_near && near_full(usage, &quota) {
+            tracing::warn!(
+                queue = %queue,
+                messages = usage.count,
+                bytes = usage.bytes,
+                max_messages = quota.max_messages,
+                max_bytes = quota.max_bytes,
+                "a queue is nearly full; once full, sends to it are refused with quota_exceeded"
+            );
+        }
         Ok(true)
     }
 
