@@ -80,3 +80,28 @@ async fn a_queue_nearly_full_is_logged_once_on_the_way_up() {
         files.log_text()
     );
 }
+
+#[test]
+fn a_refused_link_is_not_logged_as_up_and_the_dialer_is_told() {
+    use std::time::{Duration, Instant};
+
+    use crate::common::PATIENCE;
+    const TOLD: &str = "the neighbour closed the link without accepting it";
+    let mut refusing = ServerFiles::new();
+    refusing.set_links(0, &[]);
+    let refuser = refusing.start();
+    let mut dialing = ServerFiles::new();
+    dialing.set_links(0, &[(refuser.link_addr.expect("a link port"), None)]);
+    let _dialer = dialing.start();
+    let deadline = Instant::now() + PATIENCE;
+    while !dialing.log_text().contains(TOLD) {
+        assert!(Instant::now() < deadline, "{}", dialing.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refusing.log_text().contains("refused a server link"));
+    assert!(
+        !dialing.log_text().contains("link up"),
+        "{}",
+        dialing.log_text()
+    );
+}
