@@ -44,6 +44,7 @@ pub struct Metrics {
     pub relayed_in: Counter,
     pub relayed_out: Counter,
     pub send_commit_seconds: Histogram,
+    pub commit_batch: Histogram,
     pub sessions: Gauge,
     pub queue_messages: Gauge,
     pub queue_bytes: Gauge,
@@ -72,6 +73,8 @@ impl Metrics {
             relayed_out: Counter::default(),
             // 100 µs to about 6.5 s.
             send_commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            // 1 to 4096 operations.
+            commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             sessions: Gauge::default(),
             queue_messages: Gauge::default(),
             queue_bytes: Gauge::default(),
@@ -120,6 +123,11 @@ impl Metrics {
             "send_commit_seconds",
             "From a send request to its commit (the sender's answer)",
             m.send_commit_seconds.clone(),
+        );
+        r.register(
+            "commit_batch_operations",
+            "Queue operations committed per transaction (group commit)",
+            m.commit_batch.clone(),
         );
         r.register("sessions", "Logged-in client sessions", m.sessions.clone());
         r.register(

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use super::backend::{Backend, Conn, on_backend};
+use super::queue::QueueRef;
 use super::{DbError, Millis, Store};
-use crate::domain::PhoneNumber;
+use crate::domain::{MessageId, PhoneNumber};
 
 /// Messages waiting in one queue (a recipient's, or a neighbour's).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -86,9 +87,11 @@ impl Store {
         Ok(self.wrote(done)? > 0)
     }
 
-    /// Removes the user, their queue, pending code, counters and their own
-    /// directory entry, in one transaction. Returns whether they existed.
+    /// Removes the user, their queue (through the queue writer), then their
+    /// pending code, counters and their own directory entry in one
+    /// transaction. Returns whether they existed.
     pub async fn delete_user(&self, phone: &PhoneNumber) -> Result<bool, DbError> {
+        self.purge_queue(phone).await?;
         let mut pooled = self.pool.acquire().await?;
         let mut tx = pooled.conn();
         let work = match tx.begin().await {
@@ -144,16 +147,31 @@ impl Store {
         self.read(rows)
     }
 
-    /// Deletes every message waiting for `phone`; returns how many.
+    /// Deletes every message waiting for `phone`; returns how many. The
+    /// deletes go through the queue writer, whose quota counts stay true.
     pub async fn purge_queue(&self, phone: &PhoneNumber) -> Result<u64, DbError> {
-        let done = on_backend!(&self.pool, p => sqlx::query(
-            "DELETE FROM message_queue WHERE recipient = $1",
-        )
-        .bind(phone)
-        .execute(p)
-        .await
-        .map(|d| d.rows_affected()));
-        self.wrote(done)
+        let mut purged = 0;
+        loop {
+            let ids: Result<Vec<Vec<u8>>, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
+                "SELECT id FROM message_queue WHERE recipient = $1 ORDER BY seq LIMIT 500",
+            )
+            .bind(phone)
+            .fetch_all(p)
+            .await);
+            let ids: Vec<MessageId> = self
+                .read(ids)?
+                .iter()
+                .filter_map(|id| MessageId::from_slice(id))
+                .collect();
+            if ids.is_empty() {
+                return Ok(purged);
+            }
+            let deleted = self.delete(QueueRef::Recipient(phone.clone()), ids).await?;
+            if deleted == 0 {
+                return Ok(purged);
+            }
+            purged += deleted;
+        }
     }
 
     pub async fn pins(&self) -> Result<Vec<Pin>, DbError> {

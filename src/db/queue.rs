@@ -36,6 +36,16 @@ pub(super) enum QueueKey<'a> {
     Neighbour(Fingerprint),
 }
 
+/// A queue as logged: the recipient, or `neighbour <fingerprint>`.
+impl std::fmt::Display for QueueKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueKey::Recipient(phone) => write!(f, "{phone}"),
+            QueueKey::Neighbour(fp) => write!(f, "neighbour {fp}"),
+        }
+    }
+}
+
 impl QueueKey<'_> {
     pub(super) fn table(self) -> Table {
         match self {

@@ -40,6 +40,16 @@ pub(super) enum Full {
     SenderShare,
 }
 
+/// Past this share of a quota a queue is worth a warning (once, on the
+/// way up).
+const NEAR_FULL_PERCENT: u64 = 90;
+
+fn near_full(usage: &Usage, quota: &Quota) -> bool {
+    let near =
+        |used: u64, max: u64| used.saturating_mul(100) >= max.saturating_mul(NEAR_FULL_PERCENT);
+    near(usage.count, quota.max_messages) || near(usage.bytes, quota.max_bytes)
+}
+
 /// What one queue holds.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Usage {
@@ -109,7 +119,19 @@ impl Ledger {
             }
             share.add(size);
         }
-        self.queue_usage(conn, queue).await?.add(size);
+        let usage = self.queue_usage(conn, queue).await?;
+        let was_near = near_full(usage, &quota);
+        usage.add(size);
+        if !was_near && near_full(usage, &quota) {
+            tracing::warn!(
+                queue = %queue,
+                messages = usage.count,
+                bytes = usage.bytes,
+                max_messages = quota.max_messages,
+                max_bytes = quota.max_bytes,
+                "a queue is nearly full; once full, sends to it are refused with quota_exceeded"
+            );
+        }
         Ok(Ok(()))
     }
 

@@ -9,6 +9,7 @@
 //! addresses and to stop the server and wait for it.
 
 mod connection;
+mod disk;
 mod error;
 mod handlers;
 mod observe;
@@ -270,6 +271,7 @@ impl Server {
             }),
         };
         let admin_cx = Arc::new(admin_cx);
+        tracker.spawn(disk::watch(self.data_dir.clone(), shutdown.clone()));
         if let Some(metrics) = metrics {
             tracker.spawn(observe::serve(
                 metrics,

@@ -105,6 +105,9 @@ async fn admin_commands_on_a_running_and_a_stopped_server() {
             .expect("enabled again, bob logs in"),
     );
 
+    let out = ok(&files, &["queue", "purge", BOB]);
+    assert_eq!(out.trim(), "Purged 1 messages waiting for +12025550102");
+    assert_eq!(json(&files, &["queue", "stats"]), serde_json::json!([]));
     let out = ok(&files, &["users", "delete", BOB]);
     assert!(out.contains("Deleted +12025550102"), "{out}");
     let err = bob

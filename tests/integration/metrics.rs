@@ -88,4 +88,15 @@ async fn metrics_move_with_traffic_and_health_answers() {
         }
         other => panic!("not a histogram: {other:?}"),
     }
+    let batches = after
+        .samples
+        .iter()
+        .find(|x| x.metric == "carrier_commit_batch_operations")
+        .expect("the commit batch histogram");
+    match &batches.value {
+        Value::Histogram(buckets) => {
+            assert!(buckets.last().expect("buckets").count >= 1.0, "{buckets:?}")
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
 }
