@@ -19,8 +19,10 @@
 //! - [`clock`]: time as the rules see it, so tests move it instead of sleeping.
 //! - [`rate`]: token buckets keyed by whoever is limited.
 //! - [`private_files`]: files and directories only their owner may read.
+//! - [`data_lock`]: one server per data directory.
 //! - [`telemetry`]: the log set-up every binary shares, and warnings
 //!   logged at most once per interval.
+//! - [`metrics`]: the process's Prometheus counters, gauges and histograms.
 //! - [`listen`]: accepting TCP connections so that none waits unseen in
 //!   the backlog, even out of file descriptors.
 //! - [`crypto`]: identity keys, PEM files, envelope seal and open, login
@@ -40,6 +42,8 @@
 //!   prekeys and per-device queues.
 //! - [`config`]: the server's typed configuration, from a file and flags.
 //! - [`link`]: neighbour links: listener, dialers with backoff, link sessions.
+//! - [`admin`]: the operator's commands (`carrier-server admin`), on a
+//!   running server's admin socket or a stopped server's store.
 //! - [`server`]: start-up (`server::serve`), accept loop, one task per
 //!   connection, one handler per request.
 //! - [`client`]: the library behind the `carrier` command.
@@ -64,16 +68,19 @@
 //!   its arm in the dispatching `match`, and the client call.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod data_lock;
 pub mod db;
 pub mod domain;
 pub mod link;
 pub mod listen;
+pub mod metrics;
 pub mod private_files;
 pub mod protocol;
 pub mod rate;

@@ -3,6 +3,14 @@
 //! expiry). Counters live in the database so a restart resets nothing; a
 //! new code never resets the count of wrong tries.
 //!
+//! Codes, tries and code counts belong to a (phone, key) pair: anyone may
+//! ask for a code for any phone, so a stranger's `register` must neither
+//! replace the code pending for the owner's key nor spend its tries (which
+//! would lock the owner out). A stranger who guesses gains nothing from
+//! the owner's code either: a code registers only the key it was issued
+//! for. What bounds how many keys one client can try is the rate of
+//! `register` per address, checked before anything else.
+//!
 //! Codes are stored as HMAC-SHA256 under the server's [`CodeKey`], not as
 //! argon2 hashes: a code is useless without the private key of the key it
 //! registers (`verify` must prove it), so a slow hash protected nothing
@@ -20,6 +28,12 @@ use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{ErrorCode, KeyType};
 
+/// How many keys' worth of codes one phone may be sent per window: a
+/// bound on the codes a stranger can make someone's phone receive, and on
+/// the guesses it can make at codes for that phone, whatever the number of
+/// its addresses. Codes already pending stay valid when it is reached.
+const KEYS_PER_PHONE: i64 = 4;
+
 /// Limits applied to one-time codes.
 #[derive(Debug, Clone, Copy)]
 pub struct OtpPolicy {
@@ -28,7 +42,8 @@ pub struct OtpPolicy {
     /// Wrong tries allowed before the code (and new ones, until the window
     /// ends) are dead.
     pub max_tries: u32,
-    /// Codes a phone may be sent per window.
+    /// Codes a phone may be sent per window for one key (and
+    /// [`KEYS_PER_PHONE`] times as many for all its keys).
     pub max_codes: u32,
     /// The rate-limit window.
     pub window_ms: i64,
@@ -130,12 +145,28 @@ impl Otp {
             window_ms: self.policy.window_ms,
             max_codes: i64::from(self.policy.max_codes),
             max_tries: i64::from(self.policy.max_tries),
+            max_codes_per_phone: i64::from(self.policy.max_codes) * KEYS_PER_PHONE,
         }
     }
 
     /// Seconds until the window that `limits` count in ends.
     fn retry_in_s(&self, limits: &Limits, now: i64) -> i64 {
         (limits.window_start + self.policy.window_ms - now).max(0) / 1000 + 1
+    }
+
+    /// Why a pair with these counters gets no new code now, if it does not.
+    fn refusal(&self, limits: &Limits, now: i64) -> Option<OtpError> {
+        if now - limits.window_start >= self.policy.window_ms {
+            return None;
+        }
+        let retry_in_s = self.retry_in_s(limits, now);
+        if limits.wrong_tries >= i64::from(self.policy.max_tries) {
+            Some(OtpError::Dead { retry_in_s })
+        } else if limits.codes_issued >= i64::from(self.policy.max_codes) {
+            Some(OtpError::RateLimited { retry_in_s })
+        } else {
+            None
+        }
     }
 
     /// Makes a code for `phone` bound to the key it will register, stores its
@@ -147,6 +178,13 @@ impl Otp {
         spki: &[u8],
     ) -> Result<i64, OtpError> {
         let now = self.clock.now_ms();
+        // Refused before any work; the statement that stores the code checks
+        // the limits again, atomically, for requests racing this one.
+        if let Some(limits) = self.store.otp_limits(phone, spki).await?
+            && let Some(refused) = self.refusal(&limits, now)
+        {
+            return Err(refused);
+        }
         let code = random_code();
         let hash = self.key.hash(phone, spki, &code);
         let pending = PendingCode {
@@ -158,12 +196,9 @@ impl Otp {
             expires_at: now + self.policy.ttl_ms,
         };
         if let Err(limits) = self.store.otp_issue(&pending, self.limits(now)).await? {
-            let retry_in_s = self.retry_in_s(&limits, now);
-            return Err(if limits.wrong_tries >= i64::from(self.policy.max_tries) {
-                OtpError::Dead { retry_in_s }
-            } else {
-                OtpError::RateLimited { retry_in_s }
-            });
+            return Err(self.refusal(&limits, now).unwrap_or(OtpError::RateLimited {
+                retry_in_s: self.retry_in_s(&limits, now),
+            }));
         }
         self.sink
             .deliver(phone, &code)
@@ -173,22 +208,22 @@ impl Otp {
         Ok(self.policy.ttl_ms)
     }
 
-    /// The key the pending code for `phone` would register, so the caller can
-    /// check the proof of possession before a try is spent.
-    pub async fn pending_key(&self, phone: &PhoneNumber) -> Result<PendingKey, OtpError> {
-        let pending = self
-            .store
-            .otp_pending(phone)
-            .await?
-            .ok_or(OtpError::NoPendingCode)?;
-        to_pending_key(&pending)
+    /// The keys the codes pending for `phone` would register, newest first,
+    /// so the caller can find the one whose possession a proof shows before
+    /// a try is spent.
+    pub async fn pending_keys(&self, phone: &PhoneNumber) -> Result<Vec<PendingKey>, OtpError> {
+        let pending = self.store.otp_pending(phone).await?;
+        if pending.is_empty() {
+            return Err(OtpError::NoPendingCode);
+        }
+        pending.iter().map(to_pending_key).collect()
     }
 
     /// Checks `code`; on success registers the pending key for `phone`
     /// (replacing an older key) and returns whether a key was replaced and
     /// the registration time recorded.
-    /// `expected_spki` is the key whose possession the caller verified: if a
-    /// newer registration replaced it meanwhile, nothing is consumed.
+    /// `expected_spki` is the key whose possession the caller verified; its
+    /// own code and tries are the ones used.
     ///
     /// A try is spent before the code is compared, in one statement that
     /// also checks that one is left: parallel guesses (on this server or
@@ -204,7 +239,7 @@ impl Otp {
         }
         let now = self.clock.now_ms();
         let limits = self.limits(now);
-        if let Some(l) = self.store.otp_limits(phone).await?
+        if let Some(l) = self.store.otp_limits(phone, expected_spki).await?
             && now - l.window_start < self.policy.window_ms
             && l.wrong_tries >= limits.max_tries
         {
@@ -213,16 +248,17 @@ impl Otp {
         }
         let pending = self
             .store
-            .otp_pending(phone)
+            .otp_pending_for(phone, expected_spki)
             .await?
             .ok_or(OtpError::NoPendingCode)?;
-        if pending.public_key != expected_spki {
-            return Err(OtpError::NoPendingCode);
-        }
         if now >= pending.expires_at {
             return Err(OtpError::Expired);
         }
-        let Some(spent) = self.store.otp_take_try(phone, limits).await? else {
+        let Some(spent) = self
+            .store
+            .otp_take_try(phone, expected_spki, limits)
+            .await?
+        else {
             let retry_in_s = self.policy.window_ms / 1000 + 1;
             return Err(OtpError::Dead { retry_in_s });
         };

@@ -58,18 +58,32 @@ pub async fn check(
     key: PublicKey,
     signature: Vec<u8>,
 ) -> Result<(), ProofRefused> {
+    find(purpose, exporter, nonce, phone, vec![key], signature)
+        .await
+        .map(drop)
+}
+
+/// Which of `keys` (the first, if several) `signature` proves possession
+/// of, for this purpose, connection and nonce; checked as [`check`] does.
+pub async fn find(
+    purpose: Purpose,
+    exporter: [u8; 32],
+    nonce: [u8; NONCE_LEN],
+    phone: &PhoneNumber,
+    keys: Vec<PublicKey>,
+    signature: Vec<u8>,
+) -> Result<usize, ProofRefused> {
     let phone_owned = phone.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        verify(purpose, &exporter, &nonce, &phone_owned, &key, &signature)
+    let found = tokio::task::spawn_blocking(move || {
+        keys.iter()
+            .position(|key| verify(purpose, &exporter, &nonce, &phone_owned, key, &signature))
     })
     .await
-    .unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
+    .unwrap_or(None);
+    found.ok_or_else(|| {
         tracing::info!(%phone, "proof of key possession refused");
-        Err(ProofRefused)
-    }
+        ProofRefused
+    })
 }
 
 /// Checks that `signature`, by a listed device's key, proves possession of

@@ -106,7 +106,8 @@ impl ServerSpec {
              [server]\nhost = \"127.0.0.1\"\nport = {port}\ndata_dir = \"data\"\nmax_connections = {}\n\n\
              [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\
              register_per_address_per_minute = 1000000000\nregister_burst_per_address = 1000000000\n\n\
-             [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n\n\
+             [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n\
+             max_messages_per_sender = 100000000\nmax_bytes_per_sender = 1099511627776\n\n\
              {UNLIMITED}",
             self.max_connections.max(1)
         );
@@ -334,7 +335,7 @@ pub fn serve_in_process(config_path: &Path) -> Result<()> {
     crate::telemetry::init("info");
     let config = ServerConfig::load(config_path)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        crate::server::serve(&config, crate::server::shutdown_on_signal()).await?;
+        crate::server::serve(&config, crate::server::shutdown_on_signal(), None).await?;
         Ok(())
     })
 }

@@ -1,6 +1,7 @@
 //! `carrier-server`: parse flags, load the configuration, start tracing, run
 //! (or, with `migrate`, copy a server's database into a new one).
 
+use carrier::admin::cli::AdminArgs;
 use carrier::config::{Flags, ServerConfig};
 use carrier::db::{self, Location};
 use carrier::{server, telemetry};
@@ -29,20 +30,50 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Look after a server, running or stopped: users, codes, queues,
+    /// links, pins, backups, configuration checks.
+    Admin(AdminArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("info");
     let args = Args::parse();
     match args.command {
-        Some(Command::Migrate { from, to }) => migrate(&from, &to).await,
+        Some(Command::Admin(admin)) => {
+            telemetry::init("warn");
+            admin_main(args.flags, admin).await
+        }
+        Some(Command::Migrate { from, to }) => {
+            telemetry::init(telemetry::SERVER_FILTER);
+            migrate(&from, &to).await
+        }
         None => {
-            let config = ServerConfig::from_flags(args.flags)?;
-            server::serve(&config, server::shutdown_on_signal()).await?;
+            let config = ServerConfig::from_flags(args.flags.clone())?;
+            let log = telemetry::init_with(&config.log.filter, config.log.format);
+            let reload = server::Reload {
+                flags: args.flags,
+                log,
+            };
+            server::serve(&config, server::shutdown_on_signal(), Some(reload)).await?;
             Ok(())
         }
     }
+}
+
+/// An admin command: its answer on standard output, or one line on
+/// standard error and exit code 1.
+async fn admin_main(flags: Flags, admin: AdminArgs) -> anyhow::Result<()> {
+    let outcome = match ServerConfig::from_flags(flags) {
+        Ok(config) => carrier::admin::cli::run(&config, admin)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(line) = outcome {
+        eprintln!("carrier-server admin: {line}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {

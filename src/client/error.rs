@@ -176,7 +176,8 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::StaleDevices
         | ErrorCode::StaleList
         | ErrorCode::TooManyDevices
-        | ErrorCode::BadPrekey => Exit::Refused,
+        | ErrorCode::BadPrekey
+        | ErrorCode::AccountDisabled => Exit::Refused,
         ErrorCode::UnknownDevice | ErrorCode::NoLink => Exit::NotFound,
         ErrorCode::ShuttingDown
         | ErrorCode::TooManyInFlight

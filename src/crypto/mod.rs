@@ -17,7 +17,7 @@ pub mod v2;
 mod vectors;
 
 pub use envelope::{Opened, Outgoing, open, seal};
-pub use keys::{Identity, PublicKey, load_or_create_server_key};
+pub use keys::{Identity, PublicKey, SERVER_KEY_FILE, load_or_create_server_key};
 pub use transcript::{Purpose, auth_transcript, sign_proof};
 
 use crate::protocol::envelope::EnvelopeError;

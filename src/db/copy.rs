@@ -1,7 +1,7 @@
 //! Copying a server's whole state from one store to another (SQLite to
 //! PostgreSQL, typically): users, pending codes and their limits, queues,
-//! outbound queues, relayed ids, the directory, neighbour pins, and
-//! devices with their lists and prekeys. The target must be empty;
+//! outbound queues, relayed ids, the directory, neighbour pins, disabled
+//! users, and devices with their lists and prekeys. The target must be empty;
 //! everything is written in one transaction, so a failed copy leaves it
 //! empty; the counts are compared table by table before it commits.
 
@@ -25,7 +25,7 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "otp_codes",
-        order: "phone",
+        order: "phone, public_key",
         columns: &[
             ("phone", Text),
             ("code_hash", Text),
@@ -37,9 +37,10 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "otp_limits",
-        order: "phone",
+        order: "phone, public_key",
         columns: &[
             ("phone", Text),
+            ("public_key", Bytes),
             ("window_start", Int),
             ("codes_issued", Int),
             ("wrong_tries", Int),
@@ -131,6 +132,11 @@ const TABLES: &[Table] = &[
             ("stored_at", Int),
         ],
     },
+    Table {
+        name: "disabled_users",
+        order: "phone",
+        columns: &[("phone", Text), ("disabled_at", Int)],
+    },
 ];
 
 /// Rows read and written per statement.
@@ -201,6 +207,7 @@ pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError
     };
     let quotas = Quotas {
         per_recipient: unbounded,
+        per_sender: unbounded,
         per_neighbour: unbounded,
     };
     let (source, _) = Store::open(from, quotas).await?;

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use super::backend::Conn;
 use super::outbound::{self, NewOutbound};
 use super::queue::{self, NewMessage, QueueKey};
-use super::quota::Ledger;
+use super::quota::{Full, Ledger};
 use super::{DbError, Millis};
 use crate::domain::{MessageId, PhoneNumber};
 
@@ -104,6 +104,18 @@ pub enum EnqueueOutcome {
     IdInUse,
     /// The recipient's queue is full.
     QuotaFull,
+    /// The sender holds all it may of the recipient's queue
+    /// ([`super::quota::Quotas::per_sender`]); nothing changed.
+    SenderShareFull,
+}
+
+impl From<Full> for EnqueueOutcome {
+    fn from(full: Full) -> Self {
+        match full {
+            Full::Queue => EnqueueOutcome::QuotaFull,
+            Full::SenderShare => EnqueueOutcome::SenderShareFull,
+        }
+    }
 }
 
 /// One enqueue of a run, and what has become of it so far.
@@ -139,7 +151,7 @@ pub(super) async fn apply(
             let key = (e.message.recipient.clone(), e.message.id);
             if item.outcome.is_none() && e.relayed && !fresh.contains(&key) {
                 *item.outcome = Some(EnqueueOutcome::Duplicate);
-                ledger.give_back(e.queue(), e.size());
+                ledger.give_back(e.queue(), Some(&e.message.sender), e.size());
             }
         }
     }
@@ -206,12 +218,15 @@ async fn admit_all(
         let e = item.enqueue;
         if !in_run.insert(e.slot()) {
             repeats.insert(i);
-        } else if !ledger.admit(conn, e.queue(), e.size()).await? {
+        } else if let Err(full) = ledger
+            .admit(conn, e.queue(), &e.message.sender, e.size())
+            .await?
+        {
             // A retry of a message already queued is not refused for want
             // of room: the sender's first attempt did get through.
             *item.outcome = Some(match e.against_stored(conn).await? {
                 Some(repeat) => repeat.into(),
-                None => EnqueueOutcome::QuotaFull,
+                None => full.into(),
             });
         }
     }
@@ -245,7 +260,7 @@ async fn settle_conflicts(
         if item.outcome.is_some() || !selected(e) || kept(e) {
             continue;
         }
-        ledger.give_back(e.queue(), e.size());
+        ledger.give_back(e.queue(), Some(&e.message.sender), e.size());
         let repeat = e.against_stored(conn).await?.unwrap_or(Repeat::Conflict);
         *item.outcome = Some(repeat.into());
     }

@@ -19,6 +19,7 @@
 //! [`copy`] moves a whole store into an empty one (`carrier-server
 //! migrate`).
 
+pub mod admin;
 mod backend;
 pub mod cluster;
 mod columns;

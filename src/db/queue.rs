@@ -49,6 +49,16 @@ pub(super) enum QueueKey<'a> {
     Neighbour(Fingerprint),
 }
 
+/// A queue as logged: the recipient, or `neighbour <fingerprint>`.
+impl std::fmt::Display for QueueKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueKey::Recipient(phone) => write!(f, "{phone}"),
+            QueueKey::Neighbour(fp) => write!(f, "neighbour {fp}"),
+        }
+    }
+}
+
 impl QueueKey<'_> {
     pub(super) fn table(self) -> Table {
         match self {
@@ -164,6 +174,27 @@ pub(super) async fn usage(conn: &mut Conn<'_>, queue: QueueKey<'_>) -> Result<Us
     );
     let (count, bytes): (i64, i64) = on_backend!(conn.reborrow(), c =>
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(queue).fetch_one(c).await)?;
+    Ok(Usage {
+        count: count as u64,
+        bytes: bytes as u64,
+    })
+}
+
+/// Count and total envelope bytes `sender` holds in `recipient`'s queue.
+pub(super) async fn sender_usage(
+    conn: &mut Conn<'_>,
+    recipient: &PhoneNumber,
+    sender: &PhoneNumber,
+) -> Result<Usage, DbError> {
+    let (count, bytes): (i64, i64) = on_backend!(conn.reborrow(), c =>
+        sqlx::query_as(
+            "SELECT count(*), CAST(coalesce(sum(length(envelope)), 0) AS BIGINT)
+             FROM message_queue WHERE recipient = $1 AND sender = $2",
+        )
+        .bind(recipient)
+        .bind(sender)
+        .fetch_one(c)
+        .await)?;
     Ok(Usage {
         count: count as u64,
         bytes: bytes as u64,
@@ -294,29 +325,42 @@ impl Table {
             String::new()
         }
     }
+
+    /// What a `DELETE … RETURNING` gives back to make a [`Removed`].
+    fn removed_columns(self) -> String {
+        format!("{}, sender, CAST(length(envelope) AS BIGINT)", self.owner())
+    }
 }
 
-/// Deletes rows of `queue` by id (at most [`DELETE_CHUNK`]); returns the
-/// envelope size of each row that existed. Only fixed names and
-/// placeholders go into the statement's text; every value is bound.
+/// A deleted row, as quota counts need it.
+pub(super) struct Removed {
+    /// Whose queue it was in: a recipient or a neighbour's fingerprint.
+    pub owner: String,
+    pub sender: String,
+    pub size: u64,
+}
+
+/// Deletes rows of `queue` by id (at most [`DELETE_CHUNK`]); returns each
+/// row that existed. Only fixed names and placeholders go into the
+/// statement's text; every value is bound.
 pub(super) async fn delete_many(
     conn: &mut Conn<'_>,
     queue: QueueKey<'_>,
     device: i64,
     ids: &[MessageId],
-) -> Result<Vec<u64>, DbError> {
+) -> Result<Vec<Removed>, DbError> {
     let table = queue.table();
     let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "DELETE FROM {} WHERE {} = $1 AND id IN ({}){}
-         RETURNING CAST(length(envelope) AS BIGINT)",
+        "DELETE FROM {} WHERE {} = $1 AND id IN ({}){} RETURNING {}",
         table.name(),
         table.owner(),
         placeholders.join(", "),
-        table.device_clause(ids.len() + 2)
+        table.device_clause(ids.len() + 2),
+        table.removed_columns()
     );
-    let sizes: Vec<i64> = on_backend!(conn.reborrow(), c => {
-        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(queue);
+    let rows: Vec<(String, String, i64)> = on_backend!(conn.reborrow(), c => {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(queue);
         for id in ids {
             query = query.bind(id);
         }
@@ -325,11 +369,21 @@ pub(super) async fn delete_many(
         }
         query.fetch_all(c).await
     })?;
-    Ok(sizes.into_iter().map(|s| s as u64).collect())
+    Ok(rows.into_iter().map(Removed::from).collect())
+}
+
+impl From<(String, String, i64)> for Removed {
+    fn from((owner, sender, size): (String, String, i64)) -> Self {
+        Removed {
+            owner,
+            sender,
+            size: size as u64,
+        }
+    }
 }
 
 /// Deletes the expired rows among the `limit` oldest of `table`; returns
-/// the owner and envelope size of each, so quota counters can follow.
+/// each, so quota counters can follow.
 /// Looking only at the oldest rows keeps a sweep cheap however long the
 /// queue; since every message gets the same lifetime, expiry follows arrival
 /// order (a message that expires earlier than an older one waits for it, and
@@ -339,20 +393,20 @@ pub(super) async fn delete_expired(
     table: Table,
     now: Millis,
     limit: u32,
-) -> Result<Vec<(String, u64)>, DbError> {
+) -> Result<Vec<Removed>, DbError> {
     let sql = format!(
         "DELETE FROM {t} WHERE seq IN (
              SELECT seq FROM (SELECT seq, expires_at FROM {t} ORDER BY seq LIMIT $2) AS oldest
              WHERE expires_at <= $1)
-         RETURNING {owner}, CAST(length(envelope) AS BIGINT)",
+         RETURNING {removed}",
         t = table.name(),
-        owner = table.owner()
+        removed = table.removed_columns()
     );
-    let rows: Vec<(String, i64)> = on_backend!(conn.reborrow(), c =>
+    let rows: Vec<(String, String, i64)> = on_backend!(conn.reborrow(), c =>
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(i64::from(limit))
             .fetch_all(c)
             .await)?;
-    Ok(rows.into_iter().map(|(o, s)| (o, s as u64)).collect())
+    Ok(rows.into_iter().map(Removed::from).collect())
 }

@@ -4,10 +4,11 @@
 //! neighbour comes up, including one the neighbour opened.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::unreachable::Outage;
 use super::{LinkContext, session};
 use crate::config::NeighbourConfig;
 use crate::domain::Fingerprint;
@@ -25,6 +26,7 @@ const TAKEOVER_CHECK: Duration = Duration::from_secs(2);
 
 pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
+    let mut outage = Outage::default();
     let mut known = n.fingerprint;
     if known.is_none() {
         known = ctx.router.neighbour_pin(&n.address).await.ok().flatten();
@@ -61,6 +63,9 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
                     "this neighbour address leads back to this server itself; not dialling it again");
             }
             Ok((stream, fp)) => {
+                if let Some(down) = outage.reached(Instant::now()) {
+                    tracing::info!(neighbour = %n.address, down_secs = down.as_secs(), "the neighbour is reachable again");
+                }
                 if known.is_none() {
                     pin_on_first_contact(&ctx, &n.address, fp).await;
                     known = Some(fp);
@@ -82,7 +87,10 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
                     "refused the neighbour: it presented an unexpected key (fix its fingerprint in the configuration if the change is legitimate)");
             }
             Err(e) => {
-                tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour")
+                tracing::debug!(neighbour = %n.address, error = %e, "cannot reach the neighbour");
+                if let Some(down) = outage.failed(Instant::now()) {
+                    warn_unreachable(&ctx, &n.address, known, down, &e).await;
+                }
             }
         }
         drop(held);
@@ -94,6 +102,27 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The warning an operator sees while a neighbour stays unreachable.
+async fn warn_unreachable(
+    ctx: &LinkContext,
+    address: &str,
+    fp: Option<Fingerprint>,
+    down: Duration,
+    error: &ConnectError,
+) {
+    let waiting = match fp {
+        Some(fp) => ctx.router.outbound_waiting(&fp).await.unwrap_or(0),
+        None => 0,
+    };
+    tracing::warn!(
+        neighbour = %address,
+        unreachable_secs = down.as_secs(),
+        messages_waiting = waiting,
+        %error,
+        "a neighbour stays unreachable; messages for its users wait here until it is back"
+    );
 }
 
 async fn pin_on_first_contact(ctx: &LinkContext, address: &str, fp: Fingerprint) {

@@ -2,11 +2,13 @@
 //! configured neighbour, and the session that runs on each established link
 //! (whichever side opened it). Links are mutual TLS 1.3; each server presents
 //! its long-term key and pins the other's. In a cluster one member at a
-//! time runs each neighbour's link ([`hold`]).
+//! time runs each neighbour's link ([`hold`]). A neighbour that stays
+//! unreachable is reported at a falling rate (`unreachable`).
 
 mod dial;
 mod hold;
 mod session;
+mod unreachable;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

@@ -63,12 +63,12 @@ pub async fn run<S>(
             tracing::debug!("a link to this server already exists; closing the new one");
             return;
         };
-        tracing::info!("link up");
+        tracing::debug!("link established; waiting for the neighbour's first frame");
         greet(&router, &outbox).await;
         let drainer = tokio::spawn(drain(router.clone(), peer, outbox.clone(), closed.clone()));
         let (acks_tx, acks_rx) = mpsc::channel(PENDING_ACKS);
         let acker = tokio::spawn(acknowledge(acks_rx, outbox.clone()));
-        read_loop(
+        let accepted = read_loop(
             BufReader::new(reader),
             &router,
             peer,
@@ -93,7 +93,13 @@ pub async fn run<S>(
             writer_task.abort();
         }
         drop(held);
-        tracing::info!("link down");
+        if accepted {
+            tracing::info!("link down");
+        } else {
+            tracing::warn!(
+                "the neighbour closed the link without accepting it; check that this server's key is configured or pinned there (its log says why)"
+            );
+        }
     }
     .instrument(span)
     .await
@@ -132,7 +138,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     outbox: &mpsc::Sender<Vec<u8>>,
     acks: &mpsc::Sender<(MessageId, Result<PendingSend, RouteError>)>,
     closed: &CancellationToken,
-) {
+) -> bool {
     // Frames are read by their own task: a read interrupted halfway (by a
     // heartbeat, say) would lose the framing.
     let (frames_tx, mut frames) = mpsc::channel(64);
@@ -151,6 +157,9 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     });
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut last_heard = tokio::time::Instant::now();
+    // "link up" only once the neighbour has spoken: in TLS 1.3 the dialer
+    // finishes its handshake before the other side has judged its key.
+    let mut accepted = false;
     loop {
         let frame = tokio::select! {
             _ = closed.cancelled() => break,
@@ -169,6 +178,10 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
             Ok(Some(f)) => f,
         };
         last_heard = tokio::time::Instant::now();
+        if !accepted {
+            accepted = true;
+            tracing::info!("link up");
+        }
         let message = match serde_json::from_slice::<LinkMessage>(&frame) {
             Ok(m) => m,
             Err(e) => {
@@ -185,6 +198,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
         }
     }
     reader_task.abort();
+    accepted
 }
 
 /// Acts on one message from the neighbour; returns false to end the link.

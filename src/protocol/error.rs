@@ -74,6 +74,8 @@ pub enum ErrorCode {
     Unavailable,
     /// No open link code with that rendezvous (never, used, or expired).
     NoLink,
+    /// An operator has disabled this account; it cannot log in.
+    AccountDisabled,
     /// Something failed inside the server; the request may be retried.
     Internal,
 }
@@ -116,6 +118,7 @@ impl ErrorCode {
             ErrorCode::BadPrekey => "bad_prekey",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NoLink => "no_link",
+            ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::Internal => "internal",
         }
     }

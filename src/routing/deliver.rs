@@ -45,6 +45,7 @@ impl PendingSend {
             EnqueueOutcome::IdInUse => Err(RouteError::IdInUse(recipient)),
             EnqueueOutcome::QuotaFull if remote => Err(RouteError::NeighbourQueueFull(recipient)),
             EnqueueOutcome::QuotaFull => Err(RouteError::QueueFull(recipient)),
+            EnqueueOutcome::SenderShareFull => Err(RouteError::SenderShareFull(recipient)),
         }
     }
 }
@@ -216,7 +217,10 @@ impl Router {
             device => QueueRef::Device(session.phone().clone(), device),
         };
         match self.store.delete(queue, owned.clone()).await {
-            Ok(deleted) => Ok(deleted),
+            Ok(deleted) => {
+                crate::metrics::get().delivered.inc_by(deleted);
+                Ok(deleted)
+            }
             Err(e) => {
                 // Nothing was deleted: the client may acknowledge these again.
                 session.give(owned);
@@ -271,7 +275,10 @@ pub(super) async fn sweep_expired(router: Weak<Router>) {
             };
             match router.store.sweep(router.clock.now_ms()).await {
                 Ok(0) => break,
-                Ok(n) => tracing::info!(expired = n, "expired messages deleted"),
+                Ok(n) => {
+                    crate::metrics::get().expired.inc_by(n);
+                    tracing::info!(expired = n, "expired messages deleted");
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry sweep failed");
                     break;

@@ -172,7 +172,7 @@ impl Router {
                 error,
             })?;
         let listed = verified.list().devices.len();
-        let max = self.limits.devices_per_account;
+        let max = self.limits().devices_per_account;
         if listed > max {
             return Err(RouteError::TooManyDevices { listed, max });
         }

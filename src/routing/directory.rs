@@ -182,11 +182,20 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Loads the directory table.
+    /// Loads the directory table. An entry whose signature does not verify
+    /// (stored under an older rule, such as a high-S signature from before
+    /// those were refused, which may be a neighbour's forged route) is not
+    /// held: nothing outranks or reroutes a statement it would otherwise
+    /// shadow. A neighbour's statement is judged anew when it comes again;
+    /// for our own users, start-up signs a new one.
     pub async fn load(store: &Store) -> Result<Self, DbError> {
         let mut users = HashMap::new();
         for row in store.directory().await? {
             let entry = from_row(row)?;
+            if verify_signature(&entry).is_err() {
+                tracing::warn!(phone = %entry.phone, "a stored directory entry's signature no longer verifies; it is not held");
+                continue;
+            }
             users.insert(entry.phone.clone(), Arc::new(entry));
         }
         Ok(Self {
@@ -382,119 +391,4 @@ pub(super) fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Judging never checks a signature (the caller does, for what it
-    /// takes), so these entries carry made-up keys and signature bytes.
-    const USER_KEY: &[u8] = b"user key";
-    const HOME: &[u8] = b"home key";
-
-    /// A neighbour's fingerprint, for routes.
-    fn neighbour(n: u8) -> Fingerprint {
-        Fingerprint::of_spki(&[n])
-    }
-
-    /// An entry at version `registered_at`, homed at [`HOME`] as `name`, via `via` at `hops`.
-    fn entry(name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
-        Entry {
-            phone: PhoneNumber::from_canonical("+12025550101").unwrap(),
-            info: UserInfo {
-                phone: "+12025550101".into(),
-                key_type: KeyType::P256,
-                fingerprint: Fingerprint::of_spki(USER_KEY).to_hex(),
-                public_key: B64(USER_KEY.to_vec()),
-                registered_at,
-                devices: None,
-            },
-            home: Fingerprint::of_spki(HOME),
-            home_key: HOME.to_vec(),
-            home_name: name.into(),
-            signature: format!("signed by the home as {name}").into_bytes(),
-            via: Some(neighbour(via)),
-            hops,
-        }
-    }
-
-    fn holding(current: &Entry) -> Directory {
-        let users = HashMap::from([(current.phone.clone(), Arc::new(current.clone()))]);
-        Directory {
-            users: RwLock::new(users),
-        }
-    }
-
-    /// The same statement from `via` at `hops`, under other signature bytes.
-    fn resigned(current: &Entry, via: u8, hops: u32) -> Entry {
-        let mut copy = current.clone();
-        copy.signature.iter_mut().for_each(|b| *b ^= 0x5a);
-        copy.via = Some(neighbour(via));
-        copy.hops = hops;
-        copy
-    }
-
-    #[test]
-    fn other_signature_bytes_are_not_news() {
-        let current = entry("home", 1_000, 1, 2);
-        let directory = holding(&current);
-        for (via, hops) in [(9, 6), (9, 2), (1, 2), (1, 7)] {
-            let verdict = directory.judge(&resigned(&current, via, hops));
-            assert!(
-                matches!(verdict, Applied::Unchanged),
-                "via {via} at {hops} hops: {verdict:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn fewer_hops_reroute_and_keep_the_checked_signature() {
-        let current = entry("home", 1_000, 1, 3);
-        let verdict = holding(&current).judge(&resigned(&current, 9, 2));
-        let Applied::Rerouted(ours) = verdict else {
-            panic!("expected a reroute, got {verdict:?}");
-        };
-        assert_eq!((ours.via, ours.hops), (Some(neighbour(9)), 2));
-        assert_eq!(ours.signature, current.signature);
-        assert_eq!(signed_bytes(&ours), signed_bytes(&current));
-    }
-
-    #[test]
-    fn a_restatement_comes_from_our_route_or_a_shorter_one() {
-        let current = entry("old name", 1_000, 1, 3);
-        let directory = holding(&current);
-        let restated = |via, hops| entry("new name", 1_000, via, hops);
-        let cases = [
-            ("our route, more hops", restated(1, 5), true),
-            ("another neighbour, fewer hops", restated(9, 2), true),
-            ("another neighbour, as many hops", restated(9, 3), false),
-            ("another neighbour, more hops", restated(9, 6), false),
-        ];
-        for (case, candidate, taken) in cases {
-            let verdict = directory.judge(&candidate);
-            assert_eq!(
-                matches!(verdict, Applied::Updated),
-                taken,
-                "{case}: {verdict:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn versions_decide_before_routes() {
-        let current = entry("home", 1_000, 1, 1);
-        let directory = holding(&current);
-        let newer = entry("home", 1_001, 9, 9);
-        assert!(matches!(directory.judge(&newer), Applied::Updated));
-        let older = entry("home", 999, 9, 0);
-        assert!(matches!(directory.judge(&older), Applied::Unchanged));
-        let own = Entry {
-            via: None,
-            hops: 0,
-            ..current.clone()
-        };
-        let candidate = resigned(&current, 9, 0);
-        assert!(matches!(
-            holding(&own).judge(&candidate),
-            Applied::Unchanged
-        ));
-    }
-}
+mod tests;

@@ -42,6 +42,11 @@ pub enum RouteError {
     #[error("the queue towards {0}'s server is full; try again later")]
     NeighbourQueueFull(PhoneNumber),
     #[error(
+        "you already hold all a single sender may of {0}'s message queue; try again after they \
+         have fetched your messages"
+    )]
+    SenderShareFull(PhoneNumber),
+    #[error(
         "another message to {0} is already queued under this id; send a new message under a \
          new random id (a retry must repeat the same envelope)"
     )]
@@ -146,9 +151,9 @@ impl RouteError {
             RouteError::WrongSender { .. }
             | RouteError::NotTheAuthor { .. }
             | RouteError::BadBroadcastSignature => ErrorCode::Forbidden,
-            RouteError::QueueFull(_) | RouteError::NeighbourQueueFull(_) => {
-                ErrorCode::QuotaExceeded
-            }
+            RouteError::QueueFull(_)
+            | RouteError::NeighbourQueueFull(_)
+            | RouteError::SenderShareFull(_) => ErrorCode::QuotaExceeded,
             RouteError::Unreadable(_)
             | RouteError::WrongRecipient
             | RouteError::WrongId

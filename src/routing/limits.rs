@@ -87,8 +87,8 @@ pub(super) fn claim_buckets(limits: &Limits, clock: crate::clock::Clock) -> Clai
 
 impl Router {
     /// The limits this router applies.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts one message of `bytes` against `sender`'s rate, or refuses it
@@ -101,7 +101,7 @@ impl Router {
         self.senders
             .take(sender, [1, bytes as u64])
             .map_err(|retry_after_ms| RouteError::RateLimited {
-                limits: self.limits,
+                limits: self.limits(),
                 retry_after_ms,
             })
     }
@@ -116,7 +116,7 @@ impl Router {
         self.claimers
             .take(account, [devices as u64])
             .map_err(|retry_after_ms| RouteError::ClaimsLimited {
-                per_minute: self.limits.claim_devices.per_minute,
+                per_minute: self.limits().claim_devices.per_minute,
                 retry_after_ms,
             })
     }

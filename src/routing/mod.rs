@@ -20,7 +20,8 @@
 //! memory), `prekeys` (publishing, and claims that hand each one-time key
 //! out once), `device_send` (one envelope per recipient device, refused
 //! under an out-of-date list) and `rendezvous` (link codes' sealed
-//! requests and answers passed between two devices).
+//! requests and answers passed between two devices); `operator` (what the
+//! admin commands ask of a running server).
 //!
 //! Routing never opens an envelope: it has no key to do so.
 
@@ -34,6 +35,7 @@ mod error;
 mod limits;
 mod neighbours;
 mod prekeys;
+mod operator;
 mod presence;
 mod registry;
 mod relay;
@@ -84,7 +86,9 @@ pub struct Router {
     me: ServerInfo,
     clock: Clock,
     message_ttl_ms: i64,
-    limits: Limits,
+    /// Replaced on a configuration reload; a std lock, never held across
+    /// an await.
+    limits: std::sync::RwLock<Limits>,
     senders: limits::SenderBuckets,
     claimers: limits::ClaimBuckets,
     devices: devices::DeviceLists,
@@ -123,7 +127,7 @@ impl Router {
             rendezvous: rendezvous::Rendezvous::default(),
             clock,
             message_ttl_ms,
-            limits,
+            limits: std::sync::RwLock::new(limits),
             presence_changed: Arc::new(Notify::new()),
             elsewhere: cluster::Elsewhere::default(),
             presence_seq: AtomicU64::new(0),

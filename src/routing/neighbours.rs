@@ -93,6 +93,16 @@ impl Router {
         self.neighbours.is_up(peer)
     }
 
+    /// The neighbours with a live link now.
+    pub fn linked_neighbours(&self) -> Vec<Fingerprint> {
+        let state = self
+            .neighbours
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        state.links.keys().copied().collect()
+    }
+
     /// A receiver that sees when the link to `peer` goes up or down.
     pub fn watch_link(&self, peer: Fingerprint) -> watch::Receiver<bool> {
         self.neighbours.watch(peer)

@@ -30,7 +30,7 @@ impl Router {
         device: u32,
         outbox: Outbox,
     ) -> Result<SessionLink, RouteError> {
-        let max = self.limits.sessions_per_user;
+        let max = self.limits().sessions_per_user;
         let link = self
             .registry
             .join(phone.clone(), device, outbox)
@@ -41,7 +41,7 @@ impl Router {
 
     /// Whether `phone` may log in one more session now.
     pub fn session_room(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
-        let max = self.limits.sessions_per_user;
+        let max = self.limits().sessions_per_user;
         if self.registry.sessions_of(phone) < max {
             return Ok(());
         }

@@ -7,7 +7,7 @@
 //! is held.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -76,8 +76,8 @@ impl SessionLink {
 pub struct Registry {
     sessions: Mutex<HashMap<PhoneNumber, Vec<SessionLink>>>,
     next_id: AtomicU64,
-    per_user: usize,
-    user_bytes: usize,
+    per_user: AtomicUsize,
+    user_bytes: AtomicUsize,
 }
 
 impl Registry {
@@ -85,8 +85,8 @@ impl Registry {
         Self {
             sessions: Mutex::default(),
             next_id: AtomicU64::new(0),
-            per_user: limits.sessions_per_user,
-            user_bytes: limits.user_backlog_bytes,
+            per_user: AtomicUsize::new(limits.sessions_per_user),
+            user_bytes: AtomicUsize::new(limits.user_backlog_bytes),
         }
     }
 
@@ -95,7 +95,7 @@ impl Registry {
     pub fn join(&self, phone: PhoneNumber, device: u32, outbox: Outbox) -> Option<SessionLink> {
         let mut sessions = self.lock();
         let list = sessions.entry(phone.clone()).or_default();
-        if list.len() >= self.per_user {
+        if list.len() >= self.per_user.load(Ordering::Relaxed) {
             return None;
         }
         let link = SessionLink {
@@ -185,6 +185,7 @@ impl Registry {
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
         self.offer(&links, &bytes, Some(id));
+        crate::metrics::get().pushed.inc_by(links.len() as u64);
     }
 
     /// Offers a public message to every live session but its author's.
@@ -214,7 +215,8 @@ impl Registry {
     fn offer(&self, links: &[SessionLink], frame: &[u8], given: Option<MessageId>) {
         let mut live: Vec<&SessionLink> = links.iter().collect();
         let mut held: usize = live.iter().map(|l| l.outbox.backlog()).sum();
-        while held + frame.len() * live.len() > self.user_bytes {
+        let user_bytes = self.user_bytes.load(Ordering::Relaxed);
+        while held + frame.len() * live.len() > user_bytes {
             let Some((i, hog)) = live
                 .iter()
                 .enumerate()
@@ -249,6 +251,30 @@ impl Registry {
         );
         self.leave(link);
         link.closed.cancel();
+    }
+
+    /// Takes new bounds (a configuration reload); sessions beyond a lowered
+    /// count stay until they end.
+    pub fn set_limits(&self, limits: &Limits) {
+        self.per_user
+            .store(limits.sessions_per_user, Ordering::Relaxed);
+        self.user_bytes
+            .store(limits.user_backlog_bytes, Ordering::Relaxed);
+    }
+
+    /// Live sessions, all users together.
+    pub fn count(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// Closes every session of `phone` (an operator removed or disabled
+    /// the user); returns how many there were.
+    pub fn close_user(&self, phone: &PhoneNumber) -> usize {
+        let links = self.lock().remove(phone).unwrap_or_default();
+        for link in &links {
+            link.closed.cancel();
+        }
+        links.len()
     }
 
     /// The users with a live session now, sorted.

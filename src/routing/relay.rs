@@ -56,7 +56,9 @@ impl Router {
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
         };
-        self.route(recipient, message, path, true).await
+        let pending = self.route(recipient, message, path, true).await?;
+        crate::metrics::get().relayed_in.inc();
+        Ok(pending)
     }
 
     /// The next messages waiting for neighbour `peer`, after `after_seq`.
@@ -77,9 +79,12 @@ impl Router {
         peer: &Fingerprint,
         ids: &[MessageId],
     ) -> Result<u64, DbError> {
-        self.store
+        let deleted = self
+            .store
             .delete(QueueRef::Neighbour(*peer), ids.to_vec())
-            .await
+            .await?;
+        crate::metrics::get().relayed_out.inc_by(deleted);
+        Ok(deleted)
     }
 }
 

@@ -187,6 +187,7 @@ async fn read_loop(
             }
         };
         let kind = request.kind();
+        let started = std::time::Instant::now();
         let outcome = handlers::dispatch(state, session, seq, request).await;
         if session.user.is_some() {
             pending.take();
@@ -194,6 +195,7 @@ async fn read_loop(
         match outcome {
             Outcome::Reply(r) => {
                 log_refusal(kind, &r);
+                crate::metrics::get().answered(kind, &r);
                 if !reply(session, seq, r).await {
                     return;
                 }
@@ -215,6 +217,11 @@ async fn read_loop(
                         Ok(()) => Response::Accepted { id },
                         Err(e) => super::error::ApiError::from(e).into_response(),
                     };
+                    let outcome = match &response {
+                        Response::Error { code, .. } => Err(*code),
+                        _ => Ok(()),
+                    };
+                    crate::metrics::get().sent(outcome, started.elapsed());
                     let _ =
                         tokio::time::timeout(STALL_LIMIT, outbox.send(encode(seq, response))).await;
                     drop(permit);

@@ -9,8 +9,11 @@
 //! addresses and to stop the server and wait for it.
 
 mod connection;
+mod disk;
 mod error;
 mod handlers;
+mod observe;
+mod reload;
 mod session;
 mod start;
 
@@ -28,16 +31,16 @@ use crate::config::{NeighbourConfig, ServerConfig};
 use crate::crypto::{self, Identity};
 use crate::db;
 use crate::db::Store;
-use crate::db::quota::Quotas;
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
 use crate::routing::{Router, ServerInfo};
+pub use reload::Reload;
 pub use session::MAX_PENDING_PER_ADDRESS;
 pub use start::{Listeners, serve, shutdown_on_signal};
 
 /// File name of the server's long-term key inside the data directory.
-pub const KEY_FILE: &str = "server_key.pem";
+pub const KEY_FILE: &str = crypto::SERVER_KEY_FILE;
 
 /// What every connection task shares.
 pub struct ServerState {
@@ -103,6 +106,9 @@ pub struct Server {
     store: Store,
     key_created: bool,
     data_dir: PathBuf,
+    clock: Clock,
+    /// Released when the server has stopped.
+    _lock: crate::data_lock::DataDirLock,
 }
 
 /// Why the server could not start.
@@ -125,6 +131,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Locked(#[from] crate::data_lock::LockError),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("the database at {location}: {source}")]
@@ -166,6 +174,7 @@ impl Server {
             path: dir.clone(),
             source,
         })?;
+        let lock = crate::data_lock::DataDirLock::acquire(dir)?;
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
             .map_err(|source| StartError::DataDir {
@@ -192,11 +201,9 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
         };
-        let quotas = Quotas {
-            per_recipient: config.quota,
-            per_neighbour: config.neighbour_quota,
-        };
-        let (store, committed) = Store::open(&location, quotas).await.map_err(db_err)?;
+        let (store, committed) = Store::open(&location, config.quotas())
+            .await
+            .map_err(db_err)?;
         let code_key_path = dir.join(crate::auth::code_key::CODE_KEY_FILE);
         let code_key =
             crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|source| {
@@ -217,6 +224,7 @@ impl Server {
         .await
         .map_err(db_err)?;
         let registers = crate::rate::Buckets::new([config.register_per_address], clock.clone());
+        let clock_for_admin = clock.clone();
         let otp = Otp::new(
             store.clone(),
             config.otp_policy,
@@ -230,6 +238,7 @@ impl Server {
             tls,
             connection_slots: Arc::new(Semaphore::new(start::connection_limit(
                 config.max_connections,
+                config.max_connections_set,
             ))),
             pending_logins: Arc::default(),
             registers,
@@ -242,6 +251,8 @@ impl Server {
             store,
             key_created,
             data_dir: dir.clone(),
+            clock: clock_for_admin,
+            _lock: lock,
         })
     }
 
@@ -257,7 +268,46 @@ impl Server {
     /// closes the database.
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let Listeners { client, link } = listeners;
+        let Listeners {
+            client,
+            link,
+            metrics,
+        } = listeners;
+        let admin_cx = crate::admin::Context {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            data_dir: self.data_dir.clone(),
+            neighbours: self.neighbours.clone(),
+            live: Some(crate::admin::Live {
+                router: self.state.router.clone(),
+                started: std::time::Instant::now(),
+            }),
+        };
+        let admin_cx = Arc::new(admin_cx);
+        tracker.spawn(disk::watch(self.data_dir.clone(), shutdown.clone()));
+        if let Some(metrics) = metrics {
+            tracker.spawn(observe::serve(
+                metrics,
+                admin_cx.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        match crate::admin::socket::bind(&self.data_dir) {
+            Ok(admin) => {
+                tracker.spawn(crate::admin::socket::serve(
+                    admin,
+                    admin_cx,
+                    shutdown.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                path = %crate::admin::socket::path(&self.data_dir).display(),
+                "the admin socket could not be opened; admin commands cannot reach this server"
+            ),
+        }
         if link.is_some() || !self.neighbours.is_empty() {
             let started = crate::link::start(
                 self.state.router.clone(),

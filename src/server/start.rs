@@ -16,6 +16,8 @@ use crate::config::ServerConfig;
 pub struct Listeners {
     pub client: TcpListener,
     pub link: Option<TcpListener>,
+    /// The HTTP endpoint for metrics and health checks, when configured.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -37,7 +39,24 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Self { client, link })
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Listen {
+                            addr: addr.to_string(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            client,
+            link,
+            metrics,
+        })
     }
 
     /// Where clients reach the server.
@@ -54,10 +73,26 @@ impl Listeners {
 /// Runs a server as `carrier-server` does: opens `config.data_dir`, binds
 /// the client and link ports, prints the key's fingerprint and the bound
 /// addresses on standard output, and serves until `shutdown` is cancelled
-/// (see [`shutdown_on_signal`]), then shuts down gracefully.
-pub async fn serve(config: &ServerConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+/// (see [`shutdown_on_signal`]), then shuts down gracefully. With `reload`,
+/// SIGHUP reloads the configuration.
+pub async fn serve(
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+    reload: Option<super::Reload>,
+) -> Result<(), StartError> {
     let server = Server::open(config, Clock::System).await?;
     let listeners = Listeners::bind(config).await?;
+    if let Some(reload) = reload {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+        tokio::spawn(super::reload::on_hangup(
+            hangups,
+            reload,
+            config.clone(),
+            server.state.router.clone(),
+            shutdown.clone(),
+        ));
+    }
     announce(&server, &listeners, config)?;
     server.run(listeners, shutdown).await;
     Ok(())
@@ -82,6 +117,10 @@ fn announce(
     println!("Listening on {client} (data in {data})");
     if let Some(link) = listeners.link_addr().map_err(unknown)? {
         println!("Listening for neighbour servers on {link}");
+    }
+    if let Some(metrics) = &listeners.metrics {
+        let addr = metrics.local_addr().map_err(unknown)?;
+        println!("Metrics on http://{addr}/metrics");
     }
     Ok(())
 }
@@ -109,11 +148,22 @@ const RESERVED_FDS: u64 = 128;
 
 /// The configured connection limit, lowered to what the process's
 /// open-file limit allows: past it, accepting would fail for everyone.
-pub(super) fn connection_limit(configured: usize) -> usize {
+/// The warning is for an operator who chose the limit; the default is
+/// lowered quietly (at `debug`).
+pub(super) fn connection_limit(configured: usize, chosen: bool) -> usize {
     let Ok((fds, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
         return configured;
     };
     let room = usize::try_from(fds.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    if configured > room && !chosen {
+        tracing::debug!(
+            default = configured,
+            open_file_limit = fds,
+            using = room,
+            "connections limited by the open-file limit (ulimit -n)"
+        );
+        return room;
+    }
     if configured > room {
         tracing::warn!(
             configured,

@@ -369,6 +369,48 @@ async fn a_message_to_oneself_is_received() {
     server.stop().await;
 }
 
+/// A sender that reaches its share of a recipient's queue is refused
+/// with `quota_exceeded` while the queue still has room for others, and
+/// gets room back as the recipient fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_cannot_fill_a_recipients_whole_queue() {
+    let mut server = spawn_server_with(|c| {
+        c.quota.max_messages = 4;
+        c.sender_quota.max_messages = 2;
+    })
+    .await;
+    let (alice, bob) = two_users(&server).await;
+    let carol = register(&server, CAROL, KeyType::P256).await;
+    let a = alice.client.login().await.unwrap();
+    for n in 1..=2 {
+        a.send(BOB, &format!("alice {n}"))
+            .await
+            .unwrap_or_else(|e| panic!("alice {n}: {e}"));
+    }
+    let err = a
+        .send(BOB, "alice 3")
+        .await
+        .expect_err("past alice's share of bob's queue");
+    assert_eq!(server_code(&err), Some(ErrorCode::QuotaExceeded), "{err}");
+    assert!(err.to_string().contains("a single sender"), "{err}");
+    let c = carol.client.login().await.unwrap();
+    c.send(BOB, "carol 1")
+        .await
+        .expect("carol still reaches bob");
+    assert_eq!(server.queued_for(BOB).await, 3);
+
+    let mut b = bob.client.login().await.unwrap();
+    assert_eq!(
+        texts(&fetch_all(&mut b).await),
+        ["alice 1", "alice 2", "carol 1"]
+    );
+    a.send(BOB, "alice 4").await.expect("room after the fetch");
+    for session in [a, b, c] {
+        session.close().await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_retry_into_a_full_queue_is_accepted_as_the_duplicate_it_is() {
     let mut server = spawn_server_with(|c| c.quota.max_messages = 1).await;

@@ -9,7 +9,8 @@
 //! The lengths of the partition and of the stall are parameters:
 //! `CARRIER_PARTITION_SECS` (5 unless set) and `CARRIER_STALL_SECS` (3
 //! unless set; past the link's 30 s silence limit the servers drop the
-//! link and dial again). docs/RELIABILITY.md reports a 60 s partition.
+//! link and dial again). A minute-long partition, the one
+//! docs/RELIABILITY.md reports, is an ignored test of its own.
 
 mod load;
 mod pair;
@@ -52,7 +53,18 @@ fn seconds_from_env(var: &str, default: u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_partition_everything_is_delivered_exactly_once() {
-    let partition = seconds_from_env("CARRIER_PARTITION_SECS", 5);
+    partition_under_load(seconds_from_env("CARRIER_PARTITION_SECS", 5)).await;
+}
+
+/// The partition docs/RELIABILITY.md reports, too long for every run:
+/// `cargo test --test integration -- --ignored after_a_minute`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a minute-long partition; run on purpose"]
+async fn after_a_minute_long_partition_everything_is_delivered_exactly_once() {
+    partition_under_load(Duration::from_secs(60)).await;
+}
+
+async fn partition_under_load(partition: Duration) {
     let pair = Pair::start().await;
     let (alice, bob) = linked_users(&pair).await;
     let ledger = watch::Sender::new(Ledger::default());
@@ -208,6 +220,13 @@ async fn run_under_load(
         faults.len(),
         ledger.sent.len(),
         faults.join("\n")
+    );
+    eprintln!(
+        "{} messages accepted, {} stored by their recipients, {} deliveries: \
+         0 lost, 0 unexpected, 0 duplicates",
+        ledger.sent.len(),
+        ledger.received.len(),
+        ledger.deliveries.values().sum::<u32>()
     );
 }
 

@@ -160,6 +160,7 @@ async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
         node.run(Listeners {
             client,
             link: Some(links),
+            metrics: None,
         })
         .await;
         nodes.push(node);

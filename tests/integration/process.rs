@@ -119,6 +119,13 @@ impl ServerFiles {
         std::fs::write(&self.config, text).expect("the config is written");
     }
 
+    /// Rewrites the config with `server_lines` added to its `[server]`
+    /// section and `sections` after it. Read at the next start.
+    pub fn set_extra_config(&self, server_lines: &str, sections: &str) {
+        let base = BASE_CONFIG.replacen("[server]\n", &format!("[server]\n{server_lines}\n"), 1);
+        self.write_config(format!("{base}\n{sections}\n"));
+    }
+
     /// Rewrites the config to listen for links on `link_port` (0: any free
     /// port) and to link to `neighbours` (link addresses, with the key to
     /// expect or `None` to pin the first one seen). Read at the next start.
@@ -154,20 +161,30 @@ impl ServerFiles {
         self.start_with(cmd)
     }
 
+    /// Whether the server keeps its data in SQLite (not PostgreSQL).
+    pub fn uses_sqlite(&self) -> bool {
+        self.postgres.is_none()
+    }
+
+    /// `carrier-server --config <this config>` with a clean environment,
+    /// for subcommands and for starts a test expects to fail.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
+        cmd.arg("--config").arg(&self.config);
+        clean_server_env(&mut cmd);
+        cmd
+    }
+
     fn start_with(&self, mut server: Command) -> ServerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
+        clean_server_env(&mut server);
         let mut child = server
             .arg("--config")
             .arg(&self.config)
-            .env_remove("CARRIER_HOST")
-            .env_remove("CARRIER_PORT")
-            .env_remove("CARRIER_DATA_DIR")
-            .env_remove("CARRIER_CONFIG")
-            .env_remove("CARRIER_DATABASE_URL")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -216,11 +233,22 @@ impl ServerFiles {
                 .unwrap_or_else(|| panic!("no link address but {line:?}"));
             addr.trim().parse().expect("a link address")
         });
+        let serves_metrics = std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .contains("[metrics]");
+        let metrics_addr = serves_metrics.then(|| {
+            let line = next_line();
+            line.strip_prefix("Metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("no metrics address but {line:?}"))
+                .to_owned()
+        });
         let fingerprint = fingerprint.expect("the fingerprint is printed before the address");
         ServerProcess {
             child: Some(child),
             addr,
             link_addr,
+            metrics_addr,
             fingerprint,
             otp_file: self.otp_file.clone(),
             _lines: lines,
@@ -238,6 +266,8 @@ pub struct ServerProcess {
     pub addr: String,
     /// Where neighbour servers reach it, when its config has a link port.
     pub link_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served, when its config has `[metrics]`.
+    pub metrics_addr: Option<String>,
     pub fingerprint: Fingerprint,
     otp_file: PathBuf,
     /// Keeps the drain of standard output going.
@@ -245,6 +275,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL: no shutdown, no flush; the process is gone when this returns.
     pub fn kill_9(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -288,6 +323,19 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Removes the variables that would override the test's config.
+fn clean_server_env(cmd: &mut Command) {
+    for var in [
+        "CARRIER_HOST",
+        "CARRIER_PORT",
+        "CARRIER_DATA_DIR",
+        "CARRIER_CONFIG",
+        "CARRIER_DATABASE_URL",
+    ] {
+        cmd.env_remove(var);
     }
 }
 

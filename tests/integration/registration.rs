@@ -259,6 +259,54 @@ async fn wrong_codes_count_down_then_the_code_is_dead() {
     server.stop().await;
 }
 
+/// Anyone may ask for a code for any phone, so a stranger's `register`
+/// for the owner's phone, and its wrong guesses until its key is dead,
+/// must leave the owner's pending code and tries alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_codes_and_guesses_leave_the_owners_registration_alone() {
+    let mut server = spawn_server().await;
+    let max = server.config.otp_policy.max_tries;
+    let owner = Identity::generate(KeyType::P256);
+    let stranger = Identity::generate(KeyType::P256);
+    let mut o = Wire::connect(&server).await;
+    let mut s = Wire::connect(&server).await;
+    assert!(matches!(
+        o.register(CAROL, &owner).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    assert!(matches!(
+        s.register(CAROL, &stranger).await,
+        Response::CodeSent { .. }
+    ));
+    let strangers = server.code_for(CAROL);
+    for attempt in 1..=max {
+        expect_error(
+            s.verify(CAROL, &stranger, &wrong_code(&strangers)).await,
+            ErrorCode::WrongCode,
+            &format!("the stranger's wrong code {attempt}"),
+        );
+    }
+    expect_error(
+        s.register(CAROL, &stranger).await,
+        ErrorCode::CodeDead,
+        "the stranger's key is spent",
+    );
+    expect_error(
+        s.verify(CAROL, &stranger, &code).await,
+        ErrorCode::CodeDead,
+        "the owner's code does not register the stranger's key",
+    );
+    let registered = o.verify(CAROL, &owner, &code).await;
+    assert!(
+        matches!(registered, Response::Registered { .. }),
+        "the owner's code still registers the owner's key: {registered:?}"
+    );
+    let row = server.user_row(CAROL).await.expect("a users row");
+    assert_eq!(row.public_key, owner.public_key().to_spki_der());
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_code_does_not_reset_the_wrong_tries() {
     let mut server = spawn_server_with(|c| c.otp_policy.max_codes = 20).await;

@@ -18,7 +18,7 @@ use carrier::protocol::ErrorCode;
 
 use crate::test_db::TestDb;
 
-use EnqueueOutcome::{Duplicate, IdInUse, QuotaFull, Stored};
+use EnqueueOutcome::{Duplicate, IdInUse, QuotaFull, SenderShareFull, Stored};
 
 const ALICE: &str = "+12025550101";
 const BOB: &str = "+12025550102";
@@ -35,6 +35,7 @@ fn quotas(max_messages: u64) -> Quotas {
     };
     Quotas {
         per_recipient: quota,
+        per_sender: quota,
         per_neighbour: quota,
     }
 }
@@ -223,6 +224,120 @@ async fn quotas_count_each_queue_and_give_room_back() {
     .await;
 }
 
+/// One sender may hold only its share of a recipient's queue: past it, its
+/// messages are refused while others' still fit, a retry is still a
+/// duplicate, and room comes back as the recipient deletes. The share is counted from the stored rows when a store starts.
+#[tokio::test]
+async fn one_sender_holds_only_its_share_of_a_recipients_queue() {
+    let quotas = Quotas {
+        per_sender: Quota {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        },
+        ..quotas(5)
+    };
+    for db in TestDb::each().await {
+        let backend = db.backend();
+        let (store, _committed) = Store::open(&db.location(), quotas).await.unwrap();
+        let from_alice = |id| local(message(id, ALICE, BOB, id));
+        let from_carol = |id| local(message(id, CAROL, BOB, id));
+        let outcomes = submit_all(
+            &store,
+            vec![from_alice(1), from_alice(2), from_alice(3), from_carol(4)],
+        )
+        .await;
+        assert_eq!(
+            outcomes,
+            [Stored, Stored, SenderShareFull, Stored],
+            "{backend}"
+        );
+        assert_eq!(submit_all(&store, vec![from_alice(1)]).await, [Duplicate]);
+        store.close().await;
+
+        // A new store counts what is queued.
+        let (store, _committed) = Store::open(&db.location(), quotas).await.unwrap();
+        let outcomes = submit_all(&store, vec![from_alice(5), from_carol(6)]).await;
+        assert_eq!(outcomes, [SenderShareFull, Stored], "{backend}");
+        assert_eq!(
+            submit_all(&store, vec![local(message(7, ALICE, CAROL, 7))]).await,
+            [Stored],
+            "{backend}: the share is per recipient"
+        );
+        let bob = QueueRef::Recipient(phone(BOB));
+        let gone = vec![MessageId::from_bytes([1; 16])];
+        assert_eq!(store.delete(bob, gone).await.unwrap(), 1, "{backend}");
+        assert_eq!(
+            submit_all(&store, vec![from_alice(5), from_alice(8)]).await,
+            [Stored, SenderShareFull],
+            "{backend}: a delete gives room back"
+        );
+        assert_eq!(queued_ids(&store, BOB).await, [2, 4, 6, 5], "{backend}");
+        store.close().await;
+        db.remove().await;
+    }
+}
+
+/// A directory entry stored under an older rule, here a high-S signature
+/// stored before those were refused (as a neighbour's forged route would
+/// be), is not held as current when the directory is loaded, on either
+/// backend; an entry whose signature verifies is.
+#[tokio::test]
+async fn stored_directory_entries_that_no_longer_verify_are_not_held() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::{B64, KeyType, UserInfo};
+    use carrier::routing::directory::{Directory, Entry, signed_bytes};
+    use p256::ecdsa::Signature;
+
+    let home = Identity::generate(KeyType::P256);
+    let user = Identity::generate(KeyType::P256).public_key();
+    let entry = |phone_number: &str| {
+        let mut entry = Entry {
+            phone: phone(phone_number),
+            info: UserInfo {
+                phone: phone_number.into(),
+                key_type: KeyType::P256,
+                public_key: B64(user.to_spki_der()),
+                fingerprint: user.fingerprint().to_hex(),
+                registered_at: 1_000,
+                devices: None,
+            },
+            home: home.fingerprint(),
+            home_key: home.public_key().to_spki_der(),
+            home_name: "home".into(),
+            signature: Vec::new(),
+            via: Some(Fingerprint::of_spki(b"neighbour")),
+            hops: 2,
+        };
+        entry.signature = home.sign(&signed_bytes(&entry));
+        entry
+    };
+    let mut flipped = entry(BOB);
+    let (r, s) = Signature::from_slice(&flipped.signature)
+        .unwrap()
+        .split_scalars();
+    flipped.signature = Signature::from_scalars(r.to_bytes(), (-*s).to_bytes())
+        .unwrap()
+        .to_vec();
+
+    on_each_backend(quotas(10), |store, backend| {
+        let (good, flipped) = (entry(ALICE), flipped.clone());
+        async move {
+            let directory = Directory::load(&store).await.unwrap();
+            directory.store(&store, good).await.unwrap();
+            directory.store(&store, flipped).await.unwrap();
+            assert!(directory.get(&phone(BOB)).is_some(), "{backend}: stored");
+
+            let loaded = Directory::load(&store).await.unwrap();
+            assert!(loaded.get(&phone(ALICE)).is_some(), "{backend}");
+            assert!(
+                loaded.get(&phone(BOB)).is_none(),
+                "{backend}: the high-S entry is held as current"
+            );
+        }
+    })
+    .await;
+}
+
 /// Each recipient's queue comes back in the order messages were accepted,
 /// however the senders' messages interleaved and across transactions.
 #[tokio::test]
@@ -345,6 +460,7 @@ fn otp_limits(now: i64) -> OtpLimits {
         window_ms: 60_000,
         max_codes: 3,
         max_tries: 5,
+        max_codes_per_phone: 100,
     }
 }
 
@@ -377,7 +493,11 @@ async fn otp_counters_hold_under_concurrency() {
         assert_eq!(ok, 3, "{backend}: {issued:?}");
         let tries = (0..12).map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.otp_take_try(&phone(ALICE), otp_limits(2_000)).await })
+            tokio::spawn(async move {
+                store
+                    .otp_take_try(&phone(ALICE), &[1; 65], otp_limits(2_000))
+                    .await
+            })
         });
         let tried = futures::future::join_all(tries).await;
         let taken = tried
@@ -404,6 +524,106 @@ async fn otp_counters_hold_under_concurrency() {
             fresh.map(|l| (l.codes_issued, l.wrong_tries)),
             Ok((1, 0)),
             "{backend}"
+        );
+    })
+    .await;
+}
+
+/// Codes and their counters belong to a (phone, key) pair: another key's
+/// codes for the same phone neither replace the pending one nor spend its
+/// tries, and each pair has its own limits; the phone as a whole has a
+/// larger one, which leaves pending codes alone.
+#[tokio::test]
+async fn otp_codes_and_counters_are_kept_per_key() {
+    on_each_backend(quotas(10), |store, backend| async move {
+        let owner = [1u8; 65];
+        let otp_limits = |now| OtpLimits {
+            max_codes_per_phone: 12,
+            ..otp_limits(now)
+        };
+        assert!(
+            store
+                .otp_issue(&pending_code(ALICE, 1, 1_000), otp_limits(1_000))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        for _ in 0..3 {
+            let stranger = store
+                .otp_issue(&pending_code(ALICE, 2, 1_500), otp_limits(1_500))
+                .await
+                .unwrap();
+            assert!(stranger.is_ok(), "{backend}");
+        }
+        let spent = (0..5).map(|_| {
+            let store = store.clone();
+            async move {
+                store
+                    .otp_take_try(&phone(ALICE), &[2; 65], otp_limits(1_600))
+                    .await
+            }
+        });
+        for taken in futures::future::join_all(spent).await {
+            assert!(taken.unwrap().is_some(), "{backend}");
+        }
+        let refused = store
+            .otp_issue(&pending_code(ALICE, 2, 1_700), otp_limits(1_700))
+            .await
+            .unwrap();
+        assert!(refused.is_err(), "{backend}: the stranger's key is spent");
+
+        let pending = store.otp_pending(&phone(ALICE)).await.unwrap();
+        let keys: Vec<u8> = pending.iter().map(|p| p.public_key[0]).collect();
+        assert_eq!(keys, [2, 1], "{backend}: newest first, both kept");
+        let mine = store
+            .otp_pending_for(&phone(ALICE), &owner)
+            .await
+            .unwrap()
+            .expect("the owner's code is still pending");
+        assert_eq!(mine.issued_at, 1_000, "{backend}");
+        assert_eq!(
+            store
+                .otp_limits(&phone(ALICE), &owner)
+                .await
+                .unwrap()
+                .map(|l| (l.codes_issued, l.wrong_tries)),
+            Some((1, 0)),
+            "{backend}: the owner's counters are untouched"
+        );
+        let again = store
+            .otp_issue(&pending_code(ALICE, 1, 2_000), otp_limits(2_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.map(|l| (l.codes_issued, l.wrong_tries)),
+            Ok((2, 0)),
+            "{backend}: the owner may still ask for a code"
+        );
+        // Six codes counted for the phone so far (the refused one too); six
+        // more keys reach its limit.
+        for key in 3..9 {
+            let issued = store
+                .otp_issue(&pending_code(ALICE, key, 3_000), otp_limits(3_000))
+                .await
+                .unwrap();
+            assert!(issued.is_ok(), "{backend}: key {key}");
+        }
+        let refused = store
+            .otp_issue(&pending_code(ALICE, 9, 3_000), otp_limits(3_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.map_err(|l| l.codes_issued),
+            Err(12),
+            "{backend}: the phone's own limit"
+        );
+        assert!(
+            store
+                .otp_pending_for(&phone(ALICE), &owner)
+                .await
+                .unwrap()
+                .is_some(),
+            "{backend}: the owner's code stays pending"
         );
     })
     .await;
@@ -439,11 +659,15 @@ async fn registration_consumes_the_code_of_its_key() {
             "{backend}"
         );
         assert!(
-            store.otp_pending(&phone(ALICE)).await.unwrap().is_none(),
+            store.otp_pending(&phone(ALICE)).await.unwrap().is_empty(),
             "{backend}"
         );
         assert!(
-            store.otp_limits(&phone(ALICE)).await.unwrap().is_none(),
+            store
+                .otp_limits(&phone(ALICE), &[1; 65])
+                .await
+                .unwrap()
+                .is_none(),
             "{backend}"
         );
         assert_eq!(
@@ -606,7 +830,8 @@ async fn a_populated_store_is_copied_whole_into_an_empty_one() {
                 rows("otp_limits"),
                 rows("message_queue")
             ],
-            [1, 1, 1, 250],
+            // Bob's pending code counts for his key and for his phone.
+            [1, 1, 2, 250],
             "{backend}: {copied:?}"
         );
         assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Op;
 use crate::db::backend::Conn;
-use crate::db::queue::{self, QueueKey, QueueRef, Table};
+use crate::db::queue::{self, QueueKey, QueueRef, Removed, Table};
 use crate::db::quota::Ledger;
 use crate::db::{DbError, Millis, enqueue, outbound};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
@@ -58,9 +58,9 @@ async fn delete(
 ) -> Result<u64, DbError> {
     let mut deleted = 0;
     for chunk in ids.chunks(queue::DELETE_CHUNK) {
-        for size in queue::delete_many(conn, queue.key(), queue.device(), chunk).await? {
+        for removed in queue::delete_many(conn, queue.key(), queue.device(), chunk).await? {
             deleted += 1;
-            ledger.give_back(queue.key(), size);
+            give_back(ledger, queue.key(), &removed);
         }
     }
     Ok(deleted)
@@ -70,18 +70,18 @@ async fn delete(
 /// of relayed mail per neighbour) and forgets old relayed ids.
 async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<u64, DbError> {
     let local = queue::delete_expired(conn, Table::Messages, now, SWEEP_LIMIT).await?;
-    for (recipient, size) in &local {
-        if let Ok(phone) = PhoneNumber::from_canonical(recipient) {
-            ledger.give_back(QueueKey::Recipient(&phone), *size);
+    for removed in &local {
+        if let Ok(phone) = PhoneNumber::from_canonical(&removed.owner) {
+            give_back(ledger, QueueKey::Recipient(&phone), removed);
         }
     }
     let outbound = queue::delete_expired(conn, Table::Outbound, now, SWEEP_LIMIT).await?;
     let mut per_neighbour: HashMap<&str, u64> = HashMap::new();
-    for (neighbour, size) in &outbound {
-        if let Some(fp) = Fingerprint::parse(neighbour) {
-            ledger.give_back(QueueKey::Neighbour(fp), *size);
+    for removed in &outbound {
+        if let Some(fp) = Fingerprint::parse(&removed.owner) {
+            give_back(ledger, QueueKey::Neighbour(fp), removed);
         }
-        *per_neighbour.entry(neighbour).or_default() += 1;
+        *per_neighbour.entry(removed.owner.as_str()).or_default() += 1;
     }
     for (neighbour, n) in per_neighbour {
         tracing::warn!(
@@ -92,4 +92,10 @@ async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<
     }
     outbound::forget_seen(conn, now).await?;
     Ok((local.len() + outbound.len()) as u64)
+}
+
+/// Takes a deleted row off its queue's counts.
+fn give_back(ledger: &mut Ledger, queue: QueueKey<'_>, removed: &Removed) {
+    let sender = PhoneNumber::from_canonical(&removed.sender).ok();
+    ledger.give_back(queue, sender.as_ref(), removed.size);
 }

@@ -274,6 +274,7 @@ impl Task {
         self.health.observe_write(&result);
         match result {
             Ok(()) => {
+                crate::metrics::get().commit_batch.observe(ops.len() as f64);
                 for op in ops {
                     op.finish(&self.committed);
                 }

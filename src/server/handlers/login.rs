@@ -42,6 +42,12 @@ pub async fn handle(
         signature,
     )
     .await?;
+    if state.router.is_disabled(&phone).await? {
+        return Err(ApiError::new(
+            ErrorCode::AccountDisabled,
+            format!("{phone} has been disabled by this server's operator"),
+        ));
+    }
     session.log_in(&state.router, phone.clone(), 0)?;
     let queued = state.router.waiting(&phone, 0).await?;
     Ok(Response::LoggedIn {

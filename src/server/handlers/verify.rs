@@ -2,8 +2,10 @@
 //! the key being registered. On success the session is logged in.
 
 use super::{ApiError, parse_phone};
-use crate::auth::proof;
+use crate::auth::otp::PendingKey;
+use crate::auth::proof::{self, NONCE_LEN};
 use crate::crypto::{PublicKey, Purpose};
+use crate::domain::PhoneNumber;
 use crate::protocol::{B64, ErrorCode, Response, UserInfo};
 use crate::server::ServerState;
 use crate::server::session::Session;
@@ -21,18 +23,13 @@ pub async fn handle(
     // Registering logs this session in: better refused before the code
     // is spent than after.
     state.router.session_room(&phone)?;
-    let pending = state.otp.pending_key(&phone).await?;
-    let key = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
-    proof::check(
-        Purpose::Register,
-        session.exporter,
-        nonce,
-        &phone,
-        key.clone(),
-        signature,
-    )
-    .await?;
+    if state.router.is_disabled(&phone).await? {
+        return Err(ApiError::new(
+            ErrorCode::AccountDisabled,
+            format!("{phone} has been disabled by this server's operator"),
+        ));
+    }
+    let (pending, key) = proven_key(state, session, nonce, &phone, signature).await?;
     let (replaced, registered_at) = state.otp.redeem(&phone, code, &pending.spki).await?;
     let fingerprint = key.fingerprint().to_hex();
     let info = UserInfo {
@@ -54,4 +51,28 @@ pub async fn handle(
         fingerprint,
         replaced_key: replaced,
     })
+}
+
+/// The pending key whose possession `signature` proves. Several keys may
+/// be pending for one phone (anyone may ask for a code for any phone); the
+/// proof tells which one this client holds, so another's request for the
+/// same phone cannot get in its way.
+async fn proven_key(
+    state: &ServerState,
+    session: &Session,
+    nonce: [u8; NONCE_LEN],
+    phone: &PhoneNumber,
+    signature: Vec<u8>,
+) -> Result<(PendingKey, PublicKey), ApiError> {
+    let mut candidates = Vec::new();
+    for pending in state.otp.pending_keys(phone).await? {
+        // A stored key that no longer parses can prove nothing.
+        if let Ok(key) = PublicKey::from_spki_der_typed(pending.key_type, &pending.spki) {
+            candidates.push((pending, key));
+        }
+    }
+    let keys = candidates.iter().map(|(_, key)| key.clone()).collect();
+    let purpose = Purpose::Register;
+    let found = proof::find(purpose, session.exporter, nonce, phone, keys, signature).await?;
+    Ok(candidates.swap_remove(found))
 }

@@ -94,6 +94,7 @@ impl Unstarted {
         let listeners = Listeners {
             client: self.client,
             link: Some(self.link),
+            metrics: None,
         };
         tokio::spawn(server.run(listeners, shutdown.clone()));
         Node {

@@ -1,0 +1,240 @@
+//! The `carrier-server admin …` command line: which request each command
+//! is, how it reaches the server (its socket when it runs, its store under
+//! the data-directory lock when it does not), and how answers print.
+
+use std::path::PathBuf;
+
+use super::{AdminError, Context, LinkState, Reply, Request, execute, socket};
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::data_lock::{DataDirLock, LockError};
+use crate::db::Store;
+
+/// `carrier-server admin` and its flags.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Print lists as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Version, uptime, users, sessions, queue totals and each link.
+    Status,
+    /// Registered users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// One-time codes.
+    #[command(subcommand)]
+    Otp(OtpCommand),
+    /// Recipients' queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Neighbours: link state, outbound depth and oldest message age.
+    Links,
+    /// Neighbour keys pinned on first contact.
+    #[command(subcommand)]
+    Pins(PinsCommand),
+    /// An online, consistent copy of the database and the keys.
+    Backup {
+        /// The new backup file (the keys go beside it).
+        file: PathBuf,
+    },
+    /// Checks a configuration file without starting; exit code 0 or 1.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Every registered user.
+    List,
+    /// One user: key, queue, sessions.
+    Show { phone: String },
+    /// Removes the user, their queue and pending codes.
+    Delete { phone: String },
+    /// Refuses the user's logins (and closes their sessions).
+    Disable { phone: String },
+    /// Lets a disabled user log in again.
+    Enable { phone: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OtpCommand {
+    /// Forgets a phone's pending code and code counters.
+    Reset { phone: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QueueCommand {
+    /// Messages and bytes waiting per recipient.
+    Stats,
+    /// Deletes every message waiting for a phone.
+    Purge { phone: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PinsCommand {
+    /// Every pinned neighbour key.
+    List,
+    /// Forgets the key pinned for a neighbour address.
+    Forget { address: String },
+}
+
+/// Runs an admin command and prints its answer; the error is one line.
+pub async fn run(config: &ServerConfig, args: AdminArgs) -> Result<(), AdminError> {
+    let request = match args.command {
+        AdminCommand::CheckConfig { file } => return check_config(&file),
+        AdminCommand::Status => Request::Status,
+        AdminCommand::Users(UsersCommand::List) => Request::UsersList,
+        AdminCommand::Users(UsersCommand::Show { phone }) => Request::UsersShow { phone },
+        AdminCommand::Users(UsersCommand::Delete { phone }) => Request::UsersDelete { phone },
+        AdminCommand::Users(UsersCommand::Disable { phone }) => Request::UsersDisable { phone },
+        AdminCommand::Users(UsersCommand::Enable { phone }) => Request::UsersEnable { phone },
+        AdminCommand::Otp(OtpCommand::Reset { phone }) => Request::OtpReset { phone },
+        AdminCommand::Queue(QueueCommand::Stats) => Request::QueueStats,
+        AdminCommand::Queue(QueueCommand::Purge { phone }) => Request::QueuePurge { phone },
+        AdminCommand::Links => Request::Links,
+        AdminCommand::Pins(PinsCommand::List) => Request::PinsList,
+        AdminCommand::Pins(PinsCommand::Forget { address }) => Request::PinsForget { address },
+        AdminCommand::Backup { file } => Request::Backup {
+            file: std::path::absolute(&file)
+                .map_err(|e| AdminError::Io(format!("{}: {e}", file.display())))?,
+        },
+    };
+    let reply = send(config, request).await?;
+    print(&reply, args.json);
+    Ok(())
+}
+
+/// Through the socket when a server holds the data directory, directly on
+/// the store (holding the lock meanwhile) when none does.
+async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminError> {
+    let dir = &config.data_dir;
+    if !dir.is_dir() {
+        return Err(AdminError::Refused(format!(
+            "there is no data directory at {}; pass the server's --config or --data-dir",
+            dir.display()
+        )));
+    }
+    let _lock = match DataDirLock::acquire(dir) {
+        Ok(lock) => lock,
+        Err(LockError::Held { .. }) => return socket::call(dir, &request).await,
+        Err(e) => return Err(AdminError::Io(e.to_string())),
+    };
+    let (store, _committed) = Store::open(&config.database_location(), config.quotas()).await?;
+    let cx = Context {
+        store: store.clone(),
+        clock: Clock::System,
+        data_dir: dir.clone(),
+        neighbours: config.neighbours.clone(),
+        live: None,
+    };
+    let reply = execute(&cx, request).await;
+    drop(cx);
+    store.close().await;
+    reply
+}
+
+fn check_config(file: &std::path::Path) -> Result<(), AdminError> {
+    match crate::config::check_file(file) {
+        Ok(()) => {
+            println!("{}: the configuration is valid", file.display());
+            Ok(())
+        }
+        Err(problem) => Err(AdminError::Refused(problem)),
+    }
+}
+
+fn print(reply: &Reply, json: bool) {
+    if json {
+        let value = match reply {
+            Reply::Status(s) => serde_json::to_value(s),
+            Reply::Users(u) => serde_json::to_value(u),
+            Reply::User(u) => serde_json::to_value(u),
+            Reply::Queues(q) => serde_json::to_value(q),
+            Reply::Links(l) => serde_json::to_value(l),
+            Reply::Pins(p) => serde_json::to_value(p),
+            Reply::Done(d) => serde_json::to_value(serde_json::json!({ "done": d })),
+        };
+        let value = value.expect("an answer always serialises");
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+        return;
+    }
+    match reply {
+        Reply::Status(s) => {
+            let state = match s.uptime_secs {
+                Some(up) => format!("running for {up} s"),
+                None => "stopped".into(),
+            };
+            println!("carrier-server {} ({state})", s.version);
+            println!("users: {} ({} disabled)", s.users, s.disabled_users);
+            if let Some(sessions) = s.sessions {
+                println!("sessions: {sessions}");
+            }
+            println!(
+                "queued: {} messages, {} bytes",
+                s.queued_messages, s.queued_bytes
+            );
+            print_links(&s.links);
+        }
+        Reply::Users(users) => {
+            for u in users {
+                let disabled = if u.disabled { "  disabled" } else { "" };
+                println!(
+                    "{}  {}  queued {}{disabled}",
+                    u.phone, u.fingerprint, u.queued_messages
+                );
+            }
+        }
+        Reply::User(u) => {
+            println!("phone: {}", u.phone);
+            println!("key: {} {}", u.key_type, u.fingerprint);
+            println!("registered at: {} ms", u.registered_at);
+            println!("disabled: {}", if u.disabled { "yes" } else { "no" });
+            println!(
+                "queued: {} messages, {} bytes",
+                u.queued_messages, u.queued_bytes
+            );
+            if let Some(n) = u.sessions {
+                println!("sessions: {n}");
+            }
+        }
+        Reply::Queues(queues) => {
+            for q in queues {
+                println!("{}  {} messages  {} bytes", q.owner, q.messages, q.bytes);
+            }
+        }
+        Reply::Links(links) => print_links(links),
+        Reply::Pins(pins) => {
+            for p in pins {
+                println!("{}  {}", p.address, p.fingerprint);
+            }
+        }
+        Reply::Done(sentence) => println!("{sentence}"),
+    }
+}
+
+fn print_links(links: &[LinkState]) {
+    for l in links {
+        let name = l.address.as_deref().unwrap_or("(not configured)");
+        let fp = l.fingerprint.as_deref().unwrap_or("(key not yet pinned)");
+        let state = match l.up {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "-",
+        };
+        let oldest = l
+            .oldest_age_secs
+            .map_or(String::new(), |s| format!(", oldest {s} s"));
+        println!(
+            "link {name} {fp}: {state}, {} waiting{oldest}",
+            l.outbound_messages
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! The admin socket of a running server: `admin.sock` in the data
+//! directory, mode 0600. One request per connection: a JSON line in, a JSON
+//! line out (`{"ok": reply}` or `{"error": "sentence"}`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{AdminError, Context, Reply, Request, execute};
+
+/// File name of the socket inside the data directory.
+pub const SOCKET_FILE: &str = "admin.sock";
+
+/// The longest request line read; requests are a few hundred bytes.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// The answer on the wire.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Ok(Reply),
+    Error(String),
+}
+
+/// Where the socket of the server using `data_dir` is.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_FILE)
+}
+
+/// Binds the socket (replacing one a killed server left; the caller holds
+/// the data-directory lock, so no live server owns it) with mode 0600.
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = path(data_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers admin requests until `shutdown`, then removes the socket.
+pub async fn serve(
+    listener: UnixListener,
+    cx: std::sync::Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket: accept failed");
+                    continue;
+                }
+            },
+        };
+        let cx = cx.clone();
+        tracker.spawn(async move {
+            if let Err(e) = answer(stream, &cx).await {
+                tracing::debug!(error = %e, "admin socket: connection failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(path(&cx.data_dir));
+}
+
+async fn answer(stream: UnixStream, cx: &Context) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
+    let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => match execute(cx, request).await {
+            Ok(reply) => Answer::Ok(reply),
+            Err(e) => Answer::Error(e.to_string()),
+        },
+        Err(e) => Answer::Error(format!("not an admin request: {e}")),
+    };
+    let mut bytes = serde_json::to_vec(&answer).expect("an answer always serialises");
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    write.shutdown().await
+}
+
+/// Sends `request` to the server running on `data_dir`.
+pub async fn call(data_dir: &Path, request: &Request) -> Result<Reply, AdminError> {
+    let path = path(data_dir);
+    let io = |e: std::io::Error| {
+        AdminError::Io(format!(
+            "cannot reach the running server's admin socket {}: {e}",
+            path.display()
+        ))
+    };
+    let mut stream = UnixStream::connect(&path).await.map_err(io)?;
+    let mut bytes = serde_json::to_vec(request).expect("a request always serialises");
+    bytes.push(b'\n');
+    stream.write_all(&bytes).await.map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .await
+        .map_err(io)?;
+    match serde_json::from_str::<Answer>(&line) {
+        Ok(Answer::Ok(reply)) => Ok(reply),
+        Ok(Answer::Error(sentence)) => Err(AdminError::Refused(sentence)),
+        Err(e) => Err(AdminError::Io(format!(
+            "the server's answer was not understood ({e}); is it the same version?"
+        ))),
+    }
+}

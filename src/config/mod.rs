@@ -1,0 +1,231 @@
+//! Server configuration: a TOML file, overridden by command-line flags (and
+//! their `CARRIER_…` environment variables), validated once at load. Errors
+//! name the file and the key, or the flag. Relative paths in a file are
+//! resolved against the file's directory, so the server does not depend on
+//! where it is started.
+//!
+//! `file` is the TOML shape, `validate` checks it, `flags` puts the
+//! command line over it, `check` reports a file's problem by line.
+
+mod check;
+mod file;
+mod flags;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use crate::auth::code_sink::CodeSink;
+use crate::auth::otp::OtpPolicy;
+use crate::db::Location;
+use crate::db::quota::{Quota, Quotas};
+use crate::domain::Fingerprint;
+use crate::rate::Rate;
+use crate::routing::Limits;
+
+pub use check::check_file;
+pub use flags::Flags;
+
+/// A neighbour as configured: where to dial it and, if known, its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourConfig {
+    /// `host:port` of its server-to-server listener.
+    pub address: String,
+    /// Its key fingerprint; `None` pins the key seen on first contact.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// How the server logs (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: crate::telemetry::LogFormat,
+    /// The filter used when `RUST_LOG` is unset.
+    pub filter: String,
+}
+
+/// Everything `carrier-server` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub max_connections: usize,
+    /// Whether the file set `server.max_connections` (only then is its
+    /// clash with the open-file limit worth a warning).
+    pub max_connections_set: bool,
+    pub log: LogConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub otp_policy: OtpPolicy,
+    /// `register` requests one address (an IPv6 /64) may make.
+    pub register_per_address: Rate,
+    pub code_sink: CodeSink,
+    pub message_ttl_ms: i64,
+    /// Limits on each recipient's queue.
+    pub quota: Quota,
+    /// Limits on what one sender may hold in one recipient's queue, so no
+    /// single sender can fill it.
+    pub sender_quota: Quota,
+    /// Limits on each neighbour's outbound queue.
+    pub neighbour_quota: Quota,
+    /// How this server is named to people (`list`); defaults to `host:port`.
+    pub name: Option<String>,
+    /// Port of the server-to-server listener; `None` runs without one.
+    pub server_port: Option<u16>,
+    pub neighbours: Vec<NeighbourConfig>,
+    /// Where the database is; `None` is SQLite in the data directory.
+    pub database: Option<Location>,
+    /// What one user may take: send rates, sessions, unsent bytes.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        validate::from_file(file::FileConfig::default(), Path::new("."))
+            .expect("the built-in defaults are valid")
+    }
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key '{key}': {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+impl ServerConfig {
+    /// Where the database is: as configured, or SQLite in the data
+    /// directory.
+    pub fn database_location(&self) -> Location {
+        match &self.database {
+            Some(location) => location.clone(),
+            None => Location::in_data_dir(&self.data_dir),
+        }
+    }
+
+    /// The queue limits the store enforces.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            per_recipient: self.quota,
+            per_sender: self.sender_quota,
+            per_neighbour: self.neighbour_quota,
+        }
+    }
+
+    /// Loads a TOML file; relative paths in it are taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: file::FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        validate::from_file(file, base).map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, text).unwrap();
+        ServerConfig::load(&path)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse("[otp]\ndelivery = \"file\"\nfile = \"codes.txt\"\n").unwrap();
+        assert_eq!(c.port, 5000);
+        match c.code_sink {
+            CodeSink::File(p) => assert!(p.ends_with("codes.txt") && p.is_absolute()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = parse("[otp]\ndelivery = \"pigeon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("otp.delivery"), "{err}");
+        let err = parse("[server]\nprot = 1\n").unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        let err = parse("[queue]\nmax_messages_per_recipient = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.max_messages_per_recipient"), "{err}");
+    }
+
+    #[test]
+    fn code_lifetimes_beyond_a_day_are_refused_not_overflowed() {
+        for key in ["ttl_secs", "window_secs"] {
+            for value in ["86401", "9223372036854775807"] {
+                let err = parse(&format!("[otp]\n{key} = {value}\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&format!("otp.{key}")), "{err}");
+            }
+        }
+        let c = parse("[otp]\nttl_secs = 86400\nwindow_secs = 86400\n").unwrap();
+        assert_eq!(c.otp_policy.ttl_ms, 86_400_000);
+        assert_eq!(c.otp_policy.window_ms, 86_400_000);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "[server]\nport = 6000\n\n[neighbourhood]\nneighbours = [{ address = \"a:1\" }]\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(path),
+            host: Some("127.0.0.9".into()),
+            server_port: Some(7000),
+            neighbours: Some("a:1, b:2,".into()),
+            ..Flags::default()
+        };
+        let c = ServerConfig::from_flags(flags).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.9", 6000));
+        assert_eq!(c.server_port, Some(7000));
+        let addresses: Vec<&str> = c.neighbours.iter().map(|n| n.address.as_str()).collect();
+        assert_eq!(
+            addresses,
+            ["a:1", "b:2"],
+            "a listed neighbour is not added twice"
+        );
+        let bad = Flags {
+            neighbours: Some("nowhere".into()),
+            ..Flags::default()
+        };
+        let err = ServerConfig::from_flags(bad).unwrap_err().to_string();
+        assert!(err.starts_with("--neighbours: "), "{err}");
+    }
+}

@@ -1,0 +1,108 @@
+//! One server per data directory. Two servers on one directory would share
+//! a key and, on SQLite, a database each believes it alone writes: the
+//! second is refused at once with the first one's PID.
+//!
+//! The lock is an advisory `flock` on a file in the directory, held for the
+//! life of the process: the kernel releases it when the process ends, even
+//! after `kill -9`, so a stale lock file never blocks a restart. The file
+//! holds the PID of the holder, for the error message and for operators.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// File name of the lock inside the data directory.
+pub const LOCK_FILE: &str = "carrier-server.lock";
+
+/// Held while a server (or an offline admin command) uses a data directory.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Why the data directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another carrier-server (PID {pid}) is using the data directory {dir}; stop it first, or give this one its own --data-dir"
+    )]
+    Held { dir: PathBuf, pid: String },
+    #[error("cannot lock the data directory ({path}): {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl DataDirLock {
+    /// Takes the lock on `dir` without waiting, and writes this process's
+    /// PID into it.
+    pub fn acquire(dir: &Path) -> Result<Self, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::Held {
+                    dir: dir.to_owned(),
+                    pid: holder(&mut file),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { _file: file })
+    }
+
+    /// Whether a process holds the lock on `dir` now (without taking it).
+    pub fn is_held(dir: &Path) -> bool {
+        let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+            return false;
+        };
+        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+    }
+}
+
+/// The PID the holder wrote, or "unknown" while it has not yet.
+fn holder(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    match text.trim() {
+        "" => "unknown".into(),
+        pid => pid.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_first_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        assert!(DataDirLock::is_held(dir.path()));
+        let err = DataDirLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("PID {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        assert!(!DataDirLock::is_held(dir.path()));
+        DataDirLock::acquire(dir.path()).expect("free again once dropped");
+    }
+}

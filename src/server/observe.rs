@@ -1,0 +1,117 @@
+//! The operator's HTTP endpoint (`[metrics] listen`): `/metrics` in the
+//! Prometheus text format, `/healthz` (the process answers) and `/readyz`
+//! (the database takes a write). Plain HTTP on an address the operator
+//! chooses, loopback by default: it carries no user data.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Context, Reply};
+use crate::metrics::NeighbourLabels;
+
+/// The content type of prometheus-client's text encoding.
+const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Answers HTTP requests on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    cx: Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let cx = cx.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| answer(req, cx.clone()));
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "metrics connection failed");
+            }
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    cx: Arc<Context>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            refresh(&cx).await;
+            let mut r = text(StatusCode::OK, crate::metrics::get().encode());
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(METRICS_TYPE),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match cx.store.probe_write().await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: the database does not take writes: {e}\n"),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "try /metrics, /healthz or /readyz\n"),
+    })
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Sets the gauges from the router and the store just before a scrape.
+async fn refresh(cx: &Context) {
+    let m = crate::metrics::get();
+    if let Some(live) = &cx.live {
+        m.sessions.set(live.router.session_count() as i64);
+    }
+    if let Ok(queues) = cx.store.queue_depths().await {
+        m.queue_messages
+            .set(queues.iter().map(|q| q.messages).sum());
+        m.queue_bytes.set(queues.iter().map(|q| q.bytes).sum());
+    }
+    if let Ok(Reply::Links(links)) = admin::execute(cx, admin::Request::Links).await {
+        for link in links {
+            let Some(neighbour) = link.fingerprint.or(link.address) else {
+                continue;
+            };
+            let labels = NeighbourLabels { neighbour };
+            m.link_up
+                .get_or_create(&labels)
+                .set(i64::from(link.up == Some(true)));
+            m.outbound_messages
+                .get_or_create(&labels)
+                .set(link.outbound_messages);
+            m.outbound_oldest_seconds
+                .get_or_create(&labels)
+                .set(link.oldest_age_secs.unwrap_or(0));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! SIGHUP: read the configuration again and apply what can change while
+//! sessions stay up (limits on sessions and unsent bytes, the log filter).
+//! A file with errors is refused and the running configuration kept; every
+//! change is logged, and a change that needs a restart says so.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::Signal;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Flags, ServerConfig};
+use crate::routing::Router;
+use crate::telemetry::LogFilter;
+
+/// What a reload needs: the flags the server started with (naming the
+/// file) and the handle on the log filter.
+pub struct Reload {
+    pub flags: Flags,
+    pub log: Option<LogFilter>,
+}
+
+/// Reloads on each SIGHUP in `hangups` until `shutdown`.
+pub(super) async fn on_hangup(
+    mut hangups: Signal,
+    reload: Reload,
+    mut current: ServerConfig,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        match ServerConfig::from_flags(reload.flags.clone()) {
+            Err(e) => tracing::error!(
+                error = %e,
+                "configuration reload refused; the running configuration stays in force"
+            ),
+            Ok(new) => {
+                apply(&current, &new, &router, reload.log.as_ref());
+                current = new;
+                tracing::info!("configuration reloaded");
+            }
+        }
+    }
+}
+
+fn apply(old: &ServerConfig, new: &ServerConfig, router: &Router, log: Option<&LogFilter>) {
+    if old.limits != new.limits {
+        router.apply_limits(new.limits);
+        tracing::info!(from = ?old.limits, to = ?new.limits, "limits changed");
+        if (old.limits.send_messages, old.limits.send_bytes)
+            != (new.limits.send_messages, new.limits.send_bytes)
+        {
+            tracing::warn!("the new send rates (limits.send_*) take effect at the next restart");
+        }
+    }
+    if old.log.filter != new.log.filter {
+        match log {
+            Some(handle) => match handle.set(&new.log.filter) {
+                Ok(()) => tracing::info!(level = %new.log.filter, "log level changed"),
+                Err(e) => tracing::error!(error = %e, "the new log level could not be set"),
+            },
+            None => {
+                tracing::warn!("log.level changed, but RUST_LOG sets the level of this process")
+            }
+        }
+    }
+    let restart_needed = [
+        ("log.format", old.log.format != new.log.format),
+        ("neighbourhood.neighbours", old.neighbours != new.neighbours),
+        (
+            "otp",
+            format!("{:?}{:?}", old.code_sink, old.otp_policy)
+                != format!("{:?}{:?}", new.code_sink, new.otp_policy),
+        ),
+        (
+            "queue",
+            format!("{:?}{:?}", old.quota, old.neighbour_quota)
+                != format!("{:?}{:?}", new.quota, new.neighbour_quota)
+                || old.message_ttl_ms != new.message_ttl_ms,
+        ),
+        (
+            "server, database or metrics addresses",
+            (
+                &old.host,
+                old.port,
+                &old.data_dir,
+                &old.database,
+                old.metrics_listen,
+            ) != (
+                &new.host,
+                new.port,
+                &new.data_dir,
+                &new.database,
+                new.metrics_listen,
+            ),
+        ),
+    ];
+    for (section, changed) in restart_needed {
+        if changed {
+            tracing::warn!(section, "this change takes effect at the next restart");
+        }
+    }
+}

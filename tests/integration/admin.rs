@@ -1,0 +1,172 @@
+//! `carrier-server admin` through the binary, on a running server (its
+//! admin socket) and on a stopped one (its store), with real clients.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use carrier::protocol::{ErrorCode, KeyType};
+use serde_json::Value;
+
+use crate::common::{ALICE, BOB, NOBODY, register, server_code};
+use crate::process::{ServerFiles, run, stderr_of, stdout_of};
+
+/// `carrier-server --config … admin ARGS`.
+fn admin(files: &ServerFiles, args: &[&str]) -> Output {
+    let mut cmd = files.command();
+    cmd.arg("admin").args(args);
+    run(&mut cmd, &format!("admin {}", args.join(" ")))
+}
+
+fn ok(files: &ServerFiles, args: &[&str]) -> String {
+    let o = admin(files, args);
+    assert!(
+        o.status.success(),
+        "admin {args:?} failed: {}",
+        stderr_of(&o)
+    );
+    stdout_of(&o)
+}
+
+fn json(files: &ServerFiles, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = ok(files, &args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// The one line an admin command prints when it fails.
+fn refused(files: &ServerFiles, args: &[&str]) -> String {
+    let o = admin(files, args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "admin {args:?}: {}",
+        stdout_of(&o)
+    );
+    let err = stderr_of(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("carrier-server admin: "), "{err}");
+    err
+}
+
+fn phones(users: &Value) -> Vec<&str> {
+    users
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|u| u["phone"].as_str().expect("a phone"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_on_a_running_and_a_stopped_server() {
+    let files = ServerFiles::new();
+    let mut server = files.start();
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    alice
+        .client
+        .login()
+        .await
+        .expect("alice logs in")
+        .send(BOB, "hello")
+        .await
+        .expect("sent");
+
+    let socket = files.config.parent().unwrap().join("data/admin.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin socket is the owner's only");
+
+    let status = ok(&files, &["status"]);
+    assert!(status.contains("running for"), "{status}");
+    assert!(status.contains("users: 2 (0 disabled)"), "{status}");
+    let users = json(&files, &["users", "list"]);
+    assert_eq!(phones(&users), [ALICE, BOB]);
+    assert_eq!(users[1]["queued_messages"], 1);
+    let queues = json(&files, &["queue", "stats"]);
+    assert_eq!(queues[0]["owner"], BOB);
+    assert_eq!(queues[0]["messages"], 1);
+
+    ok(&files, &["users", "disable", BOB]);
+    let err = bob
+        .client
+        .login()
+        .await
+        .err()
+        .expect("a disabled user is refused");
+    assert_eq!(server_code(&err), Some(ErrorCode::AccountDisabled), "{err}");
+    let shown = json(&files, &["users", "show", BOB]);
+    assert_eq!(shown["disabled"], true);
+    ok(&files, &["users", "enable", BOB]);
+    drop(
+        bob.client
+            .login()
+            .await
+            .expect("enabled again, bob logs in"),
+    );
+
+    let out = ok(&files, &["queue", "purge", BOB]);
+    assert_eq!(out.trim(), "Purged 1 messages waiting for +12025550102");
+    assert_eq!(json(&files, &["queue", "stats"]), serde_json::json!([]));
+    let out = ok(&files, &["users", "delete", BOB]);
+    assert!(out.contains("Deleted +12025550102"), "{out}");
+    let err = bob
+        .client
+        .login()
+        .await
+        .err()
+        .expect("a deleted user is gone");
+    assert_eq!(server_code(&err), Some(ErrorCode::UnknownUser), "{err}");
+    assert_eq!(phones(&json(&files, &["users", "list"])), [ALICE]);
+    assert_eq!(json(&files, &["queue", "stats"]), serde_json::json!([]));
+    let err = refused(&files, &["users", "show", NOBODY]);
+    assert!(err.contains("not registered"), "{err}");
+
+    assert!(server.terminate().success());
+    assert!(!socket.exists(), "the socket is removed at shutdown");
+    let status = ok(&files, &["status"]);
+    assert!(status.contains("(stopped)"), "{status}");
+    assert_eq!(phones(&json(&files, &["users", "list"])), [ALICE]);
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("carrier.db");
+    let out = ok(&files, &["backup", file.to_str().unwrap()]);
+    assert!(
+        backups.path().join("carrier.db.server_key.pem").exists(),
+        "{out}"
+    );
+    if !files.uses_sqlite() {
+        assert!(out.contains("pg_dump"), "{out}");
+        return;
+    }
+    assert!(file.exists(), "{out}");
+    let err = refused(&files, &["backup", file.to_str().unwrap()]);
+    assert!(err.contains("exists already"), "{err}");
+
+    // The backup is a whole database: a server's store opened on it knows alice.
+    let restored = ServerFiles::new();
+    let data = restored.config.parent().unwrap().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(&file, data.join("carrier.db")).unwrap();
+    assert_eq!(phones(&json(&restored, &["users", "list"])), [ALICE]);
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nport = 5000\n").unwrap();
+    let files = ServerFiles::new();
+    let out = ok(&files, &["check-config", good.to_str().unwrap()]);
+    assert!(out.contains("valid"), "{out}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nport = 5000\n\n[queue]\nmax_messages_per_recipient = 0\n",
+    )
+    .unwrap();
+    let err = refused(&files, &["check-config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("bad.toml:5: key 'queue.max_messages_per_recipient'"),
+        "{err}"
+    );
+}

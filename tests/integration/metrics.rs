@@ -1,0 +1,102 @@
+//! `[metrics] listen`: Prometheus text at `/metrics`, parsed with a
+//! Prometheus parser, whose counters move with real traffic; `/healthz`
+//! and `/readyz`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use carrier::protocol::KeyType;
+use prometheus_parse::{Scrape, Value};
+
+use crate::common::{ALICE, BOB, register};
+use crate::process::ServerFiles;
+
+/// `GET path` over HTTP/1.1: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("the metrics port answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    (status, body.to_owned())
+}
+
+fn scrape(addr: &str) -> Scrape {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text")
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 when
+/// no such sample was exported yet).
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map_or(0.0, |x| match x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            _ => panic!("{name} is not a number"),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic_and_health_answers() {
+    let files = ServerFiles::new();
+    files.set_extra_config("", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let server = files.start();
+    let addr = server.metrics_addr.clone().expect("a metrics address");
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    assert_eq!(get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(get(&addr, "/nothing").0, 404);
+
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let _bob = register(&server, BOB, KeyType::P256).await;
+    let before = scrape(&addr);
+    assert_eq!(value(&before, "carrier_messages_accepted_total", &[]), 0.0);
+    assert_eq!(value(&before, "carrier_queue_messages", &[]), 0.0);
+    let verified = [("request", "verify"), ("outcome", "ok")];
+    assert_eq!(value(&before, "carrier_requests_total", &verified), 2.0);
+
+    let session = alice.client.login().await.expect("alice logs in");
+    for text in ["one", "two", "three"] {
+        session.send(BOB, text).await.expect("sent");
+    }
+    let after = scrape(&addr);
+    assert_eq!(value(&after, "carrier_messages_accepted_total", &[]), 3.0);
+    assert_eq!(value(&after, "carrier_queue_messages", &[]), 3.0);
+    assert_eq!(value(&after, "carrier_sessions", &[]), 1.0);
+    let logins = [("request", "login"), ("outcome", "ok")];
+    assert_eq!(value(&after, "carrier_requests_total", &logins), 1.0);
+    let latency = after
+        .samples
+        .iter()
+        .find(|x| x.metric == "carrier_send_commit_seconds")
+        .expect("the send latency histogram");
+    match &latency.value {
+        Value::Histogram(buckets) => {
+            let all = buckets.last().expect("buckets").count;
+            assert_eq!(all, 3.0, "{buckets:?}");
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    let batches = after
+        .samples
+        .iter()
+        .find(|x| x.metric == "carrier_commit_batch_operations")
+        .expect("the commit batch histogram");
+    match &batches.value {
+        Value::Histogram(buckets) => {
+            assert!(buckets.last().expect("buckets").count >= 1.0, "{buckets:?}")
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+}
