@@ -143,7 +143,7 @@ async fn delete(cx: &Context, phone: &PhoneNumber) -> Result<Reply, AdminError> 
     }
     tracing::info!(%phone, "user deleted by the operator");
     Ok(done(format!(
-        "Deleted {phone} with their queue and pending codes"
+        "Deleted {phone} with their queues, devices and pending codes"
     )))
 }
 

@@ -30,6 +30,9 @@ pub struct Pin {
 /// The tables a user's own rows live in, cleared when the user is deleted.
 const USER_TABLES: &[&str] = &[
     "DELETE FROM message_queue WHERE recipient = $1",
+    "DELETE FROM device_lists WHERE phone = $1",
+    "DELETE FROM devices WHERE phone = $1",
+    "DELETE FROM prekeys WHERE phone = $1",
     "DELETE FROM otp_codes WHERE phone = $1",
     "DELETE FROM otp_limits WHERE phone = $1",
     "DELETE FROM disabled_users WHERE phone = $1",
@@ -87,9 +90,9 @@ impl Store {
         Ok(self.wrote(done)? > 0)
     }
 
-    /// Removes the user, their queue (through the queue writer), then their
-    /// pending code, counters and their own directory entry in one
-    /// transaction. Returns whether they existed.
+    /// Removes the user, their queues (every device's, through the queue
+    /// writer), then their devices, device list, prekeys, pending code,
+    /// counters and their own directory entry in one transaction. Returns whether they existed.
     pub async fn delete_user(&self, phone: &PhoneNumber) -> Result<bool, DbError> {
         self.purge_queue(phone).await?;
         let mut pooled = self.pool.acquire().await?;
@@ -147,15 +150,43 @@ impl Store {
         self.read(rows)
     }
 
-    /// Deletes every message waiting for `phone`; returns how many. The
-    /// deletes go through the queue writer, whose quota counts stay true.
+    /// Deletes every message waiting for `phone`, on every device; returns
+    /// how many. The deletes go through the queue writer, whose quota
+    /// counts stay true.
     pub async fn purge_queue(&self, phone: &PhoneNumber) -> Result<u64, DbError> {
+        let devices: Result<Vec<i64>, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
+            "SELECT DISTINCT device FROM message_queue WHERE recipient = $1 ORDER BY device",
+        )
+        .bind(phone)
+        .fetch_all(p)
+        .await);
+        let mut purged = 0;
+        for device in self.read(devices)? {
+            let queue = match u32::try_from(device) {
+                Ok(0) | Err(_) => QueueRef::Recipient(phone.clone()),
+                Ok(d) => QueueRef::Device(phone.clone(), d),
+            };
+            purged += self.purge_device(phone, queue, device).await?;
+        }
+        Ok(purged)
+    }
+
+    /// Deletes the messages queued for one `device` of `phone` through the
+    /// queue writer, a batch at a time.
+    async fn purge_device(
+        &self,
+        phone: &PhoneNumber,
+        queue: QueueRef,
+        device: i64,
+    ) -> Result<u64, DbError> {
         let mut purged = 0;
         loop {
             let ids: Result<Vec<Vec<u8>>, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
-                "SELECT id FROM message_queue WHERE recipient = $1 ORDER BY seq LIMIT 500",
+                "SELECT id FROM message_queue WHERE recipient = $1 AND device = $2
+                 ORDER BY seq LIMIT 500",
             )
             .bind(phone)
+            .bind(device)
             .fetch_all(p)
             .await);
             let ids: Vec<MessageId> = self
@@ -166,7 +197,7 @@ impl Store {
             if ids.is_empty() {
                 return Ok(purged);
             }
-            let deleted = self.delete(QueueRef::Recipient(phone.clone()), ids).await?;
+            let deleted = self.delete(queue.clone(), ids).await?;
             if deleted == 0 {
                 return Ok(purged);
             }

@@ -43,6 +43,12 @@ pub async fn handle(
         .await?
         .ok_or_else(unknown)?;
     proof::check_device(&session.exporter, &nonce, &phone, id, &key, signature)?;
+    if state.router.is_disabled(&phone).await? {
+        return Err(ApiError::new(
+            ErrorCode::AccountDisabled,
+            format!("{phone} has been disabled by this server's operator"),
+        ));
+    }
     session.log_in(&state.router, phone.clone(), device)?;
     state.router.device_seen(&phone, device).await?;
     let queued = state.router.waiting(&phone, device).await?;
