@@ -373,6 +373,33 @@ async fn claims_are_rate_limited_per_account() {
 }
 
 #[tokio::test]
+async fn a_disabled_account_s_devices_are_refused_at_device_login() {
+    let server = spawn_server().await;
+    let (_bob, account, _devices) = with_devices(&server, BOB, 1).await;
+    let pool = server.db().await;
+    sqlx::query("INSERT INTO disabled_users (phone, disabled_at) VALUES ($1, $2)")
+        .bind(BOB)
+        .bind(1_000_i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let device = account.device(1);
+    let conn = Connection::connect(
+        &server.addr(),
+        carrier::tls::Pin::Expect(server.fingerprint()),
+    )
+    .await
+    .expect("connects");
+    let answer = device.log_in(&conn).await;
+    expect_error(
+        answer,
+        ErrorCode::AccountDisabled,
+        "a disabled account's device",
+    );
+}
+
+#[tokio::test]
 async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
     let server = spawn_server().await;
     let (_, _, alices) = with_devices(&server, ALICE, 1).await;
