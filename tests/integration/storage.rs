@@ -946,3 +946,48 @@ async fn a_lost_postgres_connection_is_refused_then_recovered() {
 fn source_dir_missing() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("carrier-missing-{}.db", std::process::id()))
 }
+
+/// An operator's purge empties every device's queue of a recipient through
+/// the queue writer: the quota, counted across devices, has all its room
+/// back at once.
+#[tokio::test]
+async fn a_purge_reaches_every_device_and_gives_the_room_back() {
+    on_each_backend(quotas(3), |store, backend| async move {
+        let to_device = |id, device| {
+            local(NewMessage {
+                device,
+                ..message(id, ALICE, BOB, id)
+            })
+        };
+        let outcomes = submit_all(
+            &store,
+            vec![
+                to_device(1, 0),
+                to_device(2, 1),
+                to_device(3, 2),
+                to_device(4, 1),
+            ],
+        )
+        .await;
+        assert_eq!(
+            outcomes,
+            [Stored, Stored, Stored, QuotaFull],
+            "{backend}: devices share the recipient's quota"
+        );
+        assert_eq!(
+            store.purge_queue(&phone(BOB)).await.unwrap(),
+            3,
+            "{backend}"
+        );
+        for device in 0..3 {
+            assert_eq!(store.waiting(&phone(BOB), device, 0).await.unwrap(), 0);
+        }
+        let outcomes = submit_all(
+            &store,
+            vec![to_device(4, 1), to_device(5, 2), to_device(6, 0)],
+        )
+        .await;
+        assert_eq!(outcomes, [Stored, Stored, Stored], "{backend}");
+    })
+    .await;
+}
