@@ -74,8 +74,7 @@ async fn sighup_changes_where_codes_go_for_the_next_registration() {
     let (_home, client) = new_client(&server.addr(), Some(server.fingerprint())).await;
     let err = register_client(&server, &client, ALICE, KeyType::P256)
         .await
-        .err()
-        .expect("codes go to the console, not the file");
+        .expect_err("codes go to the console, not the file");
     assert!(err.to_string().contains("no code"), "{err}");
     assert!(server.codes_for(ALICE).is_empty());
 
