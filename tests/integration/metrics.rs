@@ -100,3 +100,23 @@ async fn metrics_move_with_traffic_and_health_answers() {
         other => panic!("not a histogram: {other:?}"),
     }
 }
+
+/// A scraper keeping its connection alive, or a client that sends half a
+/// request and stalls, must not hold the server up when it is told to stop.
+#[test]
+fn an_open_metrics_connection_does_not_stall_shutdown() {
+    let files = ServerFiles::new();
+    files.set_extra_config("", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut server = files.start();
+    let addr = server.metrics_addr.clone().expect("a metrics address");
+    let mut kept_alive = TcpStream::connect(&addr).expect("the metrics port answers");
+    write!(kept_alive, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = [0u8; 12];
+    kept_alive.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let mut stalled = TcpStream::connect(&addr).expect("the metrics port answers");
+    write!(stalled, "GET /metrics HTTP/1.1\r\nHost: ").unwrap();
+
+    let status = server.terminate();
+    assert!(status.success(), "the server exits cleanly: {status:?}");
+}
