@@ -170,3 +170,27 @@ fn check_config_names_file_line_and_key() {
         "{err}"
     );
 }
+
+/// A connection to the admin socket that never sends its request must not
+/// hold the server up when it is told to stop.
+#[test]
+fn a_silent_admin_connection_does_not_stall_shutdown() {
+    let files = ServerFiles::new();
+    let mut server = files.start();
+    let socket = files.config.parent().unwrap().join("data/admin.sock");
+    // The socket is bound while the server starts its listeners.
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
+    let _silent = loop {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(stream) => break stream,
+            Err(e) if std::time::Instant::now() > deadline => panic!("the socket answers: {e}"),
+            Err(_) => std::thread::yield_now(),
+        }
+    };
+    // The connection is accepted before the stop: a status call after it
+    // is answered, so the silent one is already being served.
+    ok(&files, &["status"]);
+
+    let status = server.terminate();
+    assert!(status.success(), "the server exits cleanly: {status:?}");
+}
