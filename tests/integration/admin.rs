@@ -136,9 +136,14 @@ async fn admin_commands_on_a_running_and_a_stopped_server() {
     );
     if !files.uses_sqlite() {
         assert!(out.contains("pg_dump"), "{out}");
+        assert!(!file.exists(), "no empty database file is left: {out}");
         return;
     }
-    assert!(file.exists(), "{out}");
+    let mode = std::fs::metadata(&file)
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the database copy is the owner's only");
     let err = refused(&files, &["backup", file.to_str().unwrap()]);
     assert!(err.contains("exists already"), "{err}");
 
