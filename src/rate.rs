@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use crate::clock::Clock;
 
@@ -43,7 +43,8 @@ const UNIT: u64 = 60_000;
 
 /// A table of token buckets, `N` measures per key.
 pub struct Buckets<K, const N: usize> {
-    rates: [Rate; N],
+    /// Replaceable while running, so a reloaded rate applies at once.
+    rates: RwLock<[Rate; N]>,
     clock: Clock,
     state: Mutex<State<K, N>>,
 }
@@ -67,7 +68,7 @@ const PRUNE_FLOOR: usize = 1024;
 impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
     pub fn new(rates: [Rate; N], clock: Clock) -> Self {
         Self {
-            rates,
+            rates: RwLock::new(rates),
             clock,
             state: Mutex::new(State {
                 levels: HashMap::new(),
@@ -81,18 +82,19 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
     /// in how many milliseconds the buckets will hold enough.
     pub fn take(&self, key: &K, cost: [u64; N]) -> Result<(), u64> {
         let now = self.clock.now_ms();
+        let rates = self.rates();
         let cost: [u64; N] =
-            std::array::from_fn(|i| cost[i].min(self.rates[i].burst).saturating_mul(UNIT));
+            std::array::from_fn(|i| cost[i].min(rates[i].burst).saturating_mul(UNIT));
         // A std mutex: nothing awaits while it is held.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let level = match state.levels.get(key) {
-            Some(l) => self.refilled(*l, now),
-            None => self.full(now),
+            Some(l) => refilled(&rates, *l, now),
+            None => full(&rates, now),
         };
         let wait_ms = (0..N)
             .map(|i| {
                 let short = cost[i].saturating_sub(level.units[i]);
-                short.div_ceil(self.rates[i].per_minute)
+                short.div_ceil(rates[i].per_minute)
             })
             .max()
             .unwrap_or(0);
@@ -102,49 +104,59 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
         }
         let units = std::array::from_fn(|i| level.units[i] - cost[i]);
         state.levels.insert(key.clone(), Level { units, ..level });
-        self.prune(&mut state, now);
+        prune(&rates, &mut state, now);
         Ok(())
     }
 
-    fn full(&self, now: i64) -> Level<N> {
-        Level {
-            units: std::array::from_fn(|i| self.capacity(i)),
-            at_ms: now,
-        }
+    /// Replaces the rates (a reloaded configuration). Tokens already held
+    /// above a smaller burst are cut to it on the key's next use.
+    pub fn set_rates(&self, rates: [Rate; N]) {
+        *self.rates.write().unwrap_or_else(|p| p.into_inner()) = rates;
     }
 
-    fn capacity(&self, i: usize) -> u64 {
-        self.rates[i].burst.saturating_mul(UNIT)
-    }
-
-    fn refilled(&self, level: Level<N>, now: i64) -> Level<N> {
-        let elapsed_ms = u64::try_from(now - level.at_ms).unwrap_or(0);
-        Level {
-            units: std::array::from_fn(|i| {
-                let added = elapsed_ms.saturating_mul(self.rates[i].per_minute);
-                level.units[i].saturating_add(added).min(self.capacity(i))
-            }),
-            at_ms: now.max(level.at_ms),
-        }
-    }
-
-    /// Forgets keys whose buckets are full again (a fresh key starts full),
-    /// once the table has doubled since the last time.
-    fn prune(&self, state: &mut State<K, N>, now: i64) {
-        if state.levels.len() < state.prune_at {
-            return;
-        }
-        state.levels.retain(|_, l| {
-            let l = self.refilled(*l, now);
-            (0..N).any(|i| l.units[i] < self.capacity(i))
-        });
-        state.prune_at = (state.levels.len() * 2).max(PRUNE_FLOOR);
+    fn rates(&self) -> [Rate; N] {
+        *self.rates.read().unwrap_or_else(|p| p.into_inner())
     }
 
     #[cfg(test)]
     fn keys_held(&self) -> usize {
         self.state.lock().unwrap().levels.len()
     }
+}
+
+fn full<const N: usize>(rates: &[Rate; N], now: i64) -> Level<N> {
+    Level {
+        units: std::array::from_fn(|i| capacity(rates, i)),
+        at_ms: now,
+    }
+}
+
+fn capacity<const N: usize>(rates: &[Rate; N], i: usize) -> u64 {
+    rates[i].burst.saturating_mul(UNIT)
+}
+
+fn refilled<const N: usize>(rates: &[Rate; N], level: Level<N>, now: i64) -> Level<N> {
+    let elapsed_ms = u64::try_from(now - level.at_ms).unwrap_or(0);
+    Level {
+        units: std::array::from_fn(|i| {
+            let added = elapsed_ms.saturating_mul(rates[i].per_minute);
+            level.units[i].saturating_add(added).min(capacity(rates, i))
+        }),
+        at_ms: now.max(level.at_ms),
+    }
+}
+
+/// Forgets keys whose buckets are full again (a fresh key starts full),
+/// once the table has doubled since the last time.
+fn prune<K, const N: usize>(rates: &[Rate; N], state: &mut State<K, N>, now: i64) {
+    if state.levels.len() < state.prune_at {
+        return;
+    }
+    state.levels.retain(|_, l| {
+        let l = refilled(rates, *l, now);
+        (0..N).any(|i| l.units[i] < capacity(rates, i))
+    });
+    state.prune_at = (state.levels.len() * 2).max(PRUNE_FLOOR);
 }
 
 #[cfg(test)]
@@ -186,6 +198,33 @@ mod tests {
             buckets.take(&"a", [1, 9_999_999]),
             Err(5000),
             "a cost above the burst waits for a full bucket"
+        );
+    }
+
+    #[test]
+    fn new_rates_apply_at_once() {
+        let clock = Clock::manual();
+        let buckets = Buckets::new([Rate::per_minute(1, 2)], clock.clone());
+        buckets.take(&"a", [2]).unwrap();
+        assert_eq!(buckets.take(&"a", [1]), Err(60_000));
+        buckets.set_rates([Rate::per_second(1, 5)]);
+        assert_eq!(
+            buckets.take(&"a", [1]),
+            Err(1000),
+            "refills at the new rate"
+        );
+        assert_eq!(
+            buckets.take(&"b", [5]),
+            Ok(()),
+            "a fresh key gets the new burst"
+        );
+        buckets.set_rates([Rate::per_minute(1, 1)]);
+        clock.advance_ms(180_000);
+        buckets.take(&"a", [1]).unwrap();
+        assert_eq!(
+            buckets.take(&"a", [1]),
+            Err(60_000),
+            "held tokens cut to the new burst"
         );
     }
 

@@ -1,6 +1,7 @@
 //! Carrying out one [`Request`] against a store, and, when the server runs,
 //! its router.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -244,13 +245,34 @@ fn fill(link: &mut LinkState, depth: &QueueDepth, now: i64) {
 /// An online, consistent copy of the database (SQLite) and the key files
 /// next to it; on PostgreSQL, the keys and what to run for the database.
 async fn backup(cx: &Context, file: &Path) -> Result<Reply, AdminError> {
-    if file.exists() {
-        return Err(AdminError::Refused(format!(
-            "{} exists already; choose a new file",
-            file.display()
-        )));
+    // Created empty and 0600 first (SQLite fills an empty file), so the
+    // copy is never readable by others, and an existing file is refused
+    // by the same call that would create it.
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(AdminError::Refused(format!(
+                "{} exists already; choose a new file",
+                file.display()
+            )));
+        }
+        Err(e) => {
+            return Err(AdminError::Io(format!(
+                "cannot create {}: {e}",
+                file.display()
+            )));
+        }
     }
-    let copied = cx.store.backup_into(file).await?;
+    let copied = cx.store.backup_into(file).await;
+    if !matches!(copied, Ok(true)) {
+        let _ = std::fs::remove_file(file);
+    }
+    let copied = copied?;
     let mut keys = Vec::new();
     for name in [
         crate::crypto::SERVER_KEY_FILE,

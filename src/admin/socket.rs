@@ -19,6 +19,10 @@ pub const SOCKET_FILE: &str = "admin.sock";
 /// The longest request line read; requests are a few hundred bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+/// How long a connection may take to send its request: one that stays
+/// silent is dropped rather than held, and never holds up a stop.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The answer on the wire.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,8 +69,9 @@ pub async fn serve(
             },
         };
         let cx = cx.clone();
+        let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = answer(stream, &cx).await {
+            if let Err(e) = answer(stream, &cx, &shutdown).await {
                 tracing::debug!(error = %e, "admin socket: connection failed");
             }
         });
@@ -74,12 +79,20 @@ pub async fn serve(
     let _ = std::fs::remove_file(path(&cx.data_dir));
 }
 
-async fn answer(stream: UnixStream, cx: &Context) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    cx: &Context,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::select! {
+        read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)) => {
+            read.map_err(|_| std::io::ErrorKind::TimedOut)??;
+        }
+        _ = shutdown.cancelled() => return Ok(()),
+    }
     let answer = match serde_json::from_str::<Request>(&line) {
         Ok(request) => match execute(cx, request).await {
             Ok(reply) => Answer::Ok(reply),

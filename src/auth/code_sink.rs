@@ -15,7 +15,7 @@ use crate::domain::PhoneNumber;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The configured channel for one-time codes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeSink {
     /// Print the line on standard output (the operator's console).
     Console,

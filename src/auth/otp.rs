@@ -117,7 +117,9 @@ pub struct Otp {
     store: Store,
     policy: OtpPolicy,
     clock: Clock,
-    sink: CodeSink,
+    /// Replaceable while running, so a reloaded delivery applies to the
+    /// next code.
+    sink: std::sync::RwLock<CodeSink>,
     key: CodeKey,
 }
 
@@ -133,9 +135,14 @@ impl Otp {
             store,
             policy,
             clock,
-            sink,
+            sink: std::sync::RwLock::new(sink),
             key,
         }
+    }
+
+    /// Delivers the codes issued from now on through `sink`.
+    pub fn set_sink(&self, sink: CodeSink) {
+        *self.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
     }
 
     /// The window and limits as storage checks them at `now`.
@@ -200,8 +207,8 @@ impl Otp {
                 retry_in_s: self.retry_in_s(&limits, now),
             }));
         }
-        self.sink
-            .deliver(phone, &code)
+        let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+        sink.deliver(phone, &code)
             .await
             .map_err(OtpError::Delivery)?;
         tracing::info!(%phone, "one-time code issued");

@@ -22,11 +22,12 @@ impl Router {
             .map_or(0, |d| d.messages))
     }
 
-    /// Applies reloaded limits: sessions per user and unsent bytes at once.
-    /// The send rates' buckets keep the rates they were made with.
+    /// Applies reloaded limits at once: sessions per user, unsent bytes and
+    /// the send rates (a sender keeps the tokens it holds, up to the new burst).
     pub fn apply_limits(&self, new: Limits) {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = new;
         self.registry.set_limits(&new);
+        self.senders.set_rates([new.send_messages, new.send_bytes]);
     }
 
     /// Live sessions of `phone`.

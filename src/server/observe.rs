@@ -5,12 +5,14 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,30 +22,50 @@ use crate::metrics::NeighbourLabels;
 /// The content type of prometheus-client's text encoding.
 const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Answers HTTP requests on `listener` until `shutdown`.
+/// How long a client may take to send a request's head: a client that
+/// stalls mid-request is dropped rather than held forever.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; more are closed at once, so clients of the
+/// metrics port cannot take the descriptors the messaging clients need.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Answers HTTP requests on `listener` until `shutdown`; then every
+/// connection finishes the request it is on and closes, so a scraper that
+/// keeps its connection alive does not hold the server's stop up.
 pub async fn serve(
     listener: TcpListener,
     cx: Arc<Context>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut listener = crate::listen::Listener::new(listener, "metrics");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let stream = tokio::select! {
+        let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
         };
         let cx = cx.clone();
+        let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| answer(req, cx.clone()));
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(error = %e, "metrics connection failed");
             }

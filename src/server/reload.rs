@@ -1,5 +1,6 @@
 //! SIGHUP: read the configuration again and apply what can change while
-//! sessions stay up (limits on sessions and unsent bytes, the log filter).
+//! sessions stay up (limits on sessions, unsent bytes and send rates, the
+//! one-time code delivery, the log filter).
 //! A file with errors is refused and the running configuration kept; every
 //! change is logged, and a change that needs a restart says so.
 
@@ -9,8 +10,9 @@ use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Flags, ServerConfig};
-use crate::routing::Router;
 use crate::telemetry::LogFilter;
+
+use super::ServerState;
 
 /// What a reload needs: the flags the server started with (naming the
 /// file) and the handle on the log filter.
@@ -24,7 +26,7 @@ pub(super) async fn on_hangup(
     mut hangups: Signal,
     reload: Reload,
     mut current: ServerConfig,
-    router: Arc<Router>,
+    state: Arc<ServerState>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -38,7 +40,7 @@ pub(super) async fn on_hangup(
                 "configuration reload refused; the running configuration stays in force"
             ),
             Ok(new) => {
-                apply(&current, &new, &router, reload.log.as_ref());
+                apply(&current, &new, &state, reload.log.as_ref());
                 current = new;
                 tracing::info!("configuration reloaded");
             }
@@ -46,15 +48,14 @@ pub(super) async fn on_hangup(
     }
 }
 
-fn apply(old: &ServerConfig, new: &ServerConfig, router: &Router, log: Option<&LogFilter>) {
+fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Option<&LogFilter>) {
     if old.limits != new.limits {
-        router.apply_limits(new.limits);
+        state.router.apply_limits(new.limits);
         tracing::info!(from = ?old.limits, to = ?new.limits, "limits changed");
-        if (old.limits.send_messages, old.limits.send_bytes)
-            != (new.limits.send_messages, new.limits.send_bytes)
-        {
-            tracing::warn!("the new send rates (limits.send_*) take effect at the next restart");
-        }
+    }
+    if old.code_sink != new.code_sink {
+        state.otp.set_sink(new.code_sink.clone());
+        tracing::info!(to = ?new.code_sink, "one-time code delivery changed");
     }
     if old.log.filter != new.log.filter {
         match log {
@@ -71,9 +72,8 @@ fn apply(old: &ServerConfig, new: &ServerConfig, router: &Router, log: Option<&L
         ("log.format", old.log.format != new.log.format),
         ("neighbourhood.neighbours", old.neighbours != new.neighbours),
         (
-            "otp",
-            format!("{:?}{:?}", old.code_sink, old.otp_policy)
-                != format!("{:?}{:?}", new.code_sink, new.otp_policy),
+            "otp (other than delivery)",
+            format!("{:?}", old.otp_policy) != format!("{:?}", new.otp_policy),
         ),
         (
             "queue",

@@ -89,7 +89,7 @@ pub async fn serve(
             hangups,
             reload,
             config.clone(),
-            server.state.router.clone(),
+            server.state.clone(),
             shutdown.clone(),
         ));
     }

@@ -136,9 +136,14 @@ async fn admin_commands_on_a_running_and_a_stopped_server() {
     );
     if !files.uses_sqlite() {
         assert!(out.contains("pg_dump"), "{out}");
+        assert!(!file.exists(), "no empty database file is left: {out}");
         return;
     }
-    assert!(file.exists(), "{out}");
+    let mode = std::fs::metadata(&file)
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the database copy is the owner's only");
     let err = refused(&files, &["backup", file.to_str().unwrap()]);
     assert!(err.contains("exists already"), "{err}");
 
@@ -169,4 +174,28 @@ fn check_config_names_file_line_and_key() {
         err.contains("bad.toml:5: key 'queue.max_messages_per_recipient'"),
         "{err}"
     );
+}
+
+/// A connection to the admin socket that never sends its request must not
+/// hold the server up when it is told to stop.
+#[test]
+fn a_silent_admin_connection_does_not_stall_shutdown() {
+    let files = ServerFiles::new();
+    let mut server = files.start();
+    let socket = files.config.parent().unwrap().join("data/admin.sock");
+    // The socket is bound while the server starts its listeners.
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
+    let _silent = loop {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(stream) => break stream,
+            Err(e) if std::time::Instant::now() > deadline => panic!("the socket answers: {e}"),
+            Err(_) => std::thread::yield_now(),
+        }
+    };
+    // The connection is accepted before the stop: a status call after it
+    // is answered, so the silent one is already being served.
+    ok(&files, &["status"]);
+
+    let status = server.terminate();
+    assert!(status.success(), "the server exits cleanly: {status:?}");
 }

@@ -100,3 +100,51 @@ async fn metrics_move_with_traffic_and_health_answers() {
         other => panic!("not a histogram: {other:?}"),
     }
 }
+
+/// A scraper keeping its connection alive, or a client that sends half a
+/// request and stalls, must not hold the server up when it is told to stop.
+#[test]
+fn an_open_metrics_connection_does_not_stall_shutdown() {
+    let files = ServerFiles::new();
+    files.set_extra_config("", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut server = files.start();
+    let addr = server.metrics_addr.clone().expect("a metrics address");
+    let mut kept_alive = TcpStream::connect(&addr).expect("the metrics port answers");
+    write!(kept_alive, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = [0u8; 12];
+    kept_alive.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let mut stalled = TcpStream::connect(&addr).expect("the metrics port answers");
+    write!(stalled, "GET /metrics HTTP/1.1\r\nHost: ").unwrap();
+
+    let status = server.terminate();
+    assert!(status.success(), "the server exits cleanly: {status:?}");
+}
+
+/// Clients of the metrics port, however many, leave the messaging clients
+/// the descriptors they need, and never set the listener spinning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_metrics_connections_leave_room_for_clients() {
+    let files = ServerFiles::new();
+    files.set_extra_config("", "[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let server = files.start_with_open_file_limit(160);
+    let addr = server.metrics_addr.clone().expect("a metrics address");
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(&addr).expect("the metrics port answers");
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: ").unwrap();
+        stalled.push(stream);
+    }
+    // The last connection has been handled once a fresh one is answered.
+    let mut probe = TcpStream::connect(&addr).expect("the metrics port answers");
+    write!(probe, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = probe.read_to_end(&mut answer);
+
+    let _alice = register(&server, ALICE, KeyType::P256).await;
+    let failed_accepts = files.log_text().matches("accept failed").count();
+    assert!(
+        failed_accepts <= 1,
+        "the metrics listener spun on failed accepts ({failed_accepts} warnings)"
+    );
+}

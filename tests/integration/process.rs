@@ -126,6 +126,16 @@ impl ServerFiles {
         self.write_config(format!("{base}\n{sections}\n"));
     }
 
+    /// Rewrites the config with `otp` in place of the `[otp]` section
+    /// (codes to `otp.txt`). Read at the next start or reload.
+    pub fn set_otp_section(&self, otp: &str) {
+        self.write_config(BASE_CONFIG.replacen(
+            "[otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n",
+            otp,
+            1,
+        ));
+    }
+
     /// Rewrites the config to listen for links on `link_port` (0: any free
     /// port) and to link to `neighbours` (link addresses, with the key to
     /// expect or `None` to pin the first one seen). Read at the next start.

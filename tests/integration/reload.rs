@@ -1,13 +1,15 @@
-//! SIGHUP reloads the configuration: a changed limit takes effect while
-//! sessions stay up, and a broken file is refused with the running
-//! configuration kept.
+//! SIGHUP reloads the configuration: a changed limit or code delivery
+//! takes effect while sessions stay up, and a broken file is refused with
+//! the running configuration kept.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use carrier::protocol::{ErrorCode, KeyType};
 
-use crate::common::{ALICE, BOB, PATIENCE, register, server_code};
+use crate::common::{
+    ALICE, BOB, PATIENCE, Reachable, new_client, register, register_client, server_code,
+};
 use crate::process::{ServerFiles, ServerProcess};
 
 /// Sends SIGHUP, then waits until the log has `needle` one more time.
@@ -62,4 +64,28 @@ async fn sighup_applies_a_new_limit_and_refuses_a_broken_file() {
         .send(BOB, "and so did this one")
         .await
         .expect("sessions survive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_where_codes_go_for_the_next_registration() {
+    let files = ServerFiles::new();
+    files.set_otp_section("[otp]\ndelivery = \"console\"\n");
+    let server = files.start();
+    let (_home, client) = new_client(&server.addr(), Some(server.fingerprint())).await;
+    let err = register_client(&server, &client, ALICE, KeyType::P256)
+        .await
+        .expect_err("codes go to the console, not the file");
+    assert!(err.to_string().contains("no code"), "{err}");
+    assert!(server.codes_for(ALICE).is_empty());
+
+    files.set_otp_section("[otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n");
+    hang_up(&files, &server, "configuration reloaded");
+    assert!(files.log_text().contains("one-time code delivery changed"));
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    assert_eq!(
+        server.codes_for(ALICE).len(),
+        1,
+        "the next code went to the file"
+    );
+    alice.client.login().await.expect("the registration holds");
 }
