@@ -24,7 +24,7 @@ use super::enqueue::{Destination, Enqueue, EnqueueOutcome, Item};
 use super::health::Health;
 use super::queue::{NewMessage, QueueRef};
 use super::quota::{Ledger, Quotas};
-use super::{DbError, Millis, Store};
+use super::{DbError, Millis, Store, sqlite};
 use crate::domain::MessageId;
 use reconnect::Reconnect;
 
@@ -35,6 +35,8 @@ pub(super) type ConnectOptions = Backend<SqliteConnectOptions, PgConnectOptions>
 const MAX_BATCH: usize = 1024;
 /// Operations waiting for the writer before senders wait for room.
 const CHANNEL_CAPACITY: usize = 8192;
+/// Commits between two sizings of SQLite's memory to the queue.
+const REFIT_EVERY: u64 = 1000;
 
 /// A message that has just been committed, handed to routing (live push, or
 /// waking the neighbour's link) in commit order.
@@ -147,6 +149,7 @@ impl QueueWriter {
             ledger: Ledger::new(quotas),
             committed,
             health,
+            commits: 0,
         };
         tokio::spawn(task.run(rx));
         Ok(Self { tx })
@@ -203,6 +206,8 @@ struct Task {
     ledger: Ledger,
     committed: mpsc::UnboundedSender<Committed>,
     health: Arc<Health>,
+    /// Transactions committed, counted for [`REFIT_EVERY`].
+    commits: u64,
 }
 
 impl Task {
@@ -273,6 +278,24 @@ impl Task {
             tracing::warn!("the queue writer's connection is unusable; connecting again");
             self.conn = None;
         }
+        if result.is_ok() {
+            self.refit_memory().await;
+        }
         result
+    }
+
+    /// Every [`REFIT_EVERY`] commits, sizes SQLite's cache and memory map
+    /// to the queue again, so a server that grows from empty to millions
+    /// of rows gets the memory that size needs without restarting.
+    async fn refit_memory(&mut self) {
+        self.commits = self.commits.wrapping_add(1);
+        if !self.commits.is_multiple_of(REFIT_EVERY) {
+            return;
+        }
+        if let Some(Backend::Sqlite(conn)) = &mut self.conn
+            && let Err(e) = sqlite::fit_memory(conn).await
+        {
+            tracing::warn!(error = %e, "could not size the database cache to the queue");
+        }
     }
 }
