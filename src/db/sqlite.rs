@@ -134,4 +134,45 @@ mod tests {
         assert_eq!(memory_for(128 << 20), (16 * 1024, MMAP_BYTES));
         assert_eq!(memory_for(4 << 30), (MAX_CACHE_KIB, MMAP_BYTES));
     }
+
+    /// The sizes a connection actually runs with.
+    async fn memory_of(conn: &mut SqliteConnection) -> (i64, i64) {
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let mmap: i64 = sqlx::query_scalar("PRAGMA mmap_size")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        (cache, mmap)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_refitted_as_the_file_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, options) = open(&dir.path().join("carrier.db")).await.unwrap();
+        let mut conn = connect(&options).await.unwrap();
+        assert_eq!(memory_of(&mut conn).await, (-(MIN_CACHE_KIB as i64), 0));
+        sqlx::query("CREATE TABLE filler (b BLOB)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 32) \
+             INSERT INTO filler SELECT zeroblob(1 << 20) FROM n",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        fit_memory(&mut conn).await.unwrap();
+        let (cache, mmap) = memory_of(&mut conn).await;
+        assert!(
+            cache < -(MIN_CACHE_KIB as i64),
+            "cache {cache} KiB did not grow"
+        );
+        assert_eq!(mmap, 0, "a 32 MiB file is not mapped");
+        conn.close().await.unwrap();
+        pool.close().await;
+    }
 }
