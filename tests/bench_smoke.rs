@@ -55,11 +55,18 @@ fn bench_smoke_run() {
             "p99_ms",
             "server_cpu_us_per_msg",
             "server_rss_bytes",
+            "server_rss_anon_bytes",
         ] {
             assert!(r.get(key).is_some(), "{w} has no {key}: {r}");
         }
         assert!(r["rate_per_s"].as_f64().is_some_and(|x| x > 0.0), "{r}");
         assert!(r["server_rss_bytes"].as_u64().is_some_and(|x| x > 0), "{r}");
+        let anon = r["server_rss_anon_bytes"].as_u64();
+        assert!(anon.is_some_and(|a| a > 0), "{r}");
+        assert!(
+            anon <= r["server_rss_bytes"].as_u64(),
+            "anonymous RSS above the peak RSS: {r}"
+        );
     }
     assert_eq!(row("W1")["messages"], 200);
     assert_eq!(

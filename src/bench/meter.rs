@@ -1,8 +1,10 @@
 //! What a server process costs over a timed phase: CPU time (user +
-//! system) and resident memory (now and peak), read from `/proc` through
-//! the `procfs` crate. Linux only; every reader returns `None` where the
+//! system) and resident memory (now and peak, in all and anonymous only),
+//! read from `/proc` through the `procfs` crate. Linux only; every reader returns `None` where the
 //! figure cannot be had, and the report then shows `null`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use procfs::process::{ClearRefs, Process};
@@ -16,6 +18,13 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// Resident memory now.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(process(pid)?.status().ok()?.vmrss? * 1024)
+}
+
+/// Anonymous resident memory now (heap and stacks, `RssAnon`): unlike the
+/// file-backed part of RSS (the executable, a mapped database file), the
+/// kernel cannot drop it under pressure, so it is the figure to provision for.
+pub fn rss_anon_bytes(pid: u32) -> Option<u64> {
+    Some(process(pid)?.status().ok()?.rssanon? * 1024)
 }
 
 /// Peak resident memory since start, or since the last [`reset_peak`].
@@ -55,11 +64,55 @@ pub async fn settle(pids: &[u32], max: Duration) -> Duration {
     }
 }
 
+/// How often the anonymous RSS is sampled: the kernel keeps no peak of it.
+const ANON_SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
+/// The highest anonymous RSS of each process seen by a sampling task, which
+/// runs until this is dropped.
+struct AnonPeaks {
+    peaks: Arc<Vec<AtomicU64>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl AnonPeaks {
+    fn start(pids: &[u32]) -> Self {
+        let peaks: Arc<Vec<AtomicU64>> = Arc::new(pids.iter().map(|_| AtomicU64::new(0)).collect());
+        let (pids, seen) = (pids.to_vec(), peaks.clone());
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ANON_SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                sample_anon(&pids, &seen);
+            }
+        });
+        Self { peaks, sampler }
+    }
+
+    /// Takes a last sample and returns the peaks (`None` where never read).
+    fn finish(self, pids: &[u32]) -> Vec<Option<u64>> {
+        self.sampler.abort();
+        sample_anon(pids, &self.peaks);
+        self.peaks
+            .iter()
+            .map(|p| Some(p.load(Ordering::Relaxed)).filter(|&b| b > 0))
+            .collect()
+    }
+}
+
+fn sample_anon(pids: &[u32], peaks: &[AtomicU64]) {
+    for (&pid, peak) in pids.iter().zip(peaks) {
+        if let Some(b) = rss_anon_bytes(pid) {
+            peak.fetch_max(b, Ordering::Relaxed);
+        }
+    }
+}
+
 /// CPU and memory of a set of server processes over one timed phase.
 pub struct Meter {
     pids: Vec<u32>,
     cpu0: Vec<Option<f64>>,
     peak_reset: bool,
+    anon: AnonPeaks,
     own_cpu0: Option<f64>,
     started: Instant,
 }
@@ -76,6 +129,10 @@ pub struct Measured {
     /// start, if the peak could not be reset).
     pub peak_rss: Option<u64>,
     pub peak_each: Vec<Option<u64>>,
+    /// Highest anonymous RSS among the servers during the phase, sampled
+    /// every 10 ms (a peak shorter than that can be missed).
+    pub peak_anon: Option<u64>,
+    pub peak_anon_each: Vec<Option<u64>>,
     /// Whether the peaks cover only this phase.
     pub peak_is_phase_only: bool,
     /// CPU seconds of the load generator (this process) in the phase.
@@ -84,7 +141,7 @@ pub struct Measured {
 
 impl Meter {
     /// Resets the peaks and takes the CPU snapshot; call right before the
-    /// timed phase.
+    /// timed phase. Needs a Tokio runtime (for the anonymous RSS sampler).
     pub fn start(pids: &[u32]) -> Self {
         let peak_reset = !pids.is_empty() && pids.iter().all(|&p| reset_peak(p));
         let cpu0 = pids.iter().map(|&p| cpu_seconds(p)).collect();
@@ -92,6 +149,7 @@ impl Meter {
             pids: pids.to_vec(),
             cpu0,
             peak_reset,
+            anon: AnonPeaks::start(pids),
             own_cpu0: cpu_seconds(std::process::id()),
             started: Instant::now(),
         }
@@ -112,11 +170,9 @@ impl Meter {
             cpu_each.iter().copied().sum()
         };
         let peak_each: Vec<Option<u64>> = self.pids.iter().map(|&p| peak_rss_bytes(p)).collect();
-        let peak_rss = peak_each
-            .iter()
-            .copied()
-            .collect::<Option<Vec<u64>>>()
-            .and_then(|v| v.into_iter().max());
+        let peak_rss = highest(&peak_each);
+        let peak_anon_each = self.anon.finish(&self.pids);
+        let peak_anon = highest(&peak_anon_each);
         let own_cpu_seconds = self::cpu_seconds(std::process::id())
             .zip(self.own_cpu0)
             .map(|(a, b)| a - b);
@@ -126,10 +182,20 @@ impl Meter {
             cpu_each,
             peak_rss,
             peak_each,
+            peak_anon,
+            peak_anon_each,
             peak_is_phase_only: self.peak_reset,
             own_cpu_seconds,
         }
     }
+}
+
+/// The highest of the figures, `None` if any is missing.
+fn highest(each: &[Option<u64>]) -> Option<u64> {
+    each.iter()
+        .copied()
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|v| v.into_iter().max())
 }
 
 impl Measured {
@@ -151,6 +217,8 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_seconds(me).is_some());
         assert!(rss_bytes(me).unwrap() > 0);
+        assert!(rss_anon_bytes(me).unwrap() > 0);
+        assert!(rss_anon_bytes(me).unwrap() <= rss_bytes(me).unwrap());
         assert!(peak_rss_bytes(me).unwrap() >= rss_bytes(me).unwrap() / 2);
     }
 }

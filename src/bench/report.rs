@@ -15,6 +15,8 @@ pub struct Row {
     pub p99_ms: Option<f64>,
     pub server_cpu_us_per_msg: Option<f64>,
     pub server_rss_bytes: Option<u64>,
+    /// Peak anonymous RSS (`RssAnon`: heap and stacks, no file-backed pages).
+    pub server_rss_anon_bytes: Option<u64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -105,6 +107,10 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// The human-readable report.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
@@ -116,8 +122,9 @@ pub fn table(rows: &[Row]) -> String {
         "p99 ms",
         "cpu µs/msg",
         "peak RSS MiB",
+        "anon MiB",
     ];
-    let mut lines: Vec<[String; 7]> = Vec::new();
+    let mut lines: Vec<[String; 8]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     for r in rows.iter().filter(|r| r.workload != "crypto") {
         let label = match r.extra.get("variant").and_then(Value::as_str) {
@@ -133,7 +140,8 @@ pub fn table(rows: &[Row]) -> String {
             fmt_opt(r.p50_ms, 2),
             fmt_opt(r.p99_ms, 2),
             fmt_opt(r.server_cpu_us_per_msg, 1),
-            fmt_opt(r.server_rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0)), 1),
+            fmt_opt(r.server_rss_bytes.map(mib), 1),
+            fmt_opt(r.server_rss_anon_bytes.map(mib), 1),
         ]);
         let details: Vec<String> = r
             .extra

@@ -11,15 +11,21 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection, SqliteConnection, SqlitePool};
 
 use super::{DbError, Location, migrate};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// SQLite page cache per connection, in KiB.
-const CACHE_KIB: u32 = 32 * 1024;
-/// Bytes of the database file SQLite may map into memory for reading.
+/// Page cache per connection, in KiB, for a small database...
+const MIN_CACHE_KIB: u64 = 2 * 1024;
+/// ...and at most, for queues of millions of rows.
+const MAX_CACHE_KIB: u64 = 32 * 1024;
+/// The cache is sized to this fraction of the database file, between the two.
+const CACHE_SHARE: u64 = 8;
+/// From this size on, SQLite maps the file into memory for reading...
+const MMAP_FROM_BYTES: u64 = 64 << 20;
+/// ...this much of it.
 const MMAP_BYTES: u64 = 256 << 20;
 /// How long a statement waits for another writer before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,10 +44,44 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true)
-        // Queues of millions of rows: keep their indexes' hot pages in
-        // memory rather than reading them from the OS on every insert.
-        .pragma("cache_size", format!("-{}", CACHE_KIB))
-        .pragma("mmap_size", MMAP_BYTES.to_string()))
+        .pragma("cache_size", format!("-{MIN_CACHE_KIB}"))
+        .pragma("mmap_size", "0"))
+}
+
+/// Page cache (KiB) and memory map (bytes) for a database of `db_bytes`.
+/// A small server pays a few MiB; queues of millions of rows keep their
+/// indexes' hot pages in memory rather than reading them from the OS on
+/// every insert.
+fn memory_for(db_bytes: u64) -> (u64, u64) {
+    let cache_kib = (db_bytes / 1024 / CACHE_SHARE).clamp(MIN_CACHE_KIB, MAX_CACHE_KIB);
+    let mmap = if db_bytes >= MMAP_FROM_BYTES {
+        MMAP_BYTES
+    } else {
+        0
+    };
+    (cache_kib, mmap)
+}
+
+/// Sizes the connection's cache and memory map to the database as it is
+/// now: done on every new connection, and by the queue writer from time to
+/// time as the queue grows or shrinks.
+pub(super) async fn fit_memory(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut *conn)
+        .await?;
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    let db_bytes = u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0);
+    let (cache_kib, mmap) = memory_for(db_bytes);
+    // PRAGMA takes no bound parameters; both values are our own integers.
+    sqlx::query(AssertSqlSafe(format!("PRAGMA cache_size = -{cache_kib}")))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!("PRAGMA mmap_size = {mmap}")))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Opens (creating if needed, readable by its owner only) the database
@@ -56,6 +96,7 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
     let location = Location::Sqlite(path.to_owned());
     let pool = SqlitePoolOptions::new()
         .max_connections(POOL_SIZE)
+        .after_connect(|conn, _| Box::pin(fit_memory(conn)))
         .connect_with(options.clone())
         .await
         .map_err(migrate::unreachable(&location))?;
@@ -65,7 +106,9 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
 
 /// A connection of the writer's own.
 pub(super) async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, DbError> {
-    Ok(SqliteConnection::connect_with(options).await?)
+    let mut conn = SqliteConnection::connect_with(options).await?;
+    fit_memory(&mut conn).await?;
+    Ok(conn)
 }
 
 /// "database or disk is full", whatever extended code came with it.
@@ -74,4 +117,62 @@ pub(super) fn is_full(e: &dyn DatabaseError) -> bool {
         .and_then(|e| e.code())
         .and_then(|code| code.parse::<i32>().ok())
         .is_some_and(|code| code & 0xff == SQLITE_FULL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_database_gets_the_least_memory() {
+        assert_eq!(memory_for(0), (MIN_CACHE_KIB, 0));
+        assert_eq!(memory_for(10 << 20), (MIN_CACHE_KIB, 0));
+    }
+
+    #[test]
+    fn memory_grows_with_the_database_up_to_a_bound() {
+        assert_eq!(memory_for(128 << 20), (16 * 1024, MMAP_BYTES));
+        assert_eq!(memory_for(4 << 30), (MAX_CACHE_KIB, MMAP_BYTES));
+    }
+
+    /// The sizes a connection actually runs with.
+    async fn memory_of(conn: &mut SqliteConnection) -> (i64, i64) {
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let mmap: i64 = sqlx::query_scalar("PRAGMA mmap_size")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        (cache, mmap)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_refitted_as_the_file_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, options) = open(&dir.path().join("carrier.db")).await.unwrap();
+        let mut conn = connect(&options).await.unwrap();
+        assert_eq!(memory_of(&mut conn).await, (-(MIN_CACHE_KIB as i64), 0));
+        sqlx::query("CREATE TABLE filler (b BLOB)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 32) \
+             INSERT INTO filler SELECT zeroblob(1 << 20) FROM n",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        fit_memory(&mut conn).await.unwrap();
+        let (cache, mmap) = memory_of(&mut conn).await;
+        assert!(
+            cache < -(MIN_CACHE_KIB as i64),
+            "cache {cache} KiB did not grow"
+        );
+        assert_eq!(mmap, 0, "a 32 MiB file is not mapped");
+        conn.close().await.unwrap();
+        pool.close().await;
+    }
 }

@@ -373,6 +373,7 @@ fn fill(row: &mut Row, messages: u64, m: &Measured, latencies: &Latencies) {
     row.p99_ms = latencies.percentile_ms(99.0);
     row.server_cpu_us_per_msg = m.cpu_us_per(messages);
     row.server_rss_bytes = m.peak_rss;
+    row.server_rss_anon_bytes = m.peak_anon;
     row.set("seconds", m.seconds);
     if let Some(own) = m.own_cpu_seconds
         && messages > 0
@@ -388,6 +389,7 @@ fn fill(row: &mut Row, messages: u64, m: &Measured, latencies: &Latencies) {
                 .collect::<Vec<_>>(),
         );
         row.set("server_rss_bytes_each", m.peak_each.clone());
+        row.set("server_rss_anon_bytes_each", m.peak_anon_each.clone());
     }
     if m.peak_rss.is_some() && !m.peak_is_phase_only {
         row.note("peak RSS is since the server started (could not reset it)");

@@ -25,7 +25,7 @@ use super::enqueue::{Destination, Enqueue, EnqueueOutcome, Item};
 use super::health::Health;
 use super::queue::{NewMessage, QueueRef};
 use super::quota::{Ledger, Quotas};
-use super::{DbError, Millis, Store};
+use super::{DbError, Millis, Store, sqlite};
 use crate::domain::{MessageId, PhoneNumber};
 use reconnect::Reconnect;
 
@@ -39,6 +39,8 @@ const CHANNEL_CAPACITY: usize = 8192;
 /// How long a queue's count is trusted on a database other members write
 /// to as well: an `ack` on another member is seen within this time.
 const SHARED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Commits between two sizings of SQLite's memory to the queue.
+const REFIT_EVERY: u64 = 1000;
 
 /// A message that has just been committed, handed to routing (live push, or
 /// waking the neighbour's link) in commit order.
@@ -168,6 +170,7 @@ impl QueueWriter {
             committed,
             health,
             membership,
+            commits: 0,
         };
         tokio::spawn(task.run(rx));
         Ok(Self { tx })
@@ -242,6 +245,8 @@ struct Task {
     committed: mpsc::UnboundedSender<Committed>,
     health: Arc<Health>,
     membership: Arc<Membership>,
+    /// Transactions committed, counted for [`REFIT_EVERY`].
+    commits: u64,
 }
 
 impl Task {
@@ -317,7 +322,25 @@ impl Task {
             tracing::warn!("the queue writer's connection is unusable; connecting again");
             self.conn = None;
         }
+        if result.is_ok() {
+            self.refit_memory().await;
+        }
         result
+    }
+
+    /// Every [`REFIT_EVERY`] commits, sizes SQLite's cache and memory map
+    /// to the queue again, so a server that grows from empty to millions
+    /// of rows gets the memory that size needs without restarting.
+    async fn refit_memory(&mut self) {
+        self.commits = self.commits.wrapping_add(1);
+        if !self.commits.is_multiple_of(REFIT_EVERY) {
+            return;
+        }
+        if let Some(Backend::Sqlite(conn)) = &mut self.conn
+            && let Err(e) = sqlite::fit_memory(conn).await
+        {
+            tracing::warn!(error = %e, "could not size the database cache to the queue");
+        }
     }
 }
 
