@@ -11,6 +11,14 @@
 //! for. What bounds how many keys one client can try is the rate of
 //! `register` per address, checked before anything else.
 //!
+//! A phone's codes are also counted per client address (an IPv4 address or
+//! IPv6 /64) and in all. The count per address keeps a stranger from
+//! spending the phone's whole allowance: from one address it can take only
+//! a share, and the owner, asking from another, still gets codes. The count
+//! in all bounds what the phone can be made to receive (SMS cost) and the
+//! guesses made at its codes; it is set above what one address may take, so
+//! only someone asking from several addresses can reach it.
+//!
 //! Codes are stored as HMAC-SHA256 under the server's [`CodeKey`], not as
 //! argon2 hashes: a code is useless without the private key of the key it
 //! registers (`verify` must prove it), so a slow hash protected nothing
@@ -19,20 +27,26 @@
 
 use zeroize::Zeroizing;
 
+use super::client_prefix::ClientPrefix;
 use super::code_key::CodeKey;
 use super::code_sink::CodeSink;
 use crate::clock::Clock;
-use crate::db::otp::{Limits, OtpLimits, PendingCode};
+use crate::db::otp::{Cap, Limits, OtpLimits, PendingCode, Refused};
 use crate::db::users::UserRow;
 use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{ErrorCode, KeyType};
 
-/// How many keys' worth of codes one phone may be sent per window: a
-/// bound on the codes a stranger can make someone's phone receive, and on
-/// the guesses it can make at codes for that phone, whatever the number of
-/// its addresses. Codes already pending stay valid when it is reached.
-const KEYS_PER_PHONE: i64 = 4;
+/// How many keys' worth of codes (`max_codes` each) one client address may
+/// have a phone sent per window, by default: a few people behind one
+/// address, or one person trying again with a new key, still get theirs.
+pub const KEYS_PER_ADDRESS: u32 = 4;
+
+/// How many addresses' worth of codes a phone may be sent per window in
+/// all, by default. Above one, so one address alone never reaches it; three
+/// keeps the guesses at one phone's codes where they were when the phone
+/// was counted alone at four keys' worth (12 keys of 5 tries an hour).
+pub const ADDRESSES_PER_PHONE: u32 = 3;
 
 /// Limits applied to one-time codes.
 #[derive(Debug, Clone, Copy)]
@@ -42,19 +56,38 @@ pub struct OtpPolicy {
     /// Wrong tries allowed before the code (and new ones, until the window
     /// ends) are dead.
     pub max_tries: u32,
-    /// Codes a phone may be sent per window for one key (and
-    /// [`KEYS_PER_PHONE`] times as many for all its keys).
+    /// Codes a phone may be sent per window for one key.
     pub max_codes: u32,
+    /// Codes a phone may be sent per window at the request of one client
+    /// address, for all keys.
+    pub max_codes_per_address: u32,
+    /// Codes a phone may be sent per window in all; more than
+    /// `max_codes_per_address`, so no one address can take them all.
+    pub max_codes_per_phone: u32,
     /// The rate-limit window.
     pub window_ms: i64,
 }
 
+impl OtpPolicy {
+    /// The default counts per address and per phone for `max_codes` codes
+    /// per key: [`KEYS_PER_ADDRESS`] keys' worth, and
+    /// [`ADDRESSES_PER_PHONE`] addresses' worth of that.
+    pub fn default_caps(max_codes: u32) -> (u32, u32) {
+        let per_address = max_codes.saturating_mul(KEYS_PER_ADDRESS);
+        (per_address, per_address.saturating_mul(ADDRESSES_PER_PHONE))
+    }
+}
+
 impl Default for OtpPolicy {
     fn default() -> Self {
+        let max_codes = 3;
+        let (max_codes_per_address, max_codes_per_phone) = Self::default_caps(max_codes);
         Self {
             ttl_ms: 5 * 60_000,
             max_tries: 5,
-            max_codes: 3,
+            max_codes,
+            max_codes_per_address,
+            max_codes_per_phone,
             window_ms: 60 * 60_000,
         }
     }
@@ -65,6 +98,16 @@ impl Default for OtpPolicy {
 pub enum OtpError {
     #[error("too many codes requested for this phone; try again in {retry_in_s} seconds")]
     RateLimited { retry_in_s: i64 },
+    #[error(
+        "too many codes requested for this phone from your address; \
+         try again in {retry_in_s} seconds"
+    )]
+    AddressLimited { retry_in_s: i64 },
+    #[error(
+        "this phone has been sent as many codes as it may be for now; \
+         try again in {retry_in_s} seconds"
+    )]
+    PhoneLimited { retry_in_s: i64 },
     #[error("no code is pending for this phone: register first")]
     NoPendingCode,
     #[error("the code has expired: register again to get a new one")]
@@ -86,7 +129,9 @@ impl OtpError {
     /// `internal`: the client learns no more, the log gets the cause.
     pub fn code(&self) -> ErrorCode {
         match self {
-            OtpError::RateLimited { .. } => ErrorCode::RateLimited,
+            OtpError::RateLimited { .. }
+            | OtpError::AddressLimited { .. }
+            | OtpError::PhoneLimited { .. } => ErrorCode::RateLimited,
             OtpError::NoPendingCode => ErrorCode::NoPendingCode,
             OtpError::Expired => ErrorCode::CodeExpired,
             OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
@@ -99,7 +144,9 @@ impl OtpError {
     /// When a refusal holds only for now: in how many milliseconds to retry.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            OtpError::RateLimited { retry_in_s } => Some(*retry_in_s as u64 * 1000),
+            OtpError::RateLimited { retry_in_s }
+            | OtpError::AddressLimited { retry_in_s }
+            | OtpError::PhoneLimited { retry_in_s } => Some(*retry_in_s as u64 * 1000),
             _ => None,
         }
     }
@@ -152,7 +199,8 @@ impl Otp {
             window_ms: self.policy.window_ms,
             max_codes: i64::from(self.policy.max_codes),
             max_tries: i64::from(self.policy.max_tries),
-            max_codes_per_phone: i64::from(self.policy.max_codes) * KEYS_PER_PHONE,
+            max_codes_per_address: i64::from(self.policy.max_codes_per_address),
+            max_codes_per_phone: i64::from(self.policy.max_codes_per_phone),
         }
     }
 
@@ -176,13 +224,28 @@ impl Otp {
         }
     }
 
+    /// Why the count `refused` names refuses a code at `now`.
+    fn refused(&self, refused: &Refused, now: i64) -> OtpError {
+        let retry_in_s = self.retry_in_s(&refused.limits, now);
+        match refused.by {
+            Cap::Key => self
+                .refusal(&refused.limits, now)
+                .unwrap_or(OtpError::RateLimited { retry_in_s }),
+            Cap::Address => OtpError::AddressLimited { retry_in_s },
+            Cap::Phone => OtpError::PhoneLimited { retry_in_s },
+        }
+    }
+
     /// Makes a code for `phone` bound to the key it will register, stores its
-    /// hash and sends it. Returns how long it stays valid, in milliseconds.
+    /// hash and sends it; `from` is the address that asked, whose share of
+    /// the phone's codes it takes. Returns how long it stays valid, in
+    /// milliseconds.
     pub async fn issue(
         &self,
         phone: &PhoneNumber,
         key_type: KeyType,
         spki: &[u8],
+        from: ClientPrefix,
     ) -> Result<i64, OtpError> {
         let now = self.clock.now_ms();
         // Refused before any work; the statement that stores the code checks
@@ -201,11 +264,13 @@ impl Otp {
             public_key: spki.to_vec(),
             issued_at: now,
             expires_at: now + self.policy.ttl_ms,
+            address: from.to_string(),
         };
-        if let Err(limits) = self.store.otp_issue(&pending, self.limits(now)).await? {
-            return Err(self.refusal(&limits, now).unwrap_or(OtpError::RateLimited {
-                retry_in_s: self.retry_in_s(&limits, now),
-            }));
+        if let Err(refused) = self.store.otp_issue(&pending, self.limits(now)).await? {
+            if refused.by != Cap::Key {
+                tracing::debug!(%phone, address = %from, by = ?refused.by, "code refused");
+            }
+            return Err(self.refused(&refused, now));
         }
         let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
         sink.deliver(phone, &code)

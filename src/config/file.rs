@@ -145,6 +145,9 @@ pub(super) struct OtpSection {
     pub ttl_secs: u64,
     pub max_tries: u32,
     pub max_codes_per_window: u32,
+    /// `None` follows `max_codes_per_window` (see `OtpPolicy::default_caps`).
+    pub max_codes_per_address_per_window: Option<u32>,
+    pub max_codes_per_phone_per_window: Option<u32>,
     pub window_secs: u64,
     pub register_per_address_per_minute: u64,
     pub register_burst_per_address: u64,
@@ -160,6 +163,8 @@ impl Default for OtpSection {
             ttl_secs: (p.ttl_ms / 1000) as u64,
             max_tries: p.max_tries,
             max_codes_per_window: p.max_codes,
+            max_codes_per_address_per_window: None,
+            max_codes_per_phone_per_window: None,
             window_secs: (p.window_ms / 1000) as u64,
             register_per_address_per_minute: REGISTER_PER_ADDRESS.per_minute,
             register_burst_per_address: REGISTER_PER_ADDRESS.burst,

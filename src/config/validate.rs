@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::file::{FileConfig, LimitsSection, LogSection};
+use super::file::{FileConfig, LimitsSection, LogSection, OtpSection};
 use super::{LogConfig, NeighbourConfig, ServerConfig};
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
@@ -22,6 +22,7 @@ pub(super) type KeyError = (&'static str, String);
 
 /// Checks `f`; relative paths in it are taken from `base`.
 pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyError> {
+    let (max_codes_per_address, max_codes_per_phone) = code_caps(&f.otp)?;
     let code_sink = match f.otp.delivery.as_str() {
         "console" => CodeSink::Console,
         "file" => CodeSink::File(base.join(f.otp.file.ok_or((
@@ -125,6 +126,8 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             ttl_ms: secs_to_ms(f.otp.ttl_secs),
             max_tries: f.otp.max_tries,
             max_codes: f.otp.max_codes_per_window,
+            max_codes_per_address,
+            max_codes_per_phone,
             window_ms: secs_to_ms(f.otp.window_secs),
         },
         code_sink,
@@ -170,6 +173,29 @@ fn log(s: LogSection) -> Result<LogConfig, KeyError> {
         format,
         filter: s.level,
     })
+}
+
+/// The counts of codes per address and per phone; when not set, they
+/// follow `max_codes_per_window`.
+fn code_caps(s: &OtpSection) -> Result<(u32, u32), KeyError> {
+    let (per_address, per_phone) = OtpPolicy::default_caps(s.max_codes_per_window);
+    let per_address = s.max_codes_per_address_per_window.unwrap_or(per_address);
+    positive(
+        "otp.max_codes_per_address_per_window",
+        u64::from(per_address),
+    )?;
+    let per_phone = s.max_codes_per_phone_per_window.unwrap_or(per_phone);
+    let key = "otp.max_codes_per_phone_per_window";
+    if per_phone <= per_address {
+        return Err((
+            key,
+            format!(
+                "must be more than otp.max_codes_per_address_per_window ({per_address}), \
+                 or one address alone could use up a phone's codes"
+            ),
+        ));
+    }
+    Ok((per_address, per_phone))
 }
 
 fn limits(s: LimitsSection) -> Result<Limits, KeyError> {

@@ -35,6 +35,7 @@ const USER_TABLES: &[&str] = &[
     "DELETE FROM prekeys WHERE phone = $1",
     "DELETE FROM otp_codes WHERE phone = $1",
     "DELETE FROM otp_limits WHERE phone = $1",
+    "DELETE FROM otp_address_limits WHERE phone = $1",
     "DELETE FROM disabled_users WHERE phone = $1",
     "DELETE FROM directory WHERE phone = $1 AND via IS NULL",
     "DELETE FROM users WHERE phone = $1",
@@ -113,6 +114,7 @@ impl Store {
         for sql in [
             "DELETE FROM otp_codes WHERE phone = $1",
             "DELETE FROM otp_limits WHERE phone = $1",
+            "DELETE FROM otp_address_limits WHERE phone = $1",
         ] {
             let done = on_backend!(&self.pool, p => sqlx::query(sql)
                 .bind(phone)

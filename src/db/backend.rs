@@ -122,6 +122,13 @@ impl Conn<'_> {
         }
     }
 
+    /// Rolls back work that succeeded but must leave no trace (a refusal
+    /// decided half-way, after some of its counts were taken). Returns
+    /// whether the connection is known to be outside any transaction now.
+    pub(super) async fn abandon(&mut self) -> bool {
+        self.rollback().await
+    }
+
     /// Starts a write transaction. SQLite takes the write lock at once, so
     /// a transaction never fails half-way for want of it.
     pub(super) async fn begin(&mut self) -> Result<(), DbError> {

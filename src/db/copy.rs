@@ -1,7 +1,7 @@
 //! Copying a server's whole state from one store to another (SQLite to
-//! PostgreSQL, typically): users, pending codes and their limits, queues,
-//! outbound queues, relayed ids, the directory, neighbour pins, disabled
-//! users, and devices with their lists and prekeys. The target must be empty;
+//! PostgreSQL, typically): users, pending codes and their limits (per key
+//! and per address), queues, outbound queues, relayed ids, the directory,
+//! neighbour pins, disabled users, and devices with their lists and prekeys. The target must be empty;
 //! everything is written in one transaction, so a failed copy leaves it
 //! empty; the counts are compared table by table before it commits.
 
@@ -33,6 +33,17 @@ const TABLES: &[Table] = &[
             ("public_key", Bytes),
             ("issued_at", Int),
             ("expires_at", Int),
+            ("address", Text),
+        ],
+    },
+    Table {
+        name: "otp_address_limits",
+        order: "phone, address",
+        columns: &[
+            ("phone", Text),
+            ("address", Text),
+            ("window_start", Int),
+            ("codes_issued", Int),
         ],
     },
     Table {

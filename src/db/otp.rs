@@ -8,7 +8,9 @@
 //! touches the rows of one pair: a stranger registering a phone with its
 //! own key neither replaces the code pending for another key nor spends its
 //! tries, and requests for different phones or keys never wait on the same
-//! row.
+//! row. Codes are also counted per (phone, client address), in
+//! `otp_address_limits`, and per phone: a code is issued only if all three
+//! counts have room, and a refused request counts nowhere.
 
 use super::backend::{Conn, on_backend};
 use super::devices;
@@ -25,6 +27,9 @@ pub struct PendingCode {
     pub public_key: Vec<u8>,
     pub issued_at: Millis,
     pub expires_at: Millis,
+    /// The client address that asked for it, as
+    /// [`ClientPrefix`](crate::auth::client_prefix::ClientPrefix) writes it.
+    pub address: String,
 }
 
 /// Most codes pending for one phone that `verify` considers (the newest):
@@ -46,8 +51,30 @@ pub struct OtpLimits {
     pub window_ms: i64,
     pub max_codes: i64,
     pub max_tries: i64,
-    /// Codes a phone may be sent per window, whatever their keys.
+    /// Codes a phone may be sent per window at the request of one client
+    /// address, whatever their keys.
+    pub max_codes_per_address: i64,
+    /// Codes a phone may be sent per window, whatever their keys and
+    /// addresses.
     pub max_codes_per_phone: i64,
+}
+
+/// Which count refused a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// The (phone, key) pair's codes or wrong tries.
+    Key,
+    /// The codes asked for the phone from the requester's address.
+    Address,
+    /// The phone's codes for every key and address together.
+    Phone,
+}
+
+/// A code refused: by which count, and that count as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub by: Cap,
+    pub limits: Limits,
 }
 
 /// The key of the `otp_limits` row that counts a phone's codes for every
@@ -59,7 +86,7 @@ impl Store {
     /// [`MAX_PENDING_PER_PHONE`]).
     pub async fn otp_pending(&self, phone: &PhoneNumber) -> Result<Vec<PendingCode>, DbError> {
         let found = on_backend!(&self.pool, p => sqlx::query_as::<_, PendingCode>(
-            "SELECT phone, code_hash, key_type, public_key, issued_at, expires_at
+            "SELECT phone, code_hash, key_type, public_key, issued_at, expires_at, address
              FROM otp_codes WHERE phone = $1 ORDER BY issued_at DESC LIMIT $2",
         )
         .bind(phone)
@@ -76,7 +103,7 @@ impl Store {
         spki: &[u8],
     ) -> Result<Option<PendingCode>, DbError> {
         let found = on_backend!(&self.pool, p => sqlx::query_as::<_, PendingCode>(
-            "SELECT phone, code_hash, key_type, public_key, issued_at, expires_at
+            "SELECT phone, code_hash, key_type, public_key, issued_at, expires_at, address
              FROM otp_codes WHERE phone = $1 AND public_key = $2",
         )
         .bind(phone)
@@ -104,25 +131,31 @@ impl Store {
         self.read(found)
     }
 
-    /// Counts a new code for `code`'s phone and key and makes it the
-    /// pending one of that pair, unless the pair has had `max_codes` codes or
-    /// `max_tries` wrong tries in the current window, or the phone
-    /// `max_codes_per_phone` codes for all its keys (a passed window starts
-    /// afresh; the phone's count is taken first and stays taken). Returns the counters after the code was counted, or as they
-    /// stand if it was not. Expired codes and passed counters of the phone's
-    /// other keys are dropped on the way.
+    /// Counts a new code for `code`'s phone, key and address and makes it
+    /// the pending one of its (phone, key) pair, unless the pair has had
+    /// `max_codes` codes or `max_tries` wrong tries in the current window,
+    /// the phone `max_codes_per_address` codes asked from that address, or
+    /// `max_codes_per_phone` codes in all (a passed window starts afresh).
+    /// Returns the pair's counters after the code was counted, or the count
+    /// that refused it as it stands; a refusal takes none of the three
+    /// counts. Expired codes and passed counters of the phone's other keys
+    /// and addresses are dropped on the way.
     pub async fn otp_issue(
         &self,
         code: &PendingCode,
         limits: OtpLimits,
-    ) -> Result<Result<Limits, Limits>, DbError> {
+    ) -> Result<Result<Limits, Refused>, DbError> {
         let mut pooled = self.pool.acquire().await?;
         let mut tx = pooled.conn();
         let work = match tx.begin().await {
             Ok(()) => issue_in(&mut tx, code, limits).await,
             Err(e) => Err(e),
         };
-        let (issued, fit) = tx.end(work).await;
+        let (issued, fit) = match work {
+            // Counts taken before the refusing one are given back.
+            Ok(Err(refused)) => (Ok(Err(refused)), tx.abandon().await),
+            work => tx.end(work).await,
+        };
         pooled.release(fit);
         self.wrote(issued)
     }
@@ -161,7 +194,8 @@ impl Store {
     }
 
     /// Consumes the pending code for `user.phone` and its key, clears the
-    /// counters of that key and the phone's count of codes, and
+    /// counters of that key, of the address that asked for the code, and
+    /// the phone's count of codes, and
     /// registers the user's key, in one transaction; a replaced key takes
     /// the account's devices with it. Returns whether an
     /// existing, different key was replaced, or `None` (and changes
@@ -186,35 +220,50 @@ impl Store {
     }
 }
 
+/// Takes the three counts, narrowest first, so a refusal names the count
+/// that concerns the requester most; the caller rolls back a refusal.
 async fn issue_in(
     conn: &mut Conn<'_>,
     code: &PendingCode,
     limits: OtpLimits,
-) -> Result<Result<Limits, Limits>, DbError> {
+) -> Result<Result<Limits, Refused>, DbError> {
     drop_stale(conn, code, limits).await?;
+    let (phone, key) = (&code.phone, &code.public_key);
+    let Some(counted) = count_code(conn, phone, key, limits).await? else {
+        let limits = limits_in(conn, phone, key).await?;
+        return Ok(Err(Refused {
+            by: Cap::Key,
+            limits,
+        }));
+    };
+    if count_address(conn, code, limits).await?.is_none() {
+        let limits = address_limits_in(conn, code).await?;
+        return Ok(Err(Refused {
+            by: Cap::Address,
+            limits,
+        }));
+    }
     let every_key = OtpLimits {
         max_codes: limits.max_codes_per_phone,
         max_tries: i64::MAX,
         ..limits
     };
-    if count_code(conn, &code.phone, EVERY_KEY, every_key)
+    if count_code(conn, phone, EVERY_KEY, every_key)
         .await?
         .is_none()
     {
-        return Ok(Err(limits_in(conn, &code.phone, EVERY_KEY).await?));
+        let limits = limits_in(conn, phone, EVERY_KEY).await?;
+        return Ok(Err(Refused {
+            by: Cap::Phone,
+            limits,
+        }));
     }
-    let key = &code.public_key;
-    match count_code(conn, &code.phone, key, limits).await? {
-        Some(l) => {
-            store_pending(conn, code).await?;
-            Ok(Ok(l))
-        }
-        None => Ok(Err(limits_in(conn, &code.phone, key).await?)),
-    }
+    store_pending(conn, code).await?;
+    Ok(Ok(counted))
 }
 
-/// Drops what no request can use any more from the phone's other keys:
-/// expired codes, and counters whose window has passed. This keeps the rows
+/// Drops what no request can use any more from the phone's other keys and
+/// addresses: expired codes, and counters whose window has passed. This keeps the rows
 /// of one phone bounded by what was issued within a window.
 async fn drop_stale(conn: &mut Conn<'_>, code: &PendingCode, l: OtpLimits) -> Result<(), DbError> {
     on_backend!(conn.reborrow(), c => sqlx::query(
@@ -236,21 +285,40 @@ async fn drop_stale(conn: &mut Conn<'_>, code: &PendingCode, l: OtpLimits) -> Re
     .execute(c)
     .await
     .map(drop))?;
+    on_backend!(conn.reborrow(), c => sqlx::query(
+        "DELETE FROM otp_address_limits
+         WHERE phone = $1 AND address <> $2 AND $3 - window_start >= $4",
+    )
+    .bind(&code.phone)
+    .bind(&code.address)
+    .bind(l.now)
+    .bind(l.window_ms)
+    .execute(c)
+    .await
+    .map(drop))?;
     Ok(())
 }
 
 async fn register_in(conn: &mut Conn<'_>, user: &UserRow) -> Result<Option<bool>, DbError> {
-    let consumed = on_backend!(conn.reborrow(), c => sqlx::query(
-        "DELETE FROM otp_codes WHERE phone = $1 AND public_key = $2",
+    let consumed: Option<String> = on_backend!(conn.reborrow(), c => sqlx::query_scalar(
+        "DELETE FROM otp_codes WHERE phone = $1 AND public_key = $2 RETURNING address",
     )
     .bind(&user.phone)
     .bind(&user.public_key)
+    .fetch_optional(c)
+    .await)?;
+    let Some(address) = consumed else {
+        return Ok(None);
+    };
+    // The owner's address starts afresh; a stranger's keeps its count.
+    on_backend!(conn.reborrow(), c => sqlx::query(
+        "DELETE FROM otp_address_limits WHERE phone = $1 AND address = $2",
+    )
+    .bind(&user.phone)
+    .bind(&address)
     .execute(c)
     .await
-    .map(|done| done.rows_affected()))?;
-    if consumed == 0 {
-        return Ok(None);
-    }
+    .map(drop))?;
     on_backend!(conn.reborrow(), c => sqlx::query(
         "DELETE FROM otp_limits WHERE phone = $1 AND public_key IN ($2, $3)",
     )
@@ -301,6 +369,49 @@ async fn count_code(
     )
 }
 
+/// Counts a code for (phone, address) of `code` in one statement that also
+/// checks the limit; `None` if it refused it.
+async fn count_address(
+    conn: &mut Conn<'_>,
+    code: &PendingCode,
+    l: OtpLimits,
+) -> Result<Option<i64>, DbError> {
+    Ok(
+        on_backend!(conn.reborrow(), c => sqlx::query_scalar::<_, i64>(
+        "INSERT INTO otp_address_limits (phone, address, window_start, codes_issued)
+         VALUES ($1, $2, $3, 1)
+         ON CONFLICT (phone, address) DO UPDATE SET
+             window_start = CASE WHEN $3 - otp_address_limits.window_start >= $4
+                 THEN $3 ELSE otp_address_limits.window_start END,
+             codes_issued = CASE WHEN $3 - otp_address_limits.window_start >= $4
+                 THEN 1 ELSE otp_address_limits.codes_issued + 1 END
+         WHERE $3 - otp_address_limits.window_start >= $4
+             OR otp_address_limits.codes_issued < $5
+         RETURNING codes_issued",
+    )
+    .bind(&code.phone)
+    .bind(&code.address)
+    .bind(l.now)
+    .bind(l.window_ms)
+    .bind(l.max_codes_per_address)
+    .fetch_optional(c)
+    .await)?,
+    )
+}
+
+async fn address_limits_in(conn: &mut Conn<'_>, code: &PendingCode) -> Result<Limits, DbError> {
+    Ok(
+        on_backend!(conn.reborrow(), c => sqlx::query_as::<_, Limits>(
+        "SELECT window_start, codes_issued, CAST(0 AS BIGINT) AS wrong_tries
+         FROM otp_address_limits WHERE phone = $1 AND address = $2",
+    )
+    .bind(&code.phone)
+    .bind(&code.address)
+    .fetch_one(c)
+    .await)?,
+    )
+}
+
 async fn limits_in(conn: &mut Conn<'_>, phone: &str, key: &[u8]) -> Result<Limits, DbError> {
     Ok(
         on_backend!(conn.reborrow(), c => sqlx::query_as::<_, Limits>(
@@ -316,11 +427,12 @@ async fn limits_in(conn: &mut Conn<'_>, phone: &str, key: &[u8]) -> Result<Limit
 
 async fn store_pending(conn: &mut Conn<'_>, code: &PendingCode) -> Result<(), DbError> {
     on_backend!(conn.reborrow(), c => sqlx::query(
-        "INSERT INTO otp_codes (phone, code_hash, key_type, public_key, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO otp_codes
+             (phone, code_hash, key_type, public_key, issued_at, expires_at, address)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (phone, public_key) DO UPDATE SET code_hash = excluded.code_hash,
-             key_type = excluded.key_type,
-             issued_at = excluded.issued_at, expires_at = excluded.expires_at",
+             key_type = excluded.key_type, issued_at = excluded.issued_at,
+             expires_at = excluded.expires_at, address = excluded.address",
     )
     .bind(&code.phone)
     .bind(&code.code_hash)
@@ -328,6 +440,7 @@ async fn store_pending(conn: &mut Conn<'_>, code: &PendingCode) -> Result<(), Db
     .bind(&code.public_key)
     .bind(code.issued_at)
     .bind(code.expires_at)
+    .bind(&code.address)
     .execute(c)
     .await
     .map(|done| done.rows_affected()))?;

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::client_prefix::ClientPrefix;
 use crate::auth::otp::Otp;
 use crate::clock::Clock;
 use crate::config::{NeighbourConfig, ServerConfig};
@@ -50,7 +51,7 @@ pub struct ServerState {
     connection_slots: Arc<Semaphore>,
     pending_logins: Arc<session::PendingLogins>,
     /// `register` requests per address (an IPv6 /64).
-    registers: crate::rate::Buckets<std::net::IpAddr, 1>,
+    registers: crate::rate::Buckets<ClientPrefix, 1>,
     /// The long-term key, which vouches for our users' directory entries.
     identity: Identity,
 }
@@ -60,15 +61,8 @@ impl ServerState {
     /// made too many lately. An IPv6 address counts by its /64, which one
     /// host can fill with addresses of its own.
     fn count_register(&self, peer: std::net::IpAddr) -> Result<(), error::ApiError> {
-        let address = match peer {
-            std::net::IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                std::net::IpAddr::V6(prefix.into())
-            }
-            v4 => v4,
-        };
         self.registers
-            .take(&address, [1])
+            .take(&ClientPrefix::of(peer), [1])
             .map_err(|retry_after_ms| error::ApiError {
                 retry_after_ms: Some(retry_after_ms),
                 ..error::ApiError::new(

@@ -307,6 +307,111 @@ async fn a_strangers_codes_and_guesses_leave_the_owners_registration_alone() {
     server.stop().await;
 }
 
+/// A stranger that asks for codes for someone's phone from one address,
+/// with one throwaway key after another, takes only that address's share
+/// of the phone's codes: the owner, asking from another address, still
+/// gets a code and registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_at_one_address_cannot_use_up_a_phones_codes() {
+    let mut server = spawn_server().await;
+    let policy = server.config.otp_policy;
+    let stranger_at: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut s = Wire::connect_from(&server, stranger_at).await;
+    let mut sent = 0;
+    'keys: for _ in 0..=policy.max_codes_per_phone / policy.max_codes {
+        let throwaway = Identity::generate(KeyType::P256);
+        for _ in 0..policy.max_codes {
+            match s.register(CAROL, &throwaway).await {
+                Response::CodeSent { .. } => sent += 1,
+                Response::Error {
+                    code: ErrorCode::RateLimited,
+                    message,
+                    ..
+                } => {
+                    assert!(message.contains("your address"), "{message}");
+                    break 'keys;
+                }
+                other => panic!("the stranger's code {}: {other:?}", sent + 1),
+            }
+        }
+    }
+    assert_eq!(
+        sent, policy.max_codes_per_address,
+        "the stranger got its address's share, no more"
+    );
+    assert_eq!(server.codes_for(CAROL).len(), sent as usize);
+
+    let owner = Identity::generate(KeyType::P256);
+    let mut o = Wire::connect(&server).await;
+    let asked = o.register(CAROL, &owner).await;
+    assert!(
+        matches!(asked, Response::CodeSent { .. }),
+        "the owner, at another address, still gets a code: {asked:?}"
+    );
+    let code = server.code_for(CAROL);
+    let registered = o.verify(CAROL, &owner, &code).await;
+    assert!(
+        matches!(registered, Response::Registered { .. }),
+        "{registered:?}"
+    );
+    let row = server.user_row(CAROL).await.expect("a users row");
+    assert_eq!(row.public_key, owner.public_key().to_spki_der());
+    server.stop().await;
+}
+
+/// Codes per phone stay bounded in all (what its owner can be made to
+/// receive): strangers at several addresses together reach that bound,
+/// after which nobody gets a new code until the window ends, but a code
+/// already pending still registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phones_codes_are_bounded_whatever_the_addresses() {
+    let mut server = spawn_server_with(|c| {
+        c.otp_policy.max_codes_per_address = 2;
+        c.otp_policy.max_codes_per_phone = 5;
+    })
+    .await;
+    let owner = Identity::generate(KeyType::P256);
+    let mut o = Wire::connect(&server).await;
+    assert!(matches!(
+        o.register(CAROL, &owner).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    for host in [2, 3] {
+        let at = std::net::IpAddr::from([127, 0, 0, host]);
+        let mut s = Wire::connect_from(&server, at).await;
+        for n in 1..=2 {
+            let throwaway = Identity::generate(KeyType::P256);
+            assert!(
+                matches!(
+                    s.register(CAROL, &throwaway).await,
+                    Response::CodeSent { .. }
+                ),
+                "127.0.0.{host}, code {n}"
+            );
+        }
+    }
+    let mut s = Wire::connect_from(&server, [127, 0, 0, 4].into()).await;
+    let message = expect_error(
+        s.register(CAROL, &Identity::generate(KeyType::P256)).await,
+        ErrorCode::RateLimited,
+        "a third address, past the phone's bound",
+    );
+    assert!(message.contains("this phone"), "{message}");
+    expect_error(
+        o.register(CAROL, &owner).await,
+        ErrorCode::RateLimited,
+        "the owner too, until the window ends",
+    );
+    assert_eq!(server.codes_for(CAROL).len(), 5);
+    let registered = o.verify(CAROL, &owner, &code).await;
+    assert!(
+        matches!(registered, Response::Registered { .. }),
+        "the owner's pending code still registers: {registered:?}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_code_does_not_reset_the_wrong_tries() {
     let mut server = spawn_server_with(|c| c.otp_policy.max_codes = 20).await;

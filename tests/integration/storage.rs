@@ -7,7 +7,7 @@ use std::future::Future;
 
 use carrier::db::directory::DirectoryRow;
 use carrier::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
-use carrier::db::otp::{OtpLimits, PendingCode};
+use carrier::db::otp::{Cap, OtpLimits, PendingCode};
 use carrier::db::outbound::NewOutbound;
 use carrier::db::queue::{NewMessage, QueueRef};
 use carrier::db::quota::{Quota, Quotas};
@@ -460,6 +460,7 @@ fn otp_limits(now: i64) -> OtpLimits {
         window_ms: 60_000,
         max_codes: 3,
         max_tries: 5,
+        max_codes_per_address: 100,
         max_codes_per_phone: 100,
     }
 }
@@ -472,7 +473,13 @@ fn pending_code(phone: &str, key: u8, now: i64) -> PendingCode {
         public_key: vec![key; 65],
         issued_at: now,
         expires_at: now + 300_000,
+        address: "192.0.2.1/32".into(),
     }
+}
+
+fn from_address(mut code: PendingCode, address: &str) -> PendingCode {
+    code.address = address.into();
+    code
 }
 
 /// Parallel requests for codes and parallel guesses get exactly as many
@@ -509,10 +516,14 @@ async fn otp_counters_hold_under_concurrency() {
             .otp_issue(&pending_code(ALICE, 1, 3_000), otp_limits(3_000))
             .await
             .unwrap();
-        let limits = refused.expect_err("no code once the tries are spent");
+        let refused = refused.expect_err("no code once the tries are spent");
         assert_eq!(
-            (limits.codes_issued, limits.wrong_tries),
-            (3, 5),
+            (
+                refused.by,
+                refused.limits.codes_issued,
+                refused.limits.wrong_tries
+            ),
+            (Cap::Key, 3, 5),
             "{backend}"
         );
         let next_window = otp_limits(1_000 + 60_000);
@@ -599,9 +610,9 @@ async fn otp_codes_and_counters_are_kept_per_key() {
             Ok((2, 0)),
             "{backend}: the owner may still ask for a code"
         );
-        // Six codes counted for the phone so far (the refused one too); six
-        // more keys reach its limit.
-        for key in 3..9 {
+        // Five codes counted for the phone so far (a refused one counts
+        // nowhere); seven more keys reach its limit.
+        for key in 3..10 {
             let issued = store
                 .otp_issue(&pending_code(ALICE, key, 3_000), otp_limits(3_000))
                 .await
@@ -609,12 +620,12 @@ async fn otp_codes_and_counters_are_kept_per_key() {
             assert!(issued.is_ok(), "{backend}: key {key}");
         }
         let refused = store
-            .otp_issue(&pending_code(ALICE, 9, 3_000), otp_limits(3_000))
+            .otp_issue(&pending_code(ALICE, 10, 3_000), otp_limits(3_000))
             .await
             .unwrap();
         assert_eq!(
-            refused.map_err(|l| l.codes_issued),
-            Err(12),
+            refused.map_err(|r| (r.by, r.limits.codes_issued)),
+            Err((Cap::Phone, 12)),
             "{backend}: the phone's own limit"
         );
         assert!(
@@ -625,6 +636,78 @@ async fn otp_codes_and_counters_are_kept_per_key() {
                 .is_some(),
             "{backend}: the owner's code stays pending"
         );
+    })
+    .await;
+}
+
+/// One address may take only its share of a phone's codes, whatever the
+/// keys it uses; what it is refused counts nowhere, another address still
+/// gets codes up to the phone's limit, and a registration clears the count
+/// of its own address only.
+#[tokio::test]
+async fn otp_codes_are_counted_per_address() {
+    on_each_backend(quotas(10), |store, backend| async move {
+        const STRANGER: &str = "192.0.2.66/32";
+        const OWNER: &str = "2001:db8:1:2::/64";
+        let otp_limits = |now| OtpLimits {
+            max_codes_per_address: 4,
+            max_codes_per_phone: 6,
+            ..otp_limits(now)
+        };
+        let issue = |key: u8, address: &'static str| {
+            let store = store.clone();
+            async move {
+                let code = from_address(pending_code(ALICE, key, 1_000), address);
+                store.otp_issue(&code, otp_limits(1_000)).await.unwrap()
+            }
+        };
+        for key in [1, 1, 2, 3] {
+            assert!(issue(key, STRANGER).await.is_ok(), "{backend}: key {key}");
+        }
+        for key in [4, 5, 1] {
+            let refused = issue(key, STRANGER).await.expect_err("past the share");
+            assert_eq!(
+                (refused.by, refused.limits.codes_issued),
+                (Cap::Address, 4),
+                "{backend}: key {key}"
+            );
+        }
+        assert!(
+            store
+                .otp_limits(&phone(ALICE), &[4; 65])
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}: a refused key is not counted"
+        );
+        // The phone has had 4 of its 6: the owner's address gets the rest.
+        assert!(issue(9, OWNER).await.is_ok(), "{backend}");
+        assert!(issue(9, OWNER).await.is_ok(), "{backend}");
+        let refused = issue(9, OWNER).await.expect_err("the phone's limit");
+        assert_eq!(
+            (refused.by, refused.limits.codes_issued),
+            (Cap::Phone, 6),
+            "{backend}"
+        );
+        let mine = store
+            .otp_pending_for(&phone(ALICE), &[9; 65])
+            .await
+            .unwrap()
+            .expect("the owner's code");
+        assert_eq!(mine.address, OWNER, "{backend}");
+        let user = UserRow {
+            phone: ALICE.into(),
+            key_type: "p256".into(),
+            public_key: vec![9; 65],
+            fingerprint: format!("{:064x}", 9),
+            registered_at: 5,
+        };
+        assert_eq!(store.otp_register(&user).await.unwrap(), Some(false));
+        // The phone's count and the owner's address start afresh; the
+        // stranger's address keeps its count.
+        assert!(issue(9, OWNER).await.is_ok(), "{backend}");
+        let refused = issue(6, STRANGER).await.expect_err("still past the share");
+        assert_eq!(refused.by, Cap::Address, "{backend}");
     })
     .await;
 }

@@ -28,6 +28,33 @@ impl Wire {
         )
         .await
         .expect("the TLS connection opens");
+        Self::over(stream)
+    }
+
+    /// Connects from `source` (another loopback address, such as
+    /// 127.0.0.2), as a client elsewhere on the network would: the server
+    /// sees that address as the peer's.
+    pub async fn connect_from(server: &impl Reachable, source: std::net::IpAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .expect("bind to the source address");
+        let addr = server.addr().parse().expect("the server's address");
+        let tcp = within("TCP connect", socket.connect(addr))
+            .await
+            .expect("the TCP connection opens");
+        let (config, _) = tls::client_config(Pin::Expect(server.fingerprint()));
+        let name = rustls::pki_types::ServerName::try_from(tls::SERVER_NAME).unwrap();
+        let stream = within(
+            "TLS handshake",
+            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+        )
+        .await
+        .expect("the TLS connection opens");
+        Self::over(stream)
+    }
+
+    fn over(stream: ClientTlsStream) -> Self {
         let exporter = tls::auth_exporter(stream.get_ref().1).expect("an exporter value");
         Self {
             stream,

@@ -2,6 +2,7 @@
 //! sends a one-time code through its configured channel.
 
 use super::{ApiError, parse_phone};
+use crate::auth::client_prefix::ClientPrefix;
 use crate::crypto::PublicKey;
 use crate::protocol::{ErrorCode, KeyType, Response};
 use crate::server::ServerState;
@@ -21,7 +22,12 @@ pub async fn handle(
         .map_err(|e| ApiError::new(ErrorCode::InvalidKey, e.to_string()))?;
     let ttl_ms = state
         .otp
-        .issue(&phone, key_type, &key.to_spki_der())
+        .issue(
+            &phone,
+            key_type,
+            &key.to_spki_der(),
+            ClientPrefix::of(session.peer),
+        )
         .await?;
     Ok(Response::CodeSent {
         phone: phone.to_string(),
