@@ -62,4 +62,95 @@ mod tests {
         std::fs::write(&path, "[server]\nport = 1\n").unwrap();
         assert_eq!(check_file(&path), Ok(()));
     }
+
+    /// Every number in the file has a maximum, and a value past it is
+    /// named by file, line and key like any other problem.
+    #[test]
+    fn every_number_past_its_maximum_is_refused_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        let huge = "9223372036854775807";
+        let huge_u32 = "4294967295";
+        for (section, key, value) in [
+            ("server", "max_connections", huge),
+            ("otp", "ttl_secs", huge),
+            ("otp", "window_secs", huge),
+            ("otp", "max_tries", huge_u32),
+            ("otp", "max_codes_per_window", huge_u32),
+            ("otp", "max_codes_per_address_per_window", huge_u32),
+            ("otp", "max_codes_per_phone_per_window", huge_u32),
+            ("otp", "register_per_address_per_minute", huge),
+            ("otp", "register_burst_per_address", huge),
+            ("queue", "max_messages_per_recipient", huge),
+            ("queue", "max_bytes_per_recipient", huge),
+            ("queue", "max_messages_per_sender", huge),
+            ("queue", "max_bytes_per_sender", huge),
+            ("queue", "max_messages_per_neighbour", huge),
+            ("queue", "max_bytes_per_neighbour", huge),
+            ("limits", "send_messages_per_second", huge),
+            ("limits", "send_message_burst", huge),
+            ("limits", "send_bytes_per_second", huge),
+            ("limits", "send_byte_burst", huge),
+            ("limits", "max_sessions_per_user", huge),
+            ("limits", "max_session_backlog_bytes", huge),
+            ("limits", "max_user_backlog_bytes", huge),
+            ("limits", "max_devices_per_account", huge),
+        ] {
+            std::fs::write(&path, format!("[{section}]\n{key} = {value}\n")).unwrap();
+            let err = check_file(&path).unwrap_err();
+            let at = format!("server.toml:2: key '{section}.{key}': must be at most ");
+            assert!(err.contains(&at), "{key}: {err}");
+        }
+    }
+
+    /// A message lives at least a second: 1e-300 days was taken for a
+    /// lifetime of 0 ms.
+    #[test]
+    fn a_message_lifetime_under_a_second_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        for days in ["1e-300", "0.00001", "0", "-1", "nan", "inf", "3651"] {
+            std::fs::write(&path, format!("[queue]\nmessage_ttl_days = {days}\n")).unwrap();
+            let err = check_file(&path).unwrap_err();
+            assert!(
+                err.contains(
+                    "server.toml:2: key 'queue.message_ttl_days': must be at least 1 second"
+                ),
+                "{days}: {err}"
+            );
+        }
+        for days in ["0.0000116", "1", "3650"] {
+            std::fs::write(&path, format!("[queue]\nmessage_ttl_days = {days}\n")).unwrap();
+            assert_eq!(check_file(&path), Ok(()), "{days}");
+        }
+        let one_second = 1.0 / 86_400.0;
+        std::fs::write(
+            &path,
+            format!("[queue]\nmessage_ttl_days = {one_second:e}\n"),
+        )
+        .unwrap();
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.message_ttl_ms, 1000);
+    }
+
+    /// The counts of codes per address and per phone follow the count per
+    /// key unless set, and the phone's is always above one address's.
+    #[test]
+    fn code_counts_per_address_and_phone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "[otp]\nmax_codes_per_window = 5\n").unwrap();
+        let p = ServerConfig::load(&path).unwrap().otp_policy;
+        assert_eq!((p.max_codes_per_address, p.max_codes_per_phone), (20, 60));
+        std::fs::write(
+            &path,
+            "[otp]\nmax_codes_per_address_per_window = 10\nmax_codes_per_phone_per_window = 10\n",
+        )
+        .unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.contains(":3: key 'otp.max_codes_per_phone_per_window': must be more than"),
+            "{err}"
+        );
+    }
 }

@@ -17,12 +17,36 @@ use crate::telemetry::LogFormat;
 /// Connections served at once when the file does not say.
 const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
+// The largest value each kind of number may be set to. A file is checked
+// here whether it is loaded at start or on SIGHUP, so a reload cannot bring
+// in what a start would refuse. The maxima are far beyond any real need
+// (the benchmark's own configuration stays within them) and well inside
+// what the arithmetic on them can hold: a limit in the trillions is a typo,
+// and one meant as "no limit" only hides how much a user may take.
+
+/// Counts of messages (queues, send rates) and `register` rates.
+const MAX_COUNT: u64 = 1_000_000_000;
+/// Sizes in bytes (queues, send rates, unsent bytes): 1 TiB.
+const MAX_BYTES: u64 = 1 << 40;
+/// Connections per server, and sessions per user.
+const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Devices per account: the protocol's own limit on a device list.
+const MAX_DEVICES: u64 = 32;
+/// Wrong tries at one code: beyond a hundred, six digits protect little.
+const MAX_TRIES: u64 = 100;
+/// Codes per key and window.
+const MAX_CODES: u64 = 1_000_000;
+/// Codes per address or per phone and window.
+const MAX_CODES_IN_ALL: u64 = 100_000_000;
+/// Shortest and longest time a message may wait: a second, ten years.
+const MESSAGE_TTL_DAYS: std::ops::RangeInclusive<f64> = (1.0 / 86_400.0)..=3650.0;
+
 /// A problem in the file: the dotted key and a message.
 pub(super) type KeyError = (&'static str, String);
 
 /// Checks `f`; relative paths in it are taken from `base`.
 pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyError> {
-    let (max_codes_per_address, max_codes_per_phone) = code_caps(&f.otp)?;
+    let otp_policy = otp_policy(&f.otp)?;
     let code_sink = match f.otp.delivery.as_str() {
         "console" => CodeSink::Console,
         "file" => CodeSink::File(base.join(f.otp.file.ok_or((
@@ -40,43 +64,56 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             ));
         }
     };
-    at_most_a_day("otp.ttl_secs", f.otp.ttl_secs)?;
-    positive("otp.max_tries", u64::from(f.otp.max_tries))?;
-    positive(
-        "otp.max_codes_per_window",
-        u64::from(f.otp.max_codes_per_window),
-    )?;
-    at_most_a_day("otp.window_secs", f.otp.window_secs)?;
-    positive(
-        "otp.register_per_address_per_minute",
-        f.otp.register_per_address_per_minute,
-    )?;
-    positive(
-        "otp.register_burst_per_address",
-        f.otp.register_burst_per_address,
-    )?;
-    positive(
-        "queue.max_messages_per_recipient",
-        f.queue.max_messages_per_recipient,
-    )?;
-    positive(
-        "queue.max_bytes_per_recipient",
-        f.queue.max_bytes_per_recipient,
-    )?;
-    positive(
-        "queue.max_messages_per_sender",
-        f.queue.max_messages_per_sender,
-    )?;
-    positive("queue.max_bytes_per_sender", f.queue.max_bytes_per_sender)?;
+    let q = &f.queue;
+    for (key, value, max) in [
+        (
+            "otp.register_per_address_per_minute",
+            f.otp.register_per_address_per_minute,
+            MAX_COUNT,
+        ),
+        (
+            "otp.register_burst_per_address",
+            f.otp.register_burst_per_address,
+            MAX_COUNT,
+        ),
+        (
+            "queue.max_messages_per_recipient",
+            q.max_messages_per_recipient,
+            MAX_COUNT,
+        ),
+        (
+            "queue.max_bytes_per_recipient",
+            q.max_bytes_per_recipient,
+            MAX_BYTES,
+        ),
+        (
+            "queue.max_messages_per_sender",
+            q.max_messages_per_sender,
+            MAX_COUNT,
+        ),
+        (
+            "queue.max_bytes_per_sender",
+            q.max_bytes_per_sender,
+            MAX_BYTES,
+        ),
+        (
+            "queue.max_messages_per_neighbour",
+            q.max_messages_per_neighbour,
+            MAX_COUNT,
+        ),
+        (
+            "queue.max_bytes_per_neighbour",
+            q.max_bytes_per_neighbour,
+            MAX_BYTES,
+        ),
+    ] {
+        within(key, value, max)?;
+    }
     let max_connections = f.server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    positive("server.max_connections", max_connections as u64)?;
-    positive(
-        "queue.max_messages_per_neighbour",
-        f.queue.max_messages_per_neighbour,
-    )?;
-    positive(
-        "queue.max_bytes_per_neighbour",
-        f.queue.max_bytes_per_neighbour,
+    within(
+        "server.max_connections",
+        max_connections as u64,
+        MAX_CONNECTIONS,
     )?;
     let neighbours = f
         .neighbourhood
@@ -93,12 +130,7 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             Err(e) => Err(("database.url", e.to_string())),
         })
         .transpose()?;
-    if !(f.queue.message_ttl_days > 0.0 && f.queue.message_ttl_days <= 3650.0) {
-        return Err((
-            "queue.message_ttl_days",
-            "must be more than 0 and at most 3650".into(),
-        ));
-    }
+    let message_ttl_ms = message_ttl_ms(f.queue.message_ttl_days)?;
     Ok(ServerConfig {
         host: f.server.host,
         port: f.server.port,
@@ -122,16 +154,9 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             f.otp.register_per_address_per_minute,
             f.otp.register_burst_per_address,
         ),
-        otp_policy: OtpPolicy {
-            ttl_ms: secs_to_ms(f.otp.ttl_secs),
-            max_tries: f.otp.max_tries,
-            max_codes: f.otp.max_codes_per_window,
-            max_codes_per_address,
-            max_codes_per_phone,
-            window_ms: secs_to_ms(f.otp.window_secs),
-        },
+        otp_policy,
         code_sink,
-        message_ttl_ms: (f.queue.message_ttl_days * 86_400_000.0) as i64,
+        message_ttl_ms,
         quota: Quota {
             max_messages: f.queue.max_messages_per_recipient,
             max_bytes: f.queue.max_bytes_per_recipient,
@@ -175,17 +200,21 @@ fn log(s: LogSection) -> Result<LogConfig, KeyError> {
     })
 }
 
-/// The counts of codes per address and per phone; when not set, they
-/// follow `max_codes_per_window`.
-fn code_caps(s: &OtpSection) -> Result<(u32, u32), KeyError> {
-    let (per_address, per_phone) = OtpPolicy::default_caps(s.max_codes_per_window);
+/// The `[otp]` limits; the counts per address and per phone, when not
+/// set, follow `max_codes_per_window`.
+fn otp_policy(s: &OtpSection) -> Result<OtpPolicy, KeyError> {
+    at_most_a_day("otp.ttl_secs", s.ttl_secs)?;
+    at_most_a_day("otp.window_secs", s.window_secs)?;
+    within("otp.max_tries", u64::from(s.max_tries), MAX_TRIES)?;
+    let max_codes = s.max_codes_per_window;
+    within("otp.max_codes_per_window", u64::from(max_codes), MAX_CODES)?;
+    let (per_address, per_phone) = OtpPolicy::default_caps(max_codes);
     let per_address = s.max_codes_per_address_per_window.unwrap_or(per_address);
-    positive(
-        "otp.max_codes_per_address_per_window",
-        u64::from(per_address),
-    )?;
+    let key = "otp.max_codes_per_address_per_window";
+    within(key, u64::from(per_address), MAX_CODES_IN_ALL)?;
     let per_phone = s.max_codes_per_phone_per_window.unwrap_or(per_phone);
     let key = "otp.max_codes_per_phone_per_window";
+    within(key, u64::from(per_phone), MAX_CODES_IN_ALL)?;
     if per_phone <= per_address {
         return Err((
             key,
@@ -195,24 +224,66 @@ fn code_caps(s: &OtpSection) -> Result<(u32, u32), KeyError> {
             ),
         ));
     }
-    Ok((per_address, per_phone))
+    Ok(OtpPolicy {
+        ttl_ms: secs_to_ms(s.ttl_secs),
+        max_tries: s.max_tries,
+        max_codes,
+        max_codes_per_address: per_address,
+        max_codes_per_phone: per_phone,
+        window_ms: secs_to_ms(s.window_secs),
+    })
+}
+
+/// A message waits at least a second (a shorter life would expire it
+/// before its recipient could fetch it) and at most ten years.
+fn message_ttl_ms(days: f64) -> Result<i64, KeyError> {
+    if !MESSAGE_TTL_DAYS.contains(&days) {
+        return Err((
+            "queue.message_ttl_days",
+            "must be at least 1 second (0.0000116 days) and at most 3650 days".into(),
+        ));
+    }
+    // At least 1000 and at most 3.2e11: exact enough, never out of range.
+    Ok((days * 86_400_000.0).round() as i64)
 }
 
 fn limits(s: LimitsSection) -> Result<Limits, KeyError> {
-    positive(
-        "limits.send_messages_per_second",
-        s.send_messages_per_second,
-    )?;
-    positive("limits.send_message_burst", s.send_message_burst)?;
-    positive("limits.send_bytes_per_second", s.send_bytes_per_second)?;
-    positive(
-        "limits.max_sessions_per_user",
-        s.max_sessions_per_user as u64,
-    )?;
-    positive(
-        "limits.max_devices_per_account",
-        s.max_devices_per_account as u64,
-    )?;
+    for (key, value, max) in [
+        (
+            "limits.send_messages_per_second",
+            s.send_messages_per_second,
+            MAX_COUNT,
+        ),
+        ("limits.send_message_burst", s.send_message_burst, MAX_COUNT),
+        (
+            "limits.send_bytes_per_second",
+            s.send_bytes_per_second,
+            MAX_BYTES,
+        ),
+        ("limits.send_byte_burst", s.send_byte_burst, MAX_BYTES),
+        (
+            "limits.max_sessions_per_user",
+            s.max_sessions_per_user as u64,
+            MAX_CONNECTIONS,
+        ),
+        (
+            "limits.max_session_backlog_bytes",
+            s.max_session_backlog_bytes as u64,
+            MAX_BYTES,
+        ),
+        (
+            "limits.max_user_backlog_bytes",
+            s.max_user_backlog_bytes as u64,
+            MAX_BYTES,
+        ),
+        (
+            "limits.max_devices_per_account",
+            s.max_devices_per_account as u64,
+            MAX_DEVICES,
+        ),
+    ] {
+        within(key, value, max)?;
+    }
     let limits = Limits {
         send_messages: Rate::per_second(s.send_messages_per_second, s.send_message_burst),
         send_bytes: Rate::per_second(s.send_bytes_per_second, s.send_byte_burst),
@@ -272,4 +343,13 @@ fn positive(key: &'static str, v: u64) -> Result<(), KeyError> {
     } else {
         Ok(())
     }
+}
+
+/// A count or size: at least 1, at most `max`.
+fn within(key: &'static str, v: u64, max: u64) -> Result<(), KeyError> {
+    positive(key, v)?;
+    if v > max {
+        return Err((key, format!("must be at most {max}")));
+    }
+    Ok(())
 }

@@ -58,6 +58,15 @@ async fn sighup_applies_a_new_limit_and_refuses_a_broken_file() {
 
     files.set_extra_config("", "[limits]\nmax_sessions_per_user = 0\n");
     hang_up(&files, &server, "configuration reload refused");
+    // A number past its maximum is refused on reload as it is at start.
+    let huge = "[limits]\nmax_sessions_per_user = 9223372036854775807\n";
+    files.set_extra_config("", huge);
+    hang_up(&files, &server, "configuration reload refused");
+    assert!(
+        files.log_text().contains("must be at most 1000000"),
+        "{}",
+        files.log_text()
+    );
     let err = alice.client.login().await.err().expect("still two at most");
     assert_eq!(server_code(&err), Some(ErrorCode::RateLimited), "{err}");
     second
