@@ -216,7 +216,10 @@ async fn remove_device(
 
 /// Forgets every device of `phone` (its list, certificates, prekeys and
 /// device queues), inside the caller's transaction: a new account key
-/// starts without devices.
+/// starts without devices. The queue rows go outside the queue writer, so
+/// once the transaction has committed the caller must have the writer count
+/// the phone's queues again ([`Store::recount`]), as `otp_register` does;
+/// until then the writer counts the deleted messages against the quota.
 pub(super) async fn forget_all(conn: &mut Conn<'_>, phone: &str) -> Result<(), DbError> {
     for sql in [
         "DELETE FROM device_lists WHERE phone = $1",

@@ -1074,3 +1074,66 @@ async fn a_purge_reaches_every_device_and_gives_the_room_back() {
     })
     .await;
 }
+
+/// A new account key forgets the old key's devices with their queues: the
+/// room those messages took in the recipient's quota (and in their
+/// senders' shares) is free again at once, as after a purge.
+#[tokio::test]
+async fn a_new_account_key_gives_its_old_devices_room_back() {
+    on_each_backend(quotas(3), |store, backend| async move {
+        let to_device = |id, device| {
+            local(NewMessage {
+                device,
+                ..message(id, ALICE, BOB, id)
+            })
+        };
+        let register = |key: u8| {
+            let store = store.clone();
+            async move {
+                let code = pending_code(BOB, key, 1_000);
+                assert!(
+                    store
+                        .otp_issue(&code, otp_limits(1_000))
+                        .await
+                        .unwrap()
+                        .is_ok()
+                );
+                let user = UserRow {
+                    phone: BOB.into(),
+                    key_type: "p256".into(),
+                    public_key: vec![key; 65],
+                    fingerprint: format!("{key:064x}"),
+                    registered_at: 1_000,
+                };
+                store.otp_register(&user).await.unwrap()
+            }
+        };
+        assert_eq!(register(1).await, Some(false), "{backend}");
+        let outcomes = submit_all(
+            &store,
+            vec![
+                to_device(1, 1),
+                to_device(2, 2),
+                to_device(3, 0),
+                to_device(4, 1),
+            ],
+        )
+        .await;
+        assert_eq!(outcomes, [Stored, Stored, Stored, QuotaFull], "{backend}");
+        assert_eq!(register(2).await, Some(true), "{backend}: a new key");
+        for device in 1..3 {
+            assert_eq!(store.waiting(&phone(BOB), device, 0).await.unwrap(), 0);
+        }
+        let outcomes = submit_all(
+            &store,
+            vec![to_device(5, 0), to_device(6, 0), to_device(7, 0)],
+        )
+        .await;
+        assert_eq!(
+            outcomes,
+            [Stored, Stored, QuotaFull],
+            "{backend}: the forgotten devices' room is free, the account's own queue kept"
+        );
+    })
+    .await;
+}
