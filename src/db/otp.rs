@@ -263,8 +263,8 @@ async fn issue_in(
 }
 
 /// Drops what no request can use any more from the phone's other keys and
-/// addresses: expired codes, and counters whose window has passed. This keeps the rows
-/// of one phone bounded by what was issued within a window.
+/// addresses: expired codes, and counters whose window has passed. This
+/// keeps the rows of one phone bounded by what was issued within a window.
 async fn drop_stale(conn: &mut Conn<'_>, code: &PendingCode, l: OtpLimits) -> Result<(), DbError> {
     on_backend!(conn.reborrow(), c => sqlx::query(
         "DELETE FROM otp_codes WHERE phone = $1 AND public_key <> $2 AND expires_at <= $3",
