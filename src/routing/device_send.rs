@@ -95,7 +95,10 @@ impl Router {
             .await
             .ok_or_else(|| RouteError::UnknownDevice(to.clone(), device))?;
         if held.version != list_version || held.key_of(device).is_none() {
-            return Err(RouteError::StaleDevices(to.clone(), Box::new(held.current())));
+            return Err(RouteError::StaleDevices(
+                to.clone(),
+                Box::new(held.current()),
+            ));
         }
         Ok(())
     }

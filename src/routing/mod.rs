@@ -63,10 +63,10 @@ pub use error::RouteError;
 pub use limits::Limits;
 use neighbours::Neighbours;
 pub use prekeys::MAX_PREKEYS_PER_REQUEST;
-pub use relay::Refusal;
-pub use remote_claims::CLAIM_TIMEOUT;
 use registry::Registry;
 pub use registry::SessionLink;
+pub use relay::Refusal;
+pub use remote_claims::CLAIM_TIMEOUT;
 pub use rendezvous::{LINK_CODE_TTL_MS, MAX_LINK_MESSAGE};
 
 /// How far ahead of our clock a neighbour's presence report or directory

@@ -214,7 +214,7 @@ mod tests {
     fn paths_must_be_fingerprints_without_us() {
         let a = "a".repeat(64);
         let b = "b".repeat(64);
-        assert!(path_ok(&[a.clone()], &b));
+        assert!(path_ok(std::slice::from_ref(&a), &b));
         assert!(!path_ok(&[a.clone(), b.clone()], &b), "a loop");
         assert!(!path_ok(&["x".into()], &b), "not a fingerprint");
         assert!(!path_ok(&vec![a; MAX_HOPS], &b), "too long");

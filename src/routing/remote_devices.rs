@@ -108,14 +108,22 @@ impl Held {
         DeviceEntry {
             phone: phone.as_str().to_owned(),
             device_list: B64(self.list.clone()),
-            bundles: self.bundles.values().map(|b| B64(b.bytes.clone())).collect(),
+            bundles: self
+                .bundles
+                .values()
+                .map(|b| B64(b.bytes.clone()))
+                .collect(),
         }
     }
 
     pub fn current(&self) -> CurrentDevices {
         CurrentDevices {
             device_list: B64(self.list.clone()),
-            bundles: self.bundles.values().map(|b| B64(b.bytes.clone())).collect(),
+            bundles: self
+                .bundles
+                .values()
+                .map(|b| B64(b.bytes.clone()))
+                .collect(),
         }
     }
 
@@ -231,9 +239,14 @@ fn parse_row(row: &RemoteDevicesRow) -> Option<Held> {
     };
     for bytes in split_bundles(&row.bundles)? {
         let bundle = PrekeyBundle::parse(&bytes).ok()?;
-        let made = (bundle.signed_prekey.created_at_ms, bundle.kem_prekey.created_at_ms);
-        held.bundles
-            .insert(bundle.certificate.device_id.get(), HeldBundle { bytes, made });
+        let made = (
+            bundle.signed_prekey.created_at_ms,
+            bundle.kem_prekey.created_at_ms,
+        );
+        held.bundles.insert(
+            bundle.certificate.device_id.get(),
+            HeldBundle { bytes, made },
+        );
     }
     Some(held)
 }
@@ -295,7 +308,10 @@ impl Router {
             changed.push(merged.to_entry(&phone));
         }
         if !changed.is_empty() {
-            tracing::debug!(entries = changed.len(), "device lists changed; passing them on");
+            tracing::debug!(
+                entries = changed.len(),
+                "device lists changed; passing them on"
+            );
             self.flood_devices(Some(from), changed);
         }
     }
@@ -334,9 +350,14 @@ impl Router {
                 tracing::warn!(%phone, error = %e, "a neighbour's bundle does not verify; left out");
                 continue;
             }
-            let made = (bundle.signed_prekey.created_at_ms, bundle.kem_prekey.created_at_ms);
-            held.bundles
-                .insert(bundle.certificate.device_id.get(), HeldBundle { bytes, made });
+            let made = (
+                bundle.signed_prekey.created_at_ms,
+                bundle.kem_prekey.created_at_ms,
+            );
+            held.bundles.insert(
+                bundle.certificate.device_id.get(),
+                HeldBundle { bytes, made },
+            );
         }
         Ok((phone, held))
     }
@@ -440,7 +461,11 @@ mod tests {
         let merged = Held::merge(Some(&old), new).expect("changed");
         assert_eq!(merged.version, 2);
         assert_eq!(merged.bundles[&1].made, (6, 6));
-        assert_eq!(merged.bundles[&2].made, (9, 9), "the held newer bundle stays");
+        assert_eq!(
+            merged.bundles[&2].made,
+            (9, 9),
+            "the held newer bundle stays"
+        );
     }
 
     #[test]
@@ -449,7 +474,10 @@ mod tests {
         assert!(Held::merge(Some(&held_now), held(1, &[(1, (5, 5))])).is_none());
         assert!(Held::merge(Some(&held_now), held(2, &[(1, (6, 6))])).is_none());
         let merged = Held::merge(Some(&held_now), held(1, &[(2, (7, 7))])).expect("changed");
-        assert_eq!(merged.version, 2, "an older list only lends its newer bundles");
+        assert_eq!(
+            merged.version, 2,
+            "an older list only lends its newer bundles"
+        );
         assert_eq!(merged.bundles.len(), 2);
     }
 
