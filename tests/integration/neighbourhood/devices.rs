@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use carrier::client::Connection;
 use carrier::domain::MessageId;
-use carrier::protocol::{ErrorCode, KeyType, Request, Response};
+use carrier::protocol::{B64, ErrorCode, KeyType, Request, Response};
 
 use super::{Node, eventually, link_addr_of, linked_files, neighbourhood};
 use crate::common::{
-    ALICE, BOB, CAROL, Reachable, TestUser, expect_error, logged_in_connection, register, within,
+    ALICE, BOB, CAROL, DAVE, Reachable, TestUser, expect_error, logged_in_connection, register,
+    within,
 };
 use crate::devices::client::*;
 
@@ -340,4 +341,152 @@ async fn kill_9_of_the_middle_server_loses_no_device_copy() {
         ids.sort();
         assert_eq!(ids, sent, "device {} has each message once", device.id);
     }
+}
+
+/// A device list and bundle of `phone`'s one device, as `account` signs
+/// them: what a home server floods in a `devices` entry.
+fn signed_devices(
+    account: &carrier::crypto::Identity,
+    phone: &str,
+) -> carrier::protocol::link::DeviceEntry {
+    use carrier::crypto::v2::{
+        DeviceCertificate, DeviceId, DeviceKey, DeviceList, PrekeyBundle, PrekeyKind, PrekeyStore,
+    };
+    let who = crate::common::phone(phone);
+    let id = DeviceId::new(1).unwrap();
+    let key = DeviceKey::generate();
+    let now = now_ms();
+    let list = DeviceList::issue(account, &who, 1, now, vec![(id, key.public())]).unwrap();
+    let certificate =
+        DeviceCertificate::issue(account, &who, id, &key.public(), "phone", now).unwrap();
+    let published = PrekeyStore::new().maintain(&key, now);
+    let of_kind = |kind| published.iter().find(|p| p.kind == kind).unwrap().clone();
+    let bundle = PrekeyBundle {
+        certificate,
+        signed_prekey: of_kind(PrekeyKind::Signed),
+        kem_prekey: of_kind(PrekeyKind::KemLastResort),
+    };
+    carrier::protocol::link::DeviceEntry {
+        phone: phone.into(),
+        device_list: B64(list.to_bytes()),
+        bundles: vec![B64(bundle.to_bytes())],
+    }
+}
+
+const ERIN: &str = "+12025550105";
+
+/// `phone`'s directory entry with key `account`, signed by `home` as the
+/// user's home server.
+fn homed_at(
+    home: &carrier::crypto::Identity,
+    phone: &str,
+    account: &carrier::crypto::Identity,
+) -> carrier::protocol::link::DirectoryEntry {
+    let key = account.public_key().to_spki_der();
+    let home_key = home.public_key().to_spki_der();
+    let registered_at = now_ms() as i64;
+    let bytes = carrier::protocol::signed::directory_entry_bytes(
+        phone,
+        "p256",
+        &key,
+        registered_at,
+        &home_key,
+        "far",
+    );
+    carrier::protocol::link::DirectoryEntry {
+        phone: phone.into(),
+        key_type: KeyType::P256,
+        public_key: B64(key),
+        home_key: B64(home_key),
+        home_name: "far".into(),
+        registered_at,
+        signature: B64(home.sign(&bytes)),
+        hops: 0,
+    }
+}
+
+#[tokio::test]
+async fn lists_are_checked_at_each_hop_and_a_silent_home_times_out() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::link::{ClaimAnswer, LinkMessage};
+
+    let (nodes, hostile) = super::beside_a_hostile_neighbour().await;
+    let (_, _, alices) = with_devices(&nodes[0], ALICE, 1).await;
+    let a1_conn = &alices[0].1;
+    let mut link = super::link_as(&hostile, &nodes[0]).await;
+
+    // Dave and Erin live on the hand-played server.
+    let dave = Identity::generate(KeyType::P256);
+    let erin = Identity::generate(KeyType::P256);
+    let directory = LinkMessage::Directory {
+        entries: vec![
+            homed_at(&hostile, DAVE, &dave),
+            homed_at(&hostile, ERIN, &erin),
+        ],
+    };
+    super::send_link(&mut link, &directory).await;
+    let devices = |entry| LinkMessage::Devices {
+        entries: vec![entry],
+    };
+    super::send_link(&mut link, &devices(signed_devices(&dave, DAVE))).await;
+    lookup_shows(a1_conn, DAVE, 1, 1).await;
+
+    // A list for Dave signed by another key is not taken (Erin's list,
+    // sent after it, shows that it was read).
+    let forged = signed_devices(&Identity::generate(KeyType::P256), DAVE);
+    super::send_link(&mut link, &devices(forged)).await;
+    super::send_link(&mut link, &devices(signed_devices(&erin, ERIN))).await;
+    lookup_shows(a1_conn, ERIN, 1, 1).await;
+    let peer = look_up(a1_conn, DAVE, &dave).await;
+    assert_eq!(peer.bundles.len(), 1, "Dave's own list and bundle stay");
+
+    // A claim for Dave goes to his home with the asking server's path; the
+    // answer comes back to the client as it was sent.
+    let asking = a1_conn.ask(Request::Claim {
+        phone: DAVE.into(),
+        devices: vec![1],
+    });
+    let asker = nodes[0].fingerprint.to_hex();
+    let home = async {
+        let claim = super::next_link_message(&mut link, "a claim", |m| match m {
+            LinkMessage::Claim(c) => Some(c),
+            _ => None,
+        })
+        .await;
+        assert_eq!((claim.phone.as_str(), &claim.devices[..]), (DAVE, &[1][..]));
+        assert_eq!(claim.path, [asker.clone()]);
+        let result = carrier::crypto::v2::ClaimedPrekeys {
+            device_id: carrier::crypto::v2::DeviceId::new(1).unwrap(),
+            one_time: None,
+            kem_one_time: None,
+        };
+        let answer = ClaimAnswer {
+            request: claim.request,
+            path: vec![asker.clone(), hostile.fingerprint().to_hex()],
+            claims: Some(vec![B64(result.to_bytes())]),
+            code: None,
+            message: None,
+        };
+        super::send_link(&mut link, &LinkMessage::Claimed(answer)).await;
+        result
+    };
+    let (answer, result) = tokio::join!(asking, home);
+    match answer.unwrap() {
+        Response::Claimed { claims } => assert_eq!(claims, [B64(result.to_bytes())]),
+        other => panic!("the relayed claim: {other:?}"),
+    }
+
+    // Unanswered, a claim ends with a clear `unavailable` after its time.
+    let answer = a1_conn
+        .ask(Request::Claim {
+            phone: DAVE.into(),
+            devices: vec![1],
+        })
+        .await
+        .unwrap();
+    let message = expect_error(answer, ErrorCode::Unavailable, "an unanswered claim");
+    assert!(
+        message.contains("did not answer the claim within 10 s"),
+        "{message}"
+    );
 }
