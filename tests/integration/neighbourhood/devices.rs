@@ -454,7 +454,7 @@ async fn lists_are_checked_at_each_hop_and_a_silent_home_times_out() {
         })
         .await;
         assert_eq!((claim.phone.as_str(), &claim.devices[..]), (DAVE, &[1][..]));
-        assert_eq!(claim.path, [asker.clone()]);
+        assert_eq!(claim.path, std::slice::from_ref(&asker));
         let result = carrier::crypto::v2::ClaimedPrekeys {
             device_id: carrier::crypto::v2::DeviceId::new(1).unwrap(),
             one_time: None,
