@@ -490,3 +490,86 @@ async fn lists_are_checked_at_each_hop_and_a_silent_home_times_out() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn acks_name_the_device_and_a_refusal_finds_its_way_back() {
+    use carrier::crypto::Identity;
+    use carrier::crypto::v2::{DeviceId, DeviceKey, LocalDevice, PrekeyStore};
+    use carrier::protocol::link::{LinkMessage, Relayed};
+
+    // hostile - victim - home; Dave lives on the hand-played server,
+    // Carol on the home with two devices, then only one.
+    let (nodes, hostile) = super::beside_a_hostile_neighbour().await;
+    let (_, _, alices) = with_devices(&nodes[0], ALICE, 1).await;
+    let (carol, mut carol_account, _carols) = with_devices(&nodes[1], CAROL, 2).await;
+    let mut link = super::link_as(&hostile, &nodes[0]).await;
+    let dave = Identity::generate(KeyType::P256);
+    let directory = LinkMessage::Directory {
+        entries: vec![homed_at(&hostile, DAVE, &dave)],
+    };
+    super::send_link(&mut link, &directory).await;
+    let a1_conn = &alices[0].1;
+    lookup_shows(a1_conn, CAROL, 1, 2).await;
+    let carol_peer = look_up(a1_conn, CAROL, &carol.identity()).await;
+    carol_account.remove_device(2);
+    let conn = logged_in_connection(&nodes[1], CAROL, &carol_account.identity).await;
+    let answer = conn.ask(carol_account.next_list()).await.unwrap();
+    assert!(matches!(answer, Response::DevicesPublished { version: 2 }));
+
+    // Dave's device writes to Carol's removed device, through the victim.
+    let dave_device = Device {
+        phone: DAVE.into(),
+        id: 1,
+        local: LocalDevice::new(
+            crate::common::phone(DAVE),
+            DeviceId::new(1).unwrap(),
+            DeviceKey::generate(),
+        ),
+        prekeys: PrekeyStore::new(),
+    };
+    let mut session = start_session(&dave_device, &carol_peer, 2, None);
+    let id = MessageId::random();
+    let envelope = seal(&dave_device, &mut session, id, "to a gone device");
+    let hostile_fp = hostile.fingerprint().to_hex();
+    let relay = Relayed {
+        id,
+        from: DAVE.into(),
+        to: CAROL.into(),
+        device: 2,
+        sender_device: 1,
+        envelope: B64(envelope),
+        received_at: now_ms() as i64,
+        expires_at: now_ms() as i64 + 3_600_000,
+        path: vec![hostile_fp.clone()],
+    };
+    super::send_link(&mut link, &LinkMessage::Relay(relay)).await;
+
+    // The victim commits it and acknowledges that device's copy.
+    let acked = super::next_link_message(&mut link, "the relay's ack", |m| match m {
+        LinkMessage::RelayAck { ids, device } => Some((ids, device)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(acked, (vec![id], 2));
+    // The home refuses it; the refusal comes back with the message's path.
+    let refused = super::next_link_message(&mut link, "the refusal", |m| match m {
+        LinkMessage::RelayRefused {
+            id,
+            code,
+            device,
+            path,
+            ..
+        } => Some((id, code, device, path)),
+        _ => None,
+    })
+    .await;
+    let victim_fp = nodes[0].fingerprint.to_hex();
+    assert_eq!(
+        refused,
+        (id, ErrorCode::StaleDevices, 2, vec![hostile_fp, victim_fp])
+    );
+    eventually("the victim's queue towards the home drains", || async {
+        count(&nodes[0], "SELECT count(*) FROM outbound_queue").await == 0
+    })
+    .await;
+}
