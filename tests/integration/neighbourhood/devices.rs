@@ -202,6 +202,15 @@ async fn devices_claims_and_sends_cross_a_line_of_three() {
         !ec.contains(&claims[0].one_time.as_ref().unwrap().id),
         "nor the one claimed first"
     );
+    // Its 40 one-time ML-KEM keys run out on the way (one went to the first
+    // claim): the rest of the claims are still answered, without one, and
+    // their senders fall back to the last-resort key of the bundle.
+    let kem: HashSet<u32> = all
+        .iter()
+        .filter_map(|c| c.kem_one_time.as_ref().map(|p| p.id))
+        .collect();
+    assert_eq!(kem.len(), 39, "each ML-KEM key once, until none is left");
+    assert_eq!(all.iter().filter(|c| c.kem_one_time.is_none()).count(), 6);
 }
 
 #[tokio::test]
