@@ -78,7 +78,9 @@ const TABLES: &[Table] = &[
             ("neighbour", Text),
             ("id", Bytes),
             ("recipient", Text),
+            ("device", Int),
             ("sender", Text),
+            ("sender_device", Int),
             ("envelope", Bytes),
             ("received_at", Int),
             ("expires_at", Int),
@@ -87,8 +89,13 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "relay_seen",
-        order: "recipient, id",
-        columns: &[("recipient", Text), ("id", Bytes), ("expires_at", Int)],
+        order: "recipient, device, id",
+        columns: &[
+            ("recipient", Text),
+            ("device", Int),
+            ("id", Bytes),
+            ("expires_at", Int),
+        ],
     },
     Table {
         name: "directory",
@@ -147,6 +154,16 @@ const TABLES: &[Table] = &[
         name: "disabled_users",
         order: "phone",
         columns: &[("phone", Text), ("disabled_at", Int)],
+    },
+    Table {
+        name: "remote_devices",
+        order: "phone",
+        columns: &[
+            ("phone", Text),
+            ("list", Bytes),
+            ("bundles", Bytes),
+            ("updated_at", Int),
+        ],
     },
 ];
 

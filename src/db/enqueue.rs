@@ -8,7 +8,8 @@
 //! accepted and changes nothing. Any other message under an id already
 //! queued for that recipient is refused ([`EnqueueOutcome::IdInUse`]), so
 //! `accepted` always means "stored for this recipient". A message relayed by
-//! a neighbour is a retry when its (recipient, id) was relayed before.
+//! a neighbour is a retry when its (recipient, device, id) was relayed
+//! before.
 
 use std::collections::HashSet;
 
@@ -140,15 +141,19 @@ pub(super) async fn apply(
         .partition(|(i, _)| !repeats.contains(i));
 
     let relayed = |e: &Enqueue| e.relayed;
-    let seen: Vec<(&PhoneNumber, MessageId, Millis)> = pending(&first, relayed)
-        .map(|e| (&e.message.recipient, e.message.id, e.message.expires_at))
+    let seen: Vec<(&PhoneNumber, u32, MessageId, Millis)> = pending(&first, relayed)
+        .map(|e| {
+            let m = &e.message;
+            (&m.recipient, m.device, m.id, m.expires_at)
+        })
         .collect();
     if !seen.is_empty() {
         // A neighbour sends again after a lost acknowledgement.
         let fresh = outbound::mark_seen_many(conn, &seen).await?;
         for (_, item) in &mut first {
             let e = item.enqueue;
-            let key = (e.message.recipient.clone(), e.message.id);
+            let m = &e.message;
+            let key = (m.recipient.clone(), i64::from(m.device), m.id);
             if item.outcome.is_none() && e.relayed && !fresh.contains(&key) {
                 *item.outcome = Some(EnqueueOutcome::Duplicate);
                 ledger.give_back(e.queue(), Some(&e.message.sender), e.size());
@@ -178,7 +183,8 @@ pub(super) async fn apply(
         let inserted = outbound::insert_many(conn, &rows).await?;
         let kept = |e: &Enqueue| match e.queue() {
             QueueKey::Neighbour(fp) => {
-                inserted.contains(&(fp, e.message.recipient.clone(), e.message.id))
+                let m = &e.message;
+                inserted.contains(&(fp, m.recipient.clone(), i64::from(m.device), m.id))
             }
             QueueKey::Recipient(_) => true,
         };

@@ -37,6 +37,7 @@ mod postgres;
 pub mod prekeys;
 pub mod queue;
 pub mod quota;
+pub mod remote_devices;
 mod sqlite;
 pub mod users;
 pub mod writer;

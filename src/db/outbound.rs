@@ -15,7 +15,11 @@ pub struct OutboundRow {
     pub seq: i64,
     pub id: MessageId,
     pub recipient: String,
+    /// The recipient's device (0: a v1 message to the whole account).
+    pub device: i64,
     pub sender: String,
+    /// The sending device (0: none).
+    pub sender_device: i64,
     pub envelope: Vec<u8>,
     pub received_at: Millis,
     pub expires_at: Millis,
@@ -46,7 +50,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<OutboundRow>, DbError> {
         let rows = on_backend!(&self.pool, p => sqlx::query_as::<_, OutboundRow>(
-            "SELECT seq, id, recipient, sender, envelope, received_at, expires_at, path
+            "SELECT seq, id, recipient, device, sender, sender_device, envelope, received_at,
+                 expires_at, path
              FROM outbound_queue WHERE neighbour = $1 AND seq > $2 AND expires_at > $3
                  AND length(id) = 16
              ORDER BY seq LIMIT $4",
@@ -58,6 +63,26 @@ impl Store {
         .fetch_all(p)
         .await);
         self.read(rows)
+    }
+
+    /// The message for `neighbour` under `id` and `device`, if still queued.
+    pub async fn outbound_row(
+        &self,
+        neighbour: &Fingerprint,
+        id: MessageId,
+        device: u32,
+    ) -> Result<Option<OutboundRow>, DbError> {
+        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, OutboundRow>(
+            "SELECT seq, id, recipient, device, sender, sender_device, envelope, received_at,
+                 expires_at, path
+             FROM outbound_queue WHERE neighbour = $1 AND id = $2 AND device = $3 LIMIT 1",
+        )
+        .bind(neighbour)
+        .bind(id)
+        .bind(i64::from(device))
+        .fetch_optional(p)
+        .await);
+        self.read(row)
     }
 
     /// The key pinned for the neighbour at `address`. A damaged pin counts
@@ -91,27 +116,30 @@ impl Store {
 }
 
 /// Inserts messages for neighbours (at most `queue::INSERT_CHUNK`) in one
-/// statement, skipping ones already queued for the same neighbour and
-/// recipient; returns the (neighbour, recipient, id) of those inserted.
+/// statement, skipping ones already queued for the same neighbour,
+/// recipient and device; returns the (neighbour, recipient, device, id) of
+/// those inserted.
 pub(super) async fn insert_many(
     conn: &mut Conn<'_>,
     rows: &[(&NewMessage, &NewOutbound)],
-) -> Result<HashSet<(Fingerprint, PhoneNumber, MessageId)>, DbError> {
+) -> Result<HashSet<(Fingerprint, PhoneNumber, i64, MessageId)>, DbError> {
     let sql = format!(
-        "INSERT INTO outbound_queue (neighbour, id, recipient, sender, envelope, received_at,
-             expires_at, path)
-         VALUES {} ON CONFLICT (neighbour, recipient, id) DO NOTHING
-         RETURNING neighbour, recipient, id",
-        values_placeholders(rows.len(), 8)
+        "INSERT INTO outbound_queue (neighbour, id, recipient, device, sender, sender_device,
+             envelope, received_at, expires_at, path)
+         VALUES {} ON CONFLICT (neighbour, recipient, device, id) DO NOTHING
+         RETURNING neighbour, recipient, device, id",
+        values_placeholders(rows.len(), 10)
     );
-    let inserted: Vec<(Fingerprint, PhoneNumber, MessageId)> = on_backend!(conn.reborrow(), c => {
+    let inserted: Vec<(Fingerprint, PhoneNumber, i64, MessageId)> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for (m, out) in rows {
             query = query
                 .bind(out.neighbour)
                 .bind(m.id)
                 .bind(&m.recipient)
+                .bind(i64::from(m.device))
                 .bind(&m.sender)
+                .bind(i64::from(m.sender_device))
                 .bind(&m.envelope)
                 .bind(m.received_at)
                 .bind(m.expires_at)
@@ -122,21 +150,25 @@ pub(super) async fn insert_many(
     Ok(inserted.into_iter().collect())
 }
 
-/// Records relayed (recipient, id) pairs (at most `queue::INSERT_CHUNK`);
-/// returns those not seen before.
+/// Records relayed (recipient, device, id) triples (at most
+/// `queue::INSERT_CHUNK`); returns those not seen before.
 pub(super) async fn mark_seen_many(
     conn: &mut Conn<'_>,
-    seen: &[(&PhoneNumber, MessageId, Millis)],
-) -> Result<HashSet<(PhoneNumber, MessageId)>, DbError> {
+    seen: &[(&PhoneNumber, u32, MessageId, Millis)],
+) -> Result<HashSet<(PhoneNumber, i64, MessageId)>, DbError> {
     let sql = format!(
-        "INSERT INTO relay_seen (recipient, id, expires_at) VALUES {}
-         ON CONFLICT (recipient, id) DO NOTHING RETURNING recipient, id",
-        values_placeholders(seen.len(), 3)
+        "INSERT INTO relay_seen (recipient, device, id, expires_at) VALUES {}
+         ON CONFLICT (recipient, device, id) DO NOTHING RETURNING recipient, device, id",
+        values_placeholders(seen.len(), 4)
     );
-    let fresh: Vec<(PhoneNumber, MessageId)> = on_backend!(conn.reborrow(), c => {
+    let fresh: Vec<(PhoneNumber, i64, MessageId)> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for (recipient, id, expires_at) in seen {
-            query = query.bind(*recipient).bind(*id).bind(*expires_at);
+        for (recipient, device, id, expires_at) in seen {
+            query = query
+                .bind(*recipient)
+                .bind(i64::from(*device))
+                .bind(*id)
+                .bind(*expires_at);
         }
         query.fetch_all(c).await
     })?;
@@ -147,8 +179,8 @@ pub(super) async fn mark_seen_many(
 /// call.
 pub(super) async fn forget_seen(conn: &mut Conn<'_>, now: Millis) -> Result<u64, DbError> {
     let done = on_backend!(conn.reborrow(), c => sqlx::query(
-        "DELETE FROM relay_seen WHERE (recipient, id) IN (
-             SELECT recipient, id FROM relay_seen WHERE expires_at <= $1 LIMIT $2)",
+        "DELETE FROM relay_seen WHERE (recipient, device, id) IN (
+             SELECT recipient, device, id FROM relay_seen WHERE expires_at <= $1 LIMIT $2)",
     )
     .bind(now)
     .bind(FORGET_LIMIT)

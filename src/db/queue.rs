@@ -19,23 +19,25 @@ pub enum QueueRef {
     /// The queue of one device of an account (quotas count the account's
     /// devices together).
     Device(PhoneNumber, u32),
-    Neighbour(Fingerprint),
+    /// A neighbour's queue, for messages to one recipient device (0: v1
+    /// messages to a whole account).
+    Neighbour(Fingerprint, u32),
 }
 
 impl QueueRef {
     pub(super) fn key(&self) -> QueueKey<'_> {
         match self {
             QueueRef::Recipient(phone) | QueueRef::Device(phone, _) => QueueKey::Recipient(phone),
-            QueueRef::Neighbour(fp) => QueueKey::Neighbour(*fp),
+            QueueRef::Neighbour(fp, _) => QueueKey::Neighbour(*fp),
         }
     }
 
-    /// The recipient's device the queue belongs to: 0 for an account
-    /// without devices and for a neighbour's queue.
+    /// The recipient's device the rows belong to: 0 for an account
+    /// without devices (and a neighbour's v1 messages).
     pub(super) fn device(&self) -> i64 {
         match self {
-            QueueRef::Device(_, device) => i64::from(*device),
-            QueueRef::Recipient(_) | QueueRef::Neighbour(_) => 0,
+            QueueRef::Device(_, device) | QueueRef::Neighbour(_, device) => i64::from(*device),
+            QueueRef::Recipient(_) => 0,
         }
     }
 }
@@ -238,7 +240,7 @@ pub(super) async fn insert_many(
 }
 
 /// The sender and envelope queued in `queue` for `recipient` (and, in a
-/// recipient's queue, its `device`) under `id`, if any: what a second
+/// neighbour's, its `device`) under `id`, if any: what a second
 /// message under the same id is compared with.
 pub(super) async fn stored_copy(
     conn: &mut Conn<'_>,
@@ -255,16 +257,13 @@ pub(super) async fn stored_copy(
         table.device_clause(4)
     );
     Ok(on_backend!(conn.reborrow(), c => {
-        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(queue)
             .bind(recipient)
-            .bind(id);
-        let query = if table.per_device() {
-            query.bind(i64::from(device))
-        } else {
-            query
-        };
-        query.fetch_optional(c).await
+            .bind(id)
+            .bind(i64::from(device))
+            .fetch_optional(c)
+            .await
     })?)
 }
 
@@ -309,21 +308,11 @@ impl Table {
         }
     }
 
-    /// Whether rows name the recipient's device: a recipient has one queue
-    /// per device, a neighbour's queue is one.
-    fn per_device(self) -> bool {
-        matches!(self, Table::Messages)
-    }
-
-    /// The condition on the recipient's device, placeholder `$n`, for a
-    /// table with one queue per device; nothing otherwise (and nothing is
-    /// bound for it).
+    /// The condition on the recipient's device, placeholder `$n`: a
+    /// recipient has one queue per device, and a neighbour's queue keeps
+    /// each device's copy apart (copies for two devices may share an id).
     fn device_clause(self, n: usize) -> String {
-        if self.per_device() {
-            format!(" AND device = ${n}")
-        } else {
-            String::new()
-        }
+        format!(" AND device = ${n}")
     }
 
     /// What a `DELETE … RETURNING` gives back to make a [`Removed`].
@@ -364,10 +353,7 @@ pub(super) async fn delete_many(
         for id in ids {
             query = query.bind(id);
         }
-        if table.per_device() {
-            query = query.bind(device);
-        }
-        query.fetch_all(c).await
+        query.bind(device).fetch_all(c).await
     })?;
     Ok(rows.into_iter().map(Removed::from).collect())
 }

@@ -126,6 +126,7 @@ async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
     let mut frames = vec![link_frame(&hello)];
     frames.extend(router.directory_frames());
     frames.extend(router.presence_frames());
+    frames.extend(router.device_frames().await);
     for f in frames {
         let _ = outbox.send(f).await;
     }
@@ -136,7 +137,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     router: &Arc<Router>,
     peer: Fingerprint,
     outbox: &mpsc::Sender<Vec<u8>>,
-    acks: &mpsc::Sender<(MessageId, Result<PendingSend, RouteError>)>,
+    acks: &mpsc::Sender<(RelayKey, Result<PendingSend, RouteError>)>,
     closed: &CancellationToken,
 ) -> bool {
     // Frames are read by their own task: a read interrupted halfway (by a
@@ -206,7 +207,7 @@ async fn handle_message(
     router: &Arc<Router>,
     peer: Fingerprint,
     outbox: &mpsc::Sender<Vec<u8>>,
-    acks: &mpsc::Sender<(MessageId, Result<PendingSend, RouteError>)>,
+    acks: &mpsc::Sender<(RelayKey, Result<PendingSend, RouteError>)>,
     message: LinkMessage,
 ) -> bool {
     match message {
@@ -217,20 +218,31 @@ async fn handle_message(
             }
         }
         LinkMessage::Relay(r) => {
-            let id = r.id;
+            let key = (r.id, r.device);
             let pending = router.relay_in(peer, r).await;
-            if acks.send((id, pending)).await.is_err() {
+            if acks.send((key, pending)).await.is_err() {
                 return false;
             }
         }
-        LinkMessage::RelayAck { ids } => {
-            if let Err(e) = router.outbound_acked(&peer, &ids).await {
+        LinkMessage::RelayAck { ids, device } => {
+            if let Err(e) = router.outbound_acked(&peer, device, &ids).await {
                 tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
             }
         }
-        LinkMessage::RelayRefused { id, code, message } => {
-            tracing::warn!(%id, ?code, %message, "the neighbour refused a message; dropped");
-            let _ = router.outbound_acked(&peer, &[id]).await;
+        LinkMessage::RelayRefused {
+            id,
+            code,
+            message,
+            device,
+            path,
+        } => {
+            let refusal = crate::routing::Refusal {
+                id,
+                device,
+                code,
+                message,
+            };
+            router.relay_refused(peer, refusal, path).await
         }
         LinkMessage::Broadcast(b) => router.broadcast_in(Some(peer), b),
         LinkMessage::Presence {
@@ -242,18 +254,37 @@ async fn handle_message(
             let _ = outbox.try_send(link_frame(&LinkMessage::Pong));
         }
         LinkMessage::Pong => {}
+        LinkMessage::Devices { entries } => router.devices_in(peer, entries).await,
+        LinkMessage::Claim(c) => router.claim_in(peer, c).await,
+        LinkMessage::Claimed(a) => router.claim_answer_in(peer, a),
     }
     true
 }
 
+/// A relayed message as acknowledged: its id and recipient device.
+type RelayKey = (MessageId, u32);
+
 /// Answers relayed messages in the order they arrived, each once its commit
-/// is done, gathering consecutive acknowledgements into one frame.
+/// is done, gathering consecutive acknowledgements for one recipient
+/// device into one frame.
 async fn acknowledge(
-    mut pending: mpsc::Receiver<(MessageId, Result<PendingSend, RouteError>)>,
+    mut pending: mpsc::Receiver<(RelayKey, Result<PendingSend, RouteError>)>,
     outbox: mpsc::Sender<Vec<u8>>,
 ) {
     let mut batch = Vec::new();
-    while let Some((id, p)) = pending.recv().await {
+    let mut batch_device = 0;
+    while let Some(((id, device), p)) = pending.recv().await {
+        if device != batch_device && !batch.is_empty() {
+            let ids = std::mem::take(&mut batch);
+            let ack = LinkMessage::RelayAck {
+                ids,
+                device: batch_device,
+            };
+            if outbox.send(link_frame(&ack)).await.is_err() {
+                return;
+            }
+        }
+        batch_device = device;
         let outcome = match p {
             Ok(p) => p.committed().await,
             Err(e) => Err(e),
@@ -273,6 +304,8 @@ async fn acknowledge(
                     id,
                     code: e.code(),
                     message: e.to_string(),
+                    device,
+                    path: Vec::new(),
                 };
                 let _ = outbox.send(link_frame(&refusal)).await;
             }
@@ -280,7 +313,10 @@ async fn acknowledge(
         if !batch.is_empty() && pending.is_empty() {
             let ids = std::mem::take(&mut batch);
             if outbox
-                .send(link_frame(&LinkMessage::RelayAck { ids }))
+                .send(link_frame(&LinkMessage::RelayAck {
+                    ids,
+                    device: batch_device,
+                }))
                 .await
                 .is_err()
             {
@@ -328,6 +364,8 @@ async fn drain(
                 id: row.id,
                 from: row.sender,
                 to: row.recipient,
+                device: u32::try_from(row.device).unwrap_or_default(),
+                sender_device: u32::try_from(row.sender_device).unwrap_or_default(),
                 envelope: B64(row.envelope),
                 received_at: row.received_at,
                 expires_at: row.expires_at,

@@ -28,16 +28,27 @@ pub enum LinkMessage {
     },
     /// A message on its way to the recipient's home server.
     Relay(Relayed),
-    /// These relayed messages are committed at the receiving hop.
+    /// These relayed messages are committed at the receiving hop. `device`
+    /// names the recipient device of v2 copies (absent: 0, v1).
     RelayAck {
         ids: Vec<MessageId>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        device: u32,
     },
     /// This relayed message cannot be delivered; the sending hop drops it
     /// and logs why.
+    /// `device` names the recipient device of a v2 copy (absent: 0, v1).
+    /// A refusal on its way back to the server where the message was sent
+    /// carries the message's `path` (absent: the refusal is about a message
+    /// the receiving hop sent itself).
     RelayRefused {
         id: MessageId,
         code: ErrorCode,
         message: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        device: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path: Vec<String>,
     },
     /// A public message, flooded to every server once.
     Broadcast(Broadcast),
@@ -50,6 +61,54 @@ pub enum LinkMessage {
     /// Heartbeat; answered with `pong`.
     Ping,
     Pong,
+    /// Protocol v2: users' signed device lists and bundles, flooded like
+    /// the directory (on link-up everything, then what changed).
+    Devices {
+        entries: Vec<DeviceEntry>,
+    },
+    /// Protocol v2: one-time prekeys asked of a user's home server, passed
+    /// hop by hop towards it.
+    Claim(ClaimRequest),
+    /// The home server's answer to a [`LinkMessage::Claim`], passed back
+    /// along the claim's path.
+    Claimed(ClaimAnswer),
+}
+
+/// A user's devices as their home server published them: the device list
+/// signed by the account key and one bundle per device that has published
+/// prekeys (docs/PROTOCOL-v2.md §3.2, §4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEntry {
+    pub phone: String,
+    pub device_list: B64,
+    pub bundles: Vec<B64>,
+}
+
+/// A claim on its way to the home server of `phone`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// Chosen by the asking server; names the answer.
+    pub request: u64,
+    pub phone: String,
+    pub devices: Vec<u32>,
+    /// Fingerprints of the servers crossed so far, the asking server first.
+    pub path: Vec<String>,
+}
+
+/// A claim's answer on its way back: `claims` (one claim result per asked
+/// device, in order) or a refusal's `code` and `message`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimAnswer {
+    pub request: u64,
+    /// The claim's path as the home server received it plus the home
+    /// server; each hop sends the answer to the server before itself.
+    pub path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Vec<B64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A user as vouched for by their home server.
@@ -78,6 +137,12 @@ pub struct Relayed {
     pub id: MessageId,
     pub from: String,
     pub to: String,
+    /// Protocol v2: the recipient's device and the sending device; absent
+    /// (0) for a v1 message.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub device: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sender_device: u32,
     pub envelope: B64,
     pub received_at: i64,
     pub expires_at: i64,
@@ -94,4 +159,8 @@ pub struct Broadcast {
     pub sent_at: u64,
     pub text: String,
     pub signature: B64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

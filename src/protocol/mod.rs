@@ -43,4 +43,4 @@ pub const MAX_ENVELOPE_BYTES: usize = MAX_TEXT_BYTES + 2048;
 
 /// Label of the TLS exporter value that login signatures are bound to
 /// (RFC 8446 §7.5, 32 bytes, no context).
-pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-carrier-v1-auth";
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-carrier-v2-auth";

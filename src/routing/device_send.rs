@@ -62,25 +62,9 @@ impl Router {
             .await
             .ok_or_else(|| RouteError::UnknownRecipient(to.clone()))?;
         if entry.via.is_some() {
-            return Err(RouteError::RemoteDevices(to));
-        }
-        let current = |list: &Option<Arc<CurrentList>>| {
-            list.as_ref()
-                .is_some_and(|l| l.version == list_version && l.key_of(device).is_some())
-        };
-        let mut list = self.device_list(&to);
-        if !current(&list) {
-            list = self.fresh_device_list(&to).await?;
-        }
-        if list.is_none() {
-            return Err(RouteError::UnknownDevice(to, device));
-        }
-        if !current(&list) {
-            let current = self
-                .current_devices(&to)
-                .await?
-                .ok_or_else(|| RouteError::UnknownDevice(to.clone(), device))?;
-            return Err(RouteError::StaleDevices(to, Box::new(current)));
+            self.check_remote_list(&to, device, list_version).await?;
+        } else {
+            self.check_local_list(&to, device, list_version).await?;
         }
         let now = self.clock.now_ms();
         let message = NewMessage {
@@ -96,6 +80,79 @@ impl Router {
         self.route(to, message, vec![self.me.fingerprint.to_hex()], false)
             .await
     }
+
+    /// A remote recipient's `device` must be in the list this server
+    /// knows for them, of version `list_version`; their home server judges
+    /// again when the message arrives.
+    async fn check_remote_list(
+        &self,
+        to: &PhoneNumber,
+        device: u32,
+        list_version: u64,
+    ) -> Result<(), RouteError> {
+        let held = self
+            .fresh_remote_devices(to)
+            .await
+            .ok_or_else(|| RouteError::UnknownDevice(to.clone(), device))?;
+        if held.version != list_version || held.key_of(device).is_none() {
+            return Err(RouteError::StaleDevices(
+                to.clone(),
+                Box::new(held.current()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A local recipient's `device` must be in their current list, of
+    /// version `list_version`.
+    async fn check_local_list(
+        &self,
+        to: &PhoneNumber,
+        device: u32,
+        list_version: u64,
+    ) -> Result<(), RouteError> {
+        let current = |list: &Option<Arc<CurrentList>>| {
+            list.as_ref()
+                .is_some_and(|l| l.version == list_version && l.key_of(device).is_some())
+        };
+        let mut list = self.device_list(to);
+        if !current(&list) {
+            list = self.fresh_device_list(to).await?;
+        }
+        if list.is_none() {
+            return Err(RouteError::UnknownDevice(to.clone(), device));
+        }
+        if !current(&list) {
+            let current = self
+                .local_current_devices(to)
+                .await?
+                .ok_or_else(|| RouteError::UnknownDevice(to.clone(), device))?;
+            return Err(RouteError::StaleDevices(to.clone(), Box::new(current)));
+        }
+        Ok(())
+    }
+
+    /// A relayed v2 message for a local user: the recipient device must
+    /// still be in their current list (the sending server judged against
+    /// the list it knew, which may be older). Refused with
+    /// `stale_devices`, which goes back to the sending server.
+    pub(super) async fn check_relayed_device(
+        &self,
+        to: &PhoneNumber,
+        device: u32,
+    ) -> Result<(), RouteError> {
+        let mut list = self.device_list(to);
+        if list.as_ref().is_none_or(|l| l.key_of(device).is_none()) {
+            list = self.fresh_device_list(to).await?;
+        }
+        if list.as_ref().is_some_and(|l| l.key_of(device).is_some()) {
+            return Ok(());
+        }
+        match self.local_current_devices(to).await? {
+            Some(current) => Err(RouteError::StaleDevices(to.clone(), Box::new(current))),
+            None => Err(RouteError::UnknownDevice(to.clone(), device)),
+        }
+    }
 }
 
 /// The clear header must agree with the request and the session: version
@@ -107,25 +164,38 @@ fn check_header(
     device: u32,
     id: MessageId,
 ) -> Result<(), RouteError> {
+    let from = (session.phone(), session.device());
+    check_v2_header(bytes, from, (to, device), id)
+}
+
+/// The clear header of a v2 envelope must name `from` (phone and device)
+/// as its sender, `to` as its recipient, and `id`: what a session's
+/// `device_send` and a neighbour's relayed copy both must satisfy.
+pub(super) fn check_v2_header(
+    bytes: &[u8],
+    from: (&PhoneNumber, u32),
+    to: (&PhoneNumber, u32),
+    id: MessageId,
+) -> Result<(), RouteError> {
     if bytes.first() == Some(&V1) {
         return Err(RouteError::V1Refused(""));
     }
     let envelope = Envelope::parse(bytes).map_err(RouteError::BadV2Envelope)?;
     let (sender, sender_device) = envelope.sender();
-    if sender != session.phone() {
+    if sender != from.0 {
         return Err(RouteError::WrongSender {
             named: sender.clone(),
-            session: session.phone().clone(),
+            session: from.0.clone(),
         });
     }
-    if sender_device.get() != session.device() {
+    if sender_device.get() != from.1 {
         return Err(RouteError::WrongDevice {
             named: sender_device.get(),
-            session: session.device(),
+            session: from.1,
         });
     }
     let (recipient, recipient_device) = envelope.recipient();
-    if recipient != to || recipient_device.get() != device {
+    if recipient != to.0 || recipient_device.get() != to.1 {
         return Err(RouteError::WrongRecipient);
     }
     if envelope.id() != id {

@@ -82,6 +82,11 @@ impl DeviceLists {
         self.lock().get(phone).cloned()
     }
 
+    /// Every phone a list is held for.
+    pub fn phones(&self) -> Vec<PhoneNumber> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Keeps `list` unless a newer one of the same account key is held
     /// already (a new account key starts its versions again).
     fn set(&self, phone: PhoneNumber, list: CurrentList) {
@@ -147,6 +152,8 @@ impl Router {
                 self.registry.close_device(phone, device);
             }
         }
+        // The member holding a link may be this one.
+        self.announce_devices(phone).await;
         Ok(())
     }
 
@@ -232,14 +239,27 @@ impl Router {
             self.registry.close_device(phone, device);
         }
         self.tell_members(Event::Devices(phone.clone()));
+        self.announce_devices(phone).await;
         tracing::info!(%phone, version, devices = listed, "device list published");
         Ok(version)
     }
 
-    /// A local user's current devices: the signed list and the bundle of
-    /// each listed device that has published its prekeys. `None` for a
-    /// user without a list.
+    /// A user's current devices: the signed list and the bundle of each
+    /// listed device that has published its prekeys, for a user of another
+    /// server as the neighbourhood passed them on. `None` for a user
+    /// without a list (or whose list has not reached us).
     pub async fn current_devices(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<CurrentDevices>, RouteError> {
+        if let Some(held) = self.fresh_remote_devices(phone).await {
+            return Ok(Some(held.current()));
+        }
+        self.local_current_devices(phone).await
+    }
+
+    /// [`Router::current_devices`] of a local user.
+    pub(super) async fn local_current_devices(
         &self,
         phone: &PhoneNumber,
     ) -> Result<Option<CurrentDevices>, RouteError> {

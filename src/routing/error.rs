@@ -92,8 +92,18 @@ pub enum RouteError {
          for its devices and send again"
     )]
     StaleDevices(PhoneNumber, Box<CurrentDevices>),
-    #[error("{0} is a user of another server; its devices cannot be reached from here yet")]
-    RemoteDevices(PhoneNumber),
+    #[error("the link towards {0}'s home server is down; try again later")]
+    HomeUnreachable(PhoneNumber),
+    #[error(
+        "{0}'s home server did not answer the claim within {secs} s; try again later",
+        secs = super::remote_claims::CLAIM_TIMEOUT.as_secs()
+    )]
+    ClaimTimeout(PhoneNumber),
+    #[error("{0}'s home server sent an answer that does not fit the claim")]
+    BadRemoteAnswer(PhoneNumber),
+    /// The home server of a remote user refused; its code and message.
+    #[error("{message}")]
+    RemoteRefused { code: ErrorCode, message: String },
     #[error("bad {what}: {error}")]
     BadStatement {
         what: &'static str,
@@ -169,7 +179,10 @@ impl RouteError {
             RouteError::V1Refused(_) | RouteError::BadV2Envelope(_) => ErrorCode::BadEnvelope,
             RouteError::WrongDevice { .. } | RouteError::NotADevice => ErrorCode::Forbidden,
             RouteError::StaleDevices(..) => ErrorCode::StaleDevices,
-            RouteError::RemoteDevices(_) => ErrorCode::Unavailable,
+            RouteError::HomeUnreachable(_)
+            | RouteError::ClaimTimeout(_)
+            | RouteError::BadRemoteAnswer(_) => ErrorCode::Unavailable,
+            RouteError::RemoteRefused { code, .. } => *code,
             RouteError::BadStatement { .. }
             | RouteError::CertificatesMismatch(_)
             | RouteError::TooMany { .. } => ErrorCode::BadRequest,

@@ -19,7 +19,10 @@
 //! for protocol v2, `devices` (each account's signed device list, kept in
 //! memory), `prekeys` (publishing, and claims that hand each one-time key
 //! out once), `device_send` (one envelope per recipient device, refused
-//! under an out-of-date list) and `rendezvous` (link codes' sealed
+//! under an out-of-date list), `remote_devices` (other servers' users'
+//! device lists and bundles, flooded with the directory), `remote_claims`
+//! (claims passed to a remote user's home server and answered back) and
+//! `rendezvous` (link codes' sealed
 //! requests and answers passed between two devices); `operator` (what the
 //! admin commands ask of a running server).
 //!
@@ -39,6 +42,8 @@ mod prekeys;
 mod presence;
 mod registry;
 mod relay;
+mod remote_claims;
+mod remote_devices;
 mod rendezvous;
 
 use std::sync::Arc;
@@ -60,6 +65,8 @@ use neighbours::Neighbours;
 pub use prekeys::MAX_PREKEYS_PER_REQUEST;
 use registry::Registry;
 pub use registry::SessionLink;
+pub use relay::Refusal;
+pub use remote_claims::CLAIM_TIMEOUT;
 pub use rendezvous::{LINK_CODE_TTL_MS, MAX_LINK_MESSAGE};
 
 /// How far ahead of our clock a neighbour's presence report or directory
@@ -92,6 +99,10 @@ pub struct Router {
     senders: limits::SenderBuckets,
     claimers: limits::ClaimBuckets,
     devices: devices::DeviceLists,
+    /// Users of other servers: their devices as the neighbourhood passed
+    /// them on, and claims of their prekeys waiting for an answer.
+    remote: remote_devices::RemoteLists,
+    pending_claims: remote_claims::PendingClaims,
     rendezvous: rendezvous::Rendezvous,
     presence_changed: Arc<Notify>,
     /// Users connected to the other members of a cluster.
@@ -114,6 +125,7 @@ impl Router {
     ) -> Result<Arc<Self>, DbError> {
         let directory = Directory::load(&store).await?;
         let devices = devices::DeviceLists::load(&store).await?;
+        let remote = remote_devices::RemoteLists::load(&store).await?;
         let members = store.listen().await?;
         let router = Arc::new(Self {
             store,
@@ -124,6 +136,8 @@ impl Router {
             senders: limits::sender_buckets(&limits, clock.clone()),
             claimers: limits::claim_buckets(&limits, clock.clone()),
             devices,
+            remote,
+            pending_claims: remote_claims::PendingClaims::default(),
             rendezvous: rendezvous::Rendezvous::default(),
             clock,
             message_ttl_ms,

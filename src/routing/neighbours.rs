@@ -177,6 +177,13 @@ impl Neighbours {
         }
     }
 
+    /// Sends a frame on the live link to `peer`; false if there is none or
+    /// its outbox is full.
+    pub fn send_to(&self, peer: Fingerprint, frame: Vec<u8>) -> bool {
+        let outbox = self.lock().links.get(&peer).map(|l| l.outbox.clone());
+        outbox.is_some_and(|o| o.try_send(frame).is_ok())
+    }
+
     /// The wake-up signal of `peer`'s outbound queue drainer.
     fn wake_handle(&self, peer: Fingerprint) -> Arc<Notify> {
         self.lock().wakes.entry(peer).or_default().clone()

@@ -1,7 +1,9 @@
 //! Prekeys (docs/PROTOCOL-v2.md §4, §13.2, §13.5): a device publishes
-//! them, each checked against the device key of the current list; a sender
+//! them, each checked against the device key of the current list (a new
+//! signed or last-resort one is announced to the neighbourhood); a sender
 //! claims one-time ones, each handed out once, at a bounded rate per
-//! claiming account.
+//! claiming account, from the home server of a remote user too
+//! (`remote_claims`).
 
 use super::registry::SessionLink;
 use super::{RouteError, Router};
@@ -48,15 +50,25 @@ impl Router {
             .await
             .map_err(|_| RouteError::Interrupted("checking prekeys"))??;
         let now = self.clock.now_ms();
-        self.store
+        let bundle_changed = checked
+            .iter()
+            .any(|p| p.kind == prekeys::SIGNED || p.kind == prekeys::KEM_LAST_RESORT);
+        let sizes = self
+            .store
             .publish_prekeys(phone, device, &checked, POOL_LIMITS, now)
             .await?
-            .ok_or_else(|| RouteError::UnknownDevice(phone.clone(), device))
+            .ok_or_else(|| RouteError::UnknownDevice(phone.clone(), device))?;
+        if bundle_changed {
+            // The neighbourhood serves this device's new bundle from now on.
+            self.announce_devices(phone).await;
+        }
+        Ok(sizes)
     }
 
     /// Hands out one one-time P-256 and one one-time ML-KEM prekey of each
-    /// named device of a local user (either part empty when none is left),
-    /// as claim results (§4.3) in the order asked.
+    /// named device of a user (either part empty when none is left), as
+    /// claim results (§4.3) in the order asked. A remote user's keys are
+    /// claimed from their home server across the links.
     pub async fn claim(
         &self,
         session: &SessionLink,
@@ -70,19 +82,50 @@ impl Router {
             });
         }
         let entry = self
-            .directory
-            .get(phone)
+            .user(phone)
+            .await
             .ok_or_else(|| RouteError::UnknownRecipient(phone.clone()))?;
-        if entry.via.is_some() {
-            return Err(RouteError::RemoteDevices(phone.clone()));
+        if let Some(via) = entry.via {
+            self.charge_claims(session.phone(), devices.len())?;
+            return self.claim_remote(via, phone, devices).await;
         }
+        self.check_listed(phone, devices)?;
+        self.charge_claims(session.phone(), devices.len())?;
+        self.hand_out(phone, devices).await
+    }
+
+    /// A claim for a local user asked by a neighbour (the asking server
+    /// charged its user's rate).
+    pub(super) async fn claim_local(
+        &self,
+        phone: &PhoneNumber,
+        devices: &[u32],
+    ) -> Result<Vec<Vec<u8>>, RouteError> {
+        if self.device_list(phone).is_none() {
+            self.fresh_device_list(phone).await?;
+        }
+        self.check_listed(phone, devices)?;
+        self.hand_out(phone, devices).await
+    }
+
+    /// Every device named must be in the local user's current list.
+    fn check_listed(&self, phone: &PhoneNumber, devices: &[u32]) -> Result<(), RouteError> {
         let list = self.device_list(phone);
         for device in devices {
             if list.as_ref().and_then(|l| l.key_of(*device)).is_none() {
                 return Err(RouteError::UnknownDevice(phone.clone(), *device));
             }
         }
-        self.charge_claims(session.phone(), devices.len())?;
+        Ok(())
+    }
+
+    /// Takes one of each one-time kind per device out of its pool; the
+    /// statement that returns a key deletes it, so none goes out twice.
+    async fn hand_out(
+        &self,
+        phone: &PhoneNumber,
+        devices: &[u32],
+    ) -> Result<Vec<Vec<u8>>, RouteError> {
         let mut claims = Vec::with_capacity(devices.len());
         for device in devices {
             let ec = self

@@ -1,13 +1,17 @@
 //! Messages between servers: what a neighbour relays to us (checked, then
-//! routed like a local send), the outbound queue each link drains, and the
-//! wake-up of a link once a message for it is committed.
+//! routed like a local send; a v2 copy names its recipient device and is
+//! judged against that device's list at the home server), the outbound
+//! queue each link drains, refusals (passed back towards the server the
+//! message was sent from), and the wake-up of a link once a message for it
+//! is committed.
 
 use std::sync::Weak;
 
 use tokio::sync::mpsc;
 
 use super::deliver::check_header;
-use super::{PendingSend, RouteError, Router};
+use super::device_send::check_v2_header;
+use super::{PendingSend, RouteError, Router, link_frame};
 use crate::db::DbError;
 use crate::db::enqueue::Destination;
 use crate::db::outbound::OutboundRow;
@@ -15,7 +19,18 @@ use crate::db::queue::{NewMessage, QueueRef};
 use crate::db::writer::Committed;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol;
-use crate::protocol::link::{self, Relayed};
+use crate::protocol::ErrorCode;
+use crate::protocol::link::{self, LinkMessage, Relayed};
+
+/// A neighbour's refusal of a relayed message: which copy, and why.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub id: MessageId,
+    /// The recipient device (0: a v1 message).
+    pub device: u32,
+    pub code: ErrorCode,
+    pub message: String,
+}
 
 impl Router {
     /// Takes a message relayed by neighbour `from`.
@@ -43,15 +58,23 @@ impl Router {
             .map_err(|_| RouteError::BadRelayedPhone("sender"))?;
         let recipient = PhoneNumber::from_canonical(&r.to)
             .map_err(|_| RouteError::BadRelayedPhone("recipient"))?;
-        check_header(&r.envelope.0, &sender, &recipient, r.id)?;
+        if r.device == 0 {
+            check_header(&r.envelope.0, &sender, &recipient, r.id)?;
+        } else {
+            let from = (&sender, r.sender_device);
+            check_v2_header(&r.envelope.0, from, (&recipient, r.device), r.id)?;
+            if self.user(&recipient).await.is_some_and(|e| e.via.is_none()) {
+                self.check_relayed_device(&recipient, r.device).await?;
+            }
+        }
         let mut path = r.path;
         path.push(me);
         let message = NewMessage {
             id: r.id,
             recipient: recipient.clone(),
-            device: 0,
+            device: r.device,
             sender,
-            sender_device: 0,
+            sender_device: r.sender_device,
             envelope: r.envelope.0,
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
@@ -73,18 +96,69 @@ impl Router {
             .await
     }
 
-    /// Deletes messages neighbour `peer` has committed.
+    /// Deletes messages for recipient device `device` (0: v1 messages)
+    /// that neighbour `peer` has committed.
     pub async fn outbound_acked(
         &self,
         peer: &Fingerprint,
+        device: u32,
         ids: &[MessageId],
     ) -> Result<u64, DbError> {
         let deleted = self
             .store
-            .delete(QueueRef::Neighbour(*peer), ids.to_vec())
+            .delete(QueueRef::Neighbour(*peer, device), ids.to_vec())
             .await?;
         crate::metrics::get().relayed_out.inc_by(deleted);
         Ok(deleted)
+    }
+
+    /// Takes a refusal from neighbour `peer`. Without a `path` it is about
+    /// a message we sent `peer`: the message is dropped here, and if it
+    /// came from another server the refusal goes back towards it with the
+    /// message's path. With one, it is such a refusal on its way back.
+    pub async fn relay_refused(&self, peer: Fingerprint, refusal: Refusal, path: Vec<String>) {
+        let Refusal {
+            id, device, code, ..
+        } = &refusal;
+        let path = if path.is_empty() {
+            let row = self.store.outbound_row(&peer, *id, *device).await;
+            if let Err(e) = self.outbound_acked(&peer, *device, &[*id]).await {
+                tracing::error!(error = %e, "could not drop a refused message");
+            }
+            match row {
+                Ok(Some(row)) => serde_json::from_str(&row.path).unwrap_or_default(),
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read a refused message");
+                    Vec::new()
+                }
+            }
+        } else {
+            path
+        };
+        let me = self.me.fingerprint.to_hex();
+        let at = path.iter().position(|p| *p == me);
+        let back = at
+            .filter(|&at| at > 0 && path.get(at + 1).is_none_or(|next| *next == peer.to_hex()))
+            .and_then(|at| Fingerprint::parse(&path[at - 1]));
+        match back {
+            Some(back) if path.len() <= link::MAX_HOPS + 1 => {
+                let frame = link_frame(&LinkMessage::RelayRefused {
+                    id: *id,
+                    code: *code,
+                    message: refusal.message.clone(),
+                    device: *device,
+                    path,
+                });
+                if !self.neighbours.send_to(back, frame) {
+                    tracing::info!(%id, "the link back towards a refused message's sender is down");
+                }
+            }
+            _ => {
+                tracing::warn!(%id, device, ?code, message = %refusal.message,
+                    "the recipient's server refused a message sent from here; dropped");
+            }
+        }
     }
 }
 

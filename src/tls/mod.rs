@@ -32,11 +32,11 @@ pub use verify::{PeerVerifier, PinVerifier};
 
 /// ALPN for client↔server connections, so a Carrier endpoint never mistakes
 /// another protocol's traffic (or a server link) for a client session.
-pub const ALPN: &[u8] = b"carrier/1";
+pub const ALPN: &[u8] = b"carrier/2";
 
 /// ALPN for server↔server links; distinct from [`ALPN`] so a link dialled at a
 /// client port (or the reverse) fails in the handshake instead of later.
-pub const LINK_ALPN: &[u8] = b"carrier-link/1";
+pub const LINK_ALPN: &[u8] = b"carrier-link/2";
 
 /// Name put in certificates and sent as SNI. Certificates are pinned by key,
 /// never checked by name, so one fixed name serves every server.

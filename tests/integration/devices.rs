@@ -3,7 +3,7 @@
 //! look up, claim, seal per device with `crypto::v2` and send; each device
 //! has its own queue. Runs on PostgreSQL too when the suite does.
 
-mod client;
+pub mod client;
 mod linking;
 
 use std::collections::HashSet;

@@ -2,7 +2,10 @@
 //! two-server case on distinct loopback hosts, a line of three with the
 //! middle server down for a while, a ring of four, a neighbour presenting
 //! the wrong key, and broadcasts. (`crash` kills a real server binary with
-//! messages in its outbound queue.)
+//! messages in its outbound queue.) `devices`: protocol v2 across a line
+//! of three.
+
+mod devices;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -600,6 +603,8 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
         id,
         from: alice.phone.clone(),
         to: bob.phone.clone(),
+        device: 0,
+        sender_device: 0,
         envelope: B64(envelope),
         received_at: 0,
         expires_at: i64::MAX,
