@@ -199,13 +199,15 @@ fn devices_add(home: &Path) -> (String, std::thread::JoinHandle<std::process::Ou
     (code, waiter)
 }
 
-/// Links `homes/NAME` to `phone`'s account through `existing`; the new home.
+/// Links `homes/NAME` to `phone`'s account through `existing` as device
+/// `id`; the new home.
 async fn link(
     server: &TestServer,
     existing: &Path,
     homes: &Path,
     name: &str,
     phone: &str,
+    id: u32,
 ) -> PathBuf {
     let existing = existing.to_owned();
     let (code, adding) = tokio::task::spawn_blocking(move || devices_add(&existing))
@@ -225,13 +227,13 @@ async fn link(
         ],
     )
     .await;
-    assert_eq!(stdout.trim(), format!("Linked to {phone} as device 2"));
+    assert_eq!(stdout.trim(), format!("Linked to {phone} as device {id}"));
     let added = tokio::task::spawn_blocking(move || adding.join().unwrap())
         .await
         .unwrap();
     let (status, stdout, stderr) = outcome(&added);
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(stdout.trim(), format!("Linked device 2 ({name})"));
+    assert_eq!(stdout.trim(), format!("Linked device {id} ({name})"));
     home
 }
 
@@ -244,7 +246,7 @@ async fn a_linked_device_receives_sees_sync_copies_and_can_be_removed() {
     ok(&bob, &["send", ALICE, "before the tablet"]).await;
     assert_eq!(texts(&fetched(&alice).await), ["before the tablet"]);
 
-    let tablet = link(&server, &alice, homes.path(), "tablet", ALICE).await;
+    let tablet = link(&server, &alice, homes.path(), "tablet", ALICE, 2).await;
     let (me, _) = ok(&tablet, &["whoami", "--json"]).await;
     let me = &json_lines(&me)[0];
     assert_eq!(
@@ -429,4 +431,82 @@ async fn a_v1_envelope_is_refused_with_a_clear_reason() {
     session.close().await;
     let (_, stderr) = ok(&bob, &["fetch"]).await;
     assert!(stderr.contains("No new messages"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_added_elsewhere_is_learnt_from_stale_devices_and_gets_its_copy() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let phone = cli_user(&server, homes.path(), "phone", ALICE).await;
+    let bob = cli_user(&server, homes.path(), "bob", BOB).await;
+    let tablet = link(&server, &phone, homes.path(), "tablet", ALICE, 2).await;
+    ok(&phone, &["send", BOB, "one"]).await;
+    assert_eq!(texts(&fetched(&tablet).await), ["one"]);
+
+    // The tablet adds a laptop; the phone still remembers the list of two
+    // and sends its copies under it: the server answers stale_devices with
+    // the list of three, and the laptop gets its copy too.
+    let laptop = link(&server, &tablet, homes.path(), "laptop", ALICE, 3).await;
+    ok(&phone, &["send", BOB, "two"]).await;
+    assert_eq!(texts(&fetched(&bob).await), ["one", "two"]);
+    assert_eq!(texts(&fetched(&tablet).await), ["two"]);
+    let copy = fetched(&laptop).await;
+    assert_eq!(texts(&copy), ["two"]);
+    assert_eq!(copy[0]["to"], BOB);
+
+    // Removed by the laptop: the phone's next copies leave the tablet out.
+    ok(&laptop, &["devices", "remove", "2"]).await;
+    ok(&phone, &["send", BOB, "three"]).await;
+    assert_eq!(texts(&fetched(&laptop).await), ["three"]);
+    assert_eq!(texts(&fetched(&bob).await), ["three"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_between_opening_and_acknowledging_loses_nothing() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    let bob = cli_user(&server, homes.path(), "bob", BOB).await;
+    const N: usize = 20;
+    for i in 0..N {
+        ok(&alice, &["send", BOB, &format!("message {i}")]).await;
+    }
+    // `fetch` commits each message as it opens it and acknowledges the
+    // batch after: killed once the first is stored, it has acknowledged
+    // nothing, and sessions have moved on.
+    let mut child = carrier_in(&bob, &["fetch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let watcher = Home::open(&bob).await.unwrap();
+    within("the first message stored", async {
+        while watcher.history().await.unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let stored_before = watcher.history().await.unwrap().len();
+    assert!(stored_before < N, "killed before the end of the batch");
+    watcher.close().await;
+
+    let (stdout, stderr) = ok(&bob, &["fetch", "--json"]).await;
+    assert!(!stderr.contains("refused"), "{stderr}");
+    let again = json_lines(&stdout);
+    assert_eq!(again.len(), N - stored_before, "the rest, once");
+    let history = json_lines(&ok(&bob, &["history", "--json"]).await.0);
+    let mut texts: Vec<&str> = history
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    texts.sort();
+    let mut want: Vec<String> = (0..N).map(|i| format!("message {i}")).collect();
+    want.sort();
+    assert_eq!(texts, want, "every message stored exactly once");
+    assert!(fetched(&bob).await.is_empty(), "and all acknowledged");
+    ok(&bob, &["send", ALICE, "still in step"]).await;
+    let back = fetched(&alice).await;
+    assert_eq!(back[0]["text"], "still in step");
 }

@@ -48,7 +48,10 @@ impl Session<'_> {
             )));
         }
         if !to_self {
-            let mine = self.devices_of(&self.me).await?;
+            let mine = match self.remembered_own(device.id()).await? {
+                Some(mine) => mine,
+                None => self.devices_of(&self.me).await?,
+            };
             let copy = Content::SentCopy {
                 to: to.clone(),
                 id,
@@ -86,15 +89,17 @@ impl Session<'_> {
         }
         for _ in 0..MAX_LIST_CHANGES {
             let todo: Vec<u32> = checked
-                .bundles
+                .devices
                 .iter()
-                .map(|b| b.device.device_id.get())
+                .copied()
                 .filter(|d| !served.contains(d))
                 .collect();
             let mut sessions = self.sessions_for(device, &checked, &todo).await?;
             let mut stale = None;
             for d in todo {
-                let session = sessions.get_mut(&d).expect("a session per device to do");
+                let Some(session) = sessions.get_mut(&d) else {
+                    continue;
+                };
                 let envelope = session.seal(&device.local, id, content, sent_at.max(0) as u64)?;
                 self.save_sent(device, session).await?;
                 match self
@@ -127,6 +132,7 @@ impl Session<'_> {
 
     /// A session per device in `todo`: the one to send in, else a new one,
     /// with the one-time prekeys claimed for all new ones in one request.
+    /// A device with neither a session nor a bundle is left out.
     async fn sessions_for(
         &self,
         device: &Device,
@@ -141,7 +147,14 @@ impl Session<'_> {
                 Some(row) => {
                     sessions.insert(d, device.open_session(&row.state)?);
                 }
-                None => new.push(d),
+                None if checked
+                    .bundles
+                    .iter()
+                    .any(|b| b.device.device_id.get() == d) =>
+                {
+                    new.push(d)
+                }
+                None => {}
             }
         }
         if new.is_empty() {

@@ -23,7 +23,10 @@ pub(in crate::client) struct Checked {
     pub key: PublicKey,
     pub fingerprint: Fingerprint,
     pub version: u64,
-    /// One per listed device that has published prekeys.
+    /// The devices to write to.
+    pub devices: Vec<u32>,
+    /// Bundles of listed devices that have published prekeys, for new
+    /// sessions; a device without one, and without a session, is skipped.
     pub bundles: Vec<VerifiedBundle>,
 }
 
@@ -114,8 +117,46 @@ impl Session<'_> {
             key: key.clone(),
             fingerprint,
             version: list.version(),
+            devices: bundles.iter().map(|b| b.device.device_id.get()).collect(),
             bundles,
         })
+    }
+
+    /// This account's other devices as remembered, without a `lookup`,
+    /// when there are some and each has a session to send in: sync copies
+    /// then go out under the remembered list version, and a list changed
+    /// since (by another device) comes back as `stale_devices`. With no
+    /// other device remembered there would be nothing to send and so no
+    /// such answer: `None`, and the caller looks the account up.
+    pub(in crate::client) async fn remembered_own(
+        &self,
+        own: DeviceId,
+    ) -> Result<Option<Checked>, ClientError> {
+        let pool = self.client.home.pool();
+        let key = self.identity.public_key();
+        let fingerprint = key.fingerprint();
+        let me = self.me.as_str();
+        let Some(version) = store::list_version(pool, me, &fingerprint.to_hex()).await? else {
+            return Ok(None);
+        };
+        let mut devices = store::peer_device_ids(pool, me).await?;
+        devices.retain(|d| *d != own.get());
+        if devices.is_empty() {
+            return Ok(None);
+        }
+        for &d in &devices {
+            if store::sending_session(pool, me, d).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Checked {
+            phone: self.me.clone(),
+            key,
+            fingerprint,
+            version,
+            devices,
+            bundles: Vec::new(),
+        }))
     }
 
     /// Device `id` of `phone`, checked: from what this home remembers under

@@ -193,6 +193,17 @@ pub async fn peer_device(
     .await?)
 }
 
+/// The devices of `phone` this home has checked, by id.
+pub async fn peer_device_ids(pool: &SqlitePool, phone: &str) -> Result<Vec<u32>, ClientError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT device_id FROM peer_devices WHERE phone = $1 ORDER BY device_id",
+    )
+    .bind(phone)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(|id| id as u32).collect())
+}
+
 /// The highest list version accepted for `phone` under `fingerprint`.
 pub async fn list_version(
     pool: &SqlitePool,

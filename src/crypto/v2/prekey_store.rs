@@ -417,6 +417,43 @@ mod tests {
     }
 
     #[test]
+    fn pools_drained_on_the_server_are_topped_up_and_the_held_keys_stay_bounded() {
+        let device = DeviceKey::generate();
+        let mut store = PrekeyStore::new();
+        store.maintain(&device, 0);
+        assert!(
+            store
+                .replenish(&device, 1, ONE_TIME_LOW, KEM_ONE_TIME_LOW)
+                .is_empty(),
+            "at the low marks nothing is due"
+        );
+        let new = store.replenish(&device, 2, 0, KEM_ONE_TIME_LOW - 1);
+        let kinds = |k: PrekeyKind| new.iter().filter(|p| p.kind == k).count();
+        assert_eq!(kinds(PrekeyKind::OneTime), ONE_TIME_BATCH);
+        assert_eq!(
+            kinds(PrekeyKind::KemOneTime),
+            KEM_ONE_TIME_BATCH - KEM_ONE_TIME_LOW + 1
+        );
+        for p in &new {
+            p.verify(&device.public(), p.kind).unwrap();
+        }
+        for round in 0..10 {
+            store.replenish(&device, 3 + round, 0, 0);
+        }
+        let (one_time, kem) = store.one_time_counts();
+        assert_eq!(one_time, ONE_TIME_BATCH * MAX_HELD_BATCHES);
+        assert_eq!(kem, KEM_ONE_TIME_BATCH * MAX_HELD_BATCHES);
+        let newest = store.one_time.last().unwrap().id;
+        let back = PrekeyStore::from_bytes(&store.to_bytes()).unwrap();
+        assert_eq!(back.one_time_counts(), (one_time, kem));
+        assert_eq!(
+            back.one_time.last().unwrap().id,
+            newest,
+            "the newest are kept"
+        );
+    }
+
+    #[test]
     fn rotation_keeps_the_replaced_key_for_its_retention() {
         let device = DeviceKey::generate();
         let mut store = PrekeyStore::new();
