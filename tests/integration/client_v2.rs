@@ -510,3 +510,44 @@ async fn a_client_killed_between_opening_and_acknowledging_loses_nothing() {
     let back = fetched(&alice).await;
     assert_eq!(back[0]["text"], "still in step");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_passphrase_the_sessions_are_sealed_at_rest_like_the_key() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    // Bob registers as `carrier register` does, with a passphrase.
+    let bob = homes.path().join("bob");
+    let client = Client::new(
+        Home::open(&bob).await.unwrap(),
+        server.addr(),
+        Some(server.fingerprint()),
+        Some("correct horse".to_owned().into()),
+        quiet(),
+    );
+    let (session, _) = client
+        .register(BOB, KeyType::P256, |p| {
+            server
+                .try_code_for(p.as_str())
+                .ok_or_else(|| carrier::client::ClientError::Input("no code".into()))
+        })
+        .await
+        .unwrap();
+    session.create_device().await.unwrap().close().await;
+    let state = std::fs::read_to_string(bob.join("state.pem")).unwrap();
+    assert!(state.contains("ENCRYPTED PRIVATE KEY"), "{state}");
+
+    ok(&alice, &["send", BOB, "sealed at rest"]).await;
+    let (status, _, stderr) = outcome(&carrier_out(&bob, &["fetch"]).await);
+    assert_ne!(status, 0, "no passphrase, no state: {stderr}");
+    let (stdout, _) = ok(&bob, &["--passphrase", "correct horse", "fetch", "--json"]).await;
+    assert_eq!(texts(&json_lines(&stdout)), ["sealed at rest"]);
+    let mut db = std::fs::read(bob.join("client.db")).unwrap();
+    db.extend(std::fs::read(bob.join("client.db-wal")).unwrap_or_default());
+    let device_encoding = [&[1u8, 12][..], BOB.as_bytes()].concat();
+    assert!(
+        !db.windows(device_encoding.len())
+            .any(|w| w == device_encoding),
+        "the device key is not stored in the clear"
+    );
+}
