@@ -551,3 +551,49 @@ async fn with_a_passphrase_the_sessions_are_sealed_at_rest_like_the_key() {
         "the device key is not stored in the clear"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_opens_pushed_messages_and_sends_through_the_same_sessions() {
+    use std::io::Write;
+
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    let bob = cli_user(&server, homes.path(), "bob", BOB).await;
+    let mut child = carrier_in(&bob, &["chat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = within("chat starts", lines.recv()).await.unwrap();
+    assert!(first.starts_with("Logged in as"), "{first}");
+
+    ok(&alice, &["send", BOB, "pushed live"]).await;
+    let shown = within("the pushed message", lines.recv()).await.unwrap();
+    assert!(shown.ends_with(&format!("{ALICE}: pushed live")), "{shown}");
+
+    writeln!(stdin, "send {ALICE} answered from chat").unwrap();
+    writeln!(stdin, "quit").unwrap();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || wait_within(child, "carrier chat"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(texts(&fetched(&alice).await), ["answered from chat"]);
+    assert!(fetched(&bob).await.is_empty(), "acknowledged by chat");
+}
