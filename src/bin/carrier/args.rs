@@ -83,7 +83,7 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
-    /// Print your phone number and key fingerprint.
+    /// Print your phone number, key fingerprint and this home's device id.
     Whoami {
         #[command(flatten)]
         out: Json,
