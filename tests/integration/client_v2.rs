@@ -339,8 +339,16 @@ async fn safety_numbers_match_on_both_sides_and_a_new_key_changes_them() {
     let json = json_lines(&ok(&alice, &["safety-number", BOB, "--json"]).await.0);
     assert_eq!(json[0]["safety_number"].as_str(), Some(a.trim()));
 
-    // Bob registers anew (a new account key): Alice is refused until trust.
+    // Sessions both ways with Bob's device 1.
+    ok(&alice, &["send", BOB, "to the old key"]).await;
+    assert_eq!(texts(&fetched(&bob).await), ["to the old key"]);
+
+    // Bob registers anew (a new account key, and a device 1 again): what he
+    // sends is kept back and Alice is refused until she trusts the key.
     let bob2 = cli_user(&server, homes.path(), "bob2", BOB).await;
+    ok(&bob2, &["send", ALICE, "from the new key"]).await;
+    let (stdout, stderr) = ok(&alice, &["fetch"]).await;
+    assert!(stdout.is_empty() && stderr.contains("changed"), "{stderr}");
     let (status, _, stderr) = outcome(&carrier_out(&alice, &["safety-number", BOB]).await);
     assert_eq!(status, 6, "{stderr}");
     let (status, _, stderr) = outcome(&carrier_out(&alice, &["send", BOB, "hi"]).await);
@@ -354,8 +362,13 @@ async fn safety_numbers_match_on_both_sides_and_a_new_key_changes_them() {
     let (b2, _) = ok(&bob2, &["safety-number", ALICE]).await;
     assert_eq!(a2, b2);
     assert_ne!(a2, a);
+    assert_eq!(texts(&fetched(&alice).await), ["from the new key"]);
     ok(&alice, &["send", BOB, "to the new key"]).await;
-    assert_eq!(texts(&fetched(&bob2).await), ["to the new key"]);
+    assert_eq!(
+        texts(&fetched(&bob2).await),
+        ["to the new key"],
+        "not sealed in the old device 1's session"
+    );
 }
 
 async fn fingerprint_of(home: &Path) -> String {

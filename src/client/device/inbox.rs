@@ -19,6 +19,18 @@ use crate::protocol::Delivered;
 const V1_REFUSED: &str = "a protocol v1 envelope was refused: this client speaks protocol v2 \
                           only; the sender needs a current carrier";
 
+/// Whether checking a sender's devices failed on what the server gave
+/// (refuse that message) rather than on the connection or the store (stop).
+fn unusable_devices(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Input(_)
+            | ClientError::Forged(_)
+            | ClientError::V2(_)
+            | ClientError::Server { .. }
+    )
+}
+
 /// A message opened, with the state to commit before acknowledging it.
 struct Unsealed {
     session: Ratchet,
@@ -61,26 +73,47 @@ impl Session<'_> {
         if self.already_stored(&m, &sender).await? {
             return Ok(Verdict::Duplicate);
         }
-        let (peer, account_fp) = match self.peer_device(&sender, sender_device).await {
+        let keep_back = |e: ClientError| {
+            Verdict::KeepBack(Refusal {
+                id: m.id,
+                from: m.from.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let (mut peer, mut account_fp) = match self.peer_device(&sender, sender_device).await {
             Ok(Some(found)) => found,
             Ok(None) => {
                 return Ok(refuse(format!(
                     "sent from device {sender_device}, which {sender} does not list"
                 )));
             }
-            Err(e @ ClientError::KeyChanged { .. }) => {
-                return Ok(Verdict::KeepBack(Refusal {
-                    id: m.id,
-                    from: m.from.clone(),
-                    reason: e.to_string(),
-                }));
+            Err(e @ ClientError::KeyChanged { .. }) => return Ok(keep_back(e)),
+            Err(e) if unusable_devices(&e) => {
+                return Ok(refuse(format!(
+                    "the sender's devices do not check out: {e}"
+                )));
             }
             Err(e) => return Err(e),
         };
         if envelope.verify(&peer.key).is_err() {
-            return Ok(refuse(
-                "rejected: the signature does not verify (forged or tampered)".into(),
-            ));
+            // Either a forgery, or a device this home knew under the id is
+            // gone (a new account key, say): the server's current list
+            // tells which.
+            match self.devices_of(&sender).await {
+                Err(e @ ClientError::KeyChanged { .. }) => return Ok(keep_back(e)),
+                Err(e) if !unusable_devices(&e) => return Err(e),
+                Err(_) | Ok(_) => {}
+            }
+            match self.peer_device(&sender, sender_device).await? {
+                Some((fresh, fp)) if envelope.verify(&fresh.key).is_ok() => {
+                    (peer, account_fp) = (fresh, fp);
+                }
+                _ => {
+                    return Ok(refuse(
+                        "rejected: the signature does not verify (forged or tampered)".into(),
+                    ));
+                }
+            }
         }
         let unsealed = match self.unseal(device, &peer, &envelope).await? {
             Ok(u) => u,

@@ -231,12 +231,27 @@ pub async fn replace_peer_devices(
     devices: &[PeerDeviceRow],
     announce: bool,
 ) -> Result<(), ClientError> {
-    let known: Vec<(i64, String)> =
-        sqlx::query_as("SELECT device_id, account_fingerprint FROM peer_devices WHERE phone = $1")
-            .bind(phone)
-            .fetch_all(&mut *tx)
-            .await?;
-    let same_account = known.iter().any(|(_, fp)| fp == fingerprint);
+    let known: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT device_id, account_fingerprint, device_key FROM peer_devices WHERE phone = $1",
+    )
+    .bind(phone)
+    .fetch_all(&mut *tx)
+    .await?;
+    let same_account = known.iter().any(|(_, fp, _)| fp == fingerprint);
+    // A device id under a new account key (or with a new key) is another
+    // device: sessions with the old one must not be used for it.
+    for (id, fp, key) in &known {
+        let same = devices
+            .iter()
+            .any(|d| d.device_id == *id && fp == fingerprint && d.device_key == *key);
+        if !same {
+            sqlx::query("DELETE FROM sessions WHERE peer = $1 AND peer_device = $2")
+                .bind(phone)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     sqlx::query("DELETE FROM peer_devices WHERE phone = $1")
         .bind(phone)
         .execute(&mut *tx)
@@ -244,7 +259,7 @@ pub async fn replace_peer_devices(
     for d in devices {
         let new = !known
             .iter()
-            .any(|(id, fp)| *id == d.device_id && fp == fingerprint);
+            .any(|(id, fp, _)| *id == d.device_id && fp == fingerprint);
         if announce && same_account && new {
             sqlx::query(
                 "INSERT INTO device_notices (phone, device_id, name) VALUES ($1, $2, $3)
