@@ -326,3 +326,57 @@ pub async fn take_device_notices(pool: &SqlitePool) -> Result<Vec<(String, Strin
     tx.commit().await?;
     Ok(notices)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::home::Home;
+
+    async fn sessions_of(pool: &SqlitePool) -> Vec<Vec<u8>> {
+        sqlx::query_scalar("SELECT session_id FROM sessions ORDER BY session_id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn four_sessions_per_device_are_kept_and_the_last_opened_one_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).await.unwrap();
+        let pool = home.pool();
+        let save = |id: u8, how: Use, now: i64| async move {
+            let mut tx = pool.begin().await.unwrap();
+            save_session(&mut tx, "+12025550102", 1, &[id], &[id, id], how, now)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        };
+        save(1, Use::Opened, 10).await;
+        for (id, now) in [(2, 20), (3, 30), (4, 40)] {
+            save(id, Use::Sent, now).await;
+        }
+        let sending = sending_session(pool, "+12025550102", 1).await.unwrap();
+        assert_eq!(
+            sending.unwrap().state,
+            [1, 1],
+            "the one a message opened in"
+        );
+        save(5, Use::Sent, 50).await;
+        assert_eq!(
+            sessions_of(pool).await,
+            [vec![2], vec![3], vec![4], vec![5]],
+            "the least recently used went"
+        );
+        let sending = sending_session(pool, "+12025550102", 1).await.unwrap();
+        assert_eq!(sending.unwrap().state, [5, 5], "else the newest");
+        save(3, Use::Opened, 60).await;
+        let sending = sending_session(pool, "+12025550102", 1).await.unwrap();
+        assert_eq!(sending.unwrap().state, [3, 3]);
+        assert!(
+            sending_session(pool, "+12025550102", 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
