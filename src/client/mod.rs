@@ -1,6 +1,8 @@
 //! The client library the `carrier` command uses: connect and pin the
 //! server, register (`register`), log in, send, fetch → history → ack
-//! (`session`, with one delivered message checked in `receive`), contacts
+//! (`session`; protocol v2's devices, sessions, fan-out and linking in
+//! `device`, and protocol v1's one delivered message checked in
+//! `receive`), signed broadcasts (`broadcast`), contacts
 //! pinned on first use and replaced only when the user trusts a new key
 //! (`contacts`), the home directory, its account and its store (`home`,
 //! `account`), what the server pushes (`events`, bounded), the interactive
