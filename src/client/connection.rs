@@ -17,6 +17,10 @@ use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{self, Request, RequestFrame, Response, ResponseFrame};
 use crate::tls::{self, ClientTlsStream, Pin};
 
+/// Link requests kept until `devices add` takes them; an account has at
+/// most 4 link codes open.
+const MAX_LINK_REQUESTS: usize = 4;
+
 /// Requests waiting for their answer, and whether the reader has ended (then
 /// no new request may wait: nobody would ever answer it).
 #[derive(Default)]
@@ -33,6 +37,9 @@ pub struct Connection {
     waiters: Waiters,
     next_seq: AtomicU64,
     events: Events,
+    /// Pushed `link_requested` events (rendezvous, sealed request), apart
+    /// from messages: only `carrier devices add` waits for them.
+    link_requests: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>)>>,
     exporter: [u8; 32],
     server_fingerprint: Fingerprint,
     reader_task: tokio::task::JoinHandle<()>,
@@ -47,16 +54,19 @@ impl Connection {
         let (reader, writer) = tokio::io::split(stream);
         let waiters: Waiters = Arc::default();
         let (events_tx, events) = events::queue();
+        let (links_tx, link_requests) = tokio::sync::mpsc::channel(MAX_LINK_REQUESTS);
         let reader_task = tokio::spawn(read_loop(
             BufReader::new(reader),
             waiters.clone(),
             events_tx,
+            links_tx,
         ));
         Ok(Self {
             writer: tokio::sync::Mutex::new(writer),
             waiters,
             next_seq: AtomicU64::new(1),
             events,
+            link_requests: tokio::sync::Mutex::new(link_requests),
             exporter,
             server_fingerprint,
             reader_task,
@@ -144,6 +154,12 @@ impl Connection {
         ))
     }
 
+    /// The next `link_requested` push as (rendezvous, sealed request);
+    /// `None` once the connection closed.
+    pub async fn next_link_request(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.link_requests.lock().await.recv().await
+    }
+
     /// The next thing the server pushed; `None` once the connection closed.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
@@ -178,6 +194,7 @@ async fn read_loop(
     mut reader: BufReader<ReadHalf<ClientTlsStream>>,
     waiters: Waiters,
     events: Pusher,
+    links: tokio::sync::mpsc::Sender<(Vec<u8>, Vec<u8>)>,
 ) {
     while let Ok(Some(frame)) =
         protocol::read_frame(&mut reader, protocol::MAX_RESPONSE_FRAME).await
@@ -190,6 +207,17 @@ async fn read_loop(
         match (frame.re, frame.response) {
             (None, Response::Message(m)) => events.push(Event::Message(m), size),
             (None, Response::Broadcast(b)) => events.push(Event::Broadcast(b), size),
+            (
+                None,
+                Response::LinkRequested {
+                    rendezvous,
+                    request,
+                },
+            ) => {
+                // At most a few are open at once; more are dropped and
+                // their new devices wait for the code's expiry.
+                let _ = links.try_send((rendezvous.0, request.0));
+            }
             (Some(re), response) => {
                 if let Some(tx) = waiters
                     .lock()

@@ -62,11 +62,22 @@ impl Contacts<'_> {
         &self,
         phone: &PhoneNumber,
     ) -> Result<(PublicKey, Fingerprint), ClientError> {
+        let (key, fp, _) = self.current_info(phone).await?;
+        Ok((key, fp))
+    }
+
+    /// [`Contacts::current`], with the whole `lookup` answer (the devices).
+    pub async fn current_info(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<(PublicKey, Fingerprint, UserInfo), ClientError> {
         let info = self.lookup(phone).await?;
         let current = PublicKey::from_spki_der_typed(info.key_type, &info.public_key.0)?;
         let current_fp = current.fingerprint();
         match self.home.contact(phone.as_str()).await? {
-            Some(pinned) if pinned.fingerprint == current_fp.to_hex() => Ok((current, current_fp)),
+            Some(pinned) if pinned.fingerprint == current_fp.to_hex() => {
+                Ok((current, current_fp, info))
+            }
             Some(pinned) => Err(ClientError::KeyChanged {
                 phone: phone.to_string(),
                 pinned: Fingerprint::parse(&pinned.fingerprint).unwrap_or(current_fp),
@@ -78,7 +89,7 @@ impl Contacts<'_> {
                     phone: phone.to_string(),
                     fingerprint: current_fp,
                 });
-                Ok((current, current_fp))
+                Ok((current, current_fp, info))
             }
         }
     }

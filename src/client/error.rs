@@ -56,6 +56,10 @@ pub enum ClientError {
     Input(String),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// A protocol v2 value that does not check out (a device list, a
+    /// bundle, stored state).
+    #[error("{0}")]
+    V2(#[from] crate::crypto::v2::Error),
     #[error("local storage in the home directory failed: {0}")]
     Store(#[from] sqlx::Error),
     #[error(
@@ -145,6 +149,7 @@ impl ClientError {
             ClientError::Input(_) => Exit::Usage,
             ClientError::Protocol(_)
             | ClientError::Crypto(_)
+            | ClientError::V2(_)
             | ClientError::Store(_)
             | ClientError::Migrate(_)
             | ClientError::Io { .. } => Exit::Failure,

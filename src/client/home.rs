@@ -108,6 +108,12 @@ impl Home {
         &self.dir
     }
 
+    /// The store, for the v2 tables (`device::store`), whose callers group
+    /// statements into transactions of their own.
+    pub(in crate::client) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub fn identity_path(&self) -> PathBuf {
         self.dir.join(IDENTITY_FILE)
     }
@@ -204,21 +210,18 @@ impl Home {
     /// Stores a message; returns false if its id or (peer key, counter) was
     /// stored before in the same direction: a replay or duplicate.
     pub async fn record(&self, r: &Record<'_>) -> Result<bool, ClientError> {
-        let done = sqlx::query(
-            "INSERT INTO history (id, direction, peer, peer_fingerprint, counter, text, sent_at, stored_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(r.id.to_hex())
-        .bind(r.direction)
-        .bind(r.peer.as_str())
-        .bind(r.peer_fingerprint.to_hex())
-        .bind(r.counter as i64)
-        .bind(r.text)
-        .bind(r.sent_at)
-        .bind(r.stored_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        record_in(&self.pool, r).await
+    }
+
+    /// Whether a message with this id is stored in this direction.
+    pub async fn has(&self, id: MessageId, direction: Direction) -> Result<bool, ClientError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = $2")
+                .bind(id.to_hex())
+                .bind(direction)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
     }
 
     /// The stored conversation, oldest first.
@@ -233,6 +236,29 @@ impl Home {
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// Stores a message (see [`Home::record`]) through `ex`, so it can share a
+/// transaction with the session state that opened it.
+pub(in crate::client) async fn record_in(
+    ex: impl sqlx::SqliteExecutor<'_>,
+    r: &Record<'_>,
+) -> Result<bool, ClientError> {
+    let done = sqlx::query(
+        "INSERT INTO history (id, direction, peer, peer_fingerprint, counter, text, sent_at, stored_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+    )
+    .bind(r.id.to_hex())
+    .bind(r.direction)
+    .bind(r.peer.as_str())
+    .bind(r.peer_fingerprint.to_hex())
+    .bind(r.counter as i64)
+    .bind(r.text)
+    .bind(r.sent_at)
+    .bind(r.stored_at)
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Brings the store's schema up to date. sqlx's migrator takes no lock on

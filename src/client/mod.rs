@@ -1,6 +1,8 @@
 //! The client library the `carrier` command uses: connect and pin the
 //! server, register (`register`), log in, send, fetch → history → ack
-//! (`session`, with one delivered message checked in `receive`), contacts
+//! (`session`; protocol v2's devices, sessions, fan-out and linking in
+//! `device`, and protocol v1's one delivered message checked in
+//! `receive`), signed broadcasts (`broadcast`), contacts
 //! pinned on first use and replaced only when the user trusts a new key
 //! (`contacts`), the home directory, its account and its store (`home`,
 //! `account`), what the server pushes (`events`, bounded), the interactive
@@ -10,9 +12,11 @@
 //! `domain` with the server; it never imports server modules.
 
 mod account;
+mod broadcast;
 mod chat;
 mod connection;
 mod contacts;
+mod device;
 mod error;
 mod events;
 mod home;
@@ -22,15 +26,17 @@ mod session;
 pub mod show;
 
 pub use account::{Account, DEFAULT_SERVER, check_address, server_for};
+pub use broadcast::Authorship;
 pub use chat::{chat, chat_on_terminal};
 pub use connection::Connection;
 pub use contacts::KeyOffer;
+pub use device::manage::{DeviceInfo, LINK_WAIT};
 pub use error::{ClientError, Exit};
 pub use events::{Event, MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, Missed};
 pub use home::{Direction, HistoryEntry, Home, Record};
 pub use receive::{Received, Refusal};
 pub use register::{CodeAnswer, Registration};
-pub use session::{Authorship, Client, Session};
+pub use session::{Client, Session};
 
 use std::sync::Arc;
 

@@ -13,6 +13,10 @@ use crate::protocol::{Delivered, ErrorCode, envelope};
 pub struct Received {
     pub id: MessageId,
     pub from: String,
+    /// For a copy of what this account sent from another of its devices:
+    /// the recipient (then `from` is this account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     pub text: String,
     /// The sender's clock, milliseconds since the Unix epoch.
     pub sent_at: i64,
@@ -101,6 +105,7 @@ pub(super) async fn accept(
     Ok(Verdict::Stored(Received {
         id: m.id,
         from: m.from,
+        to: None,
         text: opened.text,
         sent_at,
         received_at: m.received_at,

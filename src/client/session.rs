@@ -5,6 +5,7 @@ use zeroize::Zeroizing;
 
 use super::account::Account;
 use super::contacts::{Contacts, KeyOffer};
+use super::device::{Device, setup};
 use super::home::{Direction, Home, Record};
 use super::receive::{self, Received, Refusal};
 use super::{ClientError, Connection, Notice, Notify, unexpected};
@@ -22,7 +23,7 @@ pub struct Client {
     passphrase: Option<Zeroizing<String>>,
     /// Behind a lock so `chat` can route notices through its screen.
     notify: std::sync::RwLock<Notify>,
-    clock: Clock,
+    pub(in crate::client) clock: Clock,
 }
 
 impl Client {
@@ -64,7 +65,7 @@ impl Client {
         )
     }
 
-    pub(super) fn passphrase(&self) -> Option<&str> {
+    pub(in crate::client) fn passphrase(&self) -> Option<&str> {
         self.passphrase.as_ref().map(|p| p.as_str())
     }
 
@@ -111,13 +112,25 @@ impl Client {
         )?)
     }
 
-    /// Connects and logs in as the home's account.
+    /// Connects and logs in: as this home's device with its own key
+    /// (protocol v2), then brings its prekeys up to date; a home registered
+    /// before protocol v2, which has no device, logs in with the account key.
     pub async fn login(&self) -> Result<Session<'_>, ClientError> {
         let account = self.account()?;
         let me = PhoneNumber::from_canonical(&account.phone)
             .map_err(|e| ClientError::Input(e.to_string()))?;
         let identity = self.identity()?;
+        let device = Device::load(&self.home, self.passphrase()).await?;
         let conn = self.connect().await?;
+        if let Some(device) = device {
+            setup::log_in(&conn, &device)
+                .await
+                .map_err(|e| self.login_refused(&me, e))?;
+            let mut session = Session::new(self, conn, identity, me);
+            session.device = Some(device);
+            session.maintain_prekeys().await?;
+            return Ok(session);
+        }
         let signature = conn.prove(&identity, Purpose::Login, &me).await?;
         let answer = conn
             .call(Request::Login {
@@ -159,21 +172,14 @@ impl Client {
     }
 }
 
-/// Whether a broadcast's author is who it claims to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Authorship {
-    /// Signed with the author's pinned key (or this user's own).
-    Verified,
-    /// The author's key is not pinned here: nothing was checked or pinned.
-    Unverified,
-}
-
 /// A logged-in connection.
 pub struct Session<'c> {
-    client: &'c Client,
+    pub(in crate::client) client: &'c Client,
     pub conn: Connection,
-    identity: Identity,
-    me: PhoneNumber,
+    pub(in crate::client) identity: Identity,
+    pub(in crate::client) me: PhoneNumber,
+    /// This home's device, when logged in as it (protocol v2).
+    pub(in crate::client) device: Option<Device>,
 }
 
 impl<'c> Session<'c> {
@@ -188,7 +194,34 @@ impl<'c> Session<'c> {
             conn,
             identity,
             me,
+            device: None,
         }
+    }
+
+    /// This device's id, when logged in as a device.
+    pub fn device_id(&self) -> Option<u32> {
+        self.device.as_ref().map(|d| d.id().get())
+    }
+
+    /// Makes this home's device for the account just registered on this
+    /// connection (which is logged in with the account key), publishes the
+    /// account's new device list, then logs in again as the device and
+    /// publishes its prekeys. `carrier register` does this; a client that
+    /// skips it stays on protocol v1.
+    pub async fn create_device(self) -> Result<Session<'c>, ClientError> {
+        let client = self.client;
+        let now = super::device::now_ms(&client.clock);
+        setup::register_device(
+            &client.home,
+            &self.conn,
+            &self.identity,
+            &self.me,
+            client.passphrase(),
+            now,
+        )
+        .await?;
+        self.close().await;
+        client.login().await
     }
 
     /// The client this session belongs to.
@@ -201,7 +234,7 @@ impl<'c> Session<'c> {
     }
 
     /// The pins of this home, checked against this connection's server.
-    fn contacts(&self) -> Contacts<'_> {
+    pub(in crate::client) fn contacts(&self) -> Contacts<'_> {
         Contacts {
             conn: &self.conn,
             home: &self.client.home,
@@ -263,6 +296,9 @@ impl<'c> Session<'c> {
     /// Seals `text` to `to` and sends it; returns once the server committed it.
     pub async fn send(&self, to: &str, text: &str) -> Result<MessageId, ClientError> {
         let to = PhoneNumber::parse(to).map_err(|e| ClientError::Input(e.to_string()))?;
+        if let Some(device) = &self.device {
+            return self.send_v2(device, &to, text).await;
+        }
         let (key, fp) = self.contact_key(&to).await?;
         let id = MessageId::random();
         let counter = self.client.home.next_counter(to.as_str()).await?;
@@ -314,64 +350,6 @@ impl<'c> Session<'c> {
         }
     }
 
-    /// Signs `text` and sends it to every connected user of the neighbourhood.
-    pub async fn broadcast(&self, text: &str) -> Result<MessageId, ClientError> {
-        if text.len() > crate::protocol::MAX_TEXT_BYTES {
-            return Err(ClientError::Input(format!(
-                "the text is {} bytes; the limit is {}",
-                text.len(),
-                crate::protocol::MAX_TEXT_BYTES
-            )));
-        }
-        let id = MessageId::random();
-        let sent_at = self.client.clock.now_ms() as u64;
-        let bytes = crate::protocol::signed::broadcast_bytes(&id, sent_at, self.me.as_str(), text);
-        let signature = B64(self.identity.sign(&bytes));
-        match self
-            .conn
-            .call(Request::Broadcast {
-                id,
-                sent_at,
-                text: text.to_owned(),
-                signature,
-            })
-            .await?
-        {
-            Response::BroadcastSent { .. } => Ok(id),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Checks a broadcast against its author's pinned key. An author whose
-    /// key is not pinned is [`Authorship::Unverified`] and nothing is
-    /// pinned: the key a server reports for a stranger proves nothing, and
-    /// pinning it would let whoever claimed the phone (a hostile neighbour
-    /// server, say) make this client refuse its real owner later.
-    pub async fn verify_broadcast(
-        &self,
-        b: &crate::protocol::Broadcast,
-    ) -> Result<Authorship, ClientError> {
-        let from = PhoneNumber::from_canonical(&b.from).map_err(|e| {
-            ClientError::Forged(format!("a broadcast claims a malformed phone number: {e}"))
-        })?;
-        let key = if from == self.me {
-            self.identity.public_key()
-        } else {
-            match self.contacts().pinned(&from).await? {
-                Some((key, _)) => key,
-                None => return Ok(Authorship::Unverified),
-            }
-        };
-        let bytes = crate::protocol::signed::broadcast_bytes(&b.id, b.sent_at, &b.from, &b.text);
-        key.verify(&bytes, &b.signature.0).map_err(|_| {
-            ClientError::Forged(format!(
-                "a broadcast claiming to be from {} does not verify with the pinned key",
-                b.from
-            ))
-        })?;
-        Ok(Authorship::Verified)
-    }
-
     /// Fetches every waiting message: each is verified, decrypted and stored
     /// in the history before it is acknowledged, so nothing is lost if the
     /// client dies halfway. Each fetch continues after the last message the
@@ -412,6 +390,7 @@ impl<'c> Session<'c> {
                     .await?;
             }
         }
+        self.maintain_prekeys().await?;
         Ok((received, refused))
     }
 
@@ -445,7 +424,11 @@ impl<'c> Session<'c> {
         let mut ack = Vec::new();
         for m in batch {
             let id = m.id;
-            match receive::accept(&self.contacts(), &self.identity, &self.me, m).await? {
+            let verdict = match &self.device {
+                Some(device) => self.accept_v2(device, m).await?,
+                None => receive::accept(&self.contacts(), &self.identity, &self.me, m).await?,
+            };
+            match verdict {
                 receive::Verdict::Stored(r) => {
                     received.push(r);
                     ack.push(id);

@@ -33,14 +33,24 @@ pub fn json(value: &impl Serialize) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-/// `[time] sender: text`
+/// `[time] sender: text`, or `[time] sender → recipient: text` for what
+/// this account sent from another of its devices.
 pub fn message(m: &Received) -> String {
+    let to = match &m.to {
+        Some(to) => format!(" → {}", clean(to)),
+        None => String::new(),
+    };
     format!(
-        "[{}] {}: {}",
+        "[{}] {}{to}: {}",
         time(m.sent_at),
         clean(&m.from),
         clean(&m.text)
     )
+}
+
+/// `+1… added a device: name`, told once per device.
+pub fn device_added(phone: &str, name: &str) -> String {
+    format!("{} added a device: {}", clean(phone), clean(name))
 }
 
 /// A refused message, for standard error.

@@ -100,14 +100,14 @@ fn the_binaries_register_send_fetch_and_stop() {
         fingerprints.push(fp.to_owned());
     }
 
-    // whoami: phone, then fingerprint.
+    // whoami: phone, fingerprint, then this home's device.
     let out = expect_success(
         &run(carrier(&addr, &alice_home).arg("whoami"), "whoami"),
         "whoami",
     );
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        [ALICE, fingerprints[0].as_str()]
+        [ALICE, fingerprints[0].as_str(), "device 1"]
     );
 
     let out = run(

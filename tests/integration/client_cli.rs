@@ -50,15 +50,18 @@ async fn the_home_remembers_its_server_and_asks_again_after_a_wrong_code() {
     assert_eq!(me["phone"], ALICE);
     assert_eq!(me["server"], server.addr());
     assert_eq!(me["key_type"], "p256");
-    let bob = register(&server, BOB, KeyType::P256).await;
+    let bob = homes.path().join("bob");
+    let (status, _, stderr) = outcome(&register_typing(&server, &bob, BOB, 0, false).await);
+    assert_eq!(status, 0, "{stderr}");
     let (status, stdout, stderr) =
         outcome(&carrier_out(&home, &["send", BOB, "no", "flag", "--json"]).await);
     assert_eq!(status, 0, "{stderr}");
     let sent = json_line(&stdout);
     assert_eq!(sent["to"], BOB);
     assert_eq!(sent["id"].as_str().map(str::len), Some(32));
-    let (got, _) = bob.client.login().await.unwrap().fetch().await.unwrap();
-    assert_eq!(got[0].text, "no flag");
+    let (status, stdout, stderr) = outcome(&carrier_out(&bob, &["fetch", "--json"]).await);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(json_line(&stdout)["text"], "no flag");
 
     // --server still wins for one command.
     let elsewhere = closed_port();

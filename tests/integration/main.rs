@@ -29,6 +29,7 @@ mod cli;
 mod client_cli;
 mod client_keys;
 mod client_support;
+mod client_v2;
 mod cluster;
 mod crash;
 mod data_lock;

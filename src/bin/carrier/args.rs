@@ -83,7 +83,7 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
-    /// Print your phone number and key fingerprint.
+    /// Print your phone number, key fingerprint and this home's device id.
     Whoami {
         #[command(flatten)]
         out: Json,
@@ -120,6 +120,33 @@ pub enum Command {
         #[command(flatten)]
         out: Json,
     },
+    /// This account's devices (id, name, key fingerprint, added, last
+    /// seen; this one marked); `add` and `remove` manage them.
+    Devices {
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
+        #[command(flatten)]
+        out: Json,
+    },
+    /// Make this (empty) home a new device of an account, with the code
+    /// `carrier devices add` printed on one of its devices.
+    Link {
+        /// The account's phone number.
+        phone: String,
+        /// The link code, e.g. abcde-fghij-klmno-pqrst-uvwxyz.
+        code: String,
+        /// A name for this device, shown to the account's contacts.
+        #[arg(long, default_value = "linked device")]
+        name: String,
+    },
+    /// The 60-digit safety number of your account and a contact's, to
+    /// compare with them in person: the same on both sides.
+    SafetyNumber {
+        /// The contact's phone number.
+        phone: String,
+        #[command(flatten)]
+        out: Json,
+    },
     /// Print the stored conversation.
     History {
         #[command(flatten)]
@@ -139,6 +166,18 @@ pub enum Command {
         /// Write carrier.1 and carrier-<command>.1 here instead.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DevicesAction {
+    /// Print a link code, then wait (up to 10 minutes) for a new device to
+    /// use it with `carrier link`.
+    Add,
+    /// Remove a device from the account: it gets no more messages.
+    Remove {
+        /// The device's id, as `carrier devices` shows it.
+        id: u32,
     },
 }
 

@@ -32,7 +32,9 @@ pub async fn register(
             .await
             .map_err(|e| code_refused(e, &phone))?
         {
-            CodeAnswer::Registered(session, replaced) => break (session, replaced),
+            CodeAnswer::Registered(session, replaced) => {
+                break (session.create_device().await?, replaced);
+            }
             CodeAnswer::Wrong(again, message) => {
                 eprintln!("{}: type the code again.", show::clean(&message));
                 registration = again;

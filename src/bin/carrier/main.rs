@@ -5,6 +5,7 @@
 //! says which kind of failure it was (`carrier --help` lists them).
 
 mod args;
+mod devices;
 mod keys;
 
 use std::io::{IsTerminal, Read};
@@ -43,7 +44,10 @@ async fn run(args: Args) -> Result<(), ClientError> {
         } => keys::register(&client, &phone, key_type, out).await,
         Command::Send { phone, text, out } => send(&client, &phone, text, out).await,
         Command::Fetch { out } => fetch(&client, out).await,
-        Command::Whoami { out } => whoami(&client, out),
+        Command::Whoami { out } => whoami(&client, out).await,
+        Command::Devices { action, out } => devices::devices(&client, action, out).await,
+        Command::Link { phone, code, name } => devices::link(&client, &phone, &code, &name).await,
+        Command::SafetyNumber { phone, out } => devices::safety_number(&client, &phone, out).await,
         Command::Fingerprint { phone, out } => keys::fingerprint(&client, &phone, out).await,
         Command::Trust {
             phone,
@@ -183,6 +187,9 @@ async fn fetch(client: &Client, out: Json) -> Result<(), ClientError> {
     for r in &refused {
         eprintln!("{}", show::refusal(r));
     }
+    for (phone, name) in session.device_notices().await? {
+        eprintln!("{}", show::device_added(&phone, &name));
+    }
     if received.is_empty() && !out.json {
         eprintln!("No new messages.");
     }
@@ -190,16 +197,24 @@ async fn fetch(client: &Client, out: Json) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn whoami(client: &Client, out: Json) -> Result<(), ClientError> {
+async fn whoami(client: &Client, out: Json) -> Result<(), ClientError> {
     let account = client.account()?;
-    let value = json!({
+    let device = client.device_id().await?;
+    let mut value = json!({
         "phone": account.phone,
         "fingerprint": account.fingerprint,
         "key_type": account.key_type,
         "server": client.server(),
     });
+    if let Some(id) = device {
+        value["device"] = json!(id);
+    }
     print(out, value, || {
-        format!("{}\n{}", account.phone, account.fingerprint)
+        let mut text = format!("{}\n{}", account.phone, account.fingerprint);
+        if let Some(id) = device {
+            text.push_str(&format!("\ndevice {id}"));
+        }
+        text
     });
     Ok(())
 }

@@ -50,8 +50,8 @@ pub use kem::{KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemPublic, KemSecret};
 pub use link::{LinkCode, LinkResponse};
 pub use padding::{BUCKETS, Content, MAX_PADDED, MAX_TEXT_BYTES};
 pub use prekey_store::{
-    KEM_ONE_TIME_BATCH, KEM_ONE_TIME_LOW, MAX_SEEN_BASE_KEYS, ONE_TIME_BATCH, ONE_TIME_LOW,
-    PrekeyStore, RETAIN_REPLACED_MS, ROTATE_AFTER_MS,
+    KEM_ONE_TIME_BATCH, KEM_ONE_TIME_LOW, MAX_HELD_BATCHES, MAX_SEEN_BASE_KEYS, ONE_TIME_BATCH,
+    ONE_TIME_LOW, PrekeyStore, RETAIN_REPLACED_MS, ROTATE_AFTER_MS,
 };
 pub use prekeys::{
     ClaimedPrekeys, PrekeyBundle, PrekeyKind, PrekeyPublic, PublicPrekey, VerifiedBundle,

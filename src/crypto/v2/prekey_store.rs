@@ -29,6 +29,10 @@ pub const KEM_ONE_TIME_LOW: usize = 10;
 /// key so a replayed prekey message cannot set one up twice; at most this
 /// many per signed prekey, after which its replacement must be published.
 pub const MAX_SEEN_BASE_KEYS: usize = 4096;
+/// One-time prekeys a device holds at most, of each kind, as multiples of
+/// the batch: keys the server handed out whose message never came would
+/// otherwise pile up for ever. The oldest go first.
+pub const MAX_HELD_BATCHES: usize = 4;
 /// Encoding version of [`PrekeyStore::to_bytes`].
 const STORE_FORMAT: u8 = 1;
 
@@ -122,6 +126,51 @@ impl PrekeyStore {
         }
         retire(&mut self.signed, |(r, _)| r.created_at_ms, now_ms);
         retire(&mut self.kem_last_resort, |r| r.created_at_ms, now_ms);
+        out
+    }
+
+    /// Tops up the server's pools: `maintain` counts the keys this device
+    /// holds, but the server hands keys out when they are claimed, and a
+    /// sender that claims and never writes drains its pools while they stay
+    /// held here. Given the server's pool sizes, makes enough new one-time
+    /// keys to bring a pool below its low mark back to a batch, and keeps at
+    /// most [`MAX_HELD_BATCHES`] batches of each kind held (the oldest, long
+    /// handed out, are dropped). Save the store before publishing.
+    pub fn replenish(
+        &mut self,
+        device: &DeviceKey,
+        now_ms: u64,
+        server_one_time: usize,
+        server_kem_one_time: usize,
+    ) -> Vec<PublicPrekey> {
+        let mut out = Vec::new();
+        if server_one_time < ONE_TIME_LOW {
+            for _ in server_one_time..ONE_TIME_BATCH {
+                let secret = EcSecret::generate();
+                let id = self.allocate_id();
+                out.push(sign_ec(device, PrekeyKind::OneTime, id, now_ms, &secret));
+                self.one_time.push(record(id, now_ms, secret));
+            }
+        }
+        if server_kem_one_time < KEM_ONE_TIME_LOW {
+            for _ in server_kem_one_time..KEM_ONE_TIME_BATCH {
+                let secret = KemSecret::generate();
+                let id = self.allocate_id();
+                out.push(sign_kem(
+                    device,
+                    PrekeyKind::KemOneTime,
+                    id,
+                    now_ms,
+                    &secret,
+                ));
+                self.kem_one_time.push(record(id, now_ms, secret));
+            }
+        }
+        let excess = |len: usize, batch: usize| len.saturating_sub(batch * MAX_HELD_BATCHES);
+        self.one_time
+            .drain(..excess(self.one_time.len(), ONE_TIME_BATCH));
+        self.kem_one_time
+            .drain(..excess(self.kem_one_time.len(), KEM_ONE_TIME_BATCH));
         out
     }
 
@@ -365,6 +414,43 @@ mod tests {
         assert!(store.maintain(&device, DAY).is_empty());
         let (spk, kem) = store.current(&device).unwrap();
         assert_eq!((&spk, &kem), (&published[0], &published[1]));
+    }
+
+    #[test]
+    fn pools_drained_on_the_server_are_topped_up_and_the_held_keys_stay_bounded() {
+        let device = DeviceKey::generate();
+        let mut store = PrekeyStore::new();
+        store.maintain(&device, 0);
+        assert!(
+            store
+                .replenish(&device, 1, ONE_TIME_LOW, KEM_ONE_TIME_LOW)
+                .is_empty(),
+            "at the low marks nothing is due"
+        );
+        let new = store.replenish(&device, 2, 0, KEM_ONE_TIME_LOW - 1);
+        let kinds = |k: PrekeyKind| new.iter().filter(|p| p.kind == k).count();
+        assert_eq!(kinds(PrekeyKind::OneTime), ONE_TIME_BATCH);
+        assert_eq!(
+            kinds(PrekeyKind::KemOneTime),
+            KEM_ONE_TIME_BATCH - KEM_ONE_TIME_LOW + 1
+        );
+        for p in &new {
+            p.verify(&device.public(), p.kind).unwrap();
+        }
+        for round in 0..10 {
+            store.replenish(&device, 3 + round, 0, 0);
+        }
+        let (one_time, kem) = store.one_time_counts();
+        assert_eq!(one_time, ONE_TIME_BATCH * MAX_HELD_BATCHES);
+        assert_eq!(kem, KEM_ONE_TIME_BATCH * MAX_HELD_BATCHES);
+        let newest = store.one_time.last().unwrap().id;
+        let back = PrekeyStore::from_bytes(&store.to_bytes()).unwrap();
+        assert_eq!(back.one_time_counts(), (one_time, kem));
+        assert_eq!(
+            back.one_time.last().unwrap().id,
+            newest,
+            "the newest are kept"
+        );
     }
 
     #[test]

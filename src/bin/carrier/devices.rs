@@ -1,0 +1,94 @@
+//! The commands about devices (protocol v2): `devices` (list, `add`,
+//! `remove`), `link` on a new device, and `safety-number`.
+
+use std::io::Write;
+
+use carrier::client::{Client, ClientError, DeviceInfo, show};
+use serde_json::json;
+
+use crate::args::{DevicesAction, Json};
+use crate::{parse_phone, print};
+
+pub async fn devices(
+    client: &Client,
+    action: Option<DevicesAction>,
+    out: Json,
+) -> Result<(), ClientError> {
+    let session = client.login().await?;
+    match action {
+        None => {
+            for d in session.devices().await? {
+                println!(
+                    "{}",
+                    if out.json {
+                        show::json(&d)
+                    } else {
+                        device_line(&d)
+                    }
+                );
+            }
+        }
+        Some(DevicesAction::Add) => {
+            let (id, name) = session
+                .add_device(|code| {
+                    println!("Link code: {code}");
+                    let _ = std::io::stdout().flush();
+                    eprintln!(
+                        "On the new device run: carrier --server {} --home DIR link {} {code}",
+                        client.server(),
+                        client.account().map(|a| a.phone).unwrap_or_default()
+                    );
+                })
+                .await?;
+            print(out, json!({ "id": id, "name": name }), || {
+                format!("Linked device {id} ({})", show::clean(&name))
+            });
+        }
+        Some(DevicesAction::Remove { id }) => {
+            let name = session.remove_device(id).await?;
+            print(out, json!({ "removed": id, "name": name }), || {
+                format!("Removed device {id} ({})", show::clean(&name))
+            });
+        }
+    }
+    session.close().await;
+    Ok(())
+}
+
+/// `2  laptop  <fingerprint>  added <time>  last seen <time>  (this device)`
+fn device_line(d: &DeviceInfo) -> String {
+    let seen = if d.last_seen == 0 {
+        "never".to_owned()
+    } else {
+        show::time(d.last_seen)
+    };
+    format!(
+        "{}  {}  {}  added {}  last seen {}{}",
+        d.id,
+        show::clean(&d.name),
+        d.fingerprint,
+        show::time(d.added_at),
+        seen,
+        if d.this_device { "  (this device)" } else { "" }
+    )
+}
+
+pub async fn link(client: &Client, phone: &str, code: &str, name: &str) -> Result<(), ClientError> {
+    let phone = parse_phone(phone)?;
+    let id = client.link(phone.as_str(), code, name).await?;
+    println!("Linked to {phone} as device {id}");
+    Ok(())
+}
+
+pub async fn safety_number(client: &Client, phone: &str, out: Json) -> Result<(), ClientError> {
+    let phone = parse_phone(phone)?;
+    let session = client.login().await?;
+    let number = session.safety_number(phone.as_str()).await?;
+    print(
+        out,
+        json!({ "phone": phone.as_str(), "safety_number": number }),
+        || number.clone(),
+    );
+    session.close().await;
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Receiving in protocol v2 (docs/PROTOCOL-v2.md §8.4): de-duplicate by
+//! id, parse, find the sender's checked device, check its signature before
+//! any session state is read, open (or set up) the session, and commit the
+//! new state with the message in one transaction before it is
+//! acknowledged. A v1 envelope is refused with a clear reason.
+
+use super::store::{self, Use};
+use super::{Device, now_ms};
+use crate::client::home::{Direction, Record, record_in};
+use crate::client::receive::{Received, Refusal, Verdict};
+use crate::client::{ClientError, Session};
+use crate::crypto::v2::{
+    Content, Envelope, EnvelopeKind, Opened, PrekeyStore, Session as Ratchet, VerifiedDevice,
+};
+use crate::domain::{Fingerprint, PhoneNumber};
+use crate::protocol::Delivered;
+
+/// What a v1 envelope is told.
+const V1_REFUSED: &str = "a protocol v1 envelope was refused: this client speaks protocol v2 \
+                          only; the sender needs a current carrier";
+
+/// Whether checking a sender's devices failed on what the server gave
+/// (refuse that message) rather than on the connection or the store (stop).
+fn unusable_devices(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Input(_)
+            | ClientError::Forged(_)
+            | ClientError::V2(_)
+            | ClientError::Server { .. }
+    )
+}
+
+/// A message opened, with the state to commit before acknowledging it.
+struct Unsealed {
+    session: Ratchet,
+    /// The prekey store, when the message set the session up.
+    prekeys: Option<PrekeyStore>,
+    opened: Opened,
+}
+
+impl Session<'_> {
+    /// Checks, opens and stores one message delivered to this device.
+    pub(in crate::client) async fn accept_v2(
+        &self,
+        device: &Device,
+        m: Delivered,
+    ) -> Result<Verdict, ClientError> {
+        let refuse = |reason: String| {
+            Verdict::Drop(Refusal {
+                id: m.id,
+                from: m.from.clone(),
+                reason,
+            })
+        };
+        if m.envelope.0.first() == Some(&1) {
+            return Ok(refuse(V1_REFUSED.into()));
+        }
+        let envelope = match Envelope::parse(&m.envelope.0) {
+            Ok(e) => e,
+            Err(e) => return Ok(refuse(format!("malformed envelope: {e}"))),
+        };
+        let (sender, sender_device) = envelope.sender();
+        let sender = sender.clone();
+        if sender.as_str() != m.from
+            || envelope.id() != m.id
+            || m.device.is_some_and(|d| d != sender_device.get())
+        {
+            return Ok(refuse(
+                "the envelope does not match its delivery details".into(),
+            ));
+        }
+        if self.already_stored(&m, &sender).await? {
+            return Ok(Verdict::Duplicate);
+        }
+        let keep_back = |e: ClientError| {
+            Verdict::KeepBack(Refusal {
+                id: m.id,
+                from: m.from.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let (mut peer, mut account_fp) = match self.peer_device(&sender, sender_device).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Ok(refuse(format!(
+                    "sent from device {sender_device}, which {sender} does not list"
+                )));
+            }
+            Err(e @ ClientError::KeyChanged { .. }) => return Ok(keep_back(e)),
+            Err(e) if unusable_devices(&e) => {
+                return Ok(refuse(format!(
+                    "the sender's devices do not check out: {e}"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if envelope.verify(&peer.key).is_err() {
+            // Either a forgery, or a device this home knew under the id is
+            // gone (a new account key, say): the server's current list
+            // tells which.
+            match self.devices_of(&sender).await {
+                Err(e @ ClientError::KeyChanged { .. }) => return Ok(keep_back(e)),
+                Err(e) if !unusable_devices(&e) => return Err(e),
+                Err(_) | Ok(_) => {}
+            }
+            match self.peer_device(&sender, sender_device).await? {
+                Some((fresh, fp)) if envelope.verify(&fresh.key).is_ok() => {
+                    (peer, account_fp) = (fresh, fp);
+                }
+                _ => {
+                    return Ok(refuse(
+                        "rejected: the signature does not verify (forged or tampered)".into(),
+                    ));
+                }
+            }
+        }
+        let unsealed = match self.unseal(device, &peer, &envelope).await? {
+            Ok(u) => u,
+            Err(reason) => return Ok(refuse(reason)),
+        };
+        self.commit(device, m, unsealed, account_fp).await
+    }
+
+    /// Whether this message was stored before (a redelivery after a crash
+    /// between commit and acknowledgement).
+    async fn already_stored(
+        &self,
+        m: &Delivered,
+        sender: &PhoneNumber,
+    ) -> Result<bool, ClientError> {
+        let home = &self.client.home;
+        Ok(home.has(m.id, Direction::In).await?
+            || (sender == &self.me && home.has(m.id, Direction::Out).await?))
+    }
+
+    /// Opens `envelope` in its session, or sets one up from a prekey
+    /// message. The inner error is the reason to show for a refusal.
+    async fn unseal(
+        &self,
+        device: &Device,
+        peer: &VerifiedDevice,
+        envelope: &Envelope,
+    ) -> Result<Result<Unsealed, String>, ClientError> {
+        let home = &self.client.home;
+        let now = now_ms(&self.client.clock);
+        let row = store::session(
+            home.pool(),
+            peer.phone.as_str(),
+            peer.device_id.get(),
+            &envelope.session_id().0,
+        )
+        .await?;
+        if let Some(row) = row {
+            let mut session = device.open_session(&row.state)?;
+            return Ok(match session.open(&device.local, peer, envelope, now) {
+                Ok(opened) => Ok(Unsealed {
+                    session,
+                    prekeys: None,
+                    opened,
+                }),
+                Err(e) => Err(format!("rejected: {e}")),
+            });
+        }
+        if envelope.kind() != EnvelopeKind::Prekey {
+            return Ok(Err(format!(
+                "(a message from {} could not be decrypted: its session is unknown here)",
+                peer.phone
+            )));
+        }
+        let mut prekeys = device.prekeys(home).await?;
+        Ok(
+            match Ratchet::accept(&device.local, &mut prekeys, peer, envelope, now) {
+                Ok((session, opened)) => Ok(Unsealed {
+                    session,
+                    prekeys: Some(prekeys),
+                    opened,
+                }),
+                Err(e) => Err(format!(
+                    "(a message from {} could not be decrypted: {e})",
+                    peer.phone
+                )),
+            },
+        )
+    }
+
+    /// Saves the session (and the prekey store it used) with the message in
+    /// one transaction.
+    async fn commit(
+        &self,
+        device: &Device,
+        m: Delivered,
+        u: Unsealed,
+        account_fp: Fingerprint,
+    ) -> Result<Verdict, ClientError> {
+        let now = self.client.clock.now_ms();
+        let sender = u.opened.sender.clone();
+        let sent_at = u.opened.sent_at_ms as i64;
+        let (record_peer, fingerprint, direction, to, text, refusal) = match &u.opened.content {
+            Content::Text(t) => (sender.clone(), account_fp, Direction::In, None, t, None),
+            Content::SentCopy { to, id, text } if sender == self.me && *id == m.id => {
+                let fp = self.recipient_fingerprint(to).await?;
+                let shown = Some(to.to_string());
+                (to.clone(), fp, Direction::Out, shown, text, None)
+            }
+            Content::SentCopy { .. } => {
+                let why = "a sync copy that is not from this account's own device";
+                (
+                    sender.clone(),
+                    account_fp,
+                    Direction::In,
+                    None,
+                    &String::new(),
+                    Some(why),
+                )
+            }
+            Content::Other { kind, .. } => {
+                let _ = kind;
+                let why = "unsupported message (a content type this client does not know)";
+                (
+                    sender.clone(),
+                    account_fp,
+                    Direction::In,
+                    None,
+                    &String::new(),
+                    Some(why),
+                )
+            }
+        };
+        let mut tx = self.client.home.pool().begin().await?;
+        store::save_session(
+            &mut tx,
+            sender.as_str(),
+            u.opened.sender_device.get(),
+            &u.session.id().0,
+            &device.seal_session(&u.session),
+            Use::Opened,
+            now,
+        )
+        .await?;
+        if let Some(prekeys) = &u.prekeys {
+            store::save_prekeys(&mut *tx, &device.seal_prekeys(prekeys)).await?;
+        }
+        let stored = match refusal {
+            Some(_) => false,
+            None => {
+                let record = Record {
+                    id: m.id,
+                    direction,
+                    peer: &record_peer,
+                    peer_fingerprint: fingerprint,
+                    counter: 0,
+                    text,
+                    sent_at,
+                    stored_at: now,
+                };
+                record_in(&mut *tx, &record).await?
+            }
+        };
+        tx.commit().await?;
+        if let Some(why) = refusal {
+            return Ok(Verdict::Drop(Refusal {
+                id: m.id,
+                from: m.from,
+                reason: why.into(),
+            }));
+        }
+        if !stored {
+            return Ok(Verdict::Duplicate);
+        }
+        Ok(Verdict::Stored(Received {
+            id: m.id,
+            from: m.from,
+            to,
+            text: text.clone(),
+            sent_at,
+            received_at: m.received_at,
+        }))
+    }
+
+    /// The key a sync copy's recipient is pinned with here, else this
+    /// account's own (the history needs one).
+    async fn recipient_fingerprint(&self, to: &PhoneNumber) -> Result<Fingerprint, ClientError> {
+        if to == &self.me {
+            return Ok(self.identity.fingerprint());
+        }
+        Ok(match self.contacts().pinned(to).await? {
+            Some((_, fp)) => fp,
+            None => self.identity.fingerprint(),
+        })
+    }
+}

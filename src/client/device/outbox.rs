@@ -1,0 +1,252 @@
+//! Sending in protocol v2 (docs/PROTOCOL-v2.md §8.2–§8.3, §13.6): one
+//! envelope per device of the recipient and one sync copy per other device
+//! of this account, all under one message id, each sealed in its own
+//! session. Every session is saved before its envelope leaves. A
+//! `stale_devices` refusal carries the current list: it is checked like a
+//! `lookup`, and sending goes on with the devices not yet served.
+
+use std::collections::{HashMap, HashSet};
+
+use super::peers::Checked;
+use super::store::{self, Use};
+use super::{Device, now_ms};
+use crate::client::home::{Direction, Record, record_in};
+use crate::client::{ClientError, Session, unexpected};
+use crate::crypto::v2::{ClaimedPrekeys, Content, MAX_TEXT_BYTES, Session as Ratchet};
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::{B64, CurrentDevices, ErrorCode, Request, Response};
+
+/// How many times one message follows a changed device list before giving up.
+const MAX_LIST_CHANGES: usize = 4;
+
+impl Session<'_> {
+    /// Seals `text` for every device of `to` and every other device of this
+    /// account, sends them, and stores the message in the history.
+    pub(in crate::client) async fn send_v2(
+        &self,
+        device: &Device,
+        to: &PhoneNumber,
+        text: &str,
+    ) -> Result<MessageId, ClientError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(ClientError::Input(format!(
+                "the text is {} bytes; the limit is {MAX_TEXT_BYTES}",
+                text.len()
+            )));
+        }
+        let id = MessageId::random();
+        let sent_at = self.client.clock.now_ms();
+        let peer = self.devices_of(to).await?;
+        let fingerprint = peer.fingerprint;
+        let to_self = to == &self.me;
+        let served = self
+            .fan_out(device, peer, id, &Content::Text(text.into()), sent_at)
+            .await?;
+        if served == 0 && !to_self {
+            return Err(ClientError::Input(format!(
+                "{to} has no device that can receive yet (none has published its prekeys)"
+            )));
+        }
+        if !to_self {
+            let mine = match self.remembered_own(device.id()).await? {
+                Some(mine) => mine,
+                None => self.devices_of(&self.me).await?,
+            };
+            let copy = Content::SentCopy {
+                to: to.clone(),
+                id,
+                text: text.into(),
+            };
+            self.fan_out(device, mine, id, &copy, sent_at).await?;
+        }
+        let record = Record {
+            id,
+            direction: Direction::Out,
+            peer: to,
+            peer_fingerprint: fingerprint,
+            counter: 0,
+            text,
+            sent_at,
+            stored_at: self.client.clock.now_ms(),
+        };
+        record_in(self.client.home.pool(), &record).await?;
+        Ok(id)
+    }
+
+    /// Sends `content` to every device of `checked` but this one; returns
+    /// how many took it.
+    async fn fan_out(
+        &self,
+        device: &Device,
+        mut checked: Checked,
+        id: MessageId,
+        content: &Content,
+        sent_at: i64,
+    ) -> Result<usize, ClientError> {
+        let mut served = HashSet::new();
+        if checked.phone == self.me {
+            served.insert(device.id().get());
+        }
+        for _ in 0..MAX_LIST_CHANGES {
+            let todo: Vec<u32> = checked
+                .devices
+                .iter()
+                .copied()
+                .filter(|d| !served.contains(d))
+                .collect();
+            let mut sessions = self.sessions_for(device, &checked, &todo).await?;
+            let mut stale = None;
+            for d in todo {
+                let Some(session) = sessions.get_mut(&d) else {
+                    continue;
+                };
+                let envelope = session.seal(&device.local, id, content, sent_at.max(0) as u64)?;
+                self.save_sent(device, session).await?;
+                match self
+                    .device_send(id, &checked.phone, d, checked.version, envelope)
+                    .await?
+                {
+                    None => {
+                        served.insert(d);
+                    }
+                    Some(current) => {
+                        stale = Some(current);
+                        break;
+                    }
+                }
+            }
+            match stale {
+                None => return Ok(served.len() - usize::from(checked.phone == self.me)),
+                Some(current) => {
+                    checked = self
+                        .check_devices(&checked.phone, &checked.key, &current)
+                        .await?;
+                }
+            }
+        }
+        Err(ClientError::Protocol(format!(
+            "the device list of {} kept changing while sending; try again",
+            checked.phone
+        )))
+    }
+
+    /// A session per device in `todo`: the one to send in, else a new one,
+    /// with the one-time prekeys claimed for all new ones in one request.
+    /// A device with neither a session nor a bundle is left out.
+    async fn sessions_for(
+        &self,
+        device: &Device,
+        checked: &Checked,
+        todo: &[u32],
+    ) -> Result<HashMap<u32, Ratchet>, ClientError> {
+        let pool = self.client.home.pool();
+        let mut sessions = HashMap::new();
+        let mut new = Vec::new();
+        for &d in todo {
+            match store::sending_session(pool, checked.phone.as_str(), d).await? {
+                Some(row) => {
+                    sessions.insert(d, device.open_session(&row.state)?);
+                }
+                None if checked
+                    .bundles
+                    .iter()
+                    .any(|b| b.device.device_id.get() == d) =>
+                {
+                    new.push(d)
+                }
+                None => {}
+            }
+        }
+        if new.is_empty() {
+            return Ok(sessions);
+        }
+        let claims = self.claim(&checked.phone, &new).await?;
+        let now = now_ms(&self.client.clock);
+        for bundle in checked.bundles.iter() {
+            let d = bundle.device.device_id.get();
+            if !new.contains(&d) {
+                continue;
+            }
+            let bundle = match claims.iter().find(|c| c.device_id.get() == d) {
+                Some(claim) => bundle.clone().with_claim(claim)?,
+                None => bundle.clone(),
+            };
+            sessions.insert(d, Ratchet::initiate(&device.local, &bundle, now));
+        }
+        Ok(sessions)
+    }
+
+    /// Saves a session that has just sealed, before its envelope leaves.
+    async fn save_sent(&self, device: &Device, session: &Ratchet) -> Result<(), ClientError> {
+        let (peer, peer_device, _) = session.peer();
+        let mut tx = self.client.home.pool().begin().await?;
+        store::save_session(
+            &mut tx,
+            peer.as_str(),
+            peer_device.get(),
+            &session.id().0,
+            &device.seal_session(session),
+            Use::Sent,
+            self.client.clock.now_ms(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `claim`: one result per device asked for.
+    async fn claim(
+        &self,
+        phone: &PhoneNumber,
+        devices: &[u32],
+    ) -> Result<Vec<ClaimedPrekeys>, ClientError> {
+        match self
+            .conn
+            .call(Request::Claim {
+                phone: phone.to_string(),
+                devices: devices.to_vec(),
+            })
+            .await?
+        {
+            Response::Claimed { claims } => claims
+                .iter()
+                .map(|c| ClaimedPrekeys::parse(&c.0).map_err(ClientError::from))
+                .collect(),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `device_send`: `None` when accepted, the current devices when the
+    /// list sent under is out of date.
+    async fn device_send(
+        &self,
+        id: MessageId,
+        to: &PhoneNumber,
+        device: u32,
+        list_version: u64,
+        envelope: Vec<u8>,
+    ) -> Result<Option<CurrentDevices>, ClientError> {
+        let answer = self
+            .conn
+            .start(Request::DeviceSend {
+                id,
+                to: to.to_string(),
+                device,
+                list_version,
+                envelope: B64(envelope),
+            })
+            .await?
+            .await
+            .map_err(|_| ClientError::Disconnected)?;
+        match answer {
+            Response::Accepted { .. } => Ok(None),
+            Response::Error {
+                code: ErrorCode::StaleDevices,
+                devices: Some(current),
+                ..
+            } => Ok(Some(current)),
+            Response::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+            other => Err(unexpected(other)),
+        }
+    }
+}
