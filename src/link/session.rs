@@ -242,6 +242,11 @@ async fn handle_message(
             let _ = outbox.try_send(link_frame(&LinkMessage::Pong));
         }
         LinkMessage::Pong => {}
+        LinkMessage::Withdrawn { withdrawals } => {
+            if let Err(e) = router.withdrawals_in(peer, withdrawals).await {
+                tracing::error!(error = %e, "could not store directory withdrawals");
+            }
+        }
     }
     true
 }
