@@ -44,6 +44,21 @@ impl Store {
         self.read(all)
     }
 
+    /// The withdrawal held for `phone`, if any.
+    pub async fn directory_withdrawal(
+        &self,
+        phone: &str,
+    ) -> Result<Option<WithdrawalRow>, DbError> {
+        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, WithdrawalRow>(
+            "SELECT phone, registered_at, withdrawn_at, home_key, signature
+             FROM directory_withdrawals WHERE phone = $1",
+        )
+        .bind(phone)
+        .fetch_optional(p)
+        .await);
+        self.read(row)
+    }
+
     /// Records a withdrawal (replacing an older one of the same phone) and,
     /// with `remove_entry`, the directory entry of the phone (which the
     /// caller found outranked by it).

@@ -255,3 +255,37 @@ async fn a_user_deleted_while_the_server_is_stopped_is_withdrawn_at_its_start() 
         "the home signed its pending withdrawal at start"
     );
 }
+
+/// In a cluster, a user deleted through one member is dropped by the other
+/// member's copy of the directory too, and its tombstone is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_through_one_member_is_gone_from_the_other() {
+    let Some(mut a) = crate::cluster::first_member().await else {
+        return;
+    };
+    let mut b = crate::cluster::second_member(&a).await;
+    let _alice = register(&a, ALICE, KeyType::P256).await;
+    let bob = register(&a, BOB, KeyType::P256).await;
+    let bob_on_b = TestUser {
+        client: bob.client_for(&b).await,
+        ..bob
+    };
+    assert!(sees(&bob_on_b.client, ALICE).await, "b knows alice");
+
+    let args = AdminArgs {
+        json: false,
+        command: AdminCommand::Users(UsersCommand::Delete {
+            phone: ALICE.into(),
+        }),
+    };
+    carrier::admin::cli::run(&a.config, args)
+        .await
+        .expect("admin users delete through a");
+    eventually("b drops alice", || async {
+        !sees(&bob_on_b.client, ALICE).await
+    })
+    .await;
+    send_refused_as_unknown(&bob_on_b, ALICE).await;
+    b.stop().await;
+    a.stop().await;
+}

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use super::{Directory, Version};
 use crate::crypto::PublicKey;
+use crate::db::cluster::Event;
 use crate::db::directory::WithdrawalRow;
 use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
@@ -171,6 +172,9 @@ impl Directory {
             .get(&t.phone)
             .is_some_and(|e| e.version() <= t.version());
         store.store_withdrawal(&t.to_row(), remove).await?;
+        // The other members of a cluster drop the entry and take the
+        // tombstone too (`Router::member_withdrew`).
+        store.notify(&Event::Directory(t.phone.clone())).await?;
         if remove {
             self.users
                 .write()
@@ -179,6 +183,27 @@ impl Directory {
         }
         self.tombstones_mut().insert(t.phone.clone(), Arc::new(t));
         self.bound(store, now).await
+    }
+
+    /// Reads the tombstone of `phone` another member of the cluster stored;
+    /// returns it if it is news here.
+    async fn reread_withdrawal(
+        &self,
+        store: &Store,
+        phone: &PhoneNumber,
+    ) -> Result<Option<Arc<Tombstone>>, DbError> {
+        let Some(row) = store.directory_withdrawal(phone.as_str()).await? else {
+            return Ok(None);
+        };
+        let Some(t) = from_rows(vec![row]).pop() else {
+            return Ok(None);
+        };
+        if self.withdrawn_at_or_after(phone, t.version()) {
+            return Ok(None);
+        }
+        let t = Arc::new(t);
+        self.tombstones_mut().insert(phone.clone(), t.clone());
+        Ok(Some(t))
     }
 
     /// Forgets a tombstone an entry of a later version replaced.
@@ -258,6 +283,25 @@ impl Router {
         let count = flooded.len();
         self.flood_withdrawals(None, flooded);
         Ok(count)
+    }
+
+    /// Another member of the cluster removed the directory entry of
+    /// `phone` (it deleted its user, or took a withdrawal): drops this
+    /// member's copy, takes the tombstone, and sends it on the links held
+    /// here.
+    pub(in crate::routing) async fn member_withdrew(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<(), DbError> {
+        self.directory
+            .users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(phone);
+        if let Some(t) = self.directory.reread_withdrawal(&self.store, phone).await? {
+            self.flood_withdrawals(None, vec![t.to_wire()]);
+        }
+        Ok(())
     }
 
     /// Applies withdrawals from neighbour `from`; forwards what changed.
