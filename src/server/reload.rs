@@ -86,6 +86,10 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
                 || old.message_ttl_ms != new.message_ttl_ms,
         ),
         (
+            "neighbourhood.server_port",
+            old.server_port != new.server_port,
+        ),
+        (
             "server, database or metrics addresses",
             (
                 &old.host,

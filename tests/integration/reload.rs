@@ -141,9 +141,15 @@ async fn sighup_adds_and_removes_a_neighbour() {
     let b_link = b.link_addr.expect("b listens for links");
     assert!(!link_up(&files_a, &b.fingerprint), "a does not know b yet");
 
-    files_a.set_links(a_link.port(), &[(b_link, Some(b.fingerprint))]);
+    files_a.set_links(0, &[(b_link, Some(b.fingerprint))]);
     hang_up(&files_a, &a, "configuration reloaded");
     assert!(files_a.log_text().contains("neighbour added"));
+    assert!(
+        !files_a
+            .log_text()
+            .contains("takes effect at the next restart"),
+        "neighbours change without a restart"
+    );
     wait_for("the link to b", &files_a, || {
         link_up(&files_a, &b.fingerprint)
     });
@@ -165,7 +171,7 @@ async fn sighup_adds_and_removes_a_neighbour() {
         ["across the new link"]
     );
 
-    files_a.set_links(a_link.port(), &[]);
+    files_a.set_links(0, &[]);
     let refusals = || files_a.log_text().matches("refused a server link").count();
     hang_up(&files_a, &a, "configuration reloaded");
     assert!(files_a.log_text().contains("neighbour removed"));
