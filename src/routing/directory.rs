@@ -182,6 +182,8 @@ pub enum Applied {
 pub struct Directory {
     pub(super) users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
     withdrawn: RwLock<HashMap<PhoneNumber, Arc<Tombstone>>>,
+    /// When expired tombstones were last forgotten (ms; 0: not yet).
+    tombstones_expired_at: std::sync::atomic::AtomicI64,
 }
 
 impl Directory {
@@ -215,6 +217,7 @@ impl Directory {
         Self {
             users: RwLock::new(users),
             withdrawn: RwLock::new(withdrawn),
+            tombstones_expired_at: std::sync::atomic::AtomicI64::new(0),
         }
     }
 

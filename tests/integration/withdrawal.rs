@@ -232,6 +232,21 @@ async fn a_user_deleted_while_the_server_is_stopped_is_withdrawn_at_its_start() 
 
     nodes[0].stop().await;
     delete_user(&nodes[0], ALICE).await;
+    // A tombstone older than the 30 days they live, forgotten at start.
+    let pool = nodes[0].db().await;
+    sqlx::query(
+        "INSERT INTO directory_withdrawals (phone, registered_at, withdrawn_at, home_key,
+             signature) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(CAROL)
+    .bind(1_i64)
+    .bind(now_ms() - 31 * 24 * 3600 * 1000)
+    .bind(b"home".to_vec())
+    .bind(b"signed long ago".to_vec())
+    .execute(&pool)
+    .await
+    .expect("an old tombstone is planted");
+    pool.close().await;
     assert!(
         sees(&bob.client, ALICE).await,
         "nothing is flooded while the home is stopped"
@@ -253,6 +268,13 @@ async fn a_user_deleted_while_the_server_is_stopped_is_withdrawn_at_its_start() 
             .await,
         0,
         "the home signed its pending withdrawal at start"
+    );
+    assert_eq!(
+        nodes[0]
+            .count("SELECT count(*) FROM directory_withdrawals WHERE phone = '+12025550103'")
+            .await,
+        0,
+        "the expired tombstone was forgotten at start"
     );
 }
 

@@ -13,8 +13,10 @@
 //!
 //! Tombstones are bounded: each lives [`LIFETIME_MS`] from its
 //! `withdrawn_at`, and at most [`MAX_TOMBSTONES`] are held (the oldest go).
+//! Each server also forgets expired ones at start.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{Directory, Version};
 use crate::crypto::PublicKey;
@@ -33,6 +35,8 @@ pub const LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 pub const MAX_TOMBSTONES: usize = 100_000;
 /// Withdrawals per link frame.
 const WITHDRAWAL_CHUNK: usize = 500;
+/// How often expired tombstones are looked for, when a withdrawal comes.
+const EXPIRY_EVERY_MS: i64 = 3600 * 1000;
 
 /// A withdrawn registration, as held and forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,27 +222,39 @@ impl Directory {
         Ok(())
     }
 
-    /// Drops tombstones older than [`LIFETIME_MS`], then the oldest past
-    /// [`MAX_TOMBSTONES`].
+    /// Drops tombstones older than [`LIFETIME_MS`] (at most every
+    /// [`EXPIRY_EVERY_MS`]), and past [`MAX_TOMBSTONES`] the oldest, down to
+    /// nine tenths of it, so that a flood of new tombstones costs one sort
+    /// per ten thousand, not one per tombstone.
     async fn bound(&self, store: &Store, now: i64) -> Result<(), DbError> {
         let cutoff = now.saturating_sub(LIFETIME_MS);
-        let over: Vec<PhoneNumber> = {
+        let expire = now.saturating_sub(self.tombstones_expired_at.load(Ordering::Relaxed))
+            >= EXPIRY_EVERY_MS;
+        let evicted: Vec<PhoneNumber> = {
             let mut held = self.tombstones_mut();
-            held.retain(|_, t| t.withdrawn_at >= cutoff);
-            let excess = held.len().saturating_sub(MAX_TOMBSTONES);
-            let mut by_age: Vec<(i64, PhoneNumber)> = held
-                .values()
-                .map(|t| (t.withdrawn_at, t.phone.clone()))
-                .collect();
-            by_age.sort();
-            by_age.truncate(excess);
-            for (_, phone) in &by_age {
-                held.remove(phone);
+            if expire {
+                held.retain(|_, t| t.withdrawn_at >= cutoff);
             }
-            by_age.into_iter().map(|(_, p)| p).collect()
+            if held.len() <= MAX_TOMBSTONES {
+                Vec::new()
+            } else {
+                let mut by_age: Vec<(i64, PhoneNumber)> = held
+                    .values()
+                    .map(|t| (t.withdrawn_at, t.phone.clone()))
+                    .collect();
+                by_age.sort();
+                by_age.truncate(held.len() - MAX_TOMBSTONES * 9 / 10);
+                for (_, phone) in &by_age {
+                    held.remove(phone);
+                }
+                by_age.into_iter().map(|(_, p)| p).collect()
+            }
         };
-        store.expire_withdrawals(cutoff).await?;
-        for phone in over {
+        if expire {
+            self.tombstones_expired_at.store(now, Ordering::Relaxed);
+            store.expire_withdrawals(cutoff).await?;
+        }
+        for phone in evicted {
             store.delete_withdrawal(phone.as_str()).await?;
         }
         Ok(())
@@ -248,6 +264,7 @@ impl Directory {
 impl Router {
     /// Signs and floods our own withdrawals that are recorded but not
     /// signed yet: those of users an operator deleted, running or stopped.
+    /// Called at every start.
     /// `sign` is the server key's signature (the router holds no key).
     pub async fn publish_withdrawals(
         &self,
@@ -282,6 +299,10 @@ impl Router {
         }
         let count = flooded.len();
         self.flood_withdrawals(None, flooded);
+        // At start (the first call), this also forgets expired tombstones.
+        self.directory
+            .bound(&self.store, self.clock.now_ms())
+            .await?;
         Ok(count)
     }
 
