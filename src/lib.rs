@@ -37,11 +37,12 @@
 //! - [`auth`]: the one-time-code life cycle, where codes go, and proofs of
 //!   key possession bound to the TLS session.
 //! - [`routing`]: where a message goes, behind one `Router`: local delivery,
-//!   relay, the directory of the neighbourhood with routes, live sessions
-//!   and links, presence, broadcasts, and protocol v2's device lists,
-//!   prekeys and per-device queues.
+//!   relay, the directory of the neighbourhood with routes and withdrawals,
+//!   live sessions and links, presence, broadcasts, and protocol v2's
+//!   device lists, prekeys and per-device queues.
 //! - [`config`]: the server's typed configuration, from a file and flags.
-//! - [`link`]: neighbour links: listener, dialers with backoff, link sessions.
+//! - [`link`]: neighbour links: listener, dialers with backoff, link sessions,
+//!   and the running set that a configuration reload changes.
 //! - [`admin`]: the operator's commands (`carrier-server admin`), on a
 //!   running server's admin socket or a stopped server's store.
 //! - [`server`]: start-up (`server::serve`), accept loop, one task per

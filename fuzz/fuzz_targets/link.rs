@@ -1,12 +1,13 @@
 //! A frame from a neighbour, as a link session parses it: JSON into
 //! `LinkMessage`, then the checks its contents meet first (directory entries
-//! parsed and their signatures verified, presence origins and phones,
-//! relayed envelopes' headers). Nothing may panic; what parses must
+//! and withdrawals parsed and their signatures verified, presence origins
+//! and phones, relayed envelopes' headers). Nothing may panic; what parses must
 //! re-encode to itself.
 #![no_main]
 
 use carrier::domain::{Fingerprint, PhoneNumber};
 use carrier::protocol::link::LinkMessage;
+use carrier::routing::directory::withdrawal::Tombstone;
 use carrier::routing::directory::{parse_entry, verify_signature};
 use carrier_fuzz::assert_json_round_trip;
 use libfuzzer_sys::fuzz_target;
@@ -30,6 +31,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = Fingerprint::parse(origin);
             for p in online {
                 let _ = PhoneNumber::from_canonical(p);
+            }
+        }
+        LinkMessage::Withdrawn { withdrawals } => {
+            for w in withdrawals {
+                let _ = Tombstone::from_wire(w, i64::MAX / 2);
             }
         }
         LinkMessage::Relay(r) => {

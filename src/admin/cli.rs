@@ -56,7 +56,8 @@ pub enum UsersCommand {
     List,
     /// One user: key, queue, sessions.
     Show { phone: String },
-    /// Removes the user, their queue and pending codes.
+    /// Removes the user, their queue and pending codes, and withdraws their
+    /// directory entry from the neighbourhood.
     Delete { phone: String },
     /// Refuses the user's logins (and closes their sessions).
     Disable { phone: String },
@@ -132,7 +133,7 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         store: store.clone(),
         clock: Clock::System,
         data_dir: dir.clone(),
-        neighbours: config.neighbours.clone(),
+        neighbours: crate::link::Configured::new(config.neighbours.clone()),
         live: None,
     };
     let reply = execute(&cx, request).await;

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use super::{AdminError, LinkState, Reply, Request, Status, UserSummary};
 use crate::clock::Clock;
-use crate::config::NeighbourConfig;
 use crate::db::Store;
 use crate::db::admin::QueueDepth;
+use crate::db::directory::WithdrawalRow;
 use crate::domain::PhoneNumber;
 use crate::routing::Router;
 
@@ -19,7 +19,8 @@ pub struct Context {
     pub store: Store,
     pub clock: Clock,
     pub data_dir: PathBuf,
-    pub neighbours: Vec<NeighbourConfig>,
+    /// The configured neighbours (a reload of a running server changes them).
+    pub neighbours: crate::link::Configured,
     /// The running server's parts; `None` for a stopped server.
     pub live: Option<Live>,
 }
@@ -29,7 +30,12 @@ pub struct Context {
 pub struct Live {
     pub router: Arc<Router>,
     pub started: Instant,
+    /// Signs with the server's key (withdrawals of deleted users).
+    pub sign: Signer,
 }
+
+/// A signature by the server's long-term key over a statement's bytes.
+pub type Signer = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 /// Carries out `request`.
 pub async fn execute(cx: &Context, request: Request) -> Result<Reply, AdminError> {
@@ -135,16 +141,35 @@ async fn users(cx: &Context) -> Result<Vec<UserSummary>, AdminError> {
         .collect())
 }
 
+/// Deletes the user and withdraws their directory entry: recorded here in
+/// the same step, signed and flooded at once by a running server, or at
+/// the next start by a stopped one.
 async fn delete(cx: &Context, phone: &PhoneNumber) -> Result<Reply, AdminError> {
+    let Some(user) = cx.store.user(phone).await? else {
+        return Err(not_registered(phone));
+    };
     if !cx.store.delete_user(phone).await? {
         return Err(not_registered(phone));
     }
-    if let Some(live) = &cx.live {
-        live.router.remove_local_user(phone, true);
-    }
+    let withdrawal = WithdrawalRow {
+        phone: phone.as_str().to_owned(),
+        registered_at: user.registered_at,
+        withdrawn_at: cx.clock.now_ms(),
+        home_key: Vec::new(),
+        signature: Vec::new(),
+    };
+    cx.store.store_withdrawal(&withdrawal, false).await?;
+    let flooded = match &cx.live {
+        Some(live) => {
+            live.router.remove_local_user(phone, true);
+            live.router.publish_withdrawals(&*live.sign).await?;
+            "withdrew their directory entry from the neighbourhood"
+        }
+        None => "their directory entry is withdrawn from the neighbourhood at the next start",
+    };
     tracing::info!(%phone, "user deleted by the operator");
     Ok(done(format!(
-        "Deleted {phone} with their queues, devices and pending codes"
+        "Deleted {phone} with their queues, devices and pending codes; {flooded}"
     )))
 }
 
@@ -178,7 +203,7 @@ async fn links(cx: &Context) -> Result<Vec<LinkState>, AdminError> {
     let pins = cx.store.pins().await?;
     let outbound = cx.store.outbound_depths().await?;
     let mut links: Vec<LinkState> = Vec::new();
-    for n in &cx.neighbours {
+    for n in &cx.neighbours.get() {
         let fingerprint = n.fingerprint.map(|f| f.to_hex()).or_else(|| {
             pins.iter()
                 .find(|p| p.address == n.address)

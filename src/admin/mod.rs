@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use execute::{Context, Live, execute};
+pub use execute::{Context, Live, Signer, execute};
 
 use crate::db::admin::{Pin, QueueDepth};
 

@@ -23,6 +23,10 @@ const MAX_REQUEST: u64 = 64 * 1024;
 /// silent is dropped rather than held, and never holds up a stop.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Pause after a failed accept (out of descriptors, say), so the loop
+/// does not spin; warnings come at most every [`crate::listen::WARN_EVERY`].
+const ACCEPT_BACK_OFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The answer on the wire.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,14 +61,20 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let warn = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin socket: accept failed");
-                    continue;
+                    if let Some(held_back) = warn.ready() {
+                        tracing::warn!(error = %e, held_back, "admin socket: accept failed");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACK_OFF) => continue,
+                    }
                 }
             },
         };
@@ -85,20 +95,25 @@ async fn answer(
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     tokio::select! {
-        read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)) => {
+        read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)) => {
             read.map_err(|_| std::io::ErrorKind::TimedOut)??;
         }
         _ = shutdown.cancelled() => return Ok(()),
     }
-    let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => match execute(cx, request).await {
-            Ok(reply) => Answer::Ok(reply),
-            Err(e) => Answer::Error(e.to_string()),
+    // Bytes, not a string, are read: a request that is not UTF-8 gets an
+    // answer saying so rather than a closed connection.
+    let answer = match std::str::from_utf8(&line) {
+        Err(e) => Answer::Error(format!("not an admin request: not UTF-8 ({e})")),
+        Ok(text) => match serde_json::from_str::<Request>(text) {
+            Ok(request) => match execute(cx, request).await {
+                Ok(reply) => Answer::Ok(reply),
+                Err(e) => Answer::Error(e.to_string()),
+            },
+            Err(e) => Answer::Error(format!("not an admin request: {e}")),
         },
-        Err(e) => Answer::Error(format!("not an admin request: {e}")),
     };
     let mut bytes = serde_json::to_vec(&answer).expect("an answer always serialises");
     bytes.push(b'\n');

@@ -15,6 +15,8 @@ mod transcript;
 pub mod v2;
 #[cfg(test)]
 mod vectors;
+#[cfg(test)]
+mod withdrawal_vector;
 
 pub use envelope::{Opened, Outgoing, open, seal};
 pub use keys::{Identity, PublicKey, SERVER_KEY_FILE, load_or_create_server_key};

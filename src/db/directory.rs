@@ -1,5 +1,6 @@
 //! The `directory` table: every user of the neighbourhood as vouched for by
-//! their home server, with the route to that server.
+//! their home server, with the route to that server; and the
+//! `directory_withdrawals` table: the users their home server withdrew.
 
 use super::backend::on_backend;
 use super::{DbError, Millis, Store};
@@ -19,7 +20,107 @@ pub struct DirectoryRow {
     pub hops: i64,
 }
 
+/// A withdrawal row: the registration of `phone` at `registered_at` on the
+/// home server whose key is `home_key` is gone. Empty `home_key` and
+/// `signature`: one of our own, not signed yet.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WithdrawalRow {
+    pub phone: String,
+    pub registered_at: Millis,
+    pub withdrawn_at: Millis,
+    pub home_key: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
 impl Store {
+    /// Every withdrawal held, oldest first.
+    pub async fn directory_withdrawals(&self) -> Result<Vec<WithdrawalRow>, DbError> {
+        let all = on_backend!(&self.pool, p => sqlx::query_as::<_, WithdrawalRow>(
+            "SELECT phone, registered_at, withdrawn_at, home_key, signature
+             FROM directory_withdrawals ORDER BY withdrawn_at, phone",
+        )
+        .fetch_all(p)
+        .await);
+        self.read(all)
+    }
+
+    /// The withdrawal held for `phone`, if any.
+    pub async fn directory_withdrawal(
+        &self,
+        phone: &str,
+    ) -> Result<Option<WithdrawalRow>, DbError> {
+        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, WithdrawalRow>(
+            "SELECT phone, registered_at, withdrawn_at, home_key, signature
+             FROM directory_withdrawals WHERE phone = $1",
+        )
+        .bind(phone)
+        .fetch_optional(p)
+        .await);
+        self.read(row)
+    }
+
+    /// Records a withdrawal (replacing an older one of the same phone) and,
+    /// with `remove_entry`, the directory entry of the phone (which the
+    /// caller found outranked by it).
+    pub async fn store_withdrawal(
+        &self,
+        row: &WithdrawalRow,
+        remove_entry: bool,
+    ) -> Result<(), DbError> {
+        let done = on_backend!(&self.pool, p => sqlx::query(
+            "INSERT INTO directory_withdrawals (phone, registered_at, withdrawn_at, home_key,
+                 signature)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (phone) DO UPDATE SET registered_at = excluded.registered_at,
+                 withdrawn_at = excluded.withdrawn_at, home_key = excluded.home_key,
+                 signature = excluded.signature",
+        )
+        .bind(&row.phone)
+        .bind(row.registered_at)
+        .bind(row.withdrawn_at)
+        .bind(&row.home_key)
+        .bind(&row.signature)
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()));
+        self.wrote(done)?;
+        if !remove_entry {
+            return Ok(());
+        }
+        let done = on_backend!(&self.pool, p => sqlx::query(
+            "DELETE FROM directory WHERE phone = $1",
+        )
+        .bind(&row.phone)
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()));
+        self.wrote(done).map(drop)
+    }
+
+    /// Forgets the withdrawal of `phone` (a later registration outranks it).
+    pub async fn delete_withdrawal(&self, phone: &str) -> Result<(), DbError> {
+        let done = on_backend!(&self.pool, p => sqlx::query(
+            "DELETE FROM directory_withdrawals WHERE phone = $1",
+        )
+        .bind(phone)
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()));
+        self.wrote(done).map(drop)
+    }
+
+    /// Forgets withdrawals made before `before`; returns how many.
+    pub async fn expire_withdrawals(&self, before: Millis) -> Result<u64, DbError> {
+        let done = on_backend!(&self.pool, p => sqlx::query(
+            "DELETE FROM directory_withdrawals WHERE withdrawn_at < $1",
+        )
+        .bind(before)
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected()));
+        self.wrote(done)
+    }
+
     pub async fn directory(&self) -> Result<Vec<DirectoryRow>, DbError> {
         let all = on_backend!(&self.pool, p => sqlx::query_as::<_, DirectoryRow>(
             "SELECT phone, key_type, public_key, home_key, home_name, registered_at, signature,

@@ -1,6 +1,7 @@
 //! One dialer per configured neighbour: connect, pin or check its key, run
 //! the link, and when it ends reconnect with exponential backoff and jitter,
-//! capped at [`MAX_BACKOFF`]. The backoff starts over whenever a link to the
+//! capped at [`MAX_BACKOFF`]. Its token is cancelled at shutdown or when a
+//! reload removes the neighbour, which also ends a link it dialled. The backoff starts over whenever a link to the
 //! neighbour comes up, including one the neighbour opened.
 
 use std::sync::Arc;
@@ -57,7 +58,13 @@ pub async fn run(n: NeighbourConfig, ctx: Arc<LinkContext>, shutdown: Cancellati
             None => None,
         };
         let pin = known.map(Pin::Expect).unwrap_or(Pin::AcceptAny);
-        match crate::tls::connect_link(&n.address, &ctx.key_der, pin).await {
+        // A reload that removes the neighbour cancels `shutdown`; a link
+        // completed after that is not started.
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            connected = crate::tls::connect_link(&n.address, &ctx.key_der, pin) => connected,
+        };
+        match connected {
             Ok((_, fp)) if fp == ctx.router.me().fingerprint => {
                 return tracing::error!(neighbour = %n.address,
                     "this neighbour address leads back to this server itself; not dialling it again");

@@ -3,14 +3,16 @@
 //! (whichever side opened it). Links are mutual TLS 1.3; each server presents
 //! its long-term key and pins the other's. In a cluster one member at a
 //! time runs each neighbour's link ([`hold`]). A neighbour that stays
-//! unreachable is reported at a falling rate (`unreachable`).
+//! unreachable is reported at a falling rate (`unreachable`). [`Links`] is
+//! the running set, which a configuration reload changes one neighbour at a
+//! time.
 
 mod dial;
 mod hold;
 mod session;
 mod unreachable;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
@@ -47,24 +49,57 @@ impl LinkContext {
     }
 }
 
-/// Starts the link listener (if any) and a dialer per neighbour; their tasks
-/// run on `tracker` until `shutdown` is cancelled.
+/// The configured neighbours now: set at start-up and by each reload, read
+/// by the admin commands and the metrics.
+#[derive(Clone, Default)]
+pub struct Configured(Arc<RwLock<Vec<NeighbourConfig>>>);
+
+impl Configured {
+    pub fn new(neighbours: Vec<NeighbourConfig>) -> Self {
+        Self(Arc::new(RwLock::new(neighbours)))
+    }
+
+    pub fn get(&self) -> Vec<NeighbourConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, neighbours: Vec<NeighbourConfig>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = neighbours;
+    }
+}
+
+/// The running links, as a reload changes them: each configured
+/// neighbour's dialer runs under a token of its own, so one neighbour can
+/// be dropped or added while every other link and session stays up.
+pub struct Links {
+    ctx: Arc<LinkContext>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    configured: Configured,
+    /// Each dialer by the neighbour's address; a tokio mutex, so two
+    /// reloads apply one after the other.
+    dialers: tokio::sync::Mutex<HashMap<String, Dialer>>,
+}
+
+/// One neighbour's dialer: the configuration it runs with and its token.
+struct Dialer {
+    config: NeighbourConfig,
+    stop: CancellationToken,
+}
+
+/// Starts the link listener (if any) and a dialer per configured neighbour;
+/// their tasks run on `tracker` until `shutdown` is cancelled. The handle
+/// returned adds and removes neighbours later ([`Links::reconcile`]).
 pub async fn start(
     router: Arc<Router>,
     key_der: Zeroizing<Vec<u8>>,
     listener: Option<TcpListener>,
-    neighbours: Vec<NeighbourConfig>,
+    configured: Configured,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<(), crate::tls::TlsError> {
-    let mut allowed = HashSet::new();
-    for n in &neighbours {
-        let pinned = match n.fingerprint {
-            Some(fp) => Some(fp),
-            None => router.neighbour_pin(&n.address).await.ok().flatten(),
-        };
-        allowed.extend(pinned);
-    }
+) -> Result<Links, crate::tls::TlsError> {
+    let neighbours = configured.get();
+    let allowed = allowed_keys(&router, &neighbours).await;
     let ctx = Arc::new(LinkContext {
         router,
         key_der,
@@ -81,10 +116,95 @@ pub async fn start(
             tracker.clone(),
         ));
     }
-    for n in neighbours {
-        tracker.spawn(dial::run(n, ctx.clone(), shutdown.clone()));
+    let links = Links {
+        ctx,
+        tracker: tracker.clone(),
+        shutdown,
+        configured,
+        dialers: tokio::sync::Mutex::default(),
+    };
+    {
+        let mut dialers = links.dialers.lock().await;
+        for n in neighbours {
+            links.spawn_dialer(&mut dialers, n);
+        }
     }
-    Ok(())
+    Ok(links)
+}
+
+/// The keys of `neighbours`: configured fingerprints, or the pins of
+/// their addresses.
+async fn allowed_keys(router: &Router, neighbours: &[NeighbourConfig]) -> HashSet<Fingerprint> {
+    let mut allowed = HashSet::new();
+    for n in neighbours {
+        allowed.extend(key_of(router, n).await);
+    }
+    allowed
+}
+
+async fn key_of(router: &Router, n: &NeighbourConfig) -> Option<Fingerprint> {
+    match n.fingerprint {
+        Some(fp) => Some(fp),
+        None => router.neighbour_pin(&n.address).await.ok().flatten(),
+    }
+}
+
+impl Links {
+    /// Makes the running neighbours those of `wanted`: dials each one
+    /// added, ends the dialer and the link of each one removed (a changed
+    /// address or fingerprint is both), and allows only the keys of the
+    /// neighbours that remain. A removed neighbour's outbound queue is
+    /// kept: its messages leave if it is configured again.
+    pub async fn reconcile(&self, wanted: Vec<NeighbourConfig>) {
+        let mut dialers = self.dialers.lock().await;
+        let router = &self.ctx.router;
+        let removed: Vec<Dialer> = {
+            let gone: Vec<String> = dialers
+                .iter()
+                .filter(|(_, d)| !wanted.contains(&d.config))
+                .map(|(address, _)| address.clone())
+                .collect();
+            gone.iter().filter_map(|a| dialers.remove(a)).collect()
+        };
+        let allowed = allowed_keys(router, &wanted).await;
+        *self.ctx.allowed.write().unwrap_or_else(|p| p.into_inner()) = allowed.clone();
+        for d in removed {
+            d.stop.cancel();
+            let key = key_of(router, &d.config).await;
+            let waiting = match key {
+                Some(fp) if !allowed.contains(&fp) => {
+                    router.close_link(&fp);
+                    router.outbound_waiting(&fp).await.unwrap_or(0)
+                }
+                _ => 0,
+            };
+            tracing::info!(
+                neighbour = %d.config.address,
+                fingerprint = ?key.map(|f| f.to_hex()),
+                messages_left_waiting = waiting,
+                "neighbour removed; its messages stay queued in case it is configured again"
+            );
+        }
+        let added: Vec<NeighbourConfig> = wanted
+            .iter()
+            .filter(|n| !dialers.contains_key(&n.address))
+            .cloned()
+            .collect();
+        for n in added {
+            tracing::info!(neighbour = %n.address, fingerprint = ?n.fingerprint.map(|f| f.to_hex()), "neighbour added");
+            self.spawn_dialer(&mut dialers, n);
+        }
+        self.configured.set(wanted);
+    }
+
+    fn spawn_dialer(&self, dialers: &mut HashMap<String, Dialer>, n: NeighbourConfig) {
+        let stop = self.shutdown.child_token();
+        self.tracker
+            .spawn(dial::run(n.clone(), self.ctx.clone(), stop.clone()));
+        if let Some(earlier) = dialers.insert(n.address.clone(), Dialer { config: n, stop }) {
+            earlier.stop.cancel();
+        }
+    }
 }
 
 /// Accepts a server's client certificate only if its key is allowed; logs

@@ -257,6 +257,11 @@ async fn handle_message(
         LinkMessage::Devices { entries } => router.devices_in(peer, entries).await,
         LinkMessage::Claim(c) => router.claim_in(peer, c).await,
         LinkMessage::Claimed(a) => router.claim_answer_in(peer, a),
+        LinkMessage::Withdrawn { withdrawals } => {
+            if let Err(e) = router.withdrawals_in(peer, withdrawals).await {
+                tracing::error!(error = %e, "could not store directory withdrawals");
+            }
+        }
     }
     true
 }

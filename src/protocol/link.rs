@@ -72,6 +72,11 @@ pub enum LinkMessage {
     /// The home server's answer to a [`LinkMessage::Claim`], passed back
     /// along the claim's path.
     Claimed(ClaimAnswer),
+    /// Users withdrawn by their home server, on link-up (every withdrawal
+    /// held) and on change.
+    Withdrawn {
+        withdrawals: Vec<Withdrawal>,
+    },
 }
 
 /// A user's devices as their home server published them: the device list
@@ -158,6 +163,22 @@ pub struct Broadcast {
     pub from: String,
     pub sent_at: u64,
     pub text: String,
+    pub signature: B64,
+}
+
+/// A home server's statement that a user it vouched for is gone: the
+/// registration of `phone` at `registered_at` is withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub phone: String,
+    /// The `registered_at` of the entry withdrawn; with the home key, the
+    /// version this withdrawal outranks entries up to.
+    pub registered_at: i64,
+    /// When the home server deleted the user (tombstones expire from it).
+    pub withdrawn_at: i64,
+    /// The home server's SPKI DER; its fingerprint names the home server.
+    pub home_key: B64,
+    /// The home server's signature over `signed::withdrawal_bytes`.
     pub signature: B64,
 }
 

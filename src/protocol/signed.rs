@@ -1,6 +1,6 @@
-//! Byte layouts of the two signed statements besides envelopes: a directory
-//! entry (signed by the user's home server) and a public broadcast (signed by
-//! its author). Each starts with a distinct label so a signature made for one
+//! Byte layouts of the signed statements besides envelopes: a directory
+//! entry and its withdrawal (signed by the user's home server) and a public
+//! broadcast (signed by its author). Each starts with a distinct label so a signature made for one
 //! can never be taken for the other, or for a login transcript.
 
 use crate::domain::MessageId;
@@ -25,6 +25,25 @@ pub fn directory_entry_bytes(
     out.extend_from_slice(&registered_at.to_be_bytes());
     medium(&mut out, home_key);
     short(&mut out, home_name.as_bytes());
+    out
+}
+
+/// What a home server signs to withdraw the registration of `phone` made
+/// at `registered_at` (the user was deleted there at `withdrawn_at`):
+/// `"carrier-v1 withdrawal" ‖ 0x00 ‖ u8 phone_len ‖ phone ‖ i64
+/// registered_at ‖ i64 withdrawn_at ‖ u16 home_key_len ‖ home_key`.
+pub fn withdrawal_bytes(
+    phone: &str,
+    registered_at: i64,
+    withdrawn_at: i64,
+    home_key: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + home_key.len());
+    out.extend_from_slice(b"carrier-v1 withdrawal\0");
+    short(&mut out, phone.as_bytes());
+    out.extend_from_slice(&registered_at.to_be_bytes());
+    out.extend_from_slice(&withdrawn_at.to_be_bytes());
+    medium(&mut out, home_key);
     out
 }
 
@@ -66,6 +85,9 @@ mod tests {
         let b = broadcast_bytes(&MessageId::from_bytes([0; 16]), 7, "+12025550101", "hi");
         assert!(d.starts_with(b"carrier-v1 directory\0"));
         assert!(b.starts_with(b"carrier-v1 broadcast\0"));
+        let w = withdrawal_bytes("+12025550101", 7, 8, &[3]);
+        assert!(w.starts_with(b"carrier-v1 withdrawal\0"));
+        assert_eq!(w.len(), 22 + 13 + 8 + 8 + 3);
         assert_eq!(d.len(), 21 + 13 + 5 + 4 + 8 + 3 + 4);
         assert_eq!(b.len(), 21 + 16 + 8 + 13 + 4 + 2);
     }

@@ -155,10 +155,11 @@ impl Router {
     }
 
     /// Reads one directory entry another member changed, and floods it to
-    /// the links held here.
+    /// the links held here; an entry gone from the table was withdrawn.
     async fn reload_entry(&self, phone: &PhoneNumber) -> Result<(), DbError> {
-        if let Some(entry) = self.read_entry(phone).await? {
-            self.flood_directory(None, vec![entry.to_wire()]);
+        match self.read_entry(phone).await? {
+            Some(entry) => self.flood_directory(None, vec![entry.to_wire()]),
+            None => self.member_withdrew(phone).await?,
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::link::{DirectoryEntry, LinkMessage};
 use crate::protocol::{B64, KeyType, UserInfo, signed};
+use withdrawal::Tombstone;
 
 /// Directory entries per link frame.
 const DIRECTORY_CHUNK: usize = 500;
@@ -176,9 +177,13 @@ pub enum Applied {
     /// signature was checked) with the new route, to store and forward.
     Rerouted(Box<Entry>),
 }
-/// The users of the neighbourhood, keyed by phone.
+/// The users of the neighbourhood, keyed by phone, and the registrations
+/// their home servers withdrew ([`withdrawal`]).
 pub struct Directory {
     pub(super) users: RwLock<HashMap<PhoneNumber, Arc<Entry>>>,
+    withdrawn: RwLock<HashMap<PhoneNumber, Arc<Tombstone>>>,
+    /// When expired tombstones were last forgotten (ms; 0: not yet).
+    tombstones_expired_at: std::sync::atomic::AtomicI64,
 }
 
 impl Directory {
@@ -198,9 +203,22 @@ impl Directory {
             }
             users.insert(entry.phone.clone(), Arc::new(entry));
         }
-        Ok(Self {
+        let withdrawn = withdrawal::from_rows(store.directory_withdrawals().await?)
+            .into_iter()
+            .map(|t| (t.phone.clone(), Arc::new(t)))
+            .collect();
+        Ok(Self::holding(users, withdrawn))
+    }
+
+    fn holding(
+        users: HashMap<PhoneNumber, Arc<Entry>>,
+        withdrawn: HashMap<PhoneNumber, Arc<Tombstone>>,
+    ) -> Self {
+        Self {
             users: RwLock::new(users),
-        })
+            withdrawn: RwLock::new(withdrawn),
+            tombstones_expired_at: std::sync::atomic::AtomicI64::new(0),
+        }
     }
 
     pub fn get(&self, phone: &PhoneNumber) -> Option<Arc<Entry>> {
@@ -231,6 +249,9 @@ impl Directory {
     /// [`Directory::store`]. A route changes only for fewer hops, and a copy
     /// of the statement we hold under other signature bytes is not news.
     pub fn judge(&self, candidate: &Entry) -> Applied {
+        if self.withdrawn_at_or_after(&candidate.phone, candidate.version()) {
+            return Applied::Unchanged;
+        }
         let users = self.read();
         let Some(current) = users.get(&candidate.phone) else {
             return Applied::Updated;
@@ -264,9 +285,16 @@ impl Directory {
         }
     }
 
-    /// Records an entry in memory and in the database (other members read it).
+    /// Records an entry in memory and in the database (other members read
+    /// it), forgetting the tombstone of an earlier registration.
     pub async fn store(&self, store: &Store, entry: Entry) -> Result<Arc<Entry>, DbError> {
         store.store_directory_entry(&entry.to_row()).await?;
+        if self
+            .withdrawal(&entry.phone)
+            .is_some_and(|t| t.version() < entry.version())
+        {
+            self.forget_withdrawal(store, &entry.phone).await?;
+        }
         store.notify(&Event::Directory(entry.phone.clone())).await?;
         let entry = Arc::new(entry);
         let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
@@ -277,6 +305,16 @@ impl Directory {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PhoneNumber, Arc<Entry>>> {
         // A std lock: nothing awaits while it is held.
         self.users.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tombstones(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PhoneNumber, Arc<Tombstone>>> {
+        self.withdrawn.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tombstones_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<PhoneNumber, Arc<Tombstone>>> {
+        self.withdrawn.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -335,14 +373,17 @@ impl Router {
         Ok(())
     }
 
-    /// The whole directory as link frames, for a neighbour that just linked.
+    /// The whole directory as link frames, for a neighbour that just
+    /// linked: every entry, then every withdrawal.
     pub fn directory_frames(&self) -> Vec<Vec<u8>> {
         let entries: Vec<DirectoryEntry> =
             self.directory.all().iter().map(|e| e.to_wire()).collect();
-        entries
+        let mut frames: Vec<Vec<u8>> = entries
             .chunks(DIRECTORY_CHUNK)
             .map(directory_frame)
-            .collect()
+            .collect();
+        frames.extend(self.withdrawal_frames());
+        frames
     }
 
     pub(super) fn flood_directory(
@@ -392,3 +433,4 @@ pub(super) fn from_row(row: DirectoryRow) -> Result<Entry, DbError> {
 
 #[cfg(test)]
 mod tests;
+pub mod withdrawal;

@@ -89,6 +89,14 @@ impl Router {
         self.neighbours.detach(peer, id);
     }
 
+    /// Ends the live link to `peer`, if there is one (the neighbour was
+    /// removed from the configuration).
+    pub fn close_link(&self, peer: &Fingerprint) {
+        if let Some(link) = self.neighbours.lock().links.get(peer) {
+            link.closed.cancel();
+        }
+    }
+
     pub fn link_is_up(&self, peer: &Fingerprint) -> bool {
         self.neighbours.is_up(peer)
     }

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::client_prefix::ClientPrefix;
 use crate::auth::otp::Otp;
 use crate::clock::Clock;
-use crate::config::{NeighbourConfig, ServerConfig};
+use crate::config::ServerConfig;
 use crate::crypto::{self, Identity};
 use crate::db;
 use crate::db::Store;
@@ -54,6 +54,8 @@ pub struct ServerState {
     registers: crate::rate::Buckets<ClientPrefix, 1>,
     /// The long-term key, which vouches for our users' directory entries.
     identity: Identity,
+    /// The neighbour links, once they run (a reload adds and removes them).
+    links: std::sync::OnceLock<crate::link::Links>,
 }
 
 impl ServerState {
@@ -96,7 +98,7 @@ impl ServerState {
 /// A server ready to serve: storage open, key loaded, background tasks up.
 pub struct Server {
     state: Arc<ServerState>,
-    neighbours: Vec<NeighbourConfig>,
+    neighbours: crate::link::Configured,
     store: Store,
     key_created: bool,
     data_dir: PathBuf,
@@ -237,11 +239,17 @@ impl Server {
             pending_logins: Arc::default(),
             registers,
             identity: key,
+            links: std::sync::OnceLock::new(),
         });
         publish_local_users(&state, &store).await.map_err(db_err)?;
+        state
+            .router
+            .publish_withdrawals(&|bytes: &[u8]| state.identity.sign(bytes))
+            .await
+            .map_err(db_err)?;
         Ok(Self {
             state,
-            neighbours: config.neighbours.clone(),
+            neighbours: crate::link::Configured::new(config.neighbours.clone()),
             store,
             key_created,
             data_dir: dir.clone(),
@@ -275,6 +283,10 @@ impl Server {
             live: Some(crate::admin::Live {
                 router: self.state.router.clone(),
                 started: std::time::Instant::now(),
+                sign: {
+                    let state = self.state.clone();
+                    Arc::new(move |bytes: &[u8]| state.identity.sign(bytes))
+                },
             }),
         };
         let admin_cx = Arc::new(admin_cx);
@@ -302,19 +314,22 @@ impl Server {
                 "the admin socket could not be opened; admin commands cannot reach this server"
             ),
         }
-        if link.is_some() || !self.neighbours.is_empty() {
-            let started = crate::link::start(
-                self.state.router.clone(),
-                self.state.identity.pkcs8_der(),
-                link,
-                self.neighbours,
-                shutdown.clone(),
-                &tracker,
-            )
-            .await;
-            if let Err(e) = started {
-                tracing::error!(error = %e, "neighbour links could not start");
+        // Started even with no listener and no neighbour, so that a reload
+        // can add neighbours.
+        let started = crate::link::start(
+            self.state.router.clone(),
+            self.state.identity.pkcs8_der(),
+            link,
+            self.neighbours,
+            shutdown.clone(),
+            &tracker,
+        )
+        .await;
+        match started {
+            Ok(links) => {
+                let _ = self.state.links.set(links);
             }
+            Err(e) => tracing::error!(error = %e, "neighbour links could not start"),
         }
         accept_loop(client, &self.state, &tracker, &shutdown).await;
         tracker.close();

@@ -120,6 +120,11 @@ async fn refresh(cx: &Context) {
         m.queue_bytes.set(queues.iter().map(|q| q.bytes).sum());
     }
     if let Ok(Reply::Links(links)) = admin::execute(cx, admin::Request::Links).await {
+        // Only the neighbours known now: one a reload removed (and that left
+        // no pin or queue behind) disappears from the scrape.
+        m.link_up.clear();
+        m.outbound_messages.clear();
+        m.outbound_oldest_seconds.clear();
         for link in links {
             let Some(neighbour) = link.fingerprint.or(link.address) else {
                 continue;

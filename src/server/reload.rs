@@ -1,6 +1,8 @@
 //! SIGHUP: read the configuration again and apply what can change while
 //! sessions stay up (limits on sessions, unsent bytes and send rates, the
-//! one-time code delivery, the log filter).
+//! one-time code delivery, the log filter, the neighbours: each one added
+//! is dialled and each one removed has its link ended, while every other
+//! link stays up).
 //! A file with errors is refused and the running configuration kept; every
 //! change is logged, and a change that needs a restart says so.
 
@@ -41,6 +43,9 @@ pub(super) async fn on_hangup(
             ),
             Ok(new) => {
                 apply(&current, &new, &state, reload.log.as_ref());
+                if current.neighbours != new.neighbours {
+                    change_neighbours(&state, new.neighbours.clone()).await;
+                }
                 current = new;
                 tracing::info!("configuration reloaded");
             }
@@ -70,7 +75,6 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
     }
     let restart_needed = [
         ("log.format", old.log.format != new.log.format),
-        ("neighbourhood.neighbours", old.neighbours != new.neighbours),
         (
             "otp (other than delivery)",
             format!("{:?}", old.otp_policy) != format!("{:?}", new.otp_policy),
@@ -80,6 +84,10 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
             format!("{:?}{:?}", old.quota, old.neighbour_quota)
                 != format!("{:?}{:?}", new.quota, new.neighbour_quota)
                 || old.message_ttl_ms != new.message_ttl_ms,
+        ),
+        (
+            "neighbourhood.server_port",
+            old.server_port != new.server_port,
         ),
         (
             "server, database or metrics addresses",
@@ -102,5 +110,16 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
         if changed {
             tracing::warn!(section, "this change takes effect at the next restart");
         }
+    }
+}
+
+/// Adds and removes neighbours. Before the links run (a hangup during
+/// start-up) the new list is kept for them to start with.
+async fn change_neighbours(state: &ServerState, wanted: Vec<crate::config::NeighbourConfig>) {
+    match state.links.get() {
+        Some(links) => links.reconcile(wanted).await,
+        None => tracing::warn!(
+            "neighbourhood.neighbours changed before the links started; this change takes effect at the next restart"
+        ),
     }
 }

@@ -199,3 +199,34 @@ fn a_silent_admin_connection_does_not_stall_shutdown() {
     let status = server.terminate();
     assert!(status.success(), "the server exits cleanly: {status:?}");
 }
+
+/// A request that is not UTF-8 (or not JSON) is answered with an error
+/// line, not a closed connection.
+#[test]
+fn a_malformed_admin_request_gets_an_error_reply() {
+    use std::io::{BufRead, Write};
+    let files = ServerFiles::new();
+    let _server = files.start();
+    let socket = files.config.parent().unwrap().join("data/admin.sock");
+    ok(&files, &["status"]);
+    for (case, request) in [
+        ("not UTF-8", &b"{\"op\": \"status\xff\"}\n"[..]),
+        ("not JSON", &b"status\n"[..]),
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        stream.write_all(request).expect("the request is sent");
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("an answer");
+        let answer: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{case}: the answer is JSON ({e}): {line:?}"));
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case}: {answer}"));
+        assert!(error.starts_with("not an admin request"), "{case}: {error}");
+        if case == "not UTF-8" {
+            assert!(error.contains("UTF-8"), "{error}");
+        }
+    }
+}

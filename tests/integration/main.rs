@@ -46,3 +46,4 @@ mod resources;
 mod server_key;
 mod shutdown;
 mod storage;
+mod withdrawal;

@@ -27,12 +27,12 @@ use crate::process::ServerFiles;
 use crate::test_db::TestDb;
 
 /// One server of a test neighbourhood, with its client and link listeners.
-struct Node {
+pub(crate) struct Node {
     addr: SocketAddr,
-    link_addr: SocketAddr,
-    fingerprint: Fingerprint,
+    pub(crate) link_addr: SocketAddr,
+    pub(crate) fingerprint: Fingerprint,
     _dir: TempDir,
-    config: ServerConfig,
+    pub(crate) config: ServerConfig,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     /// The PostgreSQL schema, when the suite runs against PostgreSQL.
@@ -60,7 +60,7 @@ impl Node {
     }
 
     /// Starts the server again on its addresses (kept in its config).
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let listeners = Listeners::bind(&self.config)
             .await
             .expect("the ports are free again");
@@ -76,7 +76,7 @@ impl Node {
         self.task = Some(tokio::spawn(server.run(listeners, self.shutdown.clone())));
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.task.take() {
             within("graceful shutdown", t)
@@ -85,11 +85,11 @@ impl Node {
         }
     }
 
-    async fn db(&self) -> sqlx::AnyPool {
+    pub(crate) async fn db(&self) -> sqlx::AnyPool {
         crate::common::open_any(&self.config.database_location()).await
     }
 
-    async fn count(&self, sql: &'static str) -> i64 {
+    pub(crate) async fn count(&self, sql: &'static str) -> i64 {
         let pool = self.db().await;
         let n = sqlx::query_scalar(sql)
             .fetch_one(&pool)
@@ -121,7 +121,7 @@ impl Drop for Node {
 
 /// Starts one server per host in `hosts`, linked along `edges` (pairs of
 /// indexes), each pinning its neighbours' real keys.
-async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
+pub(crate) async fn neighbourhood(hosts: &[&str], edges: &[(usize, usize)]) -> Vec<Node> {
     let mut planned = Vec::new();
     for host in hosts {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -197,7 +197,7 @@ fn neighbours_of(
 
 /// Polls `check` until it holds: directory spreading and queue draining
 /// happen on other servers, with nothing a client could await.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -211,7 +211,7 @@ where
 }
 
 /// Whether `client`'s server lists `phone` (it knows the route there).
-async fn sees(client: &Client, phone: &str) -> bool {
+pub(crate) async fn sees(client: &Client, phone: &str) -> bool {
     let session = client.login().await.expect("login");
     let seen = session
         .list()
@@ -224,7 +224,7 @@ async fn sees(client: &Client, phone: &str) -> bool {
 }
 
 /// Fetches until `n` messages have arrived; returns their texts.
-async fn fetch_n(user: &TestUser, n: usize) -> Vec<String> {
+pub(crate) async fn fetch_n(user: &TestUser, n: usize) -> Vec<String> {
     let mut texts = Vec::new();
     within("messages to arrive", async {
         while texts.len() < n {
@@ -509,7 +509,7 @@ async fn a_broadcast_reaches_every_connected_user_once() {
 }
 
 /// Sends one link message on a raw link.
-async fn send_link(
+pub(crate) async fn send_link(
     stream: &mut carrier::tls::ClientTlsStream,
     m: &carrier::protocol::link::LinkMessage,
 ) {
@@ -536,7 +536,10 @@ async fn beside_a_hostile_neighbour() -> (Vec<Node>, carrier::crypto::Identity) 
 }
 
 /// A link to `node` as the server whose key is `key`.
-async fn link_as(key: &carrier::crypto::Identity, node: &Node) -> carrier::tls::ClientTlsStream {
+pub(crate) async fn link_as(
+    key: &carrier::crypto::Identity,
+    node: &Node,
+) -> carrier::tls::ClientTlsStream {
     let (link, _) = carrier::tls::connect_link(
         &node.link_addr.to_string(),
         &key.pkcs8_der(),
@@ -637,7 +640,7 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
 }
 
 /// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

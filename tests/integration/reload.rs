@@ -1,14 +1,15 @@
-//! SIGHUP reloads the configuration: a changed limit or code delivery
-//! takes effect while sessions stay up, and a broken file is refused with
-//! the running configuration kept.
+//! SIGHUP reloads the configuration: a changed limit, code delivery or
+//! set of neighbours takes effect while sessions stay up, and a broken file
+//! is refused with the running configuration kept.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use carrier::domain::Fingerprint;
 use carrier::protocol::{ErrorCode, KeyType};
 
 use crate::common::{
-    ALICE, BOB, PATIENCE, Reachable, new_client, register, register_client, server_code,
+    ALICE, BOB, CAROL, PATIENCE, Reachable, new_client, register, register_client, server_code,
 };
 use crate::process::{ServerFiles, ServerProcess};
 
@@ -97,4 +98,109 @@ async fn sighup_changes_where_codes_go_for_the_next_registration() {
         "the next code went to the file"
     );
     alice.client.login().await.expect("the registration holds");
+}
+
+/// What `carrier-server admin links --json` on `files`'s running server
+/// says of the neighbour `peer`, if it lists it.
+fn link_state(files: &ServerFiles, peer: &Fingerprint) -> Option<serde_json::Value> {
+    let mut cmd = files.command();
+    cmd.args(["admin", "links", "--json"]);
+    let out = crate::process::run(&mut cmd, "admin links");
+    assert!(out.status.success(), "{}", crate::process::stderr_of(&out));
+    let links: serde_json::Value =
+        serde_json::from_str(&crate::process::stdout_of(&out)).expect("admin links --json");
+    links
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|l| l["fingerprint"].as_str() == Some(&peer.to_hex()))
+        .cloned()
+}
+
+/// Whether the link to `peer` is up, as `admin links` says.
+fn link_up(files: &ServerFiles, peer: &Fingerprint) -> bool {
+    link_state(files, peer).is_some_and(|l| l["up"].as_bool() == Some(true))
+}
+
+/// Waits until `check` holds, asking again every few milliseconds.
+fn wait_for(what: &str, files: &ServerFiles, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen; log:\n{}",
+            files.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server that started alone gains a neighbour on SIGHUP, relays to it,
+/// and loses it on the next SIGHUP, while its own sessions stay up and the
+/// neighbour, which still lists it, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_a_neighbour() {
+    let mut files_a = ServerFiles::new();
+    files_a.set_links(0, &[]);
+    let a = files_a.start();
+    let a_link = a.link_addr.expect("a listens for links");
+    let mut files_b = ServerFiles::new();
+    files_b.set_links(0, &[(a_link, Some(a.fingerprint))]);
+    let b = files_b.start();
+    let b_link = b.link_addr.expect("b listens for links");
+    assert!(!link_up(&files_a, &b.fingerprint), "a does not know b yet");
+
+    files_a.set_links(0, &[(b_link, Some(b.fingerprint))]);
+    hang_up(&files_a, &a, "configuration reloaded");
+    assert!(files_a.log_text().contains("neighbour added"));
+    assert!(
+        !files_a
+            .log_text()
+            .contains("takes effect at the next restart"),
+        "neighbours change without a restart"
+    );
+    wait_for("the link to b", &files_a, || {
+        link_up(&files_a, &b.fingerprint)
+    });
+
+    let alice = register(&a, ALICE, KeyType::P256).await;
+    let _carol = register(&a, CAROL, KeyType::P256).await;
+    let bob = register(&b, BOB, KeyType::P256).await;
+    crate::neighbourhood::eventually("a learns bob", || {
+        crate::neighbourhood::sees(&alice.client, BOB)
+    })
+    .await;
+    let session = alice.client.login().await.expect("alice logs in");
+    session
+        .send(BOB, "across the new link")
+        .await
+        .expect("relayed to b");
+    assert_eq!(
+        crate::neighbourhood::fetch_n(&bob, 1).await,
+        ["across the new link"]
+    );
+
+    files_a.set_links(0, &[]);
+    let refusals = || files_a.log_text().matches("refused a server link").count();
+    hang_up(&files_a, &a, "configuration reloaded");
+    assert!(files_a.log_text().contains("neighbour removed"));
+    // b lists a, so b's admin links shows the link whatever its state.
+    wait_for("the link to go down", &files_b, || {
+        link_state(&files_b, &a.fingerprint).expect("b lists a")["up"] == false
+    });
+    // b dials again: a refuses it, and the link stays down.
+    let before = refusals();
+    wait_for("b to knock again", &files_a, || refusals() > before);
+    assert!(!link_up(&files_b, &a.fingerprint), "the link came back");
+    session
+        .send(CAROL, "still connected")
+        .await
+        .expect("alice's session survived both reloads");
+    session
+        .send(BOB, "waits for b")
+        .await
+        .expect("queued for the removed neighbour");
+    let b_seen_by_a = link_state(&files_a, &b.fingerprint).expect("a lists b's queue");
+    assert_eq!(b_seen_by_a["up"], false, "{b_seen_by_a}");
+    assert_eq!(b_seen_by_a["outbound_messages"], 1, "{b_seen_by_a}");
 }

@@ -36,9 +36,7 @@ fn entry(name: &str, registered_at: i64, via: u8, hops: u32) -> Entry {
 
 fn holding(current: &Entry) -> Directory {
     let users = HashMap::from([(current.phone.clone(), Arc::new(current.clone()))]);
-    Directory {
-        users: RwLock::new(users),
-    }
+    Directory::holding(users, HashMap::new())
 }
 
 /// The same statement from `via` at `hops`, under other signature bytes.
