@@ -9,6 +9,7 @@
 //! else out of it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 use super::DbError;
@@ -253,11 +254,10 @@ impl Ledger {
         conn: &mut Conn<'_>,
         fp: Fingerprint,
     ) -> Result<&mut Usage, DbError> {
-        if !self.neighbours.contains_key(&fp) {
-            let loaded = queue::usage(conn, QueueKey::Neighbour(fp)).await?;
-            self.neighbours.insert(fp, loaded);
-        }
-        Ok(self.neighbours.get_mut(&fp).expect("inserted above"))
+        Ok(match self.neighbours.entry(fp) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(queue::usage(conn, QueueKey::Neighbour(fp)).await?),
+        })
     }
 }
 
