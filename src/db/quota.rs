@@ -9,6 +9,7 @@
 //! else out of it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 use super::DbError;
@@ -74,6 +75,49 @@ impl Usage {
     }
 }
 
+/// What a recipient's queue holds, in all and per sender. Both are read
+/// together on the recipient's first use ([`queue::usage_by_sender`]), so a
+/// sender missing from `senders` holds nothing there: a pair whose count
+/// falls to zero is dropped without being read again later.
+#[derive(Debug, Default)]
+struct RecipientUsage {
+    queue: Usage,
+    senders: HashMap<PhoneNumber, Usage>,
+}
+
+impl RecipientUsage {
+    fn from_rows(rows: Vec<(String, Usage)>) -> Self {
+        let mut loaded = Self::default();
+        for (sender, usage) in rows {
+            loaded.queue.count += usage.count;
+            loaded.queue.bytes += usage.bytes;
+            // A sender column that is not a phone number was not written by
+            // this server; it takes room, but no sender's share.
+            if let Ok(sender) = PhoneNumber::from_canonical(&sender) {
+                loaded.senders.insert(sender, usage);
+            }
+        }
+        loaded
+    }
+
+    /// Takes a message of `size` bytes from `sender` off the counts.
+    fn take(&mut self, sender: Option<&PhoneNumber>, size: u64) {
+        self.queue.take(size);
+        if let Some(sender) = sender
+            && let Some(share) = self.senders.get_mut(sender)
+        {
+            share.take(size);
+            if share.count == 0 {
+                self.senders.remove(sender);
+                if self.senders.is_empty() {
+                    // Let a queue emptied by its recipient hold no memory.
+                    self.senders = HashMap::new();
+                }
+            }
+        }
+    }
+}
+
 /// The usage of every queue the writer has touched. Recipients and
 /// neighbours are counted apart so a queue is looked up by its borrowed key,
 /// without copying a phone number per message.
@@ -82,10 +126,7 @@ pub(super) struct Ledger {
     /// How long counts are trusted when others change the queues too.
     recount: Option<Duration>,
     counted_since: Instant,
-    recipients: HashMap<PhoneNumber, Usage>,
-    /// Per recipient, per sender; a pair whose count falls to zero is
-    /// dropped, so this holds only pairs with messages queued.
-    senders: HashMap<PhoneNumber, HashMap<PhoneNumber, Usage>>,
+    recipients: HashMap<PhoneNumber, RecipientUsage>,
     neighbours: HashMap<Fingerprint, Usage>,
 }
 
@@ -96,7 +137,6 @@ impl Ledger {
             recount,
             counted_since: Instant::now(),
             recipients: HashMap::new(),
-            senders: HashMap::new(),
             neighbours: HashMap::new(),
         }
     }
@@ -111,21 +151,34 @@ impl Ledger {
         size: u64,
     ) -> Result<Result<(), Full>, DbError> {
         let quotas = self.quotas;
-        let quota = match queue {
-            QueueKey::Recipient(_) => quotas.per_recipient,
-            QueueKey::Neighbour(_) => quotas.per_neighbour,
-        };
-        if !self.queue_usage(conn, queue).await?.fits(quota, size) {
-            return Ok(Err(Full::Queue));
-        }
-        if let QueueKey::Recipient(recipient) = queue {
-            let share = self.sender_usage(conn, recipient, sender).await?;
-            if !share.fits(quotas.per_sender, size) {
-                return Ok(Err(Full::SenderShare));
+        let (usage, quota) = match queue {
+            QueueKey::Recipient(recipient) => {
+                let loaded = self.recipient(conn, recipient).await?;
+                if !loaded.queue.fits(quotas.per_recipient, size) {
+                    return Ok(Err(Full::Queue));
+                }
+                let held = loaded.senders.get(sender).copied().unwrap_or_default();
+                if !held.fits(quotas.per_sender, size) {
+                    return Ok(Err(Full::SenderShare));
+                }
+                match loaded.senders.get_mut(sender) {
+                    Some(share) => share.add(size),
+                    None => {
+                        let mut share = Usage::default();
+                        share.add(size);
+                        loaded.senders.insert(sender.clone(), share);
+                    }
+                }
+                (&mut loaded.queue, quotas.per_recipient)
             }
-            share.add(size);
-        }
-        let usage = self.queue_usage(conn, queue).await?;
+            QueueKey::Neighbour(fp) => {
+                let usage = self.neighbour(conn, fp).await?;
+                if !usage.fits(quotas.per_neighbour, size) {
+                    return Ok(Err(Full::Queue));
+                }
+                (usage, quotas.per_neighbour)
+            }
+        };
         let was_near = near_full(usage, &quota);
         usage.add(size);
         if !was_near && near_full(usage, &quota) {
@@ -145,20 +198,16 @@ impl Ledger {
     /// it was deleted, or counted by [`Ledger::admit`] but then not stored.
     /// (A neighbour's queue is not counted per sender.)
     pub fn give_back(&mut self, queue: QueueKey<'_>, sender: Option<&PhoneNumber>, size: u64) {
-        if let Some(usage) = self.get_mut(queue) {
-            usage.take(size);
-        }
-        if let (QueueKey::Recipient(recipient), Some(sender)) = (queue, sender)
-            && let Some(by_sender) = self.senders.get_mut(recipient)
-        {
-            if let Some(share) = by_sender.get_mut(sender) {
-                share.take(size);
-                if share.count == 0 {
-                    by_sender.remove(sender);
+        match queue {
+            QueueKey::Recipient(recipient) => {
+                if let Some(loaded) = self.recipients.get_mut(recipient) {
+                    loaded.take(sender, size);
                 }
             }
-            if by_sender.is_empty() {
-                self.senders.remove(recipient);
+            QueueKey::Neighbour(fp) => {
+                if let Some(usage) = self.neighbours.get_mut(&fp) {
+                    usage.take(size);
+                }
             }
         }
     }
@@ -167,7 +216,6 @@ impl Ledger {
     /// they may include; each queue is loaded again on its next use.
     pub fn forget(&mut self) {
         self.recipients.clear();
-        self.senders.clear();
         self.neighbours.clear();
     }
 
@@ -184,48 +232,64 @@ impl Ledger {
     /// Forgets one recipient's count, loaded again on its next use.
     pub fn forget_recipient(&mut self, phone: &PhoneNumber) {
         self.recipients.remove(phone);
-        self.senders.remove(phone);
     }
 
-    /// `queue`'s usage, loaded on its first use.
-    async fn queue_usage(
-        &mut self,
-        conn: &mut Conn<'_>,
-        queue: QueueKey<'_>,
-    ) -> Result<&mut Usage, DbError> {
-        if self.get_mut(queue).is_none() {
-            let loaded = queue::usage(conn, queue).await?;
-            self.insert(queue, loaded);
-        }
-        Ok(self.get_mut(queue).expect("inserted above"))
-    }
-
-    /// What `sender` holds in `recipient`'s queue, loaded on first use.
-    async fn sender_usage(
+    /// `recipient`'s usage, in all and per sender, loaded on first use.
+    async fn recipient(
         &mut self,
         conn: &mut Conn<'_>,
         recipient: &PhoneNumber,
-        sender: &PhoneNumber,
+    ) -> Result<&mut RecipientUsage, DbError> {
+        if !self.recipients.contains_key(recipient) {
+            let rows = queue::usage_by_sender(conn, recipient).await?;
+            self.recipients
+                .insert(recipient.clone(), RecipientUsage::from_rows(rows));
+        }
+        Ok(self.recipients.get_mut(recipient).expect("inserted above"))
+    }
+
+    /// A neighbour's outbound queue's usage, loaded on first use.
+    async fn neighbour(
+        &mut self,
+        conn: &mut Conn<'_>,
+        fp: Fingerprint,
     ) -> Result<&mut Usage, DbError> {
-        let by_sender = self.senders.entry(recipient.clone()).or_default();
-        if !by_sender.contains_key(sender) {
-            let loaded = queue::sender_usage(conn, recipient, sender).await?;
-            by_sender.insert(sender.clone(), loaded);
-        }
-        Ok(by_sender.get_mut(sender).expect("inserted above"))
+        Ok(match self.neighbours.entry(fp) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(queue::usage(conn, QueueKey::Neighbour(fp)).await?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(count: u64, bytes: u64) -> Usage {
+        Usage { count, bytes }
     }
 
-    fn get_mut(&mut self, queue: QueueKey<'_>) -> Option<&mut Usage> {
-        match queue {
-            QueueKey::Recipient(phone) => self.recipients.get_mut(phone),
-            QueueKey::Neighbour(fp) => self.neighbours.get_mut(&fp),
-        }
+    #[test]
+    fn a_recipients_queue_is_the_sum_of_its_senders_shares() {
+        let loaded = RecipientUsage::from_rows(vec![
+            ("+447700900001".into(), usage(2, 300)),
+            ("+447700900002".into(), usage(1, 50)),
+            ("not a phone".into(), usage(1, 7)),
+        ]);
+        assert_eq!(loaded.queue.count, 4);
+        assert_eq!(loaded.queue.bytes, 357);
+        assert_eq!(loaded.senders.len(), 2, "an unreadable sender has no share");
     }
 
-    fn insert(&mut self, queue: QueueKey<'_>, usage: Usage) -> &mut Usage {
-        match queue {
-            QueueKey::Recipient(phone) => self.recipients.entry(phone.clone()).or_insert(usage),
-            QueueKey::Neighbour(fp) => self.neighbours.entry(fp).or_insert(usage),
-        }
+    #[test]
+    fn a_share_that_empties_is_dropped_and_the_queue_keeps_its_count() {
+        let alice = PhoneNumber::from_canonical("+447700900001").unwrap();
+        let mut loaded = RecipientUsage::from_rows(vec![(alice.as_str().into(), usage(1, 100))]);
+        loaded.take(Some(&alice), 100);
+        assert!(loaded.senders.is_empty());
+        assert_eq!((loaded.queue.count, loaded.queue.bytes), (0, 0));
+        // Taking again (a delete of a row never counted) cannot underflow.
+        loaded.take(Some(&alice), 100);
+        assert_eq!((loaded.queue.count, loaded.queue.bytes), (0, 0));
     }
 }
