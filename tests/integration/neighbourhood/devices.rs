@@ -596,7 +596,7 @@ fn seal_with_id(
     let outgoing = carrier::crypto::Outgoing {
         id,
         counter: 1,
-        sent_at_ms: now_ms() as u64,
+        sent_at_ms: now_ms(),
         sender_phone: &from,
         recipient_phone: &to,
         text,
