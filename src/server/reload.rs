@@ -41,10 +41,13 @@ pub(super) async fn on_hangup(
                 error = %e,
                 "configuration reload refused; the running configuration stays in force"
             ),
-            Ok(new) => {
+            Ok(mut new) => {
                 apply(&current, &new, &state, reload.log.as_ref());
-                if current.neighbours != new.neighbours {
-                    change_neighbours(&state, new.neighbours.clone()).await;
+                if current.neighbours != new.neighbours
+                    && !change_neighbours(&state, new.neighbours.clone()).await
+                {
+                    // Not applied: the next reload compares with what runs.
+                    new.neighbours = current.neighbours.clone();
                 }
                 current = new;
                 tracing::info!("configuration reloaded");
@@ -113,13 +116,24 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
     }
 }
 
-/// Adds and removes neighbours. Before the links run (a hangup during
-/// start-up) the new list is kept for them to start with.
-async fn change_neighbours(state: &ServerState, wanted: Vec<crate::config::NeighbourConfig>) {
+/// Adds and removes neighbours; returns whether it could. Before the links
+/// run (a hangup during start-up) it cannot: the links start with the
+/// neighbours the server started with, and a later reload applies the
+/// change.
+async fn change_neighbours(
+    state: &ServerState,
+    wanted: Vec<crate::config::NeighbourConfig>,
+) -> bool {
     match state.links.get() {
-        Some(links) => links.reconcile(wanted).await,
-        None => tracing::warn!(
-            "neighbourhood.neighbours changed before the links started; this change takes effect at the next restart"
-        ),
+        Some(links) => {
+            links.reconcile(wanted).await;
+            true
+        }
+        None => {
+            tracing::warn!(
+                "neighbourhood.neighbours changed before the links started; send SIGHUP again once they run, or it takes effect at the next restart"
+            );
+            false
+        }
     }
 }

@@ -522,7 +522,7 @@ pub(crate) async fn send_link(
 
 /// Two linked servers, the first of which also pins the key of a hostile
 /// neighbour (returned) that the test plays by hand.
-async fn beside_a_hostile_neighbour() -> (Vec<Node>, carrier::crypto::Identity) {
+pub(crate) async fn beside_a_hostile_neighbour() -> (Vec<Node>, carrier::crypto::Identity) {
     let hostile = carrier::crypto::Identity::generate(KeyType::P256);
     let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
     let victim = &mut nodes[0];

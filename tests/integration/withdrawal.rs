@@ -311,3 +311,59 @@ async fn a_user_deleted_through_one_member_is_gone_from_the_other() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Only the home that signed a user's entry may withdraw it (SECURITY,
+/// "Withdraw another server's user"): a neighbour that signs a withdrawal
+/// for another server's user with its own key, dated after the user's
+/// registration, must not make the user vanish.
+#[tokio::test]
+async fn a_neighbour_cannot_withdraw_another_homes_user() {
+    let (nodes, hostile) = crate::neighbourhood::beside_a_hostile_neighbour().await;
+    let alice = register(&nodes[0], ALICE, KeyType::P256).await;
+    let bob = register(&nodes[1], BOB, KeyType::P256).await;
+    eventually("the victim learns bob", || sees(&alice.client, &bob.phone)).await;
+
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let home_key = hostile.public_key().to_spki_der();
+    let (registered_at, withdrawn_at) = (now_ms(), now_ms());
+    let bytes = signed::withdrawal_bytes(&bob.phone, registered_at, withdrawn_at, &home_key);
+    let forged = Withdrawal {
+        phone: bob.phone.clone(),
+        registered_at,
+        withdrawn_at,
+        home_key: B64(home_key),
+        signature: B64(hostile.sign(&bytes)),
+    };
+    send_link(
+        &mut link,
+        &LinkMessage::Withdrawn {
+            withdrawals: vec![forged],
+        },
+    )
+    .await;
+    // Frames are handled in order: once the marker is listed, so was the
+    // withdrawal.
+    let entries = vec![marker(&hostile, DAVE)];
+    send_link(&mut link, &LinkMessage::Directory { entries }).await;
+    eventually("the marker arrives", || sees(&alice.client, DAVE)).await;
+
+    assert!(
+        sees(&alice.client, &bob.phone).await,
+        "bob is still listed at the victim"
+    );
+    assert_eq!(
+        nodes[0]
+            .count("SELECT count(*) FROM directory_withdrawals")
+            .await,
+        0,
+        "no tombstone was kept for bob"
+    );
+    let session = alice.client.login().await.expect("login");
+    session
+        .send(&bob.phone, "still there?")
+        .await
+        .expect("bob is still reachable");
+    session.close().await;
+    let got = fetch_n(&bob, 1).await;
+    assert_eq!(got, ["still there?"]);
+}

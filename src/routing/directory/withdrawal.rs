@@ -159,14 +159,16 @@ impl Directory {
             .is_some_and(|t| t.version() >= version)
     }
 
-    /// Whether `t` is news: no tombstone of its version or later, no entry
-    /// of a later version.
+    /// Whether `t` is news: no tombstone of its version or later, and no
+    /// entry of a later version or signed by another home. Only the home
+    /// that signed an entry may withdraw it: another server's withdrawal,
+    /// dated later, would otherwise make the user vanish everywhere.
     fn judge_withdrawal(&self, t: &Tombstone) -> bool {
         if self.withdrawn_at_or_after(&t.phone, t.version()) {
             return false;
         }
         self.get(&t.phone)
-            .is_none_or(|e| e.version() <= t.version())
+            .is_none_or(|e| e.home == t.home && e.version() <= t.version())
     }
 
     /// Records a tombstone and drops the entry it outranks, in memory and
