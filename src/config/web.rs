@@ -58,7 +58,10 @@ impl WebConfig {
 pub(super) fn from_section(s: WebSection, base: &Path) -> Result<Option<WebConfig>, KeyError> {
     let Some(listen) = s.listen else {
         if s.tls_cert.is_some() || s.tls_key.is_some() || !s.origins.is_empty() {
-            return Err(("web.listen", "the [web] section needs listen = \"host:port\"".into()));
+            return Err((
+                "web.listen",
+                "the [web] section needs listen = \"host:port\"".into(),
+            ));
         }
         return Ok(None);
     };

@@ -72,7 +72,17 @@ pub async fn serve(
         };
         let (reader, writer) = tokio::io::split(stream);
         let writer = move |rx| tokio::spawn(protocol::write_loop(writer, rx));
-        run_session(reader, writer, peer.ip(), exporter, state, shutdown, tracker, pending).await;
+        run_session(
+            reader,
+            writer,
+            peer.ip(),
+            exporter,
+            state,
+            shutdown,
+            tracker,
+            pending,
+        )
+        .await;
     }
     .instrument(span)
     .await
@@ -83,15 +93,11 @@ pub async fn serve(
 /// transports and the session: everything after a frame is read is shared.
 pub(crate) trait FrameSource: Send {
     /// The next request frame; `Ok(None)` when the peer has closed.
-    fn next_frame(
-        &mut self,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send;
+    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send;
 }
 
 impl FrameSource for ReadHalf<Stream> {
-    fn next_frame(
-        &mut self,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send {
+    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send {
         protocol::read_frame(self, protocol::MAX_REQUEST_FRAME)
     }
 }
@@ -103,7 +109,9 @@ impl FrameSource for ReadHalf<Stream> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_session(
     source: impl FrameSource,
-    spawn_writer: impl FnOnce(tokio::sync::mpsc::Receiver<protocol::Queued>) -> tokio::task::JoinHandle<()>,
+    spawn_writer: impl FnOnce(
+        tokio::sync::mpsc::Receiver<protocol::Queued>,
+    ) -> tokio::task::JoinHandle<()>,
     peer: std::net::IpAddr,
     binding: [u8; 32],
     state: Arc<ServerState>,
@@ -142,7 +150,10 @@ impl ServerState {
 
     /// Counts a connection from `ip` as not logged in, unless that address
     /// has too many such already.
-    pub(crate) fn admit_pending(&self, ip: std::net::IpAddr) -> Option<super::session::PendingSlot> {
+    pub(crate) fn admit_pending(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Option<super::session::PendingSlot> {
         self.pending_logins.admit(ip)
     }
 }

@@ -38,8 +38,8 @@ use crate::routing::directory::{self, Entry};
 use crate::routing::{Router, ServerInfo};
 pub(crate) use connection::{FrameSource, run_session};
 pub use reload::Reload;
-pub(crate) use session::PendingSlot;
 pub use session::MAX_PENDING_PER_ADDRESS;
+pub(crate) use session::PendingSlot;
 pub use start::{Listeners, serve, serve_with, shutdown_on_signal};
 
 /// File name of the server's long-term key inside the data directory.

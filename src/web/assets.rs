@@ -81,7 +81,12 @@ mod tests {
         let js = get(&format!("/{script}")).expect("the script is embedded");
         assert_eq!(js.content_type, "text/javascript; charset=utf-8");
         assert!(js.cache_control.contains("immutable"));
-        for missing in ["/nothing.html", "/../Cargo.toml", "/assets/../index.html", "//index.html"] {
+        for missing in [
+            "/nothing.html",
+            "/../Cargo.toml",
+            "/assets/../index.html",
+            "//index.html",
+        ] {
             assert!(get(missing).is_none(), "{missing}");
         }
     }

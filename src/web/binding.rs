@@ -43,7 +43,11 @@ impl Hello {
     /// The value that takes the TLS exporter's place in this connection's
     /// login, registration and device-login transcripts.
     pub fn binding(&self) -> [u8; 32] {
-        binding(&self.challenge, self.fingerprint.as_bytes(), &self.connection)
+        binding(
+            &self.challenge,
+            self.fingerprint.as_bytes(),
+            &self.connection,
+        )
     }
 
     /// The first frame the server sends on `/ws` (pushed, without `re`).

@@ -112,7 +112,11 @@ where
     }
 }
 
-fn answer(req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> Result<Reply, Infallible> {
+fn answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<Reply, Infallible> {
     let reply = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => upgrade(req, peer, shared),
         (&Method::GET | &Method::HEAD, path) => asset(path, req.method() == Method::HEAD),
@@ -132,15 +136,27 @@ fn asset(path: &str, head: bool) -> Reply {
     };
     let mut r = Response::new(Full::new(body));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(asset.cache_control));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(asset.cache_control),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(assets::CONTENT_SECURITY_POLICY),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     r
 }
 
@@ -155,7 +171,10 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -
         && headers
             .get(header::SEC_WEBSOCKET_VERSION)
             .is_some_and(|v| v == "13");
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_websocket) else {
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_websocket)
+    else {
         return text(
             StatusCode::BAD_REQUEST,
             "this is Carrier's WebSocket endpoint: connect with a WebSocket (version 13)\n",

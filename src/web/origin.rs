@@ -15,7 +15,11 @@ impl Origins {
     /// address, which browsers also treat as secure), and those listed.
     /// `port` is the bound port (the configured one may be 0).
     pub fn of(config: &WebConfig, port: u16) -> Self {
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let ip = config.listen.ip();
         let host = match ip {
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
