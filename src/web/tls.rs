@@ -35,3 +35,33 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> WebError {
         message: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_a_pem_chain_and_key_and_names_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let files = WebTls {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).unwrap();
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+        assert!(acceptor(&files).is_ok());
+
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        match acceptor(&files) {
+            Err(WebError::Pem { path, .. }) => assert_eq!(path, files.cert),
+            other => panic!("expected a PEM error, got {:?}", other.map(|_| ())),
+        }
+        let missing = WebTls {
+            key: dir.path().join("absent.pem"),
+            ..files
+        };
+        std::fs::write(&missing.cert, made.cert.pem()).unwrap();
+        assert!(matches!(acceptor(&missing), Err(WebError::Pem { .. })));
+    }
+}
