@@ -47,6 +47,10 @@
 //!   running server's admin socket or a stopped server's store.
 //! - [`server`]: start-up (`server::serve`), accept loop, one task per
 //!   connection, one handler per request.
+//! - [`web`]: the browser's edge: the embedded web client at `/` and the
+//!   client protocol over a WebSocket at `/ws`, a session like the TCP
+//!   port's (`server::run_session`), its proofs bound to a `hello` frame;
+//!   `web::serve` is `carrier-server`'s start-up path.
 //! - [`client`]: the library behind the `carrier` command.
 //! - [`bench`]: the load generator behind `carrier-bench`.
 //!
@@ -89,3 +93,4 @@ pub mod routing;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod web;

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 flags: args.flags,
                 log,
             };
-            server::serve(&config, server::shutdown_on_signal(), Some(reload)).await?;
+            carrier::web::serve(&config, server::shutdown_on_signal(), Some(reload)).await?;
             Ok(())
         }
     }

@@ -32,6 +32,20 @@ pub(super) struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct WebSection {
+    /// `host:port` of the browser client and `/ws`; none serves neither.
+    pub listen: Option<String>,
+    /// PEM certificate chain and private key for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Further allowed `Origin`s (a reverse proxy's public address).
+    pub origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,6 +37,10 @@ pub struct Flags {
     /// (overrides the file; without either, SQLite in the data directory).
     #[arg(long, env = "CARRIER_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// Port for the browser client and its WebSocket (overrides the file's
+    /// web.listen port; without a [web] section, 127.0.0.1 on this port).
+    #[arg(long, env = "CARRIER_WEB_PORT")]
+    pub web_port: Option<u16>,
 }
 
 impl ServerConfig {
@@ -64,6 +68,12 @@ impl ServerConfig {
         }
         if let Some(p) = flags.server_port {
             self.server_port = Some(p);
+        }
+        if let Some(port) = flags.web_port {
+            match &mut self.web {
+                Some(web) => web.listen.set_port(port),
+                None => self.web = Some(super::WebConfig::loopback(port)),
+            }
         }
         if let Some(url) = &flags.database_url {
             let location = Location::parse(url).map_err(|e| ConfigError::Flag {

@@ -11,6 +11,7 @@ mod check;
 mod file;
 mod flags;
 mod validate;
+mod web;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,7 @@ use crate::routing::Limits;
 
 pub use check::check_file;
 pub use flags::Flags;
+pub use web::{WebConfig, WebTls};
 
 /// A neighbour as configured: where to dial it and, if known, its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub struct ServerConfig {
     pub database: Option<Location>,
     /// What one user may take: send rates, sessions, unsent bytes.
     pub limits: Limits,
+    /// Where the browser client and `/ws` are served, if anywhere.
+    pub web: Option<WebConfig>,
 }
 
 impl Default for ServerConfig {

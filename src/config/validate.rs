@@ -173,6 +173,7 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         server_port: f.neighbourhood.server_port,
         neighbours,
         database,
+        web: super::web::from_section(f.web, base)?,
         limits: limits(f.limits)?,
     })
 }

@@ -71,30 +71,91 @@ pub async fn serve(
             Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
         };
         let (reader, writer) = tokio::io::split(stream);
-        let backlog = state.router.limits().session_backlog_bytes;
-        let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, backlog);
-        let mut writer_task = tokio::spawn(protocol::write_loop(writer, rx));
-        let mut session = Session::new(peer.ip(), exporter, outbox);
-        read_loop(reader, &mut session, &state, &shutdown, &tracker, pending).await;
-        let closed_by_server = session
-            .user
-            .as_ref()
-            .is_some_and(|u| u.closed().is_cancelled());
-        session.log_out(&state.router);
-        drop(session);
-        // A peer that stopped reading cannot hold the task (or a shutdown).
-        if closed_by_server {
-            writer_task.abort();
-        } else if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
-            .await
-            .is_err()
-        {
-            tracing::info!("the peer stopped reading; closing");
-            writer_task.abort();
-        }
+        let writer = move |rx| tokio::spawn(protocol::write_loop(writer, rx));
+        run_session(
+            reader,
+            writer,
+            peer.ip(),
+            exporter,
+            state,
+            shutdown,
+            tracker,
+            pending,
+        )
+        .await;
     }
     .instrument(span)
     .await
+}
+
+/// Where a session's request frames come from: length-prefixed frames on
+/// the TCP port, WebSocket messages on `/ws`. The one seam between the
+/// transports and the session: everything after a frame is read is shared.
+pub(crate) trait FrameSource: Send {
+    /// The next request frame; `Ok(None)` when the peer has closed.
+    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send;
+}
+
+impl FrameSource for ReadHalf<Stream> {
+    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send {
+        protocol::read_frame(self, protocol::MAX_REQUEST_FRAME)
+    }
+}
+
+/// Runs one session over either transport once its peer is admitted and
+/// its login binding (`binding`: the TLS exporter, or the WebSocket
+/// binding) is known; `spawn_writer` starts the task that writes the
+/// outbox's frames.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_session(
+    source: impl FrameSource,
+    spawn_writer: impl FnOnce(
+        tokio::sync::mpsc::Receiver<protocol::Queued>,
+    ) -> tokio::task::JoinHandle<()>,
+    peer: std::net::IpAddr,
+    binding: [u8; 32],
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    pending: super::session::PendingSlot,
+) {
+    let backlog = state.router.limits().session_backlog_bytes;
+    let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, backlog);
+    let mut writer_task = spawn_writer(rx);
+    let mut session = Session::new(peer, binding, outbox);
+    read_loop(source, &mut session, &state, &shutdown, &tracker, pending).await;
+    let closed_by_server = session
+        .user
+        .as_ref()
+        .is_some_and(|u| u.closed().is_cancelled());
+    session.log_out(&state.router);
+    drop(session);
+    // A peer that stopped reading cannot hold the task (or a shutdown).
+    if closed_by_server {
+        writer_task.abort();
+    } else if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
+        .await
+        .is_err()
+    {
+        tracing::info!("the peer stopped reading; closing");
+        writer_task.abort();
+    }
+}
+
+impl ServerState {
+    /// A connection slot (shared by the TCP port and `/ws`), if one is free.
+    pub(crate) fn connection_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.connection_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Counts a connection from `ip` as not logged in, unless that address
+    /// has too many such already.
+    pub(crate) fn admit_pending(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Option<super::session::PendingSlot> {
+        self.pending_logins.admit(ip)
+    }
 }
 
 /// Completes the handshake only to answer `server_busy` and close, so a
@@ -129,7 +190,7 @@ pub async fn turn_away(tcp: TcpStream, tls: Arc<rustls::ServerConfig>) {
 }
 
 async fn read_loop(
-    mut reader: ReadHalf<Stream>,
+    mut reader: impl FrameSource,
     session: &mut Session,
     state: &Arc<ServerState>,
     shutdown: &CancellationToken,
@@ -152,7 +213,7 @@ async fn read_loop(
             }
             // The registry closed the session and logged why.
             _ = cancelled(closed) => return,
-            f = tokio::time::timeout(timeout, protocol::read_frame(&mut reader, protocol::MAX_REQUEST_FRAME)) => f,
+            f = tokio::time::timeout(timeout, reader.next_frame()) => f,
         };
         let frame = match frame {
             Err(_) => return tracing::debug!("connection idle; closing"),

@@ -36,9 +36,11 @@ use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
 use crate::routing::{Router, ServerInfo};
+pub(crate) use connection::{FrameSource, run_session};
 pub use reload::Reload;
 pub use session::MAX_PENDING_PER_ADDRESS;
-pub use start::{Listeners, serve, shutdown_on_signal};
+pub(crate) use session::PendingSlot;
+pub use start::{Listeners, serve, serve_with, shutdown_on_signal};
 
 /// File name of the server's long-term key inside the data directory.
 pub const KEY_FILE: &str = crypto::SERVER_KEY_FILE;
@@ -95,6 +97,12 @@ impl ServerState {
     }
 }
 
+/// Another edge served beside the TCP port, on the same state (the web
+/// port): called once when the server runs, it spawns its tasks on the
+/// tracker, so a shutdown waits for them as for every connection. Edges sit
+/// above `server` and reach sessions through `run_session`.
+pub type Edge = Box<dyn FnOnce(Arc<ServerState>, CancellationToken, TaskTracker) + Send>;
+
 /// A server ready to serve: storage open, key loaded, background tasks up.
 pub struct Server {
     state: Arc<ServerState>,
@@ -103,6 +111,8 @@ pub struct Server {
     key_created: bool,
     data_dir: PathBuf,
     clock: Clock,
+    /// Further edges served with this state (the web port).
+    edges: Vec<Edge>,
     /// Released when the server has stopped.
     _lock: crate::data_lock::DataDirLock,
 }
@@ -254,6 +264,7 @@ impl Server {
             key_created,
             data_dir: dir.clone(),
             clock: clock_for_admin,
+            edges: Vec::new(),
             _lock: lock,
         })
     }
@@ -263,12 +274,18 @@ impl Server {
         self.state.router.me().fingerprint
     }
 
+    /// Starts `edge` too when the server runs.
+    pub fn with_edge(mut self, edge: Edge) -> Self {
+        self.edges.push(edge);
+        self
+    }
+
     /// Serves clients on `listeners.client` and neighbour links on
     /// `listeners.link` (mutual TLS), and dials the configured neighbours,
     /// until `shutdown` is cancelled; then stops accepting, lets every
     /// connection finish its current request, commits what is pending and
     /// closes the database.
-    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
+    pub async fn run(mut self, listeners: Listeners, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let Listeners {
             client,
@@ -290,6 +307,9 @@ impl Server {
             }),
         };
         let admin_cx = Arc::new(admin_cx);
+        for edge in std::mem::take(&mut self.edges) {
+            edge(self.state.clone(), shutdown.clone(), tracker.clone());
+        }
         tracker.spawn(disk::watch(self.data_dir.clone(), shutdown.clone()));
         if let Some(metrics) = metrics {
             tracker.spawn(observe::serve(

@@ -92,6 +92,7 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
             "neighbourhood.server_port",
             old.server_port != new.server_port,
         ),
+        ("web", old.web != new.web),
         (
             "server, database or metrics addresses",
             (

@@ -64,7 +64,8 @@ impl Drop for PendingSlot {
 pub struct Session {
     /// The peer's address, as limits per address count it.
     pub peer: IpAddr,
-    /// The TLS exporter value of this connection (RFC 8446 §7.5).
+    /// What this connection's proofs are bound to: the TLS exporter value
+    /// (RFC 8446 §7.5) on the TCP port, the hello's binding on `/ws`.
     pub exporter: [u8; 32],
     /// The nonce from the last `challenge`, usable once.
     pub nonce: Option<[u8; NONCE_LEN]>,

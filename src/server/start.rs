@@ -80,8 +80,24 @@ pub async fn serve(
     shutdown: CancellationToken,
     reload: Option<super::Reload>,
 ) -> Result<(), StartError> {
-    let server = Server::open(config, Clock::System).await?;
+    serve_with(config, shutdown, reload, Vec::new()).await
+}
+
+/// [`serve`] with further edges, each with the line announcing where it
+/// listens (the web port: `web::serve`).
+pub async fn serve_with(
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+    reload: Option<super::Reload>,
+    edges: Vec<(String, super::Edge)>,
+) -> Result<(), StartError> {
+    let mut server = Server::open(config, Clock::System).await?;
     let listeners = Listeners::bind(config).await?;
+    let mut lines = Vec::new();
+    for (line, edge) in edges {
+        server = server.with_edge(edge);
+        lines.push(line);
+    }
     if let Some(reload) = reload {
         use tokio::signal::unix::{SignalKind, signal};
         let hangups = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
@@ -94,6 +110,9 @@ pub async fn serve(
         ));
     }
     announce(&server, &listeners, config)?;
+    for line in lines {
+        println!("{line}");
+    }
     server.run(listeners, shutdown).await;
     Ok(())
 }

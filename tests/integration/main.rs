@@ -46,4 +46,5 @@ mod resources;
 mod server_key;
 mod shutdown;
 mod storage;
+mod web;
 mod withdrawal;

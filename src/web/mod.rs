@@ -1,0 +1,111 @@
+//! The browser's edge: the built web client (`web/dist`, embedded) at `/`
+//! and the client protocol over a WebSocket at `/ws`, on the address of
+//! `[web] listen`.
+//!
+//! Code map: `assets` (the embedded bundle, content types, caching, the
+//! Content-Security-Policy), `http` (accept loop, routes, the WebSocket
+//! handshake), `origin` (which pages may open `/ws`), `binding` (the
+//! `hello` frame and the 32 bytes login proofs bind to instead of a TLS
+//! exporter), `socket` (a session over WebSocket messages), `tls` (HTTPS
+//! from the operator's PEM files).
+//!
+//! [`serve`] is `carrier-server`'s start-up path: the server's own, with
+//! the web port as one more edge ([`Endpoint::edge`]); tests bind an
+//! [`Endpoint`] on port 0 and hand its edge to `Server::with_edge`.
+//!
+//! Architecture invariant: a WebSocket session runs the TCP port's session
+//! code (`server::run_session`); no request kind is handled here.
+
+mod assets;
+pub mod binding;
+mod http;
+mod origin;
+mod socket;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+
+use crate::config::{ServerConfig, WebConfig};
+use crate::server::{Edge, Reload, StartError};
+
+/// Why the web endpoint cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("web.listen: {0}")]
+    PlainHttp(String),
+    #[error("the web certificate or key {path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("the web certificate and key do not make a TLS configuration: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Server(#[from] StartError),
+    #[error("cannot listen for the web client on {addr} (is another server running there?)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The web port, bound and ready to serve.
+pub struct Endpoint {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    origins: origin::Origins,
+}
+
+impl Endpoint {
+    /// Binds `config.listen` (port 0 takes any free port), refusing plain
+    /// HTTP off loopback and loading the TLS files if any.
+    pub async fn bind(config: &WebConfig) -> Result<Self, WebError> {
+        config.check().map_err(WebError::PlainHttp)?;
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let addr = config.listen;
+        let listen_err = |source| WebError::Listen { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+        let port = listener.local_addr().map_err(listen_err)?.port();
+        Ok(Self {
+            listener,
+            tls,
+            origins: origin::Origins::of(config, port),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Where a browser opens the client.
+    pub fn url(&self) -> String {
+        format!("{}/", self.origins.primary())
+    }
+}
+
+impl Endpoint {
+    /// The edge that serves this endpoint with a server's state.
+    pub fn edge(self) -> Edge {
+        Box::new(move |state, shutdown, tracker| {
+            tracker.spawn(http::serve(self, state, shutdown, tracker.clone()));
+        })
+    }
+}
+
+/// Runs a server as `carrier-server` does (`server::serve`), with the web
+/// port too when the configuration has one; a web port that cannot start
+/// stops the start.
+pub async fn serve(
+    config: &ServerConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: Option<Reload>,
+) -> Result<(), WebError> {
+    let mut edges = Vec::new();
+    if let Some(web) = &config.web {
+        let endpoint = Endpoint::bind(web).await?;
+        edges.push((format!("Web client on {}", endpoint.url()), endpoint.edge()));
+    }
+    crate::server::serve_with(config, shutdown, reload, edges).await?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! `/ws`: one client session over a WebSocket, one protocol frame per
+//! WebSocket message. After the `hello` frame, the session is the TCP
+//! port's own (`server::run_session`): same handlers, limits, errors and
+//! rules; only how a frame is read and written differs here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::binding::Hello;
+use crate::protocol::{FrameError, MAX_REQUEST_FRAME, Queued};
+use crate::server::{FrameSource, PendingSlot, ServerState};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// What a connection holds while it is served: one of the server's
+/// connection slots (shared with the TCP port) and its count among its
+/// address's connections not logged in yet.
+pub struct Admitted {
+    pub slot: tokio::sync::OwnedSemaphorePermit,
+    pub pending: PendingSlot,
+}
+
+/// Messages and frames past the request limit are refused before they are
+/// gathered, as oversized TCP frames are.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_REQUEST_FRAME))
+        .max_frame_size(Some(MAX_REQUEST_FRAME))
+}
+
+/// Serves one upgraded connection to the end.
+pub async fn serve(
+    upgraded: Upgraded,
+    peer: SocketAddr,
+    admitted: Admitted,
+    state: Arc<ServerState>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let ws = Ws::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config())).await;
+    let (mut sink, stream) = ws.split();
+    let hello = Hello::fresh(state.router.me().fingerprint);
+    if sink.send(Message::text(hello.frame())).await.is_err() {
+        return;
+    }
+    let writer = move |rx| tokio::spawn(write_loop(sink, rx));
+    crate::server::run_session(
+        Incoming(stream),
+        writer,
+        peer.ip(),
+        hello.binding(),
+        state,
+        shutdown,
+        tracker,
+        admitted.pending,
+    )
+    .await;
+    drop(admitted.slot);
+}
+
+/// The reading half: each text (or binary) message is one request frame.
+struct Incoming(SplitStream<Ws>);
+
+impl FrameSource for Incoming {
+    async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        loop {
+            let body = match self.0.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Text(text))) => Vec::from(text.as_str()),
+                Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                // Pings are answered by the WebSocket layer itself.
+                Some(Ok(_)) => continue,
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    return Err(FrameError::TooLarge {
+                        len: size,
+                        max: max_size,
+                    });
+                }
+                Some(Err(WsError::Io(e))) => return Err(FrameError::Io(e)),
+                Some(Err(e)) => return Err(FrameError::Io(std::io::Error::other(e))),
+            };
+            if body.is_empty() {
+                return Err(FrameError::Empty);
+            }
+            return Ok(Some(body));
+        }
+    }
+}
+
+/// The writing half: every queued frame as one text message, those waiting
+/// together sent with one flush; each frame keeps its outbox charge until
+/// flushed. Closes the WebSocket when the session ends.
+async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::Receiver<Queued>) {
+    let mut gathered = Vec::new();
+    while let Some(frame) = rx.recv().await {
+        let mut fed = sink.feed(message(&frame)).await;
+        gathered.push(frame);
+        while fed.is_ok() {
+            let Ok(frame) = rx.try_recv() else { break };
+            fed = sink.feed(message(&frame)).await;
+            gathered.push(frame);
+        }
+        if fed.is_err() || sink.flush().await.is_err() {
+            return;
+        }
+        gathered.clear();
+    }
+    let _ = sink.close().await;
+}
+
+/// Frames are JSON, so UTF-8; anything else would go as binary rather than
+/// be altered.
+fn message(frame: &Queued) -> Message {
+    match std::str::from_utf8(frame.as_ref()) {
+        Ok(text) => Message::text(text),
+        Err(_) => Message::binary(frame.as_ref().to_vec()),
+    }
+}

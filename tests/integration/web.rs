@@ -1,0 +1,434 @@
+//! The web port: the embedded client at `/`, and the client protocol over
+//! a WebSocket at `/ws` with its `hello` binding, meeting users of the TCP
+//! port; refusals of another origin, of a proof bound elsewhere, of an
+//! oversized message, and of plain HTTP off loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use carrier::clock::Clock;
+use carrier::config::{ServerConfig, WebConfig};
+use carrier::crypto::{self, Identity, Purpose};
+use carrier::domain::{Fingerprint, MessageId};
+use carrier::protocol::{B64, KeyType, MAX_REQUEST_FRAME, Request, Response};
+use carrier::server::{Listeners, Server};
+use carrier::web::Endpoint;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{
+    ALICE, BOB, Reachable, logged_in_connection, next_pushed_message, phone, register, seal_text,
+    within,
+};
+
+/// A server with its TCP port and its web port, both on 127.0.0.1:0.
+struct WebServer {
+    addr: SocketAddr,
+    web: SocketAddr,
+    fingerprint: Fingerprint,
+    otp_file: PathBuf,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: TempDir,
+}
+
+impl Reachable for WebServer {
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+    fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+    fn otp_file(&self) -> &Path {
+        &self.otp_file
+    }
+}
+
+async fn spawn_web_server() -> WebServer {
+    let dir = tempfile::tempdir().unwrap();
+    let otp_file = dir.path().join("otp.txt");
+    let config = ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        data_dir: dir.path().join("data"),
+        code_sink: carrier::auth::code_sink::CodeSink::File(otp_file.clone()),
+        web: Some(WebConfig::loopback(0)),
+        ..ServerConfig::default()
+    };
+    let endpoint = Endpoint::bind(config.web.as_ref().unwrap())
+        .await
+        .expect("the web port binds");
+    let web = endpoint.local_addr().unwrap();
+    let server = Server::open(&config, Clock::System)
+        .await
+        .expect("the server opens")
+        .with_edge(endpoint.edge());
+    let listeners = Listeners::bind(&config).await.expect("binds");
+    let addr = listeners.client_addr().unwrap();
+    let fingerprint = server.fingerprint();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(listeners, shutdown.clone()));
+    WebServer {
+        addr,
+        web,
+        fingerprint,
+        otp_file,
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+impl WebServer {
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.web.port())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        within("the server stops", self.task).await.unwrap();
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A browser-like session on `/ws`: the hello's binding, and requests
+/// numbered as the web client numbers them.
+struct WsClient {
+    socket: Socket,
+    binding: [u8; 32],
+    seq: u64,
+}
+
+async fn open_ws(server: &WebServer, origin: &str) -> Result<Socket, WsError> {
+    let mut request = format!("ws://{}/ws", server.web)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", origin.parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
+}
+
+async fn next_json(socket: &mut Socket) -> Option<Value> {
+    loop {
+        match within("a WebSocket message", socket.next()).await {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("a base64 string"))
+        .unwrap()
+}
+
+impl WsClient {
+    /// Connects and reads the hello, checking its fingerprint.
+    async fn connect(server: &WebServer) -> Self {
+        let mut socket = open_ws(server, &server.origin()).await.expect("connects");
+        let hello = next_json(&mut socket).await.expect("a hello");
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["fingerprint"], server.fingerprint.to_hex());
+        let binding = carrier::web::binding::binding(
+            &unb64(&hello["challenge"]).try_into().unwrap(),
+            server.fingerprint.as_bytes(),
+            &unb64(&hello["connection"]).try_into().unwrap(),
+        );
+        Self {
+            socket,
+            binding,
+            seq: 0,
+        }
+    }
+
+    /// Sends `request` and returns its answer (events meanwhile are kept
+    /// out of the way in `events`).
+    async fn call(&mut self, mut request: Value, events: &mut Vec<Value>) -> Value {
+        self.seq += 1;
+        request["seq"] = json!(self.seq);
+        self.socket
+            .send(Message::text(request.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let frame = next_json(&mut self.socket).await.expect("an answer");
+            if frame["re"] == json!(self.seq) {
+                return frame;
+            }
+            events.push(frame);
+        }
+    }
+
+    async fn nonce(&mut self) -> [u8; 32] {
+        let answer = self
+            .call(json!({"type": "challenge"}), &mut Vec::new())
+            .await;
+        unb64(&answer["nonce"]).try_into().unwrap()
+    }
+
+    fn proof(&self, identity: &Identity, purpose: Purpose, nonce: &[u8; 32], who: &str) -> String {
+        b64(&crypto::sign_proof(
+            identity,
+            purpose,
+            &self.binding,
+            nonce,
+            &phone(who),
+        ))
+    }
+}
+
+/// A raw HTTP/1.1 GET, as a browser's first request for the page.
+async fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    within("the HTTP answer", tcp.read_to_end(&mut raw))
+        .await
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    (head.to_ascii_lowercase(), raw[split + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn the_page_is_the_embedded_bundle_with_its_policy() {
+    let server = spawn_web_server().await;
+    let (head, body) = http_get(server.web, "/").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/index.html"));
+    assert_eq!(body, committed.unwrap(), "GET / is web/dist/index.html");
+    let (head, _) = http_get(server.web, "/no-such-file.js").await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_browser_user_registers_logs_in_and_talks_with_a_tcp_user() {
+    let server = spawn_web_server().await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let bob_identity = bob.identity();
+    let mut bob_conn = logged_in_connection(&server, BOB, &bob_identity).await;
+
+    // Registration over /ws, its proof bound to the hello.
+    let alice = Identity::generate(KeyType::P256);
+    let mut ws = WsClient::connect(&server).await;
+    let mut events = Vec::new();
+    let spki = alice.public_key().to_spki_der();
+    let sent = ws
+        .call(
+            json!({"type": "register", "phone": ALICE, "key_type": "p256", "public_key": b64(&spki)}),
+            &mut events,
+        )
+        .await;
+    assert_eq!(sent["type"], "code_sent", "{sent}");
+    let nonce = ws.nonce().await;
+    let verified = ws
+        .call(
+            json!({"type": "verify", "phone": ALICE, "code": server.code_for(ALICE),
+                   "signature": ws.proof(&alice, Purpose::Register, &nonce, ALICE)}),
+            &mut events,
+        )
+        .await;
+    assert_eq!(verified["type"], "registered", "{verified}");
+    drop(ws);
+
+    // A later login on a new connection, then a message each way.
+    let mut ws = WsClient::connect(&server).await;
+    let nonce = ws.nonce().await;
+    let login = ws
+        .call(
+            json!({"type": "login", "phone": ALICE,
+                   "signature": ws.proof(&alice, Purpose::Login, &nonce, ALICE)}),
+            &mut events,
+        )
+        .await;
+    assert_eq!(login["type"], "logged_in", "{login}");
+
+    let (id, envelope) = seal_text(
+        &alice,
+        ALICE,
+        &bob_identity.public_key(),
+        BOB,
+        1,
+        "from the browser",
+    );
+    let accepted = ws
+        .call(
+            json!({"type": "send", "id": id, "to": BOB, "envelope": b64(&envelope)}),
+            &mut events,
+        )
+        .await;
+    assert_eq!(accepted["type"], "accepted", "{accepted}");
+    let pushed = next_pushed_message(&mut bob_conn).await;
+    assert_eq!((pushed.id, pushed.from.as_str()), (id, ALICE));
+    assert_eq!(pushed.envelope.0, envelope);
+
+    let (id, envelope) = seal_text(
+        &bob_identity,
+        BOB,
+        &alice.public_key(),
+        ALICE,
+        1,
+        "from the terminal",
+    );
+    let answer = bob_conn
+        .call(Request::Send {
+            id,
+            to: ALICE.into(),
+            envelope: B64(envelope.clone()),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+    let event = match events.pop() {
+        Some(e) => e,
+        None => next_json(&mut ws.socket).await.expect("a pushed message"),
+    };
+    assert_eq!(event["type"], "message", "{event}");
+    assert!(
+        event.get("re").is_none(),
+        "a pushed event has no re: {event}"
+    );
+    assert_eq!(
+        serde_json::from_value::<MessageId>(event["id"].clone()).unwrap(),
+        id
+    );
+    assert_eq!(event["from"], BOB);
+    assert_eq!(unb64(&event["envelope"]), envelope);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_proof_bound_to_another_connection_is_refused() {
+    let server = spawn_web_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let identity = alice.identity();
+    let other = WsClient::connect(&server).await;
+    let mut ws = WsClient::connect(&server).await;
+    let nonce = ws.nonce().await;
+    // Signed with the other connection's binding, and with a TCP-style
+    // exporter: neither holds here.
+    for (case, binding) in [
+        ("another connection", other.binding),
+        ("an exporter", [0x44; 32]),
+    ] {
+        let nonce = if case == "an exporter" {
+            ws.nonce().await
+        } else {
+            nonce
+        };
+        let signature =
+            crypto::sign_proof(&identity, Purpose::Login, &binding, &nonce, &phone(ALICE));
+        let answer = ws
+            .call(
+                json!({"type": "login", "phone": ALICE, "signature": b64(&signature)}),
+                &mut Vec::new(),
+            )
+            .await;
+        assert_eq!(answer["code"], "bad_signature", "{case}: {answer}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_origin_cannot_open_the_socket() {
+    let server = spawn_web_server().await;
+    for origin in ["http://evil.example", "http://127.0.0.1:1", "null"] {
+        match open_ws(&server, origin).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), 403, "{origin}");
+                let body = response.body().as_deref().unwrap_or_default();
+                assert!(
+                    String::from_utf8_lossy(body).starts_with("origin_refused"),
+                    "{origin}"
+                );
+            }
+            other => panic!("{origin}: expected a 403, got {:?}", other.map(|_| ())),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_message_gets_the_frame_size_error_and_a_close() {
+    let server = spawn_web_server().await;
+    let mut ws = WsClient::connect(&server).await;
+    let padding = "x".repeat(MAX_REQUEST_FRAME);
+    let huge = json!({"type": "ping", "seq": 1, "padding": padding}).to_string();
+    ws.socket.send(Message::text(huge)).await.unwrap();
+    let error = next_json(&mut ws.socket).await.expect("an error frame");
+    assert_eq!(error["code"], "frame_too_large", "{error}");
+    assert!(error.get("re").is_none(), "{error}");
+    assert!(
+        next_json(&mut ws.socket).await.is_none(),
+        "the server closed"
+    );
+    // An empty message is malformed, and the session goes on.
+    let mut ws = WsClient::connect(&server).await;
+    ws.socket.send(Message::text("")).await.unwrap();
+    let error = next_json(&mut ws.socket).await.unwrap();
+    assert_eq!(error["code"], "malformed_json", "{error}");
+    let pong = ws.call(json!({"type": "ping"}), &mut Vec::new()).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("server.toml");
+    std::fs::write(
+        &file,
+        "[server]\nport = 0\n\n[web]\nlisten = \"0.0.0.0:8080\"\n",
+    )
+    .unwrap();
+    let err = ServerConfig::load(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("web.listen") && err.contains("tls_cert"),
+        "{err}"
+    );
+    let line = carrier::config::check_file(&file).unwrap_err();
+    assert!(
+        line.contains(":5") || line.contains("line 5"),
+        "names the line: {line}"
+    );
+    let config = WebConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..WebConfig::loopback(0)
+    };
+    let refused = Endpoint::bind(&config).await;
+    assert!(
+        matches!(refused, Err(carrier::web::WebError::PlainHttp(_))),
+        "a configuration built in code is refused at bind too"
+    );
+}
