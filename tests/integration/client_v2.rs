@@ -3,7 +3,10 @@
 //! out of order), linking a second device with a code, sync copies of what
 //! the other device sent, removal, a contact's new device told once,
 //! safety numbers, prekeys drained and replenished, and a v1 envelope
-//! refused.
+//! refused. `across_servers`: the same across a neighbourhood of real
+//! servers.
+
+mod across_servers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use crate::common::*;
 use crate::process::wait_within;
 
 /// `carrier register PHONE` into `homes/NAME`; the home.
-async fn cli_user(server: &TestServer, homes: &Path, name: &str, phone: &str) -> PathBuf {
+async fn cli_user(server: &impl Reachable, homes: &Path, name: &str, phone: &str) -> PathBuf {
     let home = homes.join(name);
     let (status, _, stderr) = outcome(&register_typing(server, &home, phone, 0, false).await);
     assert_eq!(status, 0, "register {phone}: {stderr}");
@@ -202,7 +205,7 @@ fn devices_add(home: &Path) -> (String, std::thread::JoinHandle<std::process::Ou
 /// Links `homes/NAME` to `phone`'s account through `existing` as device
 /// `id`; the new home.
 async fn link(
-    server: &TestServer,
+    server: &impl Reachable,
     existing: &Path,
     homes: &Path,
     name: &str,
