@@ -159,6 +159,9 @@ pub enum Request {
     },
     /// The sealed answer to a link request, for the new device.
     LinkAccept { rendezvous: B64, response: B64 },
+    /// Close an open rendezvous without linking; a waiting new device is
+    /// answered `no_link` at once.
+    LinkRefuse { rendezvous: B64 },
     /// Keep-alive; answered with `pong`.
     Ping,
     /// End the session.
@@ -337,6 +340,7 @@ pub enum Response {
         response: B64,
     },
     LinkAccepted,
+    LinkRefused,
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
