@@ -54,6 +54,15 @@ pub enum ClientError {
     Declined(String),
     #[error("{0}")]
     Input(String),
+    /// The server holds no device list for a user: their home is another
+    /// server whose list has not come through the neighbourhood yet (the
+    /// common case, which a retry mends), or they never published one.
+    #[error(
+        "{phone} has no device list on this server yet: their home is another server and \
+         their devices have not reached this one yet (try again in a moment), or they \
+         registered with a carrier older than protocol v2 and need a current one"
+    )]
+    NoDevicesYet { phone: String },
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
     /// A protocol v2 value that does not check out (a device list, a
@@ -119,7 +128,8 @@ pub enum Exit {
     /// 4: refused, by the server (wrong code, rate limit, a key it does not
     /// accept, a full queue…) or by the user at a prompt.
     Refused = 4,
-    /// 5: no server could be reached, or the connection was lost.
+    /// 5: no server could be reached, the connection was lost, or what is
+    /// needed has not arrived yet (a remote user's devices): try again.
     Unreachable = 5,
     /// 6: a key is not the one pinned or given: a contact's, or the server's.
     KeyChanged = 6,
@@ -140,7 +150,8 @@ impl ClientError {
             | ClientError::NotTheExpectedKey { .. } => Exit::KeyChanged,
             ClientError::Connect(_)
             | ClientError::Unreachable { .. }
-            | ClientError::Disconnected => Exit::Unreachable,
+            | ClientError::Disconnected
+            | ClientError::NoDevicesYet { .. } => Exit::Unreachable,
             ClientError::Server { code, .. } => exit_for(*code),
             ClientError::AccountRefused(_) | ClientError::Declined(_) | ClientError::Forged(_) => {
                 Exit::Refused
@@ -230,6 +241,7 @@ mod tests {
                 5,
             ),
             (ClientError::Disconnected, 5),
+            (ClientError::NoDevicesYet { phone: "p".into() }, 5),
             (
                 ClientError::KeyChanged {
                     phone: "p".into(),

@@ -159,6 +159,9 @@ pub enum Request {
     },
     /// The sealed answer to a link request, for the new device.
     LinkAccept { rendezvous: B64, response: B64 },
+    /// Close an open rendezvous without linking; a waiting new device is
+    /// answered `no_link` at once.
+    LinkRefuse { rendezvous: B64 },
     /// Keep-alive; answered with `pong`.
     Ping,
     /// End the session.
@@ -337,6 +340,7 @@ pub enum Response {
         response: B64,
     },
     LinkAccepted,
+    LinkRefused,
     Pong,
     Bye,
     /// A pushed event: a message arrived for the logged-in user.
@@ -387,7 +391,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_a_wire_name() {
-        assert_eq!(Request::KINDS.len(), 21);
+        assert_eq!(Request::KINDS.len(), 22);
         for kind in Request::KINDS {
             // Unit kinds parse from their name alone; the others fail on a
             // missing field, which names them as known kinds.

@@ -3,7 +3,9 @@
 //! device, not logged in, sends its sealed link request to it, which is
 //! pushed to the opening session; that session's sealed answer goes back
 //! to the new device as the answer to its request, and the rendezvous is
-//! gone. The server only passes opaque bytes along: it never sees the code
+//! gone. The opening session may instead refuse (it cannot complete the
+//! link, say the account is full): the new device is told `no_link` at
+//! once rather than at the expiry. The server only passes opaque bytes along: it never sees the code
 //! or the link key, so it can neither read nor forge either side.
 
 use std::collections::HashMap;
@@ -158,6 +160,39 @@ impl Router {
         }
         Ok(())
     }
+
+    /// Closes a rendezvous the opening session will not complete; a new
+    /// device waiting on it is answered `no_link` now, not at the expiry.
+    pub fn link_refuse(&self, session: &SessionLink, rendezvous: &[u8]) -> Result<(), RouteError> {
+        let id = rendezvous_id(rendezvous)?;
+        let now = self.clock.now_ms();
+        let mut open = self.rendezvous.lock();
+        let mine = open
+            .get(&id)
+            .is_some_and(|o| o.expires_at > now && &o.phone == session.phone());
+        if !mine {
+            return Err(RouteError::NoLink);
+        }
+        let entry = open.remove(&id).expect("checked above");
+        if let Some((outbox, seq)) = entry.requester {
+            let refused = no_link(
+                "the device that showed the link code could not complete the link and \
+                 refused it (it says why); nothing was linked",
+            );
+            let _ = outbox.try_send(frame(seq, refused));
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a waiting `link_request` that will not be linked.
+fn no_link(message: &str) -> Response {
+    Response::Error {
+        code: ErrorCode::NoLink,
+        message: message.into(),
+        retry_after_ms: None,
+        devices: None,
+    }
 }
 
 /// Ends a requested rendezvous nobody accepted in time: its new device is
@@ -171,12 +206,7 @@ async fn expire(router: Weak<Router>, id: RendezvousId, wait: Duration) {
         return;
     };
     if let Some((outbox, seq)) = entry.requester {
-        let refused = Response::Error {
-            code: ErrorCode::NoLink,
-            message: "the link code expired before it was accepted; make a new one".into(),
-            retry_after_ms: None,
-            devices: None,
-        };
+        let refused = no_link("the link code expired before it was accepted; make a new one");
         let _ = outbox.try_send(frame(seq, refused));
     }
 }

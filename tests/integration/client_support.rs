@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use expectrl::{Expect, Regex, Session};
 
-use crate::common::{PATIENCE, Reachable, TestServer, codes_in, within};
+use crate::common::{PATIENCE, Reachable, codes_in, within};
 use crate::process::{run, stderr_of, stdout_of, wait_within};
 
 /// `carrier --home HOME ARGS…` with a clean environment (no server unless
@@ -51,7 +51,7 @@ pub fn outcome(o: &Output) -> (i32, String, String) {
 /// `carrier register PHONE` on `server`, typing `wrong` codes first (each
 /// the code the server sent, changed) and then the right one unless `give_up`.
 pub async fn register_typing(
-    server: &TestServer,
+    server: &impl Reachable,
     home: &Path,
     phone: &str,
     wrong: usize,

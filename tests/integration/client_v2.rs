@@ -3,7 +3,10 @@
 //! out of order), linking a second device with a code, sync copies of what
 //! the other device sent, removal, a contact's new device told once,
 //! safety numbers, prekeys drained and replenished, and a v1 envelope
-//! refused.
+//! refused. `across_servers`: the same across a neighbourhood of real
+//! servers.
+
+mod across_servers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use crate::common::*;
 use crate::process::wait_within;
 
 /// `carrier register PHONE` into `homes/NAME`; the home.
-async fn cli_user(server: &TestServer, homes: &Path, name: &str, phone: &str) -> PathBuf {
+async fn cli_user(server: &impl Reachable, homes: &Path, name: &str, phone: &str) -> PathBuf {
     let home = homes.join(name);
     let (status, _, stderr) = outcome(&register_typing(server, &home, phone, 0, false).await);
     assert_eq!(status, 0, "register {phone}: {stderr}");
@@ -202,7 +205,7 @@ fn devices_add(home: &Path) -> (String, std::thread::JoinHandle<std::process::Ou
 /// Links `homes/NAME` to `phone`'s account through `existing` as device
 /// `id`; the new home.
 async fn link(
-    server: &TestServer,
+    server: &impl Reachable,
     existing: &Path,
     homes: &Path,
     name: &str,
@@ -609,4 +612,37 @@ async fn chat_opens_pushed_messages_and_sends_through_the_same_sessions() {
     );
     assert_eq!(texts(&fetched(&alice).await), ["answered from chat"]);
     assert!(fetched(&bob).await.is_empty(), "acknowledged by chat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_the_account_has_no_room_for_is_refused_at_once() {
+    let server = spawn_server_with(|c| c.limits.devices_per_account = 1).await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    let existing = alice.clone();
+    let (code, adding) = tokio::task::spawn_blocking(move || devices_add(&existing))
+        .await
+        .unwrap();
+    // The new device is answered as soon as the existing one gives up, not
+    // when the code expires in 10 minutes (`carrier_out` fails a command
+    // that takes longer than the test's patience).
+    let tablet = homes.path().join("tablet");
+    let addr = server.addr();
+    let linking = carrier_out(&tablet, &["--server", &addr, "link", ALICE, &code]).await;
+    let (status, stdout, stderr) = outcome(&linking);
+    assert_ne!(status, 0, "{stdout}");
+    assert!(
+        stderr.contains("could not complete the link and refused it"),
+        "{stderr}"
+    );
+    let added = tokio::task::spawn_blocking(move || adding.join().unwrap())
+        .await
+        .unwrap();
+    let (status, _, stderr) = outcome(&added);
+    assert_ne!(status, 0);
+    assert!(stderr.contains("too_many_devices"), "{stderr}");
+    let (status, _, _) = outcome(&carrier_out(&tablet, &["whoami"]).await);
+    assert_ne!(status, 0, "the tablet's home holds no account");
+    let listed = json_lines(&ok(&alice, &["devices", "--json"]).await.0);
+    assert_eq!(listed.len(), 1);
 }

@@ -376,14 +376,14 @@ async fn ring_of_four_delivers_once_without_loops() {
 
 /// Server files with a link port of the server's choosing and links to
 /// `neighbours`.
-fn linked_files(neighbours: &[(SocketAddr, Option<Fingerprint>)]) -> ServerFiles {
+pub(crate) fn linked_files(neighbours: &[(SocketAddr, Option<Fingerprint>)]) -> ServerFiles {
     let mut files = ServerFiles::new();
     files.set_links(0, neighbours);
     files
 }
 
 /// Where a started server listens for links.
-fn link_addr_of(server: &crate::process::ServerProcess) -> SocketAddr {
+pub(crate) fn link_addr_of(server: &crate::process::ServerProcess) -> SocketAddr {
     server.link_addr.expect("the server listens for links")
 }
 

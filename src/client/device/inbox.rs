@@ -82,12 +82,21 @@ impl Session<'_> {
         };
         let (mut peer, mut account_fp) = match self.peer_device(&sender, sender_device).await {
             Ok(Some(found)) => found,
+            Ok(None) if self.newer_than_listed(&sender, sender_device.get()).await? => {
+                return Ok(keep_back(ClientError::Input(format!(
+                    "sent from device {sender_device} of {sender}, newer than the device list \
+                     this server holds for them (it may still be on its way from their home \
+                     server): kept on the server and tried again at the next fetch"
+                ))));
+            }
             Ok(None) => {
                 return Ok(refuse(format!(
                     "sent from device {sender_device}, which {sender} does not list"
                 )));
             }
-            Err(e @ ClientError::KeyChanged { .. }) => return Ok(keep_back(e)),
+            Err(e @ (ClientError::KeyChanged { .. } | ClientError::NoDevicesYet { .. })) => {
+                return Ok(keep_back(e));
+            }
             Err(e) if unusable_devices(&e) => {
                 return Ok(refuse(format!(
                     "the sender's devices do not check out: {e}"
@@ -120,6 +129,19 @@ impl Session<'_> {
             Err(reason) => return Ok(refuse(reason)),
         };
         self.commit(device, m, unsealed, account_fp).await
+    }
+
+    /// Whether device `id` of `sender` has a higher id than every device
+    /// of theirs this home has checked: a device added after the list the
+    /// server holds (a list from another server's user comes through the
+    /// neighbourhood and may trail their messages). Clients give ids out in
+    /// ascending order, never twice (docs/PROTOCOL-v2.md §13.15), so a lower
+    /// unlisted id is a removed device. A message from a removed device that
+    /// had the highest id, sent before its removal, is kept back too; it
+    /// expires on the server like any unacknowledged message.
+    async fn newer_than_listed(&self, sender: &PhoneNumber, id: u32) -> Result<bool, ClientError> {
+        let known = store::peer_device_ids(self.client.home.pool(), sender.as_str()).await?;
+        Ok(known.iter().all(|&k| k < id))
     }
 
     /// Whether this message was stored before (a redelivery after a crash

@@ -146,7 +146,30 @@ impl Session<'_> {
                         .into(),
                 )
             })??;
-        let (name, key) = code.open_request(&self.me, &request).map_err(|e| {
+        match self.complete_link(&code, &rendezvous, &request).await {
+            Ok(linked) => Ok(linked),
+            Err(e) => {
+                // The new device would otherwise wait until the code
+                // expires; the error that stopped the link is this
+                // command's to report, so the refusal's own outcome is not.
+                let refuse = Request::LinkRefuse {
+                    rendezvous: B64(rendezvous),
+                };
+                let _ = self.conn.call(refuse).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Certifies the device that sent `request`, publishes the new list
+    /// and answers it with the account key sealed under the code.
+    async fn complete_link(
+        &self,
+        code: &LinkCode,
+        rendezvous: &[u8],
+        request: &[u8],
+    ) -> Result<(u32, String), ClientError> {
+        let (name, key) = code.open_request(&self.me, request).map_err(|e| {
             ClientError::Forged(format!(
                 "a link request that does not open with the code was refused ({e})"
             ))
@@ -176,7 +199,7 @@ impl Session<'_> {
         match self
             .conn
             .call(Request::LinkAccept {
-                rendezvous: B64(rendezvous),
+                rendezvous: B64(rendezvous.to_vec()),
                 response: B64(response),
             })
             .await?
@@ -261,11 +284,13 @@ impl Client {
             Ok(other) => return Err(unexpected(other)),
             Err(ClientError::Server {
                 code: ErrorCode::NoLink,
-                ..
+                message,
             }) => {
                 return Err(ClientError::Input(format!(
-                    "the link code is not open for {phone} (mistyped, used, expired, or \
-                     `carrier devices add` was stopped); run `carrier devices add` again"
+                    "no device of {phone} was linked: {} (a mistyped or used code, or a \
+                     stopped `carrier devices add`, ends the same way); run `carrier devices \
+                     add` again",
+                    crate::client::show::clean(&message)
                 )));
             }
             Err(e) => return Err(e),

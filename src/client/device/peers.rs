@@ -45,11 +45,9 @@ impl Session<'_> {
             (key, info)
         };
         let Some(devices) = info.devices else {
-            return Err(ClientError::Input(format!(
-                "{phone} has no devices this server can reach: they registered with a client \
-                 older than protocol v2, or their home server is another one, whose devices \
-                 cannot be reached from here yet"
-            )));
+            return Err(ClientError::NoDevicesYet {
+                phone: phone.to_string(),
+            });
         };
         self.check_devices(phone, &key, &devices).await
     }

@@ -11,6 +11,7 @@ mod devices;
 mod fetch;
 mod link_accept;
 mod link_open;
+mod link_refuse;
 mod link_request;
 mod list;
 mod login;
@@ -136,6 +137,9 @@ pub async fn dispatch(
             rendezvous,
             response,
         } => link_accept::handle(state, session, &rendezvous, response).into(),
+        Request::LinkRefuse { rendezvous } => {
+            link_refuse::handle(state, session, &rendezvous).into()
+        }
         Request::Ping => Outcome::Reply(Response::Pong),
         Request::Quit => Outcome::Close(Response::Bye),
     }
