@@ -103,30 +103,54 @@ impl PrekeyStore {
             self.kem_last_resort.push(record(id, now_ms, secret));
         }
         if self.one_time.len() < ONE_TIME_LOW {
-            while self.one_time.len() < ONE_TIME_BATCH {
-                let secret = EcSecret::generate();
-                let id = self.allocate_id();
-                out.push(sign_ec(device, PrekeyKind::OneTime, id, now_ms, &secret));
-                self.one_time.push(record(id, now_ms, secret));
-            }
+            let missing = ONE_TIME_BATCH - self.one_time.len();
+            self.add_one_time(device, now_ms, missing, &mut out);
         }
         if self.kem_one_time.len() < KEM_ONE_TIME_LOW {
-            while self.kem_one_time.len() < KEM_ONE_TIME_BATCH {
-                let secret = KemSecret::generate();
-                let id = self.allocate_id();
-                out.push(sign_kem(
-                    device,
-                    PrekeyKind::KemOneTime,
-                    id,
-                    now_ms,
-                    &secret,
-                ));
-                self.kem_one_time.push(record(id, now_ms, secret));
-            }
+            let missing = KEM_ONE_TIME_BATCH - self.kem_one_time.len();
+            self.add_kem_one_time(device, now_ms, missing, &mut out);
         }
         retire(&mut self.signed, |(r, _)| r.created_at_ms, now_ms);
         retire(&mut self.kem_last_resort, |r| r.created_at_ms, now_ms);
         out
+    }
+
+    /// Makes `n` new one-time EC prekeys, held here and signed into `out`.
+    fn add_one_time(
+        &mut self,
+        device: &DeviceKey,
+        now_ms: u64,
+        n: usize,
+        out: &mut Vec<PublicPrekey>,
+    ) {
+        for _ in 0..n {
+            let secret = EcSecret::generate();
+            let id = self.allocate_id();
+            out.push(sign_ec(device, PrekeyKind::OneTime, id, now_ms, &secret));
+            self.one_time.push(record(id, now_ms, secret));
+        }
+    }
+
+    /// Makes `n` new one-time ML-KEM prekeys, held here and signed into `out`.
+    fn add_kem_one_time(
+        &mut self,
+        device: &DeviceKey,
+        now_ms: u64,
+        n: usize,
+        out: &mut Vec<PublicPrekey>,
+    ) {
+        for _ in 0..n {
+            let secret = KemSecret::generate();
+            let id = self.allocate_id();
+            out.push(sign_kem(
+                device,
+                PrekeyKind::KemOneTime,
+                id,
+                now_ms,
+                &secret,
+            ));
+            self.kem_one_time.push(record(id, now_ms, secret));
+        }
     }
 
     /// Tops up the server's pools: `maintain` counts the keys this device
@@ -145,26 +169,12 @@ impl PrekeyStore {
     ) -> Vec<PublicPrekey> {
         let mut out = Vec::new();
         if server_one_time < ONE_TIME_LOW {
-            for _ in server_one_time..ONE_TIME_BATCH {
-                let secret = EcSecret::generate();
-                let id = self.allocate_id();
-                out.push(sign_ec(device, PrekeyKind::OneTime, id, now_ms, &secret));
-                self.one_time.push(record(id, now_ms, secret));
-            }
+            let missing = ONE_TIME_BATCH - server_one_time;
+            self.add_one_time(device, now_ms, missing, &mut out);
         }
         if server_kem_one_time < KEM_ONE_TIME_LOW {
-            for _ in server_kem_one_time..KEM_ONE_TIME_BATCH {
-                let secret = KemSecret::generate();
-                let id = self.allocate_id();
-                out.push(sign_kem(
-                    device,
-                    PrekeyKind::KemOneTime,
-                    id,
-                    now_ms,
-                    &secret,
-                ));
-                self.kem_one_time.push(record(id, now_ms, secret));
-            }
+            let missing = KEM_ONE_TIME_BATCH - server_kem_one_time;
+            self.add_kem_one_time(device, now_ms, missing, &mut out);
         }
         let excess = |len: usize, batch: usize| len.saturating_sub(batch * MAX_HELD_BATCHES);
         self.one_time
