@@ -225,20 +225,12 @@ impl Session<'_> {
                 let shown = Some(to.to_string());
                 (to.clone(), fp, Direction::Out, shown, text, None)
             }
-            Content::SentCopy { .. } => {
-                let why = "a sync copy that is not from this account's own device";
-                (
-                    sender.clone(),
-                    account_fp,
-                    Direction::In,
-                    None,
-                    &String::new(),
-                    Some(why),
-                )
-            }
-            Content::Other { kind, .. } => {
-                let _ = kind;
-                let why = "unsupported message (a content type this client does not know)";
+            Content::SentCopy { .. } | Content::Other { .. } => {
+                let why = if matches!(u.opened.content, Content::SentCopy { .. }) {
+                    "a sync copy that is not from this account's own device"
+                } else {
+                    "unsupported message (a content type this client does not know)"
+                };
                 (
                     sender.clone(),
                     account_fp,
