@@ -193,3 +193,30 @@ pub struct Withdrawal {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An older server's `relay_ack` names no recipient: it still parses,
+    /// and one without a recipient is written without `to`.
+    #[test]
+    fn a_relay_ack_without_a_recipient_parses_and_omits_it() {
+        let old = r#"{"type":"relay_ack","ids":["01a206d2e2edd327b947c6eb38d84784"]}"#;
+        let parsed: LinkMessage = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            parsed,
+            LinkMessage::RelayAck {
+                device: 0,
+                to: None,
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), old);
+        let new = r#"{"type":"relay_ack","ids":["01a206d2e2edd327b947c6eb38d84784"],"to":"+12025550102"}"#;
+        let parsed: LinkMessage = serde_json::from_str(new).unwrap();
+        assert!(
+            matches!(parsed, LinkMessage::RelayAck { to: Some(ref to), .. } if to == "+12025550102")
+        );
+    }
+}
