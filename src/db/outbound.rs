@@ -65,21 +65,27 @@ impl Store {
         self.read(rows)
     }
 
-    /// The message for `neighbour` under `id` and `device`, if still queued.
+    /// The message for `neighbour` under `id` and `device` (and to
+    /// `recipient`, when named: ids are unique per recipient only), if
+    /// still queued.
     pub async fn outbound_row(
         &self,
         neighbour: &Fingerprint,
         id: MessageId,
         device: u32,
+        recipient: Option<&PhoneNumber>,
     ) -> Result<Option<OutboundRow>, DbError> {
         let row = on_backend!(&self.pool, p => sqlx::query_as::<_, OutboundRow>(
             "SELECT seq, id, recipient, device, sender, sender_device, envelope, received_at,
                  expires_at, path
-             FROM outbound_queue WHERE neighbour = $1 AND id = $2 AND device = $3 LIMIT 1",
+             FROM outbound_queue WHERE neighbour = $1 AND id = $2 AND device = $3
+                 AND ($4 IS NULL OR recipient = $4)
+             ORDER BY seq LIMIT 1",
         )
         .bind(neighbour)
         .bind(id)
         .bind(i64::from(device))
+        .bind(recipient.map(PhoneNumber::as_str))
         .fetch_optional(p)
         .await);
         self.read(row)

@@ -20,15 +20,16 @@ pub enum QueueRef {
     /// devices together).
     Device(PhoneNumber, u32),
     /// A neighbour's queue, for messages to one recipient device (0: v1
-    /// messages to a whole account).
-    Neighbour(Fingerprint, u32),
+    /// messages to a whole account), and to one recipient when named (ids
+    /// are unique per recipient only; an older neighbour names none).
+    Neighbour(Fingerprint, u32, Option<PhoneNumber>),
 }
 
 impl QueueRef {
     pub(super) fn key(&self) -> QueueKey<'_> {
         match self {
             QueueRef::Recipient(phone) | QueueRef::Device(phone, _) => QueueKey::Recipient(phone),
-            QueueRef::Neighbour(fp, _) => QueueKey::Neighbour(*fp),
+            QueueRef::Neighbour(fp, ..) => QueueKey::Neighbour(*fp),
         }
     }
 
@@ -36,8 +37,16 @@ impl QueueRef {
     /// without devices (and a neighbour's v1 messages).
     pub(super) fn device(&self) -> i64 {
         match self {
-            QueueRef::Device(_, device) | QueueRef::Neighbour(_, device) => i64::from(*device),
+            QueueRef::Device(_, device) | QueueRef::Neighbour(_, device, _) => i64::from(*device),
             QueueRef::Recipient(_) => 0,
+        }
+    }
+
+    /// The recipient a neighbour's rows are limited to, if named.
+    pub(super) fn recipient(&self) -> Option<&PhoneNumber> {
+        match self {
+            QueueRef::Neighbour(_, _, to) => to.as_ref(),
+            QueueRef::Recipient(_) | QueueRef::Device(..) => None,
         }
     }
 }
@@ -342,22 +351,29 @@ pub(super) struct Removed {
 }
 
 /// Deletes rows of `queue` by id (at most [`DELETE_CHUNK`]); returns each
-/// row that existed. Only fixed names and placeholders go into the
+/// row that existed. `recipient` limits a neighbour's rows to the copies
+/// for one recipient. Only fixed names and placeholders go into the
 /// statement's text; every value is bound.
 pub(super) async fn delete_many(
     conn: &mut Conn<'_>,
     queue: QueueKey<'_>,
     device: i64,
+    recipient: Option<&PhoneNumber>,
     ids: &[MessageId],
 ) -> Result<Vec<Removed>, DbError> {
     let table = queue.table();
     let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+    let recipient_clause = match recipient {
+        Some(_) => format!(" AND recipient = ${}", ids.len() + 3),
+        None => String::new(),
+    };
     let sql = format!(
-        "DELETE FROM {} WHERE {} = $1 AND id IN ({}){} RETURNING {}",
+        "DELETE FROM {} WHERE {} = $1 AND id IN ({}){}{} RETURNING {}",
         table.name(),
         table.owner(),
         placeholders.join(", "),
         table.device_clause(ids.len() + 2),
+        recipient_clause,
         table.removed_columns()
     );
     let rows: Vec<(String, String, i64)> = on_backend!(conn.reborrow(), c => {
@@ -365,7 +381,11 @@ pub(super) async fn delete_many(
         for id in ids {
             query = query.bind(id);
         }
-        query.bind(device).fetch_all(c).await
+        query = query.bind(device);
+        if let Some(to) = recipient {
+            query = query.bind(to.as_str());
+        }
+        query.fetch_all(c).await
     })?;
     Ok(rows.into_iter().map(Removed::from).collect())
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::LinkContext;
-use crate::domain::{Fingerprint, MessageId};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{LinkMessage, MAX_LINK_FRAME, Relayed};
 use crate::protocol::{self, B64, ErrorCode, PROTOCOL_VERSION};
 use crate::routing::{PendingSend, RouteError, Router, link_frame};
@@ -218,14 +218,17 @@ async fn handle_message(
             }
         }
         LinkMessage::Relay(r) => {
-            let key = (r.id, r.device);
+            let key = (r.id, r.to.clone(), r.device);
             let pending = router.relay_in(peer, r).await;
             if acks.send((key, pending)).await.is_err() {
                 return false;
             }
         }
-        LinkMessage::RelayAck { ids, device } => {
-            if let Err(e) = router.outbound_acked(&peer, device, &ids).await {
+        LinkMessage::RelayAck { ids, device, to } => {
+            let Some(to) = recipient(to) else {
+                return true;
+            };
+            if let Err(e) = router.outbound_acked(&peer, device, to, &ids).await {
                 tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
             }
         }
@@ -235,10 +238,15 @@ async fn handle_message(
             message,
             device,
             path,
+            to,
         } => {
+            let Some(to) = recipient(to) else {
+                return true;
+            };
             let refusal = crate::routing::Refusal {
                 id,
                 device,
+                to,
                 code,
                 message,
             };
@@ -266,8 +274,23 @@ async fn handle_message(
     true
 }
 
-/// A relayed message as acknowledged: its id and recipient device.
-type RelayKey = (MessageId, u32);
+/// The recipient an ack or refusal names: `Some(None)` when it names none
+/// (an older neighbour), `None` when the name is not a phone number (the
+/// frame is skipped: it cannot match a message we sent).
+fn recipient(to: Option<String>) -> Option<Option<PhoneNumber>> {
+    match to.map(|to| PhoneNumber::from_canonical(&to)) {
+        None => Some(None),
+        Some(Ok(phone)) => Some(Some(phone)),
+        Some(Err(_)) => {
+            tracing::warn!("the neighbour named a recipient that is not a phone number; skipped");
+            None
+        }
+    }
+}
+
+/// A relayed message as acknowledged: its id, recipient and recipient
+/// device (ids are unique per recipient only).
+type RelayKey = (MessageId, String, u32);
 
 /// Answers relayed messages in the order they arrived, each once its commit
 /// is done, gathering consecutive acknowledgements for one recipient
@@ -277,19 +300,15 @@ async fn acknowledge(
     outbox: mpsc::Sender<Vec<u8>>,
 ) {
     let mut batch = Vec::new();
-    let mut batch_device = 0;
-    while let Some(((id, device), p)) = pending.recv().await {
-        if device != batch_device && !batch.is_empty() {
+    let mut batch_for = (String::new(), 0);
+    while let Some(((id, to, device), p)) = pending.recv().await {
+        if (&to, device) != (&batch_for.0, batch_for.1) && !batch.is_empty() {
             let ids = std::mem::take(&mut batch);
-            let ack = LinkMessage::RelayAck {
-                ids,
-                device: batch_device,
-            };
-            if outbox.send(link_frame(&ack)).await.is_err() {
+            if outbox.send(ack_frame(ids, &batch_for)).await.is_err() {
                 return;
             }
         }
-        batch_device = device;
+        batch_for = (to, device);
         let outcome = match p {
             Ok(p) => p.committed().await,
             Err(e) => Err(e),
@@ -311,24 +330,27 @@ async fn acknowledge(
                     message: e.to_string(),
                     device,
                     path: Vec::new(),
+                    to: Some(batch_for.0.clone()),
                 };
                 let _ = outbox.send(link_frame(&refusal)).await;
             }
         }
         if !batch.is_empty() && pending.is_empty() {
             let ids = std::mem::take(&mut batch);
-            if outbox
-                .send(link_frame(&LinkMessage::RelayAck {
-                    ids,
-                    device: batch_device,
-                }))
-                .await
-                .is_err()
-            {
+            if outbox.send(ack_frame(ids, &batch_for)).await.is_err() {
                 return;
             }
         }
     }
+}
+
+/// A `relay_ack` for `ids`, all to one recipient and device.
+fn ack_frame(ids: Vec<MessageId>, (to, device): &(String, u32)) -> Vec<u8> {
+    link_frame(&LinkMessage::RelayAck {
+        ids,
+        device: *device,
+        to: Some(to.clone()),
+    })
 }
 
 /// Sends this neighbour's outbound queue in order, then waits for more.

@@ -29,18 +29,24 @@ pub enum LinkMessage {
     /// A message on its way to the recipient's home server.
     Relay(Relayed),
     /// These relayed messages are committed at the receiving hop. `device`
-    /// names the recipient device of v2 copies (absent: 0, v1).
+    /// names the recipient device of v2 copies (absent: 0, v1). `to` names
+    /// their recipient: ids are unique per recipient only, so one id may
+    /// wait for two recipients (absent, from an older server: every copy
+    /// under the id and device).
     RelayAck {
         ids: Vec<MessageId>,
         #[serde(default, skip_serializing_if = "is_zero")]
         device: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
     /// This relayed message cannot be delivered; the sending hop drops it
     /// and logs why.
     /// `device` names the recipient device of a v2 copy (absent: 0, v1).
     /// A refusal on its way back to the server where the message was sent
     /// carries the message's `path` (absent: the refusal is about a message
-    /// the receiving hop sent itself).
+    /// the receiving hop sent itself). Without a path, `to` names the
+    /// refused copy's recipient, as in [`LinkMessage::RelayAck`].
     RelayRefused {
         id: MessageId,
         code: ErrorCode,
@@ -49,6 +55,8 @@ pub enum LinkMessage {
         device: u32,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         path: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
     },
     /// A public message, flooded to every server once.
     Broadcast(Broadcast),
@@ -184,4 +192,31 @@ pub struct Withdrawal {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An older server's `relay_ack` names no recipient: it still parses,
+    /// and one without a recipient is written without `to`.
+    #[test]
+    fn a_relay_ack_without_a_recipient_parses_and_omits_it() {
+        let old = r#"{"type":"relay_ack","ids":["01a206d2e2edd327b947c6eb38d84784"]}"#;
+        let parsed: LinkMessage = serde_json::from_str(old).unwrap();
+        assert!(matches!(
+            parsed,
+            LinkMessage::RelayAck {
+                device: 0,
+                to: None,
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), old);
+        let new = r#"{"type":"relay_ack","ids":["01a206d2e2edd327b947c6eb38d84784"],"to":"+12025550102"}"#;
+        let parsed: LinkMessage = serde_json::from_str(new).unwrap();
+        assert!(
+            matches!(parsed, LinkMessage::RelayAck { to: Some(ref to), .. } if to == "+12025550102")
+        );
+    }
 }

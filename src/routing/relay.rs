@@ -28,6 +28,9 @@ pub struct Refusal {
     pub id: MessageId,
     /// The recipient device (0: a v1 message).
     pub device: u32,
+    /// The recipient, when the neighbour named it (ids are unique per
+    /// recipient only; an older neighbour names none).
+    pub to: Option<PhoneNumber>,
     pub code: ErrorCode,
     pub message: String,
 }
@@ -97,17 +100,17 @@ impl Router {
     }
 
     /// Deletes messages for recipient device `device` (0: v1 messages)
-    /// that neighbour `peer` has committed.
+    /// that neighbour `peer` has committed: those to recipient `to` when
+    /// named, else every copy under each id (an older neighbour's ack).
     pub async fn outbound_acked(
         &self,
         peer: &Fingerprint,
         device: u32,
+        to: Option<PhoneNumber>,
         ids: &[MessageId],
     ) -> Result<u64, DbError> {
-        let deleted = self
-            .store
-            .delete(QueueRef::Neighbour(*peer, device), ids.to_vec())
-            .await?;
+        let queue = QueueRef::Neighbour(*peer, device, to);
+        let deleted = self.store.delete(queue, ids.to_vec()).await?;
         crate::metrics::get().relayed_out.inc_by(deleted);
         Ok(deleted)
     }
@@ -118,11 +121,21 @@ impl Router {
     /// message's path. With one, it is such a refusal on its way back.
     pub async fn relay_refused(&self, peer: Fingerprint, refusal: Refusal, path: Vec<String>) {
         let Refusal {
-            id, device, code, ..
+            id,
+            device,
+            to,
+            code,
+            ..
         } = &refusal;
         let path = if path.is_empty() {
-            let row = self.store.outbound_row(&peer, *id, *device).await;
-            if let Err(e) = self.outbound_acked(&peer, *device, &[*id]).await {
+            let row = self
+                .store
+                .outbound_row(&peer, *id, *device, to.as_ref())
+                .await;
+            if let Err(e) = self
+                .outbound_acked(&peer, *device, to.clone(), &[*id])
+                .await
+            {
                 tracing::error!(error = %e, "could not drop a refused message");
             }
             match row {
@@ -149,6 +162,7 @@ impl Router {
                     message: refusal.message.clone(),
                     device: *device,
                     path,
+                    to: None,
                 });
                 if !self.neighbours.send_to(back, frame) {
                     tracing::info!(%id, "the link back towards a refused message's sender is down");

@@ -210,7 +210,7 @@ async fn quotas_count_each_queue_and_give_room_back() {
         let acked = vec![MessageId::from_bytes([1; 16])];
         assert_eq!(
             store
-                .delete(QueueRef::Neighbour(neighbour, 0), acked)
+                .delete(QueueRef::Neighbour(neighbour, 0, None), acked)
                 .await
                 .unwrap(),
             1

@@ -367,3 +367,53 @@ async fn a_neighbour_cannot_withdraw_another_homes_user() {
     let got = fetch_n(&bob, 1).await;
     assert_eq!(got, ["still there?"]);
 }
+
+/// A withdrawal signed by a key no entry or tombstone held names, for a
+/// phone no entry is held for: a flood of them would push real tombstones
+/// out of the bounded store, so that a replayed old entry brings a deleted
+/// user back. They are neither kept nor sent on.
+#[tokio::test]
+async fn withdrawals_signed_by_an_unknown_home_are_neither_kept_nor_forwarded() {
+    let (nodes, hostile) = crate::neighbourhood::beside_a_hostile_neighbour().await;
+    let carol = register(&nodes[1], CAROL, KeyType::P256).await;
+    let stranger = Identity::generate(KeyType::P256);
+    let home_key = stranger.public_key().to_spki_der();
+    let made_up: Vec<Withdrawal> = ["+12025550170", "+12025550171", "+12025550172"]
+        .into_iter()
+        .map(|phone| {
+            let (registered_at, withdrawn_at) = (now_ms() - 10, now_ms());
+            let bytes = signed::withdrawal_bytes(phone, registered_at, withdrawn_at, &home_key);
+            Withdrawal {
+                phone: phone.into(),
+                registered_at,
+                withdrawn_at,
+                home_key: B64(home_key.clone()),
+                signature: B64(stranger.sign(&bytes)),
+            }
+        })
+        .collect();
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    send_link(
+        &mut link,
+        &LinkMessage::Withdrawn {
+            withdrawals: made_up,
+        },
+    )
+    .await;
+    // Frames are handled and sent on in order: once the marker reaches the
+    // next server, the withdrawals were judged at both.
+    let entries = vec![marker(&hostile, DAVE)];
+    send_link(&mut link, &LinkMessage::Directory { entries }).await;
+    eventually("the marker reaches the next server", || {
+        sees(&carol.client, DAVE)
+    })
+    .await;
+    for node in &nodes {
+        assert_eq!(
+            node.count("SELECT count(*) FROM directory_withdrawals")
+                .await,
+            0,
+            "no made-up tombstone is kept"
+        );
+    }
+}

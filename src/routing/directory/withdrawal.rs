@@ -11,10 +11,18 @@
 //! removes a later registration. Only the home server can withdraw its
 //! entry: the signature is checked with the key that signs entries.
 //!
+//! A withdrawal for a phone we hold no entry for is taken only from a home
+//! we already know (one that signs an entry or a tombstone we hold): a key
+//! anyone can make up would otherwise fill the store with made-up
+//! tombstones.
+//!
 //! Tombstones are bounded: each lives [`LIFETIME_MS`] from its
-//! `withdrawn_at`, and at most [`MAX_TOMBSTONES`] are held (the oldest go).
-//! Each server also forgets expired ones at start.
+//! `withdrawn_at`; each home holds at most [`TOMBSTONES_PER_HOME`] (past it
+//! that home's oldest go, never another home's), and at most
+//! [`MAX_TOMBSTONES`] are held in all (past it the oldest of the home that
+//! holds most go). Each server also forgets expired ones at start.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -31,8 +39,12 @@ use crate::routing::{FUTURE_LIMIT_MS, Router, link_frame};
 /// How long a tombstone is kept after the withdrawal: longer than a
 /// neighbour is expected to stay away with a stale copy of the entry.
 pub const LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
-/// Most tombstones held; past it the oldest are forgotten first.
+/// Most tombstones held in all; past it the oldest of the home holding
+/// most are forgotten first.
 pub const MAX_TOMBSTONES: usize = 100_000;
+/// Most tombstones held for one home: its share of [`MAX_TOMBSTONES`], so
+/// that a flood signed by one home evicts only that home's tombstones.
+pub const TOMBSTONES_PER_HOME: usize = MAX_TOMBSTONES / 10;
 /// Withdrawals per link frame.
 const WITHDRAWAL_CHUNK: usize = 500;
 /// How often expired tombstones are looked for, when a withdrawal comes.
@@ -162,13 +174,29 @@ impl Directory {
     /// Whether `t` is news: no tombstone of its version or later, and no
     /// entry of a later version or signed by another home. Only the home
     /// that signed an entry may withdraw it: another server's withdrawal,
-    /// dated later, would otherwise make the user vanish everywhere.
-    fn judge_withdrawal(&self, t: &Tombstone) -> bool {
+    /// dated later, would otherwise make the user vanish everywhere. For a
+    /// phone with no entry held, the home must be one we know (`me` or a
+    /// signer of an entry or tombstone held): a made-up key's flood of
+    /// tombstones would otherwise be stored and sent on.
+    fn judge_withdrawal(&self, t: &Tombstone, me: Fingerprint) -> bool {
         if self.withdrawn_at_or_after(&t.phone, t.version()) {
             return false;
         }
-        self.get(&t.phone)
-            .is_none_or(|e| e.home == t.home && e.version() <= t.version())
+        match self.get(&t.phone) {
+            Some(e) => e.home == t.home && e.version() <= t.version(),
+            None => t.home == me || self.knows_home(t.home),
+        }
+    }
+
+    /// Whether some entry or tombstone held is signed by `home`.
+    fn knows_home(&self, home: Fingerprint) -> bool {
+        let signs_an_entry = self
+            .users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|e| e.home == home);
+        signs_an_entry || self.tombstones().values().any(|t| t.home == home)
     }
 
     /// Records a tombstone and drops the entry it outranks, in memory and
@@ -187,8 +215,9 @@ impl Directory {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&t.phone);
         }
+        let home = t.home;
         self.tombstones_mut().insert(t.phone.clone(), Arc::new(t));
-        self.bound(store, now).await
+        self.bound(store, now, Some(home)).await
     }
 
     /// Reads the tombstone of `phone` another member of the cluster stored;
@@ -225,10 +254,14 @@ impl Directory {
     }
 
     /// Drops tombstones older than [`LIFETIME_MS`] (at most every
-    /// [`EXPIRY_EVERY_MS`]), and past [`MAX_TOMBSTONES`] the oldest, down to
-    /// nine tenths of it, so that a flood of new tombstones costs one sort
-    /// per ten thousand, not one per tombstone.
-    async fn bound(&self, store: &Store, now: i64) -> Result<(), DbError> {
+    /// [`EXPIRY_EVERY_MS`]), and past the bounds the oldest ([`evictions`]);
+    /// `added` is the home of a tombstone just taken.
+    async fn bound(
+        &self,
+        store: &Store,
+        now: i64,
+        added: Option<Fingerprint>,
+    ) -> Result<(), DbError> {
         let cutoff = now.saturating_sub(LIFETIME_MS);
         let expire = now.saturating_sub(self.tombstones_expired_at.load(Ordering::Relaxed))
             >= EXPIRY_EVERY_MS;
@@ -237,20 +270,11 @@ impl Directory {
             if expire {
                 held.retain(|_, t| t.withdrawn_at >= cutoff);
             }
-            if held.len() <= MAX_TOMBSTONES {
-                Vec::new()
-            } else {
-                let mut by_age: Vec<(i64, PhoneNumber)> = held
-                    .values()
-                    .map(|t| (t.withdrawn_at, t.phone.clone()))
-                    .collect();
-                by_age.sort();
-                by_age.truncate(held.len() - MAX_TOMBSTONES * 9 / 10);
-                for (_, phone) in &by_age {
-                    held.remove(phone);
-                }
-                by_age.into_iter().map(|(_, p)| p).collect()
+            let evicted = evictions(&held, added, TOMBSTONES_PER_HOME, MAX_TOMBSTONES);
+            for phone in &evicted {
+                held.remove(phone);
             }
+            evicted
         };
         if expire {
             self.tombstones_expired_at.store(now, Ordering::Relaxed);
@@ -303,7 +327,7 @@ impl Router {
         self.flood_withdrawals(None, flooded);
         // At start (the first call), this also forgets expired tombstones.
         self.directory
-            .bound(&self.store, self.clock.now_ms())
+            .bound(&self.store, self.clock.now_ms(), None)
             .await?;
         Ok(count)
     }
@@ -343,7 +367,8 @@ impl Router {
                     continue;
                 }
             };
-            if t.home == self.me.fingerprint || !self.directory.judge_withdrawal(&t) {
+            let me = self.me.fingerprint;
+            if t.home == me || !self.directory.judge_withdrawal(&t, me) {
                 continue;
             }
             tracing::info!(phone = %t.phone, home = %t.home, "a user was withdrawn from the neighbourhood by their home server");
@@ -372,6 +397,60 @@ impl Router {
                 .send_all_except(except, &withdrawn_frame(chunk));
         }
     }
+}
+
+/// The tombstones to forget from `held`: when home `added` holds more
+/// than `per_home`, its oldest down to nine tenths of that; then, while
+/// more than `total` are held, the oldest of the home holding most, down to
+/// nine tenths of its count. Going below the bound means a flood costs one
+/// sort per tenth of a share, not one per tombstone; and a home's flood
+/// never evicts another home's tombstones.
+fn evictions(
+    held: &HashMap<PhoneNumber, Arc<Tombstone>>,
+    added: Option<Fingerprint>,
+    per_home: usize,
+    total: usize,
+) -> Vec<PhoneNumber> {
+    let mut evicted = Vec::new();
+    if let Some(home) = added {
+        let count = held.values().filter(|t| t.home == home).count();
+        if count > per_home {
+            evicted.extend(oldest_of(held, home, count - per_home * 9 / 10));
+        }
+    }
+    if held.len() - evicted.len() > total {
+        let mut per_home_count: HashMap<Fingerprint, usize> = HashMap::new();
+        for t in held.values() {
+            *per_home_count.entry(t.home).or_default() += 1;
+        }
+        if let Some((&home, &count)) = per_home_count.iter().max_by_key(|(_, n)| **n) {
+            let over = held.len() - evicted.len() - total;
+            let n = over.max(count - count * 9 / 10).min(count);
+            let skip: std::collections::HashSet<&PhoneNumber> = evicted.iter().collect();
+            let more: Vec<PhoneNumber> = oldest_of(held, home, count)
+                .into_iter()
+                .filter(|p| !skip.contains(p))
+                .take(n)
+                .collect();
+            evicted.extend(more);
+        }
+    }
+    evicted
+}
+
+/// The `n` oldest tombstones of `home` in `held`.
+fn oldest_of(
+    held: &HashMap<PhoneNumber, Arc<Tombstone>>,
+    home: Fingerprint,
+    n: usize,
+) -> Vec<PhoneNumber> {
+    let mut by_age: Vec<(i64, &PhoneNumber)> = held
+        .values()
+        .filter(|t| t.home == home)
+        .map(|t| (t.withdrawn_at, &t.phone))
+        .collect();
+    by_age.sort();
+    by_age.into_iter().take(n).map(|(_, p)| p.clone()).collect()
 }
 
 fn withdrawn_frame(withdrawals: &[Withdrawal]) -> Vec<u8> {

@@ -116,15 +116,81 @@ fn a_withdrawal_removes_its_registration_and_earlier_ones_only() {
     let held = entry(1_000, b"home");
     let d = directory(std::slice::from_ref(&held), &[]);
     assert!(
-        d.judge_withdrawal(&tombstone(1_000, b"home")),
+        d.judge_withdrawal(&tombstone(1_000, b"home"), me()),
         "same version"
     );
-    assert!(d.judge_withdrawal(&tombstone(2_000, b"home")), "later");
     assert!(
-        !d.judge_withdrawal(&tombstone(999, b"home")),
+        d.judge_withdrawal(&tombstone(2_000, b"home"), me()),
+        "later"
+    );
+    assert!(
+        !d.judge_withdrawal(&tombstone(999, b"home"), me()),
         "a replayed withdrawal of an earlier registration"
     );
-    assert!(directory(&[], &[]).judge_withdrawal(&tombstone(1_000, b"home")));
+}
+
+/// This server's fingerprint in these tests: none of the homes.
+fn me() -> Fingerprint {
+    Fingerprint::of_spki(b"me")
+}
+
+fn tombstone_of(phone: &str, withdrawn_at: i64, home: &[u8]) -> Tombstone {
+    Tombstone {
+        phone: PhoneNumber::from_canonical(phone).unwrap(),
+        withdrawn_at,
+        ..tombstone(1, home)
+    }
+}
+
+#[test]
+fn a_withdrawal_for_a_phone_not_held_needs_a_home_already_known() {
+    let stranger = tombstone(1_000, b"stranger");
+    assert!(
+        !directory(&[], &[]).judge_withdrawal(&stranger, me()),
+        "a key nobody knows"
+    );
+    assert!(
+        directory(&[], &[]).judge_withdrawal(&stranger, stranger.home),
+        "our own key"
+    );
+    let mut other_user = entry(1_000, b"stranger");
+    other_user.phone = PhoneNumber::from_canonical("+12025550199").unwrap();
+    assert!(
+        directory(&[other_user], &[]).judge_withdrawal(&stranger, me()),
+        "a home that signs an entry held"
+    );
+    let earlier = tombstone_of("+12025550199", 5, b"stranger");
+    assert!(
+        directory(&[], &[earlier]).judge_withdrawal(&stranger, me()),
+        "a home that signs a tombstone held"
+    );
+}
+
+#[test]
+fn a_home_over_its_share_evicts_only_its_own_oldest() {
+    let mut held = HashMap::new();
+    for (i, home) in [(0, b"flooder" as &[u8]), (1, b"honest")]
+        .into_iter()
+        .flat_map(|(h, home)| (0..10).map(move |i| (h * 100 + i, home)))
+    {
+        let t = tombstone_of(&format!("+1202555{i:04}"), i64::from(i), home);
+        held.insert(t.phone.clone(), Arc::new(t));
+    }
+    let flooder = Fingerprint::of_spki(b"flooder");
+    let t = tombstone_of("+12025559999", 1_000, b"flooder");
+    held.insert(t.phone.clone(), Arc::new(t));
+    // The flooder holds 11, over its share of 10: its oldest go, down to 9.
+    let evicted = evictions(&held, Some(flooder), 10, 100);
+    assert_eq!(evicted.len(), 2);
+    for phone in &evicted {
+        assert_eq!(held[phone].home, flooder, "only the flooder's go");
+        assert!(held[phone].withdrawn_at < 2, "the oldest go");
+    }
+    assert!(evictions(&held, Some(Fingerprint::of_spki(b"honest")), 10, 100).is_empty());
+    // Over the total, the home holding most gives way.
+    let evicted = evictions(&held, None, 100, 20);
+    assert!(!evicted.is_empty());
+    assert!(evicted.iter().all(|p| held[p].home == flooder));
 }
 
 #[test]
@@ -143,9 +209,9 @@ fn a_tombstone_refuses_stale_entries_and_yields_to_later_ones() {
         crate::routing::directory::Applied::Updated
     ));
     assert!(
-        !d.judge_withdrawal(&tombstone(1_000, b"home")),
+        !d.judge_withdrawal(&tombstone(1_000, b"home"), me()),
         "not news twice"
     );
-    assert!(!d.judge_withdrawal(&tombstone(500, b"home")));
-    assert!(d.judge_withdrawal(&tombstone(1_500, b"home")));
+    assert!(!d.judge_withdrawal(&tombstone(500, b"home"), me()));
+    assert!(d.judge_withdrawal(&tombstone(1_500, b"home"), me()));
 }
