@@ -141,16 +141,16 @@ async fn users(cx: &Context) -> Result<Vec<UserSummary>, AdminError> {
         .collect())
 }
 
-/// Deletes the user and withdraws their directory entry: recorded here in
-/// the same step, signed and flooded at once by a running server, or at
-/// the next start by a stopped one.
+/// Deletes the user and withdraws their directory entry: recorded here
+/// first, signed and flooded at once by a running server, or at the next
+/// start by a stopped one.
 async fn delete(cx: &Context, phone: &PhoneNumber) -> Result<Reply, AdminError> {
     let Some(user) = cx.store.user(phone).await? else {
         return Err(not_registered(phone));
     };
-    if !cx.store.delete_user(phone).await? {
-        return Err(not_registered(phone));
-    }
+    // The withdrawal is recorded before the user is deleted: a crash in
+    // between leaves a user the operator can delete again, never a deleted
+    // user whose entry the neighbourhood keeps.
     let withdrawal = WithdrawalRow {
         phone: phone.as_str().to_owned(),
         registered_at: user.registered_at,
@@ -159,6 +159,9 @@ async fn delete(cx: &Context, phone: &PhoneNumber) -> Result<Reply, AdminError> 
         signature: Vec::new(),
     };
     cx.store.store_withdrawal(&withdrawal, false).await?;
+    if !cx.store.delete_user(phone).await? {
+        return Err(not_registered(phone));
+    }
     let flooded = match &cx.live {
         Some(live) => {
             live.router.remove_local_user(phone, true);
