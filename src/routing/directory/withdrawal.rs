@@ -175,16 +175,17 @@ impl Directory {
     /// entry of a later version or signed by another home. Only the home
     /// that signed an entry may withdraw it: another server's withdrawal,
     /// dated later, would otherwise make the user vanish everywhere. For a
-    /// phone with no entry held, the home must be one we know (`me` or a
-    /// signer of an entry or tombstone held): a made-up key's flood of
-    /// tombstones would otherwise be stored and sent on.
-    fn judge_withdrawal(&self, t: &Tombstone, me: Fingerprint) -> bool {
+    /// phone with no entry held, the home must be one we know (a signer of
+    /// an entry or tombstone held): a made-up key's flood of tombstones
+    /// would otherwise be stored and sent on. (Our own withdrawals coming
+    /// back are dropped by the caller before this.)
+    fn judge_withdrawal(&self, t: &Tombstone) -> bool {
         if self.withdrawn_at_or_after(&t.phone, t.version()) {
             return false;
         }
         match self.get(&t.phone) {
             Some(e) => e.home == t.home && e.version() <= t.version(),
-            None => t.home == me || self.knows_home(t.home),
+            None => self.knows_home(t.home),
         }
     }
 
@@ -367,8 +368,7 @@ impl Router {
                     continue;
                 }
             };
-            let me = self.me.fingerprint;
-            if t.home == me || !self.directory.judge_withdrawal(&t, me) {
+            if t.home == self.me.fingerprint || !self.directory.judge_withdrawal(&t) {
                 continue;
             }
             tracing::info!(phone = %t.phone, home = %t.home, "a user was withdrawn from the neighbourhood by their home server");

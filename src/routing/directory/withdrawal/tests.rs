@@ -116,22 +116,14 @@ fn a_withdrawal_removes_its_registration_and_earlier_ones_only() {
     let held = entry(1_000, b"home");
     let d = directory(std::slice::from_ref(&held), &[]);
     assert!(
-        d.judge_withdrawal(&tombstone(1_000, b"home"), me()),
+        d.judge_withdrawal(&tombstone(1_000, b"home")),
         "same version"
     );
+    assert!(d.judge_withdrawal(&tombstone(2_000, b"home")), "later");
     assert!(
-        d.judge_withdrawal(&tombstone(2_000, b"home"), me()),
-        "later"
-    );
-    assert!(
-        !d.judge_withdrawal(&tombstone(999, b"home"), me()),
+        !d.judge_withdrawal(&tombstone(999, b"home")),
         "a replayed withdrawal of an earlier registration"
     );
-}
-
-/// This server's fingerprint in these tests: none of the homes.
-fn me() -> Fingerprint {
-    Fingerprint::of_spki(b"me")
 }
 
 fn tombstone_of(phone: &str, withdrawn_at: i64, home: &[u8]) -> Tombstone {
@@ -146,22 +138,18 @@ fn tombstone_of(phone: &str, withdrawn_at: i64, home: &[u8]) -> Tombstone {
 fn a_withdrawal_for_a_phone_not_held_needs_a_home_already_known() {
     let stranger = tombstone(1_000, b"stranger");
     assert!(
-        !directory(&[], &[]).judge_withdrawal(&stranger, me()),
+        !directory(&[], &[]).judge_withdrawal(&stranger),
         "a key nobody knows"
-    );
-    assert!(
-        directory(&[], &[]).judge_withdrawal(&stranger, stranger.home),
-        "our own key"
     );
     let mut other_user = entry(1_000, b"stranger");
     other_user.phone = PhoneNumber::from_canonical("+12025550199").unwrap();
     assert!(
-        directory(&[other_user], &[]).judge_withdrawal(&stranger, me()),
+        directory(&[other_user], &[]).judge_withdrawal(&stranger),
         "a home that signs an entry held"
     );
     let earlier = tombstone_of("+12025550199", 5, b"stranger");
     assert!(
-        directory(&[], &[earlier]).judge_withdrawal(&stranger, me()),
+        directory(&[], &[earlier]).judge_withdrawal(&stranger),
         "a home that signs a tombstone held"
     );
 }
@@ -209,9 +197,9 @@ fn a_tombstone_refuses_stale_entries_and_yields_to_later_ones() {
         crate::routing::directory::Applied::Updated
     ));
     assert!(
-        !d.judge_withdrawal(&tombstone(1_000, b"home"), me()),
+        !d.judge_withdrawal(&tombstone(1_000, b"home")),
         "not news twice"
     );
-    assert!(!d.judge_withdrawal(&tombstone(500, b"home"), me()));
-    assert!(d.judge_withdrawal(&tombstone(1_500, b"home"), me()));
+    assert!(!d.judge_withdrawal(&tombstone(500, b"home")));
+    assert!(d.judge_withdrawal(&tombstone(1_500, b"home")));
 }
