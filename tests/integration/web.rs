@@ -379,6 +379,32 @@ async fn an_upgrade_takes_over_its_connections_slot() {
     server.stop().await;
 }
 
+/// `/ws` sessions not logged in count per address as TCP ones do.
+#[tokio::test]
+async fn one_address_cannot_hold_more_sessions_without_logging_in() {
+    use carrier::server::MAX_PENDING_PER_ADDRESS;
+
+    let server = spawn_web_server().await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_PENDING_PER_ADDRESS {
+        held.push(
+            open_ws(&server, &server.origin())
+                .await
+                .expect("a session within the limit"),
+        );
+    }
+    match open_ws(&server, &server.origin()).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = response.body().as_deref().unwrap_or_default();
+            assert!(String::from_utf8_lossy(body).starts_with("rate_limited"));
+        }
+        other => panic!("expected a 429, got {:?}", other.map(|_| ())),
+    }
+    drop(held);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn another_origin_cannot_open_the_socket() {
     let server = spawn_web_server().await;
