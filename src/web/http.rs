@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -14,6 +14,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,27 +74,32 @@ pub async fn serve(
         let tls = endpoint.tls.clone();
         tracker.spawn(async move {
             match tls {
-                None => connection(tcp, peer, shared).await,
+                None => connection(tcp, peer, shared, slot).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => connection(stream, peer, shared).await,
+                        Ok(Ok(stream)) => connection(stream, peer, shared, slot).await,
                         _ => tracing::debug!(%peer, "web TLS handshake failed"),
                     }
                 }
             }
-            drop(slot);
         });
     }
 }
 
+/// A connection's slot, held by the HTTP connection until a WebSocket
+/// session on it takes it over: one connection, one slot, whichever serves it.
+type HeldSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
 /// One HTTP/1.1 connection, upgradeable to a WebSocket.
-async fn connection<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>)
+async fn connection<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = shared.shutdown.clone();
-    let service =
-        hyper::service::service_fn(move |req| std::future::ready(answer(req, peer, &shared)));
+    let slot: HeldSlot = Arc::new(Mutex::new(Some(slot)));
+    let service = hyper::service::service_fn(move |req| {
+        std::future::ready(answer(req, peer, &shared, &slot))
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
@@ -116,9 +122,10 @@ fn answer(
     req: Request<Incoming>,
     peer: SocketAddr,
     shared: &Arc<Shared>,
+    slot: &HeldSlot,
 ) -> Result<Reply, Infallible> {
     let reply = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(req, peer, shared),
+        (&Method::GET, "/ws") => upgrade(req, peer, shared, slot),
         (&Method::GET | &Method::HEAD, path) => asset(path, req.method() == Method::HEAD),
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n"),
     };
@@ -160,10 +167,15 @@ fn asset(path: &str, head: bool) -> Reply {
     r
 }
 
-/// Checks the handshake, takes a connection slot and a not-logged-in
-/// count for the session, answers `101 Switching Protocols` and runs the
+/// Checks the handshake, takes a not-logged-in count and the connection's
+/// slot for the session, answers `101 Switching Protocols` and runs the
 /// session on the upgraded connection.
-fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -> Reply {
+fn upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    slot: &HeldSlot,
+) -> Reply {
     let headers = req.headers();
     let is_websocket = headers
         .get(header::UPGRADE)
@@ -192,16 +204,17 @@ fn upgrade(mut req: Request<Incoming>, peer: SocketAddr, shared: &Arc<Shared>) -
         );
     }
     let accept = derive_accept_key(key.as_bytes());
-    let Some(slot) = shared.state.connection_slot() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_busy: the server is serving as many connections as it can; try again later\n",
-        );
-    };
     let Some(pending) = shared.state.admit_pending(peer.ip()) else {
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited: too many connections from your address have not logged in\n",
+        );
+    };
+    // The connection's own slot: it has no other use once upgraded.
+    let Some(slot) = slot.lock().ok().and_then(|mut held| held.take()) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy: the server is serving as many connections as it can; try again later\n",
         );
     };
     let admitted = Admitted { slot, pending };

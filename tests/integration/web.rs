@@ -53,6 +53,10 @@ impl Reachable for WebServer {
 }
 
 async fn spawn_web_server() -> WebServer {
+    spawn_web_server_with(ServerConfig::default().max_connections).await
+}
+
+async fn spawn_web_server_with(max_connections: usize) -> WebServer {
     let dir = tempfile::tempdir().unwrap();
     let otp_file = dir.path().join("otp.txt");
     let config = ServerConfig {
@@ -61,6 +65,7 @@ async fn spawn_web_server() -> WebServer {
         data_dir: dir.path().join("data"),
         code_sink: carrier::auth::code_sink::CodeSink::File(otp_file.clone()),
         web: Some(WebConfig::loopback(0)),
+        max_connections,
         ..ServerConfig::default()
     };
     let endpoint = Endpoint::bind(config.web.as_ref().unwrap())
@@ -357,6 +362,46 @@ async fn a_proof_bound_to_another_connection_is_refused() {
             .await;
         assert_eq!(answer["code"], "bad_signature", "{case}: {answer}");
     }
+    server.stop().await;
+}
+
+/// The HTTP connection's slot becomes the session's: with one slot, the
+/// one connection can still open `/ws`.
+#[tokio::test]
+async fn an_upgrade_takes_over_its_connections_slot() {
+    let server = spawn_web_server_with(1).await;
+    let mut socket = open_ws(&server, &server.origin())
+        .await
+        .expect("the one connection opens /ws");
+    let hello = next_json(&mut socket).await.expect("a hello");
+    assert_eq!(hello["type"], "hello", "{hello}");
+    drop(socket);
+    server.stop().await;
+}
+
+/// `/ws` sessions not logged in count per address as TCP ones do.
+#[tokio::test]
+async fn one_address_cannot_hold_more_sessions_without_logging_in() {
+    use carrier::server::MAX_PENDING_PER_ADDRESS;
+
+    let server = spawn_web_server().await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_PENDING_PER_ADDRESS {
+        held.push(
+            open_ws(&server, &server.origin())
+                .await
+                .expect("a session within the limit"),
+        );
+    }
+    match open_ws(&server, &server.origin()).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            let body = response.body().as_deref().unwrap_or_default();
+            assert!(String::from_utf8_lossy(body).starts_with("rate_limited"));
+        }
+        other => panic!("expected a 429, got {:?}", other.map(|_| ())),
+    }
+    drop(held);
     server.stop().await;
 }
 
