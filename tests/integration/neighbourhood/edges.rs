@@ -346,3 +346,49 @@ async fn the_sending_device_learns_that_its_copy_was_refused() {
     assert!(matches!(answer, Response::Acked { .. }), "{answer:?}");
     assert!(fetch(a1_conn).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_prints_a_refused_copy_at_the_next_fetch() {
+    use crate::client_support::{carrier_out, outcome, register_typing};
+
+    let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
+    nodes[1].stop().await;
+    nodes[1].config.quota.max_messages = 1;
+    nodes[1].start().await;
+    let homes = tempfile::tempdir().unwrap();
+    let (carol, alice) = (homes.path().join("carol"), homes.path().join("alice"));
+    for (node, home, who) in [
+        (&nodes[1], &carol, CAROL),
+        (&nodes[0], &alice, crate::common::ALICE),
+    ] {
+        let (status, _, stderr) = outcome(&register_typing(node, home, who, 0, false).await);
+        assert_eq!(status, 0, "register {who}: {stderr}");
+    }
+    // The first send goes once Carol's list has reached Alice's server.
+    super::eventually("Carol's devices reach Alice's server", || async {
+        outcome(&carrier_out(&alice, &["send", CAROL, "one"]).await).0 == 0
+    })
+    .await;
+    let (status, _, stderr) = outcome(&carrier_out(&alice, &["send", CAROL, "two"]).await);
+    assert_eq!(status, 0, "{stderr}");
+    let said = crate::common::within("the refusal to be told", async {
+        loop {
+            let (status, _, stderr) = outcome(&carrier_out(&alice, &["fetch"]).await);
+            assert_eq!(status, 0, "{stderr}");
+            if stderr.contains("was refused") {
+                return stderr;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let line = said.lines().find(|l| l.contains("was refused")).unwrap();
+    assert!(
+        line.starts_with("message ")
+            && line.contains(&format!(" to {CAROL} device 1 was refused: ")),
+        "{line}"
+    );
+    // Told once: the notice was acknowledged.
+    let (_, _, stderr) = outcome(&carrier_out(&alice, &["fetch"]).await);
+    assert!(!stderr.contains("was refused"), "{stderr}");
+}
