@@ -26,6 +26,9 @@ use crate::domain::PhoneNumber;
 
 /// How long a relayed message waits for its sender's device list.
 pub const WAIT_FOR_LIST: Duration = Duration::from_secs(10);
+/// How often a waiting message looks for its list when the store is
+/// shared with other members of a cluster.
+const RECHECK_IN_CLUSTER: Duration = Duration::from_secs(1);
 /// Most relayed messages waiting at once; past it, one more is refused.
 const MAX_WAITING: usize = 256;
 
@@ -181,8 +184,15 @@ async fn wait_then_route(
             Sender::Removed => return Err(removed(sender, device)),
             Sender::NotYet => {}
         }
+        // In a cluster another member may take the list in: look again
+        // now and then, not only when this member is told.
+        let until = match r.store.is_shared() {
+            true => deadline.min(tokio::time::Instant::now() + RECHECK_IN_CLUSTER),
+            false => deadline,
+        };
         drop(r);
-        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+        let timed_out = tokio::time::timeout_at(until, arrived).await.is_err();
+        if timed_out && tokio::time::Instant::now() >= deadline {
             return Err(RouteError::UnknownSenderDevice {
                 phone: sender,
                 device,
