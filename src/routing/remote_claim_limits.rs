@@ -81,3 +81,37 @@ impl Router {
         allowed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(p: &str) -> PhoneNumber {
+        PhoneNumber::from_canonical(p).unwrap()
+    }
+
+    #[test]
+    fn a_neighbour_is_limited_per_user_and_overall_and_refilled_with_time() {
+        let clock = Clock::manual();
+        let limits = Limits::default();
+        let claims = NeighbourClaims::new(&limits, clock.clone());
+        let (a, b) = (Fingerprint::of_spki(b"a"), Fingerprint::of_spki(b"b"));
+        let carol = phone("+12025550103");
+        let burst = limits.claim_devices.burst as usize;
+        assert!((0..burst).all(|_| claims.allow(a, &carol, 1)));
+        assert!(!claims.allow(a, &carol, 1), "past the burst for one user");
+        assert!(claims.allow(b, &carol, 1), "another neighbour has its own");
+        // Over many users, the neighbour's overall bucket ends it.
+        let mut allowed = burst;
+        for n in 0..100 {
+            let user = phone(&format!("+1202555{n:04}"));
+            while claims.allow(a, &user, 8) {
+                allowed += 8;
+            }
+        }
+        let overall = (limits.claim_devices.burst * NEIGHBOUR_FACTOR) as usize;
+        assert!(allowed <= overall && allowed + 8 > overall, "{allowed}");
+        clock.advance_ms(60_000);
+        assert!(claims.allow(a, &carol, 1), "refilled a minute later");
+    }
+}
