@@ -1,9 +1,9 @@
 //! Messages between servers: what a neighbour relays to us (checked, then
 //! routed like a local send; a v2 copy names its recipient device and is
-//! judged against that device's list at the home server), the outbound
-//! queue each link drains, refusals (passed back towards the server the
-//! message was sent from), and the wake-up of a link once a message for it
-//! is committed.
+//! judged against that device's list at the home server, and waits there
+//! for its sender's list if need be, `remote_senders`), the outbound queue
+//! each link drains, and the wake-up of a link once a message for it is
+//! committed. Refusals are `remote_refusals`.
 
 use std::sync::Weak;
 
