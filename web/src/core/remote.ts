@@ -31,6 +31,8 @@ export function socketUrl(location: Location): string {
 }
 
 const FETCH_LIMIT = 100;
+/** A tab left open still rotates its signed prekeys and tops its pools up. */
+const MAINTAIN_EVERY_MS = 3600_000;
 
 export class RemoteCore extends StoredCore implements ClientCore {
   private readonly transport: Transport;
@@ -54,6 +56,9 @@ export class RemoteCore extends StoredCore implements ClientCore {
   async resume(): Promise<Account | null> {
     this.me = await loadMe(this.store);
     this.transport.start();
+    setInterval(() => {
+      if (this.me) void this.exclusive((ctx) => maintainPrekeys(ctx)).catch(() => undefined);
+    }, MAINTAIN_EVERY_MS);
     return this.storedAccount();
   }
 
