@@ -97,6 +97,16 @@ const get = <T>(tx: IDBTransaction, store: StoreName, key: IDBValidKey) =>
   promised(tx.objectStore(store).get(key)) as Promise<T | undefined>;
 const put = (tx: IDBTransaction, store: StoreName, value: unknown) => promised(tx.objectStore(store).put(value));
 
+/** Sessions kept per peer device (PROTOCOL-v2 §8.6); the least recently used go first. */
+export const MAX_SESSIONS_PER_DEVICE = 4;
+
+async function pruneSessions(tx: IDBTransaction, saved: SessionRecord): Promise<void> {
+  const store = tx.objectStore("sessions");
+  const all = (await promised(store.index("byPeer").getAll(saved.peer))) as SessionRecord[];
+  const mine = all.filter((s) => s.device === saved.device).sort((a, b) => b.usedAt - a.usedAt);
+  for (const old of mine.slice(MAX_SESSIONS_PER_DEVICE)) await promised(store.delete([old.peer, old.device, old.id]));
+}
+
 /** Adds a message and updates its conversation inside `tx`; false if the message is there already. */
 async function addMessageIn(tx: IDBTransaction, message: MessageRecord, read: boolean): Promise<boolean> {
   const key = [message.peer, message.direction, message.id];
@@ -170,6 +180,7 @@ export class Store {
   commitReceived(session: SessionRecord, removeKeys: string[], message: MessageRecord | null, read = false): Promise<boolean> {
     return transact(this.db, ["sessions", "keys", "messages", "conversations"], "readwrite", async (tx) => {
       await put(tx, "sessions", session);
+      await pruneSessions(tx, session);
       for (const name of removeKeys) await promised(tx.objectStore("keys").delete(name));
       return message ? addMessageIn(tx, message, read) : false;
     });
@@ -196,7 +207,10 @@ export class Store {
   }
 
   saveSession(session: SessionRecord): Promise<void> {
-    return transact(this.db, ["sessions"], "readwrite", async (tx) => void (await put(tx, "sessions", session)));
+    return transact(this.db, ["sessions"], "readwrite", async (tx) => {
+      await put(tx, "sessions", session);
+      await pruneSessions(tx, session);
+    });
   }
 
   /** Makes sure a conversation row exists, e.g. when the user starts one. */
