@@ -25,6 +25,8 @@ export type Verdict = "ack" | "keep";
 export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdict; setUp: boolean }> {
   const drop = (reason: string) => {
     console.warn(`Carrier: a message from ${String(m.from)} was refused: ${reason}`);
+    // A message that cannot be decrypted is acknowledged, and said so once (§13.10).
+    if (reason.startsWith("(a message from")) ctx.emit({ type: "notice", text: reason.replace(/^\((.*)\)$/, "$1") });
     return { verdict: "ack" as const, setUp: false };
   };
   const keep = { verdict: "keep" as const, setUp: false };

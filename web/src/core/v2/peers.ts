@@ -85,6 +85,12 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
   }
   const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
   await ctx.store.saveContact({ ...contact, spki, listVersion: list.version, devices });
+  // A device added under the pinned key is no key change: it is accepted, and told once (§13.9).
+  if (phone !== ctx.me.phone && highest > 0) {
+    for (const d of devices) {
+      if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${phone} added a device: ${d.name}` });
+    }
+  }
   return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles };
 }
 
