@@ -195,6 +195,26 @@ describe.skipIf(!HAVE_BINARIES)("the browser and the carrier CLI on a real serve
     await third.close();
   });
 
+  it("carries messages between two browsers, as two users", async () => {
+    const one = await open(browser, server.webUrl);
+    const two = await open(browser, server.webUrl);
+    await register(server, one.page, "+12025550145");
+    await register(server, two.page, "+12025550146");
+    await button(one.page, "New conversation").click();
+    await one.page.getByRole("dialog").getByRole("textbox", { name: "Phone number", exact: true }).fill("+12025550146");
+    await one.page.getByRole("dialog").getByRole("button", { name: "Start", exact: true }).click();
+    await one.page.getByRole("heading", { name: "+12025550146", exact: true }).waitFor();
+    await textbox(one.page, "Message").fill("Browser to browser");
+    await textbox(one.page, "Message").press("Enter");
+    await conversation(two.page, "+12025550145").click();
+    await messages(two.page).filter({ hasText: "Browser to browser" }).waitFor();
+    await textbox(two.page, "Message").fill("And back");
+    await textbox(two.page, "Message").press("Enter");
+    await messages(one.page).filter({ hasText: "And back" }).waitFor();
+    await one.context.close();
+    await two.context.close();
+  });
+
   it("says the server cannot be reached, as an alert, when it is gone", async () => {
     const { context: last, page: fresh } = await open(browser, server.webUrl);
     await textbox(fresh, "Phone number").waitFor();
