@@ -41,6 +41,8 @@ export class RemoteCore extends StoredCore implements ClientCore {
   private pending: { phone: string; key: AccountSigner } | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private loggedIn: Array<() => void> = [];
+  /** The code of the last failed device login, so a repeated failure is told once. */
+  private loginFailure: string | null = null;
 
   constructor(store: Store, url: string) {
     super(store);
@@ -186,7 +188,17 @@ export class RemoteCore extends StoredCore implements ClientCore {
   /** Runs on every (re)connect: logs in as this device, before any other request goes out. */
   private async opened(request: (type: string, fields?: Frame) => Promise<Frame>, hello: Hello | null): Promise<void> {
     if (!this.me) return;
-    await deviceLogin(request, hello, this.me);
+    try {
+      await deviceLogin(request, hello, this.me);
+    } catch (error) {
+      // The connection is dropped and tried again; the user learns why it does not come up.
+      const reason = asCoreError(error);
+      const transient = ["disconnected", "timeout", "stopped"].includes(reason.code);
+      if (!transient && reason.code !== this.loginFailure) this.emit({ type: "notice", text: reason.message });
+      this.loginFailure = reason.code;
+      throw error;
+    }
+    this.loginFailure = null;
     void this.exclusive(async (ctx) => {
       try {
         await maintainPrekeys(ctx);
