@@ -12,7 +12,7 @@ import type { Payload } from "../../protocol/padding";
 import { acceptSession, openMessage, type SessionState } from "../../protocol/session";
 import type { VerifiedDevice } from "../../protocol/statements";
 import type { MessageRecord, SessionRecord } from "../../storage/store";
-import type { Frame } from "../../transport/connection";
+import { RequestError, type Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
 import type { Context } from "./context";
 import { newerThanListed, peerDevice } from "./peers";
@@ -56,8 +56,11 @@ export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdic
       if (peer && !(await verifyEnvelope(envelope, peer.point))) return drop("the signature does not verify (forged or tampered)");
     }
   } catch (error) {
-    if (error instanceof CoreError && (error.code === "key_changed" || error.code === "no_devices")) return keep;
-    if (error instanceof CoreError && error.code !== "forged") throw error;
+    const code = (error as { code?: string }).code;
+    if (code === "key_changed" || code === "no_devices") return keep;
+    if (error instanceof RequestError && code === "unknown_user") return drop(`${from} is no longer registered`);
+    // The connection or the server failed: the message stays queued and is tried again.
+    if ((error instanceof CoreError || error instanceof RequestError) && code !== "forged") throw error;
     return drop(`the sender's devices do not check out: ${(error as Error).message}`);
   }
   if (!peer) {
