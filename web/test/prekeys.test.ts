@@ -84,7 +84,8 @@ describe("prekeys", () => {
     const kem = all.find((k) => k.kind === PrekeyKind.KemOneTime)!;
     const setUp = { signedPrekeyId: spk.id!, oneTimePrekeyId: opk.id!, kemPrekeyId: kem.id!, ephemeral: new Uint8Array(65), kemCiphertext: new Uint8Array(1088) };
     const found = await responderPrekeys(ctx, setUp);
-    expect(found?.used.sort()).toEqual([opk.name, kem.name].sort());
+    expect(found?.used.remove.sort()).toEqual([opk.name, kem.name].sort());
+    expect(found?.used.remember).toBeUndefined();
     expect(await responderPrekeys(ctx, { ...setUp, oneTimePrekeyId: 999_999 })).toBeNull();
     expect(await responderPrekeys(ctx, { ...setUp, signedPrekeyId: opk.id! })).toBeNull();
     store.close();

@@ -32,6 +32,8 @@ export interface KeyRecord {
   id?: number;
   publicKey?: Bytes;
   replacedAt?: number;
+  /** Signed prekeys: SHA-256 (hex) of the base keys of set-ups that used no one-time key (PROTOCOL-v2 §4.4). */
+  seenBaseKeys?: string[];
   /** The prekey counter (name `prekey-next`): the next id to give out. */
   next?: number;
 }
@@ -89,6 +91,12 @@ export interface SessionRecord {
   openedAt?: number;
   createdAt?: number;
   state: unknown;
+}
+
+/** What a set-up used up: one-time prekeys to delete, or a base key to remember (names and hex digests). */
+export interface PrekeysUsed {
+  remove: string[];
+  remember?: { signedPrekey: string; baseKey: string };
 }
 
 export const MAX_BROADCASTS = 500;
@@ -174,14 +182,19 @@ export class Store {
 
   /**
    * What opening one message changes, in one transaction (PROTOCOL-v2 §9): the
-   * session, the one-time prekeys it used up, and the message with its
-   * conversation. Resolves with whether the message was new.
+   * session, the one-time prekeys it used up (or the base key to remember on its
+   * signed prekey when it used none), and the message with its conversation.
+   * Resolves with whether the message was new.
    */
-  commitReceived(session: SessionRecord, removeKeys: string[], message: MessageRecord | null, read = false): Promise<boolean> {
+  commitReceived(session: SessionRecord, used: PrekeysUsed, message: MessageRecord | null, read = false): Promise<boolean> {
     return transact(this.db, ["sessions", "keys", "messages", "conversations"], "readwrite", async (tx) => {
       await put(tx, "sessions", session);
       await pruneSessions(tx, session);
-      for (const name of removeKeys) await promised(tx.objectStore("keys").delete(name));
+      for (const name of used.remove) await promised(tx.objectStore("keys").delete(name));
+      if (used.remember) {
+        const signed = await get<KeyRecord>(tx, "keys", used.remember.signedPrekey);
+        if (signed) await put(tx, "keys", { ...signed, seenBaseKeys: [...(signed.seenBaseKeys ?? []), used.remember.baseKey] });
+      }
       return message ? addMessageIn(tx, message, read) : false;
     });
   }

@@ -11,7 +11,7 @@ import { EnvelopeKind, parseEnvelope, verifyEnvelope, type Envelope } from "../.
 import type { Payload } from "../../protocol/padding";
 import { acceptSession, openMessage, type SessionState } from "../../protocol/session";
 import type { VerifiedDevice } from "../../protocol/statements";
-import type { MessageRecord, SessionRecord } from "../../storage/store";
+import type { MessageRecord, PrekeysUsed, SessionRecord } from "../../storage/store";
 import { RequestError, type Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
 import type { Context } from "./context";
@@ -73,7 +73,7 @@ export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdic
   const message = record(ctx, from, id, payload, Date.now());
   const stored = await ctx.store.commitReceived(session, used, message);
   if (stored && message) ctx.emit({ type: "conversation", peer: message.peer });
-  return { verdict: "ack", setUp: used.length > 0 || envelope.kind === EnvelopeKind.Prekey };
+  return { verdict: "ack", setUp: used.remove.length > 0 || envelope.kind === EnvelopeKind.Prekey };
 }
 
 async function alreadySynced(ctx: Context, id: string): Promise<boolean> {
@@ -82,7 +82,7 @@ async function alreadySynced(ctx: Context, id: string): Promise<boolean> {
 }
 
 /** Opens the envelope in its session, or sets one up; a string is the reason it cannot be opened. */
-async function unseal(ctx: Context, peer: VerifiedDevice, envelope: Envelope, from: string): Promise<{ session: SessionRecord; used: string[]; payload: Payload } | string> {
+async function unseal(ctx: Context, peer: VerifiedDevice, envelope: Envelope, from: string): Promise<{ session: SessionRecord; used: PrekeysUsed; payload: Payload } | string> {
   const sessionId = toHex(envelope.sessionId);
   const now = Date.now();
   const existing = (await ctx.store.sessions(from)).find((s) => s.device === peer.id && s.id === sessionId);
@@ -90,7 +90,7 @@ async function unseal(ctx: Context, peer: VerifiedDevice, envelope: Envelope, fr
   try {
     if (existing) {
       const opened = await openMessage(existing.state as SessionState, envelope, now);
-      return { session: { ...existing, state: opened.state, usedAt: now, openedAt: now }, used: [], payload: opened.payload };
+      return { session: { ...existing, state: opened.state, usedAt: now, openedAt: now }, used: { remove: [] }, payload: opened.payload };
     }
     if (envelope.kind !== EnvelopeKind.Prekey || !envelope.setUp) return `(a message from ${from} could not be decrypted: its session is unknown here)`;
     const prekeys = await responderPrekeys(ctx, envelope.setUp);

@@ -6,12 +6,13 @@
  * non-extractable CryptoKeys, the ML-KEM ones 64-byte seeds (WebCrypto has no
  * ML-KEM).
  */
-import { toBase64, type Bytes } from "../../crypto/bytes";
+import { toBase64, toHex, type Bytes } from "../../crypto/bytes";
 import { kemKeyPair } from "../../crypto/mlkem";
 import { generateAgreementKey, sign } from "../../crypto/p256";
+import { sha256 } from "../../crypto/symmetric";
 import type { ResponderPrekeys, SetUp } from "../../protocol/pqxdh";
 import { encodePrekey, PrekeyKind, prekeyStatement } from "../../protocol/statements";
-import type { KeyRecord } from "../../storage/store";
+import type { KeyRecord, PrekeysUsed } from "../../storage/store";
 import type { Context } from "./context";
 
 export const ROTATE_AFTER_MS = 7 * 24 * 3600 * 1000;
@@ -21,6 +22,13 @@ const ONE_TIME_LOW = 25;
 const KEM_ONE_TIME_BATCH = 40;
 const KEM_ONE_TIME_LOW = 10;
 const MAX_HELD_BATCHES = 4;
+/**
+ * Set-ups that used neither one-time key are remembered by their base key, with
+ * the signed prekey they used, so a replayed prekey message cannot set up a
+ * session twice (PROTOCOL-v2 §4.4, last row); at most this many per signed
+ * prekey, after which such set-ups are refused until the next rotation.
+ */
+export const MAX_SEEN_BASE_KEYS = 4096;
 /** A `publish_prekeys` frame stays well under the 128 KiB request limit. */
 const PUBLISH_BYTES = 90_000;
 
@@ -87,11 +95,26 @@ export async function maintainPrekeys(ctx: Context, now = Date.now()): Promise<v
   if (batch.length) await ctx.request("publish_prekeys", { prekeys: batch });
 }
 
+/** Why a set-up that names prekeys this device holds is refused all the same. */
+export class SetUpRefused extends Error {
+  constructor(readonly code: "replay" | "exhausted") {
+    super(code === "replay" ? "a replayed set-up: its base key was used before with no one-time key" : "too many set-ups without a one-time key on this signed prekey; refused until it is rotated");
+    this.name = "SetUpRefused";
+  }
+}
+
+/** The SHA-256 of a base key (EK_A), as it is remembered: hex. */
+export async function baseKeyDigest(ephemeral: Bytes): Promise<string> {
+  return toHex(await sha256(ephemeral));
+}
+
 /**
- * The private prekeys a set-up names, and the one-time ones to delete when the
- * session it opens is saved; null when one is gone (the message cannot open).
+ * The private prekeys a set-up names, and what the session it opens uses up
+ * (committed with that session); null when one is gone (the message cannot
+ * open). A set-up with neither one-time key whose base key was seen before is
+ * refused by construction (`SetUpRefused`), whatever its message id.
  */
-export async function responderPrekeys(ctx: Context, setUp: SetUp): Promise<{ keys: ResponderPrekeys; used: string[] } | null> {
+export async function responderPrekeys(ctx: Context, setUp: SetUp): Promise<{ keys: ResponderPrekeys; used: PrekeysUsed } | null> {
   const find = async (id: number, kinds: PrekeyKind[]): Promise<KeyRecord | null> => {
     const key = await ctx.store.key(nameOf(id));
     return key && kinds.includes(key.kind!) ? key : null;
@@ -100,7 +123,15 @@ export async function responderPrekeys(ctx: Context, setUp: SetUp): Promise<{ ke
   const kem = await find(setUp.kemPrekeyId, [PrekeyKind.KemLastResort, PrekeyKind.KemOneTime]);
   const oneTime = setUp.oneTimePrekeyId ? await find(setUp.oneTimePrekeyId, [PrekeyKind.OneTime]) : null;
   if (!signed?.agree || !kem?.seed || (setUp.oneTimePrekeyId && !oneTime?.agree)) return null;
-  const used = [oneTime?.name, kem.kind === PrekeyKind.KemOneTime ? kem.name : undefined].filter((n): n is string => !!n);
+  const remove = [oneTime?.name, kem.kind === PrekeyKind.KemOneTime ? kem.name : undefined].filter((n): n is string => !!n);
+  const used: PrekeysUsed = { remove };
+  if (remove.length === 0) {
+    const baseKey = await baseKeyDigest(setUp.ephemeral);
+    const seen = signed.seenBaseKeys ?? [];
+    if (seen.includes(baseKey)) throw new SetUpRefused("replay");
+    if (seen.length >= MAX_SEEN_BASE_KEYS) throw new SetUpRefused("exhausted");
+    used.remember = { signedPrekey: signed.name, baseKey };
+  }
   return {
     used,
     keys: {
