@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The browser client's checks (web/ci.sh), with its end-to-end tests also run
-# against a real carrier-server serving the embedded bundle on a loopback web
-# port: the page the binary serves must load under the server's own headers.
+# The browser client's checks (web/ci.sh): the committed web/dist must equal a
+# fresh `npm run build`, and the end-to-end tests run against a real
+# carrier-server serving the embedded bundle on a loopback web port (the page
+# the binary serves must load under the server's own headers). The tests with
+# the carrier CLI (web/e2e/cli.e2e.ts) start their own server from
+# target/debug and drive target/debug/carrier beside the browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --locked --bin carrier-server
+cargo build --locked --bin carrier-server --bin carrier
 data="$(mktemp -d)"
 log="$data/server.log"
 target/debug/carrier-server --data-dir "$data" --port 0 --web-port 0 >"$log" 2>&1 &

@@ -3,8 +3,11 @@
 #
 #   bash web/ci.sh                 install, check the committed bundle, unit tests, end-to-end tests
 #   CARRIER_WEB_URL=http://127.0.0.1:8080/ bash web/ci.sh
-#                                  also runs the end-to-end tests that need a real server
-#                                  (none yet: they arrive with the server's /ws endpoint)
+#                                  also loads the page a running server serves
+#
+# The end-to-end tests with the carrier CLI (e2e/cli.e2e.ts) run when
+# ../target/debug/carrier-server and ../target/debug/carrier are built
+# (CARRIER_SERVER_BIN and CARRIER_BIN name others), and are skipped otherwise.
 #
 # Installs what it needs itself: Node packages from package-lock.json (npm ci), and
 # Debian's chromium and chromium-driver when /usr/bin/chromium is missing.
@@ -40,7 +43,7 @@ if [ ! -f ../tests/vectors/v2_session.json ] && [ -z "${CARRIER_VECTORS:-}" ]; t
 fi
 npx vitest run --reporter=default --reporter=json --outputFile.json=e2e-output/unit.json
 
-step "end-to-end tests (fake core)"
+step "end-to-end tests (fake core; real server and CLI when built)"
 npm run build:fake
 npx vitest run --config vitest.e2e.config.ts --reporter=default --reporter=json --outputFile.json=e2e-output/e2e.json
 

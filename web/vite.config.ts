@@ -37,6 +37,8 @@ export default defineConfig(({ mode }) => ({
   },
   test: {
     include: ["test/**/*.test.ts"],
+    // Key derivation in the safety number takes seconds on a loaded machine.
+    testTimeout: 30_000,
     environment: "node",
   },
 }));

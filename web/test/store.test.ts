@@ -82,3 +82,15 @@ describe("Store", () => {
     expect(kept.at(-1)!.id).toBe(`b${MAX_BROADCASTS}`);
   });
 });
+
+describe("sessions kept per peer device", () => {
+  it("keeps the 4 most recently used", async () => {
+    const store = await Store.open("sessions-prune");
+    for (let i = 1; i <= 6; i++) await store.saveSession({ peer: "+12025550102", device: 1, id: `s${i}`, usedAt: i, state: null });
+    await store.saveSession({ peer: "+12025550102", device: 2, id: "other", usedAt: 0, state: null });
+    const kept = (await store.sessions("+12025550102")).filter((s) => s.device === 1).map((s) => s.id).sort();
+    expect(kept).toEqual(["s3", "s4", "s5", "s6"]);
+    expect((await store.sessions("+12025550102")).some((s) => s.id === "other")).toBe(true);
+    store.close();
+  });
+});

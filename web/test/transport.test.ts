@@ -158,3 +158,59 @@ describe("Transport", () => {
     expect(retryDelay(20, () => 0.5)).toBe(30_000);
   });
 });
+
+describe("Transport with the server's hello", () => {
+  it("logs in only once the hello has come, gives it to onOpen, keeps it from the event stream, and reconnects on demand", async () => {
+    const sockets: FakeSocket[] = [];
+    const events: Frame[] = [];
+    const greeted: unknown[] = [];
+    const transport = new Transport({
+      url: "ws://test/ws",
+      awaitHello: true,
+      connect: () => {
+        const s = new FakeSocket();
+        sockets.push(s);
+        return s;
+      },
+      random: () => 0.5,
+      onOpen: async (request, hello) => {
+        greeted.push(hello);
+        await request("device_login");
+      },
+      onEvent: (f) => events.push(f),
+    });
+    transport.start();
+    sockets[0].onopen?.({});
+    const waiting = transport.request("fetch");
+    await flush();
+    expect(sockets[0].sent).toEqual([]);
+    const hello = { type: "hello", version: 1, challenge: "c", connection: "k", fingerprint: "f" };
+    sockets[0].serverSends(hello);
+    await flush();
+    expect(greeted).toEqual([hello]);
+    expect(transport.hello).toEqual(hello);
+    expect(sockets[0].sent.map((f) => f.type)).toEqual(["device_login"]);
+    sockets[0].answer("device_login");
+    await flush();
+    expect(sockets[0].sent.map((f) => f.type)).toEqual(["device_login", "fetch"]);
+    sockets[0].answer("fetch");
+    await expect(waiting).resolves.toMatchObject({ type: "fetch_answer" });
+    expect(events).toEqual([]);
+
+    transport.reconnect();
+    expect(sockets[0].closed).toBe(true);
+    expect(sockets).toHaveLength(2);
+    expect(transport.hello).toBeNull();
+    transport.stop();
+  });
+
+  it("keeps the whole error frame, for refusals that carry more", async () => {
+    const { transport, sockets } = await connected();
+    const sending = transport.request("device_send");
+    await flush();
+    sockets[0].serverSends({ re: sockets[0].sent[0].seq, type: "error", code: "stale_devices", message: "m", device_list: "AA==", bundles: [] });
+    const error = (await sending.catch((e) => e)) as RequestError;
+    expect(error.code).toBe("stale_devices");
+    expect(error.frame.device_list).toBe("AA==");
+  });
+});

@@ -34,6 +34,16 @@ const SENTENCES: Record<string, string> = {
   timeout: "The Carrier server did not answer in time. Try again in a moment.",
   empty: "Write something first.",
   internal: "The Carrier server had a problem. Try again in a moment.",
+  no_devices: "That person has no device that can receive messages yet. Try again later.",
+  not_link_code: "That is not a link code. Type the code carrier devices add printed, like abcde-fghij-klmno-pqrst-uvwxyz.",
+  no_account_key: "The other device kept the account key, so this browser cannot be linked with it. Use carrier devices add on a device that holds it.",
+  no_account: "This browser has no Carrier account yet. Register or link it first.",
+  account_replaced: "Your number was registered again with another key, so this browser is no longer one of its devices.",
+  forged: "Something the server sent does not check out, so nothing was sent. Try again later.",
+  devices_changing: "That person's devices kept changing while sending. Try again.",
+  unknown_device: "This browser is no longer one of the account's devices.",
+  account_disabled: "The server's operator has disabled this account.",
+  stopped: "The connection to the Carrier server was closed. Reload the page.",
 };
 
 export function describe(code: string): string {

@@ -27,6 +27,15 @@ export interface KeyRecord {
   point?: Bytes;
   spki?: Bytes;
   createdAt: number;
+  /** Prekeys (names `prekey:<id>`): the kind and id of PROTOCOL-v2 §4.1, the public key, and when it was replaced. */
+  kind?: number;
+  id?: number;
+  publicKey?: Bytes;
+  replacedAt?: number;
+  /** Signed prekeys: SHA-256 (hex) of the base keys of set-ups that used no one-time key (PROTOCOL-v2 §4.4). */
+  seenBaseKeys?: string[];
+  /** The prekey counter (name `prekey-next`): the next id to give out. */
+  next?: number;
 }
 
 export interface ContactRecord {
@@ -78,7 +87,16 @@ export interface SessionRecord {
   device: number;
   id: string;
   usedAt: number;
+  /** When a message was last opened in it (0: never) and when it was set up: the newest opened one is sent in. */
+  openedAt?: number;
+  createdAt?: number;
   state: unknown;
+}
+
+/** What a set-up used up: one-time prekeys to delete, or a base key to remember (names and hex digests). */
+export interface PrekeysUsed {
+  remove: string[];
+  remember?: { signedPrekey: string; baseKey: string };
 }
 
 export const MAX_BROADCASTS = 500;
@@ -86,6 +104,36 @@ export const MAX_BROADCASTS = 500;
 const get = <T>(tx: IDBTransaction, store: StoreName, key: IDBValidKey) =>
   promised(tx.objectStore(store).get(key)) as Promise<T | undefined>;
 const put = (tx: IDBTransaction, store: StoreName, value: unknown) => promised(tx.objectStore(store).put(value));
+
+/** Sessions kept per peer device (PROTOCOL-v2 §8.6); the least recently used go first. */
+export const MAX_SESSIONS_PER_DEVICE = 4;
+
+async function pruneSessions(tx: IDBTransaction, saved: SessionRecord): Promise<void> {
+  const store = tx.objectStore("sessions");
+  const all = (await promised(store.index("byPeer").getAll(saved.peer))) as SessionRecord[];
+  const mine = all.filter((s) => s.device === saved.device).sort((a, b) => b.usedAt - a.usedAt);
+  for (const old of mine.slice(MAX_SESSIONS_PER_DEVICE)) await promised(store.delete([old.peer, old.device, old.id]));
+}
+
+/** Adds a message and updates its conversation inside `tx`; false if the message is there already. */
+async function addMessageIn(tx: IDBTransaction, message: MessageRecord, read: boolean): Promise<boolean> {
+  const key = [message.peer, message.direction, message.id];
+  if (await get(tx, "messages", key)) return false;
+  await put(tx, "messages", message);
+  const row = (await get<ConversationRecord>(tx, "conversations", message.peer)) ?? {
+    peer: message.peer,
+    lastText: "",
+    lastAt: 0,
+    lastDirection: null,
+    unread: 0,
+  };
+  if (message.sentAt >= row.lastAt || row.lastDirection === null) {
+    Object.assign(row, { lastText: message.text, lastAt: message.sentAt, lastDirection: message.direction });
+  }
+  if (message.direction === "in" && !read) row.unread += 1;
+  await put(tx, "conversations", row);
+  return true;
+}
 
 export class Store {
   private constructor(private readonly db: IDBDatabase) {}
@@ -114,6 +162,51 @@ export class Store {
     return this.read("keys", (tx) => get<KeyRecord>(tx, "keys", name));
   }
 
+  /** Keys whose names start with `prefix`. */
+  keys(prefix: string): Promise<KeyRecord[]> {
+    const range = IDBKeyRange.bound(prefix, prefix + "\uffff");
+    return this.read("keys", (tx) => promised(tx.objectStore("keys").getAll(range)) as Promise<KeyRecord[]>);
+  }
+
+  /** Saves and deletes keys in one transaction. */
+  saveKeys(keys: KeyRecord[], remove: string[] = []): Promise<void> {
+    return transact(this.db, ["keys"], "readwrite", async (tx) => {
+      for (const key of keys) await put(tx, "keys", key);
+      for (const name of remove) await promised(tx.objectStore("keys").delete(name));
+    });
+  }
+
+  hasMessage(peer: string, direction: Direction, id: string): Promise<boolean> {
+    return this.read("messages", async (tx) => (await get(tx, "messages", [peer, direction, id])) !== undefined);
+  }
+
+  /**
+   * What opening one message changes, in one transaction (PROTOCOL-v2 §9): the
+   * session, the one-time prekeys it used up (or the base key to remember on its
+   * signed prekey when it used none), and the message with its conversation.
+   * Resolves with whether the message was new.
+   */
+  commitReceived(session: SessionRecord, used: PrekeysUsed, message: MessageRecord | null, read = false): Promise<boolean> {
+    return transact(this.db, ["sessions", "keys", "messages", "conversations"], "readwrite", async (tx) => {
+      await put(tx, "sessions", session);
+      await pruneSessions(tx, session);
+      for (const name of used.remove) await promised(tx.objectStore("keys").delete(name));
+      if (used.remember) {
+        const signed = await get<KeyRecord>(tx, "keys", used.remember.signedPrekey);
+        if (signed) await put(tx, "keys", { ...signed, seenBaseKeys: [...(signed.seenBaseKeys ?? []), used.remember.baseKey] });
+      }
+      return message ? addMessageIn(tx, message, read) : false;
+    });
+  }
+
+  /** Forgets every session with `peer` (after their account key changed). */
+  deleteSessions(peer: string): Promise<void> {
+    return transact(this.db, ["sessions"], "readwrite", async (tx) => {
+      const keys = await promised(tx.objectStore("sessions").index("byPeer").getAllKeys(peer));
+      for (const key of keys) await promised(tx.objectStore("sessions").delete(key));
+    });
+  }
+
   contact(phone: string): Promise<ContactRecord | undefined> {
     return this.read("contacts", (tx) => get<ContactRecord>(tx, "contacts", phone));
   }
@@ -127,7 +220,10 @@ export class Store {
   }
 
   saveSession(session: SessionRecord): Promise<void> {
-    return transact(this.db, ["sessions"], "readwrite", async (tx) => void (await put(tx, "sessions", session)));
+    return transact(this.db, ["sessions"], "readwrite", async (tx) => {
+      await put(tx, "sessions", session);
+      await pruneSessions(tx, session);
+    });
   }
 
   /** Makes sure a conversation row exists, e.g. when the user starts one. */
@@ -145,24 +241,7 @@ export class Store {
    * Incoming messages count as unread unless `read` says the user is looking.
    */
   addMessage(message: MessageRecord, read = false): Promise<boolean> {
-    return transact(this.db, ["messages", "conversations"], "readwrite", async (tx) => {
-      const key = [message.peer, message.direction, message.id];
-      if (await get(tx, "messages", key)) return false;
-      await put(tx, "messages", message);
-      const row = (await get<ConversationRecord>(tx, "conversations", message.peer)) ?? {
-        peer: message.peer,
-        lastText: "",
-        lastAt: 0,
-        lastDirection: null,
-        unread: 0,
-      };
-      if (message.sentAt >= row.lastAt || row.lastDirection === null) {
-        Object.assign(row, { lastText: message.text, lastAt: message.sentAt, lastDirection: message.direction });
-      }
-      if (message.direction === "in" && !read) row.unread += 1;
-      await put(tx, "conversations", row);
-      return true;
-    });
+    return transact(this.db, ["messages", "conversations"], "readwrite", (tx) => addMessageIn(tx, message, read));
   }
 
   setStatus(peer: string, id: string, status: MessageStatus): Promise<void> {

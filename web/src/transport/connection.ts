@@ -33,6 +33,8 @@ export class RequestError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** The whole error frame, for errors that carry more (`stale_devices` carries the current devices). */
+    readonly frame: Frame = {},
   ) {
     super(message);
     this.name = "RequestError";
@@ -42,10 +44,26 @@ export class RequestError extends Error {
 /** Request sender handed to `onOpen`: it goes out before the connection counts as open. */
 export type Requester = (type: string, fields?: Frame) => Promise<Frame>;
 
+/**
+ * The server's first frame on a WebSocket (docs/PROTOCOL.md §12.3): the fresh
+ * challenge, connection id and server key fingerprint every proof of this
+ * connection is bound to.
+ */
+export interface Hello {
+  challenge: string;
+  connection: string;
+  fingerprint: string;
+}
+
 export interface TransportOptions {
   url: string;
-  /** Runs after every (re)connect, before waiting requests go out; a throw drops the connection. */
-  onOpen?: (request: Requester) => Promise<void>;
+  /**
+   * Runs after every (re)connect, before waiting requests go out; a throw drops the
+   * connection. With `awaitHello` it runs once the server's `hello` has arrived and is given it.
+   */
+  onOpen?: (request: Requester, hello: Hello | null) => Promise<void>;
+  /** Wait for the server's `hello` frame before the connection counts as open (the real server sends one). */
+  awaitHello?: boolean;
   /** Pushed frames: `message`, `broadcast`, and errors tied to no request. */
   onEvent?: (frame: Frame) => void;
   onState?: (state: ConnectionState) => void;
@@ -60,6 +78,8 @@ export const MAX_REQUEST_FRAME = 131_072;
 export const FIRST_RETRY_MS = 250;
 export const LONGEST_RETRY_MS = 30_000;
 export const STABLE_CONNECTION_MS = 5_000;
+/** How long a request waits for a connection that has already failed before it says the server is unreachable. */
+export const UNREACHABLE_AFTER_MS = 4_000;
 
 /** The wait before reconnection attempt `attempt` (1-based): doubling, capped, ±25 % jitter. */
 export function retryDelay(attempt: number, random: () => number): number {
@@ -84,7 +104,9 @@ export class Transport {
   private waiters: Array<() => void> = [];
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
-  private readonly options: Required<Omit<TransportOptions, "onOpen" | "onEvent" | "onState">> & TransportOptions;
+  private helloFrame: Hello | null = null;
+  private onHello: ((hello: Hello) => void) | null = null;
+  private readonly options: Required<Omit<TransportOptions, "onOpen" | "onEvent" | "onState" | "awaitHello">> & TransportOptions;
 
   constructor(options: TransportOptions) {
     this.options = {
@@ -102,6 +124,20 @@ export class Transport {
     this.dial();
   }
 
+  /** The `hello` of the connection open now (null before one arrives). */
+  get hello(): Hello | null {
+    return this.helloFrame;
+  }
+
+  /** Drops the connection and dials again at once, e.g. to log in afresh as a device. */
+  reconnect(): void {
+    if (this.stopped) return;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.drop(new RequestError("disconnected", "The connection dropped; try again."));
+    this.dial();
+  }
+
   /** Closes for good: pending and waiting requests fail with `stopped`. */
   stop(): void {
     this.stopped = true;
@@ -114,7 +150,9 @@ export class Transport {
 
   /** Sends a request once the connection is open (and logged in again), and resolves with its answer. */
   async request(type: string, fields: Frame = {}): Promise<Frame> {
-    const deadline = Date.now() + this.options.requestTimeoutMs;
+    // Once a connection has failed, a person waiting is told soon rather than after the full timeout.
+    const wait = this.failures > 0 ? Math.min(this.options.requestTimeoutMs, UNREACHABLE_AFTER_MS) : this.options.requestTimeoutMs;
+    const deadline = Date.now() + wait;
     while (!this.ready) {
       if (this.stopped) throw new RequestError("stopped", "The connection was closed.");
       await this.untilReady(deadline - Date.now());
@@ -161,6 +199,8 @@ export class Transport {
       return;
     }
     this.socket = socket;
+    this.helloFrame = null;
+    const hello = new Promise<Hello>((resolve) => (this.onHello = resolve));
     socket.onmessage = (ev) => this.receive(ev.data);
     socket.onerror = () => socket.close();
     socket.onclose = () => {
@@ -168,13 +208,15 @@ export class Transport {
       this.drop(new RequestError("disconnected", "The connection dropped; try again."));
       if (!this.stopped) this.scheduleRetry();
     };
-    socket.onopen = () => void this.opened(socket);
+    socket.onopen = () => void this.opened(socket, this.options.awaitHello ? hello : Promise.resolve(null));
   }
 
-  private async opened(socket: SocketLike): Promise<void> {
+  private async opened(socket: SocketLike, hello: Promise<Hello | null>): Promise<void> {
     this.openedAt = Date.now();
     try {
-      await this.options.onOpen?.((type, fields = {}) => this.send(type, fields));
+      const greeting = await hello;
+      if (this.socket !== socket) return;
+      await this.options.onOpen?.((type, fields = {}) => this.send(type, fields), greeting);
     } catch {
       socket.close();
       return;
@@ -199,6 +241,12 @@ export class Transport {
     }
     if (typeof frame !== "object" || frame === null) return;
     const re = frame.re;
+    if (frame.type === "hello" && typeof re !== "number") {
+      this.helloFrame = frame as unknown as Hello;
+      this.onHello?.(this.helloFrame);
+      this.onHello = null;
+      return;
+    }
     if (typeof re !== "number") {
       this.options.onEvent?.(frame);
       return;
@@ -208,7 +256,7 @@ export class Transport {
     this.pending.delete(re);
     clearTimeout(pending.timer);
     if (frame.type === "error") {
-      pending.reject(new RequestError(String(frame.code ?? "internal"), String(frame.message ?? "The server refused the request.")));
+      pending.reject(new RequestError(String(frame.code ?? "internal"), String(frame.message ?? "The server refused the request."), frame));
     } else {
       pending.resolve(frame);
     }

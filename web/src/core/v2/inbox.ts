@@ -1,0 +1,118 @@
+/**
+ * Receiving (docs/PROTOCOL-v2.md §8.4, §13.15): de-duplicate by id, parse, find
+ * the sender's checked device, check its signature before any session state is
+ * read, open (or set up) the session, and commit the new state with the message
+ * in one transaction before the message is acknowledged. A message from a
+ * contact whose key changed is kept back on the server, neither shown nor
+ * acknowledged, until the user trusts the new key.
+ */
+import { fromBase64, toHex } from "../../crypto/bytes";
+import { EnvelopeKind, parseEnvelope, verifyEnvelope, type Envelope } from "../../protocol/envelope";
+import type { Payload } from "../../protocol/padding";
+import { acceptSession, openMessage, type SessionState } from "../../protocol/session";
+import type { VerifiedDevice } from "../../protocol/statements";
+import type { MessageRecord, PrekeysUsed, SessionRecord } from "../../storage/store";
+import { RequestError, type Frame } from "../../transport/connection";
+import { CoreError } from "../errors";
+import type { Context } from "./context";
+import { newerThanListed, peerDevice } from "./peers";
+import { responderPrekeys } from "./prekeys";
+
+/** `ack` it (stored, a duplicate, or refused for good), or keep it on the server for later. */
+export type Verdict = "ack" | "keep";
+
+/** Checks, opens and stores one delivered message. Resolves with whether to acknowledge it. */
+export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdict; setUp: boolean }> {
+  const drop = (reason: string) => {
+    console.warn(`Carrier: a message from ${String(m.from)} was refused: ${reason}`);
+    // A message that cannot be decrypted is acknowledged, and said so once (§13.10).
+    if (reason.startsWith("(a message from")) ctx.emit({ type: "notice", text: reason.replace(/^\((.*)\)$/, "$1") });
+    return { verdict: "ack" as const, setUp: false };
+  };
+  const keep = { verdict: "keep" as const, setUp: false };
+  const from = String(m.from);
+  const id = String(m.id).toLowerCase();
+  let envelope: Envelope;
+  try {
+    const bytes = fromBase64(String(m.envelope));
+    if (bytes[0] === 1) return drop("a protocol v1 envelope; this client speaks protocol v2 only");
+    envelope = parseEnvelope(bytes);
+  } catch (error) {
+    return drop(`malformed envelope (${(error as Error).message})`);
+  }
+  const sender = envelope.sender;
+  if (sender.phone !== from || toHex(envelope.id) !== id || (typeof m.device === "number" && m.device !== sender.deviceId)) {
+    return drop("the envelope does not match its delivery details");
+  }
+  if (await ctx.store.hasMessage(from, "in", id)) return { verdict: "ack", setUp: false };
+  if (from === ctx.me.phone && (await alreadySynced(ctx, id))) return { verdict: "ack", setUp: false };
+
+  let peer: VerifiedDevice | null;
+  try {
+    peer = await peerDevice(ctx, from, sender.deviceId);
+    if (peer && !(await verifyEnvelope(envelope, peer.point))) {
+      // A forgery, or a device this browser knew under that id is gone: the current list tells which.
+      peer = await peerDevice(ctx, from, sender.deviceId, true);
+      if (peer && !(await verifyEnvelope(envelope, peer.point))) return drop("the signature does not verify (forged or tampered)");
+    }
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === "key_changed" || code === "no_devices") return keep;
+    if (error instanceof RequestError && code === "unknown_user") return drop(`${from} is no longer registered`);
+    // The connection or the server failed: the message stays queued and is tried again.
+    if ((error instanceof CoreError || error instanceof RequestError) && code !== "forged") throw error;
+    return drop(`the sender's devices do not check out: ${(error as Error).message}`);
+  }
+  if (!peer) {
+    if (await newerThanListed(ctx, from, sender.deviceId)) return keep;
+    return drop(`sent from device ${sender.deviceId}, which ${from} does not list`);
+  }
+  const unsealed = await unseal(ctx, peer, envelope, from);
+  if (typeof unsealed === "string") return drop(unsealed);
+  const { session, used, payload } = unsealed;
+  const message = record(ctx, from, id, payload, Date.now());
+  const stored = await ctx.store.commitReceived(session, used, message);
+  if (stored && message) ctx.emit({ type: "conversation", peer: message.peer });
+  return { verdict: "ack", setUp: used.remove.length > 0 || envelope.kind === EnvelopeKind.Prekey };
+}
+
+async function alreadySynced(ctx: Context, id: string): Promise<boolean> {
+  for (const c of await ctx.store.conversations()) if (await ctx.store.hasMessage(c.peer, "out", id)) return true;
+  return false;
+}
+
+/** Opens the envelope in its session, or sets one up; a string is the reason it cannot be opened. */
+async function unseal(ctx: Context, peer: VerifiedDevice, envelope: Envelope, from: string): Promise<{ session: SessionRecord; used: PrekeysUsed; payload: Payload } | string> {
+  const sessionId = toHex(envelope.sessionId);
+  const now = Date.now();
+  const existing = (await ctx.store.sessions(from)).find((s) => s.device === peer.id && s.id === sessionId);
+  const own = { phone: ctx.me.phone, deviceId: ctx.me.deviceId, identity: ctx.me.point, agree: ctx.me.agree };
+  try {
+    if (existing) {
+      const opened = await openMessage(existing.state as SessionState, envelope, now);
+      return { session: { ...existing, state: opened.state, usedAt: now, openedAt: now }, used: { remove: [] }, payload: opened.payload };
+    }
+    if (envelope.kind !== EnvelopeKind.Prekey || !envelope.setUp) return `(a message from ${from} could not be decrypted: its session is unknown here)`;
+    const prekeys = await responderPrekeys(ctx, envelope.setUp);
+    if (!prekeys) return `(a message from ${from} could not be decrypted: the prekeys it used are gone)`;
+    const state = await acceptSession(own, { phone: from, deviceId: peer.id, identity: peer.point }, envelope, prekeys.keys, now);
+    const opened = await openMessage(state, envelope, now);
+    const session = { peer: from, device: peer.id, id: sessionId, usedAt: now, openedAt: now, createdAt: now, state: opened.state };
+    return { session, used: prekeys.used, payload: opened.payload };
+  } catch (error) {
+    return `rejected: ${(error as Error).message}`;
+  }
+}
+
+/** The history row for what opened, or null for content this client does not show. */
+function record(ctx: Context, from: string, id: string, payload: Payload, receivedAt: number): MessageRecord | null {
+  const base = { id, sentAt: payload.sentAt, receivedAt: Math.max(receivedAt, 0) };
+  const content = payload.content;
+  if (content.type === "text") return { ...base, peer: from, direction: "in", text: content.text, status: "received" };
+  if (content.type === "sync" && from === ctx.me.phone && content.id === id) {
+    return { ...base, peer: content.to, direction: "out", text: content.text, status: "sent" };
+  }
+  console.warn(`Carrier: a message from ${from} has content this client does not show.`);
+  return null;
+}
+

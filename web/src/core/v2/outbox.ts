@@ -1,0 +1,103 @@
+/**
+ * Sending (docs/PROTOCOL-v2.md §8.3, §13.6): one envelope per device of the
+ * recipient and one sync copy per other device of this account, all under one
+ * message id, each sealed in its own session and saved before it leaves. A
+ * `stale_devices` refusal carries the current list: it is checked like a
+ * `lookup` answer and sending goes on with the devices not yet served.
+ */
+import { fromBase64, fromHex, toBase64, toHex } from "../../crypto/bytes";
+import type { Content } from "../../protocol/padding";
+import { initiateSession, sealMessage, type SessionState } from "../../protocol/session";
+import { withClaim } from "../../protocol/statements";
+import type { SessionRecord } from "../../storage/store";
+import { RequestError } from "../../transport/connection";
+import { CoreError } from "../errors";
+import type { Context } from "./context";
+import { checkDevices, devicesOf, type Checked } from "./peers";
+
+/** How many times one message follows a changed device list before giving up. */
+const MAX_LIST_CHANGES = 4;
+
+/** The session to send in with each device: the one a message was last opened in, else the newest. */
+export function sendingSession(records: SessionRecord[], device: number): SessionRecord | undefined {
+  return records
+    .filter((r) => r.device === device)
+    .sort((a, b) => (b.openedAt ?? 0) - (a.openedAt ?? 0) || (b.createdAt ?? 0) - (a.createdAt ?? 0))[0];
+}
+
+/** Seals `text` for every device of `to` and this account's other devices; resolves once all took it. */
+export async function sendText(ctx: Context, to: string, id: string, text: string, sentAt: number): Promise<void> {
+  const peer = await devicesOf(ctx, to);
+  const served = await fanOut(ctx, peer, id, { type: "text", text }, sentAt);
+  if (to === ctx.me.phone) return;
+  if (served === 0) throw new CoreError("no_devices");
+  const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone));
+  await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt);
+}
+
+async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number): Promise<number> {
+  let checked = start;
+  const own = checked.phone === ctx.me.phone;
+  const served = new Set<number>(own ? [ctx.me.deviceId] : []);
+  for (let round = 0; round < MAX_LIST_CHANGES; round++) {
+    const todo = checked.devices.filter((d) => !served.has(d));
+    const sessions = await sessionsFor(ctx, checked, todo);
+    let stale: Record<string, unknown> | null = null;
+    for (const device of todo) {
+      const record = sessions.get(device);
+      if (!record) continue;
+      const sealed = await sealMessage(record.state as SessionState, fromHex(id), { content, sentAt }, ctx.me.sign);
+      await ctx.store.saveSession({ ...record, state: sealed.state, usedAt: Date.now() });
+      try {
+        await ctx.request("device_send", { id, to: checked.phone, device, list_version: checked.version, envelope: toBase64(sealed.envelope) });
+        served.add(device);
+      } catch (error) {
+        if (!(error instanceof RequestError) || error.code !== "stale_devices") throw error;
+        stale = error.frame;
+        break;
+      }
+    }
+    if (!stale) return served.size - (own ? 1 : 0);
+    checked = await checkDevices(ctx, checked.phone, checked.spki, stale);
+  }
+  throw new CoreError("devices_changing", `The devices of ${checked.phone} kept changing while sending; try again.`);
+}
+
+/** A session per device in `todo`: the one to send in, else a new one from its bundle and a claim. */
+async function sessionsFor(ctx: Context, checked: Checked, todo: number[]): Promise<Map<number, SessionRecord>> {
+  const records = await ctx.store.sessions(checked.phone);
+  const out = new Map<number, SessionRecord>();
+  const fresh: number[] = [];
+  for (const device of todo) {
+    const existing = sendingSession(records, device);
+    if (existing) out.set(device, existing);
+    else if (checked.bundles.has(device)) fresh.push(device);
+  }
+  if (fresh.length === 0) return out;
+  const answer = await ctx.request("claim", { phone: checked.phone, devices: fresh });
+  const claims = (Array.isArray(answer.claims) ? answer.claims : []).map((c) => fromBase64(String(c)));
+  const own = { phone: ctx.me.phone, deviceId: ctx.me.deviceId, identity: ctx.me.point, agree: ctx.me.agree };
+  for (const [i, device] of fresh.entries()) {
+    const bundle = checked.bundles.get(device)!;
+    const choice = await withClaim(bundle, claims[i] ?? null);
+    const state = await initiateSession(own, { phone: checked.phone, deviceId: device, identity: bundle.device.point }, choice);
+    const now = Date.now();
+    out.set(device, { peer: checked.phone, device, id: toHex(state.sessionId), usedAt: now, openedAt: 0, createdAt: now, state });
+  }
+  return out;
+}
+
+/**
+ * This account's other devices as remembered, when each has a session: sync
+ * copies then go out under the remembered list version, and a list changed since
+ * comes back as `stale_devices`. Null otherwise, and the caller looks it up.
+ */
+async function rememberedOwn(ctx: Context): Promise<Checked | null> {
+  const own = await ctx.store.contact(ctx.me.phone);
+  if (!own || own.listVersion === 0) return null;
+  const devices = own.devices.map((d) => d.id).filter((d) => d !== ctx.me.deviceId);
+  if (devices.length === 0) return null;
+  const records = await ctx.store.sessions(ctx.me.phone);
+  if (devices.some((d) => !sendingSession(records, d))) return null;
+  return { phone: ctx.me.phone, spki: ctx.me.accountSpki, version: own.listVersion, devices, bundles: new Map() };
+}

@@ -1,0 +1,120 @@
+/**
+ * Contacts' accounts and devices, checked the only way docs/PROTOCOL-v2.md §3.3
+ * allows: the account key pinned on first contact, the device list signed by it
+ * and never older than one accepted before, each certificate and bundle signed
+ * down that chain. A different account key is a key change: it is kept aside
+ * as pending, and nothing is sent to or opened from that contact until the
+ * user trusts it.
+ */
+import { importAccountKey } from "../../crypto/account";
+import { equal, fromBase64, type Bytes } from "../../crypto/bytes";
+import { fingerprint } from "../../crypto/p256";
+import { verifyBundle, verifyDeviceList, type VerifiedBundle, type VerifiedDevice } from "../../protocol/statements";
+import type { ContactRecord } from "../../storage/store";
+import type { Frame } from "../../transport/connection";
+import { CoreError } from "../errors";
+import type { Context } from "./context";
+
+/** A bundle older than this is refused: its device has deleted the keys (§4.2). */
+const STALE_PREKEY_MS = 37 * 24 * 3600 * 1000;
+
+export interface Checked {
+  phone: string;
+  spki: Bytes;
+  version: number;
+  /** The devices to write to: listed, with a bundle. */
+  devices: number[];
+  bundles: Map<number, VerifiedBundle>;
+}
+
+/**
+ * `lookup`, and the account key it gives checked against the pinned one (pinned
+ * now on first contact). Resolves with the answer; a changed key is recorded as
+ * pending and ends in `key_changed`.
+ */
+export async function lookUp(ctx: Context, phone: string): Promise<{ user: Frame; spki: Bytes }> {
+  const user = await ctx.request("lookup", { phone });
+  const spki = fromBase64(String(user.public_key));
+  if (phone === ctx.me.phone) {
+    if (!equal(spki, ctx.me.accountSpki)) throw new CoreError("account_replaced");
+    return { user, spki };
+  }
+  const contact = await ctx.store.contact(phone);
+  if (!contact) {
+    await ctx.store.saveContact({ phone, spki, fingerprint: await fingerprint(spki), listVersion: 0, devices: [] });
+  } else if (!equal(contact.spki, spki)) {
+    if (!contact.pendingSpki || !equal(contact.pendingSpki, spki)) {
+      await ctx.store.saveContact({ ...contact, pendingSpki: spki, pendingFingerprint: await fingerprint(spki) });
+      ctx.emit({ type: "contact", phone });
+    }
+    throw new CoreError("key_changed");
+  } else if (contact.pendingSpki) {
+    throw new CoreError("key_changed");
+  }
+  return { user, spki };
+}
+
+/** Looks `phone` up and checks its devices. */
+export async function devicesOf(ctx: Context, phone: string): Promise<Checked> {
+  const { user, spki } = await lookUp(ctx, phone);
+  if (typeof user.device_list !== "string") throw new CoreError("no_devices");
+  return checkDevices(ctx, phone, spki, user);
+}
+
+/** Checks a device list and bundles (a `lookup` answer or a `stale_devices` refusal) and remembers what passed. */
+export async function checkDevices(ctx: Context, phone: string, spki: Bytes, current: Frame): Promise<Checked> {
+  const account = await importAccountKey(spki);
+  const contact = await ownOrContact(ctx, phone, spki);
+  const highest = equal(contact.spki, spki) ? contact.listVersion : 0;
+  let list;
+  try {
+    list = await verifyDeviceList(fromBase64(String(current.device_list)), phone, account, highest);
+  } catch (error) {
+    throw new CoreError("forged", `The device list of ${phone} does not check out (${(error as Error).message}); nothing was sent.`);
+  }
+  const bundles = new Map<number, VerifiedBundle>();
+  const now = Date.now();
+  for (const encoded of Array.isArray(current.bundles) ? current.bundles : []) {
+    try {
+      const bundle = await verifyBundle(fromBase64(String(encoded)), list, account);
+      if (now - bundle.signedPrekey.createdAt > STALE_PREKEY_MS || now - bundle.kemLastResort.createdAt > STALE_PREKEY_MS) continue;
+      bundles.set(bundle.device.id, bundle);
+    } catch {
+      // A bundle that does not check out is left out: that device gets nothing.
+    }
+  }
+  const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
+  await ctx.store.saveContact({ ...contact, spki, listVersion: list.version, devices });
+  // A device added under the pinned key is no key change: it is accepted, and told once (§13.9).
+  if (phone !== ctx.me.phone && highest > 0) {
+    for (const d of devices) {
+      if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${phone} added a device: ${d.name}` });
+    }
+  }
+  return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles };
+}
+
+/** The record devices are remembered in: the contact's, or this account's own. */
+async function ownOrContact(ctx: Context, phone: string, spki: Bytes): Promise<ContactRecord> {
+  const existing = await ctx.store.contact(phone);
+  return existing ?? { phone, spki, fingerprint: await fingerprint(spki), listVersion: 0, devices: [] };
+}
+
+/**
+ * Device `id` of `phone`, checked: as remembered under the pinned key, else from
+ * a fresh `lookup`. Null when the account does not list it.
+ */
+export async function peerDevice(ctx: Context, phone: string, id: number, fresh = false): Promise<VerifiedDevice | null> {
+  const contact = await ctx.store.contact(phone);
+  if (contact?.pendingSpki) throw new CoreError("key_changed");
+  const remembered = contact?.devices.find((d) => d.id === id);
+  if (remembered && !fresh) return remembered;
+  await devicesOf(ctx, phone);
+  return (await ctx.store.contact(phone))?.devices.find((d) => d.id === id) ?? null;
+}
+
+/** Whether `id` is above every device of `phone` this browser has checked: one added after the list the server holds. */
+export async function newerThanListed(ctx: Context, phone: string, id: number): Promise<boolean> {
+  const contact = await ctx.store.contact(phone);
+  return (contact?.devices ?? []).every((d) => d.id < id);
+}
