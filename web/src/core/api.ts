@@ -35,7 +35,9 @@ export type CoreEvent =
   | { type: "broadcasts" }
   | { type: "connection"; state: ConnectionState }
   /** Something to tell the user once, e.g. "+1… added a device: laptop". */
-  | { type: "notice"; text: string };
+  | { type: "notice"; text: string }
+  /** Something went wrong that the user should know of, e.g. the server sent what the protocol does not allow. */
+  | { type: "warning"; text: string };
 
 export interface ClientCore {
   /** The account stored in this browser (and connects), or null when there is none yet. */

@@ -18,6 +18,7 @@ export class Messenger {
   private readonly main = h("div", { class: "pane" });
   private readonly banner = h("div", { class: "banner-slot" });
   private readonly notices = h("div", { class: "notices", role: "status" });
+  private readonly warnings = h("div", { class: "warnings" });
   private readonly status = h("p", { class: "presence" }, "Connecting…");
   private readonly chatsTab = h("button", { type: "button", class: "tab", "aria-pressed": "true" }, "Chats");
   private readonly publicTab = h("button", { type: "button", class: "tab", "aria-pressed": "false" }, "Public");
@@ -47,7 +48,7 @@ export class Messenger {
       h("div", { class: "list-head" }, h("button", { type: "button", class: "primary wide", onclick: () => newConversationDialog(core, (peer) => void this.open({ kind: "chat", peer })) }, "New conversation")),
       this.list,
     );
-    this.element = h("div", { class: "messenger", "data-pane": "list" }, sidebar, this.main, this.banner, this.notices);
+    this.element = h("div", { class: "messenger", "data-pane": "list" }, sidebar, this.main, this.banner, this.warnings, this.notices);
     core.subscribe((event) => void this.handle(event));
     document.addEventListener("visibilitychange", () => void this.readIfVisible());
     window.addEventListener("focus", () => void this.readIfVisible());
@@ -78,6 +79,9 @@ export class Messenger {
         break;
       case "notice":
         this.notify(event.text);
+        break;
+      case "warning":
+        this.warn(event.text);
         break;
     }
   }
@@ -165,6 +169,12 @@ export class Messenger {
     this.status.dataset.state = state.state;
     if (!offline) replaceChildren(this.banner);
     else if (!this.banner.firstChild) this.banner.append(h("div", { role: "alert", class: "alert banner" }, describe("unreachable")));
+  }
+
+  /** The latest warning, as an alert that stays until dismissed; a newer one takes its place. */
+  private warn(text: string): void {
+    const dismiss = h("button", { type: "button", class: "secondary small", onclick: () => replaceChildren(this.warnings) }, "Dismiss");
+    replaceChildren(this.warnings, h("div", { role: "alert", class: "alert warning-toast" }, h("p", {}, text), dismiss));
   }
 
   private notify(text: string): void {

@@ -21,12 +21,36 @@ import { responderPrekeys } from "./prekeys";
 /** `ack` it (stored, a duplicate, or refused for good), or keep it on the server for later. */
 export type Verdict = "ack" | "keep";
 
+const MESSAGE_ID = /^[0-9a-fA-F]{32}$/;
+
+/**
+ * Whether a delivered message (pushed, or an entry of a `fetch` answer) has the
+ * fields the protocol gives it. One that does not is neither opened nor
+ * acknowledged: its id cannot be trusted to name it.
+ */
+export function wellFormedDelivery(m: unknown): m is Frame & { id: string; from: string; envelope: string } {
+  if (typeof m !== "object" || m === null || Array.isArray(m)) return false;
+  const f = m as Frame;
+  return (
+    typeof f.id === "string" &&
+    MESSAGE_ID.test(f.id) &&
+    typeof f.from === "string" &&
+    f.from.length <= 32 &&
+    typeof f.envelope === "string" &&
+    (f.device === undefined || (typeof f.device === "number" && Number.isSafeInteger(f.device)))
+  );
+}
+
 /** Checks, opens and stores one delivered message. Resolves with whether to acknowledge it. */
 export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdict; setUp: boolean }> {
   const drop = (reason: string) => {
     console.warn(`Carrier: a message from ${String(m.from)} was refused: ${reason}`);
     // A message that cannot be decrypted is acknowledged, and said so once (§13.10).
     if (reason.startsWith("(a message from")) ctx.emit({ type: "notice", text: reason.replace(/^\((.*)\)$/, "$1") });
+    // A forgery is worth an alert: someone on the way, or the server, made it.
+    if (reason.startsWith("the signature does not verify") || reason.startsWith("the sender's devices do not check out")) {
+      ctx.emit({ type: "warning", text: `A message said to be from ${String(m.from)} was not signed by any of their devices; it was discarded.` });
+    }
     return { verdict: "ack" as const, setUp: false };
   };
   const keep = { verdict: "keep" as const, setUp: false };

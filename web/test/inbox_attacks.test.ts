@@ -1,15 +1,15 @@
 /**
- * A replayed first message (PROTOCOL-v2 §4.4, last row; §5.4): a set-up that used
- * neither one-time key is remembered by its base key on the signed prekey, so
- * the same set-up is refused even when its session is gone and whatever the
- * message id, and receiving it changes no state.
+ * Receiving under attack: a replayed first message (PROTOCOL-v2 §4.4, last row;
+ * §5.4) is refused by its base key even when its session is gone and whatever
+ * its id; forged and tampered envelopes change no state; a tab closed between
+ * opening and acknowledging loses nothing and shows nothing twice.
  */
 import "fake-indexeddb/auto";
 import { describe, expect, it } from "vitest";
 import { fromBase64, randomBytes, toBase64, toHex } from "../src/crypto/bytes";
 import { generateDeviceKey } from "../src/crypto/p256";
 import type { Context } from "../src/core/v2/context";
-import { receive } from "../src/core/v2/inbox";
+import { receive, wellFormedDelivery } from "../src/core/v2/inbox";
 import { baseKeyDigest, maintainPrekeys, MAX_SEEN_BASE_KEYS, responderPrekeys, SetUpRefused } from "../src/core/v2/prekeys";
 import { initiateSession, sealMessage, type SessionState } from "../src/protocol/session";
 import { parsePrekey, PrekeyKind, type PrekeyChoice } from "../src/protocol/statements";
@@ -25,14 +25,17 @@ async function bobAndAlice(name: string) {
   const bob = await generateDeviceKey();
   const alice = await generateDeviceKey();
   const published: Frame[] = [];
+  const warnings: string[] = [];
   const ctx: Context = {
     store,
     request: async (type, fields = {}) => {
+      // The server vouches for a device list that does not verify under Alice's pinned key.
+      if (type === "lookup") return { type: "user", phone: ALICE, public_key: toBase64(new Uint8Array(91)), device_list: toBase64(randomBytes(120)), bundles: [] };
       if (type !== "publish_prekeys") throw new Error(`unexpected request ${type}`);
       published.push(fields);
       return { type: "prekeys_published", one_time: 100, kem_one_time: 40 };
     },
-    emit: () => undefined,
+    emit: (event) => void (event.type === "warning" && warnings.push(event.text)),
     me: { phone: BOB, deviceId: 1, sign: bob.sign, agree: bob.agree, point: bob.point, accountSpki: new Uint8Array(91), accountType: "p256" },
   };
   await maintainPrekeys(ctx);
@@ -43,12 +46,12 @@ async function bobAndAlice(name: string) {
   // The server's one-time pools are empty: the last-resort set-up of §5.5.
   const choice: PrekeyChoice = { device: { id: 1, point: bob.point, name: "browser" }, signedPrekey, kemLastResort, oneTimePrekey: null, kemPrekey: kemLastResort };
   const start = await initiateSession({ phone: ALICE, deviceId: 2, identity: alice.point, agree: alice.agree }, { phone: BOB, deviceId: 1, identity: bob.point }, choice);
-  const seal = async (state: SessionState, text: string) => {
+  const seal = async (state: SessionState, text: string, signKey = alice.sign) => {
     const id = randomBytes(16);
-    const sealed = await sealMessage(state, id, { sentAt: Date.now(), content: { type: "text", text } }, alice.sign);
+    const sealed = await sealMessage(state, id, { sentAt: Date.now(), content: { type: "text", text } }, signKey);
     return { frame: { type: "message", id: toHex(id), from: ALICE, device: 2, envelope: toBase64(sealed.envelope) }, state: sealed.state };
   };
-  return { ctx, store, start, seal, signedPrekey };
+  return { ctx, store, start, seal, signedPrekey, warnings };
 }
 
 describe("set-ups without a one-time prekey", () => {
@@ -98,5 +101,60 @@ describe("set-ups without a one-time prekey", () => {
     expect(await store.history(ALICE)).toHaveLength(0);
     expect(await store.sessions(ALICE)).toHaveLength(0);
     store.close();
+  });
+});
+
+describe("forged and tampered envelopes", () => {
+  it("open nothing and change no session state; the user is warned; the real next message opens", async () => {
+    const { ctx, store, start, seal, warnings } = await bobAndAlice("forged-1");
+    const first = await seal(start, "hello");
+    await receive(ctx, first.frame);
+    const before = await store.sessions(ALICE);
+
+    // Signed by a key that is not Alice's device: the fresh device list the server offers does not verify either.
+    const mallory = await generateDeviceKey();
+    const forged = await seal(first.state, "send me your password", mallory.sign);
+    expect(await receive(ctx, forged.frame)).toMatchObject({ verdict: "ack", setUp: false });
+    // Alice's real envelope with one ciphertext byte flipped.
+    const real = await seal(first.state, "the real one");
+    const bytes = fromBase64(real.frame.envelope);
+    bytes[bytes.length - 70] ^= 1;
+    expect(await receive(ctx, { ...real.frame, envelope: toBase64(bytes) })).toMatchObject({ verdict: "ack" });
+
+    expect(await store.sessions(ALICE)).toEqual(before);
+    expect((await store.history(ALICE)).map((m) => m.text)).toEqual(["hello"]);
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain("was not signed by any of their devices");
+    // The untouched envelope still opens in the unchanged session.
+    await receive(ctx, real.frame);
+    expect((await store.history(ALICE)).map((m) => m.text)).toEqual(["hello", "the real one"]);
+    store.close();
+  });
+
+  it("deliveries without the protocol's fields are not taken at all", () => {
+    const good = { type: "message", id: "00".repeat(16), from: ALICE, device: 2, envelope: "AA==" };
+    expect(wellFormedDelivery(good)).toBe(true);
+    for (const bad of [null, 7, [], { ...good, id: "zz".repeat(16) }, { ...good, id: 5 }, { ...good, from: { a: 1 } }, { ...good, envelope: null }, { ...good, device: "2" }, { ...good, from: "+1".repeat(40) }]) {
+      expect(wellFormedDelivery(bad)).toBe(false);
+    }
+  });
+});
+
+describe("a tab closed between opening a message and acknowledging it", () => {
+  it("keeps the message and its session across the reload, and shows the redelivery once", async () => {
+    const { ctx, store, start, seal } = await bobAndAlice("crash-1");
+    const first = await seal(start, "hello");
+    // Opened and committed; the ack never left (the tab closed).
+    await receive(ctx, first.frame);
+    store.close();
+    const reopened = await Store.open("crash-1");
+    const after = { ...ctx, store: reopened };
+    expect(await receive(after, first.frame)).toMatchObject({ verdict: "ack", setUp: false });
+    expect((await reopened.history(ALICE)).map((m) => m.text)).toEqual(["hello"]);
+    expect((await reopened.conversations()).find((c) => c.peer === ALICE)?.unread).toBe(1);
+    // The session saved before the crash carries on.
+    await receive(after, (await seal(first.state, "still here")).frame);
+    expect((await reopened.history(ALICE)).map((m) => m.text)).toEqual(["hello", "still here"]);
+    reopened.close();
   });
 });
