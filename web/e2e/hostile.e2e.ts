@@ -1,0 +1,140 @@
+/**
+ * Hostile text against the production bundle on a real carrier-server: message
+ * text, broadcast text, a device name and typed phone numbers full of HTML and
+ * script, sent by the real `carrier` CLI. Every string must show as text: the
+ * page grows no element from it, and the server's Content-Security-Policy
+ * reports no violation (an inline handler that got into the DOM would be one).
+ * Skipped when the binaries are not built (cargo build --bins).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { launchBrowser } from "./harness";
+import { Cli, HAVE_BINARIES, RealServer } from "./real";
+
+const WEB = "+12025550151";
+const MAL = "+12025550152";
+
+const IMG = `<img src=x onerror="document.title='pwned'">`;
+const SCRIPT = `<script>document.title='pwned'</script><b>bold</b>`;
+const ATTR = `"><svg onload="document.title='pwned'"> & &amp; &lt;`;
+
+const textbox = (page: Page, name: string) => page.getByRole("textbox", { name, exact: true });
+const button = (page: Page, name: string) => page.getByRole("button", { name, exact: true });
+const messages = (page: Page) => page.getByRole("list", { name: "Messages", exact: true }).getByRole("listitem");
+const conversation = (page: Page, peer: string) => page.getByRole("list", { name: "Conversations", exact: true }).getByRole("listitem").filter({ hasText: peer });
+
+/** Elements that only injected markup would make, anywhere in the page. */
+const injected = (page: Page) => page.evaluate(() => document.querySelectorAll("img, svg, b, script:not([src]), [onerror], [onload]").length);
+const violations = (page: Page) => page.evaluate(() => (window as unknown as { violations: string[] }).violations);
+
+describe.skipIf(!HAVE_BINARIES)("hostile text from a real server and CLI", () => {
+  let server: RealServer;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let mal: Cli;
+  let csp = "";
+
+  beforeAll(async () => {
+    server = new RealServer();
+    await server.start();
+    browser = await launchBrowser();
+    mal = Cli.make(server, MAL, "mal");
+    await mal.register();
+    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await context.addInitScript(() => {
+      const seen: string[] = [];
+      (window as unknown as { violations: string[] }).violations = seen;
+      document.addEventListener("securitypolicyviolation", (e) => seen.push(`${e.violatedDirective} ${e.blockedURI}`));
+    });
+    page = await context.newPage();
+    page.on("pageerror", (error) => {
+      throw error;
+    });
+    const response = await page.goto(server.webUrl);
+    csp = (await response!.headerValue("content-security-policy")) ?? "";
+    await page.locator("#app[data-ready]").waitFor();
+    const mark = server.mark();
+    await textbox(page, "Phone number").fill(WEB);
+    await button(page, "Get code").click();
+    await textbox(page, "Code").fill(await server.code(WEB, mark));
+    await button(page, "Register").click();
+    await page.getByRole("heading", { name: WEB, exact: true }).waitFor();
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it("is served under a policy that allows only the page's own scripts, styles and socket", () => {
+    const directives = new Map(csp.split(";").map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name, values.join(" ")]));
+    expect(directives.get("script-src")).toBe("'self'");
+    expect(directives.get("style-src")).toBe("'self'");
+    expect(directives.get("connect-src")).toBe("'self'");
+    expect(directives.get("object-src")).toBe("'none'");
+    expect(directives.get("frame-ancestors")).toBe("'none'");
+    expect(directives.get("base-uri")).toBe("'none'");
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|\*/);
+  });
+
+  it("shows message text as text, in the conversation and in the list", async () => {
+    for (const text of [IMG, SCRIPT, ATTR]) await mal.ok("send", WEB, text);
+    await conversation(page, MAL).click();
+    for (const text of [IMG, SCRIPT, ATTR]) await messages(page).filter({ hasText: text }).waitFor();
+    expect(await conversation(page, MAL).textContent()).toContain(ATTR);
+    await textbox(page, "Message").fill(IMG);
+    await textbox(page, "Message").press("Enter");
+    await messages(page).filter({ hasText: IMG }).nth(1).waitFor();
+    expect(await mal.ok("fetch")).toContain(IMG);
+    expect(await injected(page)).toBe(0);
+    expect(await page.title()).not.toContain("pwned");
+  });
+
+  it("shows broadcast text as text", async () => {
+    await button(page, "Public").click();
+    await mal.ok("broadcast", SCRIPT);
+    const posts = page.getByRole("list", { name: "Public", exact: true }).getByRole("listitem");
+    await posts.filter({ hasText: SCRIPT }).waitFor();
+    await textbox(page, "Broadcast").fill(ATTR);
+    await button(page, "Send broadcast").click();
+    await posts.filter({ hasText: ATTR }).waitFor();
+    expect(await injected(page)).toBe(0);
+  });
+
+  it("shows a contact's new device's name as text", async () => {
+    const second = Cli.make(server, MAL, "mal-second");
+    const { code, done } = await mal.devicesAdd();
+    await second.ok("link", MAL, code, "--name", IMG);
+    expect((await done).status).toBe(0);
+    await conversation(page, MAL).click();
+    await textbox(page, "Message").fill("Which device is that?");
+    await textbox(page, "Message").press("Enter");
+    await page.getByRole("status").filter({ hasText: `${MAL} added a device: ${IMG}` }).waitFor();
+    expect(await second.ok("fetch")).toContain("Which device is that?");
+    expect(await injected(page)).toBe(0);
+  });
+
+  it("shows a typed phone number that is markup as an error, not as markup", async () => {
+    await button(page, "New conversation").click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("textbox", { name: "Phone number", exact: true }).fill(IMG);
+    await dialog.getByRole("button", { name: "Start", exact: true }).click();
+    await dialog.getByRole("alert").filter({ hasText: "not a valid phone number" }).waitFor();
+    await dialog.getByRole("button", { name: "Cancel", exact: true }).click();
+    expect(await injected(page)).toBe(0);
+    expect(await violations(page)).toEqual([]);
+  });
+
+  it("keeps all of it as text across a reload, with no policy violation at any point", async () => {
+    await page.reload();
+    await page.getByRole("heading", { name: WEB, exact: true }).waitFor();
+    await conversation(page, MAL).click();
+    await messages(page).filter({ hasText: SCRIPT }).waitFor();
+    expect(await messages(page).filter({ hasText: IMG }).count()).toBe(2);
+    expect(await injected(page)).toBe(0);
+    expect(await violations(page)).toEqual([]);
+    expect(await page.title()).not.toContain("pwned");
+  });
+});
