@@ -4,10 +4,13 @@
  * script, sent by the real `carrier` CLI. Every string must show as text: the
  * page grows no element from it, and the server's Content-Security-Policy
  * reports no violation (an inline handler that got into the DOM would be one).
- * Skipped when the binaries are not built (cargo build --bins).
+ * Then a server (or someone between it and the page) that sends oversized,
+ * malformed, unsolicited and out-of-order frames and a forged message: the page
+ * says so in an alert and keeps its state. Skipped when the binaries are not
+ * built (cargo build --bins).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Browser, BrowserContext, Page } from "playwright-core";
+import type { Browser, BrowserContext, Page, WebSocketRoute } from "playwright-core";
 import { launchBrowser } from "./harness";
 import { Cli, HAVE_BINARIES, RealServer } from "./real";
 
@@ -136,5 +139,103 @@ describe.skipIf(!HAVE_BINARIES)("hostile text from a real server and CLI", () =>
     expect(await injected(page)).toBe(0);
     expect(await violations(page)).toEqual([]);
     expect(await page.title()).not.toContain("pwned");
+  });
+});
+
+describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the page", () => {
+  const WEB2 = "+12025550153";
+  const ANN = "+12025550154";
+  let server: RealServer;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let ann: Cli;
+  /** The page's side of its newest WebSocket: what is sent on it reaches the page as if from the server. */
+  let toPage: WebSocketRoute | null = null;
+
+  beforeAll(async () => {
+    server = new RealServer();
+    await server.start();
+    browser = await launchBrowser();
+    ann = Cli.make(server, ANN, "ann");
+    await ann.register();
+    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await context.routeWebSocket(/\/ws$/, (ws) => {
+      ws.connectToServer();
+      toPage = ws;
+    });
+    page = await context.newPage();
+    page.on("pageerror", (error) => {
+      throw error;
+    });
+    await page.goto(server.webUrl);
+    await page.locator("#app[data-ready]").waitFor();
+    const mark = server.mark();
+    await textbox(page, "Phone number").fill(WEB2);
+    await button(page, "Get code").click();
+    await textbox(page, "Code").fill(await server.code(WEB2, mark));
+    await button(page, "Register").click();
+    await page.getByRole("heading", { name: WEB2, exact: true }).waitFor();
+    await ann.ok("send", WEB2, "Before the trouble");
+    await conversation(page, ANN).click();
+    await messages(page).filter({ hasText: "Before the trouble" }).waitFor();
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await browser?.close();
+    await server?.stop();
+  });
+
+  const warning = () => page.getByRole("alert").filter({ hasText: "The server sent" });
+  const dismiss = async () => {
+    await warning().getByRole("button", { name: "Dismiss", exact: true }).click();
+    await warning().waitFor({ state: "detached" });
+  };
+
+  it("says so for frames that are not JSON objects, unknown pushes, a second hello and answers to nothing", async () => {
+    for (const [frame, said] of [
+      ["<html>not json</html>", "not JSON"],
+      ["[1, 2]", "not a JSON object"],
+      [JSON.stringify({ type: "registered", phone: "+1" }), 'unexpected "registered"'],
+      [JSON.stringify({ type: "hello", challenge: "x", connection: "y", fingerprint: "z" }), "a second hello"],
+      [JSON.stringify({ re: 99_999, type: "fetched", messages: [] }), "a request never made"],
+    ]) {
+      toPage!.send(frame);
+      await warning().filter({ hasText: said }).waitFor();
+      await dismiss();
+    }
+  });
+
+  it("says so for malformed and forged messages and broadcasts, and stores nothing from them", async () => {
+    toPage!.send(JSON.stringify({ type: "message", id: "not-an-id", from: ANN, envelope: 5 }));
+    await warning().filter({ hasText: "a message that is not well formed" }).waitFor();
+    await dismiss();
+    toPage!.send(JSON.stringify({ type: "broadcast", id: "00".repeat(16), from: "<b>x</b>", sent_at: "soon", text: 1, signature: "" }));
+    await warning().filter({ hasText: "a broadcast that is not well formed" }).waitFor();
+    await dismiss();
+    // Well formed, but signed by no one: a v2 envelope of random bytes, then a broadcast with a bad signature.
+    toPage!.send(JSON.stringify({ type: "message", id: "ab".repeat(16), from: ANN, device: 1, envelope: Buffer.alloc(400, 2).toString("base64") }));
+    toPage!.send(JSON.stringify({ type: "broadcast", id: "cd".repeat(16), from: ANN, sent_at: Date.now(), text: "Forged broadcast", signature: Buffer.alloc(64, 1).toString("base64") }));
+    await page.getByRole("alert").filter({ hasText: "is not signed by their key" }).waitFor();
+    expect(await messages(page).count()).toBe(1);
+  });
+
+  it("drops a connection that sends a frame over 4 MiB, comes back, and keeps every message", async () => {
+    const first = toPage!;
+    first.send(JSON.stringify({ type: "message", pad: "x".repeat(4_194_304) }));
+    await page.getByRole("alert").filter({ hasText: "a frame over 4194304 bytes" }).waitFor();
+    await expect.poll(() => toPage !== first, { timeout: 30_000 }).toBe(true);
+    await ann.ok("send", WEB2, "After the trouble");
+    await messages(page).filter({ hasText: "After the trouble" }).waitFor();
+    await page.reload();
+    await page.getByRole("heading", { name: WEB2, exact: true }).waitFor();
+    await conversation(page, ANN).click();
+    await messages(page).filter({ hasText: "After the trouble" }).waitFor();
+    expect(await messages(page).allTextContents()).toEqual([expect.stringContaining("Before the trouble"), expect.stringContaining("After the trouble")]);
+    await textbox(page, "Message").fill("All fine here");
+    await textbox(page, "Message").press("Enter");
+    await messages(page).filter({ hasText: "All fine here" }).waitFor();
+    expect(await ann.ok("fetch")).toContain("All fine here");
   });
 });
