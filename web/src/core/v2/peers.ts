@@ -80,7 +80,8 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
       if (now - bundle.signedPrekey.createdAt > STALE_PREKEY_MS || now - bundle.kemLastResort.createdAt > STALE_PREKEY_MS) continue;
       bundles.set(bundle.device.id, bundle);
     } catch {
-      // A bundle that does not check out is left out: that device gets nothing.
+      // A bundle that does not check out is left out: that device gets nothing, and the user is told.
+      ctx.emit({ type: "warning", text: `The server offered keys for a device of ${phone} that are not signed by it; that device is left out.` });
     }
   }
   const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
