@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { fromBase64, randomBytes, toBase64, toHex } from "../src/crypto/bytes";
 import { generateDeviceKey } from "../src/crypto/p256";
 import type { Context } from "../src/core/v2/context";
-import { receive, wellFormedDelivery } from "../src/core/v2/inbox";
+import { receive, shownTime, wellFormedDelivery } from "../src/core/v2/inbox";
 import { baseKeyDigest, maintainPrekeys, MAX_SEEN_BASE_KEYS, responderPrekeys, SetUpRefused } from "../src/core/v2/prekeys";
 import { initiateSession, sealMessage, type SessionState } from "../src/protocol/session";
 import { parsePrekey, PrekeyKind, type PrekeyChoice } from "../src/protocol/statements";
@@ -46,9 +46,9 @@ async function bobAndAlice(name: string) {
   // The server's one-time pools are empty: the last-resort set-up of §5.5.
   const choice: PrekeyChoice = { device: { id: 1, point: bob.point, name: "browser" }, signedPrekey, kemLastResort, oneTimePrekey: null, kemPrekey: kemLastResort };
   const start = await initiateSession({ phone: ALICE, deviceId: 2, identity: alice.point, agree: alice.agree }, { phone: BOB, deviceId: 1, identity: bob.point }, choice);
-  const seal = async (state: SessionState, text: string, signKey = alice.sign) => {
+  const seal = async (state: SessionState, text: string, signKey = alice.sign, sentAt = Date.now()) => {
     const id = randomBytes(16);
-    const sealed = await sealMessage(state, id, { sentAt: Date.now(), content: { type: "text", text } }, signKey);
+    const sealed = await sealMessage(state, id, { sentAt, content: { type: "text", text } }, signKey);
     return { frame: { type: "message", id: toHex(id), from: ALICE, device: 2, envelope: toBase64(sealed.envelope) }, state: sealed.state };
   };
   return { ctx, store, start, seal, signedPrekey, warnings };
@@ -156,5 +156,30 @@ describe("a tab closed between opening a message and acknowledging it", () => {
     await receive(after, (await seal(first.state, "still here")).frame);
     expect((await reopened.history(ALICE)).map((m) => m.text)).toEqual(["hello", "still here"]);
     reopened.close();
+  });
+});
+
+describe("a sender's clock", () => {
+  it("is not believed when no Date can hold it or it is far ahead: the arrival time is shown instead", async () => {
+    const { ctx, store, start, seal } = await bobAndAlice("clock-1");
+    const before = Date.now();
+    const first = await seal(start, "from the far future", undefined, 2 ** 60);
+    await receive(ctx, first.frame);
+    const second = await seal(first.state, "next year", undefined, Date.now() + 365 * 24 * 3600 * 1000);
+    await receive(ctx, second.frame);
+    const third = await seal(second.state, "an hour ago", undefined, before - 3600_000);
+    await receive(ctx, third.frame);
+    const shown = await store.history(ALICE);
+    // The two arrival times may be the same millisecond, so their order is not asserted.
+    expect(shown[0].text).toBe("an hour ago");
+    expect(shown.slice(1).map((m) => m.text).sort()).toEqual(["from the far future", "next year"]);
+    for (const m of shown.slice(1)) {
+      expect(m.sentAt).toBeGreaterThanOrEqual(before);
+      expect(m.sentAt).toBeLessThanOrEqual(Date.now());
+    }
+    expect(shownTime(before - 3600_000, before)).toBe(before - 3600_000);
+    expect(shownTime(Number.NaN, before)).toBe(before);
+    expect(shownTime(-5, before)).toBe(before);
+    store.close();
   });
 });

@@ -20,7 +20,7 @@ import { canonicalPhone } from "./phone";
 import { StoredCore } from "./stored";
 import { loadMe, newMessageId, type Context, type Me } from "./v2/context";
 import { deviceLogin, firstDevice, linkDevice, newAccountKey, verifyRegistration } from "./v2/enrol";
-import { receive, wellFormedDelivery } from "./v2/inbox";
+import { receive, shownTime, wellFormedDelivery } from "./v2/inbox";
 import { sendText } from "./v2/outbox";
 import { lookUp } from "./v2/peers";
 import { maintainPrekeys } from "./v2/prekeys";
@@ -293,7 +293,8 @@ export class RemoteCore extends StoredCore implements ClientCore {
       this.warn(`A broadcast said to be from ${from} is not signed by their key; it is not shown.`);
       return;
     }
-    const record = { id: b.id.toLowerCase(), from, text: b.text, sentAt: b.sent_at, receivedAt: Date.now(), own: false };
+    const receivedAt = Date.now();
+    const record = { id: b.id.toLowerCase(), from, text: b.text, sentAt: shownTime(b.sent_at, receivedAt), receivedAt, own: false };
     if (await ctx.store.addBroadcast(record)) ctx.emit({ type: "broadcasts" });
   }
 

@@ -128,9 +128,22 @@ async function unseal(ctx: Context, peer: VerifiedDevice, envelope: Envelope, fr
   }
 }
 
+/** How far ahead of this clock a sender's clock may be before its time is not believed. */
+const CLOCK_SKEW_MS = 24 * 3600 * 1000;
+
+/**
+ * The time to show and sort by: the sender's clock (a u64 the peer chooses)
+ * when it is a real time not far in the future, else when it arrived. A time no
+ * Date can hold would break every view that shows it; a far-future one would
+ * pin a message to the bottom of its conversation for good.
+ */
+export function shownTime(sentAt: number, receivedAt: number): number {
+  return Number.isSafeInteger(sentAt) && sentAt >= 0 && sentAt <= receivedAt + CLOCK_SKEW_MS ? sentAt : receivedAt;
+}
+
 /** The history row for what opened, or null for content this client does not show. */
 function record(ctx: Context, from: string, id: string, payload: Payload, receivedAt: number): MessageRecord | null {
-  const base = { id, sentAt: payload.sentAt, receivedAt: Math.max(receivedAt, 0) };
+  const base = { id, sentAt: shownTime(payload.sentAt, receivedAt), receivedAt: Math.max(receivedAt, 0) };
   const content = payload.content;
   if (content.type === "text") return { ...base, peer: from, direction: "in", text: content.text, status: "received" };
   if (content.type === "sync" && from === ctx.me.phone && content.id === id) {
