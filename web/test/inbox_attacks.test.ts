@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { fromBase64, randomBytes, toBase64, toHex } from "../src/crypto/bytes";
 import { generateDeviceKey } from "../src/crypto/p256";
 import type { Context } from "../src/core/v2/context";
-import { receive, shownTime, wellFormedDelivery } from "../src/core/v2/inbox";
+import { drainQueue, receive, shownTime, wellFormedDelivery } from "../src/core/v2/inbox";
 import { baseKeyDigest, maintainPrekeys, MAX_SEEN_BASE_KEYS, responderPrekeys, SetUpRefused } from "../src/core/v2/prekeys";
 import { initiateSession, sealMessage, type SessionState } from "../src/protocol/session";
 import { parsePrekey, PrekeyKind, type PrekeyChoice } from "../src/protocol/statements";
@@ -180,6 +180,31 @@ describe("a sender's clock", () => {
     expect(shownTime(before - 3600_000, before)).toBe(before - 3600_000);
     expect(shownTime(Number.NaN, before)).toBe(before);
     expect(shownTime(-5, before)).toBe(before);
+    store.close();
+  });
+});
+
+describe("draining the queue from a hostile server", () => {
+  it("ignores malformed entries, acknowledges only what it took, and stops on a cursor that does not move", async () => {
+    const { ctx, store, start, seal } = await bobAndAlice("drain-1");
+    const first = await seal(start, "queued");
+    const sent: Frame[] = [];
+    const warned: string[] = [];
+    const hostile: Context = {
+      ...ctx,
+      request: async (type, fields = {}) => {
+        sent.push({ type, ...fields });
+        if (type === "fetch") return { type: "fetched", messages: [first.frame, { id: 7 }, "junk"], more: true, cursor: 5 };
+        if (type === "ack") return { type: "acked" };
+        return ctx.request(type, fields);
+      },
+    };
+    await drainQueue(hostile, (text) => warned.push(text));
+    expect(sent.filter((f) => f.type === "fetch")).toHaveLength(2);
+    expect(sent.filter((f) => f.type === "ack").map((f) => f.ids)).toEqual([[first.frame.id], [first.frame.id]]);
+    expect(warned).toContain("The server sent messages that are not well formed; they were ignored.");
+    expect(warned).toContain("The server sent a queue cursor that does not move forward; the rest of the queue is fetched at the next connection.");
+    expect((await store.history(ALICE)).map((m) => m.text)).toEqual(["queued"]);
     store.close();
   });
 });

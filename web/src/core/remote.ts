@@ -20,7 +20,7 @@ import { canonicalPhone } from "./phone";
 import { StoredCore } from "./stored";
 import { loadMe, newMessageId, type Context, type Me } from "./v2/context";
 import { deviceLogin, firstDevice, linkDevice, newAccountKey, verifyRegistration } from "./v2/enrol";
-import { receive, shownTime, wellFormedDelivery } from "./v2/inbox";
+import { drainQueue, receive, shownTime, wellFormedDelivery } from "./v2/inbox";
 import { sendText } from "./v2/outbox";
 import { lookUp } from "./v2/peers";
 import { maintainPrekeys } from "./v2/prekeys";
@@ -30,7 +30,6 @@ export function socketUrl(location: Location): string {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 }
 
-const FETCH_LIMIT = 100;
 /** A tab left open still rotates its signed prekeys and tops its pools up. */
 const MAINTAIN_EVERY_MS = 3600_000;
 
@@ -237,24 +236,7 @@ export class RemoteCore extends StoredCore implements ClientCore {
 
   /** Fetches the whole queue, opening and acknowledging page by page; kept-back messages stay. */
   private async drain(ctx: Context): Promise<void> {
-    let after: number | undefined;
-    let setUp = false;
-    for (;;) {
-      const answer = await ctx.request("fetch", after === undefined ? { limit: FETCH_LIMIT } : { limit: FETCH_LIMIT, after });
-      const listed = Array.isArray(answer.messages) ? (answer.messages as unknown[]) : [];
-      const messages = listed.filter(wellFormedDelivery);
-      if (messages.length < listed.length) this.warn("The server sent messages that are not well formed; they were ignored.");
-      const ids: string[] = [];
-      for (const m of messages) {
-        const outcome = await receive(ctx, m);
-        if (outcome.verdict === "ack") ids.push(String(m.id));
-        setUp ||= outcome.setUp;
-      }
-      if (ids.length) await ctx.request("ack", { ids });
-      if (!answer.more || typeof answer.cursor !== "number") break;
-      after = answer.cursor;
-    }
-    if (setUp) await maintainPrekeys(ctx);
+    await drainQueue(ctx, (text) => this.warn(text));
   }
 
   private pushed(frame: Frame): void {

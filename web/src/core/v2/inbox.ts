@@ -16,7 +16,7 @@ import { RequestError, type Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
 import type { Context } from "./context";
 import { newerThanListed, peerDevice } from "./peers";
-import { responderPrekeys } from "./prekeys";
+import { maintainPrekeys, responderPrekeys } from "./prekeys";
 
 /** `ack` it (stored, a duplicate, or refused for good), or keep it on the server for later. */
 export type Verdict = "ack" | "keep";
@@ -153,3 +153,38 @@ function record(ctx: Context, from: string, id: string, payload: Payload, receiv
   return null;
 }
 
+
+const FETCH_LIMIT = 100;
+
+/**
+ * Fetches the whole queue, opening and acknowledging page by page; kept-back
+ * messages stay. Entries without the protocol's fields are left alone, and a
+ * cursor that does not move forward ends the drain (a server that kept saying
+ * `more` with the same cursor would otherwise keep the client asking for ever);
+ * `warn` tells the page of either.
+ */
+export async function drainQueue(ctx: Context, warn: (text: string) => void): Promise<void> {
+  let after: number | undefined;
+  let setUp = false;
+  for (;;) {
+    const answer = await ctx.request("fetch", after === undefined ? { limit: FETCH_LIMIT } : { limit: FETCH_LIMIT, after });
+    const listed = Array.isArray(answer.messages) ? (answer.messages as unknown[]) : [];
+    const messages = listed.filter(wellFormedDelivery);
+    if (messages.length < listed.length) warn("The server sent messages that are not well formed; they were ignored.");
+    const ids: string[] = [];
+    for (const m of messages) {
+      const outcome = await receive(ctx, m);
+      if (outcome.verdict === "ack") ids.push(m.id);
+      setUp ||= outcome.setUp;
+    }
+    if (ids.length) await ctx.request("ack", { ids });
+    if (!answer.more) break;
+    const cursor = answer.cursor;
+    if (typeof cursor !== "number" || !Number.isSafeInteger(cursor) || (after !== undefined && cursor <= after)) {
+      warn("The server sent a queue cursor that does not move forward; the rest of the queue is fetched at the next connection.");
+      break;
+    }
+    after = cursor;
+  }
+  if (setUp) await maintainPrekeys(ctx);
+}
