@@ -56,6 +56,9 @@ pub enum Notice {
         phone: String,
         fingerprint: Fingerprint,
     },
+    /// The recipient's server refused one device's copy of a message this
+    /// device sent (protocol v2); that copy will never arrive.
+    Undeliverable(crate::protocol::notice::Undeliverable),
 }
 
 /// Receives notices; the command line prints them on standard error.

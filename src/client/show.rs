@@ -112,6 +112,13 @@ pub fn notice(n: &Notice) -> String {
         Notice::ContactPinned { phone, fingerprint } => {
             format!("Pinned the key of {phone} on first use: {fingerprint}")
         }
+        Notice::Undeliverable(u) => format!(
+            "message {} to {} device {} was refused: {}",
+            u.id,
+            clean(&u.to),
+            u.device,
+            clean(&u.reason)
+        ),
     }
 }
 

@@ -239,6 +239,8 @@ async fn handle_message(
             device,
             path,
             to,
+            from,
+            sender_device,
         } => {
             let Some(to) = recipient(to) else {
                 return true;
@@ -249,6 +251,7 @@ async fn handle_message(
                 to,
                 code,
                 message,
+                sender: from.map(|f| (f, sender_device)),
             };
             router.relay_refused(peer, refusal, path).await
         }
@@ -331,6 +334,8 @@ async fn acknowledge(
                     device,
                     path: Vec::new(),
                     to: Some(batch_for.0.clone()),
+                    from: None,
+                    sender_device: 0,
                 };
                 let _ = outbox.send(link_frame(&refusal)).await;
             }

@@ -57,6 +57,14 @@ pub enum LinkMessage {
         path: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
+        /// With `path`: the refused message's sender, so the server it was
+        /// sent from can tell the sending device (absent from older
+        /// servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// With `path`: the sending device (absent for 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        sender_device: u32,
     },
     /// A public message, flooded to every server once.
     Broadcast(Broadcast),

@@ -9,6 +9,7 @@ mod error;
 mod frame;
 pub mod link;
 mod message;
+pub mod notice;
 mod outbox;
 pub mod signed;
 

@@ -29,10 +29,31 @@ pub struct PendingSend {
     recipient: PhoneNumber,
     /// Queued for a neighbour rather than for the recipient here.
     remote: bool,
-    outcome: oneshot::Receiver<Result<EnqueueOutcome, DbError>>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Handed to the writer.
+    Submitted(oneshot::Receiver<Result<EnqueueOutcome, DbError>>),
+    /// Not yet handed over: waiting for something first (a relayed
+    /// message for its sender's device list, `remote_senders`).
+    Later(oneshot::Receiver<Result<PendingSend, RouteError>>),
 }
 
 impl PendingSend {
+    /// A message that is handed to the writer (or refused) once `later`
+    /// resolves.
+    pub(super) fn later(
+        recipient: PhoneNumber,
+        later: oneshot::Receiver<Result<PendingSend, RouteError>>,
+    ) -> Self {
+        Self {
+            recipient,
+            remote: false,
+            outcome: Outcome::Later(later),
+        }
+    }
+
     /// Resolves once the message is committed (or refused).
     pub async fn committed(self) -> Result<(), RouteError> {
         let PendingSend {
@@ -40,6 +61,15 @@ impl PendingSend {
             remote,
             outcome,
         } = self;
+        let outcome = match outcome {
+            Outcome::Submitted(outcome) => outcome,
+            Outcome::Later(later) => {
+                let pending = later
+                    .await
+                    .map_err(|_| RouteError::Interrupted("waiting to deliver"))??;
+                return Box::pin(pending.committed()).await;
+            }
+        };
         match outcome.await.map_err(|_| DbError::WriterGone)?? {
             EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),
             EnqueueOutcome::IdInUse => Err(RouteError::IdInUse(recipient)),
@@ -140,7 +170,7 @@ impl Router {
         Ok(PendingSend {
             recipient,
             remote,
-            outcome,
+            outcome: Outcome::Submitted(outcome),
         })
     }
 

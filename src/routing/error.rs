@@ -122,6 +122,18 @@ pub enum RouteError {
     TooManyDevices { listed: usize, max: usize },
     #[error("{0} has no device {1} in its current list")]
     UnknownDevice(PhoneNumber, u32),
+    /// A relayed message from a sender device this server cannot vouch
+    /// for: not in the sender's list held here (removed), or still not
+    /// after waiting for their list to arrive.
+    #[error(
+        "this server does not know device {device} of the sender {phone}: {why}; the message \
+         was not delivered, send it again once the sender's device list has spread"
+    )]
+    UnknownSenderDevice {
+        phone: PhoneNumber,
+        device: u32,
+        why: &'static str,
+    },
     #[error("prekey {index} is refused: {error}")]
     BadPrekey { index: usize, error: v2::Error },
     #[error("send at most {max} {what} in one request")]
@@ -189,7 +201,9 @@ impl RouteError {
             RouteError::NotCertified { .. } => ErrorCode::BadSignature,
             RouteError::StaleList { .. } => ErrorCode::StaleList,
             RouteError::TooManyDevices { .. } => ErrorCode::TooManyDevices,
-            RouteError::UnknownDevice(..) => ErrorCode::UnknownDevice,
+            RouteError::UnknownDevice(..) | RouteError::UnknownSenderDevice { .. } => {
+                ErrorCode::UnknownDevice
+            }
             RouteError::BadPrekey { .. } => ErrorCode::BadPrekey,
             RouteError::Interrupted(_) => ErrorCode::Internal,
             RouteError::BadLink(_) => ErrorCode::BadRequest,

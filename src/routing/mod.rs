@@ -42,8 +42,11 @@ mod prekeys;
 mod presence;
 mod registry;
 mod relay;
+mod remote_claim_limits;
 mod remote_claims;
 mod remote_devices;
+mod remote_refusals;
+mod remote_senders;
 mod rendezvous;
 
 use std::sync::Arc;
@@ -103,6 +106,10 @@ pub struct Router {
     /// them on, and claims of their prekeys waiting for an answer.
     remote: remote_devices::RemoteLists,
     pending_claims: remote_claims::PendingClaims,
+    /// Prekeys of our users claimed by each neighbour.
+    neighbour_claims: remote_claim_limits::NeighbourClaims,
+    /// Relayed messages from a device whose list is still on its way.
+    waiting_senders: remote_senders::WaitingSenders,
     rendezvous: rendezvous::Rendezvous,
     presence_changed: Arc<Notify>,
     /// Users connected to the other members of a cluster.
@@ -138,6 +145,8 @@ impl Router {
             devices,
             remote,
             pending_claims: remote_claims::PendingClaims::default(),
+            neighbour_claims: remote_claim_limits::NeighbourClaims::new(&limits, clock.clone()),
+            waiting_senders: remote_senders::WaitingSenders::default(),
             rendezvous: rendezvous::Rendezvous::default(),
             clock,
             message_ttl_ms,
@@ -146,6 +155,7 @@ impl Router {
             elsewhere: cluster::Elsewhere::default(),
             presence_seq: AtomicU64::new(0),
         });
+        router.waiting_senders.bind(&router);
         tokio::spawn(relay::wake_links(committed, Arc::downgrade(&router)));
         if let Some(events) = members {
             router.refresh_elsewhere().await?;

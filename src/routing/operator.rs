@@ -28,6 +28,8 @@ impl Router {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = new;
         self.registry.set_limits(&new);
         self.senders.set_rates([new.send_messages, new.send_bytes]);
+        self.claimers.set_rates([new.claim_devices]);
+        self.neighbour_claims.set_limits(&new);
     }
 
     /// Live sessions of `phone`.

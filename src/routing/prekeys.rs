@@ -9,7 +9,7 @@ use super::registry::SessionLink;
 use super::{RouteError, Router};
 use crate::crypto::v2::{MAX_LIST_DEVICES, PublicPoint, PublicPrekey};
 use crate::db::prekeys::{self, NewPrekey, PoolLimits, PoolSizes};
-use crate::domain::PhoneNumber;
+use crate::domain::{Fingerprint, PhoneNumber};
 
 /// Most prekeys in one `publish_prekeys` (a batch of one-time keys of
 /// both kinds, plus the two current ones, fits; the frame limit bounds the
@@ -94,10 +94,12 @@ impl Router {
         self.hand_out(phone, devices).await
     }
 
-    /// A claim for a local user asked by a neighbour (the asking server
-    /// charged its user's rate).
+    /// A claim for a local user asked by neighbour `from` (the asking
+    /// server charged its user's rate; we charge the neighbour's, and past
+    /// it answer without one-time keys, `remote_claim_limits`).
     pub(super) async fn claim_local(
         &self,
+        from: Fingerprint,
         phone: &PhoneNumber,
         devices: &[u32],
     ) -> Result<Vec<Vec<u8>>, RouteError> {
@@ -105,6 +107,12 @@ impl Router {
             self.fresh_device_list(phone).await?;
         }
         self.check_listed(phone, devices)?;
+        if !self.neighbour_may_claim(from, phone, devices.len()) {
+            return Ok(devices
+                .iter()
+                .map(|d| claim_bytes(*d, None, None))
+                .collect());
+        }
         self.hand_out(phone, devices).await
     }
 

@@ -1,9 +1,9 @@
 //! Messages between servers: what a neighbour relays to us (checked, then
 //! routed like a local send; a v2 copy names its recipient device and is
-//! judged against that device's list at the home server), the outbound
-//! queue each link drains, refusals (passed back towards the server the
-//! message was sent from), and the wake-up of a link once a message for it
-//! is committed.
+//! judged against that device's list at the home server, and waits there
+//! for its sender's list if need be, `remote_senders`), the outbound queue
+//! each link drains, and the wake-up of a link once a message for it is
+//! committed. Refusals are `remote_refusals`.
 
 use std::sync::Weak;
 
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::deliver::check_header;
 use super::device_send::check_v2_header;
-use super::{PendingSend, RouteError, Router, link_frame};
+use super::{PendingSend, RouteError, Router};
 use crate::db::DbError;
 use crate::db::enqueue::Destination;
 use crate::db::outbound::OutboundRow;
@@ -20,7 +20,7 @@ use crate::db::writer::Committed;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol;
 use crate::protocol::ErrorCode;
-use crate::protocol::link::{self, LinkMessage, Relayed};
+use crate::protocol::link::{self, Relayed};
 
 /// A neighbour's refusal of a relayed message: which copy, and why.
 #[derive(Debug, Clone)]
@@ -33,6 +33,9 @@ pub struct Refusal {
     pub to: Option<PhoneNumber>,
     pub code: ErrorCode,
     pub message: String,
+    /// The refused message's sender and sending device, as a refusal on
+    /// its way back names them (absent from older servers).
+    pub sender: Option<(String, u32)>,
 }
 
 impl Router {
@@ -61,6 +64,9 @@ impl Router {
             .map_err(|_| RouteError::BadRelayedPhone("sender"))?;
         let recipient = PhoneNumber::from_canonical(&r.to)
             .map_err(|_| RouteError::BadRelayedPhone("recipient"))?;
+        // A v2 copy for our own user waits, if need be, until its sending
+        // device is known here (`remote_senders`).
+        let mut home = false;
         if r.device == 0 {
             check_header(&r.envelope.0, &sender, &recipient, r.id)?;
         } else {
@@ -68,6 +74,7 @@ impl Router {
             check_v2_header(&r.envelope.0, from, (&recipient, r.device), r.id)?;
             if self.user(&recipient).await.is_some_and(|e| e.via.is_none()) {
                 self.check_relayed_device(&recipient, r.device).await?;
+                home = true;
             }
         }
         let mut path = r.path;
@@ -82,7 +89,11 @@ impl Router {
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
         };
-        let pending = self.route(recipient, message, path, true).await?;
+        let pending = if home {
+            self.route_from_known_device(message, path).await?
+        } else {
+            self.route(recipient, message, path, true).await?
+        };
         crate::metrics::get().relayed_in.inc();
         Ok(pending)
     }
@@ -113,66 +124,6 @@ impl Router {
         let deleted = self.store.delete(queue, ids.to_vec()).await?;
         crate::metrics::get().relayed_out.inc_by(deleted);
         Ok(deleted)
-    }
-
-    /// Takes a refusal from neighbour `peer`. Without a `path` it is about
-    /// a message we sent `peer`: the message is dropped here, and if it
-    /// came from another server the refusal goes back towards it with the
-    /// message's path. With one, it is such a refusal on its way back.
-    pub async fn relay_refused(&self, peer: Fingerprint, refusal: Refusal, path: Vec<String>) {
-        let Refusal {
-            id,
-            device,
-            to,
-            code,
-            ..
-        } = &refusal;
-        let path = if path.is_empty() {
-            let row = self
-                .store
-                .outbound_row(&peer, *id, *device, to.as_ref())
-                .await;
-            if let Err(e) = self
-                .outbound_acked(&peer, *device, to.clone(), &[*id])
-                .await
-            {
-                tracing::error!(error = %e, "could not drop a refused message");
-            }
-            match row {
-                Ok(Some(row)) => serde_json::from_str(&row.path).unwrap_or_default(),
-                Ok(None) => Vec::new(),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not read a refused message");
-                    Vec::new()
-                }
-            }
-        } else {
-            path
-        };
-        let me = self.me.fingerprint.to_hex();
-        let at = path.iter().position(|p| *p == me);
-        let back = at
-            .filter(|&at| at > 0 && path.get(at + 1).is_none_or(|next| *next == peer.to_hex()))
-            .and_then(|at| Fingerprint::parse(&path[at - 1]));
-        match back {
-            Some(back) if path.len() <= link::MAX_HOPS + 1 => {
-                let frame = link_frame(&LinkMessage::RelayRefused {
-                    id: *id,
-                    code: *code,
-                    message: refusal.message.clone(),
-                    device: *device,
-                    path,
-                    to: None,
-                });
-                if !self.neighbours.send_to(back, frame) {
-                    tracing::info!(%id, "the link back towards a refused message's sender is down");
-                }
-            }
-            _ => {
-                tracing::warn!(%id, device, ?code, message = %refusal.message,
-                    "the recipient's server refused a message sent from here; dropped");
-            }
-        }
     }
 }
 

@@ -159,7 +159,7 @@ impl Router {
         };
         let Some(via) = entry.via else {
             tracing::debug!(%phone, devices = c.devices.len(), "a neighbour claims prekeys");
-            return Some(self.claim_local(&phone, &c.devices).await);
+            return Some(self.claim_local(from, &phone, &c.devices).await);
         };
         if via == from || c.path.contains(&via.to_hex()) {
             return Some(Err(RouteError::RouteLoop(phone)));

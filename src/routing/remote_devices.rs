@@ -65,6 +65,11 @@ impl Held {
         }
     }
 
+    /// The ids the list names.
+    pub fn device_ids(&self) -> Vec<u32> {
+        self.devices.iter().map(|(id, _)| *id).collect()
+    }
+
     pub fn key_of(&self, device: u32) -> Option<&PublicPoint> {
         self.devices
             .iter()
@@ -308,6 +313,8 @@ impl Router {
             changed.push(merged.to_entry(&phone));
         }
         if !changed.is_empty() {
+            // Relayed messages from a device of theirs may be waiting.
+            self.waiting_senders.list_arrived();
             tracing::debug!(
                 entries = changed.len(),
                 "device lists changed; passing them on"

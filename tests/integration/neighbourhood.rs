@@ -6,6 +6,7 @@
 //! of three.
 
 mod devices;
+mod edges;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -648,7 +649,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Reads link frames until one that `pick` takes.
-async fn next_link_message<T>(
+pub(crate) async fn next_link_message<T>(
     link: &mut carrier::tls::ClientTlsStream,
     what: &str,
     mut pick: impl FnMut(carrier::protocol::link::LinkMessage) -> Option<T>,

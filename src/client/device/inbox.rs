@@ -6,6 +6,7 @@
 
 use super::store::{self, Use};
 use super::{Device, now_ms};
+use crate::client::Notice;
 use crate::client::home::{Direction, Record, record_in};
 use crate::client::receive::{Received, Refusal, Verdict};
 use crate::client::{ClientError, Session};
@@ -14,6 +15,7 @@ use crate::crypto::v2::{
 };
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::Delivered;
+use crate::protocol::notice::Undeliverable;
 
 /// What a v1 envelope is told.
 const V1_REFUSED: &str = "a protocol v1 envelope was refused: this client speaks protocol v2 \
@@ -53,6 +55,9 @@ impl Session<'_> {
                 reason,
             })
         };
+        if let Some(notice) = Undeliverable::parse(&m.envelope.0) {
+            return Ok(self.undeliverable(m, notice));
+        }
         if m.envelope.0.first() == Some(&1) {
             return Ok(refuse(V1_REFUSED.into()));
         }
@@ -129,6 +134,22 @@ impl Session<'_> {
             Err(reason) => return Ok(refuse(reason)),
         };
         self.commit(device, m, unsealed, account_fp).await
+    }
+
+    /// A notice from this device's own server that a copy of a message it
+    /// sent was refused: told to the user, acknowledged, not stored. Only
+    /// the server can queue one (no envelope starts with its tag), under
+    /// this account's number and no sending device.
+    fn undeliverable(&self, m: Delivered, notice: Undeliverable) -> Verdict {
+        if m.from != self.me.as_str() || m.device.is_some() {
+            return Verdict::Drop(Refusal {
+                id: m.id,
+                from: m.from,
+                reason: "a notice that does not come from this device's own server".into(),
+            });
+        }
+        (self.client.notify())(Notice::Undeliverable(notice));
+        Verdict::Duplicate
     }
 
     /// Whether device `id` of `sender` has a higher id than every device

@@ -20,7 +20,7 @@ use crate::devices::client::*;
 
 /// Registers `who` on `node` with `n` devices (list version 1), each logged
 /// in on its own connection with its prekeys published.
-async fn with_devices(
+pub(super) async fn with_devices(
     node: &impl Reachable,
     who: &str,
     n: u32,
@@ -54,7 +54,7 @@ async fn with_devices(
 /// Waits until `who`'s directory entry has reached the server behind
 /// `conn`, then until its `lookup` there shows list `version` with
 /// `bundles` bundles.
-async fn lookup_shows(conn: &Connection, who: &str, version: u64, bundles: usize) {
+pub(super) async fn lookup_shows(conn: &Connection, who: &str, version: u64, bundles: usize) {
     eventually("the device list spreads", || async {
         match conn.ask(Request::Lookup { phone: who.into() }).await {
             Ok(Response::User(info)) => info.devices.is_some_and(|d| {
@@ -68,7 +68,7 @@ async fn lookup_shows(conn: &Connection, who: &str, version: u64, bundles: usize
 }
 
 /// The messages waiting on a device's connection.
-async fn fetch(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
+pub(super) async fn fetch(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
     let request = Request::Fetch {
         limit: None,
         after: None,
@@ -80,7 +80,7 @@ async fn fetch(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
 }
 
 /// Fetches on a device's connection until something has arrived.
-async fn fetch_some(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
+pub(super) async fn fetch_some(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
     within("messages to arrive", async {
         loop {
             let got = fetch(conn).await;
@@ -93,7 +93,7 @@ async fn fetch_some(conn: &Connection) -> Vec<carrier::protocol::Delivered> {
     .await
 }
 
-async fn count(node: &Node, sql: &'static str) -> i64 {
+pub(super) async fn count(node: &Node, sql: &'static str) -> i64 {
     node.count(sql).await
 }
 
@@ -283,6 +283,15 @@ async fn the_home_server_refuses_a_copy_for_a_removed_device() {
         0
     );
     lookup_shows(a1_conn, CAROL, 2, 1).await;
+    // The refusal crossed the middle server back to Alice's, which tells
+    // the device that sent the copy.
+    let got = fetch_some(a1_conn).await;
+    let notice = carrier::protocol::notice::Undeliverable::parse(&got[0].envelope.0)
+        .expect("an undeliverable notice");
+    assert_eq!(
+        (notice.id, notice.to.as_str(), notice.device, notice.code),
+        (id, CAROL, 2, ErrorCode::StaleDevices)
+    );
 }
 
 #[tokio::test]
@@ -386,7 +395,7 @@ const ERIN: &str = "+12025550105";
 
 /// `phone`'s directory entry with key `account`, signed by `home` as the
 /// user's home server.
-fn homed_at(
+pub(super) fn homed_at(
     home: &carrier::crypto::Identity,
     phone: &str,
     account: &carrier::crypto::Identity,
