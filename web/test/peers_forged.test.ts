@@ -4,6 +4,7 @@
  * list than one accepted before, and a bundle whose signed prekey was swapped.
  * None is accepted; nothing checked before is overwritten.
  */
+import { isolate } from "../src/core/isolate";
 import "fake-indexeddb/auto";
 import { describe, expect, it } from "vitest";
 import { signAsAccount, type AccountSigner } from "../src/crypto/account";
@@ -91,7 +92,7 @@ describe("a contact's devices as the server serves them", () => {
     const { ctx, store, serve, warnings } = await bob("peers-3");
     serve(await lookupAnswer(await newAccountKey(), await generateDeviceKey(), 1, undefined, true));
     expect((await devicesOf(ctx, ALICE)).devices).toEqual([]);
-    expect(warnings).toEqual([`The server offered keys for a device of ${ALICE} that are not signed by it; that device is left out.`]);
+    expect(warnings).toEqual([`The server offered keys for a device of ${isolate(ALICE)} that are not signed by it; that device is left out.`]);
     store.close();
   });
 });

@@ -7,10 +7,10 @@
  * The page reads history and conversations through the core and re-reads them when
  * an event says they changed; it never holds protocol state of its own.
  */
-import type { BroadcastRecord, ConversationRecord, MessageRecord } from "../storage/store";
+import type { BroadcastRecord, ConversationRecord, MessageRecord, Refusal } from "../storage/store";
 import type { ConnectionState } from "../transport/connection";
 
-export type { BroadcastRecord, ConversationRecord, MessageRecord, ConnectionState };
+export type { BroadcastRecord, ConversationRecord, MessageRecord, Refusal, ConnectionState };
 
 export interface Account {
   /** Canonical E.164, as the server returned it. */

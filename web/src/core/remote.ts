@@ -16,6 +16,7 @@ import type { Store } from "../storage/store";
 import { Transport, type Frame, type Hello } from "../transport/connection";
 import type { Account, ClientCore } from "./api";
 import { asCoreError, CoreError } from "./errors";
+import { isolate } from "./isolate";
 import { canonicalPhone } from "./phone";
 import { StoredCore } from "./stored";
 import { loadMe, newMessageId, type Context, type Me } from "./v2/context";
@@ -272,7 +273,7 @@ export class RemoteCore extends StoredCore implements ClientCore {
     if (!spki) return;
     const statement = broadcastStatement(fromHex(b.id), b.sent_at, from, b.text);
     if (!(await verifyAccountSignature(await importAccountKey(spki), statement, fromBase64(b.signature)))) {
-      this.warn(`A broadcast said to be from ${from} is not signed by their key; it is not shown.`);
+      this.warn(`A broadcast said to be from ${isolate(from)} is not signed by their key; it is not shown.`);
       return;
     }
     const receivedAt = Date.now();

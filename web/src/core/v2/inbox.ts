@@ -14,8 +14,10 @@ import type { VerifiedDevice } from "../../protocol/statements";
 import type { MessageRecord, PrekeysUsed, SessionRecord } from "../../storage/store";
 import { RequestError, type Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
+import { isolate } from "../isolate";
 import type { Context } from "./context";
 import { newerThanListed, peerDevice } from "./peers";
+import { isNotice, parseNotice } from "./notice";
 import { maintainPrekeys, responderPrekeys } from "./prekeys";
 
 /** `ack` it (stored, a duplicate, or refused for good), or keep it on the server for later. */
@@ -49,7 +51,7 @@ export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdic
     if (reason.startsWith("(a message from")) ctx.emit({ type: "notice", text: reason.replace(/^\((.*)\)$/, "$1") });
     // A forgery is worth an alert: someone on the way, or the server, made it.
     if (reason.startsWith("the signature does not verify") || reason.startsWith("the sender's devices do not check out")) {
-      ctx.emit({ type: "warning", text: `A message said to be from ${String(m.from)} was not signed by any of their devices; it was discarded.` });
+      ctx.emit({ type: "warning", text: `A message said to be from ${isolate(String(m.from))} was not signed by any of their devices; it was discarded.` });
     }
     return { verdict: "ack" as const, setUp: false };
   };
@@ -59,6 +61,7 @@ export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdic
   let envelope: Envelope;
   try {
     const bytes = fromBase64(String(m.envelope));
+    if (isNotice(bytes)) return { verdict: await takeNotice(ctx, m, bytes), setUp: false };
     if (bytes[0] === 1) return drop("a protocol v1 envelope; this client speaks protocol v2 only");
     envelope = parseEnvelope(bytes);
   } catch (error) {
@@ -100,6 +103,38 @@ export async function receive(ctx: Context, m: Frame): Promise<{ verdict: Verdic
   return { verdict: "ack", setUp: used.remove.length > 0 || envelope.kind === EnvelopeKind.Prekey };
 }
 
+/**
+ * A notice from this device's own server: a refused copy is shown on its message
+ * in the conversation with the recipient; anything else with the notice tag, or
+ * not under this account's number with no sending device, is said quietly and
+ * dropped. Either way it is acknowledged: a notice is told once.
+ */
+async function takeNotice(ctx: Context, m: Frame, bytes: Uint8Array): Promise<Verdict> {
+  const notice = parseNotice(bytes);
+  if (!notice || m.from !== ctx.me.phone || m.device !== undefined) {
+    console.warn(`Carrier: a notice from ${String(m.from)} was refused: ${notice ? "not from this device's own server" : "not well formed"}`);
+    ctx.emit({ type: "notice", text: "A notice that is not well formed, or not from your server, was ignored." });
+    return "ack";
+  }
+  const refusal = { device: notice.device, code: notice.code, reason: notice.reason };
+  // A copy to this account's other devices (`to` is this account) went with a message stored under its recipient.
+  const peers = notice.to === ctx.me.phone ? (await ctx.store.conversations()).map((c) => c.peer) : [notice.to];
+  for (const peer of peers) {
+    if (await ctx.store.markUndelivered(peer, notice.id, refusal)) {
+      ctx.emit({ type: "conversation", peer });
+      return "ack";
+    }
+  }
+  // The message is not in this browser's history (cleared, say): the refusal is still worth telling.
+  ctx.emit({ type: "warning", text: refusalText(notice.to, refusal) });
+  return "ack";
+}
+
+/** How a refused copy is told. */
+export function refusalText(to: string, r: { device: number; code: string; reason: string }): string {
+  return `A message to ${isolate(to)} was refused by their server for their device ${r.device} and will not be delivered there: ${isolate(r.reason || r.code)} (${r.code}).`;
+}
+
 async function alreadySynced(ctx: Context, id: string): Promise<boolean> {
   for (const c of await ctx.store.conversations()) if (await ctx.store.hasMessage(c.peer, "out", id)) return true;
   return false;
@@ -116,9 +151,9 @@ async function unseal(ctx: Context, peer: VerifiedDevice, envelope: Envelope, fr
       const opened = await openMessage(existing.state as SessionState, envelope, now);
       return { session: { ...existing, state: opened.state, usedAt: now, openedAt: now }, used: { remove: [] }, payload: opened.payload };
     }
-    if (envelope.kind !== EnvelopeKind.Prekey || !envelope.setUp) return `(a message from ${from} could not be decrypted: its session is unknown here)`;
+    if (envelope.kind !== EnvelopeKind.Prekey || !envelope.setUp) return `(a message from ${isolate(from)} could not be decrypted: its session is unknown here)`;
     const prekeys = await responderPrekeys(ctx, envelope.setUp);
-    if (!prekeys) return `(a message from ${from} could not be decrypted: the prekeys it used are gone)`;
+    if (!prekeys) return `(a message from ${isolate(from)} could not be decrypted: the prekeys it used are gone)`;
     const state = await acceptSession(own, { phone: from, deviceId: peer.id, identity: peer.point }, envelope, prekeys.keys, now);
     const opened = await openMessage(state, envelope, now);
     const session = { peer: from, device: peer.id, id: sessionId, usedAt: now, openedAt: now, createdAt: now, state: opened.state };
