@@ -11,6 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page, WebSocketRoute } from "playwright-core";
+import { isolate } from "../src/core/isolate";
 import { launchBrowser } from "./harness";
 import { Cli, HAVE_BINARIES, RealServer } from "./real";
 
@@ -28,6 +29,25 @@ const conversation = (page: Page, peer: string) => page.getByRole("list", { name
 
 /** Elements that only injected markup would make, anywhere in the page. */
 const injected = (page: Page) => page.evaluate(() => document.querySelectorAll("img, svg, b, script:not([src]), [onerror], [onload]").length);
+/**
+ * Text nodes holding a bidi embedding, override or isolate, and those of them
+ * whose element does not isolate its content (dir="auto", <bdi>): an override
+ * there would reorder the page's own words after it.
+ */
+const unisolated = (page: Page) =>
+  page.evaluate(() => {
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    let checked = 0;
+    const spilling: string[] = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (!/[\u202A-\u202E\u2066-\u2068]/.test(n.nodeValue ?? "")) continue;
+      checked += 1;
+      const parent = n.parentElement!;
+      const bidi = getComputedStyle(parent).unicodeBidi;
+      if (!["isolate", "isolate-override", "plaintext"].includes(bidi)) spilling.push(`${parent.tagName}.${parent.className}: ${bidi}`);
+    }
+    return { checked, spilling };
+  });
 const violations = (page: Page) => page.evaluate(() => (window as unknown as { violations: string[] }).violations);
 
 describe.skipIf(!HAVE_BINARIES)("hostile text from a real server and CLI", () => {
@@ -73,10 +93,13 @@ describe.skipIf(!HAVE_BINARIES)("hostile text from a real server and CLI", () =>
 
   it("is served under a policy that allows only the page's own scripts, styles and socket", () => {
     const directives = new Map(csp.split(";").map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name, values.join(" ")]));
+    expect(directives.get("default-src")).toBe("'none'");
     expect(directives.get("script-src")).toBe("'self'");
+    expect(directives.get("img-src")).toBe("'self'");
+    expect(directives.get("require-trusted-types-for")).toBe("'script'");
+    expect(directives.get("trusted-types")).toBe("'none'");
     expect(directives.get("style-src")).toBe("'self'");
     expect(directives.get("connect-src")).toBe("'self'");
-    expect(directives.get("object-src")).toBe("'none'");
     expect(directives.get("frame-ancestors")).toBe("'none'");
     expect(directives.get("base-uri")).toBe("'none'");
     expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|\*/);
@@ -114,7 +137,7 @@ describe.skipIf(!HAVE_BINARIES)("hostile text from a real server and CLI", () =>
     await conversation(page, MAL).click();
     await textbox(page, "Message").fill("Which device is that?");
     await textbox(page, "Message").press("Enter");
-    await page.getByRole("status").filter({ hasText: `${MAL} added a device: ${IMG}` }).waitFor();
+    await page.getByRole("status").filter({ hasText: `${isolate(MAL)} added a device: ${isolate(IMG)}` }).waitFor();
     expect(await second.ok("fetch")).toContain("Which device is that?");
     expect(await injected(page)).toBe(0);
   });
@@ -128,6 +151,23 @@ describe.skipIf(!HAVE_BINARIES)("hostile text from a real server and CLI", () =>
     await dialog.getByRole("button", { name: "Cancel", exact: true }).click();
     expect(await injected(page)).toBe(0);
     expect(await violations(page)).toEqual([]);
+  });
+
+  it("keeps a bidi override in a message or a broadcast inside that text", async () => {
+    const REVERSED = "\u202Eevil.exe\u2069 pay +1";
+    await mal.ok("send", WEB, REVERSED);
+    await mal.ok("broadcast", REVERSED);
+    await button(page, "Chats").click();
+    await conversation(page, MAL).click();
+    await messages(page).filter({ hasText: "evil.exe" }).waitFor();
+    // The message and the conversation list's preview of it.
+    expect(await unisolated(page)).toMatchObject({ checked: expect.any(Number), spilling: [] });
+    expect((await unisolated(page)).checked).toBeGreaterThanOrEqual(2);
+    await button(page, "Public").click();
+    await page.getByRole("list", { name: "Public", exact: true }).getByRole("listitem").filter({ hasText: "evil.exe" }).waitFor();
+    expect(await unisolated(page)).toMatchObject({ spilling: [] });
+    expect((await unisolated(page)).checked).toBeGreaterThanOrEqual(2);
+    await button(page, "Chats").click();
   });
 
   it("keeps all of it as text across a reload, with no policy violation at any point", async () => {
@@ -152,6 +192,9 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
   let ann: Cli;
   /** The page's side of its newest WebSocket: what is sent on it reaches the page as if from the server. */
   let toPage: WebSocketRoute | null = null;
+  /** Every frame the page sent, in order. */
+  const fromPage: string[] = [];
+  const sent = () => fromPage.map((f) => JSON.parse(f) as Record<string, unknown>);
 
   beforeAll(async () => {
     server = new RealServer();
@@ -161,7 +204,11 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
     await ann.register();
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     await context.routeWebSocket(/\/ws$/, (ws) => {
-      ws.connectToServer();
+      const upstream = ws.connectToServer();
+      ws.onMessage((frame) => {
+        fromPage.push(String(frame));
+        upstream.send(frame);
+      });
       toPage = ws;
     });
     page = await context.newPage();
@@ -237,5 +284,35 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
     await textbox(page, "Message").press("Enter");
     await messages(page).filter({ hasText: "All fine here" }).waitFor();
     expect(await ann.ok("fetch")).toContain("All fine here");
+  });
+
+  it("shows a refused copy the server tells of on the message, marked not delivered, and acknowledges the notice", async () => {
+    await textbox(page, "Message").fill("Will this arrive?");
+    await textbox(page, "Message").press("Enter");
+    const mine = messages(page).filter({ hasText: "Will this arrive?" });
+    await mine.filter({ hasText: "Sent" }).waitFor();
+    const copy = sent().find((f) => f.type === "device_send" && f.to === ANN);
+    expect(copy).toBeDefined();
+    // What the server queues when Ann's home refuses the copy (src/protocol/notice.rs): tag 0, then JSON.
+    const json = JSON.stringify({ type: "undeliverable", id: copy!.id, to: ANN, device: 1, code: "stale_devices", reason: "\u202Ethe device list changed" });
+    const notice = "9a".repeat(16);
+    toPage!.send(JSON.stringify({ type: "message", id: notice, from: WEB2, envelope: Buffer.concat([Buffer.from([0]), Buffer.from(json)]).toString("base64") }));
+    await mine.getByRole("alert").filter({ hasText: "refused" }).waitFor();
+    expect(await mine.getByRole("alert").textContent()).toContain("the device list changed");
+    await mine.filter({ hasText: "Not delivered" }).waitFor();
+    await expect.poll(() => sent().some((f) => f.type === "ack" && (f.ids as string[]).includes(notice))).toBe(true);
+
+    // Under a contact's number, or not JSON: acknowledged, said quietly, nothing marked.
+    const forged = "9b".repeat(16);
+    toPage!.send(JSON.stringify({ type: "message", id: forged, from: ANN, envelope: Buffer.concat([Buffer.from([0]), Buffer.from(json)]).toString("base64") }));
+    await page.getByRole("status").filter({ hasText: "was ignored" }).first().waitFor();
+    await expect.poll(() => sent().some((f) => f.type === "ack" && (f.ids as string[]).includes(forged))).toBe(true);
+    expect(await messages(page).getByRole("alert").count()).toBe(1);
+
+    // It stays across a reload.
+    await page.reload();
+    await page.getByRole("heading", { name: WEB2, exact: true }).waitFor();
+    await conversation(page, ANN).click();
+    await mine.getByRole("alert").filter({ hasText: "refused" }).waitFor();
   });
 });
