@@ -2,17 +2,20 @@ import { defineConfig, type Plugin } from "vitest/config";
 
 /**
  * The built page may load nothing but its own files and talk to nothing but its own
- * server. Only in builds: the dev server injects styles inline, which this forbids.
+ * server, and no string may reach a sink that parses HTML or script. The server sends
+ * the same policy as a header with frame-ancestors, which a <meta> cannot carry.
+ * Only in builds: the dev server injects styles inline, which this forbids.
  */
 const CSP = [
-  "default-src 'self'",
-  "connect-src 'self'",
-  "img-src 'self' data:",
-  "style-src 'self'",
+  "default-src 'none'",
   "script-src 'self'",
-  "object-src 'none'",
+  "style-src 'self'",
+  "connect-src 'self'",
+  "img-src 'self'",
   "base-uri 'none'",
   "form-action 'none'",
+  "require-trusted-types-for 'script'",
+  "trusted-types 'none'",
 ].join("; ");
 
 const contentSecurityPolicy: Plugin = {

@@ -226,8 +226,26 @@ async fn the_page_is_the_embedded_bundle_with_its_policy() {
         "{head}"
     );
     assert!(head.contains("cache-control: no-cache"), "{head}");
-    assert!(
-        head.contains("content-security-policy: default-src 'self'"),
+    let policy = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-security-policy: "))
+        .expect("a content-security-policy header");
+    let mut directives: Vec<&str> = policy.split("; ").collect();
+    directives.sort_unstable();
+    assert_eq!(
+        directives,
+        [
+            "base-uri 'none'",
+            "connect-src 'self'",
+            "default-src 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+            "img-src 'self'",
+            "require-trusted-types-for 'script'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "trusted-types 'none'",
+        ],
         "{head}"
     );
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/index.html"));
@@ -476,4 +494,27 @@ async fn plain_http_off_loopback_refuses_to_start() {
         matches!(refused, Err(carrier::web::WebError::PlainHttp(_))),
         "a configuration built in code is refused at bind too"
     );
+}
+
+/// The exact bytes of an undeliverable notice, as the browser client's unit
+/// tests (web/test/notice.test.ts) take them: the two sides agree on them.
+#[test]
+fn an_undeliverable_notice_has_the_bytes_the_browser_expects() {
+    use carrier::protocol::ErrorCode;
+    use carrier::protocol::notice::Undeliverable;
+    let notice = Undeliverable {
+        id: MessageId::parse_hex("0123456789abcdef0123456789abcdef").unwrap(),
+        to: "+12025550102".into(),
+        device: 2,
+        code: ErrorCode::StaleDevices,
+        reason: "the device list changed: \u{202e}é".into(),
+    };
+    let mut expected = vec![0u8];
+    expected.extend_from_slice(
+        "{\"type\":\"undeliverable\",\"id\":\"0123456789abcdef0123456789abcdef\",\
+         \"to\":\"+12025550102\",\"device\":2,\"code\":\"stale_devices\",\
+         \"reason\":\"the device list changed: \u{202e}é\"}"
+            .as_bytes(),
+    );
+    assert_eq!(notice.to_bytes(), expected);
 }

@@ -40,7 +40,8 @@ describe("the built bundle", () => {
     await page.getByRole("button", { name: "Get code", exact: true }).waitFor();
     await page.getByRole("button", { name: "Link to an existing account", exact: true }).waitFor();
     const csp = await page.locator('meta[http-equiv="Content-Security-Policy"]').getAttribute("content");
-    expect(csp).toContain("default-src 'self'");
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("trusted-types 'none'");
     expect(await page.evaluate(() => "carrierFake" in window)).toBe(false);
     expect(violations).toEqual([]);
     await context.close();

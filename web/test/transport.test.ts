@@ -1,6 +1,6 @@
 /** The WebSocket transport against a scripted socket, with fake timers. */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { RequestError, retryDelay, Transport, type ConnectionState, type Frame, type SocketLike } from "../src/transport/connection";
+import { MAX_RESPONSE_FRAME, RequestError, retryDelay, Transport, type ConnectionState, type Frame, type SocketLike } from "../src/transport/connection";
 
 class FakeSocket implements SocketLike {
   sent: Frame[] = [];
@@ -187,8 +187,9 @@ describe("Transport with the server's hello", () => {
     const hello = { type: "hello", version: 1, challenge: "c", connection: "k", fingerprint: "f" };
     sockets[0].serverSends(hello);
     await flush();
-    expect(greeted).toEqual([hello]);
-    expect(transport.hello).toEqual(hello);
+    const checked = { challenge: "c", connection: "k", fingerprint: "f" };
+    expect(greeted).toEqual([checked]);
+    expect(transport.hello).toEqual(checked);
     expect(sockets[0].sent.map((f) => f.type)).toEqual(["device_login"]);
     sockets[0].answer("device_login");
     await flush();
@@ -212,5 +213,114 @@ describe("Transport with the server's hello", () => {
     const error = (await sending.catch((e) => e)) as RequestError;
     expect(error.code).toBe("stale_devices");
     expect(error.frame.device_list).toBe("AA==");
+  });
+});
+
+describe("a hostile or broken server", () => {
+  /** A logged-in transport that collects what it refused. */
+  async function hostile() {
+    const sockets: FakeSocket[] = [];
+    const refused: string[] = [];
+    const events: Frame[] = [];
+    const greeted: unknown[] = [];
+    const transport = new Transport({
+      url: "ws://test/ws",
+      awaitHello: true,
+      connect: () => {
+        const s = new FakeSocket();
+        sockets.push(s);
+        return s;
+      },
+      random: () => 0.5,
+      onOpen: async (_request, hello) => void greeted.push(hello),
+      onEvent: (f) => events.push(f),
+      onProtocolError: (reason) => refused.push(reason),
+    });
+    transport.start();
+    sockets[0].onopen?.({});
+    sockets[0].serverSends({ type: "hello", version: 1, challenge: "c", connection: "k", fingerprint: "f" });
+    await flush();
+    const raw = (data: unknown) => sockets[0].onmessage?.({ data });
+    return { transport, sockets, refused, events, greeted, raw };
+  }
+
+  it("refuses frames that are not JSON objects, and carries on", async () => {
+    const { transport, sockets, refused, events, raw } = await hostile();
+    raw("<script>alert(1)</script>");
+    raw("[1,2,3]");
+    raw("null");
+    raw("42");
+    raw(new Uint8Array([1, 2, 3]));
+    raw(JSON.stringify({ no: "type" }));
+    expect(refused).toHaveLength(6);
+    expect(events).toEqual([]);
+    const ping = transport.request("ping");
+    await flush();
+    sockets[0].answer("ping");
+    await expect(ping).resolves.toMatchObject({ type: "ping_answer" });
+    expect(sockets).toHaveLength(1);
+  });
+
+  it("drops the connection on a frame over MAX_RESPONSE_FRAME, and dials again", async () => {
+    const { sockets, refused, raw } = await hostile();
+    raw(JSON.stringify({ type: "message", pad: "x".repeat(MAX_RESPONSE_FRAME) }));
+    expect(refused).toEqual([`The server sent a frame over ${MAX_RESPONSE_FRAME} bytes; it was ignored.`]);
+    expect(sockets[0].closed).toBe(true);
+    sockets[0].serverCloses();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(sockets).toHaveLength(2);
+  });
+
+  it("refuses a multi-byte frame over the limit though its UTF-16 length is under it", async () => {
+    const { refused, raw } = await hostile();
+    raw(JSON.stringify({ type: "broadcast", text: "é".repeat(MAX_RESPONSE_FRAME / 2) }));
+    expect(refused).toHaveLength(1);
+  });
+
+  it("refuses a second hello, unsolicited answers and unknown pushed types; a late answer is dropped quietly", async () => {
+    const { transport, sockets, refused, events, greeted } = await hostile();
+    sockets[0].serverSends({ type: "hello", challenge: "evil", connection: "k2", fingerprint: "f2" });
+    expect(transport.hello).toEqual({ challenge: "c", connection: "k", fingerprint: "f" });
+    expect(greeted).toHaveLength(1);
+    sockets[0].serverSends({ re: 999, type: "fetch_answer", messages: [] });
+    sockets[0].serverSends({ re: "1", type: "fetch_answer" });
+    sockets[0].serverSends({ type: "registered", phone: "+1" });
+    expect(refused).toEqual([
+      "The server sent a second hello; it was ignored.",
+      "The server sent an answer to a request never made; it was ignored.",
+      "The server sent an answer to a request never made; it was ignored.",
+      'The server sent an unexpected "registered" frame; it was ignored.',
+    ]);
+    const slow = transport.request("fetch").catch((e: RequestError) => e.code);
+    await flush();
+    const seq = sockets[0].sent[0].seq;
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(await slow).toBe("timeout");
+    sockets[0].serverSends({ re: seq, type: "fetch_answer" });
+    expect(refused).toHaveLength(4);
+    sockets[0].serverSends({ type: "error", code: "shutting_down", message: "bye" });
+    expect(events).toEqual([{ type: "error", code: "shutting_down", message: "bye" }]);
+  });
+
+  it("refuses a hello whose fields are not strings, and waits for a good one", async () => {
+    const sockets: FakeSocket[] = [];
+    const refused: string[] = [];
+    const transport = new Transport({
+      url: "ws://test/ws",
+      awaitHello: true,
+      connect: () => (sockets.push(new FakeSocket()), sockets[sockets.length - 1]),
+      onOpen: async () => undefined,
+      onProtocolError: (reason) => refused.push(reason),
+    });
+    transport.start();
+    sockets[0].onopen?.({});
+    sockets[0].serverSends({ type: "hello", challenge: { toString: 1 }, connection: "k", fingerprint: "f" });
+    await flush();
+    expect(transport.hello).toBeNull();
+    expect(refused).toEqual(["The server sent a hello that is not well formed; it was ignored."]);
+    sockets[0].serverSends({ type: "hello", challenge: "c", connection: "k", fingerprint: "f" });
+    await flush();
+    expect(transport.hello).toEqual({ challenge: "c", connection: "k", fingerprint: "f" });
+    transport.stop();
   });
 });

@@ -7,10 +7,10 @@
  * The page reads history and conversations through the core and re-reads them when
  * an event says they changed; it never holds protocol state of its own.
  */
-import type { BroadcastRecord, ConversationRecord, MessageRecord } from "../storage/store";
+import type { BroadcastRecord, ConversationRecord, MessageRecord, Refusal } from "../storage/store";
 import type { ConnectionState } from "../transport/connection";
 
-export type { BroadcastRecord, ConversationRecord, MessageRecord, ConnectionState };
+export type { BroadcastRecord, ConversationRecord, MessageRecord, Refusal, ConnectionState };
 
 export interface Account {
   /** Canonical E.164, as the server returned it. */
@@ -35,7 +35,9 @@ export type CoreEvent =
   | { type: "broadcasts" }
   | { type: "connection"; state: ConnectionState }
   /** Something to tell the user once, e.g. "+1… added a device: laptop". */
-  | { type: "notice"; text: string };
+  | { type: "notice"; text: string }
+  /** Something went wrong that the user should know of, e.g. the server sent what the protocol does not allow. */
+  | { type: "warning"; text: string };
 
 export interface ClientCore {
   /** The account stored in this browser (and connects), or null when there is none yet. */

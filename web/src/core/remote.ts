@@ -16,11 +16,12 @@ import type { Store } from "../storage/store";
 import { Transport, type Frame, type Hello } from "../transport/connection";
 import type { Account, ClientCore } from "./api";
 import { asCoreError, CoreError } from "./errors";
+import { isolate } from "./isolate";
 import { canonicalPhone } from "./phone";
 import { StoredCore } from "./stored";
 import { loadMe, newMessageId, type Context, type Me } from "./v2/context";
 import { deviceLogin, firstDevice, linkDevice, newAccountKey, verifyRegistration } from "./v2/enrol";
-import { receive } from "./v2/inbox";
+import { drainQueue, receive, shownTime, wellFormedDelivery } from "./v2/inbox";
 import { sendText } from "./v2/outbox";
 import { lookUp } from "./v2/peers";
 import { maintainPrekeys } from "./v2/prekeys";
@@ -30,9 +31,30 @@ export function socketUrl(location: Location): string {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
 }
 
-const FETCH_LIMIT = 100;
 /** A tab left open still rotates its signed prekeys and tops its pools up. */
 const MAINTAIN_EVERY_MS = 3600_000;
+
+interface BroadcastFrame extends Frame {
+  id: string;
+  from: string;
+  sent_at: number;
+  text: string;
+  signature: string;
+}
+
+/** A pushed `broadcast` with the fields of PROTOCOL.md §4 and their types. */
+function wellFormedBroadcast(f: Frame): f is BroadcastFrame {
+  return (
+    typeof f.id === "string" &&
+    /^[0-9a-fA-F]{32}$/.test(f.id) &&
+    typeof f.from === "string" &&
+    /^\+[1-9][0-9]{1,14}$/.test(f.from) &&
+    typeof f.sent_at === "number" &&
+    Number.isSafeInteger(f.sent_at) &&
+    typeof f.text === "string" &&
+    typeof f.signature === "string"
+  );
+}
 
 export class RemoteCore extends StoredCore implements ClientCore {
   private readonly transport: Transport;
@@ -43,6 +65,7 @@ export class RemoteCore extends StoredCore implements ClientCore {
   private loggedIn: Array<() => void> = [];
   /** The code of the last failed device login, so a repeated failure is told once. */
   private loginFailure: string | null = null;
+  private lastWarning = "";
 
   constructor(store: Store, url: string) {
     super(store);
@@ -52,6 +75,7 @@ export class RemoteCore extends StoredCore implements ClientCore {
       onState: (state) => this.emit({ type: "connection", state }),
       onOpen: (request, hello) => this.opened(request, hello),
       onEvent: (frame) => this.pushed(frame),
+      onProtocolError: (reason) => this.warn(reason),
     });
   }
 
@@ -213,48 +237,47 @@ export class RemoteCore extends StoredCore implements ClientCore {
 
   /** Fetches the whole queue, opening and acknowledging page by page; kept-back messages stay. */
   private async drain(ctx: Context): Promise<void> {
-    let after: number | undefined;
-    let setUp = false;
-    for (;;) {
-      const answer = await ctx.request("fetch", after === undefined ? { limit: FETCH_LIMIT } : { limit: FETCH_LIMIT, after });
-      const messages = Array.isArray(answer.messages) ? (answer.messages as Frame[]) : [];
-      const ids: string[] = [];
-      for (const m of messages) {
-        const outcome = await receive(ctx, m);
-        if (outcome.verdict === "ack") ids.push(String(m.id));
-        setUp ||= outcome.setUp;
-      }
-      if (ids.length) await ctx.request("ack", { ids });
-      if (!answer.more || typeof answer.cursor !== "number") break;
-      after = answer.cursor;
-    }
-    if (setUp) await maintainPrekeys(ctx);
+    await drainQueue(ctx, (text) => this.warn(text));
   }
 
   private pushed(frame: Frame): void {
     if (frame.type === "message") {
+      if (!wellFormedDelivery(frame)) return this.warn("The server sent a message that is not well formed; it was ignored.");
       void this.exclusive(async (ctx) => {
         const outcome = await receive(ctx, frame);
-        if (outcome.verdict === "ack") await ctx.request("ack", { ids: [String(frame.id)] });
+        if (outcome.verdict === "ack") await ctx.request("ack", { ids: [frame.id] });
         if (outcome.setUp) await maintainPrekeys(ctx);
       }).catch((error) => console.warn("Carrier: a pushed message was not taken", error));
     } else if (frame.type === "broadcast") {
+      if (!wellFormedBroadcast(frame)) return this.warn("The server sent a broadcast that is not well formed; it was ignored.");
       void this.exclusive((ctx) => this.takeBroadcast(ctx, frame)).catch((error) => console.warn("Carrier: a broadcast was not taken", error));
+    } else if (frame.type === "error") {
+      // An error tied to no request is a warning (PROTOCOL.md §4); the connection carries on or comes back.
+      const said = typeof frame.message === "string" ? frame.message.slice(0, 300) : String(frame.code ?? "");
+      this.warn(`The server reported a problem: ${said}`);
     }
   }
 
+  /** Tells the page once per distinct sentence in a row, so a server repeating itself does not flood it. */
+  private warn(text: string): void {
+    if (text === this.lastWarning) return;
+    this.lastWarning = text;
+    this.emit({ type: "warning", text });
+  }
+
   /** Shows a broadcast whose signature verifies under its author's pinned key (pinned now on first sight). */
-  private async takeBroadcast(ctx: Context, b: Frame): Promise<void> {
-    const from = String(b.from);
+  private async takeBroadcast(ctx: Context, b: BroadcastFrame): Promise<void> {
+    const from = b.from;
     const contact = await ctx.store.contact(from);
     const spki = contact ? (contact.pendingSpki ? null : contact.spki) : (await lookUp(ctx, from)).spki;
     if (!spki) return;
-    const statement = broadcastStatement(fromHex(String(b.id)), Number(b.sent_at), from, String(b.text));
-    if (!(await verifyAccountSignature(await importAccountKey(spki), statement, fromBase64(String(b.signature))))) {
-      console.warn(`Carrier: a broadcast said to be from ${from} does not verify; it is not shown.`);
+    const statement = broadcastStatement(fromHex(b.id), b.sent_at, from, b.text);
+    if (!(await verifyAccountSignature(await importAccountKey(spki), statement, fromBase64(b.signature)))) {
+      this.warn(`A broadcast said to be from ${isolate(from)} is not signed by their key; it is not shown.`);
       return;
     }
-    const record = { id: String(b.id), from, text: String(b.text), sentAt: Number(b.sent_at), receivedAt: Date.now(), own: false };
+    const receivedAt = Date.now();
+    const record = { id: b.id.toLowerCase(), from, text: b.text, sentAt: shownTime(b.sent_at, receivedAt), receivedAt, own: false };
     if (await ctx.store.addBroadcast(record)) ctx.emit({ type: "broadcasts" });
   }
 

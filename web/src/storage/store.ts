@@ -62,6 +62,15 @@ export interface MessageRecord {
   sentAt: number;
   receivedAt: number;
   status: MessageStatus;
+  /** Copies the recipient's home server refused, one per device at most: they will never be delivered. */
+  undelivered?: Refusal[];
+}
+
+/** A refused copy of a sent message, as the sending device's own server told it. */
+export interface Refusal {
+  device: number;
+  code: string;
+  reason: string;
 }
 
 export interface ConversationRecord {
@@ -248,6 +257,21 @@ export class Store {
     return transact(this.db, ["messages"], "readwrite", async (tx) => {
       const message = await get<MessageRecord>(tx, "messages", [peer, "out", id]);
       if (message) await put(tx, "messages", { ...message, status });
+    });
+  }
+
+  /**
+   * Records that one device's copy of a sent message was refused (a later word
+   * on the same device replaces the earlier). Resolves with whether the message
+   * is in the conversation with `peer`.
+   */
+  markUndelivered(peer: string, id: string, refusal: Refusal): Promise<boolean> {
+    return transact(this.db, ["messages"], "readwrite", async (tx) => {
+      const message = await get<MessageRecord>(tx, "messages", [peer, "out", id]);
+      if (!message) return false;
+      const others = (message.undelivered ?? []).filter((r) => r.device !== refusal.device);
+      await put(tx, "messages", { ...message, undelivered: [...others, refusal].sort((a, b) => a.device - b.device) });
+      return true;
     });
   }
 

@@ -66,6 +66,13 @@ export interface TransportOptions {
   awaitHello?: boolean;
   /** Pushed frames: `message`, `broadcast`, and errors tied to no request. */
   onEvent?: (frame: Frame) => void;
+  /**
+   * A frame the protocol does not allow: not JSON, not an object, too large, a
+   * second `hello`, an answer to a request never made, a pushed event of an unknown
+   * type. It is dropped (a frame over the size limit also drops the connection)
+   * and told here, so the page can say so; nothing else changes.
+   */
+  onProtocolError?: (reason: string) => void;
   onState?: (state: ConnectionState) => void;
   connect?: (url: string) => SocketLike;
   random?: () => number;
@@ -75,6 +82,10 @@ export interface TransportOptions {
 
 /** Limits from docs/PROTOCOL.md §3 and the reconnection rule of §11.11, scaled for a person waiting. */
 export const MAX_REQUEST_FRAME = 131_072;
+/** The largest server→client frame a client reads (PROTOCOL.md §3, `MAX_RESPONSE_FRAME`). */
+export const MAX_RESPONSE_FRAME = 4_194_304;
+/** Pushed frames the protocol has (§4): anything else without `re` is refused. */
+const PUSHED_TYPES = new Set(["message", "broadcast", "error"]);
 export const FIRST_RETRY_MS = 250;
 export const LONGEST_RETRY_MS = 30_000;
 export const STABLE_CONNECTION_MS = 5_000;
@@ -106,7 +117,7 @@ export class Transport {
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private helloFrame: Hello | null = null;
   private onHello: ((hello: Hello) => void) | null = null;
-  private readonly options: Required<Omit<TransportOptions, "onOpen" | "onEvent" | "onState" | "awaitHello">> & TransportOptions;
+  private readonly options: Required<Omit<TransportOptions, "onOpen" | "onEvent" | "onState" | "awaitHello" | "onProtocolError">> & TransportOptions;
 
   constructor(options: TransportOptions) {
     this.options = {
@@ -201,7 +212,7 @@ export class Transport {
     this.socket = socket;
     this.helloFrame = null;
     const hello = new Promise<Hello>((resolve) => (this.onHello = resolve));
-    socket.onmessage = (ev) => this.receive(ev.data);
+    socket.onmessage = (ev) => this.receive(socket, ev.data);
     socket.onerror = () => socket.close();
     socket.onclose = () => {
       if (this.socket !== socket) return;
@@ -232,27 +243,37 @@ export class Transport {
     waiters.forEach((wake) => wake());
   }
 
-  private receive(data: unknown): void {
-    let frame: Frame;
-    try {
-      frame = JSON.parse(String(data)) as Frame;
-    } catch {
-      return; // the server only sends JSON; anything else is noise on the wire
-    }
-    if (typeof frame !== "object" || frame === null) return;
-    const re = frame.re;
-    if (frame.type === "hello" && typeof re !== "number") {
-      this.helloFrame = frame as unknown as Hello;
-      this.onHello?.(this.helloFrame);
-      this.onHello = null;
+  private receive(socket: SocketLike, data: unknown): void {
+    if (this.socket !== socket) return;
+    if (typeof data !== "string") return this.refuse("a binary frame");
+    // A UTF-16 length is at most the UTF-8 length, so only long strings need encoding.
+    if (data.length > MAX_RESPONSE_FRAME || (data.length > MAX_RESPONSE_FRAME / 3 && new TextEncoder().encode(data).length > MAX_RESPONSE_FRAME)) {
+      this.refuse(`a frame over ${MAX_RESPONSE_FRAME} bytes`);
+      socket.close();
       return;
     }
-    if (typeof re !== "number") {
+    let frame: unknown;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return this.refuse("a frame that is not JSON");
+    }
+    if (typeof frame !== "object" || frame === null || Array.isArray(frame)) return this.refuse("a frame that is not a JSON object");
+    this.take(frame as Frame);
+  }
+
+  private take(frame: Frame): void {
+    const re = frame.re;
+    if (typeof frame.type !== "string") return this.refuse("a frame without a type");
+    if (re === undefined) {
+      if (frame.type === "hello") return this.takeHello(frame);
+      if (!PUSHED_TYPES.has(frame.type)) return this.refuse(`an unexpected "${frame.type.slice(0, 40)}" frame`);
       this.options.onEvent?.(frame);
       return;
     }
+    if (typeof re !== "number" || !Number.isSafeInteger(re) || re < 1 || re >= this.nextSeq) return this.refuse("an answer to a request never made");
     const pending = this.pending.get(re);
-    if (!pending) return;
+    if (!pending) return; // the answer to a request that timed out or was dropped: late, not hostile
     this.pending.delete(re);
     clearTimeout(pending.timer);
     if (frame.type === "error") {
@@ -260,6 +281,20 @@ export class Transport {
     } else {
       pending.resolve(frame);
     }
+  }
+
+  /** The connection's one `hello`: its three fields are strings, and a second one is refused. */
+  private takeHello(frame: Frame): void {
+    const { challenge, connection, fingerprint } = frame;
+    if (this.helloFrame) return this.refuse("a second hello");
+    if (typeof challenge !== "string" || typeof connection !== "string" || typeof fingerprint !== "string") return this.refuse("a hello that is not well formed");
+    this.helloFrame = { challenge, connection, fingerprint };
+    this.onHello?.(this.helloFrame);
+    this.onHello = null;
+  }
+
+  private refuse(what: string): void {
+    this.options.onProtocolError?.(`The server sent ${what}; it was ignored.`);
   }
 
   /** Forgets the socket; requests in flight fail, since whether they arrived is unknown. */

@@ -1,5 +1,5 @@
 /** One conversation: its messages, the composer, and the key-change warning. */
-import type { ClientCore, MessageRecord } from "../core/api";
+import type { ClientCore, MessageRecord, Refusal } from "../core/api";
 import { asCoreError } from "../core/errors";
 import { safetyNumberDialog } from "./dialogs";
 import { h, paneHeader, replaceChildren, showError } from "./dom";
@@ -12,12 +12,32 @@ const STATUS: Record<MessageRecord["status"], string> = {
   received: "",
 };
 
+/** A refused copy, told where the message is: which device, and the refusing server's reason. */
+function refusalItem(peer: string, r: Refusal): HTMLParagraphElement {
+  return h(
+    "p",
+    { role: "alert", class: "refusal" },
+    "Not delivered to device ",
+    String(r.device),
+    " of ",
+    h("bdi", {}, peer),
+    ": refused by their server (",
+    r.code,
+    "): ",
+    h("bdi", {}, r.reason || r.code),
+  );
+}
+
 function messageItem(m: MessageRecord): HTMLLIElement {
-  const status = STATUS[m.status];
+  const refused = m.undelivered ?? [];
+  const status = refused.length ? "Not delivered" : STATUS[m.status];
+  const failed = m.status === "failed" || refused.length > 0;
   return h(
     "li",
-    { class: `msg ${m.direction}${m.status === "failed" ? " failed" : ""}` },
-    h("p", { class: "text" }, m.text),
+    { class: `msg ${m.direction}${failed ? " failed" : ""}` },
+    // dir="auto" isolates the sender's text: a bidi override in it cannot reorder what follows.
+    h("p", { class: "text", dir: "auto" }, m.text),
+    ...refused.map((r) => refusalItem(m.peer, r)),
     h(
       "p",
       { class: "meta" },
@@ -29,7 +49,7 @@ function messageItem(m: MessageRecord): HTMLLIElement {
 
 export class ChatView {
   readonly element: HTMLElement;
-  private readonly title = h("h2", { class: "peer" });
+  private readonly title = h("h2", { class: "peer", dir: "auto" });
   private readonly list = h("ol", { class: "messages", "aria-label": "Messages" });
   private readonly warning = h("div", { class: "warning-slot" });
   private readonly errors = h("div", { class: "errors" });
@@ -137,7 +157,7 @@ export class ChatView {
       h(
         "div",
         { role: "alert", class: "alert warning" },
-        h("p", {}, h("strong", {}, `${peer}'s key has changed.`), " They may have reinstalled Carrier, or someone may be trying to intercept your messages. Until you trust the new key, nothing is sent to or shown from this contact. Compare safety numbers first."),
+        h("p", {}, h("strong", {}, h("bdi", {}, peer), "'s key has changed."), " They may have reinstalled Carrier, or someone may be trying to intercept your messages. Until you trust the new key, nothing is sent to or shown from this contact. Compare safety numbers first."),
         trust,
       ),
     );

@@ -47,9 +47,9 @@ export function safetyNumberDialog(core: ClientCore, peer: string): void {
   const dialog = modal(
     "safety-title",
     h("h2", { id: "safety-title" }, "Safety number"),
-    h("p", {}, `Your safety number with ${peer}:`),
+    h("p", {}, "Your safety number with ", h("bdi", {}, peer), ":"),
     number,
-    h("p", { class: "hint" }, `Compare it with the number ${peer} sees, in person or on a call you trust. If both match, no one is in the middle of your conversation.`),
+    h("p", { class: "hint" }, "Compare it with the number ", h("bdi", {}, peer), " sees, in person or on a call you trust. If both match, no one is in the middle of your conversation."),
     h("div", { class: "actions" }, h("button", { type: "button", class: "primary", onclick: () => dialog.close() }, "Close")),
   );
   core.safetyNumber(peer).then(

@@ -6,9 +6,15 @@ function sameDay(a: Date, b: Date): boolean {
   return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
 }
 
+/** A time a Date can hold; anything else (a stored record from an older version, say) shows as the epoch rather than breaking the view. */
+function validDate(ms: number): Date {
+  const at = new Date(ms);
+  return Number.isNaN(at.getTime()) ? new Date(0) : at;
+}
+
 /** "14:05" today, "Mon 14:05" within a week, "12 Mar 14:05" this year, else with the year. */
 export function messageTime(ms: number, now: Date = new Date()): string {
-  const at = new Date(ms);
+  const at = validDate(ms);
   const time = at.toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" });
   if (sameDay(at, now)) return time;
   const days = (now.getTime() - at.getTime()) / 86_400_000;
@@ -20,7 +26,7 @@ export function messageTime(ms: number, now: Date = new Date()): string {
 
 /** Shorter, for the conversation list: the time today, else the date. */
 export function listTime(ms: number, now: Date = new Date()): string {
-  const at = new Date(ms);
+  const at = validDate(ms);
   if (sameDay(at, now)) return at.toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" });
   const days = (now.getTime() - at.getTime()) / 86_400_000;
   if (days < 6 && days > 0) return at.toLocaleDateString(locale(), { weekday: "short" });
@@ -29,7 +35,7 @@ export function listTime(ms: number, now: Date = new Date()): string {
 
 /** For `<time datetime>`: the instant, unambiguous. */
 export function isoTime(ms: number): string {
-  return new Date(ms).toISOString();
+  return validDate(ms).toISOString();
 }
 
 /** Two letters for an avatar: the last two digits of the number. */

@@ -18,6 +18,7 @@ export class Messenger {
   private readonly main = h("div", { class: "pane" });
   private readonly banner = h("div", { class: "banner-slot" });
   private readonly notices = h("div", { class: "notices", role: "status" });
+  private readonly warnings = h("div", { class: "warnings" });
   private readonly status = h("p", { class: "presence" }, "Connecting…");
   private readonly chatsTab = h("button", { type: "button", class: "tab", "aria-pressed": "true" }, "Chats");
   private readonly publicTab = h("button", { type: "button", class: "tab", "aria-pressed": "false" }, "Public");
@@ -41,13 +42,13 @@ export class Messenger {
         "header",
         { class: "me" },
         h("div", { class: "avatar", "aria-hidden": "true" }, initials(account.phone)),
-        h("div", {}, h("h1", {}, account.phone), this.status),
+        h("div", {}, h("h1", { dir: "auto" }, account.phone), this.status),
       ),
       h("nav", { class: "tabs", "aria-label": "Views" }, this.chatsTab, this.publicTab),
       h("div", { class: "list-head" }, h("button", { type: "button", class: "primary wide", onclick: () => newConversationDialog(core, (peer) => void this.open({ kind: "chat", peer })) }, "New conversation")),
       this.list,
     );
-    this.element = h("div", { class: "messenger", "data-pane": "list" }, sidebar, this.main, this.banner, this.notices);
+    this.element = h("div", { class: "messenger", "data-pane": "list" }, sidebar, this.main, this.banner, this.warnings, this.notices);
     core.subscribe((event) => void this.handle(event));
     document.addEventListener("visibilitychange", () => void this.readIfVisible());
     window.addEventListener("focus", () => void this.readIfVisible());
@@ -78,6 +79,9 @@ export class Messenger {
         break;
       case "notice":
         this.notify(event.text);
+        break;
+      case "warning":
+        this.warn(event.text);
         break;
     }
   }
@@ -127,7 +131,8 @@ export class Messenger {
   }
 
   private item(row: ConversationRecord, current: boolean, keyChanged: boolean): HTMLLIElement {
-    const preview = keyChanged ? "Key changed: check before you continue" : row.lastDirection === "out" ? `You: ${row.lastText}` : row.lastText || "No messages yet";
+    // The peer's number and text each in an isolate, so a bidi override in either stays there.
+    const preview = keyChanged ? "Key changed: check before you continue" : row.lastDirection === "out" ? ["You: ", h("bdi", {}, row.lastText)] : row.lastText ? [h("bdi", {}, row.lastText)] : ["No messages yet"];
     return h(
       "li",
       { "aria-current": current ? "true" : undefined },
@@ -138,8 +143,8 @@ export class Messenger {
         h(
           "span",
           { class: "summary" },
-          h("span", { class: "line" }, h("span", { class: "name" }, row.peer), row.lastDirection ? h("time", { datetime: isoTime(row.lastAt) }, listTime(row.lastAt)) : null),
-          h("span", { class: "line" }, h("span", { class: `preview${keyChanged ? " alarm" : ""}` }, preview), row.unread ? h("span", { class: "badge" }, String(row.unread), h("span", { class: "visually-hidden" }, " unread")) : null),
+          h("span", { class: "line" }, h("span", { class: "name", dir: "auto" }, row.peer), row.lastDirection ? h("time", { datetime: isoTime(row.lastAt) }, listTime(row.lastAt)) : null),
+          h("span", { class: "line" }, h("span", { class: `preview${keyChanged ? " alarm" : ""}` }, ...preview), row.unread ? h("span", { class: "badge" }, String(row.unread), h("span", { class: "visually-hidden" }, " unread")) : null),
         ),
       ),
     );
@@ -167,8 +172,14 @@ export class Messenger {
     else if (!this.banner.firstChild) this.banner.append(h("div", { role: "alert", class: "alert banner" }, describe("unreachable")));
   }
 
+  /** The latest warning, as an alert that stays until dismissed; a newer one takes its place. */
+  private warn(text: string): void {
+    const dismiss = h("button", { type: "button", class: "secondary small", onclick: () => replaceChildren(this.warnings) }, "Dismiss");
+    replaceChildren(this.warnings, h("div", { role: "alert", class: "alert warning-toast" }, h("p", { dir: "auto" }, text), dismiss));
+  }
+
   private notify(text: string): void {
-    const note = h("p", { class: "notice" }, text);
+    const note = h("p", { class: "notice", dir: "auto" }, text);
     this.notices.append(note);
     setTimeout(() => note.remove(), 8000);
   }

@@ -12,8 +12,8 @@ function broadcastItem(b: BroadcastRecord): HTMLLIElement {
     h(
       "div",
       { class: "post-body" },
-      h("p", { class: "meta" }, h("strong", {}, b.own ? "You" : b.from), " · ", h("time", { datetime: isoTime(b.sentAt) }, messageTime(b.sentAt))),
-      h("p", { class: "text" }, b.text),
+      h("p", { class: "meta" }, h("strong", {}, b.own ? "You" : h("bdi", {}, b.from)), " · ", h("time", { datetime: isoTime(b.sentAt) }, messageTime(b.sentAt))),
+      h("p", { class: "text", dir: "auto" }, b.text),
     ),
   );
 }

@@ -13,6 +13,7 @@ import { verifyBundle, verifyDeviceList, type VerifiedBundle, type VerifiedDevic
 import type { ContactRecord } from "../../storage/store";
 import type { Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
+import { isolate } from "../isolate";
 import type { Context } from "./context";
 
 /** A bundle older than this is refused: its device has deleted the keys (§4.2). */
@@ -80,7 +81,8 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
       if (now - bundle.signedPrekey.createdAt > STALE_PREKEY_MS || now - bundle.kemLastResort.createdAt > STALE_PREKEY_MS) continue;
       bundles.set(bundle.device.id, bundle);
     } catch {
-      // A bundle that does not check out is left out: that device gets nothing.
+      // A bundle that does not check out is left out: that device gets nothing, and the user is told.
+      ctx.emit({ type: "warning", text: `The server offered keys for a device of ${isolate(phone)} that are not signed by it; that device is left out.` });
     }
   }
   const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
@@ -88,7 +90,7 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
   // A device added under the pinned key is no key change: it is accepted, and told once (§13.9).
   if (phone !== ctx.me.phone && highest > 0) {
     for (const d of devices) {
-      if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${phone} added a device: ${d.name}` });
+      if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${isolate(phone)} added a device: ${isolate(d.name)}` });
     }
   }
   return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles };
