@@ -549,7 +549,7 @@ async fn with_a_passphrase_the_sessions_are_sealed_at_rest_like_the_key() {
         })
         .await
         .unwrap();
-    session.create_device().await.unwrap().close().await;
+    session.close().await;
     let state = std::fs::read_to_string(bob.join("state.pem")).unwrap();
     assert!(state.contains("ENCRYPTED PRIVATE KEY"), "{state}");
 
