@@ -124,6 +124,7 @@ impl Session<'_> {
                 }
             }
         }
+        let _ratchets = self.client.home.lock_ratchets().await;
         let unsealed = match self.unseal(device, &peer, &envelope).await? {
             Ok(u) => u,
             Err(reason) => return Ok(refuse(reason)),
@@ -241,7 +242,7 @@ impl Session<'_> {
                 )
             }
         };
-        let mut tx = self.client.home.pool().begin().await?;
+        let mut tx = crate::client::home::write_tx(self.client.home.pool()).await?;
         store::save_session(
             &mut tx,
             sender.as_str(),

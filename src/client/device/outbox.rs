@@ -71,6 +71,7 @@ impl Session<'_> {
         }
         let id = MessageId::random();
         let sent_at = self.client.clock.now_ms();
+        let _ratchets = self.client.home.lock_ratchets().await;
         let peer = self.devices_of(to).await?;
         let fingerprint = peer.fingerprint;
         let to_self = to == &self.me;
@@ -125,6 +126,7 @@ impl Session<'_> {
             .device
             .as_ref()
             .ok_or_else(|| crate::client::session::no_device(&self.me))?;
+        let _ratchets = self.client.home.lock_ratchets().await;
         let checked = self.devices_of(&to).await?;
         let todo: Vec<u32> = (checked.devices.iter().copied())
             .filter(|d| to != self.me || *d != device.id().get())
@@ -236,7 +238,18 @@ impl Session<'_> {
         if new.is_empty() {
             return Ok(sessions);
         }
-        let claims = self.claim(&checked.phone, &new).await?;
+        let claims = match self.claim(&checked.phone, &new).await {
+            Ok(claims) => claims,
+            // The recipient's home cannot be reached to hand out one-time
+            // prekeys: the bundle's last-resort keys still start a session
+            // (PQXDH without its optional one-time DH), and the message
+            // waits in the queue towards that home like any other.
+            Err(ClientError::Server {
+                code: ErrorCode::Unavailable,
+                ..
+            }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let now = now_ms(&self.client.clock);
         for bundle in checked.bundles.iter() {
             let d = bundle.device.device_id.get();
@@ -255,7 +268,7 @@ impl Session<'_> {
     /// Saves a session that has just sealed, before its envelope leaves.
     async fn save_sent(&self, device: &Device, session: &Ratchet) -> Result<(), ClientError> {
         let (peer, peer_device, _) = session.peer();
-        let mut tx = self.client.home.pool().begin().await?;
+        let mut tx = crate::client::home::write_tx(self.client.home.pool()).await?;
         store::save_session(
             &mut tx,
             peer.as_str(),
