@@ -27,9 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{
     ALICE, BOB, Reachable, copy_of, next_pushed_message, phone, register, sealed_for, within,
 };
-use crate::devices::client::{
-    Account, check_user, now_ms, seal, send_request, start_session,
-};
+use crate::devices::client::{Account, check_user, now_ms, seal, send_request, start_session};
 
 /// A server with its TCP port and its web port, both on 127.0.0.1:0.
 struct WebServer {
@@ -273,7 +271,10 @@ async fn a_browser_user_registers_logs_in_and_talks_with_a_tcp_user() {
     account.add_device("browser");
     let mut device = account.device(1);
     let listed = ws
-        .call(serde_json::to_value(account.next_list()).unwrap(), &mut events)
+        .call(
+            serde_json::to_value(account.next_list()).unwrap(),
+            &mut events,
+        )
         .await;
     assert_eq!(listed["type"], "devices_published", "{listed}");
     drop(ws);

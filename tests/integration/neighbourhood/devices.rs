@@ -616,7 +616,10 @@ async fn an_ack_for_one_recipient_keeps_another_recipients_copy_of_the_same_id()
         let peer = look_up(conn, to, key).await;
         let mut session = start_session(alice_device, &peer, 1, None);
         let envelope = seal(alice_device, &mut session, id, "hi");
-        let answer = conn.ask(send_request(id, to, 1, 1, envelope)).await.unwrap();
+        let answer = conn
+            .ask(send_request(id, to, 1, 1, envelope))
+            .await
+            .unwrap();
         assert!(
             matches!(answer, Response::Accepted { .. }),
             "{to}: {answer:?}"
