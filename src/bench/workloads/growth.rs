@@ -95,9 +95,9 @@ impl Bench {
                 // Sender s takes every message g ≡ s (mod S); with the crowd
                 // a multiple of S, its recipient g % crowd is also ≡ s.
                 let first = from + (s as u64 + s_n - from % s_n) % s_n;
-                let jobs = (first..size).step_by(s_n as usize).map(move |g| {
-                    templates[(g % crowd_n) as usize].with_id(MessageId::random())
-                });
+                let jobs = (first..size)
+                    .step_by(s_n as usize)
+                    .map(move |g| templates[(g % crowd_n) as usize].with_id(MessageId::random()));
                 tokio::spawn(load::pipelined_send(conn.clone(), jobs, PRELOAD_WINDOW))
             })
             .collect();
