@@ -81,8 +81,8 @@ fn bench_smoke_run() {
     for key in [
         "seal_p256_per_s",
         "open_p256_per_s",
-        "seal_rsa_per_s",
-        "open_rsa_per_s",
+        "seal_new_per_s",
+        "open_new_per_s",
     ] {
         assert!(
             crypto[key].as_f64().is_some_and(|x| x > 0.0),

@@ -1,67 +1,140 @@
-//! Envelope sealing and opening rates on the load generator, one thread,
-//! for P-256 → P-256 and RSA-3072 → RSA-3072.
+//! Protocol v2 sealing and opening rates on the load generator, one thread:
+//! the first message of a new session (PQXDH with ML-KEM-768 on the
+//! recipient's last-resort keys, and on the other side the prekey
+//! message's decapsulation) and a message in a running session (one chain
+//! step). Every v2 envelope is P-256, so the running-session rates are
+//! reported as `seal_p256_per_s` and `open_p256_per_s`; there is no RSA in
+//! protocol v2. `cargo bench --bench sessions` measures the same with
+//! criterion.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::report::Row;
-use crate::crypto::{self, Identity, Outgoing};
+use crate::crypto::Identity;
+use crate::crypto::v2::{
+    Content, DeviceCertificate, DeviceId, DeviceKey, DeviceList, Envelope, LocalDevice,
+    PrekeyBundle, PrekeyKind, PrekeyStore, Session, VerifiedBundle, VerifiedDevice,
+};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::KeyType;
 
+/// One account with one device, as a contact sees it after `lookup`.
+struct Party {
+    local: LocalDevice,
+    store: PrekeyStore,
+    seen: VerifiedDevice,
+    bundle: VerifiedBundle,
+}
+
+impl Party {
+    fn new(phone: &str, now: u64) -> Result<Self> {
+        let account = Identity::generate(KeyType::P256);
+        let phone = PhoneNumber::parse(phone)?;
+        let (id, key) = (DeviceId::new(1)?, DeviceKey::generate());
+        let certificate = DeviceCertificate::issue(&account, &phone, id, &key.public(), "b", now)?;
+        let list = DeviceList::issue(&account, &phone, 1, now, vec![(id, key.public())])?
+            .verify(&account.public_key(), &phone)?;
+        let mut store = PrekeyStore::new();
+        let published = store.maintain(&key, now);
+        let of_kind = |kind| published.iter().find(|p| p.kind == kind).cloned();
+        let (Some(signed_prekey), Some(kem_prekey)) = (
+            of_kind(PrekeyKind::Signed),
+            of_kind(PrekeyKind::KemLastResort),
+        ) else {
+            anyhow::bail!("a new prekey store published no last-resort keys");
+        };
+        let bundle = PrekeyBundle {
+            certificate: certificate.clone(),
+            signed_prekey,
+            kem_prekey,
+        }
+        .verify(&list, now)?;
+        Ok(Self {
+            seen: list.certify(&certificate)?,
+            local: LocalDevice::new(phone, id, key),
+            store,
+            bundle,
+        })
+    }
+}
+
+/// Runs `op` for at least `budget` and at least 5 times; its rate per second.
+fn rate(budget: Duration, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while n < 5 || started.elapsed() < budget {
+        op()?;
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Runs each operation for at least `budget` (and at least a few times).
 pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
-    let text = super::load::text_of(text_bytes);
+    let content = Content::Text(super::load::text_of(text_bytes));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let (alice, mut bob) = (
+        Party::new("+12025550101", now)?,
+        Party::new("+12025550102", now)?,
+    );
     let mut row = Row::new("crypto")
         .with("text_bytes", text_bytes as u64)
-        .with("threads", 1);
-    for (key_type, name) in [(KeyType::P256, "p256"), (KeyType::Rsa, "rsa")] {
-        let keygen = Instant::now();
-        let alice = Identity::generate(key_type);
-        let bob = Identity::generate(key_type);
-        row.set(
-            &format!("keygen_{name}_ms"),
-            keygen.elapsed().as_secs_f64() * 1000.0 / 2.0,
-        );
-        let (a_phone, b_phone) = (
-            PhoneNumber::parse("+12025550101")?,
-            PhoneNumber::parse("+12025550102")?,
-        );
-        let (a_pub, b_pub) = (alice.public_key(), bob.public_key());
-        let mut sealed = Vec::new();
-        let started = Instant::now();
-        while sealed.len() < 5 || started.elapsed() < budget {
-            let msg = Outgoing {
-                id: MessageId::random(),
-                counter: sealed.len() as u64 + 1,
-                sent_at_ms: 1,
-                sender_phone: &a_phone,
-                recipient_phone: &b_phone,
-                text: &text,
-            };
-            sealed.push(crypto::seal(&alice, &b_pub, &msg)?);
-        }
-        row.set(
-            &format!("seal_{name}_per_s"),
-            sealed.len() as f64 / started.elapsed().as_secs_f64(),
-        );
-        let started = Instant::now();
-        let mut opened = 0usize;
-        for envelope in sealed.iter().cycle() {
-            crypto::open(&bob, &b_phone, &a_pub, envelope)?;
-            opened += 1;
-            if opened >= 5 && started.elapsed() >= budget {
-                break;
-            }
-        }
-        row.set(
-            &format!("open_{name}_per_s"),
-            opened as f64 / started.elapsed().as_secs_f64(),
-        );
-        if key_type == KeyType::Rsa {
-            row.set("rsa_bits", 3072);
+        .with("threads", 1)
+        .with("protocol", 2);
+    let first = |alice: &Party| -> Result<Vec<u8>> {
+        let mut session = Session::initiate(&alice.local, &bob.bundle, now);
+        Ok(session.seal(&alice.local, MessageId::random(), &content, now)?)
+    };
+    row.set("seal_new_per_s", rate(budget, || first(&alice).map(drop))?);
+    let opening = first(&alice)?;
+    let store = bob.store.to_bytes();
+    row.set(
+        "open_new_per_s",
+        rate(budget, || {
+            let mut store = PrekeyStore::from_bytes(&store)?;
+            let envelope = Envelope::parse(&opening)?;
+            Session::accept(&bob.local, &mut store, &alice.seen, &envelope, now)?;
+            Ok(())
+        })?,
+    );
+
+    // A running session: Bob has answered, so both sides are past the
+    // prekey message and each message is one chain step.
+    let mut a = Session::initiate(&alice.local, &bob.bundle, now);
+    let hello = a.seal(&alice.local, MessageId::random(), &content, now)?;
+    let (mut b, _) = Session::accept(
+        &bob.local,
+        &mut bob.store,
+        &alice.seen,
+        &Envelope::parse(&hello)?,
+        now,
+    )?;
+    let reply = b.seal(&bob.local, MessageId::random(), &content, now)?;
+    a.open(&alice.local, &bob.seen, &Envelope::parse(&reply)?, now)?;
+    let mut sealed = Vec::new();
+    row.set(
+        "seal_p256_per_s",
+        rate(budget, || {
+            sealed.push(a.seal(&alice.local, MessageId::random(), &content, now)?);
+            Ok(())
+        })?,
+    );
+    let started = Instant::now();
+    let mut opened = 0usize;
+    for envelope in &sealed {
+        b.open(&bob.local, &alice.seen, &Envelope::parse(envelope)?, now)?;
+        opened += 1;
+        if opened >= 5 && started.elapsed() >= budget {
+            break;
         }
     }
+    row.set(
+        "open_p256_per_s",
+        opened as f64 / started.elapsed().as_secs_f64(),
+    );
     Ok(row)
 }

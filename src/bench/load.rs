@@ -1,6 +1,8 @@
-//! The load generator's building blocks. Envelopes are sealed before any
-//! timed phase; during one, the bench only serialises requests and records
-//! times, so the figures measure the server.
+//! The load generator's building blocks. Envelopes (protocol v2, one per
+//! message for the recipient's one device, each pair of users in its own
+//! Double Ratchet session) are sealed before any timed phase; during one,
+//! the bench only serialises `device_send` requests and records times, so
+//! the figures measure the server.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,21 +13,54 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::users::User;
+use super::users::{DEVICE, LIST_VERSION, User};
 use crate::client::{Connection, Event};
-use crate::crypto::{self, Outgoing};
+use crate::crypto::v2::{Content, Session};
 use crate::domain::MessageId;
 use crate::protocol::{B64, Delivered, Request, Response};
 
-/// One sealed message ready to send.
+/// One sealed message ready to send to one device.
 #[derive(Clone)]
 pub struct SendJob {
     pub id: MessageId,
     pub to: String,
+    pub device: u32,
+    pub list_version: u64,
     pub envelope: Vec<u8>,
 }
 
-/// What to seal: indexes into the sender and recipient lists, and the counter.
+/// Where a v2 envelope holds its message id (after the version and kind
+/// bytes).
+const ID_AT: std::ops::Range<usize> = 2..18;
+
+impl SendJob {
+    /// The `device_send` request carrying this job.
+    pub fn request(self) -> Request {
+        Request::DeviceSend {
+            id: self.id,
+            to: self.to,
+            device: self.device,
+            list_version: self.list_version,
+            envelope: B64(self.envelope),
+        }
+    }
+
+    /// The same envelope under message id `id`. Its signature no longer
+    /// holds, which only the recipient device would check: for filling
+    /// queues that are never opened.
+    pub fn with_id(&self, id: MessageId) -> SendJob {
+        let mut envelope = self.envelope.clone();
+        envelope[ID_AT].copy_from_slice(id.as_bytes());
+        SendJob {
+            id,
+            envelope,
+            ..self.clone()
+        }
+    }
+}
+
+/// What to seal: indexes into the sender and recipient lists, and the
+/// counter (unused by protocol v2, whose sessions count for themselves).
 #[derive(Clone, Copy)]
 pub struct SealSpec {
     pub sender: usize,
@@ -38,32 +73,36 @@ pub fn text_of(len: usize) -> String {
     (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect()
 }
 
-fn seal_one(sender: &User, recipient: &User, counter: u64, text: &str) -> Result<SendJob> {
+/// Seals the next message from `sender` to `recipient` in their session
+/// (started from the recipient's bundle on first use).
+fn seal_one(
+    sessions: &mut HashMap<(usize, usize), Session>,
+    spec: &SealSpec,
+    sender: &User,
+    recipient: &User,
+    text: &str,
+) -> Result<SendJob> {
     let id = MessageId::random();
-    let sent_at = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let envelope = crypto::seal(
-        &sender.identity,
-        &recipient.public,
-        &Outgoing {
-            id,
-            counter,
-            sent_at_ms: sent_at.as_millis() as u64,
-            sender_phone: &sender.phone,
-            recipient_phone: &recipient.phone,
-            text,
-        },
-    )?;
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let session = sessions
+        .entry((spec.sender, spec.recipient))
+        .or_insert_with(|| Session::initiate(&sender.device.local, &recipient.device.bundle, now));
+    let envelope = session.seal(&sender.device.local, id, &Content::Text(text.into()), now)?;
     Ok(SendJob {
         id,
         to: recipient.phone.to_string(),
+        device: DEVICE,
+        list_version: LIST_VERSION,
         envelope,
     })
 }
 
 /// Seals every spec on all cores; returns the jobs in spec order and the
-/// seconds it took.
+/// seconds it took. A sender's specs all go to one thread, so each pair's
+/// session seals its messages in order.
 pub async fn preseal(
     senders: Arc<Vec<User>>,
     recipients: Arc<Vec<User>>,
@@ -74,35 +113,44 @@ pub async fn preseal(
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let total = specs.len();
+    let mut parts: Vec<Vec<(usize, SealSpec)>> = vec![Vec::new(); threads];
+    for (i, spec) in specs.into_iter().enumerate() {
+        parts[spec.sender % threads].push((i, spec));
+    }
     let jobs = tokio::task::spawn_blocking(move || {
-        let chunk = specs.len().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = specs
-                .chunks(chunk)
+            let handles: Vec<_> = parts
+                .iter()
                 .map(|part| {
                     let (senders, recipients, text) = (&senders, &recipients, &text);
                     scope.spawn(move || {
+                        let mut sessions = HashMap::new();
                         part.iter()
-                            .map(|s| {
-                                seal_one(
+                            .map(|(i, s)| {
+                                let job = seal_one(
+                                    &mut sessions,
+                                    s,
                                     &senders[s.sender],
                                     &recipients[s.recipient],
-                                    s.counter,
                                     text,
-                                )
+                                )?;
+                                Ok((*i, job))
                             })
                             .collect::<Result<Vec<_>>>()
                     })
                 })
                 .collect();
-            let mut out = Vec::with_capacity(specs.len());
+            let mut out: Vec<Option<SendJob>> = vec![None; total];
             for h in handles {
-                out.extend(
-                    h.join()
-                        .map_err(|_| anyhow!("a sealing thread panicked"))??,
-                );
+                for (i, job) in h
+                    .join()
+                    .map_err(|_| anyhow!("a sealing thread panicked"))??
+                {
+                    out[i] = Some(job);
+                }
             }
-            Ok::<_, anyhow::Error>(out)
+            Ok::<_, anyhow::Error>(out.into_iter().flatten().collect::<Vec<_>>())
         })
     })
     .await??;
@@ -175,13 +223,7 @@ pub async fn pipelined_send(
     for job in jobs {
         let permit = window.clone().acquire_owned().await?;
         let started = Instant::now();
-        let pending = conn
-            .start(Request::Send {
-                id: job.id,
-                to: job.to,
-                envelope: B64(job.envelope),
-            })
-            .await?;
+        let pending = conn.start(job.request()).await?;
         let tx = tx.clone();
         tokio::spawn(async move {
             let outcome = match pending.await {
@@ -363,13 +405,7 @@ pub async fn online(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(job.id, Instant::now());
-        let pending = senders[s]
-            .start(Request::Send {
-                id: job.id,
-                to: job.to,
-                envelope: B64(job.envelope),
-            })
-            .await?;
+        let pending = senders[s].start(job.request()).await?;
         out.sent += 1;
         let tx = tx.clone();
         tokio::spawn(async move {

@@ -1,7 +1,17 @@
 //! The bench's users: valid phone numbers, registration through the server's
-//! one-time-code file, and login. Everything goes through the client
-//! library's [`Connection`] and the same proofs the `carrier` client signs;
-//! no home directory is kept, so thousands of users cost no local storage.
+//! one-time-code file, and login. Every user is a protocol v2 account with
+//! one device (id 1): registering publishes its signed device list and the
+//! device's signed and last-resort ML-KEM prekeys, and logging in is the
+//! device's `device_login`. Everything goes through the client library's
+//! [`Connection`] and the same signatures the `carrier` client makes; no
+//! home directory is kept, so thousands of users cost no local storage.
+//!
+//! All the bench's devices share one device key and one set of prekeys,
+//! made once per process: the server neither knows nor cares (each user's
+//! own account key certifies it), and making and publishing 140 prekeys
+//! per user would otherwise dominate registering thousands of them. No
+//! one-time prekeys are published, so every session starts on the
+//! last-resort keys, which costs the server nothing more.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +22,10 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 
 use crate::client::Connection;
+use crate::crypto::v2::{
+    DeviceCertificate, DeviceId, DeviceKey, DeviceList, LocalDevice, PrekeyBundle, PrekeyKind,
+    PrekeyStore, PublicPrekey, VerifiedBundle,
+};
 use crate::crypto::{Identity, PublicKey, Purpose};
 use crate::domain::PhoneNumber;
 use crate::protocol::{B64, KeyType, Request, Response};
@@ -20,22 +34,107 @@ use crate::tls::Pin;
 /// How long to wait for a code line to appear in the file.
 const CODE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A registered user whose private key the bench holds.
+/// A registered user whose private keys the bench holds: its account key
+/// and its one device.
 #[derive(Clone)]
 pub struct User {
     pub phone: PhoneNumber,
     pub identity: Arc<Identity>,
     pub public: PublicKey,
+    pub device: Arc<UserDevice>,
+}
+
+/// A user's device: its own state, what registering publishes, and the
+/// bundle a sender checks after `lookup`.
+pub struct UserDevice {
+    pub local: LocalDevice,
+    pub list: DeviceList,
+    pub certificate: DeviceCertificate,
+    pub bundle: VerifiedBundle,
+}
+
+/// The device id every bench user's one device has.
+pub const DEVICE: u32 = 1;
+/// The version of every bench user's device list.
+pub const LIST_VERSION: u64 = 1;
+
+/// The device key and prekeys all the bench's devices share.
+struct SharedDevice {
+    key: DeviceKey,
+    signed: PublicPrekey,
+    kem: PublicPrekey,
+}
+
+fn shared_device() -> &'static SharedDevice {
+    static SHARED: std::sync::OnceLock<SharedDevice> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let key = DeviceKey::generate();
+        let published = PrekeyStore::new().maintain(&key, now_ms());
+        let of_kind = |kind| {
+            published
+                .iter()
+                .find(|p| p.kind == kind)
+                .expect("a new store publishes one of each")
+                .clone()
+        };
+        SharedDevice {
+            signed: of_kind(PrekeyKind::Signed),
+            kem: of_kind(PrekeyKind::KemLastResort),
+            key,
+        }
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 impl User {
     pub fn generate(phone: PhoneNumber, key_type: KeyType) -> Self {
         let identity = Identity::generate(key_type);
         let public = identity.public_key();
+        let device = UserDevice::certify(&identity, &phone);
         Self {
             phone,
             identity: Arc::new(identity),
             public,
+            device: Arc::new(device),
+        }
+    }
+}
+
+impl UserDevice {
+    /// Device 1 of `phone`, certified and listed by `account`.
+    fn certify(account: &Identity, phone: &PhoneNumber) -> Self {
+        let shared = shared_device();
+        let id = DeviceId::new(DEVICE).expect("not zero");
+        let public = shared.key.public();
+        let now = now_ms();
+        let certificate = DeviceCertificate::issue(account, phone, id, &public, "bench", now)
+            .expect("a bench phone fits a certificate");
+        let list = DeviceList::issue(account, phone, LIST_VERSION, now, vec![(id, public)])
+            .expect("one device fits a list");
+        let bundle = PrekeyBundle {
+            certificate: certificate.clone(),
+            signed_prekey: shared.signed.clone(),
+            kem_prekey: shared.kem.clone(),
+        }
+        .verify(
+            &list
+                .clone()
+                .verify(&account.public_key(), phone)
+                .expect("the list was just signed"),
+            now,
+        )
+        .expect("the bundle was just signed");
+        Self {
+            local: LocalDevice::new(phone.clone(), id, shared.key.clone()),
+            list,
+            certificate,
+            bundle,
         }
     }
 }
@@ -158,7 +257,8 @@ impl OtpState {
     }
 }
 
-/// Registers `user` and returns its connection, logged in.
+/// Registers `user`, publishes its device list, and returns a connection
+/// logged in as its device with the device's prekeys published.
 pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     let conn = Connection::connect(&ep.addr, ep.pin).await?;
     conn.call(Request::Register {
@@ -181,21 +281,43 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
         .await
         .with_context(|| format!("verify {}", user.phone))?
     {
-        Response::Registered { .. } => Ok(conn),
+        Response::Registered { .. } => {}
         other => bail!("verify {}: unexpected answer {other:?}", user.phone),
     }
+    let device = &user.device;
+    conn.call(Request::PublishDevices {
+        list: B64(device.list.to_bytes()),
+        certificates: vec![B64(device.certificate.to_bytes())],
+    })
+    .await
+    .with_context(|| format!("publish the devices of {}", user.phone))?;
+    conn.close().await;
+    let conn = login(ep, user).await?;
+    let shared = shared_device();
+    conn.call(Request::PublishPrekeys {
+        prekeys: vec![B64(shared.signed.to_bytes()), B64(shared.kem.to_bytes())],
+    })
+    .await
+    .with_context(|| format!("publish the prekeys of {}", user.phone))?;
+    Ok(conn)
 }
 
-/// Connects and logs in as `user`.
+/// Connects and logs in as `user`'s device.
 pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
     let conn = Connection::connect(&ep.addr, ep.pin).await?;
-    let signature = conn
-        .prove(&user.identity, Purpose::Login, &user.phone)
-        .await?;
+    let nonce = match conn.call(Request::Challenge).await? {
+        Response::Challenge { nonce } => nonce.0,
+        other => bail!("challenge: unexpected answer {other:?}"),
+    };
+    let nonce: [u8; 32] = nonce
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the challenge is not 32 bytes"))?;
+    let signature = user.device.local.sign_login(conn.exporter(), &nonce);
     match conn
-        .call(Request::Login {
+        .call(Request::DeviceLogin {
             phone: user.phone.to_string(),
-            signature: B64(signature),
+            device: DEVICE,
+            signature: B64(signature.to_vec()),
         })
         .await
         .with_context(|| format!("login {}", user.phone))?

@@ -205,6 +205,7 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::BadRequest
         | ErrorCode::UnknownRequest
         | ErrorCode::FrameTooLarge
+        | ErrorCode::VersionRetired
         | ErrorCode::Internal => Exit::Failure,
     }
 }

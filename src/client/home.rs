@@ -74,6 +74,11 @@ pub struct HistoryEntry {
 pub struct Home {
     dir: PathBuf,
     pool: SqlitePool,
+    /// Held while a ratchet session is read, used and saved: one session
+    /// seals and opens, and two sessions of this home (one sending while
+    /// another receives) would otherwise each save their own copy and lose
+    /// the other's step, reusing or dropping message keys.
+    ratchets: tokio::sync::Mutex<()>,
 }
 
 impl Home {
@@ -101,7 +106,13 @@ impl Home {
         Ok(Self {
             dir: dir.to_owned(),
             pool,
+            ratchets: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Taken around every read, use and save of ratchet sessions.
+    pub(in crate::client) async fn lock_ratchets(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ratchets.lock().await
     }
 
     pub fn dir(&self) -> &Path {
@@ -236,6 +247,17 @@ impl Home {
     pub async fn close(self) {
         self.pool.close().await;
     }
+}
+
+/// A transaction that takes the home's write lock at once. Two sessions of
+/// one home (a `chat` sending while it receives, or two commands at once)
+/// write device state concurrently; a deferred transaction that reads and
+/// then writes after the other committed fails with `SQLITE_BUSY_SNAPSHOT`,
+/// which no busy timeout can wait out, whereas this one waits for the lock.
+pub(in crate::client) async fn write_tx(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, ClientError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// Stores a message (see [`Home::record`]) through `ex`, so it can share a

@@ -1,8 +1,8 @@
 //! The client library the `carrier` command uses: connect and pin the
-//! server, register (`register`), log in, send, fetch → history → ack
-//! (`session`; protocol v2's devices, sessions, fan-out and linking in
-//! `device`, and protocol v1's one delivered message checked in
-//! `receive`), signed broadcasts (`broadcast`), contacts
+//! server, register with this home's device (`register`), log in, send,
+//! fetch → history → ack (`session`; protocol v2's devices, sessions,
+//! fan-out and linking in `device`, and the checks every delivered message
+//! passes in `receive`), signed broadcasts (`broadcast`), contacts
 //! pinned on first use and replaced only when the user trusts a new key
 //! (`contacts`), the home directory, its account and its store (`home`,
 //! `account`), what the server pushes (`events`, bounded), the interactive
@@ -31,6 +31,7 @@ pub use chat::{chat, chat_on_terminal};
 pub use connection::Connection;
 pub use contacts::KeyOffer;
 pub use device::manage::{DeviceInfo, LINK_WAIT};
+pub use device::outbox::{DeviceCopy, Sealed};
 pub use error::{ClientError, Exit};
 pub use events::{Event, MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, Missed};
 pub use home::{Direction, HistoryEntry, Home, Record};

@@ -1,7 +1,9 @@
 //! Registration: make (or reuse) the identity key, ask the server for a
-//! code, then prove the key with the code. A wrong code leaves the
-//! registration open, so the user can type it again until the server says
-//! the code is dead; the account remembers the server it was made on.
+//! code, then prove the key with the code and make this home's device
+//! (protocol v2: every account registered here has one). A wrong code
+//! leaves the registration open, so the user can type it again until the
+//! server says the code is dead; the account remembers the server it was
+//! made on.
 
 use zeroize::Zeroizing;
 
@@ -22,7 +24,8 @@ pub struct Registration<'c> {
 
 /// What the server made of a code.
 pub enum CodeAnswer<'c> {
-    /// Registered and logged in; whether an older key was replaced.
+    /// Registered, with this home's device made and logged in as it;
+    /// whether an older key was replaced.
     Registered(Session<'c>, bool),
     /// A wrong code, with the server's message (how many tries are left):
     /// the same registration takes another.
@@ -106,7 +109,8 @@ impl<'c> Registration<'c> {
     }
 
     /// Proves the key with `code`. On success the account (with this
-    /// client's server) is saved in the home.
+    /// client's server) is saved in the home, and the home's device is made
+    /// and published (replacing any devices of an earlier key).
     pub async fn verify(self, code: &str) -> Result<CodeAnswer<'c>, ClientError> {
         let signature = self
             .conn
@@ -140,6 +144,9 @@ impl<'c> Registration<'c> {
             server: Some(self.client.server().to_owned()),
         })?;
         let session = Session::new(self.client, self.conn, self.identity, self.phone);
-        Ok(CodeAnswer::Registered(session, replaced_key))
+        Ok(CodeAnswer::Registered(
+            session.create_device().await?,
+            replaced_key,
+        ))
     }
 }

@@ -6,11 +6,11 @@ use zeroize::Zeroizing;
 use super::account::Account;
 use super::contacts::{Contacts, KeyOffer};
 use super::device::{Device, setup};
-use super::home::{Direction, Home, Record};
+use super::home::Home;
 use super::receive::{self, Received, Refusal};
 use super::{ClientError, Connection, Notice, Notify, unexpected};
 use crate::clock::Clock;
-use crate::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
+use crate::crypto::{Identity, PublicKey, Purpose};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::{B64, Delivered, ErrorCode, Request, Response, UserInfo};
 use crate::tls::Pin;
@@ -206,9 +206,8 @@ impl<'c> Session<'c> {
     /// Makes this home's device for the account just registered on this
     /// connection (which is logged in with the account key), publishes the
     /// account's new device list, then logs in again as the device and
-    /// publishes its prekeys. `carrier register` does this; a client that
-    /// skips it stays on protocol v1.
-    pub async fn create_device(self) -> Result<Session<'c>, ClientError> {
+    /// publishes its prekeys. Registration does this.
+    pub(in crate::client) async fn create_device(self) -> Result<Session<'c>, ClientError> {
         let client = self.client;
         let now = super::device::now_ms(&client.clock);
         setup::register_device(
@@ -293,53 +292,14 @@ impl<'c> Session<'c> {
         self.accept_key(&offer).await
     }
 
-    /// Seals `text` to `to` and sends it; returns once the server committed it.
+    /// Seals `text` for every device of `to` (and every other device of
+    /// this account) and sends them; returns once the server committed
+    /// them. A home without a device (registered before protocol v2)
+    /// cannot send: protocol v1's `send` is retired.
     pub async fn send(&self, to: &str, text: &str) -> Result<MessageId, ClientError> {
         let to = PhoneNumber::parse(to).map_err(|e| ClientError::Input(e.to_string()))?;
-        if let Some(device) = &self.device {
-            return self.send_v2(device, &to, text).await;
-        }
-        let (key, fp) = self.contact_key(&to).await?;
-        let id = MessageId::random();
-        let counter = self.client.home.next_counter(to.as_str()).await?;
-        let sent_at = self.client.clock.now_ms();
-        let envelope = crypto::seal(
-            &self.identity,
-            &key,
-            &Outgoing {
-                id,
-                counter,
-                sent_at_ms: sent_at as u64,
-                sender_phone: &self.me,
-                recipient_phone: &to,
-                text,
-            },
-        )?;
-        let answer = self
-            .conn
-            .call(Request::Send {
-                id,
-                to: to.to_string(),
-                envelope: B64(envelope),
-            })
-            .await?;
-        if !matches!(answer, Response::Accepted { .. }) {
-            return Err(unexpected(answer));
-        }
-        self.client
-            .home
-            .record(&Record {
-                id,
-                direction: Direction::Out,
-                peer: &to,
-                peer_fingerprint: fp,
-                counter,
-                text,
-                sent_at,
-                stored_at: self.client.clock.now_ms(),
-            })
-            .await?;
-        Ok(id)
+        let device = self.device.as_ref().ok_or_else(|| no_device(&self.me))?;
+        self.send_v2(device, &to, text).await
     }
 
     /// The users of the neighbourhood, with home server and presence.
@@ -454,4 +414,12 @@ impl<'c> Session<'c> {
     pub async fn close(self) {
         self.conn.close().await;
     }
+}
+
+/// Why a home without a device cannot send.
+pub(in crate::client) fn no_device(me: &PhoneNumber) -> ClientError {
+    ClientError::Input(format!(
+        "this home has no device of {me} (it was registered before protocol v2, whose \
+         send is retired): run `carrier register {me}` to make one"
+    ))
 }

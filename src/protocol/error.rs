@@ -78,6 +78,9 @@ pub enum ErrorCode {
     AccountDisabled,
     /// Something failed inside the server; the request may be retried.
     Internal,
+    /// The request belongs to a protocol version the server no longer
+    /// serves (protocol v1's `send`): use its version 2 replacement.
+    VersionRetired,
 }
 
 impl ErrorCode {
@@ -120,6 +123,7 @@ impl ErrorCode {
             ErrorCode::NoLink => "no_link",
             ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::Internal => "internal",
+            ErrorCode::VersionRetired => "version_retired",
         }
     }
 }

@@ -99,7 +99,8 @@ pub enum Request {
     Login { phone: String, signature: B64 },
     /// A user's public key and fingerprint.
     Lookup { phone: String },
-    /// Queue a sealed envelope for its recipient.
+    /// Protocol v1's send, retired: still parsed so that it can be
+    /// answered `version_retired` rather than `unknown_request`.
     Send {
         id: MessageId,
         to: String,

@@ -1,6 +1,6 @@
-//! Local delivery: a logged-in user's `send` checked and committed where
-//! its recipient's route says, the recipient's `fetch` and `ack`, and the
-//! sweep of expired messages.
+//! Local delivery: a message committed where its recipient's route says
+//! (a device's `device_send` is checked in `device_send`), the recipient's
+//! `fetch` and `ack`, and the sweep of expired messages.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -81,49 +81,6 @@ impl PendingSend {
 }
 
 impl Router {
-    /// Checks a v1 `send` from a logged-in user and hands it to the writer.
-    /// The envelope's clear header must name the sender, recipient and id.
-    /// Accounts with devices speak v2 only: a v1 envelope from or to one is
-    /// refused.
-    pub async fn accept(
-        &self,
-        session: &SessionLink,
-        id: MessageId,
-        recipient: PhoneNumber,
-        envelope: Vec<u8>,
-    ) -> Result<PendingSend, RouteError> {
-        let sender = session.phone();
-        if envelope.len() > protocol::MAX_ENVELOPE_BYTES {
-            return Err(RouteError::TooLarge(envelope.len()));
-        }
-        if session.device() != 0 || self.device_list(sender).is_some() {
-            return Err(RouteError::V1Refused(" from an account with devices"));
-        }
-        if self.device_list(&recipient).is_some() {
-            return Err(RouteError::V1Refused(" by an account with devices"));
-        }
-        self.charge_sender(sender, envelope.len())?;
-        check_header(&envelope, sender, &recipient, id)?;
-        let now = self.clock.now_ms();
-        let message = NewMessage {
-            id,
-            recipient: recipient.clone(),
-            device: 0,
-            sender: sender.clone(),
-            sender_device: 0,
-            envelope,
-            received_at: now,
-            expires_at: now + self.message_ttl_ms,
-        };
-        self.route(
-            recipient,
-            message,
-            vec![self.me.fingerprint.to_hex()],
-            false,
-        )
-        .await
-    }
-
     /// Commits a message where its recipient's route says.
     pub(super) async fn route(
         &self,
@@ -260,7 +217,8 @@ impl Router {
     }
 }
 
-/// The clear header must agree with the request and the session.
+/// A v1 envelope's clear header must agree with the message that carries
+/// it (a neighbour's relayed copy).
 pub(super) fn check_header(
     bytes: &[u8],
     sender: &PhoneNumber,

@@ -178,15 +178,10 @@ async fn an_oversized_frame_closes_only_its_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_before_login_are_refused() {
-    let (mut server, alice, bob) = setup().await;
-    let (id, envelope) = seal_text(
-        &alice.identity(),
-        ALICE,
-        &public_key_of(&bob),
-        BOB,
-        1,
-        "sneaky",
-    );
+    let (mut server, alice, _bob) = setup().await;
+    let a = alice.client.login().await.unwrap();
+    let (id, send) = sealed_for(&a, BOB, "sneaky").await;
+    a.close().await;
     let mut w = Wire::connect(&server).await;
     let cases: Vec<(&str, Request)> = vec![
         (
@@ -196,14 +191,7 @@ async fn requests_before_login_are_refused() {
                 after: None,
             },
         ),
-        (
-            "send",
-            Request::Send {
-                id,
-                to: BOB.into(),
-                envelope: B64(envelope),
-            },
-        ),
+        ("device_send", send),
         ("lookup", Request::Lookup { phone: BOB.into() }),
         ("ack", Request::Ack { ids: vec![id] }),
     ];
@@ -459,39 +447,54 @@ async fn registration_proves_possession_of_the_key_being_registered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_that_do_not_match_the_session_are_refused() {
+    use crate::devices::client::{Account, Ask, seal, start_session};
+
     let (mut server, alice, bob) = setup().await;
     let carol = register(&server, CAROL, KeyType::P256).await;
-    let (alice_key, bob_key, carol_key) = (alice.identity(), bob.identity(), public_key_of(&carol));
-    let mut w = Wire::connect(&server).await;
-    assert!(matches!(
-        w.login(ALICE, &alice_key).await,
-        Response::LoggedIn { .. }
-    ));
+    let a = alice.client.login().await.unwrap();
+    let b = bob.client.login().await.unwrap();
+    let carol_peer = crate::devices::client::look_up(&a.conn, CAROL, &carol.identity()).await;
 
-    let send = |(id, envelope): (MessageId, Vec<u8>), to: &str| Request::Send {
+    let send = |(id, envelope): (MessageId, Vec<u8>), to: &str| Request::DeviceSend {
         id,
         to: to.into(),
+        device: 1,
+        list_version: 1,
         envelope: B64(envelope),
     };
-    let (good_id, good) = seal_text(&alice_key, ALICE, &carol_key, CAROL, 1, "hi");
+    // A device of its own sealing as it pleases, named in its header.
+    let forged = |phone: &str, peer: &crate::devices::client::Peer| {
+        let mut account = Account::unregistered(phone);
+        account.add_device("forged");
+        let device = account.device(1);
+        let mut session = start_session(&device, peer, 1, None);
+        let id = MessageId::random();
+        (id, seal(&device, &mut session, id, "x"))
+    };
+    let envelope_of = |request: Request| match request {
+        Request::DeviceSend { id, envelope, .. } => (id, envelope.0),
+        other => panic!("not a device_send: {other:?}"),
+    };
+    let (good_id, good) = envelope_of(sealed_for(&a, CAROL, "hi").await.1);
+    let (bobs_id, bobs) = envelope_of(sealed_for(&b, CAROL, "x").await.1);
+    let nobody = Account::unregistered(NOBODY);
+    let mut nobody = nobody;
+    nobody.add_device("nobody's");
     // (case, request, expected code)
     let cases: Vec<(&str, Request, ErrorCode)> = vec![
         (
-            "sealed and signed by Bob",
-            send(seal_text(&bob_key, BOB, &carol_key, CAROL, 1, "x"), CAROL),
+            "sealed and signed by Bob's device",
+            send((bobs_id, bobs), CAROL),
             ErrorCode::Forbidden,
         ),
         (
-            "Alice's key claiming to be Bob",
-            send(seal_text(&alice_key, BOB, &carol_key, CAROL, 1, "x"), CAROL),
+            "a key claiming to be Bob's device",
+            send(forged(BOB, &carol_peer), CAROL),
             ErrorCode::Forbidden,
         ),
         (
             "unknown recipient",
-            send(
-                seal_text(&alice_key, ALICE, &carol_key, NOBODY, 1, "x"),
-                NOBODY,
-            ),
+            send(forged(ALICE, &nobody.as_peer()), NOBODY),
             ErrorCode::UnknownUser,
         ),
         (
@@ -526,7 +529,7 @@ async fn sends_that_do_not_match_the_session_are_refused() {
         ),
     ];
     for (case, request, code) in cases {
-        expect_error(w.call(request).await, code, case);
+        expect_error(a.conn.ask(request).await.unwrap(), code, case);
     }
     for who in [BOB, CAROL, NOBODY] {
         assert_eq!(
@@ -537,10 +540,12 @@ async fn sends_that_do_not_match_the_session_are_refused() {
     }
     // The untouched envelope is accepted on the same connection.
     assert!(matches!(
-        w.call(send((good_id, good), CAROL)).await,
+        a.conn.ask(send((good_id, good), CAROL)).await.unwrap(),
         Response::Accepted { .. }
     ));
     assert_eq!(server.queued_for(CAROL).await, 1);
+    a.close().await;
+    b.close().await;
     server.stop().await;
 }
 
@@ -560,9 +565,10 @@ async fn a_tampered_envelope_is_refused_by_the_recipient() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    let view = protocol::envelope::parse(&envelope).unwrap();
-    let at =
-        view.ciphertext.as_ptr() as usize - envelope.as_ptr() as usize + view.ciphertext.len() / 2;
+    // Past the clear header, inside the padded ciphertext (the signature
+    // is the last 64 bytes).
+    carrier::crypto::v2::Envelope::parse(&envelope).expect("a v2 envelope");
+    let at = envelope.len() - 64 - 100;
     envelope[at] ^= 0x01;
     let updated = sqlx::query("UPDATE message_queue SET envelope = $1 WHERE id = $2")
         .bind(&envelope)

@@ -438,13 +438,30 @@ async fn a_v1_envelope_is_refused_with_a_clear_reason() {
     let server = spawn_server().await;
     let homes = tempfile::tempdir().unwrap();
     let bob = cli_user(&server, homes.path(), "bob", BOB).await;
-    // A v1 client cannot even queue one: the server refuses v1 to an
-    // account with devices, naming v2.
-    let old = register(&server, ALICE, KeyType::P256).await;
+    // A v1 client cannot even queue one: its `send` is retired, with a
+    // message naming v1 and what replaced it.
+    let old = register_account(&server, ALICE, KeyType::P256).await;
+    let conn = logged_in_connection(&server, ALICE, &old.identity()).await;
+    let err = conn
+        .call(carrier::protocol::Request::Send {
+            id: carrier::domain::MessageId::random(),
+            to: BOB.into(),
+            envelope: carrier::protocol::B64(vec![1; 200]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        server_code(&err),
+        Some(carrier::protocol::ErrorCode::VersionRetired),
+        "{err}"
+    );
+    assert!(err.to_string().contains("v1"), "{err}");
+    // A home without a device cannot send through the library either.
     let session = old.client.login().await.unwrap();
     let err = session.send(BOB, "v1 text").await.unwrap_err();
-    assert!(err.to_string().contains("v1"), "{err}");
+    assert!(err.to_string().contains("no device"), "{err}");
     session.close().await;
+    conn.close().await;
     let (_, stderr) = ok(&bob, &["fetch"]).await;
     assert!(stderr.contains("No new messages"), "{stderr}");
 }
@@ -549,7 +566,7 @@ async fn with_a_passphrase_the_sessions_are_sealed_at_rest_like_the_key() {
         })
         .await
         .unwrap();
-    session.create_device().await.unwrap().close().await;
+    session.close().await;
     let state = std::fs::read_to_string(bob.join("state.pem")).unwrap();
     assert!(state.contains("ENCRYPTED PRIVATE KEY"), "{state}");
 

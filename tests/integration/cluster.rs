@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use carrier::clock::Clock;
 use carrier::domain::MessageId;
-use carrier::protocol::{B64, KeyType, Request, Response};
+use carrier::protocol::{KeyType, Request, Response};
 use carrier::server::{KEY_FILE, Server, StartError};
 
 use crate::common::*;
@@ -174,23 +174,17 @@ async fn presence_and_broadcasts_are_cluster_wide() {
 /// answer; returns the ids acknowledged (before the kill or racing it).
 async fn send_and_kill(
     conn: &carrier::client::Connection,
-    to: &str,
-    envelopes: Vec<(MessageId, Vec<u8>)>,
+    envelopes: Vec<(MessageId, Request)>,
     server: &mut ServerProcess,
 ) -> HashSet<MessageId> {
     let mut accepted = HashSet::new();
     let killed = Cell::new(false);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let pipeline = async {
-        for (id, envelope) in envelopes {
+        for (id, send) in envelopes {
             if killed.get() {
                 break;
             }
-            let send = Request::Send {
-                id,
-                to: to.into(),
-                envelope: B64(envelope),
-            };
             match conn.start(send).await {
                 Ok(answer) => tx.send((id, answer)).expect("the collector is listening"),
                 Err(_) => break,
@@ -252,25 +246,14 @@ async fn fetch_until(
 /// Below the default burst of sends one user may make.
 const UNDER_LOAD: u64 = 150;
 
-fn sealed(
-    from: &TestUser,
-    from_phone: &str,
-    to: &TestUser,
-    to_phone: &str,
-) -> Vec<(MessageId, Vec<u8>)> {
-    let (key, to_key) = (from.identity(), public_key_of(to));
-    (1..=UNDER_LOAD)
-        .map(|n| {
-            seal_text(
-                &key,
-                from_phone,
-                &to_key,
-                to_phone,
-                n,
-                &format!("message {n}"),
-            )
-        })
-        .collect()
+/// `UNDER_LOAD` messages sealed on `from` (logged in as a device) for
+/// `to`'s one device, as `device_send` requests.
+async fn sealed(from: &carrier::client::Session<'_>, to: &str) -> Vec<(MessageId, Request)> {
+    let mut out = Vec::new();
+    for n in 1..=UNDER_LOAD {
+        out.push(sealed_for(from, to, &format!("message {n}")).await);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,15 +268,16 @@ async fn killing_a_member_under_load_loses_nothing_acknowledged() {
     let alice = register(&a, ALICE, KeyType::P256).await;
     let bob = register(&b, BOB, KeyType::P256).await;
 
-    let envelopes = sealed(&alice, ALICE, &bob, BOB);
+    let session = alice.client.login().await.unwrap();
+    let envelopes = sealed(&session, BOB).await;
     let sent: HashSet<MessageId> = envelopes.iter().map(|(id, _)| *id).collect();
-    let conn = logged_in_connection(&a, ALICE, &alice.identity()).await;
-    let accepted = send_and_kill(&conn, BOB, envelopes, &mut a).await;
+    let conn = &session.conn;
+    let accepted = send_and_kill(conn, envelopes, &mut a).await;
     eprintln!(
         "{} of {UNDER_LOAD} sends accepted before SIGKILL",
         accepted.len()
     );
-    drop(conn);
+    drop(session);
     // The other member serves everything A acknowledged, at once.
     fetch_until(&bob, &b, &accepted, &sent).await;
 }
@@ -342,16 +326,13 @@ async fn a_neighbour_link_moves_to_the_other_member_when_its_holder_dies() {
 
     // Sent through the second member, queued for the neighbour, while the
     // first member (holding the link) is killed.
-    let envelopes = sealed(&alice, ALICE, &carol, CAROL);
+    let alice_on_m2 = alice.client_for(&m2).await;
+    let session = alice_on_m2.login().await.unwrap();
+    let envelopes = sealed(&session, CAROL).await;
     let sent: HashSet<MessageId> = envelopes.iter().map(|(id, _)| *id).collect();
-    let conn = logged_in_connection(&m2, ALICE, &alice.identity()).await;
+    let conn = &session.conn;
     let mut answers = Vec::new();
-    for (id, envelope) in envelopes {
-        let send = Request::Send {
-            id,
-            to: CAROL.into(),
-            envelope: B64(envelope),
-        };
+    for (_, send) in envelopes {
         answers.push(conn.start(send).await.expect("written"));
     }
     m1.kill_9();
@@ -370,7 +351,7 @@ async fn a_neighbour_link_moves_to_the_other_member_when_its_holder_dies() {
         "the second member never linked:\n{}",
         m2_files.log_text()
     );
-    drop(conn);
+    drop(session);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,10 @@
 //! [`spawn_server`] opens a server on a fresh temporary data directory with a
 //! manual clock and one-time codes appended to a file, binds 127.0.0.1:0 and
 //! runs it until [`TestServer::stop`]. [`register`] makes a user the way the
-//! `carrier` command does, reading the code from that file.
+//! `carrier` command does, reading the code from that file: a protocol v2
+//! account with one device. [`register_account`] makes only the account
+//! key, for tests that publish devices of their own. [`sealed_for`] seals
+//! real v2 envelopes for tests that drive `device_send` themselves.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,10 +14,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use carrier::auth::code_sink::CodeSink;
-use carrier::client::{Client, ClientError, Connection, Event, Home, Notice};
+use carrier::client::{Client, ClientError, Connection, Event, Home, Notice, Session};
 use carrier::clock::Clock;
 use carrier::config::ServerConfig;
-use carrier::crypto::{self, Identity, Outgoing, PublicKey, Purpose};
+use carrier::crypto::{self, Identity, Purpose};
 use carrier::db::users::UserRow;
 use carrier::domain::{Fingerprint, MessageId, PhoneNumber};
 use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
@@ -297,8 +300,9 @@ impl TestUser {
     }
 }
 
-/// Registers `phone` as `carrier register` does. RSA users get the shared
-/// RSA key; P-256 users a new key.
+/// Registers `phone` as `carrier register` does: the account key, then one
+/// device (id 1 on a new account) with its prekeys published. RSA users get
+/// the shared RSA key; P-256 users a new key.
 pub async fn register(server: &impl Reachable, phone: &str, key_type: KeyType) -> TestUser {
     let (home, client) = new_client(&server.addr(), Some(server.fingerprint())).await;
     if key_type == KeyType::Rsa {
@@ -314,6 +318,60 @@ pub async fn register(server: &impl Reachable, phone: &str, key_type: KeyType) -
         .account()
         .expect("an account after registration")
         .fingerprint;
+    TestUser {
+        phone: phone.to_owned(),
+        home,
+        client,
+        fingerprint,
+    }
+}
+
+/// Registers only the account key of `phone` (no device), by hand on the
+/// wire, and saves the account in a new home: for tests that sign and
+/// publish device lists of their own.
+pub async fn register_account(server: &impl Reachable, phone: &str, key_type: KeyType) -> TestUser {
+    let (home, client) = new_client(&server.addr(), Some(server.fingerprint())).await;
+    let path = client.home.identity_path();
+    match key_type {
+        KeyType::Rsa => shared_rsa_identity().save(&path, None),
+        KeyType::P256 => Identity::generate(KeyType::P256).save(&path, None),
+    }
+    .expect("the key file is written");
+    let identity = client.identity().expect("the key file loads");
+    let conn = Connection::connect(&server.addr(), Pin::Expect(server.fingerprint()))
+        .await
+        .expect("connects");
+    conn.call(Request::Register {
+        phone: phone.to_owned(),
+        key_type,
+        public_key: B64(identity.public_key().to_spki_der()),
+    })
+    .await
+    .expect("a code is sent");
+    let signature = conn
+        .prove(&identity, Purpose::Register, &self::phone(phone))
+        .await
+        .expect("the registration is signed");
+    let answer = conn
+        .call(Request::Verify {
+            phone: phone.to_owned(),
+            code: server.code_for(phone).as_str().into(),
+            signature: B64(signature),
+        })
+        .await;
+    let Ok(Response::Registered { fingerprint, .. }) = answer else {
+        panic!("registering {phone}: {answer:?}");
+    };
+    conn.close().await;
+    client
+        .home
+        .save_account(&carrier::client::Account {
+            phone: phone.to_owned(),
+            key_type,
+            fingerprint: fingerprint.clone(),
+            server: Some(server.addr()),
+        })
+        .expect("the account is saved");
     TestUser {
         phone: phone.to_owned(),
         home,
@@ -407,38 +465,24 @@ pub async fn logged_in_connection(
     conn
 }
 
-/// Seals `text` from `sender` (claiming `from`) to `to`, whose key is `to_key`.
-pub fn seal_text(
-    sender: &Identity,
-    from: &str,
-    to_key: &PublicKey,
-    to: &str,
-    counter: u64,
-    text: &str,
-) -> (MessageId, Vec<u8>) {
-    let id = MessageId::random();
-    let (from, to) = (phone(from), phone(to));
-    let sent_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let outgoing = Outgoing {
-        id,
-        counter,
-        sent_at_ms,
-        sender_phone: &from,
-        recipient_phone: &to,
-        text,
+/// `text` sealed on `session` (logged in as a device) for the one device of
+/// `to`, as a `device_send` request, with its message id. The session is
+/// saved as a send saves it, so `to` can open it.
+pub async fn sealed_for(session: &Session<'_>, to: &str, text: &str) -> (MessageId, Request) {
+    let sealed = session
+        .seal_for(to, MessageId::random(), text)
+        .await
+        .unwrap_or_else(|e| panic!("sealing for {to}: {e}"));
+    let [copy] = &sealed.copies[..] else {
+        panic!("{to} has {} devices, not one", sealed.copies.len());
     };
-    (
-        id,
-        crypto::seal(sender, to_key, &outgoing).expect("sealing succeeds"),
-    )
+    (sealed.id, copy.request(sealed.id))
 }
 
-/// The public key of a registered user.
-pub fn public_key_of(user: &TestUser) -> PublicKey {
-    user.identity().public_key()
+/// The same request again (requests are not `Clone`: some carry secrets).
+pub fn copy_of(request: &Request) -> Request {
+    serde_json::from_value(serde_json::to_value(request).expect("a request serialises"))
+        .expect("a request parses back")
 }
 
 /// The stable code of a server refusal, if `err` is one.

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use carrier::domain::MessageId;
-use carrier::protocol::{B64, KeyType, Request, Response};
+use carrier::protocol::{KeyType, Request, Response};
 
 use crate::common::*;
 use crate::process::ServerFiles;
@@ -19,31 +19,24 @@ async fn acknowledged_messages_survive_kill_9() {
     let alice = register(&server, ALICE, KeyType::P256).await;
     let bob = register(&server, BOB, KeyType::P256).await;
 
-    let alice_key = alice.identity();
-    let bob_key = public_key_of(&bob);
-    let envelopes: Vec<(MessageId, String, Vec<u8>)> = (1..=N)
-        .map(|n| {
-            let text = format!("message {n}");
-            let (id, envelope) = seal_text(&alice_key, ALICE, &bob_key, BOB, n, &text);
-            (id, text, envelope)
-        })
-        .collect();
+    let a = alice.client.login().await.expect("Alice logs in");
+    let mut envelopes: Vec<(MessageId, String, Request)> = Vec::new();
+    for n in 1..=N {
+        let text = format!("message {n}");
+        let (id, send) = sealed_for(&a, BOB, &text).await;
+        envelopes.push((id, text, send));
+    }
     let sent: HashMap<MessageId, String> = envelopes
         .iter()
         .map(|(id, text, _)| (*id, text.clone()))
         .collect();
 
-    let conn = logged_in_connection(&server, ALICE, &alice_key).await;
-    let send = |id, envelope| Request::Send {
-        id,
-        to: BOB.into(),
-        envelope: B64(envelope),
-    };
+    let conn = &a.conn;
     // First half: pipelined, and every one acknowledged.
     let mut envelopes = envelopes.into_iter();
     let mut first_half = Vec::new();
     for (id, _, envelope) in envelopes.by_ref().take(N as usize / 2) {
-        first_half.push((id, conn.start(send(id, envelope)).await.expect("written")));
+        first_half.push((id, conn.start(envelope).await.expect("written")));
     }
     let mut accepted = HashSet::new();
     for (id, answer) in first_half {
@@ -62,7 +55,7 @@ async fn acknowledged_messages_survive_kill_9() {
             if killed.get() {
                 break;
             }
-            match conn.start(send(id, envelope)).await {
+            match conn.start(envelope).await {
                 Ok(answer) => tx.send((id, answer)).expect("the collector is listening"),
                 Err(_) => break,
             }
@@ -88,7 +81,7 @@ async fn acknowledged_messages_survive_kill_9() {
     tokio::join!(pipeline, collect);
     assert!(killed.get(), "the server was never killed");
     eprintln!("{} of {N} sends accepted before SIGKILL", accepted.len());
-    drop(conn);
+    drop(a);
 
     let server = files.start();
     let bob_client = bob.client_for(&server).await;

@@ -20,12 +20,12 @@ use client::*;
 
 /// An account with `n` devices published (list version 1), each device
 /// logged in on its own connection with its prekeys published.
-async fn with_devices(
+pub async fn with_devices(
     server: &impl Reachable,
     who: &str,
     n: u32,
 ) -> (TestUser, Account, Vec<(Device, Connection)>) {
-    let user = register(server, who, KeyType::P256).await;
+    let user = register_account(server, who, KeyType::P256).await;
     let mut account = Account::new(&user);
     for i in 1..=n {
         account.add_device(&format!("device {i}"));
@@ -273,8 +273,8 @@ async fn one_time_prekeys_are_handed_out_once_under_concurrent_claims() {
     let server =
         spawn_server_with(|c| c.limits.claim_devices = Rate::per_minute(10_000, 10_000)).await;
     let (_, _, mut bobs) = with_devices(&server, BOB, 1).await;
-    let alice = register(&server, ALICE, KeyType::P256).await;
-    let carol = register(&server, CAROL, KeyType::P256).await;
+    let alice = register_account(&server, ALICE, KeyType::P256).await;
+    let carol = register_account(&server, CAROL, KeyType::P256).await;
     let mut claimers = Vec::new();
     for user in [&alice, &alice, &carol, &carol] {
         claimers.push(logged_in_connection(&server, &user.phone, &user.identity()).await);
@@ -356,7 +356,7 @@ async fn one_time_prekeys_are_handed_out_once_under_concurrent_claims() {
 async fn claims_are_rate_limited_per_account() {
     let server = spawn_server().await;
     let (_, _, _bobs) = with_devices(&server, BOB, 1).await;
-    let alice = register(&server, ALICE, KeyType::P256).await;
+    let alice = register_account(&server, ALICE, KeyType::P256).await;
     let conn = logged_in_connection(&server, ALICE, &alice.identity()).await;
     let per_minute = server.config.limits.claim_devices.burst;
     for _ in 0..per_minute {
@@ -469,55 +469,53 @@ async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
 }
 
 #[tokio::test]
-async fn v1_envelopes_are_refused_for_accounts_with_devices() {
+async fn v1_send_is_retired_and_v1_envelopes_are_refused() {
     let server = spawn_server().await;
     let (alice, alice_account, alices) = with_devices(&server, ALICE, 1).await;
-    let bob = register(&server, BOB, KeyType::P256).await;
-    let carol = register(&server, CAROL, KeyType::P256).await;
-    let (_, bob_with_devices, _bobs) = with_devices(&server, DAVE, 1).await;
+    let (_, dave_account, _daves) = with_devices(&server, DAVE, 1).await;
+    let id = MessageId::random();
+    let v1 = carrier::crypto::seal(
+        &alice.identity(),
+        &dave_account.identity.public_key(),
+        &carrier::crypto::Outgoing {
+            id,
+            counter: 1,
+            sent_at_ms: now_ms(),
+            sender_phone: &phone(ALICE),
+            recipient_phone: &phone(DAVE),
+            text: "v1",
+        },
+    )
+    .unwrap();
 
-    // A v1 envelope from an account with devices.
+    // `send` is answered the same whoever asks: a device, the account key,
+    // or a connection not logged in.
     let account_conn = logged_in_connection(&server, ALICE, &alice_account.identity).await;
-    let (id, v1) = seal_text(&alice.identity(), ALICE, &public_key_of(&bob), BOB, 1, "v1");
-    let answer = account_conn
-        .ask(Request::Send {
-            id,
-            to: BOB.into(),
-            envelope: B64(v1.clone()),
-        })
-        .await
-        .unwrap();
-    let message = expect_error(
-        answer,
-        ErrorCode::BadEnvelope,
-        "v1 from an account with devices",
-    );
-    assert!(
-        message.contains("v1 envelopes are no longer accepted"),
-        "{message}"
-    );
-
-    // A v1 envelope to an account with devices.
-    let carol_conn = logged_in_connection(&server, CAROL, &carol.identity()).await;
-    let dave_key = bob_with_devices.identity.public_key();
-    let (id, v1) = seal_text(&carol.identity(), CAROL, &dave_key, DAVE, 1, "v1");
-    let answer = carol_conn
-        .ask(Request::Send {
-            id,
-            to: DAVE.into(),
-            envelope: B64(v1.clone()),
-        })
-        .await
-        .unwrap();
-    let message = expect_error(
-        answer,
-        ErrorCode::BadEnvelope,
-        "v1 to an account with devices",
-    );
-    assert!(
-        message.contains("v1 envelopes are no longer accepted"),
-        "{message}"
-    );
+    let anonymous = Connection::connect(
+        &server.addr(),
+        carrier::tls::Pin::Expect(server.fingerprint),
+    )
+    .await
+    .unwrap();
+    for (who, conn) in [
+        ("a device", &alices[0].1),
+        ("the account key", &account_conn),
+        ("nobody", &anonymous),
+    ] {
+        let answer = conn
+            .ask(Request::Send {
+                id,
+                to: DAVE.into(),
+                envelope: B64(v1.clone()),
+            })
+            .await
+            .unwrap();
+        let message = expect_error(answer, ErrorCode::VersionRetired, who);
+        assert_eq!(
+            message,
+            "protocol v1's send is retired: seal one envelope per device and use device_send"
+        );
+    }
 
     // A v1 envelope in a device_send.
     let answer = alices[0]
@@ -537,7 +535,7 @@ async fn v1_envelopes_are_refused_for_accounts_with_devices() {
 async fn bad_publications_are_refused_and_change_nothing() {
     let server = spawn_server().await;
     let (bob, mut account, bobs) = with_devices(&server, BOB, 1).await;
-    let carol = register(&server, CAROL, KeyType::P256).await;
+    let carol = register_account(&server, CAROL, KeyType::P256).await;
     let conn = logged_in_connection(&server, BOB, &bob.identity()).await;
 
     let mut forged = Account::new(&bob);
@@ -736,7 +734,7 @@ async fn a_new_account_key_leaves_the_old_devices_behind() {
     let (b1, b1_conn) = &bobs[0];
     let alice_peer = look_up(b1_conn, ALICE, &alice.identity()).await;
 
-    let new_bob = another_device(&server, BOB).await;
+    let new_bob = register_account(&server, BOB, KeyType::P256).await;
     let answer = alices[0]
         .1
         .ask(Request::Lookup { phone: BOB.into() })

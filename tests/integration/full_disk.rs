@@ -93,6 +93,8 @@ async fn inside_a_small_tmpfs() {
         stored.push(a.send(BOB, &format!("before {n}")).await.unwrap());
     }
 
+    // Bob's device logs in while there is room (a login publishes prekeys).
+    let bob_session = bob.client.login().await.unwrap();
     let filler = disk.path().join("filler");
     fill(&filler);
     let refused = send_until_full(&a, &mut stored).await;
@@ -103,7 +105,7 @@ async fn inside_a_small_tmpfs() {
     );
 
     // Reads go on; every kind of write is refused with the same code.
-    let b = logged_in_connection(&server, BOB, &bob.identity()).await;
+    let b = &bob_session.conn;
     let Response::Messages { messages, .. } = b
         .call(Request::Fetch {
             limit: Some(3),
@@ -170,7 +172,7 @@ async fn inside_a_small_tmpfs() {
     stored.retain(|id| *id != messages[0].id);
     register(&server, CAROL, KeyType::P256).await;
     a.close().await;
-    b.close().await;
+    bob_session.close().await;
 
     // Nothing acknowledged was lost, and the file is sound.
     let pool = server.db().await;

@@ -595,21 +595,19 @@ async fn a_hostile_neighbour_cannot_date_entries_ahead_or_poison_a_queue() {
     .await;
     // A relay towards bob whose path is one huge string: were it stored, it
     // could never be forwarded and would block the queue behind it.
-    let (id, envelope) = crate::common::seal_text(
-        &alice.identity(),
-        &alice.phone,
-        &crate::common::public_key_of(&bob),
-        &bob.phone,
-        1,
-        "poison",
-    );
+    let sealer = alice.client.login().await.expect("alice logs in");
+    let (id, request) = crate::common::sealed_for(&sealer, &bob.phone, "poison").await;
+    sealer.close().await;
+    let carrier::protocol::Request::DeviceSend { envelope, .. } = request else {
+        panic!("a device_send");
+    };
     let relay = Relayed {
         id,
         from: alice.phone.clone(),
         to: bob.phone.clone(),
-        device: 0,
-        sender_device: 0,
-        envelope: B64(envelope),
+        device: 1,
+        sender_device: 1,
+        envelope,
         received_at: 0,
         expires_at: i64::MAX,
         path: vec!["f".repeat(100_000)],

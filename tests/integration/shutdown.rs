@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use carrier::protocol::{B64, ErrorCode, KeyType, Request, Response};
+use carrier::protocol::{ErrorCode, KeyType, Request, Response};
 
 use crate::common::*;
 use crate::wire::Wire;
@@ -33,18 +33,11 @@ async fn shutdown_finishes_sends_in_flight_and_tells_sessions() {
         Response::LoggedIn { .. }
     ));
 
-    let alice_key = alice.identity();
-    let bob_key = public_key_of(&bob);
-    let conn = logged_in_connection(&server, ALICE, &alice_key).await;
+    let a = alice.client.login().await.expect("Alice logs in");
+    let conn = &a.conn;
     let mut answers = Vec::new();
     for n in 1..=50 {
-        let (id, envelope) =
-            seal_text(&alice_key, ALICE, &bob_key, BOB, n, &format!("message {n}"));
-        let request = Request::Send {
-            id,
-            to: BOB.into(),
-            envelope: B64(envelope),
-        };
+        let (id, request) = sealed_for(&a, BOB, &format!("message {n}")).await;
         answers.push((
             id,
             conn.start(request).await.expect("the request is written"),

@@ -11,7 +11,7 @@ use carrier::clock::Clock;
 use carrier::config::{ServerConfig, WebConfig};
 use carrier::crypto::{self, Identity, Purpose};
 use carrier::domain::{Fingerprint, MessageId};
-use carrier::protocol::{B64, KeyType, MAX_REQUEST_FRAME, Request, Response};
+use carrier::protocol::{KeyType, MAX_REQUEST_FRAME, Request, Response};
 use carrier::server::{Listeners, Server};
 use carrier::web::Endpoint;
 use futures::{SinkExt, StreamExt};
@@ -25,9 +25,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    ALICE, BOB, Reachable, logged_in_connection, next_pushed_message, phone, register, seal_text,
-    within,
+    ALICE, BOB, Reachable, copy_of, next_pushed_message, phone, register, sealed_for, within,
 };
+use crate::devices::client::{Account, check_user, now_ms, seal, send_request, start_session};
 
 /// A server with its TCP port and its web port, both on 127.0.0.1:0.
 struct WebServer {
@@ -260,7 +260,7 @@ async fn a_browser_user_registers_logs_in_and_talks_with_a_tcp_user() {
     let server = spawn_web_server().await;
     let bob = register(&server, BOB, KeyType::P256).await;
     let bob_identity = bob.identity();
-    let mut bob_conn = logged_in_connection(&server, BOB, &bob_identity).await;
+    let mut bob_session = bob.client.login().await.unwrap();
 
     // Registration over /ws, its proof bound to the hello.
     let alice = Identity::generate(KeyType::P256);
@@ -283,55 +283,69 @@ async fn a_browser_user_registers_logs_in_and_talks_with_a_tcp_user() {
         )
         .await;
     assert_eq!(verified["type"], "registered", "{verified}");
+    // The browser's one device, published under the account key.
+    let mut account = Account::unregistered(ALICE);
+    account.identity = alice;
+    account.add_device("browser");
+    let mut device = account.device(1);
+    let listed = ws
+        .call(
+            serde_json::to_value(account.next_list()).unwrap(),
+            &mut events,
+        )
+        .await;
+    assert_eq!(listed["type"], "devices_published", "{listed}");
     drop(ws);
 
     // A later login on a new connection, then a message each way.
     let mut ws = WsClient::connect(&server).await;
     let nonce = ws.nonce().await;
+    let signature = device.local.sign_login(&ws.binding, &nonce);
     let login = ws
         .call(
-            json!({"type": "login", "phone": ALICE,
-                   "signature": ws.proof(&alice, Purpose::Login, &nonce, ALICE)}),
+            json!({"type": "device_login", "phone": ALICE, "device": 1,
+                   "signature": b64(&signature)}),
             &mut events,
         )
         .await;
     assert_eq!(login["type"], "logged_in", "{login}");
+    let prekeys = device
+        .prekeys
+        .maintain(device.local.key(), now_ms())
+        .iter()
+        .map(|p| carrier::protocol::B64(p.to_bytes()))
+        .collect();
+    let request = Request::PublishPrekeys { prekeys };
+    let published = ws
+        .call(serde_json::to_value(request).unwrap(), &mut events)
+        .await;
+    assert_eq!(published["type"], "prekeys_published", "{published}");
+    let looked_up = ws
+        .call(json!({"type": "lookup", "phone": BOB}), &mut events)
+        .await;
+    let Ok(Response::User(info)) = serde_json::from_value::<Response>(looked_up.clone()) else {
+        panic!("lookup of Bob: {looked_up}");
+    };
+    let bob_peer = check_user(&info, &bob_identity);
 
-    let (id, envelope) = seal_text(
-        &alice,
-        ALICE,
-        &bob_identity.public_key(),
-        BOB,
-        1,
-        "from the browser",
-    );
+    let id = MessageId::random();
+    let mut session = start_session(&device, &bob_peer, 1, None);
+    let envelope = seal(&device, &mut session, id, "from the browser");
+    let request = send_request(id, BOB, 1, 1, envelope.clone());
     let accepted = ws
-        .call(
-            json!({"type": "send", "id": id, "to": BOB, "envelope": b64(&envelope)}),
-            &mut events,
-        )
+        .call(serde_json::to_value(request).unwrap(), &mut events)
         .await;
     assert_eq!(accepted["type"], "accepted", "{accepted}");
-    let pushed = next_pushed_message(&mut bob_conn).await;
+    let pushed = next_pushed_message(&mut bob_session.conn).await;
     assert_eq!((pushed.id, pushed.from.as_str()), (id, ALICE));
     assert_eq!(pushed.envelope.0, envelope);
 
-    let (id, envelope) = seal_text(
-        &bob_identity,
-        BOB,
-        &alice.public_key(),
-        ALICE,
-        1,
-        "from the terminal",
-    );
-    let answer = bob_conn
-        .call(Request::Send {
-            id,
-            to: ALICE.into(),
-            envelope: B64(envelope.clone()),
-        })
-        .await
-        .unwrap();
+    let (id, request) = sealed_for(&bob_session, ALICE, "from the terminal").await;
+    let Request::DeviceSend { envelope, .. } = copy_of(&request) else {
+        panic!("a device_send");
+    };
+    let envelope = envelope.0;
+    let answer = bob_session.conn.call(request).await.unwrap();
     assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
     let event = match events.pop() {
         Some(e) => e,

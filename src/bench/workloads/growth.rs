@@ -95,17 +95,9 @@ impl Bench {
                 // Sender s takes every message g ≡ s (mod S); with the crowd
                 // a multiple of S, its recipient g % crowd is also ≡ s.
                 let first = from + (s as u64 + s_n - from % s_n) % s_n;
-                let jobs = (first..size).step_by(s_n as usize).map(move |g| {
-                    let t = &templates[(g % crowd_n) as usize];
-                    let id = MessageId::random();
-                    let mut envelope = t.envelope.clone();
-                    envelope[4..20].copy_from_slice(id.as_bytes());
-                    SendJob {
-                        id,
-                        to: t.to.clone(),
-                        envelope,
-                    }
-                });
+                let jobs = (first..size)
+                    .step_by(s_n as usize)
+                    .map(move |g| templates[(g % crowd_n) as usize].with_id(MessageId::random()));
                 tokio::spawn(load::pipelined_send(conn.clone(), jobs, PRELOAD_WINDOW))
             })
             .collect();

@@ -33,7 +33,7 @@ pub async fn register(
             .map_err(|e| code_refused(e, &phone))?
         {
             CodeAnswer::Registered(session, replaced) => {
-                break (session.create_device().await?, replaced);
+                break (session, replaced);
             }
             CodeAnswer::Wrong(again, message) => {
                 eprintln!("{}: type the code again.", show::clean(&message));

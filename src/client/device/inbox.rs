@@ -129,6 +129,7 @@ impl Session<'_> {
                 }
             }
         }
+        let _ratchets = self.client.home.lock_ratchets().await;
         let unsealed = match self.unseal(device, &peer, &envelope).await? {
             Ok(u) => u,
             Err(reason) => return Ok(refuse(reason)),
@@ -262,7 +263,7 @@ impl Session<'_> {
                 )
             }
         };
-        let mut tx = self.client.home.pool().begin().await?;
+        let mut tx = crate::client::home::write_tx(self.client.home.pool()).await?;
         store::save_session(
             &mut tx,
             sender.as_str(),

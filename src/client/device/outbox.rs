@@ -16,6 +16,41 @@ use crate::crypto::v2::{ClaimedPrekeys, Content, MAX_TEXT_BYTES, Session as Ratc
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, CurrentDevices, ErrorCode, Request, Response};
 
+/// One message sealed for each device of its recipient, not yet sent.
+pub struct Sealed {
+    pub id: MessageId,
+    pub copies: Vec<DeviceCopy>,
+}
+
+/// One device's copy of a sealed message.
+pub struct DeviceCopy {
+    pub to: PhoneNumber,
+    pub device: u32,
+    /// The version of the recipient's device list it was sealed under.
+    pub list_version: u64,
+    pub envelope: Vec<u8>,
+}
+
+impl Sealed {
+    /// A `device_send` request per copy.
+    pub fn requests(&self) -> Vec<Request> {
+        self.copies.iter().map(|c| c.request(self.id)).collect()
+    }
+}
+
+impl DeviceCopy {
+    /// The `device_send` request carrying this copy under `id`.
+    pub fn request(&self, id: MessageId) -> Request {
+        Request::DeviceSend {
+            id,
+            to: self.to.to_string(),
+            device: self.device,
+            list_version: self.list_version,
+            envelope: B64(self.envelope.clone()),
+        }
+    }
+}
+
 /// How many times one message follows a changed device list before giving up.
 const MAX_LIST_CHANGES: usize = 4;
 
@@ -36,6 +71,7 @@ impl Session<'_> {
         }
         let id = MessageId::random();
         let sent_at = self.client.clock.now_ms();
+        let _ratchets = self.client.home.lock_ratchets().await;
         let peer = self.devices_of(to).await?;
         let fingerprint = peer.fingerprint;
         let to_self = to == &self.me;
@@ -71,6 +107,48 @@ impl Session<'_> {
         };
         record_in(self.client.home.pool(), &record).await?;
         Ok(id)
+    }
+
+    /// Seals `text` under `id` for every device of `to` that can receive,
+    /// without sending: the sessions are saved as for a send, and what
+    /// comes back is ready for `device_send` (in any order, on this
+    /// session's connection). Nothing is recorded in the history and no
+    /// copy goes to this account's other devices. For callers that drive
+    /// the wire themselves: tests and the benchmark.
+    pub async fn seal_for(
+        &self,
+        to: &str,
+        id: MessageId,
+        text: &str,
+    ) -> Result<Sealed, ClientError> {
+        let to = PhoneNumber::parse(to).map_err(|e| ClientError::Input(e.to_string()))?;
+        let device = self
+            .device
+            .as_ref()
+            .ok_or_else(|| crate::client::session::no_device(&self.me))?;
+        let _ratchets = self.client.home.lock_ratchets().await;
+        let checked = self.devices_of(&to).await?;
+        let todo: Vec<u32> = (checked.devices.iter().copied())
+            .filter(|d| to != self.me || *d != device.id().get())
+            .collect();
+        let mut sessions = self.sessions_for(device, &checked, &todo).await?;
+        let sent_at = self.client.clock.now_ms().max(0) as u64;
+        let content = Content::Text(text.into());
+        let mut copies = Vec::new();
+        for d in todo {
+            let Some(session) = sessions.get_mut(&d) else {
+                continue;
+            };
+            let envelope = session.seal(&device.local, id, &content, sent_at)?;
+            self.save_sent(device, session).await?;
+            copies.push(DeviceCopy {
+                to: to.clone(),
+                device: d,
+                list_version: checked.version,
+                envelope,
+            });
+        }
+        Ok(Sealed { id, copies })
     }
 
     /// Sends `content` to every device of `checked` but this one; returns
@@ -160,7 +238,18 @@ impl Session<'_> {
         if new.is_empty() {
             return Ok(sessions);
         }
-        let claims = self.claim(&checked.phone, &new).await?;
+        let claims = match self.claim(&checked.phone, &new).await {
+            Ok(claims) => claims,
+            // The recipient's home cannot be reached to hand out one-time
+            // prekeys: the bundle's last-resort keys still start a session
+            // (PQXDH without its optional one-time DH), and the message
+            // waits in the queue towards that home like any other.
+            Err(ClientError::Server {
+                code: ErrorCode::Unavailable,
+                ..
+            }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let now = now_ms(&self.client.clock);
         for bundle in checked.bundles.iter() {
             let d = bundle.device.device_id.get();
@@ -179,7 +268,7 @@ impl Session<'_> {
     /// Saves a session that has just sealed, before its envelope leaves.
     async fn save_sent(&self, device: &Device, session: &Ratchet) -> Result<(), ClientError> {
         let (peer, peer_device, _) = session.peer();
-        let mut tx = self.client.home.pool().begin().await?;
+        let mut tx = crate::client::home::write_tx(self.client.home.pool()).await?;
         store::save_session(
             &mut tx,
             peer.as_str(),

@@ -94,7 +94,7 @@ impl Session<'_> {
                 created_at: b.device.created_at_ms as i64,
             })
             .collect();
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::client::home::write_tx(pool).await?;
         store::replace_peer_devices(
             &mut tx,
             phone.as_str(),

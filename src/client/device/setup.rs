@@ -118,7 +118,7 @@ pub(in crate::client) async fn save_device(
         prekeys: vault.seal(super::PREKEYS_LABEL, &prekeys.to_bytes()),
         highest_id: device.id.get() as i64,
     };
-    let mut tx = home.pool().begin().await?;
+    let mut tx = crate::client::home::write_tx(home.pool()).await?;
     store::replace_device(&mut tx, &row, now as i64).await?;
     tx.commit().await?;
     Ok(Device { local, vault })
@@ -160,6 +160,7 @@ impl Session<'_> {
             return Ok(());
         };
         let home = &self.client.home;
+        let _ratchets = home.lock_ratchets().await;
         let now = now_ms(&self.client.clock);
         let mut prekeys = device.prekeys(home).await?;
         let mut due = prekeys.maintain(device.local.key(), now);

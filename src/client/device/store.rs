@@ -315,7 +315,7 @@ pub async fn listed_phones(pool: &SqlitePool) -> Result<Vec<String>, ClientError
 
 /// Devices contacts added, each returned once.
 pub async fn take_device_notices(pool: &SqlitePool) -> Result<Vec<(String, String)>, ClientError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::client::home::write_tx(pool).await?;
     let notices: Vec<(String, String)> =
         sqlx::query_as("SELECT phone, name FROM device_notices ORDER BY phone, device_id")
             .fetch_all(&mut *tx)

@@ -1,10 +1,11 @@
 //! `device_send`: queue a v2 envelope for one device of its recipient
-//! (docs/PROTOCOL-v2.md §13.6). As with `send`, the answer (`accepted`) is
-//! sent by the connection after the commit.
+//! (docs/PROTOCOL-v2.md §13.6). The answer (`accepted`) is sent only after
+//! the commit, by the connection, so the session can read its next request
+//! meanwhile.
 
 use super::ApiError;
-use super::send::parse_recipient;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, PhoneNumber};
+use crate::protocol::ErrorCode;
 use crate::routing::{DeviceSend, PendingSend};
 use crate::server::ServerState;
 use crate::server::session::Session;
@@ -27,4 +28,12 @@ pub async fn handle(
         envelope,
     };
     Ok(state.router.accept_device(sender, send).await?)
+}
+
+/// The canonical form is the common case and cheap to check; anything else
+/// goes through the numbering-plan parser for a precise error.
+fn parse_recipient(to: &str) -> Result<PhoneNumber, ApiError> {
+    PhoneNumber::from_canonical(to)
+        .or_else(|_| PhoneNumber::parse(to))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidPhone, e.to_string()))
 }

@@ -76,12 +76,7 @@ pub async fn dispatch(
             .await
             .into(),
         Request::Lookup { phone } => lookup::handle(state, session, &phone).await.into(),
-        Request::Send { id, to, envelope } => {
-            match send::handle(state, session, id, &to, envelope.0).await {
-                Ok(pending) => Outcome::Deferred(id, pending),
-                Err(e) => Outcome::Reply(e.into_response()),
-            }
-        }
+        Request::Send { .. } => Outcome::Reply(send::handle().into_response()),
         Request::Fetch { limit, after } => fetch::handle(state, session, limit, after).await.into(),
         Request::Ack { ids } => ack::handle(state, session, ids).await.into(),
         Request::List => list::handle(state, session).into(),

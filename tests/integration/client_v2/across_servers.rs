@@ -172,7 +172,7 @@ async fn two_servers_talk_both_ways_through_the_ratchet() {
     // Dave's account on Bob's server has no device list (no v2 client):
     // once his entry reaches Alice's server, a send to him ends at once
     // with the retryable error, and says why.
-    let _dave = register(&line.servers[1], DAVE, KeyType::P256).await;
+    let _dave = crate::common::register_account(&line.servers[1], DAVE, KeyType::P256).await;
     let stderr = within("Dave's entry reaches server 1", async {
         loop {
             let (status, _, stderr) = outcome(&carrier_out(&alice, &["send", DAVE, "hi"]).await);

@@ -45,6 +45,38 @@ impl Account {
         }
     }
 
+    /// An account the server has never seen: a fresh key, no devices.
+    pub fn unregistered(phone: &str) -> Self {
+        Self {
+            phone: phone.to_owned(),
+            identity: Identity::generate(carrier::protocol::KeyType::P256),
+            version: 0,
+            devices: Vec::new(),
+        }
+    }
+
+    /// This account's devices as a sender would see them after `lookup`
+    /// (list version 1, a fresh bundle each), without asking any server.
+    pub fn as_peer(&self) -> Peer {
+        let (list, certificates) = self.issue(1);
+        let bundles: Vec<B64> = certificates
+            .into_iter()
+            .map(|certificate| {
+                let device = self.device(certificate.device_id.get());
+                let mut prekeys = PrekeyStore::new();
+                prekeys.maintain(device.local.key(), now_ms());
+                let (signed_prekey, kem_prekey) = prekeys.current(device.local.key()).unwrap();
+                let bundle = PrekeyBundle {
+                    certificate,
+                    signed_prekey,
+                    kem_prekey,
+                };
+                B64(bundle.to_bytes())
+            })
+            .collect();
+        check_devices(&list.to_bytes(), &bundles, &self.identity, &self.phone)
+    }
+
     /// Adds a device with a fresh key; returns its id.
     pub fn add_device(&mut self, name: &str) -> u32 {
         let id = self

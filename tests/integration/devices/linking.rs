@@ -12,7 +12,7 @@ use crate::wire::Wire;
 #[tokio::test]
 async fn a_new_device_is_linked_through_a_rendezvous_once() {
     let server = spawn_server().await;
-    let bob = register(&server, BOB, KeyType::P256).await;
+    let bob = register_account(&server, BOB, KeyType::P256).await;
     let mut account = Account::new(&bob);
     account.add_device("phone");
     let mut opener = Wire::connect(&server).await;
@@ -112,7 +112,7 @@ async fn a_new_device_is_linked_through_a_rendezvous_once() {
 #[tokio::test]
 async fn a_rendezvous_refuses_other_phones_and_expires() {
     let server = spawn_server().await;
-    let bob = register(&server, BOB, KeyType::P256).await;
+    let bob = register_account(&server, BOB, KeyType::P256).await;
     let mut opener = Wire::connect(&server).await;
     opener.login(BOB, &bob.identity()).await;
     let code = LinkCode::generate();

@@ -13,8 +13,8 @@ use carrier::protocol::{B64, ErrorCode, KeyType, Request, Response};
 
 use super::{Node, eventually, link_addr_of, linked_files, neighbourhood};
 use crate::common::{
-    ALICE, BOB, CAROL, DAVE, Reachable, TestUser, expect_error, logged_in_connection, register,
-    within,
+    ALICE, BOB, CAROL, DAVE, Reachable, TestUser, expect_error, logged_in_connection,
+    register_account, within,
 };
 use crate::devices::client::*;
 
@@ -25,7 +25,7 @@ pub(super) async fn with_devices(
     who: &str,
     n: u32,
 ) -> (TestUser, Account, Vec<(Device, Connection)>) {
-    let user = register(node, who, KeyType::P256).await;
+    let user = register_account(node, who, KeyType::P256).await;
     let mut account = Account::new(&user);
     for i in 1..=n {
         account.add_device(&format!("device {i}"));
@@ -102,7 +102,7 @@ async fn devices_claims_and_sends_cross_a_line_of_three() {
     let nodes = neighbourhood(&["127.0.0.1"; 3], &[(0, 1), (1, 2)]).await;
     let (alice, _, alices) = with_devices(&nodes[0], ALICE, 1).await;
     let (carol, _, mut carols) = with_devices(&nodes[2], CAROL, 2).await;
-    let bob = register(&nodes[1], BOB, KeyType::P256).await;
+    let bob = register_account(&nodes[1], BOB, KeyType::P256).await;
     let (a1, a1_conn) = &alices[0];
 
     // Carol's list and both bundles reach server 1, two hops away, and
@@ -592,27 +592,6 @@ async fn acks_name_the_device_and_a_refusal_finds_its_way_back() {
     .await;
 }
 
-/// Seals `text` from `sender` to `to` under message id `id`.
-fn seal_with_id(
-    sender: &carrier::crypto::Identity,
-    from: &str,
-    to_key: &carrier::crypto::PublicKey,
-    to: &str,
-    id: MessageId,
-    text: &str,
-) -> Vec<u8> {
-    let (from, to) = (crate::common::phone(from), crate::common::phone(to));
-    let outgoing = carrier::crypto::Outgoing {
-        id,
-        counter: 1,
-        sent_at_ms: now_ms(),
-        sender_phone: &from,
-        recipient_phone: &to,
-        text,
-    };
-    carrier::crypto::seal(sender, to_key, &outgoing).expect("sealing succeeds")
-}
-
 /// Message ids are unique per recipient only (PROTOCOL §1), so one id may
 /// wait in a neighbour's queue for two recipients. The neighbour's
 /// `relay_ack` for one of them must not delete the other's copy, which it
@@ -623,7 +602,8 @@ async fn an_ack_for_one_recipient_keeps_another_recipients_copy_of_the_same_id()
     use carrier::protocol::link::LinkMessage;
 
     let (nodes, hostile) = super::beside_a_hostile_neighbour().await;
-    let alice = register(&nodes[0], ALICE, KeyType::P256).await;
+    let (_, _, alices) = with_devices(&nodes[0], ALICE, 1).await;
+    let (alice_device, conn) = &alices[0];
     let mut link = super::link_as(&hostile, &nodes[0]).await;
     let dave = Identity::generate(KeyType::P256);
     let erin = Identity::generate(KeyType::P256);
@@ -634,22 +614,19 @@ async fn an_ack_for_one_recipient_keeps_another_recipients_copy_of_the_same_id()
         ],
     };
     super::send_link(&mut link, &directory).await;
-    eventually("the victim learns Dave and Erin", || async {
-        super::sees(&alice.client, DAVE).await && super::sees(&alice.client, ERIN).await
-    })
-    .await;
+    let entries = vec![signed_devices(&dave, DAVE), signed_devices(&erin, ERIN)];
+    super::send_link(&mut link, &LinkMessage::Devices { entries }).await;
+    lookup_shows(conn, DAVE, 1, 1).await;
+    lookup_shows(conn, ERIN, 1, 1).await;
 
     // Alice writes to Dave and to Erin under one id, as PROTOCOL allows.
-    let conn = logged_in_connection(&nodes[0], ALICE, &alice.identity()).await;
     let id = MessageId::random();
     for (to, key) in [(DAVE, &dave), (ERIN, &erin)] {
-        let envelope = seal_with_id(&alice.identity(), ALICE, &key.public_key(), to, id, "hi");
+        let peer = look_up(conn, to, key).await;
+        let mut session = start_session(alice_device, &peer, 1, None);
+        let envelope = seal(alice_device, &mut session, id, "hi");
         let answer = conn
-            .ask(Request::Send {
-                id,
-                to: to.into(),
-                envelope: B64(envelope),
-            })
+            .ask(send_request(id, to, 1, 1, envelope))
             .await
             .unwrap();
         assert!(
@@ -670,7 +647,7 @@ async fn an_ack_for_one_recipient_keeps_another_recipients_copy_of_the_same_id()
     // The neighbour takes Dave's copy only (Erin's commit failed, say).
     let ack = LinkMessage::RelayAck {
         ids: vec![id],
-        device: 0,
+        device: 1,
         to: Some(DAVE.into()),
     };
     super::send_link(&mut link, &ack).await;
@@ -695,5 +672,4 @@ async fn an_ack_for_one_recipient_keeps_another_recipients_copy_of_the_same_id()
         1,
         "Dave's copy is gone"
     );
-    conn.close().await;
 }
