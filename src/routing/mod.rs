@@ -45,6 +45,7 @@ mod relay;
 mod remote_claims;
 mod remote_devices;
 mod rendezvous;
+mod shared_rates;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -107,6 +108,8 @@ pub struct Router {
     presence_changed: Arc<Notify>,
     /// Users connected to the other members of a cluster.
     elsewhere: cluster::Elsewhere,
+    /// What senders spent here since the other members were last told.
+    spent: shared_rates::Spent,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
 }
@@ -144,12 +147,14 @@ impl Router {
             limits: std::sync::RwLock::new(limits),
             presence_changed: Arc::new(Notify::new()),
             elsewhere: cluster::Elsewhere::default(),
+            spent: shared_rates::Spent::default(),
             presence_seq: AtomicU64::new(0),
         });
         tokio::spawn(relay::wake_links(committed, Arc::downgrade(&router)));
         if let Some(events) = members {
             router.refresh_elsewhere().await?;
             tokio::spawn(cluster::follow(Arc::downgrade(&router), events));
+            tokio::spawn(shared_rates::share(Arc::downgrade(&router)));
         }
         tokio::spawn(deliver::sweep_expired(Arc::downgrade(&router)));
         tokio::spawn(presence::announce(
