@@ -17,9 +17,9 @@ use crate::test_db::TestDb;
 use crate::wire::Wire;
 
 /// Keys asking at once, per member.
-const KEYS: u8 = 6;
+const KEYS: u8 = 8;
 /// Rounds, each after the last one's counts have gone stale.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 10;
 
 /// Room for every request the test makes: only the database is tested.
 fn generous(config: &mut ServerConfig) {
@@ -44,11 +44,6 @@ async fn generous_pair() -> Option<(TestServer, TestServer)> {
     Some((a, b))
 }
 
-/// A `register` of `phone` with `key` sent to `server` from `source`.
-async fn ask_code(server: &TestServer, source: IpAddr, phone: &str, key: &Identity) -> Response {
-    let mut wire = Wire::connect_from(server, source).await;
-    wire.register(phone, key).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_code_requests_for_one_phone_are_all_answered() {
@@ -63,11 +58,17 @@ async fn parallel_code_requests_for_one_phone_are_all_answered() {
         // Every key asks at once, half through each member, each from an
         // address of its own: each request finds the others' rows (stale
         // after the first round) and clears them while they are counted.
-        let asks = keys.iter().enumerate().map(|(i, key)| {
+        // Connected first, so that the requests themselves arrive together.
+        let connects = (0..keys.len()).map(|i| {
             let server = if i % 2 == 0 { &a } else { &b };
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8));
-            ask_code(server, source, DAVE, key)
+            Wire::connect_from(server, source)
         });
+        let mut wires = futures::future::join_all(connects).await;
+        let asks = wires
+            .iter_mut()
+            .zip(&keys)
+            .map(|(wire, key)| wire.register(DAVE, key));
         let answers = within("every code request", futures::future::join_all(asks)).await;
         for (i, answer) in answers.into_iter().enumerate() {
             assert!(

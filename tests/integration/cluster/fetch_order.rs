@@ -16,13 +16,19 @@ use super::{first_member, second_member};
 use crate::common::*;
 use crate::devices::client::*;
 
-/// A fifth user.
-const ERIN: &str = "+12025550105";
+/// Further senders, beside Alice, Carol and Dave.
+const MORE: [&str; 5] = [
+    "+12025550105",
+    "+12025550106",
+    "+12025550107",
+    "+12025550108",
+    "+12025550109",
+];
 
 /// Messages each sender sends: under the default burst of one user's sends.
-const PER_SENDER: u32 = 60;
+const PER_SENDER: u32 = 150;
 /// A small page, so that many cursors are handed out while sends commit.
-const PAGE: u32 = 7;
+const PAGE: u32 = 5;
 
 /// `who` registered on `server` with one device published and logged in
 /// there (its prekeys published).
@@ -98,7 +104,9 @@ async fn cursors_skip_nothing_while_both_members_store_for_one_device() {
     let mut b = second_member(&a).await;
     let (bob, _bob_device, bob_conn) = one_device(&b, BOB).await;
     let mut senders = Vec::new();
-    for (who, member) in [(ALICE, &a), (CAROL, &b), (DAVE, &a), (ERIN, &b)] {
+    let phones = [ALICE, CAROL, DAVE].into_iter().chain(MORE);
+    for (i, who) in phones.enumerate() {
+        let member = if i % 2 == 0 { &a } else { &b };
         let (_, device, conn) = one_device(member, who).await;
         senders.push((device, conn));
     }
@@ -148,6 +156,89 @@ async fn cursors_skip_nothing_while_both_members_store_for_one_device() {
     );
     bob_conn.close().await;
     for (_, conn) in senders {
+        conn.close().await;
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A message stored by another writer that took its queue position first
+/// but commits last: held open here, by hand, in a transaction that does
+/// what a member's queue writer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_does_not_pass_a_message_that_commits_late() {
+    let Some(mut a) = first_member().await else {
+        return;
+    };
+    let mut b = second_member(&a).await;
+    let (bob, _bob_device, bob_conn) = one_device(&b, BOB).await;
+    let (_, alice, on_a) = one_device(&a, ALICE).await;
+    let Some(carrier::db::Location::Postgres(url)) = a.config.database.clone() else {
+        panic!("a member on PostgreSQL");
+    };
+    use sqlx::Connection;
+    let mut writer = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+
+    // The slow writer takes its turn and a queue position for `late`.
+    let late = MessageId::random();
+    sqlx::raw_sql("BEGIN").execute(&mut writer).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1)")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
+             received_at, expires_at) VALUES ($1, $2, 1, $3, 1, $4, 0, $5)",
+    )
+    .bind(late)
+    .bind(BOB)
+    .bind(CAROL)
+    .bind(vec![0u8; 32])
+    .bind(i64::MAX)
+    .execute(&mut writer)
+    .await
+    .unwrap();
+
+    // Alice's message through A, meanwhile: A either commits it (at a later
+    // position) or waits for its turn.
+    let peer = look_up(&on_a, BOB, &bob.identity()).await;
+    let mut session = start_session(&alice, &peer, 1, None);
+    let early = MessageId::random();
+    let envelope = seal(&alice, &mut session, early, "early");
+    let answer = on_a
+        .start(send_request(early, BOB, 1, peer.version(), envelope))
+        .await
+        .unwrap();
+    within("A stores or waits", async {
+        loop {
+            let (stored, waiting): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM message_queue WHERE id = $1),
+                        (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)",
+            )
+            .bind(early)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if stored + waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+
+    // A page now, then the slow writer commits, then the next page.
+    let (first, cursor) = page(&bob_conn, None).await;
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    let accepted = within("Alice's answer", answer).await.unwrap();
+    assert!(matches!(accepted, Response::Accepted { .. }), "{accepted:?}");
+    let (second, _) = page(&bob_conn, cursor).await;
+    let got: Vec<MessageId> = first.iter().chain(&second).map(|m| m.id).collect();
+    assert!(got.contains(&late), "the cursor passed the late message: {got:?}");
+    assert!(got.contains(&early), "{got:?}");
+    assert_eq!(got.len(), 2, "a message came twice: {got:?}");
+    for conn in [bob_conn, on_a] {
         conn.close().await;
     }
     b.stop().await;
