@@ -116,7 +116,12 @@ pub struct Args {
     /// --database-url (PostgreSQL) behind a round-robin TCP balancer in the
     /// bench; W1 and W2 go through the balancer, W3's senders to the first
     /// member and its recipients to the second.
-    #[arg(long, default_value_t = 1, requires = "database_url", conflicts_with = "server")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        requires = "database_url",
+        conflicts_with = "server"
+    )]
     pub members: usize,
     /// The server executable (default: carrier-server next to this one).
     #[arg(long)]

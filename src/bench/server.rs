@@ -343,7 +343,10 @@ fn copy_keys(from: &Path, to: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(to)?;
-    for file in [crate::server::KEY_FILE, crate::auth::code_key::CODE_KEY_FILE] {
+    for file in [
+        crate::server::KEY_FILE,
+        crate::auth::code_key::CODE_KEY_FILE,
+    ] {
         let target = to.join(file);
         std::fs::copy(from.join(file), &target)
             .with_context(|| format!("cannot copy {file} to {}", to.display()))?;

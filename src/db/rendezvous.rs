@@ -85,10 +85,7 @@ impl Store {
 
     /// The phone and the sealed request of rendezvous `id`, if a new
     /// device has asked through it.
-    pub async fn rendezvous_asked(
-        &self,
-        id: &[u8],
-    ) -> Result<Option<(String, Vec<u8>)>, DbError> {
+    pub async fn rendezvous_asked(&self, id: &[u8]) -> Result<Option<(String, Vec<u8>)>, DbError> {
         let Backend::Postgres(pool) = &self.pool else {
             return Ok(None);
         };
@@ -112,13 +109,12 @@ impl Store {
             LinkAnswer::Linked(bytes) => Some(bytes.as_slice()),
             LinkAnswer::Refused => None,
         };
-        let done = sqlx::query(
-            "UPDATE link_rendezvous SET answered = TRUE, response = $2 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(response)
-        .execute(pool)
-        .await;
+        let done =
+            sqlx::query("UPDATE link_rendezvous SET answered = TRUE, response = $2 WHERE id = $1")
+                .bind(id)
+                .bind(response)
+                .execute(pool)
+                .await;
         self.wrote(done)?;
         self.notify(&Event::LinkAnswered(id.to_vec())).await
     }

@@ -46,7 +46,8 @@ impl Router {
     /// may not be counted yet).
     pub fn session_room(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
         let max = self.limits().sessions_per_user;
-        let sessions = self.registry.sessions_of(phone) + self.elsewhere.sessions_of(phone.as_str());
+        let sessions =
+            self.registry.sessions_of(phone) + self.elsewhere.sessions_of(phone.as_str());
         if sessions < max {
             return Ok(());
         }

@@ -157,7 +157,10 @@ impl Router {
         let id = rendezvous_id(rendezvous)?;
         check_size(&request)?;
         if self.store.is_shared() {
-            tokio::spawn(self.clone().request_shared(id, phone.clone(), request, outbox, seq));
+            tokio::spawn(
+                self.clone()
+                    .request_shared(id, phone.clone(), request, outbox, seq),
+            );
             return Ok(());
         }
         let requester = Requester::Here(outbox, seq);

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
+use super::balancer::Balancer;
 use super::load::{self, SealSpec};
 use super::meter::{self, Measured};
 use super::report::{Latencies, Row};
-use super::balancer::Balancer;
 use super::server::{self, ServerBin, ServerProc, ServerSpec};
 use super::users::{self, Endpoint, OtpReader, PhoneGen, User};
 use super::{Args, Workload, emit};

@@ -44,7 +44,6 @@ async fn generous_pair() -> Option<(TestServer, TestServer)> {
     Some((a, b))
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_code_requests_for_one_phone_are_all_answered() {
     let Some((mut a, mut b)) = generous_pair().await else {

@@ -232,10 +232,16 @@ async fn a_cursor_does_not_pass_a_message_that_commits_late() {
     let (first, cursor) = page(&bob_conn, None).await;
     sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
     let accepted = within("Alice's answer", answer).await.unwrap();
-    assert!(matches!(accepted, Response::Accepted { .. }), "{accepted:?}");
+    assert!(
+        matches!(accepted, Response::Accepted { .. }),
+        "{accepted:?}"
+    );
     let (second, _) = page(&bob_conn, cursor).await;
     let got: Vec<MessageId> = first.iter().chain(&second).map(|m| m.id).collect();
-    assert!(got.contains(&late), "the cursor passed the late message: {got:?}");
+    assert!(
+        got.contains(&late),
+        "the cursor passed the late message: {got:?}"
+    );
     assert!(got.contains(&early), "{got:?}");
     assert_eq!(got.len(), 2, "a message came twice: {got:?}");
     for conn in [bob_conn, on_a] {

@@ -53,8 +53,10 @@ async fn sessions_per_user_count_every_member() {
             )
             .await
             .unwrap();
-            let Response::Challenge { nonce } =
-                conn.call(carrier::protocol::Request::Challenge).await.unwrap()
+            let Response::Challenge { nonce } = conn
+                .call(carrier::protocol::Request::Challenge)
+                .await
+                .unwrap()
             else {
                 panic!("a challenge");
             };
@@ -103,7 +105,10 @@ async fn cluster_channel(member: &TestServer) -> PgListener {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    let channel = format!("carrier_{}", hex::encode(&Sha256::digest(name.as_bytes())[..8]));
+    let channel = format!(
+        "carrier_{}",
+        hex::encode(&Sha256::digest(name.as_bytes())[..8])
+    );
     let mut listener = PgListener::connect(&url).await.unwrap();
     listener.listen(&channel).await.unwrap();
     listener
@@ -128,7 +133,10 @@ async fn a_sender_spends_one_rate_across_members() {
     // The whole burst through A.
     for n in 0..4 {
         let answer = on_a.ask(send(n)).await.unwrap();
-        assert!(matches!(answer, Response::Accepted { .. }), "send {n}: {answer:?}");
+        assert!(
+            matches!(answer, Response::Accepted { .. }),
+            "send {n}: {answer:?}"
+        );
     }
     // A tells the other members what Alice spent.
     within("A reports what Alice spent", async {

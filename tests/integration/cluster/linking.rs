@@ -93,7 +93,14 @@ async fn a_device_on_one_member_links_a_new_device_on_the_other() {
         .list
         .verify(&account.identity.public_key(), &phone(BOB))
         .unwrap();
-    assert_eq!(verified.certify(&linked.certificate).unwrap().device_id.get(), tablet);
+    assert_eq!(
+        verified
+            .certify(&linked.certificate)
+            .unwrap()
+            .device_id
+            .get(),
+        tablet
+    );
     new_device.connect(&b).await;
 
     // Used once: asking again through either member is refused.
