@@ -89,14 +89,13 @@ impl Store {
         let Backend::Postgres(pool) = &self.pool else {
             return Ok(None);
         };
-        let row: Result<Option<(String, Option<Vec<u8>>)>, _> =
-            sqlx::query_as("SELECT phone, request FROM link_rendezvous WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await;
-        Ok(self
-            .read(row)?
-            .and_then(|(phone, request)| Some((phone, request?))))
+        let row: Result<Option<(String, Vec<u8>)>, _> = sqlx::query_as(
+            "SELECT phone, request FROM link_rendezvous WHERE id = $1 AND request IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await;
+        self.read(row)
     }
 
     /// Records the opening device's answer to rendezvous `id` and tells
