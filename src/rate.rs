@@ -108,6 +108,25 @@ impl<K: Hash + Eq + Clone, const N: usize> Buckets<K, N> {
         Ok(())
     }
 
+    /// Takes `cost` that was already spent elsewhere (through another
+    /// member of a cluster) from `key`'s buckets without refusing it: they
+    /// empty at most, and refill as usual.
+    pub fn spend(&self, key: &K, cost: [u64; N]) {
+        let now = self.clock.now_ms();
+        let rates = self.rates();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let level = match state.levels.get(key) {
+            Some(l) => refilled(&rates, *l, now),
+            None => full(&rates, now),
+        };
+        let units = std::array::from_fn(|i| {
+            let cost = cost[i].min(rates[i].burst).saturating_mul(UNIT);
+            level.units[i].saturating_sub(cost)
+        });
+        state.levels.insert(key.clone(), Level { units, ..level });
+        prune(&rates, &mut state, now);
+    }
+
     /// Replaces the rates (a reloaded configuration). Tokens already held
     /// above a smaller burst are cut to it on the key's next use.
     pub fn set_rates(&self, rates: [Rate; N]) {

@@ -6,6 +6,7 @@
 //! can be read from `/proc`; the load generator seals every envelope before
 //! a timed phase begins. See `carrier-bench --help` for the flags.
 
+pub mod balancer;
 pub mod envelopes;
 pub mod load;
 pub mod meter;
@@ -111,6 +112,17 @@ pub struct Args {
     /// SQLite in the server's data directory. W4's servers stay on SQLite.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Members of the started server: more than 1 starts a cluster on
+    /// --database-url (PostgreSQL) behind a round-robin TCP balancer in the
+    /// bench; W1 and W2 go through the balancer, W3's senders to the first
+    /// member and its recipients to the second.
+    #[arg(
+        long,
+        default_value_t = 1,
+        requires = "database_url",
+        conflicts_with = "server"
+    )]
+    pub members: usize,
     /// The server executable (default: carrier-server next to this one).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
@@ -268,5 +280,9 @@ mod tests {
         assert_eq!(a.messages, 200);
         assert_eq!(a.w6_sizes, vec![10_000, 1_000_000, 5_000_000]);
         assert!(Args::try_parse_from(["carrier-bench", "--server", "127.0.0.1:1"]).is_err());
+        let two = ["--members", "2", "--database-url", "postgres://b@h/db"];
+        let a = Args::try_parse_from(["carrier-bench"].into_iter().chain(two)).unwrap();
+        assert_eq!(a.members, 2);
+        assert!(Args::try_parse_from(["carrier-bench", "--members", "2"]).is_err());
     }
 }

@@ -89,6 +89,10 @@ pub struct ServerSpec {
     pub neighbours: Vec<Neighbour>,
     /// `[database] url`; `None`: SQLite in the data directory.
     pub database_url: Option<String>,
+    /// Where codes are written; `None`: `otp-codes.txt` in the server's
+    /// directory. The members of a cluster share one file, since a code may
+    /// be sent by a member other than the one that verifies it.
+    pub otp_file: Option<PathBuf>,
 }
 
 /// The `[limits]` of a bench server: far past anything the bench does, so
@@ -104,12 +108,17 @@ impl ServerSpec {
         let mut t = format!(
             "# Written by carrier-bench.\n\
              [server]\nhost = \"127.0.0.1\"\nport = {port}\ndata_dir = \"data\"\nmax_connections = {}\n\n\
-             [otp]\ndelivery = \"file\"\nfile = \"otp-codes.txt\"\nmax_codes_per_window = 1000000\n\
+             [otp]\ndelivery = \"file\"\nfile = {:?}\nmax_codes_per_window = 1000000\n\
              register_per_address_per_minute = 1000000000\nregister_burst_per_address = 1000000000\n\n\
              [queue]\nmax_messages_per_recipient = 100000000\nmax_bytes_per_recipient = 1099511627776\n\
              max_messages_per_sender = 100000000\nmax_bytes_per_sender = 1099511627776\n\n\
              {UNLIMITED}",
-            self.max_connections.max(1)
+            self.max_connections.max(1),
+            self.otp_file
+                .as_deref()
+                .unwrap_or(Path::new(OTP_FILE))
+                .display()
+                .to_string()
         );
         if let Some(url) = &self.database_url {
             t.push_str(&format!("\n[database]\nurl = \"{url}\"\n"));
@@ -132,6 +141,9 @@ impl ServerSpec {
         t
     }
 }
+
+/// The code file of a server the bench starts, in its directory.
+const OTP_FILE: &str = "otp-codes.txt";
 
 /// A port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
@@ -253,7 +265,7 @@ impl ServerProc {
         Endpoint {
             addr: self.addr.clone(),
             pin: Pin::Expect(self.fingerprint),
-            otp: Arc::new(OtpReader::new(&self.dir.join("otp-codes.txt"), false)),
+            otp: Arc::new(OtpReader::new(&self.dir.join(OTP_FILE), false)),
         }
     }
 
@@ -295,6 +307,52 @@ impl ServerProc {
             }
         }
     }
+}
+
+/// Starts `n` members of one cluster on `spec`'s database (PostgreSQL), in
+/// `dir/member-1`, `dir/member-2`, …: the first makes the keys, the others
+/// get copies of them (as an operator copies them, SCALING.md) and write
+/// their codes to the first one's file. Returns them in order.
+pub async fn start_members(
+    bin: &ServerBin,
+    dir: &Path,
+    spec: &ServerSpec,
+    log_level: &str,
+    n: usize,
+) -> Result<Vec<ServerProc>> {
+    let first_dir = dir.join("member-1");
+    let first = ServerProc::start(bin, &first_dir, spec, log_level).await?;
+    let shared = ServerSpec {
+        otp_file: Some(first_dir.join(OTP_FILE)),
+        ..spec.clone()
+    };
+    let mut members = vec![first];
+    for i in 2..=n {
+        let dir = dir.join(format!("member-{i}"));
+        copy_keys(&first_dir.join("data"), &dir.join("data"))?;
+        members.push(ServerProc::start(bin, &dir, &shared, log_level).await?);
+    }
+    Ok(members)
+}
+
+/// Copies the server key and the code key from one data directory to a
+/// new one, private as the server wants them.
+fn copy_keys(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(to)?;
+    for file in [
+        crate::server::KEY_FILE,
+        crate::auth::code_key::CODE_KEY_FILE,
+    ] {
+        let target = to.join(file);
+        std::fs::copy(from.join(file), &target)
+            .with_context(|| format!("cannot copy {file} to {}", to.display()))?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// How a server stop went.
@@ -360,6 +418,7 @@ mod tests {
                 },
             ],
             database_url: Some("postgres://bench@127.0.0.1:5432/bench".into()),
+            otp_file: Some("/tmp/member-1/otp-codes.txt".into()),
         };
         let text = spec.toml(5000);
         let v: toml::Table = toml::from_str(&text).unwrap();
@@ -367,6 +426,10 @@ mod tests {
         assert_eq!(
             v["database"]["url"].as_str(),
             Some("postgres://bench@127.0.0.1:5432/bench")
+        );
+        assert_eq!(
+            v["otp"]["file"].as_str(),
+            Some("/tmp/member-1/otp-codes.txt")
         );
         assert_eq!(v["neighbourhood"]["server_port"].as_integer(), Some(7001));
         let n = v["neighbourhood"]["neighbours"].as_array().unwrap();

@@ -27,6 +27,20 @@ const EVENT_BACKLOG: usize = 4096;
 /// Wait between attempts to listen again after the database went away.
 const RELISTEN_WAIT: Duration = Duration::from_secs(1);
 
+/// The entries of an [`Event::Spent`]: `phone:messages:bytes`, space
+/// separated.
+fn decode_spent(body: &str) -> Option<Vec<(PhoneNumber, u64, u64)>> {
+    body.split(' ')
+        .map(|entry| {
+            let mut parts = entry.split(':');
+            let phone = PhoneNumber::from_canonical(parts.next()?).ok()?;
+            let messages = parts.next()?.parse().ok()?;
+            let bytes = parts.next()?.parse().ok()?;
+            parts.next().is_none().then_some((phone, messages, bytes))
+        })
+        .collect()
+}
+
 /// This process among the cluster's members: a random name, new at each
 /// start, that lets a member skip its own notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +77,15 @@ pub enum Event {
     /// A JSON body (a broadcast, a neighbour's presence report) that the
     /// member which received it passes on to the others.
     Relay(RelayKind, String),
+    /// A new device asked through link rendezvous `0` (its request is in
+    /// `link_rendezvous`): the member holding the opening session pushes it.
+    LinkRequested(Vec<u8>),
+    /// The opening device answered link rendezvous `0`: the member where
+    /// the new device waits passes the answer on.
+    LinkAnswered(Vec<u8>),
+    /// What senders spent through another member (messages, bytes each),
+    /// to be taken from their send rates here too.
+    Spent(Vec<(PhoneNumber, u64, u64)>),
     /// Notifications may have been missed (the listening connection was
     /// lost and made again): whatever is cached should be read again.
     Resync,
@@ -90,6 +113,15 @@ impl Event {
             Event::Presence => format!("{m} p"),
             Event::Relay(RelayKind::Broadcast, body) => format!("{m} b {body}"),
             Event::Relay(RelayKind::NeighbourPresence, body) => format!("{m} n {body}"),
+            Event::LinkRequested(id) => format!("{m} k {}", hex::encode(id)),
+            Event::LinkAnswered(id) => format!("{m} a {}", hex::encode(id)),
+            Event::Spent(spent) => {
+                let entries: Vec<String> = spent
+                    .iter()
+                    .map(|(p, messages, bytes)| format!("{p}:{messages}:{bytes}"))
+                    .collect();
+                format!("{m} s {}", entries.join(" "))
+            }
             Event::Resync => format!("{m} r"),
         }
     }
@@ -115,6 +147,9 @@ impl Event {
             "p" => Event::Presence,
             "b" => Event::Relay(RelayKind::Broadcast, body.to_owned()),
             "n" => Event::Relay(RelayKind::NeighbourPresence, body.to_owned()),
+            "s" => Event::Spent(decode_spent(body)?),
+            "k" => Event::LinkRequested(hex::decode(body).ok()?),
+            "a" => Event::LinkAnswered(hex::decode(body).ok()?),
             _ => return None,
         };
         Some((member, event))
@@ -366,10 +401,13 @@ mod tests {
             },
             Event::Outbound(Fingerprint::parse(&"ab".repeat(32)).unwrap()),
             Event::Directory(phone.clone()),
-            Event::Devices(phone),
+            Event::Devices(phone.clone()),
             Event::Presence,
             Event::Relay(RelayKind::Broadcast, "{\"a\": 1}".into()),
             Event::Relay(RelayKind::NeighbourPresence, "{}".into()),
+            Event::LinkRequested(vec![7; 16]),
+            Event::Spent(vec![(phone.clone(), 3, 1024), (phone.clone(), 1, 1)]),
+            Event::LinkAnswered(vec![9; 16]),
         ];
         for event in events {
             let payload = event.encode(&me);
@@ -385,6 +423,9 @@ mod tests {
             "m q +1555",
             "m o nothex",
             "m z",
+            "m k xyz",
+            "m s +15550100:1",
+            "m s +15550100:1:2:3",
             "m q +15550100 xyz",
             "m q +15550100 0 xyz",
             "m q +15550100 -1 00",

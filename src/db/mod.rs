@@ -38,6 +38,7 @@ pub mod prekeys;
 pub mod queue;
 pub mod quota;
 pub mod remote_devices;
+pub mod rendezvous;
 mod sqlite;
 pub mod users;
 pub mod writer;

@@ -12,7 +12,7 @@
 //! `otp_address_limits`, and per phone: a code is issued only if all three
 //! counts have room, and a refused request counts nowhere.
 
-use super::backend::{Conn, on_backend};
+use super::backend::{Backend, Conn, on_backend};
 use super::devices;
 use super::users::{self, UserRow};
 use super::{DbError, Millis, Store};
@@ -227,6 +227,7 @@ async fn issue_in(
     code: &PendingCode,
     limits: OtpLimits,
 ) -> Result<Result<Limits, Refused>, DbError> {
+    take_phone(conn, &code.phone).await?;
     drop_stale(conn, code, limits).await?;
     let (phone, key) = (&code.phone, &code.public_key);
     let Some(counted) = count_code(conn, phone, key, limits).await? else {
@@ -299,7 +300,32 @@ async fn drop_stale(conn: &mut Conn<'_>, code: &PendingCode, l: OtpLimits) -> Re
     Ok(())
 }
 
+/// Makes the transactions that change one phone's codes and counts take
+/// turns, until this one ends.
+///
+/// Each of them touches several rows of the phone (its key's counts, its
+/// address's, the phone's, and on the way the stale rows of other keys and
+/// addresses, which another request may be counting afresh at that
+/// moment), in an order that depends on what is stale. Two of them
+/// in parallel could each hold a row the other needs next, and PostgreSQL
+/// would end one with a deadlock error. A transaction-scoped advisory lock
+/// per phone, taken first, lets them run one after the other (requests for
+/// other phones do not wait). SQLite runs one write transaction at a time
+/// already.
+async fn take_phone(conn: &mut Conn<'_>, phone: &str) -> Result<(), DbError> {
+    if let Backend::Postgres(c) = conn.reborrow() {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext('otp ' || current_schema()), hashtext($1))",
+        )
+        .bind(phone)
+        .execute(c)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn register_in(conn: &mut Conn<'_>, user: &UserRow) -> Result<Option<bool>, DbError> {
+    take_phone(conn, &user.phone).await?;
     let consumed: Option<String> = on_backend!(conn.reborrow(), c => sqlx::query_scalar(
         "DELETE FROM otp_codes WHERE phone = $1 AND public_key = $2 RETURNING address",
     )

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use super::backend::{Conn, on_backend};
+use super::backend::{Backend, Conn, on_backend};
 use super::quota::Usage;
 use super::{DbError, Millis, Store};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
@@ -235,6 +235,7 @@ pub(super) async fn insert_many(
     conn: &mut Conn<'_>,
     messages: &[&NewMessage],
 ) -> Result<HashSet<(PhoneNumber, i64, MessageId)>, DbError> {
+    hold_arrival_order(conn).await?;
     let sql = format!(
         "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
              received_at, expires_at)
@@ -258,6 +259,33 @@ pub(super) async fn insert_many(
         query.fetch_all(c).await
     })?;
     Ok(inserted.into_iter().collect())
+}
+
+/// Makes queue positions follow commit order across the members of a
+/// cluster, until this transaction ends.
+///
+/// A `fetch` cursor is the position (`seq`) of the last message returned,
+/// and the next page starts after it. PostgreSQL hands out `seq` values when
+/// rows are inserted, not when they commit: without this, member A could
+/// take position 10, member B position 11 and commit first, a `fetch` then
+/// return 11 and its cursor, and 10, committed a moment later, never be
+/// fetched with that cursor. Each member's writer commits one transaction at
+/// a time, so it is enough that members take turns from their first insert
+/// of a batch to its commit: a transaction-scoped advisory lock, taken
+/// before any position is. Commits of batches that notify the other members
+/// are serialised by PostgreSQL already, so the turn-taking costs little
+/// more than the statements the batch runs under it. Taking it again within
+/// the same transaction is immediate. On SQLite there is one writer and
+/// nothing to do. (The lock's two-key form keeps it apart from the cluster's
+/// other advisory locks, which use one 64-bit key; the schema's name keeps
+/// clusters on other schemas of the database apart.)
+async fn hold_arrival_order(conn: &mut Conn<'_>) -> Result<(), DbError> {
+    if let Backend::Postgres(c) = conn.reborrow() {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1)")
+            .execute(c)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The sender and envelope queued in `queue` for `recipient` (and, in a

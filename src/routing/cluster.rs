@@ -6,7 +6,7 @@
 //! presence, broadcasts and neighbours' presence reports are taken over and
 //! passed on to the links this member holds.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -21,22 +21,29 @@ use crate::db::lock::Lock;
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, Broadcast, Delivered};
 
-/// Users connected to the other members, as their last heartbeats said.
+/// Users connected to the other members and how many sessions each has
+/// there, as their last heartbeats said (a member lists a user once per
+/// session).
 #[derive(Default)]
 pub(super) struct Elsewhere {
-    online: RwLock<HashSet<String>>,
+    online: RwLock<HashMap<String, usize>>,
 }
 
 impl Elsewhere {
     pub(super) fn contains(&self, phone: &str) -> bool {
-        self.read().contains(phone)
+        self.read().contains_key(phone)
     }
 
     pub(super) fn all(&self) -> Vec<String> {
-        self.read().iter().cloned().collect()
+        self.read().keys().cloned().collect()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashSet<String>> {
+    /// Sessions `phone` has on the other members.
+    pub(super) fn sessions_of(&self, phone: &str) -> usize {
+        self.read().get(phone).copied().unwrap_or(0)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, usize>> {
         // A std lock: nothing awaits while it is held.
         self.online.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -88,6 +95,9 @@ impl Router {
                     self.take_presence(None, p.origin, p.seq, p.online, false);
                 }
             }
+            Event::Spent(spent) => self.spent_elsewhere(&spent),
+            Event::LinkRequested(id) => self.link_requested_elsewhere(&id).await?,
+            Event::LinkAnswered(id) => self.link_answered_elsewhere(&id).await?,
             Event::Resync => {
                 self.reload_directory().await?;
                 self.refresh_elsewhere().await?;
@@ -164,14 +174,11 @@ impl Router {
         Ok(())
     }
 
+    /// Reads the whole directory again, entries and withdrawals, after
+    /// notifications may have been missed.
     async fn reload_directory(&self) -> Result<(), DbError> {
         let fresh = super::directory::Directory::load(&self.store).await?;
-        let users = fresh.users.into_inner().unwrap_or_else(|p| p.into_inner());
-        *self
-            .directory
-            .users
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = users;
+        self.directory.take_over(fresh);
         Ok(())
     }
 
@@ -179,12 +186,10 @@ impl Router {
     /// lately).
     pub(super) async fn refresh_elsewhere(&self) -> Result<(), DbError> {
         let since = self.clock.now_ms() - PRESENCE_STALE_AFTER.as_millis() as i64;
-        let online: HashSet<String> = self
-            .store
-            .online_elsewhere(since)
-            .await?
-            .into_iter()
-            .collect();
+        let mut online: HashMap<String, usize> = HashMap::new();
+        for phone in self.store.online_elsewhere(since).await? {
+            *online.entry(phone).or_default() += 1;
+        }
         *self
             .elsewhere
             .online

@@ -302,6 +302,19 @@ impl Directory {
         Ok(entry)
     }
 
+    /// Holds what `fresh`, a copy loaded from the database, holds: its
+    /// entries and its tombstones. A member that may have missed other
+    /// members' changes takes both, or a registration withdrawn meanwhile
+    /// would lose its tombstone here and a stale copy could bring it back.
+    pub(super) fn take_over(&self, fresh: Directory) {
+        let Directory {
+            users, withdrawn, ..
+        } = fresh;
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) =
+            users.into_inner().unwrap_or_else(|p| p.into_inner());
+        *self.tombstones_mut() = withdrawn.into_inner().unwrap_or_else(|p| p.into_inner());
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PhoneNumber, Arc<Entry>>> {
         // A std lock: nothing awaits while it is held.
         self.users.read().unwrap_or_else(|p| p.into_inner())

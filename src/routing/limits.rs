@@ -98,12 +98,17 @@ impl Router {
         sender: &PhoneNumber,
         bytes: usize,
     ) -> Result<(), RouteError> {
+        let cost = [1, bytes as u64];
         self.senders
-            .take(sender, [1, bytes as u64])
+            .take(sender, cost)
             .map_err(|retry_after_ms| RouteError::RateLimited {
                 limits: self.limits(),
                 retry_after_ms,
-            })
+            })?;
+        if self.store.is_shared() {
+            self.spent.add(sender, cost);
+        }
+        Ok(())
     }
 
     /// Counts `devices` claimed by `account`, or refuses the claim with the

@@ -48,6 +48,7 @@ mod remote_devices;
 mod remote_refusals;
 mod remote_senders;
 mod rendezvous;
+mod shared_rates;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -114,6 +115,8 @@ pub struct Router {
     presence_changed: Arc<Notify>,
     /// Users connected to the other members of a cluster.
     elsewhere: cluster::Elsewhere,
+    /// What senders spent here since the other members were last told.
+    spent: shared_rates::Spent,
     /// Last sequence number of our own presence reports.
     presence_seq: AtomicU64,
 }
@@ -153,6 +156,7 @@ impl Router {
             limits: std::sync::RwLock::new(limits),
             presence_changed: Arc::new(Notify::new()),
             elsewhere: cluster::Elsewhere::default(),
+            spent: shared_rates::Spent::default(),
             presence_seq: AtomicU64::new(0),
         });
         router.waiting_senders.bind(&router);
@@ -160,6 +164,7 @@ impl Router {
         if let Some(events) = members {
             router.refresh_elsewhere().await?;
             tokio::spawn(cluster::follow(Arc::downgrade(&router), events));
+            tokio::spawn(shared_rates::share(Arc::downgrade(&router)));
         }
         tokio::spawn(deliver::sweep_expired(Arc::downgrade(&router)));
         tokio::spawn(presence::announce(

@@ -31,6 +31,7 @@ impl Router {
         outbox: Outbox,
     ) -> Result<SessionLink, RouteError> {
         let max = self.limits().sessions_per_user;
+        self.session_room(&phone)?;
         let link = self
             .registry
             .join(phone.clone(), device, outbox)
@@ -39,10 +40,15 @@ impl Router {
         Ok(link)
     }
 
-    /// Whether `phone` may log in one more session now.
+    /// Whether `phone` may log in one more session now: its sessions here
+    /// and, in a cluster, on the other members (as their last presence
+    /// said: a login on another member in the last fraction of a second
+    /// may not be counted yet).
     pub fn session_room(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
         let max = self.limits().sessions_per_user;
-        if self.registry.sessions_of(phone) < max {
+        let sessions =
+            self.registry.sessions_of(phone) + self.elsewhere.sessions_of(phone.as_str());
+        if sessions < max {
             return Ok(());
         }
         Err(RouteError::TooManySessions {
@@ -166,7 +172,7 @@ impl Router {
         }
         let shared = match self
             .store
-            .publish_presence(&self.registry.online(), self.clock.now_ms())
+            .publish_presence(&self.registry.online_sessions(), self.clock.now_ms())
             .await
         {
             Ok(()) => self.refresh_elsewhere().await,

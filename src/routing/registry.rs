@@ -284,6 +284,18 @@ impl Registry {
         online
     }
 
+    /// Every logged-in user once per session, sorted: what the other
+    /// members of a cluster count sessions per user from.
+    pub fn online_sessions(&self) -> Vec<String> {
+        let mut online: Vec<String> = self
+            .lock()
+            .iter()
+            .flat_map(|(p, list)| std::iter::repeat_n(p.to_string(), list.len()))
+            .collect();
+        online.sort();
+        online
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PhoneNumber, Vec<SessionLink>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }

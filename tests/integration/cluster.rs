@@ -15,6 +15,11 @@ use crate::common::*;
 use crate::process::{ServerFiles, ServerProcess};
 use crate::test_db::TestDb;
 
+mod codes;
+mod fetch_order;
+mod limits;
+mod linking;
+
 /// The first member, on a fresh schema; `None` without PostgreSQL.
 pub async fn first_member() -> Option<TestServer> {
     // Asked first so that the skip is said, and no server starts, without it.

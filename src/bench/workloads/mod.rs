@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
+use super::balancer::Balancer;
 use super::load::{self, SealSpec};
 use super::meter::{self, Measured};
 use super::report::{Latencies, Row};
-use super::server::{ServerBin, ServerProc, ServerSpec};
+use super::server::{self, ServerBin, ServerProc, ServerSpec};
 use super::users::{self, Endpoint, OtpReader, PhoneGen, User};
 use super::{Args, Workload, emit};
 use crate::client::Connection;
@@ -57,6 +58,16 @@ struct MainServer {
     target: Target,
     /// `None` for a server someone else runs (`--server`).
     process: Option<ServerProc>,
+    /// With `--members`: the other members, each member's own address
+    /// (W3 sends through the first and receives through the second), and
+    /// the balancer `target` goes through.
+    cluster: Option<Cluster>,
+}
+
+struct Cluster {
+    others: Vec<ServerProc>,
+    members: Vec<Endpoint>,
+    _balancer: Balancer,
 }
 
 /// The directory for the servers' data.
@@ -190,6 +201,17 @@ impl Bench {
     /// --keep, or after a failure so the logs can be read).
     pub async fn finish(&mut self, succeeded: bool) -> Result<()> {
         let mut result = Ok(());
+        let others = self
+            .main
+            .as_mut()
+            .and_then(|m| m.cluster.take())
+            .map(|c| c.others)
+            .unwrap_or_default();
+        for p in others {
+            if let Err(e) = p.stop(Duration::from_secs(self.args.stop_grace)).await {
+                result = Err(e);
+            }
+        }
         if let Some(main) = self.main.take()
             && let Some(p) = main.process
         {
@@ -278,10 +300,14 @@ impl Bench {
                 pids: self.args.server_pid.into_iter().collect(),
             },
             process: None,
+            cluster: None,
         })
     }
 
     async fn start_main(&mut self) -> Result<MainServer> {
+        if self.args.members > 1 {
+            return self.start_members().await;
+        }
         let bin = self.server_bin()?;
         let dir = self.work_dir.path.join("main");
         let p = ServerProc::start(&bin, &dir, &self.spec(), &self.args.server_log).await?;
@@ -297,7 +323,59 @@ impl Bench {
                 pids: vec![p.pid],
             },
             process: Some(p),
+            cluster: None,
         })
+    }
+
+    /// `--members` servers on one database behind the bench's balancer.
+    async fn start_members(&mut self) -> Result<MainServer> {
+        let bin = self.server_bin()?;
+        let n = self.args.members;
+        let dir = self.work_dir.path.join("main");
+        let mut all =
+            server::start_members(&bin, &dir, &self.spec(), &self.args.server_log, n).await?;
+        let balancer = Balancer::start(all.iter().map(|p| p.addr.clone()).collect()).await?;
+        for p in &all {
+            eprintln!("started member pid {} on {}", p.pid, p.addr);
+        }
+        eprintln!("balancing {n} members on {}", balancer.addr);
+        let first = all.remove(0);
+        // Codes go to the first member's file, whichever member sends them.
+        let otp = first.endpoint().otp;
+        let members = std::iter::once(first.endpoint())
+            .chain(all.iter().map(|p| Endpoint {
+                otp: otp.clone(),
+                ..p.endpoint()
+            }))
+            .collect();
+        let target = Target {
+            ep: Endpoint {
+                addr: balancer.addr.clone(),
+                ..first.endpoint()
+            },
+            pids: std::iter::once(first.pid)
+                .chain(all.iter().map(|p| p.pid))
+                .collect(),
+        };
+        Ok(MainServer {
+            target,
+            process: Some(first),
+            cluster: Some(Cluster {
+                others: all,
+                members,
+                _balancer: balancer,
+            }),
+        })
+    }
+
+    /// Where W3 logs its senders and its recipients in: the first and the
+    /// second member of a cluster, so every message crosses members, or
+    /// the main server for both.
+    fn w3_endpoints(&self, target: &Target) -> (Endpoint, Endpoint) {
+        match self.main.as_ref().and_then(|m| m.cluster.as_ref()) {
+            Some(c) if c.members.len() > 1 => (c.members[0].clone(), c.members[1].clone()),
+            _ => (target.ep.clone(), target.ep.clone()),
+        }
     }
 
     /// Registers `n` new users on `ep`, reporting the registration rate.

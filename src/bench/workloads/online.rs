@@ -50,9 +50,10 @@ impl Bench {
         for (k, job) in jobs.into_iter().enumerate() {
             per_sender[k % pairs].push(job);
         }
-        let sender_conns = login_shared(&target.ep, &senders[..pairs]).await?;
+        let (sending, receiving) = self.w3_endpoints(&target);
+        let sender_conns = login_shared(&sending, &senders[..pairs]).await?;
         let recipient_conns =
-            users::login_many(&target.ep, &recipients[..pairs], LOGIN_CONCURRENCY).await?;
+            users::login_many(&receiving, &recipients[..pairs], LOGIN_CONCURRENCY).await?;
         settle(&target.pids).await;
         let meter = Meter::start(&target.pids);
         let (online, recipient_conns) = load::online(
@@ -77,6 +78,9 @@ impl Bench {
         fill(&mut row, online.sent, &measured, &latencies);
         row.rate_per_s = Some(online.sent as f64 / online.send_seconds);
         row.set("pairs", pairs as u64);
+        if sending.addr != receiving.addr {
+            row.note("senders on the first member, recipients on the second");
+        }
         row.set("target_rate_per_s", self.args.w3_rate);
         row.set("pushed", latencies.len() as u64);
         row.set("not_pushed", online.not_pushed);
