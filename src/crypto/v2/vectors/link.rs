@@ -107,9 +107,15 @@ fn outputs(v: &Value) -> Value {
     let request = seal(&key, &arr(v, "request_nonce"), &request_body, &request_aad);
 
     let (new_id, first_id) = (id(v, "new_device_id"), id(v, "first_device_id"));
-    let certificate =
-        DeviceCertificate::issue(&account, &phone, new_id, &new_device.public(), name, created)
-            .unwrap();
+    let certificate = DeviceCertificate::issue(
+        &account,
+        &phone,
+        new_id,
+        &new_device.public(),
+        name,
+        created,
+    )
+    .unwrap();
     let devices = vec![(first_id, first.public()), (new_id, new_device.public())];
     let list = DeviceList::issue(&account, &phone, num(v, "list_version"), created, devices)
         .unwrap()
@@ -159,9 +165,7 @@ fn link_vector() {
     assert_eq!(code.to_display().as_str(), text);
     assert_eq!(code.rendezvous().to_vec(), hexv(stored, "rendezvous"));
     let phone = phone(inputs, "phone");
-    let (name, key) = code
-        .open_request(&phone, &hexv(stored, "request"))
-        .unwrap();
+    let (name, key) = code.open_request(&phone, &hexv(stored, "request")).unwrap();
     assert_eq!(name, inputs["new_device_name"].as_str().unwrap());
     assert_eq!(key.as_bytes().to_vec(), hexv(stored, "new_device_point"));
     let response = code
