@@ -1,5 +1,5 @@
 //! `device_send`: queue a v2 envelope for one device of its recipient
-//! (docs/PROTOCOL-v2.md §13.6). As with `send`, the answer (`accepted`) is
+//! (docs/PROTOCOL.md §5.3). As with `send`, the answer (`accepted`) is
 //! sent by the connection after the commit.
 
 use super::ApiError;

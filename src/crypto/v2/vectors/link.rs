@@ -1,4 +1,4 @@
-//! Link codes (docs/PROTOCOL.md §15): the code's text form, the rendezvous
+//! Link codes (docs/PROTOCOL.md §16): the code's text form, the rendezvous
 //! id and link key derived from it, and a sealed request and response with
 //! fixed nonces. The sealing is done here from the primitive crates; the
 //! code under test must read the text, derive the same rendezvous and open

@@ -1,5 +1,5 @@
 //! Test vectors for v2 in `tests/vectors/v2_*.json` (docs/PROTOCOL.md
-//! §17). Each test recomputes the file from its inputs and compares every
+//! §18). Each test recomputes the file from its inputs and compares every
 //! output; intermediate values (ECDH outputs, binding, HKDF inputs, message
 //! keys) are computed here straight from the primitive crates and the
 //! layouts written out by hand, independently of the code under test.
