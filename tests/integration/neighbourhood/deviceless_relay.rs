@@ -8,7 +8,7 @@ use carrier::protocol::link::{LinkMessage, Relayed};
 use carrier::protocol::{B64, ErrorCode, KeyType};
 
 use super::{beside_a_hostile_neighbour, eventually, link_as, next_link_message, now_ms, sees};
-use crate::common::{ALICE, BOB, CAROL, public_key_of, register, seal_text};
+use crate::common::{ALICE, BOB, CAROL, phone, register};
 
 #[tokio::test]
 async fn a_relay_without_a_device_is_refused_at_the_home_and_at_a_hop() {
@@ -23,7 +23,8 @@ async fn a_relay_without_a_device_is_refused_at_the_home_and_at_a_hop() {
     for to in [&bob, &carol] {
         // A well-formed version 1 message, which this server used to take
         // into the account's own queue (device 0).
-        let (id, envelope) = seal_text(&sender, ALICE, &public_key_of(to), &to.phone, 1, "hi");
+        let id = carrier::domain::MessageId::random();
+        let envelope = seal_v1(&sender, &to.identity().public_key(), &to.phone, id);
         let relay = Relayed {
             id,
             from: ALICE.into(),
@@ -71,4 +72,23 @@ async fn a_relay_without_a_device_is_refused_at_the_home_and_at_a_hop() {
         0,
         "nothing waits for the next hop towards Carol"
     );
+}
+
+/// A version 1 envelope from Alice (sealed by `sender`) to `to`.
+fn seal_v1(
+    sender: &carrier::crypto::Identity,
+    to_key: &carrier::crypto::PublicKey,
+    to: &str,
+    id: carrier::domain::MessageId,
+) -> Vec<u8> {
+    let (from, to) = (phone(ALICE), phone(to));
+    let outgoing = carrier::crypto::Outgoing {
+        id,
+        counter: 1,
+        sent_at_ms: now_ms() as u64,
+        sender_phone: &from,
+        recipient_phone: &to,
+        text: "hi",
+    };
+    carrier::crypto::seal(sender, to_key, &outgoing).expect("sealing succeeds")
 }
