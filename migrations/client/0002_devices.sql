@@ -35,7 +35,7 @@ CREATE TABLE sessions (
 );
 
 -- Contacts' (and this account's own) devices as checked against the
--- pinned account key: the chain of docs/PROTOCOL-v2.md §3.3.
+-- pinned account key: the chain of docs/PROTOCOL.md §10.1.
 CREATE TABLE peer_devices (
     phone TEXT NOT NULL,
     device_id BIGINT NOT NULL,

@@ -88,7 +88,7 @@ pub async fn find(
 
 /// Checks that `signature`, by a listed device's key, proves possession of
 /// that key for this connection and nonce (the device login transcript of
-/// docs/PROTOCOL-v2.md §10.2). One P-256 verification, cheap enough to run
+/// docs/PROTOCOL.md §9.2). One P-256 verification, cheap enough to run
 /// in place.
 pub fn check_device(
     exporter: &[u8; 32],

@@ -302,11 +302,31 @@ impl<'c> Session<'c> {
         self.send_v2(device, &to, text).await
     }
 
-    /// The users of the neighbourhood, with home server and presence.
+    /// The users of the neighbourhood, with home server and presence: every
+    /// page, in phone order. A `next` that does not move forward ends the
+    /// walk with an error rather than a loop.
     pub async fn list(&self) -> Result<Vec<crate::protocol::ListedUser>, ClientError> {
-        match self.conn.call(Request::List).await? {
-            Response::Users { users } => Ok(users),
-            other => Err(unexpected(other)),
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let request = Request::List {
+                after: after.clone(),
+                limit: None,
+            };
+            let (users, next) = match self.conn.call(request).await? {
+                Response::Users { users, next } => (users, next),
+                other => return Err(unexpected(other)),
+            };
+            all.extend(users);
+            match next {
+                None => return Ok(all),
+                Some(next) if after.as_ref().is_none_or(|a| next > *a) => after = Some(next),
+                Some(next) => {
+                    return Err(ClientError::Protocol(format!(
+                        "the server's list went back to {next}"
+                    )));
+                }
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 //! The directory withdrawal's test vector (`tests/vectors/
-//! directory_withdrawal.json`, docs/PROTOCOL.md §8.4): the statement a home
+//! directory_withdrawal.json`, docs/PROTOCOL.md §9.5): the statement a home
 //! server signs, its RFC 6979 low-S signature, and the link frame carrying
 //! it, recomputed from the inputs and compared byte for byte. Regenerate
 //! after a deliberate format change with
@@ -81,7 +81,7 @@ fn withdrawal_vector() {
 #[ignore = "writes tests/vectors; run by hand after a deliberate format change"]
 fn regenerate() {
     let v = inputs();
-    let description = "Carrier directory withdrawal (docs/PROTOCOL.md §8.4, §11.7): the bytes a \
+    let description = "Carrier directory withdrawal (docs/PROTOCOL.md §9.5, §19.7): the bytes a \
         home server signs to withdraw a deleted user's entry, its signature (RFC 6979, low S) and \
         the link frame that carries it. Byte strings are hex.";
     let out = json!({"description": description, "inputs": v, "outputs": outputs(&v)});

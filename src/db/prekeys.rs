@@ -9,7 +9,7 @@ use super::backend::{Backend, Conn, on_backend};
 use super::{DbError, Millis, Store};
 use crate::domain::PhoneNumber;
 
-/// The kinds, as stored (docs/PROTOCOL-v2.md §4.1).
+/// The kinds, as stored (docs/PROTOCOL.md §9.8).
 pub const SIGNED: u8 = 1;
 pub const ONE_TIME: u8 = 2;
 pub const KEM_LAST_RESORT: u8 = 3;

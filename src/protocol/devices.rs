@@ -1,4 +1,4 @@
-//! The JSON shapes protocol v2 adds for devices (docs/PROTOCOL-v2.md §13):
+//! The JSON shapes protocol v2 adds for devices (docs/PROTOCOL.md §5):
 //! an account's current devices as `lookup` and a `stale_devices` refusal
 //! carry them, and when each device was last seen. The signed bytes inside
 //! are laid out by `crypto::v2`; here they are opaque base64.
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::B64;
 
-/// An account's current signed device list and one bundle (§4.2) per
+/// An account's current signed device list and one bundle (§10.2) per
 /// listed device that has published its prekeys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentDevices {

@@ -97,7 +97,7 @@ pub enum LinkMessage {
 
 /// A user's devices as their home server published them: the device list
 /// signed by the account key and one bundle per device that has published
-/// prekeys (docs/PROTOCOL-v2.md §3.2, §4.2).
+/// prekeys (docs/PROTOCOL.md §9.7, §10.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceEntry {
     pub phone: String,

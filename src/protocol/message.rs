@@ -116,8 +116,15 @@ pub enum Request {
     },
     /// Delete delivered messages.
     Ack { ids: Vec<MessageId> },
-    /// The users of the neighbourhood, with their home and presence.
-    List,
+    /// The users of the neighbourhood, with their home and presence, one
+    /// page in phone order: those after phone `after` (the previous
+    /// answer's `next`), at most `limit` of them.
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// A public message to every connected user of the neighbourhood.
     Broadcast {
         id: MessageId,
@@ -308,6 +315,9 @@ pub enum Response {
     },
     Users {
         users: Vec<ListedUser>,
+        /// The `after` of the next page; absent on the last page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     BroadcastSent {
         id: MessageId,

@@ -15,7 +15,7 @@ use crate::db::lock::Lock;
 use crate::db::outbound::NewOutbound;
 use crate::db::queue::{NewMessage, QueueRef};
 use crate::domain::{MessageId, PhoneNumber};
-use crate::protocol::{self, B64, Delivered, envelope};
+use crate::protocol::{self, B64, Delivered};
 
 /// How often expired messages are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -215,30 +215,6 @@ impl Router {
             }
         }
     }
-}
-
-/// A v1 envelope's clear header must agree with the message that carries
-/// it (a neighbour's relayed copy).
-pub(super) fn check_header(
-    bytes: &[u8],
-    sender: &PhoneNumber,
-    recipient: &PhoneNumber,
-    id: MessageId,
-) -> Result<(), RouteError> {
-    let view = envelope::parse(bytes).map_err(RouteError::Unreadable)?;
-    if &view.header.sender != sender {
-        return Err(RouteError::WrongSender {
-            named: view.header.sender,
-            session: sender.clone(),
-        });
-    }
-    if &view.header.recipient != recipient {
-        return Err(RouteError::WrongRecipient);
-    }
-    if view.header.id != id {
-        return Err(RouteError::WrongId);
-    }
-    Ok(())
 }
 
 /// Deletes expired messages every [`SWEEP_INTERVAL`] while the router

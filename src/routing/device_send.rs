@@ -1,10 +1,10 @@
-//! Protocol v2 sends (docs/PROTOCOL-v2.md §13.6): one envelope for one
+//! Protocol v2 sends (docs/PROTOCOL.md §5.3): one envelope for one
 //! device of the recipient, sealed under the recipient's device list of a
 //! stated version. A sender whose list is out of date is refused with the
 //! current one, so it can seal for the devices it missed and retry; each
 //! device's copy is queued and acknowledged apart.
 //!
-//! Only the clear header is read (§8.5); the signature and the rest are
+//! Only the clear header is read (§14.5); the signature and the rest are
 //! the recipient device's to check.
 
 use std::sync::Arc;

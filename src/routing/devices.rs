@@ -6,7 +6,7 @@
 //!
 //! The server checks signatures so that it stores only what the account
 //! key signed, but it never needs to be trusted for them: clients check the
-//! same chain themselves (docs/PROTOCOL-v2.md §3.3).
+//! same chain themselves (docs/PROTOCOL.md §10.1).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -335,7 +335,7 @@ impl Router {
     }
 }
 
-/// A bundle (docs/PROTOCOL-v2.md §4.2): each part preceded by its `u16`
+/// A bundle (docs/PROTOCOL.md §10.2): each part preceded by its `u16`
 /// length. Every part was bounded when it was published.
 fn bundle_bytes(certificate: &[u8], signed: &[u8], kem: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(6 + certificate.len() + signed.len() + kem.len());

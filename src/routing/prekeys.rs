@@ -1,4 +1,4 @@
-//! Prekeys (docs/PROTOCOL-v2.md §4, §13.2, §13.5): a device publishes
+//! Prekeys (docs/PROTOCOL.md §9.8, §10, §5.2): a device publishes
 //! them, each checked against the device key of the current list (a new
 //! signed or last-resort one is announced to the neighbourhood); a sender
 //! claims one-time ones, each handed out once, at a bounded rate per
@@ -67,7 +67,7 @@ impl Router {
 
     /// Hands out one one-time P-256 and one one-time ML-KEM prekey of each
     /// named device of a user (either part empty when none is left), as
-    /// claim results (§4.3) in the order asked. A remote user's keys are
+    /// claim results (§10.3) in the order asked. A remote user's keys are
     /// claimed from their home server across the links.
     pub async fn claim(
         &self,
@@ -167,7 +167,7 @@ fn check_all(key: &PublicPoint, published: Vec<Vec<u8>>) -> Result<Vec<NewPrekey
     Ok(checked)
 }
 
-/// A claim result (docs/PROTOCOL-v2.md §4.3): device id, then each prekey
+/// A claim result (docs/PROTOCOL.md §10.3): device id, then each prekey
 /// preceded by its `u16` length, 0 for none.
 fn claim_bytes(device: u32, ec: Option<&[u8]>, kem: Option<&[u8]>) -> Vec<u8> {
     let mut out = device.to_be_bytes().to_vec();

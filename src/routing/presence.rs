@@ -116,10 +116,12 @@ impl Router {
         frames
     }
 
-    /// Every user of the neighbourhood with their home and presence.
-    pub fn list(&self) -> Vec<ListedUser> {
-        self.directory
-            .all()
+    /// Users of the neighbourhood with their home and presence: at most
+    /// `limit` whose phone sorts after `after`, in phone order, and whether
+    /// more follow.
+    pub fn list(&self, after: Option<&PhoneNumber>, limit: usize) -> (Vec<ListedUser>, bool) {
+        let (entries, more) = self.directory.page(after, limit);
+        let users = entries
             .iter()
             .map(|e| {
                 let online = match e.via {
@@ -137,7 +139,8 @@ impl Router {
                     online,
                 }
             })
-            .collect()
+            .collect();
+        (users, more)
     }
 
     /// Our clock in milliseconds, or one more than the last report if that

@@ -1,5 +1,5 @@
 //! Messages between servers: what a neighbour relays to us (checked, then
-//! routed like a local send; a v2 copy names its recipient device and is
+//! routed like a local send; every copy names its recipient device and is
 //! judged against that device's list at the home server, and waits there
 //! for its sender's list if need be, `remote_senders`), the outbound queue
 //! each link drains, and the wake-up of a link once a message for it is
@@ -9,7 +9,6 @@ use std::sync::Weak;
 
 use tokio::sync::mpsc;
 
-use super::deliver::check_header;
 use super::device_send::check_v2_header;
 use super::{PendingSend, RouteError, Router};
 use crate::db::DbError;
@@ -21,6 +20,10 @@ use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol;
 use crate::protocol::ErrorCode;
 use crate::protocol::link::{self, Relayed};
+
+/// Completes [`RouteError::V1Refused`]'s reason for a relay that names no
+/// recipient device (its refusal's code is `bad_envelope`).
+const NO_DEVICE: &str = " in a relay without a recipient device";
 
 /// A neighbour's refusal of a relayed message: which copy, and why.
 #[derive(Debug, Clone)]
@@ -64,18 +67,20 @@ impl Router {
             .map_err(|_| RouteError::BadRelayedPhone("sender"))?;
         let recipient = PhoneNumber::from_canonical(&r.to)
             .map_err(|_| RouteError::BadRelayedPhone("recipient"))?;
-        // A v2 copy for our own user waits, if need be, until its sending
+        // A relay without a recipient device is protocol version 1's: it
+        // would wait in the account's own queue, which no version 2 session
+        // reads, until it expired. Refused, so the sending server learns now.
+        if r.device == 0 {
+            return Err(RouteError::V1Refused(NO_DEVICE));
+        }
+        let from = (&sender, r.sender_device);
+        check_v2_header(&r.envelope.0, from, (&recipient, r.device), r.id)?;
+        // A copy for our own user waits, if need be, until its sending
         // device is known here (`remote_senders`).
         let mut home = false;
-        if r.device == 0 {
-            check_header(&r.envelope.0, &sender, &recipient, r.id)?;
-        } else {
-            let from = (&sender, r.sender_device);
-            check_v2_header(&r.envelope.0, from, (&recipient, r.device), r.id)?;
-            if self.user(&recipient).await.is_some_and(|e| e.via.is_none()) {
-                self.check_relayed_device(&recipient, r.device).await?;
-                home = true;
-            }
+        if self.user(&recipient).await.is_some_and(|e| e.via.is_none()) {
+            self.check_relayed_device(&recipient, r.device).await?;
+            home = true;
         }
         let mut path = r.path;
         path.push(me);

@@ -1,4 +1,4 @@
-//! Link codes' rendezvous (docs/PROTOCOL-v2.md §10.3, §13.14): a device
+//! Link codes' rendezvous (docs/PROTOCOL.md §16, §5.5): a device
 //! holding the account key opens a rendezvous id for 10 minutes; a new
 //! device, not logged in, sends its sealed link request to it, which is
 //! pushed to the opening session; that session's sealed answer goes back

@@ -128,7 +128,12 @@ async fn inside_a_small_tmpfs() {
         "lookup while full: {looked_up:?}"
     );
     assert!(matches!(
-        b.call(Request::List).await.unwrap(),
+        b.call(Request::List {
+            after: None,
+            limit: None
+        })
+        .await
+        .unwrap(),
         Response::Users { .. }
     ));
     let ack = b

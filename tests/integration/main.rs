@@ -37,6 +37,7 @@ mod delivery;
 mod devices;
 mod faults;
 mod full_disk;
+mod list_paging;
 mod logs;
 mod metrics;
 mod neighbourhood;

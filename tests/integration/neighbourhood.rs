@@ -5,6 +5,7 @@
 //! messages in its outbound queue.) `devices`: protocol v2 across a line
 //! of three.
 
+mod deviceless_relay;
 mod devices;
 mod edges;
 

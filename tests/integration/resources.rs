@@ -339,7 +339,11 @@ async fn a_session_that_stops_reading_is_closed_and_loses_nothing() {
     }
     // The push that did not fit closed Bob's session before Alice's send
     // was answered: he is no longer online, and the connection ends.
-    let Response::Users { users } = a.call(Request::List).await.expect("list") else {
+    let list = Request::List {
+        after: None,
+        limit: None,
+    };
+    let Response::Users { users, .. } = a.call(list).await.expect("list") else {
         panic!("expected users");
     };
     let listed = users

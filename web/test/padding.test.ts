@@ -1,4 +1,4 @@
-/** Payload padding (PROTOCOL-v2 §7, §12.5). */
+/** Payload padding (PROTOCOL.md §13, §18.7). */
 import { describe, expect, it } from "vitest";
 import { pad, unpad } from "../src/protocol/padding";
 

@@ -1,5 +1,5 @@
 /**
- * The v1 vectors of docs/PROTOCOL.md §10, opened with this client's primitives:
+ * The v1 vectors of docs/PROTOCOL.md §18, opened with this client's primitives:
  * the first proof that WebCrypto's P-256, HKDF, AES-GCM and RSA-PSS agree with the
  * Rust implementation byte for byte. (v2 refuses v1 envelopes on the wire; the
  * vectors remain the cheapest cross-implementation check of the primitives.)
@@ -15,7 +15,7 @@ const p256 = loadVector("envelope_p256.json");
 const rsa = loadVector("envelope_rsa.json");
 const hex = (s: string) => fromHex(s);
 
-/** Splits a v1 envelope into the regions of §9.1. */
+/** Splits a v1 envelope into the regions of version 1's layout (PROTOCOL.md §18.9 describes the file). */
 function parseV1(envelope: Bytes) {
   const r = new Reader(envelope);
   const [version, kem, sig, content] = [r.u8(), r.u8(), r.u8(), r.u8()];
@@ -38,7 +38,7 @@ function parseV1(envelope: Bytes) {
   };
 }
 
-describe("v1 P-256 envelope (PROTOCOL §10.1)", () => {
+describe("v1 P-256 envelope (PROTOCOL.md §18.9)", () => {
   const inputs = p256.inputs;
   const out = p256.outputs;
   const env = parseV1(hex(out.envelope));
@@ -103,7 +103,7 @@ describe("v1 P-256 envelope (PROTOCOL §10.1)", () => {
   });
 });
 
-describe("v1 login transcript (PROTOCOL §8.1, §10.2)", () => {
+describe("v1 login transcript (PROTOCOL.md §9.1, §18.9)", () => {
   const { inputs, outputs } = p256.auth_transcript;
 
   it("is built byte for byte", async () => {
@@ -138,7 +138,7 @@ function highS(signature: Uint8Array): Bytes {
   return twin;
 }
 
-describe("v1 RSA envelope (PROTOCOL §10.3)", () => {
+describe("v1 RSA envelope (PROTOCOL.md §18.9)", () => {
 
   it("verifies the RSA-PSS signature with a 32-byte salt", async () => {
     const env = parseV1(hex(rsa.envelope));

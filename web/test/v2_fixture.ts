@@ -1,4 +1,4 @@
-/** Keys and parties of the v2 PQXDH and session vectors (PROTOCOL-v2 §12.2, §12.3), from their inputs. */
+/** Keys and parties of the v2 PQXDH and session vectors (PROTOCOL.md §18.3, §18.4), from their inputs. */
 import { fromHex, type Bytes } from "../src/crypto/bytes";
 import { importScalar } from "../src/crypto/p256";
 import { kemKeyPair } from "../src/crypto/mlkem";

@@ -1,4 +1,4 @@
-/** PQXDH over P-256 and ML-KEM-768 (PROTOCOL-v2 §5), both sides, against §12.2's vector. */
+/** PQXDH over P-256 and ML-KEM-768 (PROTOCOL.md §11), both sides, against §18.3's vector. */
 import { describe, expect, it } from "vitest";
 import { fromHex, toHex, type Bytes } from "../src/crypto/bytes";
 import { importScalar } from "../src/crypto/p256";
@@ -9,7 +9,7 @@ import { hasVector, loadVector } from "./vectors";
 const FILE = "v2_pqxdh.json";
 const hex = (s: string): Bytes => fromHex(s);
 
-describe.skipIf(!hasVector(FILE))("PQXDH (PROTOCOL-v2 §12.2)", () => {
+describe.skipIf(!hasVector(FILE))("PQXDH (PROTOCOL.md §18.3)", () => {
   const vector = hasVector(FILE) ? loadVector(FILE) : { inputs: {} };
   const i = vector.inputs;
 

@@ -1,5 +1,5 @@
 /**
- * The first messages of a session (PROTOCOL-v2 §12.3): the vector's envelopes are
+ * The first messages of a session (PROTOCOL.md §18.4): the vector's envelopes are
  * rebuilt byte for byte up to their signature (WebCrypto's ECDSA nonces are random,
  * so signatures are verified instead) and opened in the vector's order: m1, m3
  * (skipping m2), r1 (a DH step), m4 (another), then m2 from the skipped keys.
@@ -16,7 +16,7 @@ import { pqxdhFixture } from "./v2_fixture";
 const FILE = "v2_session.json";
 const hex = (s: string): Bytes => fromHex(s);
 
-describe.skipIf(!hasVector(FILE))("a v2 session (PROTOCOL-v2 §12.3)", () => {
+describe.skipIf(!hasVector(FILE))("a v2 session (PROTOCOL.md §18.4)", () => {
   const vector = hasVector(FILE) ? loadVector(FILE) : { inputs: { messages: [] }, outputs: {} };
   const { inputs: i, outputs: o } = vector;
   const message = (name: string) => i.messages.find((m: { name: string }) => m.name === name);

@@ -1,6 +1,6 @@
 /**
- * The v2 statements (PROTOCOL-v2 §12.1) rebuilt from the vector's inputs, byte for
- * byte, and the vector's signatures checked through the chain of §3.3. WebCrypto's
+ * The v2 statements (PROTOCOL.md §18.2) rebuilt from the vector's inputs, byte for
+ * byte, and the vector's signatures checked through the chain of §10.1. WebCrypto's
  * ECDSA uses random nonces, so signatures are verified rather than reproduced.
  */
 import { describe, expect, it } from "vitest";
@@ -17,7 +17,7 @@ import { hasVector, loadVector } from "./vectors";
 
 const FILE = "v2_statements.json";
 
-describe.skipIf(!hasVector(FILE))("v2 statements (PROTOCOL-v2 §12.1)", () => {
+describe.skipIf(!hasVector(FILE))("v2 statements (PROTOCOL.md §18.2)", () => {
   const { inputs: i, outputs: o } = hasVector(FILE) ? loadVector(FILE) : { inputs: {}, outputs: {} };
   const hex = (s: string): Bytes => fromHex(s);
   const point = async (scalar: string) => (await importScalar(hex(scalar), "ECDH")).point;

@@ -1,4 +1,4 @@
-//! Receiving in protocol v2 (docs/PROTOCOL-v2.md §8.4): de-duplicate by
+//! Receiving in protocol v2 (docs/PROTOCOL.md §14.4): de-duplicate by
 //! id, parse, find the sender's checked device, check its signature before
 //! any session state is read, open (or set up) the session, and commit the
 //! new state with the message in one transaction before it is
@@ -157,7 +157,7 @@ impl Session<'_> {
     /// of theirs this home has checked: a device added after the list the
     /// server holds (a list from another server's user comes through the
     /// neighbourhood and may trail their messages). Clients give ids out in
-    /// ascending order, never twice (docs/PROTOCOL-v2.md §13.15), so a lower
+    /// ascending order, never twice (docs/PROTOCOL.md §7.9), so a lower
     /// unlisted id is a removed device. A message from a removed device that
     /// had the highest id, sent before its removal, is kept back too; it
     /// expires on the server like any unacknowledged message.

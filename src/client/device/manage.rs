@@ -1,4 +1,4 @@
-//! The account's devices (docs/PROTOCOL-v2.md §10.3, §13.8): listing them,
+//! The account's devices (docs/PROTOCOL.md §16, §5.2): listing them,
 //! adding one with a link code, linking this home as a new device, and
 //! removing one. Every list and certificate is signed here with the
 //! account key; the server only stores them, and on linking passes sealed

@@ -106,8 +106,8 @@ impl crate::client::Session<'_> {
         store::take_device_notices(self.client.home.pool()).await
     }
 
-    /// The safety number of this account and `phone`'s (docs/PROTOCOL-v2.md
-    /// §11), from the key pinned for `phone` (pinned now on first contact;
+    /// The safety number of this account and `phone`'s (docs/PROTOCOL.md
+    /// §17), from the key pinned for `phone` (pinned now on first contact;
     /// refused after a key change until `trust`).
     pub async fn safety_number(&self, phone: &str) -> Result<String, ClientError> {
         let phone = crate::domain::PhoneNumber::parse(phone)

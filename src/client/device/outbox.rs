@@ -1,4 +1,4 @@
-//! Sending in protocol v2 (docs/PROTOCOL-v2.md §8.2–§8.3, §13.6): one
+//! Sending in protocol v2 (docs/PROTOCOL.md §14.2–§14.3, §5.3): one
 //! envelope per device of the recipient and one sync copy per other device
 //! of this account, all under one message id, each sealed in its own
 //! session. Every session is saved before its envelope leaves. A

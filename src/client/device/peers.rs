@@ -1,4 +1,4 @@
-//! Contacts' devices, checked the only way docs/PROTOCOL-v2.md §3.3
+//! Contacts' devices, checked the only way docs/PROTOCOL.md §10.1
 //! allows: the list signed by the pinned account key and no older than one
 //! accepted before, each certificate signed by that key and listed, each
 //! bundle's prekeys signed by the certified device key. What passes is

@@ -8,7 +8,7 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use crate::client::ClientError;
 
-/// Sessions kept per peer device (docs/PROTOCOL-v2.md §8.6).
+/// Sessions kept per peer device (docs/PROTOCOL.md §14.6).
 pub const SESSIONS_PER_DEVICE: i64 = 4;
 
 /// This device's row.

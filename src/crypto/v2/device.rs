@@ -1,5 +1,5 @@
 //! Device certificates and device lists: the two statements an account key
-//! signs in v2 (docs/PROTOCOL-v2.md §3). A certificate says "this key is
+//! signs in v2 (docs/PROTOCOL.md §9.6, §9.7, §10.1). A certificate says "this key is
 //! device N of this phone, named so, since then"; the list says which
 //! devices are current, and its version only grows, so a server cannot
 //! bring back a removed device by serving an older list.
@@ -59,7 +59,7 @@ impl DeviceCertificate {
         Ok(cert)
     }
 
-    /// The signed bytes (docs/PROTOCOL-v2.md §3.1).
+    /// The signed bytes (docs/PROTOCOL.md §9.6).
     pub fn statement(&self) -> Vec<u8> {
         let mut out = head(CERTIFICATE_LABEL, &self.phone, &self.account);
         out.put_u32(self.device_id.get());
@@ -139,7 +139,7 @@ impl DeviceList {
         Ok(list)
     }
 
-    /// The signed bytes (docs/PROTOCOL-v2.md §3.2).
+    /// The signed bytes (docs/PROTOCOL.md §9.7).
     pub fn statement(&self) -> Vec<u8> {
         let mut out = head(LIST_LABEL, &self.phone, &self.account);
         out.put_u64(self.version);

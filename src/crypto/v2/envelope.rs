@@ -1,4 +1,4 @@
-//! The v2 envelope's byte layout (docs/PROTOCOL-v2.md §8). One envelope
+//! The v2 envelope's byte layout (docs/PROTOCOL.md §14). One envelope
 //! goes to one device. Servers read its clear header; the rest is between
 //! the two devices. Parsing here checks structure only; [`Envelope::verify`]
 //! checks the sender device's signature.
@@ -30,7 +30,7 @@ const SIGNATURE_LABEL: &[u8] = b"carrier-v2 envelope\0";
 const TAG_LEN: usize = 16;
 
 /// Names one session between two devices: the first 16 bytes of the
-/// session hash (docs/PROTOCOL-v2.md §5.2).
+/// session hash (docs/PROTOCOL.md §11.2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub [u8; 16]);
 

@@ -1,5 +1,5 @@
 //! Link codes: how a new device joins an account through a server that
-//! must not be able to join in its place (docs/PROTOCOL-v2.md §10.3).
+//! must not be able to join in its place (docs/PROTOCOL.md §16).
 //!
 //! The code is 128 random bits shown to the user. The server only learns a
 //! rendezvous id derived from it; the request (the new device's key and
@@ -212,7 +212,7 @@ impl LinkCode {
     }
 
     /// Opens the answer on the new device. The caller checks the list and
-    /// certificate against the account key (§3.3) before using them.
+    /// certificate against the account key (§10.1) before using them.
     pub fn open_response(&self, phone: &PhoneNumber, sealed: &[u8]) -> Result<LinkResponse, Error> {
         let body = self.open(RESPONSE_LABEL, phone, sealed)?;
         let mut r = Reader::new(&body);

@@ -1,4 +1,4 @@
-//! Protocol v2's cryptographic core (docs/PROTOCOL-v2.md): device
+//! Protocol v2's cryptographic core (docs/PROTOCOL.md): device
 //! certificates and lists signed by the account key, signed prekeys with
 //! ML-KEM-768, PQXDH over P-256, the Double Ratchet, padded and typed
 //! payloads, signed envelopes, and safety numbers.

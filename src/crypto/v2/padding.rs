@@ -1,6 +1,6 @@
 //! What is encrypted: a typed content, the sender's clock, and zero padding
 //! up to a size bucket, so the server and the network learn the bucket and
-//! not the exact length (docs/PROTOCOL-v2.md §7).
+//! not the exact length (docs/PROTOCOL.md §13).
 //!
 //! ```text
 //! content type u8 | sent_at u64 | body length u32 | body | 0x00 … to the bucket size

@@ -1,5 +1,5 @@
 //! Session set-up with the structure of Signal's PQXDH specification
-//! over P-256 and ML-KEM-768 (docs/PROTOCOL-v2.md §5):
+//! over P-256 and ML-KEM-768 (docs/PROTOCOL.md §11):
 //!
 //! ```text
 //! DH1 = DH(IK_A, SPK_B)   DH2 = DH(EK_A, IK_B)   DH3 = DH(EK_A, SPK_B)
@@ -53,7 +53,7 @@ pub(crate) struct Agreement {
     pub(crate) session_hash: [u8; 32],
 }
 
-/// The public values hashed into the KDF (docs/PROTOCOL-v2.md §5.2).
+/// The public values hashed into the KDF (docs/PROTOCOL.md §11.2).
 pub(crate) fn binding(
     initiator: Party<'_>,
     responder: Party<'_>,

@@ -1,5 +1,5 @@
 //! A device's prekey secrets: what it generates, publishes, rotates,
-//! replenishes and deletes (docs/PROTOCOL-v2.md §4.4). The whole store has
+//! replenishes and deletes (docs/PROTOCOL.md §10.4). The whole store has
 //! one versioned encoding, so the client saves it in the same database
 //! transaction as the session a prekey message created.
 

@@ -1,7 +1,7 @@
 //! Public prekeys, signed by the device key, and the two shapes in which a
 //! sender receives them: a device's bundle (certificate, signed prekey,
 //! last-resort ML-KEM prekey) from `lookup`, and the one-time prekeys a
-//! `claim` hands out once (docs/PROTOCOL-v2.md §4).
+//! `claim` hands out once (docs/PROTOCOL.md §9.8, §10).
 
 use super::codec::{Put, Reader};
 use super::device::{DeviceCertificate, VerifiedDevice, VerifiedDeviceList};

@@ -1,6 +1,6 @@
 //! The Double Ratchet (Signal's specification, Perrin and Marlinspike,
 //! revision 1, 2016) with P-256 ECDH, HKDF-SHA256 for the root chain and
-//! HMAC-SHA256 for the message chains (docs/PROTOCOL-v2.md §6).
+//! HMAC-SHA256 for the message chains (docs/PROTOCOL.md §12).
 //!
 //! Two choices the specification allows are taken: a new ratchet key pair is
 //! made when the next message is *sent*, not when one is received (its §6.5,
@@ -205,7 +205,7 @@ impl Ratchet {
         32 + 1 + 32 + POINT_LEN + 32 + 32 + 12 + 2 + self.skipped.len() * (POINT_LEN + 4 + 32 + 8)
     }
 
-    /// Appends the state's encoding (docs/PROTOCOL-v2.md §9).
+    /// Appends the state's encoding (docs/PROTOCOL.md §15).
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let c = &self.chains;
         out.put(&c.root[..]);

@@ -1,5 +1,5 @@
-//! The safety number two people compare in person (docs/PROTOCOL-v2.md
-//! §11): 60 digits in 12 groups of 5, from both account keys and phones,
+//! The safety number two people compare in person (docs/PROTOCOL.md
+//! §17): 60 digits in 12 groups of 5, from both account keys and phones,
 //! the same on both sides. Built like Signal's displayable fingerprint:
 //! each side's half is an iterated SHA-512, so that finding a second key
 //! with the same 30 digits costs about 2^100 hashes times the iterations.

@@ -1,6 +1,6 @@
 //! A session between two devices: PQXDH to start it, the Double Ratchet to
-//! run it, padded payloads inside signed envelopes (docs/PROTOCOL-v2.md
-//! §5–§9). Opening checks, in this order and before any secret state is
+//! run it, padded payloads inside signed envelopes (docs/PROTOCOL.md
+//! §11–§15). Opening checks, in this order and before any secret state is
 //! read: the recipient is this device, the sender is the verified device
 //! given, its signature holds; then it decrypts on a copy of the state and
 //! keeps the copy only if the message authenticates and parses.
@@ -91,7 +91,7 @@ impl std::fmt::Debug for LocalDevice {
     }
 }
 
-/// What a device signs to log in (docs/PROTOCOL-v2.md §10.3): label ‖
+/// What a device signs to log in (docs/PROTOCOL.md §16): label ‖
 /// TLS exporter ‖ server nonce ‖ phone ‖ device id ‖ device key.
 pub fn device_login_transcript(
     exporter: &[u8; 32],
@@ -370,7 +370,7 @@ impl Session {
         self.created_at_ms
     }
 
-    /// Versioned encoding of the whole state (docs/PROTOCOL-v2.md §9.2).
+    /// Versioned encoding of the whole state (docs/PROTOCOL.md §15).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(1400 + self.ratchet.encoded_len()));
         out.put_u8(STATE_FORMAT);

@@ -1,5 +1,5 @@
 //! `claim`: one-time prekeys of some of a user's devices, each handed out
-//! once (docs/PROTOCOL-v2.md §13.5).
+//! once (docs/PROTOCOL.md §5.2).
 
 use super::{ApiError, parse_phone};
 use crate::protocol::{B64, Response};

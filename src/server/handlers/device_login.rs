@@ -1,5 +1,5 @@
 //! `device_login`: prove possession of a listed device's key for this
-//! connection (docs/PROTOCOL-v2.md §13.3). The session then reaches that
+//! connection (docs/PROTOCOL.md §5.1). The session then reaches that
 //! device's queue.
 
 use super::{ApiError, parse_phone};

@@ -1,5 +1,5 @@
 //! `device_send`: queue a v2 envelope for one device of its recipient
-//! (docs/PROTOCOL-v2.md §13.6). The answer (`accepted`) is sent only after
+//! (docs/PROTOCOL.md §5.3). The answer (`accepted`) is sent only after
 //! the commit, by the connection, so the session can read its next request
 //! meanwhile.
 

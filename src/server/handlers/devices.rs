@@ -1,5 +1,5 @@
 //! `devices`: the logged-in account's device list, certificates and when
-//! each device was last seen (docs/PROTOCOL-v2.md §13.8).
+//! each device was last seen (docs/PROTOCOL.md §5.2).
 
 use super::ApiError;
 use crate::protocol::{ErrorCode, Response};

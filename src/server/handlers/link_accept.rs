@@ -1,5 +1,5 @@
 //! `link_accept`: the opening session's sealed answer to a link request,
-//! passed to the new device (docs/PROTOCOL-v2.md §13.14).
+//! passed to the new device (docs/PROTOCOL.md §5.5).
 
 use super::ApiError;
 use crate::protocol::{B64, Response};

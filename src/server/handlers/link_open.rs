@@ -1,5 +1,5 @@
 //! `link_open`: open a link code's rendezvous for a new device
-//! (docs/PROTOCOL-v2.md §13.14).
+//! (docs/PROTOCOL.md §5.5).
 
 use super::ApiError;
 use crate::protocol::{B64, Response};

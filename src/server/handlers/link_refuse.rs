@@ -1,6 +1,6 @@
 //! `link_refuse`: the opening session will not complete a link; its
 //! rendezvous closes and a waiting new device is told `no_link` at once
-//! (docs/PROTOCOL-v2.md §13.14).
+//! (docs/PROTOCOL.md §5.5).
 
 use super::ApiError;
 use crate::protocol::{B64, Response};

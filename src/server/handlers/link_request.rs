@@ -1,5 +1,5 @@
 //! `link_request`: a new device, not logged in, asks through a rendezvous
-//! to be linked (docs/PROTOCOL-v2.md §13.14). Its answer, `linked`, comes
+//! to be linked (docs/PROTOCOL.md §5.5). Its answer, `linked`, comes
 //! when the opening session accepts, so nothing is answered now.
 
 use super::{ApiError, parse_phone};

@@ -79,7 +79,7 @@ pub async fn dispatch(
         Request::Send { .. } => Outcome::Reply(send::handle().into_response()),
         Request::Fetch { limit, after } => fetch::handle(state, session, limit, after).await.into(),
         Request::Ack { ids } => ack::handle(state, session, ids).await.into(),
-        Request::List => list::handle(state, session).into(),
+        Request::List { after, limit } => list::handle(state, session, after, limit).into(),
         Request::Broadcast {
             id,
             sent_at,

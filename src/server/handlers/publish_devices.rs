@@ -1,5 +1,5 @@
 //! `publish_devices`: store the account's new signed device list with a
-//! certificate per listed device (docs/PROTOCOL-v2.md §13.1). Devices left
+//! certificate per listed device (docs/PROTOCOL.md §5.2). Devices left
 //! off lose their queue and prekeys, and their sessions end.
 
 use super::ApiError;

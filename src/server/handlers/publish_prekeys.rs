@@ -1,5 +1,5 @@
 //! `publish_prekeys`: store prekeys of the logged-in device, each checked
-//! against its key (docs/PROTOCOL-v2.md §13.2).
+//! against its key (docs/PROTOCOL.md §5.2).
 
 use super::ApiError;
 use crate::protocol::{B64, Response};

@@ -1,4 +1,4 @@
-//! Link codes through the server (docs/PROTOCOL-v2.md §10.3, §13.14): the
+//! Link codes through the server (docs/PROTOCOL.md §16, §5.5): the
 //! server passes sealed bytes between the device that opened a rendezvous
 //! and a new device, once, within 10 minutes.
 

@@ -1,6 +1,6 @@
 /**
  * What the user reads when something fails. Every failure reaching the page is a
- * CoreError whose code is the server's error code (docs/PROTOCOL.md §6.1, v2 §13.13)
+ * CoreError whose code is the server's error code (docs/PROTOCOL.md §6.1)
  * or one of the client's own (`key_changed`, `unreachable`, …); this is the one
  * place that turns codes into sentences that say what to do.
  */

@@ -41,7 +41,7 @@ export async function verifyRsaPss(key: CryptoKey, message: Bytes, signature: By
   return subtle().verify({ name: "RSA-PSS", saltLength: 32 }, key, signature, message);
 }
 
-/** Verifies a statement signed by an account key, in that key's algorithm (PROTOCOL-v2 §2.2). */
+/** Verifies a statement signed by an account key, in that key's algorithm (PROTOCOL.md §8.2). */
 export async function verifyAccountSignature(account: AccountPublicKey, message: Bytes, signature: Bytes): Promise<boolean> {
   return account.type === "p256"
     ? verifyP256(account.key, message, signature)

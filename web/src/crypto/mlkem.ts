@@ -1,6 +1,6 @@
 /**
  * ML-KEM-768 (FIPS 203), which WebCrypto lacks, from @noble/post-quantum.
- * A decapsulation key is kept as its 64-byte seed d ‖ z (PROTOCOL-v2 §2.3).
+ * A decapsulation key is kept as its 64-byte seed d ‖ z (PROTOCOL.md §8.3).
  */
 import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
 import { randomBytes, type Bytes } from "./bytes";

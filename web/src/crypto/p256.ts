@@ -19,7 +19,7 @@ const CURVE = { namedCurve: "P-256" } as const;
 
 export type EcUse = "ECDSA" | "ECDH";
 
-/** A device identity key: one secret, usable for signing and for key agreement (PROTOCOL-v2 §2.1). */
+/** A device identity key: one secret, usable for signing and for key agreement (PROTOCOL.md §8.1). */
 export interface DeviceKey {
   sign: CryptoKey;
   agree: CryptoKey;
@@ -135,7 +135,7 @@ function writeScalar(n: bigint): Bytes {
   return fromHex(n.toString(16).padStart(64, "0"));
 }
 
-/** ECDSA-SHA256, r ‖ s, with s replaced by n − s when s > n/2 (PROTOCOL-v2 §2.2). */
+/** ECDSA-SHA256, r ‖ s, with s replaced by n − s when s > n/2 (PROTOCOL.md §8.2). */
 export async function sign(key: CryptoKey, message: Bytes): Promise<Bytes> {
   const sig = new Uint8Array(await subtle().sign({ name: "ECDSA", hash: "SHA-256" }, key, message));
   return lowS(sig);

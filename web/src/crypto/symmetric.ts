@@ -1,5 +1,5 @@
 /**
- * Hashes, key derivation and the AEAD over WebCrypto (docs/PROTOCOL-v2.md §2.3).
+ * Hashes, key derivation and the AEAD over WebCrypto (docs/PROTOCOL.md §8.3).
  * Raw key bytes are imported non-extractable for each use, so the only copy a
  * caller holds is its own and WebCrypto never hands one back.
  */

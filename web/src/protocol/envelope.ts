@@ -1,5 +1,5 @@
 /**
- * The v2 envelope (docs/PROTOCOL-v2.md §8.1): one message to one device. Servers
+ * The v2 envelope (docs/PROTOCOL.md §14.1): one message to one device. Servers
  * read its clear header; the rest is between the two devices. Every envelope is
  * signed by the sending device's key over a label and everything before the
  * signature, and checked before anything secret is touched.

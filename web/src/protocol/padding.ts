@@ -1,5 +1,5 @@
 /**
- * What an envelope encrypts (docs/PROTOCOL-v2.md §7): a content type, the sender's
+ * What an envelope encrypts (docs/PROTOCOL.md §13): a content type, the sender's
  * clock, the body, and zeros up to a size bucket, so a server learns the bucket
  * rather than the exact length.
  */

@@ -1,5 +1,5 @@
 /**
- * Session set-up: PQXDH over P-256 and ML-KEM-768 (docs/PROTOCOL-v2.md §5). Both
+ * Session set-up: PQXDH over P-256 and ML-KEM-768 (docs/PROTOCOL.md §11). Both
  * sides hash every public input into one binding, whose hash is both the KDF's
  * info and every message's associated data; they agree on a root key only if they
  * agree on all of it.

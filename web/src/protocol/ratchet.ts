@@ -1,5 +1,5 @@
 /**
- * The Double Ratchet over P-256 (docs/PROTOCOL-v2.md §6), with Signal's deferred
+ * The Double Ratchet over P-256 (docs/PROTOCOL.md §12), with Signal's deferred
  * generation of ratchet keys: a new key is made when the next message is sent,
  * so opening needs no randomness.
  *
@@ -53,7 +53,7 @@ export class RatchetError extends Error {
   }
 }
 
-/** Alice starts as if SPK_B were Bob's ratchet key (§6.2). */
+/** Alice starts as if SPK_B were Bob's ratchet key (§12.2). */
 export function initiatorState(rootKey: Bytes, peerSignedPrekey: Bytes): RatchetState {
   return { root: rootKey, dhs: null, dhr: peerSignedPrekey, cks: null, ckr: null, ns: 0, nr: 0, pn: 0, skipped: [] };
 }
@@ -79,7 +79,7 @@ export async function messageEncryption(messageKey: Bytes): Promise<{ key: Bytes
 }
 
 /**
- * Advances the sending chain (§6.3) and returns the new state with the header and
+ * Advances the sending chain (§12.3) and returns the new state with the header and
  * message key of the next message. The caller saves the state before the message
  * leaves, so a chain key is never used twice.
  */
@@ -114,7 +114,7 @@ async function skipUntil(state: RatchetState, until: number, now: number): Promi
 }
 
 /**
- * Opens a message (§6.4): `open` decrypts with the message key and throws if it
+ * Opens a message (§12.4): `open` decrypts with the message key and throws if it
  * cannot. Resolves with the new state and what `open` returned; on any failure
  * the old state is untouched.
  */

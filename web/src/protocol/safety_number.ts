@@ -1,5 +1,5 @@
 /**
- * The safety number of two accounts (docs/PROTOCOL-v2.md §11): 60 digits that both
+ * The safety number of two accounts (docs/PROTOCOL.md §17): 60 digits that both
  * people compute from both account keys and compare in person. It changes when
  * either account key changes, never when a device is added.
  */

@@ -1,9 +1,9 @@
 /**
- * A session between two devices (docs/PROTOCOL-v2.md §8.2–§8.4): PQXDH to set it
+ * A session between two devices (docs/PROTOCOL.md §14.2–§14.4): PQXDH to set it
  * up, the Double Ratchet to run it, one signed envelope per message.
  *
  * Functions take a state and return a new one; the caller commits the new state
- * to storage before an envelope leaves or a message is acknowledged (§9), and
+ * to storage before an envelope leaves or a message is acknowledged (§15), and
  * checks the envelope's signature (`verifyEnvelope`) before calling `openMessage`.
  */
 import { concat, equal, type Bytes } from "../crypto/bytes";

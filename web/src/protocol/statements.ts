@@ -1,8 +1,8 @@
 /**
- * The signed statements of protocol v2 (docs/PROTOCOL-v2.md §3, §4, §10.2), and
- * the v1 statements v2 keeps (PROTOCOL.md §8.1, §8.2): their exact bytes, their
+ * The signed statements of protocol v2 (docs/PROTOCOL.md §9.2, §9.6–§9.8, §10), and
+ * the v1 statements v2 keeps (PROTOCOL.md §9.1, §9.3): their exact bytes, their
  * parsing, and the chain a client checks before it trusts a contact's device
- * (§3.3): pinned account key → device list → certificate → prekeys.
+ * (§10.1): pinned account key → device list → certificate → prekeys.
  */
 import { type AccountPublicKey, verifyAccountSignature } from "../crypto/account";
 import { equal, fromUtf8, Reader, toHex, utf8, Writer, type Bytes } from "../crypto/bytes";
@@ -62,7 +62,7 @@ export async function accountFingerprint(account: AccountPublicKey): Promise<Byt
   return sha256(account.spki);
 }
 
-// §3.1 Device certificate
+// §9.6 Device certificate
 
 export interface CertificateFields {
   phone: string;
@@ -111,7 +111,7 @@ export function parseCertificate(bytes: Bytes): Certificate {
   });
 }
 
-// §3.2 Device list
+// §9.7 Device list
 
 export interface DeviceListFields {
   phone: string;
@@ -151,7 +151,7 @@ export function parseDeviceList(bytes: Bytes): DeviceList {
   });
 }
 
-// §4.1 Prekeys
+// §9.8 Prekeys
 
 export enum PrekeyKind {
   Signed = 1,
@@ -204,7 +204,7 @@ async function verifyPrekey(bytes: Bytes, devicePoint: Bytes, kind: PrekeyKind):
   return prekey;
 }
 
-// §3.3 The chain of trust
+// §10.1 The chain of trust
 
 export interface VerifiedDevice {
   id: number;
@@ -235,7 +235,7 @@ export async function certify(list: DeviceList, certificateBytes: Bytes, account
   return { id: c.deviceId, point: c.devicePoint, name: c.name };
 }
 
-// §4.2 Bundle and §4.3 claim
+// §10.2 Bundle and §10.3 claim
 
 export interface VerifiedBundle {
   device: VerifiedDevice;
@@ -281,7 +281,7 @@ export async function withClaim(bundle: VerifiedBundle, claimBytes: Bytes | null
   };
 }
 
-// Transcripts: v1 §8.1 (registration, account-key login) and v2 §10.2 (device login).
+// Transcripts: §9.1 (registration, account-key login) and §9.2 (device login).
 // `binding` is the 32-byte TLS exporter on the TCP port; over WebSocket, where a
 // browser cannot read it, whatever replaces it (issue 13) takes its place.
 
@@ -295,7 +295,7 @@ export function deviceLoginTranscript(binding: Bytes, nonce: Bytes, phone: strin
   return new Writer().bytes(LOGIN_LABEL).bytes(binding).bytes(nonce).prefixed(utf8(phone), 1).u32(deviceId).bytes(devicePoint).finish();
 }
 
-/** The bytes an author signs for a public broadcast (v1 §8.2, kept by v2). */
+/** The bytes an author signs for a public broadcast (§9.3, kept from v1). */
 export function broadcastStatement(id: Bytes, sentAt: number, from: string, text: string): Bytes {
   return new Writer().bytes(utf8("carrier-v1 broadcast\0")).bytes(id).u64(sentAt).prefixed(utf8(from), 1).prefixed(utf8(text), 4).finish();
 }

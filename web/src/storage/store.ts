@@ -1,7 +1,7 @@
 /**
  * What the client keeps across reloads, as typed records over the database of
  * ./db.ts. The protocol core writes here before it acknowledges or sends
- * anything (PROTOCOL-v2 §9), so a tab closed at any moment loses nothing.
+ * anything (PROTOCOL.md §15), so a tab closed at any moment loses nothing.
  */
 import type { KeyType } from "../crypto/account";
 import type { Bytes } from "../crypto/bytes";
@@ -46,7 +46,7 @@ export interface ContactRecord {
   /** A different key the server now reports; nothing is sent or shown until it is trusted. */
   pendingSpki?: Bytes;
   pendingFingerprint?: string;
-  /** Highest device-list version accepted (PROTOCOL-v2 §3.2). */
+  /** Highest device-list version accepted (PROTOCOL.md §9.7). */
   listVersion: number;
   devices: { id: number; name: string; point: Bytes }[];
 }

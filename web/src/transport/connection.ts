@@ -5,7 +5,7 @@
  * are answered after their commit, §4.3). Frames without `re` are pushed events.
  *
  * The connection comes back by itself after a drop, waiting a little longer after
- * each failure, as the servers' own links do (§11.11). Each time it opens, the
+ * each failure, as the servers' own links do (§19.11). Each time it opens, the
  * `onOpen` hook runs first (to log in again) and only then are waiting requests
  * let through, so no request ever reaches a server on a session it did not set up.
  */
@@ -80,7 +80,7 @@ export interface TransportOptions {
   pingIntervalMs?: number;
 }
 
-/** Limits from docs/PROTOCOL.md §3 and the reconnection rule of §11.11, scaled for a person waiting. */
+/** Limits from docs/PROTOCOL.md §3 and the reconnection rule of §19.11, scaled for a person waiting. */
 export const MAX_REQUEST_FRAME = 131_072;
 /** The largest server→client frame a client reads (PROTOCOL.md §3, `MAX_RESPONSE_FRAME`). */
 export const MAX_RESPONSE_FRAME = 4_194_304;

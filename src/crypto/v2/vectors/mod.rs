@@ -1,5 +1,5 @@
-//! Test vectors for v2 in `tests/vectors/v2_*.json` (docs/PROTOCOL-v2.md
-//! §12). Each test recomputes the file from its inputs and compares every
+//! Test vectors for v2 in `tests/vectors/v2_*.json` (docs/PROTOCOL.md
+//! §18). Each test recomputes the file from its inputs and compares every
 //! output; intermediate values (ECDH outputs, binding, HKDF inputs, message
 //! keys) are computed here straight from the primitive crates and the
 //! layouts written out by hand, independently of the code under test.
@@ -7,6 +7,7 @@
 //! After a deliberate format change:
 //! `cargo test --lib crypto::v2::vectors::regenerate -- --ignored`.
 
+mod link;
 mod pqxdh;
 mod safety;
 mod session;
@@ -90,4 +91,5 @@ fn regenerate() {
     pqxdh::regenerate();
     safety::regenerate();
     session::regenerate();
+    link::regenerate();
 }
