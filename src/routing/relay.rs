@@ -13,7 +13,6 @@ use super::deliver::check_header;
 use super::device_send::check_v2_header;
 use super::{PendingSend, RouteError, Router, link_frame};
 use crate::db::DbError;
-use crate::db::enqueue::Destination;
 use crate::db::outbound::OutboundRow;
 use crate::db::queue::{NewMessage, QueueRef};
 use crate::db::writer::Committed;
@@ -176,7 +175,7 @@ impl Router {
     }
 }
 
-/// Wakes the link that carries each committed outbound message.
+/// Hands each committed outbound message to the link that carries it.
 pub(super) async fn wake_links(
     mut committed: mpsc::UnboundedReceiver<Committed>,
     router: Weak<Router>,
@@ -185,9 +184,6 @@ pub(super) async fn wake_links(
         let Some(router) = router.upgrade() else {
             return;
         };
-        match c.destination {
-            Destination::Local => {}
-            Destination::Neighbour(o) => router.neighbours.wake(o.neighbour),
-        }
+        router.outbound_committed(c);
     }
 }
