@@ -10,6 +10,7 @@ pub mod balancer;
 pub mod envelopes;
 pub mod load;
 pub mod meter;
+pub mod plot;
 pub mod report;
 pub mod server;
 pub mod users;
@@ -140,6 +141,20 @@ pub struct Args {
     /// killed (W4's servers get 5).
     #[arg(long, default_value_t = 60)]
     pub stop_grace: u64,
+    /// Run the selected W1 and W2 once per number of sender connections
+    /// listed here, comma-separated (e.g. 1,10,100,1000), each on a server
+    /// of its own, then the other selected workloads once: the scaling
+    /// curve's data.
+    #[arg(long, value_delimiter = ',')]
+    pub scaling_senders: Option<Vec<usize>>,
+    /// Draw the scaling plot (SVG) of W1, W2 and W6 from this run's rows
+    /// and those of --plot-from into FILE.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Rows of earlier runs (files of --json lines) to draw as well; with
+    /// --plot and without --workloads or --scaling-senders, nothing runs.
+    #[arg(long, requires = "plot")]
+    pub plot_from: Vec<PathBuf>,
     /// Serve with this configuration instead (used by the bench itself
     /// when no carrier-server binary is at hand).
     #[arg(long, hide = true)]
@@ -183,6 +198,54 @@ pub fn select(requested: Option<&[Workload]>) -> Vec<Workload> {
 }
 
 async fn run(args: Args) -> Result<()> {
+    let mut drawn = Vec::new();
+    for file in &args.plot_from {
+        drawn.extend(plot::read_rows(file)?);
+    }
+    let redraw_only =
+        !args.plot_from.is_empty() && args.workloads.is_none() && args.scaling_senders.is_none();
+    if !redraw_only {
+        for rows in runs(&args) {
+            let rows = run_once(rows).await?;
+            drawn.extend(rows.iter().map(Row::to_value));
+        }
+    }
+    if let Some(out) = &args.plot {
+        plot::draw(&drawn, out)?;
+        eprintln!("scaling plot written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The runs `args` asks for: one, or with --scaling-senders one per
+/// number of senders (W1 and W2) and one for the other workloads.
+fn runs(args: &Args) -> Vec<Args> {
+    let Some(counts) = &args.scaling_senders else {
+        return vec![args.clone()];
+    };
+    let selected = select(args.workloads.as_deref());
+    let (per_count, rest): (Vec<Workload>, Vec<Workload>) = selected
+        .into_iter()
+        .partition(|w| matches!(w, Workload::W1 | Workload::W2));
+    let mut runs: Vec<Args> = Vec::new();
+    if !per_count.is_empty() {
+        for &senders in counts {
+            let mut a = args.clone();
+            a.senders = senders;
+            a.workloads = Some(per_count.clone());
+            runs.push(a);
+        }
+    }
+    if !rest.is_empty() {
+        let mut a = args.clone();
+        a.workloads = Some(rest);
+        runs.push(a);
+    }
+    runs
+}
+
+/// One run of the bench on servers of its own; returns its rows.
+async fn run_once(args: Args) -> Result<Vec<Row>> {
     let selected = select(args.workloads.as_deref());
     if args.senders == 0 || args.messages == 0 {
         bail!("--senders and --messages must be at least 1");
@@ -197,7 +260,8 @@ async fn run(args: Args) -> Result<()> {
         println!("{}", report::table(&rows));
     }
     outcome?;
-    cleanup
+    cleanup?;
+    Ok(rows)
 }
 
 /// Prints a row at once in JSON mode (so partial runs still report), or a

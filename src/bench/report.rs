@@ -49,9 +49,14 @@ impl Row {
     }
 
     pub fn to_json(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    /// The row as `--json` prints it.
+    pub fn to_value(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("a row always serialises");
         round_floats(&mut v);
-        v.to_string()
+        v
     }
 }
 

@@ -39,6 +39,11 @@ pub struct Enqueue {
 }
 
 impl Enqueue {
+    /// Whether it goes to a recipient's queue on this server.
+    pub(super) fn is_local(&self) -> bool {
+        matches!(self.destination, Destination::Local)
+    }
+
     /// The queue the message goes to.
     fn queue(&self) -> QueueKey<'_> {
         match &self.destination {
@@ -125,6 +130,8 @@ pub(super) struct Item<'a> {
     /// `None` while the message may still be stored; the writer answers
     /// with it once the transaction has committed.
     pub outcome: &'a mut Option<EnqueueOutcome>,
+    /// The position an outbound message took in its neighbour's queue.
+    pub seq: &'a mut Option<i64>,
 }
 
 /// Inserts a run of enqueues (at most [`queue::INSERT_CHUNK`]), leaving an
@@ -181,13 +188,20 @@ pub(super) async fn apply(
         .collect();
     if !rows.is_empty() {
         let inserted = outbound::insert_many(conn, &rows).await?;
-        let kept = |e: &Enqueue| match e.queue() {
+        let seq_of = |e: &Enqueue| match e.queue() {
             QueueKey::Neighbour(fp) => {
                 let m = &e.message;
-                inserted.contains(&(fp, m.recipient.clone(), i64::from(m.device), m.id))
+                let key = (fp, m.recipient.clone(), i64::from(m.device), m.id);
+                inserted.get(&key).copied()
             }
-            QueueKey::Recipient(_) => true,
+            QueueKey::Recipient(_) => None,
         };
+        for (_, item) in &mut first {
+            if item.outcome.is_none() && remote(item.enqueue) {
+                *item.seq = seq_of(item.enqueue);
+            }
+        }
+        let kept = |e: &Enqueue| local(e) || seq_of(e).is_some();
         settle_conflicts(conn, ledger, &mut first, remote, kept).await?;
     }
 

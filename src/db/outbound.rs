@@ -2,7 +2,7 @@
 //! for each neighbour, what was already received from one, and which keys
 //! neighbours were pinned to.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::backend::{Conn, on_backend};
 use super::queue::{NewMessage, values_placeholders};
@@ -121,22 +121,25 @@ impl Store {
     }
 }
 
+/// Where an inserted outbound message went: its (neighbour, recipient,
+/// device, id), and the position (`seq`) it took in the queue.
+pub(super) type InsertedOutbound = HashMap<(Fingerprint, PhoneNumber, i64, MessageId), i64>;
+
 /// Inserts messages for neighbours (at most `queue::INSERT_CHUNK`) in one
 /// statement, skipping ones already queued for the same neighbour,
-/// recipient and device; returns the (neighbour, recipient, device, id) of
-/// those inserted.
+/// recipient and device; returns those inserted, with their positions.
 pub(super) async fn insert_many(
     conn: &mut Conn<'_>,
     rows: &[(&NewMessage, &NewOutbound)],
-) -> Result<HashSet<(Fingerprint, PhoneNumber, i64, MessageId)>, DbError> {
+) -> Result<InsertedOutbound, DbError> {
     let sql = format!(
         "INSERT INTO outbound_queue (neighbour, id, recipient, device, sender, sender_device,
              envelope, received_at, expires_at, path)
          VALUES {} ON CONFLICT (neighbour, recipient, device, id) DO NOTHING
-         RETURNING neighbour, recipient, device, id",
+         RETURNING neighbour, recipient, device, id, seq",
         values_placeholders(rows.len(), 10)
     );
-    let inserted: Vec<(Fingerprint, PhoneNumber, i64, MessageId)> = on_backend!(conn.reborrow(), c => {
+    let inserted: Vec<(Fingerprint, PhoneNumber, i64, MessageId, i64)> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for (m, out) in rows {
             query = query
@@ -153,7 +156,10 @@ pub(super) async fn insert_many(
         }
         query.fetch_all(c).await
     })?;
-    Ok(inserted.into_iter().collect())
+    Ok(inserted
+        .into_iter()
+        .map(|(fp, to, device, id, seq)| ((fp, to, device, id), seq))
+        .collect())
 }
 
 /// Records relayed (recipient, device, id) triples (at most

@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::LinkContext;
+use crate::db::outbound::OutboundRow;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{LinkMessage, MAX_LINK_FRAME, Relayed};
 use crate::protocol::{self, B64, ErrorCode, PROTOCOL_VERSION};
-use crate::routing::{PendingSend, RouteError, Router, link_frame};
+use crate::routing::{Feed, Next, PendingSend, RouteError, Router, link_frame};
 
 /// Interval between heartbeats.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -27,6 +28,9 @@ const OUTBOX_CAPACITY: usize = 4096;
 const PENDING_ACKS: usize = 4096;
 /// Outbound messages read from the database per batch.
 const DRAIN_BATCH: u32 = 512;
+/// Acknowledgements (frames to send, or received ones to delete) handled
+/// in one go.
+const MAX_ACKS_AT_ONCE: usize = 1024;
 /// How long a drained queue stays idle before it is read from the start.
 const RESCAN_WHEN_IDLE: Duration = Duration::from_secs(5);
 
@@ -68,15 +72,14 @@ pub async fn run<S>(
         let drainer = tokio::spawn(drain(router.clone(), peer, outbox.clone(), closed.clone()));
         let (acks_tx, acks_rx) = mpsc::channel(PENDING_ACKS);
         let acker = tokio::spawn(acknowledge(acks_rx, outbox.clone()));
-        let accepted = read_loop(
-            BufReader::new(reader),
-            &router,
-            peer,
-            &outbox,
-            &acks_tx,
-            &closed,
-        )
-        .await;
+        let (acked_tx, acked_rx) = mpsc::channel(PENDING_ACKS);
+        let deleter = tokio::spawn(delete_acked(router.clone(), peer, acked_rx));
+        let links = Channels {
+            outbox: &outbox,
+            acks: &acks_tx,
+            acked: &acked_tx,
+        };
+        let accepted = read_loop(BufReader::new(reader), &router, peer, links, &closed).await;
         router.link_down(peer, link_id);
         closed.cancel();
         // Whatever was not acknowledged is sent again on the next link, so
@@ -84,7 +87,8 @@ pub async fn run<S>(
         // must not hold this task or a shutdown.
         acker.abort();
         drainer.abort();
-        drop((acks_tx, outbox));
+        deleter.abort();
+        drop((acks_tx, acked_tx, outbox));
         let mut writer_task = writer_task;
         if tokio::time::timeout(SILENCE_LIMIT, &mut writer_task)
             .await
@@ -132,14 +136,25 @@ async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
     }
 }
 
+/// Where the read loop passes what it reads on to.
+#[derive(Clone, Copy)]
+struct Channels<'a> {
+    /// Frames to the neighbour.
+    outbox: &'a mpsc::Sender<Vec<u8>>,
+    /// Relayed messages whose commit is pending, to acknowledge.
+    acks: &'a mpsc::Sender<(RelayKey, Result<PendingSend, RouteError>)>,
+    /// The neighbour's acknowledgements, to delete.
+    acked: &'a mpsc::Sender<Acked>,
+}
+
 async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     mut reader: R,
     router: &Arc<Router>,
     peer: Fingerprint,
-    outbox: &mpsc::Sender<Vec<u8>>,
-    acks: &mpsc::Sender<(RelayKey, Result<PendingSend, RouteError>)>,
+    links: Channels<'_>,
     closed: &CancellationToken,
 ) -> bool {
+    let outbox = links.outbox;
     // Frames are read by their own task: a read interrupted halfway (by a
     // heartbeat, say) would lose the framing.
     let (frames_tx, mut frames) = mpsc::channel(64);
@@ -192,7 +207,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
         };
         let keep = tokio::select! {
             _ = closed.cancelled() => false,
-            keep = handle_message(router, peer, outbox, acks, message) => keep,
+            keep = handle_message(router, peer, links, message) => keep,
         };
         if !keep {
             break;
@@ -206,10 +221,14 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
 async fn handle_message(
     router: &Arc<Router>,
     peer: Fingerprint,
-    outbox: &mpsc::Sender<Vec<u8>>,
-    acks: &mpsc::Sender<(RelayKey, Result<PendingSend, RouteError>)>,
+    links: Channels<'_>,
     message: LinkMessage,
 ) -> bool {
+    let Channels {
+        outbox,
+        acks,
+        acked,
+    } = links;
     match message {
         LinkMessage::Hello { name, .. } => tracing::info!(?name, "the neighbour introduced itself"),
         LinkMessage::Directory { entries } => {
@@ -228,8 +247,10 @@ async fn handle_message(
             let Some(to) = recipient(to) else {
                 return true;
             };
-            if let Err(e) = router.outbound_acked(&peer, device, to, &ids).await {
-                tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
+            // Deleted by their own task, with whatever else arrives
+            // meanwhile, in one transaction.
+            if acked.send((device, to, ids)).await.is_err() {
+                return false;
             }
         }
         LinkMessage::RelayRefused {
@@ -295,56 +316,78 @@ fn recipient(to: Option<String>) -> Option<Option<PhoneNumber>> {
 /// device (ids are unique per recipient only).
 type RelayKey = (MessageId, String, u32);
 
-/// Answers relayed messages in the order they arrived, each once its commit
-/// is done, gathering consecutive acknowledgements for one recipient
-/// device into one frame.
+/// Answers relayed messages once their commits are done: what is ready
+/// together is acknowledged together, one frame per recipient device
+/// however their messages were interleaved (the neighbour deletes each
+/// frame's ids in one statement).
 async fn acknowledge(
     mut pending: mpsc::Receiver<(RelayKey, Result<PendingSend, RouteError>)>,
     outbox: mpsc::Sender<Vec<u8>>,
 ) {
-    let mut batch = Vec::new();
-    let mut batch_for = (String::new(), 0);
-    while let Some(((id, to, device), p)) = pending.recv().await {
-        if (&to, device) != (&batch_for.0, batch_for.1) && !batch.is_empty() {
-            let ids = std::mem::take(&mut batch);
-            if outbox.send(ack_frame(ids, &batch_for)).await.is_err() {
-                return;
-            }
-        }
-        batch_for = (to, device);
-        let outcome = match p {
-            Ok(p) => p.committed().await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => batch.push(id),
-            Err(RouteError::Db(e)) => {
-                // Not acknowledged: the neighbour keeps it and sends it again
-                // (a full or unreachable store is logged by the store).
-                if e.code() == ErrorCode::Internal {
-                    tracing::error!(%id, error = %e, "could not commit a relayed message");
+    let mut ready = Vec::with_capacity(MAX_ACKS_AT_ONCE);
+    while pending.recv_many(&mut ready, MAX_ACKS_AT_ONCE).await > 0 {
+        let mut groups: Vec<((String, u32), Vec<MessageId>)> = Vec::new();
+        for ((id, to, device), p) in ready.drain(..) {
+            let outcome = match p {
+                Ok(p) => p.committed().await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => match groups.iter_mut().find(|(k, _)| k.0 == to && k.1 == device) {
+                    Some((_, ids)) => ids.push(id),
+                    None => groups.push(((to, device), vec![id])),
+                },
+                Err(RouteError::Db(e)) => {
+                    // Not acknowledged: the neighbour keeps it and sends it
+                    // again (a full or unreachable store is logged by the
+                    // store).
+                    if e.code() == ErrorCode::Internal {
+                        tracing::error!(%id, error = %e, "could not commit a relayed message");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "refusing a relayed message");
+                    let refusal = LinkMessage::RelayRefused {
+                        id,
+                        code: e.code(),
+                        message: e.to_string(),
+                        device,
+                        path: Vec::new(),
+                        to: Some(to),
+                        from: None,
+                        sender_device: 0,
+                    };
+                    let _ = outbox.send(link_frame(&refusal)).await;
                 }
             }
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "refusing a relayed message");
-                let refusal = LinkMessage::RelayRefused {
-                    id,
-                    code: e.code(),
-                    message: e.to_string(),
-                    device,
-                    path: Vec::new(),
-                    to: Some(batch_for.0.clone()),
-                    from: None,
-                    sender_device: 0,
-                };
-                let _ = outbox.send(link_frame(&refusal)).await;
-            }
         }
-        if !batch.is_empty() && pending.is_empty() {
-            let ids = std::mem::take(&mut batch);
-            if outbox.send(ack_frame(ids, &batch_for)).await.is_err() {
+        for (key, ids) in groups {
+            if outbox.send(ack_frame(ids, &key)).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// A neighbour's acknowledgement: the recipient device, the recipient
+/// (when named) and the ids it committed.
+type Acked = (u32, Option<PhoneNumber>, Vec<MessageId>);
+
+/// Deletes what the neighbour acknowledged, everything that arrived
+/// together in one transaction. A failure leaves the messages queued: they
+/// are sent again on the next link and acknowledged again.
+async fn delete_acked(router: Arc<Router>, peer: Fingerprint, mut acked: mpsc::Receiver<Acked>) {
+    let mut ready = Vec::with_capacity(MAX_ACKS_AT_ONCE);
+    while acked.recv_many(&mut ready, MAX_ACKS_AT_ONCE).await > 0 {
+        let mut groups: Vec<Acked> = Vec::new();
+        for (device, to, ids) in ready.drain(..) {
+            match groups.iter_mut().find(|g| g.0 == device && g.1 == to) {
+                Some(g) => g.2.extend(ids),
+                None => groups.push((device, to, ids)),
+            }
+        }
+        if let Err(e) = router.outbound_acked_many(&peer, groups).await {
+            tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
         }
     }
 }
@@ -358,55 +401,114 @@ fn ack_frame(ids: Vec<MessageId>, (to, device): &(String, u32)) -> Vec<u8> {
     })
 }
 
-/// Sends this neighbour's outbound queue in order, then waits for more.
-/// Everything not yet acknowledged is sent again on the next link.
+/// Sends this neighbour's outbound queue in order, then what is committed
+/// to it: from memory while the feed keeps up, from the table after a
+/// start, a fall behind, or a change the feed does not hold. Everything
+/// not yet acknowledged is sent again on the next link.
 async fn drain(
     router: Arc<Router>,
     peer: Fingerprint,
     outbox: mpsc::Sender<Vec<u8>>,
     closed: CancellationToken,
 ) {
-    let wake = router.outbound_wake(peer);
+    let feed = router.outbound_feed(peer);
+    let ticket = feed.listen();
+    let _stop = StopListening(&feed, ticket);
     let mut cursor = 0i64;
     loop {
-        let rows = match router.outbound_next(&peer, cursor, DRAIN_BATCH).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbound queue");
-                Vec::new()
+        let rows = match feed.next(ticket) {
+            Next::ReadTable => {
+                if !send_table(&router, peer, &mut cursor, &outbox, &closed).await {
+                    return;
+                }
+                continue;
             }
+            Next::Send(rows) => rows,
         };
         if rows.is_empty() {
             tokio::select! {
                 _ = closed.cancelled() => return,
-                _ = wake.notified() => continue,
+                _ = feed.changed() => continue,
                 // Members of a cluster commit to this queue concurrently, so
                 // a message may commit after one with a later position was
                 // read: once idle, look again from the start (what the
                 // neighbour has already is acknowledged again, not stored).
                 _ = tokio::time::sleep(RESCAN_WHEN_IDLE) => {
                     cursor = 0;
+                    feed.wake();
                     continue;
                 }
             }
         }
         for row in rows {
+            if row.seq <= cursor {
+                continue;
+            }
             cursor = row.seq;
-            let relayed = Relayed {
-                id: row.id,
-                from: row.sender,
-                to: row.recipient,
-                device: u32::try_from(row.device).unwrap_or_default(),
-                sender_device: u32::try_from(row.sender_device).unwrap_or_default(),
-                envelope: B64(row.envelope),
-                received_at: row.received_at,
-                expires_at: row.expires_at,
-                path: serde_json::from_str(&row.path).unwrap_or_default(),
-            };
-            tokio::select! {
-                _ = closed.cancelled() => return,
-                sent = outbox.send(link_frame(&LinkMessage::Relay(relayed))) => if sent.is_err() { return },
+            if !send_row(row, &outbox, &closed).await {
+                return;
             }
         }
+    }
+}
+
+/// Ends a drain's turn on its feed however the drain ends.
+struct StopListening<'a>(&'a Feed, u64);
+
+impl Drop for StopListening<'_> {
+    fn drop(&mut self) {
+        self.0.stop(self.1);
+    }
+}
+
+/// Sends the queue's rows after `cursor` until none are left; false once
+/// the link has closed.
+async fn send_table(
+    router: &Router,
+    peer: Fingerprint,
+    cursor: &mut i64,
+    outbox: &mpsc::Sender<Vec<u8>>,
+    closed: &CancellationToken,
+) -> bool {
+    loop {
+        let rows = match router.outbound_next(&peer, *cursor, DRAIN_BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbound queue");
+                return true;
+            }
+        };
+        if rows.is_empty() {
+            return true;
+        }
+        for row in rows {
+            *cursor = row.seq;
+            if !send_row(row, outbox, closed).await {
+                return false;
+            }
+        }
+    }
+}
+
+/// Relays one queued message; false once the link has closed.
+async fn send_row(
+    row: OutboundRow,
+    outbox: &mpsc::Sender<Vec<u8>>,
+    closed: &CancellationToken,
+) -> bool {
+    let relayed = Relayed {
+        id: row.id,
+        from: row.sender,
+        to: row.recipient,
+        device: u32::try_from(row.device).unwrap_or_default(),
+        sender_device: u32::try_from(row.sender_device).unwrap_or_default(),
+        envelope: B64(row.envelope),
+        received_at: row.received_at,
+        expires_at: row.expires_at,
+        path: serde_json::from_str(&row.path).unwrap_or_default(),
+    };
+    tokio::select! {
+        _ = closed.cancelled() => false,
+        sent = outbox.send(link_frame(&LinkMessage::Relay(relayed))) => sent.is_ok(),
     }
 }

@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Router;
+use super::outbound::Feed;
 use crate::db::DbError;
 use crate::domain::{Fingerprint, MessageId};
 
@@ -49,7 +50,7 @@ struct Presence {
 #[derive(Default)]
 struct State {
     links: HashMap<Fingerprint, LinkHandle>,
-    wakes: HashMap<Fingerprint, Arc<Notify>>,
+    feeds: HashMap<Fingerprint, Arc<Feed>>,
     up: HashMap<Fingerprint, watch::Sender<bool>>,
     presence: HashMap<Fingerprint, Presence>,
     broadcasts: HashMap<MessageId, Instant>,
@@ -116,9 +117,9 @@ impl Router {
         self.neighbours.watch(peer)
     }
 
-    /// The signal that new messages are queued for `peer`.
-    pub fn outbound_wake(&self, peer: Fingerprint) -> Arc<Notify> {
-        self.neighbours.wake_handle(peer)
+    /// What is committed for `peer`, as its link's drain takes it.
+    pub fn outbound_feed(&self, peer: Fingerprint) -> Arc<Feed> {
+        self.neighbours.feed(peer)
     }
 
     /// The key pinned for the neighbour at `address`, if any.
@@ -192,14 +193,14 @@ impl Neighbours {
         outbox.is_some_and(|o| o.try_send(frame).is_ok())
     }
 
-    /// The wake-up signal of `peer`'s outbound queue drainer.
-    fn wake_handle(&self, peer: Fingerprint) -> Arc<Notify> {
-        self.lock().wakes.entry(peer).or_default().clone()
+    /// The feed of `peer`'s outbound queue drainer.
+    pub(super) fn feed(&self, peer: Fingerprint) -> Arc<Feed> {
+        self.lock().feeds.entry(peer).or_default().clone()
     }
 
     /// Tells `peer`'s drainer that new messages are queued for it.
     pub fn wake(&self, peer: Fingerprint) {
-        self.wake_handle(peer).notify_one();
+        self.feed(peer).wake();
     }
 
     /// Records a presence report; returns whether it is newer than what we had.

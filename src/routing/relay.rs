@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use super::device_send::check_v2_header;
 use super::{PendingSend, RouteError, Router};
 use crate::db::DbError;
-use crate::db::enqueue::Destination;
 use crate::db::outbound::OutboundRow;
 use crate::db::queue::{NewMessage, QueueRef};
 use crate::db::writer::Committed;
@@ -132,7 +131,7 @@ impl Router {
     }
 }
 
-/// Wakes the link that carries each committed outbound message.
+/// Hands each committed outbound message to the link that carries it.
 pub(super) async fn wake_links(
     mut committed: mpsc::UnboundedReceiver<Committed>,
     router: Weak<Router>,
@@ -141,9 +140,6 @@ pub(super) async fn wake_links(
         let Some(router) = router.upgrade() else {
             return;
         };
-        match c.destination {
-            Destination::Local => {}
-            Destination::Neighbour(o) => router.neighbours.wake(o.neighbour),
-        }
+        router.outbound_committed(c);
     }
 }

@@ -50,6 +50,34 @@ pub(super) async fn ops(
     Ok(())
 }
 
+/// Whether `ops` write with at most one statement (so, on SQLite, need no
+/// explicit transaction): one delete of at most one chunk, or one unbroken
+/// run of enqueues of one kind that fits one insert (relayed ones also
+/// record their ids, a second statement), beside operations that write
+/// nothing.
+pub(super) fn one_write(ops: &[Op]) -> bool {
+    let writes = |op: &&Op| !matches!(op, Op::Barrier(_) | Op::Recount(..) | Op::Close(_));
+    let Some(at) = ops.iter().position(|op| writes(&op)) else {
+        return true;
+    };
+    let run = match &ops[at] {
+        Op::Delete(_, ids, _) => {
+            return ids.len() <= queue::DELETE_CHUNK && !ops[at + 1..].iter().any(|op| writes(&op));
+        }
+        Op::Enqueue(e, ..) if !e.relayed => {
+            let local = e.is_local();
+            ops[at..]
+                .iter()
+                .take_while(
+                    |op| matches!(op, Op::Enqueue(e, ..) if !e.relayed && e.is_local() == local),
+                )
+                .count()
+        }
+        _ => return false,
+    };
+    run <= queue::INSERT_CHUNK && !ops[at + run..].iter().any(|op| writes(&op))
+}
+
 async fn delete(
     conn: &mut Conn<'_>,
     ledger: &mut Ledger,

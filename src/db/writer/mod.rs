@@ -42,17 +42,23 @@ const SHARED_RECOUNT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Commits between two sizings of SQLite's memory to the queue.
 const REFIT_EVERY: u64 = 1000;
 
-/// A message that has just been committed, handed to routing (live push, or
-/// waking the neighbour's link) in commit order.
+/// A message that has just been committed to a neighbour's outbound queue,
+/// handed to routing in commit order so the neighbour's link can relay it
+/// without reading it back. Messages for local queues are not announced
+/// here (their live push happens at acceptance), which spares a wake-up per
+/// message.
 #[derive(Debug)]
 pub struct Committed {
     pub message: NewMessage,
     pub destination: Destination,
+    /// Its position in the outbound queue, when the insert reported one.
+    pub seq: Option<i64>,
 }
 
 /// One request to the writer task: what to do, and its [`Answer`].
 enum Op {
-    Enqueue(Enqueue, Answer<EnqueueOutcome>),
+    /// A message to queue; the position its insert took, once known.
+    Enqueue(Enqueue, Answer<EnqueueOutcome>, Option<i64>),
     Delete(QueueRef, Vec<MessageId>, Answer<u64>),
     Sweep(Millis, Answer<u64>),
     /// Count a recipient's queues again on their next use: rows of theirs
@@ -99,9 +105,10 @@ impl Op {
     /// to fill.
     fn enqueue_item(&mut self) -> Option<Item<'_>> {
         match self {
-            Op::Enqueue(enqueue, answer) => Some(Item {
+            Op::Enqueue(enqueue, answer, seq) => Some(Item {
                 enqueue,
                 outcome: &mut answer.result,
+                seq,
             }),
             Op::Delete(..) | Op::Sweep(..) | Op::Recount(..) | Op::Barrier(_) | Op::Close(_) => {
                 None
@@ -113,11 +120,13 @@ impl Op {
     /// a stored message first.
     fn finish(self, committed: &mpsc::UnboundedSender<Committed>) {
         match self {
-            Op::Enqueue(e, answer) => {
-                if answer.result == Some(EnqueueOutcome::Stored) {
+            Op::Enqueue(e, answer, seq) => {
+                let stored = answer.result == Some(EnqueueOutcome::Stored);
+                if stored && matches!(e.destination, Destination::Neighbour(_)) {
                     let _ = committed.send(Committed {
                         message: e.message,
                         destination: e.destination,
+                        seq,
                     });
                 }
                 answer.send();
@@ -130,7 +139,7 @@ impl Op {
 
     fn fail(self, e: &DbError) {
         match self {
-            Op::Enqueue(_, answer) => answer.fail(e),
+            Op::Enqueue(_, answer, _) => answer.fail(e),
             Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.fail(e),
             Op::Recount(_, answer) | Op::Barrier(answer) => answer.fail(e),
             Op::Close(done) => drop(done),
@@ -199,15 +208,29 @@ impl Store {
         message: Enqueue,
     ) -> Result<oneshot::Receiver<Result<EnqueueOutcome, DbError>>, DbError> {
         let (answer, rx) = Answer::new();
-        self.writer.submit(Op::Enqueue(message, answer)).await?;
+        self.writer
+            .submit(Op::Enqueue(message, answer, None))
+            .await?;
         Ok(rx)
     }
 
     /// Deletes the given messages of one queue; returns how many existed.
     pub async fn delete(&self, queue: QueueRef, ids: Vec<MessageId>) -> Result<u64, DbError> {
+        let rx = self.submit_delete(queue, ids).await?;
+        rx.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    /// Starts deleting the given messages of one queue and returns the
+    /// receiver of how many existed: deletes submitted together share one
+    /// transaction.
+    pub async fn submit_delete(
+        &self,
+        queue: QueueRef,
+        ids: Vec<MessageId>,
+    ) -> Result<oneshot::Receiver<Result<u64, DbError>>, DbError> {
         let (answer, rx) = Answer::new();
         self.writer.submit(Op::Delete(queue, ids, answer)).await?;
-        rx.await.map_err(|_| DbError::WriterGone)?
+        Ok(rx)
     }
 
     /// Makes the writer count `recipient`'s queues again from the table,
@@ -310,6 +333,17 @@ impl Task {
         };
         let mut tx = conn.borrow();
         self.ledger.recount_if_due();
+        if matches!(tx, Backend::Sqlite(_)) && apply::one_write(ops) {
+            // One statement is its own transaction, committed and synced
+            // before it returns: BEGIN and COMMIT would be two more round
+            // trips to SQLite's thread for nothing. If it fails, SQLite has
+            // undone it and the connection is outside any transaction.
+            let result = apply::ops(&mut tx, &mut self.ledger, ops).await;
+            if result.is_ok() {
+                self.refit_memory().await;
+            }
+            return result;
+        }
         let work = match tx.begin().await {
             Ok(()) => match apply::ops(&mut tx, &mut self.ledger, ops).await {
                 Ok(()) => cluster::notify_in(&mut tx, &self.membership, &stored_events(ops)).await,
@@ -350,7 +384,9 @@ impl Task {
 fn stored_events(ops: &[Op]) -> Vec<Event> {
     let mut events = Vec::new();
     for op in ops {
-        let Op::Enqueue(e, answer) = op else { continue };
+        let Op::Enqueue(e, answer, _) = op else {
+            continue;
+        };
         if answer.result != Some(EnqueueOutcome::Stored) {
             continue;
         }
