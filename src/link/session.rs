@@ -297,7 +297,8 @@ type RelayKey = (MessageId, String, u32);
 
 /// Answers relayed messages in the order they arrived, each once its commit
 /// is done, gathering consecutive acknowledgements for one recipient
-/// device into one frame.
+/// device into one frame. A message waiting for its sender's device list
+/// is answered on its own when its wait ends, so it holds back no other.
 async fn acknowledge(
     mut pending: mpsc::Receiver<(RelayKey, Result<PendingSend, RouteError>)>,
     outbox: mpsc::Sender<Vec<u8>>,
@@ -313,31 +314,20 @@ async fn acknowledge(
         }
         batch_for = (to, device);
         let outcome = match p {
-            Ok(p) => p.committed().await,
-            Err(e) => Err(e),
+            Ok(p) if p.waits() => {
+                tokio::spawn(answer_alone(id, batch_for.clone(), p, outbox.clone()));
+                None
+            }
+            Ok(p) => Some(p.committed().await),
+            Err(e) => Some(Err(e)),
         };
         match outcome {
-            Ok(()) => batch.push(id),
-            Err(RouteError::Db(e)) => {
-                // Not acknowledged: the neighbour keeps it and sends it again
-                // (a full or unreachable store is logged by the store).
-                if e.code() == ErrorCode::Internal {
-                    tracing::error!(%id, error = %e, "could not commit a relayed message");
+            None => {}
+            Some(Ok(())) => batch.push(id),
+            Some(Err(e)) => {
+                if let Some(refusal) = refusal_frame(id, e, &batch_for) {
+                    let _ = outbox.send(refusal).await;
                 }
-            }
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "refusing a relayed message");
-                let refusal = LinkMessage::RelayRefused {
-                    id,
-                    code: e.code(),
-                    message: e.to_string(),
-                    device,
-                    path: Vec::new(),
-                    to: Some(batch_for.0.clone()),
-                    from: None,
-                    sender_device: 0,
-                };
-                let _ = outbox.send(link_frame(&refusal)).await;
             }
         }
         if !batch.is_empty() && pending.is_empty() {
@@ -345,6 +335,52 @@ async fn acknowledge(
             if outbox.send(ack_frame(ids, &batch_for)).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Answers one relayed message once its commit is done (acks name ids,
+/// so it need not keep its place among the others).
+async fn answer_alone(
+    id: MessageId,
+    key: (String, u32),
+    p: PendingSend,
+    outbox: mpsc::Sender<Vec<u8>>,
+) {
+    let frame = match p.committed().await {
+        Ok(()) => Some(ack_frame(vec![id], &key)),
+        Err(e) => refusal_frame(id, e, &key),
+    };
+    if let Some(frame) = frame {
+        let _ = outbox.send(frame).await;
+    }
+}
+
+/// The refusal of relayed message `id`, or `None` when it is left
+/// unacknowledged: the neighbour keeps it and sends it again (a full or
+/// unreachable store is logged by the store; too many waiting messages
+/// clear with time).
+fn refusal_frame(id: MessageId, e: RouteError, (to, device): &(String, u32)) -> Option<Vec<u8>> {
+    match e {
+        RouteError::Db(e) => {
+            if e.code() == ErrorCode::Internal {
+                tracing::error!(%id, error = %e, "could not commit a relayed message");
+            }
+            None
+        }
+        RouteError::TryLater => None,
+        e => {
+            tracing::warn!(%id, error = %e, "refusing a relayed message");
+            Some(link_frame(&LinkMessage::RelayRefused {
+                id,
+                code: e.code(),
+                message: e.to_string(),
+                device: *device,
+                path: Vec::new(),
+                to: Some(to.clone()),
+                from: None,
+                sender_device: 0,
+            }))
         }
     }
 }
@@ -392,6 +428,7 @@ async fn drain(
         }
         for row in rows {
             cursor = row.seq;
+            router.relayed_to(peer, &row);
             let relayed = Relayed {
                 id: row.id,
                 from: row.sender,

@@ -90,7 +90,7 @@ impl Router {
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
         };
         let pending = if home {
-            self.route_from_known_device(message, path).await?
+            self.route_from_known_device(from, message, path).await?
         } else {
             self.route(recipient, message, path, true).await?
         };

@@ -6,6 +6,7 @@
 //! of three.
 
 mod devices;
+mod edge_attacks;
 mod edges;
 
 use std::net::SocketAddr;
