@@ -147,7 +147,8 @@ mod tests {
         let copies = RelayedCopies::new(clock.clone());
         let (a, b) = (Fingerprint::of_spki(b"a"), Fingerprint::of_spki(b"b"));
         let id = MessageId::random();
-        copies.remember(a, &row(id, 1_000));
+        let expires = clock.now_ms() + 1_000;
+        copies.remember(a, &row(id, expires));
         assert!(
             copies.take(b, id, "+12025550102", 1).is_none(),
             "another neighbour"
@@ -166,7 +167,7 @@ mod tests {
         assert_eq!(record.path, vec!["aa".to_string()]);
         assert!(copies.take(a, id, "+12025550102", 1).is_none(), "used once");
         let late = MessageId::random();
-        copies.remember(a, &row(late, 1_000));
+        copies.remember(a, &row(late, expires));
         clock.advance_ms(1_000);
         assert!(copies.take(a, late, "+12025550102", 1).is_none(), "expired");
     }
