@@ -319,7 +319,9 @@ type RelayKey = (MessageId, String, u32);
 /// Answers relayed messages once their commits are done: what is ready
 /// together is acknowledged together, one frame per recipient device
 /// however their messages were interleaved (the neighbour deletes each
-/// frame's ids in one statement).
+/// frame's ids in one statement). A message waiting for its sender's
+/// device list is answered on its own when its wait ends, so it holds back
+/// no other.
 async fn acknowledge(
     mut pending: mpsc::Receiver<(RelayKey, Result<PendingSend, RouteError>)>,
     outbox: mpsc::Sender<Vec<u8>>,
@@ -328,36 +330,24 @@ async fn acknowledge(
     while pending.recv_many(&mut ready, MAX_ACKS_AT_ONCE).await > 0 {
         let mut groups: Vec<((String, u32), Vec<MessageId>)> = Vec::new();
         for ((id, to, device), p) in ready.drain(..) {
+            let key = (to, device);
             let outcome = match p {
+                Ok(p) if p.waits() => {
+                    tokio::spawn(answer_alone(id, key, p, outbox.clone()));
+                    continue;
+                }
                 Ok(p) => p.committed().await,
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(()) => match groups.iter_mut().find(|(k, _)| k.0 == to && k.1 == device) {
+                Ok(()) => match groups.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, ids)) => ids.push(id),
-                    None => groups.push(((to, device), vec![id])),
+                    None => groups.push((key, vec![id])),
                 },
-                Err(RouteError::Db(e)) => {
-                    // Not acknowledged: the neighbour keeps it and sends it
-                    // again (a full or unreachable store is logged by the
-                    // store).
-                    if e.code() == ErrorCode::Internal {
-                        tracing::error!(%id, error = %e, "could not commit a relayed message");
-                    }
-                }
                 Err(e) => {
-                    tracing::warn!(%id, error = %e, "refusing a relayed message");
-                    let refusal = LinkMessage::RelayRefused {
-                        id,
-                        code: e.code(),
-                        message: e.to_string(),
-                        device,
-                        path: Vec::new(),
-                        to: Some(to),
-                        from: None,
-                        sender_device: 0,
-                    };
-                    let _ = outbox.send(link_frame(&refusal)).await;
+                    if let Some(refusal) = refusal_frame(id, e, &key) {
+                        let _ = outbox.send(refusal).await;
+                    }
                 }
             }
         }
@@ -388,6 +378,52 @@ async fn delete_acked(router: Arc<Router>, peer: Fingerprint, mut acked: mpsc::R
         }
         if let Err(e) = router.outbound_acked_many(&peer, groups).await {
             tracing::error!(error = %e, "could not delete acknowledged messages; they will be sent again");
+        }
+    }
+}
+
+/// Answers one relayed message once its commit is done (acks name ids,
+/// so it need not keep its place among the others).
+async fn answer_alone(
+    id: MessageId,
+    key: (String, u32),
+    p: PendingSend,
+    outbox: mpsc::Sender<Vec<u8>>,
+) {
+    let frame = match p.committed().await {
+        Ok(()) => Some(ack_frame(vec![id], &key)),
+        Err(e) => refusal_frame(id, e, &key),
+    };
+    if let Some(frame) = frame {
+        let _ = outbox.send(frame).await;
+    }
+}
+
+/// The refusal of relayed message `id`, or `None` when it is left
+/// unacknowledged: the neighbour keeps it and sends it again (a full or
+/// unreachable store is logged by the store; too many waiting messages
+/// clear with time).
+fn refusal_frame(id: MessageId, e: RouteError, (to, device): &(String, u32)) -> Option<Vec<u8>> {
+    match e {
+        RouteError::Db(e) => {
+            if e.code() == ErrorCode::Internal {
+                tracing::error!(%id, error = %e, "could not commit a relayed message");
+            }
+            None
+        }
+        RouteError::TryLater => None,
+        e => {
+            tracing::warn!(%id, error = %e, "refusing a relayed message");
+            Some(link_frame(&LinkMessage::RelayRefused {
+                id,
+                code: e.code(),
+                message: e.to_string(),
+                device: *device,
+                path: Vec::new(),
+                to: Some(to.clone()),
+                from: None,
+                sender_device: 0,
+            }))
         }
     }
 }
@@ -445,7 +481,7 @@ async fn drain(
                 continue;
             }
             cursor = row.seq;
-            if !send_row(row, &outbox, &closed).await {
+            if !send_row(&router, peer, row, &outbox, &closed).await {
                 return;
             }
         }
@@ -483,19 +519,23 @@ async fn send_table(
         }
         for row in rows {
             *cursor = row.seq;
-            if !send_row(row, outbox, closed).await {
+            if !send_row(router, peer, row, outbox, closed).await {
                 return false;
             }
         }
     }
 }
 
-/// Relays one queued message; false once the link has closed.
+/// Relays one queued message, remembering it so that a refusal can be
+/// matched to a copy really sent; false once the link has closed.
 async fn send_row(
+    router: &Router,
+    peer: Fingerprint,
     row: OutboundRow,
     outbox: &mpsc::Sender<Vec<u8>>,
     closed: &CancellationToken,
 ) -> bool {
+    router.relayed_to(peer, &row);
     let relayed = Relayed {
         id: row.id,
         from: row.sender,

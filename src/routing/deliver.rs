@@ -54,6 +54,12 @@ impl PendingSend {
         }
     }
 
+    /// Whether the message still waits for something before it is handed
+    /// to the writer (and so may take seconds to resolve).
+    pub fn waits(&self) -> bool {
+        matches!(self.outcome, Outcome::Later(_))
+    }
+
     /// Resolves once the message is committed (or refused).
     pub async fn committed(self) -> Result<(), RouteError> {
         let PendingSend {

@@ -157,6 +157,10 @@ pub enum RouteError {
     /// shutting down).
     #[error("{0} was interrupted")]
     Interrupted(&'static str),
+    /// Too many relayed messages wait for device lists: the message is
+    /// left unacknowledged, so the neighbour keeps it and sends it again.
+    #[error("too many relayed messages wait for their senders' device lists; try again later")]
+    TryLater,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -206,6 +210,7 @@ impl RouteError {
             }
             RouteError::BadPrekey { .. } => ErrorCode::BadPrekey,
             RouteError::Interrupted(_) => ErrorCode::Internal,
+            RouteError::TryLater => ErrorCode::Unavailable,
             RouteError::BadLink(_) => ErrorCode::BadRequest,
             RouteError::NoLink => ErrorCode::NoLink,
             RouteError::Db(e) => e.code(),

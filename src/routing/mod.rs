@@ -43,6 +43,7 @@ mod prekeys;
 mod presence;
 mod registry;
 mod relay;
+mod relayed_copies;
 mod remote_claim_limits;
 mod remote_claims;
 mod remote_devices;
@@ -113,6 +114,8 @@ pub struct Router {
     neighbour_claims: remote_claim_limits::NeighbourClaims,
     /// Relayed messages from a device whose list is still on its way.
     waiting_senders: remote_senders::WaitingSenders,
+    /// Copies relayed to each neighbour, for checking refusals.
+    relayed_copies: relayed_copies::RelayedCopies,
     rendezvous: rendezvous::Rendezvous,
     presence_changed: Arc<Notify>,
     /// Users connected to the other members of a cluster.
@@ -152,6 +155,7 @@ impl Router {
             pending_claims: remote_claims::PendingClaims::default(),
             neighbour_claims: remote_claim_limits::NeighbourClaims::new(&limits, clock.clone()),
             waiting_senders: remote_senders::WaitingSenders::default(),
+            relayed_copies: relayed_copies::RelayedCopies::new(clock.clone()),
             rendezvous: rendezvous::Rendezvous::default(),
             clock,
             message_ttl_ms,

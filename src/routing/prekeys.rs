@@ -91,14 +91,20 @@ impl Router {
         }
         self.check_listed(phone, devices)?;
         self.charge_claims(session.phone(), devices.len())?;
+        for device in devices {
+            // Counted against the budget neighbours share; never held back.
+            let _ = self.neighbour_claims.device_may(phone, *device);
+        }
         self.hand_out(phone, devices).await
     }
 
-    /// A claim for a local user asked by neighbour `from` (the asking
-    /// server charged its user's rate; we charge the neighbour's, and past
-    /// it answer without one-time keys, `remote_claim_limits`).
+    /// A claim for a local user started at server `origin` and asked by
+    /// neighbour `from` (the asking server charged its user's rate; we
+    /// charge the origin's, the neighbour's and each device's budget, and
+    /// past them answer without one-time keys, `remote_claim_limits`).
     pub(super) async fn claim_local(
         &self,
+        origin: Fingerprint,
         from: Fingerprint,
         phone: &PhoneNumber,
         devices: &[u32],
@@ -107,13 +113,16 @@ impl Router {
             self.fresh_device_list(phone).await?;
         }
         self.check_listed(phone, devices)?;
-        if !self.neighbour_may_claim(from, phone, devices.len()) {
-            return Ok(devices
-                .iter()
-                .map(|d| claim_bytes(*d, None, None))
-                .collect());
+        let allowed = self.neighbour_may_claim(origin, from, phone, devices.len());
+        let mut claims = Vec::with_capacity(devices.len());
+        for &device in devices {
+            if allowed && self.neighbour_claims.device_may(phone, device) {
+                claims.extend(self.hand_out(phone, &[device]).await?);
+            } else {
+                claims.push(claim_bytes(device, None, None));
+            }
         }
-        self.hand_out(phone, devices).await
+        Ok(claims)
     }
 
     /// Every device named must be in the local user's current list.

@@ -72,8 +72,8 @@ impl Router {
         if r.device == 0 {
             return Err(RouteError::V1Refused(NO_DEVICE));
         }
-        let from = (&sender, r.sender_device);
-        check_v2_header(&r.envelope.0, from, (&recipient, r.device), r.id)?;
+        let sent_by = (&sender, r.sender_device);
+        check_v2_header(&r.envelope.0, sent_by, (&recipient, r.device), r.id)?;
         // A copy for our own user waits, if need be, until its sending
         // device is known here (`remote_senders`).
         let mut home = false;
@@ -94,7 +94,7 @@ impl Router {
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
         };
         let pending = if home {
-            self.route_from_known_device(message, path).await?
+            self.route_from_known_device(from, message, path).await?
         } else {
             self.route(recipient, message, path, true).await?
         };

@@ -159,7 +159,9 @@ impl Router {
         };
         let Some(via) = entry.via else {
             tracing::debug!(%phone, devices = c.devices.len(), "a neighbour claims prekeys");
-            return Some(self.claim_local(from, &phone, &c.devices).await);
+            let origin = c.path.first().and_then(|o| Fingerprint::parse(o));
+            let origin = origin.unwrap_or(from);
+            return Some(self.claim_local(origin, from, &phone, &c.devices).await);
         };
         if via == from || c.path.contains(&via.to_hex()) {
             return Some(Err(RouteError::RouteLoop(phone)));

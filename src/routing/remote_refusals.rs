@@ -10,7 +10,9 @@
 //! is, carried by servers that could have dropped the message anyway.
 
 use super::relay::Refusal;
+use super::relayed_copies::Record;
 use super::{Router, link_frame};
+use crate::db::outbound::OutboundRow;
 use crate::db::queue::NewMessage;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{self, LinkMessage};
@@ -24,17 +26,49 @@ struct Refused {
 }
 
 impl Router {
+    /// Remembers that the copy `row` was sent to neighbour `peer`, so a
+    /// refusal of it coming back can be checked (`relayed_copies`).
+    pub fn relayed_to(&self, peer: Fingerprint, row: &OutboundRow) {
+        self.relayed_copies.remember(peer, row);
+    }
+
     /// Takes a refusal from neighbour `peer`. Without a `path` it is about
-    /// a message we sent `peer`: the message is dropped here, and if it
-    /// came from another server the refusal goes back towards it with the
-    /// message's path. With one, it is such a refusal on its way back.
-    /// Where the message was sent from, its sending device is told.
+    /// a message queued here for `peer`; with one, it is such a refusal
+    /// on its way back. Either way it must name a copy this server sent
+    /// `peer`: the copy's own record gives the sender and the path back
+    /// (the frame's are not trusted), and is used up. Where the message
+    /// was sent from, its sending device is told; the queued copy, if
+    /// any, is dropped only once that is done.
     pub async fn relay_refused(&self, peer: Fingerprint, mut refusal: Refusal, path: Vec<String>) {
-        let path = if path.is_empty() {
-            self.drop_refused(peer, &mut refusal).await
-        } else {
-            path
+        refusal.sender = None;
+        let queued = path.is_empty();
+        let record = match queued {
+            true => self.queued_copy(peer, &mut refusal).await,
+            false => refusal.to.as_ref().and_then(|to| {
+                self.relayed_copies
+                    .take(peer, refusal.id, to.as_str(), refusal.device)
+            }),
         };
+        let Some(record) = record else {
+            return tracing::warn!(id = %refusal.id, code = ?refusal.code,
+                "a refusal for a message not relayed from here to that neighbour; dropped");
+        };
+        if queued {
+            let to = refusal.to.as_ref().map(|t| t.as_str()).unwrap_or_default();
+            let _ = self
+                .relayed_copies
+                .take(peer, refusal.id, to, refusal.device);
+        }
+        refusal.sender = Some((record.sender, record.sender_device));
+        self.refusal_back(peer, refusal.clone(), record.path).await;
+        if queued {
+            self.drop_refused(peer, &refusal).await;
+        }
+    }
+
+    /// Sends the refusal on back along `path` (the copy's path as sent,
+    /// ending with us), or tells the sender when the copy started here.
+    async fn refusal_back(&self, peer: Fingerprint, refusal: Refusal, path: Vec<String>) {
         let me = self.me.fingerprint.to_hex();
         let at = path.iter().position(|p| *p == me);
         let next_is_peer = |at: usize| path.get(at + 1).is_none_or(|next| *next == peer.to_hex());
@@ -47,40 +81,39 @@ impl Router {
             }
             _ if at == Some(0) && next_is_peer(0) => self.tell_sender(refusal).await,
             _ => tracing::warn!(id = %refusal.id, code = ?refusal.code,
-                "a refusal for a message not queued here, or with a path that does not lead \
-                 back through here; dropped"),
+                "a refused copy's path does not lead back through here; dropped"),
         }
     }
 
-    /// Drops the copy `peer` refused from its outbound queue; returns the
-    /// path it had, and fills in the refusal's sender and recipient from
-    /// it.
-    async fn drop_refused(&self, peer: Fingerprint, refusal: &mut Refusal) -> Vec<String> {
-        let (id, device) = (refusal.id, refusal.device);
+    /// The copy `peer` refused as it still waits in its outbound queue;
+    /// fills in the refusal's recipient from it.
+    async fn queued_copy(&self, peer: Fingerprint, refusal: &mut Refusal) -> Option<Record> {
         let row = self
             .store
-            .outbound_row(&peer, id, device, refusal.to.as_ref())
+            .outbound_row(&peer, refusal.id, refusal.device, refusal.to.as_ref())
             .await;
-        if let Err(e) = self
-            .outbound_acked(&peer, device, refusal.to.clone(), &[id])
-            .await
-        {
-            tracing::error!(error = %e, "could not drop a refused message");
-        }
         match row {
             Ok(Some(row)) => {
-                let sender_device = u32::try_from(row.sender_device).unwrap_or_default();
-                refusal.sender = Some((row.sender, sender_device));
                 if refusal.to.is_none() {
                     refusal.to = PhoneNumber::from_canonical(&row.recipient).ok();
                 }
-                serde_json::from_str(&row.path).unwrap_or_default()
+                Some(Record::of(&row))
             }
-            Ok(None) => Vec::new(),
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "could not read a refused message");
-                Vec::new()
+                None
             }
+        }
+    }
+
+    /// Drops the copy `peer` refused from its outbound queue.
+    async fn drop_refused(&self, peer: Fingerprint, refusal: &Refusal) {
+        if let Err(e) = self
+            .outbound_acked(&peer, refusal.device, refusal.to.clone(), &[refusal.id])
+            .await
+        {
+            tracing::error!(error = %e, "could not drop a refused message");
         }
     }
 
@@ -133,6 +166,13 @@ impl Router {
         };
         if !self.sends_from_here(&refused).await {
             return tracing::warn!(%id, "a refusal names a sender device that is not ours; ignored");
+        }
+        let sender = refused.sender.as_str();
+        if !self
+            .relayed_copies
+            .may_notify(sender, refused.sender_device)
+        {
+            return tracing::warn!(%id, "too many undeliverable notices for one device; not queued");
         }
         let notice = Undeliverable {
             id,

@@ -14,23 +14,28 @@
 //! goes back to the server the message was sent from, which tells the
 //! sending device (`remote_refusals`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 
 use super::{PendingSend, RouteError, Router};
 use crate::db::queue::NewMessage;
-use crate::domain::PhoneNumber;
+use crate::domain::{Fingerprint, PhoneNumber};
 
 /// How long a relayed message waits for its sender's device list.
 pub const WAIT_FOR_LIST: Duration = Duration::from_secs(10);
 /// How often a waiting message looks for its list when the store is
 /// shared with other members of a cluster.
 const RECHECK_IN_CLUSTER: Duration = Duration::from_secs(1);
-/// Most relayed messages waiting at once; past it, one more is refused.
+/// Most relayed messages waiting at once, over all neighbours; past it
+/// (or past [`MAX_WAITING_PER_NEIGHBOUR`]) one more is left
+/// unacknowledged, so its neighbour keeps it and sends it again later.
 const MAX_WAITING: usize = 256;
+/// Most relayed messages from one neighbour waiting at once: one
+/// neighbour cannot take the slots every other neighbour's copies need.
+const MAX_WAITING_PER_NEIGHBOUR: usize = 32;
 
 /// What the home server knows of a relayed message's sending device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +54,14 @@ enum Sender {
 pub(super) struct WaitingSenders {
     router: OnceLock<Weak<Router>>,
     arrived: Arc<Notify>,
-    waiting: Arc<AtomicUsize>,
+    waiting: Arc<Mutex<Counts>>,
+}
+
+/// Messages waiting, in all and per neighbour they came from.
+#[derive(Default)]
+struct Counts {
+    all: usize,
+    per_neighbour: HashMap<Fingerprint, usize>,
 }
 
 impl WaitingSenders {
@@ -64,12 +76,35 @@ impl WaitingSenders {
     }
 }
 
-/// Gives the waiting slot back when the wait ends, however it ends.
-struct Slot(Arc<AtomicUsize>);
+/// A waiting slot taken for a message from a neighbour; given back when
+/// the wait ends, however it ends.
+struct Slot(Arc<Mutex<Counts>>, Fingerprint);
+
+impl Slot {
+    /// Takes a slot for neighbour `from`, unless it or everyone is at
+    /// the cap.
+    fn take(counts: &Arc<Mutex<Counts>>, from: Fingerprint) -> Option<Slot> {
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.per_neighbour.get(&from).copied().unwrap_or(0);
+        if c.all >= MAX_WAITING || mine >= MAX_WAITING_PER_NEIGHBOUR {
+            return None;
+        }
+        c.all += 1;
+        c.per_neighbour.insert(from, mine + 1);
+        Some(Slot(counts.clone(), from))
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.all = c.all.saturating_sub(1);
+        if let Some(n) = c.per_neighbour.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_neighbour.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -79,6 +114,7 @@ impl Router {
     /// that is still to come, or refused.
     pub(super) async fn route_from_known_device(
         &self,
+        from: Fingerprint,
         message: NewMessage,
         path: Vec<String>,
     ) -> Result<PendingSend, RouteError> {
@@ -94,16 +130,11 @@ impl Router {
         }
         let waiting = &self.waiting_senders;
         let router = waiting.router.get().cloned().unwrap_or_default();
-        let slot = Slot(waiting.waiting.clone());
-        if waiting.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
-            drop(slot);
-            return Err(RouteError::UnknownSenderDevice {
-                phone: sender,
-                device,
-                why: "their device list has not reached this server, and too many messages \
-                      wait for lists already",
-            });
-        }
+        let Some(slot) = Slot::take(&waiting.waiting, from) else {
+            tracing::info!(%sender, device, id = %message.id,
+                "too many relayed messages wait for lists; the neighbour will send this again");
+            return Err(RouteError::TryLater);
+        };
         tracing::info!(%sender, device, id = %message.id,
             "a relayed message comes from a device not listed here yet; waiting for its list");
         let (tx, rx) = oneshot::channel();

@@ -7,6 +7,7 @@
 
 mod deviceless_relay;
 mod devices;
+mod edge_attacks;
 mod edges;
 
 use std::net::SocketAddr;

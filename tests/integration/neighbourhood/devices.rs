@@ -196,21 +196,29 @@ async fn devices_claims_and_sends_cross_a_line_of_three() {
         .filter_map(|c| c.one_time.as_ref().map(|p| p.id))
         .collect();
     let unique: HashSet<_> = ec.iter().collect();
-    assert_eq!(ec.len(), 45, "device 1 still had one-time keys for each");
+    // Carol's home hands out at most 10 one-time keys of one device in 10
+    // minutes to claims from other servers (5 to each server at once);
+    // the rest are answered with none, and their senders fall back to
+    // the bundle's last-resort keys.
+    assert!(
+        (5..=10).contains(&ec.len()),
+        "one-time keys only within the device's budget: {}",
+        ec.len()
+    );
     assert_eq!(unique.len(), ec.len(), "no one-time key went out twice");
     assert!(
         !ec.contains(&claims[0].one_time.as_ref().unwrap().id),
         "nor the one claimed first"
     );
-    // Its 40 one-time ML-KEM keys run out on the way (one went to the first
-    // claim): the rest of the claims are still answered, without one, and
-    // their senders fall back to the last-resort key of the bundle.
     let kem: HashSet<u32> = all
         .iter()
         .filter_map(|c| c.kem_one_time.as_ref().map(|p| p.id))
         .collect();
-    assert_eq!(kem.len(), 39, "each ML-KEM key once, until none is left");
-    assert_eq!(all.iter().filter(|c| c.kem_one_time.is_none()).count(), 6);
+    assert_eq!(
+        kem.len(),
+        ec.len(),
+        "each ML-KEM key once, with its P-256 one"
+    );
 }
 
 #[tokio::test]
