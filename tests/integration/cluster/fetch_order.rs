@@ -33,7 +33,7 @@ const PAGE: u32 = 5;
 /// `who` registered on `server` with one device published and logged in
 /// there (its prekeys published).
 pub(super) async fn one_device(server: &TestServer, who: &str) -> (TestUser, Device, Connection) {
-    let user = register(server, who, KeyType::P256).await;
+    let user = register_account(server, who, KeyType::P256).await;
     let mut account = Account::new(&user);
     account.add_device("phone");
     let conn = logged_in_connection(server, who, &account.identity).await;

@@ -16,7 +16,7 @@ async fn a_device_on_one_member_links_a_new_device_on_the_other() {
         return;
     };
     let mut b = second_member(&a).await;
-    let bob = register(&a, BOB, KeyType::P256).await;
+    let bob = register_account(&a, BOB, KeyType::P256).await;
     let mut account = Account::new(&bob);
     account.add_device("phone");
     let mut opener = Wire::connect(&a).await;
