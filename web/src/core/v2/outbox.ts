@@ -35,7 +35,15 @@ export async function sendText(ctx: Context, to: string, id: string, text: strin
   await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt);
 }
 
-async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number): Promise<number> {
+/**
+ * Seals and sends one copy per device of `start`, following changed device
+ * lists. A `duplicate_id` answer for a sync copy (to one of this account's own
+ * other devices) is skipped: the server keeps one message per id in each
+ * device's queue whoever sent it, so a recipient who learnt the id can take
+ * the slot first, and failing the whole send for that would report as lost a
+ * message the recipient already has.
+ */
+export async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number): Promise<number> {
   let checked = start;
   const own = checked.phone === ctx.me.phone;
   const served = new Set<number>(own ? [ctx.me.deviceId] : []);
@@ -52,6 +60,11 @@ async function fanOut(ctx: Context, start: Checked, id: string, content: Content
         await ctx.request("device_send", { id, to: checked.phone, device, list_version: checked.version, envelope: toBase64(sealed.envelope) });
         served.add(device);
       } catch (error) {
+        if (own && error instanceof RequestError && error.code === "duplicate_id") {
+          console.warn(`The sync copy of message ${id} to this account's device ${device} was refused as a duplicate id; skipped.`);
+          served.add(device);
+          continue;
+        }
         if (!(error instanceof RequestError) || error.code !== "stale_devices") throw error;
         stale = error.frame;
         break;
