@@ -195,8 +195,14 @@ pub(super) fn check_v2_header(
         });
     }
     let (recipient, recipient_device) = envelope.recipient();
-    if recipient != to.0 || recipient_device.get() != to.1 {
+    if recipient != to.0 {
         return Err(RouteError::WrongRecipient);
+    }
+    if recipient_device.get() != to.1 {
+        return Err(RouteError::WrongRecipientDevice {
+            named: recipient_device.get(),
+            request: to.1,
+        });
     }
     if envelope.id() != id {
         return Err(RouteError::WrongId);

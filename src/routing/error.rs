@@ -26,6 +26,8 @@ pub enum RouteError {
     },
     #[error("the envelope is addressed to someone else than \"to\"")]
     WrongRecipient,
+    #[error("the envelope is addressed to device {named}, not to \"device\" {request}")]
+    WrongRecipientDevice { named: u32, request: u32 },
     #[error("the envelope's message id differs from \"id\"")]
     WrongId,
     /// A relayed message whose sender or recipient is not a phone number.
@@ -138,6 +140,8 @@ pub enum RouteError {
     BadPrekey { index: usize, error: v2::Error },
     #[error("send at most {max} {what} in one request")]
     TooMany { what: &'static str, max: usize },
+    #[error("device {0} is named more than once; name each device once")]
+    RepeatedDevice(u32),
     #[error(
         "you are claiming prekeys faster than this server allows ({per_minute} devices a \
          minute); retry in {retry_after_ms} ms"
@@ -182,6 +186,7 @@ impl RouteError {
             | RouteError::SenderShareFull(_) => ErrorCode::QuotaExceeded,
             RouteError::Unreadable(_)
             | RouteError::WrongRecipient
+            | RouteError::WrongRecipientDevice { .. }
             | RouteError::WrongId
             | RouteError::BadRelayedPhone(_)
             | RouteError::MalformedPath(_)
@@ -201,7 +206,8 @@ impl RouteError {
             RouteError::RemoteRefused { code, .. } => *code,
             RouteError::BadStatement { .. }
             | RouteError::CertificatesMismatch(_)
-            | RouteError::TooMany { .. } => ErrorCode::BadRequest,
+            | RouteError::TooMany { .. }
+            | RouteError::RepeatedDevice(_) => ErrorCode::BadRequest,
             RouteError::NotCertified { .. } => ErrorCode::BadSignature,
             RouteError::StaleList { .. } => ErrorCode::StaleList,
             RouteError::TooManyDevices { .. } => ErrorCode::TooManyDevices,

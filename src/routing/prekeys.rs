@@ -81,6 +81,7 @@ impl Router {
                 max: MAX_LIST_DEVICES,
             });
         }
+        check_distinct(devices)?;
         let entry = self
             .user(phone)
             .await
@@ -112,6 +113,7 @@ impl Router {
         if self.device_list(phone).is_none() {
             self.fresh_device_list(phone).await?;
         }
+        check_distinct(devices)?;
         self.check_listed(phone, devices)?;
         let allowed = self.neighbour_may_claim(origin, from, phone, devices.len());
         let mut claims = Vec::with_capacity(devices.len());
@@ -185,4 +187,14 @@ fn claim_bytes(device: u32, ec: Option<&[u8]>, kem: Option<&[u8]>) -> Vec<u8> {
         out.extend_from_slice(part);
     }
     out
+}
+
+/// Each device at most once in a claim: a repeated id would hand out one
+/// more one-time prekey per repetition.
+fn check_distinct(devices: &[u32]) -> Result<(), RouteError> {
+    let mut seen = std::collections::HashSet::with_capacity(devices.len());
+    match devices.iter().find(|d| !seen.insert(**d)) {
+        Some(&device) => Err(RouteError::RepeatedDevice(device)),
+        None => Ok(()),
+    }
 }

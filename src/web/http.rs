@@ -14,7 +14,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,15 +68,22 @@ pub async fn serve(
             }
             continue;
         };
+        // Counted from the accept, so one address cannot hold every slot
+        // with connections that never reach the WebSocket handshake.
+        let Some(pending) = shared.state.admit_pending(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from one address; closing");
+            continue;
+        };
+        let admitted = Admitted { slot, pending };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = endpoint.tls.clone();
         tracker.spawn(async move {
             match tls {
-                None => connection(tcp, peer, shared, slot).await,
+                None => connection(tcp, peer, shared, admitted).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => connection(stream, peer, shared, slot).await,
+                        Ok(Ok(stream)) => connection(stream, peer, shared, admitted).await,
                         _ => tracing::debug!(%peer, "web TLS handshake failed"),
                     }
                 }
@@ -86,17 +92,18 @@ pub async fn serve(
     }
 }
 
-/// A connection's slot, held by the HTTP connection until a WebSocket
-/// session on it takes it over: one connection, one slot, whichever serves it.
-type HeldSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+/// A connection's slot and its not-logged-in count, held by the HTTP
+/// connection until a WebSocket session on it takes them over: one
+/// connection, one slot and one count, whichever serves it.
+type HeldSlot = Arc<Mutex<Option<Admitted>>>;
 
 /// One HTTP/1.1 connection, upgradeable to a WebSocket.
-async fn connection<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, slot: OwnedSemaphorePermit)
+async fn connection<IO>(io: IO, peer: SocketAddr, shared: Arc<Shared>, admitted: Admitted)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = shared.shutdown.clone();
-    let slot: HeldSlot = Arc::new(Mutex::new(Some(slot)));
+    let slot: HeldSlot = Arc::new(Mutex::new(Some(admitted)));
     let service = hyper::service::service_fn(move |req| {
         std::future::ready(answer(req, peer, &shared, &slot))
     });
@@ -167,8 +174,8 @@ fn asset(path: &str, head: bool) -> Reply {
     r
 }
 
-/// Checks the handshake, takes a not-logged-in count and the connection's
-/// slot for the session, answers `101 Switching Protocols` and runs the
+/// Checks the handshake, takes the connection's slot and not-logged-in
+/// count (both taken at accept) for the session, answers `101 Switching Protocols` and runs the
 /// session on the upgraded connection.
 fn upgrade(
     mut req: Request<Incoming>,
@@ -204,20 +211,13 @@ fn upgrade(
         );
     }
     let accept = derive_accept_key(key.as_bytes());
-    let Some(pending) = shared.state.admit_pending(peer.ip()) else {
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited: too many connections from your address have not logged in\n",
-        );
-    };
-    // The connection's own slot: it has no other use once upgraded.
-    let Some(slot) = slot.lock().ok().and_then(|mut held| held.take()) else {
+    // The connection's own slot and count: no other use once upgraded.
+    let Some(admitted) = slot.lock().ok().and_then(|mut held| held.take()) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_busy: the server is serving as many connections as it can; try again later\n",
         );
     };
-    let admitted = Admitted { slot, pending };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (state, shutdown, tracker) = (
         shared.state.clone(),

@@ -4,7 +4,7 @@
 //! rules; only how a frame is read and written differs here.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
@@ -55,9 +57,11 @@ pub async fn serve(
     if sink.send(Message::text(hello.frame())).await.is_err() {
         return;
     }
-    let writer = move |rx| tokio::spawn(write_loop(sink, rx));
+    let closing = Arc::new(OnceLock::new());
+    let reason = closing.clone();
+    let writer = move |rx| tokio::spawn(write_loop(sink, rx, reason));
     crate::server::run_session(
-        Incoming(stream),
+        Incoming(stream, closing),
         writer,
         peer.ip(),
         hello.binding(),
@@ -70,8 +74,12 @@ pub async fn serve(
     drop(admitted.slot);
 }
 
+/// Why the reading half ended the session, when the close frame should say.
+type Closing = Arc<OnceLock<CloseFrame>>;
+
 /// The reading half: each text (or binary) message is one request frame.
-struct Incoming(SplitStream<Ws>);
+/// A text message that is not UTF-8 ends the session with close code 1007.
+struct Incoming(SplitStream<Ws>, Closing);
 
 impl FrameSource for Incoming {
     async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
@@ -88,6 +96,16 @@ impl FrameSource for Incoming {
                         max: max_size,
                     });
                 }
+                Some(Err(WsError::Utf8(e))) => {
+                    let _ = self.1.set(CloseFrame {
+                        code: CloseCode::Invalid,
+                        reason: "text message is not UTF-8".into(),
+                    });
+                    return Err(FrameError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("text message is not UTF-8: {e}"),
+                    )));
+                }
                 Some(Err(WsError::Io(e))) => return Err(FrameError::Io(e)),
                 Some(Err(e)) => return Err(FrameError::Io(std::io::Error::other(e))),
             };
@@ -101,8 +119,13 @@ impl FrameSource for Incoming {
 
 /// The writing half: every queued frame as one text message, those waiting
 /// together sent with one flush; each frame keeps its outbox charge until
-/// flushed. Closes the WebSocket when the session ends.
-async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::Receiver<Queued>) {
+/// flushed. Closes the WebSocket when the session ends, with the reading
+/// half's reason if it gave one.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::Receiver<Queued>,
+    closing: Closing,
+) {
     let mut gathered = Vec::new();
     while let Some(frame) = rx.recv().await {
         let mut fed = sink.feed(message(&frame)).await;
@@ -116,6 +139,9 @@ async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::Receiver<Que
             return;
         }
         gathered.clear();
+    }
+    if let Some(frame) = closing.get() {
+        let _ = sink.send(Message::Close(Some(frame.clone()))).await;
     }
     let _ = sink.close().await;
 }

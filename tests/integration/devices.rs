@@ -372,6 +372,29 @@ async fn claims_are_rate_limited_per_account() {
     expect_error(answer, ErrorCode::RateLimited, "a claim past the burst");
 }
 
+/// A device named twice would hand out a one-time prekey per repetition.
+#[tokio::test]
+async fn a_claim_naming_a_device_twice_is_refused() {
+    let server = spawn_server().await;
+    let (_, _, _bobs) = with_devices(&server, BOB, 1).await;
+    let alice = register_account(&server, ALICE, KeyType::P256).await;
+    let conn = logged_in_connection(&server, ALICE, &alice.identity()).await;
+    let answer = conn
+        .ask(Request::Claim {
+            phone: BOB.into(),
+            devices: vec![1, 1],
+        })
+        .await
+        .unwrap();
+    expect_error(
+        answer,
+        ErrorCode::BadRequest,
+        "a claim naming device 1 twice",
+    );
+    let once = claim(&conn, BOB, &[1]).await;
+    assert_eq!(once.len(), 1);
+}
+
 #[tokio::test]
 async fn a_disabled_account_s_devices_are_refused_at_device_login() {
     let server = spawn_server().await;

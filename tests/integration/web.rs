@@ -411,28 +411,38 @@ async fn an_upgrade_takes_over_its_connections_slot() {
     server.stop().await;
 }
 
-/// `/ws` sessions not logged in count per address as TCP ones do.
+/// Web connections not logged in count per address from their accept, as
+/// TCP ones do: one address past the limit is closed at once, before it
+/// takes a slot, and the server's last slot stays for another client.
 #[tokio::test]
-async fn one_address_cannot_hold_more_sessions_without_logging_in() {
+async fn one_address_cannot_hold_more_connections_without_logging_in() {
     use carrier::server::MAX_PENDING_PER_ADDRESS;
 
-    let server = spawn_web_server().await;
+    let server = spawn_web_server_with(MAX_PENDING_PER_ADDRESS + 1).await;
     let mut held = Vec::new();
     for _ in 0..MAX_PENDING_PER_ADDRESS {
-        held.push(
-            open_ws(&server, &server.origin())
-                .await
-                .expect("a session within the limit"),
-        );
+        held.push(TcpStream::connect(server.web).await.unwrap());
     }
-    match open_ws(&server, &server.origin()).await {
-        Err(WsError::Http(response)) => {
-            assert_eq!(response.status(), 429);
-            let body = response.body().as_deref().unwrap_or_default();
-            assert!(String::from_utf8_lossy(body).starts_with("rate_limited"));
-        }
-        other => panic!("expected a 429, got {:?}", other.map(|_| ())),
-    }
+    let mut extra = TcpStream::connect(server.web).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = within("the server closes the connection", extra.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the connection past the limit is closed, got {read:?}"
+    );
+    let mut cli = crate::wire::Wire::connect_from(&server, [127, 0, 0, 2].into()).await;
+    assert!(cli.ping().await, "a client from another address is served");
+    // Every held connection is still open and served.
+    let mut first = held.swap_remove(0);
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    within("an answer", first.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
     drop(held);
     server.stop().await;
 }
@@ -477,6 +487,30 @@ async fn an_oversized_message_gets_the_frame_size_error_and_a_close() {
     assert_eq!(error["code"], "malformed_json", "{error}");
     let pong = ws.call(json!({"type": "ping"}), &mut Vec::new()).await;
     assert_eq!(pong["type"], "pong", "{pong}");
+    server.stop().await;
+}
+
+/// A text message that is not UTF-8 closes with 1007 (invalid data).
+#[tokio::test]
+async fn a_text_message_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+    let server = spawn_web_server().await;
+    let mut ws = WsClient::connect(&server).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.socket.send(Message::Frame(bad)).await.unwrap();
+    loop {
+        match within("the close", ws.socket.next()).await {
+            Some(Ok(Message::Close(frame))) => {
+                let frame = frame.expect("a close frame with a code");
+                assert_eq!(frame.code, CloseCode::Invalid, "{frame:?}");
+                break;
+            }
+            Some(Ok(Message::Text(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
     server.stop().await;
 }
 

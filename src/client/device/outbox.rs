@@ -180,10 +180,10 @@ impl Session<'_> {
                 };
                 let envelope = session.seal(&device.local, id, content, sent_at.max(0) as u64)?;
                 self.save_sent(device, session).await?;
-                match self
+                let sent = self
                     .device_send(id, &checked.phone, d, checked.version, envelope)
-                    .await?
-                {
+                    .await;
+                match skip_taken_sync_copy(sent, checked.phone == self.me, d, id)? {
                     None => {
                         served.insert(d);
                     }
@@ -337,5 +337,58 @@ impl Session<'_> {
             Response::Error { code, message, .. } => Err(ClientError::Server { code, message }),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// A sync copy (to one of this account's own other devices) whose id is
+/// already taken in that device's queue is skipped with a warning rather
+/// than failing the send: the recipient may have taken the id there first,
+/// and by then the message has been delivered and belongs in the history.
+fn skip_taken_sync_copy(
+    sent: Result<Option<CurrentDevices>, ClientError>,
+    own_device: bool,
+    device: u32,
+    id: MessageId,
+) -> Result<Option<CurrentDevices>, ClientError> {
+    match sent {
+        Err(ClientError::Server {
+            code: ErrorCode::DuplicateId,
+            message,
+        }) if own_device => {
+            eprintln!(
+                "warning: the copy of message {id} for your device {device} was not delivered \
+                 ({message}); the message itself was sent"
+            );
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken() -> Result<Option<CurrentDevices>, ClientError> {
+        Err(ClientError::Server {
+            code: ErrorCode::DuplicateId,
+            message: "another message is already queued under this id".into(),
+        })
+    }
+
+    #[test]
+    fn only_a_sync_copy_with_a_taken_id_is_skipped() {
+        let id = MessageId::random();
+        assert!(matches!(
+            skip_taken_sync_copy(taken(), true, 2, id),
+            Ok(None)
+        ));
+        assert!(matches!(
+            skip_taken_sync_copy(taken(), false, 2, id),
+            Err(ClientError::Server {
+                code: ErrorCode::DuplicateId,
+                ..
+            })
+        ));
     }
 }
