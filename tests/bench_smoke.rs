@@ -68,6 +68,13 @@ fn bench_smoke_run() {
             "anonymous RSS above the peak RSS: {r}"
         );
     }
+    // A running conversation's envelopes: kind 2, without the set-up.
+    for w in ["W1", "W2", "W3"] {
+        let r = row(w);
+        assert_eq!(r["envelope_kind"], 2, "{r}");
+        let bytes = r["envelope_bytes"].as_f64().unwrap_or_default();
+        assert!((500.0..1000.0).contains(&bytes), "{r}");
+    }
     assert_eq!(row("W1")["messages"], 200);
     assert_eq!(
         row("W2")["messages"],
@@ -89,6 +96,30 @@ fn bench_smoke_run() {
             "crypto has no {key}: {crypto}"
         );
     }
+}
+
+/// `--first-contact` seals every timed message as a sender's first: kind 1
+/// envelopes, each repeating the 1,165 bytes of the PQXDH set-up.
+#[test]
+fn first_contact_envelopes_carry_the_set_up() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_carrier-bench"));
+    let w1 = |extra: &[&str]| {
+        let mut args = vec!["--workloads", "W1", "--messages", "20", "--senders", "2"];
+        args.extend_from_slice(extra);
+        let (rows, _) = run_bench(exe, &args);
+        rows.into_iter()
+            .find(|r| r["workload"] == "W1")
+            .expect("a W1 line")
+    };
+    let (running, first) = (w1(&[]), w1(&["--first-contact"]));
+    assert_eq!(running["envelope_kind"], 2, "{running}");
+    assert_eq!(first["envelope_kind"], 1, "{first}");
+    let bytes = |r: &Value| r["envelope_bytes"].as_f64().expect("envelope_bytes");
+    assert_eq!(
+        bytes(&first) - bytes(&running),
+        1165.0,
+        "{running}\n{first}"
+    );
 }
 
 /// Without a carrier-server binary beside it, the bench serves from its own

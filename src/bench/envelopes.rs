@@ -5,13 +5,15 @@
 //! step). Every v2 envelope is P-256, so the running-session rates are
 //! reported as `seal_p256_per_s` and `open_p256_per_s`; there is no RSA in
 //! protocol v2. `cargo bench --bench sessions` measures the same with
-//! criterion.
+//! criterion. [`running_session`] brings a pair of bench users' session to
+//! that running state before the load generator seals its timed messages.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use super::report::Row;
+use super::users::{self, User};
 use crate::crypto::Identity;
 use crate::crypto::v2::{
     Content, DeviceCertificate, DeviceId, DeviceKey, DeviceList, Envelope, LocalDevice,
@@ -137,4 +139,55 @@ pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
         opened as f64 / started.elapsed().as_secs_f64(),
     );
     Ok(row)
+}
+
+/// A session from `sender` to `recipient` in the state of a running
+/// conversation: the sender's first envelope (kind 1, carrying the PQXDH
+/// set-up) was accepted by the recipient's device, which sealed a reply
+/// that the sender opened. Every envelope the session seals from now on is
+/// kind 2. All of it happens on this process; the server sees none of it.
+pub fn running_session(sender: &User, recipient: &User, text: &str, now: u64) -> Result<Session> {
+    let (from, to) = (&sender.device, &recipient.device);
+    let content = Content::Text(text.into());
+    let mut session = Session::initiate(&from.local, &to.bundle, now);
+    let hello = session.seal(&from.local, MessageId::random(), &content, now)?;
+    let mut store = users::prekey_store();
+    let (mut answering, _) = Session::accept(
+        &to.local,
+        &mut store,
+        &from.seen,
+        &Envelope::parse(&hello)?,
+        now,
+    )?;
+    let reply = answering.seal(&to.local, MessageId::random(), &content, now)?;
+    session.open(&from.local, &to.seen, &Envelope::parse(&reply)?, now)?;
+    Ok(session)
+}
+
+/// Which envelopes a pair's session seals for the timed phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contact {
+    /// The sender has opened a reply: kind 2, a running conversation.
+    Running,
+    /// The sender has never heard back: kind 1, each envelope repeating
+    /// the PQXDH set-up (`--first-contact`).
+    First,
+}
+
+impl Contact {
+    pub fn from_flag(first_contact: bool) -> Self {
+        if first_contact {
+            Self::First
+        } else {
+            Self::Running
+        }
+    }
+
+    /// The kind byte of the envelopes sealed under this contact.
+    pub fn envelope_kind(self) -> u64 {
+        match self {
+            Self::Running => 2,
+            Self::First => 1,
+        }
+    }
 }

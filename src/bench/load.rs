@@ -2,8 +2,11 @@
 //! message for the recipient's one device, each pair of users in its own
 //! Double Ratchet session) are sealed before any timed phase; during one,
 //! the bench only serialises `device_send` requests and records times, so
-//! the figures measure the server.
+//! the figures measure the server. By default each pair's session is first
+//! brought to a running conversation's state, so the timed envelopes are
+//! kind 2; [`Contact::First`](super::envelopes::Contact) keeps them all kind 1 (PROTOCOL.md §14.1).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::envelopes::{Contact, running_session};
 use super::users::{DEVICE, LIST_VERSION, User};
 use crate::client::{Connection, Event};
 use crate::crypto::v2::{Content, Session};
@@ -59,6 +63,12 @@ impl SendJob {
     }
 }
 
+/// The mean envelope size of `jobs` in bytes, for the report.
+pub fn mean_envelope_bytes(jobs: &[SendJob]) -> f64 {
+    let total: usize = jobs.iter().map(|j| j.envelope.len()).sum();
+    total as f64 / jobs.len().max(1) as f64
+}
+
 /// What to seal: indexes into the sender and recipient lists, and the
 /// counter (unused by protocol v2, whose sessions count for themselves).
 #[derive(Clone, Copy)]
@@ -74,9 +84,12 @@ pub fn text_of(len: usize) -> String {
 }
 
 /// Seals the next message from `sender` to `recipient` in their session
-/// (started from the recipient's bundle on first use).
+/// (started from the recipient's bundle on first use, and under
+/// `Contact::Running` answered once before anything is sealed for the
+/// timed phase).
 fn seal_one(
     sessions: &mut HashMap<(usize, usize), Session>,
+    contact: Contact,
     spec: &SealSpec,
     sender: &User,
     recipient: &User,
@@ -87,9 +100,15 @@ fn seal_one(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let session = sessions
-        .entry((spec.sender, spec.recipient))
-        .or_insert_with(|| Session::initiate(&sender.device.local, &recipient.device.bundle, now));
+    let session = match sessions.entry((spec.sender, spec.recipient)) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(match contact {
+            Contact::First => {
+                Session::initiate(&sender.device.local, &recipient.device.bundle, now)
+            }
+            Contact::Running => running_session(sender, recipient, text, now)?,
+        }),
+    };
     let envelope = session.seal(&sender.device.local, id, &Content::Text(text.into()), now)?;
     Ok(SendJob {
         id,
@@ -101,13 +120,15 @@ fn seal_one(
 }
 
 /// Seals every spec on all cores; returns the jobs in spec order and the
-/// seconds it took. A sender's specs all go to one thread, so each pair's
-/// session seals its messages in order.
+/// seconds it took (setting up the sessions included). A sender's specs
+/// all go to one thread, so each pair's session seals its messages in
+/// order.
 pub async fn preseal(
     senders: Arc<Vec<User>>,
     recipients: Arc<Vec<User>>,
     specs: Vec<SealSpec>,
     text: Arc<String>,
+    contact: Contact,
 ) -> Result<(Vec<SendJob>, f64)> {
     let started = Instant::now();
     let threads = std::thread::available_parallelism()
@@ -130,6 +151,7 @@ pub async fn preseal(
                             .map(|(i, s)| {
                                 let job = seal_one(
                                     &mut sessions,
+                                    contact,
                                     s,
                                     &senders[s.sender],
                                     &recipients[s.recipient],

@@ -73,6 +73,12 @@ pub struct Args {
     /// Bytes of text per message.
     #[arg(long, default_value_t = 256)]
     pub text_bytes: usize,
+    /// Seal every timed message as a sender's first contact (kind 1
+    /// envelopes repeating the PQXDH set-up) instead of a running
+    /// conversation's (kind 2, the default: each pair exchanges one message
+    /// each way before the timed phase, on the load generator alone).
+    #[arg(long)]
+    pub first_contact: bool,
     /// W3: messages per second, in total.
     #[arg(long, default_value_t = 200.0)]
     pub w3_rate: f64,

@@ -11,7 +11,9 @@
 //! own account key certifies it), and making and publishing 140 prekeys
 //! per user would otherwise dominate registering thousands of them. No
 //! one-time prekeys are published, so every session starts on the
-//! last-resort keys, which costs the server nothing more.
+//! last-resort keys, which costs the server nothing more. The private half
+//! stays in the process ([`prekey_store`]), so a bench recipient can
+//! accept a session as its real device would.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use futures::StreamExt;
 use crate::client::Connection;
 use crate::crypto::v2::{
     DeviceCertificate, DeviceId, DeviceKey, DeviceList, LocalDevice, PrekeyBundle, PrekeyKind,
-    PrekeyStore, PublicPrekey, VerifiedBundle,
+    PrekeyStore, PublicPrekey, VerifiedBundle, VerifiedDevice,
 };
 use crate::crypto::{Identity, PublicKey, Purpose};
 use crate::domain::PhoneNumber;
@@ -44,13 +46,15 @@ pub struct User {
     pub device: Arc<UserDevice>,
 }
 
-/// A user's device: its own state, what registering publishes, and the
-/// bundle a sender checks after `lookup`.
+/// A user's device: its own state, what registering publishes, the
+/// bundle a sender checks after `lookup`, and the device as its contacts
+/// verify it (to open what it seals).
 pub struct UserDevice {
     pub local: LocalDevice,
     pub list: DeviceList,
     pub certificate: DeviceCertificate,
     pub bundle: VerifiedBundle,
+    pub seen: VerifiedDevice,
 }
 
 /// The device id every bench user's one device has.
@@ -63,13 +67,15 @@ struct SharedDevice {
     key: DeviceKey,
     signed: PublicPrekey,
     kem: PublicPrekey,
+    store: PrekeyStore,
 }
 
 fn shared_device() -> &'static SharedDevice {
     static SHARED: std::sync::OnceLock<SharedDevice> = std::sync::OnceLock::new();
     SHARED.get_or_init(|| {
         let key = DeviceKey::generate();
-        let published = PrekeyStore::new().maintain(&key, now_ms());
+        let mut store = PrekeyStore::new();
+        let published = store.maintain(&key, now_ms());
         let of_kind = |kind| {
             published
                 .iter()
@@ -81,8 +87,17 @@ fn shared_device() -> &'static SharedDevice {
             signed: of_kind(PrekeyKind::Signed),
             kem: of_kind(PrekeyKind::KemLastResort),
             key,
+            store,
         }
     })
+}
+
+/// The private prekeys of every bench device, as just published. Each
+/// session a bench recipient accepts takes a copy of its own: a real
+/// device keeps its own list of the base keys it has seen, and one list
+/// shared by thousands of devices would fill up.
+pub fn prekey_store() -> PrekeyStore {
+    shared_device().store.clone()
 }
 
 fn now_ms() -> u64 {
@@ -117,24 +132,26 @@ impl UserDevice {
             .expect("a bench phone fits a certificate");
         let list = DeviceList::issue(account, phone, LIST_VERSION, now, vec![(id, public)])
             .expect("one device fits a list");
+        let verified = list
+            .clone()
+            .verify(&account.public_key(), phone)
+            .expect("the list was just signed");
         let bundle = PrekeyBundle {
             certificate: certificate.clone(),
             signed_prekey: shared.signed.clone(),
             kem_prekey: shared.kem.clone(),
         }
-        .verify(
-            &list
-                .clone()
-                .verify(&account.public_key(), phone)
-                .expect("the list was just signed"),
-            now,
-        )
+        .verify(&verified, now)
         .expect("the bundle was just signed");
+        let seen = verified
+            .certify(&certificate)
+            .expect("the certificate was just issued");
         Self {
             local: LocalDevice::new(phone.clone(), id, shared.key.clone()),
             list,
             certificate,
             bundle,
+            seen,
         }
     }
 }

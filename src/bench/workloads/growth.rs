@@ -44,8 +44,14 @@ impl Bench {
                 counter: 1,
             })
             .collect();
-        let (templates, _) =
-            load::preseal(senders.clone(), crowd.clone(), specs, self.text.clone()).await?;
+        let (templates, _) = load::preseal(
+            senders.clone(),
+            crowd.clone(),
+            specs,
+            self.text.clone(),
+            self.contact(),
+        )
+        .await?;
         let templates = Arc::new(templates);
         let mut sizes = self.args.w6_sizes.clone();
         sizes.sort_unstable();

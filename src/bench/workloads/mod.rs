@@ -9,7 +9,7 @@ mod neighbourhood;
 mod online;
 mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use super::server::{self, ServerBin, ServerProc, ServerSpec};
 use super::users::{self, Endpoint, OtpReader, PhoneGen, User};
 use super::{Args, Workload, emit};
 use crate::client::Connection;
-use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+use crate::domain::{Fingerprint, PhoneNumber};
 use crate::tls::Pin;
 
 /// Connections opened at once when logging many in.
@@ -40,7 +40,7 @@ pub struct Bench {
     users: Users,
     text: Arc<String>,
     /// What W1 stored and W2 has not drained yet.
-    stored: Option<HashSet<MessageId>>,
+    stored: Option<store::Stored>,
     /// Messages W6 has queued for the crowd so far.
     preloaded: u64,
     rows: Vec<Row>,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
+use super::store::Envelopes;
 use super::{Bench, LOGIN_CONCURRENCY, close_all, fill, login_shared, settle};
 use crate::bench::load::{self, SealSpec, SendJob};
 use crate::bench::meter::{self, Meter};
@@ -44,8 +45,10 @@ impl Bench {
             recipients.clone(),
             specs,
             self.text.clone(),
+            self.contact(),
         )
         .await?;
+        let envelopes = Envelopes::of(self.contact(), &jobs);
         let mut per_sender: Vec<Vec<SendJob>> = vec![Vec::new(); pairs];
         for (k, job) in jobs.into_iter().enumerate() {
             per_sender[k % pairs].push(job);
@@ -85,6 +88,7 @@ impl Bench {
         row.set("pushed", latencies.len() as u64);
         row.set("not_pushed", online.not_pushed);
         row.set("seconds", online.send_seconds);
+        envelopes.describe(&mut row);
         if online.not_pushed > 0 {
             row.note(&format!(
                 "{} messages were not pushed (outbox full?) and were fetched instead",

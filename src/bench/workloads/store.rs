@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use super::{Bench, LOGIN_CONCURRENCY, Target, close_all, fill, login_shared, settle};
+use crate::bench::envelopes::Contact;
 use crate::bench::load::{self, SendJob};
 use crate::bench::meter::Meter;
 use crate::bench::report::{Latencies, Row};
@@ -19,6 +20,7 @@ use crate::domain::MessageId;
 pub(super) struct StoreOutcome {
     pub row: Row,
     pub ids: HashSet<MessageId>,
+    pub envelopes: Envelopes,
     /// Messages sent to each recipient, in the recipients' order.
     pub per_recipient: Vec<usize>,
 }
@@ -31,7 +33,40 @@ pub(super) struct InFlight<'a> {
     pub patience: Duration,
 }
 
+/// What W1 stored for W2 to drain.
+pub(super) struct Stored {
+    ids: HashSet<MessageId>,
+    envelopes: Envelopes,
+}
+
+/// The envelopes a timed phase carried: their kind (PROTOCOL.md §14.1)
+/// and mean size, so a report says what was measured.
+#[derive(Clone, Copy)]
+pub(super) struct Envelopes {
+    kind: u64,
+    mean_bytes: f64,
+}
+
+impl Envelopes {
+    pub(super) fn of(contact: Contact, jobs: &[SendJob]) -> Self {
+        Self {
+            kind: contact.envelope_kind(),
+            mean_bytes: load::mean_envelope_bytes(jobs),
+        }
+    }
+
+    pub(super) fn describe(self, row: &mut Row) {
+        row.set("envelope_kind", self.kind);
+        row.set("envelope_bytes", self.mean_bytes);
+    }
+}
+
 impl Bench {
+    /// Which envelopes the timed phases carry (`--first-contact`).
+    pub(super) fn contact(&self) -> Contact {
+        Contact::from_flag(self.args.first_contact)
+    }
+
     pub(super) async fn w1(&mut self) -> Result<()> {
         let row = self.store_for_w2("W1").await?;
         self.emit(row);
@@ -45,7 +80,8 @@ impl Bench {
         }
         let target = self.pairs().await?;
         let stored = self.stored.take().expect("stored above");
-        let row = drain_phase("W2", &target, &self.users.recipients, &stored, None).await?;
+        let mut row = drain_phase("W2", &target, &self.users.recipients, &stored.ids, None).await?;
+        stored.envelopes.describe(&mut row);
         self.emit(row);
         Ok(())
     }
@@ -57,7 +93,10 @@ impl Bench {
         let out = self
             .store_phase(workload, &target, &senders, &recipients, self.args.messages)
             .await?;
-        self.stored = Some(out.ids);
+        self.stored = Some(Stored {
+            ids: out.ids,
+            envelopes: out.envelopes,
+        });
         Ok(out.row)
     }
 
@@ -80,8 +119,10 @@ impl Bench {
             recipients.clone(),
             specs,
             self.text.clone(),
+            self.contact(),
         )
         .await?;
+        let envelopes = Envelopes::of(self.contact(), &jobs);
         let ids: HashSet<MessageId> = jobs.iter().map(|j| j.id).collect();
         let mut per_sender: Vec<Vec<SendJob>> = vec![Vec::new(); senders.len()];
         for (job, owner) in jobs.into_iter().zip(owners) {
@@ -114,9 +155,11 @@ impl Bench {
         row.set("window", self.args.window as u64);
         row.set("text_bytes", self.args.text_bytes as u64);
         row.set("preseal_per_s", n as f64 / seal_secs);
+        envelopes.describe(&mut row);
         Ok(StoreOutcome {
             row,
             ids,
+            envelopes,
             per_recipient,
         })
     }
