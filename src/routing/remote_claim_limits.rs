@@ -6,7 +6,7 @@
 //! device over every claimer, local and remote. Past any limit the claim
 //! is still answered, with claim results that hold no one-time prekey:
 //! the asking client sets the session up with the last-resort keys of the
-//! bundle (docs/PROTOCOL-v2.md §5.5), so messages still flow, and the
+//! bundle (docs/PROTOCOL.md §11.5), so messages still flow, and the
 //! one-time keys left stay for others.
 //!
 //! Charging the server a claim started at (the first on its path) rather

@@ -1,5 +1,5 @@
 /**
- * Receiving under attack: a replayed first message (PROTOCOL-v2 §4.4, last row;
+ * Receiving under attack: a replayed first message (PROTOCOL §10.4, last row;
  * §5.4) is refused by its base key even when its session is gone and whatever
  * its id; forged and tampered envelopes change no state; a tab closed between
  * opening and acknowledging loses nothing and shows nothing twice.

@@ -1,5 +1,5 @@
 /**
- * Link codes (PROTOCOL-v2 §10.3): the code's text form, and the sealed request
+ * Link codes (PROTOCOL §16): the code's text form, and the sealed request
  * and answer as the device that shows the code would open and make them.
  */
 import { describe, expect, it } from "vitest";

@@ -1,6 +1,6 @@
 /**
  * Contacts' device lists and bundles as a hostile server could serve them
- * (PROTOCOL-v2 §3.3): a list not signed by the pinned account key, an older
+ * (PROTOCOL §10.1): a list not signed by the pinned account key, an older
  * list than one accepted before, and a bundle whose signed prekey was swapped.
  * None is accepted; nothing checked before is overwritten.
  */

@@ -1,5 +1,5 @@
 /**
- * The device's prekeys (PROTOCOL-v2 §4.4) against a stand-in for the server's
+ * The device's prekeys (PROTOCOL §10.4) against a stand-in for the server's
  * `publish_prekeys`: first publication, top-ups against the server's pools,
  * rotation after 7 days, and deletion 30 days after replacement.
  */

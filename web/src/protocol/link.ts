@@ -1,5 +1,5 @@
 /**
- * Link codes (docs/PROTOCOL-v2.md §10.3, §13.14): how a new device joins an
+ * Link codes (docs/PROTOCOL.md §16, §5.5): how a new device joins an
  * account with the code `carrier devices add` shows. The code never reaches the
  * server; it only sees the rendezvous id derived from it and two sealed messages
  * it can neither read nor alter.

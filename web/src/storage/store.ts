@@ -27,12 +27,12 @@ export interface KeyRecord {
   point?: Bytes;
   spki?: Bytes;
   createdAt: number;
-  /** Prekeys (names `prekey:<id>`): the kind and id of PROTOCOL-v2 §4.1, the public key, and when it was replaced. */
+  /** Prekeys (names `prekey:<id>`): the kind and id of PROTOCOL §9.8, the public key, and when it was replaced. */
   kind?: number;
   id?: number;
   publicKey?: Bytes;
   replacedAt?: number;
-  /** Signed prekeys: SHA-256 (hex) of the base keys of set-ups that used no one-time key (PROTOCOL-v2 §4.4). */
+  /** Signed prekeys: SHA-256 (hex) of the base keys of set-ups that used no one-time key (PROTOCOL §10.4). */
   seenBaseKeys?: string[];
   /** The prekey counter (name `prekey-next`): the next id to give out. */
   next?: number;
@@ -114,7 +114,7 @@ const get = <T>(tx: IDBTransaction, store: StoreName, key: IDBValidKey) =>
   promised(tx.objectStore(store).get(key)) as Promise<T | undefined>;
 const put = (tx: IDBTransaction, store: StoreName, value: unknown) => promised(tx.objectStore(store).put(value));
 
-/** Sessions kept per peer device (PROTOCOL-v2 §8.6); the least recently used go first. */
+/** Sessions kept per peer device (PROTOCOL §14.6); the least recently used go first. */
 export const MAX_SESSIONS_PER_DEVICE = 4;
 
 async function pruneSessions(tx: IDBTransaction, saved: SessionRecord): Promise<void> {
@@ -190,7 +190,7 @@ export class Store {
   }
 
   /**
-   * What opening one message changes, in one transaction (PROTOCOL-v2 §9): the
+   * What opening one message changes, in one transaction (PROTOCOL §15): the
    * session, the one-time prekeys it used up (or the base key to remember on its
    * signed prekey when it used none), and the message with its conversation.
    * Resolves with whether the message was new.

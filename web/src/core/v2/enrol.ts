@@ -1,5 +1,5 @@
 /**
- * Making this browser a device of an account (docs/PROTOCOL-v2.md §10): by
+ * Making this browser a device of an account (docs/PROTOCOL.md §5.2, §16): by
  * registering the number with a new account key (device 1 of a new list, or
  * the next device under the next version when the same key registers again),
  * or by linking to an existing account with a code from `carrier devices add`.

@@ -1,5 +1,5 @@
 /**
- * Receiving (docs/PROTOCOL-v2.md §8.4, §13.15): de-duplicate by id, parse, find
+ * Receiving (docs/PROTOCOL.md §14.4, §7.9): de-duplicate by id, parse, find
  * the sender's checked device, check its signature before any session state is
  * read, open (or set up) the session, and commit the new state with the message
  * in one transaction before the message is acknowledged. A message from a

@@ -1,5 +1,5 @@
 /**
- * Sending (docs/PROTOCOL-v2.md §8.3, §13.6): one envelope per device of the
+ * Sending (docs/PROTOCOL.md §14.3, §5.3): one envelope per device of the
  * recipient and one sync copy per other device of this account, all under one
  * message id, each sealed in its own session and saved before it leaves. A
  * `stale_devices` refusal carries the current list: it is checked like a

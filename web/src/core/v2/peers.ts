@@ -1,5 +1,5 @@
 /**
- * Contacts' accounts and devices, checked the only way docs/PROTOCOL-v2.md §3.3
+ * Contacts' accounts and devices, checked the only way docs/PROTOCOL.md §10.1
  * allows: the account key pinned on first contact, the device list signed by it
  * and never older than one accepted before, each certificate and bundle signed
  * down that chain. A different account key is a key change: it is kept aside

@@ -1,5 +1,5 @@
 /**
- * This device's prekeys (docs/PROTOCOL-v2.md §4.4): a signed prekey and a
+ * This device's prekeys (docs/PROTOCOL.md §10.4): a signed prekey and a
  * last-resort ML-KEM prekey rotated every 7 days and kept 30 days after, and
  * pools of one-time keys topped up against what the server still holds. Every
  * private half is saved before its public half is published; the P-256 ones are
@@ -25,7 +25,7 @@ const MAX_HELD_BATCHES = 4;
 /**
  * Set-ups that used neither one-time key are remembered by their base key, with
  * the signed prekey they used, so a replayed prekey message cannot set up a
- * session twice (PROTOCOL-v2 §4.4, last row); at most this many per signed
+ * session twice (PROTOCOL §10.4, last row); at most this many per signed
  * prekey, after which such set-ups are refused until the next rotation.
  */
 export const MAX_SEEN_BASE_KEYS = 4096;
