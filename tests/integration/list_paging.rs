@@ -7,12 +7,13 @@
 use std::collections::BTreeSet;
 
 use carrier::client::Connection;
-use carrier::protocol::link::{DirectoryEntry, LinkMessage};
-use carrier::protocol::{B64, ErrorCode, KeyType, ListedUser, Request, Response, signed};
+use carrier::protocol::link::LinkMessage;
+use carrier::protocol::{ErrorCode, KeyType, ListedUser, Request, Response};
 
 use crate::client_support::{carrier_out, outcome};
 use crate::common::{ALICE, Reachable, logged_in_connection, register, server_code};
-use crate::neighbourhood::{beside_a_hostile_neighbour, eventually, link_as, now_ms, send_link};
+use crate::neighbourhood::devices::homed_at;
+use crate::neighbourhood::{beside_a_hostile_neighbour, eventually, link_as, send_link};
 use crate::wire::Wire;
 
 /// Users the neighbour brings, beside Alice: two full pages and some.
@@ -29,7 +30,7 @@ async fn list_comes_in_pages_that_cover_every_user_once() {
     let entries: Vec<_> = expected
         .iter()
         .filter(|p| *p != ALICE)
-        .map(|p| entry(&hostile, p, &account))
+        .map(|p| homed_at(&hostile, p, &account))
         .collect();
     for frame in entries.chunks(500) {
         let entries = frame.to_vec();
@@ -174,26 +175,4 @@ fn once_each(pages: &[Vec<ListedUser>]) -> BTreeSet<String> {
 
 fn phones(users: &[ListedUser]) -> Vec<String> {
     users.iter().map(|u| u.phone.clone()).collect()
-}
-
-/// `phone`'s directory entry with key `account`, homed at `home`.
-fn entry(
-    home: &carrier::crypto::Identity,
-    phone: &str,
-    account: &carrier::crypto::Identity,
-) -> DirectoryEntry {
-    let key = account.public_key().to_spki_der();
-    let home_key = home.public_key().to_spki_der();
-    let registered_at = now_ms();
-    let bytes = signed::directory_entry_bytes(phone, "p256", &key, registered_at, &home_key, "far");
-    DirectoryEntry {
-        phone: phone.into(),
-        key_type: KeyType::P256,
-        public_key: B64(key),
-        home_key: B64(home_key),
-        home_name: "far".into(),
-        registered_at,
-        signature: B64(home.sign(&bytes)),
-        hops: 0,
-    }
 }

@@ -6,7 +6,7 @@
 //! of three.
 
 mod deviceless_relay;
-mod devices;
+pub(crate) mod devices;
 mod edge_attacks;
 mod edges;
 

@@ -403,7 +403,7 @@ const ERIN: &str = "+12025550105";
 
 /// `phone`'s directory entry with key `account`, signed by `home` as the
 /// user's home server.
-pub(super) fn homed_at(
+pub(crate) fn homed_at(
     home: &carrier::crypto::Identity,
     phone: &str,
     account: &carrier::crypto::Identity,
