@@ -97,10 +97,41 @@ fn check_size(bytes: &[u8]) -> Result<(), RouteError> {
 
 impl Router {
     /// Opens a rendezvous for the session's account; returns how many
-    /// seconds it stays open.
-    pub fn link_open(&self, session: &SessionLink, rendezvous: &[u8]) -> Result<u64, RouteError> {
+    /// seconds it stays open. In a cluster the row is written before the
+    /// answer, so a new device that asks at once (on any member) finds it.
+    pub async fn link_open(
+        &self,
+        session: &SessionLink,
+        rendezvous: &[u8],
+    ) -> Result<u64, RouteError> {
         let id = rendezvous_id(rendezvous)?;
         let now = self.clock.now_ms();
+        let expires_at = now + LINK_CODE_TTL_MS;
+        self.open_here(id, session, expires_at, now)?;
+        if self.store.is_shared() {
+            let shared = self
+                .store
+                .rendezvous_open(&id, session.phone(), expires_at, now)
+                .await;
+            if !matches!(shared, Ok(true)) {
+                self.rendezvous.lock().remove(&id);
+            }
+            if !shared? {
+                return Err(RouteError::BadLink("this rendezvous is already open"));
+            }
+        }
+        Ok((LINK_CODE_TTL_MS / 1000) as u64)
+    }
+
+    /// Records rendezvous `id` as opened by `session` on this server,
+    /// within the per-account limit.
+    fn open_here(
+        &self,
+        id: RendezvousId,
+        session: &SessionLink,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), RouteError> {
         let mut open = self.rendezvous.lock();
         open.retain(|_, o| o.expires_at > now);
         let mine = open
@@ -116,7 +147,6 @@ impl Router {
         if open.contains_key(&id) {
             return Err(RouteError::BadLink("this rendezvous is already open"));
         }
-        let expires_at = now + LINK_CODE_TTL_MS;
         open.insert(
             id,
             Open {
@@ -126,20 +156,7 @@ impl Router {
                 requester: None,
             },
         );
-        drop(open);
-        if self.store.is_shared() {
-            // Recorded for the other members while the code is being shown
-            // and typed: seconds before a new device can ask for it.
-            let (store, phone) = (self.store.clone(), session.phone().clone());
-            tokio::spawn(async move {
-                match store.rendezvous_open(&id, &phone, expires_at, now).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!("a link rendezvous id is open on another member"),
-                    Err(e) => tracing::warn!(error = %e, "could not share a link rendezvous"),
-                }
-            });
-        }
-        Ok((LINK_CODE_TTL_MS / 1000) as u64)
+        Ok(())
     }
 
     /// Passes a new device's sealed request to the session that opened

@@ -6,12 +6,12 @@ use crate::protocol::{B64, Response};
 use crate::server::ServerState;
 use crate::server::session::Session;
 
-pub fn handle(
+pub async fn handle(
     state: &ServerState,
     session: &Session,
     rendezvous: &B64,
 ) -> Result<Response, ApiError> {
     let user = session.user()?;
-    let expires_in_s = state.router.link_open(user, &rendezvous.0)?;
+    let expires_in_s = state.router.link_open(user, &rendezvous.0).await?;
     Ok(Response::LinkOpened { expires_in_s })
 }

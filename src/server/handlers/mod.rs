@@ -119,7 +119,9 @@ pub async fn dispatch(
             claim::handle(state, session, &phone, &devices).await.into()
         }
         Request::Devices => devices::handle(state, session).await.into(),
-        Request::LinkOpen { rendezvous } => link_open::handle(state, session, &rendezvous).into(),
+        Request::LinkOpen { rendezvous } => {
+            link_open::handle(state, session, &rendezvous).await.into()
+        }
         Request::LinkRequest {
             phone,
             rendezvous,
