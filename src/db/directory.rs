@@ -2,8 +2,10 @@
 //! their home server, with the route to that server; and the
 //! `directory_withdrawals` table: the users their home server withdrew.
 
-use super::backend::on_backend;
+use super::backend::{Conn, on_backend};
+use super::cluster::{Event, notify_in};
 use super::{DbError, Millis, Store};
+use crate::domain::PhoneNumber;
 
 /// A directory row.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -145,28 +147,66 @@ impl Store {
         self.read(row)
     }
 
+    /// Stores (or replaces) one directory row.
     pub async fn store_directory_entry(&self, row: &DirectoryRow) -> Result<(), DbError> {
-        let done = on_backend!(&self.pool, p => sqlx::query(
-            "INSERT INTO directory (phone, key_type, public_key, home_key, home_name,
-                 registered_at, signature, via, hops)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (phone) DO UPDATE SET key_type = excluded.key_type,
-                 public_key = excluded.public_key, home_key = excluded.home_key,
-                 home_name = excluded.home_name, registered_at = excluded.registered_at,
-                 signature = excluded.signature, via = excluded.via, hops = excluded.hops",
-        )
-        .bind(&row.phone)
-        .bind(&row.key_type)
-        .bind(&row.public_key)
-        .bind(&row.home_key)
-        .bind(&row.home_name)
-        .bind(row.registered_at)
-        .bind(&row.signature)
-        .bind(&row.via)
-        .bind(row.hops)
-        .execute(p)
-        .await
-        .map(|done| done.rows_affected()));
-        self.wrote(done).map(drop)
+        self.store_directory_entries(std::slice::from_ref(row))
+            .await
     }
+
+    /// Stores directory rows in one transaction, with a notification to
+    /// the other members of a cluster for each: a neighbour's directory
+    /// arrives hundreds of entries a frame, and one commit each would cost
+    /// a disk flush each.
+    pub async fn store_directory_entries(&self, rows: &[DirectoryRow]) -> Result<(), DbError> {
+        let mut pooled = self.pool.acquire().await?;
+        let mut tx = pooled.conn();
+        let work = match tx.begin().await {
+            Ok(()) => self.store_rows_in(&mut tx, rows).await,
+            Err(e) => Err(e),
+        };
+        let (stored, fit) = tx.end(work).await;
+        pooled.release(fit);
+        self.wrote(stored)
+    }
+
+    async fn store_rows_in(
+        &self,
+        conn: &mut Conn<'_>,
+        rows: &[DirectoryRow],
+    ) -> Result<(), DbError> {
+        for row in rows {
+            upsert_in(conn, row).await?;
+        }
+        let events: Vec<Event> = rows
+            .iter()
+            .filter_map(|r| PhoneNumber::from_canonical(&r.phone).ok())
+            .map(Event::Directory)
+            .collect();
+        notify_in(conn, &self.membership, &events).await
+    }
+}
+
+async fn upsert_in(conn: &mut Conn<'_>, row: &DirectoryRow) -> Result<(), DbError> {
+    on_backend!(conn.reborrow(), c => sqlx::query(
+        "INSERT INTO directory (phone, key_type, public_key, home_key, home_name,
+             registered_at, signature, via, hops)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (phone) DO UPDATE SET key_type = excluded.key_type,
+             public_key = excluded.public_key, home_key = excluded.home_key,
+             home_name = excluded.home_name, registered_at = excluded.registered_at,
+             signature = excluded.signature, via = excluded.via, hops = excluded.hops",
+    )
+    .bind(&row.phone)
+    .bind(&row.key_type)
+    .bind(&row.public_key)
+    .bind(&row.home_key)
+    .bind(&row.home_name)
+    .bind(row.registered_at)
+    .bind(&row.signature)
+    .bind(&row.via)
+    .bind(row.hops)
+    .execute(c)
+    .await
+    .map(drop))?;
+    Ok(())
 }

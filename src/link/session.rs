@@ -205,9 +205,13 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
                 continue;
             }
         };
-        let keep = tokio::select! {
-            _ = closed.cancelled() => false,
-            keep = handle_message(router, peer, links, message) => keep,
+        let keep = if runs_to_end(&message) {
+            handle_message(router, peer, links, message).await
+        } else {
+            tokio::select! {
+                _ = closed.cancelled() => false,
+                keep = handle_message(router, peer, links, message) => keep,
+            }
         };
         if !keep {
             break;
@@ -215,6 +219,18 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
     }
     reader_task.abort();
     accepted
+}
+
+/// Whether `message` is handled to its end even if the link closes
+/// meanwhile (a better link replaced it): what it changes here is passed
+/// on to the other neighbours only at its end, and a copy arriving later
+/// changes nothing, so cut short it would never be passed on. It waits on
+/// nothing but the database.
+fn runs_to_end(message: &LinkMessage) -> bool {
+    matches!(
+        message,
+        LinkMessage::Directory { .. } | LinkMessage::Devices { .. } | LinkMessage::Withdrawn { .. }
+    )
 }
 
 /// Acts on one message from the neighbour; returns false to end the link.

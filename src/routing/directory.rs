@@ -18,12 +18,11 @@
 //! and floods our own users' entries, and sends the whole directory to a
 //! neighbour that just linked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::{FUTURE_LIMIT_MS, Router, ServerInfo, link_frame};
 use crate::crypto::PublicKey;
-use crate::db::cluster::Event;
 use crate::db::directory::DirectoryRow;
 use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
@@ -307,18 +306,36 @@ impl Directory {
     /// Records an entry in memory and in the database (other members read
     /// it), forgetting the tombstone of an earlier registration.
     pub async fn store(&self, store: &Store, entry: Entry) -> Result<Arc<Entry>, DbError> {
-        store.store_directory_entry(&entry.to_row()).await?;
-        if self
-            .withdrawal(&entry.phone)
-            .is_some_and(|t| t.version() < entry.version())
-        {
-            self.forget_withdrawal(store, &entry.phone).await?;
+        let mut stored = self.store_all(store, vec![entry]).await?;
+        Ok(stored.pop().expect("one entry stored"))
+    }
+
+    /// [`Directory::store`] for entries of distinct phones, in one
+    /// transaction.
+    pub async fn store_all(
+        &self,
+        store: &Store,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Arc<Entry>>, DbError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        store.notify(&Event::Directory(entry.phone.clone())).await?;
-        let entry = Arc::new(entry);
-        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
-        users.insert(entry.phone.clone(), entry.clone());
-        Ok(entry)
+        let rows: Vec<DirectoryRow> = entries.iter().map(Entry::to_row).collect();
+        store.store_directory_entries(&rows).await?;
+        let mut stored = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if self
+                .withdrawal(&entry.phone)
+                .is_some_and(|t| t.version() < entry.version())
+            {
+                self.forget_withdrawal(store, &entry.phone).await?;
+            }
+            let entry = Arc::new(entry);
+            let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+            users.insert(entry.phone.clone(), entry.clone());
+            stored.push(entry);
+        }
+        Ok(stored)
     }
 
     /// Holds what `fresh`, a copy loaded from the database, holds: its
@@ -371,6 +388,8 @@ impl Router {
         entries: Vec<DirectoryEntry>,
     ) -> Result<(), DbError> {
         let mut changed = Vec::new();
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut batched = HashSet::new();
         for wire in entries {
             let entry = match parse_entry(&wire, from) {
                 Ok(e) => e,
@@ -388,6 +407,14 @@ impl Router {
                 tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry dated in the future refused");
                 continue;
             }
+            // A phone twice in one frame is judged against the first.
+            if !batched.insert(entry.phone.clone()) {
+                batched = HashSet::from([entry.phone.clone()]);
+                let stored = self
+                    .directory
+                    .store_all(&self.store, std::mem::take(&mut batch));
+                changed.extend(stored.await?.iter().map(|e| e.to_wire()));
+            }
             let entry = match self.directory.judge(&entry) {
                 Applied::Unchanged => continue,
                 Applied::Rerouted(ours) => *ours,
@@ -397,8 +424,10 @@ impl Router {
                 }
                 Applied::Updated => entry,
             };
-            changed.push(self.directory.store(&self.store, entry).await?.to_wire());
+            batch.push(entry);
         }
+        let stored = self.directory.store_all(&self.store, batch).await?;
+        changed.extend(stored.iter().map(|e| e.to_wire()));
         if !changed.is_empty() {
             self.flood_directory(Some(from), changed);
         }

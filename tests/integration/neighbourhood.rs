@@ -769,3 +769,54 @@ async fn a_neighbour_cannot_steal_a_route_by_resigning_an_entry() {
     session.close().await;
     assert_eq!(fetch_n(&alice, 1).await, ["by the honest route"]);
 }
+
+#[tokio::test]
+async fn a_phone_twice_in_one_directory_frame_keeps_the_later_registration() {
+    use carrier::crypto::Identity;
+    use carrier::protocol::link::{DirectoryEntry, LinkMessage};
+    use carrier::protocol::{B64, signed};
+
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let alice = register(&nodes[0], crate::common::ALICE, KeyType::P256).await;
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let far = "+31612345678";
+    let entry = |phone: &str, key: &Identity, registered_at: i64| {
+        let key = key.public_key().to_spki_der();
+        let home_key = hostile.public_key().to_spki_der();
+        let bytes =
+            signed::directory_entry_bytes(phone, "p256", &key, registered_at, &home_key, "far");
+        DirectoryEntry {
+            phone: phone.into(),
+            key_type: KeyType::P256,
+            public_key: B64(key),
+            home_key: B64(home_key),
+            home_name: "far".into(),
+            registered_at,
+            signature: B64(hostile.sign(&bytes)),
+            hops: 0,
+        }
+    };
+    let (earlier, later) = (
+        Identity::generate(KeyType::P256),
+        Identity::generate(KeyType::P256),
+    );
+    let now = now_ms();
+    let entries = vec![entry(far, &later, now), entry(far, &earlier, now - 1000)];
+    send_link(&mut link, &LinkMessage::Directory { entries }).await;
+    // Frames on one link are taken in order: once the next one's entry is
+    // listed, the first frame has been taken.
+    let marker = "+31687654321";
+    let entries = vec![entry(marker, &later, now)];
+    send_link(&mut link, &LinkMessage::Directory { entries }).await;
+    eventually("the second frame is taken", || sees(&alice.client, marker)).await;
+
+    let session = alice.client.login().await.expect("alice logs in");
+    let listed = session.list().await.unwrap();
+    let held = listed.iter().find(|u| u.phone == far).unwrap();
+    assert_eq!(
+        held.fingerprint,
+        later.public_key().fingerprint().to_hex(),
+        "the earlier registration, later in the frame, changed nothing"
+    );
+    session.close().await;
+}
