@@ -4,6 +4,7 @@
 //! has its own queue. Runs on PostgreSQL too when the suite does.
 
 pub mod client;
+mod ids;
 mod linking;
 
 use std::collections::HashSet;
