@@ -13,6 +13,7 @@ mod disk;
 mod error;
 mod handlers;
 mod observe;
+mod pre_login;
 mod reload;
 mod session;
 mod start;
