@@ -738,7 +738,10 @@ async fn requests_before_login_are_budgeted_then_the_connection_is_closed() {
     let mut w = Wire::connect(&server).await;
     let mut answered = 0;
     let refusal = loop {
-        assert!(answered < 200, "200 requests before login were all answered");
+        assert!(
+            answered < 200,
+            "200 requests before login were all answered"
+        );
         match w.call(Request::Ping).await {
             Response::Pong => answered += 1,
             other => break other,

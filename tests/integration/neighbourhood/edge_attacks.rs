@@ -298,3 +298,37 @@ async fn a_server_behind_a_neighbour_spends_its_own_claim_share() {
         "Bob's server keeps its share"
     );
 }
+
+/// A link's `hello` says protocol version 2. A neighbour's hello saying 1
+/// (what earlier builds of version 2 wrote) keeps the link; one naming a
+/// version this server does not speak ends it.
+#[tokio::test]
+async fn a_hello_names_version_2_and_an_unknown_version_ends_the_link() {
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let hello = |version| LinkMessage::Hello {
+        name: "hostile".into(),
+        version,
+    };
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let version = next_link_message(&mut link, "the server's hello", |m| match m {
+        LinkMessage::Hello { version, .. } => Some(version),
+        _ => None,
+    })
+    .await;
+    assert_eq!(version, 2);
+    send_link(&mut link, &hello(1)).await;
+    handled(&mut link).await;
+
+    send_link(&mut link, &hello(9)).await;
+    let ended = crate::common::within("the link ends", async {
+        loop {
+            match carrier::protocol::read_frame(&mut link, carrier::protocol::link::MAX_LINK_FRAME)
+                .await
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
+    ended.await;
+}
