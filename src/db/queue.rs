@@ -150,24 +150,43 @@ impl Store {
         self.read(rows)
     }
 
-    /// The message `id` queued for `recipient`'s `device` (0: an account
-    /// without devices), if it still is.
+    /// The messages queued under `id` for `recipient`'s `device` (0: an
+    /// account without devices) that still are, in queue order: one per
+    /// sender, as ids are unique per sender.
     pub async fn queued(
         &self,
         recipient: &PhoneNumber,
         device: u32,
         id: MessageId,
-    ) -> Result<Option<QueuedMessage>, DbError> {
-        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
+    ) -> Result<Vec<QueuedMessage>, DbError> {
+        let rows = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
             "SELECT seq, id, sender, sender_device, envelope, received_at FROM message_queue
-             WHERE recipient = $1 AND device = $2 AND id = $3",
+             WHERE recipient = $1 AND device = $2 AND id = $3 ORDER BY seq",
         )
         .bind(recipient)
         .bind(i64::from(device))
         .bind(id)
-        .fetch_optional(p)
+        .fetch_all(p)
         .await);
-        self.read(row)
+        self.read(rows)
+    }
+
+    /// How many undeliverable notices wait for `recipient`'s `device`:
+    /// rows the account sent itself from no device, which only notices are.
+    pub async fn queued_notices(
+        &self,
+        recipient: &PhoneNumber,
+        device: u32,
+    ) -> Result<u64, DbError> {
+        let n: Result<i64, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
+            "SELECT count(*) FROM message_queue
+             WHERE recipient = $1 AND device = $2 AND sender = $1 AND sender_device = 0",
+        )
+        .bind(recipient)
+        .bind(i64::from(device))
+        .fetch_one(p)
+        .await);
+        self.read(n).map(|n| n as u64)
     }
 
     /// How many unexpired messages wait for `recipient`'s `device`.

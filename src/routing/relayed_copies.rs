@@ -26,6 +26,13 @@ const MAX_RECORDS: usize = 65_536;
 /// Most undeliverable notices queued for one device in a burst, refilled
 /// at one a minute: a flood of refusals cannot fill its queue.
 pub(super) const NOTICE_BURST: u64 = 32;
+/// Most undeliverable notices waiting in one device's queue at once; a
+/// further one is dropped (and logged) until some are acknowledged.
+/// Notices count against the account's queue limits like the messages
+/// they stand beside (they take disk like them, so leaving them out would
+/// be a way past the limits), and this bound keeps what they can take of
+/// those limits small: 32 notices of at most about 1.3 KB each.
+pub(super) const MAX_QUEUED_NOTICES: u64 = 32;
 
 /// A relayed copy: the neighbour it went to, its id, recipient and
 /// recipient device.

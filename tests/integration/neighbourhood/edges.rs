@@ -15,7 +15,9 @@ use carrier::protocol::notice::Undeliverable;
 use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
 
 use super::devices::{count, fetch, fetch_some, homed_at, lookup_shows, with_devices};
-use super::{beside_a_hostile_neighbour, link_as, neighbourhood, next_link_message, send_link};
+use super::{
+    beside_a_hostile_neighbour, eventually, link_as, neighbourhood, next_link_message, send_link,
+};
 use crate::common::{BOB, CAROL, DAVE, phone};
 use crate::devices::client::*;
 
@@ -392,4 +394,62 @@ async fn the_command_line_prints_a_refused_copy_at_the_next_fetch() {
     // Told once: the notice was acknowledged.
     let (_, _, stderr) = outcome(&carrier_out(&alice, &["fetch"]).await);
     assert!(!stderr.contains("was refused"), "{stderr}");
+}
+
+/// A device holds at most 32 undeliverable notices at once: with 32
+/// waiting, a further refusal queues none (the refused copy still leaves
+/// the outbound queue), so a sender's failures cannot crowd out its mail.
+#[tokio::test]
+async fn a_device_holds_at_most_32_notices() {
+    const WAITING_NOTICES: &str = "SELECT count(*) FROM message_queue
+        WHERE recipient = '+12025550101' AND device = 1 AND sender_device = 0";
+    let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
+    nodes[1].stop().await;
+    nodes[1].config.quota.max_messages = 1;
+    nodes[1].start().await;
+    let (_, _, alices) = with_devices(&nodes[0], crate::common::ALICE, 1).await;
+    let (carol, _, _carols) = with_devices(&nodes[1], CAROL, 1).await;
+    let (a1, a1_conn) = &alices[0];
+    lookup_shows(a1_conn, CAROL, 1, 1).await;
+    let carol_peer = look_up(a1_conn, CAROL, &carol.identity()).await;
+
+    // 32 notices already wait for Alice's device.
+    let pool = nodes[0].db().await;
+    for _ in 0..32 {
+        let notice = Undeliverable {
+            id: MessageId::random(),
+            to: CAROL.into(),
+            device: 1,
+            code: ErrorCode::QuotaExceeded,
+            reason: "full".into(),
+        };
+        sqlx::query(
+            "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
+                 received_at, expires_at)
+             VALUES ($1, '+12025550101', 1, '+12025550101', 0, $2, 1, 9000000000000000)",
+        )
+        .bind(MessageId::random().as_bytes().to_vec())
+        .bind(notice.to_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    // Carol's server refuses the second message.
+    let mut session = start_session(a1, &carol_peer, 1, None);
+    for i in 0..2 {
+        let id = MessageId::random();
+        let envelope = seal(a1, &mut session, id, &format!("message {i}"));
+        let answer = a1_conn.ask(send_request(id, CAROL, 1, 1, envelope)).await;
+        assert!(
+            matches!(answer, Ok(Response::Accepted { .. })),
+            "{answer:?}"
+        );
+    }
+    eventually("the refused copy leaves the outbound queue", || async {
+        nodes[0].count("SELECT count(*) FROM outbound_queue").await == 0
+    })
+    .await;
+    assert_eq!(nodes[0].count(WAITING_NOTICES).await, 32, "no 33rd notice");
 }
