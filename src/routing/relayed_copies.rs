@@ -9,7 +9,12 @@
 //! The records live in memory, bounded and expiring: a refusal that comes
 //! back after a restart, after the copy expired, or after
 //! [`MAX_RECORDS`] later copies is dropped (and logged), which costs a
-//! notice, never a message.
+//! notice, never a message. Only refusals from further along the path
+//! need them: the next hop's refusal of a copy it has not acknowledged is
+//! checked against the outbound row, which is on disk. Keeping the records
+//! on disk would cost a write and a delete per relayed copy, on the path
+//! every relayed message takes, for an advisory notice
+//! (docs/PROTOCOL.md §19.15.4).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
