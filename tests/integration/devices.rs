@@ -5,7 +5,7 @@
 
 pub mod client;
 mod ids;
-mod linking;
+pub(crate) mod linking;
 
 use std::collections::HashSet;
 
