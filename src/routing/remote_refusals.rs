@@ -217,7 +217,7 @@ impl Router {
         let now = self.clock.now_ms();
         let message = NewMessage {
             // A fresh id: one message refused for two devices gives two
-            // notices, and ids are unique per recipient device.
+            // notices, and ids are unique per recipient device and sender.
             id: MessageId::random(),
             recipient: refused.sender.clone(),
             device: refused.sender_device,
