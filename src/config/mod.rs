@@ -186,6 +186,25 @@ mod tests {
     }
 
     #[test]
+    fn server_names_are_bounded_and_one_printable_line() {
+        let longest = "n".repeat(255);
+        let c = parse(&format!("[server]\nname = \"{longest}\"\n")).unwrap();
+        assert_eq!(c.name.as_deref(), Some(longest.as_str()));
+        // 128 two-byte characters: 256 bytes.
+        let too_long = "é".repeat(128);
+        for (case, name) in [
+            ("too long", too_long.as_str()),
+            ("empty", ""),
+            ("a line break", "a\\nb"),
+        ] {
+            let err = parse(&format!("[server]\nname = \"{name}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.name"), "{case}: {err}");
+        }
+    }
+
+    #[test]
     fn code_lifetimes_beyond_a_day_are_refused_not_overflowed() {
         for key in ["ttl_secs", "window_secs"] {
             for value in ["86401", "9223372036854775807"] {

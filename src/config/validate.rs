@@ -10,6 +10,7 @@ use crate::auth::otp::OtpPolicy;
 use crate::db::Location;
 use crate::db::quota::Quota;
 use crate::domain::Fingerprint;
+use crate::protocol::link::MAX_SERVER_NAME;
 use crate::rate::Rate;
 use crate::routing::Limits;
 use crate::telemetry::LogFormat;
@@ -169,13 +170,38 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             max_messages: f.queue.max_messages_per_neighbour,
             max_bytes: f.queue.max_bytes_per_neighbour,
         },
-        name: f.server.name,
+        name: f.server.name.map(server_name).transpose()?,
         server_port: f.neighbourhood.server_port,
         neighbours,
         database,
         web: super::web::from_section(f.web, base)?,
         limits: limits(f.limits)?,
     })
+}
+
+/// `[server] name`: shown to people in `list` across the neighbourhood and
+/// signed into every directory entry, so it must be one that neighbours
+/// take (at most [`MAX_SERVER_NAME`] bytes) and that prints as one line.
+fn server_name(name: String) -> Result<String, KeyError> {
+    if name.trim().is_empty() {
+        return Err(("server.name", "is empty".into()));
+    }
+    if name.len() > MAX_SERVER_NAME {
+        return Err((
+            "server.name",
+            format!(
+                "is {} bytes long; a server name is at most {MAX_SERVER_NAME} bytes of UTF-8",
+                name.len()
+            ),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err((
+            "server.name",
+            "holds a control character (a line break, a tab…); use one printable line".into(),
+        ));
+    }
+    Ok(name)
 }
 
 fn log(s: LogSection) -> Result<LogConfig, KeyError> {

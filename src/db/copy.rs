@@ -89,10 +89,11 @@ const TABLES: &[Table] = &[
     },
     Table {
         name: "relay_seen",
-        order: "recipient, device, id",
+        order: "recipient, device, sender, id",
         columns: &[
             ("recipient", Text),
             ("device", Int),
+            ("sender", Text),
             ("id", Bytes),
             ("expires_at", Int),
         ],

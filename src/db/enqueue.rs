@@ -3,21 +3,22 @@
 //! quota and id rules as a one-by-one insert. Called by [`super::writer`]
 //! inside its transaction.
 //!
-//! An id names one message to one recipient device. A message whose sender,
-//! recipient, id and envelope all match one already queued is a retry: it is
-//! accepted and changes nothing. Any other message under an id already
-//! queued for that recipient is refused ([`EnqueueOutcome::IdInUse`]), so
-//! `accepted` always means "stored for this recipient". A message relayed by
-//! a neighbour is a retry when its (recipient, device, id) was relayed
-//! before.
+//! An id names one sender's message to one recipient device. A message
+//! whose sender, recipient, device, id and envelope all match one already
+//! queued is a retry: it is accepted and changes nothing. Another envelope
+//! from the same sender under an id it already queued for that device is
+//! refused ([`EnqueueOutcome::IdInUse`]), so `accepted` always means
+//! "stored for this recipient"; another sender's message under the same id
+//! is a message of its own. A message relayed by a neighbour is a retry
+//! when its (recipient, device, sender, id) was relayed before.
 
 use std::collections::HashSet;
 
+use super::DbError;
 use super::backend::Conn;
 use super::outbound::{self, NewOutbound};
 use super::queue::{self, NewMessage, QueueKey};
 use super::quota::{Full, Ledger};
-use super::{DbError, Millis};
 use crate::domain::{MessageId, PhoneNumber};
 
 /// Where a message is committed.
@@ -53,14 +54,20 @@ impl Enqueue {
     }
 
     /// What two messages must share to be the same message: the queue, the
-    /// recipient, its device and the id.
-    fn slot(&self) -> (QueueKey<'_>, &PhoneNumber, u32, MessageId) {
-        (
-            self.queue(),
-            &self.message.recipient,
-            self.message.device,
-            self.message.id,
-        )
+    /// recipient, its device, the sender (in a recipient's queue) and the
+    /// id.
+    fn slot(
+        &self,
+    ) -> (
+        QueueKey<'_>,
+        &PhoneNumber,
+        u32,
+        Option<&PhoneNumber>,
+        MessageId,
+    ) {
+        let m = &self.message;
+        let sender = self.is_local().then_some(&m.sender);
+        (self.queue(), &m.recipient, m.device, sender, m.id)
     }
 
     fn size(&self) -> u64 {
@@ -70,7 +77,8 @@ impl Enqueue {
     /// How this message relates to the one already in its slot, if any.
     async fn against_stored(&self, conn: &mut Conn<'_>) -> Result<Option<Repeat>, DbError> {
         let m = &self.message;
-        let stored = queue::stored_copy(conn, self.queue(), &m.recipient, m.device, m.id).await?;
+        let stored =
+            queue::stored_copy(conn, self.queue(), &m.recipient, m.device, &m.sender, m.id).await?;
         Ok(stored.map(|(sender, envelope)| {
             if sender == m.sender.as_str() && envelope == m.envelope {
                 Repeat::Retry
@@ -148,19 +156,19 @@ pub(super) async fn apply(
         .partition(|(i, _)| !repeats.contains(i));
 
     let relayed = |e: &Enqueue| e.relayed;
-    let seen: Vec<(&PhoneNumber, u32, MessageId, Millis)> = pending(&first, relayed)
-        .map(|e| {
-            let m = &e.message;
-            (&m.recipient, m.device, m.id, m.expires_at)
-        })
-        .collect();
+    let seen: Vec<&NewMessage> = pending(&first, relayed).map(|e| &e.message).collect();
     if !seen.is_empty() {
         // A neighbour sends again after a lost acknowledgement.
         let fresh = outbound::mark_seen_many(conn, &seen).await?;
         for (_, item) in &mut first {
             let e = item.enqueue;
             let m = &e.message;
-            let key = (m.recipient.clone(), i64::from(m.device), m.id);
+            let key = (
+                m.recipient.clone(),
+                i64::from(m.device),
+                m.sender.clone(),
+                m.id,
+            );
             if item.outcome.is_none() && e.relayed && !fresh.contains(&key) {
                 *item.outcome = Some(EnqueueOutcome::Duplicate);
                 ledger.give_back(e.queue(), Some(&e.message.sender), e.size());
@@ -174,7 +182,12 @@ pub(super) async fn apply(
         let inserted = queue::insert_many(conn, &rows).await?;
         let kept = |e: &Enqueue| {
             let m = &e.message;
-            inserted.contains(&(m.recipient.clone(), i64::from(m.device), m.id))
+            inserted.contains(&(
+                m.recipient.clone(),
+                i64::from(m.device),
+                m.sender.clone(),
+                m.id,
+            ))
         };
         settle_conflicts(conn, ledger, &mut first, local, kept).await?;
     }

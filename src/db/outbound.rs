@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::backend::{Conn, on_backend};
-use super::queue::{NewMessage, values_placeholders};
+use super::queue::{NewMessage, Slot, values_placeholders};
 use super::{DbError, Millis, Store};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 
@@ -162,25 +162,28 @@ pub(super) async fn insert_many(
         .collect())
 }
 
-/// Records relayed (recipient, device, id) triples (at most
-/// `queue::INSERT_CHUNK`); returns those not seen before.
+/// Records the slots of relayed messages (at most `queue::INSERT_CHUNK`):
+/// (recipient, device, sender, id), as ids are unique per sender; returns
+/// those not seen before.
 pub(super) async fn mark_seen_many(
     conn: &mut Conn<'_>,
-    seen: &[(&PhoneNumber, u32, MessageId, Millis)],
-) -> Result<HashSet<(PhoneNumber, i64, MessageId)>, DbError> {
+    seen: &[&NewMessage],
+) -> Result<HashSet<Slot>, DbError> {
     let sql = format!(
-        "INSERT INTO relay_seen (recipient, device, id, expires_at) VALUES {}
-         ON CONFLICT (recipient, device, id) DO NOTHING RETURNING recipient, device, id",
-        values_placeholders(seen.len(), 4)
+        "INSERT INTO relay_seen (recipient, device, sender, id, expires_at) VALUES {}
+         ON CONFLICT (recipient, device, sender, id) DO NOTHING
+         RETURNING recipient, device, sender, id",
+        values_placeholders(seen.len(), 5)
     );
-    let fresh: Vec<(PhoneNumber, i64, MessageId)> = on_backend!(conn.reborrow(), c => {
+    let fresh: Vec<Slot> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for (recipient, device, id, expires_at) in seen {
+        for m in seen {
             query = query
-                .bind(*recipient)
-                .bind(i64::from(*device))
-                .bind(*id)
-                .bind(*expires_at);
+                .bind(&m.recipient)
+                .bind(i64::from(m.device))
+                .bind(&m.sender)
+                .bind(m.id)
+                .bind(m.expires_at);
         }
         query.fetch_all(c).await
     })?;
@@ -191,8 +194,9 @@ pub(super) async fn mark_seen_many(
 /// call.
 pub(super) async fn forget_seen(conn: &mut Conn<'_>, now: Millis) -> Result<u64, DbError> {
     let done = on_backend!(conn.reborrow(), c => sqlx::query(
-        "DELETE FROM relay_seen WHERE (recipient, device, id) IN (
-             SELECT recipient, device, id FROM relay_seen WHERE expires_at <= $1 LIMIT $2)",
+        "DELETE FROM relay_seen WHERE (recipient, device, sender, id) IN (
+             SELECT recipient, device, sender, id FROM relay_seen WHERE expires_at <= $1
+             LIMIT $2)",
     )
     .bind(now)
     .bind(FORGET_LIMIT)

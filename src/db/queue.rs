@@ -23,12 +23,18 @@ pub enum QueueRef {
     /// messages to a whole account), and to one recipient when named (ids
     /// are unique per recipient only; an older neighbour names none).
     Neighbour(Fingerprint, u32, Option<PhoneNumber>),
+    /// The messages one sender (the last phone) queued for one device of
+    /// an account (0: an account without devices). Ids are unique per
+    /// recipient device and sender, so an acknowledgement names both.
+    Sent(PhoneNumber, u32, PhoneNumber),
 }
 
 impl QueueRef {
     pub(super) fn key(&self) -> QueueKey<'_> {
         match self {
-            QueueRef::Recipient(phone) | QueueRef::Device(phone, _) => QueueKey::Recipient(phone),
+            QueueRef::Recipient(phone) | QueueRef::Device(phone, _) | QueueRef::Sent(phone, ..) => {
+                QueueKey::Recipient(phone)
+            }
             QueueRef::Neighbour(fp, ..) => QueueKey::Neighbour(*fp),
         }
     }
@@ -37,8 +43,18 @@ impl QueueRef {
     /// without devices (and a neighbour's v1 messages).
     pub(super) fn device(&self) -> i64 {
         match self {
-            QueueRef::Device(_, device) | QueueRef::Neighbour(_, device, _) => i64::from(*device),
+            QueueRef::Device(_, device)
+            | QueueRef::Neighbour(_, device, _)
+            | QueueRef::Sent(_, device, _) => i64::from(*device),
             QueueRef::Recipient(_) => 0,
+        }
+    }
+
+    /// The sender a recipient's rows are limited to, if named.
+    pub(super) fn sender(&self) -> Option<&PhoneNumber> {
+        match self {
+            QueueRef::Sent(_, _, sender) => Some(sender),
+            QueueRef::Recipient(_) | QueueRef::Device(..) | QueueRef::Neighbour(..) => None,
         }
     }
 
@@ -46,7 +62,7 @@ impl QueueRef {
     pub(super) fn recipient(&self) -> Option<&PhoneNumber> {
         match self {
             QueueRef::Neighbour(_, _, to) => to.as_ref(),
-            QueueRef::Recipient(_) | QueueRef::Device(..) => None,
+            QueueRef::Recipient(_) | QueueRef::Device(..) | QueueRef::Sent(..) => None,
         }
     }
 }
@@ -134,24 +150,43 @@ impl Store {
         self.read(rows)
     }
 
-    /// The message `id` queued for `recipient`'s `device` (0: an account
-    /// without devices), if it still is.
+    /// The messages queued under `id` for `recipient`'s `device` (0: an
+    /// account without devices) that still are, in queue order: one per
+    /// sender, as ids are unique per sender.
     pub async fn queued(
         &self,
         recipient: &PhoneNumber,
         device: u32,
         id: MessageId,
-    ) -> Result<Option<QueuedMessage>, DbError> {
-        let row = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
+    ) -> Result<Vec<QueuedMessage>, DbError> {
+        let rows = on_backend!(&self.pool, p => sqlx::query_as::<_, QueuedMessage>(
             "SELECT seq, id, sender, sender_device, envelope, received_at FROM message_queue
-             WHERE recipient = $1 AND device = $2 AND id = $3",
+             WHERE recipient = $1 AND device = $2 AND id = $3 ORDER BY seq",
         )
         .bind(recipient)
         .bind(i64::from(device))
         .bind(id)
-        .fetch_optional(p)
+        .fetch_all(p)
         .await);
-        self.read(row)
+        self.read(rows)
+    }
+
+    /// How many undeliverable notices wait for `recipient`'s `device`:
+    /// rows the account sent itself from no device, which only notices are.
+    pub async fn queued_notices(
+        &self,
+        recipient: &PhoneNumber,
+        device: u32,
+    ) -> Result<u64, DbError> {
+        let n: Result<i64, _> = on_backend!(&self.pool, p => sqlx::query_scalar(
+            "SELECT count(*) FROM message_queue
+             WHERE recipient = $1 AND device = $2 AND sender = $1 AND sender_device = 0",
+        )
+        .bind(recipient)
+        .bind(i64::from(device))
+        .fetch_one(p)
+        .await);
+        self.read(n).map(|n| n as u64)
     }
 
     /// How many unexpired messages wait for `recipient`'s `device`.
@@ -228,22 +263,25 @@ pub(super) async fn usage_by_sender(
 /// under either backend's parameter limit).
 pub(super) const INSERT_CHUNK: usize = 100;
 
+/// Where an inserted message went: its (recipient, device, sender, id).
+pub(super) type Slot = (PhoneNumber, i64, PhoneNumber, MessageId);
+
 /// Inserts messages (at most [`INSERT_CHUNK`]) in one statement, skipping
-/// ids already queued for the same recipient device; returns the
-/// (recipient, device, id) triples that were inserted.
+/// ids the same sender already queued for the same recipient device;
+/// returns the slots of those inserted.
 pub(super) async fn insert_many(
     conn: &mut Conn<'_>,
     messages: &[&NewMessage],
-) -> Result<HashSet<(PhoneNumber, i64, MessageId)>, DbError> {
+) -> Result<HashSet<Slot>, DbError> {
     hold_arrival_order(conn).await?;
     let sql = format!(
         "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
              received_at, expires_at)
-         VALUES {} ON CONFLICT (recipient, device, id) DO NOTHING
-         RETURNING recipient, device, id",
+         VALUES {} ON CONFLICT (recipient, device, sender, id) DO NOTHING
+         RETURNING recipient, device, sender, id",
         values_placeholders(messages.len(), 8)
     );
-    let inserted: Vec<(PhoneNumber, i64, MessageId)> = on_backend!(conn.reborrow(), c => {
+    let inserted: Vec<Slot> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for m in messages {
             query = query
@@ -288,29 +326,36 @@ async fn hold_arrival_order(conn: &mut Conn<'_>) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The sender and envelope queued in `queue` for `recipient` (and, in a
-/// neighbour's, its `device`) under `id`, if any: what a second
-/// message under the same id is compared with.
+/// The sender and envelope queued in `queue` for `recipient`'s `device`
+/// under `id`, if any: what a second message under the same id is
+/// compared with. In a recipient's queue only `sender`'s own copy counts
+/// (ids are unique per sender there); a neighbour's queue holds one copy
+/// per recipient device and id, whoever sent it.
 pub(super) async fn stored_copy(
     conn: &mut Conn<'_>,
     queue: QueueKey<'_>,
     recipient: &PhoneNumber,
     device: u32,
+    sender: &PhoneNumber,
     id: MessageId,
 ) -> Result<Option<(String, Vec<u8>)>, DbError> {
     let table = queue.table();
+    let by_sender = matches!(table, Table::Messages);
+    let sender_clause = if by_sender { " AND sender = $5" } else { "" };
     let sql = format!(
-        "SELECT sender, envelope FROM {} WHERE {} = $1 AND recipient = $2 AND id = $3{}",
+        "SELECT sender, envelope FROM {} WHERE {} = $1 AND recipient = $2 AND id = $3{}{}",
         table.name(),
         table.owner(),
-        table.device_clause(4)
+        table.device_clause(4),
+        sender_clause
     );
     Ok(on_backend!(conn.reborrow(), c => {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(queue)
             .bind(recipient)
             .bind(id)
-            .bind(i64::from(device))
+            .bind(i64::from(device));
+        if by_sender { query.bind(sender) } else { query }
             .fetch_optional(c)
             .await
     })?)
@@ -379,20 +424,25 @@ pub(super) struct Removed {
 }
 
 /// Deletes rows of `queue` by id (at most [`DELETE_CHUNK`]); returns each
-/// row that existed. `recipient` limits a neighbour's rows to the copies
-/// for one recipient. Only fixed names and placeholders go into the
-/// statement's text; every value is bound.
+/// row that existed. The queue's recipient limits a neighbour's rows to the
+/// copies for one recipient, and its sender a recipient's rows to one
+/// sender's. Only fixed names and placeholders go into the statement's
+/// text; every value is bound.
 pub(super) async fn delete_many(
     conn: &mut Conn<'_>,
-    queue: QueueKey<'_>,
-    device: i64,
-    recipient: Option<&PhoneNumber>,
+    queue: &QueueRef,
     ids: &[MessageId],
 ) -> Result<Vec<Removed>, DbError> {
-    let table = queue.table();
+    let (key, device, recipient) = (queue.key(), queue.device(), queue.recipient());
+    let table = key.table();
     let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
-    let recipient_clause = match recipient {
-        Some(_) => format!(" AND recipient = ${}", ids.len() + 3),
+    let (column, named) = match (recipient, queue.sender()) {
+        (Some(to), _) => ("recipient", Some(to)),
+        (None, Some(from)) => ("sender", Some(from)),
+        (None, None) => ("", None),
+    };
+    let named_clause = match named {
+        Some(_) => format!(" AND {column} = ${}", ids.len() + 3),
         None => String::new(),
     };
     let sql = format!(
@@ -401,17 +451,17 @@ pub(super) async fn delete_many(
         table.owner(),
         placeholders.join(", "),
         table.device_clause(ids.len() + 2),
-        recipient_clause,
+        named_clause,
         table.removed_columns()
     );
     let rows: Vec<(String, String, i64)> = on_backend!(conn.reborrow(), c => {
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(queue);
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key);
         for id in ids {
             query = query.bind(id);
         }
         query = query.bind(device);
-        if let Some(to) = recipient {
-            query = query.bind(to.as_str());
+        if let Some(phone) = named {
+            query = query.bind(phone.as_str());
         }
         query.fetch_all(c).await
     })?;

@@ -15,7 +15,7 @@ use super::LinkContext;
 use crate::db::outbound::OutboundRow;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::link::{LinkMessage, MAX_LINK_FRAME, Relayed};
-use crate::protocol::{self, B64, ErrorCode, PROTOCOL_VERSION};
+use crate::protocol::{self, B64, ErrorCode, HELLO_VERSION};
 use crate::routing::{Feed, Next, PendingSend, RouteError, Router, link_frame};
 
 /// Interval between heartbeats.
@@ -125,7 +125,7 @@ fn short(fp: &Fingerprint) -> String {
 async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
     let hello = LinkMessage::Hello {
         name: router.me().name.clone(),
-        version: PROTOCOL_VERSION,
+        version: HELLO_VERSION,
     };
     let mut frames = vec![link_frame(&hello)];
     frames.extend(router.directory_frames());
@@ -246,7 +246,19 @@ async fn handle_message(
         acked,
     } = links;
     match message {
-        LinkMessage::Hello { name, .. } => tracing::info!(?name, "the neighbour introduced itself"),
+        LinkMessage::Hello { name, version } => {
+            // Only logged: a long name is cut, not carried along.
+            let name = protocol::link::cut_server_name(&name);
+            if !protocol::link::speaks_hello_version(version) {
+                tracing::warn!(
+                    ?name,
+                    version,
+                    "the neighbour speaks a link protocol version this server does not ({HELLO_VERSION}); closing the link"
+                );
+                return false;
+            }
+            tracing::info!(?name, version, "the neighbour introduced itself");
+        }
         LinkMessage::Directory { entries } => {
             if let Err(e) = router.directory_in(peer, entries).await {
                 tracing::error!(error = %e, "could not store directory entries");

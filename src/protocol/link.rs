@@ -132,6 +132,30 @@ pub struct ClaimAnswer {
     pub message: Option<String>,
 }
 
+/// Whether a link `hello`'s `version` is one this build speaks with: 2,
+/// or 1, which builds of protocol version 2 wrote before their `hello`
+/// said 2 (the ALPN `carrier-link/2` already keeps version 1 servers
+/// out). Any other version is a protocol this build does not know.
+pub fn speaks_hello_version(version: u8) -> bool {
+    version == super::HELLO_VERSION || version == 1
+}
+
+/// The longest server name, in bytes of UTF-8: a server's own `[server]
+/// name`, a directory entry's `home_name` and a link `hello`'s `name`.
+/// It keeps a `list` page (at most 1 000 users) within half of the
+/// response frame limit however names are escaped.
+pub const MAX_SERVER_NAME: usize = 255;
+
+/// `name` cut to at most [`MAX_SERVER_NAME`] bytes, at a character
+/// boundary.
+pub fn cut_server_name(name: &str) -> &str {
+    let mut end = name.len().min(MAX_SERVER_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// A user as vouched for by their home server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryEntry {
@@ -205,6 +229,20 @@ fn is_zero(n: &u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hellos_of_version_2_and_of_earlier_version_2_builds_are_spoken() {
+        assert!(speaks_hello_version(2) && speaks_hello_version(1));
+        assert!(!speaks_hello_version(0) && !speaks_hello_version(3));
+    }
+
+    #[test]
+    fn server_names_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_server_name("localhost:5000"), "localhost:5000");
+        let long = format!("a{}", "é".repeat(200));
+        let cut = cut_server_name(&long);
+        assert_eq!((cut.len(), cut.chars().count()), (255, 128));
+    }
 
     /// An older server's `relay_ack` names no recipient: it still parses,
     /// and one without a recipient is written without `to`.

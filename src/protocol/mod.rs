@@ -24,9 +24,13 @@ pub use message::{
 };
 pub use outbox::{Outbox, OutboxError, Queued};
 
-/// Protocol version spoken by this build; it appears in envelopes, key
-/// derivation inputs and login transcripts.
+/// Protocol version 1's envelope version byte, kept so that a version 1
+/// envelope is recognised and refused (docs/PROTOCOL.md §14.7).
 pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The protocol version this build speaks, as a link's and a WebSocket's
+/// `hello` announce it (docs/PROTOCOL.md §1, §19.4, §20.3).
+pub const HELLO_VERSION: u8 = 2;
 
 /// Largest frame a server accepts from a client. A `send` carrying the
 /// largest envelope, base64-encoded inside JSON, fits with room to spare.

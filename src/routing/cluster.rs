@@ -108,7 +108,8 @@ impl Router {
 
     /// Pushes a message another member stored to the sessions here of its
     /// recipient's device, if there are any (and it was not acknowledged
-    /// already).
+    /// already). Other senders' messages under the same id are pushed too
+    /// (again, if they were before): clients drop repeats by sender and id.
     async fn push_stored(
         &self,
         recipient: &PhoneNumber,
@@ -118,7 +119,7 @@ impl Router {
         if !self.registry.is_connected_as(recipient, device) {
             return Ok(());
         }
-        if let Some(m) = self.store.queued(recipient, device, id).await? {
+        for m in self.store.queued(recipient, device, id).await? {
             let delivered = Delivered {
                 id: m.id,
                 from: m.sender,

@@ -2,6 +2,7 @@
 //! (a device's `device_send` is checked in `device_send`), the recipient's
 //! `fetch` and `ack`, and the sweep of expired messages.
 
+use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -184,7 +185,7 @@ impl Router {
                 device: u32::try_from(row.sender_device).ok().filter(|d| *d != 0),
             });
         }
-        session.give(out.iter().map(|m| m.id));
+        session.give(out.iter().map(|m| (m.id, m.from.clone())));
         Ok((out, more, cursor))
     }
 
@@ -198,18 +199,14 @@ impl Router {
     }
 
     /// Deletes acknowledged messages of a session's user; only those the
-    /// session was given count, other ids are ignored. Returns how many
-    /// existed.
+    /// session was given count (under an id, the messages of each sender
+    /// it was given), other ids are ignored. Returns how many existed.
     pub async fn ack(&self, session: &SessionLink, ids: &[MessageId]) -> Result<u64, RouteError> {
         let owned = session.take_given(ids);
         if owned.is_empty() {
             return Ok(0);
         }
-        let queue = match session.device() {
-            0 => QueueRef::Recipient(session.phone().clone()),
-            device => QueueRef::Device(session.phone().clone(), device),
-        };
-        match self.store.delete(queue, owned.clone()).await {
+        match self.delete_given(session, &owned).await {
             Ok(deleted) => {
                 crate::metrics::get().delivered.inc_by(deleted);
                 Ok(deleted)
@@ -220,6 +217,34 @@ impl Router {
                 Err(e.into())
             }
         }
+    }
+
+    /// Deletes (id, sender) pairs from the session's queue: one delete per
+    /// sender, all submitted before any is awaited so they share the
+    /// writer's transaction.
+    async fn delete_given(
+        &self,
+        session: &SessionLink,
+        owned: &[(MessageId, String)],
+    ) -> Result<u64, DbError> {
+        let mut by_sender: HashMap<&str, Vec<MessageId>> = HashMap::new();
+        for (id, sender) in owned {
+            by_sender.entry(sender.as_str()).or_default().push(*id);
+        }
+        let mut pending = Vec::with_capacity(by_sender.len());
+        for (sender, ids) in by_sender {
+            // Every stored sender is canonical; anything else names no row.
+            let Ok(sender) = PhoneNumber::from_canonical(sender) else {
+                continue;
+            };
+            let queue = QueueRef::Sent(session.phone().clone(), session.device(), sender);
+            pending.push(self.store.submit_delete(queue, ids).await?);
+        }
+        let mut deleted = 0;
+        for rx in pending {
+            deleted += rx.await.map_err(|_| DbError::WriterGone)??;
+        }
+        Ok(deleted)
     }
 }
 

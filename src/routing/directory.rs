@@ -26,7 +26,7 @@ use crate::crypto::PublicKey;
 use crate::db::directory::DirectoryRow;
 use crate::db::{DbError, Store};
 use crate::domain::{Fingerprint, PhoneNumber};
-use crate::protocol::link::{DirectoryEntry, LinkMessage};
+use crate::protocol::link::{DirectoryEntry, LinkMessage, MAX_SERVER_NAME};
 use crate::protocol::{B64, KeyType, UserInfo, signed};
 use withdrawal::Tombstone;
 
@@ -119,7 +119,7 @@ pub fn parse_entry(e: &DirectoryEntry, via: Fingerprint) -> Result<Entry, EntryE
         .map_err(|x| EntryError::Key(x.to_string()))?;
     let home_key = PublicKey::from_spki_der_typed(KeyType::P256, &e.home_key.0)
         .map_err(|x| EntryError::Key(format!("home server key: {x}")))?;
-    if e.home_name.len() > 255 {
+    if e.home_name.len() > MAX_SERVER_NAME {
         return Err(EntryError::Key("home name too long".into()));
     }
     Ok(Entry {

@@ -18,8 +18,9 @@ use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, Broadcast, Delivered, Outbox, OutboxError, Response, ResponseFrame};
 
 /// How a live, logged-in session is reached: its user, its outgoing frame
-/// queue, and the ids of the messages it has been given (by fetch or push),
-/// the only ones its `ack` may delete.
+/// queue, and the messages it has been given (by fetch or push), the only
+/// ones its `ack` may delete: by id, with the senders whose message under
+/// that id it was given (ids are unique per sender).
 #[derive(Clone)]
 pub struct SessionLink {
     id: u64,
@@ -27,7 +28,7 @@ pub struct SessionLink {
     /// The device logged in as; 0 for a login with the account key.
     device: u32,
     outbox: Outbox,
-    given: Arc<Mutex<HashSet<MessageId>>>,
+    given: Arc<Mutex<Given>>,
     /// Cancelled when the server closes the session for what it holds.
     closed: CancellationToken,
 }
@@ -56,21 +57,32 @@ impl SessionLink {
         let _ = self.outbox.try_send(frame.to_vec());
     }
 
-    /// Records messages handed to the session.
-    pub(super) fn give(&self, ids: impl IntoIterator<Item = MessageId>) {
-        self.lock_given().extend(ids);
-    }
-
-    /// Takes, out of `ids`, those the session was given.
-    pub(super) fn take_given(&self, ids: &[MessageId]) -> Vec<MessageId> {
+    /// Records messages handed to the session: (id, sender) pairs.
+    pub(super) fn give(&self, messages: impl IntoIterator<Item = (MessageId, String)>) {
         let mut given = self.lock_given();
-        ids.iter().filter(|id| given.remove(id)).copied().collect()
+        for (id, sender) in messages {
+            given.entry(id).or_default().insert(sender);
+        }
     }
 
-    fn lock_given(&self) -> std::sync::MutexGuard<'_, HashSet<MessageId>> {
+    /// Takes, out of `ids`, the messages the session was given under them,
+    /// as (id, sender) pairs: every sender's message under an acknowledged
+    /// id that this session was given.
+    pub(super) fn take_given(&self, ids: &[MessageId]) -> Vec<(MessageId, String)> {
+        let mut given = self.lock_given();
+        ids.iter()
+            .filter_map(|id| given.remove_entry(id))
+            .flat_map(|(id, senders)| senders.into_iter().map(move |s| (id, s)))
+            .collect()
+    }
+
+    fn lock_given(&self) -> std::sync::MutexGuard<'_, Given> {
         self.given.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// The messages a session was given: by id, the senders of each.
+type Given = HashMap<MessageId, HashSet<String>>;
 
 /// Connected sessions by user.
 pub struct Registry {
@@ -178,13 +190,13 @@ impl Registry {
         if links.is_empty() {
             return;
         }
-        let id = message.id;
+        let given = (message.id, message.from.clone());
         let frame = ResponseFrame {
             re: None,
             response: Response::Message(message),
         };
         let bytes = serde_json::to_vec(&frame).expect("a response always serialises");
-        self.offer(&links, &bytes, Some(id));
+        self.offer(&links, &bytes, Some(given));
         crate::metrics::get().pushed.inc_by(links.len() as u64);
     }
 
@@ -212,7 +224,7 @@ impl Registry {
     /// hold more than their bound once each has the frame, the one holding
     /// the most is closed; then a session whose own outbox has no room is
     /// closed.
-    fn offer(&self, links: &[SessionLink], frame: &[u8], given: Option<MessageId>) {
+    fn offer(&self, links: &[SessionLink], frame: &[u8], given: Option<(MessageId, String)>) {
         let mut live: Vec<&SessionLink> = links.iter().collect();
         let mut held: usize = live.iter().map(|l| l.outbox.backlog()).sum();
         let user_bytes = self.user_bytes.load(Ordering::Relaxed);
@@ -231,7 +243,11 @@ impl Registry {
         for link in live {
             let mut ids = link.lock_given();
             match link.outbox.try_send(frame.to_vec()) {
-                Ok(()) => ids.extend(given),
+                Ok(()) => {
+                    if let Some((id, sender)) = &given {
+                        ids.entry(*id).or_default().insert(sender.clone());
+                    }
+                }
                 Err(OutboxError::Full) => {
                     drop(ids);
                     self.close(link, "its own unsent backlog is full");

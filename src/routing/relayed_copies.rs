@@ -9,7 +9,12 @@
 //! The records live in memory, bounded and expiring: a refusal that comes
 //! back after a restart, after the copy expired, or after
 //! [`MAX_RECORDS`] later copies is dropped (and logged), which costs a
-//! notice, never a message.
+//! notice, never a message. Only refusals from further along the path
+//! need them: the next hop's refusal of a copy it has not acknowledged is
+//! checked against the outbound row, which is on disk. Keeping the records
+//! on disk would cost a write and a delete per relayed copy, on the path
+//! every relayed message takes, for an advisory notice
+//! (docs/PROTOCOL.md §19.15.4).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -26,6 +31,13 @@ const MAX_RECORDS: usize = 65_536;
 /// Most undeliverable notices queued for one device in a burst, refilled
 /// at one a minute: a flood of refusals cannot fill its queue.
 pub(super) const NOTICE_BURST: u64 = 32;
+/// Most undeliverable notices waiting in one device's queue at once; a
+/// further one is dropped (and logged) until some are acknowledged.
+/// Notices count against the account's queue limits like the messages
+/// they stand beside (they take disk like them, so leaving them out would
+/// be a way past the limits), and this bound keeps what they can take of
+/// those limits small: 32 notices of at most about 1.3 KB each.
+pub(super) const MAX_QUEUED_NOTICES: u64 = 32;
 
 /// A relayed copy: the neighbour it went to, its id, recipient and
 /// recipient device.

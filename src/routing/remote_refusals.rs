@@ -10,7 +10,7 @@
 //! is, carried by servers that could have dropped the message anyway.
 
 use super::relay::Refusal;
-use super::relayed_copies::Record;
+use super::relayed_copies::{MAX_QUEUED_NOTICES, Record};
 use super::{Router, link_frame};
 use crate::db::outbound::OutboundRow;
 use crate::db::queue::NewMessage;
@@ -167,6 +167,9 @@ impl Router {
         if !self.sends_from_here(&refused).await {
             return tracing::warn!(%id, "a refusal names a sender device that is not ours; ignored");
         }
+        if !self.room_for_notice(&refused).await {
+            return tracing::warn!(%id, "the sending device has the most undeliverable notices waiting; not queued");
+        }
         let sender = refused.sender.as_str();
         if !self
             .relayed_copies
@@ -182,6 +185,16 @@ impl Router {
             reason: message,
         };
         self.queue_notice(refused, notice).await;
+    }
+
+    /// Whether the sending device has fewer than [`MAX_QUEUED_NOTICES`]
+    /// notices waiting (a failed read counts as no room).
+    async fn room_for_notice(&self, refused: &Refused) -> bool {
+        let waiting = self
+            .store
+            .queued_notices(&refused.sender, refused.sender_device)
+            .await;
+        waiting.is_ok_and(|n| n < MAX_QUEUED_NOTICES)
     }
 
     /// Whether the refused message's sender is one of our users, and the
@@ -204,7 +217,7 @@ impl Router {
         let now = self.clock.now_ms();
         let message = NewMessage {
             // A fresh id: one message refused for two devices gives two
-            // notices, and ids are unique per recipient device.
+            // notices, and ids are unique per recipient device and sender.
             id: MessageId::random(),
             recipient: refused.sender.clone(),
             device: refused.sender_device,

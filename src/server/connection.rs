@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::ServerState;
 use super::handlers::{self, Outcome};
+use super::pre_login::{PRE_LOGIN_BURST, PreLoginBudget};
 use super::session::Session;
 use crate::protocol::{
     self, ErrorCode, FrameError, Outbox, RequestFrame, Response, ResponseFrame,
@@ -200,6 +201,7 @@ async fn read_loop(
     let mut pending = Some(pending);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let login_deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    let mut budget = PreLoginBudget::new(std::time::Instant::now());
     loop {
         let timeout = match session.user {
             Some(_) => IDLE_TIMEOUT,
@@ -227,6 +229,9 @@ async fn read_loop(
                 return;
             }
             Ok(Err(FrameError::Empty)) => {
+                if over_budget(session, &mut budget, &[]).await {
+                    return;
+                }
                 reply(
                     session,
                     None,
@@ -237,6 +242,9 @@ async fn read_loop(
             }
             Ok(Err(e)) => return tracing::debug!(error = %e, "read failed"),
         };
+        if over_budget(session, &mut budget, &frame).await {
+            return;
+        }
         let (seq, request) = match serde_json::from_slice::<RequestFrame>(&frame) {
             Ok(f) => (f.seq, f.request),
             Err(e) => {
@@ -290,6 +298,23 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// Takes one request of `frame` from the budget of a session not logged
+/// in; once it is spent, answers `rate_limited` and returns true (the
+/// caller closes the connection).
+async fn over_budget(session: &Session, budget: &mut PreLoginBudget, frame: &[u8]) -> bool {
+    if session.user.is_some() || budget.take(std::time::Instant::now()) {
+        return false;
+    }
+    let seq = serde_json::from_slice::<RequestFrame>(frame)
+        .ok()
+        .and_then(|f| f.seq);
+    let msg =
+        format!("more than {PRE_LOGIN_BURST} requests before logging in; closing the connection");
+    tracing::info!("too many requests before login; closing");
+    reply(session, seq, error(ErrorCode::RateLimited, msg)).await;
+    true
 }
 
 async fn cancelled(token: Option<CancellationToken>) {

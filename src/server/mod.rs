@@ -13,6 +13,7 @@ mod disk;
 mod error;
 mod handlers;
 mod observe;
+mod pre_login;
 mod reload;
 mod session;
 mod start;
@@ -202,10 +203,12 @@ impl Server {
         let me = ServerInfo {
             fingerprint: key.fingerprint(),
             public_key: key.public_key().to_spki_der(),
-            name: config
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", config.host, config.port)),
+            // A `[server] name` is checked at load; the default is cut to
+            // the same bound, which neighbours enforce.
+            name: config.name.clone().unwrap_or_else(|| {
+                let default = format!("{}:{}", config.host, config.port);
+                crate::protocol::link::cut_server_name(&default).to_owned()
+            }),
         };
         let (store, committed) = Store::open(&location, config.quotas())
             .await

@@ -56,7 +56,7 @@ impl Hello {
         let b64 = base64::engine::general_purpose::STANDARD;
         serde_json::json!({
             "type": "hello",
-            "version": crate::protocol::PROTOCOL_VERSION,
+            "version": crate::protocol::HELLO_VERSION,
             "challenge": b64.encode(self.challenge),
             "connection": b64.encode(self.connection),
             "fingerprint": self.fingerprint.to_hex(),

@@ -728,3 +728,37 @@ async fn one_address_cannot_hold_every_slot_without_logging_in() {
         .await;
     server.stop().await;
 }
+
+/// A connection that has not logged in has a small request budget: past it
+/// it is answered `rate_limited` and closed, whatever it sends. Logging in
+/// lifts it, and other clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_login_are_budgeted_then_the_connection_is_closed() {
+    let (mut server, alice, bob) = setup().await;
+    let mut w = Wire::connect(&server).await;
+    let mut answered = 0;
+    let refusal = loop {
+        assert!(
+            answered < 200,
+            "200 requests before login were all answered"
+        );
+        match w.call(Request::Ping).await {
+            Response::Pong => answered += 1,
+            other => break other,
+        }
+    };
+    let message = expect_error(refusal, ErrorCode::RateLimited, "past the budget");
+    assert!(message.contains("before logging in"), "{message}");
+    assert!(answered >= 32, "only {answered} requests were answered");
+    assert!(w.read().await.is_none(), "the connection is closed");
+
+    // A logged-in session is not held to it.
+    let mut logged_in = Wire::connect(&server).await;
+    let answer = logged_in.login(ALICE, &alice.identity()).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    for i in 0..64 {
+        assert!(logged_in.ping().await, "ping {i} after login");
+    }
+    still_delivers(&alice, &bob, "after the flood").await;
+    server.stop().await;
+}

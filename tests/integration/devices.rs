@@ -4,7 +4,8 @@
 //! has its own queue. Runs on PostgreSQL too when the suite does.
 
 pub mod client;
-mod linking;
+mod ids;
+pub(crate) mod linking;
 
 use std::collections::HashSet;
 

@@ -97,11 +97,12 @@ async fn queued_ids(store: &Store, to: &str) -> Vec<u8> {
 }
 
 /// A retry (same sender, recipient, id and bytes) is accepted and changes
-/// nothing; another envelope under an id queued for the same recipient is
-/// refused, from the same sender or another, in one batch or across
-/// batches; the same id to another recipient is a different message.
+/// nothing; another envelope from the same sender under an id it queued
+/// for the same recipient is refused, in one batch or across batches; the
+/// same id from another sender, or to another recipient, is a different
+/// message.
 #[tokio::test]
-async fn ids_are_scoped_to_their_recipient_and_only_retries_are_duplicates() {
+async fn ids_are_scoped_to_their_recipient_and_sender_and_only_retries_are_duplicates() {
     on_each_backend(quotas(100), |store, backend| async move {
         let first = submit_all(
             &store,
@@ -110,21 +111,31 @@ async fn ids_are_scoped_to_their_recipient_and_only_retries_are_duplicates() {
                 local(message(1, ALICE, BOB, 1)),
                 local(message(1, ALICE, BOB, 2)),
                 local(message(1, ALICE, CAROL, 1)),
+                local(message(1, CAROL, BOB, 4)),
             ],
         )
         .await;
-        assert_eq!(first, [Stored, Duplicate, IdInUse, Stored], "{backend}");
+        assert_eq!(
+            first,
+            [Stored, Duplicate, IdInUse, Stored, Stored],
+            "{backend}"
+        );
         let later = submit_all(
             &store,
             vec![
                 local(message(1, ALICE, BOB, 1)),
                 local(message(1, ALICE, BOB, 3)),
                 local(message(1, CAROL, BOB, 1)),
+                local(message(1, CAROL, BOB, 4)),
                 local(message(2, ALICE, BOB, 2)),
             ],
         )
         .await;
-        assert_eq!(later, [Duplicate, IdInUse, IdInUse, Stored], "{backend}");
+        assert_eq!(
+            later,
+            [Duplicate, IdInUse, IdInUse, Duplicate, Stored],
+            "{backend}"
+        );
         let bobs = store.fetch(&phone(BOB), 0, 0, 0, 10).await.unwrap();
         let kept: Vec<(u8, u8)> = bobs
             .iter()
@@ -132,40 +143,50 @@ async fn ids_are_scoped_to_their_recipient_and_only_retries_are_duplicates() {
             .collect();
         assert_eq!(
             kept,
-            [(1, 1), (2, 2)],
-            "{backend}: the first envelope stays"
+            [(1, 1), (1, 4), (2, 2)],
+            "{backend}: each sender's first envelope stays"
         );
         assert_eq!(queued_ids(&store, CAROL).await, [1], "{backend}");
     })
     .await;
 }
 
-/// Messages relayed by a neighbour are de-duplicated by (recipient, id)
-/// seen, even after the first copy was fetched and deleted.
+/// Messages relayed by a neighbour are de-duplicated by (recipient,
+/// sender, id) seen, even after the first copy was fetched and deleted.
 #[tokio::test]
-async fn relayed_messages_are_delivered_once_per_recipient() {
+async fn relayed_messages_are_delivered_once_per_recipient_and_sender() {
     on_each_backend(quotas(100), |store, backend| async move {
         let relayed = |id, to| Enqueue {
             relayed: true,
             ..local(message(id, ALICE, to, id))
         };
+        let carols = || Enqueue {
+            relayed: true,
+            ..local(message(7, CAROL, BOB, 9))
+        };
         let outcomes = submit_all(
             &store,
-            vec![relayed(7, BOB), relayed(7, BOB), relayed(7, CAROL)],
+            vec![
+                relayed(7, BOB),
+                relayed(7, BOB),
+                relayed(7, CAROL),
+                carols(),
+            ],
         )
         .await;
-        assert_eq!(outcomes, [Stored, Duplicate, Stored], "{backend}");
+        assert_eq!(outcomes, [Stored, Duplicate, Stored, Stored], "{backend}");
         let bob = QueueRef::Recipient(phone(BOB));
         assert_eq!(
             store
                 .delete(bob, vec![MessageId::from_bytes([7; 16])])
                 .await
                 .unwrap(),
-            1
+            2,
+            "{backend}: Alice's and Carol's"
         );
         assert_eq!(
-            submit_all(&store, vec![relayed(7, BOB)]).await,
-            [Duplicate],
+            submit_all(&store, vec![relayed(7, BOB), carols()]).await,
+            [Duplicate, Duplicate],
             "{backend}"
         );
         assert!(queued_ids(&store, BOB).await.is_empty(), "{backend}");

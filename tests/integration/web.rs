@@ -150,6 +150,7 @@ impl WsClient {
         let mut socket = open_ws(server, &server.origin()).await.expect("connects");
         let hello = next_json(&mut socket).await.expect("a hello");
         assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["version"], 2, "the protocol's version: {hello}");
         assert_eq!(hello["fingerprint"], server.fingerprint.to_hex());
         let binding = carrier::web::binding::binding(
             &unb64(&hello["challenge"]).try_into().unwrap(),

@@ -86,9 +86,7 @@ async fn delete(
 ) -> Result<u64, DbError> {
     let mut deleted = 0;
     for chunk in ids.chunks(queue::DELETE_CHUNK) {
-        for removed in
-            queue::delete_many(conn, queue.key(), queue.device(), queue.recipient(), chunk).await?
-        {
+        for removed in queue::delete_many(conn, queue, chunk).await? {
             deleted += 1;
             give_back(ledger, queue.key(), &removed);
         }

@@ -2,12 +2,11 @@
 //! one member, the new device to the other. The rendezvous is shared
 //! through the database, so the link works, once, as on a lone server.
 
-use carrier::crypto::v2::LinkCode;
-use carrier::protocol::{B64, ErrorCode, KeyType, Request, Response};
+use carrier::protocol::{B64, ErrorCode, Request};
 
 use super::{first_member, second_member};
 use crate::common::*;
-use crate::devices::client::*;
+use crate::devices::linking::Opener;
 use crate::wire::Wire;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,39 +15,10 @@ async fn a_device_on_one_member_links_a_new_device_on_the_other() {
         return;
     };
     let mut b = second_member(&a).await;
-    let bob = register_account(&a, BOB, KeyType::P256).await;
-    let mut account = Account::new(&bob);
-    account.add_device("phone");
-    let mut opener = Wire::connect(&a).await;
-    opener.login(BOB, &account.identity).await;
-    let answer = opener.call(account.next_list()).await;
-    assert!(
-        matches!(answer, Response::DevicesPublished { version: 1 }),
-        "{answer:?}"
-    );
-    let code = LinkCode::generate();
-    let rendezvous = B64(code.rendezvous().to_vec());
-    let answer = opener
-        .call(Request::LinkOpen {
-            rendezvous: rendezvous.clone(),
-        })
-        .await;
-    assert!(
-        matches!(answer, Response::LinkOpened { expires_in_s: 600 }),
-        "{answer:?}"
-    );
+    let mut opener = Opener::open(&a).await;
 
     // The new device asks through B; A pushes the request to the opener.
-    let tablet = account.add_device("tablet");
-    let new_device = account.device(tablet);
-    let sealed = code
-        .seal_request(&phone(BOB), "tablet", new_device.local.key())
-        .unwrap();
-    let ask = Request::LinkRequest {
-        phone: BOB.into(),
-        rendezvous: rendezvous.clone(),
-        request: B64(sealed),
-    };
+    let (new_device, ask) = opener.new_device();
     // A shares the rendezvous with a write it makes after answering
     // `link_open`; B can find it once that write is in.
     within("the rendezvous is shared", async {
@@ -59,48 +29,11 @@ async fn a_device_on_one_member_links_a_new_device_on_the_other() {
     .await;
     let mut newcomer = Wire::connect(&b).await;
     let asked = newcomer.send(ask).await;
-    let pushed = opener.read().await.expect("the request is pushed");
-    let Response::LinkRequested { request, .. } = &pushed.response else {
-        panic!("expected link_requested, got {:?}", pushed.response);
-    };
-    let (name, key) = code.open_request(&phone(BOB), &request.0).unwrap();
-    assert_eq!(
-        (name.as_str(), &key),
-        ("tablet", &new_device.local.key().public())
-    );
 
     // The opener certifies the device and answers through A; B passes
     // the answer to the new device, which logs in through B.
-    let answer = opener.call(account.next_list()).await;
-    assert!(
-        matches!(answer, Response::DevicesPublished { version: 2 }),
-        "{answer:?}"
-    );
-    let (list, certificates) = account.issue(2);
-    let response = code.seal_response(&phone(BOB), &certificates[1], &list, None);
-    let answer = opener
-        .call(Request::LinkAccept {
-            rendezvous: rendezvous.clone(),
-            response: B64(response),
-        })
-        .await;
-    assert!(matches!(answer, Response::LinkAccepted), "{answer:?}");
-    let Response::Linked { response } = within("linked", newcomer.answer(Some(asked))).await else {
-        panic!("expected linked");
-    };
-    let linked = code.open_response(&phone(BOB), &response.0).unwrap();
-    let verified = linked
-        .list
-        .verify(&account.identity.public_key(), &phone(BOB))
-        .unwrap();
-    assert_eq!(
-        verified
-            .certify(&linked.certificate)
-            .unwrap()
-            .device_id
-            .get(),
-        tablet
-    );
+    opener.accept(&new_device).await;
+    opener.check_linked(&new_device, newcomer.answer(Some(asked)).await);
     new_device.connect(&b).await;
 
     // Used once: asking again through either member is refused.
@@ -109,7 +42,7 @@ async fn a_device_on_one_member_links_a_new_device_on_the_other() {
         let answer = again
             .call(Request::LinkRequest {
                 phone: BOB.into(),
-                rendezvous: rendezvous.clone(),
+                rendezvous: opener.rendezvous.clone(),
                 request: B64(vec![0; 64]),
             })
             .await;

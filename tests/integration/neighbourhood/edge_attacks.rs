@@ -12,7 +12,7 @@ use carrier::protocol::link::{ClaimRequest, LinkMessage};
 use carrier::protocol::{ErrorCode, KeyType, Response};
 
 use super::devices::{fetch, homed_at, lookup_shows, with_devices};
-use super::edges::{devices_of, notices, relay};
+use super::edges::{ToAFullQueue, devices_of, notices, relay};
 use super::{beside_a_hostile_neighbour, link_as, neighbourhood, next_link_message, send_link};
 use crate::common::{ALICE, BOB, CAROL, DAVE};
 use crate::devices::client::*;
@@ -123,24 +123,9 @@ async fn a_forged_refusal_is_not_passed_on_to_another_neighbours_user() {
 async fn a_refusal_two_hops_away_reaches_the_sending_device_once() {
     // Alice — middle — Carol; Carol's server takes one message per queue.
     let mut nodes = neighbourhood(&["127.0.0.1"; 3], &[(0, 1), (1, 2)]).await;
-    nodes[2].stop().await;
-    nodes[2].config.quota.max_messages = 1;
-    nodes[2].start().await;
-    let (_, _, alices) = with_devices(&nodes[0], ALICE, 1).await;
-    let (carol, _, _carols) = with_devices(&nodes[2], CAROL, 1).await;
-    let (a1, a1_conn) = &alices[0];
-    lookup_shows(a1_conn, CAROL, 1, 1).await;
-    let carol_peer = look_up(a1_conn, CAROL, &carol.identity()).await;
-    let mut session = start_session(a1, &carol_peer, 1, None);
-    let ids = [MessageId::random(), MessageId::random()];
-    for (i, id) in ids.into_iter().enumerate() {
-        let envelope = seal(a1, &mut session, id, &format!("message {i}"));
-        let answer = a1_conn
-            .ask(send_request(id, CAROL, 1, 1, envelope))
-            .await
-            .unwrap();
-        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
-    }
+    let mut pair = ToAFullQueue::set_up(&mut nodes, 2).await;
+    let ids = pair.send_two().await;
+    let a1_conn = pair.alice();
     let got = crate::common::within("the notice", async {
         loop {
             let got = fetch(a1_conn).await;
@@ -297,4 +282,38 @@ async fn a_server_behind_a_neighbour_spends_its_own_claim_share() {
         from_bob[0].one_time.is_some(),
         "Bob's server keeps its share"
     );
+}
+
+/// A link's `hello` says protocol version 2. A neighbour's hello saying 1
+/// (what earlier builds of version 2 wrote) keeps the link; one naming a
+/// version this server does not speak ends it.
+#[tokio::test]
+async fn a_hello_names_version_2_and_an_unknown_version_ends_the_link() {
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let hello = |version| LinkMessage::Hello {
+        name: "hostile".into(),
+        version,
+    };
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let version = next_link_message(&mut link, "the server's hello", |m| match m {
+        LinkMessage::Hello { version, .. } => Some(version),
+        _ => None,
+    })
+    .await;
+    assert_eq!(version, 2);
+    send_link(&mut link, &hello(1)).await;
+    handled(&mut link).await;
+
+    send_link(&mut link, &hello(9)).await;
+    let ended = crate::common::within("the link ends", async {
+        loop {
+            match carrier::protocol::read_frame(&mut link, carrier::protocol::link::MAX_LINK_FRAME)
+                .await
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
+    ended.await;
 }

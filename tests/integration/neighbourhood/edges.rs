@@ -15,7 +15,9 @@ use carrier::protocol::notice::Undeliverable;
 use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
 
 use super::devices::{count, fetch, fetch_some, homed_at, lookup_shows, with_devices};
-use super::{beside_a_hostile_neighbour, link_as, neighbourhood, next_link_message, send_link};
+use super::{
+    beside_a_hostile_neighbour, eventually, link_as, neighbourhood, next_link_message, send_link,
+};
 use crate::common::{BOB, CAROL, DAVE, phone};
 use crate::devices::client::*;
 
@@ -290,30 +292,63 @@ async fn within_fetch(conn: &carrier::client::Connection, id: MessageId) -> Deli
     .await
 }
 
+/// Alice (one device, on `nodes[0]`) sending to Carol (one device, on
+/// `nodes[carol_at]`, whose server takes one message per queue), with a
+/// session to Carol's device set up.
+pub(super) struct ToAFullQueue {
+    alices: Vec<(Device, carrier::client::Connection)>,
+    _carols: Vec<(Device, carrier::client::Connection)>,
+    session: carrier::crypto::v2::Session,
+}
+
+impl ToAFullQueue {
+    pub(super) async fn set_up(nodes: &mut [super::Node], carol_at: usize) -> Self {
+        nodes[carol_at].stop().await;
+        nodes[carol_at].config.quota.max_messages = 1;
+        nodes[carol_at].start().await;
+        let (_, _, alices) = with_devices(&nodes[0], crate::common::ALICE, 1).await;
+        let (carol, _, carols) = with_devices(&nodes[carol_at], CAROL, 1).await;
+        let (a1, a1_conn) = &alices[0];
+        lookup_shows(a1_conn, CAROL, 1, 1).await;
+        let carol_peer = look_up(a1_conn, CAROL, &carol.identity()).await;
+        let session = start_session(a1, &carol_peer, 1, None);
+        Self {
+            alices,
+            _carols: carols,
+            session,
+        }
+    }
+
+    /// Alice's device connection.
+    pub(super) fn alice(&self) -> &carrier::client::Connection {
+        &self.alices[0].1
+    }
+
+    /// Sends Carol two messages, both accepted by Alice's server; Carol's
+    /// refuses the second. Returns their ids.
+    pub(super) async fn send_two(&mut self) -> [MessageId; 2] {
+        let (a1, a1_conn) = &self.alices[0];
+        let ids = [MessageId::random(), MessageId::random()];
+        for (i, id) in ids.into_iter().enumerate() {
+            let envelope = seal(a1, &mut self.session, id, &format!("message {i}"));
+            let answer = a1_conn.ask(send_request(id, CAROL, 1, 1, envelope)).await;
+            assert!(
+                matches!(answer, Ok(Response::Accepted { .. })),
+                "{answer:?}"
+            );
+        }
+        ids
+    }
+}
+
 #[tokio::test]
 async fn the_sending_device_learns_that_its_copy_was_refused() {
-    // Carol's server takes one message per queue.
+    // Carol's server takes one message per queue: both are accepted by
+    // Alice's server; Carol's refuses the second.
     let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
-    nodes[1].stop().await;
-    nodes[1].config.quota.max_messages = 1;
-    nodes[1].start().await;
-    let (_, _, alices) = with_devices(&nodes[0], crate::common::ALICE, 1).await;
-    let (carol, _, _carols) = with_devices(&nodes[1], CAROL, 1).await;
-    let (a1, a1_conn) = &alices[0];
-    lookup_shows(a1_conn, CAROL, 1, 1).await;
-    let carol_peer = look_up(a1_conn, CAROL, &carol.identity()).await;
-
-    // Both are accepted by Alice's server; Carol's refuses the second.
-    let mut session = start_session(a1, &carol_peer, 1, None);
-    let ids = [MessageId::random(), MessageId::random()];
-    for (i, id) in ids.into_iter().enumerate() {
-        let envelope = seal(a1, &mut session, id, &format!("message {i}"));
-        let answer = a1_conn
-            .ask(send_request(id, CAROL, 1, 1, envelope))
-            .await
-            .unwrap();
-        assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
-    }
+    let mut pair = ToAFullQueue::set_up(&mut nodes, 1).await;
+    let ids = pair.send_two().await;
+    let a1_conn = pair.alice();
 
     // Alice's device finds a notice in its queue, from nobody but its
     // own server, and the command line says what happened.
@@ -392,4 +427,46 @@ async fn the_command_line_prints_a_refused_copy_at_the_next_fetch() {
     // Told once: the notice was acknowledged.
     let (_, _, stderr) = outcome(&carrier_out(&alice, &["fetch"]).await);
     assert!(!stderr.contains("was refused"), "{stderr}");
+}
+
+/// A device holds at most 32 undeliverable notices at once: with 32
+/// waiting, a further refusal queues none (the refused copy still leaves
+/// the outbound queue), so a sender's failures cannot crowd out its mail.
+#[tokio::test]
+async fn a_device_holds_at_most_32_notices() {
+    const WAITING_NOTICES: &str = "SELECT count(*) FROM message_queue
+        WHERE recipient = '+12025550101' AND device = 1 AND sender_device = 0";
+    let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
+    let mut pair = ToAFullQueue::set_up(&mut nodes, 1).await;
+
+    // 32 notices already wait for Alice's device.
+    let pool = nodes[0].db().await;
+    for _ in 0..32 {
+        let notice = Undeliverable {
+            id: MessageId::random(),
+            to: CAROL.into(),
+            device: 1,
+            code: ErrorCode::QuotaExceeded,
+            reason: "full".into(),
+        };
+        sqlx::query(
+            "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
+                 received_at, expires_at)
+             VALUES ($1, '+12025550101', 1, '+12025550101', 0, $2, 1, 9000000000000000)",
+        )
+        .bind(MessageId::random().as_bytes().to_vec())
+        .bind(notice.to_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    // Carol's server refuses the second message.
+    pair.send_two().await;
+    eventually("the refused copy leaves the outbound queue", || async {
+        nodes[0].count("SELECT count(*) FROM outbound_queue").await == 0
+    })
+    .await;
+    assert_eq!(nodes[0].count(WAITING_NOTICES).await, 32, "no 33rd notice");
 }
