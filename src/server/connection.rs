@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::ServerState;
+use super::answers::Pending;
 use super::handlers::{self, Outcome};
 use super::pre_login::{PRE_LOGIN_BURST, PreLoginBudget};
 use super::session::Session;
@@ -34,8 +33,6 @@ const OUTBOX_CAPACITY: usize = 1024;
 /// How long an answer may wait for room in a peer's outbox (the peer is not
 /// reading) before the connection is closed.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
-/// Sends awaiting their commit on one connection before it stops reading.
-const MAX_IN_FLIGHT: usize = 1024;
 /// Connections past the limit being told `server_busy` at once; past these,
 /// further ones are closed without a word.
 pub const MAX_BUSY_ANSWERS: usize = 32;
@@ -52,7 +49,6 @@ pub async fn serve(
     peer: SocketAddr,
     state: Arc<ServerState>,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
 ) {
     let span = tracing::info_span!("conn", %peer);
     async move {
@@ -80,7 +76,6 @@ pub async fn serve(
             exporter,
             state,
             shutdown,
-            tracker,
             pending,
         )
         .await;
@@ -117,14 +112,15 @@ pub(crate) async fn run_session(
     binding: [u8; 32],
     state: Arc<ServerState>,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
     pending: super::session::PendingSlot,
 ) {
     let backlog = state.router.limits().session_backlog_bytes;
     let (outbox, rx) = Outbox::new(OUTBOX_CAPACITY, backlog);
     let mut writer_task = spawn_writer(rx);
     let mut session = Session::new(peer, binding, outbox);
-    read_loop(source, &mut session, &state, &shutdown, &tracker, pending).await;
+    let mut sends = Pending::default();
+    read_loop(source, &mut session, &state, &shutdown, &mut sends, pending).await;
+    answer_the_rest(&session, &mut sends).await;
     let closed_by_server = session
         .user
         .as_ref()
@@ -195,11 +191,10 @@ async fn read_loop(
     session: &mut Session,
     state: &Arc<ServerState>,
     shutdown: &CancellationToken,
-    tracker: &TaskTracker,
+    sends: &mut Pending,
     pending: super::session::PendingSlot,
 ) {
     let mut pending = Some(pending);
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let login_deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     let mut budget = PreLoginBudget::new(std::time::Instant::now());
     loop {
@@ -207,15 +202,27 @@ async fn read_loop(
             Some(_) => IDLE_TIMEOUT,
             None => login_deadline.saturating_duration_since(tokio::time::Instant::now()),
         };
-        let closed = session.user.as_ref().map(|u| u.closed());
-        let frame = tokio::select! {
-            _ = shutdown.cancelled() => {
-                reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
-                return;
+        let read = tokio::time::timeout(timeout, reader.next_frame());
+        tokio::pin!(read);
+        // Answers to earlier sends go out while the next frame is read; the
+        // read itself is polled on until it completes (a frame half read is
+        // never dropped).
+        let frame = loop {
+            let closed = session.user.as_ref().map(|u| u.closed());
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
+                    return;
+                }
+                // The registry closed the session and logged why.
+                _ = cancelled(closed) => return,
+                answered = sends.next() => {
+                    if !reply(session, answered.seq, answered.response).await {
+                        return sends.abandon();
+                    }
+                }
+                f = &mut read, if sends.has_room() => break f,
             }
-            // The registry closed the session and logged why.
-            _ = cancelled(closed) => return,
-            f = tokio::time::timeout(timeout, reader.next_frame()) => f,
         };
         let frame = match frame {
             Err(_) => return tracing::debug!("connection idle; closing"),
@@ -250,14 +257,16 @@ async fn read_loop(
             Err(e) => {
                 let (seq, code, message) = classify_request_error(&frame, &e);
                 if !reply(session, seq, error(code, message)).await {
-                    return;
+                    return sends.abandon();
                 }
                 continue;
             }
         };
+        drop(frame);
         let kind = request.kind();
-        let started = std::time::Instant::now();
-        let outcome = handlers::dispatch(state, session, seq, request).await;
+        // Boxed: the handlers' largest state would otherwise be part of
+        // every connection's task, idle or not.
+        let outcome = Box::pin(handlers::dispatch(state, session, seq, request)).await;
         if session.user.is_some() {
             pending.take();
         }
@@ -266,7 +275,7 @@ async fn read_loop(
                 log_refusal(kind, &r);
                 crate::metrics::get().answered(kind, &r);
                 if !reply(session, seq, r).await {
-                    return;
+                    return sends.abandon();
                 }
             }
             Outcome::Close(r) => {
@@ -274,28 +283,19 @@ async fn read_loop(
                 return;
             }
             Outcome::Later => {}
-            Outcome::Deferred(id, pending) => {
-                let permit = in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
-                let outbox = session.outbox.clone();
-                tracker.spawn(async move {
-                    let response = match pending.committed().await {
-                        Ok(()) => Response::Accepted { id },
-                        Err(e) => super::error::ApiError::from(e).into_response(),
-                    };
-                    let outcome = match &response {
-                        Response::Error { code, .. } => Err(*code),
-                        _ => Ok(()),
-                    };
-                    crate::metrics::get().sent(outcome, started.elapsed());
-                    let _ =
-                        tokio::time::timeout(STALL_LIMIT, outbox.send(encode(seq, response))).await;
-                    drop(permit);
-                });
-            }
+            Outcome::Deferred(id, pending) => sends.add(seq, id, pending),
+        }
+    }
+}
+
+/// Answers every send still awaiting its commit once the connection stops
+/// reading: a send that was accepted for delivery is answered whatever
+/// ended the session (unless the peer stopped reading its answers).
+async fn answer_the_rest(session: &Session, sends: &mut Pending) {
+    while !sends.is_empty() {
+        let answered = sends.next().await;
+        if !reply(session, answered.seq, answered.response).await {
+            return;
         }
     }
 }

@@ -8,6 +8,7 @@
 //! [`Listeners::bind`] on port 0, [`Server::run`]) to learn the bound
 //! addresses and to stop the server and wait for it.
 
+mod answers;
 mod connection;
 mod disk;
 mod error;
@@ -399,9 +400,8 @@ async fn accept_loop(
         };
         let state = state.clone();
         let shutdown = shutdown.clone();
-        let conn_tracker = tracker.clone();
         tracker.spawn(async move {
-            connection::serve(stream, peer, state, shutdown, conn_tracker).await;
+            connection::serve(stream, peer, state, shutdown).await;
             drop(permit);
         });
     }

@@ -219,17 +219,13 @@ fn upgrade(
         );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let (state, shutdown, tracker) = (
-        shared.state.clone(),
-        shared.shutdown.clone(),
-        shared.tracker.clone(),
-    );
+    let (state, shutdown) = (shared.state.clone(), shared.shutdown.clone());
     let span = tracing::info_span!("ws", %peer);
     shared.tracker.spawn(tracing::Instrument::instrument(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    super::socket::serve(upgraded, peer, admitted, state, shutdown, tracker).await
+                    super::socket::serve(upgraded, peer, admitted, state, shutdown).await
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }

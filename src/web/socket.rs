@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::binding::Hello;
 use crate::protocol::{FrameError, MAX_REQUEST_FRAME, Queued};
@@ -49,7 +48,6 @@ pub async fn serve(
     admitted: Admitted,
     state: Arc<ServerState>,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
 ) {
     let ws = Ws::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config())).await;
     let (mut sink, stream) = ws.split();
@@ -67,7 +65,6 @@ pub async fn serve(
         hello.binding(),
         state,
         shutdown,
-        tracker,
         admitted.pending,
     )
     .await;

@@ -476,3 +476,52 @@ async fn messages_kept_back_do_not_hide_later_ones() {
         "what was kept back stays queued"
     );
 }
+
+/// Sends pipelined on one connection are each answered once their commit
+/// lands, while the connection goes on reading: a refusal in the middle is
+/// answered at once and under its own sequence number, and every accepted
+/// message is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_each_answered_after_their_commit() {
+    const SENDS: usize = 40;
+    let mut server = spawn_server().await;
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    let mut requests = Vec::new();
+    for i in 0..SENDS {
+        requests.push(sealed_for(&a, BOB, &format!("pipelined {i}")).await);
+    }
+    let mut answers = Vec::new();
+    for (k, (id, request)) in requests.into_iter().enumerate() {
+        if k == SENDS / 2 {
+            let oversized = Request::DeviceSend {
+                id: MessageId::random(),
+                to: BOB.into(),
+                device: 1,
+                list_version: 1,
+                envelope: B64(vec![1u8; protocol::MAX_ENVELOPE_BYTES + 1]),
+            };
+            answers.push((None, a.conn.start(oversized).await.expect("sent")));
+        }
+        answers.push((Some(id), a.conn.start(request).await.expect("sent")));
+    }
+    for (id, answer) in answers {
+        let answer = within("an answer", answer).await.expect("answered");
+        match id {
+            Some(id) => assert!(
+                matches!(answer, Response::Accepted { id: got } if got == id),
+                "expected accepted {id}, got {answer:?}"
+            ),
+            None => {
+                expect_error(answer, ErrorCode::MessageTooLarge, "the oversized send");
+            }
+        }
+    }
+    assert_eq!(server.queued_for(BOB).await, SENDS as i64);
+    a.close().await;
+    let mut b = bob.client.login().await.unwrap();
+    let got = fetch_all(&mut b).await;
+    assert_eq!(got.len(), SENDS);
+    b.close().await;
+    server.stop().await;
+}
