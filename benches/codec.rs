@@ -1,5 +1,6 @@
 //! The wire codec: frames written to and read from memory, and the JSON of
-//! the hot requests and responses (`send`, `accepted`, a `fetch` batch).
+//! the hot requests and responses (`send`, `accepted`, a `fetch` batch),
+//! and what the server does with a v2 envelope (`device_send`).
 //! `cargo bench --bench codec`.
 
 use std::hint::black_box;
@@ -131,5 +132,74 @@ fn json(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, json);
+/// A running session's kind-2 envelope of a 256-byte text (737 bytes).
+fn v2_envelope() -> (MessageId, String, Vec<u8>) {
+    use carrier::bench::envelopes::running_session;
+    use carrier::bench::users::{PhoneGen, User};
+    use carrier::crypto::v2::Content;
+    let phones = PhoneGen::new(0).take(2);
+    let alice = User::generate(phones[0].clone(), KeyType::P256);
+    let bob = User::generate(phones[1].clone(), KeyType::P256);
+    let text = "x".repeat(256);
+    let now = 1_700_000_000_000;
+    let mut session = running_session(&alice, &bob, &text, now).expect("a session");
+    let id = MessageId::random();
+    let sealed = session
+        .seal(&alice.device.local, id, &Content::Text(text), now)
+        .expect("seals");
+    (id, bob.phone.to_string(), sealed)
+}
+
+/// What the server does with a v2 envelope's bytes: decode the
+/// `device_send` request, read the clear header (against the full parse a
+/// client makes), and encode a `fetch` batch.
+fn device_send(c: &mut Criterion) {
+    use carrier::crypto::v2::{ClearHeader, Envelope};
+    let (id, to, env) = v2_envelope();
+    let mut group = c.benchmark_group("v2");
+    group.throughput(Throughput::Elements(1));
+    let request = serde_json::to_vec(&RequestFrame {
+        seq: Some(42),
+        request: Request::DeviceSend {
+            id,
+            to,
+            device: 1,
+            list_version: 1,
+            envelope: B64(env.clone()),
+        },
+    })
+    .expect("serialises");
+    group.bench_function("decode device_send", |b| {
+        b.iter(|| serde_json::from_slice::<RequestFrame>(black_box(&request)).expect("parses"))
+    });
+    group.bench_function("full envelope parse", |b| {
+        b.iter(|| Envelope::parse(black_box(&env)).expect("parses"))
+    });
+    group.bench_function("clear header read", |b| {
+        b.iter(|| ClearHeader::read(black_box(&env)).expect("parses"))
+    });
+    let batch = ResponseFrame {
+        re: Some(7),
+        response: Response::Messages {
+            messages: (0..100)
+                .map(|_| Delivered {
+                    id: MessageId::random(),
+                    from: "+12025550101".into(),
+                    envelope: B64(env.clone()),
+                    received_at: 1_700_000_000_000,
+                    device: Some(1),
+                })
+                .collect(),
+            more: true,
+            cursor: Some(100),
+        },
+    };
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("encode v2 fetch batch of 100", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&batch)).expect("serialises"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, json, device_send);
 criterion_main!(benches);

@@ -157,3 +157,33 @@ fn w4_served_by_the_bench_itself() {
         assert_eq!(r["messages"], 100, "{r}");
     }
 }
+
+/// W7: each message is one envelope per device of a 3-device recipient and
+/// a sync copy for the 2-device sender's other device, and every device
+/// drains exactly its own (the bench fails otherwise).
+#[test]
+fn w7_fans_out_to_every_device() {
+    let (rows, _) = run_bench(
+        Path::new(env!("CARGO_BIN_EXE_carrier-bench")),
+        &["--workloads", "W7", "--messages", "30", "--senders", "2"],
+    );
+    let row = |w: &str| {
+        rows.iter()
+            .find(|r| r["workload"] == w)
+            .unwrap_or_else(|| panic!("no {w} line in:\n{rows:#?}"))
+    };
+    for w in ["W7", "W7 drain"] {
+        let r = row(w);
+        assert_eq!(r["messages"], 30, "{r}");
+        assert_eq!(r["envelopes"], 120, "{r}");
+        assert!(r["envelopes_per_s"].is_number(), "{r}");
+    }
+    assert_eq!(row("W7 drain")["devices"], 8);
+    let crypto = row("crypto");
+    assert!(
+        crypto["seal_5_devices_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0),
+        "{crypto}"
+    );
+}

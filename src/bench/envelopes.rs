@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::report::Row;
-use super::users::{self, User};
+use super::users::{self, User, UserDevice};
 use crate::crypto::Identity;
 use crate::crypto::v2::{
     Content, DeviceCertificate, DeviceId, DeviceKey, DeviceList, Envelope, LocalDevice,
@@ -138,6 +138,9 @@ pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
         "open_p256_per_s",
         opened as f64 / started.elapsed().as_secs_f64(),
     );
+    let fanout = seal_fanout_rate(text_bytes, budget)?;
+    row.set("seal_5_devices_per_s", fanout);
+    row.set("seal_5_devices_ms", 1000.0 / fanout);
     Ok(row)
 }
 
@@ -147,11 +150,20 @@ pub fn rates(text_bytes: usize, budget: Duration) -> Result<Row> {
 /// that the sender opened. Every envelope the session seals from now on is
 /// kind 2. All of it happens on this process; the server sees none of it.
 pub fn running_session(sender: &User, recipient: &User, text: &str, now: u64) -> Result<Session> {
-    let (from, to) = (&sender.device, &recipient.device);
+    running_session_between(&sender.device, &recipient.device, text, now)
+}
+
+/// [`running_session`] between two given devices (W7's fan-out).
+pub fn running_session_between(
+    from: &UserDevice,
+    to: &UserDevice,
+    text: &str,
+    now: u64,
+) -> Result<Session> {
     let content = Content::Text(text.into());
     let mut session = Session::initiate(&from.local, &to.bundle, now);
     let hello = session.seal(&from.local, MessageId::random(), &content, now)?;
-    let mut store = users::prekey_store();
+    let mut store = users::prekey_store(to.id);
     let (mut answering, _) = Session::accept(
         &to.local,
         &mut store,
@@ -162,6 +174,47 @@ pub fn running_session(sender: &User, recipient: &User, text: &str, now: u64) ->
     let reply = answering.seal(&to.local, MessageId::random(), &content, now)?;
     session.open(&from.local, &to.seen, &Envelope::parse(&reply)?, now)?;
     Ok(session)
+}
+
+/// Devices one message is sealed for in [`seal_fanout_rate`]: 3 of the
+/// recipient's and 2 other devices of the sender's own.
+pub const FANOUT_DEVICES: usize = 5;
+
+/// Messages per second one thread seals for [`FANOUT_DEVICES`] devices in
+/// running sessions: one envelope per device, the sender's own devices
+/// getting the sync copy (PROTOCOL.md §14.3), all under one message id.
+pub fn seal_fanout_rate(text_bytes: usize, budget: Duration) -> Result<f64> {
+    let text = super::load::text_of(text_bytes);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let mut phones = users::PhoneGen::new(7_000_000);
+    let phones = phones.take(2);
+    let alice = User::with_devices(phones[0].clone(), KeyType::P256, 3);
+    let bob = User::with_devices(phones[1].clone(), KeyType::P256, 3);
+    let from = &alice.devices[0];
+    let mut sessions = Vec::with_capacity(FANOUT_DEVICES);
+    for to in bob.devices.iter().chain(&alice.devices[1..]) {
+        sessions.push((to.id, running_session_between(from, to, &text, now)?));
+    }
+    rate(budget, || {
+        let id = MessageId::random();
+        let copy = Content::SentCopy {
+            to: bob.phone.clone(),
+            id,
+            text: text.clone(),
+        };
+        let to_bob = Content::Text(text.clone());
+        for (i, (_, session)) in sessions.iter_mut().enumerate() {
+            let content = if i < bob.devices.len() {
+                &to_bob
+            } else {
+                &copy
+            };
+            session.seal(&from.local, id, content, now)?;
+        }
+        Ok(())
+    })
 }
 
 /// Which envelopes a pair's session seals for the timed phases.

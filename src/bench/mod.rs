@@ -37,6 +37,7 @@ pub enum Workload {
     W4,
     W5,
     W6,
+    W7,
     #[value(name = "crypto")]
     Crypto,
 }
@@ -55,7 +56,8 @@ impl fmt::Display for Workload {
 pub struct Args {
     /// Workloads to run, comma-separated: W1 (offline store), W2 (drain),
     /// W3 (online latency), W4 (across a neighbourhood), W5 (many
-    /// connections), W6 (growth with the queue), crypto. Default: all.
+    /// connections), W6 (growth with the queue), W7 (multi-device
+    /// fan-out), crypto. Default: all.
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub workloads: Option<Vec<Workload>>,
     /// Messages in W1/W2, in each W4 run and in each W6 measurement.
@@ -325,7 +327,7 @@ mod tests {
         );
         assert!(parse("W9").is_err());
         let names: Vec<String> = select(None).iter().map(Workload::to_string).collect();
-        assert_eq!(names, ["W1", "W2", "W3", "W4", "W5", "W6", "crypto"]);
+        assert_eq!(names, ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "crypto"]);
         assert_eq!(
             parse("CRYPTO").unwrap().workloads,
             Some(vec![Workload::Crypto])

@@ -37,19 +37,23 @@ use crate::tls::Pin;
 const CODE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A registered user whose private keys the bench holds: its account key
-/// and its one device.
+/// and its devices (one, except in W7).
 #[derive(Clone)]
 pub struct User {
     pub phone: PhoneNumber,
     pub identity: Arc<Identity>,
     pub public: PublicKey,
+    /// Device 1, which logs in and sends.
     pub device: Arc<UserDevice>,
+    /// Every device in id order, device 1 first.
+    pub devices: Arc<Vec<Arc<UserDevice>>>,
 }
 
 /// A user's device: its own state, what registering publishes, the
 /// bundle a sender checks after `lookup`, and the device as its contacts
 /// verify it (to open what it seals).
 pub struct UserDevice {
+    pub id: u32,
     pub local: LocalDevice,
     pub list: DeviceList,
     pub certificate: DeviceCertificate,
@@ -62,7 +66,9 @@ pub const DEVICE: u32 = 1;
 /// The version of every bench user's device list.
 pub const LIST_VERSION: u64 = 1;
 
-/// The device key and prekeys all the bench's devices share.
+/// The device key and prekeys all the bench's devices of one device id
+/// share (a device list names each key once, so device 2 has another key
+/// than device 1).
 struct SharedDevice {
     key: DeviceKey,
     signed: PublicPrekey,
@@ -70,9 +76,14 @@ struct SharedDevice {
     store: PrekeyStore,
 }
 
-fn shared_device() -> &'static SharedDevice {
-    static SHARED: std::sync::OnceLock<SharedDevice> = std::sync::OnceLock::new();
-    SHARED.get_or_init(|| {
+/// The most devices a bench user has (W7's recipients).
+pub const MAX_DEVICES: u32 = 3;
+
+fn shared_device(device: u32) -> &'static SharedDevice {
+    static SHARED: [std::sync::OnceLock<SharedDevice>; MAX_DEVICES as usize] =
+        [const { std::sync::OnceLock::new() }; MAX_DEVICES as usize];
+    let index = device.clamp(1, MAX_DEVICES) as usize - 1;
+    SHARED[index].get_or_init(|| {
         let key = DeviceKey::generate();
         let mut store = PrekeyStore::new();
         let published = store.maintain(&key, now_ms());
@@ -92,12 +103,12 @@ fn shared_device() -> &'static SharedDevice {
     })
 }
 
-/// The private prekeys of every bench device, as just published. Each
-/// session a bench recipient accepts takes a copy of its own: a real
-/// device keeps its own list of the base keys it has seen, and one list
-/// shared by thousands of devices would fill up.
-pub fn prekey_store() -> PrekeyStore {
-    shared_device().store.clone()
+/// The private prekeys of every bench device with id `device`, as just
+/// published. Each session a bench recipient accepts takes a copy of its
+/// own: a real device keeps its own list of the base keys it has seen,
+/// and one list shared by thousands of devices would fill up.
+pub fn prekey_store(device: u32) -> PrekeyStore {
+    shared_device(device).store.clone()
 }
 
 fn now_ms() -> u64 {
@@ -109,50 +120,81 @@ fn now_ms() -> u64 {
 
 impl User {
     pub fn generate(phone: PhoneNumber, key_type: KeyType) -> Self {
+        Self::with_devices(phone, key_type, 1)
+    }
+
+    /// A user with devices 1 to `devices` (at most [`MAX_DEVICES`]), all in
+    /// one signed list.
+    pub fn with_devices(phone: PhoneNumber, key_type: KeyType, devices: u32) -> Self {
         let identity = Identity::generate(key_type);
         let public = identity.public_key();
-        let device = UserDevice::certify(&identity, &phone);
+        let devices: Vec<Arc<UserDevice>> = UserDevice::certify(&identity, &phone, devices)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         Self {
             phone,
             identity: Arc::new(identity),
             public,
-            device: Arc::new(device),
+            device: devices[0].clone(),
+            devices: Arc::new(devices),
         }
     }
 }
 
 impl UserDevice {
-    /// Device 1 of `phone`, certified and listed by `account`.
-    fn certify(account: &Identity, phone: &PhoneNumber) -> Self {
-        let shared = shared_device();
-        let id = DeviceId::new(DEVICE).expect("not zero");
-        let public = shared.key.public();
+    /// Devices 1 to `n` of `phone`, certified and listed by `account`.
+    fn certify(account: &Identity, phone: &PhoneNumber, n: u32) -> Vec<Self> {
         let now = now_ms();
-        let certificate = DeviceCertificate::issue(account, phone, id, &public, "bench", now)
-            .expect("a bench phone fits a certificate");
-        let list = DeviceList::issue(account, phone, LIST_VERSION, now, vec![(id, public)])
-            .expect("one device fits a list");
+        let ids: Vec<u32> = (1..=n.clamp(1, MAX_DEVICES)).collect();
+        let entries = ids
+            .iter()
+            .map(|&d| {
+                (
+                    DeviceId::new(d).expect("not zero"),
+                    shared_device(d).key.public(),
+                )
+            })
+            .collect();
+        let list = DeviceList::issue(account, phone, LIST_VERSION, now, entries)
+            .expect("distinct keys fit a list");
         let verified = list
             .clone()
             .verify(&account.public_key(), phone)
             .expect("the list was just signed");
-        let bundle = PrekeyBundle {
-            certificate: certificate.clone(),
-            signed_prekey: shared.signed.clone(),
-            kem_prekey: shared.kem.clone(),
-        }
-        .verify(&verified, now)
-        .expect("the bundle was just signed");
-        let seen = verified
-            .certify(&certificate)
-            .expect("the certificate was just issued");
-        Self {
-            local: LocalDevice::new(phone.clone(), id, shared.key.clone()),
-            list,
-            certificate,
-            bundle,
-            seen,
-        }
+        ids.into_iter()
+            .map(|d| {
+                let shared = shared_device(d);
+                let id = DeviceId::new(d).expect("not zero");
+                let certificate = DeviceCertificate::issue(
+                    account,
+                    phone,
+                    id,
+                    &shared.key.public(),
+                    "bench",
+                    now,
+                )
+                .expect("a bench phone fits a certificate");
+                let bundle = PrekeyBundle {
+                    certificate: certificate.clone(),
+                    signed_prekey: shared.signed.clone(),
+                    kem_prekey: shared.kem.clone(),
+                }
+                .verify(&verified, now)
+                .expect("the bundle was just signed");
+                let seen = verified
+                    .certify(&certificate)
+                    .expect("the certificate was just issued");
+                Self {
+                    id: d,
+                    local: LocalDevice::new(phone.clone(), id, shared.key.clone()),
+                    list: list.clone(),
+                    certificate,
+                    bundle,
+                    seen,
+                }
+            })
+            .collect()
     }
 }
 
@@ -304,13 +346,17 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     let device = &user.device;
     conn.call(Request::PublishDevices {
         list: B64(device.list.to_bytes()),
-        certificates: vec![B64(device.certificate.to_bytes())],
+        certificates: user
+            .devices
+            .iter()
+            .map(|d| B64(d.certificate.to_bytes()))
+            .collect(),
     })
     .await
     .with_context(|| format!("publish the devices of {}", user.phone))?;
     conn.close().await;
     let conn = login(ep, user).await?;
-    let shared = shared_device();
+    let shared = shared_device(DEVICE);
     conn.call(Request::PublishPrekeys {
         prekeys: vec![B64(shared.signed.to_bytes()), B64(shared.kem.to_bytes())],
     })
@@ -319,8 +365,13 @@ pub async fn register(ep: &Endpoint, user: &User) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Connects and logs in as `user`'s device.
+/// Connects and logs in as `user`'s device 1.
 pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
+    login_as(ep, user, &user.device).await
+}
+
+/// Connects and logs in as `device` of `user`.
+pub async fn login_as(ep: &Endpoint, user: &User, device: &UserDevice) -> Result<Connection> {
     let conn = Connection::connect(&ep.addr, ep.pin).await?;
     let nonce = match conn.call(Request::Challenge).await? {
         Response::Challenge { nonce } => nonce.0,
@@ -329,11 +380,11 @@ pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
     let nonce: [u8; 32] = nonce
         .try_into()
         .map_err(|_| anyhow::anyhow!("the challenge is not 32 bytes"))?;
-    let signature = user.device.local.sign_login(conn.exporter(), &nonce);
+    let signature = device.local.sign_login(conn.exporter(), &nonce);
     match conn
         .call(Request::DeviceLogin {
             phone: user.phone.to_string(),
-            device: DEVICE,
+            device: device.id,
             signature: B64(signature.to_vec()),
         })
         .await
@@ -344,12 +395,14 @@ pub async fn login(ep: &Endpoint, user: &User) -> Result<Connection> {
     }
 }
 
-/// Makes P-256 users for `phones` and registers them, `concurrency` at a
-/// time; their connections are closed. Reports progress on stderr.
+/// Makes P-256 users with `devices` devices each for `phones` and
+/// registers them, `concurrency` at a time; their connections are closed.
+/// Reports progress on stderr.
 pub async fn register_many(
     ep: &Endpoint,
     phones: Vec<PhoneNumber>,
     concurrency: usize,
+    devices: u32,
 ) -> Result<Vec<User>> {
     let total = phones.len();
     let started = Instant::now();
@@ -358,8 +411,10 @@ pub async fn register_many(
     let mut stream = futures::stream::iter(phones.into_iter().map(|phone| {
         let ep = ep.clone();
         async move {
-            let user =
-                tokio::task::spawn_blocking(move || User::generate(phone, KeyType::P256)).await?;
+            let user = tokio::task::spawn_blocking(move || {
+                User::with_devices(phone, KeyType::P256, devices)
+            })
+            .await?;
             let conn = register(&ep, &user).await?;
             conn.close().await;
             Ok::<_, anyhow::Error>(user)

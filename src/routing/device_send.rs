@@ -13,7 +13,7 @@ use super::deliver::PendingSend;
 use super::devices::CurrentList;
 use super::registry::SessionLink;
 use super::{RouteError, Router};
-use crate::crypto::v2::Envelope;
+use crate::crypto::v2::{self, ClearHeader, DeviceId};
 use crate::db::queue::NewMessage;
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol;
@@ -171,6 +171,10 @@ fn check_header(
 /// The clear header of a v2 envelope must name `from` (phone and device)
 /// as its sender, `to` as its recipient, and `id`: what a session's
 /// `device_send` and a neighbour's relayed copy both must satisfy.
+///
+/// Phones are compared as bytes with the canonical ones they must equal,
+/// so the common case allocates nothing; only a mismatch is parsed, to
+/// tell a malformed header from someone else's.
 pub(super) fn check_v2_header(
     bytes: &[u8],
     from: (&PhoneNumber, u32),
@@ -180,32 +184,42 @@ pub(super) fn check_v2_header(
     if bytes.first() == Some(&V1) {
         return Err(RouteError::V1Refused(""));
     }
-    let envelope = Envelope::parse(bytes).map_err(RouteError::BadV2Envelope)?;
-    let (sender, sender_device) = envelope.sender();
-    if sender != from.0 {
+    let header = ClearHeader::read(bytes).map_err(RouteError::BadV2Envelope)?;
+    DeviceId::new(header.sender_device).map_err(RouteError::BadV2Envelope)?;
+    DeviceId::new(header.recipient_device).map_err(RouteError::BadV2Envelope)?;
+    if header.sender != from.0.as_str().as_bytes() {
         return Err(RouteError::WrongSender {
-            named: sender.clone(),
+            named: header_phone(header.sender, "sender phone")?,
             session: from.0.clone(),
         });
     }
-    if sender_device.get() != from.1 {
+    if header.sender_device != from.1 {
         return Err(RouteError::WrongDevice {
-            named: sender_device.get(),
+            named: header.sender_device,
             session: from.1,
         });
     }
-    let (recipient, recipient_device) = envelope.recipient();
-    if recipient != to.0 {
+    if header.recipient != to.0.as_str().as_bytes() {
+        header_phone(header.recipient, "recipient phone")?;
         return Err(RouteError::WrongRecipient);
     }
-    if recipient_device.get() != to.1 {
+    if header.recipient_device != to.1 {
         return Err(RouteError::WrongRecipientDevice {
-            named: recipient_device.get(),
+            named: header.recipient_device,
             request: to.1,
         });
     }
-    if envelope.id() != id {
+    if header.id != id {
         return Err(RouteError::WrongId);
     }
     Ok(())
+}
+
+/// A header phone that differs from the expected one: canonical E.164
+/// (else the header is malformed), for the refusal to name.
+fn header_phone(raw: &[u8], field: &'static str) -> Result<PhoneNumber, RouteError> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| PhoneNumber::from_canonical(s).ok())
+        .ok_or(RouteError::BadV2Envelope(v2::Error::Malformed(field)))
 }

@@ -2,8 +2,9 @@
 //! registered on it, and what one workload leaves queued for the next.
 //! One file per family of workloads: `store` (W1 offline store, W2 drain),
 //! `online` (W3 online latency, W5 the same beside many idle connections),
-//! `neighbourhood` (W4) and `growth` (W6).
+//! `neighbourhood` (W4), `growth` (W6) and `fanout` (W7).
 
+mod fanout;
 mod growth;
 mod neighbourhood;
 mod online;
@@ -186,6 +187,7 @@ impl Bench {
                 Workload::W4 => self.w4().await?,
                 Workload::W5 => self.w5().await?,
                 Workload::W6 => self.w6().await?,
+                Workload::W7 => self.w7().await?,
                 Workload::Crypto => self.crypto(Duration::from_millis(500)).await?,
             }
         }
@@ -382,7 +384,7 @@ impl Bench {
     async fn register(&mut self, ep: &Endpoint, n: usize) -> Result<Vec<User>> {
         let phones = self.users.phones.take(n);
         let started = Instant::now();
-        let users = users::register_many(ep, phones, self.args.register_concurrency).await?;
+        let users = users::register_many(ep, phones, self.args.register_concurrency, 1).await?;
         if n >= 100 {
             let secs = started.elapsed().as_secs_f64();
             eprintln!(

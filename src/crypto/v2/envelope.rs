@@ -198,6 +198,68 @@ impl Envelope {
     }
 }
 
+/// The clear header of an envelope (§14.1, `[0, 44+S+R)`), borrowed from
+/// its bytes: what a server reads of an envelope it stores and forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClearHeader<'a> {
+    pub kind: EnvelopeKind,
+    pub id: MessageId,
+    /// The sender's phone as written, not yet checked to be canonical.
+    pub sender: &'a [u8],
+    pub sender_device: u32,
+    /// The recipient's phone as written, not yet checked to be canonical.
+    pub recipient: &'a [u8],
+    pub recipient_device: u32,
+}
+
+impl<'a> ClearHeader<'a> {
+    /// Reads the clear header and walks the lengths of the rest of §14.1
+    /// (set-up, ratchet header, a bucket-sized ciphertext, the signature,
+    /// nothing after it) without copying anything or decoding a point: a
+    /// server stores and forwards the envelope, so its keys are the
+    /// recipient device's to check, and [`Envelope::parse`] would cost the
+    /// server a copy of the envelope and a curve check per message.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_ENVELOPE_V2 {
+            return Err(Error::Malformed("envelope too long"));
+        }
+        let mut r = Reader::new(bytes);
+        if r.u8("envelope version")? != VERSION {
+            return Err(Error::Malformed("envelope version (expected 2)"));
+        }
+        let kind = match r.u8("envelope kind")? {
+            1 => EnvelopeKind::Prekey,
+            2 => EnvelopeKind::Message,
+            _ => return Err(Error::Malformed("envelope kind")),
+        };
+        let id = MessageId::from_bytes(r.array("message id")?);
+        r.take(16, "session id")?;
+        let sender = r.short("sender phone")?;
+        let sender_device = r.u32("sender device")?;
+        let recipient = r.short("recipient phone")?;
+        let recipient_device = r.u32("recipient device")?;
+        if kind == EnvelopeKind::Prekey {
+            r.take(12 + POINT_LEN + KEM_CIPHERTEXT_LEN, "prekey set-up")?;
+        }
+        r.take(POINT_LEN + 8, "ratchet header")?;
+        let len = r.u32("ciphertext length")? as usize;
+        if !BUCKETS.iter().any(|b| b + TAG_LEN == len) {
+            return Err(Error::Malformed("ciphertext length"));
+        }
+        r.take(len, "ciphertext")?;
+        r.take(SIGNATURE_LEN, "signature")?;
+        r.finish("envelope")?;
+        Ok(Self {
+            kind,
+            id,
+            sender,
+            sender_device,
+            recipient,
+            recipient_device,
+        })
+    }
+}
+
 /// Writes an envelope: the clear part, then the ciphertext that `encrypt`
 /// makes from the associated data, then the device's signature.
 pub(crate) fn assemble(
@@ -231,4 +293,80 @@ pub(crate) fn assemble(
     let signature = device.sign(&[SIGNATURE_LABEL, &out].concat());
     out.put(&signature);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{NOW, Party};
+    use super::*;
+    use crate::crypto::v2::{Content, Session};
+
+    /// A kind 1 and a kind 2 envelope from Alice's device 1 to Bob's device 2.
+    fn sealed() -> [Vec<u8>; 2] {
+        let alice = Party::new("+12025550101", 1);
+        let mut bob = Party::new("+12025550102", 2);
+        let content = Content::Text("hi".into());
+        let mut a = Session::initiate(&alice.device, &bob.verified_bundle(false), NOW);
+        let first = a
+            .seal(&alice.device, MessageId::random(), &content, NOW)
+            .unwrap();
+        let (mut b, _) = Session::accept(
+            &bob.device,
+            &mut bob.store,
+            &alice.verified(),
+            &Envelope::parse(&first).unwrap(),
+            NOW,
+        )
+        .unwrap();
+        let reply = b
+            .seal(&bob.device, MessageId::random(), &content, NOW)
+            .unwrap();
+        a.open(
+            &alice.device,
+            &bob.verified(),
+            &Envelope::parse(&reply).unwrap(),
+            NOW,
+        )
+        .unwrap();
+        let second = a
+            .seal(&alice.device, MessageId::random(), &content, NOW)
+            .unwrap();
+        [first, second]
+    }
+
+    #[test]
+    fn the_clear_header_agrees_with_the_full_parse() {
+        for (bytes, kind) in sealed()
+            .into_iter()
+            .zip([EnvelopeKind::Prekey, EnvelopeKind::Message])
+        {
+            let full = Envelope::parse(&bytes).unwrap();
+            let clear = ClearHeader::read(&bytes).unwrap();
+            assert_eq!(clear.kind, kind);
+            assert_eq!(full.kind(), kind);
+            assert_eq!(clear.id, full.id());
+            assert_eq!(clear.sender, full.sender().0.as_str().as_bytes());
+            assert_eq!(clear.sender_device, full.sender().1.get());
+            assert_eq!(clear.recipient, full.recipient().0.as_str().as_bytes());
+            assert_eq!(clear.recipient_device, 2);
+        }
+    }
+
+    #[test]
+    fn the_layout_walk_refuses_what_the_full_parse_refuses() {
+        for bytes in sealed() {
+            for cut in 0..bytes.len() {
+                assert!(ClearHeader::read(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(ClearHeader::read(&longer).is_err());
+            for (at, value) in [(0, 1), (1, 3), (1, 0)] {
+                let mut bad = bytes.clone();
+                bad[at] = value;
+                assert!(ClearHeader::read(&bad).is_err(), "byte {at} = {value}");
+                assert!(Envelope::parse(&bad).is_err(), "byte {at} = {value}");
+            }
+        }
+    }
 }

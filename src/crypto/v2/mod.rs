@@ -45,7 +45,7 @@ pub use device::{
     VerifiedDeviceList,
 };
 pub use ec::{DeviceKey, EcSecret, POINT_LEN, PublicPoint, SIGNATURE_LEN};
-pub use envelope::{Envelope, EnvelopeKind, MAX_ENVELOPE_V2, SessionId};
+pub use envelope::{ClearHeader, Envelope, EnvelopeKind, MAX_ENVELOPE_V2, SessionId};
 pub use kem::{KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemPublic, KemSecret};
 pub use link::{LinkCode, LinkResponse};
 pub use padding::{BUCKETS, Content, MAX_PADDED, MAX_TEXT_BYTES};
