@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 
 use crate::common::*;
-use crate::neighbourhood::{eventually, now_ms, send_link, sees};
+use crate::neighbourhood::{eventually, now_ms, sees, send_link};
 use crate::process::ServerFiles;
 
 /// `phone`'s entry, registered at `at` with `home` as its home server.
@@ -99,7 +99,10 @@ async fn listening_again_reloads_withdrawals_as_well_as_entries() {
     }
     // A neighbour home, played by the test: pinned, so it may link in.
     let home = Identity::generate(KeyType::P256);
-    files.set_links(0, &[("127.0.0.1:9".parse().unwrap(), Some(home.fingerprint()))]);
+    files.set_links(
+        0,
+        &[("127.0.0.1:9".parse().unwrap(), Some(home.fingerprint()))],
+    );
     let member = files.start();
     let alice = register(&member, ALICE, KeyType::P256).await;
     let (mut link, _) = carrier::tls::connect_link(
