@@ -122,6 +122,32 @@ impl Conn<'_> {
         }
     }
 
+    /// [`Conn::end`] for work that leaves statements to run just before
+    /// the commit (statements with no bound values): they go in the
+    /// commit's own round trip. If one fails, the commit does not run and
+    /// the transaction is rolled back.
+    pub(super) async fn end_after(
+        &mut self,
+        work: Result<Option<String>, DbError>,
+    ) -> (Result<(), DbError>, bool) {
+        let result = match work {
+            Ok(None) => self.execute("COMMIT").await,
+            Ok(Some(before)) => {
+                let sql = sqlx::AssertSqlSafe(format!("{before}; COMMIT"));
+                on_backend!(self.reborrow(), c => sqlx::raw_sql(sql).execute(c).await.map(drop))
+                    .map_err(DbError::from)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => (Ok(()), true),
+            Err(e) => {
+                let fit = self.rollback().await;
+                (Err(e), fit)
+            }
+        }
+    }
+
     /// Rolls back work that succeeded but must leave no trace (a refusal
     /// decided half-way, after some of its counts were taken). Returns
     /// whether the connection is known to be outside any transaction now.

@@ -8,14 +8,19 @@
 //! the queue writer inside a batch arrives only if that batch commits, so
 //! a member never pushes a message that was not stored.
 
+use std::collections::HashSet;
+use std::sync::RwLock;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 
 use super::backend::{Backend, Conn};
+use super::queue::NewMessage;
 use super::{DbError, Millis, Store};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 
@@ -39,6 +44,32 @@ fn decode_spent(body: &str) -> Option<Vec<(PhoneNumber, u64, u64)>> {
             parts.next().is_none().then_some((phone, messages, bytes))
         })
         .collect()
+}
+
+/// Bytes of an [`Event::Carried`] payload beside its envelope's base64: the
+/// member, the kind, two phone numbers, the ids and numbers, and spaces.
+const CARRIED_FIELDS: usize = 16 + 3 + 2 * 16 + 10 + 32 + 10 + 3 * 20 + 9;
+
+/// The length a payload carrying `message` would have, at most.
+fn carried_len(message: &NewMessage) -> usize {
+    CARRIED_FIELDS + message.envelope.len().div_ceil(3) * 4
+}
+
+/// The message of an [`Event::Carried`]: recipient, device, id, sender,
+/// sender's device, received and expiry times, base64 envelope.
+fn decode_carried(body: &str) -> Option<NewMessage> {
+    let mut parts = body.splitn(8, ' ');
+    let mut next = || parts.next();
+    Some(NewMessage {
+        recipient: PhoneNumber::from_canonical(next()?).ok()?,
+        device: next()?.parse().ok()?,
+        id: MessageId::parse_hex(next()?)?,
+        sender: PhoneNumber::from_canonical(next()?).ok()?,
+        sender_device: next()?.parse().ok()?,
+        received_at: next()?.parse().ok()?,
+        expires_at: next()?.parse().ok()?,
+        envelope: STANDARD.decode(next()?).ok()?,
+    })
 }
 
 /// This process among the cluster's members: a random name, new at each
@@ -66,6 +97,10 @@ pub enum Event {
         device: u32,
         id: MessageId,
     },
+    /// A message was committed to its recipient's queue, and carried whole
+    /// because the recipient was connected to another member and it fits
+    /// a notification: that member pushes it without reading it back.
+    Carried(Box<NewMessage>),
     /// A message for neighbour `0` was committed to its outbound queue.
     Outbound(Fingerprint),
     /// The directory entry of `0` changed.
@@ -99,6 +134,20 @@ pub enum RelayKind {
 }
 
 impl Event {
+    /// What the other members hear of `message`, just stored for a local
+    /// recipient: the message itself when `carry` and it fits a
+    /// notification, otherwise where to read it.
+    pub(super) fn stored(message: &NewMessage, carry: bool) -> Event {
+        if carry && carried_len(message) <= MAX_PAYLOAD {
+            return Event::Carried(Box::new(message.clone()));
+        }
+        Event::Queued {
+            recipient: message.recipient.clone(),
+            device: message.device,
+            id: message.id,
+        }
+    }
+
     fn encode(&self, member: &MemberId) -> String {
         let m = member.as_str();
         match self {
@@ -107,6 +156,17 @@ impl Event {
                 device,
                 id,
             } => format!("{m} q {recipient} {device} {id}"),
+            Event::Carried(c) => format!(
+                "{m} m {} {} {} {} {} {} {} {}",
+                c.recipient,
+                c.device,
+                c.id,
+                c.sender,
+                c.sender_device,
+                c.received_at,
+                c.expires_at,
+                STANDARD.encode(&c.envelope)
+            ),
             Event::Outbound(fp) => format!("{m} o {}", fp.to_hex()),
             Event::Directory(phone) => format!("{m} d {phone}"),
             Event::Devices(phone) => format!("{m} v {phone}"),
@@ -141,6 +201,7 @@ impl Event {
                     id: MessageId::parse_hex(id)?,
                 }
             }
+            "m" => Event::Carried(Box::new(decode_carried(body)?)),
             "o" => Event::Outbound(Fingerprint::parse(body)?),
             "d" => Event::Directory(PhoneNumber::from_canonical(body).ok()?),
             "v" => Event::Devices(PhoneNumber::from_canonical(body).ok()?),
@@ -165,6 +226,9 @@ pub struct Membership {
     member: MemberId,
     /// Hex of a hash of the database's and schema's names.
     scope: String,
+    /// Users connected to the other members, as routing last heard: the
+    /// messages stored for them are carried whole in their notifications.
+    online_elsewhere: RwLock<HashSet<String>>,
 }
 
 impl Membership {
@@ -172,6 +236,7 @@ impl Membership {
         Self {
             member: MemberId::random(),
             scope: String::new(),
+            online_elsewhere: RwLock::default(),
         }
     }
 
@@ -184,7 +249,18 @@ impl Membership {
         Ok(Self {
             member: MemberId::random(),
             scope: hex::encode(&Sha256::digest(name.as_bytes())[..8]),
+            online_elsewhere: RwLock::default(),
         })
+    }
+
+    /// Whether `phone` was connected to another member when last heard:
+    /// then a message stored for them is worth carrying whole (a member's
+    /// news of a login may lag; a message it does not carry is read back).
+    pub(super) fn carries_for(&self, phone: &PhoneNumber) -> bool {
+        let online = self.online_elsewhere.read();
+        online
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(phone.as_str())
     }
 
     /// The channel every member listens on.
@@ -272,6 +348,16 @@ impl Store {
         self.wrote(done).map(drop)
     }
 
+    /// Takes who is connected to the other members (as routing last read
+    /// it), whose messages the queue writer then carries in notifications.
+    pub fn set_online_elsewhere(&self, online: HashSet<String>) {
+        *self
+            .membership
+            .online_elsewhere
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = online;
+    }
+
     /// Everyone connected to the other members heard from since `since`.
     pub async fn online_elsewhere(&self, since: Millis) -> Result<Vec<String>, DbError> {
         let Backend::Postgres(pool) = &self.pool else {
@@ -325,8 +411,47 @@ impl Store {
     }
 }
 
+/// Readies, inside the writer's transaction, one notification per event,
+/// and returns the statement that sends them if it is to run with the
+/// commit (saving the batch a round trip to the database).
+///
+/// That statement carries the payloads as literals: the writer's events
+/// hold only names, numbers, hex and base64, so quoting is doubling any
+/// single quote; an event with a character that would need more (a
+/// backslash, a NUL) is sent at once with bound values instead.
+pub(super) async fn notify_at_commit(
+    conn: &mut Conn<'_>,
+    membership: &Membership,
+    events: &[Event],
+) -> Result<Option<String>, DbError> {
+    if !matches!(conn, Backend::Postgres(_)) || events.is_empty() {
+        return Ok(None);
+    }
+    let payloads: Option<Vec<String>> = events
+        .iter()
+        .map(|e| literal(&e.encode(&membership.member)))
+        .collect();
+    match payloads {
+        Some(payloads) => Ok(Some(format!(
+            "SELECT count(*) FROM (SELECT pg_notify({}, p) FROM unnest(ARRAY[{}]::text[]) AS p) AS sent",
+            literal(&membership.channel()).expect("a channel name is plain"),
+            payloads.join(",")
+        ))),
+        None => notify_in(conn, membership, events).await.map(|()| None),
+    }
+}
+
+/// `s` as a PostgreSQL string literal, if it holds nothing that quoting by
+/// doubling single quotes would leave ambiguous.
+fn literal(s: &str) -> Option<String> {
+    if s.contains(['\\', '\0']) {
+        return None;
+    }
+    Some(format!("'{}'", s.replace('\'', "''")))
+}
+
 /// Sends, inside the writer's transaction, one notification per event.
-pub(super) async fn notify_in(
+async fn notify_in(
     conn: &mut Conn<'_>,
     membership: &Membership,
     events: &[Event],
@@ -384,6 +509,45 @@ async fn follow(mut listener: PgListener, me: MemberId, tx: mpsc::Sender<Event>)
 mod tests {
     use super::*;
 
+    fn message(envelope_bytes: usize) -> NewMessage {
+        NewMessage {
+            id: MessageId::random(),
+            recipient: PhoneNumber::from_canonical("+155501000000000").unwrap(),
+            device: u32::MAX,
+            sender: PhoneNumber::from_canonical("+155501999999999").unwrap(),
+            sender_device: u32::MAX,
+            envelope: vec![7; envelope_bytes],
+            received_at: i64::MAX,
+            expires_at: i64::MIN,
+        }
+    }
+
+    #[test]
+    fn literals_are_quoted_or_refused() {
+        assert_eq!(literal("m q +1 0 ab").as_deref(), Some("'m q +1 0 ab'"));
+        assert_eq!(literal("it's").as_deref(), Some("'it''s'"));
+        assert_eq!(literal("a\\b"), None);
+        assert_eq!(literal("a\0b"), None);
+    }
+
+    #[test]
+    fn a_message_is_carried_only_when_asked_and_it_fits() {
+        let small = message(600);
+        assert!(matches!(Event::stored(&small, true), Event::Carried(_)));
+        assert!(matches!(Event::stored(&small, false), Event::Queued { .. }));
+        let large = message(6000);
+        assert!(matches!(Event::stored(&large, true), Event::Queued { .. }));
+        // The largest envelope carried still fits the payload limit.
+        let me = MemberId::random();
+        let mut n = 0;
+        while matches!(Event::stored(&message(n + 1), true), Event::Carried(_)) {
+            n += 1;
+        }
+        let payload = Event::stored(&message(n), true).encode(&me);
+        assert!(payload.len() <= MAX_PAYLOAD, "{}", payload.len());
+        assert!(n > 5000, "{n}");
+    }
+
     #[test]
     fn events_survive_their_payload() {
         let me = MemberId::random();
@@ -399,6 +563,16 @@ mod tests {
                 device: u32::MAX,
                 id: MessageId::random(),
             },
+            Event::Carried(Box::new(NewMessage {
+                id: MessageId::random(),
+                recipient: phone.clone(),
+                device: 3,
+                sender: PhoneNumber::from_canonical("+15550199").unwrap(),
+                sender_device: 0,
+                envelope: vec![0, 1, 2, 255, 254],
+                received_at: 1_700_000_000_000,
+                expires_at: 1_700_600_000_000,
+            })),
             Event::Outbound(Fingerprint::parse(&"ab".repeat(32)).unwrap()),
             Event::Directory(phone.clone()),
             Event::Devices(phone.clone()),
@@ -429,6 +603,8 @@ mod tests {
             "m q +15550100 xyz",
             "m q +15550100 0 xyz",
             "m q +15550100 -1 00",
+            "m m +15550100 0",
+            &format!("m m +15550100 0 {} +15550199 0 1 2 !!", MessageId::random()),
             &format!("m q +15550100 {}", MessageId::random()),
         ] {
             assert_eq!(Event::decode(bad), None, "{bad}");

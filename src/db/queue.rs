@@ -108,7 +108,7 @@ pub struct QueuedMessage {
 }
 
 /// A message to be queued.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub id: MessageId,
     pub recipient: PhoneNumber,
@@ -273,7 +273,9 @@ pub(super) async fn insert_many(
     conn: &mut Conn<'_>,
     messages: &[&NewMessage],
 ) -> Result<HashSet<Slot>, DbError> {
-    hold_arrival_order(conn).await?;
+    if let Backend::Postgres(c) = conn.reborrow() {
+        return insert_many_pg(c, messages).await;
+    }
     let sql = format!(
         "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
              received_at, expires_at)
@@ -299,31 +301,71 @@ pub(super) async fn insert_many(
     Ok(inserted.into_iter().collect())
 }
 
-/// Makes queue positions follow commit order across the members of a
-/// cluster, until this transaction ends.
+/// [`insert_many`] on PostgreSQL: one statement whatever the number of
+/// rows (the columns bound as arrays, so the server prepares and plans it
+/// once per connection rather than once per row count), which also takes
+/// the turn that makes queue positions follow commit order across the
+/// members of a cluster, so the turn costs no round trip of its own.
 ///
 /// A `fetch` cursor is the position (`seq`) of the last message returned,
 /// and the next page starts after it. PostgreSQL hands out `seq` values when
-/// rows are inserted, not when they commit: without this, member A could
-/// take position 10, member B position 11 and commit first, a `fetch` then
-/// return 11 and its cursor, and 10, committed a moment later, never be
+/// rows are inserted, not when they commit: without the turn, member A
+/// could take position 10, member B position 11 and commit first, a `fetch`
+/// then return 11 and its cursor, and 10, committed a moment later, never be
 /// fetched with that cursor. Each member's writer commits one transaction at
 /// a time, so it is enough that members take turns from their first insert
 /// of a batch to its commit: a transaction-scoped advisory lock, taken
 /// before any position is. Commits of batches that notify the other members
 /// are serialised by PostgreSQL already, so the turn-taking costs little
 /// more than the statements the batch runs under it. Taking it again within
-/// the same transaction is immediate. On SQLite there is one writer and
-/// nothing to do. (The lock's two-key form keeps it apart from the cluster's
-/// other advisory locks, which use one 64-bit key; the schema's name keeps
-/// clusters on other schemas of the database apart.)
-async fn hold_arrival_order(conn: &mut Conn<'_>) -> Result<(), DbError> {
-    if let Backend::Postgres(c) = conn.reborrow() {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1)")
-            .execute(c)
-            .await?;
-    }
-    Ok(())
+/// the same transaction (the batch's next insert) is immediate. (The lock's
+/// two-key form keeps it apart from the cluster's other advisory locks,
+/// which use one 64-bit key; the schema's name keeps clusters on other
+/// schemas of the database apart.) On SQLite there is one writer and
+/// nothing to do.
+///
+/// The turn is a one-row subquery joined to the rows: no row reaches the
+/// insert, and so none takes its position (`seq`'s default is computed as
+/// each row is inserted), before the lock is held.
+async fn insert_many_pg(
+    c: &mut sqlx::PgConnection,
+    messages: &[&NewMessage],
+) -> Result<HashSet<Slot>, DbError> {
+    let ids: Vec<&[u8]> = messages.iter().map(|m| &m.id.as_bytes()[..]).collect();
+    let recipients: Vec<&str> = messages.iter().map(|m| m.recipient.as_str()).collect();
+    let devices: Vec<i64> = messages.iter().map(|m| i64::from(m.device)).collect();
+    let senders: Vec<&str> = messages.iter().map(|m| m.sender.as_str()).collect();
+    let sender_devices: Vec<i64> = messages
+        .iter()
+        .map(|m| i64::from(m.sender_device))
+        .collect();
+    let envelopes: Vec<&[u8]> = messages.iter().map(|m| m.envelope.as_slice()).collect();
+    let received: Vec<Millis> = messages.iter().map(|m| m.received_at).collect();
+    let expires: Vec<Millis> = messages.iter().map(|m| m.expires_at).collect();
+    let inserted: Vec<Slot> = sqlx::query_as(
+        "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
+             received_at, expires_at)
+         SELECT m.id, m.recipient, m.device, m.sender, m.sender_device, m.envelope,
+             m.received_at, m.expires_at
+         FROM (SELECT pg_advisory_xact_lock(hashtext(current_schema()), 1)) AS turn,
+             unnest($1::bytea[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
+                 $6::bytea[], $7::bigint[], $8::bigint[])
+             AS m (id, recipient, device, sender, sender_device, envelope, received_at,
+                 expires_at)
+         ON CONFLICT (recipient, device, sender, id) DO NOTHING
+         RETURNING recipient, device, sender, id",
+    )
+    .bind(ids)
+    .bind(recipients)
+    .bind(devices)
+    .bind(senders)
+    .bind(sender_devices)
+    .bind(envelopes)
+    .bind(received)
+    .bind(expires)
+    .fetch_all(c)
+    .await?;
+    Ok(inserted.into_iter().collect())
 }
 
 /// The sender and envelope queued in `queue` for `recipient`'s `device`

@@ -1,7 +1,8 @@
 //! The other members of a cluster, as routing sees them: what they tell
 //! this one through the database (see [`crate::db::cluster`]) and what
 //! this one tells them. A message stored by another member for a user
-//! connected here is read back and pushed; a neighbour whose outbound queue
+//! connected here is pushed (carried in the notification, or read back
+//! when it was too large to carry); a neighbour whose outbound queue
 //! grew has its drainer woken if its link is here; directory changes,
 //! presence, broadcasts and neighbours' presence reports are taken over and
 //! passed on to the links this member holds.
@@ -18,6 +19,7 @@ use super::neighbours::PRESENCE_STALE_AFTER;
 use crate::db::DbError;
 use crate::db::cluster::{Event, RelayKind};
 use crate::db::lock::Lock;
+use crate::db::queue::NewMessage;
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, Broadcast, Delivered};
 
@@ -77,6 +79,7 @@ impl Router {
                 device,
                 id,
             } => self.push_stored(&recipient, device, id).await?,
+            Event::Carried(message) => self.push_carried(&message),
             Event::Outbound(neighbour) => self.neighbours.wake(neighbour),
             Event::Directory(phone) => self.reload_entry(&phone).await?,
             Event::Devices(phone) => {
@@ -104,6 +107,21 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// Pushes a message another member stored, carried in its
+    /// notification, to the sessions here of its recipient's device, if
+    /// there are any. The notification arrives once, after the commit, so
+    /// the message is stored and pushed here once, as a read-back would.
+    fn push_carried(&self, message: &NewMessage) {
+        if self
+            .registry
+            .is_connected_as(&message.recipient, message.device)
+        {
+            let delivered = super::registry::delivered(message);
+            self.registry
+                .push_delivered(&message.recipient, message.device, delivered);
+        }
     }
 
     /// Pushes a message another member stored to the sessions here of its
@@ -191,6 +209,8 @@ impl Router {
         for phone in self.store.online_elsewhere(since).await? {
             *online.entry(phone).or_default() += 1;
         }
+        self.store
+            .set_online_elsewhere(online.keys().cloned().collect());
         *self
             .elsewhere
             .online

@@ -19,6 +19,7 @@ mod codes;
 mod fetch_order;
 mod limits;
 mod linking;
+mod resync;
 
 /// The first member, on a fresh schema; `None` without PostgreSQL.
 pub async fn first_member() -> Option<TestServer> {

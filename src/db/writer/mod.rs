@@ -346,12 +346,15 @@ impl Task {
         }
         let work = match tx.begin().await {
             Ok(()) => match apply::ops(&mut tx, &mut self.ledger, ops).await {
-                Ok(()) => cluster::notify_in(&mut tx, &self.membership, &stored_events(ops)).await,
+                Ok(()) => {
+                    let events = stored_events(ops, &self.membership);
+                    cluster::notify_at_commit(&mut tx, &self.membership, &events).await
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        let (result, fit) = tx.end(work).await;
+        let (result, fit) = tx.end_after(work).await;
         if !fit {
             tracing::warn!("the queue writer's connection is unusable; connecting again");
             self.conn = None;
@@ -379,9 +382,10 @@ impl Task {
 }
 
 /// What the other members of a cluster hear of a batch: each message
-/// stored for a recipient (whom they may be serving) and each neighbour
-/// whose outbound queue grew (whose link they may hold).
-fn stored_events(ops: &[Op]) -> Vec<Event> {
+/// stored for a recipient (whom they may be serving; carried whole when the
+/// recipient is connected to one of them) and each neighbour whose outbound
+/// queue grew (whose link they may hold).
+fn stored_events(ops: &[Op], membership: &Membership) -> Vec<Event> {
     let mut events = Vec::new();
     for op in ops {
         let Op::Enqueue(e, answer, _) = op else {
@@ -391,14 +395,12 @@ fn stored_events(ops: &[Op]) -> Vec<Event> {
             continue;
         }
         let event = match &e.destination {
-            Destination::Local => Event::Queued {
-                recipient: e.message.recipient.clone(),
-                device: e.message.device,
-                id: e.message.id,
-            },
+            Destination::Local => {
+                Event::stored(&e.message, membership.carries_for(&e.message.recipient))
+            }
             Destination::Neighbour(o) => Event::Outbound(o.neighbour),
         };
-        if matches!(event, Event::Queued { .. }) || !events.contains(&event) {
+        if !matches!(event, Event::Outbound(_)) || !events.contains(&event) {
             events.push(event);
         }
     }
