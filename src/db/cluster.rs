@@ -451,7 +451,7 @@ fn literal(s: &str) -> Option<String> {
 }
 
 /// Sends, inside the writer's transaction, one notification per event.
-async fn notify_in(
+pub(super) async fn notify_in(
     conn: &mut Conn<'_>,
     membership: &Membership,
     events: &[Event],
