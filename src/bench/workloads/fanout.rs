@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::{Bench, LOGIN_CONCURRENCY, close_all, fill, login_shared, settle};
+use super::{Bench, LOGIN_CONCURRENCY, close_all, fill, login_shared, settle, timed_sends};
 use crate::bench::envelopes::running_session_between;
 use crate::bench::load::{self, SendJob};
 use crate::bench::meter::Meter;
@@ -57,19 +57,8 @@ impl Bench {
         let envelopes = messages * ENVELOPES;
 
         let conns = login_shared(&target.ep, &senders).await?;
-        settle(&target.pids).await;
-        let meter = Meter::start(&target.pids);
         let window = self.args.window;
-        let tasks: Vec<_> = conns
-            .iter()
-            .zip(per_sender)
-            .map(|(c, jobs)| {
-                tokio::spawn(load::pipelined_send(c.clone(), jobs.into_iter(), window))
-            })
-            .collect();
-        let sent = load::joined(tasks).await?;
-        let measured = meter.finish();
-        close_all(conns).await;
+        let (sent, measured) = timed_sends(&target, conns, per_sender, window).await?;
         sent.ensure_accepted("W7")?;
         let mut row = Row::new("W7");
         fill(

@@ -482,6 +482,28 @@ async fn login_shared(ep: &Endpoint, users: &[User]) -> Result<Vec<Arc<Connectio
     Ok(conns.into_iter().map(Arc::new).collect())
 }
 
+/// The timed phase of a store: once the server is quiet, each connection
+/// sends its jobs `window` deep while the meter reads the server's CPU and
+/// memory; then the connections are closed.
+async fn timed_sends(
+    target: &Target,
+    conns: Vec<Arc<Connection>>,
+    per_sender: Vec<Vec<load::SendJob>>,
+    window: usize,
+) -> Result<(load::Sent, Measured)> {
+    settle(&target.pids).await;
+    let meter = meter::Meter::start(&target.pids);
+    let tasks: Vec<_> = conns
+        .iter()
+        .zip(per_sender)
+        .map(|(c, jobs)| tokio::spawn(load::pipelined_send(c.clone(), jobs.into_iter(), window)))
+        .collect();
+    let sent = load::joined(tasks).await;
+    let measured = meter.finish();
+    close_all(conns).await;
+    Ok((sent?, measured))
+}
+
 async fn close_all(conns: Vec<Arc<Connection>>) {
     let closing = conns.into_iter().map(|c| async move {
         if let Ok(c) = Arc::try_unwrap(c) {

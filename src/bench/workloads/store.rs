@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{Bench, LOGIN_CONCURRENCY, Target, close_all, fill, login_shared, settle};
+use super::{Bench, LOGIN_CONCURRENCY, Target, close_all, fill, login_shared, settle, timed_sends};
 use crate::bench::envelopes::Contact;
 use crate::bench::load::{self, SendJob};
 use crate::bench::meter::Meter;
@@ -129,19 +129,7 @@ impl Bench {
             per_sender[owner].push(job);
         }
         let conns = login_shared(&target.ep, senders).await?;
-        let window = self.args.window;
-        settle(&target.pids).await;
-        let meter = Meter::start(&target.pids);
-        let tasks: Vec<_> = conns
-            .iter()
-            .zip(per_sender)
-            .map(|(c, jobs)| {
-                tokio::spawn(load::pipelined_send(c.clone(), jobs.into_iter(), window))
-            })
-            .collect();
-        let sent = load::joined(tasks).await?;
-        let measured = meter.finish();
-        close_all(conns).await;
+        let (sent, measured) = timed_sends(target, conns, per_sender, self.args.window).await?;
         sent.ensure_accepted(workload)?;
         let mut row = Row::new(workload);
         fill(
