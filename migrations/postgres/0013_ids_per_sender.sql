@@ -19,6 +19,11 @@ ALTER TABLE message_queue
 -- take time in the product of the two tables' sizes.
 CREATE INDEX message_queue_by_slot_0013 ON message_queue (recipient, device, id);
 CREATE INDEX outbound_queue_by_slot_0013 ON outbound_queue (recipient, device, id);
+-- Tables filled since their last statistics could be planned as small,
+-- each lookup then walking a whole queue in `seq` order for its LIMIT 1.
+ANALYZE message_queue;
+ANALYZE outbound_queue;
+ANALYZE relay_seen;
 ALTER TABLE relay_seen ADD COLUMN sender TEXT NOT NULL DEFAULT '';
 UPDATE relay_seen s SET sender = COALESCE(
     (SELECT q.sender FROM message_queue q
