@@ -13,7 +13,17 @@ ALTER TABLE message_queue
 -- A seen id keeps the sender of the copy still queued here or waiting for a
 -- neighbour; one whose copy has left this server gets an empty sender (a
 -- neighbour's late re-send of it is delivered again, and the client drops
--- the repeat by sender and id).
+-- the repeat by sender and id). The copies are looked up by (recipient,
+-- device, id), which no index of either queue leads with: without these
+-- two, each seen id would scan a queue, and a busy relay's upgrade would
+-- take time in the product of the two tables' sizes.
+CREATE INDEX message_queue_by_slot_0013 ON message_queue (recipient, device, id);
+CREATE INDEX outbound_queue_by_slot_0013 ON outbound_queue (recipient, device, id);
+-- Tables filled since their last statistics could be planned as small,
+-- each lookup then walking a whole queue in `seq` order for its LIMIT 1.
+ANALYZE message_queue;
+ANALYZE outbound_queue;
+ANALYZE relay_seen;
 ALTER TABLE relay_seen ADD COLUMN sender TEXT NOT NULL DEFAULT '';
 UPDATE relay_seen s SET sender = COALESCE(
     (SELECT q.sender FROM message_queue q
@@ -23,5 +33,7 @@ UPDATE relay_seen s SET sender = COALESCE(
      WHERE o.recipient = s.recipient AND o.device = s.device AND o.id = s.id
      ORDER BY o.seq LIMIT 1),
     '');
+DROP INDEX message_queue_by_slot_0013;
+DROP INDEX outbound_queue_by_slot_0013;
 ALTER TABLE relay_seen DROP CONSTRAINT relay_seen_pkey;
 ALTER TABLE relay_seen ADD PRIMARY KEY (recipient, device, sender, id);

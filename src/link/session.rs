@@ -125,7 +125,7 @@ fn short(fp: &Fingerprint) -> String {
 async fn greet(router: &Router, outbox: &mpsc::Sender<Vec<u8>>) {
     let hello = LinkMessage::Hello {
         name: router.me().name.clone(),
-        version: HELLO_VERSION,
+        version: HELLO_VERSION.into(),
     };
     let mut frames = vec![link_frame(&hello)];
     frames.extend(router.directory_frames());

@@ -20,7 +20,9 @@ pub enum LinkMessage {
     /// First frame on a link: who we are, for logs and `list`.
     Hello {
         name: String,
-        version: u8,
+        /// Any whole number: one past a byte is a version this build does
+        /// not speak, and must end the link like any other.
+        version: u64,
     },
     /// Directory entries, on link-up (everything) and on change.
     Directory {
@@ -136,8 +138,8 @@ pub struct ClaimAnswer {
 /// or 1, which builds of protocol version 2 wrote before their `hello`
 /// said 2 (the ALPN `carrier-link/2` already keeps version 1 servers
 /// out). Any other version is a protocol this build does not know.
-pub fn speaks_hello_version(version: u8) -> bool {
-    version == super::HELLO_VERSION || version == 1
+pub fn speaks_hello_version(version: u64) -> bool {
+    version == u64::from(super::HELLO_VERSION) || version == 1
 }
 
 /// The longest server name, in bytes of UTF-8: a server's own `[server]
@@ -234,6 +236,7 @@ mod tests {
     fn hellos_of_version_2_and_of_earlier_version_2_builds_are_spoken() {
         assert!(speaks_hello_version(2) && speaks_hello_version(1));
         assert!(!speaks_hello_version(0) && !speaks_hello_version(3));
+        assert!(!speaks_hello_version(258));
     }
 
     #[test]

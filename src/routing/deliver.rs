@@ -199,8 +199,8 @@ impl Router {
     }
 
     /// Deletes acknowledged messages of a session's user; only those the
-    /// session was given count (under an id, the messages of each sender
-    /// it was given), other ids are ignored. Returns how many existed.
+    /// session was given count (each listing of an id, the message given
+    /// earliest under it), other ids are ignored. Returns how many existed.
     pub async fn ack(&self, session: &SessionLink, ids: &[MessageId]) -> Result<u64, RouteError> {
         let owned = session.take_given(ids);
         if owned.is_empty() {

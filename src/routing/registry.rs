@@ -6,7 +6,7 @@
 //! skipped forever or allowed to grow. A std mutex: nothing awaits while it
 //! is held.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +20,7 @@ use crate::protocol::{B64, Broadcast, Delivered, Outbox, OutboxError, Response, 
 /// How a live, logged-in session is reached: its user, its outgoing frame
 /// queue, and the messages it has been given (by fetch or push), the only
 /// ones its `ack` may delete: by id, with the senders whose message under
-/// that id it was given (ids are unique per sender).
+/// that id it was given, in the order given (ids are unique per sender).
 #[derive(Clone)]
 pub struct SessionLink {
     id: u64,
@@ -61,19 +61,31 @@ impl SessionLink {
     pub(super) fn give(&self, messages: impl IntoIterator<Item = (MessageId, String)>) {
         let mut given = self.lock_given();
         for (id, sender) in messages {
-            given.entry(id).or_default().insert(sender);
+            record(&mut given, id, sender);
         }
     }
 
     /// Takes, out of `ids`, the messages the session was given under them,
-    /// as (id, sender) pairs: every sender's message under an acknowledged
-    /// id that this session was given.
+    /// as (id, sender) pairs: each listing of an id takes the message given
+    /// earliest under it and not yet taken. A client reads what it is given
+    /// in that order, so it has read the message it acknowledges; another
+    /// sender's message under the id, given later, may still be unread (a
+    /// push in flight) and is left for its own acknowledgement.
     pub(super) fn take_given(&self, ids: &[MessageId]) -> Vec<(MessageId, String)> {
         let mut given = self.lock_given();
-        ids.iter()
-            .filter_map(|id| given.remove_entry(id))
-            .flat_map(|(id, senders)| senders.into_iter().map(move |s| (id, s)))
-            .collect()
+        let mut taken = Vec::new();
+        for id in ids {
+            let Some(senders) = given.get_mut(id) else {
+                continue;
+            };
+            if let Some(sender) = senders.pop_front() {
+                taken.push((*id, sender));
+            }
+            if senders.is_empty() {
+                given.remove(id);
+            }
+        }
+        taken
     }
 
     fn lock_given(&self) -> std::sync::MutexGuard<'_, Given> {
@@ -81,8 +93,17 @@ impl SessionLink {
     }
 }
 
-/// The messages a session was given: by id, the senders of each.
-type Given = HashMap<MessageId, HashSet<String>>;
+/// The messages a session was given: by id, the senders of each, in the
+/// order they were given.
+type Given = HashMap<MessageId, VecDeque<String>>;
+
+/// Records `sender`'s message under `id` as given, once.
+fn record(given: &mut Given, id: MessageId, sender: String) {
+    let senders = given.entry(id).or_default();
+    if !senders.contains(&sender) {
+        senders.push_back(sender);
+    }
+}
 
 /// Connected sessions by user.
 pub struct Registry {
@@ -245,7 +266,7 @@ impl Registry {
             match link.outbox.try_send(frame.to_vec()) {
                 Ok(()) => {
                     if let Some((id, sender)) = &given {
-                        ids.entry(*id).or_default().insert(sender.clone());
+                        record(&mut ids, *id, sender.clone());
                     }
                 }
                 Err(OutboxError::Full) => {

@@ -1158,3 +1158,107 @@ async fn a_new_account_key_gives_its_old_devices_room_back() {
     })
     .await;
 }
+
+/// Rows of each kind the upgrade test below starts from: enough that an
+/// upgrade looking each seen id up by scanning a queue takes minutes, while
+/// one that looks them up by index takes well under a second.
+const UPGRADE_ROWS: u32 = 20_000;
+
+/// The schema of migration `version`'s predecessors, for `backend`: the
+/// migrations up to it, copied where a migrator can read them.
+fn migrations_before(backend: &str, version: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let number: u32 = name[..4].parse().unwrap();
+        if number < version {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    dir
+}
+
+/// Upgrading to ids per sender (0013) gives each remembered relayed id the
+/// sender of its copy; a relay with many remembered ids and long queues
+/// upgrades in moments, not in time growing with the product of the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_to_ids_per_sender_takes_moments_on_a_busy_relay() {
+    use sqlx::Connection;
+    for db in TestDb::each().await {
+        let backend = db.backend();
+        let older = sqlx::migrate::Migrator::new(migrations_before(backend, 13).path())
+            .await
+            .unwrap();
+        match &db {
+            TestDb::Sqlite(_) => {
+                let mut c = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", db.url()))
+                    .await
+                    .unwrap();
+                older.run(&mut c).await.unwrap();
+                c.close().await.ok();
+            }
+            TestDb::Postgres { .. } => {
+                let mut c = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+                older.run(&mut c).await.unwrap();
+                c.close().await.ok();
+            }
+        }
+        let (numbers, id) = match db {
+            TestDb::Sqlite(_) => (
+                format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n
+                     WHERE i < {UPGRADE_ROWS}) SELECT i FROM n"
+                ),
+                "CAST(printf('%s%015d', k, i) AS BLOB)",
+            ),
+            TestDb::Postgres { .. } => (
+                format!("SELECT generate_series(1, {UPGRADE_ROWS}) AS i"),
+                "convert_to(k || lpad(i::text, 15, '0'), 'UTF8')",
+            ),
+        };
+        db.execute(&format!(
+            "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
+                 received_at, expires_at)
+                 SELECT {id}, '{BOB}', 1, '{ALICE}', 1, 'x', 0, 9
+                 FROM (SELECT 'q' AS k, i FROM ({numbers}) AS n) AS m;
+             INSERT INTO outbound_queue (neighbour, id, recipient, device, sender,
+                 sender_device, envelope, received_at, expires_at, path)
+                 SELECT 'nb', {id}, '{BOB}', 1, '{CAROL}', 1, 'x', 0, 9, '[]'
+                 FROM (SELECT 'o' AS k, i FROM ({numbers}) AS n) AS m;
+             INSERT INTO relay_seen (recipient, device, id, expires_at)
+                 SELECT '{BOB}', 1, {id}, 9
+                 FROM (SELECT k, i FROM ({numbers}) AS n,
+                     (SELECT 'q' AS k UNION ALL SELECT 'o') AS ks) AS m;"
+        ))
+        .await;
+        let opened = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            Store::open(&db.location(), quotas(1)),
+        )
+        .await;
+        let Ok(opened) = opened else {
+            panic!("{backend}: the upgrade took more than 30 s");
+        };
+        let (store, _) = opened.unwrap_or_else(|e| panic!("{backend}: the store opens: {e}"));
+        store.close().await;
+        let pool = crate::common::open_any(&db.location()).await;
+        let senders: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT sender, count(*) FROM relay_seen GROUP BY sender ORDER BY sender",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let n = i64::from(UPGRADE_ROWS);
+        assert_eq!(
+            senders,
+            [(ALICE.to_owned(), n), (CAROL.to_owned(), n)],
+            "{backend}: each seen id has its copy's sender"
+        );
+        db.remove().await;
+    }
+}

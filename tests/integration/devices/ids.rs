@@ -98,3 +98,52 @@ async fn a_recipient_cannot_take_the_id_of_the_sender_s_sync_copy() {
     assert!(matches!(acked, Response::Acked { deleted: 1 }), "{acked:?}");
     assert_eq!(stored_for(&server, ALICE, 2).await, 0);
 }
+
+/// Two senders' messages under one id pushed to a device: acknowledging
+/// the id after reading the first deletes that one alone. The second,
+/// perhaps still unread when the connection drops, waits for its own
+/// acknowledgement.
+#[tokio::test]
+async fn an_ack_after_one_push_leaves_another_sender_s_push_under_the_id() {
+    let server = spawn_server().await;
+    let (alice, _, mut alices) = with_devices(&server, ALICE, 2).await;
+    let (_bob, _, mut bobs) = with_devices(&server, BOB, 1).await;
+    let (_a2, mut a2_conn) = alices.pop().unwrap();
+    let (a1, a1_conn) = &alices[0];
+    let (b1, b1_conn) = &mut bobs[0];
+    let id = MessageId::random();
+    let alice_peer = look_up(b1_conn, ALICE, &alice.identity()).await;
+    let mut from_bob = start_session(b1, &alice_peer, 2, None);
+    let envelope = seal(b1, &mut from_bob, id, "from Bob");
+    let answer = b1_conn.ask(send_request(id, ALICE, 2, 1, envelope)).await;
+    assert!(
+        matches!(answer, Ok(Response::Accepted { .. })),
+        "{answer:?}"
+    );
+    let mut copy = start_session(a1, &alice_peer, 2, None);
+    let envelope = seal(a1, &mut copy, id, "sync copy");
+    let answer = a1_conn.ask(send_request(id, ALICE, 2, 1, envelope)).await;
+    assert!(
+        matches!(answer, Ok(Response::Accepted { .. })),
+        "{answer:?}"
+    );
+
+    // Whichever push comes first, it alone is acknowledged.
+    let first = next_pushed_message(&mut a2_conn).await;
+    assert_eq!(first.id, id);
+    let acked = a2_conn.ask(Request::Ack { ids: vec![id] }).await.unwrap();
+    assert!(matches!(acked, Response::Acked { deleted: 1 }), "{acked:?}");
+    assert_eq!(
+        stored_for(&server, ALICE, 2).await,
+        1,
+        "the other push waits"
+    );
+    let second = next_pushed_message(&mut a2_conn).await;
+    assert_eq!(second.id, id);
+    let mut senders = [first.from, second.from];
+    senders.sort();
+    assert_eq!(senders, [ALICE, BOB]);
+    let acked = a2_conn.ask(Request::Ack { ids: vec![id] }).await.unwrap();
+    assert!(matches!(acked, Response::Acked { deleted: 1 }), "{acked:?}");
+    assert_eq!(stored_for(&server, ALICE, 2).await, 0);
+}

@@ -317,3 +317,40 @@ async fn a_hello_names_version_2_and_an_unknown_version_ends_the_link() {
     });
     ended.await;
 }
+
+/// A `hello` naming a version past 255 is a version this server does not
+/// speak like any other: it ends the link rather than being skipped as a
+/// frame not understood (which left the link up and answering pings).
+#[tokio::test]
+async fn a_hello_with_a_version_past_a_byte_ends_the_link() {
+    use tokio::io::AsyncWriteExt;
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let hello = br#"{"type":"hello","name":"hostile","version":258}"#;
+    carrier::protocol::write_frame(&mut link, hello)
+        .await
+        .unwrap();
+    link.flush().await.unwrap();
+    // Frames are handled in order: a link still up answers this ping.
+    let _ =
+        carrier::protocol::write_frame(&mut link, &serde_json::to_vec(&LinkMessage::Ping).unwrap())
+            .await;
+    let _ = link.flush().await;
+    crate::common::within("the link ends", async {
+        loop {
+            match carrier::protocol::read_frame(&mut link, carrier::protocol::link::MAX_LINK_FRAME)
+                .await
+            {
+                Ok(Some(frame)) => {
+                    let m: LinkMessage = serde_json::from_slice(&frame).unwrap();
+                    assert!(
+                        !matches!(m, LinkMessage::Pong),
+                        "the link answered after the hello"
+                    );
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
