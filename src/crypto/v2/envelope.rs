@@ -108,13 +108,7 @@ pub struct Envelope {
 impl Envelope {
     /// Parses every field and length; nothing is verified or decrypted.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_ENVELOPE_V2 {
-            return Err(Error::Malformed("envelope too long"));
-        }
-        let mut r = Reader::new(bytes);
-        if r.u8("envelope version")? != VERSION {
-            return Err(Error::Malformed("envelope version (expected 2)"));
-        }
+        let mut r = versioned(bytes)?;
         let kind = r.u8("envelope kind")?;
         let route = Route {
             id: MessageId::from_bytes(r.array("message id")?),
@@ -134,14 +128,7 @@ impl Envelope {
             pn: r.u32("pn")?,
             n: r.u32("n")?,
         };
-        let len = r.u32("ciphertext length")? as usize;
-        if !BUCKETS.iter().any(|b| b + TAG_LEN == len) {
-            return Err(Error::Malformed("ciphertext length"));
-        }
-        let ciphertext_at = r.position();
-        r.take(len, "ciphertext")?;
-        r.take(SIGNATURE_LEN, "signature")?;
-        r.finish("envelope")?;
+        let ciphertext_at = ciphertext_and_signature(r)?;
         Ok(Self {
             bytes: bytes.to_vec(),
             route,
@@ -220,13 +207,7 @@ impl<'a> ClearHeader<'a> {
     /// recipient device's to check, and [`Envelope::parse`] would cost the
     /// server a copy of the envelope and a curve check per message.
     pub fn read(bytes: &'a [u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_ENVELOPE_V2 {
-            return Err(Error::Malformed("envelope too long"));
-        }
-        let mut r = Reader::new(bytes);
-        if r.u8("envelope version")? != VERSION {
-            return Err(Error::Malformed("envelope version (expected 2)"));
-        }
+        let mut r = versioned(bytes)?;
         let kind = match r.u8("envelope kind")? {
             1 => EnvelopeKind::Prekey,
             2 => EnvelopeKind::Message,
@@ -242,13 +223,7 @@ impl<'a> ClearHeader<'a> {
             r.take(12 + POINT_LEN + KEM_CIPHERTEXT_LEN, "prekey set-up")?;
         }
         r.take(POINT_LEN + 8, "ratchet header")?;
-        let len = r.u32("ciphertext length")? as usize;
-        if !BUCKETS.iter().any(|b| b + TAG_LEN == len) {
-            return Err(Error::Malformed("ciphertext length"));
-        }
-        r.take(len, "ciphertext")?;
-        r.take(SIGNATURE_LEN, "signature")?;
-        r.finish("envelope")?;
+        ciphertext_and_signature(r)?;
         Ok(Self {
             kind,
             id,
@@ -258,6 +233,34 @@ impl<'a> ClearHeader<'a> {
             recipient_device,
         })
     }
+}
+
+/// A reader past an envelope's version byte, once the length and the
+/// version are right: where both [`Envelope::parse`] and
+/// [`ClearHeader::read`] begin.
+fn versioned(bytes: &[u8]) -> Result<Reader<'_>, Error> {
+    if bytes.len() > MAX_ENVELOPE_V2 {
+        return Err(Error::Malformed("envelope too long"));
+    }
+    let mut r = Reader::new(bytes);
+    if r.u8("envelope version")? != VERSION {
+        return Err(Error::Malformed("envelope version (expected 2)"));
+    }
+    Ok(r)
+}
+
+/// Reads the bucket-sized ciphertext and the signature that end an
+/// envelope, and nothing after them; returns where the ciphertext starts.
+fn ciphertext_and_signature(mut r: Reader<'_>) -> Result<usize, Error> {
+    let len = r.u32("ciphertext length")? as usize;
+    if !BUCKETS.iter().any(|b| b + TAG_LEN == len) {
+        return Err(Error::Malformed("ciphertext length"));
+    }
+    let ciphertext_at = r.position();
+    r.take(len, "ciphertext")?;
+    r.take(SIGNATURE_LEN, "signature")?;
+    r.finish("envelope")?;
+    Ok(ciphertext_at)
 }
 
 /// Writes an envelope: the clear part, then the ciphertext that `encrypt`
