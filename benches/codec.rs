@@ -105,22 +105,7 @@ fn json(c: &mut Criterion) {
         })
     });
 
-    let batch = ResponseFrame {
-        re: Some(7),
-        response: Response::Messages {
-            messages: (0..100)
-                .map(|_| Delivered {
-                    id: MessageId::random(),
-                    from: "+12025550101".into(),
-                    envelope: B64(env.clone()),
-                    received_at: 1_700_000_000_000,
-                    device: None,
-                })
-                .collect(),
-            more: true,
-            cursor: Some(100),
-        },
-    };
+    let batch = fetch_batch(&env, None);
     let batch_bytes = serde_json::to_vec(&batch).expect("serialises");
     group.throughput(Throughput::Elements(100));
     group.bench_function("encode fetch batch of 100", |b| {
@@ -133,6 +118,26 @@ fn json(c: &mut Criterion) {
 }
 
 /// A running session's kind-2 envelope of a 256-byte text (737 bytes).
+/// A `fetch` answer of 100 copies of `env`, from senders' `device`.
+fn fetch_batch(env: &[u8], device: Option<u32>) -> ResponseFrame {
+    ResponseFrame {
+        re: Some(7),
+        response: Response::Messages {
+            messages: (0..100)
+                .map(|_| Delivered {
+                    id: MessageId::random(),
+                    from: "+12025550101".into(),
+                    envelope: B64(env.to_vec()),
+                    received_at: 1_700_000_000_000,
+                    device,
+                })
+                .collect(),
+            more: true,
+            cursor: Some(100),
+        },
+    }
+}
+
 fn v2_envelope() -> (MessageId, String, Vec<u8>) {
     use carrier::bench::envelopes::running_session;
     use carrier::bench::users::{PhoneGen, User};
@@ -178,22 +183,7 @@ fn device_send(c: &mut Criterion) {
     group.bench_function("clear header read", |b| {
         b.iter(|| ClearHeader::read(black_box(&env)).expect("parses"))
     });
-    let batch = ResponseFrame {
-        re: Some(7),
-        response: Response::Messages {
-            messages: (0..100)
-                .map(|_| Delivered {
-                    id: MessageId::random(),
-                    from: "+12025550101".into(),
-                    envelope: B64(env.clone()),
-                    received_at: 1_700_000_000_000,
-                    device: Some(1),
-                })
-                .collect(),
-            more: true,
-            cursor: Some(100),
-        },
-    };
+    let batch = fetch_batch(&env, Some(1));
     group.throughput(Throughput::Elements(100));
     group.bench_function("encode v2 fetch batch of 100", |b| {
         b.iter(|| serde_json::to_vec(black_box(&batch)).expect("serialises"))
