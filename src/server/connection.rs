@@ -68,7 +68,8 @@ pub async fn serve(
             Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
         };
         let (reader, writer) = tokio::io::split(stream);
-        let writer = move |rx| tokio::spawn(protocol::write_loop(writer, rx));
+        let writer =
+            move |rx: protocol::OutboxReceiver| tokio::spawn(protocol::write_loop(writer, rx));
         run_session(
             reader,
             writer,
@@ -105,9 +106,7 @@ impl FrameSource for ReadHalf<Stream> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_session(
     source: impl FrameSource,
-    spawn_writer: impl FnOnce(
-        tokio::sync::mpsc::Receiver<protocol::Queued>,
-    ) -> tokio::task::JoinHandle<()>,
+    spawn_writer: impl FnOnce(protocol::OutboxReceiver) -> tokio::task::JoinHandle<()>,
     peer: std::net::IpAddr,
     binding: [u8; 32],
     state: Arc<ServerState>,
