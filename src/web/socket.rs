@@ -116,10 +116,21 @@ impl FrameSource for Incoming {
 /// The writing half: every queued frame as one text message, those waiting
 /// together sent with one flush; each frame keeps its outbox charge until
 /// flushed. Closes the WebSocket when the session ends, with the reading
-/// half's reason if it gave one.
+/// half's reason if it gave one. Like the TCP port's writer, it keeps no
+/// room for frames while it waits for the next.
 async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: OutboxReceiver, closing: Closing) {
     let mut gathered = Vec::new();
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = match rx.try_recv() {
+            Some(frame) => frame,
+            None => {
+                gathered = Vec::new();
+                match rx.recv().await {
+                    Some(frame) => frame,
+                    None => break,
+                }
+            }
+        };
         let mut fed = sink.feed(message(&frame)).await;
         gathered.push(frame);
         while fed.is_ok() {
