@@ -9,9 +9,6 @@ use tokio::sync::mpsc;
 
 /// Gather at most this many bytes of waiting frames into one write.
 const GATHER_LIMIT: usize = 256 * 1024;
-/// A buffer grown larger than this by a burst is released afterwards, so an
-/// idle connection holds no more than its last small answers needed.
-const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +69,7 @@ fn header(body: &[u8]) -> std::io::Result<[u8; 4]> {
 
 /// Appends one frame holding `body` to `buf`.
 fn encode_frame(buf: &mut Vec<u8>, body: &[u8]) -> std::io::Result<()> {
+    buf.reserve(4 + body.len());
     buf.extend_from_slice(&header(body)?);
     buf.extend_from_slice(body);
     Ok(())
@@ -87,30 +85,80 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer.write_all(body).await
 }
 
+/// Where a writer task ([`write_loop`]) takes the frames it writes from:
+/// a connection's [`Outbox`](super::Outbox), or a plain channel.
+pub trait FrameQueue: Send {
+    type Frame: AsRef<[u8]> + Send;
+    /// The next frame, waiting for one; `None` once the queue has ended.
+    fn recv(&mut self) -> impl Future<Output = Option<Self::Frame>> + Send;
+    /// The next frame if one waits now.
+    fn try_recv(&mut self) -> Option<Self::Frame>;
+}
+
+impl<F: AsRef<[u8]> + Send> FrameQueue for mpsc::Receiver<F> {
+    type Frame = F;
+
+    fn recv(&mut self) -> impl Future<Output = Option<F>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Option<F> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
+
+impl FrameQueue for super::OutboxReceiver {
+    type Frame = super::Queued;
+
+    fn recv(&mut self) -> impl Future<Output = Option<super::Queued>> + Send {
+        super::OutboxReceiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Option<super::Queued> {
+        super::OutboxReceiver::try_recv(self)
+    }
+}
+
 /// The writing half of a framed connection, owned by one task (server
 /// sessions and neighbour links alike): writes every frame body received on
 /// `rx`, gathering those already waiting so a burst shares TLS records and
-/// system calls, until the channel closes (then shuts the stream down
-/// cleanly) or a write fails. Each frame is dropped only once written, so
-/// what it holds (an [`Outbox`](super::Outbox) charge) lasts as long as its
-/// bytes wait.
-pub async fn write_loop<W, F>(mut writer: W, mut rx: mpsc::Receiver<F>)
+/// system calls, until the queue ends (then shuts the stream down cleanly)
+/// or a write fails. Each frame is dropped only once written, so what it
+/// holds (an [`Outbox`](super::Outbox) charge) lasts as long as its bytes
+/// wait.
+///
+/// Its buffers are kept while frames keep coming and let go whenever it
+/// waits for the next: most connections are idle most of the time, and an
+/// allocation per burst costs far less than every idle connection holding
+/// its last burst's buffers.
+pub async fn write_loop<W, Q>(mut writer: W, mut rx: Q)
 where
     W: AsyncWrite + Unpin,
-    F: AsRef<[u8]>,
+    Q: FrameQueue,
 {
     let mut buf = Vec::new();
     let mut gathered = Vec::new();
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = match rx.try_recv() {
+            Some(frame) => frame,
+            None => {
+                buf = Vec::new();
+                gathered = Vec::new();
+                match rx.recv().await {
+                    Some(frame) => frame,
+                    None => break,
+                }
+            }
+        };
         let mut encoded = encode_frame(&mut buf, frame.as_ref());
         gathered.push(frame);
         while encoded.is_ok() && buf.len() < GATHER_LIMIT {
             match rx.try_recv() {
-                Ok(frame) => {
+                Some(frame) => {
                     encoded = encode_frame(&mut buf, frame.as_ref());
                     gathered.push(frame);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         if encoded.is_err()
@@ -121,9 +169,6 @@ where
         }
         gathered.clear();
         buf.clear();
-        if buf.capacity() > KEEP_CAPACITY {
-            buf = Vec::new();
-        }
     }
     let _ = writer.shutdown().await;
 }

@@ -16,13 +16,13 @@ pub mod signed;
 pub use b64::B64;
 pub use devices::{CurrentDevices, LastSeen};
 pub use error::ErrorCode;
-pub use frame::{FrameError, read_frame, write_frame, write_loop};
+pub use frame::{FrameError, FrameQueue, read_frame, write_frame, write_loop};
 pub use link::Broadcast;
 pub use message::{
     Delivered, KeyType, ListedUser, OneTimeCode, Request, RequestFrame, Response, ResponseFrame,
     UserInfo, classify_request_error,
 };
-pub use outbox::{Outbox, OutboxError, Queued};
+pub use outbox::{Outbox, OutboxError, OutboxReceiver, Queued};
 
 /// Protocol version 1's envelope version byte, kept so that a version 1
 /// envelope is recognised and refused (docs/PROTOCOL.md §14.7).

@@ -366,13 +366,7 @@ mod tests {
 
     /// A session of Bob's whose peer never reads: its receiver is kept but
     /// never drained.
-    fn silent(
-        r: &Registry,
-        bytes: usize,
-    ) -> (
-        SessionLink,
-        tokio::sync::mpsc::Receiver<crate::protocol::Queued>,
-    ) {
+    fn silent(r: &Registry, bytes: usize) -> (SessionLink, crate::protocol::OutboxReceiver) {
         let (outbox, rx) = Outbox::new(1024, bytes);
         let phone = PhoneNumber::from_canonical(BOB).unwrap();
         (r.join(phone, 0, outbox).expect("room for a session"), rx)

@@ -29,16 +29,20 @@ pub(super) struct Answered {
 
 /// A connection's sends awaiting their commit, in no particular order:
 /// each is answered when its own commit resolves.
+///
+/// The set exists only while a send waits: it allocates its queue up
+/// front, and most connections are idle most of the time.
 #[derive(Default)]
 pub(super) struct Pending {
-    sends: FuturesUnordered<Answering>,
+    sends: Option<FuturesUnordered<Answering>>,
 }
 
 impl Pending {
     /// Waits for `pending`'s commit; its answer comes out of [`Self::next`].
     pub(super) fn add(&mut self, seq: Option<u64>, id: MessageId, pending: PendingSend) {
         let started = std::time::Instant::now();
-        self.sends.push(Box::pin(async move {
+        let sends = self.sends.get_or_insert_with(FuturesUnordered::new);
+        sends.push(Box::pin(async move {
             let response = match pending.committed().await {
                 Ok(()) => Response::Accepted { id },
                 Err(e) => super::error::ApiError::from(e).into_response(),
@@ -55,30 +59,33 @@ impl Pending {
     /// Whether the connection may read another request: fewer than
     /// [`MAX_IN_FLIGHT`] sends wait.
     pub(super) fn has_room(&self) -> bool {
-        self.sends.len() < MAX_IN_FLIGHT
+        self.sends.as_ref().is_none_or(|s| s.len() < MAX_IN_FLIGHT)
     }
 
     /// Whether no send waits.
     pub(super) fn is_empty(&self) -> bool {
-        self.sends.is_empty()
+        self.sends.as_ref().is_none_or(FuturesUnordered::is_empty)
     }
 
     /// Gives up answering: the peer has stopped reading its answers. The
     /// messages are still committed (or not) as before; only their answers
     /// are not sent, as a client whose answers went missing expects.
     pub(super) fn abandon(&mut self) {
-        self.sends.clear();
+        self.sends = None;
     }
 
     /// The next send whose commit resolved; pending for ever when none
     /// waits, so it can sit in a `select!` beside the connection's reads.
     pub(super) async fn next(&mut self) -> Answered {
-        if self.sends.is_empty() {
+        let Some(sends) = self.sends.as_mut().filter(|s| !s.is_empty()) else {
             return std::future::pending().await;
+        };
+        let Some(answered) = sends.next().await else {
+            return std::future::pending().await;
+        };
+        if sends.is_empty() {
+            self.sends = None;
         }
-        match self.sends.next().await {
-            Some(answered) => answered,
-            None => std::future::pending().await,
-        }
+        answered
     }
 }

@@ -59,7 +59,11 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
-        let stream = match crate::tls::accept(&acceptor, tcp, crate::tls::ALPN).await {
+        // Boxed: the handshake's state (a whole TLS connection in the
+        // making) would otherwise be part of the task for the connection's
+        // whole life, though it is only needed until the handshake ends.
+        let handshake = Box::pin(crate::tls::accept(&acceptor, tcp, crate::tls::ALPN));
+        let stream = match handshake.await {
             Ok(s) => s,
             Err(e) => return tracing::debug!(error = %e, "connection not served"),
         };
@@ -68,7 +72,8 @@ pub async fn serve(
             Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
         };
         let (reader, writer) = tokio::io::split(stream);
-        let writer = move |rx| tokio::spawn(protocol::write_loop(writer, rx));
+        let writer =
+            move |rx: protocol::OutboxReceiver| tokio::spawn(protocol::write_loop(writer, rx));
         run_session(
             reader,
             writer,
@@ -105,9 +110,7 @@ impl FrameSource for ReadHalf<Stream> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_session(
     source: impl FrameSource,
-    spawn_writer: impl FnOnce(
-        tokio::sync::mpsc::Receiver<protocol::Queued>,
-    ) -> tokio::task::JoinHandle<()>,
+    spawn_writer: impl FnOnce(protocol::OutboxReceiver) -> tokio::task::JoinHandle<()>,
     peer: std::net::IpAddr,
     binding: [u8; 32],
     state: Arc<ServerState>,
@@ -202,26 +205,30 @@ async fn read_loop(
             Some(_) => IDLE_TIMEOUT,
             None => login_deadline.saturating_duration_since(tokio::time::Instant::now()),
         };
-        let read = tokio::time::timeout(timeout, reader.next_frame());
-        tokio::pin!(read);
-        // Answers to earlier sends go out while the next frame is read; the
-        // read itself is polled on until it completes (a frame half read is
-        // never dropped).
-        let frame = loop {
-            let closed = session.user.as_ref().map(|u| u.closed());
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
-                    return;
-                }
-                // The registry closed the session and logged why.
-                _ = cancelled(closed) => return,
-                answered = sends.next() => {
-                    if !reply(session, answered.seq, answered.response).await {
-                        return sends.abandon();
+        // The read lives only in this block, so its state does not stay
+        // part of the connection's task beside the request's handling.
+        let frame = {
+            let read = tokio::time::timeout(timeout, reader.next_frame());
+            tokio::pin!(read);
+            // Answers to earlier sends go out while the next frame is read;
+            // the read itself is polled on until it completes (a frame half
+            // read is never dropped).
+            loop {
+                let closed = session.user.as_ref().map(|u| u.closed());
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
+                        return;
                     }
+                    // The registry closed the session and logged why.
+                    _ = cancelled(closed) => return,
+                    answered = sends.next() => {
+                        if !reply(session, answered.seq, answered.response).await {
+                            return sends.abandon();
+                        }
+                    }
+                    f = &mut read, if sends.has_room() => break f,
                 }
-                f = &mut read, if sends.has_room() => break f,
             }
         };
         let frame = match frame {

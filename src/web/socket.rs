@@ -10,7 +10,6 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -20,7 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::binding::Hello;
-use crate::protocol::{FrameError, MAX_REQUEST_FRAME, Queued};
+use crate::protocol::{FrameError, MAX_REQUEST_FRAME, OutboxReceiver, Queued};
 use crate::server::{FrameSource, PendingSlot, ServerState};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -117,18 +116,25 @@ impl FrameSource for Incoming {
 /// The writing half: every queued frame as one text message, those waiting
 /// together sent with one flush; each frame keeps its outbox charge until
 /// flushed. Closes the WebSocket when the session ends, with the reading
-/// half's reason if it gave one.
-async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Queued>,
-    closing: Closing,
-) {
+/// half's reason if it gave one. Like the TCP port's writer, it keeps no
+/// room for frames while it waits for the next.
+async fn write_loop(mut sink: SplitSink<Ws, Message>, mut rx: OutboxReceiver, closing: Closing) {
     let mut gathered = Vec::new();
-    while let Some(frame) = rx.recv().await {
+    loop {
+        let frame = match rx.try_recv() {
+            Some(frame) => frame,
+            None => {
+                gathered = Vec::new();
+                match rx.recv().await {
+                    Some(frame) => frame,
+                    None => break,
+                }
+            }
+        };
         let mut fed = sink.feed(message(&frame)).await;
         gathered.push(frame);
         while fed.is_ok() {
-            let Ok(frame) = rx.try_recv() else { break };
+            let Some(frame) = rx.try_recv() else { break };
             fed = sink.feed(message(&frame)).await;
             gathered.push(frame);
         }
