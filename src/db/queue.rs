@@ -491,7 +491,7 @@ impl Table {
         }
     }
 
-    /// The condition on the recipient's device, placeholder `$n`: a
+    /// The condition on the recipient's device, placeholder `n`: a
     /// recipient has one queue per device, and a neighbour's queue keeps
     /// each device's copy apart (copies for two devices may share an id).
     fn device_clause(self, style: Placeholder, n: usize) -> String {
@@ -536,9 +536,10 @@ pub(super) async fn delete_many(
         None => String::new(),
     };
     let sql = format!(
-        "DELETE FROM {} WHERE {} = $1 AND id IN ({}){}{} RETURNING {}",
+        "DELETE FROM {} WHERE {} = {} AND id IN ({}){}{} RETURNING {}",
         table.name(),
         table.owner(),
+        style.nth(1),
         placeholders.join(", "),
         table.device_clause(style, ids.len() + 2),
         named_clause,
