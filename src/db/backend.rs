@@ -7,7 +7,10 @@
 //! once and [`on_backend!`] compiles its body for each backend's pool or
 //! connection; what differs (schema, connection set-up, how a write
 //! transaction starts, which errors mean "full" or "gone") lives in
-//! [`super::sqlite`] and [`super::postgres`].
+//! [`super::sqlite`] and [`super::postgres`]. The one exception in the
+//! text is the statements whose placeholders grow with a batch (multi-row
+//! inserts, deletes by a list of ids): on SQLite they use anonymous `?`
+//! placeholders ([`super::queue::Placeholder`]), which bind in linear time.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::backend::{Conn, on_backend};
-use super::queue::{NewMessage, Slot, values_placeholders};
+use super::queue::{NewMessage, Placeholder, Slot, values_of};
 use super::{DbError, Millis, Store};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 
@@ -137,7 +137,7 @@ pub(super) async fn insert_many(
              envelope, received_at, expires_at, path)
          VALUES {} ON CONFLICT (neighbour, recipient, device, id) DO NOTHING
          RETURNING neighbour, recipient, device, id, seq",
-        values_placeholders(rows.len(), 10)
+        values_of(Placeholder::of(conn), rows.len(), 10)
     );
     let inserted: Vec<(Fingerprint, PhoneNumber, i64, MessageId, i64)> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
@@ -173,7 +173,7 @@ pub(super) async fn mark_seen_many(
         "INSERT INTO relay_seen (recipient, device, sender, id, expires_at) VALUES {}
          ON CONFLICT (recipient, device, sender, id) DO NOTHING
          RETURNING recipient, device, sender, id",
-        values_placeholders(seen.len(), 5)
+        values_of(Placeholder::of(conn), seen.len(), 5)
     );
     let fresh: Vec<Slot> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));

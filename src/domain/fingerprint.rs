@@ -17,11 +17,15 @@ impl Fingerprint {
     /// Parses the hex form; accepts upper case and ':' or ' ' separators so a
     /// fingerprint copied from a console works as typed.
     pub fn parse(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        // Plain hex, as every relayed path carries it, needs no copy.
+        if s.len() == 64 && hex::decode_to_slice(s, &mut out).is_ok() {
+            return Some(Self(out));
+        }
         let cleaned: String = s.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
         if cleaned.len() != 64 {
             return None;
         }
-        let mut out = [0u8; 32];
         hex::decode_to_slice(cleaned, &mut out).ok()?;
         Some(Self(out))
     }
@@ -31,7 +35,13 @@ impl Fingerprint {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = [0u8; 64];
+        // Written into a buffer at once rather than a character at a time:
+        // a relayed message's path is compared and extended in this form.
+        match hex::encode_to_slice(self.0, &mut out) {
+            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+            Err(_) => hex::encode(self.0),
+        }
     }
 }
 

@@ -198,7 +198,7 @@ async fn read_loop<R: AsyncRead + Unpin + Send + 'static>(
             accepted = true;
             tracing::info!("link up");
         }
-        let message = match serde_json::from_slice::<LinkMessage>(&frame) {
+        let message = match LinkMessage::parse(&frame) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "the neighbour sent a frame this server does not understand; skipped");

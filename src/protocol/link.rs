@@ -97,6 +97,66 @@ pub enum LinkMessage {
     },
 }
 
+impl LinkMessage {
+    /// Reads one frame body. A `relay` or `relay_ack`, nearly every frame
+    /// on a busy link, is read straight into its own type: serde reads an
+    /// internally tagged enum by first copying the whole object into a
+    /// tree of owned values (the envelope's base64 text and every path
+    /// element included) and then reading the variant from that copy.
+    /// Anything the direct read does not take is read the general way, so
+    /// what is accepted and refused is the same.
+    pub fn parse(frame: &[u8]) -> serde_json::Result<Self> {
+        let direct = match frame_type(frame).as_deref() {
+            Some("relay") => serde_json::from_slice::<Relayed>(frame)
+                .ok()
+                .map(LinkMessage::Relay),
+            Some("relay_ack") => serde_json::from_slice::<RelayAckFrame>(frame)
+                .ok()
+                .map(|a| LinkMessage::RelayAck {
+                    ids: a.ids,
+                    device: a.device,
+                    to: a.to,
+                }),
+            _ => None,
+        };
+        match direct {
+            Some(message) => Ok(message),
+            None => serde_json::from_slice(frame),
+        }
+    }
+}
+
+/// A frame's `type`: read from the front when it comes first (as this
+/// server writes it), else found by skipping over the other members
+/// without copying them.
+fn frame_type(frame: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    for kind in ["relay", "relay_ack"] {
+        let rest = frame
+            .strip_prefix(br#"{"type":""#.as_slice())
+            .and_then(|r| r.strip_prefix(kind.as_bytes()))
+            .and_then(|r| r.strip_prefix(br#"","#.as_slice()));
+        if rest.is_some() {
+            return Some(kind.into());
+        }
+    }
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Tag>(frame).ok().map(|t| t.kind)
+}
+
+/// The members of a `relay_ack`, as [`LinkMessage::RelayAck`] reads them.
+#[derive(Deserialize)]
+struct RelayAckFrame {
+    ids: Vec<MessageId>,
+    #[serde(default)]
+    device: u32,
+    #[serde(default)]
+    to: Option<String>,
+}
+
 /// A user's devices as their home server published them: the device list
 /// signed by the account key and one bundle per device that has published
 /// prekeys (docs/PROTOCOL.md §9.7, §10.2).
@@ -245,6 +305,55 @@ mod tests {
         let long = format!("a{}", "é".repeat(200));
         let cut = cut_server_name(&long);
         assert_eq!((cut.len(), cut.chars().count()), (255, 128));
+    }
+
+    /// Relays and acknowledgements read directly come out as the general
+    /// read gives them, wherever `type` is; what the direct read refuses
+    /// is refused the general way too.
+    #[test]
+    fn relays_and_acks_read_directly_match_the_general_read() {
+        let relay = Relayed {
+            id: MessageId::random(),
+            from: "+12025550101".into(),
+            to: "+12025550102".into(),
+            device: 2,
+            sender_device: 3,
+            envelope: B64(vec![7; 100]),
+            received_at: 5,
+            expires_at: 6,
+            path: vec!["ab".repeat(32)],
+        };
+        let frame = serde_json::to_vec(&LinkMessage::Relay(relay.clone())).unwrap();
+        assert!(frame.starts_with(br#"{"type":"relay","#));
+        let moved = format!(
+            r#"{{"id":"{}","from":"+12025550101","to":"+12025550102","device":2,"sender_device":3,"envelope":"{}","received_at":5,"expires_at":6,"path":["{}"],"type":"relay"}}"#,
+            relay.id.to_hex(),
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 100]),
+            "ab".repeat(32)
+        );
+        for f in [frame.as_slice(), moved.as_bytes()] {
+            let direct = format!("{:?}", LinkMessage::parse(f).unwrap());
+            let general = format!("{:?}", serde_json::from_slice::<LinkMessage>(f).unwrap());
+            assert_eq!(direct, general);
+            assert!(direct.starts_with("Relay(Relayed {"), "{direct}");
+        }
+        let ack = r#"{"type":"relay_ack","ids":["01a206d2e2edd327b947c6eb38d84784"],"device":4,"to":"+12025550102"}"#;
+        let direct = format!("{:?}", LinkMessage::parse(ack.as_bytes()).unwrap());
+        let general = format!("{:?}", serde_json::from_str::<LinkMessage>(ack).unwrap());
+        assert_eq!(direct, general);
+        for bad in [
+            r#"{"type":"relay","id":"zz"}"#,
+            r#"{"type":"relay_ack","ids":"01"}"#,
+            r#"{"type":"relay_ack","ids":[],"device":-1}"#,
+            r#"{"type":"nonsense"}"#,
+            r#"{"type":"relay","#,
+        ] {
+            assert!(LinkMessage::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            LinkMessage::parse(br#"{"type":"ping"}"#),
+            Ok(LinkMessage::Ping)
+        ));
     }
 
     /// An older server's `relay_ack` names no recipient: it still parses,

@@ -48,8 +48,10 @@ type Key = (Fingerprint, MessageId, String, u32);
 pub(super) struct Record {
     pub(super) sender: String,
     pub(super) sender_device: u32,
-    /// The copy's path as sent, ending with this server.
-    pub(super) path: Vec<String>,
+    /// The copy's path as sent, ending with this server, as the queue
+    /// holds it (a JSON array): read only if a refusal comes back, which
+    /// spares every relayed copy a parse.
+    path: String,
     expires_at: Millis,
 }
 
@@ -58,9 +60,14 @@ impl Record {
         Self {
             sender: row.sender.clone(),
             sender_device: u32::try_from(row.sender_device).unwrap_or_default(),
-            path: serde_json::from_str(&row.path).unwrap_or_default(),
+            path: row.path.clone(),
             expires_at: row.expires_at,
         }
+    }
+
+    /// The copy's path as sent, ending with this server.
+    pub(super) fn path(&self) -> Vec<String> {
+        serde_json::from_str(&self.path).unwrap_or_default()
     }
 }
 
@@ -176,7 +183,7 @@ mod tests {
             (record.sender.as_str(), record.sender_device),
             ("+12025550101", 2)
         );
-        assert_eq!(record.path, vec!["aa".to_string()]);
+        assert_eq!(record.path(), vec!["aa".to_string()]);
         assert!(copies.take(a, id, "+12025550102", 1).is_none(), "used once");
         let late = MessageId::random();
         copies.remember(a, &row(late, expires));

@@ -59,8 +59,9 @@ impl Router {
                 .relayed_copies
                 .take(peer, refusal.id, to, refusal.device);
         }
+        let path = record.path();
         refusal.sender = Some((record.sender, record.sender_device));
-        self.refusal_back(peer, refusal.clone(), record.path).await;
+        self.refusal_back(peer, refusal.clone(), path).await;
         if queued {
             self.drop_refused(peer, &refusal).await;
         }
