@@ -117,7 +117,7 @@ fn json(c: &mut Criterion) {
     group.finish();
 }
 
-/// A running session's kind-2 envelope of a 256-byte text (737 bytes).
+/// A running session's kind-2 envelope of a 256-byte text (497 bytes).
 /// A `fetch` answer of 100 copies of `env`, from senders' `device`.
 fn fetch_batch(env: &[u8], device: Option<u32>) -> ResponseFrame {
     ResponseFrame {

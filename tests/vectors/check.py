@@ -7,8 +7,8 @@ layouts of §9, reproduces each signature (RFC 6979, then low S, §8.2) and
 verifies it, rebuilds the PQXDH binding and root key of §11 (ML-KEM by
 decapsulation, since the library cannot encapsulate with a given `m`),
 opens the first message of the session vector (§12-§14), and checks the
-link code (§16), the safety number (§17) and the directory withdrawal
-(§9.5). The only dependency is the `cryptography` package (48 or later,
+padded sizes (§13), the link code (§16), the safety number (§17) and the
+directory withdrawal (§9.5). The only dependency is the `cryptography` package (48 or later,
 for ML-KEM and deterministic ECDSA).
 
 Run from the repository's root: `python3 tests/vectors/check.py`.
@@ -342,6 +342,36 @@ def pqxdh():
     pqxdh_case(v["inputs"], v["last_resort_only"], False)
 
 
+# Padded payload sizes (§13): 256 up to 256, Padmé's size up to 65 536, then
+# 66 048; None when even that is too small.
+def padme(n):
+    e = n.bit_length() - 1  # floor(log2 n)
+    s = e.bit_length()  # floor(log2 E) + 1
+    step = 1 << (e - s)
+    return (n + step - 1) // step * step
+
+
+def padded_size(n):
+    if n <= 256:
+        return 256
+    if padme(n) <= 65536:
+        return padme(n)
+    return 66048 if n <= 66048 else None
+
+
+def is_padded_size(size):
+    return size in (256, 66048) or (256 < size <= 65536 and padme(size) == size)
+
+
+def padding():
+    v = load("v2_padding.json")
+    i, o = v["inputs"], v["outputs"]
+    check("padding sizes", [[n, padded_size(n)] for n in i["payload_lengths"]],
+          o["padded_sizes"])
+    check("padding valid sizes", [s for s in range(66050) if is_padded_size(s)],
+          o["valid_sizes"])
+
+
 def first_message():
     """m1 of the session vector, opened by Bob (§12.2-§12.4, §13, §14.1)."""
     p = load("v2_pqxdh.json")
@@ -375,7 +405,8 @@ def first_message():
     text = i["messages"][0]["text"].encode()
     body_len = struct.unpack(">I", plain[9:13])[0]
     check("m1 text", plain[13:13 + body_len], text)
-    check("m1 padding", set(plain[13 + body_len:]) <= {0} and len(plain) == 256, True)
+    check("m1 padding", set(plain[13 + body_len:]) <= {0}
+          and len(plain) == padded_size(13 + body_len), True)
     alice = key(i["initiator_device_scalar"])
     signed_bytes = b"carrier-v2 envelope\0" + envelope[: x + 77 + c]
     signed("m1", alice, signed_bytes, envelope[x + 77 + c:])
@@ -447,6 +478,7 @@ def main():
     withdrawal()
     pqxdh()
     first_message()
+    padding()
     link()
     safety_number()
     if failures:

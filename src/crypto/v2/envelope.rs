@@ -16,7 +16,7 @@
 use super::codec::{Put, Reader};
 use super::ec::{DeviceKey, POINT_LEN, PublicPoint, SIGNATURE_LEN};
 use super::kem::KEM_CIPHERTEXT_LEN;
-use super::padding::BUCKETS;
+use super::padding::is_padded_size;
 use super::ratchet::Header;
 use super::{DeviceId, Error, VERSION};
 use crate::domain::{MessageId, PhoneNumber};
@@ -201,7 +201,7 @@ pub struct ClearHeader<'a> {
 
 impl<'a> ClearHeader<'a> {
     /// Reads the clear header and walks the lengths of the rest of §14.1
-    /// (set-up, ratchet header, a bucket-sized ciphertext, the signature,
+    /// (set-up, ratchet header, a ciphertext of a padded size, the signature,
     /// nothing after it) without copying anything or decoding a point: a
     /// server stores and forwards the envelope, so its keys are the
     /// recipient device's to check, and [`Envelope::parse`] would cost the
@@ -249,11 +249,12 @@ fn versioned(bytes: &[u8]) -> Result<Reader<'_>, Error> {
     Ok(r)
 }
 
-/// Reads the bucket-sized ciphertext and the signature that end an
-/// envelope, and nothing after them; returns where the ciphertext starts.
+/// Reads the ciphertext (a padded size of §13 and the tag) and the
+/// signature that end an envelope, and nothing after them; returns where the
+/// ciphertext starts.
 fn ciphertext_and_signature(mut r: Reader<'_>) -> Result<usize, Error> {
     let len = r.u32("ciphertext length")? as usize;
-    if !BUCKETS.iter().any(|b| b + TAG_LEN == len) {
+    if !len.checked_sub(TAG_LEN).is_some_and(is_padded_size) {
         return Err(Error::Malformed("ciphertext length"));
     }
     let ciphertext_at = r.position();
@@ -302,7 +303,7 @@ pub(crate) fn assemble(
 mod tests {
     use super::super::fixture::{NOW, Party};
     use super::*;
-    use crate::crypto::v2::{Content, Session};
+    use crate::crypto::v2::{Content, MAX_PADDED, MIN_PADDED, Session};
 
     /// A kind 1 and a kind 2 envelope from Alice's device 1 to Bob's device 2.
     fn sealed() -> [Vec<u8>; 2] {
@@ -369,6 +370,46 @@ mod tests {
                 bad[at] = value;
                 assert!(ClearHeader::read(&bad).is_err(), "byte {at} = {value}");
                 assert!(Envelope::parse(&bad).is_err(), "byte {at} = {value}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_ciphertext_length_is_a_padded_size_and_the_tag() {
+        for bytes in sealed() {
+            let c = MIN_PADDED + TAG_LEN;
+            let at = bytes.len() - SIGNATURE_LEN - c - 4;
+            assert_eq!(bytes[at..at + 4], (c as u32).to_be_bytes());
+            let off_sizes = [
+                0,
+                TAG_LEN - 1,
+                TAG_LEN,
+                MIN_PADDED - 1 + TAG_LEN,
+                MIN_PADDED + 1 + TAG_LEN,
+                272 - 1 + TAG_LEN,
+                272 + 1 + TAG_LEN,
+                65_536 - 1 + TAG_LEN,
+                65_536 + 1 + TAG_LEN,
+                MAX_PADDED - 1 + TAG_LEN,
+                MAX_PADDED + 1 + TAG_LEN,
+                u32::MAX as usize,
+            ];
+            for len in off_sizes {
+                let mut bad = bytes.clone();
+                bad[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+                assert_eq!(
+                    ClearHeader::read(&bad).err(),
+                    Some(Error::Malformed("ciphertext length")),
+                    "C = {len}"
+                );
+                assert!(Envelope::parse(&bad).is_err(), "C = {len}");
+            }
+            // A padded size other than the one the bytes hold.
+            for len in [272 + TAG_LEN, MAX_PADDED + TAG_LEN] {
+                let mut bad = bytes.clone();
+                bad[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+                assert!(ClearHeader::read(&bad).is_err(), "C = {len}");
+                assert!(Envelope::parse(&bad).is_err(), "C = {len}");
             }
         }
     }

@@ -48,7 +48,7 @@ pub use ec::{DeviceKey, EcSecret, POINT_LEN, PublicPoint, SIGNATURE_LEN};
 pub use envelope::{ClearHeader, Envelope, EnvelopeKind, MAX_ENVELOPE_V2, SessionId};
 pub use kem::{KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemPublic, KemSecret};
 pub use link::{LinkCode, LinkResponse};
-pub use padding::{BUCKETS, Content, MAX_PADDED, MAX_TEXT_BYTES};
+pub use padding::{Content, MAX_PADDED, MAX_TEXT_BYTES, MIN_PADDED, is_padded_size, padded_size};
 pub use prekey_store::{
     KEM_ONE_TIME_BATCH, KEM_ONE_TIME_LOW, MAX_HELD_BATCHES, MAX_SEEN_BASE_KEYS, ONE_TIME_BATCH,
     ONE_TIME_LOW, PrekeyStore, RETAIN_REPLACED_MS, ROTATE_AFTER_MS,

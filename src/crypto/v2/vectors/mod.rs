@@ -8,6 +8,7 @@
 //! `cargo test --lib crypto::v2::vectors::regenerate -- --ignored`.
 
 mod link;
+mod padding;
 mod pqxdh;
 mod safety;
 mod session;
@@ -92,4 +93,5 @@ fn regenerate() {
     safety::regenerate();
     session::regenerate();
     link::regenerate();
+    padding::regenerate();
 }
