@@ -64,6 +64,23 @@ describe("padding", () => {
     expect(unpad(padded)).toEqual({ sentAt: 3, content: longest });
   });
 
+  it("pads a sync copy from its text's padded size alone", () => {
+    const id = "01a206d2e2edd327b947c6eb38d84784";
+    const phones = ["+1202555", "+12025550102", "+123456789012345"];
+    const seen = new Map<number, number>();
+    for (let length = 0; length < 2_100; length++) {
+      const text = "x".repeat(length);
+      const textSize = pad({ sentAt: 1, content: { type: "text", text } }).length;
+      for (const to of phones) {
+        const size = pad({ sentAt: 1, content: { type: "sync", to, id, text } }).length;
+        if (!seen.has(textSize)) seen.set(textSize, size);
+        expect(size, `${length} bytes to ${to}`).toBe(seen.get(textSize));
+      }
+    }
+    expect(seen.get(256)).toBe(304);
+    expect(seen.get(272)).toBe(320);
+  });
+
   it("refuses wrong sizes, overruns, dirty padding and long texts", () => {
     const good = pad({ sentAt: 1, content: { type: "text", text: "hi" } });
     expect(() => unpad(good.subarray(0, 255))).toThrow(/padded size/);

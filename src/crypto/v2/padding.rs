@@ -34,6 +34,9 @@ const PAYLOAD_HEADER: usize = 1 + 8 + 4;
 
 const TEXT: u8 = 1;
 const SENT_COPY: u8 = 2;
+/// What a sync copy's body holds beyond its text, at most: the phone's
+/// length byte, the longest phone and the message id.
+const SENT_COPY_EXTRA: usize = 1 + crate::domain::MAX_PHONE_LEN + 16;
 
 /// What a message carries. Types other than these two are reserved
 /// (receipts, attachments); a receiver reports them as [`Content::Other`].
@@ -154,7 +157,8 @@ pub(crate) fn pad(
     sent_at_ms: u64,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
     let body = zeroize::Zeroizing::new(content.body()?);
-    let size = padded_size(PAYLOAD_HEADER + body.len()).ok_or(Error::TooLong)?;
+    let size = padded_size((PAYLOAD_HEADER + body.len()).max(sent_copy_floor(content)))
+        .ok_or(Error::TooLong)?;
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(size));
     out.put_u8(content.kind());
     out.put_u64(sent_at_ms);
@@ -162,6 +166,21 @@ pub(crate) fn pad(
     out.put(&body);
     out.resize(size, 0);
     Ok(out)
+}
+
+/// The least a sync copy is padded to: its text's own padded size plus
+/// [`SENT_COPY_EXTRA`] (at most [`MAX_PADDED`]). The copy travels under
+/// the same message id as the text, so the server sees both sizes side by
+/// side; padded from its exact body, the copy's size would add what the
+/// text's size hides (it depends on the text's exact length and the
+/// recipient phone's), and the two together could pin a length to the byte.
+/// From the text's padded size alone, it tells nothing the text's does not.
+fn sent_copy_floor(content: &Content) -> usize {
+    match content {
+        Content::SentCopy { text, .. } => padded_size(PAYLOAD_HEADER + text.len())
+            .map_or(0, |t| (t + SENT_COPY_EXTRA).min(MAX_PADDED)),
+        _ => 0,
+    }
 }
 
 /// Reads a padded plaintext strictly: its size must be a padded size, the
@@ -202,6 +221,35 @@ mod tests {
     /// The smallest listed size that holds `len` bytes.
     fn smallest_listed(len: usize) -> Option<usize> {
         listed_sizes().into_iter().find(|&s| s >= len)
+    }
+
+    /// A sync copy's size follows from its text's padded size alone, so
+    /// a text and its copy together reveal no more than the text: not its
+    /// exact length, nor the length of the recipient's phone.
+    #[test]
+    fn a_sync_copy_reveals_no_more_than_its_text() {
+        let phones = ["+1202555", "+12025550102", "+123456789012345"];
+        let mut copy_size_of = std::collections::HashMap::new();
+        for len in (0..4_200)
+            .chain(32_700..32_800)
+            .chain(65_500..=MAX_TEXT_BYTES)
+        {
+            let text = pad(&Content::Text("x".repeat(len)), 1).unwrap().len();
+            for phone in phones {
+                let copy = Content::SentCopy {
+                    to: PhoneNumber::from_canonical(phone).unwrap(),
+                    id: MessageId::from_bytes([7; 16]),
+                    text: "x".repeat(len),
+                };
+                let padded = pad(&copy, 1).unwrap();
+                let size = *copy_size_of.entry(text).or_insert(padded.len());
+                assert_eq!(padded.len(), size, "text of {len} bytes to {phone}");
+                assert_eq!(unpad(&padded).unwrap(), (copy, 1));
+            }
+        }
+        assert_eq!(copy_size_of[&256], 304);
+        assert_eq!(copy_size_of[&272], 320);
+        assert_eq!(copy_size_of[&MAX_PADDED], MAX_PADDED);
     }
 
     #[test]
@@ -324,16 +372,18 @@ mod tests {
             at in any::<u64>(),
         ) {
             let text = text_of(len, c);
-            let (content, body) = if copy {
+            let text_size = smallest_listed(PAYLOAD_HEADER + text.len()).unwrap();
+            let (content, least) = if copy {
                 let to = PhoneNumber::from_canonical("+12025550102").unwrap();
                 let body = 1 + to.as_str().len() + 16 + text.len();
-                (Content::SentCopy { to, id: MessageId::from_bytes([5; 16]), text }, body)
+                // A sync copy takes at least its text's size and 33 bytes more.
+                let least = (PAYLOAD_HEADER + body).max((text_size + 33).min(MAX_PADDED));
+                (Content::SentCopy { to, id: MessageId::from_bytes([5; 16]), text }, least)
             } else {
-                let body = text.len();
-                (Content::Text(text), body)
+                (Content::Text(text), text_size)
             };
             let padded = pad(&content, at).unwrap();
-            prop_assert_eq!(Some(padded.len()), smallest_listed(PAYLOAD_HEADER + body));
+            prop_assert_eq!(Some(padded.len()), smallest_listed(least));
             prop_assert_eq!(unpad(&padded).unwrap(), (content, at));
         }
 

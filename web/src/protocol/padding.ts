@@ -75,9 +75,23 @@ export function isPaddedSize(size: number): boolean {
   return size === MIN_PADDED || size === MAX_PADDED || (size > MIN_PADDED && size <= LAST_PADME && padme(size) === size);
 }
 
+/** What a sync copy's body holds beyond its text, at most: phone length byte, longest phone, id. */
+const SYNC_EXTRA = 1 + 16 + 16;
+
+/**
+ * The least a sync copy is padded to: its text's padded size plus SYNC_EXTRA (at most
+ * MAX_PADDED). The copy travels under the text's message id, so a server sees both sizes;
+ * taken from the text's padded size alone, the copy's tells nothing the text's does not.
+ */
+function syncCopyFloor(content: Content): number {
+  if (content.type !== "sync") return 0;
+  const text = paddedSize(HEADER + utf8(content.text).length);
+  return text === undefined ? 0 : Math.min(text + SYNC_EXTRA, MAX_PADDED);
+}
+
 export function pad(payload: Payload): Bytes {
   const [type, content] = body(payload.content);
-  const size = paddedSize(HEADER + content.length);
+  const size = paddedSize(Math.max(HEADER + content.length, syncCopyFloor(payload.content)));
   if (size === undefined) throw new PaddingError("the message is too large");
   const out = new Uint8Array(size);
   out.set(new Writer().u8(type).u64(payload.sentAt).prefixed(content, 4).finish());
