@@ -66,4 +66,8 @@ else
     echo "*** ADVISORIES NOT CHECKED *** (licences, sources and bans still are)"
 fi
 
+# cargo-deny reads the whole dependency graph, every platform's crates
+# included, without going online; a build downloads only this platform's,
+# so on a machine that has only built the project some are missing.
+cargo fetch --locked >/dev/null
 "$deny" --offline --color never check --show-stats "${checks[@]}"
