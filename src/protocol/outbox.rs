@@ -145,16 +145,29 @@ impl Outbox {
 
     /// Queues `body` if there is room for it now.
     pub fn try_send(&self, body: Vec<u8>) -> Result<(), OutboxError> {
+        self.try_send_or_return(body).map_err(|(e, _)| e)
+    }
+
+    /// Queues `body` if there is room for it now; if there is none, gives
+    /// it back, so the caller can wait for room with it ([`Self::send`]).
+    /// (The body given back with [`OutboxError::Closed`] may be empty.)
+    pub fn try_send_or_return(&self, body: Vec<u8>) -> Result<(), (OutboxError, Vec<u8>)> {
         let refused = |e| match e {
             TryAcquireError::NoPermits => OutboxError::Full,
             TryAcquireError::Closed => OutboxError::Closed,
         };
         let cost = self.cost(&body);
-        let bytes = self.shared.bytes.try_acquire_many(cost).map_err(refused)?;
-        let slot = self.shared.frames.try_acquire().map_err(refused)?;
+        let bytes = match self.shared.bytes.try_acquire_many(cost) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err((refused(e), body)),
+        };
+        let slot = match self.shared.frames.try_acquire() {
+            Ok(slot) => slot,
+            Err(e) => return Err((refused(e), body)),
+        };
         bytes.forget();
         slot.forget();
-        self.push(body, cost)
+        self.push(body, cost).map_err(|e| (e, Vec::new()))
     }
 
     /// Queues `body`, its frame slot and `cost` bytes already taken.
@@ -273,6 +286,23 @@ mod tests {
         waiting.await.unwrap().unwrap();
         drop(outbox);
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_frame_without_room_now_is_given_back_to_wait_with() {
+        let (outbox, mut rx) = Outbox::new(4, 1000);
+        outbox.try_send_or_return(vec![1; 800]).unwrap();
+        let (error, body) = outbox.try_send_or_return(vec![2; 300]).unwrap_err();
+        assert_eq!(error, OutboxError::Full);
+        assert_eq!(body, vec![2; 300], "the refused frame comes back whole");
+        let late = outbox.clone();
+        let waiting = tokio::spawn(async move { late.send(body).await });
+        assert_eq!(rx.recv().await.unwrap().as_ref(), &[1; 800][..]);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(rx.recv().await.unwrap().as_ref(), &[2; 300][..]);
+        drop(rx);
+        let (error, _) = outbox.try_send_or_return(vec![3]).unwrap_err();
+        assert_eq!(error, OutboxError::Closed);
     }
 
     #[tokio::test]

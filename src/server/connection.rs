@@ -18,7 +18,7 @@ use super::handlers::{self, Outcome};
 use super::pre_login::{PRE_LOGIN_BURST, PreLoginBudget};
 use super::session::Session;
 use crate::protocol::{
-    self, ErrorCode, FrameError, Outbox, RequestFrame, Response, ResponseFrame,
+    self, ErrorCode, FrameError, Outbox, OutboxError, RequestFrame, Response, ResponseFrame,
     classify_request_error,
 };
 
@@ -44,12 +44,17 @@ const BUSY_LINGER_BYTES: u64 = 64 * 1024;
 type Stream = TlsStream<TcpStream>;
 
 /// Serves one accepted TCP connection to the end.
-pub async fn serve(
+///
+/// Not an `async fn`: the connection's whole life is one spawned task, and
+/// an `async fn` awaiting the instrumented block can hold the block twice
+/// (once as the value moved into the span, once as the future awaited).
+/// The task is part of every idle connection's memory.
+pub fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     state: Arc<ServerState>,
     shutdown: CancellationToken,
-) {
+) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", %peer);
     async move {
         let Some(pending) = state.pending_logins.admit(peer.ip()) else {
@@ -58,20 +63,28 @@ pub async fn serve(
             );
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
-        // Boxed: the handshake's state (a whole TLS connection in the
-        // making) would otherwise be part of the task for the connection's
-        // whole life, though it is only needed until the handshake ends.
-        let handshake = Box::pin(crate::tls::accept(&acceptor, tcp, crate::tls::ALPN));
-        let stream = match handshake.await {
-            Ok(s) => s,
-            Err(e) => return tracing::debug!(error = %e, "connection not served"),
+        // The TLS stream lives only in this block: it is borrowed here, and
+        // a borrowed local keeps its place in the task (over a kilobyte)
+        // for as long as it is in scope, though it has moved into the
+        // reader and writer.
+        let (reader, writer, exporter) = {
+            let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.clone());
+            // Boxed: the handshake's state (a whole TLS connection in the
+            // making) would otherwise be part of the task for the
+            // connection's whole life, though it is only needed until the
+            // handshake ends.
+            let handshake = Box::pin(crate::tls::accept(&acceptor, tcp, crate::tls::ALPN));
+            let stream = match handshake.await {
+                Ok(s) => s,
+                Err(e) => return tracing::debug!(error = %e, "connection not served"),
+            };
+            let exporter = match crate::tls::auth_exporter(stream.get_ref().1) {
+                Ok(e) => e,
+                Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
+            };
+            let (reader, writer) = tokio::io::split(stream);
+            (reader, writer, exporter)
         };
-        let exporter = match crate::tls::auth_exporter(stream.get_ref().1) {
-            Ok(e) => e,
-            Err(e) => return tracing::warn!(error = %e, "no TLS exporter"),
-        };
-        let (reader, writer) = tokio::io::split(stream);
         let writer =
             move |rx: protocol::OutboxReceiver| tokio::spawn(protocol::write_loop(writer, rx));
         run_session(
@@ -86,7 +99,6 @@ pub async fn serve(
         .await;
     }
     .instrument(span)
-    .await
 }
 
 /// Where a session's request frames come from: length-prefixed frames on
@@ -270,10 +282,19 @@ async fn read_loop(
             }
         };
         drop(frame);
-        let kind = request.kind();
-        // Boxed: the handlers' largest state would otherwise be part of
-        // every connection's task, idle or not.
-        let outcome = Box::pin(handlers::dispatch(state, session, seq, request)).await;
+        // The request is borrowed for its kind, so it lives only in this
+        // block: out of it, it would keep its place in the task beside the
+        // handling it has moved into.
+        let (kind, handling) = {
+            let kind = request.kind();
+            // Boxed: the handlers' largest state would otherwise be part
+            // of every connection's task, idle or not.
+            (
+                kind,
+                Box::pin(handlers::dispatch(state, session, seq, request)),
+            )
+        };
+        let outcome = handling.await;
         if session.user.is_some() {
             pending.take();
         }
@@ -352,7 +373,25 @@ fn encode(seq: Option<u64>, response: Response) -> Vec<u8> {
 
 /// Queues an answer; false if the peer has not been reading for
 /// [`STALL_LIMIT`] (the caller then closes the connection).
-async fn reply(session: &Session, seq: Option<u64>, response: Response) -> bool {
-    let sent = tokio::time::timeout(STALL_LIMIT, session.outbox.send(encode(seq, response)));
-    matches!(sent.await, Ok(Ok(())))
+///
+/// The answer is encoded and queued before the returned future is made,
+/// and only an answer that finds no room waits, in a boxed future: the
+/// reply is awaited inside the read loop, so whatever it holds across that
+/// await is part of every connection's task, idle or not.
+fn reply(
+    session: &Session,
+    seq: Option<u64>,
+    response: Response,
+) -> impl Future<Output = bool> + Send + '_ {
+    let queued = session.outbox.try_send_or_return(encode(seq, response));
+    async move {
+        match queued {
+            Ok(()) => true,
+            Err((OutboxError::Closed, _)) => false,
+            Err((OutboxError::Full, body)) => {
+                let sent = tokio::time::timeout(STALL_LIMIT, session.outbox.send(body));
+                matches!(Box::pin(sent).await, Ok(Ok(())))
+            }
+        }
+    }
 }
