@@ -189,3 +189,56 @@ fn w7_fans_out_to_every_device() {
         "{crypto}"
     );
 }
+
+/// W5 with a couple of hundred idle connections and a short idle window:
+/// its row must say what the idle connections cost and that W3's messages
+/// beside them were all pushed.
+#[test]
+fn w5_reports_idle_connections() {
+    let (rows, _) = run_bench(
+        Path::new(env!("CARGO_BIN_EXE_carrier-bench")),
+        &[
+            "--workloads",
+            "W5",
+            "--connections",
+            "200",
+            "--w5-users",
+            "20",
+            "--w3-seconds",
+            "1",
+            "--w5-idle-seconds",
+            "1",
+        ],
+    );
+    let r = rows
+        .iter()
+        .find(|r| r["workload"] == "W5")
+        .unwrap_or_else(|| panic!("no W5 line in:\n{rows:#?}"));
+    assert_eq!(r["connections"], 200, "{r}");
+    assert_eq!(r["distinct_users"], 20, "{r}");
+    let per_connection = r["rss_per_connection_bytes"].as_f64();
+    // Above nothing (the connections hold TLS state and a task each) and
+    // far below anything a logged-in idle connection should need.
+    assert!(
+        per_connection.is_some_and(|b| b > 0.0 && b < 1_000_000.0),
+        "{r}"
+    );
+    assert!(
+        r["rss_held_bytes"].as_u64() > r["rss_before_bytes"].as_u64(),
+        "{r}"
+    );
+    let idle_cpu = r["idle_cpu_percent"].as_f64();
+    assert!(
+        idle_cpu.is_some_and(|c| (0.0..=200.0).contains(&c)),
+        "idle CPU out of range: {r}"
+    );
+    assert_eq!(r["idle_seconds"].as_f64(), Some(1.0), "{r}");
+    let messages = r["messages"].as_u64().expect("messages");
+    assert!(messages > 0, "{r}");
+    assert_eq!(
+        r["pushed"].as_u64(),
+        Some(messages),
+        "every message pushed: {r}"
+    );
+    assert_eq!(r["not_pushed"], 0, "{r}");
+}

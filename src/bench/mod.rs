@@ -94,6 +94,10 @@ pub struct Args {
     /// connections/users times; registering costs more than logging in).
     #[arg(long, default_value_t = 10_000)]
     pub w5_users: usize,
+    /// W5: seconds the idle server's CPU is watched with nothing sent (10
+    /// resolve a tenth of a percent of a core; fewer keep a smoke run short).
+    #[arg(long, default_value_t = 10.0)]
+    pub w5_idle_seconds: f64,
     /// W6: queue sizes to measure at, comma-separated, e.g. 10000,1000000,5000000.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000_000])]
     pub w6_sizes: Vec<u64>,

@@ -17,11 +17,6 @@ use crate::bench::users::{self, User};
 /// Descriptors the bench keeps for itself beside W5's connections.
 const SPARE_FILES: u64 = 256;
 
-/// How long W5 watches the server hold its idle connections with nothing
-/// to do: long enough for CPU time's 10 ms ticks to resolve a tenth of a
-/// percent of a core.
-const IDLE_WINDOW: Duration = Duration::from_secs(10);
-
 impl Bench {
     pub(super) async fn w3(&mut self) -> Result<()> {
         let row = self.online_run("W3").await?;
@@ -120,10 +115,14 @@ impl Bench {
         let login_secs = started.elapsed().as_secs_f64();
         settle(&target.pids).await;
         let rss_after = pid.and_then(meter::rss_bytes);
-        let idle_cpu = idle_cpu_percent(&target.pids).await;
+        // How long W5 watches the server hold its idle connections with
+        // nothing to do (`--w5-idle-seconds`).
+        let window = Duration::try_from_secs_f64(self.args.w5_idle_seconds.max(0.1))
+            .unwrap_or(Duration::from_secs(10));
+        let idle_cpu = idle_cpu_percent(&target.pids, window).await;
         let mut row = self.online_run("W5").await?;
         row.set("idle_cpu_percent", idle_cpu);
-        row.set("idle_seconds", IDLE_WINDOW.as_secs_f64());
+        row.set("idle_seconds", window.as_secs_f64());
         row.set("connections", idle.len() as u64);
         row.set("distinct_users", users_wanted as u64);
         row.set("logins_per_s", idle.len() as f64 / login_secs);
@@ -171,12 +170,12 @@ impl Bench {
     }
 }
 
-/// The servers' CPU, in percent of one core, over [`IDLE_WINDOW`] in which
-/// the bench sends nothing: what holding the connections alone costs.
-async fn idle_cpu_percent(pids: &[u32]) -> Option<f64> {
+/// The servers' CPU, in percent of one core, over `window` in which the
+/// bench sends nothing: what holding the connections alone costs.
+async fn idle_cpu_percent(pids: &[u32], window: Duration) -> Option<f64> {
     let before: Option<f64> = pids.iter().map(|&p| meter::cpu_seconds(p)).sum();
     let started = Instant::now();
-    tokio::time::sleep(IDLE_WINDOW).await;
+    tokio::time::sleep(window).await;
     let after: Option<f64> = pids.iter().map(|&p| meter::cpu_seconds(p)).sum();
     Some((after? - before?) / started.elapsed().as_secs_f64() * 100.0)
 }
