@@ -35,13 +35,7 @@ impl Fingerprint {
     }
 
     pub fn to_hex(&self) -> String {
-        let mut out = [0u8; 64];
-        // Written into a buffer at once rather than a character at a time:
-        // a relayed message's path is compared and extended in this form.
-        match hex::encode_to_slice(self.0, &mut out) {
-            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-            Err(_) => hex::encode(self.0),
-        }
+        hex::encode(self.0)
     }
 }
 
