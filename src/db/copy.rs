@@ -6,6 +6,7 @@
 //! empty; the counts are compared table by table before it commits.
 
 use super::backend::{Conn, on_backend};
+use super::queue::{Placeholder, values_of};
 use super::quota::{Quota, Quotas};
 use super::{DbError, Location, Store};
 
@@ -366,7 +367,7 @@ async fn write_chunk(conn: &mut Conn<'_>, table: &Table, rows: Vec<Row>) -> Resu
         "INSERT INTO {} ({}) VALUES {}",
         table.name,
         table.column_list(),
-        super::queue::values_placeholders(rows.len(), width)
+        values_of(Placeholder::of(conn), rows.len(), width)
     );
     on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

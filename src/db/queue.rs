@@ -404,11 +404,6 @@ pub(super) async fn stored_copy(
     })?)
 }
 
-/// `($1, …, $k), ($k+1, …)` for `rows` rows of `per_row` placeholders.
-pub(super) fn values_placeholders(rows: usize, per_row: usize) -> String {
-    values_of(Placeholder::Numbered, rows, per_row)
-}
-
 /// How a statement's placeholders are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Placeholder {
@@ -606,7 +601,10 @@ mod tests {
     /// and in the same order, so the same binds fill either statement.
     #[test]
     fn anonymous_placeholders_mirror_numbered_ones() {
-        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(
+            values_of(Placeholder::Numbered, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
         assert_eq!(
             values_of(Placeholder::Anonymous, 2, 3),
             "(?, ?, ?), (?, ?, ?)"
