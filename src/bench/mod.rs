@@ -96,8 +96,8 @@ pub struct Args {
     pub w5_users: usize,
     /// W5: seconds the idle server's CPU is watched with nothing sent (10
     /// resolve a tenth of a percent of a core; fewer keep a smoke run short).
-    #[arg(long, default_value_t = 10.0)]
-    pub w5_idle_seconds: f64,
+    #[arg(long, default_value = "10", value_parser = idle_window)]
+    pub w5_idle_seconds: std::time::Duration,
     /// W6: queue sizes to measure at, comma-separated, e.g. 10000,1000000,5000000.
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000_000])]
     pub w6_sizes: Vec<u64>,
@@ -316,6 +316,18 @@ fn emit(row: &Row, json: bool) {
     }
 }
 
+/// `--w5-idle-seconds`: a number of seconds from 0.1 to a day, refused
+/// otherwise rather than replaced by a default.
+fn idle_window(s: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.1..=86_400.0).contains(&seconds) {
+        return Err(format!("{s} seconds is outside 0.1 to 86400"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +372,13 @@ mod tests {
         let a = Args::try_parse_from(["carrier-bench"].into_iter().chain(two)).unwrap();
         assert_eq!(a.members, 2);
         assert!(Args::try_parse_from(["carrier-bench", "--members", "2"]).is_err());
+        let idle = |v: &str| Args::try_parse_from(["carrier-bench", "--w5-idle-seconds", v]);
+        assert_eq!(
+            idle("1.5").unwrap().w5_idle_seconds,
+            std::time::Duration::from_millis(1500)
+        );
+        for bad in ["0", "inf", "NaN", "-1", "ten", "86401"] {
+            assert!(idle(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -116,9 +116,8 @@ impl Bench {
         settle(&target.pids).await;
         let rss_after = pid.and_then(meter::rss_bytes);
         // How long W5 watches the server hold its idle connections with
-        // nothing to do (`--w5-idle-seconds`).
-        let window = Duration::try_from_secs_f64(self.args.w5_idle_seconds.max(0.1))
-            .unwrap_or(Duration::from_secs(10));
+        // nothing to do.
+        let window = self.args.w5_idle_seconds;
         let idle_cpu = idle_cpu_percent(&target.pids, window).await;
         let mut row = self.online_run("W5").await?;
         row.set("idle_cpu_percent", idle_cpu);
