@@ -242,3 +242,53 @@ fn w5_reports_idle_connections() {
     );
     assert_eq!(r["not_pushed"], 0, "{r}");
 }
+
+/// `floor` measures the machine with no server: every figure is a positive
+/// time, and the readable report gives it a line of its own rather than a
+/// row of the server table.
+#[test]
+fn floor_reports_what_the_machine_charges() {
+    let exe = Path::new(env!("CARGO_BIN_EXE_carrier-bench"));
+    let (rows, _) = run_bench(exe, &["--workloads", "floor"]);
+    let floor = rows
+        .iter()
+        .find(|r| r["workload"] == "floor")
+        .unwrap_or_else(|| panic!("no floor line in:\n{rows:#?}"));
+    // CPU figures come from the kernel's per-thread run time; where it keeps
+    // none they are null (and only the wall times are checked).
+    let counts_cpu = Path::new("/proc/self/schedstat").exists();
+    for kind in ["fsync", "commit", "round_trip"] {
+        for unit in ["cpu_us", "wall_us"] {
+            let key = format!("{kind}_{unit}");
+            if unit == "cpu_us" && !counts_cpu {
+                assert!(floor[&key].is_null(), "{floor}");
+                continue;
+            }
+            assert!(
+                floor[&key]
+                    .as_f64()
+                    .is_some_and(|x| x.is_finite() && x > 0.0),
+                "floor has no {key}: {floor}"
+            );
+        }
+    }
+    let out = Command::new(exe)
+        .args(["--workloads", "floor", "--stop-grace", "5"])
+        .output()
+        .expect("carrier-bench runs");
+    assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("Floor of this machine"))
+        .unwrap_or_else(|| panic!("no floor line in the report:\n{report}"));
+    assert!(line.contains("SQLite commit"), "{line}");
+    assert!(
+        !counts_cpu || !line.contains(" - µs"),
+        "a figure is missing: {line}"
+    );
+    assert!(
+        !report.lines().any(|l| l.starts_with("floor ")),
+        "the floor is not a server workload:\n{report}"
+    );
+}

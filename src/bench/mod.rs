@@ -8,6 +8,7 @@
 
 pub mod balancer;
 pub mod envelopes;
+pub mod floor;
 pub mod load;
 pub mod meter;
 pub mod plot;
@@ -38,6 +39,8 @@ pub enum Workload {
     W5,
     W6,
     W7,
+    #[value(name = "floor")]
+    Floor,
     #[value(name = "crypto")]
     Crypto,
 }
@@ -57,7 +60,8 @@ pub struct Args {
     /// Workloads to run, comma-separated: W1 (offline store), W2 (drain),
     /// W3 (online latency), W4 (across a neighbourhood), W5 (many
     /// connections), W6 (growth with the queue), W7 (multi-device
-    /// fan-out), crypto. Default: all.
+    /// fan-out), floor (what a durable commit and a wake-up cost this
+    /// machine with no server), crypto. Default: all.
     #[arg(long, value_delimiter = ',', ignore_case = true)]
     pub workloads: Option<Vec<Workload>>,
     /// Messages in W1/W2, in each W4 run and in each W6 measurement.
@@ -283,21 +287,8 @@ fn emit(row: &Row, json: bool) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", row.to_json());
         let _ = out.flush();
-    } else if row.workload == "crypto" {
-        let r = |k: &str| {
-            row.extra
-                .get(k)
-                .and_then(|v| v.as_f64())
-                .map(|x| format!("{x:.0}"))
-                .unwrap_or_default()
-        };
-        eprintln!(
-            "crypto: seal/open per s: P-256 {}/{}, RSA-3072 {}/{}",
-            r("seal_p256_per_s"),
-            r("open_p256_per_s"),
-            r("seal_rsa_per_s"),
-            r("open_rsa_per_s")
-        );
+    } else if let Some(line) = report::side_line(row) {
+        eprintln!("{line}");
     } else {
         let variant = row
             .extra
@@ -343,7 +334,10 @@ mod tests {
         );
         assert!(parse("W9").is_err());
         let names: Vec<String> = select(None).iter().map(Workload::to_string).collect();
-        assert_eq!(names, ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "crypto"]);
+        assert_eq!(
+            names,
+            ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "floor", "crypto"]
+        );
         assert_eq!(
             parse("CRYPTO").unwrap().workloads,
             Some(vec![Workload::Crypto])

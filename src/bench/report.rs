@@ -116,6 +116,42 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// The one-line summary of a row measured without a server (the
+/// machine's floor, the envelope rates), which has no place in the table;
+/// `None` for a server workload.
+pub fn side_line(r: &Row) -> Option<String> {
+    let num = |k: &str, digits: usize| {
+        r.extra
+            .get(k)
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
+    };
+    match r.workload.as_str() {
+        "floor" => Some(format!(
+            "Floor of this machine, no server ({} B records): durable write {} µs CPU ({} µs wall), \
+             SQLite commit {} µs CPU ({} µs wall), loopback round trip {} µs CPU ({} µs wall)",
+            num("record_bytes", 0),
+            num("fsync_cpu_us", 1),
+            num("fsync_wall_us", 0),
+            num("commit_cpu_us", 1),
+            num("commit_wall_us", 0),
+            num("round_trip_cpu_us", 1),
+            num("round_trip_wall_us", 0),
+        )),
+        "crypto" => Some(format!(
+            "Envelopes ({} B texts, on the load generator): first message seal {}/s, open {}/s; \
+             running session seal {}/s, open {}/s; sealing for 5 devices {} ms",
+            num("text_bytes", 0),
+            num("seal_new_per_s", 0),
+            num("open_new_per_s", 0),
+            num("seal_p256_per_s", 0),
+            num("open_p256_per_s", 0),
+            num("seal_5_devices_ms", 2),
+        )),
+        _ => None,
+    }
+}
+
 /// The human-readable report.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
@@ -131,7 +167,7 @@ pub fn table(rows: &[Row]) -> String {
     ];
     let mut lines: Vec<[String; 8]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    for r in rows.iter().filter(|r| r.workload != "crypto") {
+    for r in rows.iter().filter(|r| side_line(r).is_none()) {
         let label = match r.extra.get("variant").and_then(Value::as_str) {
             Some(v) => format!("{} {v}", r.workload),
             None => r.workload.clone(),
@@ -197,22 +233,10 @@ pub fn table(rows: &[Row]) -> String {
             out.push('\n');
         }
     }
-    if let Some(c) = rows.iter().find(|r| r.workload == "crypto") {
-        let rate = |k: &str| {
-            c.extra
-                .get(k)
-                .and_then(Value::as_f64)
-                .map(|x| format!("{x:.0}/s"))
-                .unwrap_or("-".into())
-        };
-        out.push_str(&format!(
-            "\nEnvelopes ({} B texts, on the load generator): seal P-256 {}, open P-256 {}, seal RSA-3072 {}, open RSA-3072 {}\n",
-            c.extra.get("text_bytes").map(|v| v.to_string()).unwrap_or_default(),
-            rate("seal_p256_per_s"),
-            rate("open_p256_per_s"),
-            rate("seal_rsa_per_s"),
-            rate("open_rsa_per_s"),
-        ));
+    for line in rows.iter().filter_map(side_line) {
+        out.push('\n');
+        out.push_str(&line);
+        out.push('\n');
     }
     out
 }

@@ -188,6 +188,10 @@ impl Bench {
                 Workload::W5 => self.w5().await?,
                 Workload::W6 => self.w6().await?,
                 Workload::W7 => self.w7().await?,
+                Workload::Floor => {
+                    let row = super::floor::measure(&self.work_dir.path).await?;
+                    self.emit(row);
+                }
                 Workload::Crypto => self.crypto(Duration::from_millis(500)).await?,
             }
         }

@@ -1,0 +1,209 @@
+//! The floor: what this machine charges, with no server at all, for the
+//! two things every W3 message needs whatever serves it. Its commit must
+//! reach the disk before the sender hears "stored", and each of its
+//! hops (sender to server, server to recipient, the acknowledgement back)
+//! wakes a thread asleep on a socket. A server that commits each message
+//! before acknowledging it cannot spend less CPU per message than one
+//! durable commit, so W3's CPU per message is read against these figures.
+//!
+//! CPU time is read from the scheduler's per-thread run time
+//! (`/proc/self/task/*/schedstat`, in nanoseconds) rather than from the
+//! clock ticks of `/proc/PID/stat`, which count in 10 ms steps. A kernel
+//! without it gets `null` CPU figures and the wall times still.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+
+use super::report::Row;
+
+/// Operations timed per figure: enough that a few slow ones on a shared
+/// machine move the mean little, few enough to take about a second.
+const SAMPLES: u32 = 2000;
+
+/// Bytes written per durable write and per committed row: about one W1
+/// envelope.
+const RECORD_BYTES: usize = 512;
+
+/// Measures the three floors in `dir` (on the filesystem the servers'
+/// databases are on).
+pub async fn measure(dir: &Path) -> Result<Row> {
+    let mut row = Row::new("floor")
+        .with("samples", u64::from(SAMPLES))
+        .with("record_bytes", RECORD_BYTES as u64);
+    let file = dir.join("floor.dat");
+    let write = tokio::task::spawn_blocking(move || durable_writes(&file)).await??;
+    write.describe(&mut row, "fsync");
+    sqlite_commits(&dir.join("floor.db"))
+        .await?
+        .describe(&mut row, "commit");
+    let trips = tokio::task::spawn_blocking(round_trips).await??;
+    trips.describe(&mut row, "round_trip");
+    Ok(row)
+}
+
+/// CPU and wall time per operation, averaged over [`SAMPLES`].
+struct PerOp {
+    cpu_us: Option<f64>,
+    wall_us: f64,
+}
+
+impl PerOp {
+    fn describe(&self, row: &mut Row, name: &str) {
+        row.set(&format!("{name}_cpu_us"), self.cpu_us);
+        row.set(&format!("{name}_wall_us"), self.wall_us);
+    }
+}
+
+/// Times [`SAMPLES`] operations, charging the CPU of every thread of this
+/// process (SQLite's driver works on a thread of its own).
+struct Stopwatch {
+    cpu_ns: Option<u64>,
+    started: Instant,
+}
+
+impl Stopwatch {
+    fn start() -> Self {
+        Self {
+            cpu_ns: cpu_ns(),
+            started: Instant::now(),
+        }
+    }
+
+    fn stop(self) -> PerOp {
+        let samples = f64::from(SAMPLES);
+        let ran = cpu_ns()
+            .zip(self.cpu_ns)
+            .map(|(now, then)| now.saturating_sub(then));
+        PerOp {
+            cpu_us: ran.map(|ns| ns as f64 / 1e3 / samples),
+            wall_us: self.started.elapsed().as_secs_f64() * 1e6 / samples,
+        }
+    }
+}
+
+/// Appends a record to a file and waits until it is on the disk
+/// (`fdatasync`), [`SAMPLES`] times: the kernel's part of any commit.
+fn durable_writes(path: &Path) -> Result<PerOp> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let record = [0x5au8; RECORD_BYTES];
+    let watch = Stopwatch::start();
+    for _ in 0..SAMPLES {
+        file.write_all(&record)?;
+        file.sync_data()?;
+    }
+    let per = watch.stop();
+    drop(file);
+    std::fs::remove_file(path).ok();
+    Ok(per)
+}
+
+/// One-row inserts into a new SQLite database, each its own transaction,
+/// with the journal and sync settings of the server's queue (WAL,
+/// `synchronous=FULL`), through the same driver.
+async fn sqlite_commits(path: &Path) -> Result<PerOp> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    sqlx::query("CREATE TABLE floor (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        .execute(&mut conn)
+        .await?;
+    let record = vec![0x5au8; RECORD_BYTES];
+    let watch = Stopwatch::start();
+    for _ in 0..SAMPLES {
+        sqlx::query("INSERT INTO floor (body) VALUES (?)")
+            .bind(&record[..])
+            .execute(&mut conn)
+            .await?;
+    }
+    // Stopped before the connection closes, while its thread is counted.
+    let per = watch.stop();
+    conn.close().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::remove_file(name).ok();
+    }
+    Ok(per)
+}
+
+/// A byte sent over loopback TCP to a thread that sends it back, each side
+/// asleep in `read` until the other writes: two wake-ups per round trip,
+/// as a request and its answer cost a server and its client.
+fn round_trips() -> Result<PerOp> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut peer, _) = listener.accept()?;
+        peer.set_nodelay(true)?;
+        let mut byte = [0u8; 1];
+        while peer.read(&mut byte)? == 1 {
+            peer.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_nodelay(true)?;
+    let mut byte = [0u8; 1];
+    let watch = Stopwatch::start();
+    for _ in 0..SAMPLES {
+        conn.write_all(&byte)?;
+        conn.read_exact(&mut byte)?;
+    }
+    let per = watch.stop();
+    drop(conn);
+    echo.join()
+        .map_err(|_| anyhow!("the echo thread panicked"))??;
+    Ok(per)
+}
+
+/// Nanoseconds every thread of this process has run so far, if the
+/// kernel keeps the count.
+fn cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    let mut counted = false;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // A thread that ended since the directory was read has no file.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let ran: u64 = stat.split_whitespace().next()?.parse().ok()?;
+        total = total.saturating_add(ran);
+        counted = true;
+    }
+    counted.then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Busy work moves the counter by at least the time it ran on a CPU.
+    #[test]
+    fn cpu_counter_counts_this_thread() {
+        let Some(before) = cpu_ns() else {
+            eprintln!("skipped: this kernel keeps no per-thread run time");
+            return;
+        };
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed().as_millis() < 30 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let ran = cpu_ns().expect("counted a moment ago") - before;
+        // Spinning for 30 ms of wall time runs for at least a third of it
+        // even on a machine shared three ways.
+        assert!(ran >= 10_000_000, "{ran} ns");
+    }
+}
