@@ -215,6 +215,10 @@ fn w5_reports_idle_connections() {
         .find(|r| r["workload"] == "W5")
         .unwrap_or_else(|| panic!("no W5 line in:\n{rows:#?}"));
     assert_eq!(r["connections"], 200, "{r}");
+    assert_eq!(
+        r["connections_alive"], 200,
+        "every idle connection still answers after the idle window: {r}"
+    );
     assert_eq!(r["distinct_users"], 20, "{r}");
     let per_connection = r["rss_per_connection_bytes"].as_f64();
     // Above nothing (the connections hold TLS state and a task each) and

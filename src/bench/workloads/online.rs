@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use futures::StreamExt;
 
 use super::store::Envelopes;
 use super::{Bench, LOGIN_CONCURRENCY, close_all, fill, login_shared, settle};
@@ -13,6 +14,8 @@ use crate::bench::load::{self, SealSpec, SendJob};
 use crate::bench::meter::{self, Meter};
 use crate::bench::report::{Latencies, Row};
 use crate::bench::users::{self, User};
+use crate::client::Connection;
+use crate::protocol::{Request, Response};
 
 /// Descriptors the bench keeps for itself beside W5's connections.
 const SPARE_FILES: u64 = 256;
@@ -120,6 +123,9 @@ impl Bench {
         let window = self.args.w5_idle_seconds;
         let idle_cpu = idle_cpu_percent(&target.pids, window).await;
         let mut row = self.online_run("W5").await?;
+        // Counted after the idle window and the latency run: a server that
+        // dropped idle sessions to save memory would answer fewer.
+        row.set("connections_alive", answering(&idle).await);
         row.set("idle_cpu_percent", idle_cpu);
         row.set("idle_seconds", window.as_secs_f64());
         row.set("connections", idle.len() as u64);
@@ -167,6 +173,18 @@ impl Bench {
         eprintln!("  note: {note}");
         (room, vec![note])
     }
+}
+
+/// How many of `conns` still answer a ping.
+async fn answering(conns: &[Connection]) -> u64 {
+    let mut answers = futures::stream::iter(conns)
+        .map(|c| async move { matches!(c.call(Request::Ping).await, Ok(Response::Pong)) })
+        .buffer_unordered(LOGIN_CONCURRENCY);
+    let mut alive = 0;
+    while let Some(answered) = answers.next().await {
+        alive += u64::from(answered);
+    }
+    alive
 }
 
 /// The servers' CPU, in percent of one core, over `window` in which the
