@@ -242,8 +242,12 @@ pub(super) async fn usage_by_sender(
 ) -> Result<Vec<(String, Usage)>, DbError> {
     let rows: Vec<(String, i64, i64)> = on_backend!(conn.reborrow(), c =>
         sqlx::query_as(
+            // Grouped in the order of the (recipient, device, sender, id)
+            // index, so SQLite reads the groups off it instead of sorting
+            // the recipient's whole queue first; a sender with messages for
+            // several devices comes once per device.
             "SELECT sender, count(*), CAST(coalesce(sum(length(envelope)), 0) AS BIGINT)
-             FROM message_queue WHERE recipient = $1 GROUP BY sender",
+             FROM message_queue WHERE recipient = $1 GROUP BY device, sender",
         )
         .bind(recipient)
         .fetch_all(c)

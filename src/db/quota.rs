@@ -93,8 +93,11 @@ impl RecipientUsage {
             loaded.queue.bytes += usage.bytes;
             // A sender column that is not a phone number was not written by
             // this server; it takes room, but no sender's share.
+            // A sender's rows (one per device it wrote to) add up.
             if let Ok(sender) = PhoneNumber::from_canonical(&sender) {
-                loaded.senders.insert(sender, usage);
+                let share = loaded.senders.entry(sender).or_default();
+                share.count += usage.count;
+                share.bytes += usage.bytes;
             }
         }
         loaded
@@ -279,6 +282,20 @@ mod tests {
         assert_eq!(loaded.queue.count, 4);
         assert_eq!(loaded.queue.bytes, 357);
         assert_eq!(loaded.senders.len(), 2, "an unreadable sender has no share");
+    }
+
+    /// The grouped read gives a sender one row per device it wrote to.
+    #[test]
+    fn a_senders_rows_for_several_devices_make_one_share() {
+        let alice = PhoneNumber::from_canonical("+447700900001").unwrap();
+        let loaded = RecipientUsage::from_rows(vec![
+            (alice.as_str().into(), usage(2, 300)),
+            ("+447700900002".into(), usage(1, 50)),
+            (alice.as_str().into(), usage(3, 120)),
+        ]);
+        let share = loaded.senders[&alice];
+        assert_eq!((share.count, share.bytes), (5, 420));
+        assert_eq!((loaded.queue.count, loaded.queue.bytes), (6, 470));
     }
 
     #[test]
