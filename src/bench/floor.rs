@@ -16,11 +16,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-
 use super::report::Row;
+use crate::db::scratch::Scratch;
+use anyhow::{Context, Result, anyhow};
 
 /// Operations timed per figure: enough that a few slow ones on a shared
 /// machine move the mean little, few enough to take about a second.
@@ -105,36 +103,19 @@ fn durable_writes(path: &Path) -> Result<PerOp> {
 }
 
 /// One-row inserts into a new SQLite database, each its own transaction,
-/// with the journal and sync settings of the server's queue (WAL,
-/// `synchronous=FULL`), through the same driver.
+/// with the settings and the driver of the server's queue.
 async fn sqlite_commits(path: &Path) -> Result<PerOp> {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let mut conn = SqliteConnection::connect_with(&options)
+    let mut db = Scratch::create(path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
-    sqlx::query("CREATE TABLE floor (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
-        .execute(&mut conn)
-        .await?;
-    let record = vec![0x5au8; RECORD_BYTES];
+    let record = [0x5au8; RECORD_BYTES];
     let watch = Stopwatch::start();
     for _ in 0..SAMPLES {
-        sqlx::query("INSERT INTO floor (body) VALUES (?)")
-            .bind(&record[..])
-            .execute(&mut conn)
-            .await?;
+        db.commit_row(&record).await?;
     }
     // Stopped before the connection closes, while its thread is counted.
     let per = watch.stop();
-    conn.close().await?;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        std::fs::remove_file(name).ok();
-    }
+    db.remove().await?;
     Ok(per)
 }
 

@@ -39,6 +39,7 @@ pub mod queue;
 pub mod quota;
 pub mod remote_devices;
 pub mod rendezvous;
+pub mod scratch;
 mod sqlite;
 pub mod users;
 pub mod writer;

@@ -36,7 +36,7 @@ const POOL_SIZE: u32 = 4;
 const SQLITE_FULL: i32 = 13;
 
 /// Connection options shared by the pool and the writer's own connection.
-fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
+pub(super) fn connect_options(path: &Path) -> Result<SqliteConnectOptions, DbError> {
     let url = format!("sqlite://{}", path.display());
     Ok(SqliteConnectOptions::from_str(&url)?
         .create_if_missing(true)
