@@ -143,10 +143,12 @@ pub enum StartError {
     Locked(#[from] crate::data_lock::LockError),
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("the database at {location}: {source}")]
+    /// Said once, in one sentence: the error is not also given as this
+    /// one's cause, which would print it a second time.
+    #[error("{}", located(location, error))]
     Db {
         location: db::Location,
-        source: db::DbError,
+        error: db::DbError,
     },
     #[error(
         "the database belongs to a cluster whose server key has the fingerprint {cluster}, \
@@ -170,6 +172,16 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+}
+
+/// A database error with where the database is, unless it says so itself.
+fn located(location: &db::Location, error: &db::DbError) -> String {
+    let (at, said) = (location.to_string(), error.to_string());
+    if said.contains(&at) {
+        said
+    } else {
+        format!("the database at {at}: {said}")
+    }
 }
 
 impl Server {
@@ -197,9 +209,9 @@ impl Server {
             })?;
         let tls = crate::tls::server_config(&key.pkcs8_der())?;
         let location = config.database_location();
-        let db_err = |source| StartError::Db {
+        let db_err = |error| StartError::Db {
             location: location.clone(),
-            source,
+            error,
         };
         let me = ServerInfo {
             fingerprint: key.fingerprint(),
@@ -421,9 +433,9 @@ async fn join_cluster(
     let claimed = store
         .claim_identity(&fingerprint, &code_key.check_value(), clock.now_ms())
         .await
-        .map_err(|source| StartError::Db {
+        .map_err(|error| StartError::Db {
             location: location.clone(),
-            source,
+            error,
         })?;
     match claimed {
         None => Ok(()),
@@ -464,4 +476,38 @@ async fn publish_local_users(state: &ServerState, store: &Store) -> Result<(), d
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that names the database is said as it is; one that does
+    /// not gets the database's location in front.
+    #[test]
+    fn a_database_error_names_its_location_once() {
+        let location = db::Location::parse("postgres://carrier:secret@db:5432/carrier").unwrap();
+        let unreachable = StartError::Db {
+            location: location.clone(),
+            error: db::DbError::Connect {
+                location: location.to_string(),
+                reason: "pool timed out".into(),
+            },
+        };
+        assert_eq!(
+            unreachable.to_string(),
+            "cannot reach the database at postgres://carrier:***@db:5432/carrier: pool timed out"
+        );
+        assert!(std::error::Error::source(&unreachable).is_none());
+        let other = StartError::Db {
+            location,
+            error: db::DbError::BadUrl("x".into()),
+        };
+        assert!(
+            other
+                .to_string()
+                .starts_with("the database at postgres://carrier:***@db:5432/carrier: \"x\""),
+            "{other}"
+        );
+    }
 }
