@@ -122,22 +122,22 @@ pub struct Server {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("cannot create the data directory {path}: {error}")]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("the server key {path}: {source}")]
+    #[error("the server key {path}: {error}")]
     Key {
         path: PathBuf,
-        source: crypto::CryptoError,
+        error: crypto::CryptoError,
     },
     #[error("the server key: {0}")]
     KeyOwner(crate::private_files::ForeignOwner),
-    #[error("the one-time-code key {path}: {source}")]
+    #[error("the one-time-code key {path}: {error}")]
     CodeKey {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Locked(#[from] crate::data_lock::LockError),
@@ -190,22 +190,22 @@ impl Server {
     pub async fn open(config: &ServerConfig, clock: Clock) -> Result<Self, StartError> {
         crate::tls::install_crypto_provider();
         let dir = &config.data_dir;
-        crate::private_files::create_dir(dir).map_err(|source| StartError::DataDir {
+        crate::private_files::create_dir(dir).map_err(|error| StartError::DataDir {
             path: dir.clone(),
-            source,
+            error,
         })?;
         let lock = crate::data_lock::DataDirLock::acquire(dir)?;
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
-            .map_err(|source| StartError::DataDir {
+            .map_err(|error| StartError::DataDir {
                 path: key_path.clone(),
-                source,
+                error,
             })?
             .map_err(StartError::KeyOwner)?;
         let (key, key_created) =
-            crypto::load_or_create_server_key(&key_path).map_err(|source| StartError::Key {
+            crypto::load_or_create_server_key(&key_path).map_err(|error| StartError::Key {
                 path: key_path.clone(),
-                source,
+                error,
             })?;
         let tls = crate::tls::server_config(&key.pkcs8_der())?;
         let location = config.database_location();
@@ -228,10 +228,10 @@ impl Server {
             .map_err(db_err)?;
         let code_key_path = dir.join(crate::auth::code_key::CODE_KEY_FILE);
         let code_key =
-            crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|source| {
-                StartError::DataDir {
+            crate::auth::code_key::CodeKey::load_or_create(&code_key_path).map_err(|error| {
+                StartError::CodeKey {
                     path: code_key_path,
-                    source,
+                    error,
                 }
             })?;
         join_cluster(&store, &me, &code_key, &clock, &location).await?;
