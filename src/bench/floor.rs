@@ -8,16 +8,19 @@
 //!
 //! CPU time is read from the scheduler's per-thread run time
 //! (`/proc/self/task/*/schedstat`, in nanoseconds) rather than from the
-//! clock ticks of `/proc/PID/stat`, which count in 10 ms steps. A kernel
-//! without it gets `null` CPU figures and the wall times still.
+//! clock ticks of `/proc/PID/stat`, which count in 10 ms steps, and taken
+//! thread by thread, so a thread that ends during a measurement (an idle
+//! worker of the runtime's blocking pool, say) takes nothing away from it.
+//! A kernel without it gets `null` CPU figures and the wall times still.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::report::Row;
-use crate::db::scratch::Scratch;
+use crate::db::scratch::ScratchDb;
 use anyhow::{Context, Result, anyhow};
 
 /// Operations timed per figure: enough that a few slow ones on a shared
@@ -34,12 +37,16 @@ pub async fn measure(dir: &Path) -> Result<Row> {
     let mut row = Row::new("floor")
         .with("samples", u64::from(SAMPLES))
         .with("record_bytes", RECORD_BYTES as u64);
-    let file = dir.join("floor.dat");
+    let (file, db) = (dir.join("floor.dat"), dir.join("floor.db"));
+    let _scratch = Scratch::clear([
+        file.clone(),
+        db.clone(),
+        db.with_extension("db-wal"),
+        db.with_extension("db-shm"),
+    ]);
     let write = tokio::task::spawn_blocking(move || durable_writes(&file)).await??;
     write.describe(&mut row, "fsync");
-    sqlite_commits(&dir.join("floor.db"))
-        .await?
-        .describe(&mut row, "commit");
+    sqlite_commits(&db).await?.describe(&mut row, "commit");
     let trips = tokio::task::spawn_blocking(round_trips).await??;
     trips.describe(&mut row, "round_trip");
     Ok(row)
@@ -61,7 +68,7 @@ impl PerOp {
 /// Times [`SAMPLES`] operations, charging the CPU of every thread of this
 /// process (SQLite's driver works on a thread of its own).
 struct Stopwatch {
-    cpu_ns: Option<u64>,
+    cpu_ns: Option<HashMap<u64, u64>>,
     started: Instant,
 }
 
@@ -75,9 +82,13 @@ impl Stopwatch {
 
     fn stop(self) -> PerOp {
         let samples = f64::from(SAMPLES);
-        let ran = cpu_ns()
-            .zip(self.cpu_ns)
-            .map(|(now, then)| now.saturating_sub(then));
+        let ran = cpu_ns().zip(self.cpu_ns).map(|(now, then)| {
+            // A thread started since counts whole; one that ended is gone
+            // from both sides.
+            now.iter()
+                .map(|(tid, ns)| ns.saturating_sub(then.get(tid).copied().unwrap_or(0)))
+                .sum::<u64>()
+        });
         PerOp {
             cpu_us: ran.map(|ns| ns as f64 / 1e3 / samples),
             wall_us: self.started.elapsed().as_secs_f64() * 1e6 / samples,
@@ -96,16 +107,13 @@ fn durable_writes(path: &Path) -> Result<PerOp> {
         file.write_all(&record)?;
         file.sync_data()?;
     }
-    let per = watch.stop();
-    drop(file);
-    std::fs::remove_file(path).ok();
-    Ok(per)
+    Ok(watch.stop())
 }
 
 /// One-row inserts into a new SQLite database, each its own transaction,
 /// with the settings and the driver of the server's queue.
 async fn sqlite_commits(path: &Path) -> Result<PerOp> {
-    let mut db = Scratch::create(path)
+    let mut db = ScratchDb::create(path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
     let record = [0x5au8; RECORD_BYTES];
@@ -115,7 +123,7 @@ async fn sqlite_commits(path: &Path) -> Result<PerOp> {
     }
     // Stopped before the connection closes, while its thread is counted.
     let per = watch.stop();
-    db.remove().await?;
+    db.close().await?;
     Ok(per)
 }
 
@@ -149,42 +157,87 @@ fn round_trips() -> Result<PerOp> {
     Ok(per)
 }
 
-/// Nanoseconds every thread of this process has run so far, if the
-/// kernel keeps the count.
-fn cpu_ns() -> Option<u64> {
-    let mut total = 0u64;
-    let mut counted = false;
+/// Nanoseconds each living thread of this process has run so far, by
+/// thread id, if the kernel keeps the count.
+fn cpu_ns() -> Option<HashMap<u64, u64>> {
+    let mut threads = HashMap::new();
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         // A thread that ended since the directory was read has no file.
         let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
         };
         let ran: u64 = stat.split_whitespace().next()?.parse().ok()?;
-        total = total.saturating_add(ran);
-        counted = true;
+        threads.insert(tid, ran);
     }
-    counted.then_some(total)
+    (!threads.is_empty()).then_some(threads)
+}
+
+/// The floor's files, removed when it starts (a run killed earlier in a
+/// kept `--work-dir` may have left them) and again however it ends.
+struct Scratch([PathBuf; 4]);
+
+impl Scratch {
+    fn clear(paths: [PathBuf; 4]) -> Self {
+        let scratch = Self(paths);
+        scratch.remove();
+        scratch
+    }
+
+    fn remove(&self) {
+        for path in &self.0 {
+            // Absent is as good as removed.
+            std::fs::remove_file(path).ok();
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Busy work moves the counter by at least the time it ran on a CPU.
+    /// Busy work moves the counter by at least the time it ran on a CPU,
+    /// and a thread that ends in between takes nothing off it.
     #[test]
     fn cpu_counter_counts_this_thread() {
-        let Some(before) = cpu_ns() else {
+        if cpu_ns().is_none() {
             eprintln!("skipped: this kernel keeps no per-thread run time");
             return;
-        };
+        }
+        // A thread that has run for a while when the watch starts and has
+        // ended when it stops.
+        let (started, go) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let ending = std::thread::spawn(move || {
+            spin(50);
+            started.send(()).unwrap();
+            stopped.recv().ok();
+        });
+        go.recv().unwrap();
+        let watch = Stopwatch::start();
+        drop(stop);
+        ending.join().unwrap();
+        spin(30);
+        let ran = watch.stop().cpu_us.expect("counted a moment ago") * f64::from(SAMPLES);
+        // Spinning for 30 ms of wall time runs for at least a third of it
+        // even on a machine shared three ways; the ended thread's 50 ms
+        // would have taken it below zero.
+        assert!(ran >= 10_000.0, "{ran} µs");
+    }
+
+    fn spin(ms: u128) {
         let started = Instant::now();
         let mut x = 0u64;
-        while started.elapsed().as_millis() < 30 {
+        while started.elapsed().as_millis() < ms {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        let ran = cpu_ns().expect("counted a moment ago") - before;
-        // Spinning for 30 ms of wall time runs for at least a third of it
-        // even on a machine shared three ways.
-        assert!(ran >= 10_000_000, "{ran} ns");
     }
 }

@@ -3,30 +3,25 @@
 //! benchmark can measure what one durable commit costs this machine with
 //! no server around it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sqlx::{Connection, SqliteConnection};
 
 use super::DbError;
 
-pub struct Scratch {
+pub struct ScratchDb {
     conn: SqliteConnection,
-    path: PathBuf,
 }
 
-impl Scratch {
-    /// Opens (creating) the database at `path` with one table of rows.
+impl ScratchDb {
+    /// Creates the database at `path`, which must not exist yet, with one
+    /// table of rows.
     pub async fn create(path: &Path) -> Result<Self, DbError> {
         let mut conn = super::sqlite::connect(&super::sqlite::connect_options(path)?).await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS scratch (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
-        )
-        .execute(&mut conn)
-        .await?;
-        Ok(Self {
-            conn,
-            path: path.to_owned(),
-        })
+        sqlx::query("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+            .execute(&mut conn)
+            .await?;
+        Ok(Self { conn })
     }
 
     /// Inserts one row as a transaction of its own: on the disk when this
@@ -39,15 +34,9 @@ impl Scratch {
         Ok(())
     }
 
-    /// Closes the connection and removes the database's files.
-    pub async fn remove(self) -> Result<(), DbError> {
+    /// Closes the connection; the files are the caller's to remove.
+    pub async fn close(self) -> Result<(), DbError> {
         self.conn.close().await?;
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = self.path.clone().into_os_string();
-            name.push(suffix);
-            // Already gone is as good as removed.
-            std::fs::remove_file(name).ok();
-        }
         Ok(())
     }
 }

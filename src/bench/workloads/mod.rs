@@ -188,10 +188,7 @@ impl Bench {
                 Workload::W5 => self.w5().await?,
                 Workload::W6 => self.w6().await?,
                 Workload::W7 => self.w7().await?,
-                Workload::Floor => {
-                    let row = super::floor::measure(&self.work_dir.path).await?;
-                    self.emit(row);
-                }
+                Workload::Floor => self.floor().await?,
                 Workload::Crypto => self.crypto(Duration::from_millis(500)).await?,
             }
         }
@@ -426,6 +423,17 @@ impl Bench {
             );
         }
         Ok(self.users.crowd.clone())
+    }
+
+    /// The machine's floor, once the server left from earlier workloads
+    /// has gone quiet (its checkpoints would share the disk).
+    async fn floor(&mut self) -> Result<()> {
+        if let Some(main) = &self.main {
+            settle(&main.target.pids).await;
+        }
+        let row = super::floor::measure(&self.work_dir.path).await?;
+        self.emit(row);
+        Ok(())
     }
 
     /// Envelope sealing and opening rates, each run for `budget`.
