@@ -99,7 +99,9 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub w5_users: usize,
     /// W5: seconds the idle server's CPU is watched with nothing sent (10
-    /// resolve a tenth of a percent of a core; fewer keep a smoke run short).
+    /// resolve a tenth of a percent of a core; fewer keep a smoke run short;
+    /// at most 600, well inside the 15 minutes after which the server
+    /// closes a connection that sends nothing).
     #[arg(long, default_value = "10", value_parser = idle_window)]
     pub w5_idle_seconds: std::time::Duration,
     /// W6: queue sizes to measure at, comma-separated, e.g. 10000,1000000,5000000.
@@ -307,14 +309,17 @@ fn emit(row: &Row, json: bool) {
     }
 }
 
-/// `--w5-idle-seconds`: a number of seconds from 0.1 to a day, refused
-/// otherwise rather than replaced by a default.
+/// `--w5-idle-seconds`: a number of seconds from 0.1 to 600, refused
+/// otherwise rather than replaced by a default. Longer, the server's idle
+/// time-out (15 minutes) would close W5's connections while it watches.
 fn idle_window(s: &str) -> Result<std::time::Duration, String> {
     let seconds: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.1..=86_400.0).contains(&seconds) {
-        return Err(format!("{s} seconds is outside 0.1 to 86400"));
+    if !(0.1..=600.0).contains(&seconds) {
+        return Err(format!(
+            "{s} seconds is outside 0.1 to 600 (the server closes connections idle for 15 minutes)"
+        ));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
 }
@@ -371,7 +376,11 @@ mod tests {
             idle("1.5").unwrap().w5_idle_seconds,
             std::time::Duration::from_millis(1500)
         );
-        for bad in ["0", "inf", "NaN", "-1", "ten", "86401"] {
+        assert_eq!(
+            idle("600").unwrap().w5_idle_seconds,
+            std::time::Duration::from_secs(600)
+        );
+        for bad in ["0", "inf", "NaN", "-1", "ten", "601"] {
             assert!(idle(bad).is_err(), "{bad}");
         }
     }

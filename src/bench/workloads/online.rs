@@ -20,6 +20,9 @@ use crate::protocol::{Request, Response};
 /// Descriptors the bench keeps for itself beside W5's connections.
 const SPARE_FILES: u64 = 256;
 
+/// How long an idle connection has to answer W5's closing ping.
+const PING_PATIENCE: Duration = Duration::from_secs(10);
+
 impl Bench {
     pub(super) async fn w3(&mut self) -> Result<()> {
         let row = self.online_run("W3").await?;
@@ -175,10 +178,15 @@ impl Bench {
     }
 }
 
-/// How many of `conns` still answer a ping.
+/// How many of `conns` still answer a ping within [`PING_PATIENCE`]: a
+/// server that stopped reading a connection without closing it counts
+/// that one as lost, rather than holding the bench forever.
 async fn answering(conns: &[Connection]) -> u64 {
     let mut answers = futures::stream::iter(conns)
-        .map(|c| async move { matches!(c.call(Request::Ping).await, Ok(Response::Pong)) })
+        .map(|c| async move {
+            let answer = tokio::time::timeout(PING_PATIENCE, c.call(Request::Ping)).await;
+            matches!(answer, Ok(Ok(Response::Pong)))
+        })
         .buffer_unordered(LOGIN_CONCURRENCY);
     let mut alive = 0;
     while let Some(answered) = answers.next().await {
