@@ -134,6 +134,11 @@ pub enum StartError {
     },
     #[error("the server key: {0}")]
     KeyOwner(crate::private_files::ForeignOwner),
+    #[error("cannot read the server key {path}: {error}")]
+    KeyFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("the one-time-code key {path}: {error}")]
     CodeKey {
         path: PathBuf,
@@ -197,7 +202,7 @@ impl Server {
         let lock = crate::data_lock::DataDirLock::acquire(dir)?;
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
-            .map_err(|error| StartError::DataDir {
+            .map_err(|error| StartError::KeyFile {
                 path: key_path.clone(),
                 error,
             })?
