@@ -1,5 +1,7 @@
-//! The server's long-term key file is refused at start when it belongs to
-//! another user (its mode is checked where keys are read, in `crypto`).
+//! The server's key files are refused at start when they are not private:
+//! the long-term key when it belongs to another user (its mode is checked
+//! where keys are read, in `crypto`), the one-time-code key when others
+//! can read it.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -33,4 +35,36 @@ async fn a_key_file_owned_by_another_user_is_refused() {
         message.contains(&stranger.to_string()) && message.contains("chown"),
         "{message}"
     );
+}
+
+/// A one-time-code key others can read is refused as that key (not as the
+/// data directory), with what to do, and is left exactly as it was.
+#[tokio::test]
+async fn a_code_key_others_can_read_is_refused_as_that_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = ServerConfig {
+        port: 0,
+        data_dir: dir.path().join("data"),
+        ..ServerConfig::default()
+    };
+    std::fs::create_dir(&config.data_dir).unwrap();
+    std::fs::set_permissions(&config.data_dir, PermissionsExt::from_mode(0o700)).unwrap();
+    let code_key = config.data_dir.join(carrier::auth::code_key::CODE_KEY_FILE);
+    std::fs::write(&code_key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&code_key, PermissionsExt::from_mode(0o644)).unwrap();
+    let refused = Server::open(&config, Clock::manual()).await;
+    let Err(err) = refused else {
+        panic!("a server started with a one-time-code key others can read");
+    };
+    assert!(matches!(err, StartError::CodeKey { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("the one-time-code key {}", code_key.display()))
+            && message.contains("chmod 600"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&code_key).unwrap(), [7u8; 32]);
+    let mode = std::fs::metadata(&code_key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
 }
