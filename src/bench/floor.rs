@@ -38,7 +38,7 @@ pub async fn measure(dir: &Path) -> Result<Row> {
         .with("samples", u64::from(SAMPLES))
         .with("record_bytes", RECORD_BYTES as u64);
     let (file, db) = (dir.join("floor.dat"), dir.join("floor.db"));
-    let _scratch = Scratch::clear([
+    let _files = FloorFiles::clear([
         file.clone(),
         db.clone(),
         db.with_extension("db-wal"),
@@ -68,7 +68,7 @@ impl PerOp {
 /// Times [`SAMPLES`] operations, charging the CPU of every thread of this
 /// process (SQLite's driver works on a thread of its own).
 struct Stopwatch {
-    cpu_ns: Option<HashMap<u64, u64>>,
+    cpu_ns: Option<HashMap<i32, u64>>,
     started: Instant,
 }
 
@@ -159,27 +159,23 @@ fn round_trips() -> Result<PerOp> {
 
 /// Nanoseconds each living thread of this process has run so far, by
 /// thread id, if the kernel keeps the count.
-fn cpu_ns() -> Option<HashMap<u64, u64>> {
-    let mut threads = HashMap::new();
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
+fn cpu_ns() -> Option<HashMap<i32, u64>> {
+    let threads: HashMap<i32, u64> = procfs::process::Process::myself()
+        .ok()?
+        .tasks()
+        .ok()?
+        .flatten()
         // A thread that ended since the directory was read has no file.
-        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
-            continue;
-        };
-        let ran: u64 = stat.split_whitespace().next()?.parse().ok()?;
-        threads.insert(tid, ran);
-    }
+        .filter_map(|task| Some((task.tid, task.schedstat().ok()?.sum_exec_runtime)))
+        .collect();
     (!threads.is_empty()).then_some(threads)
 }
 
 /// The floor's files, removed when it starts (a run killed earlier in a
 /// kept `--work-dir` may have left them) and again however it ends.
-struct Scratch([PathBuf; 4]);
+struct FloorFiles([PathBuf; 4]);
 
-impl Scratch {
+impl FloorFiles {
     fn clear(paths: [PathBuf; 4]) -> Self {
         let scratch = Self(paths);
         scratch.remove();
@@ -194,7 +190,7 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
+impl Drop for FloorFiles {
     fn drop(&mut self) {
         self.remove();
     }
