@@ -91,9 +91,9 @@ impl RecipientUsage {
         for (sender, usage) in rows {
             loaded.queue.count += usage.count;
             loaded.queue.bytes += usage.bytes;
-            // A sender column that is not a phone number was not written by
-            // this server; it takes room, but no sender's share.
-            // A sender's rows (one per device it wrote to) add up.
+            // A sender's rows (one per device it wrote to) add up. A sender
+            // column that is not a phone number was not written by this
+            // server; it takes room, but no sender's share.
             if let Ok(sender) = PhoneNumber::from_canonical(&sender) {
                 let share = loaded.senders.entry(sender).or_default();
                 share.count += usage.count;
