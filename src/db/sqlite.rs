@@ -104,9 +104,19 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
     Ok((pool, options))
 }
 
-/// A connection of the writer's own.
+/// A connection of the writer's own. Its statement journals are kept in
+/// memory: inside a batch's transaction, every multi-row insert or delete
+/// first copies each page it changes so that it alone can be undone, and
+/// past 64 KiB SQLite spills those copies to a temporary file, two
+/// `pwrite`s a page (more system calls than the WAL itself takes in W1 and
+/// W2). A journal holds at most the pages one statement changes, and the
+/// writer's statements are bounded (100 inserts, 500 deletes, one sweep
+/// step); none of them sorts, so `temp_store` keeps nothing else in memory
+/// that grows with the queue. The pool's connections, which run migrations
+/// and their index builds, keep temporary data in files.
 pub(super) async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, DbError> {
-    let mut conn = SqliteConnection::connect_with(options).await?;
+    let options = options.clone().pragma("temp_store", "memory");
+    let mut conn = SqliteConnection::connect_with(&options).await?;
     fit_memory(&mut conn).await?;
     Ok(conn)
 }
@@ -146,6 +156,27 @@ mod tests {
             .await
             .unwrap();
         (cache, mmap)
+    }
+
+    /// The writer's statement journals stay in memory; the pool, which
+    /// builds indexes in migrations, keeps its temporary data in files.
+    #[tokio::test]
+    async fn only_the_writer_keeps_temporary_data_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, options) = open(&dir.path().join("carrier.db")).await.unwrap();
+        let mut writer = connect(&options).await.unwrap();
+        let temp_store = "PRAGMA temp_store";
+        let in_writer: i64 = sqlx::query_scalar(temp_store)
+            .fetch_one(&mut writer)
+            .await
+            .unwrap();
+        let in_pool: i64 = sqlx::query_scalar(temp_store)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!((in_writer, in_pool), (2, 0), "2 is MEMORY, 0 the default");
+        writer.close().await.unwrap();
+        pool.close().await;
     }
 
     #[tokio::test]
