@@ -35,8 +35,9 @@ pub struct NewOutbound {
     pub path: String,
 }
 
-/// Most relayed ids forgotten by one sweep statement.
-const FORGET_LIMIT: i64 = 5000;
+/// Most relayed ids forgotten by one sweep step; the steps repeat until
+/// one removes nothing, so a busy relay forgets as fast as it remembers.
+pub const FORGET_LIMIT: i64 = 1000;
 
 impl Store {
     /// The next messages for `neighbour` after `after_seq`, in order. A row

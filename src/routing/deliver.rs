@@ -269,10 +269,12 @@ pub(super) async fn sweep_expired(router: Weak<Router>) {
                 return;
             };
             match router.store.sweep(router.clock.now_ms()).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    crate::metrics::get().expired.inc_by(n);
-                    tracing::info!(expired = n, "expired messages deleted");
+                Ok(swept) if swept.finished() => break,
+                Ok(swept) => {
+                    if swept.expired > 0 {
+                        crate::metrics::get().expired.inc_by(swept.expired);
+                        tracing::info!(expired = swept.expired, "expired messages deleted");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "expiry sweep failed");

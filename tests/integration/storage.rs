@@ -393,6 +393,61 @@ async fn queues_keep_arrival_order_per_recipient() {
     .await;
 }
 
+/// A relay remembers every id it is handed and must forget them as fast:
+/// sweep steps go on until one removes nothing, even when no message
+/// expired and every step forgets only its bounded share of ids.
+#[tokio::test]
+async fn sweeping_until_finished_forgets_every_expired_relayed_id() {
+    let expired = 2 * carrier::db::outbound::FORGET_LIMIT + 1;
+    for db in TestDb::each().await {
+        let backend = db.backend();
+        let (store, _committed) = Store::open(&db.location(), quotas(1))
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: the store opens: {e}"));
+        let (numbers, id, keep) = match db {
+            TestDb::Sqlite(_) => (
+                format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n
+                     WHERE i < {expired}) SELECT i FROM n"
+                ),
+                "CAST(printf('r%015d', i) AS BLOB)",
+                "CAST('keep000000000000' AS BLOB)",
+            ),
+            TestDb::Postgres { .. } => (
+                format!("SELECT generate_series(1, {expired}) AS i"),
+                "convert_to('r' || lpad(i::text, 15, '0'), 'UTF8')",
+                "convert_to('keep000000000000', 'UTF8')",
+            ),
+        };
+        db.execute(&format!(
+            "INSERT INTO relay_seen (recipient, device, sender, id, expires_at)
+                 SELECT '{BOB}', 1, '{ALICE}', {id}, 9 FROM ({numbers}) AS n;
+             INSERT INTO relay_seen (recipient, device, sender, id, expires_at)
+                 VALUES ('{BOB}', 1, '{ALICE}', {keep}, 5000)"
+        ))
+        .await;
+        let mut forgotten = 0;
+        for _ in 0..10 {
+            let swept = store.sweep(1_000).await.unwrap();
+            if swept.finished() {
+                break;
+            }
+            assert_eq!(swept.expired, 0, "{backend}: no message was queued");
+            forgotten += swept.forgotten;
+        }
+        store.close().await;
+        assert_eq!(forgotten, expired as u64, "{backend}");
+        let pool = crate::common::open_any(&db.location()).await;
+        let left: Vec<(i64,)> = sqlx::query_as("SELECT expires_at FROM relay_seen")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        assert_eq!(left, [(5000,)], "{backend}: only the unexpired id is kept");
+        db.remove().await;
+    }
+}
+
 fn copy(e: &Enqueue) -> Enqueue {
     Enqueue {
         message: e.message.clone(),
@@ -427,8 +482,8 @@ async fn expired_messages_are_hidden_then_swept() {
             .map(|r| r.id.as_bytes()[0])
             .collect();
         assert_eq!(ids, [2], "{backend}");
-        assert_eq!(store.sweep(now).await.unwrap(), 1, "{backend}");
-        assert_eq!(store.sweep(now).await.unwrap(), 0, "{backend}");
+        assert_eq!(store.sweep(now).await.unwrap().expired, 1, "{backend}");
+        assert!(store.sweep(now).await.unwrap().finished(), "{backend}");
         assert_eq!(queued_ids(&store, BOB).await, [2], "{backend}");
         let third = local(message(3, ALICE, BOB, 3));
         assert_eq!(

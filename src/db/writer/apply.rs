@@ -3,15 +3,18 @@
 
 use std::collections::HashMap;
 
-use super::Op;
+use super::{Op, Swept};
 use crate::db::backend::Conn;
 use crate::db::queue::{self, QueueKey, QueueRef, Removed, Table};
 use crate::db::quota::Ledger;
 use crate::db::{DbError, Millis, enqueue, outbound};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 
-/// Most expired rows deleted per sweep transaction.
-const SWEEP_LIMIT: u32 = 5000;
+/// Most expired rows deleted per sweep transaction. It also bounds the
+/// writer's statement journal, held in memory: deleting a row changes a
+/// page of the table and one of each index, so a step copies at most a few
+/// thousand pages (about 12 MiB) however long the queue.
+const SWEEP_LIMIT: u32 = 1000;
 
 pub(super) async fn ops(
     tx: &mut Conn<'_>,
@@ -96,7 +99,7 @@ async fn delete(
 
 /// Deletes expired messages from user and outbound queues (logging drops
 /// of relayed mail per neighbour) and forgets old relayed ids.
-async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<u64, DbError> {
+async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<Swept, DbError> {
     let local = queue::delete_expired(conn, Table::Messages, now, SWEEP_LIMIT).await?;
     for removed in &local {
         if let Ok(phone) = PhoneNumber::from_canonical(&removed.owner) {
@@ -118,8 +121,11 @@ async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<
             "messages expired before the neighbour took them; dropped"
         );
     }
-    outbound::forget_seen(conn, now).await?;
-    Ok((local.len() + outbound.len()) as u64)
+    let forgotten = outbound::forget_seen(conn, now).await?;
+    Ok(Swept {
+        expired: (local.len() + outbound.len()) as u64,
+        forgotten,
+    })
 }
 
 /// Takes a deleted row off its queue's counts.

@@ -55,12 +55,29 @@ pub struct Committed {
     pub seq: Option<i64>,
 }
 
+/// What one sweep step removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired messages deleted from user and outbound queues.
+    pub expired: u64,
+    /// Relayed ids forgotten because their messages expired.
+    pub forgotten: u64,
+}
+
+impl Swept {
+    /// Whether the step found nothing to remove, so the next one would
+    /// find nothing either.
+    pub fn finished(&self) -> bool {
+        self.expired == 0 && self.forgotten == 0
+    }
+}
+
 /// One request to the writer task: what to do, and its [`Answer`].
 enum Op {
     /// A message to queue; the position its insert took, once known.
     Enqueue(Enqueue, Answer<EnqueueOutcome>, Option<i64>),
     Delete(QueueRef, Vec<MessageId>, Answer<u64>),
-    Sweep(Millis, Answer<u64>),
+    Sweep(Millis, Answer<Swept>),
     /// Count a recipient's queues again on their next use: rows of theirs
     /// were deleted outside the writer (a removed device's queue).
     Recount(PhoneNumber, Answer<()>),
@@ -131,7 +148,8 @@ impl Op {
                 }
                 answer.send();
             }
-            Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.send(),
+            Op::Delete(_, _, answer) => answer.send(),
+            Op::Sweep(_, answer) => answer.send(),
             Op::Recount(_, answer) | Op::Barrier(answer) => answer.send(),
             Op::Close(done) => drop(done),
         }
@@ -140,7 +158,8 @@ impl Op {
     fn fail(self, e: &DbError) {
         match self {
             Op::Enqueue(_, answer, _) => answer.fail(e),
-            Op::Delete(_, _, answer) | Op::Sweep(_, answer) => answer.fail(e),
+            Op::Delete(_, _, answer) => answer.fail(e),
+            Op::Sweep(_, answer) => answer.fail(e),
             Op::Recount(_, answer) | Op::Barrier(answer) => answer.fail(e),
             Op::Close(done) => drop(done),
         }
@@ -250,9 +269,10 @@ impl Store {
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
-    /// Deletes expired messages (a bounded number per call); returns how
-    /// many.
-    pub async fn sweep(&self, now: Millis) -> Result<u64, DbError> {
+    /// Deletes expired messages and forgets relayed ids past their
+    /// messages' expiry, a bounded number of each per call: call again
+    /// until [`Swept::finished`].
+    pub async fn sweep(&self, now: Millis) -> Result<Swept, DbError> {
         let (answer, rx) = Answer::new();
         self.writer.submit(Op::Sweep(now, answer)).await?;
         rx.await.map_err(|_| DbError::WriterGone)?
