@@ -261,26 +261,15 @@ pub(super) async fn sweep_expired(router: Weak<Router>) {
         if !sweeps_here(&r, &mut lock).await {
             continue;
         }
+        let (store, clock) = (r.store.clone(), r.clock.clone());
         drop(r);
-        // Sweep in bounded steps until nothing more has expired, letting
-        // other writes in between.
-        loop {
-            let Some(router) = router.upgrade() else {
-                return;
-            };
-            match router.store.sweep(router.clock.now_ms()).await {
-                Ok(swept) if swept.finished() => break,
-                Ok(swept) => {
-                    if swept.expired > 0 {
-                        crate::metrics::get().expired.inc_by(swept.expired);
-                        tracing::info!(expired = swept.expired, "expired messages deleted");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "expiry sweep failed");
-                    break;
-                }
-            }
+        let (swept, result) = store.sweep_until_finished(|| clock.now_ms()).await;
+        if swept.expired > 0 {
+            crate::metrics::get().expired.inc_by(swept.expired);
+            tracing::info!(expired = swept.expired, "expired messages deleted");
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "expiry sweep failed");
         }
     }
 }

@@ -394,8 +394,9 @@ async fn queues_keep_arrival_order_per_recipient() {
 }
 
 /// A relay remembers every id it is handed and must forget them as fast:
-/// sweep steps go on until one removes nothing, even when no message
-/// expired and every step forgets only its bounded share of ids.
+/// the sweep the server runs goes on step after step until one removes
+/// nothing, even when no message expired and every step forgets only its
+/// bounded share of ids.
 #[tokio::test]
 async fn sweeping_until_finished_forgets_every_expired_relayed_id() {
     let expired = 2 * carrier::db::outbound::FORGET_LIMIT + 1;
@@ -426,17 +427,11 @@ async fn sweeping_until_finished_forgets_every_expired_relayed_id() {
                  VALUES ('{BOB}', 1, '{ALICE}', {keep}, 5000)"
         ))
         .await;
-        let mut forgotten = 0;
-        for _ in 0..10 {
-            let swept = store.sweep(1_000).await.unwrap();
-            if swept.finished() {
-                break;
-            }
-            assert_eq!(swept.expired, 0, "{backend}: no message was queued");
-            forgotten += swept.forgotten;
-        }
+        let (swept, result) = store.sweep_until_finished(|| 1_000).await;
+        result.unwrap_or_else(|e| panic!("{backend}: the sweep failed: {e}"));
+        assert_eq!(swept.expired, 0, "{backend}: no message was queued");
         store.close().await;
-        assert_eq!(forgotten, expired as u64, "{backend}");
+        assert_eq!(swept.forgotten, expired as u64, "{backend}");
         let pool = crate::common::open_any(&db.location()).await;
         let left: Vec<(i64,)> = sqlx::query_as("SELECT expires_at FROM relay_seen")
             .fetch_all(&pool)

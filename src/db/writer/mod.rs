@@ -269,9 +269,33 @@ impl Store {
         rx.await.map_err(|_| DbError::WriterGone)?
     }
 
+    /// Sweeps step after step, reading the time before each, until one
+    /// removes nothing; returns what the steps removed together, and the
+    /// error that stopped them early, if any. Each step is a transaction
+    /// of its own, so other writes go in between.
+    pub async fn sweep_until_finished(
+        &self,
+        now: impl Fn() -> Millis,
+    ) -> (Swept, Result<(), DbError>) {
+        let mut total = Swept {
+            expired: 0,
+            forgotten: 0,
+        };
+        loop {
+            match self.sweep(now()).await {
+                Ok(step) if step.finished() => return (total, Ok(())),
+                Ok(step) => {
+                    total.expired += step.expired;
+                    total.forgotten += step.forgotten;
+                }
+                Err(e) => return (total, Err(e)),
+            }
+        }
+    }
+
     /// Deletes expired messages and forgets relayed ids past their
-    /// messages' expiry, a bounded number of each per call: call again
-    /// until [`Swept::finished`].
+    /// messages' expiry, a bounded number of each per call: one step of
+    /// [`Store::sweep_until_finished`].
     pub async fn sweep(&self, now: Millis) -> Result<Swept, DbError> {
         let (answer, rx) = Answer::new();
         self.writer.submit(Op::Sweep(now, answer)).await?;
