@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use cycle::World;
 use ledger::{Ledger, Tally};
-use servers::Server;
+use servers::{HeldPorts, Server};
 use users::{Shared, User};
 
 /// Kills `carrier-server` with SIGKILL at seeded moments under load and
@@ -198,10 +198,11 @@ fn server_bin(given: Option<&Path>) -> Result<PathBuf> {
 /// Starts the servers and registers the users: senders on A, recipients
 /// on B (on A too with one server).
 async fn set_up(bin: &Path, dir: &Path, shape: plan::Shape) -> Result<World> {
-    let mut servers = vec![Server::prepare(bin, dir.join("server-a"), "A")?];
+    let mut ports = HeldPorts::default();
+    let mut servers = vec![Server::prepare(bin, dir.join("server-a"), "A", &mut ports)?];
     let mut link = None;
     if shape.pair {
-        servers.push(Server::prepare(bin, dir.join("server-b"), "B")?);
+        servers.push(Server::prepare(bin, dir.join("server-b"), "B", &mut ports)?);
         let l = proxy::Link::start(servers[0].link_addr, servers[1].link_addr).await?;
         let (to_a, to_b) = l.addrs();
         servers[0].configure(&[(to_b, servers[1].fingerprint)])?;
@@ -210,6 +211,7 @@ async fn set_up(bin: &Path, dir: &Path, shape: plan::Shape) -> Result<World> {
     } else {
         servers[0].configure(&[])?;
     }
+    drop(ports);
     for s in &mut servers {
         s.start().await?;
     }

@@ -35,22 +35,38 @@ pub struct Server {
     child: Option<Child>,
 }
 
+/// Ports picked for a run, each held open until every port of the run
+/// (the servers' and the proxies') is taken: a port released at once may
+/// be handed out again by the next pick, and a server whose port another
+/// listener took could never start.
+#[derive(Default)]
+pub struct HeldPorts(Vec<std::net::TcpListener>);
+
+impl HeldPorts {
+    fn pick(&mut self) -> Result<SocketAddr> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a local port")?;
+        let addr = listener.local_addr()?;
+        self.0.push(listener);
+        Ok(addr)
+    }
+}
+
 impl Server {
     /// Makes the server's key (so its fingerprint is known before it first
-    /// runs) and picks its two ports.
-    pub fn prepare(bin: &Path, dir: PathBuf, name: &'static str) -> Result<Self> {
+    /// runs) and picks its two ports, held in `ports` until it starts.
+    pub fn prepare(
+        bin: &Path,
+        dir: PathBuf,
+        name: &'static str,
+        ports: &mut HeldPorts,
+    ) -> Result<Self> {
         let fingerprint = carrier::bench::server::prepare_key(&dir)?;
-        let port = || -> Result<SocketAddr> {
-            Ok(SocketAddr::from((
-                [127, 0, 0, 1],
-                carrier::bench::server::free_port()?,
-            )))
-        };
         Ok(Self {
             name,
             bin: bin.to_owned(),
-            addr: port()?,
-            link_addr: port()?,
+            addr: ports.pick()?,
+            link_addr: ports.pick()?,
             fingerprint,
             dir,
             child: None,
@@ -205,9 +221,7 @@ impl Server {
 
     /// The last lines of the server's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        carrier::bench::server::log_tail(&self.log_file(), lines)
     }
 
     /// Log lines at level ERROR, and whether any says the server panicked.

@@ -380,10 +380,32 @@ pub fn prepare_key(dir: &Path) -> Result<Fingerprint> {
     Ok(key.fingerprint())
 }
 
-fn log_tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of a server's log, leaving out stack backtraces:
+/// with `RUST_BACKTRACE` set, a startup error is followed by dozens of
+/// frames, and a plain tail would show frames instead of the reason (such
+/// as a port still in use, which callers retry on).
+pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let mut kept = Vec::new();
+    let mut in_backtrace = false;
+    for line in text.lines() {
+        if line == "Stack backtrace:" {
+            in_backtrace = true;
+        } else if !(in_backtrace && is_frame_line(line)) {
+            in_backtrace = false;
+            kept.push(line);
+        }
+    }
+    kept[kept.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A line of a backtrace: `  12: name` or `      at file:line`.
+fn is_frame_line(line: &str) -> bool {
+    let t = line.trim_start();
+    let numbered = t
+        .split_once(": ")
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    line.starts_with(' ') && (numbered || t.starts_with("at "))
 }
 
 /// The hidden serve mode (`--serve-config PATH`): what
@@ -401,6 +423,26 @@ pub fn serve_in_process(config_path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_tail_shows_a_startup_error_rather_than_its_backtrace() {
+        let log = "2026-12-05T16:14:02.001Z  INFO carrier::server: opening the database\n\
+                   Error: cannot listen on 127.0.0.1:45999\n\n\
+                   Caused by:\n    0: cannot bind\n    1: Address already in use (os error 98)\n\n\
+                   Stack backtrace:\n   0: anyhow::error::<impl anyhow::Error>::msg\n\
+                   \x20            at ./src/error.rs:83:36\n  28: main\n  31: _start\n";
+        let path = std::env::temp_dir().join(format!("carrier-bench-log-{}", std::process::id()));
+        std::fs::write(&path, log).unwrap();
+        let tail = log_tail(&path, 5);
+        std::fs::remove_file(&path).unwrap();
+        assert!(tail.contains("0: cannot bind"), "{tail}");
+        assert!(tail.contains("Address already in use"), "{tail}");
+        assert!(
+            !tail.contains("_start") && !tail.contains("error.rs"),
+            "{tail}"
+        );
+        assert!(!tail.contains("opening the database"), "{tail}");
+    }
 
     #[test]
     fn config_with_neighbours() {
