@@ -389,23 +389,13 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let mut kept = Vec::new();
     let mut in_backtrace = false;
     for line in text.lines() {
-        if line == "Stack backtrace:" {
-            in_backtrace = true;
-        } else if !(in_backtrace && is_frame_line(line)) {
-            in_backtrace = false;
+        // A backtrace's frames are indented; the next log line is not.
+        in_backtrace = line == "Stack backtrace:" || (in_backtrace && line.starts_with(' '));
+        if !in_backtrace {
             kept.push(line);
         }
     }
     kept[kept.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A line of a backtrace: `  12: name` or `      at file:line`.
-fn is_frame_line(line: &str) -> bool {
-    let t = line.trim_start();
-    let numbered = t
-        .split_once(": ")
-        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    line.starts_with(' ') && (numbered || t.starts_with("at "))
 }
 
 /// The hidden serve mode (`--serve-config PATH`): what
@@ -430,18 +420,20 @@ mod tests {
                    Error: cannot listen on 127.0.0.1:45999\n\n\
                    Caused by:\n    0: cannot bind\n    1: Address already in use (os error 98)\n\n\
                    Stack backtrace:\n   0: anyhow::error::<impl anyhow::Error>::msg\n\
-                   \x20            at ./src/error.rs:83:36\n  28: main\n  31: _start\n";
-        let path = std::env::temp_dir().join(format!("carrier-bench-log-{}", std::process::id()));
+                   \x20            at ./src/error.rs:83:36\n  28: main\n  31: _start\n\
+                   2026-12-05T16:14:02.300Z  INFO carrier::server: opening the database again\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
         std::fs::write(&path, log).unwrap();
-        let tail = log_tail(&path, 5);
-        std::fs::remove_file(&path).unwrap();
+        let tail = log_tail(&path, 6);
         assert!(tail.contains("0: cannot bind"), "{tail}");
         assert!(tail.contains("Address already in use"), "{tail}");
         assert!(
             !tail.contains("_start") && !tail.contains("error.rs"),
             "{tail}"
         );
-        assert!(!tail.contains("opening the database"), "{tail}");
+        assert!(tail.contains("opening the database again"), "{tail}");
+        assert!(!tail.contains("opening the database\n"), "{tail}");
     }
 
     #[test]
