@@ -51,6 +51,7 @@ pub struct Metrics {
     pub link_up: Family<NeighbourLabels, Gauge>,
     pub outbound_messages: Family<NeighbourLabels, Gauge>,
     pub outbound_oldest_seconds: Family<NeighbourLabels, Gauge>,
+    pub worker_threads: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -81,6 +82,7 @@ impl Metrics {
             link_up: Family::default(),
             outbound_messages: Family::default(),
             outbound_oldest_seconds: Family::default(),
+            worker_threads: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -154,6 +156,11 @@ impl Metrics {
             "outbound_oldest_seconds",
             "Age of the oldest message waiting for a neighbour",
             m.outbound_oldest_seconds.clone(),
+        );
+        r.register(
+            "runtime_worker_threads",
+            "Threads running sessions, links and the web server ([server] worker_threads)",
+            m.worker_threads.clone(),
         );
         Self { registry, ..m }
     }

@@ -35,29 +35,41 @@ enum Command {
     Admin(AdminArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Some(Command::Admin(admin)) => {
             telemetry::init("warn");
-            admin_main(args.flags, admin).await
+            runtime(None)?.block_on(admin_main(args.flags, admin))
         }
         Some(Command::Migrate { from, to }) => {
             telemetry::init(telemetry::SERVER_FILTER);
-            migrate(&from, &to).await
+            runtime(None)?.block_on(migrate(&from, &to))
         }
         None => {
+            // The configuration comes first: it sizes the runtime.
             let config = ServerConfig::from_flags(args.flags.clone())?;
             let log = telemetry::init_with(&config.log.filter, config.log.format);
             let reload = server::Reload {
                 flags: args.flags,
                 log,
             };
-            carrier::web::serve(&config, server::shutdown_on_signal(), Some(reload)).await?;
+            runtime(config.worker_threads)?.block_on(async {
+                carrier::web::serve(&config, server::shutdown_on_signal(), Some(reload)).await
+            })?;
             Ok(())
         }
     }
+}
+
+/// The multi-threaded runtime, with `worker_threads` threads or one per
+/// CPU core.
+fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }
 
 /// An admin command: its answer on standard output, or one line on

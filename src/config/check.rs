@@ -73,6 +73,7 @@ mod tests {
         let huge_u32 = "4294967295";
         for (section, key, value) in [
             ("server", "max_connections", huge),
+            ("server", "worker_threads", huge),
             ("otp", "ttl_secs", huge),
             ("otp", "window_secs", huge),
             ("otp", "max_tries", huge_u32),
@@ -101,6 +102,21 @@ mod tests {
             let at = format!("server.toml:2: key '{section}.{key}': must be at most ");
             assert!(err.contains(&at), "{key}: {err}");
         }
+    }
+
+    /// A runtime needs a thread to run on.
+    #[test]
+    fn no_worker_threads_is_refused_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "[server]\nworker_threads = 0\n").unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.ends_with("server.toml:2: key 'server.worker_threads': must be greater than 0"),
+            "{err}"
+        );
+        std::fs::write(&path, "[server]\nworker_threads = 3\n").unwrap();
+        assert_eq!(check_file(&path), Ok(()));
     }
 
     /// A message lives at least a second: 1e-300 days was taken for a

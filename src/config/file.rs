@@ -131,6 +131,8 @@ pub(super) struct ServerSection {
     /// `None` when the operator left it out (the default applies).
     pub max_connections: Option<usize>,
     pub name: Option<String>,
+    /// `None`: one per CPU core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerSection {
@@ -141,6 +143,7 @@ impl Default for ServerSection {
             data_dir: "data".into(),
             max_connections: None,
             name: None,
+            worker_threads: None,
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct ServerConfig {
     /// Whether the file set `server.max_connections` (only then is its
     /// clash with the open-file limit worth a warning).
     pub max_connections_set: bool,
+    /// Threads of the async runtime that runs sessions, links and the
+    /// web server; `None` is one per CPU core. Read once, before the
+    /// runtime starts.
+    pub worker_threads: Option<usize>,
     pub log: LogConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,

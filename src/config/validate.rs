@@ -31,6 +31,8 @@ const MAX_COUNT: u64 = 1_000_000_000;
 const MAX_BYTES: u64 = 1 << 40;
 /// Connections per server, and sessions per user.
 const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Threads of the runtime: far more than any machine has cores.
+const MAX_WORKER_THREADS: u64 = 1024;
 /// Devices per account: the protocol's own limit on a device list.
 const MAX_DEVICES: u64 = 32;
 /// Wrong tries at one code: beyond a hundred, six digits protect little.
@@ -116,6 +118,9 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         max_connections as u64,
         MAX_CONNECTIONS,
     )?;
+    if let Some(threads) = f.server.worker_threads {
+        within("server.worker_threads", threads as u64, MAX_WORKER_THREADS)?;
+    }
     let neighbours = f
         .neighbourhood
         .neighbours
@@ -138,6 +143,7 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
         data_dir: base.join(f.server.data_dir),
         max_connections,
         max_connections_set: f.server.max_connections.is_some(),
+        worker_threads: f.server.worker_threads,
         log: log(f.log)?,
         metrics_listen: f
             .metrics

@@ -111,6 +111,8 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// Sets the gauges from the router and the store just before a scrape.
 async fn refresh(cx: &Context) {
     let m = crate::metrics::get();
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    m.worker_threads.set(workers as i64);
     if let Some(live) = &cx.live {
         m.sessions.set(live.router.session_count() as i64);
     }

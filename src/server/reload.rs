@@ -94,6 +94,10 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
         ),
         ("web", old.web != new.web),
         (
+            "server.worker_threads",
+            old.worker_threads != new.worker_threads,
+        ),
+        (
             "server, database or metrics addresses",
             (
                 &old.host,

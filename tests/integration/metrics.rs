@@ -106,6 +106,32 @@ async fn metrics_move_with_traffic_and_health_answers() {
     }
 }
 
+/// `[server] worker_threads` sizes the runtime that serves clients: the
+/// server reports the threads it runs with, and serves on one as on
+/// several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_runs_with_the_configured_worker_threads() {
+    for threads in [1, 3] {
+        let files = ServerFiles::new();
+        files.set_extra_config(
+            &format!("worker_threads = {threads}"),
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        );
+        let server = files.start();
+        let addr = server.metrics_addr.clone().expect("a metrics address");
+        let alice = register(&server, ALICE, KeyType::P256).await;
+        let _bob = register(&server, BOB, KeyType::P256).await;
+        let session = alice.client.login().await.expect("alice logs in");
+        session.send(BOB, "one").await.expect("sent");
+        let s = scrape(&addr);
+        assert_eq!(
+            value(&s, "carrier_runtime_worker_threads", &[]),
+            f64::from(threads)
+        );
+        assert_eq!(value(&s, "carrier_messages_accepted_total", &[]), 1.0);
+    }
+}
+
 /// A scraper keeping its connection alive, or a client that sends half a
 /// request and stalls, must not hold the server up when it is told to stop.
 #[test]
