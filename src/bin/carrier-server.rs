@@ -62,8 +62,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The multi-threaded runtime, with `worker_threads` threads or one per
-/// CPU core.
+/// The multi-threaded runtime, with `worker_threads` threads or the
+/// runtime's own default (`TOKIO_WORKER_THREADS`, else one per core).
 fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads {

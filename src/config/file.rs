@@ -131,7 +131,7 @@ pub(super) struct ServerSection {
     /// `None` when the operator left it out (the default applies).
     pub max_connections: Option<usize>,
     pub name: Option<String>,
-    /// `None`: one per CPU core.
+    /// `None`: the runtime's own default.
     pub worker_threads: Option<usize>,
 }
 

@@ -55,8 +55,9 @@ pub struct ServerConfig {
     /// clash with the open-file limit worth a warning).
     pub max_connections_set: bool,
     /// Threads of the async runtime that runs sessions, links and the
-    /// web server; `None` is one per CPU core. Read once, before the
-    /// runtime starts.
+    /// web server; `None` is the runtime's own default
+    /// (`TOKIO_WORKER_THREADS`, else one per core the process may use).
+    /// Read once, before the runtime starts.
     pub worker_threads: Option<usize>,
     pub log: LogConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.

@@ -135,6 +135,23 @@ fn wait_for(what: &str, files: &ServerFiles, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The runtime's threads are started once: a reload that changes their
+/// number says it takes effect at the next restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_says_worker_threads_wait_for_a_restart() {
+    let files = ServerFiles::new();
+    files.set_extra_config("worker_threads = 1", "");
+    let server = files.start();
+    files.set_extra_config("worker_threads = 2", "");
+    hang_up(&files, &server, "configuration reloaded");
+    let log = files.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("takes effect at the next restart"))
+        .unwrap_or_else(|| panic!("no restart warning in:\n{log}"));
+    assert!(warning.contains("server.worker_threads"), "{warning}");
+}
+
 /// A server that started alone gains a neighbour on SIGHUP, relays to it,
 /// and loses it on the next SIGHUP, while its own sessions stay up and the
 /// neighbour, which still lists it, is refused.
