@@ -111,9 +111,11 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
 /// `pwrite`s a page (more system calls than the WAL itself takes in W1 and
 /// W2). A journal holds at most the pages one statement changes, and the
 /// writer's statements are bounded (100 inserts, 500 deletes, one sweep
-/// step); none of them sorts, so `temp_store` keeps nothing else in memory
-/// that grows with the queue. The pool's connections, which run migrations
-/// and their index builds, keep temporary data in files.
+/// step). The one statement that sorts is the grouped count of a
+/// recipient's queue the writer reads when it first meets them
+/// ([`super::queue::usage_by_sender`]): a few dozen bytes a row, bounded by
+/// the recipient's quota. The pool's connections, which run migrations and
+/// their index builds, keep temporary data in files.
 pub(super) async fn connect(options: &SqliteConnectOptions) -> Result<SqliteConnection, DbError> {
     let options = options.clone().pragma("temp_store", "memory");
     let mut conn = SqliteConnection::connect_with(&options).await?;

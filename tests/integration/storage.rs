@@ -1237,26 +1237,9 @@ fn migrations_before(backend: &str, version: u32) -> tempfile::TempDir {
 /// upgrades in moments, not in time growing with the product of the two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_to_ids_per_sender_takes_moments_on_a_busy_relay() {
-    use sqlx::Connection;
     for db in TestDb::each().await {
         let backend = db.backend();
-        let older = sqlx::migrate::Migrator::new(migrations_before(backend, 13).path())
-            .await
-            .unwrap();
-        match &db {
-            TestDb::Sqlite(_) => {
-                let mut c = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", db.url()))
-                    .await
-                    .unwrap();
-                older.run(&mut c).await.unwrap();
-                c.close().await.ok();
-            }
-            TestDb::Postgres { .. } => {
-                let mut c = sqlx::PgConnection::connect(&db.url()).await.unwrap();
-                older.run(&mut c).await.unwrap();
-                c.close().await.ok();
-            }
-        }
+        migrate_before(&db, 13).await;
         let (numbers, id) = match db {
             TestDb::Sqlite(_) => (
                 format!(
@@ -1308,6 +1291,93 @@ async fn upgrading_to_ids_per_sender_takes_moments_on_a_busy_relay() {
             senders,
             [(ALICE.to_owned(), n), (CAROL.to_owned(), n)],
             "{backend}: each seen id has its copy's sender"
+        );
+        db.remove().await;
+    }
+}
+
+/// Runs the migrations before `version` on `db`, as an older server left it.
+async fn migrate_before(db: &TestDb, version: u32) {
+    use sqlx::Connection;
+    let older = sqlx::migrate::Migrator::new(migrations_before(db.backend(), version).path())
+        .await
+        .unwrap();
+    match db {
+        TestDb::Sqlite(_) => {
+            let url = format!("{}?mode=rwc", db.url());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            older.run(&mut c).await.unwrap();
+            c.close().await.ok();
+        }
+        TestDb::Postgres { .. } => {
+            let mut c = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+            older.run(&mut c).await.unwrap();
+            c.close().await.ok();
+        }
+    }
+}
+
+/// Upgrading to acknowledgements by id (0014) keeps every queued message
+/// where it was, never hands out a queue position again (not even those of
+/// deleted messages, which a client may hold as its fetch cursor), and
+/// still takes a sender's repeated id for a retry while another sender's
+/// message under the same id is a message of its own.
+#[tokio::test]
+async fn upgrading_to_acks_by_id_keeps_the_queue_and_its_positions() {
+    for db in TestDb::each().await {
+        let backend = db.backend();
+        migrate_before(&db, 14).await;
+        let row = |id: &str, sender: &str| {
+            format!(
+                "INSERT INTO message_queue (id, recipient, device, sender, sender_device,
+                     envelope, received_at, expires_at)
+                 VALUES ({}, '{BOB}', 1, '{sender}', 1, 'x', 0, 9)
+                 ON CONFLICT (recipient, device, sender, id) DO NOTHING",
+                match db {
+                    TestDb::Sqlite(_) => format!("CAST('{id}' AS BLOB)"),
+                    TestDb::Postgres { .. } => format!("convert_to('{id}', 'UTF8')"),
+                }
+            )
+        };
+        db.execute(&format!(
+            "{}; {}; {}; DELETE FROM message_queue WHERE id = {};",
+            row("one", ALICE),
+            row("two", ALICE),
+            row("three", ALICE),
+            match db {
+                TestDb::Sqlite(_) => "CAST('three' AS BLOB)",
+                TestDb::Postgres { .. } => "convert_to('three', 'UTF8')",
+            }
+        ))
+        .await;
+        let (store, _) = Store::open(&db.location(), quotas(1))
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: the store opens: {e}"));
+        store.close().await;
+        db.execute(&format!(
+            "{}; {}; {};",
+            row("two", CAROL),
+            row("four", ALICE),
+            row("two", ALICE)
+        ))
+        .await;
+        let pool = crate::common::open_any(&db.location()).await;
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, sender FROM message_queue ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        let (seqs, senders): (Vec<i64>, Vec<String>) = rows.into_iter().unzip();
+        assert_eq!(
+            senders,
+            [ALICE, ALICE, CAROL, ALICE],
+            "{backend}: the queue kept, a retry dropped, another sender's id stored"
+        );
+        assert_eq!(&seqs[..2], [1, 2], "{backend}: positions kept");
+        assert!(
+            seqs[2] > 3,
+            "{backend}: position 3, handed out before the upgrade, was handed out again: {seqs:?}"
         );
         db.remove().await;
     }
