@@ -64,12 +64,34 @@ fn main() -> anyhow::Result<()> {
 
 /// The multi-threaded runtime, with `worker_threads` threads or the
 /// runtime's own default (`TOKIO_WORKER_THREADS`, else one per core).
+///
+/// When the system refuses one of its threads (a limit on processes or on
+/// memory), the runtime panics while building, and the threads it had
+/// started wait for ever: the process would hang instead of exiting. So a
+/// panic while it builds ends the process at once, with a sentence and
+/// exit code 1.
 fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads {
         builder.worker_threads(n);
     }
-    builder.enable_all().build()
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let reason = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("the runtime could not start");
+        eprintln!(
+            "carrier-server: cannot start the runtime's threads ({reason}): lower \
+             [server] worker_threads or TOKIO_WORKER_THREADS, or raise the system's limits on processes and memory"
+        );
+        std::process::exit(1);
+    }));
+    let built = builder.enable_all().build();
+    std::panic::set_hook(hook);
+    built
 }
 
 /// An admin command: its answer on standard output, or one line on

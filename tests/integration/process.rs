@@ -185,6 +185,20 @@ impl ServerFiles {
         cmd
     }
 
+    /// [`ServerFiles::command`] with the process's address space (`ulimit
+    /// -v`) limited to `kib` KiB: a limit even root is held to, unlike the
+    /// one on processes.
+    pub fn command_with_address_space(&self, kib: u64) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -v \"$1\" && shift && exec \"$@\"", "sh"])
+            .arg(kib.to_string())
+            .arg(env!("CARGO_BIN_EXE_carrier-server"))
+            .arg("--config")
+            .arg(&self.config);
+        clean_server_env(&mut cmd);
+        cmd
+    }
+
     fn start_with(&self, mut server: Command) -> ServerProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)

@@ -18,7 +18,7 @@ use carrier::tls::{self, ClientTlsStream, Pin};
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
-use crate::process::{ServerFiles, ServerProcess};
+use crate::process::{ServerFiles, ServerProcess, run, stderr_of};
 
 /// The next frame from the server, as a response; `None` once it closed.
 async fn next_response(stream: &mut ClientTlsStream) -> Option<ResponseFrame> {
@@ -102,6 +102,24 @@ async fn connections_past_the_open_file_limit_are_turned_away_at_once() {
 }
 
 /// Sends `text` on `session` to `to`'s one device.
+/// A server the system refuses the threads it is configured for (here for
+/// want of address space for their stacks; a limit on processes does the
+/// same) exits at once with a sentence naming the key, rather than hanging.
+#[test]
+fn a_server_refused_its_threads_exits_with_a_sentence() {
+    let files = ServerFiles::new();
+    files.set_extra_config("worker_threads = 1024", "");
+    // A gibibyte holds the server but not 1,024 stacks of 2 MiB.
+    let mut cmd = files.command_with_address_space(1 << 20);
+    let out = run(&mut cmd, "carrier-server without room for its threads");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("cannot start the runtime's threads") && err.contains("worker_threads"),
+        "{err}"
+    );
+}
+
 async fn send_text(session: &Session<'_>, to: &TestUser, text: &str) -> Response {
     let (_, send) = sealed_for(session, &to.phone, text).await;
     let answer = session.conn.start(send).await.expect("the request is sent");
