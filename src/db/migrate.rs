@@ -20,7 +20,12 @@ pub(super) async fn bring_up_to_date<DB: Database>(
 where
     DB::Connection: Migrate,
 {
-    let pending = pending(&mut *pool.acquire().await?, migrator).await?;
+    let (current, pending) = pending(&mut *pool.acquire().await?, migrator).await?;
+    if let (Some(from), Some((to, _))) = (current, pending.last()) {
+        // A migration that rebuilds a queue copies every row: said before
+        // it starts, so a long start is not mistaken for a hang.
+        tracing::info!(%location, from, to, "upgrading the database schema; with a long queue this can take minutes");
+    }
     migrator.run(pool).await?;
     log_applied(location, &pending);
     Ok(())
@@ -34,25 +39,28 @@ pub(super) fn unreachable(location: &Location) -> impl FnOnce(sqlx::Error) -> Db
     }
 }
 
-/// The migrations `migrator` would apply to the database behind `conn`,
-/// after refusing a schema this binary does not know.
+/// The database's schema version (`None` for a new database) and the
+/// migrations `migrator` would apply to it, after refusing a schema this
+/// binary does not know.
 async fn pending<C: Migrate>(
     conn: &mut C,
     migrator: &Migrator,
-) -> Result<Vec<(i64, String)>, DbError> {
+) -> Result<(Option<i64>, Vec<(i64, String)>), DbError> {
     conn.ensure_migrations_table(TABLE).await?;
     let applied = conn.list_applied_migrations(TABLE).await?;
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    if let Some(found) = applied.iter().map(|m| m.version).max()
+    let current = applied.iter().map(|m| m.version).max();
+    if let Some(found) = current
         && found > known
     {
         return Err(DbError::SchemaTooNew { found, known });
     }
-    Ok(migrator
+    let pending = migrator
         .iter()
         .filter(|m| applied.iter().all(|a| a.version != m.version))
         .map(|m| (m.version, m.description.to_string()))
-        .collect())
+        .collect();
+    Ok((current, pending))
 }
 
 /// Logs what [`pending`] listed once the migrator has applied it.

@@ -655,7 +655,7 @@ mod tests {
             assert!(
                 steps
                     .iter()
-                    .all(|s| s.starts_with("SEARCH") && s.contains("id=?")),
+                    .all(|s| s.starts_with("SEARCH") && s.contains(" AND id=?")),
                 "{queue:?}: {steps:?}"
             );
         }

@@ -168,15 +168,18 @@ impl Router {
         if !self.sends_from_here(&refused).await {
             return tracing::warn!(%id, "a refusal names a sender device that is not ours; ignored");
         }
-        if !self.room_for_notice(&refused).await {
-            return tracing::warn!(%id, "the sending device has the most undeliverable notices waiting; not queued");
-        }
+        // The rate comes first: counting the notices waiting reads the
+        // device's queue (no index leads with the sender), so refusals
+        // past the rate cost no read.
         let sender = refused.sender.as_str();
         if !self
             .relayed_copies
             .may_notify(sender, refused.sender_device)
         {
             return tracing::warn!(%id, "too many undeliverable notices for one device; not queued");
+        }
+        if !self.room_for_notice(&refused).await {
+            return tracing::warn!(%id, "the sending device has the most undeliverable notices waiting; not queued");
         }
         let notice = Undeliverable {
             id,

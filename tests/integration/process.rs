@@ -101,6 +101,12 @@ impl ServerFiles {
     }
 
     /// Whether the config names a PostgreSQL database (so it can be shared).
+    /// The PostgreSQL schema the server uses, when the suite runs against
+    /// PostgreSQL.
+    pub fn postgres(&self) -> Option<&TestDb> {
+        self.postgres.as_ref()
+    }
+
     pub fn on_postgres(&self) -> bool {
         self.postgres.is_some()
     }

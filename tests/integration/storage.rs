@@ -1317,64 +1317,149 @@ async fn migrate_before(db: &TestDb, version: u32) {
     }
 }
 
-/// Upgrading to acknowledgements by id (0014) keeps every queued message
-/// where it was, never hands out a queue position again (not even those of
-/// deleted messages, which a client may hold as its fetch cursor), and
-/// still takes a sender's repeated id for a retry while another sender's
-/// message under the same id is a message of its own.
+/// A server started on a database an older server left says that it is
+/// upgrading before it starts (a rebuild of a long queue takes a while),
+/// then what it applied; a server on an up-to-date database says neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_says_when_it_starts_and_what_it_applied() {
+    use sqlx::Connection;
+    let files = crate::process::ServerFiles::new();
+    match files.postgres() {
+        Some(db) => migrate_before(db, 14).await,
+        None => {
+            std::fs::create_dir_all(files.data_dir()).unwrap();
+            let path = files.data_dir().join(carrier::db::DATABASE_FILE);
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            let older = sqlx::migrate::Migrator::new(migrations_before("sqlite", 14).path())
+                .await
+                .unwrap();
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            older.run(&mut c).await.unwrap();
+            c.close().await.ok();
+        }
+    }
+    for _ in 0..2 {
+        let mut server = files.start();
+        assert!(server.terminate().success());
+    }
+    let log = files.log_text();
+    let upgrading: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("upgrading the database schema"))
+        .collect();
+    assert_eq!(upgrading.len(), 1, "{log}");
+    assert!(
+        upgrading[0].contains("from=13") && upgrading[0].contains("to=14"),
+        "{log}"
+    );
+    let applied = log
+        .lines()
+        .filter(|l| l.contains("database migration applied"))
+        .collect::<Vec<_>>();
+    assert_eq!(applied.len(), 1, "{log}");
+    assert!(applied[0].contains("version=14"), "{log}");
+}
+
+/// Every column of every queued message, in queue order.
+type QueueRows = Vec<(i64, Vec<u8>, String, i64, String, i64, Vec<u8>, i64, i64)>;
+
+async fn queue_rows(db: &TestDb) -> QueueRows {
+    let pool = crate::common::open_any(&db.location()).await;
+    let rows = sqlx::query_as(
+        "SELECT seq, id, recipient, device, sender, sender_device, envelope, received_at,
+             expires_at
+         FROM message_queue ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// The columns of the queue's unique index, in order.
+async fn unique_columns(db: &TestDb) -> String {
+    let pool = crate::common::open_any(&db.location()).await;
+    let sql = match db {
+        TestDb::Sqlite(_) => {
+            "SELECT group_concat(name, ', ') FROM
+                 (SELECT i.name FROM pragma_index_list('message_queue') AS l,
+                      pragma_index_info(l.name) AS i
+                  WHERE l.origin = 'u' ORDER BY i.seqno)"
+        }
+        TestDb::Postgres { .. } => {
+            "SELECT substring(indexdef from '\\((.*)\\)') FROM pg_indexes
+             WHERE schemaname = current_schema() AND tablename = 'message_queue'
+                 AND indexdef LIKE 'CREATE UNIQUE INDEX%' AND indexname NOT LIKE '%_pkey'"
+        }
+    };
+    let columns: String = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    columns
+}
+
+/// Upgrading to acknowledgements by id (0014) puts the id before the
+/// sender in the queue's unique index (so an ack, which names ids alone,
+/// finds its rows by index), keeps every queued message as it was, never
+/// hands out a queue position again (not even those of deleted messages,
+/// which a client may hold as its fetch cursor), and still takes a
+/// sender's repeated id for a retry while another sender's message under
+/// the same id is a message of its own.
 #[tokio::test]
 async fn upgrading_to_acks_by_id_keeps_the_queue_and_its_positions() {
     for db in TestDb::each().await {
         let backend = db.backend();
         migrate_before(&db, 14).await;
-        let row = |id: &str, sender: &str| {
+        let blob = |text: &str| match db {
+            TestDb::Sqlite(_) => format!("CAST('{text}' AS BLOB)"),
+            TestDb::Postgres { .. } => format!("convert_to('{text}', 'UTF8')"),
+        };
+        let row = |id: &str, sender: &str, n: u32| {
             format!(
                 "INSERT INTO message_queue (id, recipient, device, sender, sender_device,
                      envelope, received_at, expires_at)
-                 VALUES ({}, '{BOB}', 1, '{sender}', 1, 'x', 0, 9)
+                 VALUES ({}, '{BOB}', 1, '{sender}', {n}, {}, {}, {})
                  ON CONFLICT (recipient, device, sender, id) DO NOTHING",
-                match db {
-                    TestDb::Sqlite(_) => format!("CAST('{id}' AS BLOB)"),
-                    TestDb::Postgres { .. } => format!("convert_to('{id}', 'UTF8')"),
-                }
+                blob(id),
+                blob(&format!("envelope {n}")),
+                1_000 + n,
+                2_000 + n
             )
         };
         db.execute(&format!(
             "{}; {}; {}; DELETE FROM message_queue WHERE id = {};",
-            row("one", ALICE),
-            row("two", ALICE),
-            row("three", ALICE),
-            match db {
-                TestDb::Sqlite(_) => "CAST('three' AS BLOB)",
-                TestDb::Postgres { .. } => "convert_to('three', 'UTF8')",
-            }
+            row("one", ALICE, 1),
+            row("two", ALICE, 2),
+            row("three", ALICE, 3),
+            blob("three")
         ))
         .await;
+        let before = queue_rows(&db).await;
         let (store, _) = Store::open(&db.location(), quotas(1))
             .await
             .unwrap_or_else(|e| panic!("{backend}: the store opens: {e}"));
         store.close().await;
+        assert_eq!(
+            unique_columns(&db).await,
+            "recipient, device, id, sender",
+            "{backend}"
+        );
+        assert_eq!(queue_rows(&db).await, before, "{backend}: the queue kept");
         db.execute(&format!(
             "{}; {}; {};",
-            row("two", CAROL),
-            row("four", ALICE),
-            row("two", ALICE)
+            row("two", CAROL, 4),
+            row("four", ALICE, 5),
+            row("two", ALICE, 6)
         ))
         .await;
-        let pool = crate::common::open_any(&db.location()).await;
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, sender FROM message_queue ORDER BY seq")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        pool.close().await;
-        let (seqs, senders): (Vec<i64>, Vec<String>) = rows.into_iter().unzip();
+        let after = queue_rows(&db).await;
+        let seqs: Vec<i64> = after.iter().map(|r| r.0).collect();
+        let senders: Vec<&str> = after.iter().map(|r| r.4.as_str()).collect();
         assert_eq!(
             senders,
             [ALICE, ALICE, CAROL, ALICE],
-            "{backend}: the queue kept, a retry dropped, another sender's id stored"
+            "{backend}: a retry dropped, another sender's id stored"
         );
-        assert_eq!(&seqs[..2], [1, 2], "{backend}: positions kept");
         assert!(
             seqs[2] > 3,
             "{backend}: position 3, handed out before the upgrade, was handed out again: {seqs:?}"
