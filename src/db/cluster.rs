@@ -299,20 +299,35 @@ impl Store {
         let Backend::Postgres(pool) = &self.pool else {
             return Ok(None);
         };
-        let recorded: (String, String) = sqlx::query_as(
-            "WITH mine AS (
-                 INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
-                 VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING
-                 RETURNING fingerprint, code_key_check)
-             SELECT fingerprint, code_key_check FROM mine
-             UNION ALL SELECT fingerprint, code_key_check FROM cluster_identity WHERE id = 1
-             LIMIT 1",
-        )
-        .bind(fingerprint)
-        .bind(code_key_check)
-        .bind(now)
-        .fetch_one(pool)
-        .await?;
+        // When another member records its identity at the same moment,
+        // this insert waits for that commit and then does nothing, and the
+        // read beside it, whose snapshot is older, sees no row either; run
+        // again, the statement sees the other member's.
+        let mut recorded = None;
+        for _ in 0..2 {
+            recorded = sqlx::query_as::<_, (String, String)>(
+                "WITH mine AS (
+                     INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
+                     VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING
+                     RETURNING fingerprint, code_key_check)
+                 SELECT fingerprint, code_key_check FROM mine
+                 UNION ALL SELECT fingerprint, code_key_check FROM cluster_identity WHERE id = 1
+                 LIMIT 1",
+            )
+            .bind(fingerprint)
+            .bind(code_key_check)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            if recorded.is_some() {
+                break;
+            }
+        }
+        let Some(recorded) = recorded else {
+            return Err(DbError::Corrupt(
+                "the cluster's identity was neither recorded nor found".into(),
+            ));
+        };
         Ok(if recorded.0 != fingerprint {
             Some(Mismatch::ServerKey {
                 cluster: recorded.0,

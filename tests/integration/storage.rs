@@ -1360,6 +1360,59 @@ async fn an_upgrade_says_when_it_starts_and_what_it_applied() {
     assert!(applied[0].contains("version=14"), "{log}");
 }
 
+/// Two members starting together on a new database both claim the
+/// cluster's identity: the one that waited for the other's claim to commit
+/// is told whose it is, not an error. (PostgreSQL only: SQLite has one
+/// server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_claiming_the_identity_at_the_same_moment_sees_the_other_claim() {
+    use sqlx::Connection;
+    for db in TestDb::each().await {
+        if !matches!(db, TestDb::Postgres { .. }) {
+            continue;
+        }
+        let (store, _) = Store::open(&db.location(), quotas(1)).await.unwrap();
+        let mut other = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+        sqlx::raw_sql(
+            "BEGIN; INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
+             VALUES (1, 'theirs', 'check', 0)",
+        )
+        .execute(&mut other)
+        .await
+        .unwrap();
+        let claim = tokio::spawn({
+            let store = store.clone();
+            async move { store.claim_identity("ours", "check", 1).await }
+        });
+        // The claim waits on the other member's uncommitted row.
+        let mut watch = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%cluster_identity%'",
+            )
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+        let claimed = claim.await.unwrap().expect("the claim is answered");
+        assert_eq!(
+            claimed,
+            Some(carrier::db::cluster::Mismatch::ServerKey {
+                cluster: "theirs".into(),
+                ours: "ours".into(),
+            })
+        );
+        store.close().await;
+        db.remove().await;
+    }
+}
+
 /// Every column of every queued message, in queue order.
 type QueueRows = Vec<(i64, Vec<u8>, String, i64, String, i64, Vec<u8>, i64, i64)>;
 
