@@ -40,11 +40,11 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Admin(admin)) => {
             telemetry::init("warn");
-            runtime(None)?.block_on(admin_main(args.flags, admin))
+            runtime(None, ONLY_THE_VARIABLE)?.block_on(admin_main(args.flags, admin))
         }
         Some(Command::Migrate { from, to }) => {
             telemetry::init(telemetry::SERVER_FILTER);
-            runtime(None)?.block_on(migrate(&from, &to))
+            runtime(None, ONLY_THE_VARIABLE)?.block_on(migrate(&from, &to))
         }
         None => {
             // The configuration comes first: it sizes the runtime.
@@ -54,13 +54,19 @@ fn main() -> anyhow::Result<()> {
                 flags: args.flags,
                 log,
             };
-            runtime(config.worker_threads)?.block_on(async {
+            runtime(config.worker_threads, THE_KEY)?.block_on(async {
                 carrier::web::serve(&config, server::shutdown_on_signal(), Some(reload)).await
             })?;
             Ok(())
         }
     }
 }
+
+/// How the server asks for fewer runtime threads.
+const THE_KEY: &str =
+    "lower [server] worker_threads (or TOKIO_WORKER_THREADS, used when the key is not set)";
+/// How `admin` and `migrate` do: they read no `worker_threads`.
+const ONLY_THE_VARIABLE: &str = "set TOKIO_WORKER_THREADS lower";
 
 /// The multi-threaded runtime, with `worker_threads` threads or the
 /// runtime's own default (`TOKIO_WORKER_THREADS`, else one per core).
@@ -69,14 +75,18 @@ fn main() -> anyhow::Result<()> {
 /// memory), the runtime panics while building, and the threads it had
 /// started wait for ever: the process would hang instead of exiting. So a
 /// panic while it builds ends the process at once, with a sentence and
-/// exit code 1.
-fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+/// exit code 1. `fewer` says how to ask for fewer threads: the server reads
+/// its configuration's key, `admin` and `migrate` only the variable.
+fn runtime(
+    worker_threads: Option<usize>,
+    fewer: &'static str,
+) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads {
         builder.worker_threads(n);
     }
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| {
+    std::panic::set_hook(Box::new(move |info| {
         let reason = info
             .payload()
             .downcast_ref::<String>()
@@ -84,8 +94,8 @@ fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Run
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("the runtime could not start");
         eprintln!(
-            "carrier-server: cannot start the runtime's threads ({reason}): lower \
-             [server] worker_threads or TOKIO_WORKER_THREADS, or raise the system's limits on processes and memory"
+            "carrier-server: cannot start the runtime's threads ({reason}): {fewer}, \
+             or raise the system's limits on processes and memory"
         );
         std::process::exit(1);
     }));

@@ -324,8 +324,10 @@ impl Store {
             }
         }
         let Some(recorded) = recorded else {
-            return Err(DbError::Corrupt(
-                "the cluster's identity was neither recorded nor found".into(),
+            // Only a row deleted between the two tries gets here.
+            return Err(DbError::Unavailable(
+                "the cluster's identity was removed while this member recorded it; start it again"
+                    .into(),
             ));
         };
         Ok(if recorded.0 != fingerprint {

@@ -3,6 +3,7 @@
 //! (before anything touches it), and each migration applied is logged.
 
 use sqlx::migrate::{Migrate, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
 use super::{DbError, Location};
@@ -20,13 +21,37 @@ pub(super) async fn bring_up_to_date<DB: Database>(
 where
     DB::Connection: Migrate,
 {
-    let (current, pending) = pending(&mut *pool.acquire().await?, migrator).await?;
+    // Members of a cluster may start together on one database: each holds
+    // the migration lock from its first look at the schema to its last
+    // migration, so a new database's table of migrations is created once
+    // and each migration is applied (and logged) by one member alone. On
+    // PostgreSQL the lock is taken again inside `run`, on the same
+    // connection, which holds it twice; on SQLite it is nothing.
+    let mut conn = pool.acquire().await?;
+    conn.lock().await?;
+    let upgraded = upgrade(&mut conn, migrator, location).await;
+    let unlocked = conn.unlock().await;
+    upgraded?;
+    unlocked?;
+    Ok(())
+}
+
+/// [`bring_up_to_date`]'s work, under the migration lock.
+async fn upgrade<DB: Database>(
+    conn: &mut PoolConnection<DB>,
+    migrator: &Migrator,
+    location: &Location,
+) -> Result<(), DbError>
+where
+    DB::Connection: Migrate,
+{
+    let (current, pending) = pending(&mut **conn, migrator).await?;
     if let (Some(from), Some((to, _))) = (current, pending.last()) {
         // A migration that rebuilds a queue copies every row: said before
         // it starts, so a long start is not mistaken for a hang.
         tracing::info!(%location, from, to, "upgrading the database schema; with a long queue this can take minutes");
     }
-    migrator.run(pool).await?;
+    migrator.run(&mut *conn).await?;
     log_applied(location, &pending);
     Ok(())
 }

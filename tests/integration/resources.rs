@@ -101,7 +101,6 @@ async fn connections_past_the_open_file_limit_are_turned_away_at_once() {
     .await;
 }
 
-/// Sends `text` on `session` to `to`'s one device.
 /// A server the system refuses the threads it is configured for (here for
 /// want of address space for their stacks; a limit on processes does the
 /// same) exits at once with a sentence naming the key, rather than hanging.
@@ -120,6 +119,7 @@ fn a_server_refused_its_threads_exits_with_a_sentence() {
     );
 }
 
+/// Sends `text` on `session` to `to`'s one device.
 async fn send_text(session: &Session<'_>, to: &TestUser, text: &str) -> Response {
     let (_, send) = sealed_for(session, &to.phone, text).await;
     let answer = session.conn.start(send).await.expect("the request is sent");
