@@ -51,19 +51,13 @@ impl QueueRef {
         }
     }
 
-    /// The sender a recipient's rows are limited to, if named.
-    pub(super) fn sender(&self) -> Option<&PhoneNumber> {
+    /// The column and the phone the rows are further limited to, if named:
+    /// a recipient's rows to one sender, a neighbour's to one recipient.
+    pub(super) fn limited_to(&self) -> Option<(&'static str, &PhoneNumber)> {
         match self {
-            QueueRef::Sent(_, _, sender) => Some(sender),
-            QueueRef::Recipient(_) | QueueRef::Device(..) | QueueRef::Neighbour(..) => None,
-        }
-    }
-
-    /// The recipient a neighbour's rows are limited to, if named.
-    pub(super) fn recipient(&self) -> Option<&PhoneNumber> {
-        match self {
-            QueueRef::Neighbour(_, _, to) => to.as_ref(),
-            QueueRef::Recipient(_) | QueueRef::Device(..) | QueueRef::Sent(..) => None,
+            QueueRef::Sent(_, _, sender) => Some(("sender", sender)),
+            QueueRef::Neighbour(_, _, to) => to.as_ref().map(|to| ("recipient", to)),
+            QueueRef::Recipient(_) | QueueRef::Device(..) => None,
         }
     }
 }
@@ -523,7 +517,7 @@ pub(super) async fn delete_many(
     ids: &[MessageId],
 ) -> Result<Vec<Removed>, DbError> {
     let (key, device) = (queue.key(), queue.device());
-    let named = queue.recipient().or(queue.sender());
+    let named = queue.limited_to().map(|(_, phone)| phone);
     let sql = delete_statement(queue, ids.len(), Placeholder::of(conn));
     let rows: Vec<(String, String, i64)> = on_backend!(conn.reborrow(), c => {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key);
@@ -544,13 +538,8 @@ pub(super) async fn delete_many(
 fn delete_statement(queue: &QueueRef, ids: usize, style: Placeholder) -> String {
     let table = queue.key().table();
     let placeholders: Vec<String> = (2..ids + 2).map(|i| style.nth(i)).collect();
-    let column = match (queue.recipient(), queue.sender()) {
-        (Some(_), _) => Some("recipient"),
-        (None, Some(_)) => Some("sender"),
-        (None, None) => None,
-    };
-    let named_clause = match column {
-        Some(column) => format!(" AND {column} = {}", style.nth(ids + 3)),
+    let named_clause = match queue.limited_to() {
+        Some((column, _)) => format!(" AND {column} = {}", style.nth(ids + 3)),
         None => String::new(),
     };
     format!(
