@@ -299,37 +299,21 @@ impl Store {
         let Backend::Postgres(pool) = &self.pool else {
             return Ok(None);
         };
-        // When another member records its identity at the same moment,
-        // this insert waits for that commit and then does nothing, and the
-        // read beside it, whose snapshot is older, sees no row either; run
-        // again, the statement sees the other member's.
-        let mut recorded = None;
-        for _ in 0..2 {
-            recorded = sqlx::query_as::<_, (String, String)>(
-                "WITH mine AS (
-                     INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
-                     VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING
-                     RETURNING fingerprint, code_key_check)
-                 SELECT fingerprint, code_key_check FROM mine
-                 UNION ALL SELECT fingerprint, code_key_check FROM cluster_identity WHERE id = 1
-                 LIMIT 1",
-            )
-            .bind(fingerprint)
-            .bind(code_key_check)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?;
-            if recorded.is_some() {
-                break;
-            }
-        }
-        let Some(recorded) = recorded else {
-            // Only a row deleted between the two tries gets here.
-            return Err(DbError::Unavailable(
-                "the cluster's identity was removed while this member recorded it; start it again"
-                    .into(),
-            ));
-        };
+        // A no-op update rather than DO NOTHING: when another member
+        // records its identity at the same moment, this insert waits for
+        // that commit and then returns the other member's row. With DO
+        // NOTHING and a read beside it, the read's snapshot predated that
+        // commit and found no row at all.
+        let recorded: (String, String) = sqlx::query_as(
+            "INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
+             VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET id = cluster_identity.id
+             RETURNING fingerprint, code_key_check",
+        )
+        .bind(fingerprint)
+        .bind(code_key_check)
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
         Ok(if recorded.0 != fingerprint {
             Some(Mismatch::ServerKey {
                 cluster: recorded.0,
