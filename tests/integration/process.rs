@@ -100,13 +100,13 @@ impl ServerFiles {
         files
     }
 
-    /// Whether the config names a PostgreSQL database (so it can be shared).
     /// The PostgreSQL schema the server uses, when the suite runs against
     /// PostgreSQL.
     pub fn postgres(&self) -> Option<&TestDb> {
         self.postgres.as_ref()
     }
 
+    /// Whether the config names a PostgreSQL database (so it can be shared).
     pub fn on_postgres(&self) -> bool {
         self.postgres.is_some()
     }

@@ -1298,22 +1298,27 @@ async fn upgrading_to_ids_per_sender_takes_moments_on_a_busy_relay() {
 
 /// Runs the migrations before `version` on `db`, as an older server left it.
 async fn migrate_before(db: &TestDb, version: u32) {
+    let url = match db {
+        TestDb::Sqlite(_) => format!("{}?mode=rwc", db.url()),
+        TestDb::Postgres { .. } => db.url(),
+    };
+    migrate_url_before(db.backend(), &url, version).await;
+}
+
+/// Runs `backend`'s migrations before `version` on the database at `url`.
+async fn migrate_url_before(backend: &str, url: &str, version: u32) {
     use sqlx::Connection;
-    let older = sqlx::migrate::Migrator::new(migrations_before(db.backend(), version).path())
+    let older = sqlx::migrate::Migrator::new(migrations_before(backend, version).path())
         .await
         .unwrap();
-    match db {
-        TestDb::Sqlite(_) => {
-            let url = format!("{}?mode=rwc", db.url());
-            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            older.run(&mut c).await.unwrap();
-            c.close().await.ok();
-        }
-        TestDb::Postgres { .. } => {
-            let mut c = sqlx::PgConnection::connect(&db.url()).await.unwrap();
-            older.run(&mut c).await.unwrap();
-            c.close().await.ok();
-        }
+    if backend == "sqlite" {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        older.run(&mut c).await.unwrap();
+        c.close().await.ok();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        older.run(&mut c).await.unwrap();
+        c.close().await.ok();
     }
 }
 
@@ -1322,7 +1327,6 @@ async fn migrate_before(db: &TestDb, version: u32) {
 /// then what it applied; a server on an up-to-date database says neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_says_when_it_starts_and_what_it_applied() {
-    use sqlx::Connection;
     let files = crate::process::ServerFiles::new();
     match files.postgres() {
         Some(db) => migrate_before(db, 14).await,
@@ -1330,12 +1334,7 @@ async fn an_upgrade_says_when_it_starts_and_what_it_applied() {
             std::fs::create_dir_all(files.data_dir()).unwrap();
             let path = files.data_dir().join(carrier::db::DATABASE_FILE);
             let url = format!("sqlite://{}?mode=rwc", path.display());
-            let older = sqlx::migrate::Migrator::new(migrations_before("sqlite", 14).path())
-                .await
-                .unwrap();
-            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            older.run(&mut c).await.unwrap();
-            c.close().await.ok();
+            migrate_url_before("sqlite", &url, 14).await;
         }
     }
     for _ in 0..2 {
