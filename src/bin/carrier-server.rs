@@ -88,10 +88,7 @@ fn runtime(
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let reason = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .payload_as_str()
             .unwrap_or("the runtime could not start");
         eprintln!(
             "carrier-server: cannot start the runtime's threads ({reason}): {fewer}, \
