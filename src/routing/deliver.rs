@@ -149,11 +149,13 @@ impl Router {
         after: u64,
     ) -> Result<(Vec<Delivered>, bool, Option<u64>), RouteError> {
         let limit = limit.clamp(1, MAX_FETCH);
-        if after == 0 {
+        if after == 0 || !session.is_settled() {
             // Messages submitted before this session joined were not pushed
-            // to it: the first fetch waits for their commit, or it would
-            // miss them while later ones are pushed (out of order).
+            // to it: its first fetch waits for their commit, whatever its
+            // cursor (one kept from an earlier session reads past them
+            // too), or it would miss them while later ones are pushed.
             self.store.settled().await?;
+            session.mark_settled();
         }
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self

@@ -7,7 +7,7 @@
 //! is held.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,10 @@ pub struct SessionLink {
     device: u32,
     outbox: Outbox,
     given: Arc<Mutex<Given>>,
+    /// Set once a fetch of this session has waited for the writer: from
+    /// then on, every message submitted for its device was either
+    /// committed before a fetch read or pushed to it.
+    settled: Arc<AtomicBool>,
     /// Cancelled when the server closes the session for what it holds.
     closed: CancellationToken,
 }
@@ -49,6 +53,15 @@ impl SessionLink {
     /// reading); its connection then ends at once.
     pub fn closed(&self) -> CancellationToken {
         self.closed.clone()
+    }
+
+    /// Whether a fetch of this session has waited for the writer yet.
+    pub(super) fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    pub(super) fn mark_settled(&self) {
+        self.settled.store(true, Ordering::Release);
     }
 
     /// Offers one pushed frame to this session alone; a session that
@@ -137,6 +150,7 @@ impl Registry {
             device,
             outbox,
             given: Arc::default(),
+            settled: Arc::default(),
             closed: CancellationToken::new(),
         };
         list.push(link.clone());

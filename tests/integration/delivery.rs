@@ -525,3 +525,74 @@ async fn pipelined_sends_are_each_answered_after_their_commit() {
     b.close().await;
     server.stop().await;
 }
+
+/// A session's first fetch waits for the messages submitted before it
+/// joined, even when it names a cursor kept from an earlier session: they
+/// were not pushed to it, and a fetch that read before their commit would
+/// report the queue empty. The writer is held back by a lock on the queue's
+/// table, which only PostgreSQL can take without stopping the login's own
+/// writes; on SQLite the test is skipped (the run says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_fetch_after_a_cursor_waits_for_messages_still_committing() {
+    let mut server = spawn_server().await;
+    if !matches!(
+        server.config.database,
+        Some(carrier::db::Location::Postgres(_))
+    ) {
+        return;
+    }
+    let (alice, bob) = two_users(&server).await;
+    let a = alice.client.login().await.unwrap();
+    a.send(BOB, "the first").await.expect("send");
+    let mut b1 = bob.client.login().await.unwrap();
+    let Response::Messages {
+        messages,
+        cursor: Some(cursor),
+        ..
+    } = within("fetch", b1.conn.call(fetch_after(None)))
+        .await
+        .expect("fetch")
+    else {
+        panic!("the first fetch returns the first message and a cursor");
+    };
+    assert_eq!(messages.len(), 1);
+
+    let db = server.db().await;
+    let mut holder = db.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE message_queue IN EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("the queue's table is locked");
+    let (id, request) = sealed_for(&a, BOB, "the second").await;
+    let accepted = a.conn.start(request).await.expect("sent");
+    // Pushed once the writer has it: submitted before the next session joins.
+    assert_eq!(next_pushed_message(&mut b1.conn).await.id, id);
+    let b2 = bob.client.login().await.unwrap();
+    let fetched = b2
+        .conn
+        .start(fetch_after(Some(cursor)))
+        .await
+        .expect("sent");
+    holder.rollback().await.expect("the lock is let go");
+
+    let Response::Messages { messages, .. } = within("fetch", fetched).await.expect("fetch") else {
+        panic!("a fetch is answered with messages");
+    };
+    assert_eq!(messages.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
+    let accepted = within("the send's answer", accepted)
+        .await
+        .expect("answered");
+    assert!(
+        matches!(accepted, Response::Accepted { .. }),
+        "{accepted:?}"
+    );
+    for session in [a, b1, b2] {
+        session.close().await;
+    }
+    db.close().await;
+    server.stop().await;
+}
+
+fn fetch_after(after: Option<u64>) -> Request {
+    Request::Fetch { limit: None, after }
+}
