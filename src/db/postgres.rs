@@ -1,7 +1,11 @@
 //! PostgreSQL, for operators who already run it and for several servers
 //! sharing one store. Every connection runs with `synchronous_commit = on`
 //! (a commit is on disk before it is acknowledged, as with SQLite's
-//! `synchronous=FULL`); the schema comes from `migrations/postgres/`.
+//! `synchronous=FULL`) and at `read committed` isolation whatever the
+//! database's default: statements that meet another member's concurrent
+//! row (the identity claim, the queue's inserts) are written to wait for
+//! it and then see it, where a stricter level fails them instead. The
+//! schema comes from `migrations/postgres/`.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,7 +34,10 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
         Some(_) => options,
         None => options.application_name("carrier-server"),
     };
-    Ok(options.options([("synchronous_commit", "on")]))
+    Ok(options.options([
+        ("synchronous_commit", "on"),
+        ("default_transaction_isolation", "read committed"),
+    ]))
 }
 
 /// Connects to the database at `url` and brings its schema up to date.
