@@ -533,6 +533,61 @@ pub(super) async fn delete_many(
     Ok(rows.into_iter().map(Removed::from).collect())
 }
 
+/// Deletes messages of `recipient`'s `device` queue named by (id, sender)
+/// pairs (at most [`DELETE_CHUNK`]): one acknowledgement of several
+/// senders' messages in one statement instead of one per sender. Returns
+/// each row that existed with its id. Ids are unique per sender only, so
+/// a pair names a row; the list of ids lets the statement reach the rows
+/// through the queue's index (SQLite searches a list of row values by
+/// walking the device's whole queue).
+pub(super) async fn delete_pairs(
+    conn: &mut Conn<'_>,
+    recipient: &PhoneNumber,
+    device: u32,
+    pairs: &[(MessageId, PhoneNumber)],
+) -> Result<Vec<(MessageId, Removed)>, DbError> {
+    let sql = pairs_statement(pairs.len(), Placeholder::of(conn));
+    let rows: Vec<(MessageId, String, String, i64)> = on_backend!(conn.reborrow(), c => {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(recipient);
+        for (id, _) in pairs {
+            query = query.bind(id);
+        }
+        query = query.bind(i64::from(device));
+        for (id, sender) in pairs {
+            query = query.bind(id).bind(sender);
+        }
+        query.fetch_all(c).await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, owner, sender, size)| (id, Removed::from((owner, sender, size))))
+        .collect())
+}
+
+/// [`delete_pairs`]'s statement for `n` pairs: the recipient, the ids, the
+/// device, then each pair's id and sender.
+fn pairs_statement(n: usize, style: Placeholder) -> String {
+    let table = Table::Messages;
+    let ids: Vec<String> = (2..n + 2).map(|i| style.nth(i)).collect();
+    let pairs: Vec<String> = (0..n)
+        .map(|k| {
+            let at = n + 3 + 2 * k;
+            format!("({}, {})", style.nth(at), style.nth(at + 1))
+        })
+        .collect();
+    format!(
+        "DELETE FROM {} WHERE {} = {} AND id IN ({}){} AND (id, sender) IN (VALUES {}) \
+         RETURNING id, {}",
+        table.name(),
+        table.owner(),
+        style.nth(1),
+        ids.join(", "),
+        table.device_clause(style, n + 2),
+        pairs.join(", "),
+        table.removed_columns()
+    )
+}
+
 /// [`delete_many`]'s statement for `ids` ids: the queue's owner, the ids,
 /// the device, then the recipient or sender it is limited to, if any.
 fn delete_statement(queue: &QueueRef, ids: usize, style: Placeholder) -> String {
@@ -648,6 +703,25 @@ mod tests {
                 "{queue:?}: {steps:?}"
             );
         }
+        // Several senders' pairs: the list of pairs is a constant table
+        // that rows found by id are checked against, not a walk.
+        let sql = pairs_statement(3, Placeholder::Anonymous);
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with("SEARCH message_queue") && s.contains(" AND id=?")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.iter().any(|s| s.starts_with("SCAN message_queue")),
+            "{steps:?}"
+        );
         pool.close().await;
     }
 }

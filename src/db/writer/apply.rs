@@ -2,6 +2,7 @@
 //! [`crate::db::enqueue`]), deletes, and expiry sweeps.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use super::{Op, Swept};
 use crate::db::backend::Conn;
@@ -23,6 +24,14 @@ pub(super) async fn ops(
 ) -> Result<(), DbError> {
     let mut rest = ops;
     while !rest.is_empty() {
+        // One acknowledgement's deletes, one per sender, share statements.
+        let acks = acknowledgements(rest);
+        if acks > 1 {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(acks);
+            rest = tail;
+            delete_acknowledged(tx, ledger, head).await?;
+            continue;
+        }
         // Consecutive enqueues share multi-row statements.
         let enqueues = rest
             .iter()
@@ -54,8 +63,9 @@ pub(super) async fn ops(
 }
 
 /// Whether `ops` write with at most one statement (so, on SQLite, need no
-/// explicit transaction): one delete of at most one chunk, or one unbroken
-/// run of enqueues of one kind that fits one insert (relayed ones also
+/// explicit transaction): one delete of at most one chunk, several senders'
+/// small deletes from one device's queue that share one statement, or one
+/// unbroken run of enqueues of one kind that fits one insert (relayed ones also
 /// record their ids, a second statement), beside operations that write
 /// nothing.
 pub(super) fn one_write(ops: &[Op]) -> bool {
@@ -63,6 +73,17 @@ pub(super) fn one_write(ops: &[Op]) -> bool {
     let Some(at) = ops.iter().position(|op| writes(&op)) else {
         return true;
     };
+    let acks = acknowledgements(&ops[at..]);
+    if acks > 1 {
+        let ids: usize = ops[at..at + acks]
+            .iter()
+            .map(|op| match op {
+                Op::Delete(_, ids, _) => ids.len(),
+                _ => 0,
+            })
+            .sum();
+        return ids <= queue::DELETE_CHUNK && !ops[at + acks..].iter().any(|op| writes(&op));
+    }
     let run = match &ops[at] {
         Op::Delete(_, ids, _) => {
             return ids.len() <= queue::DELETE_CHUNK && !ops[at + 1..].iter().any(|op| writes(&op));
@@ -79,6 +100,78 @@ pub(super) fn one_write(ops: &[Op]) -> bool {
         _ => return false,
     };
     run <= queue::INSERT_CHUNK && !ops[at + run..].iter().any(|op| writes(&op))
+}
+
+/// A sender's delete of fewer ids than this shares a statement with other
+/// senders' deletes from the same device's queue. Each statement is a round
+/// trip to SQLite's thread, which an `ack` naming one message from each of
+/// a hundred senders paid a hundred times; a shared statement checks every
+/// row it finds against its list of (id, sender) pairs, which costs more
+/// than a sender's own statement once that names a few dozen ids.
+const SHARED_BELOW: usize = 32;
+
+/// How many operations at the head of `ops` are small deletes from one
+/// device's queue, each naming a sender: what one `ack` of a few messages
+/// from each of several senders submits, deleted together.
+fn acknowledgements(ops: &[Op]) -> usize {
+    let Some(first) = ops.first().and_then(small_delete) else {
+        return 0;
+    };
+    ops.iter()
+        .take_while(|op| small_delete(op) == Some(first))
+        .count()
+}
+
+/// The queue (recipient and device) a small delete naming a sender is from.
+fn small_delete(op: &Op) -> Option<(&PhoneNumber, u32)> {
+    match op {
+        Op::Delete(QueueRef::Sent(phone, device, _), ids, _) if ids.len() < SHARED_BELOW => {
+            Some((phone, *device))
+        }
+        _ => None,
+    }
+}
+
+/// Deletes what a run of [`acknowledgements`] names, as (id, sender)
+/// pairs in shared statements, and answers each operation with the rows
+/// it named; a pair named twice counts for the first operation only.
+async fn delete_acknowledged(
+    conn: &mut Conn<'_>,
+    ledger: &mut Ledger,
+    run: &mut [Op],
+) -> Result<(), DbError> {
+    let Some(Op::Delete(QueueRef::Sent(phone, device, _), ..)) = run.first() else {
+        return Ok(());
+    };
+    let (phone, device) = (phone.clone(), *device);
+    let mut named_by: HashMap<(MessageId, String), usize> = HashMap::new();
+    let mut pairs = Vec::new();
+    for (at, op) in run.iter().enumerate() {
+        let Op::Delete(QueueRef::Sent(_, _, sender), ids, _) = op else {
+            continue;
+        };
+        for id in ids {
+            if let Entry::Vacant(slot) = named_by.entry((*id, sender.as_str().to_owned())) {
+                slot.insert(at);
+                pairs.push((*id, sender.clone()));
+            }
+        }
+    }
+    let mut deleted = vec![0u64; run.len()];
+    for chunk in pairs.chunks(queue::DELETE_CHUNK) {
+        for (id, removed) in queue::delete_pairs(conn, &phone, device, chunk).await? {
+            give_back(ledger, QueueKey::Recipient(&phone), &removed);
+            if let Some(&at) = named_by.get(&(id, removed.sender)) {
+                deleted[at] += 1;
+            }
+        }
+    }
+    for (op, n) in run.iter_mut().zip(deleted) {
+        if let Op::Delete(_, _, answer) = op {
+            answer.result = Some(n);
+        }
+    }
+    Ok(())
 }
 
 async fn delete(
