@@ -194,6 +194,67 @@ async fn relayed_messages_are_delivered_once_per_recipient_and_sender() {
     .await;
 }
 
+/// One acknowledgement of several senders' messages to one device is
+/// submitted as one delete per sender, and those deletes share statements:
+/// each deletes exactly the (id, sender) pairs it names, not another
+/// sender's message under the same id, and the room they free is given
+/// back to the right senders' shares.
+#[tokio::test]
+async fn deletes_of_several_senders_submitted_together_take_exactly_their_pairs() {
+    const DAVE: &str = "+12025550104";
+    let mut one_each = quotas(100);
+    one_each.per_sender.max_messages = 2;
+    on_each_backend(one_each, |store, backend| async move {
+        let queued = submit_all(
+            &store,
+            vec![
+                local(message(1, ALICE, BOB, 1)),
+                local(message(1, CAROL, BOB, 2)),
+                local(message(2, CAROL, BOB, 3)),
+                local(message(3, DAVE, BOB, 4)),
+            ],
+        )
+        .await;
+        assert_eq!(queued, [Stored; 4], "{backend}");
+        let id = |n: u8| MessageId::from_bytes([n; 16]);
+        let sent = |from: &str| QueueRef::Sent(phone(BOB), 0, phone(from));
+        let mut pending = Vec::new();
+        for (from, ids) in [
+            (ALICE, vec![id(1)]),
+            (CAROL, vec![id(2)]),
+            (DAVE, vec![id(3), id(9)]),
+            (ALICE, vec![id(1)]),
+        ] {
+            pending.push(store.submit_delete(sent(from), ids).await.unwrap());
+        }
+        let mut deleted = Vec::new();
+        for rx in pending {
+            deleted.push(rx.await.unwrap().unwrap());
+        }
+        assert_eq!(deleted, [1, 1, 1, 0], "{backend}");
+        let rows = store.fetch(&phone(BOB), 0, 0, 0, 100).await.unwrap();
+        let left: Vec<(u8, String)> = rows
+            .iter()
+            .map(|r| (r.id.as_bytes()[0], r.sender.to_string()))
+            .collect();
+        assert_eq!(left, [(1, CAROL.to_owned())], "{backend}");
+        // Carol's share holds one message again, so she may queue one more.
+        assert_eq!(
+            submit_all(
+                &store,
+                vec![
+                    local(message(4, CAROL, BOB, 5)),
+                    local(message(5, CAROL, BOB, 6))
+                ]
+            )
+            .await,
+            [Stored, SenderShareFull],
+            "{backend}"
+        );
+    })
+    .await;
+}
+
 /// Quotas count per queue and give room back on delete; a retry of a
 /// queued message is a duplicate even when the queue is full; a
 /// neighbour's queue is counted apart from the recipient's.
@@ -1387,12 +1448,26 @@ async fn members_starting_together_on_a_new_database_all_open_it() {
 /// server.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_claiming_the_identity_at_the_same_moment_sees_the_other_claim() {
+    claim_at_the_same_moment("").await;
+}
+
+/// A database whose default isolation is stricter than the server's: the
+/// claim would fail as a serialization error instead of seeing the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stricter_default_isolation_does_not_fail_the_claim() {
+    claim_at_the_same_moment("%20-c%20default_transaction_isolation%3Dserializable").await;
+}
+
+/// Claims the identity while another member's claim is uncommitted; `more`
+/// is appended to the test database URL's `options`.
+async fn claim_at_the_same_moment(more: &str) {
     use sqlx::Connection;
     for db in TestDb::each().await {
         if !matches!(db, TestDb::Postgres { .. }) {
             continue;
         }
-        let (store, _) = Store::open(&db.location(), quotas(1)).await.unwrap();
+        let location = Location::parse(&format!("{}{more}", db.url())).expect("a URL");
+        let (store, _) = Store::open(&location, quotas(1)).await.unwrap();
         let mut other = sqlx::PgConnection::connect(&db.url()).await.unwrap();
         sqlx::raw_sql(
             "BEGIN; INSERT INTO cluster_identity (id, fingerprint, code_key_check, recorded_at)
