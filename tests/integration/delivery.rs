@@ -568,11 +568,14 @@ async fn a_first_fetch_after_a_cursor_waits_for_messages_still_committing() {
     // Pushed once the writer has it: submitted before the next session joins.
     assert_eq!(next_pushed_message(&mut b1.conn).await.id, id);
     let b2 = bob.client.login().await.unwrap();
-    let fetched = b2
+    let mut fetched = b2
         .conn
         .start(fetch_after(Some(cursor)))
         .await
         .expect("sent");
+    // A fetch that did not wait would be answered now, with nothing.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut fetched).await;
+    assert!(early.is_err(), "answered before the commit: {early:?}");
     holder.rollback().await.expect("the lock is let go");
 
     let Response::Messages { messages, .. } = within("fetch", fetched).await.expect("fetch") else {
