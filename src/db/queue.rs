@@ -544,7 +544,7 @@ pub(super) async fn delete_pairs(
     conn: &mut Conn<'_>,
     recipient: &PhoneNumber,
     device: u32,
-    pairs: &[(MessageId, PhoneNumber)],
+    pairs: &[(MessageId, &PhoneNumber)],
 ) -> Result<Vec<(MessageId, Removed)>, DbError> {
     let sql = pairs_statement(pairs.len(), Placeholder::of(conn));
     let rows: Vec<(MessageId, String, String, i64)> = on_backend!(conn.reborrow(), c => {
@@ -689,13 +689,7 @@ mod tests {
             QueueRef::Neighbour(neighbour, 2, Some(phone("+12025550101"))),
         ];
         for queue in &queues {
-            let sql = delete_statement(queue, 3, Placeholder::Anonymous);
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
-            let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+            let steps = plan_of(&pool, &delete_statement(queue, 3, Placeholder::Anonymous)).await;
             assert!(
                 steps
                     .iter()
@@ -705,13 +699,7 @@ mod tests {
         }
         // Several senders' pairs: the list of pairs is a constant table
         // that rows found by id are checked against, not a walk.
-        let sql = pairs_statement(3, Placeholder::Anonymous);
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-        let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+        let steps = plan_of(&pool, &pairs_statement(3, Placeholder::Anonymous)).await;
         assert!(
             steps
                 .iter()
@@ -723,5 +711,15 @@ mod tests {
             "{steps:?}"
         );
         pool.close().await;
+    }
+
+    /// The steps of SQLite's plan for `sql`.
+    async fn plan_of(pool: &sqlx::SqlitePool, sql: &str) -> Vec<String> {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        plan.into_iter().map(|(.., step)| step).collect()
     }
 }

@@ -143,25 +143,24 @@ async fn delete_acknowledged(
     let Some(Op::Delete(QueueRef::Sent(phone, device, _), ..)) = run.first() else {
         return Ok(());
     };
-    let (phone, device) = (phone.clone(), *device);
-    let mut named_by: HashMap<(MessageId, String), usize> = HashMap::new();
+    let mut named_by: HashMap<(MessageId, &str), usize> = HashMap::new();
     let mut pairs = Vec::new();
     for (at, op) in run.iter().enumerate() {
         let Op::Delete(QueueRef::Sent(_, _, sender), ids, _) = op else {
             continue;
         };
         for id in ids {
-            if let Entry::Vacant(slot) = named_by.entry((*id, sender.as_str().to_owned())) {
+            if let Entry::Vacant(slot) = named_by.entry((*id, sender.as_str())) {
                 slot.insert(at);
-                pairs.push((*id, sender.clone()));
+                pairs.push((*id, sender));
             }
         }
     }
     let mut deleted = vec![0u64; run.len()];
     for chunk in pairs.chunks(queue::DELETE_CHUNK) {
-        for (id, removed) in queue::delete_pairs(conn, &phone, device, chunk).await? {
-            give_back(ledger, QueueKey::Recipient(&phone), &removed);
-            if let Some(&at) = named_by.get(&(id, removed.sender)) {
+        for (id, removed) in queue::delete_pairs(conn, phone, *device, chunk).await? {
+            give_back(ledger, QueueKey::Recipient(phone), &removed);
+            if let Some(&at) = named_by.get(&(id, removed.sender.as_str())) {
                 deleted[at] += 1;
             }
         }
