@@ -147,6 +147,25 @@ mod tests {
         assert_eq!(memory_for(4 << 30), (MAX_CACHE_KIB, MMAP_BYTES));
     }
 
+    /// `.cargo/config.toml` builds SQLite without its memory statistics,
+    /// whose one global mutex every allocation of every connection takes
+    /// (see docs/BENCHMARKS.md, "SQLite without memory statistics"). A
+    /// build that lost the flag still works, only slower: this says so.
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _) = open(&dir.path().join("carrier.db")).await.unwrap();
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "SQLite was built with memory statistics (LIBSQLITE3_FLAGS unset?): {options:?}"
+        );
+        pool.close().await;
+    }
+
     /// The sizes a connection actually runs with.
     async fn memory_of(conn: &mut SqliteConnection) -> (i64, i64) {
         let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
