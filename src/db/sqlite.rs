@@ -85,7 +85,8 @@ pub(super) async fn fit_memory(conn: &mut SqliteConnection) -> Result<(), sqlx::
 }
 
 /// Opens (creating if needed, readable by its owner only) the database
-/// file and brings its schema up to date. Returns the pool and the options
+/// file and brings its schema up to date, warning if SQLite was built
+/// slower than `.cargo/config.toml` asks. Returns the pool and the options
 /// the queue writer connects with.
 pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
     crate::private_files::create_file(path).map_err(|source| DbError::Create {
@@ -101,7 +102,8 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
         .await
         .map_err(migrate::unreachable(&location))?;
     migrate::bring_up_to_date(&pool, &MIGRATOR, &location).await?;
-    if !without_memory_statistics(&pool).await {
+    // A failed read of the options says nothing about the build: no warning.
+    if let Ok(false) = without_memory_statistics(&pool).await {
         tracing::warn!(
             "this build's SQLite keeps memory statistics under one process-wide lock, which \
              slows concurrent fetches: build from inside Carrier's repository, where \
@@ -116,12 +118,11 @@ pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOption
 /// otherwise take one lock for the whole process, and the readers serving
 /// fetches queue on it (docs/BENCHMARKS.md, "SQLite without memory
 /// statistics"). A build without the flag is correct, only slower.
-async fn without_memory_statistics(pool: &SqlitePool) -> bool {
+async fn without_memory_statistics(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
     let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
         .fetch_all(pool)
-        .await
-        .unwrap_or_default();
-    options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0")
+        .await?;
+    Ok(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"))
 }
 
 /// A connection of the writer's own. Its statement journals are kept in
@@ -180,7 +181,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (pool, _) = open(&dir.path().join("carrier.db")).await.unwrap();
         assert!(
-            without_memory_statistics(&pool).await,
+            without_memory_statistics(&pool).await.unwrap(),
             "SQLite was built with memory statistics: was LIBSQLITE3_FLAGS set in the \
              environment, or cargo run from outside the repository?"
         );
