@@ -255,6 +255,70 @@ async fn deletes_of_several_senders_submitted_together_take_exactly_their_pairs(
     .await;
 }
 
+/// The acknowledgements of several recipients, arriving together, share
+/// one statement: each deletes exactly the messages it names, in its own
+/// recipient's device queue (not the same sender's message under the same
+/// id in another queue), a message named twice counts once, and the room
+/// they free goes back to the right recipient and sender.
+#[tokio::test]
+async fn acknowledgements_of_several_recipients_together_take_exactly_their_messages() {
+    let mut two_each = quotas(100);
+    two_each.per_sender.max_messages = 2;
+    on_each_backend(two_each, |store, backend| async move {
+        let on_device = |device, m: NewMessage| NewMessage { device, ..m };
+        let queued = submit_all(
+            &store,
+            vec![
+                local(message(1, ALICE, BOB, 1)),
+                local(on_device(3, message(1, ALICE, BOB, 2))),
+                local(message(1, ALICE, CAROL, 3)),
+                local(message(2, CAROL, BOB, 4)),
+            ],
+        )
+        .await;
+        assert_eq!(queued, [Stored; 4], "{backend}");
+        let id = |n: u8| MessageId::from_bytes([n; 16]);
+        let sent = |to: &str, from: &str| QueueRef::Sent(phone(to), 0, phone(from));
+        let mut pending = Vec::new();
+        for (queue, ids) in [
+            (sent(BOB, ALICE), vec![id(1)]),
+            (sent(CAROL, ALICE), vec![id(1)]),
+            (sent(BOB, CAROL), vec![id(2), id(9)]),
+            (sent(BOB, ALICE), vec![id(1)]),
+        ] {
+            pending.push(store.submit_delete(queue, ids).await.unwrap());
+        }
+        let mut deleted = Vec::new();
+        for rx in pending {
+            deleted.push(rx.await.unwrap().unwrap());
+        }
+        assert_eq!(deleted, [1, 1, 1, 0], "{backend}");
+        assert!(queued_ids(&store, BOB).await.is_empty(), "{backend}");
+        assert!(queued_ids(&store, CAROL).await.is_empty(), "{backend}");
+        let on_three = store.fetch(&phone(BOB), 3, 0, 0, 100).await.unwrap();
+        let left: Vec<u8> = on_three.iter().map(|r| r.envelope[0]).collect();
+        assert_eq!(left, [2], "{backend}: the copy on Bob's other device");
+        // Alice's share of Bob's queue holds one message (on device 3), so
+        // she may queue one more there; her share of Carol's is empty.
+        let outcomes = submit_all(
+            &store,
+            vec![
+                local(message(5, ALICE, BOB, 5)),
+                local(message(6, ALICE, BOB, 6)),
+                local(message(5, ALICE, CAROL, 7)),
+                local(message(6, ALICE, CAROL, 8)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            outcomes,
+            [Stored, SenderShareFull, Stored, Stored],
+            "{backend}"
+        );
+    })
+    .await;
+}
+
 /// Quotas count per queue and give room back on delete; a retry of a
 /// queued message is a duplicate even when the queue is full; a
 /// neighbour's queue is counted apart from the recipient's.

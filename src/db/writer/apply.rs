@@ -110,16 +110,37 @@ pub(super) fn one_write(ops: &[Op]) -> bool {
 /// than a sender's own statement once that names a few dozen ids.
 const SHARED_BELOW: usize = 32;
 
-/// How many operations at the head of `ops` are small deletes from one
-/// device's queue, each naming a sender: what one `ack` of a few messages
-/// from each of several senders submits, deleted together.
+/// Most ids that the acknowledgements of several recipients' queues,
+/// arriving together, delete in one statement ([`queue::delete_slots`]).
+/// On a quiet server each names a message or a few, and each was a
+/// statement of its own: a batch of ten was a transaction of twelve round
+/// trips to SQLite's thread, more than the messages' own inserts took.
+const ACROSS_QUEUES: usize = 64;
+
+/// How many operations at the head of `ops` are small deletes each naming
+/// a sender, deleted together: a run from one device's queue (what one
+/// `ack` of a few messages from each of several senders submits), or, when
+/// longer, a run from several queues naming at most [`ACROSS_QUEUES`] ids.
 fn acknowledgements(ops: &[Op]) -> usize {
     let Some(first) = ops.first().and_then(small_delete) else {
         return 0;
     };
-    ops.iter()
+    let one_queue = ops
+        .iter()
         .take_while(|op| small_delete(op) == Some(first))
-        .count()
+        .count();
+    let mut ids = 0;
+    let across = ops
+        .iter()
+        .take_while(|op| match op {
+            Op::Delete(_, named, _) if small_delete(op).is_some() => {
+                ids += named.len();
+                ids <= ACROSS_QUEUES
+            }
+            _ => false,
+        })
+        .count();
+    one_queue.max(across)
 }
 
 /// The queue (recipient and device) a small delete naming a sender is from.
@@ -132,9 +153,9 @@ fn small_delete(op: &Op) -> Option<(&PhoneNumber, u32)> {
     }
 }
 
-/// Deletes what a run of [`acknowledgements`] names, as (id, sender)
-/// pairs in shared statements, and answers each operation with the rows
-/// it named; a pair named twice counts for the first operation only.
+/// Deletes what a run of [`acknowledgements`] names, in shared
+/// statements, and answers each operation with the rows it named; a
+/// message named twice counts for the first operation only.
 async fn delete_acknowledged(
     conn: &mut Conn<'_>,
     ledger: &mut Ledger,
@@ -143,6 +164,12 @@ async fn delete_acknowledged(
     let Some(Op::Delete(QueueRef::Sent(phone, device, _), ..)) = run.first() else {
         return Ok(());
     };
+    let one_queue = run
+        .iter()
+        .all(|op| small_delete(op) == Some((phone, *device)));
+    if !one_queue {
+        return delete_across(conn, ledger, run).await;
+    }
     let mut named_by: HashMap<(MessageId, &str), usize> = HashMap::new();
     let mut pairs = Vec::new();
     for (at, op) in run.iter().enumerate() {
@@ -164,6 +191,46 @@ async fn delete_acknowledged(
                 deleted[at] += 1;
             }
         }
+    }
+    for (op, n) in run.iter_mut().zip(deleted) {
+        if let Op::Delete(_, _, answer) = op {
+            answer.result = Some(n);
+        }
+    }
+    Ok(())
+}
+
+/// [`delete_acknowledged`] for a run from several queues: one statement
+/// naming each message by its whole slot.
+async fn delete_across(
+    conn: &mut Conn<'_>,
+    ledger: &mut Ledger,
+    run: &mut [Op],
+) -> Result<(), DbError> {
+    let mut named_by: HashMap<(&str, i64, &str, MessageId), usize> = HashMap::new();
+    let mut slots = Vec::new();
+    for (at, op) in run.iter().enumerate() {
+        let Op::Delete(QueueRef::Sent(phone, device, sender), ids, _) = op else {
+            continue;
+        };
+        for id in ids {
+            let slot = (phone.as_str(), i64::from(*device), sender.as_str(), *id);
+            if let Entry::Vacant(first) = named_by.entry(slot) {
+                first.insert(at);
+                slots.push((phone, *device, sender, *id));
+            }
+        }
+    }
+    let mut deleted = vec![0u64; run.len()];
+    for (device, id, removed) in queue::delete_slots(conn, &slots).await? {
+        let slot = (removed.owner.as_str(), device, removed.sender.as_str(), id);
+        let Some(&at) = named_by.get(&slot) else {
+            continue;
+        };
+        if let Op::Delete(QueueRef::Sent(phone, ..), ..) = &run[at] {
+            give_back(ledger, QueueKey::Recipient(phone), &removed);
+        }
+        deleted[at] += 1;
     }
     for (op, n) in run.iter_mut().zip(deleted) {
         if let Op::Delete(_, _, answer) = op {
@@ -224,4 +291,48 @@ async fn sweep(conn: &mut Conn<'_>, ledger: &mut Ledger, now: Millis) -> Result<
 fn give_back(ledger: &mut Ledger, queue: QueueKey<'_>, removed: &Removed) {
     let sender = PhoneNumber::from_canonical(&removed.sender).ok();
     ledger.give_back(queue, sender.as_ref(), removed.size);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::writer::Answer;
+
+    fn ack(to: &str, from: &str, ids: u8) -> Op {
+        let phone = |p: &str| PhoneNumber::parse(p).unwrap();
+        let ids = (0..ids).map(|n| MessageId::from_bytes([n; 16])).collect();
+        Op::Delete(
+            QueueRef::Sent(phone(to), 0, phone(from)),
+            ids,
+            Answer::new().0,
+        )
+    }
+
+    /// Small acknowledgements of several recipients share a statement, up
+    /// to a few dozen ids; one queue's run has no such bound, as before.
+    #[test]
+    fn acknowledgements_of_several_queues_are_deleted_together_up_to_a_bound() {
+        let (bob, carol) = ("+12025550102", "+12025550103");
+        let alice = "+12025550101";
+        let mixed = [ack(bob, alice, 1), ack(carol, alice, 1), ack(bob, carol, 2)];
+        assert_eq!(acknowledgements(&mixed), 3);
+        assert!(one_write(&mixed));
+
+        let many: Vec<Op> = (0..70)
+            .map(|n| ack(&format!("+1202555{:04}", 1000 + n), alice, 1))
+            .collect();
+        assert_eq!(acknowledgements(&many), ACROSS_QUEUES);
+        assert!(!one_write(&many), "two statements: a transaction");
+
+        let one_queue: Vec<Op> = (0..40).map(|_| ack(bob, alice, 20)).collect();
+        assert_eq!(acknowledgements(&one_queue), 40);
+
+        let then_barrier = [
+            ack(bob, alice, 1),
+            ack(carol, alice, 1),
+            Op::Barrier(Answer::new().0),
+        ];
+        assert_eq!(acknowledgements(&then_barrier), 2);
+        assert!(one_write(&then_barrier));
+    }
 }
