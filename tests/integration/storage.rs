@@ -295,6 +295,14 @@ async fn acknowledgements_of_several_recipients_together_take_exactly_their_mess
         assert_eq!(deleted, [1, 1, 1, 0], "{backend}");
         assert!(queued_ids(&store, BOB).await.is_empty(), "{backend}");
         assert!(queued_ids(&store, CAROL).await.is_empty(), "{backend}");
+        // Acknowledgements naming nothing delete nothing, and fail nothing.
+        let mut pending = Vec::new();
+        for queue in [sent(BOB, ALICE), sent(CAROL, ALICE)] {
+            pending.push(store.submit_delete(queue, Vec::new()).await.unwrap());
+        }
+        for rx in pending {
+            assert_eq!(rx.await.unwrap().unwrap(), 0, "{backend}");
+        }
         let on_three = store.fetch(&phone(BOB), 3, 0, 0, 100).await.unwrap();
         let left: Vec<u8> = on_three.iter().map(|r| r.envelope[0]).collect();
         assert_eq!(left, [2], "{backend}: the copy on Bob's other device");

@@ -24,7 +24,8 @@ pub(super) async fn ops(
 ) -> Result<(), DbError> {
     let mut rest = ops;
     while !rest.is_empty() {
-        // One acknowledgement's deletes, one per sender, share statements.
+        // Small deletes naming a sender (one acknowledgement's, one per
+        // sender, or several recipients' at once) share statements.
         let acks = acknowledgements(rest);
         if acks > 1 {
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(acks);
@@ -63,8 +64,9 @@ pub(super) async fn ops(
 }
 
 /// Whether `ops` write with at most one statement (so, on SQLite, need no
-/// explicit transaction): one delete of at most one chunk, several senders'
-/// small deletes from one device's queue that share one statement, or one
+/// explicit transaction): one delete of at most one chunk, a run of
+/// small deletes naming senders that share one statement (from one
+/// device's queue, or from several, at most [`ACROSS_QUEUES`] ids), or one
 /// unbroken run of enqueues of one kind that fits one insert (relayed ones also
 /// record their ids, a second statement), beside operations that write
 /// nothing.
@@ -103,7 +105,8 @@ pub(super) fn one_write(ops: &[Op]) -> bool {
 }
 
 /// A sender's delete of fewer ids than this shares a statement with other
-/// senders' deletes from the same device's queue. Each statement is a round
+/// senders' deletes from the same device's queue (or with other queues'
+/// small deletes, [`ACROSS_QUEUES`]). Each statement is a round
 /// trip to SQLite's thread, which an `ack` naming one message from each of
 /// a hundred senders paid a hundred times; a shared statement checks every
 /// row it finds against its list of (id, sender) pairs, which costs more
@@ -144,9 +147,13 @@ fn acknowledgements(ops: &[Op]) -> usize {
 }
 
 /// The queue (recipient and device) a small delete naming a sender is from.
+/// A delete naming no id is not one: it needs no statement at all (and a
+/// shared statement of no slots would have no condition).
 fn small_delete(op: &Op) -> Option<(&PhoneNumber, u32)> {
     match op {
-        Op::Delete(QueueRef::Sent(phone, device, _), ids, _) if ids.len() < SHARED_BELOW => {
+        Op::Delete(QueueRef::Sent(phone, device, _), ids, _)
+            if (1..SHARED_BELOW).contains(&ids.len()) =>
+        {
             Some((phone, *device))
         }
         _ => None,
@@ -334,5 +341,11 @@ mod tests {
         ];
         assert_eq!(acknowledgements(&then_barrier), 2);
         assert!(one_write(&then_barrier));
+
+        let then_other = [ack(bob, alice, 1), ack(bob, carol, 1), ack(carol, alice, 1)];
+        assert_eq!(acknowledgements(&then_other), 3);
+
+        let naming_nothing = [ack(bob, alice, 0), ack(carol, alice, 0)];
+        assert_eq!(acknowledgements(&naming_nothing), 0);
     }
 }
