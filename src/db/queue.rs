@@ -276,18 +276,25 @@ pub(super) async fn insert_many(
     if let Backend::Postgres(c) = conn.reborrow() {
         return insert_many_pg(c, messages).await;
     }
-    if let ([m], Backend::Sqlite(c)) = (messages, conn.reborrow()) {
-        return insert_one_sqlite(c, m).await;
-    }
+    // One message, nearly always its own transaction (a message that
+    // arrives alone), asks for no row back: SQLite hands a `RETURNING` row
+    // over before the commit, so the driver's thread would wake the writer
+    // twice, for the row and when the statement is done. Whether it went
+    // in is the count of rows changed.
+    let alone = messages.len() == 1;
     let sql = format!(
         "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
              received_at, expires_at)
-         VALUES {} ON CONFLICT (recipient, device, sender, id) DO NOTHING
-         RETURNING recipient, device, sender, id",
-        values_of(Placeholder::Anonymous, messages.len(), 8)
+         VALUES {} ON CONFLICT (recipient, device, sender, id) DO NOTHING{}",
+        values_of(Placeholder::Anonymous, messages.len(), 8),
+        if alone {
+            ""
+        } else {
+            " RETURNING recipient, device, sender, id"
+        }
     );
     let inserted: Vec<Slot> = on_backend!(conn.reborrow(), c => {
-        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for m in messages {
             query = query
                 .bind(m.id)
@@ -299,44 +306,16 @@ pub(super) async fn insert_many(
                 .bind(m.received_at)
                 .bind(m.expires_at);
         }
-        query.fetch_all(c).await
-    })?;
+        if alone {
+            let went_in = query.execute(c).await?.rows_affected() == 1;
+            let slot = |m: &&NewMessage| (m.recipient.clone(), i64::from(m.device), m.sender.clone(), m.id);
+            messages.iter().filter(|_| went_in).map(slot).collect()
+        } else {
+            let rows = query.fetch_all(c).await?;
+            rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, _>>()?
+        }
+    });
     Ok(inserted.into_iter().collect())
-}
-
-/// [`insert_many`] of one message on SQLite, where it is nearly always
-/// its own transaction (a message that arrives alone): without `RETURNING`,
-/// whose row SQLite hands over before the commit, the driver's thread wakes
-/// the writer once, when the statement is done, not twice. Whether the row
-/// went in is the count of rows changed.
-async fn insert_one_sqlite(
-    c: &mut sqlx::SqliteConnection,
-    m: &NewMessage,
-) -> Result<HashSet<Slot>, DbError> {
-    let done = sqlx::query(
-        "INSERT INTO message_queue (id, recipient, device, sender, sender_device, envelope,
-             received_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (recipient, device, sender, id) DO NOTHING",
-    )
-    .bind(m.id)
-    .bind(&m.recipient)
-    .bind(i64::from(m.device))
-    .bind(&m.sender)
-    .bind(i64::from(m.sender_device))
-    .bind(&m.envelope)
-    .bind(m.received_at)
-    .bind(m.expires_at)
-    .execute(c)
-    .await?;
-    let slot = (
-        m.recipient.clone(),
-        i64::from(m.device),
-        m.sender.clone(),
-        m.id,
-    );
-    Ok(HashSet::from_iter(
-        (done.rows_affected() == 1).then_some(slot),
-    ))
 }
 
 /// [`insert_many`] on PostgreSQL: one statement whatever the number of
