@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 
 use super::{Op, Swept};
 use crate::db::backend::Conn;
-use crate::db::queue::{self, QueueKey, QueueRef, Removed, Table};
+use crate::db::queue::{self, QueueKey, QueueRef, Removed, RemovedSlot, SlotRef, Table};
 use crate::db::quota::Ledger;
 use crate::db::{DbError, Millis, enqueue, outbound};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
@@ -161,42 +161,41 @@ fn small_delete(op: &Op) -> Option<(&PhoneNumber, u32)> {
 }
 
 /// Deletes what a run of [`acknowledgements`] names, in shared
-/// statements, and answers each operation with the rows it named; a
-/// message named twice counts for the first operation only.
+/// statements (by (id, sender) pairs when the run is from one device's
+/// queue, else by whole slots), and answers each operation with the rows
+/// it named; a message named twice counts for the first operation only.
 async fn delete_acknowledged(
     conn: &mut Conn<'_>,
     ledger: &mut Ledger,
     run: &mut [Op],
 ) -> Result<(), DbError> {
-    let Some(Op::Delete(QueueRef::Sent(phone, device, _), ..)) = run.first() else {
-        return Ok(());
-    };
-    let one_queue = run
-        .iter()
-        .all(|op| small_delete(op) == Some((phone, *device)));
-    if !one_queue {
-        return delete_across(conn, ledger, run).await;
-    }
-    let mut named_by: HashMap<(MessageId, &str), usize> = HashMap::new();
-    let mut pairs = Vec::new();
+    let mut named_by: HashMap<(&str, i64, &str, MessageId), (usize, &PhoneNumber)> = HashMap::new();
+    let mut slots: Vec<SlotRef> = Vec::new();
     for (at, op) in run.iter().enumerate() {
-        let Op::Delete(QueueRef::Sent(_, _, sender), ids, _) = op else {
+        let Op::Delete(QueueRef::Sent(phone, device, sender), ids, _) = op else {
             continue;
         };
         for id in ids {
-            if let Entry::Vacant(slot) = named_by.entry((*id, sender.as_str())) {
-                slot.insert(at);
-                pairs.push((*id, sender));
+            let key = (phone.as_str(), i64::from(*device), sender.as_str(), *id);
+            if let Entry::Vacant(first) = named_by.entry(key) {
+                first.insert((at, phone));
+                slots.push((phone, *device, sender, *id));
             }
         }
     }
+    let removed = match slots.first() {
+        None => Vec::new(),
+        Some(&(phone, device, ..)) if slots.iter().all(|s| (s.0, s.1) == (phone, device)) => {
+            delete_from_one_queue(conn, phone, device, &slots).await?
+        }
+        Some(_) => queue::delete_slots(conn, &slots).await?,
+    };
     let mut deleted = vec![0u64; run.len()];
-    for chunk in pairs.chunks(queue::DELETE_CHUNK) {
-        for (id, removed) in queue::delete_pairs(conn, phone, *device, chunk).await? {
+    for (device, id, removed) in removed {
+        let key = (removed.owner.as_str(), device, removed.sender.as_str(), id);
+        if let Some(&(at, phone)) = named_by.get(&key) {
             give_back(ledger, QueueKey::Recipient(phone), &removed);
-            if let Some(&at) = named_by.get(&(id, removed.sender.as_str())) {
-                deleted[at] += 1;
-            }
+            deleted[at] += 1;
         }
     }
     for (op, n) in run.iter_mut().zip(deleted) {
@@ -207,44 +206,25 @@ async fn delete_acknowledged(
     Ok(())
 }
 
-/// [`delete_acknowledged`] for a run from several queues: one statement
-/// naming each message by its whole slot.
-async fn delete_across(
+/// Deletes slots of one device's queue by (id, sender) pairs, a chunk per
+/// statement, whose rows SQLite finds through the queue's index of ids.
+async fn delete_from_one_queue(
     conn: &mut Conn<'_>,
-    ledger: &mut Ledger,
-    run: &mut [Op],
-) -> Result<(), DbError> {
-    let mut named_by: HashMap<(&str, i64, &str, MessageId), usize> = HashMap::new();
-    let mut slots = Vec::new();
-    for (at, op) in run.iter().enumerate() {
-        let Op::Delete(QueueRef::Sent(phone, device, sender), ids, _) = op else {
-            continue;
-        };
-        for id in ids {
-            let slot = (phone.as_str(), i64::from(*device), sender.as_str(), *id);
-            if let Entry::Vacant(first) = named_by.entry(slot) {
-                first.insert(at);
-                slots.push((phone, *device, sender, *id));
-            }
+    recipient: &PhoneNumber,
+    device: u32,
+    slots: &[SlotRef<'_>],
+) -> Result<Vec<RemovedSlot>, DbError> {
+    let mut removed = Vec::new();
+    for chunk in slots.chunks(queue::DELETE_CHUNK) {
+        let pairs: Vec<_> = chunk
+            .iter()
+            .map(|&(_, _, sender, id)| (id, sender))
+            .collect();
+        for (id, row) in queue::delete_pairs(conn, recipient, device, &pairs).await? {
+            removed.push((i64::from(device), id, row));
         }
     }
-    let mut deleted = vec![0u64; run.len()];
-    for (device, id, removed) in queue::delete_slots(conn, &slots).await? {
-        let slot = (removed.owner.as_str(), device, removed.sender.as_str(), id);
-        let Some(&at) = named_by.get(&slot) else {
-            continue;
-        };
-        if let Op::Delete(QueueRef::Sent(phone, ..), ..) = &run[at] {
-            give_back(ledger, QueueKey::Recipient(phone), &removed);
-        }
-        deleted[at] += 1;
-    }
-    for (op, n) in run.iter_mut().zip(deleted) {
-        if let Op::Delete(_, _, answer) = op {
-            answer.result = Some(n);
-        }
-    }
-    Ok(())
+    Ok(removed)
 }
 
 async fn delete(
