@@ -91,6 +91,20 @@ async fn submit_all(store: &Store, batch: Vec<Enqueue>) -> Vec<EnqueueOutcome> {
     outcomes
 }
 
+/// Submits every delete before awaiting any, so they may share one
+/// transaction (and its statements); returns how many each deleted.
+async fn delete_all(store: &Store, batch: Vec<(QueueRef, Vec<MessageId>)>) -> Vec<u64> {
+    let mut pending = Vec::new();
+    for (queue, ids) in batch {
+        pending.push(store.submit_delete(queue, ids).await.unwrap());
+    }
+    let mut deleted = Vec::new();
+    for rx in pending {
+        deleted.push(rx.await.unwrap().unwrap());
+    }
+    deleted
+}
+
 async fn queued_ids(store: &Store, to: &str) -> Vec<u8> {
     let rows = store.fetch(&phone(to), 0, 0, 0, 1000).await.unwrap();
     rows.iter().map(|r| r.id.as_bytes()[0]).collect()
@@ -218,19 +232,16 @@ async fn deletes_of_several_senders_submitted_together_take_exactly_their_pairs(
         assert_eq!(queued, [Stored; 4], "{backend}");
         let id = |n: u8| MessageId::from_bytes([n; 16]);
         let sent = |from: &str| QueueRef::Sent(phone(BOB), 0, phone(from));
-        let mut pending = Vec::new();
-        for (from, ids) in [
-            (ALICE, vec![id(1)]),
-            (CAROL, vec![id(2)]),
-            (DAVE, vec![id(3), id(9)]),
-            (ALICE, vec![id(1)]),
-        ] {
-            pending.push(store.submit_delete(sent(from), ids).await.unwrap());
-        }
-        let mut deleted = Vec::new();
-        for rx in pending {
-            deleted.push(rx.await.unwrap().unwrap());
-        }
+        let deleted = delete_all(
+            &store,
+            vec![
+                (sent(ALICE), vec![id(1)]),
+                (sent(CAROL), vec![id(2)]),
+                (sent(DAVE), vec![id(3), id(9)]),
+                (sent(ALICE), vec![id(1)]),
+            ],
+        )
+        .await;
         assert_eq!(deleted, [1, 1, 1, 0], "{backend}");
         let rows = store.fetch(&phone(BOB), 0, 0, 0, 100).await.unwrap();
         let left: Vec<(u8, String)> = rows
@@ -279,30 +290,22 @@ async fn acknowledgements_of_several_recipients_together_take_exactly_their_mess
         assert_eq!(queued, [Stored; 4], "{backend}");
         let id = |n: u8| MessageId::from_bytes([n; 16]);
         let sent = |to: &str, from: &str| QueueRef::Sent(phone(to), 0, phone(from));
-        let mut pending = Vec::new();
-        for (queue, ids) in [
-            (sent(BOB, ALICE), vec![id(1)]),
-            (sent(CAROL, ALICE), vec![id(1)]),
-            (sent(BOB, CAROL), vec![id(2), id(9)]),
-            (sent(BOB, ALICE), vec![id(1)]),
-        ] {
-            pending.push(store.submit_delete(queue, ids).await.unwrap());
-        }
-        let mut deleted = Vec::new();
-        for rx in pending {
-            deleted.push(rx.await.unwrap().unwrap());
-        }
+        let deleted = delete_all(
+            &store,
+            vec![
+                (sent(BOB, ALICE), vec![id(1)]),
+                (sent(CAROL, ALICE), vec![id(1)]),
+                (sent(BOB, CAROL), vec![id(2), id(9)]),
+                (sent(BOB, ALICE), vec![id(1)]),
+            ],
+        )
+        .await;
         assert_eq!(deleted, [1, 1, 1, 0], "{backend}");
         assert!(queued_ids(&store, BOB).await.is_empty(), "{backend}");
         assert!(queued_ids(&store, CAROL).await.is_empty(), "{backend}");
         // Acknowledgements naming nothing delete nothing, and fail nothing.
-        let mut pending = Vec::new();
-        for queue in [sent(BOB, ALICE), sent(CAROL, ALICE)] {
-            pending.push(store.submit_delete(queue, Vec::new()).await.unwrap());
-        }
-        for rx in pending {
-            assert_eq!(rx.await.unwrap().unwrap(), 0, "{backend}");
-        }
+        let nothing = vec![(sent(BOB, ALICE), vec![]), (sent(CAROL, ALICE), vec![])];
+        assert_eq!(delete_all(&store, nothing).await, [0, 0], "{backend}");
         let on_three = store.fetch(&phone(BOB), 3, 0, 0, 100).await.unwrap();
         let left: Vec<u8> = on_three.iter().map(|r| r.envelope[0]).collect();
         assert_eq!(left, [2], "{backend}: the copy on Bob's other device");
