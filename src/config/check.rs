@@ -58,7 +58,15 @@ mod tests {
         );
         std::fs::write(&path, "[server]\nport = \"x\"\n").unwrap();
         let err = check_file(&path).unwrap_err();
-        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("server.toml:2:8: invalid type"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        std::fs::write(&path, "[server]\nprot = 1\n").unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.contains("server.toml:2:1: unknown field `prot`"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
         std::fs::write(&path, "[server]\nport = 1\n").unwrap();
         assert_eq!(check_file(&path), Ok(()));
     }

@@ -102,8 +102,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// `at` is `:line:column` where the parser stopped, when it said.
+    #[error("{path}{at}: {message}")]
+    Parse {
+        path: PathBuf,
+        at: String,
+        message: String,
+    },
     #[error("{path}: key '{key}': {message}")]
     Invalid {
         path: PathBuf,
@@ -141,7 +146,13 @@ impl ServerConfig {
         })?;
         let file: file::FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            at: e
+                .span()
+                .map(|span| position(&text, span.start))
+                .unwrap_or_default(),
+            // The parser's own rendering quotes the line over several;
+            // one line reads better in a log and in `check-config`.
+            message: e.message().trim_end().replace('\n', "; "),
         })?;
         let base = path
             .parent()
@@ -153,6 +164,14 @@ impl ServerConfig {
             message,
         })
     }
+}
+
+/// `:line:column` (both from 1) of the byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> String {
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!(":{line}:{column}")
 }
 
 #[cfg(test)]
