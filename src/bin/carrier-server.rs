@@ -35,8 +35,19 @@ enum Command {
     Admin(AdminArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// A failure to start is one line naming the cause chain, whatever
+/// `RUST_BACKTRACE` says: it is the operator's to act on, not a crash.
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carrier-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Some(Command::Admin(admin)) => {
             telemetry::init("warn");
