@@ -67,6 +67,18 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'), "one line: {err}");
+        std::fs::write(&path, "[server]\nport = 1\nport = 2\n").unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.contains("server.toml:3:1: duplicate key: `port`"),
+            "{err}"
+        );
+        std::fs::write(&path, "\u{feff}prot = 1\n").unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.contains("server.toml:1:1: unknown field `prot`"),
+            "{err}"
+        );
         std::fs::write(&path, "[server]\nport = 1\n").unwrap();
         assert_eq!(check_file(&path), Ok(()));
     }

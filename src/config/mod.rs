@@ -144,16 +144,8 @@ impl ServerConfig {
             path: path.to_owned(),
             source,
         })?;
-        let file: file::FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            at: e
-                .span()
-                .map(|span| position(&text, span.start))
-                .unwrap_or_default(),
-            // The parser's own rendering quotes the line over several;
-            // one line reads better in a log and in `check-config`.
-            message: e.message().trim_end().replace('\n', "; "),
-        })?;
+        let file: file::FileConfig =
+            toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -166,12 +158,39 @@ impl ServerConfig {
     }
 }
 
-/// `:line:column` (both from 1) of the byte `offset` in `text`.
+/// The parser's error on one line: its own rendering quotes the line over
+/// several, which reads badly in a log and in `check-config`. What it
+/// quoted is kept when its message does not name it (`duplicate key`).
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let mut message = e.message().trim_end().replace('\n', "; ");
+    let quoted = e
+        .span()
+        .and_then(|span| text.get(span))
+        .map(str::trim)
+        .filter(|q| !q.is_empty() && q.len() <= 80 && !q.contains('\n'));
+    if let Some(q) = quoted
+        && !message.contains(q)
+    {
+        message = format!("{message}: `{q}`");
+    }
+    ConfigError::Parse {
+        path: path.to_owned(),
+        at: e
+            .span()
+            .map(|span| position(text, span.start))
+            .unwrap_or_default(),
+        message,
+    }
+}
+
+/// `:line:column` (both from 1, in characters; a byte-order mark, which
+/// editors hide, is not counted) of the byte `offset` in `text`.
 fn position(text: &str, offset: usize) -> String {
     let before = &text[..text.floor_char_boundary(offset)];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!(":{line}:{column}")
+    let current = before.rsplit('\n').next().unwrap_or("");
+    let current = current.strip_prefix('\u{feff}').unwrap_or(current);
+    format!(":{line}:{}", current.chars().count() + 1)
 }
 
 #[cfg(test)]
