@@ -35,16 +35,29 @@ enum Command {
     Admin(AdminArgs),
 }
 
-/// A failure to start is one line naming the cause chain, whatever
+/// A failure to start is one line naming its causes, whatever
 /// `RUST_BACKTRACE` says: it is the operator's to act on, not a crash.
 fn main() -> std::process::ExitCode {
     match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("carrier-server: {e:#}");
+            eprintln!("carrier-server: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and each cause its message does not already quote (many of
+/// ours name their cause in their own sentence).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
