@@ -16,7 +16,8 @@
 //!   frames, JSON requests and responses, stable error codes, the envelope
 //!   byte layout, the server-to-server messages and the signed statements'
 //!   layouts. No sockets, storage or keys.
-//! - [`clock`]: time as the rules see it, so tests move it instead of sleeping.
+//! - [`clock`]: time as the rules see it, so tests move it instead of sleeping,
+//!   and as people read it.
 //! - [`rate`]: token buckets keyed by whoever is limited.
 //! - [`private_files`]: files and directories only their owner may read.
 //! - [`data_lock`]: one server per data directory.

@@ -16,10 +16,10 @@
 use std::borrow::Cow;
 
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::{Authorship, ClientError, HistoryEntry, Notice, Received, Refusal};
 use crate::client::Direction;
+use crate::clock::utc;
 use crate::protocol::{Broadcast, ListedUser};
 
 /// One JSON object, for the `--json` outputs: exact strings, with the
@@ -42,7 +42,7 @@ pub fn message(m: &Received) -> String {
     };
     format!(
         "[{}] {}{to}: {}",
-        time(m.sent_at),
+        utc(m.sent_at),
         clean(&m.from),
         clean(&m.text)
     )
@@ -72,7 +72,7 @@ pub fn broadcast(b: &Broadcast, authorship: Authorship) -> String {
     };
     format!(
         "[{}] ({kind}) {}: {}",
-        time(b.sent_at as i64),
+        utc(b.sent_at as i64),
         clean(&b.from),
         clean(&b.text)
     )
@@ -97,7 +97,7 @@ pub fn history(e: &HistoryEntry) -> String {
     };
     format!(
         "[{}] {arrow} {}: {}",
-        time(e.sent_at),
+        utc(e.sent_at),
         clean(&e.peer),
         clean(&e.text)
     )
@@ -183,28 +183,9 @@ impl serde_json::ser::Formatter for EscapingFormatter {
     }
 }
 
-/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`, rounded
-/// down to the second. The times shown come from the sender's clock, which
-/// may be anything: one outside the years -9999 to 9999 is shown as its
-/// milliseconds.
-pub fn time(ms: i64) -> String {
-    match OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("{ms} ms after 1970-01-01 UTC"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{clean, json, time};
+    use super::{clean, json};
 
     /// Escapes, newlines, DEL, C1 and bidirectional overrides: each could
     /// rewrite a terminal or fake who wrote a line.
@@ -244,37 +225,6 @@ mod tests {
         assert_eq!(
             json(&serde_json::json!({ "t": "a\"b\\c ü" })),
             r#"{"t":"a\"b\\c ü"}"#
-        );
-    }
-
-    #[test]
-    fn times_are_utc_calendar_dates_rounded_down_to_the_second() {
-        for (ms, shown) in [
-            (0, "1970-01-01 00:00:00 UTC"),
-            (999, "1970-01-01 00:00:00 UTC"),
-            (-1, "1969-12-31 23:59:59 UTC"),
-            (951_782_400_000, "2000-02-29 00:00:00 UTC"),
-            (1_709_251_199_999, "2024-02-29 23:59:59 UTC"),
-            (1_798_761_599_000, "2026-12-31 23:59:59 UTC"),
-            (4_107_542_400_000, "2100-03-01 00:00:00 UTC"),
-            (-62_135_596_800_000, "0001-01-01 00:00:00 UTC"),
-            (-62_167_219_200_000, "0000-01-01 00:00:00 UTC"),
-            (-62_167_219_200_001, "-001-12-31 23:59:59 UTC"),
-            (253_402_300_799_000, "9999-12-31 23:59:59 UTC"),
-        ] {
-            assert_eq!(time(ms), shown, "{ms} ms");
-        }
-    }
-
-    #[test]
-    fn a_time_past_the_calendar_is_shown_as_milliseconds() {
-        assert_eq!(
-            time(253_402_300_800_000),
-            "253402300800000 ms after 1970-01-01 UTC"
-        );
-        assert_eq!(
-            time(i64::MIN),
-            format!("{} ms after 1970-01-01 UTC", i64::MIN)
         );
     }
 }

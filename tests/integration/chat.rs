@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use carrier::client::{self, show};
+use carrier::client;
 use carrier::protocol::KeyType;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -147,7 +147,7 @@ async fn chat_shows_waiting_and_pushed_messages_and_runs_commands() {
     let received: Vec<String> = history
         .iter()
         .filter(|e| e.direction == client::Direction::In)
-        .map(|e| format!("[{}] {BOB}: {}", show::time(e.sent_at), e.text))
+        .map(|e| format!("[{}] {BOB}: {}", carrier::clock::utc(e.sent_at), e.text))
         .collect();
     assert_eq!(received, shown);
     let (got, _) = bob_session.fetch().await.expect("Bob fetches");

@@ -60,14 +60,14 @@ fn device_line(d: &DeviceInfo) -> String {
     let seen = if d.last_seen == 0 {
         "never".to_owned()
     } else {
-        show::time(d.last_seen)
+        carrier::clock::utc(d.last_seen)
     };
     format!(
         "{}  {}  {}  added {}  last seen {}{}",
         d.id,
         show::clean(&d.name),
         d.fingerprint,
-        show::time(d.added_at),
+        carrier::clock::utc(d.added_at),
         seen,
         if d.this_device { "  (this device)" } else { "" }
     )
