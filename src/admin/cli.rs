@@ -184,6 +184,7 @@ fn print(reply: &Reply, json: bool) {
             );
             print_links(&s.links);
         }
+        Reply::Users(users) if users.is_empty() => println!("no users registered"),
         Reply::Users(users) => {
             for u in users {
                 let disabled = if u.disabled { "  disabled" } else { "" };
@@ -196,7 +197,7 @@ fn print(reply: &Reply, json: bool) {
         Reply::User(u) => {
             println!("phone: {}", u.phone);
             println!("key: {} {}", u.key_type, u.fingerprint);
-            println!("registered at: {} ms", u.registered_at);
+            println!("registered at: {}", crate::clock::utc(u.registered_at));
             println!("disabled: {}", if u.disabled { "yes" } else { "no" });
             println!(
                 "queued: {} messages, {} bytes",
@@ -206,12 +207,15 @@ fn print(reply: &Reply, json: bool) {
                 println!("sessions: {n}");
             }
         }
+        Reply::Queues(queues) if queues.is_empty() => println!("no messages queued"),
         Reply::Queues(queues) => {
             for q in queues {
                 println!("{}  {} messages  {} bytes", q.owner, q.messages, q.bytes);
             }
         }
+        Reply::Links(links) if links.is_empty() => println!("no neighbours configured or linked"),
         Reply::Links(links) => print_links(links),
+        Reply::Pins(pins) if pins.is_empty() => println!("no neighbour keys pinned"),
         Reply::Pins(pins) => {
             for p in pins {
                 println!("{}  {}", p.address, p.fingerprint);
