@@ -56,29 +56,27 @@ mod tests {
             err.ends_with("server.toml:5: key 'otp.ttl_secs': must be greater than 0"),
             "{err}"
         );
-        std::fs::write(&path, "[server]\nport = \"x\"\n").unwrap();
-        let err = check_file(&path).unwrap_err();
-        assert!(err.contains("server.toml:2:8: invalid type"), "{err}");
-        assert!(!err.contains('\n'), "one line: {err}");
-        std::fs::write(&path, "[server]\nprot = 1\n").unwrap();
-        let err = check_file(&path).unwrap_err();
-        assert!(
-            err.contains("server.toml:2:1: unknown field `prot`"),
-            "{err}"
-        );
-        assert!(!err.contains('\n'), "one line: {err}");
-        std::fs::write(&path, "[server]\nport = 1\nport = 2\n").unwrap();
-        let err = check_file(&path).unwrap_err();
-        assert!(
-            err.contains("server.toml:3:1: duplicate key: `port`"),
-            "{err}"
-        );
-        std::fs::write(&path, "\u{feff}prot = 1\n").unwrap();
-        let err = check_file(&path).unwrap_err();
-        assert!(
-            err.contains("server.toml:1:1: unknown field `prot`"),
-            "{err}"
-        );
+        // Files that do not parse: the parser's place and words, on one line.
+        for (text, expected) in [
+            ("[server]\nport = \"x\"\n", "server.toml:2:8: invalid type"),
+            (
+                "[server]\nprot = 1\n",
+                "server.toml:2:1: unknown field `prot`",
+            ),
+            (
+                "[server]\nport = 1\nport = 2\n",
+                "server.toml:3:1: duplicate key: `port`",
+            ),
+            (
+                "\u{feff}prot = 1\n",
+                "server.toml:1:1: unknown field `prot`",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = check_file(&path).unwrap_err();
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
         std::fs::write(&path, "[server]\nport = 1\n").unwrap();
         assert_eq!(check_file(&path), Ok(()));
     }

@@ -163,8 +163,9 @@ impl ServerConfig {
 /// quoted is kept when its message does not name it (`duplicate key`).
 fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let mut message = e.message().trim_end().replace('\n', "; ");
-    let quoted = e
-        .span()
+    let span = e.span();
+    let quoted = span
+        .clone()
         .and_then(|span| text.get(span))
         .map(str::trim)
         .filter(|q| !q.is_empty() && q.len() <= 80 && !q.contains('\n'));
@@ -175,8 +176,7 @@ fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     }
     ConfigError::Parse {
         path: path.to_owned(),
-        at: e
-            .span()
+        at: span
             .map(|span| position(text, span.start))
             .unwrap_or_default(),
         message,
