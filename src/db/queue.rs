@@ -308,8 +308,9 @@ pub(super) async fn insert_many(
         }
         if alone {
             let went_in = query.execute(c).await?.rows_affected() == 1;
-            let slot = |m: &&NewMessage| (m.recipient.clone(), i64::from(m.device), m.sender.clone(), m.id);
-            messages.iter().filter(|_| went_in).map(slot).collect()
+            let m = &messages[0];
+            let slot = (m.recipient.clone(), i64::from(m.device), m.sender.clone(), m.id);
+            went_in.then_some(slot).into_iter().collect()
         } else {
             let rows = query.fetch_all(c).await?;
             rows.iter().map(sqlx::FromRow::from_row).collect::<Result<_, _>>()?
