@@ -108,6 +108,22 @@ async fn admin_commands_on_a_running_and_a_stopped_server() {
     let out = ok(&files, &["queue", "purge", BOB]);
     assert_eq!(out.trim(), "Purged 1 messages waiting for +12025550102");
     assert_eq!(json(&files, &["queue", "stats"]), serde_json::json!([]));
+    assert_eq!(ok(&files, &["queue", "stats"]), "no messages queued\n");
+    assert_eq!(ok(&files, &["pins", "list"]), "no neighbour keys pinned\n");
+    assert_eq!(
+        ok(&files, &["links"]),
+        "no neighbours configured or linked\n"
+    );
+    let shown = ok(&files, &["users", "show", ALICE]);
+    let registered = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("registered at: "))
+        .unwrap_or_else(|| panic!("{shown}"));
+    let at = json(&files, &["users", "show", ALICE])["registered_at"]
+        .as_i64()
+        .expect("registered_at in ms");
+    assert_eq!(registered, carrier::clock::utc(at), "{shown}");
+    assert!(registered.ends_with(" UTC"), "{shown}");
     let out = ok(&files, &["users", "delete", BOB]);
     assert!(out.contains("Deleted +12025550102"), "{out}");
     let err = bob
@@ -172,6 +188,12 @@ fn check_config_names_file_line_and_key() {
     let err = refused(&files, &["check-config", bad.to_str().unwrap()]);
     assert!(
         err.contains("bad.toml:5: key 'queue.max_messages_per_recipient'"),
+        "{err}"
+    );
+    std::fs::write(&bad, "[queue]\nmax_mesages = 5\n").unwrap();
+    let err = refused(&files, &["check-config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("bad.toml:2:1: unknown field `max_mesages`"),
         "{err}"
     );
 }
