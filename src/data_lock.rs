@@ -70,10 +70,24 @@ impl DataDirLock {
 
     /// Whether a process holds the lock on `dir` now (without taking it).
     pub fn is_held(dir: &Path) -> bool {
-        let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
-            return false;
+        Self::check_free(dir).is_err()
+    }
+
+    /// Refuses as [`DataDirLock::acquire`] would if a process holds the
+    /// lock on `dir` now, but takes no lock and creates nothing. A start
+    /// that cannot bind a port asks before it reports that: a server
+    /// holding the directory is then the cause to name.
+    pub fn check_free(dir: &Path) -> Result<(), LockError> {
+        let Ok(mut file) = File::open(dir.join(LOCK_FILE)) else {
+            return Ok(());
         };
-        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+        match file.try_lock_shared() {
+            Err(TryLockError::WouldBlock) => Err(LockError::Held {
+                dir: dir.to_owned(),
+                pid: holder(&mut file),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -101,6 +115,8 @@ mod tests {
             err.contains(&format!("PID {}", std::process::id())),
             "{err}"
         );
+        let told = DataDirLock::check_free(dir.path()).unwrap_err().to_string();
+        assert_eq!(told, err, "told without taking it, the same refusal");
         drop(first);
         assert!(!DataDirLock::is_held(dir.path()));
         DataDirLock::acquire(dir.path()).expect("free again once dropped");

@@ -1,8 +1,8 @@
 //! The server's edge: accept loop with a connection limit, one task per
 //! connection, graceful shutdown.
 //!
-//! [`serve`] is the one start-up path, what `carrier-server` runs: open the
-//! data directory, bind the client port and the link port, print where it
+//! [`serve`] is the one start-up path, what `carrier-server` runs: bind the
+//! client port and the link port, open the data directory, print where it
 //! listens, serve until the shutdown token is cancelled. Tests take the same
 //! steps one by one ([`Server::open`] with their own clock,
 //! [`Listeners::bind`] on port 0, [`Server::run`]) to learn the bound
@@ -42,7 +42,7 @@ pub(crate) use connection::{FrameSource, run_session};
 pub use reload::Reload;
 pub use session::MAX_PENDING_PER_ADDRESS;
 pub(crate) use session::PendingSlot;
-pub use start::{Listeners, serve, serve_with, shutdown_on_signal};
+pub use start::{Listeners, serve, serve_with, shutdown_on_signal, unless_locked};
 
 /// File name of the server's long-term key inside the data directory.
 pub const KEY_FILE: &str = crypto::SERVER_KEY_FILE;

@@ -70,8 +70,8 @@ impl Listeners {
     }
 }
 
-/// Runs a server as `carrier-server` does: opens `config.data_dir`, binds
-/// the client and link ports, prints the key's fingerprint and the bound
+/// Runs a server as `carrier-server` does: binds the client and link ports,
+/// opens `config.data_dir`, prints the key's fingerprint and the bound
 /// addresses on standard output, and serves until `shutdown` is cancelled
 /// (see [`shutdown_on_signal`]), then shuts down gracefully. With `reload`,
 /// SIGHUP reloads the configuration.
@@ -84,15 +84,28 @@ pub async fn serve(
 }
 
 /// [`serve`] with further edges, each with the line announcing where it
-/// listens (the web port: `web::serve`).
+/// listens (the web port: `web::serve`), bound already.
+///
+/// Every socket is bound before the data directory is opened, so a start
+/// that cannot bind a port leaves no directory, key or database behind. The lock on
+/// the directory is still taken before the key and the database are
+/// touched, so two servers never share them. A second server on a running
+/// one's directory, though, often finds its ports taken first: a refused
+/// port is then reported as the lock's refusal ([`unless_locked`]), the
+/// cause the operator has to act on. Locking first instead, when the
+/// directory exists, would report the same, but leave a lock file behind
+/// a failed start and make the lock travel from the caller that binds the
+/// web port down to [`Server::open`].
 pub async fn serve_with(
     config: &ServerConfig,
     shutdown: CancellationToken,
     reload: Option<super::Reload>,
     edges: Vec<(String, super::Edge)>,
 ) -> Result<(), StartError> {
+    let listeners = Listeners::bind(config)
+        .await
+        .map_err(|refused| unless_locked(config, refused))?;
     let mut server = Server::open(config, Clock::System).await?;
-    let listeners = Listeners::bind(config).await?;
     let mut lines = Vec::new();
     for (line, edge) in edges {
         server = server.with_edge(edge);
@@ -115,6 +128,15 @@ pub async fn serve_with(
     }
     server.run(listeners, shutdown).await;
     Ok(())
+}
+
+/// `refused`, a socket that could not be bound, unless another process
+/// holds `config.data_dir`: then the lock's refusal, which explains it.
+pub fn unless_locked<E: From<StartError>>(config: &ServerConfig, refused: E) -> E {
+    match crate::data_lock::DataDirLock::check_free(&config.data_dir) {
+        Ok(()) => refused,
+        Err(locked) => StartError::from(locked).into(),
+    }
 }
 
 /// The lines an operator (and a script starting the server) reads.

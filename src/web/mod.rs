@@ -95,7 +95,8 @@ impl Endpoint {
 
 /// Runs a server as `carrier-server` does (`server::serve`), with the web
 /// port too when the configuration has one; a web port that cannot start
-/// stops the start.
+/// stops the start. The web port is bound first, before the data directory
+/// is opened, as the server's own ports are (`server::serve_with`).
 pub async fn serve(
     config: &ServerConfig,
     shutdown: tokio_util::sync::CancellationToken,
@@ -103,7 +104,10 @@ pub async fn serve(
 ) -> Result<(), WebError> {
     let mut edges = Vec::new();
     if let Some(web) = &config.web {
-        let endpoint = Endpoint::bind(web).await?;
+        let endpoint = Endpoint::bind(web).await.map_err(|e| match e {
+            WebError::Listen { .. } => crate::server::unless_locked(config, e),
+            other => other,
+        })?;
         edges.push((format!("Web client on {}", endpoint.url()), endpoint.edge()));
     }
     crate::server::serve_with(config, shutdown, reload, edges).await?;

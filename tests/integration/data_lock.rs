@@ -1,32 +1,72 @@
 //! One server per data directory: a second `carrier-server` on the same
-//! directory exits at once, naming the first one's PID; once the first has
-//! stopped (even by SIGKILL) the directory is free again.
+//! directory exits at once, naming the first one's PID, even when the first
+//! also holds the port it asks for; once the first has stopped (even by
+//! SIGKILL) the directory is free again. A start that cannot bind a port
+//! creates no data directory.
+
+use std::process::Command;
 
 use crate::process::{ServerFiles, run, stderr_of};
+
+/// Runs `cmd`, a start that is to be refused, and asserts it was: exit code
+/// 1 and one line on standard error, which it returns. Backtraces are asked
+/// for, and must not be given; the log is kept to warnings, so the line is
+/// alone whatever `RUST_LOG` the tests run with.
+fn refusal(cmd: &mut Command, case: &str) -> String {
+    cmd.env("RUST_BACKTRACE", "1").env("RUST_LOG", "warn");
+    let out = run(cmd, case);
+    assert_eq!(out.status.code(), Some(1), "{case}: {out:?}");
+    let err = stderr_of(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{case}: not one line: {err:?}");
+    lines[0].to_owned()
+}
 
 #[test]
 fn a_second_server_on_one_data_directory_is_refused() {
     let files = ServerFiles::new();
     let mut first = files.start();
-    // Asked for backtraces, a refusal to start is still one line.
+    let held = format!(
+        "carrier-server: another carrier-server (PID {})",
+        first.pid()
+    );
+    let line = refusal(&mut files.command(), "a second carrier-server");
+    assert!(line.starts_with(&held), "{line}");
+    // Its port taken by the first, the second is still told of the lock.
+    let port = first.addr.rsplit_once(':').expect("host:port").1.to_owned();
     let mut second = files.command();
-    second.env("RUST_BACKTRACE", "1");
-    let second = run(&mut second, "a second carrier-server");
-    assert_eq!(second.status.code(), Some(1), "the second server started");
-    let err = stderr_of(&second);
-    let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with(&format!(
-            "carrier-server: another carrier-server (PID {})",
-            first.pid()
-        )),
-        "{err}"
-    );
-    assert!(
-        !err.contains("backtrace") && !err.contains("Caused by"),
-        "{err}"
-    );
+    second.args(["--port", &port]);
+    let line = refusal(&mut second, "a second carrier-server on its port");
+    assert!(line.starts_with(&held), "{line}");
     first.kill_9();
     let mut again = files.start();
     assert!(again.terminate().success());
+}
+
+#[test]
+fn a_start_that_cannot_bind_a_port_creates_no_data_directory() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = taken.local_addr().unwrap().port().to_string();
+    let metrics = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    for (case, flag, sections) in [
+        ("client", Some("--port"), ""),
+        ("link", Some("--server_port"), ""),
+        ("web", Some("--web-port"), ""),
+        ("metrics", None, metrics.as_str()),
+    ] {
+        let files = ServerFiles::on_sqlite();
+        files.set_extra_config("", sections);
+        let mut cmd = files.command();
+        if let Some(flag) = flag {
+            cmd.args([flag, &port]);
+        }
+        let line = refusal(&mut cmd, case);
+        assert!(line.starts_with("carrier-server: cannot listen"), "{line}");
+        assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+        assert!(
+            !files.data_dir().exists(),
+            "{case}: a refused start left {} behind",
+            files.data_dir().display()
+        );
+    }
 }
