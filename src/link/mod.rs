@@ -180,7 +180,7 @@ impl Links {
             };
             tracing::info!(
                 neighbour = %d.config.address,
-                fingerprint = ?key.map(|f| f.to_hex()),
+                fingerprint = key.map(tracing::field::display),
                 messages_left_waiting = waiting,
                 "neighbour removed; its messages stay queued in case it is configured again"
             );
@@ -191,7 +191,11 @@ impl Links {
             .cloned()
             .collect();
         for n in added {
-            tracing::info!(neighbour = %n.address, fingerprint = ?n.fingerprint.map(|f| f.to_hex()), "neighbour added");
+            tracing::info!(
+                neighbour = %n.address,
+                fingerprint = n.fingerprint.map(tracing::field::display),
+                "neighbour added"
+            );
             self.spawn_dialer(&mut dialers, n);
         }
         self.configured.set(wanted);

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::code_sink::CodeSink;
 use crate::config::{Flags, ServerConfig};
+use crate::routing::Limits;
 use crate::telemetry::LogFilter;
 
 use super::ServerState;
@@ -59,11 +61,16 @@ pub(super) async fn on_hangup(
 fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Option<&LogFilter>) {
     if old.limits != new.limits {
         state.router.apply_limits(new.limits);
-        tracing::info!(from = ?old.limits, to = ?new.limits, "limits changed");
+        let (before, after) = (by_key(&old.limits), by_key(&new.limits));
+        for ((key, from), (_, to)) in before.into_iter().zip(after) {
+            if from != to {
+                tracing::info!(key, from, to, "limit changed");
+            }
+        }
     }
     if old.code_sink != new.code_sink {
         state.otp.set_sink(new.code_sink.clone());
-        tracing::info!(to = ?new.code_sink, "one-time code delivery changed");
+        log_code_delivery(&new.code_sink);
     }
     if old.log.filter != new.log.filter {
         match log {
@@ -118,6 +125,59 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
         if changed {
             tracing::warn!(section, "this change takes effect at the next restart");
         }
+    }
+}
+
+/// The limits under the `[limits]` keys that set them, so a change is
+/// logged as an operator wrote it. Taken apart field by field, so a limit
+/// added later cannot be left out unnoticed; `claim_devices` has no key.
+fn by_key(limits: &Limits) -> [(&'static str, u64); 8] {
+    let Limits {
+        send_messages,
+        send_bytes,
+        sessions_per_user,
+        session_backlog_bytes,
+        user_backlog_bytes,
+        devices_per_account,
+        claim_devices: _,
+    } = *limits;
+    [
+        (
+            "limits.send_messages_per_second",
+            send_messages.whole_per_second(),
+        ),
+        ("limits.send_message_burst", send_messages.burst),
+        (
+            "limits.send_bytes_per_second",
+            send_bytes.whole_per_second(),
+        ),
+        ("limits.send_byte_burst", send_bytes.burst),
+        ("limits.max_sessions_per_user", sessions_per_user as u64),
+        (
+            "limits.max_session_backlog_bytes",
+            session_backlog_bytes as u64,
+        ),
+        ("limits.max_user_backlog_bytes", user_backlog_bytes as u64),
+        ("limits.max_devices_per_account", devices_per_account as u64),
+    ]
+}
+
+/// Where codes go now, in the `[otp]` keys that say so.
+fn log_code_delivery(sink: &CodeSink) {
+    match sink {
+        CodeSink::Console => {
+            tracing::info!(delivery = "console", "one-time code delivery changed")
+        }
+        CodeSink::File(file) => tracing::info!(
+            delivery = "file",
+            file = %file.display(),
+            "one-time code delivery changed"
+        ),
+        CodeSink::Command(command) => tracing::info!(
+            delivery = "command",
+            command,
+            "one-time code delivery changed"
+        ),
     }
 }
 

@@ -46,7 +46,17 @@ async fn sighup_applies_a_new_limit_and_refuses_a_broken_file() {
 
     files.set_extra_config("", "[limits]\nmax_sessions_per_user = 2\n");
     hang_up(&files, &server, "configuration reloaded");
-    assert!(files.log_text().contains("limits changed"));
+    // Named by its key, one line for each limit that changed.
+    let log = files.log_text();
+    let changed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("limit changed"))
+        .collect();
+    assert_eq!(changed.len(), 1, "{log}");
+    assert!(
+        changed[0].ends_with(r#"limit changed key="limits.max_sessions_per_user" from=1 to=2"#),
+        "{log}"
+    );
     let second = alice
         .client
         .login()
@@ -90,7 +100,14 @@ async fn sighup_changes_where_codes_go_for_the_next_registration() {
 
     files.set_otp_section("[otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n");
     hang_up(&files, &server, "configuration reloaded");
-    assert!(files.log_text().contains("one-time code delivery changed"));
+    let log = files.log_text();
+    let otp_file = files.otp_file.display();
+    assert!(
+        log.contains(&format!(
+            r#"one-time code delivery changed delivery="file" file={otp_file}"#
+        )),
+        "{log}"
+    );
     let alice = register(&server, ALICE, KeyType::P256).await;
     assert_eq!(
         server.codes_for(ALICE).len(),
@@ -169,7 +186,14 @@ async fn sighup_adds_and_removes_a_neighbour() {
 
     files_a.set_links(0, &[(b_link, Some(b.fingerprint))]);
     hang_up(&files_a, &a, "configuration reloaded");
-    assert!(files_a.log_text().contains("neighbour added"));
+    assert!(
+        files_a.log_text().contains(&format!(
+            "neighbour added neighbour={b_link} fingerprint={}",
+            b.fingerprint
+        )),
+        "{}",
+        files_a.log_text()
+    );
     assert!(
         !files_a
             .log_text()
