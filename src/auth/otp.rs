@@ -112,8 +112,14 @@ pub enum OtpError {
     NoPendingCode,
     #[error("the code has expired: register again to get a new one")]
     Expired,
-    #[error("wrong code; {remaining} tries left")]
+    /// A wrong code with tries still left for it (never 0: see `Spent`).
+    #[error("wrong code; {remaining} {} left", tries(*remaining))]
     Wrong { remaining: u32 },
+    /// A wrong code that spent the last try: the code is dead from now on,
+    /// and no new one is issued for the key until the window ends, so the
+    /// answer says when registering again can work.
+    #[error("wrong code; no tries left; register again in {retry_in_s} seconds")]
+    Spent { retry_in_s: i64 },
     #[error("too many wrong codes; try again in {retry_in_s} seconds")]
     Dead { retry_in_s: i64 },
     #[error("a code is 6 digits")]
@@ -134,7 +140,9 @@ impl OtpError {
             | OtpError::PhoneLimited { .. } => ErrorCode::RateLimited,
             OtpError::NoPendingCode => ErrorCode::NoPendingCode,
             OtpError::Expired => ErrorCode::CodeExpired,
-            OtpError::Wrong { .. } | OtpError::Malformed => ErrorCode::WrongCode,
+            OtpError::Wrong { .. } | OtpError::Spent { .. } | OtpError::Malformed => {
+                ErrorCode::WrongCode
+            }
             OtpError::Dead { .. } => ErrorCode::CodeDead,
             OtpError::Delivery(_) => ErrorCode::Internal,
             OtpError::Db(e) => e.code(),
@@ -150,6 +158,21 @@ impl OtpError {
             _ => None,
         }
     }
+
+    /// For a wrong code that spent a try: how many the code has left, so a
+    /// client can stop asking for it at 0 without reading the message.
+    pub fn tries_left(&self) -> Option<u32> {
+        match self {
+            OtpError::Wrong { remaining } => Some(*remaining),
+            OtpError::Spent { .. } => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// "try" or "tries", as `n` takes.
+fn tries(n: u32) -> &'static str {
+    if n == 1 { "try" } else { "tries" }
 }
 
 /// The key a pending code will register.
@@ -233,6 +256,20 @@ impl Otp {
                 .unwrap_or(OtpError::RateLimited { retry_in_s }),
             Cap::Address => OtpError::AddressLimited { retry_in_s },
             Cap::Phone => OtpError::PhoneLimited { retry_in_s },
+        }
+    }
+
+    /// The answer to a wrong code whose try is counted in `spent`: after
+    /// the last try, when `register` will issue a code again, since this
+    /// one can no longer register.
+    fn wrong(&self, phone: &PhoneNumber, spent: &Limits, now: i64) -> OtpError {
+        let remaining = i64::from(self.policy.max_tries) - spent.wrong_tries;
+        tracing::info!(%phone, remaining, "wrong one-time code");
+        match u32::try_from(remaining) {
+            Ok(remaining) if remaining > 0 => OtpError::Wrong { remaining },
+            _ => OtpError::Spent {
+                retry_in_s: self.retry_in_s(spent, now),
+            },
         }
     }
 
@@ -338,11 +375,7 @@ impl Otp {
             .key
             .matches(&pending.code_hash, phone, &pending.public_key, code)
         {
-            let remaining = limits.max_tries - spent.wrong_tries;
-            tracing::info!(%phone, remaining, "wrong one-time code");
-            return Err(OtpError::Wrong {
-                remaining: remaining.max(0) as u32,
-            });
+            return Err(self.wrong(phone, &spent, now));
         }
         let key = to_pending_key(&pending)?;
         let row = UserRow {
@@ -389,6 +422,33 @@ fn random_code() -> Zeroizing<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_code_says_how_many_tries_are_left() {
+        let cases = [
+            (
+                OtpError::Wrong { remaining: 4 },
+                "wrong code; 4 tries left",
+                Some(4),
+            ),
+            (
+                OtpError::Wrong { remaining: 1 },
+                "wrong code; 1 try left",
+                Some(1),
+            ),
+            (
+                OtpError::Spent { retry_in_s: 3501 },
+                "wrong code; no tries left; register again in 3501 seconds",
+                Some(0),
+            ),
+            (OtpError::Malformed, "a code is 6 digits", None),
+        ];
+        for (e, message, tries_left) in cases {
+            assert_eq!(e.code(), ErrorCode::WrongCode, "{e}");
+            assert_eq!(e.to_string(), message);
+            assert_eq!(e.tries_left(), tries_left, "{e}");
+        }
+    }
 
     #[test]
     fn codes_are_six_digits() {

@@ -254,6 +254,7 @@ fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
             code,
             message: message.to_owned(),
             retry_after_ms: None,
+            tries_left: None,
             devices: None,
         });
     }

@@ -365,6 +365,11 @@ pub enum Response {
         /// many milliseconds the same request would pass.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// For `wrong_code` after a try was spent: how many tries the code
+        /// has left (0: it is dead), so a client stops asking for it
+        /// without parsing the message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tries_left: Option<u32>,
         /// For `stale_devices`: the recipient's current devices.
         #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
         devices: Option<super::CurrentDevices>,
@@ -469,6 +474,7 @@ mod tests {
                 code: ErrorCode::NotLoggedIn,
                 message: "x".into(),
                 retry_after_ms: None,
+                tries_left: None,
                 devices: None,
             },
         };
@@ -488,5 +494,17 @@ mod tests {
             }
         ));
         assert_eq!(serde_json::to_string(&f).unwrap(), later);
+        // As PROTOCOL.md §6 shows it.
+        let wrong = r#"{"re":2,"type":"error","code":"wrong_code","message":"wrong code; 4 tries left","tries_left":4}"#;
+        let f: ResponseFrame = serde_json::from_str(wrong).unwrap();
+        assert!(matches!(
+            f.response,
+            Response::Error {
+                code: ErrorCode::WrongCode,
+                tries_left: Some(4),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&f).unwrap(), wrong);
     }
 }

@@ -394,6 +394,7 @@ fn unavailable(e: &DbError) -> Response {
         code: ErrorCode::StorageUnavailable,
         message: format!("the link request could not be stored: {e}"),
         retry_after_ms: None,
+        tries_left: None,
         devices: None,
     }
 }
@@ -404,6 +405,7 @@ fn no_link(message: &str) -> Response {
         code: ErrorCode::NoLink,
         message: message.into(),
         retry_after_ms: None,
+        tries_left: None,
         devices: None,
     }
 }

@@ -363,6 +363,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
         code,
         message: message.into(),
         retry_after_ms: None,
+        tries_left: None,
         devices: None,
     }
 }

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// For a refusal that holds only for now: when to retry, in ms.
     pub retry_after_ms: Option<u64>,
+    /// For a wrong code that spent a try: how many the code has left.
+    pub tries_left: Option<u32>,
     /// For `stale_devices`: the recipient's current devices.
     pub devices: Option<CurrentDevices>,
 }
@@ -26,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_ms: None,
+            tries_left: None,
             devices: None,
         }
     }
@@ -35,6 +38,7 @@ impl ApiError {
             code: self.code,
             message: self.message,
             retry_after_ms: self.retry_after_ms,
+            tries_left: self.tries_left,
             devices: self.devices,
         }
     }
@@ -63,6 +67,7 @@ impl From<OtpError> for ApiError {
     fn from(e: OtpError) -> Self {
         Self {
             retry_after_ms: e.retry_after_ms(),
+            tries_left: e.tries_left(),
             ..Self::coded(e.code(), &e)
         }
     }

@@ -210,10 +210,35 @@ async fn a_new_key_needs_a_fresh_code_and_warns_senders_until_trusted() {
     server.stop().await;
 }
 
+/// The message and `tries_left` of a `wrong_code` answer; panics naming
+/// `case` otherwise.
+fn wrong_code_answer(response: Response, case: &str) -> (String, Option<u32>) {
+    match response {
+        Response::Error {
+            code: ErrorCode::WrongCode,
+            message,
+            tries_left,
+            ..
+        } => (message, tries_left),
+        other => panic!("{case}: expected wrong_code, got {other:?}"),
+    }
+}
+
+/// What a wrong code is told with `remaining` tries left, when `register`
+/// would give a new code in `retry_in_s` seconds.
+fn told(remaining: u32, retry_in_s: i64) -> String {
+    match remaining {
+        0 => format!("wrong code; no tries left; register again in {retry_in_s} seconds"),
+        1 => "wrong code; 1 try left".to_owned(),
+        n => format!("wrong code; {n} tries left"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_count_down_then_the_code_is_dead() {
     let mut server = spawn_server().await;
-    let max = server.config.otp_policy.max_tries;
+    let policy = server.config.otp_policy;
+    let max = policy.max_tries;
     let id = Identity::generate(KeyType::P256);
     let mut w = Wire::connect(&server).await;
     assert!(matches!(
@@ -222,20 +247,25 @@ async fn wrong_codes_count_down_then_the_code_is_dead() {
     ));
     let code = server.code_for(CAROL);
     let wrong = wrong_code(&code);
+    // Some time into the window, so the wait named after the last try is
+    // the rest of it, not its whole length.
+    let waited_ms = 100_000;
+    server.clock.advance_ms(waited_ms);
+    let retry_in_s = (policy.window_ms - waited_ms) / 1000 + 1;
+
+    // A code that is not 6 digits spends no try and says nothing of them.
+    let (message, tries_left) =
+        wrong_code_answer(w.verify(CAROL, &id, &code[..5]).await, "a 5-digit code");
+    assert_eq!(message, "a code is 6 digits");
+    assert_eq!(tries_left, None, "a 5-digit code: {message}");
 
     // `max_tries` wrong codes are allowed, each told how many remain.
     for attempt in 1..=max {
         let case = format!("wrong code {attempt} of {max}");
-        let message = expect_error(
-            w.verify(CAROL, &id, &wrong).await,
-            ErrorCode::WrongCode,
-            &case,
-        );
+        let (message, tries_left) = wrong_code_answer(w.verify(CAROL, &id, &wrong).await, &case);
         let remaining = max - attempt;
-        assert!(
-            message.contains(&format!("{remaining} tries left")),
-            "{case}: {message}"
-        );
+        assert_eq!(message, told(remaining, retry_in_s), "{case}");
+        assert_eq!(tries_left, Some(remaining), "{case}: {message}");
         assert!(
             server.user_row(CAROL).await.is_none(),
             "{case}: a user row appeared"
@@ -246,6 +276,16 @@ async fn wrong_codes_count_down_then_the_code_is_dead() {
         w.verify(CAROL, &id, &wrong).await,
         ErrorCode::CodeDead,
         &case,
+    );
+    // The wait the last wrong code named is the one `register` names.
+    let refused = expect_error(
+        w.register(CAROL, &id).await,
+        ErrorCode::CodeDead,
+        "asking for a new code after the last try",
+    );
+    assert!(
+        refused.ends_with(&format!("try again in {retry_in_s} seconds")),
+        "{refused}"
     );
     expect_error(
         w.verify(CAROL, &id, &code).await,
@@ -427,15 +467,9 @@ async fn a_new_code_does_not_reset_the_wrong_tries() {
         );
         let wrong = wrong_code(&server.code_for(DAVE));
         let case = format!("wrong try {tries}, on code {tries}");
-        let message = expect_error(
-            w.verify(DAVE, &id, &wrong).await,
-            ErrorCode::WrongCode,
-            &case,
-        );
-        assert!(
-            message.contains(&format!("{} tries left", max - tries)),
-            "{case}: {message}"
-        );
+        let (message, tries_left) = wrong_code_answer(w.verify(DAVE, &id, &wrong).await, &case);
+        assert_eq!(message, told(max - tries, 0), "{case}");
+        assert_eq!(tries_left, Some(max - tries), "{case}: {message}");
     }
     // Wrong codes on the last code: the code dies within the tries left
     // (a reset would allow `max` more).
@@ -459,8 +493,10 @@ async fn a_new_code_does_not_reset_the_wrong_tries() {
             } => break,
             Response::Error {
                 code: ErrorCode::WrongCode,
+                tries_left,
+                message,
                 ..
-            } => {}
+            } => assert_eq!(tries_left, Some(0), "the last try: {message}"),
             other => panic!("wrong try {}: {other:?}", max - 1 + extra),
         }
     }
