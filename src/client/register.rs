@@ -1,8 +1,8 @@
 //! Registration: make (or reuse) the identity key, ask the server for a
 //! code, then prove the key with the code and make this home's device
 //! (protocol v2: every account registered here has one). A wrong code
-//! leaves the registration open, so the user can type it again until the
-//! server says the code is dead; the account remembers the server it was
+//! leaves the registration open while the server says tries are left, so
+//! the user can type it again; the account remembers the server it was
 //! made on.
 
 use zeroize::Zeroizing;
@@ -27,8 +27,8 @@ pub enum CodeAnswer<'c> {
     /// Registered, with this home's device made and logged in as it;
     /// whether an older key was replaced.
     Registered(Session<'c>, bool),
-    /// A wrong code, with the server's message (how many tries are left):
-    /// the same registration takes another.
+    /// A wrong code with tries left, or a code that was not 6 digits, with
+    /// the server's message: the same registration takes another.
     Wrong(Registration<'c>, String),
 }
 
@@ -111,6 +111,10 @@ impl<'c> Registration<'c> {
     /// Proves the key with `code`. On success the account (with this
     /// client's server) is saved in the home, and the home's device is made
     /// and published (replacing any devices of an earlier key).
+    ///
+    /// A wrong code that spent the last try is an error (`wrong_code`), not
+    /// [`CodeAnswer::Wrong`]: the server would refuse every further code
+    /// until its window ends, so there is nothing left to type.
     pub async fn verify(self, code: &str) -> Result<CodeAnswer<'c>, ClientError> {
         let signature = self
             .conn
@@ -118,24 +122,30 @@ impl<'c> Registration<'c> {
             .await?;
         let answer = self
             .conn
-            .call(Request::Verify {
+            .start(Request::Verify {
                 phone: self.phone.to_string(),
                 code: code.trim().into(),
                 signature: B64(signature),
             })
-            .await;
+            .await?
+            .await
+            .map_err(|_| ClientError::Disconnected)?;
         let (replaced_key, fingerprint) = match answer {
-            Ok(Response::Registered {
+            Response::Registered {
                 replaced_key,
                 fingerprint,
                 ..
-            }) => (replaced_key, fingerprint),
-            Ok(other) => return Err(unexpected(other)),
-            Err(ClientError::Server {
+            } => (replaced_key, fingerprint),
+            Response::Error {
                 code: ErrorCode::WrongCode,
                 message,
-            }) => return Ok(CodeAnswer::Wrong(self, message)),
-            Err(e) => return Err(e),
+                tries_left,
+                ..
+            } => return self.wrong(message, tries_left),
+            Response::Error { code, message, .. } => {
+                return Err(ClientError::Server { code, message });
+            }
+            other => return Err(unexpected(other)),
         };
         self.client.home.save_account(&Account {
             phone: self.phone.to_string(),
@@ -148,5 +158,22 @@ impl<'c> Registration<'c> {
             session.create_device().await?,
             replaced_key,
         ))
+    }
+
+    /// A wrong code keeps the registration open only while the server says
+    /// the code has tries left (or spent none, for a code that was not 6
+    /// digits).
+    fn wrong(
+        self,
+        message: String,
+        tries_left: Option<u32>,
+    ) -> Result<CodeAnswer<'c>, ClientError> {
+        if tries_left == Some(0) {
+            return Err(ClientError::Server {
+                code: ErrorCode::WrongCode,
+                message,
+            });
+        }
+        Ok(CodeAnswer::Wrong(self, message))
     }
 }

@@ -71,19 +71,36 @@ async fn the_home_remembers_its_server_and_asks_again_after_a_wrong_code() {
     assert!(stderr.contains(&elsewhere), "{stderr}");
 }
 
+/// After the wrong code that spends the last try the command stops: the
+/// right code typed next is never sent (the server would refuse it as
+/// `code_dead`), and the error says when and how to get a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_code_ends_registration_with_the_command_that_gets_a_new_one() {
+async fn the_last_wrong_code_ends_registration_with_the_command_that_gets_a_new_one() {
     let server = spawn_server().await;
+    let max = server.config.otp_policy.max_tries;
     let home = tempfile::tempdir().unwrap();
-    let out = register_typing(&server, home.path(), ALICE, 10, true).await;
+    let out = register_typing(&server, home.path(), ALICE, max as usize, false).await;
     let (status, _, stderr) = outcome(&out);
     assert_eq!(status, 4, "{stderr}");
+    assert_eq!(
+        stderr.matches("type the code again").count(),
+        max as usize - 1,
+        "asked again only while tries are left: {stderr}"
+    );
+    assert!(
+        stderr.contains("1 try left: type the code again."),
+        "{stderr}"
+    );
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("error: ")
-            && last.contains("code_dead")
-            && last.contains(&format!("carrier register {ALICE}")),
+        last.starts_with("error: wrong code; no tries left; register again in ")
+            && last.contains(&format!("carrier register {ALICE}"))
+            && last.ends_with("(wrong_code)"),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains("code_dead"),
+        "a code went past the last try: {stderr}"
     );
 }
 

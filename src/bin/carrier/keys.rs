@@ -70,11 +70,16 @@ pub async fn register(
 }
 
 /// A code the server will take no more of: the advice names the command
-/// that gets a new one.
+/// that gets a new one. `verify` gives a wrong code back as an error only
+/// once its last try is spent.
 fn code_refused(e: ClientError, phone: &PhoneNumber) -> ClientError {
     match e {
         ClientError::Server {
-            code: code @ (ErrorCode::CodeDead | ErrorCode::CodeExpired | ErrorCode::NoPendingCode),
+            code:
+                code @ (ErrorCode::CodeDead
+                | ErrorCode::CodeExpired
+                | ErrorCode::NoPendingCode
+                | ErrorCode::WrongCode),
             message,
         } => ClientError::Server {
             code,
