@@ -4,12 +4,21 @@
  * or one of the client's own (`key_changed`, `unreachable`, …); this is the one
  * place that turns codes into sentences that say what to do.
  */
-import { RequestError } from "../transport/connection";
+import { RequestError, type Frame } from "../transport/connection";
+
+/** What an error frame may say besides its code, for the sentence and for what the page does next. */
+export interface ErrorDetails {
+  /** `wrong_code`: the wrong tries the code still allows; 0 once it can no longer be used (§5.1). */
+  triesLeft?: number;
+  /** A refusal that holds for now: the milliseconds after which the same request would pass. */
+  retryAfterMs?: number;
+}
 
 export class CoreError extends Error {
   constructor(
     readonly code: string,
     message: string = describe(code),
+    readonly details: ErrorDetails = {},
   ) {
     super(message);
     this.name = "CoreError";
@@ -46,13 +55,50 @@ const SENTENCES: Record<string, string> = {
   stopped: "The connection to the Carrier server was closed. Reload the page.",
 };
 
-export function describe(code: string): string {
+export function describe(code: string, details: ErrorDetails = {}): string {
+  if (code === "wrong_code" && details.triesLeft !== undefined) return wrongCode(details.triesLeft, details.retryAfterMs);
   return SENTENCES[code] ?? "Something went wrong. Try again in a moment.";
+}
+
+function wrongCode(triesLeft: number, retryAfterMs: number | undefined): string {
+  if (triesLeft > 0) return `That code is wrong. ${triesLeft} ${triesLeft === 1 ? "try" : "tries"} left. Check the 6-digit code and try again.`;
+  // The server's message names the wait in seconds, but messages are not to be parsed (§6);
+  // without a retry_after_ms the wait is the window code_dead speaks of.
+  const wait = retryAfterMs === undefined ? "an hour" : minutes(retryAfterMs);
+  return `That code is wrong, and it cannot be used any more. Wait ${wait}, then press Get code for a new one.`;
+}
+
+function minutes(ms: number): string {
+  const n = Math.max(1, Math.ceil(ms / 60_000));
+  return `${n} ${n === 1 ? "minute" : "minutes"}`;
+}
+
+/** The members of an error frame the page uses; anything not a whole number of the right range counts as absent. */
+export function errorDetails(frame: Frame): ErrorDetails {
+  const count = (value: unknown) => (typeof value === "number" && Number.isSafeInteger(value) && value >= 0 ? value : undefined);
+  const details: ErrorDetails = {};
+  const triesLeft = count(frame.tries_left);
+  const retryAfterMs = count(frame.retry_after_ms);
+  if (triesLeft !== undefined) details.triesLeft = triesLeft;
+  if (retryAfterMs !== undefined) details.retryAfterMs = retryAfterMs;
+  return details;
 }
 
 /** Any thrown value as a CoreError; server errors keep their code, with our sentence where we have one. */
 export function asCoreError(error: unknown): CoreError {
   if (error instanceof CoreError) return error;
-  if (error instanceof RequestError) return new CoreError(error.code, SENTENCES[error.code] ?? error.message);
+  if (error instanceof RequestError) {
+    const details = errorDetails(error.frame);
+    return new CoreError(error.code, SENTENCES[error.code] ? describe(error.code, details) : error.message, details);
+  }
   return new CoreError("internal", describe("internal"));
+}
+
+/**
+ * The code that was typed can never register: the page goes back to asking for
+ * a new one rather than leave a code box open that no code can pass.
+ */
+export function needsNewCode(error: CoreError): boolean {
+  if (error.code === "wrong_code") return error.details.triesLeft === 0;
+  return error.code === "code_dead" || error.code === "code_expired" || error.code === "no_pending_code";
 }

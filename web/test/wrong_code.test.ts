@@ -1,0 +1,128 @@
+/**
+ * A wrong registration code (PROTOCOL.md §5.1, §6.1): the `tries_left` of the
+ * server's error frame reaches the page, whose sentence says how many tries are
+ * left, and after the last one that the code is spent and what to do; only then
+ * does the page go back to asking for a new code.
+ */
+import "fake-indexeddb/auto";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { toBase64 } from "../src/crypto/bytes";
+import { asCoreError, CoreError, describe as sentence, errorDetails, needsNewCode } from "../src/core/errors";
+import { RemoteCore } from "../src/core/remote";
+import { Store } from "../src/storage/store";
+import { RequestError, type Frame } from "../src/transport/connection";
+
+const ME = "+12025550101";
+const WRONG = "That code is wrong. Check the 6-digit code and try again.";
+
+/** What the server sends for a wrong code, as in PROTOCOL.md §6. */
+function wrongCode(fields: Frame): RequestError {
+  const frame = { re: 2, type: "error", code: "wrong_code", message: "wrong code; 4 tries left", ...fields };
+  return new RequestError("wrong_code", String(frame.message), frame);
+}
+
+describe("the sentence for a wrong code", () => {
+  it("says how many tries are left", () => {
+    const four = asCoreError(wrongCode({ tries_left: 4 }));
+    expect(four).toBeInstanceOf(CoreError);
+    expect(four.code).toBe("wrong_code");
+    expect(four.details.triesLeft).toBe(4);
+    expect(four.message).toBe("That code is wrong. 4 tries left. Check the 6-digit code and try again.");
+    expect(needsNewCode(four)).toBe(false);
+
+    const one = asCoreError(wrongCode({ message: "wrong code; 1 try left", tries_left: 1 }));
+    expect(one.message).toBe("That code is wrong. 1 try left. Check the 6-digit code and try again.");
+    expect(needsNewCode(one)).toBe(false);
+  });
+
+  it("says after the last try that the code is spent, and to wait for a new one", () => {
+    const spent = asCoreError(wrongCode({ message: "wrong code; no tries left; register again in 3501 seconds", tries_left: 0 }));
+    expect(spent.details.triesLeft).toBe(0);
+    expect(spent.message).toBe("That code is wrong, and it cannot be used any more. Wait an hour, then press Get code for a new one.");
+    expect(needsNewCode(spent)).toBe(true);
+  });
+
+  it("gives the wait in minutes, rounded up, when the frame says when", () => {
+    expect(asCoreError(wrongCode({ tries_left: 0, retry_after_ms: 3_501_000 })).message).toBe(
+      "That code is wrong, and it cannot be used any more. Wait 59 minutes, then press Get code for a new one.",
+    );
+    expect(sentence("wrong_code", { triesLeft: 0, retryAfterMs: 60_000 })).toContain("Wait 1 minute, then");
+    expect(sentence("wrong_code", { triesLeft: 0, retryAfterMs: 1 })).toContain("Wait 1 minute, then");
+  });
+
+  it("keeps the plain sentence without tries_left, or with one that is not a count", () => {
+    for (const fields of [{ message: "a code is 6 digits" }, { tries_left: "4" }, { tries_left: -1 }, { tries_left: 1.5 }, { tries_left: null }]) {
+      const error = asCoreError(wrongCode(fields));
+      expect(error.details).toEqual({});
+      expect(error.message).toBe(WRONG);
+      expect(needsNewCode(error)).toBe(false);
+    }
+    expect(sentence("wrong_code")).toBe(WRONG);
+    expect(errorDetails({ retry_after_ms: 2000, tries_left: 3 })).toEqual({ triesLeft: 3, retryAfterMs: 2000 });
+  });
+
+  it("sends the page back to Get code for every answer that no code can pass", () => {
+    for (const code of ["code_dead", "code_expired", "no_pending_code"]) expect(needsNewCode(new CoreError(code)), code).toBe(true);
+    for (const code of ["invalid_phone", "rate_limited", "bad_signature", "unreachable"]) expect(needsNewCode(new CoreError(code)), code).toBe(false);
+  });
+});
+
+/** A server's /ws that greets, gives a code and a challenge, and answers verify from a script. */
+class ScriptedSocket {
+  static verifyAnswers: Frame[] = [];
+  static sent: Frame[] = [];
+  onopen: ((ev: unknown) => void) | null = null;
+  onclose: ((ev: unknown) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+
+  constructor() {
+    setTimeout(() => {
+      this.onopen?.({});
+      this.reply({ type: "hello", challenge: toBase64(new Uint8Array(32).fill(1)), connection: toBase64(new Uint8Array(16).fill(2)), fingerprint: "ab".repeat(32) });
+    });
+  }
+
+  send(data: string): void {
+    const request = JSON.parse(data) as Frame;
+    ScriptedSocket.sent.push(request);
+    const re = request.seq;
+    if (request.type === "register") this.reply({ re, type: "code_sent", phone: request.phone });
+    else if (request.type === "challenge") this.reply({ re, type: "challenge", nonce: toBase64(new Uint8Array(32).fill(3)) });
+    else if (request.type === "verify") this.reply({ re, ...ScriptedSocket.verifyAnswers.shift()! });
+    else if (request.type !== "ping") throw new Error(`unexpected ${request.type}`);
+  }
+
+  close(): void {}
+
+  private reply(frame: Frame): void {
+    setTimeout(() => this.onmessage?.({ data: JSON.stringify(frame) }));
+  }
+}
+
+afterEach(() => vi.unstubAllGlobals());
+
+describe("the real core on a wrong code", () => {
+  it("hands the server's tries_left to the page with the error", async () => {
+    vi.stubGlobal("WebSocket", ScriptedSocket);
+    ScriptedSocket.verifyAnswers = [
+      { type: "error", code: "wrong_code", message: "wrong code; 4 tries left", tries_left: 4 },
+      { type: "error", code: "wrong_code", message: "wrong code; no tries left; register again in 3501 seconds", tries_left: 0 },
+    ];
+    const core = new RemoteCore(await Store.open("wrong-code"), "ws://carrier.test/ws");
+    expect(await core.resume()).toBeNull();
+    expect(await core.requestCode(ME)).toBe(ME);
+
+    const first = await core.register(ME, "123456").catch((error: unknown) => error);
+    expect(first).toBeInstanceOf(CoreError);
+    expect((first as CoreError).details.triesLeft).toBe(4);
+    expect((first as CoreError).message).toBe("That code is wrong. 4 tries left. Check the 6-digit code and try again.");
+
+    const last = await core.register(ME, "654321").catch((error: unknown) => error);
+    expect((last as CoreError).details.triesLeft).toBe(0);
+    expect(needsNewCode(last as CoreError)).toBe(true);
+    expect((last as CoreError).message).toContain("cannot be used any more");
+
+    expect(ScriptedSocket.sent.filter((f) => f.type === "verify").map((f) => f.code)).toEqual(["123456", "654321"]);
+  });
+});
