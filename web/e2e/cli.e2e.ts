@@ -184,7 +184,9 @@ describe.skipIf(!HAVE_BINARIES)("the browser and the carrier CLI on a real serve
     const code = await server.code("+12025550149", mark);
     await textbox(fresh, "Code").fill(code === "000000" ? "111111" : "000000");
     await button(fresh, "Register").click();
-    await fresh.getByRole("alert").filter({ hasText: "code is wrong" }).waitFor();
+    const wrong = fresh.getByRole("alert").filter({ hasText: "code is wrong" });
+    await wrong.waitFor();
+    expect(await wrong.textContent()).toBe("That code is wrong. 4 tries left. Check the 6-digit code and try again.");
     await textbox(fresh, "Code").fill(code);
     await button(fresh, "Register").click();
     await fresh.getByRole("heading", { name: "+12025550149", exact: true }).waitFor();
@@ -193,6 +195,33 @@ describe.skipIf(!HAVE_BINARIES)("the browser and the carrier CLI on a real serve
     await button(fresh, "Start").click();
     await fresh.getByRole("dialog").getByRole("alert").filter({ hasText: "No Carrier account has that number" }).waitFor();
     await third.close();
+  });
+
+  it("after the last wrong try, says the code cannot be used and goes back to Get code", async () => {
+    const { context: spentContext, page: fresh } = await open(browser, server.webUrl);
+    const phone = "+12025550151";
+    const mark = server.mark();
+    await textbox(fresh, "Phone number").fill(phone);
+    await button(fresh, "Get code").click();
+    const code = await server.code(phone, mark);
+    const wrong = code === "000000" ? "111111" : "000000";
+    for (const left of ["4 tries", "3 tries", "2 tries", "1 try"]) {
+      await textbox(fresh, "Code").fill(wrong);
+      await button(fresh, "Register").click();
+      await fresh.getByRole("alert").filter({ hasText: `That code is wrong. ${left} left.` }).waitFor();
+    }
+    await textbox(fresh, "Code").fill(wrong);
+    await button(fresh, "Register").click();
+    const spent = fresh.getByRole("alert").filter({ hasText: "cannot be used any more" });
+    await spent.waitFor();
+    expect(await spent.textContent()).toBe("That code is wrong, and it cannot be used any more. Wait an hour, then press Get code for a new one.");
+    await textbox(fresh, "Code").waitFor({ state: "hidden" });
+    expect(await button(fresh, "Register").count()).toBe(0);
+    expect(await fresh.evaluate(() => document.activeElement?.textContent)).toBe("Get code");
+    // The server agrees: the same key gets no new code in the window.
+    await button(fresh, "Get code").click();
+    await fresh.getByRole("alert").filter({ hasText: "Too many wrong codes for this number" }).waitFor();
+    await spentContext.close();
   });
 
   it("carries messages between two browsers, as two users", async () => {

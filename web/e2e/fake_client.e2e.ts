@@ -80,8 +80,33 @@ describe("registration", () => {
     await textbox(page, "Code").press("Enter");
     const alert = page.getByRole("alert");
     await alert.waitFor();
-    expect(await alert.textContent()).toContain("code is wrong");
+    expect(await alert.textContent()).toBe("That code is wrong. 4 tries left. Check the 6-digit code and try again.");
     expect(await page.getByRole("heading", { name: ME, exact: true }).count()).toBe(0);
+    await context.close();
+  });
+
+  it("after the last wrong try, says the code cannot be used and goes back to Get code", async () => {
+    const { context, page } = await openClient(browser, site.url);
+    await textbox(page, "Phone number").fill(ME);
+    await button(page, "Get code").click();
+    const code = await fake<string>(page, "lastCode", ME);
+    const wrong = code === "000000" ? "111111" : "000000";
+    for (const left of ["4 tries", "3 tries", "2 tries", "1 try"]) {
+      await textbox(page, "Code").fill(wrong);
+      await button(page, "Register").click();
+      await page.getByRole("alert").filter({ hasText: `That code is wrong. ${left} left.` }).waitFor();
+    }
+    await textbox(page, "Code").fill(wrong);
+    await button(page, "Register").click();
+    const spent = page.getByRole("alert").filter({ hasText: "cannot be used any more" });
+    await spent.waitFor();
+    expect(await spent.textContent()).toBe("That code is wrong, and it cannot be used any more. Wait an hour, then press Get code for a new one.");
+    // No code box to try a sixth in: the next step is Get code.
+    await textbox(page, "Code").waitFor({ state: "hidden" });
+    expect(await button(page, "Register").count()).toBe(0);
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Get code");
+    await button(page, "Get code").click();
+    await page.getByRole("alert").filter({ hasText: "Too many wrong codes for this number" }).waitFor();
     await context.close();
   });
 

@@ -15,7 +15,7 @@ import { sha256 } from "../crypto/symmetric";
 import { safetyNumber } from "../protocol/safety_number";
 import type { ContactRecord, Store } from "../storage/store";
 import type { Account, ClientCore } from "./api";
-import { CoreError } from "./errors";
+import { CoreError, describe } from "./errors";
 import { canonicalPhone } from "./phone";
 import { StoredCore } from "./stored";
 
@@ -57,6 +57,8 @@ function newMessageId(): string {
 export class FakeCore extends StoredCore implements ClientCore {
   private readonly world = loadWorld();
   private readonly codes = new Map<string, string>();
+  /** Wrong tries left for each phone, counted across its codes as the server counts them in its window; at 0 no code is issued or taken. */
+  private readonly triesLeft = new Map<string, number>();
   private readonly linkCodes = new Map<string, string>();
   private readonly held = new Map<string, { text: string; sentAt: number }[]>();
   private readonly outbox: { to: string; text: string }[] = [];
@@ -96,8 +98,10 @@ export class FakeCore extends StoredCore implements ClientCore {
   async requestCode(typed: string): Promise<string> {
     const phone = canonicalPhone(typed);
     this.requireOnline();
+    if (this.triesLeft.get(phone) === 0) throw new CoreError("code_dead");
     const code = String(crypto.getRandomValues(new Uint32Array(1))[0] % 1_000_000).padStart(6, "0");
     this.codes.set(phone, code);
+    if (!this.triesLeft.has(phone)) this.triesLeft.set(phone, 5);
     console.info(`OTP for ${phone}: ${code}`);
     return phone;
   }
@@ -106,9 +110,17 @@ export class FakeCore extends StoredCore implements ClientCore {
     const phone = canonicalPhone(typed);
     this.requireOnline();
     const expected = this.codes.get(phone);
+    if (this.triesLeft.get(phone) === 0) throw new CoreError("code_dead");
     if (!expected) throw new CoreError("no_pending_code");
-    if (code.trim() !== expected) throw new CoreError("wrong_code");
+    if (!/^\d{6}$/.test(code.trim())) throw new CoreError("wrong_code");
+    if (code.trim() !== expected) {
+      const triesLeft = this.triesLeft.get(phone)! - 1;
+      this.triesLeft.set(phone, triesLeft);
+      if (triesLeft === 0) this.codes.delete(phone);
+      throw new CoreError("wrong_code", describe("wrong_code", { triesLeft }), { triesLeft });
+    }
     this.codes.delete(phone);
+    this.triesLeft.delete(phone);
     const accountKey = await generateSigningKey();
     const spki = spkiFromPoint(accountKey.point);
     return this.settle(phone, 1, spki, [{ name: "account", sign: accountKey.sign, point: accountKey.point, spki, createdAt: Date.now() }]);

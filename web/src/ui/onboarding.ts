@@ -3,7 +3,7 @@
  * browser to an existing account with a code from `carrier devices add`.
  */
 import type { Account, ClientCore } from "../core/api";
-import { asCoreError } from "../core/errors";
+import { asCoreError, needsNewCode, type CoreError } from "../core/errors";
 import { h, replaceChildren, showError } from "./dom";
 
 /** A name for this device in the account's device list, e.g. "Chrome on Linux". */
@@ -22,20 +22,23 @@ function field(label: string, input: HTMLInputElement, hint?: string): HTMLEleme
   return h("div", { class: "field" }, h("label", { for: id }, label), input, hintEl);
 }
 
-/** Disables a form while its request runs, and shows the outcome. */
-async function busy<T>(form: HTMLFormElement, errors: Element, work: () => Promise<T>): Promise<T | undefined> {
+/** Disables a form while its request runs, and shows the outcome; `failed` hears of a failure once the form is usable again. */
+async function busy<T>(form: HTMLFormElement, errors: Element, work: () => Promise<T>, failed?: (error: CoreError) => void): Promise<T | undefined> {
   const controls = Array.from(form.querySelectorAll("input, button")) as (HTMLInputElement | HTMLButtonElement)[];
   controls.forEach((c) => (c.disabled = true));
   form.setAttribute("aria-busy", "true");
   showError(errors, null);
+  let failure: CoreError | null = null;
   try {
     return await work();
   } catch (error) {
-    showError(errors, asCoreError(error).message);
+    failure = asCoreError(error);
+    showError(errors, failure.message);
     return undefined;
   } finally {
     controls.forEach((c) => (c.disabled = false));
     form.removeAttribute("aria-busy");
+    if (failure) failed?.(failure);
   }
 }
 
@@ -55,7 +58,8 @@ export function onboarding(core: ClientCore, done: (account: Account) => void): 
     const code = h("input", { type: "text", name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 6, placeholder: "123456", required: true });
     const codeHint = h("p", { class: "hint", id: "code-hint" });
     // Two forms, so that Enter in each field presses the button beside it.
-    const phoneForm = h("form", { class: "form" }, field("Phone number", phone), h("button", { type: "submit", class: "primary" }, "Get code"));
+    const getCode = h("button", { type: "submit", class: "primary" }, "Get code");
+    const phoneForm = h("form", { class: "form" }, field("Phone number", phone), getCode);
     const codeForm = h("form", { class: "form", hidden: true }, field("Code", code), codeHint, h("button", { type: "submit", class: "primary" }, "Register"));
     let canonical = "";
     phoneForm.addEventListener("submit", async (ev) => {
@@ -65,12 +69,21 @@ export function onboarding(core: ClientCore, done: (account: Account) => void): 
       canonical = got;
       codeHint.textContent = `Enter the 6-digit code sent for ${got}. It is valid for 5 minutes.`;
       codeForm.hidden = false;
-      phoneForm.querySelector("button")!.className = "secondary";
+      getCode.className = "secondary";
       code.focus();
     });
+    // Back to the state before Get code, with the alert still saying why.
+    const askForNewCode = () => {
+      codeForm.hidden = true;
+      code.value = "";
+      getCode.className = "primary";
+      getCode.focus();
+    };
     codeForm.addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const account = await busy(codeForm, errors, () => core.register(canonical || phone.value, code.value));
+      const account = await busy(codeForm, errors, () => core.register(canonical || phone.value, code.value), (error) => {
+        if (needsNewCode(error)) askForNewCode();
+      });
       if (account) done(account);
     });
     phone.addEventListener("input", () => (canonical = ""));
