@@ -162,7 +162,9 @@ fn by_key(limits: &Limits) -> [(&'static str, u64); 8] {
     ]
 }
 
-/// Where codes go now, in the `[otp]` keys that say so.
+/// Where codes go now, in the `[otp]` keys that say so. The file is
+/// quoted, as the command is: a path with spaces must not split the line
+/// for whatever reads the log.
 fn log_code_delivery(sink: &CodeSink) {
     match sink {
         CodeSink::Console => {
@@ -170,7 +172,7 @@ fn log_code_delivery(sink: &CodeSink) {
         }
         CodeSink::File(file) => tracing::info!(
             delivery = "file",
-            file = %file.display(),
+            file = ?file,
             "one-time code delivery changed"
         ),
         CodeSink::Command(command) => tracing::info!(

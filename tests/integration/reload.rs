@@ -101,10 +101,10 @@ async fn sighup_changes_where_codes_go_for_the_next_registration() {
     files.set_otp_section("[otp]\ndelivery = \"file\"\nfile = \"otp.txt\"\n");
     hang_up(&files, &server, "configuration reloaded");
     let log = files.log_text();
-    let otp_file = files.otp_file.display();
+    let otp_file = &files.otp_file;
     assert!(
         log.contains(&format!(
-            r#"one-time code delivery changed delivery="file" file={otp_file}"#
+            r#"one-time code delivery changed delivery="file" file={otp_file:?}"#
         )),
         "{log}"
     );
