@@ -11,6 +11,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// File name of the lock inside the data directory.
 pub const LOCK_FILE: &str = "carrier-server.lock";
@@ -36,8 +37,9 @@ pub enum LockError {
 }
 
 impl DataDirLock {
-    /// Takes the lock on `dir` without waiting, and writes this process's
-    /// PID into it.
+    /// Takes the lock on `dir`, waiting no more than about 100 ms for a
+    /// momentary probe to let go of it (see [`lock_past_probes`]), and
+    /// writes this process's PID into it.
     pub fn acquire(dir: &Path) -> Result<Self, LockError> {
         let path = dir.join(LOCK_FILE);
         let io = |source| LockError::Io {
@@ -52,7 +54,7 @@ impl DataDirLock {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
+        match lock_past_probes(&file) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(LockError::Held {
@@ -91,6 +93,27 @@ impl DataDirLock {
     }
 }
 
+/// Attempts at the exclusive lock before it is refused as held.
+const ATTEMPTS: u32 = 10;
+/// The pause between two attempts: [`ATTEMPTS`] span about 100 ms.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// Takes the exclusive lock on `file`, trying again for a moment while it
+/// is held. [`DataDirLock::check_free`], asked by a start that found a
+/// port taken, holds a shared lock for an instant; a start that met it
+/// must not be refused as if a server held the directory, naming a PID
+/// that may have exited long ago. A running server holds the lock for its
+/// lifetime, so waiting ~100 ms before refusing only delays its answer.
+fn lock_past_probes(file: &File) -> Result<(), TryLockError> {
+    for _ in 1..ATTEMPTS {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) => std::thread::sleep(PAUSE),
+            done => return done,
+        }
+    }
+    file.try_lock()
+}
+
 /// The PID the holder wrote, or "unknown" while it has not yet.
 fn holder(file: &mut File) -> String {
     let mut text = String::new();
@@ -120,5 +143,25 @@ mod tests {
         drop(first);
         assert!(!DataDirLock::is_held(dir.path()));
         DataDirLock::acquire(dir.path()).expect("free again once dropped");
+    }
+
+    #[test]
+    fn a_lock_held_for_a_moment_does_not_refuse_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DataDirLock::acquire(dir.path()).unwrap());
+        let probe = File::open(dir.path().join(LOCK_FILE)).unwrap();
+        probe
+            .try_lock_shared()
+            .expect("a shared lock, as a probe takes");
+        let (starting, told) = std::sync::mpsc::channel();
+        let prober = std::thread::spawn(move || {
+            told.recv().unwrap();
+            drop(probe);
+        });
+        // Told as the start begins, the prober lets go well inside the
+        // time `acquire` keeps trying.
+        starting.send(()).unwrap();
+        DataDirLock::acquire(dir.path()).expect("taken once the probe lets go");
+        prober.join().unwrap();
     }
 }
