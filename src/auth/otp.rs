@@ -96,16 +96,21 @@ impl Default for OtpPolicy {
 /// Why a code was not issued or not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum OtpError {
-    #[error("too many codes requested for this phone; try again in {retry_in_s} seconds")]
+    #[error(
+        "too many codes requested for this phone; try again in {retry_in_s} {}",
+        seconds(*retry_in_s)
+    )]
     RateLimited { retry_in_s: i64 },
     #[error(
         "too many codes requested for this phone from your address; \
-         try again in {retry_in_s} seconds"
+         try again in {retry_in_s} {}",
+        seconds(*retry_in_s)
     )]
     AddressLimited { retry_in_s: i64 },
     #[error(
         "this phone has been sent as many codes as it may be for now; \
-         try again in {retry_in_s} seconds"
+         try again in {retry_in_s} {}",
+        seconds(*retry_in_s)
     )]
     PhoneLimited { retry_in_s: i64 },
     #[error("no code is pending for this phone: register first")]
@@ -115,12 +120,20 @@ pub enum OtpError {
     /// A wrong code with tries still left for it (never 0: see `Spent`).
     #[error("wrong code; {remaining} {} left", tries(*remaining))]
     Wrong { remaining: u32 },
-    /// A wrong code that spent the last try: the code is dead from now on,
-    /// and no new one is issued for the key until the window ends, so the
-    /// answer says when registering again can work.
-    #[error("wrong code; no tries left; register again in {retry_in_s} seconds")]
+    /// A wrong code that spent the last try: the code is ended, and no
+    /// new one is issued for the key until the window ends, so the answer
+    /// says when registering again can work.
+    #[error(
+        "wrong code; no tries left; register again in {retry_in_s} {}",
+        seconds(*retry_in_s)
+    )]
     Spent { retry_in_s: i64 },
-    #[error("too many wrong codes; try again in {retry_in_s} seconds")]
+    /// The key's tries are spent for this window, so neither `verify` nor
+    /// `register` can do anything for it until the window ends.
+    #[error(
+        "too many wrong codes; try again in {retry_in_s} {}",
+        seconds(*retry_in_s)
+    )]
     Dead { retry_in_s: i64 },
     #[error("a code is 6 digits")]
     Malformed,
@@ -149,12 +162,16 @@ impl OtpError {
         }
     }
 
-    /// When a refusal holds only for now: in how many milliseconds to retry.
+    /// When a refusal holds only for now: in how many milliseconds to retry
+    /// (for `Spent` and `Dead`, to `register` again), so a client can say
+    /// when without reading the message.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             OtpError::RateLimited { retry_in_s }
             | OtpError::AddressLimited { retry_in_s }
-            | OtpError::PhoneLimited { retry_in_s } => Some(*retry_in_s as u64 * 1000),
+            | OtpError::PhoneLimited { retry_in_s }
+            | OtpError::Spent { retry_in_s }
+            | OtpError::Dead { retry_in_s } => Some(u64::try_from(*retry_in_s).unwrap_or(0) * 1000),
             _ => None,
         }
     }
@@ -173,6 +190,11 @@ impl OtpError {
 /// "try" or "tries", as `n` takes.
 fn tries(n: u32) -> &'static str {
     if n == 1 { "try" } else { "tries" }
+}
+
+/// "second" or "seconds", as `n` takes: a wait rounded up can be 1 second.
+fn seconds(n: i64) -> &'static str {
+    if n == 1 { "second" } else { "seconds" }
 }
 
 /// The key a pending code will register.
@@ -368,14 +390,28 @@ impl Otp {
             .otp_take_try(phone, expected_spki, limits)
             .await?
         else {
-            let retry_in_s = self.policy.window_ms / 1000 + 1;
+            // A parallel guess took the last try: the wait is what is left
+            // of the window it was counted in, as that guess was told.
+            let retry_in_s = match self.store.otp_limits(phone, expected_spki).await? {
+                Some(l) => self.retry_in_s(&l, now),
+                None => self.policy.window_ms / 1000 + 1,
+            };
             return Err(OtpError::Dead { retry_in_s });
         };
         if !self
             .key
             .matches(&pending.code_hash, phone, &pending.public_key, code)
         {
-            return Err(self.wrong(phone, &spent, now));
+            let wrong = self.wrong(phone, &spent, now);
+            if let OtpError::Spent { .. } = wrong {
+                // Ended now, so a window that passes cannot give this code
+                // fresh tries (its life may be longer than the window): a
+                // later `verify` is told `code_dead`, then `code_expired`.
+                self.store
+                    .otp_expire_code(phone, expected_spki, &pending.code_hash, now)
+                    .await?;
+            }
+            return Err(wrong);
         }
         let key = to_pending_key(&pending)?;
         let row = UserRow {
@@ -441,12 +477,69 @@ mod tests {
                 "wrong code; no tries left; register again in 3501 seconds",
                 Some(0),
             ),
+            (
+                OtpError::Spent { retry_in_s: 1 },
+                "wrong code; no tries left; register again in 1 second",
+                Some(0),
+            ),
             (OtpError::Malformed, "a code is 6 digits", None),
         ];
         for (e, message, tries_left) in cases {
             assert_eq!(e.code(), ErrorCode::WrongCode, "{e}");
             assert_eq!(e.to_string(), message);
             assert_eq!(e.tries_left(), tries_left, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_wait_says_second_or_seconds_and_is_sent_in_ms() {
+        let cases = [
+            (
+                OtpError::Spent { retry_in_s: 2 },
+                "wrong code; no tries left; register again in 2 seconds",
+                Some(2000),
+            ),
+            (
+                OtpError::Dead { retry_in_s: 1 },
+                "too many wrong codes; try again in 1 second",
+                Some(1000),
+            ),
+            (
+                OtpError::Dead { retry_in_s: 3600 },
+                "too many wrong codes; try again in 3600 seconds",
+                Some(3_600_000),
+            ),
+            (
+                OtpError::RateLimited { retry_in_s: 1 },
+                "too many codes requested for this phone; try again in 1 second",
+                Some(1000),
+            ),
+            (
+                OtpError::AddressLimited { retry_in_s: 1 },
+                "too many codes requested for this phone from your address; \
+                 try again in 1 second",
+                Some(1000),
+            ),
+            (
+                OtpError::PhoneLimited { retry_in_s: 61 },
+                "this phone has been sent as many codes as it may be for now; \
+                 try again in 61 seconds",
+                Some(61_000),
+            ),
+            (
+                OtpError::Wrong { remaining: 2 },
+                "wrong code; 2 tries left",
+                None,
+            ),
+            (
+                OtpError::NoPendingCode,
+                "no code is pending for this phone: register first",
+                None,
+            ),
+        ];
+        for (e, message, retry_after_ms) in cases {
+            assert_eq!(e.to_string(), message);
+            assert_eq!(e.retry_after_ms(), retry_after_ms, "{e}");
         }
     }
 

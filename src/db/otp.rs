@@ -193,6 +193,35 @@ impl Store {
         self.wrote(taken)
     }
 
+    /// Ends the code pending for (`phone`, `spki`) at `now` if it is still
+    /// the one hashed as `code_hash`, once its last try is spent: the count
+    /// of tries restarts when its window passes, and a code that outlived
+    /// the window would otherwise get them afresh. The row stays (expired)
+    /// rather than going: `verify` finds the key a proof is for among the
+    /// pending codes, and without it could not say `code_dead` to that key
+    /// for the rest of the window. A newer code is left alone. Returns
+    /// whether a code was ended.
+    pub async fn otp_expire_code(
+        &self,
+        phone: &PhoneNumber,
+        spki: &[u8],
+        code_hash: &str,
+        now: Millis,
+    ) -> Result<bool, DbError> {
+        let ended = on_backend!(&self.pool, p => sqlx::query(
+            "UPDATE otp_codes SET expires_at = $4
+             WHERE phone = $1 AND public_key = $2 AND code_hash = $3 AND expires_at > $4",
+        )
+        .bind(phone)
+        .bind(spki)
+        .bind(code_hash)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|done| done.rows_affected() > 0));
+        self.wrote(ended)
+    }
+
     /// Consumes the pending code for `user.phone` and its key, clears the
     /// counters of that key, of the address that asked for the code, and
     /// the phone's count of codes, and

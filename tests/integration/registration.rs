@@ -224,6 +224,34 @@ fn wrong_code_answer(response: Response, case: &str) -> (String, Option<u32>) {
     }
 }
 
+/// The message and `retry_after_ms` of an error with `code`; panics naming
+/// `case` otherwise.
+fn error_and_wait(response: Response, code: ErrorCode, case: &str) -> (String, Option<u64>) {
+    match response {
+        Response::Error {
+            code: got,
+            message,
+            retry_after_ms,
+            ..
+        } if got == code => (message, retry_after_ms),
+        other => panic!("{case}: expected error {code:?}, got {other:?}"),
+    }
+}
+
+/// How many codes stored for `phone` have not expired by the server's clock.
+async fn live_codes(server: &TestServer, phone: &str) -> i64 {
+    let pool = server.db().await;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM otp_codes WHERE phone = $1 AND expires_at > $2")
+            .bind(phone)
+            .bind(server.clock.now_ms())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    n
+}
+
 /// What a wrong code is told with `remaining` tries left, when `register`
 /// would give a new code in `retry_in_s` seconds.
 fn told(remaining: u32, retry_in_s: i64) -> String {
@@ -259,26 +287,45 @@ async fn wrong_codes_count_down_then_the_code_is_dead() {
     assert_eq!(message, "a code is 6 digits");
     assert_eq!(tries_left, None, "a 5-digit code: {message}");
 
-    // `max_tries` wrong codes are allowed, each told how many remain.
+    // `max_tries` wrong codes are allowed, each told how many remain; only
+    // the last is told, in `retry_after_ms`, when `register` works again.
+    let wait_ms = Some(retry_in_s as u64 * 1000);
     for attempt in 1..=max {
         let case = format!("wrong code {attempt} of {max}");
-        let (message, tries_left) = wrong_code_answer(w.verify(CAROL, &id, &wrong).await, &case);
+        let Response::Error {
+            code: ErrorCode::WrongCode,
+            message,
+            tries_left,
+            retry_after_ms,
+            ..
+        } = w.verify(CAROL, &id, &wrong).await
+        else {
+            panic!("{case}: expected wrong_code");
+        };
         let remaining = max - attempt;
         assert_eq!(message, told(remaining, retry_in_s), "{case}");
         assert_eq!(tries_left, Some(remaining), "{case}: {message}");
+        let expected_wait = if remaining == 0 { wait_ms } else { None };
+        assert_eq!(retry_after_ms, expected_wait, "{case}: {message}");
         assert!(
             server.user_row(CAROL).await.is_none(),
             "{case}: a user row appeared"
         );
     }
+    assert_eq!(
+        live_codes(&server, CAROL).await,
+        0,
+        "the code whose last try was spent has ended"
+    );
     let case = format!("wrong code {}", max + 1);
-    expect_error(
+    let (_, retry_after_ms) = error_and_wait(
         w.verify(CAROL, &id, &wrong).await,
         ErrorCode::CodeDead,
         &case,
     );
+    assert_eq!(retry_after_ms, wait_ms, "{case}");
     // The wait the last wrong code named is the one `register` names.
-    let refused = expect_error(
+    let (refused, retry_after_ms) = error_and_wait(
         w.register(CAROL, &id).await,
         ErrorCode::CodeDead,
         "asking for a new code after the last try",
@@ -287,14 +334,72 @@ async fn wrong_codes_count_down_then_the_code_is_dead() {
         refused.ends_with(&format!("try again in {retry_in_s} seconds")),
         "{refused}"
     );
-    expect_error(
+    assert_eq!(retry_after_ms, wait_ms, "register after the last try");
+    let (_, retry_after_ms) = error_and_wait(
         w.verify(CAROL, &id, &code).await,
         ErrorCode::CodeDead,
         "the right code after the code died",
     );
+    assert_eq!(
+        retry_after_ms, wait_ms,
+        "the right code after the code died"
+    );
     assert!(
         server.user_row(CAROL).await.is_none(),
         "a dead code registered the user"
+    );
+    server.stop().await;
+}
+
+/// A code may outlive the window its tries are counted in; once its last
+/// try is spent it has ended, so a passed window gives it no fresh tries:
+/// the right code is `code_dead` inside the window and `code_expired` after
+/// it, until `register` sends a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_whose_tries_are_spent_gets_none_afresh_after_the_window() {
+    let mut server = spawn_server_with(|c| c.otp_policy.ttl_ms = 3 * c.otp_policy.window_ms).await;
+    let policy = server.config.otp_policy;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+    assert!(matches!(
+        w.register(CAROL, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    let wrong = wrong_code(&code);
+    for attempt in 1..=policy.max_tries {
+        expect_error(
+            w.verify(CAROL, &id, &wrong).await,
+            ErrorCode::WrongCode,
+            &format!("wrong code {attempt}"),
+        );
+    }
+    let (_, retry_after_ms) = error_and_wait(
+        w.verify(CAROL, &id, &code).await,
+        ErrorCode::CodeDead,
+        "the right code inside the window",
+    );
+    let wait_ms = retry_after_ms.expect("code_dead says when to register again");
+    server.clock.advance_ms(wait_ms as i64);
+    expect_error(
+        w.verify(CAROL, &id, &code).await,
+        ErrorCode::CodeExpired,
+        "the right code after the window",
+    );
+    assert!(
+        server.user_row(CAROL).await.is_none(),
+        "a spent code registered the user"
+    );
+    // `register` works again once the wait it was told has passed.
+    assert!(matches!(
+        w.register(CAROL, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let code = server.code_for(CAROL);
+    let registered = w.verify(CAROL, &id, &code).await;
+    assert!(
+        matches!(registered, Response::Registered { .. }),
+        "{registered:?}"
     );
     server.stop().await;
 }
