@@ -14,8 +14,15 @@ pub enum ClientError {
     /// The server's host name does not resolve.
     #[error("cannot reach a Carrier server at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
+    /// A refusal from the server: its code and message, and, for one that
+    /// holds only for now, the milliseconds it said to wait, so the advice
+    /// given can name the wait without reading the message.
     #[error("{message} ({code})", code = code.as_str())]
-    Server { code: ErrorCode, message: String },
+    Server {
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
     /// The server is up but does not accept this home's account.
     #[error("{0}")]
     AccountRefused(String),
@@ -224,6 +231,7 @@ mod tests {
                 ClientError::Server {
                     code: ErrorCode::UnknownUser,
                     message: String::new(),
+                    retry_after_ms: None,
                 },
                 3,
             ),
@@ -231,6 +239,7 @@ mod tests {
                 ClientError::Server {
                     code: ErrorCode::WrongCode,
                     message: String::new(),
+                    retry_after_ms: None,
                 },
                 4,
             ),

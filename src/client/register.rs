@@ -50,6 +50,7 @@ impl Client {
             CodeAnswer::Wrong(_, message) => Err(ClientError::Server {
                 code: ErrorCode::WrongCode,
                 message,
+                retry_after_ms: None,
             }),
         }
     }
@@ -140,10 +141,20 @@ impl<'c> Registration<'c> {
                 code: ErrorCode::WrongCode,
                 message,
                 tries_left,
+                retry_after_ms,
                 ..
-            } => return self.wrong(message, tries_left),
-            Response::Error { code, message, .. } => {
-                return Err(ClientError::Server { code, message });
+            } => return self.wrong(message, tries_left, retry_after_ms),
+            Response::Error {
+                code,
+                message,
+                retry_after_ms,
+                ..
+            } => {
+                return Err(ClientError::Server {
+                    code,
+                    message,
+                    retry_after_ms,
+                });
             }
             other => return Err(unexpected(other)),
         };
@@ -162,16 +173,19 @@ impl<'c> Registration<'c> {
 
     /// A wrong code keeps the registration open only while the server says
     /// the code has tries left (or spent none, for a code that was not 6
-    /// digits).
+    /// digits); after the last, the error keeps the server's wait so the
+    /// caller can say when to register again.
     fn wrong(
         self,
         message: String,
         tries_left: Option<u32>,
+        retry_after_ms: Option<u64>,
     ) -> Result<CodeAnswer<'c>, ClientError> {
         if tries_left == Some(0) {
             return Err(ClientError::Server {
                 code: ErrorCode::WrongCode,
                 message,
+                retry_after_ms,
             });
         }
         Ok(CodeAnswer::Wrong(self, message))

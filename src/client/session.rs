@@ -148,7 +148,12 @@ impl Client {
     /// A refused login, with what to do about it: the server is up but does
     /// not take this home's account.
     fn login_refused(&self, me: &PhoneNumber, e: ClientError) -> ClientError {
-        let ClientError::Server { code, message } = e else {
+        let ClientError::Server {
+            code,
+            message,
+            retry_after_ms,
+        } = e
+        else {
             return e;
         };
         let server = &self.server;
@@ -160,6 +165,7 @@ impl Client {
                      you registered on with --server HOST:PORT, or register here with \
                      `carrier register {me}`"
                 ),
+                retry_after_ms,
             },
             ErrorCode::BadSignature => ClientError::AccountRefused(format!(
                 "the server at {server} refused the key in {} for {me}: another key has \
@@ -167,7 +173,11 @@ impl Client {
                  run `carrier register {me}`: it keeps this key and asks for a new code",
                 self.home.identity_path().display()
             )),
-            _ => ClientError::Server { code, message },
+            _ => ClientError::Server {
+                code,
+                message,
+                retry_after_ms,
+            },
         }
     }
 }

@@ -210,6 +210,7 @@ mod tests {
         let e = crate::client::ClientError::Server {
             code: crate::protocol::ErrorCode::Forbidden,
             message: HOSTILE.into(),
+            retry_after_ms: None,
         };
         let line = super::error(&e);
         assert!(line.starts_with("error: hi\\u{1b}[2J\\n"), "{line}");

@@ -49,13 +49,12 @@ pub fn outcome(o: &Output) -> (i32, String, String) {
 }
 
 /// `carrier register PHONE` on `server`, typing `wrong` codes first (each
-/// the code the server sent, changed) and then the right one unless `give_up`.
+/// the code the server sent, changed) and then the right one.
 pub async fn register_typing(
     server: &impl Reachable,
     home: &Path,
     phone: &str,
     wrong: usize,
-    give_up: bool,
 ) -> Output {
     let otp_file: PathBuf = server.otp_file().to_owned();
     let mut cmd = carrier_in(home, &["--server", &server.addr(), "register", phone]);
@@ -85,9 +84,7 @@ pub async fn register_typing(
         for _ in 0..wrong {
             typed.push_str(&format!("{}\n", crate::common::wrong_code(&code)));
         }
-        if !give_up {
-            typed.push_str(&format!("{code}\n"));
-        }
+        typed.push_str(&format!("{code}\n"));
         stdin
             .write_all(typed.as_bytes())
             .expect("the codes are typed");

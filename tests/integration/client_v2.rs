@@ -24,7 +24,7 @@ use crate::process::wait_within;
 /// `carrier register PHONE` into `homes/NAME`; the home.
 async fn cli_user(server: &impl Reachable, homes: &Path, name: &str, phone: &str) -> PathBuf {
     let home = homes.join(name);
-    let (status, _, stderr) = outcome(&register_typing(server, &home, phone, 0, false).await);
+    let (status, _, stderr) = outcome(&register_typing(server, &home, phone, 0).await);
     assert_eq!(status, 0, "register {phone}: {stderr}");
     home
 }

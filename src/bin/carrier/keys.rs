@@ -23,7 +23,11 @@ pub async fn register(
         KeyTypeArg::P256 => KeyType::P256,
         KeyTypeArg::Rsa => KeyType::Rsa,
     };
-    let mut registration = client.start_registration(phone, key_type).await?;
+    let asked = parse_phone(phone)?;
+    let mut registration = client
+        .start_registration(phone, key_type)
+        .await
+        .map_err(|e| code_refused(e, &asked))?;
     let (session, replaced) = loop {
         let code = read_code(registration.phone())?;
         let phone = registration.phone().clone();
@@ -70,23 +74,60 @@ pub async fn register(
 }
 
 /// A code the server will take no more of: the advice names the command
-/// that gets a new one. `verify` gives a wrong code back as an error only
-/// once its last try is spent.
+/// that gets a new one, and when it will, from the server's
+/// `retry_after_ms`. `verify` gives a wrong code back as an error only once
+/// its last try is spent; that and `code_dead` both mean one thing to do,
+/// after one wait, so each is said as one sentence. The server's code stays
+/// at the end, as for every refusal.
 fn code_refused(e: ClientError, phone: &PhoneNumber) -> ClientError {
-    match e {
-        ClientError::Server {
-            code:
-                code @ (ErrorCode::CodeDead
-                | ErrorCode::CodeExpired
-                | ErrorCode::NoPendingCode
-                | ErrorCode::WrongCode),
-            message,
-        } => ClientError::Server {
-            code,
-            message: format!("{message}; then run `carrier register {phone}` for a new code"),
-        },
-        other => other,
+    let ClientError::Server {
+        code,
+        message,
+        retry_after_ms,
+    } = e
+    else {
+        return e;
+    };
+    let again = |wait_ms| {
+        format!(
+            "run `carrier register {phone}` again {} for a new one",
+            wait(wait_ms)
+        )
+    };
+    let message = match (code, retry_after_ms) {
+        (ErrorCode::WrongCode, Some(ms)) => {
+            format!("wrong code; no tries left for this code: {}", again(ms))
+        }
+        (ErrorCode::CodeDead, Some(ms)) => {
+            format!("too many wrong codes for this phone and key: {}", again(ms))
+        }
+        (
+            ErrorCode::CodeDead
+            | ErrorCode::CodeExpired
+            | ErrorCode::NoPendingCode
+            | ErrorCode::WrongCode,
+            _,
+        ) => format!("{message}; then run `carrier register {phone}` for a new code"),
+        _ => message,
+    };
+    ClientError::Server {
+        code,
+        message,
+        retry_after_ms,
     }
+}
+
+/// A wait for people: whole minutes, rounded up, from a minute on (the
+/// server counts in seconds, which say little about an hour), else seconds.
+fn wait(ms: u64) -> String {
+    let seconds = ms.div_ceil(1000);
+    if seconds < 60 {
+        let unit = if seconds == 1 { "second" } else { "seconds" };
+        return format!("in {seconds} {unit}");
+    }
+    let minutes = seconds.div_ceil(60);
+    let unit = if minutes == 1 { "minute" } else { "minutes" };
+    format!("in about {minutes} {unit}")
 }
 
 /// Reads the code: a prompt on a terminal (asked again after an empty
@@ -218,5 +259,27 @@ fn confirm(offer: &KeyOffer) -> Result<(), ClientError> {
             "nothing was pinned; once {phone} has read you the fingerprint of their key, \
              run `carrier trust {phone} --fingerprint <fingerprint>`"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait;
+
+    #[test]
+    fn a_wait_is_minutes_rounded_up_or_seconds_under_a_minute() {
+        let cases = [
+            (1, "in 1 second"),
+            (1_000, "in 1 second"),
+            (1_001, "in 2 seconds"),
+            (59_000, "in 59 seconds"),
+            (60_000, "in about 1 minute"),
+            (60_001, "in about 2 minutes"),
+            (3_599_000, "in about 60 minutes"),
+            (3_600_000, "in about 60 minutes"),
+        ];
+        for (ms, said) in cases {
+            assert_eq!(wait(ms), said, "{ms} ms");
+        }
     }
 }

@@ -285,6 +285,7 @@ impl Client {
             Err(ClientError::Server {
                 code: ErrorCode::NoLink,
                 message,
+                ..
             }) => {
                 return Err(ClientError::Input(format!(
                     "no device of {phone} was linked: {} (a mistyped or used code, or a \

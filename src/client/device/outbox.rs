@@ -334,7 +334,16 @@ impl Session<'_> {
                 devices: Some(current),
                 ..
             } => Ok(Some(current)),
-            Response::Error { code, message, .. } => Err(ClientError::Server { code, message }),
+            Response::Error {
+                code,
+                message,
+                retry_after_ms,
+                ..
+            } => Err(ClientError::Server {
+                code,
+                message,
+                retry_after_ms,
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -354,6 +363,7 @@ fn skip_taken_sync_copy(
         Err(ClientError::Server {
             code: ErrorCode::DuplicateId,
             message,
+            ..
         }) if own_device => {
             eprintln!(
                 "warning: the copy of message {id} for your device {device} was not delivered \
@@ -373,6 +383,7 @@ mod tests {
         Err(ClientError::Server {
             code: ErrorCode::DuplicateId,
             message: "another message is already queued under this id".into(),
+            retry_after_ms: None,
         })
     }
 

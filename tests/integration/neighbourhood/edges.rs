@@ -397,7 +397,7 @@ async fn the_command_line_prints_a_refused_copy_at_the_next_fetch() {
         (&nodes[1], &carol, CAROL),
         (&nodes[0], &alice, crate::common::ALICE),
     ] {
-        let (status, _, stderr) = outcome(&register_typing(node, home, who, 0, false).await);
+        let (status, _, stderr) = outcome(&register_typing(node, home, who, 0).await);
         assert_eq!(status, 0, "register {who}: {stderr}");
     }
     // The first send goes once Carol's list has reached Alice's server.
