@@ -214,7 +214,7 @@ describe.skipIf(!HAVE_BINARIES)("the browser and the carrier CLI on a real serve
     await button(fresh, "Register").click();
     const spent = fresh.getByRole("alert").filter({ hasText: "cannot be used any more" });
     await spent.waitFor();
-    expect(await spent.textContent()).toBe("That code is wrong, and it cannot be used any more. Wait an hour, then press Get code for a new one.");
+    expect(await spent.textContent()).toBe("That code is wrong, and it cannot be used any more. Wait 60 minutes, then press Get code for a new one.");
     await textbox(fresh, "Code").waitFor({ state: "hidden" });
     expect(await button(fresh, "Register").count()).toBe(0);
     expect(await fresh.evaluate(() => document.activeElement?.textContent)).toBe("Get code");

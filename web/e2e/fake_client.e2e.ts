@@ -100,7 +100,7 @@ describe("registration", () => {
     await button(page, "Register").click();
     const spent = page.getByRole("alert").filter({ hasText: "cannot be used any more" });
     await spent.waitFor();
-    expect(await spent.textContent()).toBe("That code is wrong, and it cannot be used any more. Wait an hour, then press Get code for a new one.");
+    expect(await spent.textContent()).toBe("That code is wrong, and it cannot be used any more. Wait 60 minutes, then press Get code for a new one.");
     // No code box to try a sixth in: the next step is Get code.
     await textbox(page, "Code").waitFor({ state: "hidden" });
     expect(await button(page, "Register").count()).toBe(0);

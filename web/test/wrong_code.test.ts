@@ -61,6 +61,16 @@ describe("the sentence for a wrong code", () => {
     expect(errorDetails({ retry_after_ms: 2000, tries_left: 3 })).toEqual({ triesLeft: 3, retryAfterMs: 2000 });
   });
 
+  it("gives code_dead's wait in minutes when the frame says when, and an hour when it does not", () => {
+    const dead = (fields: Frame) =>
+      asCoreError(new RequestError("code_dead", "too many wrong codes; try again in 3501 seconds", { re: 2, type: "error", code: "code_dead", ...fields }));
+    expect(dead({ retry_after_ms: 3_501_000 }).message).toBe("Too many wrong codes for this number. Wait 59 minutes, then ask for a new code.");
+    expect(dead({ retry_after_ms: 3_501_000 }).details.retryAfterMs).toBe(3_501_000);
+    expect(dead({ retry_after_ms: 1_000 }).message).toBe("Too many wrong codes for this number. Wait 1 minute, then ask for a new code.");
+    expect(dead({}).message).toBe("Too many wrong codes for this number. Wait an hour, then ask for a new code.");
+    expect(sentence("code_dead")).toBe("Too many wrong codes for this number. Wait an hour, then ask for a new code.");
+  });
+
   it("sends the page back to Get code for every answer that no code can pass", () => {
     for (const code of ["code_dead", "code_expired", "no_pending_code"]) expect(needsNewCode(new CoreError(code)), code).toBe(true);
     for (const code of ["invalid_phone", "rate_limited", "bad_signature", "unreachable"]) expect(needsNewCode(new CoreError(code)), code).toBe(false);
@@ -107,7 +117,7 @@ describe("the real core on a wrong code", () => {
     vi.stubGlobal("WebSocket", ScriptedSocket);
     ScriptedSocket.verifyAnswers = [
       { type: "error", code: "wrong_code", message: "wrong code; 4 tries left", tries_left: 4 },
-      { type: "error", code: "wrong_code", message: "wrong code; no tries left; register again in 3501 seconds", tries_left: 0 },
+      { type: "error", code: "wrong_code", message: "wrong code; no tries left; register again in 3501 seconds", tries_left: 0, retry_after_ms: 3_501_000 },
     ];
     const core = new RemoteCore(await Store.open("wrong-code"), "ws://carrier.test/ws");
     expect(await core.resume()).toBeNull();
@@ -121,7 +131,8 @@ describe("the real core on a wrong code", () => {
     const last = await core.register(ME, "654321").catch((error: unknown) => error);
     expect((last as CoreError).details.triesLeft).toBe(0);
     expect(needsNewCode(last as CoreError)).toBe(true);
-    expect((last as CoreError).message).toContain("cannot be used any more");
+    expect((last as CoreError).details.retryAfterMs).toBe(3_501_000);
+    expect((last as CoreError).message).toBe("That code is wrong, and it cannot be used any more. Wait 59 minutes, then press Get code for a new one.");
 
     expect(ScriptedSocket.sent.filter((f) => f.type === "verify").map((f) => f.code)).toEqual(["123456", "654321"]);
   });

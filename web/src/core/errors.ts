@@ -10,7 +10,10 @@ import { RequestError, type Frame } from "../transport/connection";
 export interface ErrorDetails {
   /** `wrong_code`: the wrong tries the code still allows; 0 once it can no longer be used (§5.1). */
   triesLeft?: number;
-  /** A refusal that holds for now: the milliseconds after which the same request would pass. */
+  /**
+   * A refusal that holds for now: the milliseconds after which the same request would pass; for
+   * `code_dead` and a `wrong_code` with no tries left, after which a new code can be asked for (§6).
+   */
   retryAfterMs?: number;
 }
 
@@ -57,15 +60,22 @@ const SENTENCES: Record<string, string> = {
 
 export function describe(code: string, details: ErrorDetails = {}): string {
   if (code === "wrong_code" && details.triesLeft !== undefined) return wrongCode(details.triesLeft, details.retryAfterMs);
+  if (code === "code_dead") return `Too many wrong codes for this number. Wait ${wait(details.retryAfterMs)}, then ask for a new code.`;
   return SENTENCES[code] ?? "Something went wrong. Try again in a moment.";
 }
 
 function wrongCode(triesLeft: number, retryAfterMs: number | undefined): string {
   if (triesLeft > 0) return `That code is wrong. ${triesLeft} ${triesLeft === 1 ? "try" : "tries"} left. Check the 6-digit code and try again.`;
-  // The server's message names the wait in seconds, but messages are not to be parsed (§6);
-  // without a retry_after_ms the wait is the window code_dead speaks of.
-  const wait = retryAfterMs === undefined ? "an hour" : minutes(retryAfterMs);
-  return `That code is wrong, and it cannot be used any more. Wait ${wait}, then press Get code for a new one.`;
+  return `That code is wrong, and it cannot be used any more. Wait ${wait(retryAfterMs)}, then press Get code for a new one.`;
+}
+
+/**
+ * How long until a new code can be asked for. The server's message names the wait in seconds,
+ * but messages are not to be parsed (§6); a server that sends no retry_after_ms with it is
+ * taken to use the default window, an hour.
+ */
+function wait(retryAfterMs: number | undefined): string {
+  return retryAfterMs === undefined ? "an hour" : minutes(retryAfterMs);
 }
 
 function minutes(ms: number): string {

@@ -54,11 +54,16 @@ function newMessageId(): string {
   return toHex(concat(time.subarray(2), randomBytes(10)));
 }
 
+/** The server's default window for codes and wrong tries (`[otp] window_secs`). */
+const CODE_WINDOW_MS = 60 * 60_000;
+
 export class FakeCore extends StoredCore implements ClientCore {
   private readonly world = loadWorld();
   private readonly codes = new Map<string, string>();
   /** Wrong tries left for each phone, counted across its codes as the server counts them in its window; at 0 no code is issued or taken. */
   private readonly triesLeft = new Map<string, number>();
+  /** When each phone's window began (its first code), so a spent code says, as the server does, when a new one can be had. */
+  private readonly windowStart = new Map<string, number>();
   private readonly linkCodes = new Map<string, string>();
   private readonly held = new Map<string, { text: string; sentAt: number }[]>();
   private readonly outbox: { to: string; text: string }[] = [];
@@ -98,10 +103,14 @@ export class FakeCore extends StoredCore implements ClientCore {
   async requestCode(typed: string): Promise<string> {
     const phone = canonicalPhone(typed);
     this.requireOnline();
-    if (this.triesLeft.get(phone) === 0) throw new CoreError("code_dead");
+    this.endWindowIfPassed(phone);
+    if (this.triesLeft.get(phone) === 0) throw this.codeDead(phone);
     const code = String(crypto.getRandomValues(new Uint32Array(1))[0] % 1_000_000).padStart(6, "0");
     this.codes.set(phone, code);
-    if (!this.triesLeft.has(phone)) this.triesLeft.set(phone, 5);
+    if (!this.triesLeft.has(phone)) {
+      this.triesLeft.set(phone, 5);
+      this.windowStart.set(phone, Date.now());
+    }
     console.info(`OTP for ${phone}: ${code}`);
     return phone;
   }
@@ -110,20 +119,46 @@ export class FakeCore extends StoredCore implements ClientCore {
     const phone = canonicalPhone(typed);
     this.requireOnline();
     const expected = this.codes.get(phone);
-    if (this.triesLeft.get(phone) === 0) throw new CoreError("code_dead");
+    this.endWindowIfPassed(phone);
+    if (this.triesLeft.get(phone) === 0) throw this.codeDead(phone);
     if (!expected) throw new CoreError("no_pending_code");
     if (!/^\d{6}$/.test(code.trim())) throw new CoreError("wrong_code");
     if (code.trim() !== expected) {
       const triesLeft = this.triesLeft.get(phone)! - 1;
       this.triesLeft.set(phone, triesLeft);
-      if (triesLeft === 0) this.codes.delete(phone);
+      if (triesLeft === 0) {
+        this.codes.delete(phone);
+        const details = { triesLeft, retryAfterMs: this.retryAfterMs(phone) };
+        throw new CoreError("wrong_code", describe("wrong_code", details), details);
+      }
       throw new CoreError("wrong_code", describe("wrong_code", { triesLeft }), { triesLeft });
     }
     this.codes.delete(phone);
     this.triesLeft.delete(phone);
+    this.windowStart.delete(phone);
     const accountKey = await generateSigningKey();
     const spki = spkiFromPoint(accountKey.point);
     return this.settle(phone, 1, spki, [{ name: "account", sign: accountKey.sign, point: accountKey.point, spki, createdAt: Date.now() }]);
+  }
+
+  /** The milliseconds until the phone's window ends, in whole seconds plus one, as the server counts them. */
+  private retryAfterMs(phone: string): number {
+    const left = Math.max(0, (this.windowStart.get(phone) ?? Date.now()) + CODE_WINDOW_MS - Date.now());
+    return (Math.floor(left / 1000) + 1) * 1000;
+  }
+
+  private codeDead(phone: string): CoreError {
+    const details = { retryAfterMs: this.retryAfterMs(phone) };
+    return new CoreError("code_dead", describe("code_dead", details), details);
+  }
+
+  /** A passed window forgets the phone's spent tries, as the server's does. */
+  private endWindowIfPassed(phone: string): void {
+    const start = this.windowStart.get(phone);
+    if (start !== undefined && Date.now() - start >= CODE_WINDOW_MS) {
+      this.triesLeft.delete(phone);
+      this.windowStart.delete(phone);
+    }
   }
 
   async link(typed: string, linkCode: string, _deviceName: string): Promise<Account> {
