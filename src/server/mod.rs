@@ -42,7 +42,10 @@ pub(crate) use connection::{FrameSource, run_session};
 pub use reload::Reload;
 pub use session::MAX_PENDING_PER_ADDRESS;
 pub(crate) use session::PendingSlot;
-pub use start::{Listeners, serve, serve_with, shutdown_on_signal, unless_locked};
+pub use start::{
+    BACKLOG, Listeners, PendingEdge, Ports, reserve_port, serve, serve_with, shutdown_on_signal,
+    unless_locked,
+};
 
 /// File name of the server's long-term key inside the data directory.
 pub const KEY_FILE: &str = crypto::SERVER_KEY_FILE;

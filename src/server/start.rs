@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs};
 use tokio_util::sync::CancellationToken;
 
 use super::{Server, StartError};
@@ -21,42 +21,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds `host:port` for clients and `host:server_port` for links.
-    /// Port 0 takes any free port; [`Listeners::client_addr`] and
-    /// [`Listeners::link_addr`] tell which.
+    /// Binds `host:port` for clients and `host:server_port` for links, and
+    /// listens at once. Port 0 takes any free port;
+    /// [`Listeners::client_addr`] and [`Listeners::link_addr`] tell which.
     pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
-        let addr = format!("{}:{}", config.host, config.port);
-        let client = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
-        let link = match config.server_port {
-            Some(port) => {
-                let addr = format!("{}:{port}", config.host);
-                let l = TcpListener::bind(&addr)
-                    .await
-                    .map_err(|source| StartError::LinkListen { addr, source })?;
-                Some(l)
-            }
-            None => None,
-        };
-        let metrics = match config.metrics_listen {
-            Some(addr) => {
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| StartError::Listen {
-                            addr: addr.to_string(),
-                            source,
-                        })?,
-                )
-            }
-            None => None,
-        };
-        Ok(Self {
-            client,
-            link,
-            metrics,
-        })
+        Ports::reserve(config).await?.listen()
     }
 
     /// Where clients reach the server.
@@ -70,9 +39,129 @@ impl Listeners {
     }
 }
 
-/// Runs a server as `carrier-server` does: binds the client and link ports,
-/// opens `config.data_dir`, prints the key's fingerprint and the bound
-/// addresses on standard output, and serves until `shutdown` is cancelled
+/// The ports of [`Listeners`], bound but not listening: no other process
+/// can take them, and a connection to them is refused until
+/// [`Ports::listen`], rather than accepted by the kernel and then reset
+/// because nothing will ever serve it.
+pub struct Ports {
+    client: Port,
+    link: Option<Port>,
+    metrics: Option<Port>,
+}
+
+impl Ports {
+    /// Binds each configured address ([`reserve_port`]).
+    pub async fn reserve(config: &ServerConfig) -> Result<Self, StartError> {
+        let listen = |addr, source| StartError::Listen { addr, source };
+        let client = format!("{}:{}", config.host, config.port);
+        let client = Port::reserve(client, listen).await?;
+        let link = match config.server_port {
+            Some(port) => {
+                let addr = format!("{}:{port}", config.host);
+                let refused = |addr, source| StartError::LinkListen { addr, source };
+                Some(Port::reserve(addr, refused).await?)
+            }
+            None => None,
+        };
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(Port::reserve(addr.to_string(), listen).await?),
+            None => None,
+        };
+        Ok(Self {
+            client,
+            link,
+            metrics,
+        })
+    }
+
+    /// Starts listening on every port.
+    pub fn listen(self) -> Result<Listeners, StartError> {
+        Ok(Listeners {
+            client: self.client.listen()?,
+            link: self.link.map(Port::listen).transpose()?,
+            metrics: self.metrics.map(Port::listen).transpose()?,
+        })
+    }
+}
+
+/// One reserved port, with the error that names it if it cannot be had.
+struct Port {
+    socket: TcpSocket,
+    addr: String,
+    refused: fn(String, std::io::Error) -> StartError,
+}
+
+impl Port {
+    async fn reserve(
+        addr: String,
+        refused: fn(String, std::io::Error) -> StartError,
+    ) -> Result<Self, StartError> {
+        match reserve_port(addr.as_str()).await {
+            Ok(socket) => Ok(Self {
+                socket,
+                addr,
+                refused,
+            }),
+            Err(source) => Err(refused(addr, source)),
+        }
+    }
+
+    fn listen(self) -> Result<TcpListener, StartError> {
+        let Self {
+            socket,
+            addr,
+            refused,
+        } = self;
+        socket
+            .listen(BACKLOG)
+            .map_err(|source| refused(addr, source))
+    }
+}
+
+/// The listen backlog, tokio's own for `TcpListener::bind`.
+pub const BACKLOG: u32 = 1024;
+
+/// Binds the first of `addr`'s addresses that can be bound, as
+/// `TcpListener::bind` does, but does not listen (see [`Ports`]). Like
+/// it, sets `SO_REUSEADDR`, so a restart is not refused for the last
+/// run's connections in TIME_WAIT. On Linux that also lets a second
+/// socket bind the port until one of them listens: `listen` can then
+/// fail with "address in use", and is reported as a refused bind is.
+pub async fn reserve_port(addr: impl ToSocketAddrs) -> std::io::Result<TcpSocket> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match bound(addr) {
+            Ok(socket) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
+/// A socket bound to `addr`, not listening.
+fn bound(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// An edge whose port is reserved ([`reserve_port`]). Called once the
+/// server can serve, it listens, and returns the line announcing where
+/// and the edge.
+pub type PendingEdge<E> = Box<dyn FnOnce() -> Result<(String, super::Edge), E> + Send>;
+
+/// Runs a server as `carrier-server` does: reserves the client and link
+/// ports, opens `config.data_dir`, listens, prints the key's fingerprint
+/// and the bound addresses on standard output, and serves until `shutdown` is cancelled
 /// (see [`shutdown_on_signal`]), then shuts down gracefully. With `reload`,
 /// SIGHUP reloads the configuration.
 pub async fn serve(
@@ -80,32 +169,45 @@ pub async fn serve(
     shutdown: CancellationToken,
     reload: Option<super::Reload>,
 ) -> Result<(), StartError> {
-    serve_with(config, shutdown, reload, Vec::new()).await
+    serve_with::<StartError>(config, shutdown, reload, Vec::new()).await
 }
 
-/// [`serve`] with further edges, each with the line announcing where it
-/// listens (the web port: `web::serve`), bound already.
+/// [`serve`] with further edges, their ports reserved already (the web
+/// port: `web::serve`).
 ///
-/// Every socket is bound before the data directory is opened, so a start
-/// that cannot bind a port leaves no directory, key or database behind. The lock on
-/// the directory is still taken before the key and the database are
-/// touched, so two servers never share them. A second server on a running
-/// one's directory, though, often finds its ports taken first: a refused
-/// port is then reported as the lock's refusal ([`unless_locked`]), the
-/// cause the operator has to act on. Locking first instead, when the
-/// directory exists, would report the same, but leave a lock file behind
-/// a failed start and make the lock travel from the caller that binds the
-/// web port down to [`Server::open`].
-pub async fn serve_with(
+/// Every port is reserved (bound, not listening: [`Ports`]) before the
+/// data directory is opened, so a start that cannot have a port leaves no
+/// directory, key or database behind; and none listens before the server
+/// has opened its database and can serve, so neither a client nor a
+/// balancer's TCP check finds a port open on a server that cannot answer.
+/// The lock on the directory is still taken before the key and the
+/// database are touched, so two servers never share them. A second
+/// server on a running one's directory, though, often finds its ports
+/// taken first: a refused port is then reported as the lock's refusal
+/// ([`unless_locked`]), the cause the operator has to act on. Locking
+/// first instead, when the directory exists, would report the same, but
+/// leave a lock file behind a failed start and make the lock travel from
+/// the caller that reserves the web port down to [`Server::open`].
+pub async fn serve_with<E: From<StartError>>(
     config: &ServerConfig,
     shutdown: CancellationToken,
     reload: Option<super::Reload>,
-    edges: Vec<(String, super::Edge)>,
-) -> Result<(), StartError> {
-    let listeners = Listeners::bind(config)
+    edges: Vec<PendingEdge<E>>,
+) -> Result<(), E> {
+    let ports = Ports::reserve(config)
         .await
         .map_err(|refused| unless_locked(config, refused))?;
-    let mut server = Server::open(config, Clock::System).await?;
+    let server = Server::open(config, Clock::System).await?;
+    let (listeners, edges) = match listen(ports, edges) {
+        Ok(listening) => listening,
+        Err(refused) => {
+            // Let go of the directory first, or the lock would be
+            // reported as another server's.
+            drop(server);
+            return Err(unless_locked(config, refused));
+        }
+    };
+    let mut server = server;
     let mut lines = Vec::new();
     for (line, edge) in edges {
         server = server.with_edge(edge);
@@ -128,6 +230,19 @@ pub async fn serve_with(
     }
     server.run(listeners, shutdown).await;
     Ok(())
+}
+
+/// Listens on the server's ports and its further edges'.
+fn listen<E: From<StartError>>(
+    ports: Ports,
+    edges: Vec<PendingEdge<E>>,
+) -> Result<(Listeners, Vec<(String, super::Edge)>), E> {
+    let listeners = ports.listen()?;
+    let edges = edges
+        .into_iter()
+        .map(|listen| listen())
+        .collect::<Result<_, E>>()?;
+    Ok((listeners, edges))
 }
 
 /// `refused`, a socket that could not be bound, unless another process

@@ -26,10 +26,10 @@ mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::{ServerConfig, WebConfig};
-use crate::server::{Edge, Reload, StartError};
+use crate::server::{Edge, PendingEdge, Reload, StartError};
 
 /// Why the web endpoint cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,16 @@ pub struct Endpoint {
     origins: origin::Origins,
 }
 
-impl Endpoint {
+/// The web port bound but not yet listening (`server::Ports` says why),
+/// with the TLS set-up it will serve with.
+pub struct Reserved {
+    socket: TcpSocket,
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    origins: origin::Origins,
+}
+
+impl Reserved {
     /// Binds `config.listen` (port 0 takes any free port), refusing plain
     /// HTTP off loopback and loading the TLS files if any.
     pub async fn bind(config: &WebConfig) -> Result<Self, WebError> {
@@ -64,13 +73,37 @@ impl Endpoint {
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let addr = config.listen;
         let listen_err = |source| WebError::Listen { addr, source };
-        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-        let port = listener.local_addr().map_err(listen_err)?.port();
+        let socket = crate::server::reserve_port(addr)
+            .await
+            .map_err(listen_err)?;
+        let port = socket.local_addr().map_err(listen_err)?.port();
         Ok(Self {
-            listener,
+            socket,
+            addr,
             tls,
             origins: origin::Origins::of(config, port),
         })
+    }
+
+    /// Starts listening.
+    pub fn listen(self) -> Result<Endpoint, WebError> {
+        let addr = self.addr;
+        let listener = self
+            .socket
+            .listen(crate::server::BACKLOG)
+            .map_err(|source| WebError::Listen { addr, source })?;
+        Ok(Endpoint {
+            listener,
+            tls: self.tls,
+            origins: self.origins,
+        })
+    }
+}
+
+impl Endpoint {
+    /// Binds `config.listen` as [`Reserved::bind`] does, and listens.
+    pub async fn bind(config: &WebConfig) -> Result<Self, WebError> {
+        Reserved::bind(config).await?.listen()
     }
 
     /// The bound address.
@@ -95,21 +128,24 @@ impl Endpoint {
 
 /// Runs a server as `carrier-server` does (`server::serve`), with the web
 /// port too when the configuration has one; a web port that cannot start
-/// stops the start. The web port is bound first, before the data directory
-/// is opened, as the server's own ports are (`server::serve_with`).
+/// stops the start. The web port is reserved first, and listens only once
+/// the server can serve, as the server's own ports do
+/// (`server::serve_with`).
 pub async fn serve(
     config: &ServerConfig,
     shutdown: tokio_util::sync::CancellationToken,
     reload: Option<Reload>,
 ) -> Result<(), WebError> {
-    let mut edges = Vec::new();
+    let mut edges: Vec<PendingEdge<WebError>> = Vec::new();
     if let Some(web) = &config.web {
-        let endpoint = Endpoint::bind(web).await.map_err(|e| match e {
+        let reserved = Reserved::bind(web).await.map_err(|e| match e {
             WebError::Listen { .. } => crate::server::unless_locked(config, e),
             other => other,
         })?;
-        edges.push((format!("Web client on {}", endpoint.url()), endpoint.edge()));
+        edges.push(Box::new(move || {
+            let endpoint = reserved.listen()?;
+            Ok((format!("Web client on {}", endpoint.url()), endpoint.edge()))
+        }));
     }
-    crate::server::serve_with(config, shutdown, reload, edges).await?;
-    Ok(())
+    crate::server::serve_with(config, shutdown, reload, edges).await
 }

@@ -2,11 +2,16 @@
 //! directory exits at once, naming the first one's PID, even when the first
 //! also holds the port it asks for; once the first has stopped (even by
 //! SIGKILL) the directory is free again. A start that cannot bind a port
-//! creates no data directory.
+//! creates no data directory, and a start still opening its database
+//! refuses connections on its ports.
 
-use std::process::Command;
+use std::io::ErrorKind;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 
-use crate::process::{ServerFiles, run, stderr_of};
+use crate::common::PATIENCE;
+use crate::process::{ServerFiles, run, stderr_of, wait_within};
 
 /// Runs `cmd`, a start that is to be refused, and asserts it was: exit code
 /// 1 and one line on standard error, which it returns. Backtraces are asked
@@ -69,4 +74,41 @@ fn a_start_that_cannot_bind_a_port_creates_no_data_directory() {
             files.data_dir().display()
         );
     }
+}
+
+#[test]
+fn a_server_waiting_for_its_database_refuses_connections() {
+    // A "database" that takes the connection and never answers: the start
+    // waits in it until the database's timeout.
+    let database = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!(
+        "postgres://carrier@{}/carrier",
+        database.local_addr().unwrap()
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|free| free.local_addr())
+        .expect("a free port")
+        .port();
+    let files = ServerFiles::on_sqlite();
+    files.set_extra_config("", &format!("[database]\nurl = \"{url}\"\n"));
+    let mut cmd = files.command();
+    cmd.args(["--port", &port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut server = cmd.spawn().expect("carrier-server starts");
+    let (tx, dialled) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(database.accept().map(|(conn, _)| conn));
+    });
+    let Ok(Ok(conn)) = dialled.recv_timeout(PATIENCE) else {
+        let _ = server.kill();
+        panic!("the server never dialled its database");
+    };
+    let refused = TcpStream::connect(("127.0.0.1", port)).expect_err("nothing serves yet");
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
+    drop(conn);
+    let out = wait_within(server, "a start whose database went away");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
