@@ -220,7 +220,9 @@ describe.skipIf(!HAVE_BINARIES)("the browser and the carrier CLI on a real serve
     expect(await fresh.evaluate(() => document.activeElement?.textContent)).toBe("Get code");
     // The server agrees: the same key gets no new code in the window.
     await button(fresh, "Get code").click();
-    await fresh.getByRole("alert").filter({ hasText: "Too many wrong codes for this number" }).waitFor();
+    const dead = fresh.getByRole("alert").filter({ hasText: "Too many wrong codes for this number" });
+    await dead.waitFor();
+    expect(await dead.textContent()).toBe("Too many wrong codes for this number. Wait 60 minutes, then ask for a new code.");
     await spentContext.close();
   });
 

@@ -106,7 +106,9 @@ describe("registration", () => {
     expect(await button(page, "Register").count()).toBe(0);
     expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Get code");
     await button(page, "Get code").click();
-    await page.getByRole("alert").filter({ hasText: "Too many wrong codes for this number" }).waitFor();
+    const dead = page.getByRole("alert").filter({ hasText: "Too many wrong codes for this number" });
+    await dead.waitFor();
+    expect(await dead.textContent()).toBe("Too many wrong codes for this number. Wait 60 minutes, then ask for a new code.");
     await context.close();
   });
 
