@@ -109,9 +109,13 @@ pub enum ConfigError {
         at: String,
         message: String,
     },
-    #[error("{path}: key '{key}': {message}")]
+    /// `at` is `:line` where the key is set, when it is found: the same
+    /// sentence at start, on reload and from `check-config`, so an editor
+    /// can jump to it from any of them.
+    #[error("{path}{at}: key '{key}': {message}")]
     Invalid {
         path: PathBuf,
+        at: String,
         key: &'static str,
         message: String,
     },
@@ -152,6 +156,9 @@ impl ServerConfig {
             .unwrap_or(Path::new("."));
         validate::from_file(file, base).map_err(|(key, message)| ConfigError::Invalid {
             path: path.to_owned(),
+            at: line_of(&text, key)
+                .map(|line| format!(":{line}"))
+                .unwrap_or_default(),
             key,
             message,
         })
@@ -191,6 +198,26 @@ fn position(text: &str, offset: usize) -> String {
     let current = before.rsplit('\n').next().unwrap_or("");
     let current = current.strip_prefix('\u{feff}').unwrap_or(current);
     format!(":{line}:{}", current.chars().count() + 1)
+}
+
+/// The 1-based line where the dotted `key` (`section.name`) is set.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.split_once('.')?;
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header.trim_start_matches('[').trim_end_matches(']').trim();
+            continue;
+        }
+        let sets = line
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if current == section && sets {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

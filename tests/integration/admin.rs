@@ -2,7 +2,7 @@
 //! admin socket) and on a stopped one (its store), with real clients.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use carrier::protocol::{ErrorCode, KeyType};
 use serde_json::Value;
@@ -190,6 +190,13 @@ fn check_config_names_file_line_and_key() {
         err.contains("bad.toml:5: key 'queue.max_messages_per_recipient'"),
         "{err}"
     );
+    // A start is refused with the same line.
+    let mut start = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
+    let out = run(start.arg("--config").arg(&bad), "a start on bad.toml");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = stderr_of(&out);
+    let problem = err.trim().trim_start_matches("carrier-server admin: ");
+    assert!(said.contains(problem), "{said}");
     std::fs::write(&bad, "[queue]\nmax_mesages = 5\n").unwrap();
     let err = refused(&files, &["check-config", bad.to_str().unwrap()]);
     assert!(

@@ -73,11 +73,16 @@ async fn sighup_applies_a_new_limit_and_refuses_a_broken_file() {
     let huge = "[limits]\nmax_sessions_per_user = 9223372036854775807\n";
     files.set_extra_config("", huge);
     hang_up(&files, &server, "configuration reload refused");
-    assert!(
-        files.log_text().contains("must be at most 1000000"),
-        "{}",
-        files.log_text()
+    let config = std::fs::read_to_string(&files.config).unwrap();
+    let line = 1 + config
+        .lines()
+        .position(|l| l.starts_with("max_sessions_per_user"))
+        .unwrap();
+    let said = format!(
+        "{}:{line}: key 'limits.max_sessions_per_user': must be at most 1000000",
+        files.config.display()
     );
+    assert!(files.log_text().contains(&said), "{}", files.log_text());
     let err = alice.client.login().await.err().expect("still two at most");
     assert_eq!(server_code(&err), Some(ErrorCode::RateLimited), "{err}");
     second
