@@ -295,6 +295,27 @@ impl Otp {
         }
     }
 
+    /// `Dead`, with the rest of the window, if the tries of (`phone`,
+    /// `spki`) are spent in the window that holds at `now`.
+    async fn dead(
+        &self,
+        phone: &PhoneNumber,
+        spki: &[u8],
+        now: i64,
+    ) -> Result<Option<OtpError>, OtpError> {
+        Ok(self
+            .store
+            .otp_limits(phone, spki)
+            .await?
+            .filter(|l| {
+                now - l.window_start < self.policy.window_ms
+                    && l.wrong_tries >= i64::from(self.policy.max_tries)
+            })
+            .map(|l| OtpError::Dead {
+                retry_in_s: self.retry_in_s(&l, now),
+            }))
+    }
+
     /// Makes a code for `phone` bound to the key it will register, stores its
     /// hash and sends it; `from` is the address that asked, whose share of
     /// the phone's codes it takes. Returns how long it stays valid, in
@@ -370,12 +391,8 @@ impl Otp {
         }
         let now = self.clock.now_ms();
         let limits = self.limits(now);
-        if let Some(l) = self.store.otp_limits(phone, expected_spki).await?
-            && now - l.window_start < self.policy.window_ms
-            && l.wrong_tries >= limits.max_tries
-        {
-            let retry_in_s = self.retry_in_s(&l, now);
-            return Err(OtpError::Dead { retry_in_s });
+        if let Some(dead) = self.dead(phone, expected_spki, now).await? {
+            return Err(dead);
         }
         let pending = self
             .store
@@ -383,7 +400,10 @@ impl Otp {
             .await?
             .ok_or(OtpError::NoPendingCode)?;
         if now >= pending.expires_at {
-            return Err(OtpError::Expired);
+            // A parallel guess that took the last try since the check above
+            // ended the code: that is `code_dead`, not an expired code.
+            let dead = self.dead(phone, expected_spki, now).await?;
+            return Err(dead.unwrap_or(OtpError::Expired));
         }
         let Some(spent) = self
             .store
@@ -392,11 +412,10 @@ impl Otp {
         else {
             // A parallel guess took the last try: the wait is what is left
             // of the window it was counted in, as that guess was told.
-            let retry_in_s = match self.store.otp_limits(phone, expected_spki).await? {
-                Some(l) => self.retry_in_s(&l, now),
-                None => self.policy.window_ms / 1000 + 1,
-            };
-            return Err(OtpError::Dead { retry_in_s });
+            let dead = self.dead(phone, expected_spki, now).await?;
+            return Err(dead.unwrap_or(OtpError::Dead {
+                retry_in_s: self.policy.window_ms / 1000 + 1,
+            }));
         };
         if !self
             .key

@@ -404,6 +404,61 @@ async fn a_code_whose_tries_are_spent_gets_none_afresh_after_the_window() {
     server.stop().await;
 }
 
+/// Guesses racing for the last try: one is told it spent it, the others
+/// `code_dead`, and all of them the same wait, the rest of the window (a
+/// loser is not told the window's whole length, nor that the code expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_racing_for_the_last_try_are_all_told_the_rest_of_the_window() {
+    let mut server = spawn_server().await;
+    let policy = server.config.otp_policy;
+    let id = Identity::generate(KeyType::P256);
+    let mut w = Wire::connect(&server).await;
+    assert!(matches!(
+        w.register(CAROL, &id).await,
+        Response::CodeSent { .. }
+    ));
+    let wrong = wrong_code(&server.code_for(CAROL));
+    let waited_ms = 100_000;
+    server.clock.advance_ms(waited_ms);
+    let wait_ms = Some(((policy.window_ms - waited_ms) / 1000 + 1) as u64 * 1000);
+    for attempt in 1..policy.max_tries {
+        expect_error(
+            w.verify(CAROL, &id, &wrong).await,
+            ErrorCode::WrongCode,
+            &format!("wrong code {attempt}"),
+        );
+    }
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        racers.push(Wire::connect(&server).await);
+    }
+    let answers =
+        futures::future::join_all(racers.iter_mut().map(|r| r.verify(CAROL, &id, &wrong))).await;
+    let mut spent = 0;
+    for (n, answer) in answers.into_iter().enumerate() {
+        let case = format!("racing guess {n}");
+        match answer {
+            Response::Error {
+                code: ErrorCode::WrongCode,
+                tries_left: Some(0),
+                retry_after_ms,
+                ..
+            } => {
+                spent += 1;
+                assert_eq!(retry_after_ms, wait_ms, "{case}");
+            }
+            Response::Error {
+                code: ErrorCode::CodeDead,
+                retry_after_ms,
+                ..
+            } => assert_eq!(retry_after_ms, wait_ms, "{case}"),
+            other => panic!("{case}: {other:?}"),
+        }
+    }
+    assert_eq!(spent, 1, "one guess spent the last try");
+    server.stop().await;
+}
+
 /// Anyone may ask for a code for any phone, so a stranger's `register`
 /// for the owner's phone, and its wrong guesses until its key is dead,
 /// must leave the owner's pending code and tries alone.
