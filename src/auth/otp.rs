@@ -295,6 +295,25 @@ impl Otp {
         }
     }
 
+    /// Ends a code whose last try `spent` counted when its window ends, so
+    /// a window that passes cannot give it fresh tries (its life may be
+    /// longer than the window): a later `verify` is told `code_dead`, then
+    /// `code_expired`. Not sooner: a code that has expired is dropped when
+    /// anyone asks for a code for the phone, and its owner would then be
+    /// told the proof matches no key instead of `code_dead`. A failure is
+    /// logged, not answered: the guess was still wrong, and the spent
+    /// tries keep the code dead for the window.
+    async fn end_code(&self, phone: &PhoneNumber, spki: &[u8], code_hash: &str, spent: &Limits) {
+        let window_end = spent.window_start + self.policy.window_ms;
+        if let Err(e) = self
+            .store
+            .otp_expire_code(phone, spki, code_hash, window_end)
+            .await
+        {
+            tracing::error!(%phone, error = %e, "could not end a code whose tries are spent");
+        }
+    }
+
     /// `Dead`, with the rest of the window, if the tries of (`phone`,
     /// `spki`) are spent in the window that holds at `now`.
     async fn dead(
@@ -411,11 +430,11 @@ impl Otp {
             .await?
         else {
             // A parallel guess took the last try: the wait is what is left
-            // of the window it was counted in, as that guess was told.
+            // of the window it was counted in, as that guess was told. No
+            // spent tries left to find means that guess was right and
+            // consumed the code (registering clears the counters).
             let dead = self.dead(phone, expected_spki, now).await?;
-            return Err(dead.unwrap_or(OtpError::Dead {
-                retry_in_s: self.policy.window_ms / 1000 + 1,
-            }));
+            return Err(dead.unwrap_or(OtpError::NoPendingCode));
         };
         if !self
             .key
@@ -423,12 +442,8 @@ impl Otp {
         {
             let wrong = self.wrong(phone, &spent, now);
             if let OtpError::Spent { .. } = wrong {
-                // Ended now, so a window that passes cannot give this code
-                // fresh tries (its life may be longer than the window): a
-                // later `verify` is told `code_dead`, then `code_expired`.
-                self.store
-                    .otp_expire_code(phone, expected_spki, &pending.code_hash, now)
-                    .await?;
+                self.end_code(phone, expected_spki, &pending.code_hash, &spent)
+                    .await;
             }
             return Err(wrong);
         }

@@ -193,20 +193,20 @@ impl Store {
         self.wrote(taken)
     }
 
-    /// Ends the code pending for (`phone`, `spki`) at `now` if it is still
-    /// the one hashed as `code_hash`, once its last try is spent: the count
-    /// of tries restarts when its window passes, and a code that outlived
-    /// the window would otherwise get them afresh. The row stays (expired)
-    /// rather than going: `verify` finds the key a proof is for among the
-    /// pending codes, and without it could not say `code_dead` to that key
-    /// for the rest of the window. A newer code is left alone. Returns
-    /// whether a code was ended.
+    /// Ends the code pending for (`phone`, `spki`) at `until` (not later
+    /// than it would anyway) if it is still the one hashed as `code_hash`,
+    /// once its last try is spent: the count of tries restarts when its
+    /// window passes, and a code that outlived the window would otherwise
+    /// get them afresh. The row stays rather than going: `verify` finds the
+    /// key a proof is for among the pending codes, and without it could not
+    /// say `code_dead` to that key for the rest of the window. A newer code
+    /// is left alone. Returns whether a code was ended.
     pub async fn otp_expire_code(
         &self,
         phone: &PhoneNumber,
         spki: &[u8],
         code_hash: &str,
-        now: Millis,
+        until: Millis,
     ) -> Result<bool, DbError> {
         let ended = on_backend!(&self.pool, p => sqlx::query(
             "UPDATE otp_codes SET expires_at = $4
@@ -215,7 +215,7 @@ impl Store {
         .bind(phone)
         .bind(spki)
         .bind(code_hash)
-        .bind(now)
+        .bind(until)
         .execute(p)
         .await
         .map(|done| done.rows_affected() > 0));

@@ -118,9 +118,13 @@ fn code_refused(e: ClientError, phone: &PhoneNumber) -> ClientError {
 }
 
 /// A wait for people: whole minutes, rounded up, from a minute on (the
-/// server counts in seconds, which say little about an hour), else seconds.
+/// server counts in seconds, which say little about an hour), else seconds;
+/// "now" for no wait (another server may send 0).
 fn wait(ms: u64) -> String {
     let seconds = ms.div_ceil(1000);
+    if seconds == 0 {
+        return "now".to_owned();
+    }
     if seconds < 60 {
         let unit = if seconds == 1 { "second" } else { "seconds" };
         return format!("in {seconds} {unit}");
@@ -272,6 +276,8 @@ mod tests {
             (1, "in 1 second"),
             (1_000, "in 1 second"),
             (1_001, "in 2 seconds"),
+            (0, "now"),
+            (1, "in 1 second"),
             (59_000, "in 59 seconds"),
             (60_000, "in about 1 minute"),
             (60_001, "in about 2 minutes"),
