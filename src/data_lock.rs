@@ -156,10 +156,11 @@ mod tests {
         let (starting, told) = std::sync::mpsc::channel();
         let prober = std::thread::spawn(move || {
             told.recv().unwrap();
+            // Held past `acquire`'s first try, so only its retries take it;
+            // let go well inside the time they last.
+            std::thread::sleep(2 * PAUSE);
             drop(probe);
         });
-        // Told as the start begins, the prober lets go well inside the
-        // time `acquire` keeps trying.
         starting.send(()).unwrap();
         DataDirLock::acquire(dir.path()).expect("taken once the probe lets go");
         prober.join().unwrap();
