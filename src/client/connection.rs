@@ -88,16 +88,7 @@ impl Connection {
     pub async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let rx = self.start(request).await?;
         match rx.await.map_err(|_| ClientError::Disconnected)? {
-            Response::Error {
-                code,
-                message,
-                retry_after_ms,
-                ..
-            } => Err(ClientError::Server {
-                code,
-                message,
-                retry_after_ms,
-            }),
+            error @ Response::Error { .. } => Err(super::refused(error)),
             other => Ok(other),
         }
     }

@@ -69,3 +69,21 @@ pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
 fn unexpected(r: Response) -> ClientError {
     ClientError::Protocol(format!("{r:?}"))
 }
+
+/// An answer that is not what the request calls for: a server's `error`
+/// is its refusal, with the wait it named; anything else is unexpected.
+fn refused(r: Response) -> ClientError {
+    match r {
+        Response::Error {
+            code,
+            message,
+            retry_after_ms,
+            ..
+        } => ClientError::Server {
+            code,
+            message,
+            retry_after_ms,
+        },
+        other => unexpected(other),
+    }
+}

@@ -8,7 +8,7 @@
 use zeroize::Zeroizing;
 
 use super::account::Account;
-use super::{ClientError, Connection, Session, unexpected};
+use super::{ClientError, Connection, Session, refused};
 use crate::client::Client;
 use crate::crypto::{Identity, Purpose};
 use crate::domain::PhoneNumber;
@@ -137,26 +137,18 @@ impl<'c> Registration<'c> {
                 fingerprint,
                 ..
             } => (replaced_key, fingerprint),
+            // A wrong code keeps the registration open only while the
+            // server says the code has tries left (or spent none, for a
+            // code that was not 6 digits); the last one is a refusal that
+            // keeps the server's wait, so the caller can say when to
+            // register again.
             Response::Error {
                 code: ErrorCode::WrongCode,
                 message,
                 tries_left,
-                retry_after_ms,
                 ..
-            } => return self.wrong(message, tries_left, retry_after_ms),
-            Response::Error {
-                code,
-                message,
-                retry_after_ms,
-                ..
-            } => {
-                return Err(ClientError::Server {
-                    code,
-                    message,
-                    retry_after_ms,
-                });
-            }
-            other => return Err(unexpected(other)),
+            } if tries_left != Some(0) => return Ok(CodeAnswer::Wrong(self, message)),
+            other => return Err(refused(other)),
         };
         self.client.home.save_account(&Account {
             phone: self.phone.to_string(),
@@ -169,25 +161,5 @@ impl<'c> Registration<'c> {
             session.create_device().await?,
             replaced_key,
         ))
-    }
-
-    /// A wrong code keeps the registration open only while the server says
-    /// the code has tries left (or spent none, for a code that was not 6
-    /// digits); after the last, the error keeps the server's wait so the
-    /// caller can say when to register again.
-    fn wrong(
-        self,
-        message: String,
-        tries_left: Option<u32>,
-        retry_after_ms: Option<u64>,
-    ) -> Result<CodeAnswer<'c>, ClientError> {
-        if tries_left == Some(0) {
-            return Err(ClientError::Server {
-                code: ErrorCode::WrongCode,
-                message,
-                retry_after_ms,
-            });
-        }
-        Ok(CodeAnswer::Wrong(self, message))
     }
 }

@@ -11,7 +11,7 @@ use super::peers::Checked;
 use super::store::{self, Use};
 use super::{Device, now_ms};
 use crate::client::home::{Direction, Record, record_in};
-use crate::client::{ClientError, Session, unexpected};
+use crate::client::{ClientError, Session, refused, unexpected};
 use crate::crypto::v2::{ClaimedPrekeys, Content, MAX_TEXT_BYTES, Session as Ratchet};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, CurrentDevices, ErrorCode, Request, Response};
@@ -334,17 +334,7 @@ impl Session<'_> {
                 devices: Some(current),
                 ..
             } => Ok(Some(current)),
-            Response::Error {
-                code,
-                message,
-                retry_after_ms,
-                ..
-            } => Err(ClientError::Server {
-                code,
-                message,
-                retry_after_ms,
-            }),
-            other => Err(unexpected(other)),
+            other => Err(refused(other)),
         }
     }
 }
