@@ -419,10 +419,7 @@ impl Otp {
             .await?
             .ok_or(OtpError::NoPendingCode)?;
         if now >= pending.expires_at {
-            // A parallel guess that took the last try since the check above
-            // ended the code: that is `code_dead`, not an expired code.
-            let dead = self.dead(phone, expected_spki, now).await?;
-            return Err(dead.unwrap_or(OtpError::Expired));
+            return Err(OtpError::Expired);
         }
         let Some(spent) = self
             .store
