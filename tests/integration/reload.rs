@@ -120,6 +120,25 @@ async fn sighup_changes_where_codes_go_for_the_next_registration() {
         "the next code went to the file"
     );
     alice.client.login().await.expect("the registration holds");
+
+    // A delivery command is not logged: it may carry a gateway's secret.
+    let secret = "token-4a7c91e2";
+    files.set_otp_section(&format!(
+        "[otp]\ndelivery = \"command\"\ncommand = \"SMS_TOKEN={secret} cat >> '{}'\"\n",
+        otp_file.display()
+    ));
+    hang_up(&files, &server, "configuration reloaded");
+    let log = files.log_text();
+    assert!(
+        log.contains(r#"one-time code delivery changed delivery="command""#),
+        "{log}"
+    );
+    assert!(
+        !log.contains(secret),
+        "the command leaked into the log:\n{log}"
+    );
+    register(&server, BOB, KeyType::P256).await;
+    assert_eq!(server.codes_for(BOB).len(), 1, "the command delivered it");
 }
 
 /// What `carrier-server admin links --json` on `files`'s running server
