@@ -71,6 +71,19 @@ describe("the sentence for a wrong code", () => {
     expect(sentence("code_dead")).toBe("Too many wrong codes for this number. Wait an hour, then ask for a new code.");
   });
 
+  it("gives rate_limited's wait from the frame, in seconds below a minute, for codes and sends alike", () => {
+    const limited = (fields: Frame) =>
+      asCoreError(new RequestError("rate_limited", "sending too fast", { re: 2, type: "error", code: "rate_limited", ...fields }));
+    expect(limited({ retry_after_ms: 1_200 }).message).toBe("Too many requests in a short time. Wait 2 seconds, then try again.");
+    expect(limited({ retry_after_ms: 1 }).message).toBe("Too many requests in a short time. Wait 1 second, then try again.");
+    expect(limited({ retry_after_ms: 59_999 }).message).toBe("Too many requests in a short time. Wait 60 seconds, then try again.");
+    expect(limited({ retry_after_ms: 360_000 }).message).toBe("Too many requests in a short time. Wait 6 minutes, then try again.");
+    const sessions = limited({});
+    expect(sessions.message).not.toContain("code");
+    expect(sessions.message).toBe(sentence("rate_limited"));
+    expect(sessions.message).toContain("sessions");
+  });
+
   it("sends the page back to Get code for every answer that no code can pass", () => {
     for (const code of ["code_dead", "code_expired", "no_pending_code"]) expect(needsNewCode(new CoreError(code)), code).toBe(true);
     for (const code of ["invalid_phone", "rate_limited", "bad_signature", "unreachable"]) expect(needsNewCode(new CoreError(code)), code).toBe(false);

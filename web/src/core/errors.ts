@@ -34,7 +34,7 @@ const SENTENCES: Record<string, string> = {
   wrong_code: "That code is wrong. Check the 6-digit code and try again.",
   code_expired: "That code has expired. Press Get code for a new one.",
   code_dead: "Too many wrong codes for this number. Wait an hour, then ask for a new code.",
-  rate_limited: "Too many codes were asked for this number. Wait a while, then try again.",
+  rate_limited: "This number has as many sessions as the server allows, or too much was asked at once. Close Carrier where you no longer use it, or wait a moment, then try again.",
   no_pending_code: "Ask for a code first: press Get code.",
   no_link: "That link code does not work: it may be mistyped, already used or older than 10 minutes. Make a new one with carrier devices add.",
   key_changed: "This contact's key has changed. Compare safety numbers, then press Trust new key.",
@@ -61,6 +61,7 @@ const SENTENCES: Record<string, string> = {
 export function describe(code: string, details: ErrorDetails = {}): string {
   if (code === "wrong_code" && details.triesLeft !== undefined) return wrongCode(details.triesLeft, details.retryAfterMs);
   if (code === "code_dead") return `Too many wrong codes for this number. Wait ${wait(details.retryAfterMs)}, then ask for a new code.`;
+  if (code === "rate_limited" && details.retryAfterMs !== undefined) return `Too many requests in a short time. Wait ${soon(details.retryAfterMs)}, then try again.`;
   return SENTENCES[code] ?? "Something went wrong. Try again in a moment.";
 }
 
@@ -76,6 +77,17 @@ function wrongCode(triesLeft: number, retryAfterMs: number | undefined): string 
  */
 function wait(retryAfterMs: number | undefined): string {
   return retryAfterMs === undefined ? "an hour" : minutes(retryAfterMs);
+}
+
+/**
+ * A rate limit's wait (sends, claims, codes asked for): often seconds, so seconds below a minute.
+ * Without retry_after_ms, rate_limited is the session limit or the request budget before login,
+ * which no wait is known for.
+ */
+function soon(ms: number): string {
+  if (ms >= 60_000) return minutes(ms);
+  const n = Math.max(1, Math.ceil(ms / 1000));
+  return `${n} ${n === 1 ? "second" : "seconds"}`;
 }
 
 function minutes(ms: number): string {
