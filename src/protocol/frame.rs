@@ -10,6 +10,11 @@ use tokio::sync::mpsc;
 /// Gather at most this many bytes of waiting frames into one write.
 const GATHER_LIMIT: usize = 256 * 1024;
 
+/// What a frame's body is first given room for. The rest is added as its
+/// bytes arrive, so a peer that announces a large frame and then trickles
+/// it holds only what it has actually sent.
+const FIRST_BODY_ROOM: usize = 8 * 1024;
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -25,7 +30,8 @@ pub enum FrameError {
 
 /// Reads one frame: a 4-byte big-endian length, then that many bytes.
 /// Returns `Ok(None)` on a clean end of stream between frames. The length is
-/// checked against `max` before anything is allocated.
+/// checked against `max` before anything is allocated, and the body grows
+/// only as its bytes arrive.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
@@ -44,9 +50,26 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len == 0 {
         return Err(FrameError::Empty);
     }
-    let mut body = vec![0u8; len];
-    read_exact_or_truncated(reader, &mut body).await?;
-    Ok(Some(body))
+    read_body(reader, len).await.map(Some)
+}
+
+/// Reads `len` body bytes, doubling the room given at most up to `len`.
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut body = Vec::with_capacity(len.min(FIRST_BODY_ROOM));
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            body.reserve_exact(body.capacity().min(len - body.len()));
+        }
+        let room = body.capacity().min(len) - body.len();
+        let read = (&mut *reader).take(room as u64).read_buf(&mut body).await?;
+        if read == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
+    Ok(body)
 }
 
 async fn read_exact_or_truncated<R: AsyncRead + Unpin>(
@@ -201,6 +224,28 @@ mod tests {
         drop(a);
         assert!(matches!(
             read_frame(&mut b, 64).await,
+            Err(FrameError::Truncated)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_large_body_trickled_in_small_pieces_arrives_whole_in_exact_room() {
+        let body: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();
+        // A pipe of 1,000 bytes hands the reader a few hundred at a time.
+        let (mut a, mut b) = tokio::io::duplex(1_000);
+        let sent = body.clone();
+        let writer = tokio::spawn(async move { write_frame(&mut a, &sent).await });
+        let read = read_frame(&mut b, 128 * 1024).await.unwrap().unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(read, body);
+        assert_eq!(read.capacity(), body.len(), "no room beyond the frame");
+
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 1, 0, 0]).await.unwrap();
+        a.write_all(&[9; 50]).await.unwrap();
+        drop(a);
+        assert!(matches!(
+            read_frame(&mut b, 128 * 1024).await,
             Err(FrameError::Truncated)
         ));
     }

@@ -36,6 +36,13 @@ pub const HELLO_VERSION: u8 = 2;
 /// largest envelope, base64-encoded inside JSON, fits with room to spare.
 pub const MAX_REQUEST_FRAME: usize = 128 * 1024;
 
+/// Largest frame a server accepts from a connection that has not logged in.
+/// What may be sent before login is small (`register` with an RSA-4096 key,
+/// a `link_request` of at most 16 384 bytes, base64-encoded), and a
+/// connection nobody has vouched for should not hold a request frame's worth
+/// of memory each: there may be 256 of them per address.
+pub const MAX_PRE_LOGIN_FRAME: usize = 32 * 1024;
+
 /// Largest frame a client accepts from a server (a `fetch` batch).
 pub const MAX_RESPONSE_FRAME: usize = 4 * 1024 * 1024;
 

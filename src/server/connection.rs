@@ -105,13 +105,20 @@ pub fn serve(
 /// the TCP port, WebSocket messages on `/ws`. The one seam between the
 /// transports and the session: everything after a frame is read is shared.
 pub(crate) trait FrameSource: Send {
-    /// The next request frame; `Ok(None)` when the peer has closed.
-    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send;
+    /// The next request frame, of at most `max` bytes; `Ok(None)` when the
+    /// peer has closed.
+    fn next_frame(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send;
 }
 
 impl FrameSource for ReadHalf<Stream> {
-    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send {
-        protocol::read_frame(self, protocol::MAX_REQUEST_FRAME)
+    fn next_frame(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send {
+        protocol::read_frame(self, max)
     }
 }
 
@@ -213,14 +220,17 @@ async fn read_loop(
     let login_deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     let mut budget = PreLoginBudget::new(std::time::Instant::now());
     loop {
-        let timeout = match session.user {
-            Some(_) => IDLE_TIMEOUT,
-            None => login_deadline.saturating_duration_since(tokio::time::Instant::now()),
+        let (timeout, max) = match session.user {
+            Some(_) => (IDLE_TIMEOUT, protocol::MAX_REQUEST_FRAME),
+            None => (
+                login_deadline.saturating_duration_since(tokio::time::Instant::now()),
+                protocol::MAX_PRE_LOGIN_FRAME,
+            ),
         };
         // The read lives only in this block, so its state does not stay
         // part of the connection's task beside the request's handling.
         let frame = {
-            let read = tokio::time::timeout(timeout, reader.next_frame());
+            let read = tokio::time::timeout(timeout, reader.next_frame(max));
             tokio::pin!(read);
             // Answers to earlier sends go out while the next frame is read;
             // the read itself is polled on until it completes (a frame half

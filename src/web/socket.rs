@@ -78,7 +78,7 @@ type Closing = Arc<OnceLock<CloseFrame>>;
 struct Incoming(SplitStream<Ws>, Closing);
 
 impl FrameSource for Incoming {
-    async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    async fn next_frame(&mut self, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
         loop {
             let body = match self.0.next().await {
                 None | Some(Ok(Message::Close(_))) => return Ok(None),
@@ -107,6 +107,14 @@ impl FrameSource for Incoming {
             };
             if body.is_empty() {
                 return Err(FrameError::Empty);
+            }
+            // The WebSocket layer holds a message to the request frame limit;
+            // before login the lower one applies once it is whole.
+            if body.len() > max {
+                return Err(FrameError::TooLarge {
+                    len: body.len(),
+                    max,
+                });
             }
             return Ok(Some(body));
         }

@@ -117,10 +117,36 @@ async fn malformed_frames_get_their_error_codes_and_the_connection_goes_on() {
         "empty frame: the connection stopped answering"
     );
 
-    // A frame of exactly the maximum size is read (padding is JSON whitespace).
-    let mut body = br#"{"seq":99,"type":"ping"}"#.to_vec();
-    body.resize(protocol::MAX_REQUEST_FRAME, b' ');
-    w.send_frame(&body).await;
+    // Before login, a frame of exactly the pre-login maximum is read
+    // (padding is JSON whitespace); after login, one of the request maximum.
+    let padded = |len: usize| {
+        let mut body = br#"{"seq":99,"type":"ping"}"#.to_vec();
+        body.resize(len, b' ');
+        body
+    };
+    w.send_frame(&padded(protocol::MAX_PRE_LOGIN_FRAME)).await;
+    assert!(
+        matches!(w.answer(Some(99)).await, Response::Pong),
+        "a frame of the pre-login maximum"
+    );
+    // The largest request sent before login still fits: a link request.
+    let seq = w
+        .send(Request::LinkRequest {
+            phone: ALICE.into(),
+            rendezvous: B64(vec![7; 16]),
+            request: B64(vec![0xff; carrier::routing::MAX_LINK_MESSAGE]),
+        })
+        .await;
+    expect_error(
+        w.answer(Some(seq)).await,
+        ErrorCode::NoLink,
+        "largest link request",
+    );
+    assert!(matches!(
+        w.login(ALICE, &alice.identity()).await,
+        Response::LoggedIn { .. }
+    ));
+    w.send_frame(&padded(protocol::MAX_REQUEST_FRAME)).await;
     assert!(
         matches!(w.answer(Some(99)).await, Response::Pong),
         "a frame of the maximum size"
@@ -138,12 +164,27 @@ async fn malformed_frames_get_their_error_codes_and_the_connection_goes_on() {
 async fn an_oversized_frame_closes_only_its_connection() {
     let (mut server, alice, bob) = setup().await;
     let mut bob_session = bob.client.login().await.unwrap();
-    for (case, len) in [
-        ("one byte over", protocol::MAX_REQUEST_FRAME as u32 + 1),
-        ("4 GiB", u32::MAX),
+    for (case, len, log_in) in [
+        (
+            "one byte over",
+            protocol::MAX_REQUEST_FRAME as u32 + 1,
+            true,
+        ),
+        ("4 GiB", u32::MAX, true),
+        (
+            "one byte over before login",
+            protocol::MAX_PRE_LOGIN_FRAME as u32 + 1,
+            false,
+        ),
     ] {
         let mut w = Wire::connect(&server).await;
         assert!(w.ping().await);
+        if log_in {
+            assert!(matches!(
+                w.login(ALICE, &alice.identity()).await,
+                Response::LoggedIn { .. }
+            ));
+        }
         let mut bytes = len.to_be_bytes().to_vec();
         bytes.extend_from_slice(b"{\"seq\":1,\"type\":\"ping\"}");
         w.write_bytes(&bytes).await;

@@ -11,7 +11,7 @@ use carrier::clock::Clock;
 use carrier::config::{ServerConfig, WebConfig};
 use carrier::crypto::{self, Identity, Purpose};
 use carrier::domain::{Fingerprint, MessageId};
-use carrier::protocol::{KeyType, MAX_REQUEST_FRAME, Request, Response};
+use carrier::protocol::{KeyType, MAX_PRE_LOGIN_FRAME, MAX_REQUEST_FRAME, Request, Response};
 use carrier::server::{Listeners, Server};
 use carrier::web::Endpoint;
 use futures::{SinkExt, StreamExt};
@@ -477,6 +477,30 @@ async fn an_oversized_message_gets_the_frame_size_error_and_a_close() {
     let error = next_json(&mut ws.socket).await.expect("an error frame");
     assert_eq!(error["code"], "frame_too_large", "{error}");
     assert!(error.get("re").is_none(), "{error}");
+    assert!(
+        next_json(&mut ws.socket).await.is_none(),
+        "the server closed"
+    );
+    // Before login, the lower limit applies: its maximum passes, one byte
+    // more is refused the same way.
+    let padded = |len: usize| {
+        let mut text = json!({"type": "ping", "seq": 2}).to_string();
+        text.insert_str(1, &" ".repeat(len - text.len()));
+        text
+    };
+    let mut ws = WsClient::connect(&server).await;
+    ws.socket
+        .send(Message::text(padded(MAX_PRE_LOGIN_FRAME)))
+        .await
+        .unwrap();
+    let pong = next_json(&mut ws.socket).await.expect("an answer");
+    assert_eq!(pong["type"], "pong", "{pong}");
+    ws.socket
+        .send(Message::text(padded(MAX_PRE_LOGIN_FRAME + 1)))
+        .await
+        .unwrap();
+    let error = next_json(&mut ws.socket).await.expect("an error frame");
+    assert_eq!(error["code"], "frame_too_large", "{error}");
     assert!(
         next_json(&mut ws.socket).await.is_none(),
         "the server closed"
