@@ -37,6 +37,7 @@ const RENDEZVOUS_LEN: usize = 16;
 pub const MAX_LINK_MESSAGE: usize = 16 * 1024;
 /// Rendezvous one account may hold open at once.
 const MAX_OPEN_PER_ACCOUNT: usize = 4;
+const _: () = assert!(MAX_OPEN_PER_ACCOUNT == 4, "the refusal's message names 4");
 
 type RendezvousId = [u8; RENDEZVOUS_LEN];
 
@@ -139,10 +140,10 @@ impl Router {
             .filter(|o| &o.phone == session.phone())
             .count();
         if mine >= MAX_OPEN_PER_ACCOUNT {
-            return Err(RouteError::TooMany {
-                what: "open link codes",
-                max: MAX_OPEN_PER_ACCOUNT,
-            });
+            return Err(RouteError::BadLink(
+                "this account has 4 link codes open already, the most it may hold at once; \
+                 use one, or wait until one expires 10 minutes after it was made",
+            ));
         }
         if open.contains_key(&id) {
             return Err(RouteError::BadLink("this rendezvous is already open"));

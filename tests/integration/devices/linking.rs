@@ -215,3 +215,28 @@ async fn a_rendezvous_refuses_other_phones_and_expires() {
     let answer = newcomer.call(request(BOB, &rendezvous)).await;
     expect_error(answer, ErrorCode::NoLink, "an expired rendezvous");
 }
+
+#[tokio::test]
+async fn an_account_holds_four_link_codes_open_at_once() {
+    let server = spawn_server().await;
+    let bob = register_account(&server, BOB, KeyType::P256).await;
+    let mut opener = Wire::connect(&server).await;
+    opener.login(BOB, &bob.identity()).await;
+    let open = |n: u8| Request::LinkOpen {
+        rendezvous: B64(vec![n; 16]),
+    };
+    for n in 1..=4 {
+        let answer = opener.call(open(n)).await;
+        assert!(matches!(answer, Response::LinkOpened { .. }), "{answer:?}");
+    }
+    let answer = opener.call(open(5)).await;
+    let Response::Error { code, message, .. } = &answer else {
+        panic!("a fifth code was opened: {answer:?}");
+    };
+    assert_eq!(*code, ErrorCode::BadRequest);
+    assert!(message.contains("4 link codes open already"), "{message}");
+    // Once the first ones expire, another can be opened.
+    server.clock.advance_ms(10 * 60_000 + 1);
+    let answer = opener.call(open(5)).await;
+    assert!(matches!(answer, Response::LinkOpened { .. }), "{answer:?}");
+}
