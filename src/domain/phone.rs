@@ -20,13 +20,15 @@ pub const MAX_PHONE_LEN: usize = 16;
 impl PhoneNumber {
     /// Parses and normalises user input ("+1 202-555-0101" becomes "+12025550101").
     pub fn parse(input: &str) -> Result<Self, PhoneError> {
+        // White space around a pasted number is dropped; inside it only
+        // the usual separators pass, after exactly one leading '+': a letter
+        // or a second '+' is a typo here, not something to guess around.
         let trimmed = input.trim();
-        // Only digits and the usual separators: a letter is a typo here,
-        // not a keypad letter to translate into someone else's number.
-        let plain = trimmed
-            .chars()
-            .all(|c| c.is_ascii_digit() || " +-().".contains(c));
-        if trimmed.len() > 40 || !trimmed.starts_with('+') || !plain {
+        let plain = trimmed.strip_prefix('+').is_some_and(|rest| {
+            rest.chars()
+                .all(|c| c.is_ascii_digit() || " -().".contains(c))
+        });
+        if trimmed.len() > 40 || !plain {
             return Err(PhoneError::Unparsable(shorten(trimmed)));
         }
         let parsed = phonenumber::parse(None, trimmed)
@@ -95,8 +97,23 @@ mod tests {
             "hello",
             "+",
             "+0000",
+            "++12025550101",
+            "+1202+5550101",
+            "+1\u{2003}202 555 0101",
         ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn white_space_around_a_number_is_dropped() {
+        for loose in [
+            "\t+12025550101\n",
+            " +12025550101\u{a0}",
+            "+12025550101\u{3000}\r\n",
+        ] {
+            let n = PhoneNumber::parse(loose).unwrap();
+            assert_eq!(n.as_str(), "+12025550101", "{loose:?}");
         }
     }
 
