@@ -390,11 +390,12 @@ impl Router {
         let mut changed = Vec::new();
         let mut batch: Vec<Entry> = Vec::new();
         let mut batched = HashSet::new();
+        let mut refused = Refused::default();
         for wire in entries {
             let entry = match parse_entry(&wire, from) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!(neighbour = %from, phone = ?wire.phone.chars().take(20).collect::<String>(), error = %e, "directory entry refused");
+                    refused.note(&wire.phone, e.to_string());
                     continue;
                 }
             };
@@ -404,7 +405,7 @@ impl Router {
             // A registration dated in the future would outrank every real
             // one, the rightful home's included, for as long as it lasts.
             if entry.info.registered_at > self.clock.now_ms() + FUTURE_LIMIT_MS {
-                tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry dated in the future refused");
+                refused.note(&entry.info.phone, "dated in the future".into());
                 continue;
             }
             // A phone twice in one frame is judged against the first.
@@ -419,7 +420,7 @@ impl Router {
                 Applied::Unchanged => continue,
                 Applied::Rerouted(ours) => *ours,
                 Applied::Updated if verify_signature(&entry).is_err() => {
-                    tracing::warn!(neighbour = %from, phone = ?entry.info.phone, "directory entry with a bad signature refused");
+                    refused.note(&entry.info.phone, "its signature does not verify".into());
                     continue;
                 }
                 Applied::Updated => entry,
@@ -431,6 +432,7 @@ impl Router {
         if !changed.is_empty() {
             self.flood_directory(Some(from), changed);
         }
+        refused.log(from);
         Ok(())
     }
 
@@ -455,6 +457,29 @@ impl Router {
         for chunk in entries.chunks(DIRECTORY_CHUNK) {
             self.neighbours
                 .send_all_except(except, &directory_frame(chunk));
+        }
+    }
+}
+
+/// The entries of one `directory` frame that were refused, logged as one
+/// line: a neighbour sending hundreds of bad entries must not write hundreds
+/// of lines.
+#[derive(Default)]
+struct Refused {
+    count: usize,
+    first: Option<(String, String)>,
+}
+
+impl Refused {
+    fn note(&mut self, phone: &str, why: String) {
+        self.count += 1;
+        self.first
+            .get_or_insert_with(|| (phone.chars().take(20).collect(), why));
+    }
+
+    fn log(self, neighbour: Fingerprint) {
+        if let Some((phone, why)) = self.first {
+            tracing::warn!(%neighbour, refused = self.count, first_phone = ?phone, first_error = %why, "directory entries refused");
         }
     }
 }
