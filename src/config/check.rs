@@ -127,6 +127,67 @@ mod tests {
         assert_eq!(c.message_ttl_ms, 1000);
     }
 
+    /// One sender's share of a queue is a quarter of it unless set, and
+    /// never more than the queue.
+    #[test]
+    fn a_senders_share_follows_the_queue_and_stays_within_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        let share = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            let q = ServerConfig::load(&path).unwrap().sender_quota;
+            (q.max_messages, q.max_bytes)
+        };
+        assert_eq!(share(""), (25_000, 64 << 20));
+        assert_eq!(
+            share("[queue]\nmax_messages_per_recipient = 10\nmax_bytes_per_recipient = 4096\n"),
+            (2, 1024)
+        );
+        assert_eq!(share("[queue]\nmax_messages_per_recipient = 3\n").0, 1);
+        assert_eq!(
+            share("[queue]\nmax_messages_per_recipient = 10\nmax_messages_per_sender = 10\n").0,
+            10
+        );
+        std::fs::write(
+            &path,
+            "[queue]\nmax_messages_per_recipient = 10\nmax_messages_per_sender = 11\n",
+        )
+        .unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.ends_with(
+                "server.toml:3: key 'queue.max_messages_per_sender': must be at most \
+                 queue.max_messages_per_recipient (10), the whole queue"
+            ),
+            "{err}"
+        );
+    }
+
+    /// A log level that names no level is a typo, not a module to log.
+    #[test]
+    fn a_log_level_must_name_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        for good in [
+            "info",
+            "WARN",
+            "carrier=debug,warn",
+            "off",
+            "carrier::link=trace",
+        ] {
+            std::fs::write(&path, format!("[log]\nlevel = \"{good}\"\n")).unwrap();
+            assert_eq!(check_file(&path), Ok(()), "{good}");
+        }
+        for bad in ["loud", "info,verbose", "x=y=z", ""] {
+            std::fs::write(&path, format!("[log]\nlevel = \"{bad}\"\n")).unwrap();
+            let err = check_file(&path).unwrap_err();
+            assert!(
+                err.contains("server.toml:2: key 'log.level': "),
+                "{bad}: {err}"
+            );
+        }
+    }
+
     /// The counts of codes per address and per phone follow the count per
     /// key unless set, and the phone's is always above one address's.
     #[test]

@@ -195,8 +195,10 @@ pub(super) struct QueueSection {
     pub message_ttl_days: f64,
     pub max_messages_per_recipient: u64,
     pub max_bytes_per_recipient: u64,
-    pub max_messages_per_sender: u64,
-    pub max_bytes_per_sender: u64,
+    /// A quarter of `max_messages_per_recipient` when not set.
+    pub max_messages_per_sender: Option<u64>,
+    /// A quarter of `max_bytes_per_recipient` when not set.
+    pub max_bytes_per_sender: Option<u64>,
     pub max_messages_per_neighbour: u64,
     pub max_bytes_per_neighbour: u64,
 }
@@ -207,8 +209,8 @@ impl Default for QueueSection {
             message_ttl_days: 30.0,
             max_messages_per_recipient: 100_000,
             max_bytes_per_recipient: 256 << 20,
-            max_messages_per_sender: 25_000,
-            max_bytes_per_sender: 64 << 20,
+            max_messages_per_sender: None,
+            max_bytes_per_sender: None,
             max_messages_per_neighbour: 10_000_000,
             max_bytes_per_neighbour: 4 << 30,
         }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::file::{FileConfig, LimitsSection, LogSection, OtpSection};
+use super::file::{FileConfig, LimitsSection, LogSection, OtpSection, QueueSection};
 use super::{LogConfig, NeighbourConfig, ServerConfig};
 use crate::auth::code_sink::CodeSink;
 use crate::auth::otp::OtpPolicy;
@@ -90,16 +90,6 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             MAX_BYTES,
         ),
         (
-            "queue.max_messages_per_sender",
-            q.max_messages_per_sender,
-            MAX_COUNT,
-        ),
-        (
-            "queue.max_bytes_per_sender",
-            q.max_bytes_per_sender,
-            MAX_BYTES,
-        ),
-        (
             "queue.max_messages_per_neighbour",
             q.max_messages_per_neighbour,
             MAX_COUNT,
@@ -168,10 +158,7 @@ pub(super) fn from_file(f: FileConfig, base: &Path) -> Result<ServerConfig, KeyE
             max_messages: f.queue.max_messages_per_recipient,
             max_bytes: f.queue.max_bytes_per_recipient,
         },
-        sender_quota: Quota {
-            max_messages: f.queue.max_messages_per_sender,
-            max_bytes: f.queue.max_bytes_per_sender,
-        },
+        sender_quota: sender_quota(&f.queue)?,
         neighbour_quota: Quota {
             max_messages: f.queue.max_messages_per_neighbour,
             max_bytes: f.queue.max_bytes_per_neighbour,
@@ -221,15 +208,69 @@ fn log(s: LogSection) -> Result<LogConfig, KeyError> {
             ));
         }
     };
-    tracing_subscriber::EnvFilter::try_new(&s.level).map_err(|e| {
-        (
-            "log.level",
-            format!("'{}' is not a log filter: {e}", s.level),
-        )
-    })?;
+    log_filter(&s.level)?;
     Ok(LogConfig {
         format,
         filter: s.level,
+    })
+}
+
+/// A log filter as `RUST_LOG` writes it, but each part either a level or
+/// `target=level`: a bare word is taken by the filter as a target to log
+/// at every level, with nothing else logged, so a misspelt level would
+/// silence the server.
+fn log_filter(level: &str) -> Result<(), KeyError> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let refuse = |why: String| Err(("log.level", format!("'{level}' is not a log filter: {why}")));
+    if level.trim().is_empty() {
+        return refuse("name a level, such as \"info\"".into());
+    }
+    for part in level.split(',') {
+        let part = part.trim();
+        if !part.contains('=') && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part)) {
+            return refuse(format!(
+                "'{part}' is not a level (one of {}), nor target=level",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .or_else(|e| refuse(e.to_string()))
+}
+
+/// What one sender may hold in one recipient's queue: a quarter of the
+/// queue when not set, so lowering the queue lowers it too, and never more
+/// than the queue, or the bound would not keep one sender from filling it.
+fn sender_quota(q: &QueueSection) -> Result<Quota, KeyError> {
+    let share = |key, set: Option<u64>, queue: u64, queue_key: &str, max| {
+        let Some(value) = set else {
+            return Ok((queue / 4).max(1));
+        };
+        within(key, value, max)?;
+        if value > queue {
+            return Err((
+                key,
+                format!("must be at most {queue_key} ({queue}), the whole queue"),
+            ));
+        }
+        Ok(value)
+    };
+    Ok(Quota {
+        max_messages: share(
+            "queue.max_messages_per_sender",
+            q.max_messages_per_sender,
+            q.max_messages_per_recipient,
+            "queue.max_messages_per_recipient",
+            MAX_COUNT,
+        )?,
+        max_bytes: share(
+            "queue.max_bytes_per_sender",
+            q.max_bytes_per_sender,
+            q.max_bytes_per_recipient,
+            "queue.max_bytes_per_recipient",
+            MAX_BYTES,
+        )?,
     })
 }
 

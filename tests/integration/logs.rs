@@ -57,7 +57,10 @@ async fn a_queue_nearly_full_is_logged_once_on_the_way_up() {
     use crate::common::{ALICE, BOB, register};
     const WARNING: &str = "a queue is nearly full";
     let files = ServerFiles::new();
-    files.set_extra_config("", "[queue]\nmax_messages_per_recipient = 10\n");
+    files.set_extra_config(
+        "",
+        "[queue]\nmax_messages_per_recipient = 10\nmax_messages_per_sender = 10\n",
+    );
     let server = files.start();
     let alice = register(&server, ALICE, KeyType::P256).await;
     let _bob = register(&server, BOB, KeyType::P256).await;
