@@ -6,11 +6,24 @@ use std::path::Path;
 use super::ServerConfig;
 
 /// Loads `path` as the server would; on failure, one line naming the file,
-/// the line (where the key is written in it) and the key.
+/// the line (where the key is written in it) and the key. The web port's
+/// certificate and key are loaded too: a start would refuse them.
 pub fn check_file(path: &Path) -> Result<(), String> {
-    ServerConfig::load(path)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    let config = ServerConfig::load(path).map_err(|e| e.to_string())?;
+    let Some(tls) = config.web.as_ref().and_then(|w| w.tls.as_ref()) else {
+        return Ok(());
+    };
+    crate::web::check_tls(tls).map_err(|e| {
+        let key = match &e {
+            crate::web::WebError::Pem { path, .. } if *path == tls.key => "web.tls_key",
+            _ => "web.tls_cert",
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let at = super::line_of(&text, key)
+            .map(|line| format!(":{line}"))
+            .unwrap_or_default();
+        format!("{}{at}: key '{key}': {e}", path.display())
+    })
 }
 
 #[cfg(test)]
@@ -125,6 +138,30 @@ mod tests {
         .unwrap();
         let c = ServerConfig::load(&path).unwrap();
         assert_eq!(c.message_ttl_ms, 1000);
+    }
+
+    /// The web port's certificate and key are loaded as a start would.
+    #[test]
+    fn web_certificate_files_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        let web = |cert: &str, key: &str| {
+            format!("[web]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n")
+        };
+        std::fs::write(&path, web("nope.pem", "nope.key")).unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(
+            err.contains("server.toml:3: key 'web.tls_cert': the web certificate or key"),
+            "{err}"
+        );
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).unwrap();
+        std::fs::write(&path, web("cert.pem", "nope.key")).unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(err.contains("server.toml:4: key 'web.tls_key': "), "{err}");
+        std::fs::write(dir.path().join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&path, web("cert.pem", "key.pem")).unwrap();
+        assert_eq!(check_file(&path), Ok(()));
     }
 
     /// One sender's share of a queue is a quarter of it unless set, and

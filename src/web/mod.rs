@@ -49,6 +49,12 @@ pub enum WebError {
     },
 }
 
+/// Whether the `[web]` certificate and key load and make a TLS set-up, as
+/// the server will load them at start (`admin check-config`).
+pub fn check_tls(files: &crate::config::WebTls) -> Result<(), WebError> {
+    tls::acceptor(files).map(drop)
+}
+
 /// The web port, bound and ready to serve.
 pub struct Endpoint {
     listener: TcpListener,
