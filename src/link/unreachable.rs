@@ -31,10 +31,13 @@ impl Outage {
         Some(down)
     }
 
-    /// Notes that the neighbour answered; returns how long it was down.
+    /// Notes that the neighbour answered; returns how long it was down
+    /// when its outage was warned about, so that "reachable again" only
+    /// ever ends a warning the operator has seen.
     pub fn reached(&mut self, now: Instant) -> Option<Duration> {
         self.current
             .take()
+            .filter(|(_, due)| *due > FIRST_WARNING)
             .map(|(since, _)| now.saturating_duration_since(since))
     }
 }
@@ -62,5 +65,25 @@ mod tests {
                 .is_some()
         );
         assert_eq!(outage.failed(start + Duration::from_secs(20_001)), None);
+    }
+
+    #[test]
+    fn an_outage_too_short_to_warn_about_ends_quietly() {
+        let start = Instant::now();
+        let mut outage = Outage::default();
+        assert_eq!(outage.reached(start), None, "no outage at all");
+        assert_eq!(outage.failed(start), None);
+        assert_eq!(outage.failed(start + Duration::from_secs(29)), None);
+        assert_eq!(outage.reached(start + Duration::from_secs(29)), None);
+        assert_eq!(
+            outage.failed(start + Duration::from_secs(40)),
+            None,
+            "a new outage"
+        );
+        assert!(outage.failed(start + Duration::from_secs(70)).is_some());
+        assert_eq!(
+            outage.reached(start + Duration::from_secs(75)),
+            Some(Duration::from_secs(35))
+        );
     }
 }
