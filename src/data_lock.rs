@@ -29,6 +29,10 @@ pub enum LockError {
         "another carrier-server (PID {pid}) is using the data directory {dir}; stop it first, or give this one its own --data-dir"
     )]
     Held { dir: PathBuf, pid: String },
+    #[error(
+        "cannot open {path}: permission denied; run this as the user that owns the data directory (the one the server runs as), or as root"
+    )]
+    NotYours { path: PathBuf },
     #[error("cannot lock the data directory ({path}): {source}")]
     Io {
         path: PathBuf,
@@ -42,9 +46,12 @@ impl DataDirLock {
     /// writes this process's PID into it.
     pub fn acquire(dir: &Path) -> Result<Self, LockError> {
         let path = dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
+        let io = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => LockError::NotYours { path: path.clone() },
+            _ => LockError::Io {
+                path: path.clone(),
+                source,
+            },
         };
         let mut file = OpenOptions::new()
             .read(true)
