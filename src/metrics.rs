@@ -39,6 +39,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub accepted: Counter,
     pub pushed: Counter,
+    pub broadcasts_dropped: Counter,
     pub delivered: Counter,
     pub expired: Counter,
     pub relayed_in: Counter,
@@ -68,6 +69,7 @@ impl Metrics {
             requests: Family::default(),
             accepted: Counter::default(),
             pushed: Counter::default(),
+            broadcasts_dropped: Counter::default(),
             delivered: Counter::default(),
             expired: Counter::default(),
             relayed_in: Counter::default(),
@@ -100,6 +102,11 @@ impl Metrics {
             "messages_pushed",
             "Messages pushed to a live session",
             m.pushed.clone(),
+        );
+        r.register(
+            "broadcasts_dropped",
+            "Broadcasts a live session missed because its unsent backlog had no room for them",
+            m.broadcasts_dropped.clone(),
         );
         r.register(
             "messages_delivered",

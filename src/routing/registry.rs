@@ -1,10 +1,13 @@
 //! The sessions connected now, by user, so a committed message can be pushed
 //! at once, and the bounds on what they hold: how many sessions one user
 //! may have, and how many unsent bytes one session and all of one user's
-//! sessions may have waiting. A session whose outbox cannot take a push has
-//! stopped reading: it is closed, with the reason logged, rather than
-//! skipped forever or allowed to grow. A std mutex: nothing awaits while it
-//! is held.
+//! sessions may have waiting. A session whose outbox cannot take a pushed
+//! message has stopped reading: it is closed, with the reason logged, rather
+//! than skipped forever or allowed to grow. A broadcast that does not fit is
+//! only dropped for that session: broadcasts are public, unacknowledged and
+//! can come in bulk from anyone in the neighbourhood, so closing for them
+//! would let any user disconnect everyone reading a little slowly. A std
+//! mutex: nothing awaits while it is held.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -235,7 +238,8 @@ impl Registry {
         crate::metrics::get().pushed.inc_by(links.len() as u64);
     }
 
-    /// Offers a public message to every live session but its author's.
+    /// Offers a public message to every live session but its author's; a
+    /// session without room for it misses it and stays open.
     pub fn broadcast(&self, b: Broadcast) {
         let author = b.from.clone();
         let frame = ResponseFrame {
@@ -250,7 +254,7 @@ impl Registry {
             .map(|(_, l)| l.clone())
             .collect();
         for links in users {
-            self.offer(&links, &bytes, None);
+            offer_broadcast(&links, &bytes, self.user_bytes.load(Ordering::Relaxed));
         }
     }
 
@@ -352,6 +356,31 @@ impl Registry {
     }
 }
 
+/// Queues a broadcast `frame` on each of one user's `links` that has room
+/// for it, within the user's bound of `user_bytes` unsent for all their
+/// sessions together; the others miss it (counted, and logged at debug)
+/// but stay open. Nothing is owed for a broadcast, so a session that reads
+/// slowly loses only broadcasts that came faster than it read.
+fn offer_broadcast(links: &[SessionLink], frame: &[u8], user_bytes: usize) {
+    let mut held: usize = links.iter().map(|l| l.outbox.backlog()).sum();
+    for link in links {
+        let fits = held + frame.len() <= user_bytes;
+        match fits.then(|| link.outbox.try_send(frame.to_vec())) {
+            Some(Ok(())) => held += frame.len(),
+            Some(Err(OutboxError::Closed)) => {}
+            Some(Err(OutboxError::Full)) | None => {
+                crate::metrics::get().broadcasts_dropped.inc();
+                tracing::debug!(
+                    session = link.id,
+                    phone = %link.phone,
+                    unsent_bytes = link.outbox.backlog(),
+                    "a broadcast did not fit a session's unsent backlog; that session misses it"
+                );
+            }
+        }
+    }
+}
+
 /// `message` as its recipient receives it.
 pub(super) fn delivered(message: &NewMessage) -> Delivered {
     Delivered {
@@ -439,6 +468,42 @@ mod tests {
             .count();
         assert!(open < 3, "no session was closed");
         assert_eq!(r.sessions_of(&bob()), open);
+    }
+
+    fn broadcast(size: usize) -> Broadcast {
+        Broadcast {
+            id: MessageId::random(),
+            from: "+12025550101".into(),
+            sent_at: 0,
+            text: "b".repeat(size),
+            signature: B64(vec![0; 64]),
+        }
+    }
+
+    #[test]
+    fn a_session_without_room_for_a_broadcast_misses_it_and_stays_open() {
+        let r = registry(8, 4000, 100_000);
+        let (link, _rx) = silent(&r, 4000);
+        for _ in 0..20 {
+            r.broadcast(broadcast(1000));
+        }
+        assert!(!link.closed().is_cancelled(), "the session was closed");
+        assert!(r.is_connected(&bob()));
+        assert!(link.outbox.backlog() <= 4000);
+        assert!(link.outbox.backlog() > 0, "nothing was pushed at all");
+    }
+
+    #[test]
+    fn broadcasts_keep_a_users_sessions_within_their_bound_without_closing_any() {
+        let r = registry(8, 10_000, 12_000);
+        let sessions: Vec<_> = (0..3).map(|_| silent(&r, 10_000)).collect();
+        for _ in 0..30 {
+            r.broadcast(broadcast(500));
+            let held: usize = sessions.iter().map(|(l, _)| l.outbox.backlog()).sum();
+            assert!(held <= 12_000, "{held} bytes held");
+        }
+        assert!(sessions.iter().all(|(l, _)| !l.closed().is_cancelled()));
+        assert_eq!(r.sessions_of(&bob()), 3);
     }
 
     #[test]
