@@ -250,6 +250,24 @@ impl Directory {
         (page.into_iter().cloned().collect(), more)
     }
 
+    /// Of `phones`, those whose entry is homed at `home`, sorted and each
+    /// once; `None` when no entry at all is homed at `home` (a server
+    /// nobody knows of). One read of the directory for the whole list.
+    pub fn homed_at(&self, home: &Fingerprint, phones: Vec<String>) -> Option<Vec<String>> {
+        let users = self.read();
+        let is_home = |p: &String| {
+            PhoneNumber::from_canonical(p)
+                .ok()
+                .and_then(|p| users.get(&p))
+                .is_some_and(|e| e.home == *home)
+        };
+        let mut homed: Vec<String> = phones.into_iter().filter(is_home).collect();
+        homed.sort_unstable();
+        homed.dedup();
+        let known = !homed.is_empty() || users.values().any(|e| e.home == *home);
+        known.then_some(homed)
+    }
+
     /// Whether the entry held for one of our own users, registered at
     /// `registered_at`, needs no new signature: a newer registration
     /// elsewhere outranks it, or it is ours already under our current name.

@@ -205,7 +205,23 @@ impl Neighbours {
 
     /// Records a presence report; returns whether it is newer than what we had.
     pub fn presence_in(&self, origin: Fingerprint, seq: u64, online: Vec<String>) -> bool {
+        self.presence_at(origin, seq, online, Instant::now())
+    }
+
+    /// [`Neighbours::presence_in`] received at `now`. Reports gone stale are
+    /// forgotten first: one no longer believed is of no use, and origins
+    /// that stopped reporting (or never existed) must not pile up. A
+    /// forgotten origin's next report is news whatever its `seq`.
+    fn presence_at(
+        &self,
+        origin: Fingerprint,
+        seq: u64,
+        online: Vec<String>,
+        now: Instant,
+    ) -> bool {
         let mut s = self.lock();
+        s.presence
+            .retain(|_, p| now.saturating_duration_since(p.at) < PRESENCE_STALE_AFTER);
         if s.presence.get(&origin).is_some_and(|p| p.seq >= seq) {
             return false;
         }
@@ -214,7 +230,7 @@ impl Neighbours {
             Presence {
                 seq,
                 online: online.into_iter().collect(),
-                at: Instant::now(),
+                at: now,
             },
         );
         true
@@ -258,4 +274,36 @@ impl Neighbours {
 
 fn watch_of(s: &mut State, peer: Fingerprint) -> &watch::Sender<bool> {
     s.up.entry(peer).or_insert_with(|| watch::channel(false).0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_presence_reports_are_forgotten_when_a_report_comes() {
+        let n = Neighbours::default();
+        let (gone, live) = (Fingerprint::of_spki(b"gone"), Fingerprint::of_spki(b"live"));
+        let start = Instant::now();
+        assert!(n.presence_at(gone, 1, vec!["+12025550101".into()], start));
+        let later = start + PRESENCE_STALE_AFTER + Duration::from_secs(1);
+        assert!(n.presence_at(live, 1, vec![], later));
+        let held: Vec<Fingerprint> = n.lock().presence.keys().copied().collect();
+        assert_eq!(held, [live], "the stale report is still held");
+        assert!(
+            n.presence_at(gone, 1, vec![], later),
+            "a forgotten origin's next report is news"
+        );
+    }
+
+    #[test]
+    fn a_report_not_newer_than_the_one_held_is_not_news() {
+        let n = Neighbours::default();
+        let origin = Fingerprint::of_spki(b"origin");
+        let now = Instant::now();
+        assert!(n.presence_at(origin, 5, vec![], now));
+        assert!(!n.presence_at(origin, 5, vec![], now));
+        assert!(!n.presence_at(origin, 4, vec![], now));
+        assert!(n.presence_at(origin, 6, vec![], now));
+    }
 }

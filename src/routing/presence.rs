@@ -69,7 +69,14 @@ impl Router {
     }
 
     /// [`Router::presence_in`]; `tell_members` unless another member of the
-    /// cluster passed it here.
+    /// cluster passed it here. Only the phones our directory says are homed
+    /// at `origin` are kept and passed on, and a report from an origin that
+    /// is home to nobody in it is dropped: what a neighbour can make every
+    /// server hold is then bounded by the directory, not by what it sends.
+    /// A member passing a report on has filtered it already; this member
+    /// filters it again with its own copy of the directory, which is the
+    /// same table. A user whose entry has not reached this server yet is
+    /// left out until the origin's next report (within 30 s).
     pub(super) fn take_presence(
         &self,
         from: Option<Fingerprint>,
@@ -86,9 +93,13 @@ impl Router {
         if seq > (self.clock.now_ms() + FUTURE_LIMIT_MS).max(0) as u64 {
             return;
         }
-        if origin_fp == self.me.fingerprint
-            || !self.neighbours.presence_in(origin_fp, seq, online.clone())
-        {
+        if origin_fp == self.me.fingerprint {
+            return;
+        }
+        let Some(online) = self.directory.homed_at(&origin_fp, online) else {
+            return;
+        };
+        if !self.neighbours.presence_in(origin_fp, seq, online.clone()) {
             return;
         }
         if tell_members {

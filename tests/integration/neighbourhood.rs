@@ -9,6 +9,7 @@ mod deviceless_relay;
 pub(crate) mod devices;
 mod edge_attacks;
 mod edges;
+mod flood_attacks;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,4 +1,6 @@
-//! The judging rule of [`super::Directory::judge`], on made-up entries.
+//! The judging rule of [`super::Directory::judge`], and which phones a
+//! presence report may name ([`super::Directory::homed_at`]), on made-up
+//! entries.
 
 use super::*;
 
@@ -112,4 +114,32 @@ fn versions_decide_before_routes() {
         holding(&own).judge(&candidate),
         Applied::Unchanged
     ));
+}
+
+#[test]
+fn a_presence_report_keeps_only_phones_homed_at_its_origin() {
+    let alice = entry("home", 1_000, 1, 1);
+    let directory = holding(&alice);
+    let home = Fingerprint::of_spki(HOME);
+    let named = vec![
+        "+12025550199".to_owned(),
+        alice.info.phone.clone(),
+        "not a phone".to_owned(),
+        alice.info.phone.clone(),
+    ];
+    assert_eq!(
+        directory.homed_at(&home, named.clone()),
+        Some(vec![alice.info.phone.clone()]),
+        "unknown phones and repeats are dropped"
+    );
+    assert_eq!(
+        directory.homed_at(&home, Vec::new()),
+        Some(Vec::new()),
+        "a known home with nobody online"
+    );
+    assert_eq!(
+        directory.homed_at(&neighbour(7), named),
+        None,
+        "a home of nobody in the directory"
+    );
 }

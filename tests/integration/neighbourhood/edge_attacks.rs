@@ -21,7 +21,7 @@ const ERIN: &str = "+12025550105";
 
 /// Waits until `node` has handled everything sent before on `link` (a
 /// link's frames are handled in order; a ping is answered in its turn).
-async fn handled(link: &mut carrier::tls::ClientTlsStream) {
+pub(super) async fn handled(link: &mut carrier::tls::ClientTlsStream) {
     send_link(link, &LinkMessage::Ping).await;
     next_link_message(link, "the pong", |m| match m {
         LinkMessage::Pong => Some(()),
