@@ -304,7 +304,7 @@ async fn handle_message(
             };
             router.relay_refused(peer, refusal, path).await
         }
-        LinkMessage::Broadcast(b) => router.broadcast_in(Some(peer), b),
+        LinkMessage::Broadcast(b) => router.broadcast_in(peer, b),
         LinkMessage::Presence {
             origin,
             seq,

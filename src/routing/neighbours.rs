@@ -254,6 +254,11 @@ impl Neighbours {
             .collect()
     }
 
+    /// Whether broadcast id `id` was seen recently (records nothing).
+    pub fn has_seen(&self, id: &MessageId) -> bool {
+        self.lock().broadcasts.contains_key(id)
+    }
+
     /// Records a broadcast id; returns false if it was seen recently.
     pub fn first_sight(&self, id: MessageId) -> bool {
         let mut s = self.lock();

@@ -1,17 +1,18 @@
 //! A hostile neighbour flooding what servers pass on to everyone: presence
 //! reports are kept and passed on only for phones homed at the reporting
-//! server.
+//! server, and broadcasts only when their author's key signed them.
 
-use carrier::client::Session;
-use carrier::domain::Fingerprint;
-use carrier::protocol::KeyType;
+use carrier::client::{Event, Session};
+use carrier::crypto::Identity;
+use carrier::domain::{Fingerprint, MessageId};
 use carrier::protocol::link::LinkMessage;
+use carrier::protocol::{B64, Broadcast, KeyType, signed};
 
 use super::edge_attacks::handled;
 use super::{
     beside_a_hostile_neighbour, eventually, link_as, next_link_message, now_ms, sees, send_link,
 };
-use crate::common::{ALICE, BOB, register};
+use crate::common::{ALICE, BOB, CAROL, DAVE, register, within};
 
 /// Made-up phones, none of them registered anywhere.
 fn strangers(n: u32) -> Vec<String> {
@@ -94,4 +95,76 @@ async fn presence_is_kept_and_passed_on_only_for_phones_homed_at_its_origin() {
     assert!(listed_online(&watcher, &bob.phone).await);
     watcher.close().await;
     bob_session.close().await;
+}
+
+/// A broadcast claiming `from`, signed by `key`.
+fn broadcast_by(key: &Identity, from: &str, text: &str) -> Broadcast {
+    let id = MessageId::random();
+    let sent_at = now_ms() as u64;
+    let signature = key.sign(&signed::broadcast_bytes(&id, sent_at, from, text));
+    Broadcast {
+        id,
+        from: from.into(),
+        sent_at,
+        text: text.into(),
+        signature: B64(signature),
+    }
+}
+
+/// The broadcasts `session` is pushed, as (id, text), up to and including
+/// the first under id `last`.
+async fn broadcasts_until(session: &mut Session<'_>, last: MessageId) -> Vec<(MessageId, String)> {
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(id, _)| *id == last) {
+        match within("a broadcast", session.conn.next_event()).await {
+            Some(Event::Broadcast(b)) => seen.push((b.id, b.text)),
+            Some(Event::Message(_)) => {}
+            None => panic!("the connection closed"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_neighbour_cannot_pass_on_a_broadcast_its_author_did_not_sign() {
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let alice = register(&nodes[0], ALICE, KeyType::P256).await;
+    let bob = register(&nodes[1], BOB, KeyType::P256).await;
+    let carol = register(&nodes[1], CAROL, KeyType::P256).await;
+    eventually("the victim learns carol", || {
+        sees(&alice.client, &carol.phone)
+    })
+    .await;
+    let mut at_victim = alice.client.login().await.expect("alice logs in");
+    let mut beyond = bob.client.login().await.expect("bob logs in");
+
+    let mallory = Identity::generate(KeyType::P256);
+    let forged = broadcast_by(&mallory, &carol.phone, "forged as carol");
+    let unknown = broadcast_by(&mallory, DAVE, "from nobody registered");
+    let genuine = broadcast_by(&carol.identity(), &carol.phone, "really carol");
+    // The genuine broadcast's id and signature over other text: were it
+    // taken, it would also have the genuine one dropped as seen before.
+    let tampered = Broadcast {
+        text: "altered".into(),
+        ..genuine.clone()
+    };
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    // Frames of one link are handled, flooded and pushed in order: had the
+    // others been passed on, they would arrive before the genuine one.
+    for b in [&forged, &unknown, &tampered, &genuine] {
+        send_link(&mut link, &LinkMessage::Broadcast(b.clone())).await;
+    }
+    for (who, session) in [
+        ("at the victim", &mut at_victim),
+        ("a hop beyond", &mut beyond),
+    ] {
+        let seen = broadcasts_until(session, genuine.id).await;
+        assert_eq!(
+            seen,
+            [(genuine.id, genuine.text.clone())],
+            "{who}: only the genuine broadcast"
+        );
+    }
+    at_victim.close().await;
+    beyond.close().await;
 }
