@@ -300,15 +300,4 @@ mod tests {
             "a forgotten origin's next report is news"
         );
     }
-
-    #[test]
-    fn a_report_not_newer_than_the_one_held_is_not_news() {
-        let n = Neighbours::default();
-        let origin = Fingerprint::of_spki(b"origin");
-        let now = Instant::now();
-        assert!(n.presence_at(origin, 5, vec![], now));
-        assert!(!n.presence_at(origin, 5, vec![], now));
-        assert!(!n.presence_at(origin, 4, vec![], now));
-        assert!(n.presence_at(origin, 6, vec![], now));
-    }
 }
