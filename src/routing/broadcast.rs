@@ -20,7 +20,7 @@ impl Router {
             });
         }
         if b.text.len() > protocol::MAX_TEXT_BYTES {
-            return Err(RouteError::TooLarge(b.text.len()));
+            return Err(RouteError::TextTooLarge(b.text.len()));
         }
         self.charge_sender(from, b.text.len())?;
         self.check_broadcast(from, &b)?;

@@ -17,6 +17,11 @@ pub enum RouteError {
     UnknownRecipient(PhoneNumber),
     #[error("the envelope is {0} bytes; the limit is {max} bytes", max = protocol::MAX_ENVELOPE_BYTES)]
     TooLarge(usize),
+    #[error(
+        "the broadcast text is {0} bytes of UTF-8; the limit is {max} bytes: shorten it",
+        max = protocol::MAX_TEXT_BYTES
+    )]
+    TextTooLarge(usize),
     #[error("bad envelope: {0}")]
     Unreadable(EnvelopeError),
     #[error("the envelope names {named} as its sender but this session is logged in as {session}")]
@@ -177,7 +182,7 @@ impl RouteError {
     pub fn code(&self) -> ErrorCode {
         match self {
             RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
-            RouteError::TooLarge(_) => ErrorCode::MessageTooLarge,
+            RouteError::TooLarge(_) | RouteError::TextTooLarge(_) => ErrorCode::MessageTooLarge,
             RouteError::WrongSender { .. }
             | RouteError::NotTheAuthor { .. }
             | RouteError::BadBroadcastSignature => ErrorCode::Forbidden,

@@ -803,3 +803,34 @@ async fn requests_before_login_are_budgeted_then_the_connection_is_closed() {
     still_delivers(&alice, &bob, "after the flood").await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_broadcast_is_told_the_text_limit() {
+    let (mut server, alice, _bob) = setup().await;
+    let mut w = Wire::connect(&server).await;
+    assert!(matches!(
+        w.login(ALICE, &alice.identity()).await,
+        Response::LoggedIn { .. }
+    ));
+    let too_long = protocol::MAX_TEXT_BYTES + 1;
+    let answer = w
+        .call(Request::Broadcast {
+            id: MessageId::random(),
+            sent_at: 1,
+            text: "x".repeat(too_long),
+            signature: B64(vec![0; 64]),
+        })
+        .await;
+    let Response::Error { code, message, .. } = answer else {
+        panic!("an oversized broadcast was taken: {answer:?}");
+    };
+    assert_eq!(code, ErrorCode::MessageTooLarge);
+    assert_eq!(
+        message,
+        format!(
+            "the broadcast text is {too_long} bytes of UTF-8; the limit is {} bytes: shorten it",
+            protocol::MAX_TEXT_BYTES
+        )
+    );
+    server.stop().await;
+}
