@@ -62,6 +62,12 @@ async fn malformed_frames_get_their_error_codes_and_the_connection_goes_on() {
         ),
         ("no type", br#"{"seq":7}"#, BadRequest, true),
         (
+            "a number past a float's range, in an ignored member",
+            br#"{"seq":7,"type":"ping","x":1e999999}"#,
+            MalformedJson,
+            false,
+        ),
+        (
             "type not a string",
             br#"{"seq":7,"type":5}"#,
             BadRequest,
@@ -142,6 +148,8 @@ async fn malformed_frames_get_their_error_codes_and_the_connection_goes_on() {
         ErrorCode::NoLink,
         "largest link request",
     );
+    // A fresh connection, with its whole budget of requests before login.
+    let mut w = Wire::connect(&server).await;
     assert!(matches!(
         w.login(ALICE, &alice.identity()).await,
         Response::LoggedIn { .. }
