@@ -19,9 +19,9 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Copy a server's whole state (users, queues, outbound queues,
-    /// directory, pins, code limits) into an empty database, and check the
-    /// counts. Stop the server first.
+    /// Copy a server's whole state (users, code limits, queues, outbound
+    /// queues, directory and withdrawals, pins, devices) into an empty
+    /// database, and check the counts. Stop the server first.
     Migrate {
         /// The database to copy: sqlite:PATH (or a postgres:// URL).
         #[arg(long)]

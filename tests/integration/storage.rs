@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use carrier::db::directory::DirectoryRow;
+use carrier::db::directory::{DirectoryRow, WithdrawalRow};
 use carrier::db::enqueue::{Destination, Enqueue, EnqueueOutcome};
 use carrier::db::otp::{Cap, OtpLimits, PendingCode};
 use carrier::db::outbound::NewOutbound;
@@ -1172,6 +1172,55 @@ async fn a_populated_store_is_copied_whole_into_an_empty_one() {
             submit_all(&copy, vec![retry]).await,
             [Duplicate],
             "{backend}: relay_seen came along"
+        );
+        copy.close().await;
+        target.remove().await;
+    }
+}
+
+/// `migrate` carries the directory's withdrawals over byte for byte: one
+/// signed by its user's home server, and one of our own recorded while the
+/// server was stopped, not yet signed nor sent to the neighbours (empty key
+/// and signature), which the copy's first start is to sign and send.
+#[tokio::test]
+async fn withdrawals_signed_or_not_are_copied_whole() {
+    let source = TestDb::sqlite();
+    let (store, _) = Store::open(&source.location(), quotas(1)).await.unwrap();
+    let withdrawals = vec![
+        WithdrawalRow {
+            phone: ALICE.into(),
+            registered_at: 5,
+            withdrawn_at: 7,
+            home_key: vec![0, 1, 0x7f, 0x80, 0xff],
+            signature: (0..=255).collect(),
+        },
+        WithdrawalRow {
+            phone: BOB.into(),
+            registered_at: 6,
+            withdrawn_at: 8,
+            home_key: Vec::new(),
+            signature: Vec::new(),
+        },
+    ];
+    for withdrawal in &withdrawals {
+        store.store_withdrawal(withdrawal, false).await.unwrap();
+    }
+    store.close().await;
+
+    for target in TestDb::each().await {
+        let backend = target.backend();
+        let copied = carrier::db::copy::migrate(&source.location(), &target.location())
+            .await
+            .unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(
+            copied.contains(&("directory_withdrawals", 2)),
+            "{backend}: {copied:?}"
+        );
+        let (copy, _) = Store::open(&target.location(), quotas(1)).await.unwrap();
+        assert_eq!(
+            copy.directory_withdrawals().await.unwrap(),
+            withdrawals,
+            "{backend}"
         );
         copy.close().await;
         target.remove().await;
