@@ -21,7 +21,8 @@ struct Args {
 enum Command {
     /// Copy a server's whole state (users, code limits, queues, outbound
     /// queues, directory and withdrawals, pins, devices) into an empty
-    /// database, and check the counts. Stop the server first.
+    /// database, and check the counts. Stop the server first: a copy from
+    /// SQLite is refused while a server uses its data directory.
     Migrate {
         /// The database to copy: sqlite:PATH (or a postgres:// URL).
         #[arg(long)]

@@ -5,12 +5,16 @@
 //! pins, disabled users, devices with their lists and prekeys, and other
 //! servers' devices. The target must be empty; everything is written in
 //! one transaction, so a failed copy leaves it empty; the counts are
-//! compared table by table before it commits.
+//! compared table by table before it commits. The source must be stopped:
+//! a copy from SQLite holds its data directory's lock throughout.
+
+use std::path::{Path, PathBuf};
 
 use super::backend::{Conn, on_backend};
 use super::queue::{Placeholder, values_of};
 use super::quota::{Quota, Quotas};
 use super::{DbError, Location, Store};
+use crate::data_lock::{DataDirLock, LockError};
 
 /// What is copied, in an order that keeps each queue's arrival order (rows
 /// are read by their key, and the target numbers `seq` anew in that order).
@@ -248,6 +252,12 @@ pub enum CopyError {
     SameDatabase,
     #[error("there is no database at {0}: check the --from path")]
     NoSource(Location),
+    #[error(
+        "another carrier-server (PID {pid}) is using the data directory {dir}; stop it first, then migrate"
+    )]
+    SourceInUse { dir: PathBuf, pid: String },
+    #[error(transparent)]
+    Lock(LockError),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -264,6 +274,7 @@ pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError
     {
         return Err(CopyError::NoSource(from.clone()));
     }
+    let _stopped = lock_source(from)?;
     // Quotas bound new messages; a copy takes what is there.
     let unbounded = Quota {
         max_messages: u64::MAX,
@@ -280,6 +291,26 @@ pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError
     source.close().await;
     target.close().await;
     copied
+}
+
+/// The lock on the data directory of an SQLite source, held until the copy
+/// ends: a server running there goes on writing, and what it wrote or
+/// deleted after its table was read would differ in the copy, or be lost.
+/// The lock is the kernel's and goes with its process, so a lock file a
+/// killed server left behind does not refuse the copy.
+fn lock_source(from: &Location) -> Result<Option<DataDirLock>, CopyError> {
+    let Location::Sqlite(path) = from else {
+        return Ok(None);
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match DataDirLock::acquire(dir) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(LockError::Held { dir, pid }) => Err(CopyError::SourceInUse { dir, pid }),
+        Err(e) => Err(CopyError::Lock(e)),
+    }
 }
 
 impl Store {

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use crate::common::PATIENCE;
-use crate::process::{ServerFiles, run, stderr_of, wait_within};
+use crate::process::{ServerFiles, run, stderr_of, stdout_of, wait_within};
 
 /// Runs `cmd`, a start that is to be refused, and asserts it was: exit code
 /// 1 and one line on standard error, which it returns. Backtraces are asked
@@ -46,6 +46,47 @@ fn a_second_server_on_one_data_directory_is_refused() {
     first.kill_9();
     let mut again = files.start();
     assert!(again.terminate().success());
+}
+
+/// `migrate` copies a stopped server: from the database of a running one
+/// it is refused, naming the server's PID, and creates nothing; once the
+/// server is gone, even by SIGKILL with its lock file left behind, the
+/// copy goes ahead.
+#[test]
+fn a_migrate_from_a_running_server_is_refused() {
+    let files = ServerFiles::on_sqlite();
+    let mut server = files.start();
+    let source = format!("sqlite:{}", files.data_dir().join("carrier.db").display());
+    let target_dir = tempfile::tempdir().expect("temporary directory");
+    let target = target_dir.path().join("copy.db");
+    let migrate = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
+        cmd.args(["migrate", "--from", &source, "--to"])
+            .arg(format!("sqlite:{}", target.display()))
+            .env_remove("CARRIER_DATABASE_URL");
+        cmd
+    };
+    let line = refusal(&mut migrate(), "a migrate from a running server");
+    assert_eq!(
+        line,
+        format!(
+            "carrier-server: another carrier-server (PID {}) is using the data directory {}; \
+             stop it first, then migrate",
+            server.pid(),
+            files.data_dir().display()
+        )
+    );
+    assert!(!target.exists(), "a refused migrate created {target:?}");
+    server.kill_9();
+    let lock_file = files.data_dir().join(carrier::data_lock::LOCK_FILE);
+    assert!(lock_file.exists(), "the killed server's lock file is left");
+    let out = run(&mut migrate(), "a migrate once the server is killed");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout_of(&out).contains("users: 0 rows"),
+        "{}",
+        stdout_of(&out)
+    );
 }
 
 #[test]
