@@ -275,22 +275,25 @@ pub async fn migrate(from: &Location, to: &Location) -> Result<Copied, CopyError
         return Err(CopyError::NoSource(from.clone()));
     }
     let _stopped = lock_source(from)?;
-    // Quotas bound new messages; a copy takes what is there.
-    let unbounded = Quota {
-        max_messages: u64::MAX,
-        max_bytes: u64::MAX,
-    };
-    let quotas = Quotas {
-        per_recipient: unbounded,
-        per_sender: unbounded,
-        per_neighbour: unbounded,
-    };
-    let (source, _) = Store::open(from, quotas).await?;
-    let (target, _) = Store::open(to, quotas).await?;
+    let (source, _) = Store::open(from, unbounded()).await?;
+    let (target, _) = Store::open(to, unbounded()).await?;
     let copied = source.copy_into(&target).await;
     source.close().await;
     target.close().await;
     copied
+}
+
+/// No limits: quotas bound new messages, and a copy takes what is there.
+fn unbounded() -> Quotas {
+    let unbounded = Quota {
+        max_messages: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    Quotas {
+        per_recipient: unbounded,
+        per_sender: unbounded,
+        per_neighbour: unbounded,
+    }
 }
 
 /// The lock on the data directory of an SQLite source, held until the copy
@@ -404,7 +407,7 @@ impl Store {
 /// One row's values, in column order.
 type Row = Vec<Value>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Value {
     Int(Option<i64>),
     Text(Option<String>),
@@ -502,5 +505,101 @@ mod tests {
             assert!(tables.iter().any(|t| t == table.name), "{}", table.name);
         }
         pool.close().await;
+    }
+
+    /// Two rows in every copied table, one with every byte value in each
+    /// blob and one with empty blobs (as a withdrawal not yet signed has),
+    /// arrive in a copy on SQLite, and on PostgreSQL when
+    /// `CARRIER_TEST_DATABASE_URL` names a cluster, value for value.
+    #[tokio::test]
+    async fn every_copied_column_arrives_as_it_was() {
+        let (from_dir, to_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = Location::Sqlite(from_dir.path().join("carrier.db"));
+        let (pool, _) = crate::db::sqlite::open(&from_dir.path().join("carrier.db"))
+            .await
+            .unwrap();
+        for table in TABLES {
+            for n in 1..=2 {
+                insert(&pool, table, made_up(table, n)).await;
+            }
+        }
+        pool.close().await;
+        let (source, _) = Store::open(&from, unbounded()).await.unwrap();
+        let postgres = postgres_schema().await;
+        let mut targets = vec![Location::Sqlite(to_dir.path().join("carrier.db"))];
+        targets.extend(postgres.iter().map(|(_, to)| to.clone()));
+        for to in targets {
+            let copied = migrate(&from, &to).await.unwrap();
+            assert!(copied.iter().all(|(_, rows)| *rows == 2), "{copied:?}");
+            let (target, _) = Store::open(&to, unbounded()).await.unwrap();
+            for table in TABLES {
+                let want = source.read_chunk(table, 0).await.unwrap();
+                assert_eq!(want.len(), 2, "{}", table.name);
+                let got = target.read_chunk(table, 0).await.unwrap();
+                assert_eq!(got, want, "{to}: {}", table.name);
+            }
+            target.close().await;
+        }
+        source.close().await;
+        if let Some((drop, _)) = postgres {
+            drop.await;
+        }
+    }
+
+    /// A new schema in the cluster `CARRIER_TEST_DATABASE_URL` names, if it
+    /// names one: what drops it, and its location.
+    async fn postgres_schema() -> Option<(impl Future<Output = ()>, Location)> {
+        use sqlx::Connection;
+        let cluster = std::env::var("CARRIER_TEST_DATABASE_URL").ok()?;
+        let schema = format!("carrier_copy_{}", std::process::id());
+        let run = |sql: String| {
+            let cluster = cluster.clone();
+            async move {
+                let mut conn = sqlx::PgConnection::connect(&cluster).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.ok();
+            }
+        };
+        run(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await;
+        let sep = if cluster.contains('?') { '&' } else { '?' };
+        let url = format!("{cluster}{sep}options=-c%20search_path%3D{schema}");
+        let drop = run(format!("DROP SCHEMA {schema} CASCADE"));
+        Some((drop, Location::Postgres(url)))
+    }
+
+    /// The `n`th made-up row of `table`: each value differs from the other
+    /// row's and from every other column's.
+    fn made_up(table: &Table, n: i64) -> Row {
+        let value = |(i, (name, kind)): (usize, &(&str, Kind))| match kind {
+            Int => Value::Int(Some(n * 1000 + i as i64)),
+            Text => Value::Text(Some(format!("{}.{name}.{n}", table.name))),
+            Bytes if n == 1 => Value::Bytes(Some((0..=255).collect())),
+            Bytes => Value::Bytes(Some(Vec::new())),
+        };
+        table.columns.iter().enumerate().map(value).collect()
+    }
+
+    async fn insert(pool: &sqlx::SqlitePool, table: &Table, row: Row) {
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            table.name,
+            table.column_list(),
+            values_of(Placeholder::Anonymous, 1, row.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for value in row {
+            query = match value {
+                Value::Int(v) => query.bind(v),
+                Value::Text(v) => query.bind(v),
+                Value::Bytes(v) => query.bind(v),
+            };
+        }
+        query.execute(pool).await.unwrap();
     }
 }
