@@ -119,6 +119,23 @@ fn connect_advice(e: &ConnectError) -> String {
     }
 }
 
+/// Reads a key file of the home (`identity.pem`, `state.pem`). One that is
+/// encrypted, read without a passphrase, is a missing input: the error says
+/// where the passphrase goes, which the key file cannot know.
+pub(crate) fn load_key(
+    path: &std::path::Path,
+    passphrase: Option<&str>,
+) -> Result<crate::crypto::Identity, ClientError> {
+    crate::crypto::Identity::load(path, passphrase).map_err(|e| match e {
+        crate::crypto::CryptoError::NeedsPassphrase => ClientError::Input(format!(
+            "{} is encrypted with a passphrase: set CARRIER_PASSPHRASE to it (or pass \
+             --passphrase) and run the command again",
+            path.display()
+        )),
+        other => other.into(),
+    })
+}
+
 /// The `carrier` command's exit status: one per kind of outcome, so scripts
 /// can tell them apart. README.md lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

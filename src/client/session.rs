@@ -106,10 +106,7 @@ impl Client {
 
     /// The identity key, decrypted with the passphrase if it has one.
     pub fn identity(&self) -> Result<Identity, ClientError> {
-        Ok(Identity::load(
-            &self.home.identity_path(),
-            self.passphrase(),
-        )?)
+        super::error::load_key(&self.home.identity_path(), self.passphrase())
     }
 
     /// Connects and logs in: as this home's device with its own key

@@ -49,6 +49,11 @@ pub enum CryptoError {
     /// A private key file that cannot be read or decrypted.
     #[error("cannot read private key: {0}")]
     Pem(String),
+    /// A key file encrypted with a passphrase, read without one. Its own
+    /// variant so each binary can say where a passphrase comes from (the
+    /// client's `CARRIER_PASSPHRASE`; the server takes none).
+    #[error("cannot read private key: the key file is encrypted and no passphrase was given")]
+    NeedsPassphrase,
     /// A private key file other users can read; refused rather than used.
     #[error(
         "private key file {path} is accessible to other users (mode {mode:03o}); run `chmod 600 {path}`"

@@ -572,7 +572,11 @@ async fn with_a_passphrase_the_sessions_are_sealed_at_rest_like_the_key() {
 
     ok(&alice, &["send", BOB, "sealed at rest"]).await;
     let (status, _, stderr) = outcome(&carrier_out(&bob, &["fetch"]).await);
-    assert_ne!(status, 0, "no passphrase, no state: {stderr}");
+    assert_eq!(status, 2, "no passphrase, no state: {stderr}");
+    assert!(
+        stderr.contains("is encrypted with a passphrase: set CARRIER_PASSPHRASE"),
+        "the error says where the passphrase goes: {stderr}"
+    );
     let (stdout, _) = ok(&bob, &["--passphrase", "correct horse", "fetch", "--json"]).await;
     assert_eq!(texts(&json_lines(&stdout)), ["sealed at rest"]);
     let mut db = std::fs::read(bob.join("client.db")).unwrap();

@@ -42,7 +42,7 @@ impl Vault {
 
     /// Reads the state key's root from `dir`.
     pub fn load(dir: &Path, passphrase: Option<&str>) -> Result<Self, ClientError> {
-        let root = Identity::load(&dir.join(STATE_FILE), passphrase)?;
+        let root = crate::client::error::load_key(&dir.join(STATE_FILE), passphrase)?;
         Ok(Self::derive(&root))
     }
 

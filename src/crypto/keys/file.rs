@@ -53,9 +53,7 @@ impl Identity {
             SecretDocument::from_pem(pem).map_err(|_| pem_error("the file is not a PEM key"))?;
         match (label, passphrase) {
             (PrivateKeyInfoRef::PEM_LABEL, _) => Self::from_pkcs8_der(doc.as_bytes()),
-            (EncryptedPrivateKeyInfoRef::PEM_LABEL, None) => Err(pem_error(
-                "the key file is encrypted; a passphrase is needed",
-            )),
+            (EncryptedPrivateKeyInfoRef::PEM_LABEL, None) => Err(CryptoError::NeedsPassphrase),
             (EncryptedPrivateKeyInfoRef::PEM_LABEL, Some(pass)) => {
                 Self::from_pkcs8_der(decrypt_pkcs8(doc.as_bytes(), pass)?.as_bytes())
             }
@@ -89,11 +87,18 @@ pub const SERVER_KEY_FILE: &str = "server_key.pem";
 
 /// Loads the server's long-term P-256 key, or makes and saves one on first
 /// start (the `bool` says which). Like every key file, one that other users
-/// can access is refused.
+/// can access is refused. The server has no passphrase to give, so an
+/// encrypted key is refused with the command that writes it in the clear.
 pub fn load_or_create_server_key(path: &Path) -> Result<(Identity, bool), CryptoError> {
     match Identity::load(path, None) {
         Ok(identity) if identity.key_type() == KeyType::P256 => Ok((identity, false)),
         Ok(_) => Err(bad_key("the server key must be a P-256 key")),
+        Err(CryptoError::NeedsPassphrase) => Err(pem_error(&format!(
+            "the key file is encrypted, and the server takes no passphrase: write it \
+             unencrypted with `openssl pkey -in {path} -out {path}.plain`, then move \
+             {path}.plain over it (mode 0600)",
+            path = path.display()
+        ))),
         Err(CryptoError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
             create_private_dir(path)?;
             let identity = Identity::generate(KeyType::P256);
@@ -183,7 +188,7 @@ mod tests {
             let err = Identity::from_pkcs8_pem(&enc, Some("wrong")).unwrap_err();
             assert!(err.to_string().contains("wrong passphrase"), "{err}");
             let err = Identity::from_pkcs8_pem(&enc, None).unwrap_err();
-            assert!(err.to_string().contains("passphrase is needed"), "{err}");
+            assert!(matches!(err, CryptoError::NeedsPassphrase), "{err}");
         }
         assert!(matches!(
             Identity::from_pkcs8_pem("nope", None),
@@ -229,6 +234,13 @@ mod tests {
             CryptoError::InsecurePermissions { mode: 0o644, .. }
         ));
         assert!(err.to_string().contains("chmod 600"), "{err}");
+
+        created.save(&path, Some("pw")).unwrap();
+        let err = load_or_create_server_key(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("openssl pkey -in {}", path.display())),
+            "an encrypted server key names the command that decrypts it: {err}"
+        );
     }
 
     fn scrypt_params_of(pem: &str) -> pbes2::Parameters {
