@@ -217,8 +217,9 @@ fn exit_for(code: ErrorCode) -> Exit {
         | ErrorCode::StaleList
         | ErrorCode::TooManyDevices
         | ErrorCode::BadPrekey
-        | ErrorCode::AccountDisabled => Exit::Refused,
-        ErrorCode::UnknownDevice | ErrorCode::NoLink => Exit::NotFound,
+        | ErrorCode::AccountDisabled
+        | ErrorCode::NoLink => Exit::Refused,
+        ErrorCode::UnknownDevice => Exit::NotFound,
         ErrorCode::ShuttingDown
         | ErrorCode::TooManyInFlight
         | ErrorCode::ServerBusy
@@ -255,6 +256,14 @@ mod tests {
             (
                 ClientError::Server {
                     code: ErrorCode::WrongCode,
+                    message: String::new(),
+                    retry_after_ms: None,
+                },
+                4,
+            ),
+            (
+                ClientError::Server {
+                    code: ErrorCode::NoLink,
                     message: String::new(),
                     retry_after_ms: None,
                 },

@@ -651,11 +651,21 @@ async fn a_link_the_account_has_no_room_for_is_refused_at_once() {
     let addr = server.addr();
     let linking = carrier_out(&tablet, &["--server", &addr, "link", ALICE, &code]).await;
     let (status, stdout, stderr) = outcome(&linking);
-    assert_ne!(status, 0, "{stdout}");
+    assert_eq!(status, 4, "refused, not a usage error: {stdout}{stderr}");
     assert!(
         stderr.contains("could not complete the link and refused it"),
         "{stderr}"
     );
+    // The same code again is well formed but dead: refused too. A code
+    // that is not one at all is the user's input, status 2.
+    let (status, _, stderr) =
+        outcome(&carrier_out(&tablet, &["--server", &addr, "link", ALICE, &code]).await);
+    assert_eq!(status, 4, "{stderr}");
+    assert!(stderr.contains("no device of"), "{stderr}");
+    let (status, _, stderr) =
+        outcome(&carrier_out(&tablet, &["--server", &addr, "link", ALICE, "nonsense"]).await);
+    assert_eq!(status, 2, "{stderr}");
+    assert!(stderr.contains("not a link code"), "{stderr}");
     let added = tokio::task::spawn_blocking(move || adding.join().unwrap())
         .await
         .unwrap();

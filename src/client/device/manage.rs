@@ -282,17 +282,23 @@ impl Client {
         let response = match answer {
             Ok(Response::Linked { response }) => response,
             Ok(other) => return Err(unexpected(other)),
+            // A refusal (exit status 4), not a usage error: the code was
+            // well formed, and only the server can tell it is wrong or dead.
             Err(ClientError::Server {
                 code: ErrorCode::NoLink,
                 message,
-                ..
+                retry_after_ms,
             }) => {
-                return Err(ClientError::Input(format!(
-                    "no device of {phone} was linked: {} (a mistyped or used code, or a \
-                     stopped `carrier devices add`, ends the same way); run `carrier devices \
-                     add` again",
-                    crate::client::show::clean(&message)
-                )));
+                return Err(ClientError::Server {
+                    code: ErrorCode::NoLink,
+                    message: format!(
+                        "no device of {phone} was linked: {} (a mistyped or used code, or a \
+                         stopped `carrier devices add`, ends the same way); run `carrier \
+                         devices add` again",
+                        crate::client::show::clean(&message)
+                    ),
+                    retry_after_ms,
+                });
             }
             Err(e) => return Err(e),
         };
