@@ -2,6 +2,7 @@
 //! is, how it reaches the server (its socket when it runs, its store under
 //! the data-directory lock when it does not), and how answers print.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::{AdminError, Context, LinkState, Reply, Request, execute, socket};
@@ -109,8 +110,7 @@ pub async fn run(config: &ServerConfig, args: AdminArgs) -> Result<(), AdminErro
         },
     };
     let reply = send(config, request).await?;
-    print(&reply, args.json);
-    Ok(())
+    print(&reply, args.json)
 }
 
 /// Through the socket when a server holds the data directory, directly on
@@ -144,15 +144,30 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
 
 fn check_config(file: &std::path::Path) -> Result<(), AdminError> {
     match crate::config::check_file(file) {
-        Ok(()) => {
-            println!("{}: the configuration is valid", file.display());
-            Ok(())
-        }
+        Ok(()) => write_out(&format!("{}: the configuration is valid\n", file.display())),
         Err(problem) => Err(AdminError::Refused(problem)),
     }
 }
 
-fn print(reply: &Reply, json: bool) {
+/// Writes the answer to standard output. A reader that went away
+/// (`… users list --json | head -3`) is one error line and exit code 1,
+/// where `println!` would panic.
+fn print(reply: &Reply, json: bool) -> Result<(), AdminError> {
+    write_out(&render(reply, json))
+}
+
+/// Writes `text` to standard output, saying what failed if it cannot.
+fn write_out(text: &str) -> Result<(), AdminError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| AdminError::Io(format!("cannot write to standard output: {e}")))
+}
+
+/// The answer as text for people, or as pretty JSON.
+fn render(reply: &Reply, json: bool) -> String {
+    let mut out = Vec::new();
     if json {
         let value = match reply {
             Reply::Status(s) => serde_json::to_value(s),
@@ -164,8 +179,7 @@ fn print(reply: &Reply, json: bool) {
             Reply::Done(d) => serde_json::to_value(serde_json::json!({ "done": d })),
         };
         let value = value.expect("an answer always serialises");
-        println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
-        return;
+        return format!("{}\n", serde_json::to_string_pretty(&value).expect("JSON"));
     }
     match reply {
         Reply::Status(s) => {
@@ -173,59 +187,74 @@ fn print(reply: &Reply, json: bool) {
                 Some(up) => format!("running for {up} s"),
                 None => "stopped".into(),
             };
-            println!("carrier-server {} ({state})", s.version);
-            println!("users: {} ({} disabled)", s.users, s.disabled_users);
+            out.push(format!("carrier-server {} ({state})", s.version));
+            out.push(format!(
+                "users: {} ({} disabled)",
+                s.users, s.disabled_users
+            ));
             if let Some(sessions) = s.sessions {
-                println!("sessions: {sessions}");
+                out.push(format!("sessions: {sessions}"));
             }
-            println!(
+            out.push(format!(
                 "queued: {} messages, {} bytes",
                 s.queued_messages, s.queued_bytes
-            );
-            print_links(&s.links);
+            ));
+            print_links(&mut out, &s.links);
         }
-        Reply::Users(users) if users.is_empty() => println!("no users registered"),
+        Reply::Users(users) if users.is_empty() => out.push("no users registered".into()),
         Reply::Users(users) => {
             for u in users {
                 let disabled = if u.disabled { "  disabled" } else { "" };
-                println!(
+                out.push(format!(
                     "{}  {}  queued {}{disabled}",
                     u.phone, u.fingerprint, u.queued_messages
-                );
+                ));
             }
         }
         Reply::User(u) => {
-            println!("phone: {}", u.phone);
-            println!("key: {} {}", u.key_type, u.fingerprint);
-            println!("registered at: {}", crate::clock::utc(u.registered_at));
-            println!("disabled: {}", if u.disabled { "yes" } else { "no" });
-            println!(
+            out.push(format!("phone: {}", u.phone));
+            out.push(format!("key: {} {}", u.key_type, u.fingerprint));
+            out.push(format!(
+                "registered at: {}",
+                crate::clock::utc(u.registered_at)
+            ));
+            out.push(format!(
+                "disabled: {}",
+                if u.disabled { "yes" } else { "no" }
+            ));
+            out.push(format!(
                 "queued: {} messages, {} bytes",
                 u.queued_messages, u.queued_bytes
-            );
+            ));
             if let Some(n) = u.sessions {
-                println!("sessions: {n}");
+                out.push(format!("sessions: {n}"));
             }
         }
-        Reply::Queues(queues) if queues.is_empty() => println!("no messages queued"),
+        Reply::Queues(queues) if queues.is_empty() => out.push("no messages queued".into()),
         Reply::Queues(queues) => {
             for q in queues {
-                println!("{}  {} messages  {} bytes", q.owner, q.messages, q.bytes);
+                out.push(format!(
+                    "{}  {} messages  {} bytes",
+                    q.owner, q.messages, q.bytes
+                ));
             }
         }
-        Reply::Links(links) if links.is_empty() => println!("no neighbours configured or linked"),
-        Reply::Links(links) => print_links(links),
-        Reply::Pins(pins) if pins.is_empty() => println!("no neighbour keys pinned"),
+        Reply::Links(links) if links.is_empty() => {
+            out.push("no neighbours configured or linked".into())
+        }
+        Reply::Links(links) => print_links(&mut out, links),
+        Reply::Pins(pins) if pins.is_empty() => out.push("no neighbour keys pinned".into()),
         Reply::Pins(pins) => {
             for p in pins {
-                println!("{}  {}", p.address, p.fingerprint);
+                out.push(format!("{}  {}", p.address, p.fingerprint));
             }
         }
-        Reply::Done(sentence) => println!("{sentence}"),
+        Reply::Done(sentence) => out.push(sentence.clone()),
     }
+    out.iter().map(|line| format!("{line}\n")).collect()
 }
 
-fn print_links(links: &[LinkState]) {
+fn print_links(out: &mut Vec<String>, links: &[LinkState]) {
     for l in links {
         let name = l.address.as_deref().unwrap_or("(not configured)");
         let fp = l.fingerprint.as_deref().unwrap_or("(key not yet pinned)");
@@ -237,9 +266,9 @@ fn print_links(links: &[LinkState]) {
         let oldest = l
             .oldest_age_secs
             .map_or(String::new(), |s| format!(", oldest {s} s"));
-        println!(
+        out.push(format!(
             "link {name} {fp}: {state}, {} waiting{oldest}",
             l.outbound_messages
-        );
+        ));
     }
 }

@@ -1,6 +1,8 @@
 //! `carrier-server`: parse flags, load the configuration, start tracing, run
 //! (or, with `migrate`, copy a server's database into a new one).
 
+use std::io::Write;
+
 use carrier::admin::cli::AdminArgs;
 use carrier::config::{Flags, ServerConfig};
 use carrier::db::{self, Location};
@@ -145,9 +147,13 @@ async fn admin_main(flags: Flags, admin: AdminArgs) -> anyhow::Result<()> {
 async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     let (from, to) = (Location::parse(from)?, Location::parse(to)?);
     let copied = db::copy::migrate(&from, &to).await?;
-    println!("Copied {from} into {to}:");
+    let mut report = format!("Copied {from} into {to}:\n");
     for (table, rows) in copied {
-        println!("  {table}: {rows} rows");
+        report.push_str(&format!("  {table}: {rows} rows\n"));
     }
+    // Written, not `println!`: a closed pipe is an error, not a panic.
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(report.as_bytes())?;
+    stdout.flush()?;
     Ok(())
 }

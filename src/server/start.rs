@@ -226,7 +226,7 @@ pub async fn serve_with<E: From<StartError>>(
     }
     announce(&server, &listeners, config)?;
     for line in lines {
-        println!("{line}");
+        say(&line);
     }
     server.run(listeners, shutdown).await;
     Ok(())
@@ -266,19 +266,30 @@ fn announce(
     };
     let data = server.data_dir.display();
     if server.key_created {
-        println!("Created a new server key in {data}");
+        say(&format!("Created a new server key in {data}"));
     }
-    println!("Carrier server fingerprint: {}", server.fingerprint());
+    say(&format!(
+        "Carrier server fingerprint: {}",
+        server.fingerprint()
+    ));
     let client = listeners.client_addr().map_err(unknown)?;
-    println!("Listening on {client} (data in {data})");
+    say(&format!("Listening on {client} (data in {data})"));
     if let Some(link) = listeners.link_addr().map_err(unknown)? {
-        println!("Listening for neighbour servers on {link}");
+        say(&format!("Listening for neighbour servers on {link}"));
     }
     if let Some(metrics) = &listeners.metrics {
         let addr = metrics.local_addr().map_err(unknown)?;
-        println!("Metrics on http://{addr}/metrics");
+        say(&format!("Metrics on http://{addr}/metrics"));
     }
     Ok(())
+}
+
+/// Writes a line of the banner to standard output. Nobody reading it (a
+/// closed pipe) is no reason to stop serving, so a failure is ignored,
+/// where `println!` would panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// A token cancelled on SIGINT or SIGTERM, for [`serve`]'s `shutdown`.

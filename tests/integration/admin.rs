@@ -8,7 +8,9 @@ use carrier::protocol::{ErrorCode, KeyType};
 use serde_json::Value;
 
 use crate::common::{ALICE, BOB, NOBODY, register, server_code};
-use crate::process::{ServerFiles, run, stderr_of, stdout_of};
+use crate::process::{
+    ServerFiles, ended_with_one_line, run, run_into_closed_pipe, stderr_of, stdout_of,
+};
 
 /// `carrier-server --config … admin ARGS`.
 fn admin(files: &ServerFiles, args: &[&str]) -> Output {
@@ -203,6 +205,30 @@ fn check_config_names_file_line_and_key() {
         err.contains("bad.toml:2:1: unknown field `max_mesages`"),
         "{err}"
     );
+}
+
+/// An answer written into a pipe nobody reads any more (`… | head -3`
+/// that has read its lines) ends the command with one line, not a panic.
+#[test]
+fn output_into_a_closed_pipe_is_one_error_line() {
+    let files = ServerFiles::new();
+    std::fs::create_dir_all(files.data_dir()).unwrap();
+    let good = files.config.with_file_name("good.toml");
+    std::fs::write(&good, "[server]\nport = 5000\n").unwrap();
+    for args in [
+        &["users", "list", "--json"][..],
+        &["check-config", good.to_str().unwrap()],
+    ] {
+        let mut cmd = files.command();
+        cmd.arg("admin").args(args);
+        let what = format!("admin {}", args.join(" "));
+        let out = run_into_closed_pipe(&mut cmd, &what);
+        ended_with_one_line(
+            &out,
+            "carrier-server admin: cannot write to standard output",
+            &what,
+        );
+    }
 }
 
 /// A connection to the admin socket that never sends its request must not

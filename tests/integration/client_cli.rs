@@ -8,8 +8,9 @@ use std::path::Path;
 
 use carrier::protocol::KeyType;
 
-use crate::client_support::{carrier_out, outcome, register_typing};
+use crate::client_support::{carrier_in, carrier_out, outcome, register_typing};
 use crate::common::*;
+use crate::process::{ended_with_one_line, run_into_closed_pipe};
 
 /// A port nothing listens on.
 fn closed_port() -> String {
@@ -315,8 +316,11 @@ async fn completions_and_manual_pages_generate() {
         stdout.starts_with(".ie") || stdout.contains(".TH carrier"),
         "{stdout}"
     );
+    // The directory is made when it does not exist yet, as README's
+    // `--out-dir ~/.local/share/man/man1` often does not.
     let pages = tempfile::tempdir().unwrap();
-    let dir = pages.path().to_str().unwrap();
+    let man1 = pages.path().join("share/man/man1");
+    let dir = man1.to_str().unwrap();
     let (status, _, stderr) = outcome(&carrier_out(home.path(), &["man", "--out-dir", dir]).await);
     assert_eq!(status, 0, "{stderr}");
     for page in [
@@ -325,8 +329,32 @@ async fn completions_and_manual_pages_generate() {
         "carrier-trust.1",
         "carrier-chat.1",
     ] {
-        let text = std::fs::read_to_string(pages.path().join(page))
-            .unwrap_or_else(|e| panic!("{page}: {e}"));
+        let text =
+            std::fs::read_to_string(man1.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page}");
     }
+}
+
+/// Output written into a pipe nobody reads any more (`carrier … | head -1`
+/// once `head` has its line) ends the command with one error line and
+/// status 1, whichever command wrote it: no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_is_one_error_line() {
+    let server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let home = alice.home.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        for args in [
+            &["completions", "bash"][..],
+            &["man"],
+            &["whoami"],
+            &["whoami", "--json"],
+        ] {
+            let what = format!("carrier {}", args.join(" "));
+            let out = run_into_closed_pipe(&mut carrier_in(&home, args), &what);
+            ended_with_one_line(&out, "error: cannot write", &what);
+        }
+    })
+    .await
+    .unwrap();
 }

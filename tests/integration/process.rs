@@ -419,6 +419,30 @@ pub fn run(cmd: &mut Command, what: &str) -> Output {
     wait_within(child, what)
 }
 
+/// Runs `cmd` with its standard output a pipe already closed at the
+/// reading end, as `cmd | head -1` is once `head` has read its line.
+pub fn run_into_closed_pipe(cmd: &mut Command, what: &str) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    wait_within(child, what)
+}
+
+/// Checks that a command whose output nobody read any more ended with one
+/// line on standard error starting with `prefix` and exit status 1: no
+/// panic.
+pub fn ended_with_one_line(o: &Output, prefix: &str, what: &str) {
+    let stderr = stderr_of(o);
+    assert_eq!(o.status.code(), Some(1), "{what}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+    assert!(stderr.starts_with(prefix), "{what}: {stderr}");
+}
+
 pub fn stdout_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

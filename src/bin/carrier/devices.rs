@@ -1,13 +1,11 @@
 //! The commands about devices (protocol v2): `devices` (list, `add`,
 //! `remove`), `link` on a new device, and `safety-number`.
 
-use std::io::Write;
-
 use carrier::client::{Client, ClientError, DeviceInfo, show};
 use serde_json::json;
 
 use crate::args::{DevicesAction, Json};
-use crate::{parse_phone, print};
+use crate::{line, parse_phone, print};
 
 pub async fn devices(
     client: &Client,
@@ -18,21 +16,19 @@ pub async fn devices(
     match action {
         None => {
             for d in session.devices().await? {
-                println!(
-                    "{}",
-                    if out.json {
-                        show::json(&d)
-                    } else {
-                        device_line(&d)
-                    }
-                );
+                line(&if out.json {
+                    show::json(&d)
+                } else {
+                    device_line(&d)
+                })?;
             }
         }
         Some(DevicesAction::Add) => {
             let (id, name) = session
                 .add_device(|code| {
-                    println!("Link code: {code}");
-                    let _ = std::io::stdout().flush();
+                    // Nobody reading the code (a closed pipe) is no reason
+                    // to stop here: the line after it fails the same way.
+                    let _ = line(&format!("Link code: {code}"));
                     eprintln!(
                         "On the new device run: carrier --server {} --home DIR link {} {code}",
                         client.server(),
@@ -42,13 +38,13 @@ pub async fn devices(
                 .await?;
             print(out, json!({ "id": id, "name": name }), || {
                 format!("Linked device {id} ({})", show::clean(&name))
-            });
+            })?;
         }
         Some(DevicesAction::Remove { id }) => {
             let name = session.remove_device(id).await?;
             print(out, json!({ "removed": id, "name": name }), || {
                 format!("Removed device {id} ({})", show::clean(&name))
-            });
+            })?;
         }
     }
     session.close().await;
@@ -76,8 +72,7 @@ fn device_line(d: &DeviceInfo) -> String {
 pub async fn link(client: &Client, phone: &str, code: &str, name: &str) -> Result<(), ClientError> {
     let phone = parse_phone(phone)?;
     let id = client.link(phone.as_str(), code, name).await?;
-    println!("Linked to {phone} as device {id}");
-    Ok(())
+    line(&format!("Linked to {phone} as device {id}"))
 }
 
 pub async fn safety_number(client: &Client, phone: &str, out: Json) -> Result<(), ClientError> {
@@ -88,7 +83,7 @@ pub async fn safety_number(client: &Client, phone: &str, out: Json) -> Result<()
         out,
         json!({ "phone": phone.as_str(), "safety_number": number }),
         || number.clone(),
-    );
+    )?;
     session.close().await;
     Ok(())
 }

@@ -64,7 +64,7 @@ pub async fn register(
             ));
         }
         text
-    });
+    })?;
     eprintln!(
         "This home now uses the server {} unless --server names another.",
         client.server()
@@ -185,7 +185,7 @@ pub async fn fingerprint(client: &Client, phone: &str, out: Json) -> Result<(), 
         } else {
             format!("pinned   {pinned}\ncurrent  {}", offer.current)
         }
-    });
+    })?;
     if pinned != offer.current && !out.json {
         eprintln!(
             "The key of {phone} changed since it was pinned. Check the current fingerprint \
@@ -228,7 +228,7 @@ pub async fn trust(
         "fingerprint": fp.to_hex(),
         "previous": offer.pinned.map(|p| p.to_hex()),
     });
-    print(out, value, || format!("Now trusting {phone} with key {fp}"));
+    print(out, value, || format!("Now trusting {phone} with key {fp}"))?;
     session.close().await;
     Ok(())
 }

@@ -8,7 +8,7 @@ mod args;
 mod devices;
 mod keys;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::sync::Arc;
 
 use carrier::client::{self, Client, ClientError, Home, Notice, show};
@@ -101,12 +101,35 @@ fn parse_phone(phone: &str) -> Result<PhoneNumber, ClientError> {
 }
 
 /// Prints one result: `json` as a JSON line, or `text` for people.
-fn print(out: Json, json: serde_json::Value, text: impl FnOnce() -> String) {
+fn print(
+    out: Json,
+    json: serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> Result<(), ClientError> {
     if out.json {
-        println!("{}", show::json(&json));
+        line(&show::json(&json))
     } else {
-        println!("{}", text());
+        line(&text())
     }
+}
+
+/// Writes one line to standard output.
+fn line(text: &str) -> Result<(), ClientError> {
+    write_out(format!("{text}\n").as_bytes())
+}
+
+/// Writes to standard output. A reader that went away (`carrier history |
+/// head -1`) or a full disk ends the command with one error line and status
+/// 1, where `println!` would panic.
+fn write_out(bytes: &[u8]) -> Result<(), ClientError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|source| ClientError::Io {
+            context: "cannot write to standard output".into(),
+            source,
+        })
 }
 
 /// The message text: the words given, or standard input when there are none.
@@ -141,7 +164,7 @@ async fn send(
     let id = session.send(to.as_str(), &text).await?;
     print(out, json!({ "id": id, "to": to.as_str() }), || {
         format!("Sent message {id} to {to}")
-    });
+    })?;
     session.close().await;
     Ok(())
 }
@@ -150,7 +173,7 @@ async fn broadcast(client: &Client, words: Vec<String>, out: Json) -> Result<(),
     let text = text_from(words)?;
     let session = client.login().await?;
     let id = session.broadcast(&text).await?;
-    print(out, json!({ "id": id }), || format!("Broadcast {id} sent"));
+    print(out, json!({ "id": id }), || format!("Broadcast {id} sent"))?;
     session.close().await;
     Ok(())
 }
@@ -158,14 +181,11 @@ async fn broadcast(client: &Client, words: Vec<String>, out: Json) -> Result<(),
 async fn list(client: &Client, out: Json) -> Result<(), ClientError> {
     let session = client.login().await?;
     for u in session.list().await? {
-        println!(
-            "{}",
-            if out.json {
-                show::json(&u)
-            } else {
-                show::user(&u)
-            }
-        );
+        line(&if out.json {
+            show::json(&u)
+        } else {
+            show::user(&u)
+        })?;
     }
     session.close().await;
     Ok(())
@@ -175,14 +195,11 @@ async fn fetch(client: &Client, out: Json) -> Result<(), ClientError> {
     let mut session = client.login().await?;
     let (received, refused) = session.fetch().await?;
     for m in &received {
-        println!(
-            "{}",
-            if out.json {
-                show::json(m)
-            } else {
-                show::message(m)
-            }
-        );
+        line(&if out.json {
+            show::json(m)
+        } else {
+            show::message(m)
+        })?;
     }
     for r in &refused {
         eprintln!("{}", show::refusal(r));
@@ -215,20 +232,17 @@ async fn whoami(client: &Client, out: Json) -> Result<(), ClientError> {
             text.push_str(&format!("\ndevice {id}"));
         }
         text
-    });
+    })?;
     Ok(())
 }
 
 async fn history(client: &Client, out: Json) -> Result<(), ClientError> {
     for e in client.home.history().await? {
-        println!(
-            "{}",
-            if out.json {
-                show::json(&e)
-            } else {
-                show::history(&e)
-            }
-        );
+        line(&if out.json {
+            show::json(&e)
+        } else {
+            show::history(&e)
+        })?;
     }
     Ok(())
 }
@@ -243,20 +257,22 @@ async fn chat(client: &Client) -> Result<(), ClientError> {
     }
 }
 
+/// The script is made in memory and then written: `clap_complete` panics
+/// when it cannot write (`carrier completions bash | head -1`).
 fn completions(shell: args::ShellArg) -> Result<(), ClientError> {
     let shell: clap_complete::Shell = shell.into();
-    clap_complete::generate(
-        shell,
-        &mut Args::command(),
-        "carrier",
-        &mut std::io::stdout(),
-    );
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Args::command(), "carrier", &mut script);
+    write_out(&script)
 }
 
+/// The page on standard output, or one page per command in `out_dir`,
+/// made first if need be (as `~/.local/share/man/man1` often is not yet),
+/// with the usual mode.
 fn man(out_dir: Option<&std::path::Path>) -> Result<(), ClientError> {
     let written = match out_dir {
-        Some(dir) => clap_mangen::generate_to(Args::command(), dir),
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(Args::command(), dir)),
         None => clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()),
     };
     written.map_err(|source| ClientError::Io {
