@@ -10,6 +10,13 @@ use std::io::IsTerminal;
 /// from `warn` (their `info` lines are about their internals).
 pub const SERVER_FILTER: &str = "warn,carrier=info";
 
+/// The command-line client's default: no log lines at all. Its standard
+/// error is for the person at the terminal (an error, a warning, a notice,
+/// each one line in the command's own words); a log line there, with its
+/// time stamp and module path, would repeat one of them or break the line
+/// being edited in `carrier chat`. `RUST_LOG` still turns diagnostics on.
+pub const CLIENT_FILTER: &str = "off";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -22,7 +29,7 @@ pub enum LogFormat {
 
 /// Installs the process's log subscriber as text. `default_filter` applies
 /// when `RUST_LOG` is unset or unreadable ([`SERVER_FILTER`] for servers,
-/// `"warn"` for the command-line client). A second call keeps the first
+/// [`CLIENT_FILTER`] for the command-line client). A second call keeps the first
 /// set-up.
 pub fn init(default_filter: &str) {
     let _ = init_with(default_filter, LogFormat::Text);

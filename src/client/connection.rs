@@ -27,6 +27,8 @@ const MAX_LINK_REQUESTS: usize = 4;
 struct Pending {
     waiting: HashMap<u64, oneshot::Sender<Response>>,
     closed: bool,
+    /// The connection-level error the server reported before closing.
+    ended_by: Option<(protocol::ErrorCode, String)>,
 }
 
 type Waiters = Arc<Mutex<Pending>>;
@@ -176,6 +178,14 @@ impl Connection {
         self.events.take_missed()
     }
 
+    /// The connection-level error (shutting down, a frame too large) the
+    /// server reported before it closed, if it did: what a person is told
+    /// instead of only "connection lost".
+    pub fn ended_by(&self) -> Option<(protocol::ErrorCode, String)> {
+        let pending = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        pending.ended_by.clone()
+    }
+
     /// Says goodbye and closes the connection.
     pub async fn close(self) {
         let _ = self.call(Request::Quit).await;
@@ -229,6 +239,8 @@ async fn read_loop(
                 }
             }
             (None, Response::Error { code, message, .. }) => {
+                // A diagnostic only (RUST_LOG): what a person must know
+                // of it, `chat` says in its own words (`ended_by`).
                 tracing::warn!(?code, %message, "the server reported an error");
                 if matches!(
                     code,
@@ -246,9 +258,10 @@ async fn read_loop(
 }
 
 /// A connection-level error (frame too large, shutting down) answers every
-/// request still waiting.
+/// request still waiting, and is kept for [`Connection::ended_by`].
 fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
     let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());
+    w.ended_by = Some((code, message.to_owned()));
     for (_, tx) in w.waiting.drain() {
         let _ = tx.send(Response::Error {
             code,

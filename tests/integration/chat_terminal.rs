@@ -18,10 +18,10 @@ async fn chat_on_a_terminal_keeps_the_typed_line_completes_numbers_and_reconnect
     let bob_session = bob.client.login().await.unwrap();
     bob_session.send(ALICE, "before").await.unwrap();
 
-    let pty = start_pty(carrier_in(
-        alice.home.path(),
-        &["--server", &server.addr(), "chat"],
-    ));
+    // As a user runs it: no RUST_LOG, so no log lines.
+    let mut chat = carrier_in(alice.home.path(), &["--server", &server.addr(), "chat"]);
+    chat.env_remove("RUST_LOG");
+    let pty = start_pty(chat);
     let (pty, _) = on_pty(pty, |pty| {
         expect(pty, r"Logged in as \+12025550101\.");
         expect(pty, r"\+12025550102: before");
@@ -59,13 +59,21 @@ async fn chat_on_a_terminal_keeps_the_typed_line_completes_numbers_and_reconnect
     );
     bob_session.close().await;
 
-    // The server restarts: the chat says so, reconnects by itself, and
+    // The server restarts: the chat says so, and why, in its own line (no
+    // log line breaking the one being typed), reconnects by itself, and
     // messages flow again.
     server.stop().await;
-    let (pty, _) = on_pty(pty, |pty| {
-        expect(pty, "Lost the connection to the server at");
+    let (pty, said) = on_pty(pty, |pty| {
+        expect(
+            pty,
+            r"(?s).*Lost the connection to the server at \S+: it is shutting down; reconnecting",
+        )
     })
     .await;
+    assert!(
+        !said.contains("WARN") && !said.contains("carrier::"),
+        "a log line on the terminal: {said:?}"
+    );
     server.restart().await;
     let (pty, _) = on_pty(pty, |pty| {
         expect(pty, "Reconnected to the server at");

@@ -238,6 +238,18 @@ async fn a_contact_key_change_exits_6_and_names_the_trust_command() {
         &[&format!("carrier trust {BOB} --fingerprint {new_fp}")],
     )
     .await;
+
+    // Fetching meanwhile prints the command's own lines only, not a log
+    // line (time stamp, module path) about Bob's devices each time: those
+    // need RUST_LOG.
+    let mut fetch = carrier_in(home, &["--server", &addr, "fetch"]);
+    fetch.env_remove("RUST_LOG");
+    let out = tokio::task::spawn_blocking(move || crate::process::run(&mut fetch, "carrier fetch"))
+        .await
+        .unwrap();
+    let (status, _, stderr) = outcome(&out);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(stderr, "No new messages.\n", "nothing but its own lines");
 }
 
 /// A text that would clear the screen, fake a line from another sender and

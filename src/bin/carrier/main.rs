@@ -21,7 +21,10 @@ use args::{Args, Command, Json};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    carrier::telemetry::init("warn");
+    // No log lines unless asked for with RUST_LOG: standard error carries
+    // the command's own lines (errors, warnings, notices) for the user,
+    // which say in its words whatever they need to know.
+    carrier::telemetry::init(carrier::telemetry::CLIENT_FILTER);
     let args = Args::parse();
     if let Err(e) = run(args).await {
         eprintln!("{}", show::error(&e));

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::time::Instant;
 
 use super::{Client, ClientError, Event, Exit, Session, show};
-use crate::protocol::Request;
+use crate::protocol::{ErrorCode, Request};
 use commands::Flow;
 use screen::{Input, Plain, Screen};
 
@@ -120,10 +120,7 @@ async fn run<'c>(
                     unless_cut_off(caught_up, &mut screen)?;
                 }
                 Change::Lost => {
-                    screen.err(&format!(
-                        "Lost the connection to the server at {}; reconnecting…",
-                        client.server()
-                    ));
+                    screen.err(&lost(&link, client.server()));
                     link = down(FIRST_RETRY);
                 }
                 Change::RetryDue => reconnect(client, &mut link, &mut screen).await?,
@@ -149,6 +146,22 @@ fn unless_cut_off(
         }
         other => other,
     }
+}
+
+/// The line that says the connection is gone, with the server's reason
+/// when it gave one (it is shutting down, say): said here, above the
+/// prompt, as the log line the client no longer prints would have.
+fn lost(link: &Link<'_>, server: &str) -> String {
+    let why = match link {
+        Link::Up(session) => session.conn.ended_by(),
+        Link::Down { .. } => None,
+    };
+    let why = match why {
+        Some((ErrorCode::ShuttingDown, _)) => ": it is shutting down".to_owned(),
+        Some((_, message)) => format!(": {}", show::clean(&message)),
+        None => String::new(),
+    };
+    format!("Lost the connection to the server at {server}{why}; reconnecting…")
 }
 
 fn down(wait: Duration) -> Link<'static> {
