@@ -1,7 +1,6 @@
 //! Rules of identity: the one-time-code life cycle, where codes are sent,
 //! and the proofs of key possession that registration and login require.
 
-pub mod client_prefix;
 pub mod code_key;
 pub mod code_sink;
 pub mod otp;

@@ -27,14 +27,13 @@
 
 use zeroize::Zeroizing;
 
-use super::client_prefix::ClientPrefix;
 use super::code_key::CodeKey;
 use super::code_sink::CodeSink;
 use crate::clock::Clock;
 use crate::db::otp::{Cap, Limits, OtpLimits, PendingCode, Refused};
 use crate::db::users::UserRow;
 use crate::db::{DbError, Store};
-use crate::domain::{Fingerprint, PhoneNumber};
+use crate::domain::{ClientPrefix, Fingerprint, PhoneNumber};
 use crate::protocol::{ErrorCode, KeyType};
 
 /// How many keys' worth of codes (`max_codes` each) one client address may

@@ -28,7 +28,7 @@ pub struct PendingCode {
     pub issued_at: Millis,
     pub expires_at: Millis,
     /// The client address that asked for it, as
-    /// [`ClientPrefix`](crate::auth::client_prefix::ClientPrefix) writes it.
+    /// [`ClientPrefix`](crate::domain::ClientPrefix) writes it.
     pub address: String,
 }
 

@@ -27,14 +27,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::client_prefix::ClientPrefix;
 use crate::auth::otp::Otp;
 use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::crypto::{self, Identity};
 use crate::db;
 use crate::db::Store;
-use crate::domain::{Fingerprint, PhoneNumber};
+use crate::domain::{ClientPrefix, Fingerprint, PhoneNumber};
 use crate::protocol::{B64, KeyType, UserInfo};
 use crate::routing::directory::{self, Entry};
 use crate::routing::{Router, ServerInfo};
@@ -56,7 +55,8 @@ pub struct ServerState {
     pub otp: Otp,
     tls: Arc<rustls::ServerConfig>,
     connection_slots: Arc<Semaphore>,
-    pending_logins: Arc<session::PendingLogins>,
+    /// Connections not logged in yet, per address (an IPv6 /64).
+    pending_logins: Arc<crate::listen::PerAddress>,
     /// `register` requests per address (an IPv6 /64).
     registers: crate::rate::Buckets<ClientPrefix, 1>,
     /// The long-term key, which vouches for our users' directory entries.
@@ -270,7 +270,7 @@ impl Server {
                 config.max_connections,
                 config.max_connections_set,
             ))),
-            pending_logins: Arc::default(),
+            pending_logins: crate::listen::PerAddress::new(MAX_PENDING_PER_ADDRESS),
             registers,
             identity: key,
             links: std::sync::OnceLock::new(),

@@ -1,9 +1,7 @@
 //! What one connection knows about its peer: the TLS exporter value its
 //! login proofs are bound to, the pending challenge, and who logged in.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
 use super::error::ApiError;
 use crate::auth::proof::NONCE_LEN;
@@ -11,54 +9,12 @@ use crate::domain::PhoneNumber;
 use crate::protocol::{ErrorCode, Outbox};
 use crate::routing::{Router, SessionLink};
 
-/// Counts connections that have not logged in yet, per address, so one
-/// address cannot hold every slot without ever proving who it is.
-#[derive(Default)]
-pub struct PendingLogins {
-    by_address: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// Most connections from one address that have not logged in yet.
+/// Most connections from one address (an IPv4 address, an IPv6 /64) that
+/// have not logged in yet.
 pub const MAX_PENDING_PER_ADDRESS: usize = 256;
 
-impl PendingLogins {
-    /// Counts a new connection from `ip`, or refuses it when that address
-    /// already has too many waiting.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PendingSlot> {
-        let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= MAX_PENDING_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(PendingSlot {
-            owner: self.clone(),
-            ip,
-        })
-    }
-}
-
 /// One connection counted as not logged in; released on login or close.
-pub struct PendingSlot {
-    owner: Arc<PendingLogins>,
-    ip: IpAddr,
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .owner
-            .by_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
+pub type PendingSlot = crate::listen::AddressSlot;
 
 /// Per-connection state, owned by the connection's task.
 pub struct Session {

@@ -2,8 +2,8 @@
 //! sends a one-time code through its configured channel.
 
 use super::{ApiError, parse_phone};
-use crate::auth::client_prefix::ClientPrefix;
 use crate::crypto::PublicKey;
+use crate::domain::ClientPrefix;
 use crate::protocol::{ErrorCode, KeyType, Response};
 use crate::server::ServerState;
 use crate::server::session::Session;

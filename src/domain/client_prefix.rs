@@ -6,8 +6,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-/// An IPv4 address or an IPv6 /64, as the limits on `register` and on
-/// one-time codes per address count it.
+/// An IPv4 address or an IPv6 /64, as the limits on `register`, on
+/// one-time codes and on connections per address count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientPrefix(IpAddr);
 
