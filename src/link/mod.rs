@@ -13,9 +13,11 @@ mod session;
 mod unreachable;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
@@ -28,6 +30,17 @@ use crate::routing::Router;
 /// neighbourhood has a handful of servers, and strangers must not be able
 /// to take every file descriptor.
 const MAX_LINK_CONNECTIONS: usize = 64;
+/// Most connections on the link port from one address (an IPv4 address,
+/// an IPv6 /64) still in their TLS handshake. A neighbour dials one link
+/// at a time, so a few cover two dialling at once and a retry; a stranger
+/// at one address then holds a few slots, not all of them, and a neighbour
+/// dialling from its own address still gets in. A connection stops
+/// counting once its handshake has shown a configured key.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
+/// How long the listener waits for a link's TLS handshake: neighbours are
+/// servers, which finish in a few round trips, and every idle handshake
+/// holds one of the port's slots until then.
+const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every link task shares.
 pub struct LinkContext {
@@ -236,14 +249,23 @@ async fn accept_loop(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINK_CONNECTIONS));
+    let handshakes = crate::listen::PerAddress::new(MAX_HANDSHAKES_PER_ADDRESS);
     let mut listener = crate::listen::Listener::new(listener, "link");
     let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
+    let crowded = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
     loop {
         let (tcp, peer_addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        // Past the limit a connection is closed at once, not left waiting.
+        // Past a limit a connection is closed at once, not left waiting.
+        let Some(handshaking) = handshakes.admit(peer_addr.ip()) else {
+            if let Some(held_back) = crowded.ready() {
+                tracing::warn!(held_back, peer = %peer_addr,
+                    "too many link handshakes from this address; closing new ones from it");
+            }
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             if let Some(held_back) = full.ready() {
                 tracing::warn!(held_back, peer = %peer_addr, "every link connection slot is taken; closing new ones");
@@ -254,10 +276,10 @@ async fn accept_loop(
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let stream = match crate::tls::accept(&acceptor, tcp, crate::tls::LINK_ALPN).await {
-                Ok(s) => s,
-                Err(e) => return tracing::info!(peer = %peer_addr, error = %e, "link not accepted"),
+            let stream = handshake(&acceptor, tcp, peer_addr).await;
+            drop(handshaking);
+            let Some(stream) = stream else {
+                return;
             };
             let Some(peer) = crate::tls::peer_fingerprint(stream.get_ref().1) else {
                 return;
@@ -265,4 +287,22 @@ async fn accept_loop(
             session::run(stream, peer, peer, ctx, shutdown).await;
         });
     }
+}
+
+/// The server side of a link's TLS handshake, within
+/// [`LINK_HANDSHAKE_TIMEOUT`]; `None` (logged) when it fails.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer_addr: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let _ = tcp.set_nodelay(true);
+    let accept = crate::tls::accept(acceptor, tcp, crate::tls::LINK_ALPN);
+    let error = match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(e)) => e,
+        Err(_) => crate::tls::AcceptError::Timeout,
+    };
+    tracing::info!(peer = %peer_addr, error = %error, "link not accepted");
+    None
 }

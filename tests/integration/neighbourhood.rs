@@ -3,13 +3,15 @@
 //! middle server down for a while, a ring of four, a neighbour presenting
 //! the wrong key, and broadcasts. (`crash` kills a real server binary with
 //! messages in its outbound queue.) `devices`: protocol v2 across a line
-//! of three.
+//! of three. `link_slots`: idle connections from one address leave room
+//! on the link port for a neighbour.
 
 mod deviceless_relay;
 pub(crate) mod devices;
 mod edge_attacks;
 mod edges;
 mod flood_attacks;
+mod link_slots;
 
 use std::net::SocketAddr;
 use std::path::Path;
