@@ -71,7 +71,7 @@ pub async fn run<S>(
         greet(&router, &outbox).await;
         let drainer = tokio::spawn(drain(router.clone(), peer, outbox.clone(), closed.clone()));
         let (acks_tx, acks_rx) = mpsc::channel(PENDING_ACKS);
-        let acker = tokio::spawn(acknowledge(acks_rx, outbox.clone()));
+        let acker = tokio::spawn(acknowledge(acks_rx, outbox.clone(), peer));
         let (acked_tx, acked_rx) = mpsc::channel(PENDING_ACKS);
         let deleter = tokio::spawn(delete_acked(router.clone(), peer, acked_rx));
         let links = Channels {
@@ -349,10 +349,12 @@ type RelayKey = (MessageId, String, u32);
 /// however their messages were interleaved (the neighbour deletes each
 /// frame's ids in one statement). A message waiting for its sender's
 /// device list is answered on its own when its wait ends, so it holds back
-/// no other.
+/// no other. A refusal is logged with `peer`'s fingerprint, so the
+/// operator knows which neighbour sent what was refused.
 async fn acknowledge(
     mut pending: mpsc::Receiver<(RelayKey, Result<PendingSend, RouteError>)>,
     outbox: mpsc::Sender<Vec<u8>>,
+    peer: Fingerprint,
 ) {
     let mut ready = Vec::with_capacity(MAX_ACKS_AT_ONCE);
     while pending.recv_many(&mut ready, MAX_ACKS_AT_ONCE).await > 0 {
@@ -361,7 +363,7 @@ async fn acknowledge(
             let key = (to, device);
             let outcome = match p {
                 Ok(p) if p.waits() => {
-                    tokio::spawn(answer_alone(id, key, p, outbox.clone()));
+                    tokio::spawn(answer_alone(id, key, p, outbox.clone(), peer));
                     continue;
                 }
                 Ok(p) => p.committed().await,
@@ -373,7 +375,7 @@ async fn acknowledge(
                     None => groups.push((key, vec![id])),
                 },
                 Err(e) => {
-                    if let Some(refusal) = refusal_frame(id, e, &key) {
+                    if let Some(refusal) = refusal_frame(id, e, &key, &peer) {
                         let _ = outbox.send(refusal).await;
                     }
                 }
@@ -417,10 +419,11 @@ async fn answer_alone(
     key: (String, u32),
     p: PendingSend,
     outbox: mpsc::Sender<Vec<u8>>,
+    peer: Fingerprint,
 ) {
     let frame = match p.committed().await {
         Ok(()) => Some(ack_frame(vec![id], &key)),
-        Err(e) => refusal_frame(id, e, &key),
+        Err(e) => refusal_frame(id, e, &key, &peer),
     };
     if let Some(frame) = frame {
         let _ = outbox.send(frame).await;
@@ -430,8 +433,14 @@ async fn answer_alone(
 /// The refusal of relayed message `id`, or `None` when it is left
 /// unacknowledged: the neighbour keeps it and sends it again (a full or
 /// unreachable store is logged by the store; too many waiting messages
-/// clear with time).
-fn refusal_frame(id: MessageId, e: RouteError, (to, device): &(String, u32)) -> Option<Vec<u8>> {
+/// clear with time). A refusal is logged once, here, naming the neighbour
+/// `peer` that relayed the message.
+fn refusal_frame(
+    id: MessageId,
+    e: RouteError,
+    (to, device): &(String, u32),
+    peer: &Fingerprint,
+) -> Option<Vec<u8>> {
     match e {
         RouteError::Db(e) => {
             if e.code() == ErrorCode::Internal {
@@ -441,7 +450,7 @@ fn refusal_frame(id: MessageId, e: RouteError, (to, device): &(String, u32)) -> 
         }
         RouteError::TryLater => None,
         e => {
-            tracing::warn!(%id, error = %e, "refusing a relayed message");
+            tracing::warn!(%id, neighbour = %peer, code = e.code().as_str(), error = %e, "refusing a relayed message");
             Some(link_frame(&LinkMessage::RelayRefused {
                 id,
                 code: e.code(),
