@@ -40,6 +40,25 @@ pub enum RouteError {
     BadRelayedPhone(&'static str),
     #[error("message {0} carries a malformed path")]
     MalformedPath(MessageId),
+    /// A relay naming as its sender a user of the receiving server: their
+    /// messages leave from here and never arrive by a link.
+    #[error(
+        "{0} is a user of this server, so no relay comes from them; a neighbour that sends \
+         one is forging it"
+    )]
+    RelayFromOurUser(PhoneNumber),
+    /// A relay whose path starts at a server other than the sender's home
+    /// as this server's directory records it.
+    #[error(
+        "{phone}'s home is {home}, not the server {origin} the relay's path starts at; only \
+         messages sent from a user's home are delivered (if {phone} moved, send again once \
+         their new entry has spread)"
+    )]
+    RelayNotFromHome {
+        phone: PhoneNumber,
+        home: crate::domain::Fingerprint,
+        origin: String,
+    },
     #[error("message {id} has crossed {hops} servers or came back")]
     TooManyHops { id: MessageId, hops: usize },
     #[error("the route to {0} leads back through a server already crossed")]
@@ -184,6 +203,8 @@ impl RouteError {
             RouteError::UnknownRecipient(_) => ErrorCode::UnknownUser,
             RouteError::TooLarge(_) | RouteError::TextTooLarge(_) => ErrorCode::MessageTooLarge,
             RouteError::WrongSender { .. }
+            | RouteError::RelayFromOurUser(_)
+            | RouteError::RelayNotFromHome { .. }
             | RouteError::NotTheAuthor { .. }
             | RouteError::BadBroadcastSignature => ErrorCode::Forbidden,
             RouteError::QueueFull(_)

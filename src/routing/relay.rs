@@ -93,13 +93,49 @@ impl Router {
             received_at: r.received_at,
             expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
         };
+        // At the home the sender is checked once their device is known,
+        // which may be later (`remote_senders`).
         let pending = if home {
             self.route_from_known_device(from, message, path).await?
         } else {
+            self.check_sent_from_home(&message.sender, &path).await?;
             self.route(recipient, message, path, true).await?
         };
         crate::metrics::get().relayed_in.inc();
         Ok(pending)
+    }
+
+    /// Refuses a relay that cannot come from `sender`: one naming a user
+    /// of this server (their messages start here), or one whose `path`
+    /// does not start at the sender's home as the directory here records
+    /// it. Otherwise any neighbour could speak for anyone, and use up
+    /// their share of a recipient's queue.
+    ///
+    /// A sender the directory does not know yet passes: entries flood
+    /// apart from messages and may come later. The recipient's home checks
+    /// only once the sending device is known there, which needs the
+    /// sender's entry, waiting for it if need be (`remote_senders`); a hop
+    /// passes such a copy on towards that home, which checks it then.
+    pub(super) async fn check_sent_from_home(
+        &self,
+        sender: &PhoneNumber,
+        path: &[String],
+    ) -> Result<(), RouteError> {
+        let Some(entry) = self.user(sender).await else {
+            return Ok(());
+        };
+        if entry.via.is_none() {
+            return Err(RouteError::RelayFromOurUser(sender.clone()));
+        }
+        let origin = path.first().map(String::as_str).unwrap_or_default();
+        if Fingerprint::parse(origin) != Some(entry.home) {
+            return Err(RouteError::RelayNotFromHome {
+                phone: sender.clone(),
+                home: entry.home,
+                origin: origin.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The next messages waiting for neighbour `peer`, after `after_seq`.

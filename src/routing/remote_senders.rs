@@ -1,5 +1,6 @@
 //! Relayed messages whose sending device the home server does not know
-//! yet. A device list travels by the directory flood and a message by its
+//! yet, and the check that a relay comes from its sender's home, made once
+//! the sender is known (`relay::check_sent_from_home`). A device list travels by the directory flood and a message by its
 //! route, so a message from a device just added can reach the recipient's
 //! home before the list that names the device. Delivering it then would
 //! hand the recipient an envelope nobody here can vouch for (and the
@@ -110,8 +111,9 @@ impl Drop for Slot {
 
 impl Router {
     /// Routes a relayed v2 message for a local user once its sending
-    /// device is known here: at once if it is, after its list arrives if
-    /// that is still to come, or refused.
+    /// device is known here and the message is shown to come from the
+    /// sender's home: at once if it is, after its list arrives if that is
+    /// still to come, or refused.
     pub(super) async fn route_from_known_device(
         &self,
         from: Fingerprint,
@@ -121,6 +123,7 @@ impl Router {
         let (sender, device) = (message.sender.clone(), message.sender_device);
         match self.sender_device(&sender, device).await {
             Sender::Known => {
+                self.check_sent_from_home(&sender, &path).await?;
                 return self
                     .route(message.recipient.clone(), message, path, true)
                     .await;
@@ -206,6 +209,9 @@ async fn wait_then_route(
         let r = router.upgrade().ok_or_else(gone)?;
         match r.sender_device(&sender, device).await {
             Sender::Known => {
+                // The sender's entry came before their list: only now can
+                // the relay be checked against their home.
+                r.check_sent_from_home(&sender, &path).await?;
                 tracing::info!(%sender, device, id = %message.id,
                     "the sender's device list arrived; delivering the message that waited");
                 return r

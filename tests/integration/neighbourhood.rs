@@ -4,13 +4,15 @@
 //! the wrong key, and broadcasts. (`crash` kills a real server binary with
 //! messages in its outbound queue.) `devices`: protocol v2 across a line
 //! of three. `link_slots`: idle connections from one address leave room
-//! on the link port for a neighbour.
+//! on the link port for a neighbour. `forged_senders`: relays in the name
+//! of a user not homed where the path starts are refused.
 
 mod deviceless_relay;
 pub(crate) mod devices;
 mod edge_attacks;
 mod edges;
 mod flood_attacks;
+mod forged_senders;
 mod link_slots;
 
 use std::net::SocketAddr;
