@@ -2,7 +2,8 @@
 //! receiving server (whose share of a recipient's queue it would use up),
 //! or as a user whose home, by the receiver's directory, is another server
 //! than the one the relay's path starts at, whether the directory knows
-//! that user already or learns of them while the copy waits.
+//! that user already or learns of them while the copy waits. Each refusal
+//! is logged once, naming the neighbour.
 
 use carrier::crypto::Identity;
 use carrier::domain::MessageId;
@@ -11,7 +12,10 @@ use carrier::protocol::{ErrorCode, KeyType, Response};
 
 use super::devices::{fetch, homed_at, lookup_shows, with_devices};
 use super::edges::{devices_of, relay};
-use super::{beside_a_hostile_neighbour, link_as, next_link_message, send_link};
+use super::{
+    beside_a_hostile_neighbour, eventually, link_addr_of, link_as, linked_files, next_link_message,
+    send_link,
+};
 use crate::common::{ALICE, BOB, DAVE};
 use crate::devices::client::*;
 
@@ -61,6 +65,51 @@ async fn a_neighbour_cannot_relay_as_a_user_of_the_receiving_server() {
         .await
         .unwrap();
     assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+}
+
+/// The refusal is logged once, as a warning naming the neighbour's
+/// fingerprint, so its operator knows whom to ask.
+#[tokio::test]
+async fn a_forged_relay_is_logged_once_with_the_neighbours_fingerprint() {
+    let hostile = Identity::generate(KeyType::P256);
+    let unused = "127.0.0.1:9".parse().unwrap();
+    let files = linked_files(&[(unused, Some(hostile.fingerprint()))]);
+    let server = files.start();
+    let (_, _, alices) = with_devices(&server, ALICE, 1).await;
+    let (bob, _, _) = with_devices(&server, BOB, 1).await;
+    let (a1, a1_conn) = &alices[0];
+    let bob_peer = look_up(a1_conn, BOB, &bob.identity()).await;
+    let (mut link, _) = carrier::tls::connect_link(
+        &link_addr_of(&server).to_string(),
+        &hostile.pkcs8_der(),
+        carrier::tls::Pin::Expect(server.fingerprint),
+    )
+    .await
+    .expect("the hostile neighbour links");
+    let mut session = start_session(a1, &bob_peer, 1, None);
+    let id = MessageId::random();
+    let envelope = seal(a1, &mut session, id, "forged");
+    let r = relay(a1, BOB, 1, id, envelope, hostile.fingerprint().to_hex());
+    send_link(&mut link, &LinkMessage::Relay(r)).await;
+    assert_eq!(answer_to(&mut link, id).await, Some(ErrorCode::Forbidden));
+
+    let refusals = || {
+        files
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("refusing a relayed message"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    eventually("the refusal is logged", || async { !refusals().is_empty() }).await;
+    let logged = refusals();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("WARN"), "{}", logged[0]);
+    assert!(
+        logged[0].contains(&hostile.fingerprint().to_hex()),
+        "the log names the neighbour: {}",
+        logged[0]
+    );
 }
 
 /// Dave, homed at a server far away that is not the hostile neighbour:
