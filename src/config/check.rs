@@ -13,17 +13,19 @@ pub fn check_file(path: &Path) -> Result<(), String> {
     let Some(tls) = config.web.as_ref().and_then(|w| w.tls.as_ref()) else {
         return Ok(());
     };
-    crate::web::check_tls(tls).map_err(|e| {
-        let key = match &e {
-            crate::web::WebError::Pem { path, .. } if *path == tls.key => "web.tls_key",
-            _ => "web.tls_cert",
-        };
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let at = super::line_of(&text, key)
-            .map(|line| format!(":{line}"))
-            .unwrap_or_default();
-        format!("{}{at}: key '{key}': {e}", path.display())
-    })
+    crate::tls::https_acceptor(&tls.cert, &tls.key)
+        .map(drop)
+        .map_err(|e| {
+            let key = match &e {
+                crate::tls::HttpsError::Pem { path, .. } if *path == tls.key => "web.tls_key",
+                _ => "web.tls_cert",
+            };
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let at = super::line_of(&text, key)
+                .map(|line| format!(":{line}"))
+                .unwrap_or_default();
+            format!("{}{at}: key '{key}': {e}", path.display())
+        })
 }
 
 #[cfg(test)]

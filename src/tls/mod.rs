@@ -9,6 +9,7 @@
 
 mod accept;
 mod connect;
+mod https;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -28,6 +29,7 @@ use crate::domain::Fingerprint;
 use crate::protocol::TLS_EXPORTER_LABEL;
 pub use accept::{AcceptError, accept};
 pub use connect::{connect, connect_link};
+pub use https::{HttpsError, https_acceptor};
 pub use verify::{PeerVerifier, PinVerifier};
 
 /// ALPN for client↔server connections, so a Carrier endpoint never mistakes

@@ -21,10 +21,8 @@ pub mod binding;
 mod http;
 mod origin;
 mod socket;
-mod tls;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -36,10 +34,8 @@ use crate::server::{Edge, PendingEdge, Reload, StartError};
 pub enum WebError {
     #[error("web.listen: {0}")]
     PlainHttp(String),
-    #[error("the web certificate or key {path}: {message}")]
-    Pem { path: PathBuf, message: String },
-    #[error("the web certificate and key do not make a TLS configuration: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Https(#[from] crate::tls::HttpsError),
     #[error(transparent)]
     Server(#[from] StartError),
     #[error("cannot listen for the web client on {addr} (is another server running there?)")]
@@ -47,12 +43,6 @@ pub enum WebError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Whether the `[web]` certificate and key load and make a TLS set-up, as
-/// the server will load them at start (`admin check-config`).
-pub fn check_tls(files: &crate::config::WebTls) -> Result<(), WebError> {
-    tls::acceptor(files).map(drop)
 }
 
 /// The web port, bound and ready to serve.
@@ -76,7 +66,11 @@ impl Reserved {
     /// HTTP off loopback and loading the TLS files if any.
     pub async fn bind(config: &WebConfig) -> Result<Self, WebError> {
         config.check().map_err(WebError::PlainHttp)?;
-        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|files| crate::tls::https_acceptor(&files.cert, &files.key))
+            .transpose()?;
         let addr = config.listen;
         let listen_err = |source| WebError::Listen { addr, source };
         let socket = crate::server::reserve_port(addr)
