@@ -5,9 +5,8 @@
 //! cannot make the client refuse its real owner later.
 
 use carrier::client::{Authorship, ClientError};
-use carrier::crypto::Identity;
-use carrier::domain::{Fingerprint, MessageId};
-use carrier::protocol::{B64, Broadcast, KeyType, signed};
+use carrier::domain::Fingerprint;
+use carrier::protocol::KeyType;
 
 use crate::client_support::{carrier_out, outcome};
 use crate::common::*;
@@ -155,20 +154,6 @@ async fn plain_trust_off_a_terminal_pins_and_prints_the_fingerprint_and_fingerpr
         pinned(&bob, ALICE).await.as_deref(),
         Some(alice_new.fingerprint.as_str())
     );
-}
-
-/// A broadcast claiming `from`, signed by `key`.
-fn broadcast_by(key: &Identity, from: &str, text: &str) -> Broadcast {
-    let id = MessageId::random();
-    let sent_at = 1_800_000_000_000;
-    let signature = key.sign(&signed::broadcast_bytes(&id, sent_at, from, text));
-    Broadcast {
-        id,
-        from: from.into(),
-        sent_at,
-        text: text.into(),
-        signature: B64(signature),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use carrier::config::ServerConfig;
 use carrier::crypto::{self, Identity, Purpose};
 use carrier::db::users::UserRow;
 use carrier::domain::{Fingerprint, MessageId, PhoneNumber};
-use carrier::protocol::{B64, Delivered, ErrorCode, KeyType, Request, Response};
+use carrier::protocol::{B64, Broadcast, Delivered, ErrorCode, KeyType, Request, Response, signed};
 use carrier::server::{Listeners, Server};
 use carrier::tls::Pin;
 
@@ -35,6 +35,21 @@ pub const CAROL: &str = "+12025550103";
 pub const DAVE: &str = "+12025550104";
 /// A valid number nobody registers.
 pub const NOBODY: &str = "+12025550199";
+
+/// A broadcast claiming `from`, signed by `key` (servers do not check
+/// `sent_at`, so a fixed one serves).
+pub fn broadcast_by(key: &Identity, from: &str, text: &str) -> Broadcast {
+    let id = MessageId::random();
+    let sent_at = 1_800_000_000_000;
+    let signature = key.sign(&signed::broadcast_bytes(&id, sent_at, from, text));
+    Broadcast {
+        id,
+        from: from.into(),
+        sent_at,
+        text: text.into(),
+        signature: B64(signature),
+    }
+}
 
 /// How long to wait for something that should happen promptly. A guard
 /// against a hanging test, never a timing assertion.

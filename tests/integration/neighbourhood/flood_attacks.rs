@@ -6,13 +6,13 @@ use carrier::client::{Event, Session};
 use carrier::crypto::Identity;
 use carrier::domain::{Fingerprint, MessageId};
 use carrier::protocol::link::LinkMessage;
-use carrier::protocol::{B64, Broadcast, KeyType, signed};
+use carrier::protocol::{Broadcast, KeyType};
 
 use super::edge_attacks::handled;
 use super::{
     beside_a_hostile_neighbour, eventually, link_as, next_link_message, now_ms, sees, send_link,
 };
-use crate::common::{ALICE, BOB, CAROL, DAVE, register, within};
+use crate::common::{ALICE, BOB, CAROL, DAVE, broadcast_by, register, within};
 
 /// Made-up phones, none of them registered anywhere.
 fn strangers(n: u32) -> Vec<String> {
@@ -95,20 +95,6 @@ async fn presence_is_kept_and_passed_on_only_for_phones_homed_at_its_origin() {
     assert!(listed_online(&watcher, &bob.phone).await);
     watcher.close().await;
     bob_session.close().await;
-}
-
-/// A broadcast claiming `from`, signed by `key`.
-fn broadcast_by(key: &Identity, from: &str, text: &str) -> Broadcast {
-    let id = MessageId::random();
-    let sent_at = now_ms() as u64;
-    let signature = key.sign(&signed::broadcast_bytes(&id, sent_at, from, text));
-    Broadcast {
-        id,
-        from: from.into(),
-        sent_at,
-        text: text.into(),
-        signature: B64(signature),
-    }
 }
 
 /// The broadcasts `session` is pushed, as (id, text), up to and including
