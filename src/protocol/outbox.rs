@@ -54,6 +54,7 @@ struct Shared {
     frames: Semaphore,
     /// One permit per byte that may still be queued or being written.
     bytes: Semaphore,
+    max_frames: usize,
     max_bytes: usize,
     /// Wakes the receiver: a frame was queued, or the last sender left.
     wake: Notify,
@@ -114,14 +115,16 @@ impl Outbox {
     /// receiver its writer task drains.
     pub fn new(frames: usize, max_bytes: usize) -> (Self, OutboxReceiver) {
         let max_bytes = max_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let max_frames = frames.clamp(1, Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 senders: 1,
                 open: true,
             }),
-            frames: Semaphore::new(frames.clamp(1, Semaphore::MAX_PERMITS)),
+            frames: Semaphore::new(max_frames),
             bytes: Semaphore::new(max_bytes),
+            max_frames,
             max_bytes,
             wake: Notify::new(),
         });
@@ -168,6 +171,21 @@ impl Outbox {
         bytes.forget();
         slot.forget();
         self.push(body, cost).map_err(|e| (e, Vec::new()))
+    }
+
+    /// Queues `body` only if half the outbox's frames and bytes stay free
+    /// after it: what may be skipped (a broadcast) must never take the room
+    /// that a frame which may not be skipped (a pushed message, whose lack
+    /// of room closes the session) will need.
+    pub fn try_send_leaving_half(&self, body: Vec<u8>) -> Result<(), OutboxError> {
+        let cost = self.cost(&body) as usize;
+        let shared = &self.shared;
+        let bytes_left = shared.bytes.available_permits().saturating_sub(cost);
+        let frames_left = shared.frames.available_permits().saturating_sub(1);
+        if bytes_left < shared.max_bytes / 2 || frames_left < shared.max_frames / 2 {
+            return Err(OutboxError::Full);
+        }
+        self.try_send(body)
     }
 
     /// Queues `body`, its frame slot and `cost` bytes already taken.
