@@ -33,12 +33,20 @@ pub struct Admitted {
 }
 
 /// Messages and frames past the request limit are refused before they are
-/// gathered, as oversized TCP frames are.
+/// gathered, as oversized TCP frames are. The read buffer starts small: the
+/// layer's default of 128 KiB would be held by every connection, idle or
+/// not logged in, where the TCP port holds a few KiB. (Unlike the TCP
+/// port's, the layer makes room for a whole frame once its header says how
+/// long it is.)
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_REQUEST_FRAME))
         .max_frame_size(Some(MAX_REQUEST_FRAME))
+        .read_buffer_size(READ_BUFFER)
 }
+
+/// What each WebSocket connection's read buffer starts with.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// Serves one upgraded connection to the end.
 pub async fn serve(
