@@ -133,7 +133,7 @@ pub enum Command {
     Link {
         /// The account's phone number.
         phone: String,
-        /// The link code, e.g. abcde-fghij-klmno-pqrst-uvwxyz.
+        /// The link code, e.g. abcde-fghij-klmno-pqrst-uvwxya.
         code: String,
         /// A name for this device, shown to the account's contacts.
         #[arg(long, default_value = "linked device")]

@@ -265,7 +265,7 @@ impl Client {
         let code = LinkCode::parse(code).map_err(|_| {
             ClientError::Input(
                 "that is not a link code: give the code `carrier devices add` printed, \
-                 like abcde-fghij-klmno-pqrst-uvwxyz"
+                 like abcde-fghij-klmno-pqrst-uvwxya"
                     .into(),
             )
         })?;

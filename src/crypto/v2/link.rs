@@ -270,6 +270,8 @@ mod tests {
             LinkCode::parse("77777-77777-77777-77777-77777z").is_err(),
             "trailing bits"
         );
+        // The example the help and error texts show is a code that parses.
+        assert!(LinkCode::parse("abcde-fghij-klmno-pqrst-uvwxya").is_ok());
         assert!(LinkCode::parse("abc").is_err());
         assert!(LinkCode::parse("00000-00000-00000-00000-000000").is_err());
         assert_eq!(format!("{:?}", LinkCode([0xab; 16])), "LinkCode(…)");

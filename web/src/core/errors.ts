@@ -47,7 +47,7 @@ const SENTENCES: Record<string, string> = {
   empty: "Write something first.",
   internal: "The Carrier server had a problem. Try again in a moment.",
   no_devices: "That person has no device that can receive messages yet. Try again later.",
-  not_link_code: "That is not a link code. Type the code carrier devices add printed, like abcde-fghij-klmno-pqrst-uvwxyz.",
+  not_link_code: "That is not a link code. Type the code carrier devices add printed, like abcde-fghij-klmno-pqrst-uvwxya.",
   no_account_key: "The other device kept the account key, so this browser cannot be linked with it. Use carrier devices add on a device that holds it.",
   no_account: "This browser has no Carrier account yet. Register or link it first.",
   account_replaced: "Your number was registered again with another key, so this browser is no longer one of its devices.",
