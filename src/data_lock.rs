@@ -6,6 +6,10 @@
 //! life of the process: the kernel releases it when the process ends, even
 //! after `kill -9`, so a stale lock file never blocks a restart. The file
 //! holds the PID of the holder, for the error message and for operators.
+//!
+//! An SQLite database is locked the same way, by `<file>.lock` beside it
+//! ([`DatabaseLock`]): one outside the data directory is otherwise
+//! guarded by no server's lock, and `migrate` would copy it while it runs.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -22,7 +26,7 @@ pub struct DataDirLock {
     _file: File,
 }
 
-/// Why the data directory could not be locked.
+/// Why the data directory (or a database) could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
@@ -30,10 +34,14 @@ pub enum LockError {
     )]
     Held { dir: PathBuf, pid: String },
     #[error(
+        "another carrier-server (PID {pid}) is using the database {db}; stop it first, or give this one its own database"
+    )]
+    DatabaseHeld { db: PathBuf, pid: String },
+    #[error(
         "cannot open {path}: permission denied; run this as the user that owns the data directory (the one the server runs as), or as root"
     )]
     NotYours { path: PathBuf },
-    #[error("cannot lock the data directory ({path}): {source}")]
+    #[error("cannot lock {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -45,36 +53,13 @@ impl DataDirLock {
     /// momentary probe to let go of it (see [`lock_past_probes`]), and
     /// writes this process's PID into it.
     pub fn acquire(dir: &Path) -> Result<Self, LockError> {
-        let path = dir.join(LOCK_FILE);
-        let io = |source: std::io::Error| match source.kind() {
-            std::io::ErrorKind::PermissionDenied => LockError::NotYours { path: path.clone() },
-            _ => LockError::Io {
-                path: path.clone(),
-                source,
-            },
+        let held = |pid| LockError::Held {
+            dir: dir.to_owned(),
+            pid,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        match lock_past_probes(&file) {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(LockError::Held {
-                    dir: dir.to_owned(),
-                    pid: holder(&mut file),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: file })
+        Ok(Self {
+            _file: acquire(&dir.join(LOCK_FILE), held)?,
+        })
     }
 
     /// Whether a process holds the lock on `dir` now (without taking it).
@@ -87,16 +72,93 @@ impl DataDirLock {
     /// that cannot bind a port asks before it reports that: a server
     /// holding the directory is then the cause to name.
     pub fn check_free(dir: &Path) -> Result<(), LockError> {
-        let Ok(mut file) = File::open(dir.join(LOCK_FILE)) else {
-            return Ok(());
+        check_free(&dir.join(LOCK_FILE), |pid| LockError::Held {
+            dir: dir.to_owned(),
+            pid,
+        })
+    }
+}
+
+/// Held while a server (or `migrate`, or an offline admin command) uses an
+/// SQLite database, wherever it lies: the same kind of lock as the data
+/// directory's, on `<database file>.lock` beside it. A database outside
+/// the data directory is then still one server's, and two databases in
+/// one directory are locked apart. The database file itself is never
+/// locked: opening and closing it here would drop SQLite's own locks.
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _file: File,
+}
+
+impl DatabaseLock {
+    /// Takes the lock on the SQLite database at `db` (see
+    /// [`DataDirLock::acquire`]).
+    pub fn acquire(db: &Path) -> Result<Self, LockError> {
+        let held = |pid| LockError::DatabaseHeld {
+            db: db.to_owned(),
+            pid,
         };
-        match file.try_lock_shared() {
-            Err(TryLockError::WouldBlock) => Err(LockError::Held {
-                dir: dir.to_owned(),
-                pid: holder(&mut file),
-            }),
-            _ => Ok(()),
-        }
+        Ok(Self {
+            _file: acquire(&Self::file(db), held)?,
+        })
+    }
+
+    /// Refuses as [`DatabaseLock::acquire`] would if a process holds the
+    /// lock on `db` now, taking none (see [`DataDirLock::check_free`]).
+    pub fn check_free(db: &Path) -> Result<(), LockError> {
+        check_free(&Self::file(db), |pid| LockError::DatabaseHeld {
+            db: db.to_owned(),
+            pid,
+        })
+    }
+
+    /// The lock file of the database at `db`: its name with `.lock` added.
+    pub fn file(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+}
+
+/// Takes the lock file at `path` and writes this process's PID into it;
+/// `held` is the refusal when another process holds it.
+fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, LockError> {
+    let io = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => LockError::NotYours {
+            path: path.to_owned(),
+        },
+        _ => LockError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    match lock_past_probes(&file) {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(held(holder(&mut file))),
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+/// `held`'s refusal if a process holds the lock file at `path` now.
+fn check_free(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<(), LockError> {
+    let Ok(mut file) = File::open(path) else {
+        return Ok(());
+    };
+    match file.try_lock_shared() {
+        Err(TryLockError::WouldBlock) => Err(held(holder(&mut file))),
+        _ => Ok(()),
     }
 }
 
@@ -150,6 +212,25 @@ mod tests {
         drop(first);
         assert!(!DataDirLock::is_held(dir.path()));
         DataDirLock::acquire(dir.path()).expect("free again once dropped");
+    }
+
+    #[test]
+    fn a_database_is_locked_apart_from_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("carrier.db");
+        let first = DatabaseLock::acquire(&db).unwrap();
+        let err = DatabaseLock::acquire(&db).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("PID {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains(&db.display().to_string()), "{err}");
+        assert!(DatabaseLock::check_free(&db).is_err());
+        assert!(!db.exists(), "the database file itself is not touched");
+        DatabaseLock::acquire(&dir.path().join("other.db")).expect("another file, another lock");
+        assert!(!DataDirLock::is_held(dir.path()), "nor is the directory");
+        drop(first);
+        DatabaseLock::acquire(&db).expect("free again once dropped");
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //!   and as people read it.
 //! - [`rate`]: token buckets keyed by whoever is limited.
 //! - [`private_files`]: files and directories only their owner may read.
-//! - [`data_lock`]: one server per data directory.
+//! - [`data_lock`]: one server per data directory (and per SQLite database).
 //! - [`telemetry`]: the log set-up every binary shares, and warnings
 //!   logged at most once per interval.
 //! - [`metrics`]: the process's Prometheus counters, gauges and histograms.

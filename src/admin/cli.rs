@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use super::{AdminError, Context, LinkState, Reply, Request, execute, socket};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::data_lock::{DataDirLock, LockError};
-use crate::db::Store;
+use crate::data_lock::{DataDirLock, DatabaseLock, LockError};
+use crate::db::{Location, Store};
 
 /// `carrier-server admin` and its flags.
 #[derive(Debug, clap::Args)]
@@ -128,7 +128,15 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         Err(LockError::Held { .. }) => return socket::call(dir, &request).await,
         Err(e) => return Err(AdminError::Io(e.to_string())),
     };
-    let (store, _committed) = Store::open(&config.database_location(), config.quotas()).await?;
+    let location = config.database_location();
+    let _db_lock = match &location {
+        Location::Sqlite(path) => Some(DatabaseLock::acquire(path).map_err(|e| match e {
+            LockError::DatabaseHeld { .. } => AdminError::Refused(e.to_string()),
+            e => AdminError::Io(e.to_string()),
+        })?),
+        Location::Postgres(_) => None,
+    };
+    let (store, _committed) = Store::open(&location, config.quotas()).await?;
     let cx = Context {
         store: store.clone(),
         clock: Clock::System,

@@ -6,7 +6,8 @@
 //! servers' devices. The target must be empty; everything is written in
 //! one transaction, so a failed copy leaves it empty; the counts are
 //! compared table by table before it commits. The source must be stopped:
-//! a copy from SQLite holds its data directory's lock throughout.
+//! a copy from SQLite holds its directory's lock and the database's own
+//! lock throughout.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use super::backend::{Conn, on_backend};
 use super::queue::{Placeholder, values_of};
 use super::quota::{Quota, Quotas};
 use super::{DbError, Location, Store};
-use crate::data_lock::{DataDirLock, LockError};
+use crate::data_lock::{DataDirLock, DatabaseLock, LockError};
 
 /// What is copied, in an order that keeps each queue's arrival order (rows
 /// are read by their key, and the target numbers `seq` anew in that order).
@@ -256,6 +257,10 @@ pub enum CopyError {
         "another carrier-server (PID {pid}) is using the data directory {dir}; stop it first, then migrate"
     )]
     SourceInUse { dir: PathBuf, pid: String },
+    #[error(
+        "another carrier-server (PID {pid}) is using the database {db}; stop it first, then migrate"
+    )]
+    DatabaseInUse { db: PathBuf, pid: String },
     #[error(transparent)]
     Lock(LockError),
     #[error(transparent)]
@@ -296,12 +301,15 @@ fn unbounded() -> Quotas {
     }
 }
 
-/// The lock on the data directory of an SQLite source, held until the copy
-/// ends: a server running there goes on writing, and what it wrote or
-/// deleted after its table was read would differ in the copy, or be lost.
-/// The lock is the kernel's and goes with its process, so a lock file a
-/// killed server left behind does not refuse the copy.
-fn lock_source(from: &Location) -> Result<Option<DataDirLock>, CopyError> {
+/// The locks on an SQLite source, held until the copy ends: a server
+/// running on it goes on writing, and what it wrote or deleted after its
+/// table was read would differ in the copy, or be lost. The database's own
+/// lock is held by a server wherever the file lies; its directory's lock
+/// is too when that is the server's data directory (and refuses with the
+/// message an operator knows from a start there). The locks are the
+/// kernel's and go with their process, so a lock file a killed server left
+/// behind does not refuse the copy.
+fn lock_source(from: &Location) -> Result<Option<(DataDirLock, DatabaseLock)>, CopyError> {
     let Location::Sqlite(path) = from else {
         return Ok(None);
     };
@@ -309,11 +317,14 @@ fn lock_source(from: &Location) -> Result<Option<DataDirLock>, CopyError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    match DataDirLock::acquire(dir) {
-        Ok(lock) => Ok(Some(lock)),
-        Err(LockError::Held { dir, pid }) => Err(CopyError::SourceInUse { dir, pid }),
-        Err(e) => Err(CopyError::Lock(e)),
-    }
+    let refused = |e| match e {
+        LockError::Held { dir, pid } => CopyError::SourceInUse { dir, pid },
+        LockError::DatabaseHeld { db, pid } => CopyError::DatabaseInUse { db, pid },
+        e => CopyError::Lock(e),
+    };
+    let dir_lock = DataDirLock::acquire(dir).map_err(refused)?;
+    let db_lock = DatabaseLock::acquire(path).map_err(refused)?;
+    Ok(Some((dir_lock, db_lock)))
 }
 
 impl Store {

@@ -120,6 +120,8 @@ pub struct Server {
     edges: Vec<Edge>,
     /// Released when the server has stopped.
     _lock: crate::data_lock::DataDirLock,
+    /// The SQLite database's own lock, wherever it lies; released with it.
+    _db_lock: Option<crate::data_lock::DatabaseLock>,
 }
 
 /// Why the server could not start.
@@ -203,6 +205,13 @@ impl Server {
             error,
         })?;
         let lock = crate::data_lock::DataDirLock::acquire(dir)?;
+        // An SQLite database is this server's alone, even outside the data
+        // directory: no other server, nor `migrate`, may open it meanwhile.
+        // Taken before the key is made, so a refused start leaves none.
+        let db_lock = match config.database_location() {
+            db::Location::Sqlite(path) => Some(crate::data_lock::DatabaseLock::acquire(&path)?),
+            db::Location::Postgres(_) => None,
+        };
         let key_path = dir.join(KEY_FILE);
         crate::private_files::check_owner(&key_path)
             .map_err(|error| StartError::KeyFile {
@@ -290,6 +299,7 @@ impl Server {
             clock: clock_for_admin,
             edges: Vec::new(),
             _lock: lock,
+            _db_lock: db_lock,
         })
     }
 

@@ -246,9 +246,16 @@ fn listen<E: From<StartError>>(
 }
 
 /// `refused`, a socket that could not be bound, unless another process
-/// holds `config.data_dir`: then the lock's refusal, which explains it.
+/// holds `config.data_dir` (or its SQLite database): then the lock's
+/// refusal, which explains it.
 pub fn unless_locked<E: From<StartError>>(config: &ServerConfig, refused: E) -> E {
-    match crate::data_lock::DataDirLock::check_free(&config.data_dir) {
+    use crate::data_lock::{DataDirLock, DatabaseLock};
+    let free =
+        DataDirLock::check_free(&config.data_dir).and_then(|()| match config.database_location() {
+            crate::db::Location::Sqlite(path) => DatabaseLock::check_free(&path),
+            crate::db::Location::Postgres(_) => Ok(()),
+        });
+    match free {
         Ok(()) => refused,
         Err(locked) => StartError::from(locked).into(),
     }

@@ -89,6 +89,69 @@ fn a_migrate_from_a_running_server_is_refused() {
     );
 }
 
+/// A server on an SQLite database outside its data directory holds that
+/// database too: `migrate` from it is refused, naming the server's PID, as
+/// is a second server on the same file; a server on another file in the
+/// same directory is not. Once the server is killed the copy goes ahead.
+#[test]
+fn a_migrate_from_a_database_outside_the_data_directory_is_refused() {
+    let db_dir = tempfile::tempdir().expect("temporary directory");
+    let db = db_dir.path().join("carrier.db");
+    let on = |db: &std::path::Path| {
+        let files = ServerFiles::on_sqlite();
+        files.set_extra_config(
+            "",
+            &format!("[database]\nurl = \"sqlite:{}\"\n", db.display()),
+        );
+        files
+    };
+    let files = on(&db);
+    let mut server = files.start();
+    let source = format!("sqlite:{}", db.display());
+    let target_dir = tempfile::tempdir().expect("temporary directory");
+    let target = target_dir.path().join("copy.db");
+    let migrate = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
+        cmd.args(["migrate", "--from", &source, "--to"])
+            .arg(format!("sqlite:{}", target.display()))
+            .env_remove("CARRIER_DATABASE_URL");
+        cmd
+    };
+    let line = refusal(&mut migrate(), "a migrate from a running server's database");
+    assert_eq!(
+        line,
+        format!(
+            "carrier-server: another carrier-server (PID {}) is using the database {}; \
+             stop it first, then migrate",
+            server.pid(),
+            db.display()
+        )
+    );
+    assert!(!target.exists(), "a refused migrate created {target:?}");
+    let line = refusal(
+        &mut on(&db).command(),
+        "a second server on the same database",
+    );
+    assert!(
+        line.starts_with(&format!(
+            "carrier-server: another carrier-server (PID {}) is using the database {}",
+            server.pid(),
+            db.display()
+        )),
+        "{line}"
+    );
+    let mut neighbour = on(&db_dir.path().join("other.db")).start();
+    assert!(neighbour.terminate().success());
+    server.kill_9();
+    let out = run(&mut migrate(), "a migrate once the server is killed");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout_of(&out).contains("users: 0 rows"),
+        "{}",
+        stdout_of(&out)
+    );
+}
+
 #[test]
 fn a_start_that_cannot_bind_a_port_creates_no_data_directory() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
