@@ -176,16 +176,27 @@ impl Outbox {
     /// Queues `body` only if half the outbox's frames and bytes stay free
     /// after it: what may be skipped (a broadcast) must never take the room
     /// that a frame which may not be skipped (a pushed message, whose lack
-    /// of room closes the session) will need.
+    /// of room closes the session) will need. The room is taken before it
+    /// is judged, so broadcasts offered at once from several threads cannot
+    /// each see the same half free.
     pub fn try_send_leaving_half(&self, body: Vec<u8>) -> Result<(), OutboxError> {
-        let cost = self.cost(&body) as usize;
+        let refused = |e| match e {
+            TryAcquireError::NoPermits => OutboxError::Full,
+            TryAcquireError::Closed => OutboxError::Closed,
+        };
         let shared = &self.shared;
-        let bytes_left = shared.bytes.available_permits().saturating_sub(cost);
-        let frames_left = shared.frames.available_permits().saturating_sub(1);
-        if bytes_left < shared.max_bytes / 2 || frames_left < shared.max_frames / 2 {
+        let cost = self.cost(&body);
+        let bytes = shared.bytes.try_acquire_many(cost).map_err(refused)?;
+        let slot = shared.frames.try_acquire().map_err(refused)?;
+        let half_left = shared.bytes.available_permits() >= shared.max_bytes / 2
+            && shared.frames.available_permits() >= shared.max_frames / 2;
+        if !half_left {
+            // Dropping the permits gives the room back.
             return Err(OutboxError::Full);
         }
-        self.try_send(body)
+        bytes.forget();
+        slot.forget();
+        self.push(body, cost)
     }
 
     /// Queues `body`, its frame slot and `cost` bytes already taken.
