@@ -112,11 +112,53 @@ impl DatabaseLock {
         })
     }
 
-    /// The lock file of the database at `db`: its name with `.lock` added.
+    /// The lock file of the database at `db`: the name of the file SQLite
+    /// opens with `.lock` added. SQLite follows a symbolic link to the
+    /// database and drops a URL's `?query`, so the lock does too: two
+    /// spellings of one database must meet at one lock.
     pub fn file(db: &Path) -> PathBuf {
-        let mut name = db.as_os_str().to_owned();
+        let written = db.to_string_lossy();
+        let db = match written.split_once('?') {
+            Some((path, _query)) => PathBuf::from(path),
+            None => db.to_owned(),
+        };
+        let mut name = resolved(&db).into_os_string();
         name.push(".lock");
         PathBuf::from(name)
+    }
+}
+
+/// `db` with symbolic links resolved: the file itself when it exists, else
+/// its directory (a database not created yet).
+fn resolved(db: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(db) {
+        return real;
+    }
+    let dir = match db.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), db.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => db.to_owned(),
+    }
+}
+
+/// Gives the lock file at `path` to whoever owns its directory. One made by
+/// root (an offline admin command, as OPERATING advises under systemd's
+/// dynamic user) would otherwise shut the server's own user out of it.
+/// Anyone but root cannot give a file away, and needs not: the attempt's
+/// failure is ignored.
+fn give_to_directory_owner(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent() else { return };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
     }
 }
 
@@ -140,6 +182,7 @@ fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, 
         .mode(0o600)
         .open(path)
         .map_err(io)?;
+    give_to_directory_owner(path);
     match lock_past_probes(&file) {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(held(holder(&mut file))),
@@ -231,6 +274,22 @@ mod tests {
         assert!(!DataDirLock::is_held(dir.path()), "nor is the directory");
         drop(first);
         DatabaseLock::acquire(&db).expect("free again once dropped");
+    }
+
+    /// A link to the database, or its URL's query, is the same database.
+    #[test]
+    fn spellings_of_one_database_meet_at_one_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("data").join("carrier.db");
+        std::fs::create_dir(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, b"").unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let _held = DatabaseLock::acquire(&link).unwrap();
+        assert!(DatabaseLock::acquire(&real).is_err(), "through the link");
+        let query = PathBuf::from(format!("{}?mode=rwc", real.display()));
+        assert!(DatabaseLock::acquire(&query).is_err(), "with a query");
+        assert!(!dir.path().join("link.db.lock").exists());
     }
 
     #[test]
