@@ -187,18 +187,13 @@ mod tests {
             share("[queue]\nmax_messages_per_recipient = 10\nmax_messages_per_sender = 10\n").0,
             10
         );
-        std::fs::write(
-            &path,
-            "[queue]\nmax_messages_per_recipient = 10\nmax_messages_per_sender = 11\n",
-        )
-        .unwrap();
-        let err = check_file(&path).unwrap_err();
-        assert!(
-            err.ends_with(
-                "server.toml:3: key 'queue.max_messages_per_sender': must be at most \
-                 queue.max_messages_per_recipient (10), the whole queue"
+        // The example's old explicit share, kept with a smaller queue.
+        assert_eq!(
+            share(
+                "[queue]\nmax_messages_per_recipient = 10\nmax_messages_per_sender = 25000\n\
+                 max_bytes_per_recipient = 4096\nmax_bytes_per_sender = 67108864\n"
             ),
-            "{err}"
+            (10, 4096)
         );
     }
 
@@ -213,6 +208,9 @@ mod tests {
             "carrier=debug,warn",
             "off",
             "carrier::link=trace",
+            "warn,carrier=info,",
+            "2",
+            "carrier[conn]",
         ] {
             std::fs::write(&path, format!("[log]\nlevel = \"{good}\"\n")).unwrap();
             assert_eq!(check_file(&path), Ok(()), "{good}");

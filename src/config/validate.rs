@@ -225,9 +225,17 @@ fn log_filter(level: &str) -> Result<(), KeyError> {
     if level.trim().is_empty() {
         return refuse("name a level, such as \"info\"".into());
     }
-    for part in level.split(',') {
-        let part = part.trim();
-        if !part.contains('=') && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part)) {
+    // Empty parts (a trailing comma) are skipped by the filter; a part with
+    // `=` or a `[span]` names what it filters; a bare part must be a level,
+    // by name or by number as the filter reads them.
+    let level_alone = |part: &str| {
+        LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part))
+            || part
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_ok()
+    };
+    for part in level.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if !part.contains('=') && !part.contains('[') && !level_alone(part) {
             return refuse(format!(
                 "'{part}' is not a level (one of {}), nor target=level",
                 LEVELS.join(", ")
@@ -240,35 +248,29 @@ fn log_filter(level: &str) -> Result<(), KeyError> {
 }
 
 /// What one sender may hold in one recipient's queue: a quarter of the
-/// queue when not set, so lowering the queue lowers it too, and never more
-/// than the queue, or the bound would not keep one sender from filling it.
+/// queue when not set, so lowering the queue lowers it too. A share set
+/// above the queue counts as the whole queue: files copied from the
+/// example before the share followed the queue set 25000 and 64 MiB
+/// whatever their queue, and must still start.
 fn sender_quota(q: &QueueSection) -> Result<Quota, KeyError> {
-    let share = |key, set: Option<u64>, queue: u64, queue_key: &str, max| {
+    let share = |key, set: Option<u64>, queue: u64, max| {
         let Some(value) = set else {
             return Ok((queue / 4).max(1));
         };
         within(key, value, max)?;
-        if value > queue {
-            return Err((
-                key,
-                format!("must be at most {queue_key} ({queue}), the whole queue"),
-            ));
-        }
-        Ok(value)
+        Ok(value.min(queue))
     };
     Ok(Quota {
         max_messages: share(
             "queue.max_messages_per_sender",
             q.max_messages_per_sender,
             q.max_messages_per_recipient,
-            "queue.max_messages_per_recipient",
             MAX_COUNT,
         )?,
         max_bytes: share(
             "queue.max_bytes_per_sender",
             q.max_bytes_per_sender,
             q.max_bytes_per_recipient,
-            "queue.max_bytes_per_recipient",
             MAX_BYTES,
         )?,
     })
