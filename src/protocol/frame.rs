@@ -250,6 +250,47 @@ mod tests {
         ));
     }
 
+    /// Hands out a body 100 bytes at a time, noting how much room each
+    /// read offered against what had arrived before it.
+    struct Trickle {
+        left: Vec<u8>,
+        arrived: usize,
+        most_room: Vec<(usize, usize)>,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let (room, arrived) = (buf.remaining(), self.arrived);
+            self.most_room.push((room, arrived));
+            let n = room.min(100).min(self.left.len());
+            buf.put_slice(&self.left[..n]);
+            self.left.drain(..n);
+            self.arrived += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_given_room_only_as_its_bytes_arrive() {
+        let mut reader = Trickle {
+            left: vec![1; 100_000],
+            arrived: 0,
+            most_room: Vec::new(),
+        };
+        let body = read_body(&mut reader, 100_000).await.unwrap();
+        assert_eq!(body.len(), 100_000);
+        for (room, arrived) in reader.most_room {
+            assert!(
+                room + arrived <= FIRST_BODY_ROOM.max(2 * arrived),
+                "{room} bytes of room offered after {arrived} arrived"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_writer_task_sends_frames_whole_and_in_order() {
         let (a, mut b) = tokio::io::duplex(1 << 20);
