@@ -91,9 +91,13 @@ fn apply(old: &ServerConfig, new: &ServerConfig, state: &ServerState, log: Optio
         ),
         (
             "queue",
-            format!("{:?}{:?}", old.quota, old.neighbour_quota)
-                != format!("{:?}{:?}", new.quota, new.neighbour_quota)
-                || old.message_ttl_ms != new.message_ttl_ms,
+            format!(
+                "{:?}{:?}{:?}",
+                old.quota, old.sender_quota, old.neighbour_quota
+            ) != format!(
+                "{:?}{:?}{:?}",
+                new.quota, new.sender_quota, new.neighbour_quota
+            ) || old.message_ttl_ms != new.message_ttl_ms,
         ),
         (
             "neighbourhood.server_port",

@@ -193,6 +193,22 @@ async fn sighup_says_worker_threads_wait_for_a_restart() {
     assert!(warning.contains("server.worker_threads"), "{warning}");
 }
 
+/// A sender's share of a queue is read at start, like the queue: a reload
+/// that changes only the share says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_says_a_senders_share_waits_for_a_restart() {
+    let files = ServerFiles::new();
+    let server = files.start();
+    files.set_extra_config("", "[queue]\nmax_messages_per_sender = 7\n");
+    hang_up(&files, &server, "configuration reloaded");
+    let log = files.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("takes effect at the next restart"))
+        .unwrap_or_else(|| panic!("no restart warning in:\n{log}"));
+    assert!(warning.contains("queue"), "{warning}");
+}
+
 /// A server that started alone gains a neighbour on SIGHUP, relays to it,
 /// and loses it on the next SIGHUP, while its own sessions stay up and the
 /// neighbour, which still lists it, is refused.
