@@ -44,6 +44,15 @@ pub enum OutboxError {
     Closed,
 }
 
+impl From<TryAcquireError> for OutboxError {
+    fn from(e: TryAcquireError) -> Self {
+        match e {
+            TryAcquireError::NoPermits => OutboxError::Full,
+            TryAcquireError::Closed => OutboxError::Closed,
+        }
+    }
+}
+
 /// What the senders and the receiver share.
 ///
 /// A queued frame holds the `Arc` of the queue it waits in, a cycle the
@@ -155,48 +164,47 @@ impl Outbox {
     /// it back, so the caller can wait for room with it ([`Self::send`]).
     /// (The body given back with [`OutboxError::Closed`] may be empty.)
     pub fn try_send_or_return(&self, body: Vec<u8>) -> Result<(), (OutboxError, Vec<u8>)> {
-        let refused = |e| match e {
-            TryAcquireError::NoPermits => OutboxError::Full,
-            TryAcquireError::Closed => OutboxError::Closed,
-        };
-        let cost = self.cost(&body);
-        let bytes = match self.shared.bytes.try_acquire_many(cost) {
-            Ok(bytes) => bytes,
-            Err(e) => return Err((refused(e), body)),
-        };
-        let slot = match self.shared.frames.try_acquire() {
-            Ok(slot) => slot,
-            Err(e) => return Err((refused(e), body)),
-        };
-        bytes.forget();
-        slot.forget();
-        self.push(body, cost).map_err(|e| (e, Vec::new()))
+        self.try_queue(body, 0, 0)
     }
 
     /// Queues `body` only if half the outbox's frames and bytes stay free
     /// after it: what may be skipped (a broadcast) must never take the room
     /// that a frame which may not be skipped (a pushed message, whose lack
-    /// of room closes the session) will need. The room is taken before it
-    /// is judged, so broadcasts offered at once from several threads cannot
-    /// each see the same half free.
+    /// of room closes the session) will need.
     pub fn try_send_leaving_half(&self, body: Vec<u8>) -> Result<(), OutboxError> {
-        let refused = |e| match e {
-            TryAcquireError::NoPermits => OutboxError::Full,
-            TryAcquireError::Closed => OutboxError::Closed,
-        };
+        let (bytes, frames) = (self.shared.max_bytes / 2, self.shared.max_frames / 2);
+        self.try_queue(body, bytes, frames).map_err(|(e, _)| e)
+    }
+
+    /// Queues `body` if there is room for it now with at least `bytes_free`
+    /// bytes and `frames_free` frames still free after it; otherwise gives
+    /// it back. The room is taken before what is left is judged, so frames
+    /// offered at once from several threads cannot each see the same room.
+    fn try_queue(
+        &self,
+        body: Vec<u8>,
+        bytes_free: usize,
+        frames_free: usize,
+    ) -> Result<(), (OutboxError, Vec<u8>)> {
         let shared = &self.shared;
         let cost = self.cost(&body);
-        let bytes = shared.bytes.try_acquire_many(cost).map_err(refused)?;
-        let slot = shared.frames.try_acquire().map_err(refused)?;
-        let half_left = shared.bytes.available_permits() >= shared.max_bytes / 2
-            && shared.frames.available_permits() >= shared.max_frames / 2;
-        if !half_left {
+        let bytes = match shared.bytes.try_acquire_many(cost) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err((e.into(), body)),
+        };
+        let slot = match shared.frames.try_acquire() {
+            Ok(slot) => slot,
+            Err(e) => return Err((e.into(), body)),
+        };
+        if shared.bytes.available_permits() < bytes_free
+            || shared.frames.available_permits() < frames_free
+        {
             // Dropping the permits gives the room back.
-            return Err(OutboxError::Full);
+            return Err((OutboxError::Full, body));
         }
         bytes.forget();
         slot.forget();
-        self.push(body, cost)
+        self.push(body, cost).map_err(|e| (e, Vec::new()))
     }
 
     /// Queues `body`, its frame slot and `cost` bytes already taken.
