@@ -48,6 +48,27 @@ fn a_second_server_on_one_data_directory_is_refused() {
     assert!(again.terminate().success());
 }
 
+/// `carrier-server migrate` from `source` into an SQLite file at `target`.
+fn migrate_command(source: &str, target: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
+    cmd.args(["migrate", "--from", source, "--to"])
+        .arg(format!("sqlite:{}", target.display()))
+        .env_remove("CARRIER_DATABASE_URL");
+    cmd
+}
+
+/// Runs a migrate that must now go ahead (its server is gone) and copy
+/// an empty store.
+fn copies(migrate: &mut Command) {
+    let out = run(migrate, "a migrate once the server is killed");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout_of(&out).contains("users: 0 rows"),
+        "{}",
+        stdout_of(&out)
+    );
+}
+
 /// `migrate` copies a stopped server: from the database of a running one
 /// it is refused, naming the server's PID, and creates nothing; once the
 /// server is gone, even by SIGKILL with its lock file left behind, the
@@ -59,13 +80,7 @@ fn a_migrate_from_a_running_server_is_refused() {
     let source = format!("sqlite:{}", files.data_dir().join("carrier.db").display());
     let target_dir = tempfile::tempdir().expect("temporary directory");
     let target = target_dir.path().join("copy.db");
-    let migrate = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
-        cmd.args(["migrate", "--from", &source, "--to"])
-            .arg(format!("sqlite:{}", target.display()))
-            .env_remove("CARRIER_DATABASE_URL");
-        cmd
-    };
+    let migrate = || migrate_command(&source, &target);
     let line = refusal(&mut migrate(), "a migrate from a running server");
     assert_eq!(
         line,
@@ -80,13 +95,7 @@ fn a_migrate_from_a_running_server_is_refused() {
     server.kill_9();
     let lock_file = files.data_dir().join(carrier::data_lock::LOCK_FILE);
     assert!(lock_file.exists(), "the killed server's lock file is left");
-    let out = run(&mut migrate(), "a migrate once the server is killed");
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        stdout_of(&out).contains("users: 0 rows"),
-        "{}",
-        stdout_of(&out)
-    );
+    copies(&mut migrate());
 }
 
 /// A server on an SQLite database outside its data directory holds that
@@ -110,13 +119,7 @@ fn a_migrate_from_a_database_outside_the_data_directory_is_refused() {
     let source = format!("sqlite:{}", db.display());
     let target_dir = tempfile::tempdir().expect("temporary directory");
     let target = target_dir.path().join("copy.db");
-    let migrate = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_carrier-server"));
-        cmd.args(["migrate", "--from", &source, "--to"])
-            .arg(format!("sqlite:{}", target.display()))
-            .env_remove("CARRIER_DATABASE_URL");
-        cmd
-    };
+    let migrate = || migrate_command(&source, &target);
     let line = refusal(&mut migrate(), "a migrate from a running server's database");
     assert_eq!(
         line,
@@ -143,13 +146,7 @@ fn a_migrate_from_a_database_outside_the_data_directory_is_refused() {
     let mut neighbour = on(&db_dir.path().join("other.db")).start();
     assert!(neighbour.terminate().success());
     server.kill_9();
-    let out = run(&mut migrate(), "a migrate once the server is killed");
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        stdout_of(&out).contains("users: 0 rows"),
-        "{}",
-        stdout_of(&out)
-    );
+    copies(&mut migrate());
 }
 
 #[test]

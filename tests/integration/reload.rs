@@ -176,6 +176,15 @@ fn wait_for(what: &str, files: &ServerFiles, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The log's line saying a reload's change waits for a restart.
+fn restart_warning(files: &ServerFiles) -> String {
+    let log = files.log_text();
+    log.lines()
+        .find(|l| l.contains("takes effect at the next restart"))
+        .unwrap_or_else(|| panic!("no restart warning in:\n{log}"))
+        .to_owned()
+}
+
 /// The runtime's threads are started once: a reload that changes their
 /// number says it takes effect at the next restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,11 +194,7 @@ async fn sighup_says_worker_threads_wait_for_a_restart() {
     let server = files.start();
     files.set_extra_config("worker_threads = 2", "");
     hang_up(&files, &server, "configuration reloaded");
-    let log = files.log_text();
-    let warning = log
-        .lines()
-        .find(|l| l.contains("takes effect at the next restart"))
-        .unwrap_or_else(|| panic!("no restart warning in:\n{log}"));
+    let warning = restart_warning(&files);
     assert!(warning.contains("server.worker_threads"), "{warning}");
 }
 
@@ -201,11 +206,7 @@ async fn sighup_says_a_senders_share_waits_for_a_restart() {
     let server = files.start();
     files.set_extra_config("", "[queue]\nmax_messages_per_sender = 7\n");
     hang_up(&files, &server, "configuration reloaded");
-    let log = files.log_text();
-    let warning = log
-        .lines()
-        .find(|l| l.contains("takes effect at the next restart"))
-        .unwrap_or_else(|| panic!("no restart warning in:\n{log}"));
+    let warning = restart_warning(&files);
     assert!(warning.contains("queue"), "{warning}");
 }
 
