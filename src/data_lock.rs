@@ -276,6 +276,26 @@ mod tests {
         DatabaseLock::acquire(&db).expect("free again once dropped");
     }
 
+    /// A lock file belongs to whoever owns its directory, also when root
+    /// made it (as root, the directory is first given to `nobody`).
+    #[test]
+    fn a_lock_file_belongs_to_its_directorys_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let _ = std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534));
+        let _data = DataDirLock::acquire(dir.path()).unwrap();
+        let _db = DatabaseLock::acquire(&dir.path().join("carrier.db")).unwrap();
+        let owner = std::fs::metadata(dir.path()).unwrap();
+        for file in [LOCK_FILE, "carrier.db.lock"] {
+            let meta = std::fs::metadata(dir.path().join(file)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (owner.uid(), owner.gid()),
+                "{file}"
+            );
+        }
+    }
+
     /// A link to the database, or its URL's query, is the same database.
     #[test]
     fn spellings_of_one_database_meet_at_one_lock() {
