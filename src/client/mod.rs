@@ -60,6 +60,14 @@ pub enum Notice {
     /// The recipient's server refused one device's copy of a message this
     /// device sent (protocol v2); that copy will never arrive.
     Undeliverable(crate::protocol::notice::Undeliverable),
+    /// A device of `phone` gets nothing from this send: the keys the server
+    /// offered for it were refused (forged, or older than a device keeps
+    /// them). `device` is its id when the keys named one.
+    DeviceLeftOut {
+        phone: String,
+        device: Option<u32>,
+        reason: crate::crypto::v2::Error,
+    },
 }
 
 /// Receives notices; the command line prints them on standard error.

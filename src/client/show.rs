@@ -119,6 +119,19 @@ pub fn notice(n: &Notice) -> String {
             u.device,
             clean(&u.reason)
         ),
+        Notice::DeviceLeftOut {
+            phone,
+            device,
+            reason,
+        } => {
+            let which = match device {
+                Some(d) => format!("device {d} of {}", clean(phone)),
+                None => format!("a device of {}", clean(phone)),
+            };
+            format!(
+                "warning: {which} gets nothing from this send: its keys were refused ({reason})"
+            )
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Hostile and broken input: each is answered with its stable error code,
 //! changes nothing, and leaves the server (and other sessions) working.
 
-use carrier::client::{ClientError, Received};
+use std::sync::Arc;
+
+use carrier::client::{ClientError, Received, show};
 use carrier::crypto::{Identity, Purpose};
 use carrier::domain::MessageId;
 use carrier::protocol::{self, B64, ErrorCode, KeyType, Request, Response};
@@ -643,6 +645,57 @@ async fn a_tampered_envelope_is_refused_by_the_recipient() {
         "tampered text in the history"
     );
     b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_prekey_bundle_is_refused_and_the_sender_told_why() {
+    let (mut server, alice, _bob) = setup().await;
+    // Someone with the server's disk flips one byte of the signature on
+    // Bob's signed prekey (its last 64 bytes).
+    let pool = server.db().await;
+    let (device, mut prekey): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT device, prekey FROM prekeys WHERE phone = $1 AND kind = 1")
+            .bind(BOB)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let last = prekey.len() - 1;
+    prekey[last] ^= 0x01;
+    let updated = sqlx::query("UPDATE prekeys SET prekey = $1 WHERE phone = $2 AND kind = 1")
+        .bind(&prekey)
+        .bind(BOB)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+    pool.close().await;
+
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = notices.clone();
+    alice
+        .client
+        .replace_notify(Arc::new(move |n| seen.lock().unwrap().push(n)));
+    let a = alice.client.login().await.unwrap();
+    let refused = a.send(BOB, "for Bob's eyes").await.unwrap_err();
+    assert!(matches!(refused, ClientError::Forged(_)), "{refused:?}");
+    assert!(
+        refused.to_string().contains("nothing was sent"),
+        "{refused}"
+    );
+    a.close().await;
+    // Bob's key is pinned on first contact (a notice of its own), then
+    // his one device is left out, and said so once.
+    let told: Vec<String> = notices.lock().unwrap().iter().map(show::notice).collect();
+    let warnings: Vec<&String> = told.iter().filter(|t| t.starts_with("warning")).collect();
+    assert_eq!(
+        warnings,
+        [&format!(
+            "warning: device {device} of {BOB} gets nothing from this send: its keys were \
+             refused (signature does not verify)"
+        )]
+    );
+    assert_eq!(server.queued_for(BOB).await, 0, "nothing reached the queue");
     server.stop().await;
 }
 

@@ -75,13 +75,30 @@ impl Session<'_> {
         let peer = self.devices_of(to).await?;
         let fingerprint = peer.fingerprint;
         let to_self = to == &self.me;
+        let forged = peer
+            .refused
+            .iter()
+            .any(|e| *e != crate::crypto::v2::Error::StalePrekey);
+        let stale = !peer.refused.is_empty();
         let served = self
             .fan_out(device, peer, id, &Content::Text(text.into()), sent_at)
             .await?;
         if served == 0 && !to_self {
-            return Err(ClientError::Input(format!(
-                "{to} has no device that can receive yet (none has published its prekeys)"
-            )));
+            return Err(if forged {
+                ClientError::Forged(format!(
+                    "the server offered keys for {to} that do not check out against their \
+                     account key; nothing was sent"
+                ))
+            } else if stale {
+                ClientError::Input(format!(
+                    "{to} has no device that can receive now: their published keys are out \
+                     of date; try again once one of their devices has been online"
+                ))
+            } else {
+                ClientError::Input(format!(
+                    "{to} has no device that can receive yet (none has published its prekeys)"
+                ))
+            });
         }
         if !to_self {
             let mine = match self.remembered_own(device.id()).await? {

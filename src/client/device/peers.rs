@@ -8,7 +8,7 @@
 
 use super::now_ms;
 use super::store::{self, PeerDeviceRow};
-use crate::client::{ClientError, Session};
+use crate::client::{ClientError, Notice, Session};
 use crate::crypto::PublicKey;
 use crate::crypto::v2::{
     DeviceId, DeviceList, PrekeyBundle, PublicPoint, VerifiedBundle, VerifiedDevice,
@@ -28,6 +28,8 @@ pub(in crate::client) struct Checked {
     /// Bundles of listed devices that have published prekeys, for new
     /// sessions; a device without one, and without a session, is skipped.
     pub bundles: Vec<VerifiedBundle>,
+    /// Why bundles were refused (each told as a [`Notice::DeviceLeftOut`]).
+    pub refused: Vec<crate::crypto::v2::Error>,
 }
 
 impl Session<'_> {
@@ -78,10 +80,23 @@ impl Session<'_> {
         }
         let now = now_ms(&self.client.clock);
         let mut bundles = Vec::new();
+        let mut refused = Vec::new();
         for b in &current.bundles {
-            match PrekeyBundle::parse(&b.0).and_then(|b| b.verify(&list, now)) {
+            let parsed = PrekeyBundle::parse(&b.0);
+            let verified = match &parsed {
+                Ok(b) => b.verify(&list, now),
+                Err(e) => Err(e.clone()),
+            };
+            match verified {
                 Ok(b) => bundles.push(b),
-                Err(e) => tracing::warn!(%phone, error = %e, "a device's bundle is refused"),
+                Err(reason) => {
+                    (self.client.notify())(Notice::DeviceLeftOut {
+                        phone: phone.to_string(),
+                        device: parsed.ok().map(|b| b.certificate.device_id.get()),
+                        reason: reason.clone(),
+                    });
+                    refused.push(reason);
+                }
             }
         }
         let rows: Vec<PeerDeviceRow> = bundles
@@ -117,6 +132,7 @@ impl Session<'_> {
             version: list.version(),
             devices: bundles.iter().map(|b| b.device.device_id.get()).collect(),
             bundles,
+            refused,
         })
     }
 
@@ -154,6 +170,7 @@ impl Session<'_> {
             version,
             devices,
             bundles: Vec::new(),
+            refused: Vec::new(),
         }))
     }
 
