@@ -41,6 +41,10 @@ pub enum LockError {
         "cannot open {path}: permission denied; run this as the user that owns the data directory (the one the server runs as), or as root"
     )]
     NotYours { path: PathBuf },
+    #[error(
+        "the database {db} would be in {dir}, which does not exist; create that directory (owned by the user the server runs as), or choose another database path"
+    )]
+    NoDirectory { db: PathBuf, dir: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Io {
         path: PathBuf,
@@ -98,8 +102,17 @@ impl DatabaseLock {
             db: db.to_owned(),
             pid,
         };
+        let file = Self::file(db);
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(LockError::NoDirectory {
+                db: db.to_owned(),
+                dir: dir.to_owned(),
+            });
+        }
         Ok(Self {
-            _file: acquire(&Self::file(db), held)?,
+            _file: acquire(&file, held)?,
         })
     }
 
@@ -294,6 +307,20 @@ mod tests {
                 "{file}"
             );
         }
+    }
+
+    #[test]
+    fn a_database_in_a_missing_directory_names_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("not-made");
+        let err = DatabaseLock::acquire(&missing.join("carrier.db")).unwrap_err();
+        assert!(matches!(err, LockError::NoDirectory { .. }), "{err:?}");
+        let told = err.to_string();
+        assert!(
+            told.contains(&format!("in {}, which does not exist", missing.display())),
+            "{told}"
+        );
+        assert!(!missing.exists(), "nothing is created");
     }
 
     /// A link to the database, or its URL's query, is the same database.
