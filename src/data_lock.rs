@@ -157,24 +157,6 @@ fn resolved(db: &Path) -> PathBuf {
     }
 }
 
-/// Gives the lock file at `path` to whoever owns its directory. One made by
-/// root (an offline admin command, as OPERATING advises under systemd's
-/// dynamic user) would otherwise shut the server's own user out of it.
-/// Anyone but root cannot give a file away, and needs not: the attempt's
-/// failure is ignored.
-fn give_to_directory_owner(path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Some(dir) = path.parent() else { return };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if let Ok(meta) = std::fs::metadata(dir) {
-        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
-    }
-}
-
 /// Takes the lock file at `path` and writes this process's PID into it;
 /// `held` is the refusal when another process holds it.
 fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, LockError> {
@@ -195,7 +177,10 @@ fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, 
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    give_to_directory_owner(path);
+    // One made by root (an offline admin command, as OPERATING advises
+    // under systemd's dynamic user) would otherwise shut the server's own
+    // user out of it.
+    crate::private_files::give_to_directory_owner(path);
     match lock_past_probes(&file) {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(held(holder(&mut file))),

@@ -107,6 +107,23 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Gives the file at `path` to whoever owns its directory: root making a
+/// file in the server's directory must not shut the server's user out.
+/// Anyone but root cannot give a file away, and needs not: the attempt's
+/// failure is ignored.
+pub fn give_to_directory_owner(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent() else { return };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if let Ok(meta) = fs::metadata(dir) {
+        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;

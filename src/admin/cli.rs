@@ -136,7 +136,15 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         })?),
         Location::Postgres(_) => None,
     };
+    let new_database = match &location {
+        Location::Sqlite(path) => (!path.exists()).then_some(path),
+        Location::Postgres(_) => None,
+    };
     let (store, _committed) = Store::open(&location, config.quotas()).await?;
+    // A database this command made (as root, say) is the server's.
+    if let Some(path) = new_database {
+        crate::private_files::give_to_directory_owner(path);
+    }
     let cx = Context {
         store: store.clone(),
         clock: Clock::System,

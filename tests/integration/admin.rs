@@ -207,6 +207,36 @@ fn check_config_names_file_line_and_key() {
     );
 }
 
+/// A database an offline command makes belongs to the data directory's
+/// owner, as the lock files do: a first command run as root (OPERATING's
+/// advice under systemd's dynamic user) must not shut the server's user
+/// out. As root the directory is first given to `nobody`; as anyone else
+/// the owner is the one running the test, and the check still holds.
+#[test]
+fn a_database_an_offline_command_makes_belongs_to_the_directorys_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let files = ServerFiles::on_sqlite();
+    let dir = files.data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::os::unix::fs::chown(&dir, Some(65534), Some(65534));
+    ok(&files, &["status"]);
+    let owner = std::fs::metadata(&dir).unwrap();
+    let made: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(made.contains(&dir.join("carrier.db")), "{made:?}");
+    for file in made {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (owner.uid(), owner.gid()),
+            "{}",
+            file.display()
+        );
+    }
+}
+
 /// An answer written into a pipe nobody reads any more (`… | head -3`
 /// that has read its lines) ends the command with one line, not a panic.
 #[test]
