@@ -70,6 +70,10 @@ pub enum ClientError {
          registered with a carrier older than protocol v2 and need a current one"
     )]
     NoDevicesYet { phone: String },
+    /// A user's devices are listed, but none can receive now: no bundle
+    /// published, or only bundles out of date. A later try may pass.
+    #[error("{0}")]
+    NoDeviceReady(String),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
     /// A protocol v2 value that does not check out (a device list, a
@@ -175,7 +179,8 @@ impl ClientError {
             ClientError::Connect(_)
             | ClientError::Unreachable { .. }
             | ClientError::Disconnected
-            | ClientError::NoDevicesYet { .. } => Exit::Unreachable,
+            | ClientError::NoDevicesYet { .. }
+            | ClientError::NoDeviceReady(_) => Exit::Unreachable,
             ClientError::Server { code, .. } => exit_for(*code),
             ClientError::AccountRefused(_) | ClientError::Declined(_) | ClientError::Forged(_) => {
                 Exit::Refused
@@ -278,6 +283,8 @@ mod tests {
             ),
             (ClientError::Disconnected, 5),
             (ClientError::NoDevicesYet { phone: "p".into() }, 5),
+            (ClientError::NoDeviceReady("p".into()), 5),
+            (ClientError::Forged("p".into()), 4),
             (
                 ClientError::KeyChanged {
                     phone: "p".into(),

@@ -683,6 +683,9 @@ async fn a_forged_prekey_bundle_is_refused_and_the_sender_told_why() {
         refused.to_string().contains("nothing was sent"),
         "{refused}"
     );
+    // Looking contacts up for other reasons (as `fetch` does) sends
+    // nothing, and so tells of no device left out.
+    a.device_notices().await.unwrap();
     a.close().await;
     // Bob's key is pinned on first contact (a notice of its own), then
     // his one device is left out, and said so once.

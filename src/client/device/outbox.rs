@@ -7,12 +7,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::peers::Checked;
+use super::peers::{Checked, RefusedBundle};
 use super::store::{self, Use};
 use super::{Device, now_ms};
 use crate::client::home::{Direction, Record, record_in};
-use crate::client::{ClientError, Session, refused, unexpected};
-use crate::crypto::v2::{ClaimedPrekeys, Content, MAX_TEXT_BYTES, Session as Ratchet};
+use crate::client::{ClientError, Notice, Session, refused, unexpected};
+use crate::crypto::v2::{self, ClaimedPrekeys, Content, MAX_TEXT_BYTES, Session as Ratchet};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, CurrentDevices, ErrorCode, Request, Response};
 
@@ -75,30 +75,12 @@ impl Session<'_> {
         let peer = self.devices_of(to).await?;
         let fingerprint = peer.fingerprint;
         let to_self = to == &self.me;
-        let forged = peer
-            .refused
-            .iter()
-            .any(|e| *e != crate::crypto::v2::Error::StalePrekey);
-        let stale = !peer.refused.is_empty();
-        let served = self
+        let (served, refused) = self
             .fan_out(device, peer, id, &Content::Text(text.into()), sent_at)
             .await?;
+        self.tell_left_out(to, &refused);
         if served == 0 && !to_self {
-            return Err(if forged {
-                ClientError::Forged(format!(
-                    "the server offered keys for {to} that do not check out against their \
-                     account key; nothing was sent"
-                ))
-            } else if stale {
-                ClientError::Input(format!(
-                    "{to} has no device that can receive now: their published keys are out \
-                     of date; try again once one of their devices has been online"
-                ))
-            } else {
-                ClientError::Input(format!(
-                    "{to} has no device that can receive yet (none has published its prekeys)"
-                ))
-            });
+            return Err(none_reached(to, &refused));
         }
         if !to_self {
             let mine = match self.remembered_own(device.id()).await? {
@@ -110,7 +92,8 @@ impl Session<'_> {
                 id,
                 text: text.into(),
             };
-            self.fan_out(device, mine, id, &copy, sent_at).await?;
+            let (_, refused) = self.fan_out(device, mine, id, &copy, sent_at).await?;
+            self.tell_left_out(&self.me, &refused);
         }
         let record = Record {
             id,
@@ -169,7 +152,8 @@ impl Session<'_> {
     }
 
     /// Sends `content` to every device of `checked` but this one; returns
-    /// how many took it.
+    /// how many took it, and the bundles refused on the way (one per
+    /// device, none for a device that took it).
     async fn fan_out(
         &self,
         device: &Device,
@@ -177,12 +161,14 @@ impl Session<'_> {
         id: MessageId,
         content: &Content,
         sent_at: i64,
-    ) -> Result<usize, ClientError> {
+    ) -> Result<(usize, Vec<RefusedBundle>), ClientError> {
         let mut served = HashSet::new();
         if checked.phone == self.me {
             served.insert(device.id().get());
         }
+        let mut refused = Vec::new();
         for _ in 0..MAX_LIST_CHANGES {
+            refused.append(&mut checked.refused);
             let todo: Vec<u32> = checked
                 .devices
                 .iter()
@@ -211,7 +197,10 @@ impl Session<'_> {
                 }
             }
             match stale {
-                None => return Ok(served.len() - usize::from(checked.phone == self.me)),
+                None => {
+                    let count = served.len() - usize::from(checked.phone == self.me);
+                    return Ok((count, left_out(refused, &served)));
+                }
                 Some(current) => {
                     checked = self
                         .check_devices(&checked.phone, &checked.key, &current)
@@ -223,6 +212,17 @@ impl Session<'_> {
             "the device list of {} kept changing while sending; try again",
             checked.phone
         )))
+    }
+
+    /// Tells the user of each device of `phone` this send left out.
+    fn tell_left_out(&self, phone: &PhoneNumber, refused: &[RefusedBundle]) {
+        for r in refused {
+            (self.client.notify())(Notice::DeviceLeftOut {
+                phone: phone.to_string(),
+                device: r.device,
+                reason: r.reason.clone(),
+            });
+        }
     }
 
     /// A session per device in `todo`: the one to send in, else a new one,
@@ -356,6 +356,39 @@ impl Session<'_> {
     }
 }
 
+/// The refusals worth telling: none for a device that took the message, one
+/// per device otherwise, and one for all the bundles whose certificate did
+/// not check out (a server could offer any number).
+fn left_out(refused: Vec<RefusedBundle>, served: &HashSet<u32>) -> Vec<RefusedBundle> {
+    let mut told = HashSet::new();
+    refused
+        .into_iter()
+        .filter(|r| r.device.is_none_or(|d| !served.contains(&d)))
+        .filter(|r| told.insert(r.device))
+        .collect()
+}
+
+/// Why a send reached no device of `to`: forged keys, keys out of date, or
+/// none published.
+fn none_reached(to: &PhoneNumber, refused: &[RefusedBundle]) -> ClientError {
+    if refused.iter().any(|r| r.reason != v2::Error::StalePrekey) {
+        ClientError::Forged(format!(
+            "the server offered keys for {to} that do not check out against their account \
+             key; nothing was sent"
+        ))
+    } else if !refused.is_empty() {
+        ClientError::NoDeviceReady(format!(
+            "{to} has no device that can receive now: their published keys are out of date; \
+             try again once one of their devices has been online"
+        ))
+    } else {
+        ClientError::NoDeviceReady(format!(
+            "{to} has no device that can receive yet (none has published its prekeys); try \
+             again later"
+        ))
+    }
+}
+
 /// A sync copy (to one of this account's own other devices) whose id is
 /// already taken in that device's queue is skipped with a warning rather
 /// than failing the send: the recipient may have taken the id there first,
@@ -392,6 +425,57 @@ mod tests {
             message: "another message is already queued under this id".into(),
             retry_after_ms: None,
         })
+    }
+
+    fn refused(device: Option<u32>, reason: v2::Error) -> RefusedBundle {
+        RefusedBundle { device, reason }
+    }
+
+    /// A device that took the message, or was told of already, is not
+    /// told again; bundles without a checked device are told once.
+    #[test]
+    fn each_device_left_out_is_told_once() {
+        let bad = v2::Error::BadSignature;
+        let told = left_out(
+            vec![
+                refused(Some(2), bad.clone()),
+                refused(Some(3), v2::Error::StalePrekey),
+                refused(Some(2), v2::Error::StalePrekey),
+                refused(Some(4), bad.clone()),
+                refused(None, v2::Error::Malformed("prekey")),
+                refused(None, bad.clone()),
+            ],
+            &HashSet::from([1, 4]),
+        );
+        assert_eq!(
+            told,
+            [
+                refused(Some(2), bad),
+                refused(Some(3), v2::Error::StalePrekey),
+                refused(None, v2::Error::Malformed("prekey")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_send_that_reached_nobody_says_why() {
+        let to = PhoneNumber::parse("+12025550102").unwrap();
+        let stale = refused(Some(1), v2::Error::StalePrekey);
+        let forged = refused(None, v2::Error::BadSignature);
+        assert!(matches!(
+            none_reached(&to, &[stale.clone(), forged]),
+            ClientError::Forged(_)
+        ));
+        let out_of_date = none_reached(&to, &[stale]);
+        assert!(
+            matches!(out_of_date, ClientError::NoDeviceReady(ref m) if m.contains("out of date")),
+            "{out_of_date}"
+        );
+        let none = none_reached(&to, &[]);
+        assert!(
+            matches!(none, ClientError::NoDeviceReady(ref m) if m.contains("none has published")),
+            "{none}"
+        );
     }
 
     #[test]

@@ -8,10 +8,10 @@
 
 use super::now_ms;
 use super::store::{self, PeerDeviceRow};
-use crate::client::{ClientError, Notice, Session};
+use crate::client::{ClientError, Session};
 use crate::crypto::PublicKey;
 use crate::crypto::v2::{
-    DeviceId, DeviceList, PrekeyBundle, PublicPoint, VerifiedBundle, VerifiedDevice,
+    self, DeviceId, DeviceList, PrekeyBundle, PublicPoint, VerifiedBundle, VerifiedDevice,
 };
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::CurrentDevices;
@@ -23,13 +23,24 @@ pub(in crate::client) struct Checked {
     pub key: PublicKey,
     pub fingerprint: Fingerprint,
     pub version: u64,
-    /// The devices to write to.
+    /// The devices to write to. From a lookup, those whose bundles checked
+    /// out: a device whose bundle is refused or missing gets nothing, also
+    /// when a session with it exists. From memory (`remembered_own`), the
+    /// devices with a session.
     pub devices: Vec<u32>,
-    /// Bundles of listed devices that have published prekeys, for new
-    /// sessions; a device without one, and without a session, is skipped.
+    /// The bundles that checked out, for new sessions.
     pub bundles: Vec<VerifiedBundle>,
-    /// Why bundles were refused (each told as a [`Notice::DeviceLeftOut`]).
-    pub refused: Vec<crate::crypto::v2::Error>,
+    /// The bundles that did not.
+    pub refused: Vec<RefusedBundle>,
+}
+
+/// A bundle that did not check out: the device it is for, when its
+/// certificate did check out (a server could write any id into one that
+/// does not), and why. What the user is told of a device left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(in crate::client) struct RefusedBundle {
+    pub device: Option<u32>,
+    pub reason: v2::Error,
 }
 
 impl Session<'_> {
@@ -90,12 +101,11 @@ impl Session<'_> {
             match verified {
                 Ok(b) => bundles.push(b),
                 Err(reason) => {
-                    (self.client.notify())(Notice::DeviceLeftOut {
-                        phone: phone.to_string(),
-                        device: parsed.ok().map(|b| b.certificate.device_id.get()),
-                        reason: reason.clone(),
+                    let device = parsed.ok().and_then(|b| list.certify(&b.certificate).ok());
+                    refused.push(RefusedBundle {
+                        device: device.map(|d| d.device_id.get()),
+                        reason,
                     });
-                    refused.push(reason);
                 }
             }
         }

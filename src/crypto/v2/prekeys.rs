@@ -203,14 +203,15 @@ impl PrekeyBundle {
     /// prekey whose secret may have leaked since its deletion).
     pub fn verify(&self, list: &VerifiedDeviceList, now_ms: u64) -> Result<VerifiedBundle, Error> {
         let device = list.certify(&self.certificate)?;
+        // Signatures first: a forged prekey must not pass as one out of date.
+        self.signed_prekey.verify(&device.key, PrekeyKind::Signed)?;
+        self.kem_prekey
+            .verify(&device.key, PrekeyKind::KemLastResort)?;
         for prekey in [&self.signed_prekey, &self.kem_prekey] {
             if now_ms.saturating_sub(prekey.created_at_ms) > ROTATE_AFTER_MS + RETAIN_REPLACED_MS {
                 return Err(Error::StalePrekey);
             }
         }
-        self.signed_prekey.verify(&device.key, PrekeyKind::Signed)?;
-        self.kem_prekey
-            .verify(&device.key, PrekeyKind::KemLastResort)?;
         Ok(VerifiedBundle {
             signed: self.signed_prekey.ec()?,
             kem: self.kem_prekey.kem()?,
