@@ -169,12 +169,17 @@ fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, 
             source,
         },
     };
+    // Never through a symbolic link: whoever owns the directory could
+    // otherwise have root (running an offline admin command) create, and
+    // then hand over, a file anywhere.
+    let no_follow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(no_follow)
         .open(path)
         .map_err(io)?;
     // One made by root (an offline admin command, as OPERATING advises
@@ -306,6 +311,18 @@ mod tests {
             "{told}"
         );
         assert!(!missing.exists(), "nothing is created");
+    }
+
+    /// A lock file planted as a symbolic link is refused, and what it
+    /// points to neither made nor given away.
+    #[test]
+    fn a_lock_file_that_is_a_symbolic_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(LOCK_FILE)).unwrap();
+        let err = DataDirLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(err, LockError::Io { .. }), "{err:?}");
+        assert!(!elsewhere.exists(), "made through the link");
     }
 
     /// A link to the database, or its URL's query, is the same database.

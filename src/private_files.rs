@@ -109,8 +109,9 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 
 /// Gives the file at `path` to whoever owns its directory: root making a
 /// file in the server's directory must not shut the server's user out.
-/// Anyone but root cannot give a file away, and needs not: the attempt's
-/// failure is ignored.
+/// A symbolic link is given away itself, never what it points to. Anyone
+/// but root cannot give a file away, and needs not: the attempt's failure
+/// is ignored.
 pub fn give_to_directory_owner(path: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Some(dir) = path.parent() else { return };
@@ -120,7 +121,7 @@ pub fn give_to_directory_owner(path: &Path) {
         dir
     };
     if let Ok(meta) = fs::metadata(dir) {
-        let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+        let _ = std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()));
     }
 }
 

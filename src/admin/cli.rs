@@ -136,8 +136,10 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         })?),
         Location::Postgres(_) => None,
     };
+    // Nothing at all at the path, not even a symbolic link: one the
+    // directory's owner planted must not get root's file handed to them.
     let new_database = match &location {
-        Location::Sqlite(path) => (!path.exists()).then_some(path),
+        Location::Sqlite(path) => std::fs::symlink_metadata(path).is_err().then_some(path),
         Location::Postgres(_) => None,
     };
     let (store, _committed) = Store::open(&location, config.quotas()).await?;
