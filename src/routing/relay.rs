@@ -83,6 +83,10 @@ impl Router {
         }
         let mut path = r.path;
         path.push(me);
+        // The neighbour's word on both times is bounded by this server's
+        // clock: a date in the future would show and sort wrongly, and no
+        // message lives longer here than this server's lifetime allows.
+        let now = self.clock.now_ms();
         let message = NewMessage {
             id: r.id,
             recipient: recipient.clone(),
@@ -90,8 +94,8 @@ impl Router {
             sender,
             sender_device: r.sender_device,
             envelope: r.envelope.0,
-            received_at: r.received_at,
-            expires_at: r.expires_at.min(self.clock.now_ms() + self.message_ttl_ms),
+            received_at: r.received_at.min(now),
+            expires_at: r.expires_at.min(now + self.message_ttl_ms),
         };
         // At the home the sender is checked once their device is known,
         // which may be later (`remote_senders`).

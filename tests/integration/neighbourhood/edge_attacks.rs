@@ -242,6 +242,60 @@ async fn one_neighbour_cannot_take_every_waiting_slot_nor_hold_back_acks() {
     assert_eq!(first, "fast acked");
 }
 
+/// A neighbour's date of first acceptance is no later than this server's
+/// clock: one in the future would show and sort wrongly for the recipient.
+#[tokio::test]
+async fn a_relayed_date_in_the_future_is_capped_at_the_servers_clock() {
+    let (nodes, hostile) = beside_a_hostile_neighbour().await;
+    let (carol, _, carols) = with_devices(&nodes[0], CAROL, 1).await;
+    let c1_conn = &carols[0].1;
+    let mut link = link_as(&hostile, &nodes[0]).await;
+    let dave = Identity::generate(KeyType::P256);
+    let dave_home = LinkMessage::Directory {
+        entries: vec![homed_at(&hostile, DAVE, &dave)],
+    };
+    send_link(&mut link, &dave_home).await;
+    let (list, mut daves) = devices_of(&dave, DAVE, 1, &[1]);
+    send_link(
+        &mut link,
+        &LinkMessage::Devices {
+            entries: vec![list],
+        },
+    )
+    .await;
+    lookup_shows(c1_conn, DAVE, 1, 1).await;
+    let carol_peer = look_up(c1_conn, CAROL, &carol.identity()).await;
+
+    let dave1 = daves.remove(0);
+    let mut session = start_session(&dave1, &carol_peer, 1, None);
+    let id = MessageId::random();
+    let envelope = seal(&dave1, &mut session, id, "from the future");
+    let mut r = relay(
+        &dave1,
+        CAROL,
+        1,
+        id,
+        envelope,
+        hostile.fingerprint().to_hex(),
+    );
+    let century_ms = 100 * 365 * 86_400_000;
+    r.received_at = now_ms() as i64 + century_ms;
+    send_link(&mut link, &LinkMessage::Relay(r)).await;
+    next_link_message(&mut link, "the acknowledgement", |m| match m {
+        LinkMessage::RelayAck { ids, .. } if ids.contains(&id) => Some(()),
+        _ => None,
+    })
+    .await;
+    let asked_at = now_ms() as i64;
+    let got = fetch(c1_conn).await;
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
+    assert!(
+        got[0].received_at <= asked_at,
+        "received_at {} is after {asked_at}",
+        got[0].received_at
+    );
+}
+
 #[tokio::test]
 async fn a_server_behind_a_neighbour_spends_its_own_claim_share() {
     let (nodes, hostile) = beside_a_hostile_neighbour().await;
