@@ -17,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::private_files;
+
 /// File name of the lock inside the data directory.
 pub const LOCK_FILE: &str = "carrier-server.lock";
 
@@ -45,6 +47,10 @@ pub enum LockError {
         "the database {db} would be in {dir}, which does not exist; create that directory (owned by the user the server runs as), or choose another database path"
     )]
     NoDirectory { db: PathBuf, dir: PathBuf },
+    #[error(
+        "{path} is not a plain file of its own (a hard link, a directory or a FIFO); remove it and try again"
+    )]
+    NotPlain { path: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Io {
         path: PathBuf,
@@ -130,14 +136,17 @@ impl DatabaseLock {
     /// database and drops a URL's `?query`, so the lock does too: two
     /// spellings of one database must meet at one lock.
     pub fn file(db: &Path) -> PathBuf {
-        let written = db.to_string_lossy();
-        let db = match written.split_once('?') {
-            Some((path, _query)) => PathBuf::from(path),
-            None => db.to_owned(),
-        };
-        let mut name = resolved(&db).into_os_string();
+        let mut name = resolved(&without_query(db)).into_os_string();
         name.push(".lock");
         PathBuf::from(name)
+    }
+}
+
+/// The file an SQLite database path names: without a URL's `?query`.
+pub fn without_query(db: &Path) -> PathBuf {
+    match db.to_string_lossy().split_once('?') {
+        Some((path, _query)) => PathBuf::from(path),
+        None => db.to_owned(),
     }
 }
 
@@ -147,10 +156,7 @@ fn resolved(db: &Path) -> PathBuf {
     if let Ok(real) = std::fs::canonicalize(db) {
         return real;
     }
-    let dir = match db.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = private_files::directory_of(db);
     match (std::fs::canonicalize(dir), db.file_name()) {
         (Ok(dir), Some(name)) => dir.join(name),
         _ => db.to_owned(),
@@ -182,10 +188,18 @@ fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, 
         .custom_flags(no_follow)
         .open(path)
         .map_err(io)?;
+    // Nor through a hard link, which would have root write a PID into
+    // (and hand over) another file.
+    let meta = file.metadata().map_err(io)?;
+    if !private_files::is_plain(&meta) {
+        return Err(LockError::NotPlain {
+            path: path.to_owned(),
+        });
+    }
     // One made by root (an offline admin command, as OPERATING advises
     // under systemd's dynamic user) would otherwise shut the server's own
     // user out of it.
-    crate::private_files::give_to_directory_owner(path);
+    private_files::give_to_directory_owner(&file, path);
     match lock_past_probes(&file) {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Err(held(holder(&mut file))),
@@ -323,6 +337,19 @@ mod tests {
         let err = DataDirLock::acquire(dir.path()).unwrap_err();
         assert!(matches!(err, LockError::Io { .. }), "{err:?}");
         assert!(!elsewhere.exists(), "made through the link");
+    }
+
+    /// A lock file that is a hard link to another file is refused before
+    /// anything is written to it.
+    #[test]
+    fn a_lock_file_that_is_a_hard_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "important").unwrap();
+        std::fs::hard_link(&elsewhere, dir.path().join(LOCK_FILE)).unwrap();
+        let err = DataDirLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(err, LockError::NotPlain { .. }), "{err:?}");
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "important");
     }
 
     /// A link to the database, or its URL's query, is the same database.

@@ -107,21 +107,40 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Gives the file at `path` to whoever owns its directory: root making a
-/// file in the server's directory must not shut the server's user out.
-/// A symbolic link is given away itself, never what it points to. Anyone
-/// but root cannot give a file away, and needs not: the attempt's failure
-/// is ignored.
-pub fn give_to_directory_owner(path: &Path) {
+/// The directory `path` is in (`.` for a bare file name).
+pub fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether a file is one plain file: not a directory, device or FIFO, and
+/// not a hard link to a file elsewhere. Root writes only to such a file in
+/// a directory another user owns, who could otherwise point it anywhere.
+pub fn is_plain(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some(dir) = path.parent() else { return };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if let Ok(meta) = fs::metadata(dir) {
-        let _ = std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()));
+    meta.file_type().is_file() && meta.nlink() == 1
+}
+
+/// Whether this process runs as root and `dir` belongs to another user:
+/// the case where a file that user planted could turn root's writes
+/// against another file, and where a file root makes would shut that
+/// user out.
+pub fn root_in_another_users(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    rustix::process::geteuid().is_root() && fs::metadata(dir).is_ok_and(|m| m.uid() != 0)
+}
+
+/// Gives `file`, open at `path`, to whoever owns its directory: root making
+/// a file in the server's directory must not shut the server's user out.
+/// The open file is given, not whatever the path names by then. Anyone but
+/// root cannot give a file away, and needs not: the attempt's failure is
+/// ignored.
+pub fn give_to_directory_owner(file: &File, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = fs::metadata(directory_of(path)) {
+        let _ = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()));
     }
 }
 

@@ -2,14 +2,17 @@
 //! is, how it reaches the server (its socket when it runs, its store under
 //! the data-directory lock when it does not), and how answers print.
 
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use super::{AdminError, Context, LinkState, Reply, Request, execute, socket};
 use crate::clock::Clock;
 use crate::config::ServerConfig;
-use crate::data_lock::{DataDirLock, DatabaseLock, LockError};
+use crate::data_lock::{DataDirLock, DatabaseLock, LockError, without_query};
 use crate::db::{Location, Store};
+use crate::private_files;
 
 /// `carrier-server admin` and its flags.
 #[derive(Debug, clap::Args)]
@@ -129,6 +132,9 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         Err(e) => return Err(AdminError::Io(e.to_string())),
     };
     let location = config.database_location();
+    if let Location::Sqlite(path) = &location {
+        prepare_database(&without_query(path))?;
+    }
     let _db_lock = match &location {
         Location::Sqlite(path) => Some(DatabaseLock::acquire(path).map_err(|e| match e {
             LockError::DatabaseHeld { .. } => AdminError::Refused(e.to_string()),
@@ -136,17 +142,7 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
         })?),
         Location::Postgres(_) => None,
     };
-    // Nothing at all at the path, not even a symbolic link: one the
-    // directory's owner planted must not get root's file handed to them.
-    let new_database = match &location {
-        Location::Sqlite(path) => std::fs::symlink_metadata(path).is_err().then_some(path),
-        Location::Postgres(_) => None,
-    };
     let (store, _committed) = Store::open(&location, config.quotas()).await?;
-    // A database this command made (as root, say) is the server's.
-    if let Some(path) = new_database {
-        crate::private_files::give_to_directory_owner(path);
-    }
     let cx = Context {
         store: store.clone(),
         clock: Clock::System,
@@ -158,6 +154,39 @@ async fn send(config: &ServerConfig, request: Request) -> Result<Reply, AdminErr
     drop(cx);
     store.close().await;
     reply
+}
+
+/// Root running an offline command on a database in another user's
+/// directory (OPERATING's advice under systemd's dynamic user) must not
+/// follow a link that user planted, nor leave a database that user cannot
+/// open. There the database must be one plain file, and a new one is made
+/// and given to the directory's owner before SQLite opens it (SQLite, run
+/// by root, gives its WAL files to the database's owner).
+fn prepare_database(file: &Path) -> Result<(), AdminError> {
+    if !private_files::root_in_another_users(private_files::directory_of(file)) {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| AdminError::Io(format!("{}: {e}", file.display()));
+    match std::fs::symlink_metadata(file) {
+        Ok(meta) if private_files::is_plain(&meta) => Ok(()),
+        Ok(_) => Err(AdminError::Refused(format!(
+            "{} is not a plain file of its own (a symbolic or hard link, or not a file); \
+             run as root, an admin command does not follow it in a directory another user \
+             owns: run it as that user, or put the database file itself there",
+            file.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let made = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .map_err(io)?;
+            private_files::give_to_directory_owner(&made, file);
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 fn check_config(file: &std::path::Path) -> Result<(), AdminError> {

@@ -89,7 +89,8 @@ pub(super) async fn fit_memory(conn: &mut SqliteConnection) -> Result<(), sqlx::
 /// slower than `.cargo/config.toml` asks. Returns the pool and the options
 /// the queue writer connects with.
 pub(super) async fn open(path: &Path) -> Result<(SqlitePool, SqliteConnectOptions), DbError> {
-    crate::private_files::create_file(path).map_err(|source| DbError::Create {
+    let file = crate::data_lock::without_query(path);
+    crate::private_files::create_file(&file).map_err(|source| DbError::Create {
         path: path.to_owned(),
         source,
     })?;

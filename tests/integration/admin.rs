@@ -237,6 +237,46 @@ fn a_database_an_offline_command_makes_belongs_to_the_directorys_owner() {
     }
 }
 
+/// Run as root on a directory another user owns, an offline command
+/// follows no link that user planted in place of the database: neither to
+/// a file that exists (which SQLite would write into) nor to one that does
+/// not (which it would create). Only root is at risk, so only root checks.
+#[test]
+fn as_root_a_database_that_is_a_link_is_refused() {
+    let files = ServerFiles::on_sqlite();
+    let dir = files.data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    if std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).is_err() {
+        eprintln!("not root: a database that is a link is refused only to root; not checked");
+        return;
+    }
+    let outside = files.config.with_file_name("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let existing = outside.join("existing");
+    std::fs::write(&existing, "").unwrap();
+    let db = dir.join("carrier.db");
+    for target in [existing.clone(), outside.join("not-yet")] {
+        let _ = std::fs::remove_file(&db);
+        std::os::unix::fs::symlink(&target, &db).unwrap();
+        let err = refused(&files, &["status"]);
+        assert!(err.contains("is not a plain file of its own"), "{err}");
+    }
+    std::fs::remove_file(&db).unwrap();
+    std::fs::hard_link(&existing, &db).unwrap();
+    let err = refused(&files, &["status"]);
+    assert!(err.contains("is not a plain file of its own"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["existing"], "made beside the link's target");
+    assert_eq!(
+        std::fs::read(&existing).unwrap(),
+        b"",
+        "written through a link"
+    );
+}
+
 /// An answer written into a pipe nobody reads any more (`… | head -3`
 /// that has read its lines) ends the command with one line, not a panic.
 #[test]
