@@ -123,13 +123,14 @@ pub fn is_plain(meta: &fs::Metadata) -> bool {
     meta.file_type().is_file() && meta.nlink() == 1
 }
 
-/// Whether this process runs as root and `dir` belongs to another user:
-/// the case where a file that user planted could turn root's writes
-/// against another file, and where a file root makes would shut that
-/// user out.
+/// Whether this process runs as root and `dir` belongs to another user, or
+/// others may write in it: the case where a file planted there could turn
+/// root's writes against another file, and where a file root makes could
+/// shut the directory's owner out.
 pub fn root_in_another_users(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    rustix::process::geteuid().is_root() && fs::metadata(dir).is_ok_and(|m| m.uid() != 0)
+    rustix::process::geteuid().is_root()
+        && fs::metadata(dir).is_ok_and(|m| m.uid() != 0 || m.mode() & 0o022 != 0)
 }
 
 /// Gives `file`, open at `path`, to whoever owns its directory: root making

@@ -167,14 +167,27 @@ fn prepare_database(file: &Path) -> Result<(), AdminError> {
         return Ok(());
     }
     let io = |e: std::io::Error| AdminError::Io(format!("{}: {e}", file.display()));
-    match std::fs::symlink_metadata(file) {
-        Ok(meta) if private_files::is_plain(&meta) => Ok(()),
-        Ok(_) => Err(AdminError::Refused(format!(
+    let not_plain = |path: &Path| {
+        AdminError::Refused(format!(
             "{} is not a plain file of its own (a symbolic or hard link, or not a file); \
              run as root, an admin command does not follow it in a directory another user \
-             owns: run it as that user, or put the database file itself there",
-            file.display()
-        ))),
+             owns: run it as that user, or put the file itself there",
+            path.display()
+        ))
+    };
+    // SQLite, run by root, writes its journals and gives them to the
+    // database's owner: they must be plain files too.
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut journal = file.as_os_str().to_owned();
+        journal.push(suffix);
+        let journal = PathBuf::from(journal);
+        if std::fs::symlink_metadata(&journal).is_ok_and(|m| !private_files::is_plain(&m)) {
+            return Err(not_plain(&journal));
+        }
+    }
+    match std::fs::symlink_metadata(file) {
+        Ok(meta) if private_files::is_plain(&meta) => Ok(()),
+        Ok(_) => Err(not_plain(file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let made = OpenOptions::new()
                 .write(true)

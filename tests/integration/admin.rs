@@ -265,6 +265,14 @@ fn as_root_a_database_that_is_a_link_is_refused() {
     std::fs::hard_link(&existing, &db).unwrap();
     let err = refused(&files, &["status"]);
     assert!(err.contains("is not a plain file of its own"), "{err}");
+    // A database of its own, but a journal that is a link.
+    std::fs::remove_file(&db).unwrap();
+    ok(&files, &["status"]);
+    let shm = dir.join("carrier.db-shm");
+    let _ = std::fs::remove_file(&shm);
+    std::fs::hard_link(&existing, &shm).unwrap();
+    let err = refused(&files, &["status"]);
+    assert!(err.contains("carrier.db-shm is not a plain file"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&outside)
         .unwrap()
         .map(|e| e.unwrap().file_name())
