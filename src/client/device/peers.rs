@@ -12,6 +12,7 @@ use crate::client::{ClientError, Session};
 use crate::crypto::PublicKey;
 use crate::crypto::v2::{
     self, DeviceId, DeviceList, PrekeyBundle, PublicPoint, VerifiedBundle, VerifiedDevice,
+    VerifiedDeviceList,
 };
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::CurrentDevices;
@@ -41,6 +42,29 @@ pub(in crate::client) struct Checked {
 pub(in crate::client) struct RefusedBundle {
     pub device: Option<u32>,
     pub reason: v2::Error,
+}
+
+/// Checks one bundle of a verified list. A refusal names the device only
+/// once the certificate checked out: a server could write any id into one
+/// that does not.
+fn check_bundle(
+    bytes: &[u8],
+    list: &VerifiedDeviceList,
+    now: u64,
+) -> Result<VerifiedBundle, RefusedBundle> {
+    let uncertified = |reason| RefusedBundle {
+        device: None,
+        reason,
+    };
+    let bundle = PrekeyBundle::parse(bytes).map_err(uncertified)?;
+    let device = list.certify(&bundle.certificate).map_err(uncertified)?;
+    let id = device.device_id.get();
+    bundle
+        .verify_prekeys(device, now)
+        .map_err(|reason| RefusedBundle {
+            device: Some(id),
+            reason,
+        })
 }
 
 impl Session<'_> {
@@ -93,20 +117,9 @@ impl Session<'_> {
         let mut bundles = Vec::new();
         let mut refused = Vec::new();
         for b in &current.bundles {
-            let parsed = PrekeyBundle::parse(&b.0);
-            let verified = match &parsed {
-                Ok(b) => b.verify(&list, now),
-                Err(e) => Err(e.clone()),
-            };
-            match verified {
+            match check_bundle(&b.0, &list, now) {
                 Ok(b) => bundles.push(b),
-                Err(reason) => {
-                    let device = parsed.ok().and_then(|b| list.certify(&b.certificate).ok());
-                    refused.push(RefusedBundle {
-                        device: device.map(|d| d.device_id.get()),
-                        reason,
-                    });
-                }
+                Err(r) => refused.push(r),
             }
         }
         let rows: Vec<PeerDeviceRow> = bundles

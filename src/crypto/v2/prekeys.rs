@@ -202,7 +202,17 @@ impl PrekeyBundle {
     /// neither is older than a device keeps it (so a server cannot serve a
     /// prekey whose secret may have leaked since its deletion).
     pub fn verify(&self, list: &VerifiedDeviceList, now_ms: u64) -> Result<VerifiedBundle, Error> {
-        let device = list.certify(&self.certificate)?;
+        self.verify_prekeys(list.certify(&self.certificate)?, now_ms)
+    }
+
+    /// [`Self::verify`] past the certificate, for a `device` it certified:
+    /// a caller that tells which device a refused bundle was for certifies
+    /// first, and once.
+    pub fn verify_prekeys(
+        &self,
+        device: VerifiedDevice,
+        now_ms: u64,
+    ) -> Result<VerifiedBundle, Error> {
         // Signatures first: a forged prekey must not pass as one out of date.
         self.signed_prekey.verify(&device.key, PrekeyKind::Signed)?;
         self.kem_prekey
