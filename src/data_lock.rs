@@ -48,7 +48,7 @@ pub enum LockError {
     )]
     NoDirectory { db: PathBuf, dir: PathBuf },
     #[error(
-        "{path} is not a plain file of its own (a hard link, a directory or a FIFO); remove it and try again"
+        "{path} is not a plain file of its own (a symbolic or hard link, a directory or a FIFO); remove it and try again"
     )]
     NotPlain { path: PathBuf },
     #[error("cannot lock {path}: {source}")]
@@ -109,9 +109,8 @@ impl DatabaseLock {
             pid,
         };
         let file = Self::file(db);
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
+        let dir = private_files::directory_of(&file);
+        if !dir.is_dir() {
             return Err(LockError::NoDirectory {
                 db: db.to_owned(),
                 dir: dir.to_owned(),
@@ -170,6 +169,12 @@ fn acquire(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, 
         std::io::ErrorKind::PermissionDenied => LockError::NotYours {
             path: path.to_owned(),
         },
+        // What opening without following a link says of a link.
+        _ if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            LockError::NotPlain {
+                path: path.to_owned(),
+            }
+        }
         _ => LockError::Io {
             path: path.to_owned(),
             source,
@@ -335,7 +340,7 @@ mod tests {
         let elsewhere = dir.path().join("elsewhere");
         std::os::unix::fs::symlink(&elsewhere, dir.path().join(LOCK_FILE)).unwrap();
         let err = DataDirLock::acquire(dir.path()).unwrap_err();
-        assert!(matches!(err, LockError::Io { .. }), "{err:?}");
+        assert!(matches!(err, LockError::NotPlain { .. }), "{err:?}");
         assert!(!elsewhere.exists(), "made through the link");
     }
 
