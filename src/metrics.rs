@@ -115,7 +115,7 @@ impl Metrics {
         );
         r.register(
             "messages_expired",
-            "Messages deleted unread at the end of their lifetime",
+            "Messages deleted unread at the end of their lifetime, or relayed to us already expired and dropped",
             m.expired.clone(),
         );
         r.register(

@@ -39,6 +39,8 @@ enum Outcome {
     /// Not yet handed over: waiting for something first (a relayed
     /// message for its sender's device list, `remote_senders`).
     Later(oneshot::Receiver<Result<PendingSend, RouteError>>),
+    /// Taken but not kept: a relayed message already past its lifetime.
+    Expired,
 }
 
 impl PendingSend {
@@ -52,6 +54,16 @@ impl PendingSend {
             recipient,
             remote: false,
             outcome: Outcome::Later(later),
+        }
+    }
+
+    /// A relayed message that had expired when it arrived: answered as
+    /// committed, so its neighbour drops it, but never stored or pushed.
+    pub(super) fn expired(recipient: PhoneNumber) -> Self {
+        Self {
+            recipient,
+            remote: false,
+            outcome: Outcome::Expired,
         }
     }
 
@@ -76,6 +88,7 @@ impl PendingSend {
                     .map_err(|_| RouteError::Interrupted("waiting to deliver"))??;
                 return Box::pin(pending.committed()).await;
             }
+            Outcome::Expired => return Ok(()),
         };
         match outcome.await.map_err(|_| DbError::WriterGone)?? {
             EnqueueOutcome::Stored | EnqueueOutcome::Duplicate => Ok(()),

@@ -74,6 +74,16 @@ impl Router {
         }
         let sent_by = (&sender, r.sender_device);
         check_v2_header(&r.envelope.0, sent_by, (&recipient, r.device), r.id)?;
+        // Past its lifetime by this server's clock, it will never be
+        // fetched or relayed from here. Acknowledged all the same: refused
+        // or left unanswered, the neighbour would keep its copy and send it
+        // again on every link until its own sweep.
+        let now = self.clock.now_ms();
+        if r.expires_at <= now {
+            crate::metrics::get().expired.inc();
+            tracing::debug!(id = %r.id, "a relayed message arrived expired; acknowledged, not stored");
+            return Ok(PendingSend::expired(recipient));
+        }
         // A copy for our own user waits, if need be, until its sending
         // device is known here (`remote_senders`).
         let mut home = false;
@@ -86,7 +96,6 @@ impl Router {
         // The neighbour's word on both times is bounded by this server's
         // clock: a date in the future would show and sort wrongly, and no
         // message lives longer here than this server's lifetime allows.
-        let now = self.clock.now_ms();
         let message = NewMessage {
             id: r.id,
             recipient: recipient.clone(),

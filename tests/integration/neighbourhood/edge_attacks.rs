@@ -5,16 +5,19 @@
 //! refused), a waiting message holding back no other acknowledgement, and
 //! claims from a server behind an honest one charged to that server.
 
+use carrier::client::Connection;
 use carrier::crypto::Identity;
-use carrier::crypto::v2::ClaimedPrekeys;
+use carrier::crypto::v2::{ClaimedPrekeys, Session};
 use carrier::domain::MessageId;
-use carrier::protocol::link::{ClaimRequest, LinkMessage};
+use carrier::protocol::link::{ClaimRequest, LinkMessage, Relayed};
 use carrier::protocol::{ErrorCode, KeyType, Response};
 
-use super::devices::{fetch, homed_at, lookup_shows, with_devices};
+use super::devices::{count, fetch, homed_at, lookup_shows, with_devices};
 use super::edges::{ToAFullQueue, devices_of, notices, relay};
-use super::{beside_a_hostile_neighbour, link_as, neighbourhood, next_link_message, send_link};
-use crate::common::{ALICE, BOB, CAROL, DAVE};
+use super::{
+    Node, beside_a_hostile_neighbour, link_as, neighbourhood, next_link_message, send_link,
+};
+use crate::common::{ALICE, BOB, CAROL, DAVE, next_pushed_message};
 use crate::devices::client::*;
 
 const ERIN: &str = "+12025550105";
@@ -242,58 +245,112 @@ async fn one_neighbour_cannot_take_every_waiting_slot_nor_hold_back_acks() {
     assert_eq!(first, "fast acked");
 }
 
+/// A hostile neighbour that is Dave's home, linked to node 0, where Carol
+/// has one device, with a session from Dave's device to hers.
+struct DaveBesideCarol {
+    nodes: Vec<Node>,
+    hostile: Identity,
+    link: carrier::tls::ClientTlsStream,
+    dave: Device,
+    session: Session,
+    carols: Vec<(Device, Connection)>,
+}
+
+impl DaveBesideCarol {
+    async fn start() -> Self {
+        let (nodes, hostile) = beside_a_hostile_neighbour().await;
+        let (carol, _, carols) = with_devices(&nodes[0], CAROL, 1).await;
+        let c1_conn = &carols[0].1;
+        let mut link = link_as(&hostile, &nodes[0]).await;
+        let dave = Identity::generate(KeyType::P256);
+        let dave_home = LinkMessage::Directory {
+            entries: vec![homed_at(&hostile, DAVE, &dave)],
+        };
+        send_link(&mut link, &dave_home).await;
+        let (list, mut daves) = devices_of(&dave, DAVE, 1, &[1]);
+        send_link(
+            &mut link,
+            &LinkMessage::Devices {
+                entries: vec![list],
+            },
+        )
+        .await;
+        lookup_shows(c1_conn, DAVE, 1, 1).await;
+        let carol_peer = look_up(c1_conn, CAROL, &carol.identity()).await;
+        let dave = daves.remove(0);
+        let session = start_session(&dave, &carol_peer, 1, None);
+        Self {
+            nodes,
+            hostile,
+            link,
+            dave,
+            session,
+            carols,
+        }
+    }
+
+    /// A relay of a new message from Dave's device to Carol's, as the
+    /// hostile neighbour writes it (valid for the next hour).
+    fn relay(&mut self, text: &str) -> Relayed {
+        let id = MessageId::random();
+        let envelope = seal(&self.dave, &mut self.session, id, text);
+        let origin = self.hostile.fingerprint().to_hex();
+        relay(&self.dave, CAROL, 1, id, envelope, origin)
+    }
+
+    /// Sends `r` over the link and waits for its acknowledgement.
+    async fn acknowledged(&mut self, r: Relayed) {
+        let id = r.id;
+        send_link(&mut self.link, &LinkMessage::Relay(r)).await;
+        next_link_message(&mut self.link, "the acknowledgement", |m| match m {
+            LinkMessage::RelayAck { ids, .. } if ids.contains(&id) => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+}
+
 /// A neighbour's date of first acceptance is no later than this server's
 /// clock: one in the future would show and sort wrongly for the recipient.
 #[tokio::test]
 async fn a_relayed_date_in_the_future_is_capped_at_the_servers_clock() {
-    let (nodes, hostile) = beside_a_hostile_neighbour().await;
-    let (carol, _, carols) = with_devices(&nodes[0], CAROL, 1).await;
-    let c1_conn = &carols[0].1;
-    let mut link = link_as(&hostile, &nodes[0]).await;
-    let dave = Identity::generate(KeyType::P256);
-    let dave_home = LinkMessage::Directory {
-        entries: vec![homed_at(&hostile, DAVE, &dave)],
-    };
-    send_link(&mut link, &dave_home).await;
-    let (list, mut daves) = devices_of(&dave, DAVE, 1, &[1]);
-    send_link(
-        &mut link,
-        &LinkMessage::Devices {
-            entries: vec![list],
-        },
-    )
-    .await;
-    lookup_shows(c1_conn, DAVE, 1, 1).await;
-    let carol_peer = look_up(c1_conn, CAROL, &carol.identity()).await;
-
-    let dave1 = daves.remove(0);
-    let mut session = start_session(&dave1, &carol_peer, 1, None);
-    let id = MessageId::random();
-    let envelope = seal(&dave1, &mut session, id, "from the future");
-    let mut r = relay(
-        &dave1,
-        CAROL,
-        1,
-        id,
-        envelope,
-        hostile.fingerprint().to_hex(),
-    );
+    let mut edge = DaveBesideCarol::start().await;
+    let mut r = edge.relay("from the future");
+    let id = r.id;
     let century_ms = 100 * 365 * 86_400_000;
     r.received_at = now_ms() as i64 + century_ms;
-    send_link(&mut link, &LinkMessage::Relay(r)).await;
-    next_link_message(&mut link, "the acknowledgement", |m| match m {
-        LinkMessage::RelayAck { ids, .. } if ids.contains(&id) => Some(()),
-        _ => None,
-    })
-    .await;
+    edge.acknowledged(r).await;
     let asked_at = now_ms() as i64;
-    let got = fetch(c1_conn).await;
+    let got = fetch(&edge.carols[0].1).await;
     assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
     assert!(
         got[0].received_at <= asked_at,
         "received_at {} is after {asked_at}",
         got[0].received_at
     );
+}
+
+/// A relay already past its `expires_at` is acknowledged, so its neighbour
+/// drops it, but neither stored nor pushed; the next one still arrives.
+#[tokio::test]
+async fn a_relay_that_has_expired_is_acknowledged_but_never_delivered() {
+    let mut edge = DaveBesideCarol::start().await;
+    let mut expired = edge.relay("too late");
+    expired.received_at = now_ms() as i64 - 120_000;
+    expired.expires_at = now_ms() as i64 - 60_000;
+    edge.acknowledged(expired).await;
+    let node = &edge.nodes[0];
+    assert_eq!(count(node, "SELECT count(*) FROM message_queue").await, 0);
+    assert_eq!(count(node, "SELECT count(*) FROM relay_seen").await, 0);
+    assert!(fetch(&edge.carols[0].1).await.is_empty());
+
+    let fresh = edge.relay("in time");
+    let id = fresh.id;
+    edge.acknowledged(fresh).await;
+    let pushed = next_pushed_message(&mut edge.carols[0].1).await;
+    assert_eq!(pushed.id, id, "the first message pushed is the fresh one");
+    let got = fetch(&edge.carols[0].1).await;
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
 }
 
 #[tokio::test]
