@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -21,11 +22,11 @@ const MAX_REQUEST: u64 = 64 * 1024;
 
 /// How long a connection may take to send its request: one that stays
 /// silent is dropped rather than held, and never holds up a stop.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pause after a failed accept (out of descriptors, say), so the loop
 /// does not spin; warnings come at most every [`crate::listen::WARN_EVERY`].
-const ACCEPT_BACK_OFF: std::time::Duration = std::time::Duration::from_millis(50);
+const ACCEPT_BACK_OFF: Duration = Duration::from_millis(50);
 
 /// The answer on the wire.
 #[derive(Serialize, Deserialize)]
@@ -121,29 +122,117 @@ async fn answer(
     write.shutdown().await
 }
 
-/// Sends `request` to the server running on `data_dir`.
+/// How long [`call`] waits for the running server's answer to a command
+/// other than `backup`. The server answers once the command is done, and
+/// every such command reads or changes rows of a few tables (the longest,
+/// `users list` and `queue stats`, read every user and queue): seconds even
+/// on a large server, so two minutes of silence means it is stuck.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long [`call`] waits for the answer to `backup`, which comes only
+/// once the whole SQLite database is copied, at the disk's pace.
+const BACKUP_ANSWER_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// The longest answer read. The longest real ones, `users list` and
+/// `queue stats`, take about 250 bytes a user: this holds some four
+/// million, and stops whatever else listens on the socket from filling
+/// the memory with an endless line.
+const MAX_ANSWER: u64 = 1024 * 1024 * 1024;
+
+/// Sends `request` to the server running on `data_dir`, waiting for its
+/// answer no longer than the request's bound.
 pub async fn call(data_dir: &Path, request: &Request) -> Result<Reply, AdminError> {
     let path = path(data_dir);
+    let wait = match request {
+        Request::Backup { .. } => BACKUP_ANSWER_TIMEOUT,
+        _ => ANSWER_TIMEOUT,
+    };
+    match tokio::time::timeout(wait, exchange(&path, request)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(AdminError::Io(format!(
+            "the server at {} did not answer within {} s; check that it is alive \
+             (its log, its process) and restart it if it is stuck",
+            path.display(),
+            wait.as_secs()
+        ))),
+    }
+}
+
+/// One request and its answer over the socket at `path`.
+async fn exchange(path: &Path, request: &Request) -> Result<Reply, AdminError> {
     let io = |e: std::io::Error| {
         AdminError::Io(format!(
             "cannot reach the running server's admin socket {}: {e}",
             path.display()
         ))
     };
-    let mut stream = UnixStream::connect(&path).await.map_err(io)?;
+    let mut stream = UnixStream::connect(path).await.map_err(io)?;
     let mut bytes = serde_json::to_vec(request).expect("a request always serialises");
     bytes.push(b'\n');
     stream.write_all(&bytes).await.map_err(io)?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
+    let mut line = Vec::new();
+    BufReader::new(stream.take(MAX_ANSWER + 1))
+        .read_until(b'\n', &mut line)
         .await
         .map_err(io)?;
-    match serde_json::from_str::<Answer>(&line) {
+    if line.len() as u64 > MAX_ANSWER {
+        return Err(AdminError::Io(format!(
+            "the answer on {} ran past {} MiB without ending, far longer than any \
+             admin answer, and was dropped; check that a carrier-server of this \
+             version is what listens there",
+            path.display(),
+            MAX_ANSWER / (1024 * 1024)
+        )));
+    }
+    match serde_json::from_slice::<Answer>(&line) {
         Ok(Answer::Ok(reply)) => Ok(reply),
         Ok(Answer::Error(sentence)) => Err(AdminError::Refused(sentence)),
         Err(e) => Err(AdminError::Io(format!(
             "the server's answer was not understood ({e}); is it the same version?"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes the request and never answers: the call gives
+    /// up after its bound, saying which server did not answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_is_given_up_after_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(path(dir.path())).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        for (request, bound) in [
+            (Request::Status, ANSWER_TIMEOUT),
+            (
+                Request::Backup {
+                    file: dir.path().join("copy.db"),
+                },
+                BACKUP_ANSWER_TIMEOUT,
+            ),
+        ] {
+            let started = tokio::time::Instant::now();
+            let err = tokio::time::timeout(2 * bound, call(dir.path(), &request))
+                .await
+                .expect("the call gives up by itself")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(started.elapsed(), bound, "{request:?}");
+            let expected = format!(
+                "the server at {} did not answer within {} s",
+                path(dir.path()).display(),
+                bound.as_secs()
+            );
+            assert!(err.starts_with(&expected), "{request:?}: {err}");
+            assert!(err.contains("check that it is alive"), "{err}");
+        }
+        held.abort();
     }
 }

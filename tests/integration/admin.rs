@@ -363,3 +363,47 @@ fn a_malformed_admin_request_gets_an_error_reply() {
         }
     }
 }
+
+/// Something on the admin socket of a locked data directory that answers
+/// with a line that never ends: the command reads no further than its
+/// bound on an answer's length and fails with one line saying so.
+#[test]
+fn an_endless_answer_on_the_admin_socket_is_refused() {
+    use std::io::{BufRead, Write};
+    let files = ServerFiles::new();
+    let data = files.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    let _lock = carrier::data_lock::DataDirLock::acquire(&data).expect("the lock");
+    let socket = data.join("admin.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("the socket");
+    let endless = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("the command connects");
+        let mut request = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut request)
+            .expect("the request");
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut written = 0u64;
+        while (&stream).write_all(&chunk).is_ok() {
+            written += chunk.len() as u64;
+        }
+        (request, written)
+    });
+    let started = std::time::Instant::now();
+    let err = refused(&files, &["status"]);
+    let took = started.elapsed();
+    let (request, written) = endless.join().expect("the writer ends");
+    assert!(request.contains("\"status\""), "{request}");
+    assert!(
+        err.contains(&format!(
+            "the answer on {} ran past 1024 MiB without ending",
+            socket.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        written <= 1025 * 1024 * 1024 + 16 * 1024 * 1024,
+        "the command read {written} bytes"
+    );
+    eprintln!("an endless answer was refused after {took:?}, {written} bytes written");
+}
