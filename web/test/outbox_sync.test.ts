@@ -54,7 +54,7 @@ async function setUp(name: string, refused: { phone: string; device: number }) {
     const state = await initiateSession({ phone: ME, deviceId: 1, identity: me.point, agree: me.agree }, { phone, deviceId: device, identity: other.point }, choice);
     await store.saveSession({ peer: phone, device, id: toHex(state.sessionId), usedAt: 1, openedAt: 0, createdAt: 1, state });
   };
-  const checked = (phone: string, devices: number[]): Checked => ({ phone, spki: new Uint8Array(91), version: 1, devices, bundles: new Map() });
+  const checked = (phone: string, devices: number[]): Checked => ({ phone, spki: new Uint8Array(91), version: 1, devices, bundles: new Map(), refused: [] });
   return { ctx, taken, sessionTo, checked };
 }
 
@@ -67,7 +67,7 @@ describe("fan-out", () => {
     await sessionTo(ME, 3);
     const warn = vi.spyOn(console, "warn").mockImplementation(() => undefined);
     const sync = { type: "sync" as const, to: BOB, id: ID, text: "hello" };
-    await expect(fanOut(ctx, checked(ME, [1, 2, 3]), ID, sync, Date.now())).resolves.toBe(2);
+    await expect(fanOut(ctx, checked(ME, [1, 2, 3]), ID, sync, Date.now())).resolves.toEqual({ served: 2, leftOut: [] });
     expect(taken.map((f) => [f.to, f.device, f.id])).toEqual([[ME, 3, ID]]);
     expect(warn).toHaveBeenCalledOnce();
     expect(String(warn.mock.calls[0][0])).toContain("duplicate");

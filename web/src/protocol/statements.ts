@@ -253,14 +253,36 @@ export function encodeBundle(certificate: Bytes, signedPrekey: Bytes, kemLastRes
   return new Writer().prefixed(certificate, 2).prefixed(signedPrekey, 2).prefixed(kemLastResort, 2).finish();
 }
 
-export async function verifyBundle(bytes: Bytes, list: DeviceList, account: AccountPublicKey): Promise<VerifiedBundle> {
-  const [certificate, spk, kem] = parse("bundle", bytes, (r) => [r.prefixed(2), r.prefixed(2), r.prefixed(2)]);
-  const device = await certify(list, certificate, account);
+/** A bundle whose certificate checked out and whose prekeys are still to check. */
+export interface CertifiedBundle {
+  device: VerifiedDevice;
+  signedPrekey: Bytes;
+  kemLastResort: Bytes;
+}
+
+/**
+ * The first half of checking a bundle: its certificate. Apart from the prekeys
+ * because only a device certified here may be named when its prekeys are
+ * refused; a server could write any id into a certificate that does not verify.
+ */
+export async function certifyBundle(bytes: Bytes, list: DeviceList, account: AccountPublicKey): Promise<CertifiedBundle> {
+  const [certificate, signedPrekey, kemLastResort] = parse("bundle", bytes, (r) => [r.prefixed(2), r.prefixed(2), r.prefixed(2)]);
+  return { device: await certify(list, certificate, account), signedPrekey, kemLastResort };
+}
+
+/** The second half: the prekeys, each signed by the certified device key. */
+export async function verifyPrekeys(bundle: CertifiedBundle): Promise<VerifiedBundle> {
+  const { device } = bundle;
   return {
     device,
-    signedPrekey: await verifyPrekey(spk, device.point, PrekeyKind.Signed),
-    kemLastResort: await verifyPrekey(kem, device.point, PrekeyKind.KemLastResort),
+    signedPrekey: await verifyPrekey(bundle.signedPrekey, device.point, PrekeyKind.Signed),
+    kemLastResort: await verifyPrekey(bundle.kemLastResort, device.point, PrekeyKind.KemLastResort),
   };
+}
+
+/** Both halves at once, for a caller that has no use for which one refused. */
+export async function verifyBundle(bytes: Bytes, list: DeviceList, account: AccountPublicKey): Promise<VerifiedBundle> {
+  return verifyPrekeys(await certifyBundle(bytes, list, account));
 }
 
 export function encodeClaim(deviceId: number, oneTime: Bytes | null, kemOneTime: Bytes | null): Bytes {

@@ -4,6 +4,8 @@
  * message id, each sealed in its own session and saved before it leaves. A
  * `stale_devices` refusal carries the current list: it is checked like a
  * `lookup` answer and sending goes on with the devices not yet served.
+ * A device whose keys were refused gets nothing, and the send says so: once
+ * per device, none for a device that took the message.
  */
 import { fromBase64, fromHex, toBase64, toHex } from "../../crypto/bytes";
 import type { Content } from "../../protocol/padding";
@@ -12,8 +14,9 @@ import { withClaim } from "../../protocol/statements";
 import type { SessionRecord } from "../../storage/store";
 import { RequestError } from "../../transport/connection";
 import { CoreError } from "../errors";
+import { isolate } from "../isolate";
 import type { Context } from "./context";
-import { checkDevices, devicesOf, type Checked } from "./peers";
+import { checkDevices, devicesOf, type Checked, type RefusedBundle } from "./peers";
 
 /** How many times one message follows a changed device list before giving up. */
 const MAX_LIST_CHANGES = 4;
@@ -25,14 +28,48 @@ export function sendingSession(records: SessionRecord[], device: number): Sessio
     .sort((a, b) => (b.openedAt ?? 0) - (a.openedAt ?? 0) || (b.createdAt ?? 0) - (a.createdAt ?? 0))[0];
 }
 
-/** Seals `text` for every device of `to` and this account's other devices; resolves once all took it. */
+/** What a fan-out did: how many devices took the message, and those left out with why. */
+export interface Reached {
+  served: number;
+  leftOut: RefusedBundle[];
+}
+
+/**
+ * Seals `text` for every device of `to` and this account's other devices;
+ * resolves once all took it. The devices left out are told in one warning,
+ * the page showing one at a time, and also when the send then fails.
+ */
 export async function sendText(ctx: Context, to: string, id: string, text: string, sentAt: number): Promise<void> {
-  const peer = await devicesOf(ctx, to);
-  const served = await fanOut(ctx, peer, id, { type: "text", text }, sentAt);
-  if (to === ctx.me.phone) return;
-  if (served === 0) throw new CoreError("no_devices");
-  const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone));
-  await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt);
+  const told: string[] = [];
+  try {
+    const peer = await devicesOf(ctx, to);
+    const reached = await fanOut(ctx, peer, id, { type: "text", text }, sentAt);
+    told.push(...reached.leftOut.map((r) => leftOutText(to, r)));
+    if (to === ctx.me.phone) return;
+    if (reached.served === 0) throw noneReached(to, reached.leftOut);
+    const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone));
+    const synced = await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt);
+    told.push(...synced.leftOut.map((r) => leftOutText(ctx.me.phone, r)));
+  } finally {
+    if (told.length > 0) ctx.emit({ type: "warning", text: told.join(" ") });
+  }
+}
+
+/** How a device left out is told; its number only when its certificate checked out. */
+export function leftOutText(phone: string, r: RefusedBundle): string {
+  const which = r.device === null ? `A device of ${isolate(phone)}` : `Device ${r.device} of ${isolate(phone)}`;
+  return `${which} gets nothing from this send: its keys were refused (${r.reason}).`;
+}
+
+/** Why a send reached no device of `to`: keys that do not check out, keys out of date, or none published. */
+function noneReached(to: string, leftOut: RefusedBundle[]): CoreError {
+  if (leftOut.some((r) => !r.outOfDate)) {
+    return new CoreError("forged", `The server offered keys for ${to} that do not check out against their account key; nothing was sent.`);
+  }
+  if (leftOut.length > 0) {
+    return new CoreError("no_devices", `${to} has no device that can receive now: their published keys are out of date. Try again once one of their devices has been online.`);
+  }
+  return new CoreError("no_devices");
 }
 
 /**
@@ -43,11 +80,13 @@ export async function sendText(ctx: Context, to: string, id: string, text: strin
  * the slot first, and failing the whole send for that would report as lost a
  * message the recipient already has.
  */
-export async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number): Promise<number> {
+export async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number): Promise<Reached> {
   let checked = start;
   const own = checked.phone === ctx.me.phone;
   const served = new Set<number>(own ? [ctx.me.deviceId] : []);
+  const refused: RefusedBundle[] = [];
   for (let round = 0; round < MAX_LIST_CHANGES; round++) {
+    refused.push(...checked.refused);
     const todo = checked.devices.filter((d) => !served.has(d));
     const sessions = await sessionsFor(ctx, checked, todo);
     let stale: Record<string, unknown> | null = null;
@@ -70,10 +109,25 @@ export async function fanOut(ctx: Context, start: Checked, id: string, content: 
         break;
       }
     }
-    if (!stale) return served.size - (own ? 1 : 0);
+    if (!stale) return { served: served.size - (own ? 1 : 0), leftOut: leftOut(refused, served) };
     checked = await checkDevices(ctx, checked.phone, checked.spki, stale);
   }
   throw new CoreError("devices_changing", `The devices of ${checked.phone} kept changing while sending; try again.`);
+}
+
+/**
+ * The refusals worth telling: none for a device that took the message, one
+ * per device otherwise (the list may be checked again each round), and one
+ * for all bundles whose certificate did not check out, as a server could
+ * offer any number of them.
+ */
+function leftOut(refused: RefusedBundle[], served: Set<number>): RefusedBundle[] {
+  const told = new Set<number | null>();
+  return refused.filter((r) => {
+    if ((r.device !== null && served.has(r.device)) || told.has(r.device)) return false;
+    told.add(r.device);
+    return true;
+  });
 }
 
 /** A session per device in `todo`: the one to send in, else a new one from its bundle and a claim. */
@@ -112,5 +166,5 @@ async function rememberedOwn(ctx: Context): Promise<Checked | null> {
   if (devices.length === 0) return null;
   const records = await ctx.store.sessions(ctx.me.phone);
   if (devices.some((d) => !sendingSession(records, d))) return null;
-  return { phone: ctx.me.phone, spki: ctx.me.accountSpki, version: own.listVersion, devices, bundles: new Map() };
+  return { phone: ctx.me.phone, spki: ctx.me.accountSpki, version: own.listVersion, devices, bundles: new Map(), refused: [] };
 }

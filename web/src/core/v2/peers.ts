@@ -6,10 +6,10 @@
  * as pending, and nothing is sent to or opened from that contact until the
  * user trusts it.
  */
-import { importAccountKey } from "../../crypto/account";
+import { importAccountKey, type AccountPublicKey } from "../../crypto/account";
 import { equal, fromBase64, type Bytes } from "../../crypto/bytes";
 import { fingerprint } from "../../crypto/p256";
-import { verifyBundle, verifyDeviceList, type VerifiedBundle, type VerifiedDevice } from "../../protocol/statements";
+import { certifyBundle, StatementError, verifyDeviceList, verifyPrekeys, type DeviceList, type VerifiedBundle, type VerifiedDevice } from "../../protocol/statements";
 import type { ContactRecord } from "../../storage/store";
 import type { Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
@@ -26,6 +26,18 @@ export interface Checked {
   /** The devices to write to: listed, with a bundle. */
   devices: number[];
   bundles: Map<number, VerifiedBundle>;
+  /** The bundles that did not check out: those devices get nothing. A send tells them (outbox.ts); a lookup alone does not. */
+  refused: RefusedBundle[];
+}
+
+/** A bundle that did not check out, and why: what the user is told of a device a send leaves out. */
+export interface RefusedBundle {
+  /** Its device, once the certificate checked out: a server could write any id into one that does not. */
+  device: number | null;
+  /** Why, for people: the check that failed, or "out of date". */
+  reason: string;
+  /** Refused for its age alone, its signatures good: a later try may pass once the device has been online. */
+  outOfDate: boolean;
 }
 
 /**
@@ -74,16 +86,12 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
     throw new CoreError("forged", `The device list of ${phone} does not check out (${(error as Error).message}); nothing was sent.`);
   }
   const bundles = new Map<number, VerifiedBundle>();
+  const refused: RefusedBundle[] = [];
   const now = Date.now();
   for (const encoded of Array.isArray(current.bundles) ? current.bundles : []) {
-    try {
-      const bundle = await verifyBundle(fromBase64(String(encoded)), list, account);
-      if (now - bundle.signedPrekey.createdAt > STALE_PREKEY_MS || now - bundle.kemLastResort.createdAt > STALE_PREKEY_MS) continue;
-      bundles.set(bundle.device.id, bundle);
-    } catch {
-      // A bundle that does not check out is left out: that device gets nothing, and the user is told.
-      ctx.emit({ type: "warning", text: `The server offered keys for a device of ${isolate(phone)} that are not signed by it; that device is left out.` });
-    }
+    const checked = await checkBundle(String(encoded), list, account, now);
+    if ("reason" in checked) refused.push(checked);
+    else bundles.set(checked.device.id, checked);
   }
   const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
   await ctx.store.saveContact({ ...contact, spki, listVersion: list.version, devices });
@@ -93,7 +101,32 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
       if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${isolate(phone)} added a device: ${isolate(d.name)}` });
     }
   }
-  return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles };
+  return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles, refused };
+}
+
+/**
+ * One bundle of a verified list: its certificate, then its prekeys' signatures,
+ * then their age, so a forged prekey is never told as merely out of date.
+ */
+async function checkBundle(encoded: string, list: DeviceList, account: AccountPublicKey, now: number): Promise<VerifiedBundle | RefusedBundle> {
+  const why = (error: unknown) => (error instanceof StatementError ? error.message : "the bundle is malformed");
+  let certified;
+  try {
+    certified = await certifyBundle(fromBase64(encoded), list, account);
+  } catch (error) {
+    return { device: null, reason: why(error), outOfDate: false };
+  }
+  const device = certified.device.id;
+  let bundle;
+  try {
+    bundle = await verifyPrekeys(certified);
+  } catch (error) {
+    return { device, reason: why(error), outOfDate: false };
+  }
+  if (now - bundle.signedPrekey.createdAt > STALE_PREKEY_MS || now - bundle.kemLastResort.createdAt > STALE_PREKEY_MS) {
+    return { device, reason: "out of date", outOfDate: true };
+  }
+  return bundle;
 }
 
 /** The record devices are remembered in: the contact's, or this account's own. */

@@ -1,0 +1,185 @@
+/**
+ * Devices a send leaves out (src/core/v2/peers.ts, outbox.ts), against a faked
+ * server: a bundle whose prekey is forged, whose certificate is forged, or
+ * whose prekeys are out of date is refused; a send tells each device left out
+ * once, across `stale_devices` rounds, naming it only when its certificate
+ * checked out and never when it took the message; a lookup alone tells
+ * nothing; a send that reaches no device says why.
+ */
+import "fake-indexeddb/auto";
+import { describe, expect, it } from "vitest";
+import { signAsAccount, type AccountSigner } from "../src/crypto/account";
+import { toBase64, type Bytes } from "../src/crypto/bytes";
+import { kemKeyPair } from "../src/crypto/mlkem";
+import { generateAgreementKey, generateDeviceKey, sign, type DeviceKey } from "../src/crypto/p256";
+import { sha256 } from "../src/crypto/symmetric";
+import type { CoreError } from "../src/core/errors";
+import { isolate } from "../src/core/isolate";
+import type { Context } from "../src/core/v2/context";
+import { newAccountKey } from "../src/core/v2/enrol";
+import { sendText } from "../src/core/v2/outbox";
+import { devicesOf } from "../src/core/v2/peers";
+import { certificateStatement, deviceListStatement, encodeBundle, encodePrekey, PrekeyKind, prekeyStatement, withAccountSignature } from "../src/protocol/statements";
+import { Store } from "../src/storage/store";
+import { RequestError, type Frame } from "../src/transport/connection";
+
+const ME = "+12025550101";
+const BOB = "+12025550102";
+const ID = "0123456789abcdef0123456789abcdef";
+const DAY = 24 * 3600 * 1000;
+
+/** One bundle as the server serves it: for device `id`, its prekeys `days` old, optionally forged. */
+interface BundleSpec {
+  id: number;
+  days?: number;
+  /** A prekey signed by a key that is not the device's. */
+  forgedPrekey?: boolean;
+  /** A certificate signed by a key that is not the account's (its device is not listed either). */
+  forgedCertificate?: boolean;
+}
+
+/** An account with its device keys, answering `lookup` (or `stale_devices`) with the bundles asked for. */
+async function account(phone: string) {
+  const key = await newAccountKey();
+  const devices = new Map<number, DeviceKey>();
+  const device = async (id: number) => {
+    if (!devices.has(id)) devices.set(id, await generateDeviceKey());
+    return devices.get(id)!;
+  };
+  const answer = async (version: number, specs: BundleSpec[]): Promise<Frame> => {
+    const accountFingerprint = await sha256(key.spki);
+    const listed = specs.filter((s) => !s.forgedCertificate).map((s) => s.id);
+    const points = await Promise.all(listed.map(async (id) => ({ id, point: (await device(id)).point })));
+    const list = deviceListStatement({ phone, accountFingerprint, version, issuedAt: Date.now(), devices: points });
+    const bundles = [];
+    for (const s of specs) {
+      const d = await device(s.id);
+      const certificate = certificateStatement({ phone, accountFingerprint, deviceId: s.id, devicePoint: d.point, name: `device ${s.id}`, createdAt: Date.now() });
+      const certifier: AccountSigner = s.forgedCertificate ? await newAccountKey() : key;
+      const createdAt = Date.now() - (s.days ?? 0) * DAY;
+      const prekeySigner = s.forgedPrekey ? await generateDeviceKey() : d;
+      const spk = await prekey(prekeySigner, PrekeyKind.Signed, 1, (await generateAgreementKey()).point, createdAt);
+      const kem = await prekey(d, PrekeyKind.KemLastResort, 2, kemKeyPair().publicKey, createdAt);
+      bundles.push(toBase64(encodeBundle(withAccountSignature(certificate, await signAsAccount(certifier, certificate)), spk, kem)));
+    }
+    return {
+      type: "user",
+      phone,
+      public_key: toBase64(key.spki),
+      device_list: toBase64(withAccountSignature(list, await signAsAccount(key, list))),
+      bundles,
+    };
+  };
+  return { key, answer };
+}
+
+async function prekey(device: DeviceKey, kind: PrekeyKind, id: number, key: Bytes, createdAt: number): Promise<Bytes> {
+  const body = { kind, id, createdAt, key };
+  return encodePrekey({ ...body, signature: await sign(device.sign, prekeyStatement(body)) });
+}
+
+/**
+ * This browser as device 1 of ME, and a server that answers `lookup` for BOB
+ * with `bob` and for ME with a list of this device alone; `device_send` goes
+ * to `onSend`, which may throw a refusal.
+ */
+async function setUp(name: string, bob: Frame, onSend: (fields: Frame) => Promise<void> = async () => undefined) {
+  const store = await Store.open(name);
+  const me = await generateDeviceKey();
+  const mine = await newAccountKey();
+  // This device alone, without a bundle: sync copies have nobody to go to.
+  const list = deviceListStatement({ phone: ME, accountFingerprint: await sha256(mine.spki), version: 1, issuedAt: Date.now(), devices: [{ id: 1, point: me.point }] });
+  const own = { type: "user", phone: ME, public_key: toBase64(mine.spki), device_list: toBase64(withAccountSignature(list, await signAsAccount(mine, list))), bundles: [] };
+  const warnings: string[] = [];
+  const sent: Frame[] = [];
+  const ctx: Context = {
+    store,
+    request: async (type, fields = {}) => {
+      if (type === "lookup") return fields.phone === ME ? own : bob;
+      if (type === "claim") return { type: "claimed", claims: [] };
+      if (type !== "device_send") throw new Error(`unexpected request ${type}`);
+      await onSend(fields);
+      sent.push(fields);
+      return { type: "ok" };
+    },
+    emit: (event) => void (event.type === "warning" && warnings.push(event.text)),
+    me: { phone: ME, deviceId: 1, sign: me.sign, agree: me.agree, point: me.point, accountSpki: mine.spki, accountType: "p256" },
+  };
+  return { ctx, store, warnings, sent };
+}
+
+const send = (ctx: Context) => sendText(ctx, BOB, ID, "hello", Date.now());
+
+describe("a contact's bundles that do not check out", () => {
+  it("are refused with why, the device named only when its certificate checked out, the signature checked before the age, and nothing told on a lookup", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, warnings } = await setUp(
+      "left-out-1",
+      await bob.answer(1, [{ id: 1 }, { id: 2, forgedPrekey: true }, { id: 3, days: 38 }, { id: 4, days: 38, forgedPrekey: true }, { id: 5, forgedCertificate: true }]),
+    );
+    const checked = await devicesOf(ctx, BOB);
+    expect(checked.devices).toEqual([1]);
+    expect(checked.refused).toEqual([
+      { device: 2, reason: "a prekey's signature does not verify", outOfDate: false },
+      { device: 3, reason: "out of date", outOfDate: true },
+      { device: 4, reason: "a prekey's signature does not verify", outOfDate: false },
+      { device: null, reason: "the device certificate's signature does not verify", outOfDate: false },
+    ]);
+    expect(warnings).toEqual([]);
+    store.close();
+  });
+});
+
+describe("a send that leaves devices out", () => {
+  it("tells each device once, in one warning, and only the ones that got nothing", async () => {
+    const bob = await account(BOB);
+    const first = await bob.answer(1, [{ id: 1 }, { id: 2, forgedPrekey: true }, { id: 3, days: 38 }, { id: 5, forgedCertificate: true }, { id: 6, forgedCertificate: true }]);
+    // Device 3 has published fresh keys by the second round; device 2 is still forged.
+    const second = await bob.answer(2, [{ id: 1 }, { id: 2, forgedPrekey: true }, { id: 3 }, { id: 5, forgedCertificate: true }]);
+    const { ctx, store, warnings, sent } = await setUp("left-out-2", first, async (fields) => {
+      if (fields.list_version === 1) throw new RequestError("stale_devices", "the device list changed", { ...second, type: "error", code: "stale_devices" });
+    });
+    await send(ctx);
+    expect(sent.map((f) => [f.to, f.device, f.list_version])).toEqual([
+      [BOB, 1, 2],
+      [BOB, 3, 2],
+    ]);
+    expect(warnings).toEqual([
+      [
+        `Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`,
+        `A device of ${isolate(BOB)} gets nothing from this send: its keys were refused (the device certificate's signature does not verify).`,
+      ].join(" "),
+    ]);
+    store.close();
+  });
+
+  it("that reaches no device fails, saying the keys do not check out when any was forged", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, warnings, sent } = await setUp("left-out-3", await bob.answer(1, [{ id: 1, days: 38 }, { id: 2, forgedPrekey: true }]));
+    const error = (await send(ctx).catch((e: unknown) => e)) as CoreError;
+    expect(error).toMatchObject({ code: "forged", message: `The server offered keys for ${BOB} that do not check out against their account key; nothing was sent.` });
+    expect(sent).toEqual([]);
+    expect(warnings).toEqual([
+      `Device 1 of ${isolate(BOB)} gets nothing from this send: its keys were refused (out of date). Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`,
+    ]);
+    store.close();
+  });
+
+  it("that reaches no device because every key is out of date says to try again once one has been online", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, sent } = await setUp("left-out-4", await bob.answer(1, [{ id: 1, days: 38 }, { id: 2, days: 40 }]));
+    await expect(send(ctx)).rejects.toMatchObject({
+      code: "no_devices",
+      message: `${BOB} has no device that can receive now: their published keys are out of date. Try again once one of their devices has been online.`,
+    });
+    expect(sent).toEqual([]);
+    store.close();
+  });
+
+  it("that reaches no device because a forged prekey is also out of date calls it forged, not out of date", async () => {
+    const bob = await account(BOB);
+    const { ctx, store } = await setUp("left-out-5", await bob.answer(1, [{ id: 1, days: 38, forgedPrekey: true }]));
+    await expect(send(ctx)).rejects.toMatchObject({ code: "forged" });
+    store.close();
+  });
+});
