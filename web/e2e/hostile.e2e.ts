@@ -195,6 +195,8 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
   let toPage: WebSocketRoute | null = null;
   /** Every frame the page sent, in order. */
   const fromPage: string[] = [];
+  /** What the server's frames go through on their way to the page: unchanged unless a test says otherwise. */
+  let tamper = (frame: string) => frame;
   const sent = () => fromPage.map((f) => JSON.parse(f) as Record<string, unknown>);
 
   beforeAll(async () => {
@@ -210,6 +212,7 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
         fromPage.push(String(frame));
         upstream.send(frame);
       });
+      upstream.onMessage((frame) => ws.send(tamper(String(frame))));
       toPage = ws;
     });
     page = await context.newPage();
@@ -318,5 +321,37 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
     await page.getByRole("heading", { name: WEB2, exact: true }).waitFor();
     await conversation(page, ANN).click();
     await mine.getByRole("alert").filter({ hasText: "refused" }).waitFor();
+  });
+
+  it("tells which device a send leaves out when the server forges its prekey, sends nothing, and sends once the keys are as published", async () => {
+    const BEA = "+12025550155";
+    const bea = Cli.make(server, BEA, "bea");
+    await bea.register();
+    tamper = (frame) => {
+      const f = JSON.parse(frame) as Record<string, unknown>;
+      if (f.type !== "user" || f.phone !== BEA || !Array.isArray(f.bundles)) return frame;
+      // A bundle is three u16-prefixed parts: certificate, signed prekey, ML-KEM prekey. Flip the signed prekey's last signature byte.
+      const bundle = Buffer.from(String(f.bundles[0]), "base64");
+      const spkEnd = 2 + bundle.readUInt16BE(0) + 2 + bundle.readUInt16BE(2 + bundle.readUInt16BE(0));
+      bundle[spkEnd - 1] ^= 1;
+      return JSON.stringify({ ...f, bundles: [bundle.toString("base64"), ...f.bundles.slice(1)] });
+    };
+    await button(page, "New conversation").click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("textbox", { name: "Phone number", exact: true }).fill(BEA);
+    await dialog.getByRole("button", { name: "Start", exact: true }).click();
+    await page.getByRole("heading", { name: BEA, exact: true }).waitFor();
+    await textbox(page, "Message").fill("Forged keys, nothing sent");
+    await textbox(page, "Message").press("Enter");
+    await page.getByRole("alert").filter({ hasText: `Device 1 of ${isolate(BEA)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).` }).waitFor();
+    await page.getByRole("alert").filter({ hasText: `The server offered keys for ${BEA} that do not check out against their account key; nothing was sent.` }).waitFor();
+    await messages(page).filter({ hasText: "Forged keys, nothing sent" }).filter({ hasText: "Not sent" }).waitFor();
+    expect(sent().some((f) => f.type === "device_send" && f.to === BEA)).toBe(false);
+
+    tamper = (frame) => frame;
+    await textbox(page, "Message").fill("Keys as published");
+    await textbox(page, "Message").press("Enter");
+    await messages(page).filter({ hasText: "Keys as published" }).filter({ hasText: /\bSent\b/ }).waitFor();
+    expect(await bea.ok("fetch")).toContain("Keys as published");
   });
 });
