@@ -70,7 +70,7 @@ async function account(phone: string) {
       bundles,
     };
   };
-  return { key, answer };
+  return { key, device, answer };
 }
 
 async function prekey(device: DeviceKey, kind: PrekeyKind, id: number, key: Bytes, createdAt: number): Promise<Bytes> {
@@ -80,16 +80,14 @@ async function prekey(device: DeviceKey, kind: PrekeyKind, id: number, key: Byte
 
 /**
  * This browser as device 1 of ME, and a server that answers `lookup` for BOB
- * with `bob` and for ME with a list of this device alone; `device_send` goes
- * to `onSend`, which may throw a refusal.
+ * with `bob` and for ME with this device and `others`; `device_send` goes to
+ * `onSend`, which may throw a refusal.
  */
-async function setUp(name: string, bob: Frame, onSend: (fields: Frame) => Promise<void> = async () => undefined) {
+async function setUp(name: string, bob: Frame, onSend: (fields: Frame) => Promise<void> = async () => undefined, others: BundleSpec[] = []) {
   const store = await Store.open(name);
-  const me = await generateDeviceKey();
-  const mine = await newAccountKey();
-  // This device alone, without a bundle: sync copies have nobody to go to.
-  const list = deviceListStatement({ phone: ME, accountFingerprint: await sha256(mine.spki), version: 1, issuedAt: Date.now(), devices: [{ id: 1, point: me.point }] });
-  const own = { type: "user", phone: ME, public_key: toBase64(mine.spki), device_list: toBase64(withAccountSignature(list, await signAsAccount(mine, list))), bundles: [] };
+  const mine = await account(ME);
+  const me = await mine.device(1);
+  const own = await mine.answer(1, [{ id: 1 }, ...others]);
   const warnings: string[] = [];
   const sent: Frame[] = [];
   const ctx: Context = {
@@ -103,7 +101,7 @@ async function setUp(name: string, bob: Frame, onSend: (fields: Frame) => Promis
       return { type: "ok" };
     },
     emit: (event) => void (event.type === "warning" && warnings.push(event.text)),
-    me: { phone: ME, deviceId: 1, sign: me.sign, agree: me.agree, point: me.point, accountSpki: mine.spki, accountType: "p256" },
+    me: { phone: ME, deviceId: 1, sign: me.sign, agree: me.agree, point: me.point, accountSpki: mine.key.spki, accountType: "p256" },
   };
   return { ctx, store, warnings, sent };
 }
@@ -149,6 +147,20 @@ describe("a send that leaves devices out", () => {
         `Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`,
         `A device of ${isolate(BOB)} gets nothing from this send: its keys were refused (the device certificate's signature does not verify).`,
       ].join(" "),
+    ]);
+    store.close();
+  });
+
+  it("tells this account's own devices the sync copies leave out, after the recipient's", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, warnings, sent } = await setUp("left-out-6", await bob.answer(1, [{ id: 1 }, { id: 2, days: 38 }]), undefined, [{ id: 2, days: 40 }, { id: 3 }]);
+    await send(ctx);
+    expect(sent.map((f) => [f.to, f.device])).toEqual([
+      [BOB, 1],
+      [ME, 3],
+    ]);
+    expect(warnings).toEqual([
+      `Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (out of date). Device 2 of ${isolate(ME)} gets nothing from this send: its keys were refused (out of date).`,
     ]);
     store.close();
   });
