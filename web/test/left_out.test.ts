@@ -3,80 +3,24 @@
  * server: a bundle whose prekey is forged, whose certificate is forged, or
  * whose prekeys are out of date is refused; a send tells each device left out
  * once, across `stale_devices` rounds, naming it only when its certificate
- * checked out and never when it took the message; a lookup alone tells
- * nothing; a send that reaches no device says why.
+ * checked out and never when it took the message, a forgery over mere age;
+ * any number of bad bundles costs one refusal each device and one for the
+ * rest; a lookup alone tells nothing; a send that reaches no device says why.
  */
 import "fake-indexeddb/auto";
 import { describe, expect, it } from "vitest";
-import { signAsAccount, type AccountSigner } from "../src/crypto/account";
-import { toBase64, type Bytes } from "../src/crypto/bytes";
-import { kemKeyPair } from "../src/crypto/mlkem";
-import { generateAgreementKey, generateDeviceKey, sign, type DeviceKey } from "../src/crypto/p256";
-import { sha256 } from "../src/crypto/symmetric";
 import type { CoreError } from "../src/core/errors";
 import { isolate } from "../src/core/isolate";
 import type { Context } from "../src/core/v2/context";
-import { newAccountKey } from "../src/core/v2/enrol";
 import { sendText } from "../src/core/v2/outbox";
 import { devicesOf } from "../src/core/v2/peers";
-import { certificateStatement, deviceListStatement, encodeBundle, encodePrekey, PrekeyKind, prekeyStatement, withAccountSignature } from "../src/protocol/statements";
 import { Store } from "../src/storage/store";
 import { RequestError, type Frame } from "../src/transport/connection";
+import { account, type BundleSpec } from "./hostile_account";
 
 const ME = "+12025550101";
 const BOB = "+12025550102";
 const ID = "0123456789abcdef0123456789abcdef";
-const DAY = 24 * 3600 * 1000;
-
-/** One bundle as the server serves it: for device `id`, its prekeys `days` old, optionally forged. */
-interface BundleSpec {
-  id: number;
-  days?: number;
-  /** A prekey signed by a key that is not the device's. */
-  forgedPrekey?: boolean;
-  /** A certificate signed by a key that is not the account's (its device is not listed either). */
-  forgedCertificate?: boolean;
-}
-
-/** An account with its device keys, answering `lookup` (or `stale_devices`) with the bundles asked for. */
-async function account(phone: string) {
-  const key = await newAccountKey();
-  const devices = new Map<number, DeviceKey>();
-  const device = async (id: number) => {
-    if (!devices.has(id)) devices.set(id, await generateDeviceKey());
-    return devices.get(id)!;
-  };
-  const answer = async (version: number, specs: BundleSpec[]): Promise<Frame> => {
-    const accountFingerprint = await sha256(key.spki);
-    const listed = specs.filter((s) => !s.forgedCertificate).map((s) => s.id);
-    const points = await Promise.all(listed.map(async (id) => ({ id, point: (await device(id)).point })));
-    const list = deviceListStatement({ phone, accountFingerprint, version, issuedAt: Date.now(), devices: points });
-    const bundles = [];
-    for (const s of specs) {
-      const d = await device(s.id);
-      const certificate = certificateStatement({ phone, accountFingerprint, deviceId: s.id, devicePoint: d.point, name: `device ${s.id}`, createdAt: Date.now() });
-      const certifier: AccountSigner = s.forgedCertificate ? await newAccountKey() : key;
-      const createdAt = Date.now() - (s.days ?? 0) * DAY;
-      const prekeySigner = s.forgedPrekey ? await generateDeviceKey() : d;
-      const spk = await prekey(prekeySigner, PrekeyKind.Signed, 1, (await generateAgreementKey()).point, createdAt);
-      const kem = await prekey(d, PrekeyKind.KemLastResort, 2, kemKeyPair().publicKey, createdAt);
-      bundles.push(toBase64(encodeBundle(withAccountSignature(certificate, await signAsAccount(certifier, certificate)), spk, kem)));
-    }
-    return {
-      type: "user",
-      phone,
-      public_key: toBase64(key.spki),
-      device_list: toBase64(withAccountSignature(list, await signAsAccount(key, list))),
-      bundles,
-    };
-  };
-  return { key, device, answer };
-}
-
-async function prekey(device: DeviceKey, kind: PrekeyKind, id: number, key: Bytes, createdAt: number): Promise<Bytes> {
-  const body = { kind, id, createdAt, key };
-  return encodePrekey({ ...body, signature: await sign(device.sign, prekeyStatement(body)) });
-}
 
 /**
  * This browser as device 1 of ME, and a server that answers `lookup` for BOB
@@ -192,6 +136,41 @@ describe("a send that leaves devices out", () => {
     const bob = await account(BOB);
     const { ctx, store } = await setUp("left-out-5", await bob.answer(1, [{ id: 1, days: 38, forgedPrekey: true }]));
     await expect(send(ctx)).rejects.toMatchObject({ code: "forged" });
+    store.close();
+  });
+
+  it("that reaches no device because of a replayed old bundle and a forged one for the same device calls it forged", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, warnings, sent } = await setUp("left-out-7", await bob.answer(1, [{ id: 1, days: 40 }, { id: 1, forgedPrekey: true }]));
+    await expect(send(ctx)).rejects.toMatchObject({ code: "forged" });
+    expect(sent).toEqual([]);
+    expect(warnings).toEqual([`Device 1 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`]);
+    store.close();
+  });
+
+  it("tells a device forged in a later round as forged, though an earlier round found its keys merely out of date", async () => {
+    const bob = await account(BOB);
+    const second = await bob.answer(2, [{ id: 1 }, { id: 2, forgedPrekey: true }]);
+    const { ctx, store, warnings } = await setUp("left-out-8", await bob.answer(1, [{ id: 1 }, { id: 2, days: 40 }]), async (fields) => {
+      if (fields.list_version === 1) throw new RequestError("stale_devices", "the device list changed", { ...second, type: "error", code: "stale_devices" });
+    });
+    await send(ctx);
+    expect(warnings).toEqual([`Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`]);
+    store.close();
+  });
+});
+
+describe("a lookup answer padded with junk bundles", () => {
+  it("costs one refusal for all of them, and the device with good keys still gets the message", async () => {
+    const bob = await account(BOB);
+    const answer = await bob.answer(1, [{ id: 1 }]);
+    // Some 600 KB of JSON: far under the response limit, far over what a call's arguments can hold.
+    const padded = { ...answer, bundles: (answer.bundles as string[]).concat(new Array<string>(300_000).fill("0")) };
+    const { ctx, store, warnings, sent } = await setUp("left-out-9", padded);
+    await send(ctx);
+    expect(sent.map((f) => [f.to, f.device])).toEqual([[BOB, 1]]);
+    expect(warnings).toEqual([`A device of ${isolate(BOB)} gets nothing from this send: its keys were refused (the bundle is malformed).`]);
+    expect((await devicesOf(ctx, BOB)).refused).toEqual([{ device: null, reason: "the bundle is malformed", outOfDate: false }]);
     store.close();
   });
 });

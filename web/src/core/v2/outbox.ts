@@ -5,7 +5,7 @@
  * `stale_devices` refusal carries the current list: it is checked like a
  * `lookup` answer and sending goes on with the devices not yet served.
  * A device whose keys were refused gets nothing, and the send says so: once
- * per device, none for a device that took the message.
+ * per device, a forgery over mere age, none for a device that took the message.
  */
 import { fromBase64, fromHex, toBase64, toHex } from "../../crypto/bytes";
 import type { Content } from "../../protocol/padding";
@@ -16,7 +16,7 @@ import { RequestError } from "../../transport/connection";
 import { CoreError } from "../errors";
 import { isolate } from "../isolate";
 import type { Context } from "./context";
-import { checkDevices, devicesOf, type Checked, type RefusedBundle } from "./peers";
+import { checkDevices, devicesOf, noteRefusal, type Checked, type RefusedBundle } from "./peers";
 
 /** How many times one message follows a changed device list before giving up. */
 const MAX_LIST_CHANGES = 4;
@@ -44,12 +44,12 @@ export async function sendText(ctx: Context, to: string, id: string, text: strin
   try {
     const peer = await devicesOf(ctx, to);
     const reached = await fanOut(ctx, peer, id, { type: "text", text }, sentAt);
-    told.push(...reached.leftOut.map((r) => leftOutText(to, r)));
+    for (const r of reached.leftOut) told.push(leftOutText(to, r));
     if (to === ctx.me.phone) return;
     if (reached.served === 0) throw noneReached(to, reached.leftOut);
     const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone));
     const synced = await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt);
-    told.push(...synced.leftOut.map((r) => leftOutText(ctx.me.phone, r)));
+    for (const r of synced.leftOut) told.push(leftOutText(ctx.me.phone, r));
   } finally {
     if (told.length > 0) ctx.emit({ type: "warning", text: told.join(" ") });
   }
@@ -84,9 +84,9 @@ export async function fanOut(ctx: Context, start: Checked, id: string, content: 
   let checked = start;
   const own = checked.phone === ctx.me.phone;
   const served = new Set<number>(own ? [ctx.me.deviceId] : []);
-  const refused: RefusedBundle[] = [];
+  const refused = new Map<number | null, RefusedBundle>();
   for (let round = 0; round < MAX_LIST_CHANGES; round++) {
-    refused.push(...checked.refused);
+    for (const r of checked.refused) noteRefusal(refused, r);
     const todo = checked.devices.filter((d) => !served.has(d));
     const sessions = await sessionsFor(ctx, checked, todo);
     let stale: Record<string, unknown> | null = null;
@@ -116,18 +116,12 @@ export async function fanOut(ctx: Context, start: Checked, id: string, content: 
 }
 
 /**
- * The refusals worth telling: none for a device that took the message, one
- * per device otherwise (the list may be checked again each round), and one
- * for all bundles whose certificate did not check out, as a server could
- * offer any number of them.
+ * The refusals worth telling, kept across rounds one per device (and one for
+ * all uncertified bundles) by `noteRefusal`: none for a device that took the
+ * message.
  */
-function leftOut(refused: RefusedBundle[], served: Set<number>): RefusedBundle[] {
-  const told = new Set<number | null>();
-  return refused.filter((r) => {
-    if ((r.device !== null && served.has(r.device)) || told.has(r.device)) return false;
-    told.add(r.device);
-    return true;
-  });
+function leftOut(refused: Map<number | null, RefusedBundle>, served: Set<number>): RefusedBundle[] {
+  return [...refused.values()].filter((r) => r.device === null || !served.has(r.device));
 }
 
 /** A session per device in `todo`: the one to send in, else a new one from its bundle and a claim. */

@@ -26,7 +26,11 @@ export interface Checked {
   /** The devices to write to: listed, with a bundle. */
   devices: number[];
   bundles: Map<number, VerifiedBundle>;
-  /** The bundles that did not check out: those devices get nothing. A send tells them (outbox.ts); a lookup alone does not. */
+  /**
+   * The bundles that did not check out, at most one per device and one for all
+   * uncertified ones: those devices get nothing. A send tells them (outbox.ts);
+   * a lookup alone does not.
+   */
   refused: RefusedBundle[];
 }
 
@@ -86,11 +90,11 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
     throw new CoreError("forged", `The device list of ${phone} does not check out (${(error as Error).message}); nothing was sent.`);
   }
   const bundles = new Map<number, VerifiedBundle>();
-  const refused: RefusedBundle[] = [];
+  const refused = new Map<number | null, RefusedBundle>();
   const now = Date.now();
   for (const encoded of Array.isArray(current.bundles) ? current.bundles : []) {
     const checked = await checkBundle(String(encoded), list, account, now);
-    if ("reason" in checked) refused.push(checked);
+    if ("reason" in checked) noteRefusal(refused, checked);
     else bundles.set(checked.device.id, checked);
   }
   const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
@@ -101,7 +105,19 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
       if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${isolate(phone)} added a device: ${isolate(d.name)}` });
     }
   }
-  return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles, refused };
+  return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles, refused: [...refused.values()] };
+}
+
+/**
+ * Keeps `r` among the refusals `kept`: one per device, and one for all whose
+ * certificate did not check out, so a server offering any number of bad
+ * bundles costs a bounded list. A forgery wins over an out-of-date bundle of
+ * the same device: a server replaying a genuine old bundle beside a forged one
+ * must not have the forgery told as mere age.
+ */
+export function noteRefusal(kept: Map<number | null, RefusedBundle>, r: RefusedBundle): void {
+  const known = kept.get(r.device);
+  if (!known || (known.outOfDate && !r.outOfDate)) kept.set(r.device, r);
 }
 
 /**
