@@ -1,7 +1,8 @@
 /**
  * A contact's account as a hostile server could serve it in a `lookup` answer
  * (or a `stale_devices` refusal): a genuine signed device list, and per device
- * a bundle that is genuine, out of date or forged.
+ * a bundle that is genuine, out of date, forged or withheld. Shared by the
+ * tests of sending (left_out.test.ts) and of remembered devices.
  */
 import { signAsAccount, type AccountSigner } from "../src/crypto/account";
 import { toBase64, type Bytes } from "../src/crypto/bytes";
@@ -22,6 +23,8 @@ export interface BundleSpec {
   forgedPrekey?: boolean;
   /** A certificate signed by a key that is not the account's (its device is not listed either). */
   forgedCertificate?: boolean;
+  /** Listed, but the server serves no bundle for it. */
+  withheld?: boolean;
 }
 
 /**
@@ -42,7 +45,7 @@ export async function account(phone: string) {
     const points = await Promise.all(listed.map(async (id) => ({ id, point: (await device(id)).point })));
     const list = deviceListStatement({ phone, accountFingerprint, version, issuedAt: Date.now(), devices: points });
     const bundles = [];
-    for (const s of specs) {
+    for (const s of specs.filter((s) => !s.withheld)) {
       const d = await device(s.id);
       const certificate = certificateStatement({ phone, accountFingerprint, deviceId: s.id, devicePoint: d.point, name: `device ${s.id}`, createdAt: Date.now() });
       const certifier: AccountSigner = s.forgedCertificate ? await newAccountKey() : key;

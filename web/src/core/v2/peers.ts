@@ -78,7 +78,13 @@ export async function devicesOf(ctx: Context, phone: string): Promise<Checked> {
   return checkDevices(ctx, phone, spki, user);
 }
 
-/** Checks a device list and bundles (a `lookup` answer or a `stale_devices` refusal) and remembers what passed. */
+/**
+ * Checks a device list and bundles (a `lookup` answer or a `stale_devices`
+ * refusal). Every device the signed list names is remembered, whatever its
+ * bundle: who a device is (its key) is the list's word, and a message from it
+ * opens even while the server withholds or spoils its prekeys. Only the
+ * bundles that passed are written to.
+ */
 export async function checkDevices(ctx: Context, phone: string, spki: Bytes, current: Frame): Promise<Checked> {
   const account = await importAccountKey(spki);
   const contact = await ownOrContact(ctx, phone, spki);
@@ -91,18 +97,20 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
   }
   const bundles = new Map<number, VerifiedBundle>();
   const refused = new Map<number | null, RefusedBundle>();
+  const names = new Map<number, string>();
   const now = Date.now();
   for (const encoded of Array.isArray(current.bundles) ? current.bundles : []) {
     const checked = await checkBundle(String(encoded), list, account, now);
-    if ("reason" in checked) noteRefusal(refused, checked);
-    else bundles.set(checked.device.id, checked);
+    if (checked.certified) names.set(checked.certified.id, checked.certified.name);
+    if ("refused" in checked) noteRefusal(refused, checked.refused);
+    else bundles.set(checked.bundle.device.id, checked.bundle);
   }
-  const devices = [...bundles.values()].map((b) => ({ id: b.device.id, name: b.device.name, point: b.device.point }));
+  const devices = list.devices.map((d) => ({ id: d.id, point: d.point, name: names.get(d.id) ?? knownName(contact, d) }));
   await ctx.store.saveContact({ ...contact, spki, listVersion: list.version, devices });
   // A device added under the pinned key is no key change: it is accepted, and told once (§13.9).
   if (phone !== ctx.me.phone && highest > 0) {
     for (const d of devices) {
-      if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: `${isolate(phone)} added a device: ${isolate(d.name)}` });
+      if (!contact.devices.some((known) => known.id === d.id)) ctx.emit({ type: "notice", text: addedText(phone, d) });
     }
   }
   return { phone, spki, version: list.version, devices: [...bundles.keys()].sort((a, b) => a - b), bundles, refused: [...refused.values()] };
@@ -120,29 +128,43 @@ export function noteRefusal(kept: Map<number | null, RefusedBundle>, r: RefusedB
   if (!known || (known.outOfDate && !r.outOfDate)) kept.set(r.device, r);
 }
 
+/** The name remembered for listed device `d`: the one a certificate of the same key gave before, else none yet. */
+function knownName(contact: ContactRecord, d: { id: number; point: Bytes }): string {
+  return contact.devices.find((known) => known.id === d.id && equal(known.point, d.point))?.name ?? "";
+}
+
+/** How a contact's new device is told: by its certified name, else by its number until a certificate names it. */
+function addedText(phone: string, d: { id: number; name: string }): string {
+  if (d.name === "") return `${isolate(phone)} added device ${d.id}; its name is not known yet.`;
+  return `${isolate(phone)} added a device: ${isolate(d.name)}`;
+}
+
+/** What one bundle came to: its device once the certificate checked out, and the bundle or why it was refused. */
+type BundleCheck = { certified: VerifiedDevice | null } & ({ bundle: VerifiedBundle } | { refused: RefusedBundle });
+
 /**
  * One bundle of a verified list: its certificate, then its prekeys' signatures,
  * then their age, so a forged prekey is never told as merely out of date.
  */
-async function checkBundle(encoded: string, list: DeviceList, account: AccountPublicKey, now: number): Promise<VerifiedBundle | RefusedBundle> {
+async function checkBundle(encoded: string, list: DeviceList, account: AccountPublicKey, now: number): Promise<BundleCheck> {
   const why = (error: unknown) => (error instanceof StatementError ? error.message : "the bundle is malformed");
   let certified;
   try {
     certified = await certifyBundle(fromBase64(encoded), list, account);
   } catch (error) {
-    return { device: null, reason: why(error), outOfDate: false };
+    return { certified: null, refused: { device: null, reason: why(error), outOfDate: false } };
   }
-  const device = certified.device.id;
+  const device = certified.device;
   let bundle;
   try {
     bundle = await verifyPrekeys(certified);
   } catch (error) {
-    return { device, reason: why(error), outOfDate: false };
+    return { certified: device, refused: { device: device.id, reason: why(error), outOfDate: false } };
   }
   if (now - bundle.signedPrekey.createdAt > STALE_PREKEY_MS || now - bundle.kemLastResort.createdAt > STALE_PREKEY_MS) {
-    return { device, reason: "out of date", outOfDate: true };
+    return { certified: device, refused: { device: device.id, reason: "out of date", outOfDate: true } };
   }
-  return bundle;
+  return { certified: device, bundle };
 }
 
 /** The record devices are remembered in: the contact's, or this account's own. */
