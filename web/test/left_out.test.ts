@@ -5,10 +5,12 @@
  * once, across `stale_devices` rounds, naming it only when its certificate
  * checked out and never when it took the message, a forgery over mere age;
  * any number of bad bundles costs one refusal each device and one for the
- * rest; a lookup alone tells nothing; a send that reaches no device says why.
+ * rest; a lookup alone tells nothing; a send that reaches no device says why,
+ * and one whose list is forged halfway says what had already gone.
  */
 import "fake-indexeddb/auto";
 import { describe, expect, it } from "vitest";
+import { toBase64 } from "../src/crypto/bytes";
 import type { CoreError } from "../src/core/errors";
 import { isolate } from "../src/core/isolate";
 import type { Context } from "../src/core/v2/context";
@@ -171,6 +173,72 @@ describe("a lookup answer padded with junk bundles", () => {
     expect(sent.map((f) => [f.to, f.device])).toEqual([[BOB, 1]]);
     expect(warnings).toEqual([`A device of ${isolate(BOB)} gets nothing from this send: its keys were refused (the bundle is malformed).`]);
     expect((await devicesOf(ctx, BOB)).refused).toEqual([{ device: null, reason: "the bundle is malformed", outOfDate: false }]);
+    store.close();
+  });
+});
+
+describe("a device list forged during a send", () => {
+  const forgedRefusal = async (version: number) => ({ ...(await (await account(BOB)).answer(version, [{ id: 1 }])), type: "error", code: "stale_devices" });
+
+  it("in a stale_devices refusal says nothing was sent when no device had the message yet", async () => {
+    const bob = await account(BOB);
+    const refusal = await forgedRefusal(2);
+    const { ctx, store } = await setUp("left-out-10", await bob.answer(1, [{ id: 1 }, { id: 2 }]), async () => {
+      throw new RequestError("stale_devices", "the device list changed", refusal);
+    });
+    await expect(send(ctx)).rejects.toMatchObject({
+      code: "forged",
+      message: `The device list of ${BOB} does not check out (the device list is for another account); nothing was sent.`,
+    });
+    store.close();
+  });
+
+  it("in a stale_devices refusal says the message had reached some devices when one of the recipient's had taken it", async () => {
+    const bob = await account(BOB);
+    const refusal = await forgedRefusal(2);
+    const { ctx, store, sent } = await setUp("left-out-11", await bob.answer(1, [{ id: 1 }, { id: 2 }]), async (fields) => {
+      if (fields.device === 2) throw new RequestError("stale_devices", "the device list changed", refusal);
+    });
+    await expect(send(ctx)).rejects.toMatchObject({
+      code: "forged",
+      message: `The device list of ${BOB} does not check out (the device list is for another account); the message had reached some devices, and was not sent to the rest.`,
+    });
+    expect(sent.map((f) => f.device)).toEqual([1]);
+    store.close();
+  });
+
+  it("says so too when it comes for a sync copy, the recipient having the message", async () => {
+    const bob = await account(BOB);
+    const refusal = { ...(await (await account(ME)).answer(2, [{ id: 1 }])), type: "error", code: "stale_devices" };
+    const { ctx, store, sent } = await setUp(
+      "left-out-12",
+      await bob.answer(1, [{ id: 1 }]),
+      async (fields) => {
+        if (fields.to === ME) throw new RequestError("stale_devices", "the device list changed", refusal);
+      },
+      [{ id: 2 }],
+    );
+    await expect(send(ctx)).rejects.toMatchObject({
+      code: "forged",
+      message: `The device list of ${ME} does not check out (the device list is for another account); the message had reached some devices, and was not sent to the rest.`,
+    });
+    expect(sent.map((f) => [f.to, f.device])).toEqual([[BOB, 1]]);
+    store.close();
+  });
+
+  it("says so too when this account's own list, looked up for the sync copies, is forged", async () => {
+    const bob = await account(BOB);
+    const forgedOwn = await (await account(ME)).answer(2, [{ id: 1 }, { id: 2 }]);
+    const { ctx, store, sent } = await setUp("left-out-13", await bob.answer(1, [{ id: 1 }]));
+    // Under this account's real key, so only the list's signature gives it away.
+    const forged = { ...forgedOwn, public_key: toBase64(ctx.me.accountSpki) };
+    const serve = ctx.request;
+    ctx.request = async (type, fields = {}) => (type === "lookup" && fields.phone === ME ? forged : serve(type, fields));
+    await expect(send(ctx)).rejects.toMatchObject({
+      code: "forged",
+      message: `The device list of ${ME} does not check out (the device list is for another account); the message had reached some devices, and was not sent to the rest.`,
+    });
+    expect(sent.map((f) => [f.to, f.device])).toEqual([[BOB, 1]]);
     store.close();
   });
 });

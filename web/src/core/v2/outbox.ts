@@ -47,8 +47,9 @@ export async function sendText(ctx: Context, to: string, id: string, text: strin
     for (const r of reached.leftOut) told.push(leftOutText(to, r));
     if (to === ctx.me.phone) return;
     if (reached.served === 0) throw noneReached(to, reached.leftOut);
-    const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone));
-    const synced = await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt);
+    // The recipient has the message: a refusal from here on must not say nothing was sent.
+    const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone, true));
+    const synced = await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt, true);
     for (const r of synced.leftOut) told.push(leftOutText(ctx.me.phone, r));
   } finally {
     if (told.length > 0) ctx.emit({ type: "warning", text: told.join(" ") });
@@ -78,9 +79,10 @@ function noneReached(to: string, leftOut: RefusedBundle[]): CoreError {
  * other devices) is skipped: the server keeps one message per id in each
  * device's queue whoever sent it, so a recipient who learnt the id can take
  * the slot first, and failing the whole send for that would report as lost a
- * message the recipient already has.
+ * message the recipient already has. `reachedBefore`: this message already
+ * went to other devices (the recipient's, for sync copies).
  */
-export async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number): Promise<Reached> {
+export async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number, reachedBefore = false): Promise<Reached> {
   let checked = start;
   const own = checked.phone === ctx.me.phone;
   const served = new Set<number>(own ? [ctx.me.deviceId] : []);
@@ -110,7 +112,7 @@ export async function fanOut(ctx: Context, start: Checked, id: string, content: 
       }
     }
     if (!stale) return { served: served.size - (own ? 1 : 0), leftOut: leftOut(refused, served) };
-    checked = await checkDevices(ctx, checked.phone, checked.spki, stale);
+    checked = await checkDevices(ctx, checked.phone, checked.spki, stale, reachedBefore || served.size > (own ? 1 : 0));
   }
   throw new CoreError("devices_changing", `The devices of ${checked.phone} kept changing while sending; try again.`);
 }

@@ -71,11 +71,14 @@ export async function lookUp(ctx: Context, phone: string): Promise<{ user: Frame
   return { user, spki };
 }
 
-/** Looks `phone` up and checks its devices. */
-export async function devicesOf(ctx: Context, phone: string): Promise<Checked> {
+/**
+ * Looks `phone` up and checks its devices. `reachedSome`: this message already
+ * went to some devices, so a list refused now must not say nothing was sent.
+ */
+export async function devicesOf(ctx: Context, phone: string, reachedSome = false): Promise<Checked> {
   const { user, spki } = await lookUp(ctx, phone);
   if (typeof user.device_list !== "string") throw new CoreError("no_devices");
-  return checkDevices(ctx, phone, spki, user);
+  return checkDevices(ctx, phone, spki, user, reachedSome);
 }
 
 /**
@@ -85,7 +88,7 @@ export async function devicesOf(ctx: Context, phone: string): Promise<Checked> {
  * opens even while the server withholds or spoils its prekeys. Only the
  * bundles that passed are written to.
  */
-export async function checkDevices(ctx: Context, phone: string, spki: Bytes, current: Frame): Promise<Checked> {
+export async function checkDevices(ctx: Context, phone: string, spki: Bytes, current: Frame, reachedSome = false): Promise<Checked> {
   const account = await importAccountKey(spki);
   const contact = await ownOrContact(ctx, phone, spki);
   const highest = equal(contact.spki, spki) ? contact.listVersion : 0;
@@ -93,7 +96,8 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
   try {
     list = await verifyDeviceList(fromBase64(String(current.device_list)), phone, account, highest);
   } catch (error) {
-    throw new CoreError("forged", `The device list of ${phone} does not check out (${(error as Error).message}); nothing was sent.`);
+    const sent = reachedSome ? "the message had reached some devices, and was not sent to the rest" : "nothing was sent";
+    throw new CoreError("forged", `The device list of ${phone} does not check out (${(error as Error).message}); ${sent}.`);
   }
   const bundles = new Map<number, VerifiedBundle>();
   const refused = new Map<number | null, RefusedBundle>();
