@@ -4,9 +4,11 @@
 //! the other device sent, removal, a contact's new device told once,
 //! safety numbers, prekeys drained and replenished, and a v1 envelope
 //! refused. `across_servers`: the same across a neighbourhood of real
-//! servers.
+//! servers. `tampered`: a server that doubles or forges a contact's
+//! bundles.
 
 mod across_servers;
+mod tampered;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,10 +1,14 @@
 //! Contacts' devices, checked the only way docs/PROTOCOL.md §10.1
 //! allows: the list signed by the pinned account key and no older than one
 //! accepted before, each certificate signed by that key and listed, each
-//! bundle's prekeys signed by the certified device key. What passes is
-//! remembered (`peer_devices`), so an envelope's sender is found without
-//! asking the server each time. A device added under the pinned key is no
-//! key change: it is accepted, and noted for `fetch` to tell once.
+//! bundle's prekeys signed by the certified device key. Every device the
+//! checked list names is remembered (`peer_devices`) with the key the list
+//! gives, whatever became of its bundle: who a device is does not depend on
+//! its prekeys, so a server that forges or withholds a bundle can neither
+//! have that device's messages dropped nor make it look new again later.
+//! Only bundles that check out are written to. A device added under the
+//! pinned key is no key change: it is accepted, and noted for `fetch` to
+//! tell once.
 
 use super::now_ms;
 use super::store::{self, PeerDeviceRow};
@@ -15,7 +19,7 @@ use crate::crypto::v2::{
     VerifiedDeviceList,
 };
 use crate::domain::{Fingerprint, PhoneNumber};
-use crate::protocol::CurrentDevices;
+use crate::protocol::{B64, CurrentDevices};
 
 /// An account's devices as checked now.
 pub(in crate::client) struct Checked {
@@ -24,12 +28,13 @@ pub(in crate::client) struct Checked {
     pub key: PublicKey,
     pub fingerprint: Fingerprint,
     pub version: u64,
-    /// The devices to write to. From a lookup, those whose bundles checked
-    /// out: a device whose bundle is refused or missing gets nothing, also
-    /// when a session with it exists. From memory (`remembered_own`), the
-    /// devices with a session.
+    /// The devices to write to, each once. From a lookup, those whose
+    /// bundles checked out: a device whose bundle is refused or missing
+    /// gets nothing, also when a session with it exists. From memory
+    /// (`remembered_own`), the devices with a session.
     pub devices: Vec<u32>,
-    /// The bundles that checked out, for new sessions.
+    /// The bundles that checked out, at most one per device, for new
+    /// sessions.
     pub bundles: Vec<VerifiedBundle>,
     /// The bundles that did not.
     pub refused: Vec<RefusedBundle>,
@@ -44,27 +49,88 @@ pub(in crate::client) struct RefusedBundle {
     pub reason: v2::Error,
 }
 
-/// Checks one bundle of a verified list. A refusal names the device only
-/// once the certificate checked out: a server could write any id into one
-/// that does not.
-fn check_bundle(
+/// The bundles of one answer, checked against its list.
+#[derive(Default)]
+struct Offered {
+    /// The first bundle of each device that checked out, and no other: a
+    /// server may offer several for one device, and a device sealed for
+    /// twice would be sent the message twice under one id.
+    bundles: Vec<VerifiedBundle>,
+    /// Those refused, in the order offered.
+    refused: Vec<RefusedBundle>,
+    /// The devices whose certificate checked out, prekeys or not: the
+    /// first certificate of each.
+    certified: Vec<VerifiedDevice>,
+}
+
+/// Checks each offered bundle against a verified list.
+fn check_bundles(offered: &[B64], list: &VerifiedDeviceList, now: u64) -> Offered {
+    let mut out = Offered::default();
+    for bytes in offered {
+        let (device, prekeys) = match certify_bundle(&bytes.0, list, now) {
+            Ok(checked) => checked,
+            Err(reason) => {
+                out.refused.push(RefusedBundle {
+                    device: None,
+                    reason,
+                });
+                continue;
+            }
+        };
+        let id = device.device_id;
+        if out.bundles.iter().any(|b| b.device.device_id == id) {
+            continue;
+        }
+        if !out.certified.iter().any(|d| d.device_id == id) {
+            out.certified.push(device);
+        }
+        match prekeys {
+            Ok(bundle) => out.bundles.push(bundle),
+            Err(reason) => out.refused.push(RefusedBundle {
+                device: Some(id.get()),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// Checks one bundle: `Err` when its certificate does not check out (a
+/// server could write any id into such a one), else the device it
+/// certifies and what became of its prekeys.
+fn certify_bundle(
     bytes: &[u8],
     list: &VerifiedDeviceList,
     now: u64,
-) -> Result<VerifiedBundle, RefusedBundle> {
-    let uncertified = |reason| RefusedBundle {
-        device: None,
-        reason,
-    };
-    let bundle = PrekeyBundle::parse(bytes).map_err(uncertified)?;
-    let device = list.certify(&bundle.certificate).map_err(uncertified)?;
-    let id = device.device_id.get();
-    bundle
-        .verify_prekeys(device, now)
-        .map_err(|reason| RefusedBundle {
-            device: Some(id),
-            reason,
+) -> Result<(VerifiedDevice, Result<VerifiedBundle, v2::Error>), v2::Error> {
+    let bundle = PrekeyBundle::parse(bytes)?;
+    let device = list.certify(&bundle.certificate)?;
+    let prekeys = bundle.verify_prekeys(device.clone(), now);
+    Ok((device, prekeys))
+}
+
+/// What is remembered of a checked list: every device it names, with the
+/// key the list gives, and the name and time of a certificate that checked
+/// out (empty and 0 until one has; kept from before by the store).
+fn remembered(
+    list: &VerifiedDeviceList,
+    certified: &[VerifiedDevice],
+    fingerprint: &Fingerprint,
+) -> Vec<PeerDeviceRow> {
+    list.list()
+        .devices
+        .iter()
+        .map(|(id, key)| {
+            let cert = certified.iter().find(|d| d.device_id == *id);
+            PeerDeviceRow {
+                device_id: i64::from(id.get()),
+                account_fingerprint: fingerprint.to_hex(),
+                device_key: key.as_bytes().to_vec(),
+                name: cert.map(|d| d.name.clone()).unwrap_or_default(),
+                created_at: cert.map_or(0, |d| d.created_at_ms as i64),
+            }
         })
+        .collect()
 }
 
 impl Session<'_> {
@@ -90,7 +156,7 @@ impl Session<'_> {
     }
 
     /// Checks a device list and bundles (from `lookup` or a
-    /// `stale_devices` refusal) and remembers what passed.
+    /// `stale_devices` refusal) and remembers the devices the list names.
     pub(in crate::client) async fn check_devices(
         &self,
         phone: &PhoneNumber,
@@ -113,25 +179,8 @@ impl Session<'_> {
                 list.version()
             )));
         }
-        let now = now_ms(&self.client.clock);
-        let mut bundles = Vec::new();
-        let mut refused = Vec::new();
-        for b in &current.bundles {
-            match check_bundle(&b.0, &list, now) {
-                Ok(b) => bundles.push(b),
-                Err(r) => refused.push(r),
-            }
-        }
-        let rows: Vec<PeerDeviceRow> = bundles
-            .iter()
-            .map(|b| PeerDeviceRow {
-                device_id: b.device.device_id.get() as i64,
-                account_fingerprint: fingerprint.to_hex(),
-                device_key: b.device.key.as_bytes().to_vec(),
-                name: b.device.name.clone(),
-                created_at: b.device.created_at_ms as i64,
-            })
-            .collect();
+        let offered = check_bundles(&current.bundles, &list, now_ms(&self.client.clock));
+        let rows = remembered(&list, &offered.certified, &fingerprint);
         let mut tx = crate::client::home::write_tx(pool).await?;
         store::replace_peer_devices(
             &mut tx,
@@ -153,9 +202,11 @@ impl Session<'_> {
             key: key.clone(),
             fingerprint,
             version: list.version(),
-            devices: bundles.iter().map(|b| b.device.device_id.get()).collect(),
-            bundles,
-            refused,
+            devices: (offered.bundles.iter())
+                .map(|b| b.device.device_id.get())
+                .collect(),
+            bundles: offered.bundles,
+            refused: offered.refused,
         })
     }
 
@@ -232,5 +283,137 @@ impl Session<'_> {
             row.created_at as u64,
         );
         Ok(Some((device, fp)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Identity;
+    use crate::crypto::v2::{DeviceCertificate, DeviceKey, PrekeyStore};
+    use crate::protocol::KeyType;
+
+    const NOW: u64 = 1_700_000_000_000;
+    const DAY: u64 = 24 * 3600 * 1000;
+
+    /// An account whose list names devices 1 ..= `n`, each certified as
+    /// `device N`.
+    struct Account {
+        list: VerifiedDeviceList,
+        devices: Vec<(DeviceKey, DeviceCertificate)>,
+    }
+
+    fn account(n: u32) -> Account {
+        let identity = Identity::generate(KeyType::P256);
+        let phone = PhoneNumber::parse("+12025550102").unwrap();
+        let devices: Vec<(DeviceKey, DeviceCertificate)> = (1..=n)
+            .map(|i| {
+                let key = DeviceKey::generate();
+                let id = DeviceId::new(i).unwrap();
+                let name = format!("device {i}");
+                let cert =
+                    DeviceCertificate::issue(&identity, &phone, id, &key.public(), &name, NOW)
+                        .unwrap();
+                (key, cert)
+            })
+            .collect();
+        let listed = devices
+            .iter()
+            .map(|(key, cert)| (cert.device_id, key.public()))
+            .collect();
+        let list = DeviceList::issue(&identity, &phone, 1, NOW, listed)
+            .unwrap()
+            .verify(&identity.public_key(), &phone)
+            .unwrap();
+        Account { list, devices }
+    }
+
+    /// A bundle of `cert` with prekeys made at `made_at` and signed by
+    /// `signer` (the certified key, or another for a forgery).
+    fn bundle(cert: &DeviceCertificate, signer: &DeviceKey, made_at: u64) -> B64 {
+        let mut store = PrekeyStore::new();
+        store.maintain(signer, made_at);
+        let (signed_prekey, kem_prekey) = store.current(signer).unwrap();
+        let bundle = PrekeyBundle {
+            certificate: cert.clone(),
+            signed_prekey,
+            kem_prekey,
+        };
+        B64(bundle.to_bytes())
+    }
+
+    fn ids(bundles: &[VerifiedBundle]) -> Vec<u32> {
+        bundles.iter().map(|b| b.device.device_id.get()).collect()
+    }
+
+    #[test]
+    fn a_device_is_written_to_once_however_many_bundles_it_has() {
+        let a = account(2);
+        let ((k1, c1), (k2, c2)) = (&a.devices[0], &a.devices[1]);
+        let first = bundle(c1, k1, NOW);
+        let offered = [
+            first.clone(),
+            bundle(c1, k1, NOW - DAY),
+            bundle(c2, k2, NOW),
+        ];
+        let checked = check_bundles(&offered, &a.list, NOW);
+        assert_eq!(ids(&checked.bundles), [1, 2]);
+        assert!(checked.refused.is_empty(), "{:?}", checked.refused);
+        let used = checked.bundles[0].signed.0;
+        let expected = PrekeyBundle::parse(&first.0).unwrap().signed_prekey.id;
+        assert_eq!(used, expected, "the first that checked out");
+
+        // One out of date, then one that checks out: the second is used.
+        let offered = [bundle(c1, k1, NOW - 40 * DAY), first];
+        let checked = check_bundles(&offered, &a.list, NOW);
+        assert_eq!(ids(&checked.bundles), [1]);
+        assert_eq!(
+            checked.refused,
+            [RefusedBundle {
+                device: Some(1),
+                reason: v2::Error::StalePrekey
+            }]
+        );
+    }
+
+    #[test]
+    fn every_listed_device_is_remembered_whatever_its_bundle() {
+        let a = account(4);
+        let forger = DeviceKey::generate();
+        let [(_, c1), (k2, c2), (k3, c3), _] = &a.devices[..] else {
+            unreachable!()
+        };
+        let offered = [
+            bundle(c1, &forger, NOW),
+            bundle(c2, k2, NOW - 40 * DAY),
+            bundle(c3, k3, NOW),
+            B64(b"not a bundle".to_vec()),
+        ];
+        let checked = check_bundles(&offered, &a.list, NOW);
+        assert_eq!(ids(&checked.bundles), [3], "only the one that passed");
+        let reasons: Vec<_> = checked.refused.iter().map(|r| r.device).collect();
+        assert_eq!(reasons, [Some(1), Some(2), None]);
+
+        let fingerprint = a.list.list().account;
+        let rows = remembered(&a.list, &checked.certified, &fingerprint);
+        let got: Vec<(i64, &str, i64)> = rows
+            .iter()
+            .map(|r| (r.device_id, r.name.as_str(), r.created_at))
+            .collect();
+        let now = NOW as i64;
+        assert_eq!(
+            got,
+            [
+                (1, "device 1", now),
+                (2, "device 2", now),
+                (3, "device 3", now),
+                (4, "", 0),
+            ],
+            "device 4 offered no bundle: known by the list alone"
+        );
+        for (row, (key, _)) in rows.iter().zip(&a.devices) {
+            assert_eq!(row.device_key, key.public().as_bytes(), "the listed key");
+            assert_eq!(row.account_fingerprint, fingerprint.to_hex());
+        }
     }
 }

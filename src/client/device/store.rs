@@ -221,8 +221,11 @@ pub async fn list_version(
 }
 
 /// Replaces what is known of `phone`'s devices by a checked list: devices
-/// no longer listed lose their sessions; devices new under the same
-/// account key are noted for `fetch` to tell once when `announce`.
+/// no longer listed lose their sessions. A device given without a name (no
+/// certificate of it checked out this time) keeps the one it had under the
+/// same key. Devices new under the same account key are noted for `fetch`
+/// to tell once when `announce`, as soon as their name is known: a device
+/// told of stays known however often its bundle is refused.
 pub async fn replace_peer_devices(
     tx: &mut SqliteConnection,
     phone: &str,
@@ -231,16 +234,17 @@ pub async fn replace_peer_devices(
     devices: &[PeerDeviceRow],
     announce: bool,
 ) -> Result<(), ClientError> {
-    let known: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
-        "SELECT device_id, account_fingerprint, device_key FROM peer_devices WHERE phone = $1",
+    let known: Vec<(i64, String, Vec<u8>, String)> = sqlx::query_as(
+        "SELECT device_id, account_fingerprint, device_key, name FROM peer_devices
+         WHERE phone = $1",
     )
     .bind(phone)
     .fetch_all(&mut *tx)
     .await?;
-    let same_account = known.iter().any(|(_, fp, _)| fp == fingerprint);
+    let same_account = known.iter().any(|(_, fp, _, _)| fp == fingerprint);
     // A device id under a new account key (or with a new key) is another
     // device: sessions with the old one must not be used for it.
-    for (id, fp, key) in &known {
+    for (id, fp, key, _) in &known {
         let same = devices
             .iter()
             .any(|d| d.device_id == *id && fp == fingerprint && d.device_key == *key);
@@ -257,17 +261,22 @@ pub async fn replace_peer_devices(
         .execute(&mut *tx)
         .await?;
     for d in devices {
-        let new = !known
+        let before = known
             .iter()
-            .any(|(id, fp, _)| *id == d.device_id && fp == fingerprint);
-        if announce && same_account && new {
+            .find(|(id, fp, _, _)| *id == d.device_id && fp == fingerprint);
+        let name = match before {
+            Some((_, _, key, name)) if d.name.is_empty() && *key == d.device_key => name,
+            _ => &d.name,
+        };
+        let told_before = before.is_some_and(|(_, _, _, name)| !name.is_empty());
+        if announce && same_account && !told_before && !name.is_empty() {
             sqlx::query(
                 "INSERT INTO device_notices (phone, device_id, name) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
             )
             .bind(phone)
             .bind(d.device_id)
-            .bind(&d.name)
+            .bind(name)
             .execute(&mut *tx)
             .await?;
         }
@@ -279,7 +288,7 @@ pub async fn replace_peer_devices(
         .bind(d.device_id)
         .bind(fingerprint)
         .bind(&d.device_key)
-        .bind(&d.name)
+        .bind(name)
         .bind(d.created_at)
         .execute(&mut *tx)
         .await?;
@@ -337,6 +346,69 @@ mod tests {
             .fetch_all(pool)
             .await
             .unwrap()
+    }
+
+    fn row(id: i64, name: &str) -> PeerDeviceRow {
+        PeerDeviceRow {
+            device_id: id,
+            account_fingerprint: "ab".into(),
+            device_key: vec![id as u8; 65],
+            name: name.into(),
+            created_at: 0,
+        }
+    }
+
+    /// Devices of `+12025550102` as remembered: (id, name).
+    async fn remembered(pool: &SqlitePool) -> Vec<(i64, String)> {
+        sqlx::query_as("SELECT device_id, name FROM peer_devices ORDER BY device_id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    /// A device whose certificate did not come this time keeps its name
+    /// and is not told of again; one first known without a name is told
+    /// of once its name is known.
+    #[tokio::test]
+    async fn a_device_is_told_of_once_with_its_name_however_its_bundles_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).await.unwrap();
+        let pool = home.pool();
+        let replace = |version: u64, rows: Vec<PeerDeviceRow>| async move {
+            let mut tx = pool.begin().await.unwrap();
+            replace_peer_devices(&mut tx, "+12025550102", "ab", version, &rows, true)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        };
+        replace(1, vec![row(1, "phone"), row(2, "tablet")]).await;
+        assert!(
+            take_device_notices(pool).await.unwrap().is_empty(),
+            "first contact"
+        );
+        replace(1, vec![row(1, "phone"), row(2, "")]).await;
+        assert_eq!(
+            remembered(pool).await,
+            [(1, "phone".into()), (2, "tablet".into())]
+        );
+        replace(1, vec![row(1, "phone"), row(2, "tablet")]).await;
+        assert!(take_device_notices(pool).await.unwrap().is_empty());
+
+        replace(2, vec![row(1, "phone"), row(2, ""), row(3, "")]).await;
+        assert!(
+            take_device_notices(pool).await.unwrap().is_empty(),
+            "no name yet"
+        );
+        replace(2, vec![row(1, "phone"), row(2, "tablet"), row(3, "laptop")]).await;
+        assert_eq!(
+            take_device_notices(pool).await.unwrap(),
+            [("+12025550102".to_owned(), "laptop".to_owned())]
+        );
+        replace(2, vec![row(1, "phone"), row(2, "tablet"), row(3, "laptop")]).await;
+        assert!(
+            take_device_notices(pool).await.unwrap().is_empty(),
+            "told once"
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,138 @@
+//! The `carrier` command against a server that tampers with the devices
+//! it serves (played by editing the real server's database, as someone
+//! with its disk could): a device offered twice is written to once; who a
+//! device is does not hang on its prekeys, so a refused bundle neither
+//! drops that device's messages nor makes it "new" again.
+
+use std::path::{Path, PathBuf};
+
+use super::{cli_user, fetched, link, ok, texts};
+use crate::common::{ALICE, BOB, TestServer, spawn_server};
+
+/// Alice, and Bob with two devices: his phone (1) and a tablet (2).
+async fn alice_and_bob_with_a_tablet(server: &TestServer, homes: &Path) -> [PathBuf; 3] {
+    let alice = cli_user(server, homes, "alice", ALICE).await;
+    let phone = cli_user(server, homes, "bob", BOB).await;
+    let tablet = link(server, &phone, homes, "tablet", BOB, 2).await;
+    [alice, phone, tablet]
+}
+
+/// The signed prekey the server holds for Bob's `device`.
+async fn signed_prekey(server: &TestServer, device: i64) -> Vec<u8> {
+    let pool = server.db().await;
+    let prekey = sqlx::query_scalar(
+        "SELECT prekey FROM prekeys WHERE phone = $1 AND device = $2 AND kind = 1",
+    )
+    .bind(BOB)
+    .bind(device)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    prekey
+}
+
+/// Puts `prekey` in place of the signed prekey of Bob's `device`.
+async fn set_signed_prekey(server: &TestServer, device: i64, prekey: &[u8]) {
+    let pool = server.db().await;
+    let updated =
+        sqlx::query("UPDATE prekeys SET prekey = $1 WHERE phone = $2 AND device = $3 AND kind = 1")
+            .bind(prekey)
+            .bind(BOB)
+            .bind(device)
+            .execute(&pool)
+            .await
+            .unwrap();
+    assert_eq!(updated.rows_affected(), 1);
+    pool.close().await;
+}
+
+/// Flips the last byte (in its signature) of the signed prekey of Bob's
+/// `device`; the genuine bytes, to put back.
+async fn forge_signed_prekey(server: &TestServer, device: i64) -> Vec<u8> {
+    let genuine = signed_prekey(server, device).await;
+    let mut forged = genuine.clone();
+    *forged.last_mut().unwrap() ^= 0x01;
+    set_signed_prekey(server, device, &forged).await;
+    genuine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_offered_twice_is_sent_the_message_once() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let [alice, phone, tablet] = alice_and_bob_with_a_tablet(&server, homes.path()).await;
+    // The server offers the phone's genuine bundle in the tablet's place
+    // too: two bundles for device 1, both checking out.
+    let pool = server.db().await;
+    for statement in [
+        "UPDATE devices SET certificate =
+             (SELECT certificate FROM devices WHERE phone = $1 AND device = 1)
+         WHERE phone = $1 AND device = 2",
+        "DELETE FROM prekeys WHERE phone = $1 AND device = 2 AND kind IN (1, 3)",
+        "INSERT INTO prekeys (phone, device, kind, prekey_id, prekey, stored_at)
+         SELECT phone, 2, kind, prekey_id, prekey, stored_at FROM prekeys
+         WHERE phone = $1 AND device = 1 AND kind IN (1, 3)",
+    ] {
+        sqlx::query(statement)
+            .bind(BOB)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    ok(&alice, &["send", BOB, "once"]).await;
+    assert_eq!(server.queued_for(BOB).await, 1, "one copy, for the phone");
+    assert_eq!(texts(&fetched(&phone).await), ["once"]);
+    assert!(fetched(&tablet).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bundle_neither_forgets_a_device_nor_makes_it_new() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let [alice, phone, tablet] = alice_and_bob_with_a_tablet(&server, homes.path()).await;
+    ok(&alice, &["send", BOB, "to both"]).await;
+    assert_eq!(texts(&fetched(&phone).await), ["to both"]);
+    assert_eq!(texts(&fetched(&tablet).await), ["to both"]);
+
+    // The tablet's bundle is forged for one send, then genuine again: the
+    // tablet is left out of that send, and said so, but it is no new
+    // device when its bundle comes back, however often that is played.
+    for round in 0..2 {
+        let genuine = forge_signed_prekey(&server, 2).await;
+        let (_, stderr) = ok(&alice, &["send", BOB, "the phone only"]).await;
+        assert!(
+            stderr.contains(&format!("warning: device 2 of {BOB} gets nothing")),
+            "{stderr}"
+        );
+        set_signed_prekey(&server, 2, &genuine).await;
+        let (_, stderr) = ok(&alice, &["fetch"]).await;
+        assert!(
+            !stderr.contains("added a device"),
+            "round {round}: {stderr}"
+        );
+    }
+    assert_eq!(
+        texts(&fetched(&phone).await),
+        ["the phone only", "the phone only"]
+    );
+    ok(&alice, &["send", BOB, "to both again"]).await;
+    assert_eq!(texts(&fetched(&tablet).await), ["to both again"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_from_a_listed_device_is_opened_though_its_bundle_is_refused() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let [alice, phone, _tablet] = alice_and_bob_with_a_tablet(&server, homes.path()).await;
+    ok(&phone, &["send", ALICE, "from the phone"]).await;
+    // Before Alice first looks Bob up, the phone's bundle is forged: its
+    // certificate and the list still say who device 1 is.
+    forge_signed_prekey(&server, 1).await;
+    let (stdout, stderr) = ok(&alice, &["fetch", "--json"]).await;
+    let got = super::json_lines(&stdout);
+    assert_eq!(texts(&got), ["from the phone"], "{stderr}");
+    assert_eq!(got[0]["from"], BOB);
+}
