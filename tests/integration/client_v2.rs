@@ -4,8 +4,8 @@
 //! the other device sent, removal, a contact's new device told once,
 //! safety numbers, prekeys drained and replenished, and a v1 envelope
 //! refused. `across_servers`: the same across a neighbourhood of real
-//! servers. `tampered`: a server that doubles or forges a contact's
-//! bundles.
+//! servers. `tampered`: a server that doubles, forges or rolls back what
+//! it serves.
 
 mod across_servers;
 mod tampered;

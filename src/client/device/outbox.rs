@@ -72,7 +72,8 @@ impl Session<'_> {
         let id = MessageId::random();
         let sent_at = self.client.clock.now_ms();
         let _ratchets = self.client.home.lock_ratchets().await;
-        let peer = self.devices_of(to).await?;
+        let peer =
+            (self.devices_of(to).await).map_err(|e| refused_part_way(e, "nothing was sent"))?;
         let fingerprint = peer.fingerprint;
         let to_self = to == &self.me;
         let (served, refused) = self
@@ -83,16 +84,19 @@ impl Session<'_> {
             return Err(none_reached(to, &refused));
         }
         if !to_self {
+            let delivered = format!("the message itself was sent to {to}");
             let mine = match self.remembered_own(device.id()).await? {
                 Some(mine) => mine,
-                None => self.devices_of(&self.me).await?,
+                None => (self.devices_of(&self.me).await)
+                    .map_err(|e| refused_part_way(e, &delivered))?,
             };
             let copy = Content::SentCopy {
                 to: to.clone(),
                 id,
                 text: text.into(),
             };
-            let (_, refused) = self.fan_out(device, mine, id, &copy, sent_at).await?;
+            let (_, refused) = (self.fan_out(device, mine, id, &copy, sent_at).await)
+                .map_err(|e| refused_part_way(e, &delivered))?;
             self.tell_left_out(&self.me, &refused);
         }
         let record = Record {
@@ -196,15 +200,17 @@ impl Session<'_> {
                     }
                 }
             }
+            let count = served.len() - usize::from(checked.phone == self.me);
             match stale {
-                None => {
-                    let count = served.len() - usize::from(checked.phone == self.me);
-                    return Ok((count, left_out(refused, &served)));
-                }
+                None => return Ok((count, left_out(refused, &served))),
                 Some(current) => {
                     checked = self
                         .check_devices(&checked.phone, &checked.key, &current)
-                        .await?;
+                        .await
+                        .map_err(|e| {
+                            let own = checked.phone == self.me;
+                            refused_part_way(e, &reached(&checked.phone, own, count))
+                        })?;
                 }
             }
         }
@@ -356,22 +362,37 @@ impl Session<'_> {
     }
 }
 
-/// The refusals worth telling: none for a device that took the message, one
-/// per device otherwise, and one for all the bundles whose certificate did
-/// not check out (a server could offer any number).
+/// The refusals worth telling: none for a device that took the message,
+/// one per device otherwise, and one for all the bundles whose certificate
+/// did not check out (a server could offer any number). For a device with
+/// several, a forgery is told before keys out of date: a server replaying
+/// a genuine old bundle ahead of a forged one must not pass the forgery
+/// off as age.
 fn left_out(refused: Vec<RefusedBundle>, served: &HashSet<u32>) -> Vec<RefusedBundle> {
-    let mut told = HashSet::new();
-    refused
-        .into_iter()
-        .filter(|r| r.device.is_none_or(|d| !served.contains(&d)))
-        .filter(|r| told.insert(r.device))
-        .collect()
+    let mut told: Vec<RefusedBundle> = Vec::new();
+    for r in refused {
+        if r.device.is_some_and(|d| served.contains(&d)) {
+            continue;
+        }
+        match told.iter_mut().find(|t| t.device == r.device) {
+            None => told.push(r),
+            Some(t) if !forged(t) && forged(&r) => *t = r,
+            Some(_) => {}
+        }
+    }
+    told
 }
 
-/// Why a send reached no device of `to`: forged keys, keys out of date, or
-/// none published.
+/// Whether a refused bundle does not check out against its account key, as
+/// opposed to being genuine but out of date.
+fn forged(r: &RefusedBundle) -> bool {
+    r.reason != v2::Error::StalePrekey
+}
+
+/// Why a send reached no device of `to`: forged keys (if any were seen),
+/// keys out of date, or none published.
 fn none_reached(to: &PhoneNumber, refused: &[RefusedBundle]) -> ClientError {
-    if refused.iter().any(|r| r.reason != v2::Error::StalePrekey) {
+    if refused.iter().any(forged) {
         ClientError::Forged(format!(
             "the server offered keys for {to} that do not check out against their account \
              key; nothing was sent"
@@ -386,6 +407,35 @@ fn none_reached(to: &PhoneNumber, refused: &[RefusedBundle]) -> ClientError {
             "{to} has no device that can receive yet (none has published its prekeys); try \
              again later"
         ))
+    }
+}
+
+/// A device list refused part-way through a send, told with what had been
+/// sent by then (`sent`), so that the user knows whether the message went
+/// out before sending it again.
+fn refused_part_way(e: ClientError, sent: &str) -> ClientError {
+    match e {
+        ClientError::Forged(why) => ClientError::Forged(format!("{why}; {sent}")),
+        other => other,
+    }
+}
+
+/// What one fan-out had sent when a changed device list was refused: to
+/// `devices` devices of `phone`, or of this account's other devices when
+/// `own`.
+fn reached(phone: &PhoneNumber, own: bool, devices: usize) -> String {
+    match (own, devices) {
+        (true, 0) => "none of your other devices took its copy".into(),
+        (true, n) => {
+            format!("{n} of your other devices had taken its copy by then; no other was sent one")
+        }
+        (false, 0) => format!("no device of {phone} took the message"),
+        (false, 1) => {
+            format!("one device of {phone} had taken the message by then; no other was sent it")
+        }
+        (false, n) => {
+            format!("{n} devices of {phone} had taken the message by then; no other was sent it")
+        }
     }
 }
 
@@ -457,6 +507,27 @@ mod tests {
         );
     }
 
+    /// A genuine bundle out of date replayed ahead of a forged one for the
+    /// same device: the forgery is what the user is told, and what the
+    /// send fails with.
+    #[test]
+    fn a_forgery_is_told_before_keys_out_of_date() {
+        let bad = v2::Error::BadSignature;
+        let told = left_out(
+            vec![
+                refused(Some(2), v2::Error::StalePrekey),
+                refused(Some(2), bad.clone()),
+                refused(Some(2), v2::Error::StalePrekey),
+            ],
+            &HashSet::new(),
+        );
+        assert_eq!(told, [refused(Some(2), bad)]);
+        let to = PhoneNumber::parse("+12025550102").unwrap();
+        let failed = none_reached(&to, &told);
+        assert!(matches!(failed, ClientError::Forged(_)), "{failed:?}");
+        assert_eq!(failed.exit().code(), 4);
+    }
+
     #[test]
     fn a_send_that_reached_nobody_says_why() {
         let to = PhoneNumber::parse("+12025550102").unwrap();
@@ -476,6 +547,50 @@ mod tests {
             matches!(none, ClientError::NoDeviceReady(ref m) if m.contains("none has published")),
             "{none}"
         );
+    }
+
+    /// A changed list refused after some devices took the message says
+    /// so, and never that nothing was sent.
+    #[test]
+    fn a_list_refused_part_way_tells_what_was_sent() {
+        let to = PhoneNumber::parse("+12025550102").unwrap();
+        let rolled_back = || {
+            ClientError::Forged(format!(
+                "the server gave version 1 of the device list of {to}, older than version 2"
+            ))
+        };
+        for (own, n, said) in [
+            (false, 0, "no device of +12025550102 took the message"),
+            (
+                false,
+                1,
+                "one device of +12025550102 had taken the message by then",
+            ),
+            (
+                false,
+                2,
+                "2 devices of +12025550102 had taken the message by then",
+            ),
+            (true, 0, "none of your other devices took its copy"),
+            (
+                true,
+                2,
+                "2 of your other devices had taken its copy by then",
+            ),
+        ] {
+            let part = reached(&to, own, n);
+            let told = refused_part_way(rolled_back(), &part).to_string();
+            assert!(told.ends_with(&part), "{told}");
+            assert!(told.contains(said), "{told}");
+            assert!(!told.contains("nothing was sent"), "{told}");
+        }
+        let first = refused_part_way(rolled_back(), "nothing was sent");
+        assert!(matches!(first, ClientError::Forged(_)), "{first:?}");
+        assert!(first.to_string().ends_with("; nothing was sent"), "{first}");
+        assert!(matches!(
+            refused_part_way(ClientError::Disconnected, "nothing was sent"),
+            ClientError::Disconnected
+        ));
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl Session<'_> {
         {
             return Err(ClientError::Forged(format!(
                 "the server gave version {} of the device list of {phone}, older than version \
-                 {seen} seen before: a removed device may be coming back; nothing was sent",
+                 {seen} seen before: a removed device may be coming back",
                 list.version()
             )));
         }

@@ -2,11 +2,13 @@
 //! it serves (played by editing the real server's database, as someone
 //! with its disk could): a device offered twice is written to once; who a
 //! device is does not hang on its prekeys, so a refused bundle neither
-//! drops that device's messages nor makes it "new" again.
+//! drops that device's messages nor makes it "new" again; and a device
+//! list rolled back part-way through a send is told with what went out.
 
 use std::path::{Path, PathBuf};
 
 use super::{cli_user, fetched, link, ok, texts};
+use crate::client_support::{carrier_out, outcome};
 use crate::common::{ALICE, BOB, TestServer, spawn_server};
 
 /// Alice, and Bob with two devices: his phone (1) and a tablet (2).
@@ -135,4 +137,62 @@ async fn a_message_from_a_listed_device_is_opened_though_its_bundle_is_refused()
     let got = super::json_lines(&stdout);
     assert_eq!(texts(&got), ["from the phone"], "{stderr}");
     assert_eq!(got[0]["from"], BOB);
+}
+
+/// The version and bytes of the device list the server holds for `phone`.
+async fn device_list(server: &TestServer, phone: &str) -> (i64, Vec<u8>) {
+    let pool = server.db().await;
+    let row = sqlx::query_as("SELECT version, list FROM device_lists WHERE phone = $1")
+        .bind(phone)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_rolled_back_after_the_message_went_out_does_not_say_nothing_was_sent() {
+    let mut server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let phone = cli_user(&server, homes.path(), "phone", ALICE).await;
+    let bob = cli_user(&server, homes.path(), "bob", BOB).await;
+    link(&server, &phone, homes.path(), "tablet", ALICE, 2).await;
+    let (old, old_list) = device_list(&server, ALICE).await;
+    link(&server, &phone, homes.path(), "laptop", ALICE, 3).await;
+    let (seen, _) = device_list(&server, ALICE).await;
+    ok(&phone, &["send", BOB, "one"]).await;
+
+    // The server goes back to the list without the laptop. The phone
+    // sends its copies under the list it remembers; the answer,
+    // stale_devices with the older list, is refused, after Bob has the
+    // message.
+    server.stop().await;
+    let pool = server.db().await;
+    sqlx::query("UPDATE device_lists SET version = $1, list = $2 WHERE phone = $3")
+        .bind(old)
+        .bind(&old_list)
+        .bind(ALICE)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    server.restart().await;
+    let (status, _, stderr) = outcome(&carrier_out(&phone, &["send", BOB, "two"]).await);
+    assert_eq!(status, 4, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "version {old} of the device list of {ALICE}, older than version {seen}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nothing was sent"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "none of your other devices took its copy; the message itself was sent to {BOB}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(texts(&fetched(&bob).await), ["one", "two"]);
+    server.stop().await;
 }
