@@ -56,7 +56,9 @@ const MAX_LIST_CHANGES: usize = 4;
 
 impl Session<'_> {
     /// Seals `text` for every device of `to` and every other device of this
-    /// account, sends them, and stores the message in the history.
+    /// account, and sends them. The message is stored in the history once
+    /// the recipient has it, before the copies go out: a failure with those
+    /// leaves a message that was sent, and is recorded as such.
     pub(in crate::client) async fn send_v2(
         &self,
         device: &Device,
@@ -83,6 +85,17 @@ impl Session<'_> {
         if served == 0 && !to_self {
             return Err(none_reached(to, &refused));
         }
+        let record = Record {
+            id,
+            direction: Direction::Out,
+            peer: to,
+            peer_fingerprint: fingerprint,
+            counter: 0,
+            text,
+            sent_at,
+            stored_at: self.client.clock.now_ms(),
+        };
+        record_in(self.client.home.pool(), &record).await?;
         if !to_self {
             let delivered = format!("the message itself was sent to {to}");
             let mine = match self.remembered_own(device.id()).await? {
@@ -99,17 +112,6 @@ impl Session<'_> {
                 .map_err(|e| refused_part_way(e, &delivered))?;
             self.tell_left_out(&self.me, &refused);
         }
-        let record = Record {
-            id,
-            direction: Direction::Out,
-            peer: to,
-            peer_fingerprint: fingerprint,
-            counter: 0,
-            text,
-            sent_at,
-            stored_at: self.client.clock.now_ms(),
-        };
-        record_in(self.client.home.pool(), &record).await?;
         Ok(id)
     }
 

@@ -152,7 +152,7 @@ async fn device_list(server: &TestServer, phone: &str) -> (i64, Vec<u8>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_list_rolled_back_after_the_message_went_out_does_not_say_nothing_was_sent() {
+async fn a_list_rolled_back_after_the_message_went_out_says_so_and_it_is_recorded() {
     let mut server = spawn_server().await;
     let homes = tempfile::tempdir().unwrap();
     let phone = cli_user(&server, homes.path(), "phone", ALICE).await;
@@ -194,5 +194,10 @@ async fn a_list_rolled_back_after_the_message_went_out_does_not_say_nothing_was_
         "{stderr}"
     );
     assert_eq!(texts(&fetched(&bob).await), ["one", "two"]);
+    let (history, _) = ok(&phone, &["history"]).await;
+    assert!(
+        history.contains("two"),
+        "what was sent is recorded: {history}"
+    );
     server.stop().await;
 }
