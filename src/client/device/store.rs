@@ -174,6 +174,8 @@ pub struct PeerDeviceRow {
     pub device_id: i64,
     pub account_fingerprint: String,
     pub device_key: Vec<u8>,
+    /// Empty until a certificate of the device has checked out (a
+    /// certificate's name never is).
     pub name: String,
     pub created_at: i64,
 }
