@@ -48,9 +48,16 @@ pub fn message(m: &Received) -> String {
     )
 }
 
-/// `+1… added a device: name`, told once per device.
-pub fn device_added(phone: &str, name: &str) -> String {
-    format!("{} added a device: {}", clean(phone), clean(name))
+/// `+1… added a device: name`, told once per device; by its number while
+/// no certificate has named it (its bundle refused or not published).
+pub fn device_added(phone: &str, device: i64, name: &str) -> String {
+    match name {
+        "" => format!(
+            "{} added device {device}; its name is not known yet",
+            clean(phone)
+        ),
+        name => format!("{} added a device: {}", clean(phone), clean(name)),
+    }
 }
 
 /// A refused message, for standard error.

@@ -207,8 +207,8 @@ async fn fetch(client: &Client, out: Json) -> Result<(), ClientError> {
     for r in &refused {
         eprintln!("{}", show::refusal(r));
     }
-    for (phone, name) in session.device_notices().await? {
-        eprintln!("{}", show::device_added(&phone, &name));
+    for (phone, device, name) in session.device_notices().await? {
+        eprintln!("{}", show::device_added(&phone, device, &name));
     }
     if received.is_empty() && !out.json {
         eprintln!("No new messages.");

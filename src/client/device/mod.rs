@@ -86,9 +86,10 @@ impl crate::client::Client {
 
 impl crate::client::Session<'_> {
     /// Devices contacts added under their pinned keys since last asked,
-    /// as (phone, device name), each told once. Looks up every contact
-    /// whose devices this home has checked, to learn of new ones.
-    pub async fn device_notices(&self) -> Result<Vec<(String, String)>, ClientError> {
+    /// as (phone, device id, name: empty while unknown), each told once.
+    /// Looks up every contact whose devices this home has checked, to
+    /// learn of new ones.
+    pub async fn device_notices(&self) -> Result<Vec<(String, i64, String)>, ClientError> {
         if self.device.is_none() {
             return Ok(Vec::new());
         }

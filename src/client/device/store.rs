@@ -225,9 +225,11 @@ pub async fn list_version(
 /// Replaces what is known of `phone`'s devices by a checked list: devices
 /// no longer listed lose their sessions. A device given without a name (no
 /// certificate of it checked out this time) keeps the one it had under the
-/// same key. Devices new under the same account key are noted for `fetch`
-/// to tell once when `announce`, as soon as their name is known: a device
-/// told of stays known however often its bundle is refused.
+/// same key. Devices new under the same account key (an id not seen
+/// before, or seen with another key) are noted for `fetch` to tell once
+/// when `announce`, by number while no certificate has named them: a device
+/// whose messages are accepted is never one the user was not told of, and
+/// one told of stays known however often its bundle is refused.
 pub async fn replace_peer_devices(
     tx: &mut SqliteConnection,
     phone: &str,
@@ -270,8 +272,8 @@ pub async fn replace_peer_devices(
             Some((_, _, key, name)) if d.name.is_empty() && *key == d.device_key => name,
             _ => &d.name,
         };
-        let told_before = before.is_some_and(|(_, _, _, name)| !name.is_empty());
-        if announce && same_account && !told_before && !name.is_empty() {
+        let new = before.is_none_or(|(_, _, key, _)| *key != d.device_key);
+        if announce && same_account && new {
             sqlx::query(
                 "INSERT INTO device_notices (phone, device_id, name) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
@@ -324,13 +326,17 @@ pub async fn listed_phones(pool: &SqlitePool) -> Result<Vec<String>, ClientError
     )
 }
 
-/// Devices contacts added, each returned once.
-pub async fn take_device_notices(pool: &SqlitePool) -> Result<Vec<(String, String)>, ClientError> {
+/// Devices contacts added (phone, device id, name: empty while no
+/// certificate has named it), each returned once.
+pub async fn take_device_notices(
+    pool: &SqlitePool,
+) -> Result<Vec<(String, i64, String)>, ClientError> {
     let mut tx = crate::client::home::write_tx(pool).await?;
-    let notices: Vec<(String, String)> =
-        sqlx::query_as("SELECT phone, name FROM device_notices ORDER BY phone, device_id")
-            .fetch_all(&mut *tx)
-            .await?;
+    let notices: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT phone, device_id, name FROM device_notices ORDER BY phone, device_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM device_notices")
         .execute(&mut *tx)
         .await?;
@@ -369,10 +375,11 @@ mod tests {
     }
 
     /// A device whose certificate did not come this time keeps its name
-    /// and is not told of again; one first known without a name is told
-    /// of once its name is known.
+    /// and is not told of again; a new one is told of at once, by number
+    /// while no certificate has named it, and only once; one present at
+    /// first contact is never told of, however its bundles come later.
     #[tokio::test]
-    async fn a_device_is_told_of_once_with_its_name_however_its_bundles_come() {
+    async fn a_device_is_told_of_once_however_its_bundles_come() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::open(dir.path()).await.unwrap();
         let pool = home.pool();
@@ -383,33 +390,42 @@ mod tests {
                 .unwrap();
             tx.commit().await.unwrap();
         };
-        replace(1, vec![row(1, "phone"), row(2, "tablet")]).await;
+        let bob = "+12025550102".to_owned();
+        replace(1, vec![row(1, "phone"), row(2, "")]).await;
         assert!(
             take_device_notices(pool).await.unwrap().is_empty(),
             "first contact"
+        );
+        replace(1, vec![row(1, "phone"), row(2, "tablet")]).await;
+        assert!(
+            take_device_notices(pool).await.unwrap().is_empty(),
+            "there at first contact: never new"
         );
         replace(1, vec![row(1, "phone"), row(2, "")]).await;
         assert_eq!(
             remembered(pool).await,
             [(1, "phone".into()), (2, "tablet".into())]
         );
-        replace(1, vec![row(1, "phone"), row(2, "tablet")]).await;
         assert!(take_device_notices(pool).await.unwrap().is_empty());
 
         replace(2, vec![row(1, "phone"), row(2, ""), row(3, "")]).await;
-        assert!(
-            take_device_notices(pool).await.unwrap().is_empty(),
-            "no name yet"
-        );
-        replace(2, vec![row(1, "phone"), row(2, "tablet"), row(3, "laptop")]).await;
         assert_eq!(
             take_device_notices(pool).await.unwrap(),
-            [("+12025550102".to_owned(), "laptop".to_owned())]
+            [(bob.clone(), 3, String::new())],
+            "told at once, by number"
         );
         replace(2, vec![row(1, "phone"), row(2, "tablet"), row(3, "laptop")]).await;
         assert!(
             take_device_notices(pool).await.unwrap().is_empty(),
-            "told once"
+            "told once, named or not"
+        );
+        let mut rekeyed = row(3, "laptop");
+        rekeyed.device_key = vec![9; 65];
+        replace(3, vec![row(1, "phone"), row(2, "tablet"), rekeyed]).await;
+        assert_eq!(
+            take_device_notices(pool).await.unwrap(),
+            [(bob, 3, "laptop".to_owned())],
+            "an id under a new key is another device"
         );
     }
 

@@ -139,6 +139,46 @@ async fn a_message_from_a_listed_device_is_opened_though_its_bundle_is_refused()
     assert_eq!(got[0]["from"], BOB);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_device_nothing_names_is_told_by_its_number_before_its_messages() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    let phone = cli_user(&server, homes.path(), "bob", BOB).await;
+    ok(&alice, &["send", BOB, "hello"]).await;
+    let tablet = link(&server, &phone, homes.path(), "tablet", BOB, 2).await;
+    // The server spoils the new tablet's certificate: the signed list
+    // still says device 2 is Bob's, but nothing names it.
+    let pool = server.db().await;
+    let mut certificate: Vec<u8> =
+        sqlx::query_scalar("SELECT certificate FROM devices WHERE phone = $1 AND device = 2")
+            .bind(BOB)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    *certificate.last_mut().unwrap() ^= 0x01;
+    sqlx::query("UPDATE devices SET certificate = $1 WHERE phone = $2 AND device = 2")
+        .bind(&certificate)
+        .bind(BOB)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    ok(&tablet, &["send", ALICE, "from the tablet"]).await;
+
+    let (stdout, stderr) = ok(&alice, &["fetch"]).await;
+    assert!(stdout.contains("from the tablet"), "{stdout}");
+    assert_eq!(
+        stderr
+            .matches(&format!("{BOB} added device 2; its name is not known yet"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let (_, stderr) = ok(&alice, &["fetch"]).await;
+    assert!(!stderr.contains("added"), "told once: {stderr}");
+}
+
 /// The version and bytes of the device list the server holds for `phone`.
 async fn device_list(server: &TestServer, phone: &str) -> (i64, Vec<u8>) {
     let pool = server.db().await;
