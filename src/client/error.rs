@@ -115,6 +115,20 @@ fn connect_advice(e: &ConnectError) -> String {
                  there, and is this the port it prints as \"Listening on …\"?"
             )
         }
+        // A busy server closes connections it cannot serve yet, before
+        // their handshake ends: the same as a port that is not TLS at all.
+        ConnectError::Handshake(source)
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            format!(
+                "the server closed the connection during the TLS handshake ({source}): it may \
+                 be serving as many connections as it can (try again in a moment), or this is \
+                 not a Carrier server's client port (not its port for neighbour servers)"
+            )
+        }
         ConnectError::Handshake(source) => format!(
             "the TLS handshake with the server failed ({source}): is this a Carrier server's \
              client port (not its port for neighbour servers)?"
@@ -243,6 +257,26 @@ fn exit_for(code: ErrorCode) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handshake cut short by the server may be a busy server, and the
+    /// advice says so; one that failed otherwise points at the port.
+    #[test]
+    fn a_handshake_the_server_cut_short_may_be_a_busy_server() {
+        let closed = ClientError::Connect(ConnectError::Handshake(std::io::Error::from(
+            std::io::ErrorKind::UnexpectedEof,
+        )))
+        .to_string();
+        assert!(closed.contains("try again in a moment"), "{closed}");
+        let refused = ClientError::Connect(ConnectError::Handshake(std::io::Error::other(
+            "bad certificate",
+        )))
+        .to_string();
+        assert!(!refused.contains("try again"), "{refused}");
+        assert!(
+            refused.contains("is this a Carrier server's client port"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn each_kind_of_outcome_has_its_own_status() {
