@@ -25,8 +25,9 @@
 //!   logged at most once per interval.
 //! - [`metrics`]: the process's Prometheus counters, gauges and histograms.
 //! - [`listen`]: accepting TCP connections so that none waits unseen in
-//!   the backlog, even out of file descriptors, and counting them per
-//!   client address.
+//!   the backlog, even out of file descriptors, and keeping those that
+//!   have not proved who they are in order and per client address, so
+//!   the oldest of them yields to a newcomer.
 //! - [`crypto`]: identity keys, PEM files, envelope seal and open, login
 //!   transcripts. The only module that touches private keys or plaintext.
 //! - [`tls`]: certificates made from long-term keys, pinning verifiers for

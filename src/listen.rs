@@ -5,10 +5,11 @@
 //! gives the reserve up for a moment to accept a waiting connection and
 //! close it at once, so that client learns at once, and logs a warning at
 //! most every [`WARN_EVERY`]. Connections past a server's own limits are
-//! turned away by its accept loops in the same spirit, and
-//! [`PerAddress`] keeps one address from taking every slot a listener has.
+//! turned away by its accept loops in the same spirit, and [`Unproven`]
+//! keeps connections that have not proved who they are from holding slots
+//! against those that will.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::ClientPrefix;
 use crate::telemetry::Throttle;
@@ -87,62 +90,162 @@ impl Listener {
     }
 }
 
-/// Counts a listener's connections per client address (an IPv4 address,
-/// an IPv6 /64: [`ClientPrefix`]) while they have not proved who they are:
-/// on the client port until they log in, on the link port until their TLS
-/// handshake ends. One address, or one host choosing addresses in its /64,
-/// then cannot hold every slot of the listener without ever proving who it
-/// is, and peers at other addresses still get in.
-pub struct PerAddress {
-    max: usize,
-    by_prefix: Mutex<HashMap<ClientPrefix, usize>>,
+/// How long a new connection waits for the slot of the connection it had
+/// closed to make room: that connection's task ends as soon as it sees it
+/// was closed, so this is only a bound, never a pause.
+pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The connections of a listener (or of the listeners that share its
+/// slots) that have not proved who they are yet: on the client port and
+/// `/ws` until they log in, on the link port until their TLS handshake
+/// shows a configured key. Each is counted against its address (an IPv4
+/// address, an IPv6 /64: [`ClientPrefix`]) and kept in the order it came.
+///
+/// A connection that has proved nothing yields to one that may: a new
+/// connection from an address at its limit closes that address's oldest
+/// unproven one, and a new connection that finds every slot taken closes
+/// the oldest unproven one of all ([`Unproven::evict_oldest`]). Idle
+/// strangers, however many addresses they hold, then only delay a
+/// newcomer, and connections that have proved who they are are never
+/// closed to make room.
+pub struct Unproven {
+    max_per_address: usize,
+    state: Mutex<Registry>,
 }
 
-impl PerAddress {
-    /// A count that admits at most `max` connections per address at once.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            by_prefix: Mutex::default(),
-        })
+#[derive(Default)]
+struct Registry {
+    /// Start order: the number the next connection gets.
+    next: u64,
+    /// Every unproven connection, oldest first, with what closes it.
+    all: BTreeMap<u64, (ClientPrefix, CancellationToken)>,
+    /// The same connections, by address.
+    by_prefix: HashMap<ClientPrefix, BTreeSet<u64>>,
+}
+
+impl Registry {
+    /// The oldest connection of `prefix` if it has `max` or more.
+    fn oldest_if_full(&self, prefix: ClientPrefix, max: usize) -> Option<u64> {
+        let set = self.by_prefix.get(&prefix)?;
+        (set.len() >= max).then(|| set.first().copied()).flatten()
     }
 
-    /// Counts a new connection from `peer`, or refuses it when its address
-    /// already has the most allowed.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<AddressSlot> {
-        let prefix = ClientPrefix::of(peer);
-        let mut map = self.by_prefix.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(prefix).or_default();
-        if *n >= self.max {
-            return None;
+    /// Forgets connection `n` and tells it to close.
+    fn evict(&mut self, n: u64) {
+        if let Some(token) = self.forget(n) {
+            token.cancel();
         }
-        *n += 1;
-        Some(AddressSlot {
-            owner: self.clone(),
-            prefix,
-        })
     }
-}
 
-/// One connection counted against its address; given back when dropped.
-pub struct AddressSlot {
-    owner: Arc<PerAddress>,
-    prefix: ClientPrefix,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .owner
-            .by_prefix
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.prefix) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.prefix);
+    /// Forgets connection `n`; its token, if it was still counted.
+    fn forget(&mut self, n: u64) -> Option<CancellationToken> {
+        let (prefix, token) = self.all.remove(&n)?;
+        if let Some(set) = self.by_prefix.get_mut(&prefix) {
+            set.remove(&n);
+            if set.is_empty() {
+                self.by_prefix.remove(&prefix);
             }
         }
+        Some(token)
+    }
+}
+
+impl Unproven {
+    /// A registry that lets at most `max_per_address` connections of one
+    /// address wait unproven at once.
+    pub fn new(max_per_address: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_per_address,
+            state: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new connection from `peer` as unproven. When its address
+    /// already has the most allowed, the oldest of them is closed to make
+    /// room, and the second value is true.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> (UnprovenSlot, bool) {
+        let prefix = ClientPrefix::of(peer);
+        let token = CancellationToken::new();
+        let mut registry = self.lock();
+        let mut evicted = false;
+        while let Some(oldest) = registry.oldest_if_full(prefix, self.max_per_address) {
+            registry.evict(oldest);
+            evicted = true;
+        }
+        let n = registry.next;
+        registry.next += 1;
+        registry.all.insert(n, (prefix, token.clone()));
+        registry.by_prefix.entry(prefix).or_default().insert(n);
+        let slot = UnprovenSlot {
+            owner: self.clone(),
+            n,
+            closed: token,
+        };
+        (slot, evicted)
+    }
+
+    /// Closes the oldest unproven connection, to free its slot for a new
+    /// one; false when there is none (every slot is held by connections
+    /// that have proved who they are).
+    pub fn evict_oldest(&self) -> bool {
+        let mut registry = self.lock();
+        let Some(oldest) = registry.all.keys().next().copied() else {
+            return false;
+        };
+        registry.evict(oldest);
+        true
+    }
+}
+
+/// One connection counted as unproven; it stops counting when dropped
+/// (once it has proved who it is, or when it closes).
+pub struct UnprovenSlot {
+    owner: Arc<Unproven>,
+    n: u64,
+    closed: CancellationToken,
+}
+
+impl UnprovenSlot {
+    /// Cancelled when the connection was closed to make room for another:
+    /// its task then ends at once, giving its slot back.
+    pub fn evicted(&self) -> CancellationToken {
+        self.closed.clone()
+    }
+}
+
+impl Drop for UnprovenSlot {
+    fn drop(&mut self) {
+        self.owner.lock().forget(self.n);
+    }
+}
+
+/// What [`slot_or_evict`] found.
+pub enum Slot {
+    Free(OwnedSemaphorePermit),
+    /// Free once the oldest unproven connection was closed for it.
+    Freed(OwnedSemaphorePermit),
+    /// Every slot is held by a connection that has proved who it is (or
+    /// the one closed did not give its slot back in time).
+    Full,
+}
+
+/// One of `slots` for a new connection: a free one, or else the one the
+/// oldest of `unproven` gives back when closed for it (waited for at most
+/// [`EVICTION_WAIT`]).
+pub async fn slot_or_evict(slots: &Arc<Semaphore>, unproven: &Unproven) -> Slot {
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Slot::Free(permit);
+    }
+    if !unproven.evict_oldest() {
+        return Slot::Full;
+    }
+    match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Slot::Freed(permit),
+        _ => Slot::Full,
     }
 }
 
@@ -167,16 +270,86 @@ mod tests {
     }
 
     /// A host that picks a new address in its /64 for each connection
-    /// still counts as one address; other addresses are not held back.
+    /// still counts as one address: past its limit its oldest connection
+    /// is closed, and no other address's.
     #[test]
-    fn counts_by_address_and_gives_slots_back() {
-        let counts = PerAddress::new(2);
-        let first = counts.admit(ip("2001:db8:1:2::1")).unwrap();
-        let _second = counts.admit(ip("2001:db8:1:2::2")).unwrap();
-        assert!(counts.admit(ip("2001:db8:1:2:ffff::3")).is_none());
-        assert!(counts.admit(ip("2001:db8:1:3::1")).is_some());
-        assert!(counts.admit(ip("192.0.2.7")).is_some());
+    fn an_address_past_its_limit_loses_its_oldest() {
+        let unproven = Unproven::new(2);
+        let (first, _) = unproven.admit(ip("2001:db8:1:2::1"));
+        let (other, _) = unproven.admit(ip("192.0.2.7"));
+        let (second, _) = unproven.admit(ip("2001:db8:1:2::2"));
+        let (third, evicted) = unproven.admit(ip("2001:db8:1:2:ffff::3"));
+        assert!(evicted, "the address was at its limit");
+        assert!(first.evicted().is_cancelled(), "the oldest is closed");
+        assert!(!second.evicted().is_cancelled());
+        assert!(!third.evicted().is_cancelled());
+        assert!(!other.evicted().is_cancelled(), "other addresses are left");
+        let (_, evicted) = unproven.admit(ip("2001:db8:1:3::1"));
+        assert!(!evicted, "another /64 is another address");
+    }
+
+    /// The closed connection's own drop later gives back nothing more;
+    /// a connection that has proved itself (dropped its slot) gives room.
+    #[test]
+    fn slots_are_given_back_once() {
+        let unproven = Unproven::new(2);
+        let (first, _) = unproven.admit(ip("192.0.2.1"));
+        let (second, _) = unproven.admit(ip("192.0.2.1"));
+        let (third, evicted) = unproven.admit(ip("192.0.2.1"));
+        assert!(evicted);
         drop(first);
-        assert!(counts.admit(ip("2001:db8:1:2::4")).is_some());
+        let (_, evicted) = unproven.admit(ip("192.0.2.1"));
+        assert!(
+            evicted,
+            "the evicted one's drop did not free a second place"
+        );
+        assert!(second.evicted().is_cancelled());
+        drop(third);
+        let (_, evicted) = unproven.admit(ip("192.0.2.1"));
+        assert!(!evicted, "a dropped slot is room");
+    }
+
+    /// Across addresses, connections are closed oldest first; those that
+    /// proved who they are are not there to be closed.
+    #[test]
+    fn the_oldest_of_all_goes_first() {
+        let unproven = Unproven::new(4);
+        let (a, _) = unproven.admit(ip("192.0.2.1"));
+        let (proved, _) = unproven.admit(ip("192.0.2.2"));
+        let (b, _) = unproven.admit(ip("192.0.2.3"));
+        let (c, _) = unproven.admit(ip("192.0.2.1"));
+        drop(proved);
+        assert!(unproven.evict_oldest());
+        assert!(a.evicted().is_cancelled());
+        assert!(!b.evicted().is_cancelled());
+        assert!(unproven.evict_oldest());
+        assert!(b.evicted().is_cancelled());
+        assert!(!c.evicted().is_cancelled());
+        assert!(unproven.evict_oldest());
+        assert!(c.evicted().is_cancelled());
+        assert!(!unproven.evict_oldest(), "nothing unproven is left");
+    }
+
+    /// A new connection takes a free slot, else the slot of the oldest
+    /// unproven connection once that one's task lets it go, else none.
+    #[tokio::test]
+    async fn a_full_listener_frees_the_oldest_unproven_slot() {
+        let slots = Arc::new(Semaphore::new(1));
+        let unproven = Unproven::new(4);
+        let Slot::Free(permit) = slot_or_evict(&slots, &unproven).await else {
+            panic!("the first slot is free");
+        };
+        let (held, _) = unproven.admit(ip("192.0.2.1"));
+        let closed = held.evicted();
+        let task = tokio::spawn(async move {
+            closed.cancelled().await;
+            drop((held, permit));
+        });
+        let Slot::Freed(permit) = slot_or_evict(&slots, &unproven).await else {
+            panic!("the unproven connection makes room");
+        };
+        task.await.unwrap();
+        assert!(matches!(slot_or_evict(&slots, &unproven).await, Slot::Full));
+        drop(permit);
     }
 }

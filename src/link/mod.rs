@@ -24,17 +24,21 @@ use zeroize::Zeroizing;
 
 use crate::config::NeighbourConfig;
 use crate::domain::Fingerprint;
+use crate::listen::Slot;
 use crate::routing::Router;
 
 /// Most connections on the link port at once (handshaking or linked): a
 /// neighbourhood has a handful of servers, and strangers must not be able
-/// to take every file descriptor.
+/// to take every file descriptor. When all are taken, a new connection
+/// closes the oldest one still in its handshake, so strangers cannot hold
+/// them against a neighbour.
 const MAX_LINK_CONNECTIONS: usize = 64;
 /// Most connections on the link port from one address (an IPv4 address,
 /// an IPv6 /64) still in their TLS handshake. A neighbour dials one link
 /// at a time, so a few cover two dialling at once and a retry; a stranger
 /// at one address then holds a few slots, not all of them, and a neighbour
-/// dialling from its own address still gets in. A connection stops
+/// dialling from its own address still gets in. Past it, a new connection
+/// closes that address's oldest unfinished handshake. A connection stops
 /// counting once its handshake has shown a configured key.
 const MAX_HANDSHAKES_PER_ADDRESS: usize = 4;
 /// How long the listener waits for a link's TLS handshake: neighbours are
@@ -249,7 +253,7 @@ async fn accept_loop(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINK_CONNECTIONS));
-    let handshakes = crate::listen::PerAddress::new(MAX_HANDSHAKES_PER_ADDRESS);
+    let handshakes = crate::listen::Unproven::new(MAX_HANDSHAKES_PER_ADDRESS);
     let mut listener = crate::listen::Listener::new(listener, "link");
     let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
     let crowded = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
@@ -258,25 +262,41 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        // Past a limit a connection is closed at once, not left waiting.
-        let Some(handshaking) = handshakes.admit(peer_addr.ip()) else {
-            if let Some(held_back) = crowded.ready() {
-                tracing::warn!(held_back, peer = %peer_addr,
-                    "too many link handshakes from this address; closing new ones from it");
+        // A stranger's unfinished handshake yields to a newcomer, which
+        // may be a neighbour; linked neighbours never do.
+        let permit = match crate::listen::slot_or_evict(&slots, &handshakes).await {
+            Slot::Free(permit) => permit,
+            Slot::Freed(permit) => {
+                if let Some(held_back) = full.ready() {
+                    tracing::warn!(held_back, peer = %peer_addr,
+                        "every link connection slot is taken; closed the oldest unfinished handshake");
+                }
+                permit
             }
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            if let Some(held_back) = full.ready() {
-                tracing::warn!(held_back, peer = %peer_addr, "every link connection slot is taken; closing new ones");
+            Slot::Full => {
+                if let Some(held_back) = full.ready() {
+                    tracing::warn!(held_back, peer = %peer_addr,
+                        "every link connection slot is taken by linked neighbours; closing new connections");
+                }
+                continue;
             }
-            continue;
         };
+        let (handshaking, evicted) = handshakes.admit(peer_addr.ip());
+        if evicted && let Some(held_back) = crowded.ready() {
+            tracing::warn!(held_back, peer = %peer_addr,
+                "too many link handshakes from this address; closed its oldest unfinished one");
+        }
         let acceptor = acceptor.clone();
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let stream = handshake(&acceptor, tcp, peer_addr).await;
+            let closed = handshaking.evicted();
+            let stream = tokio::select! {
+                stream = handshake(&acceptor, tcp, peer_addr) => stream,
+                _ = closed.cancelled() => {
+                    return tracing::debug!(peer = %peer_addr, "link handshake closed to make room for a newer connection");
+                }
+            };
             drop(handshaking);
             let Some(stream) = stream else {
                 return;

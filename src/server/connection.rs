@@ -17,6 +17,7 @@ use super::answers::Pending;
 use super::handlers::{self, Outcome};
 use super::pre_login::{PRE_LOGIN_BURST, PreLoginBudget};
 use super::session::Session;
+use crate::listen::Slot;
 use crate::protocol::{
     self, ErrorCode, FrameError, Outbox, OutboxError, RequestFrame, Response, ResponseFrame,
     classify_request_error,
@@ -40,6 +41,12 @@ pub const MAX_BUSY_ANSWERS: usize = 32;
 /// dropped) before it is closed, and how many bytes at most.
 const BUSY_LINGER: Duration = Duration::from_secs(2);
 const BUSY_LINGER_BYTES: u64 = 64 * 1024;
+/// How long the answer to a connection closed to make room may take to
+/// leave: the newcomer waits for its slot ([`crate::listen::EVICTION_WAIT`]).
+const EVICTED_LINGER: Duration = Duration::from_millis(500);
+/// What a connection not logged in is told when it is closed to make room
+/// for a newer one.
+const EVICTED: &str = "the server is serving as many connections as it can, and this one had not logged in; it was closed to make room. Reconnect and log in";
 
 type Stream = TlsStream<TcpStream>;
 
@@ -57,11 +64,8 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", %peer);
     async move {
-        let Some(pending) = state.pending_logins.admit(peer.ip()) else {
-            return tracing::warn!(
-                "too many connections from this address are not logged in; refused"
-            );
-        };
+        let pending = state.admit_pending(peer.ip());
+        let evicted = pending.evicted();
         let _ = tcp.set_nodelay(true);
         // The TLS stream lives only in this block: it is borrowed here, and
         // a borrowed local keeps its place in the task (over a kilobyte)
@@ -74,7 +78,11 @@ pub fn serve(
             // connection's whole life, though it is only needed until the
             // handshake ends.
             let handshake = Box::pin(crate::tls::accept(&acceptor, tcp, crate::tls::ALPN));
-            let stream = match handshake.await {
+            let stream = tokio::select! {
+                stream = handshake => stream,
+                _ = evicted.cancelled() => return tracing::debug!("closed before its TLS handshake ended, to make room"),
+            };
+            let stream = match stream {
                 Ok(s) => s,
                 Err(e) => return tracing::debug!(error = %e, "connection not served"),
             };
@@ -141,6 +149,7 @@ pub(crate) async fn run_session(
     let mut writer_task = spawn_writer(rx);
     let mut session = Session::new(peer, binding, outbox);
     let mut sends = Pending::default();
+    let evicted = pending.evicted();
     read_loop(source, &mut session, &state, &shutdown, &mut sends, pending).await;
     answer_the_rest(&session, &mut sends).await;
     let closed_by_server = session
@@ -149,31 +158,63 @@ pub(crate) async fn run_session(
         .is_some_and(|u| u.closed().is_cancelled());
     session.log_out(&state.router);
     drop(session);
-    // A peer that stopped reading cannot hold the task (or a shutdown).
+    // A peer that stopped reading cannot hold the task (or a shutdown),
+    // nor the slot of a connection closed to make room for another.
+    let stall = match evicted.is_cancelled() {
+        true => EVICTED_LINGER,
+        false => STALL_LIMIT,
+    };
     if closed_by_server {
         writer_task.abort();
-    } else if tokio::time::timeout(STALL_LIMIT, &mut writer_task)
-        .await
-        .is_err()
-    {
+    } else if tokio::time::timeout(stall, &mut writer_task).await.is_err() {
         tracing::info!("the peer stopped reading; closing");
         writer_task.abort();
     }
 }
 
 impl ServerState {
-    /// A connection slot (shared by the TCP port and `/ws`), if one is free.
-    pub(crate) fn connection_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.connection_slots.clone().try_acquire_owned().ok()
+    /// A connection slot (shared by the TCP port and `/ws`): a free one,
+    /// or the slot of the oldest connection not logged in, closed for it.
+    /// `None` when logged-in sessions hold every slot; `full` throttles
+    /// the warnings.
+    pub(crate) async fn connection_slot(
+        &self,
+        full: &crate::telemetry::Throttle,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (permit, message) = match crate::listen::slot_or_evict(
+            &self.connection_slots,
+            &self.pending_logins,
+        )
+        .await
+        {
+            Slot::Free(permit) => return Some(permit),
+            Slot::Freed(permit) => (
+                Some(permit),
+                "every connection slot is taken (server.max_connections, or the open-file limit); closed the oldest connection not logged in",
+            ),
+            Slot::Full => (
+                None,
+                "every connection slot is taken by logged-in sessions (server.max_connections, or the open-file limit); turning new connections away",
+            ),
+        };
+        if let Some(held_back) = full.ready() {
+            tracing::warn!(held_back, "{message}");
+        }
+        permit
     }
 
-    /// Counts a connection from `ip` as not logged in, unless that address
-    /// has too many such already.
-    pub(crate) fn admit_pending(
-        &self,
-        ip: std::net::IpAddr,
-    ) -> Option<super::session::PendingSlot> {
-        self.pending_logins.admit(ip)
+    /// Counts a connection from `ip` as not logged in; when that address
+    /// has the most allowed already, its oldest such connection is closed.
+    pub(crate) fn admit_pending(&self, ip: std::net::IpAddr) -> super::session::PendingSlot {
+        let (pending, evicted) = self.pending_logins.admit(ip);
+        if evicted && let Some(held_back) = self.crowded.ready() {
+            tracing::warn!(
+                held_back,
+                peer = %ip,
+                "too many connections from this address are not logged in; closed its oldest"
+            );
+        }
+        pending
     }
 }
 
@@ -237,6 +278,7 @@ async fn read_loop(
             // read is never dropped).
             loop {
                 let closed = session.user.as_ref().map(|u| u.closed());
+                let evicted = pending.as_ref().map(|p| p.evicted());
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
@@ -244,6 +286,11 @@ async fn read_loop(
                     }
                     // The registry closed the session and logged why.
                     _ = cancelled(closed) => return,
+                    _ = cancelled(evicted) => {
+                        tracing::debug!("closed before logging in, to make room");
+                        reply(session, None, error(ErrorCode::ServerBusy, EVICTED)).await;
+                        return;
+                    }
                     answered = sends.next() => {
                         if !reply(session, answered.seq, answered.response).await {
                             return sends.abandon();

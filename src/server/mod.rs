@@ -55,8 +55,11 @@ pub struct ServerState {
     pub otp: Otp,
     tls: Arc<rustls::ServerConfig>,
     connection_slots: Arc<Semaphore>,
-    /// Connections not logged in yet, per address (an IPv6 /64).
-    pending_logins: Arc<crate::listen::PerAddress>,
+    /// Connections not logged in yet (on the TCP port and `/ws`), in the
+    /// order they came and per address (an IPv6 /64).
+    pending_logins: Arc<crate::listen::Unproven>,
+    /// Warnings about an address's oldest connection closed for its newest.
+    crowded: crate::telemetry::Throttle,
     /// `register` requests per address (an IPv6 /64).
     registers: crate::rate::Buckets<ClientPrefix, 1>,
     /// The long-term key, which vouches for our users' directory entries.
@@ -279,7 +282,8 @@ impl Server {
                 config.max_connections,
                 config.max_connections_set,
             ))),
-            pending_logins: crate::listen::PerAddress::new(MAX_PENDING_PER_ADDRESS),
+            pending_logins: crate::listen::Unproven::new(MAX_PENDING_PER_ADDRESS),
+            crowded: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
             registers,
             identity: key,
             links: std::sync::OnceLock::new(),
@@ -395,7 +399,8 @@ impl Server {
 }
 
 /// Serves each accepted connection in a task of its own while a
-/// connection slot is free; past the limit, answers `server_busy` (or
+/// connection slot is free, or can be freed by closing the oldest
+/// connection not logged in; past the limit, answers `server_busy` (or
 /// closes at once, when even those answers are all under way) rather than
 /// leaving connections in the backlog.
 async fn accept_loop(
@@ -412,13 +417,7 @@ async fn accept_loop(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
-            if let Some(held_back) = full.ready() {
-                tracing::warn!(
-                    held_back,
-                    "every connection slot is taken (server.max_connections, or the open-file limit); turning new connections away"
-                );
-            }
+        let Some(permit) = state.connection_slot(&full).await else {
             if let Ok(answer) = busy_answers.clone().try_acquire_owned() {
                 let tls = state.tls.clone();
                 tracker.spawn(async move {

@@ -10,11 +10,11 @@ use crate::protocol::{ErrorCode, Outbox};
 use crate::routing::{Router, SessionLink};
 
 /// Most connections from one address (an IPv4 address, an IPv6 /64) that
-/// have not logged in yet.
+/// have not logged in yet; past it, a new one closes the address's oldest.
 pub const MAX_PENDING_PER_ADDRESS: usize = 256;
 
 /// One connection counted as not logged in; released on login or close.
-pub type PendingSlot = crate::listen::AddressSlot;
+pub type PendingSlot = crate::listen::UnprovenSlot;
 
 /// Per-connection state, owned by the connection's task.
 pub struct Session {

@@ -59,33 +59,35 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Some(slot) = shared.state.connection_slot() else {
-            if let Some(held_back) = full.ready() {
-                tracing::warn!(
-                    held_back,
-                    "every connection slot is taken; closing new web connections"
-                );
-            }
+        let Some(slot) = shared.state.connection_slot(&full).await else {
             continue;
         };
         // Counted from the accept, so one address cannot hold every slot
         // with connections that never reach the WebSocket handshake.
-        let Some(pending) = shared.state.admit_pending(peer.ip()) else {
-            tracing::debug!(%peer, "too many connections from one address; closing");
-            continue;
-        };
+        let pending = shared.state.admit_pending(peer.ip());
+        let evicted = pending.evicted();
         let admitted = Admitted { slot, pending };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = endpoint.tls.clone();
+        // Closed to make room, the connection ends here until a WebSocket
+        // session takes it over (that session then answers `server_busy`).
         tracker.spawn(async move {
-            match tls {
-                None => connection(tcp, peer, shared, admitted).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => connection(stream, peer, shared, admitted).await,
-                        _ => tracing::debug!(%peer, "web TLS handshake failed"),
+            let served = async move {
+                match tls {
+                    None => connection(tcp, peer, shared, admitted).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => connection(stream, peer, shared, admitted).await,
+                            _ => tracing::debug!(%peer, "web TLS handshake failed"),
+                        }
                     }
+                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = evicted.cancelled() => {
+                    tracing::debug!(%peer, "web connection not logged in closed to make room");
                 }
             }
         });

@@ -792,43 +792,32 @@ async fn garbage_instead_of_tls_leaves_the_server_up() {
     server.stop().await;
 }
 
+/// One address cannot hold more connections that never log in than its
+/// share: a newer one from it closes its oldest (told `server_busy`) and
+/// is served.
 #[tokio::test]
 async fn one_address_cannot_hold_every_slot_without_logging_in() {
     use carrier::server::MAX_PENDING_PER_ADDRESS;
-    use carrier::tls::{Pin, connect};
 
     let mut server = spawn_server().await;
-    let addr = server.addr.to_string();
     let mut held = Vec::new();
     for _ in 0..MAX_PENDING_PER_ADDRESS {
-        held.push(
-            connect(&addr, Pin::AcceptAny)
-                .await
-                .expect("a connection within the limit"),
-        );
+        held.push(Wire::connect(&server).await);
     }
-    // The server closes the next one before its handshake.
-    match connect(&addr, Pin::AcceptAny).await {
-        Err(ConnectError::Handshake(_)) => {}
-        other => panic!(
-            "expected the connection over the limit to be closed, got {:?}",
-            other.map(|(_, fp)| fp)
-        ),
-    }
-    // Once the idle connections go, the address is welcome again.
-    drop(held);
-    within("a slot to free up", async {
-        while connect(&addr, Pin::AcceptAny).await.is_err() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // Registering takes one more connection from the same address.
     let alice = register(&server, ALICE, KeyType::P256).await;
+    assert_eq!(
+        held[0].told_before_closing().await,
+        Some(ErrorCode::ServerBusy),
+        "the address's oldest connection was closed for its newest"
+    );
+    let newest = held.last_mut().expect("held connections");
+    assert!(newest.ping().await, "the newest is still served");
     alice
         .client
         .login()
         .await
-        .expect("logins work again")
+        .expect("logins work")
         .close()
         .await;
     server.stop().await;

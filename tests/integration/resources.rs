@@ -54,6 +54,8 @@ async fn served(server: &ServerProcess) -> bool {
     )
 }
 
+/// Logged-in sessions holding every slot the open-file limit leaves: new
+/// connections are told `server_busy` at once.
 #[tokio::test]
 async fn connections_past_the_open_file_limit_are_turned_away_at_once() {
     // The server keeps 128 descriptors for itself and takes as many
@@ -61,13 +63,20 @@ async fn connections_past_the_open_file_limit_are_turned_away_at_once() {
     const OPEN_FILES: u64 = 160;
     let slots = (OPEN_FILES - 128) as usize;
     let files = ServerFiles::new();
+    files.set_extra_config("", &format!("[limits]\nmax_sessions_per_user = {slots}"));
     let server = files.start_with_open_file_limit(OPEN_FILES);
     let pin = Pin::Expect(server.fingerprint);
+    let alice = register(&server, ALICE, KeyType::P256).await;
     let mut held = Vec::new();
-    for _ in 0..slots {
-        // A completed handshake holds a slot: the server takes it on accept.
-        let (stream, _) = tls::connect(&server.addr, pin).await.expect("served");
-        held.push(stream);
+    for i in 0..slots {
+        // Logged in, so that no newcomer closes it to take its slot.
+        let mut session = crate::wire::Wire::connect(&server).await;
+        let answer = session.login(ALICE, &alice.identity()).await;
+        assert!(
+            matches!(answer, Response::LoggedIn { .. }),
+            "session {i}: {answer:?}"
+        );
+        held.push(session);
     }
     let turned_away = 8;
     for i in 0..turned_away {
@@ -477,4 +486,51 @@ async fn one_address_cannot_flood_registration() {
     server.clock.advance_ms(60_000);
     let answer = other.register(CAROL, &id).await;
     assert!(matches!(answer, Response::CodeSent { .. }), "{answer:?}");
+}
+
+/// Connections that never log in cannot keep a client out: one that finds
+/// every connection slot taken closes the oldest connection not logged in
+/// (told `server_busy`), and logs in. Logged-in sessions are never closed
+/// to make room, however many connections come after them.
+#[tokio::test]
+async fn connections_not_logged_in_yield_their_slots_to_new_ones() {
+    use crate::wire::Wire;
+    const SLOTS: usize = 6;
+
+    let mut server = spawn_server_with(|c| c.max_connections = SLOTS).await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let bob = register(&server, BOB, KeyType::P256).await;
+    let mut bob_session = bob.client.login().await.expect("bob logs in");
+    // Idle connections from two addresses, as many as there are slots.
+    let mut idle = Vec::new();
+    for i in 0..SLOTS {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 2) as u8);
+        idle.push(Wire::connect_from(&server, source.into()).await);
+    }
+
+    let session = alice.client.login().await.expect("alice logs in");
+    let answer = send_text(&session, &bob, "past the crowd").await;
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+    next_pushed_message(&mut bob_session.conn).await;
+    let mut oldest = idle.remove(0);
+    assert_eq!(
+        oldest.told_before_closing().await,
+        Some(ErrorCode::ServerBusy),
+        "the oldest connection not logged in was closed for a newer one"
+    );
+
+    // A second crowd, each closing an older idle one: both sessions stay.
+    for i in 0..SLOTS {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 4 + (i % 2) as u8);
+        idle.push(Wire::connect_from(&server, source.into()).await);
+    }
+    let mut newest = idle.pop().expect("the newest idle connection");
+    assert!(newest.ping().await, "the newest connection is served");
+    let answer = send_text(&session, &bob, "still here").await;
+    assert!(matches!(answer, Response::Accepted { .. }), "{answer:?}");
+    next_pushed_message(&mut bob_session.conn).await;
+    session.close().await;
+    bob_session.close().await;
+    drop(idle);
+    server.stop().await;
 }

@@ -176,6 +176,18 @@ impl Wire {
         .await
     }
 
+    /// Reads until the server closes the connection; returns the
+    /// connection-level error (no `re`) it was told on the way, if any.
+    pub async fn told_before_closing(&mut self) -> Option<protocol::ErrorCode> {
+        let mut told = None;
+        while let Some(frame) = self.read().await {
+            if let (None, Response::Error { code, .. }) = (frame.re, frame.response) {
+                told = Some(code);
+            }
+        }
+        told
+    }
+
     /// Whether the connection still answers.
     pub async fn ping(&mut self) -> bool {
         matches!(self.call(Request::Ping).await, Response::Pong)
