@@ -449,6 +449,29 @@ async fn one_address_cannot_hold_more_connections_without_logging_in() {
     server.stop().await;
 }
 
+/// A `/ws` session not logged in holds a slot the TCP port shares: a TCP
+/// client that finds every slot taken closes it, and the browser is told
+/// `server_busy` before the socket closes.
+#[tokio::test]
+async fn a_socket_not_logged_in_yields_its_slot_and_is_told_why() {
+    let server = spawn_web_server_with(1).await;
+    let mut socket = open_ws(&server, &server.origin())
+        .await
+        .expect("the one slot opens /ws");
+    let hello = next_json(&mut socket).await.expect("a hello");
+    assert_eq!(hello["type"], "hello", "{hello}");
+    let mut cli = crate::wire::Wire::connect(&server).await;
+    let told = next_json(&mut socket)
+        .await
+        .expect("a frame before closing");
+    assert_eq!(told["type"], "error", "{told}");
+    assert_eq!(told["code"], "server_busy", "{told}");
+    assert!(told.get("re").is_none(), "{told}");
+    assert!(next_json(&mut socket).await.is_none(), "then closed");
+    assert!(cli.ping().await, "the TCP client is served");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn another_origin_cannot_open_the_socket() {
     let server = spawn_web_server().await;
