@@ -117,36 +117,54 @@ pub struct Unproven {
 struct Registry {
     /// Start order: the number the next connection gets.
     next: u64,
-    /// Every unproven connection, oldest first, with what closes it.
+    /// Every counted connection, oldest first: its address, what closes
+    /// it, and whether it was closed already and is letting go.
     all: BTreeMap<u64, (ClientPrefix, CancellationToken)>,
-    /// The same connections, by address.
+    /// Those of them not closed yet: the ones a newcomer may close.
+    open: BTreeSet<u64>,
+    /// Every counted connection, by address.
     by_prefix: HashMap<ClientPrefix, BTreeSet<u64>>,
 }
 
 impl Registry {
-    /// The oldest connection of `prefix` if it has `max` or more.
-    fn oldest_if_full(&self, prefix: ClientPrefix, max: usize) -> Option<u64> {
-        let set = self.by_prefix.get(&prefix)?;
-        (set.len() >= max).then(|| set.first().copied()).flatten()
+    /// How many connections of `prefix` are counted, and how many of them
+    /// were closed and are letting go.
+    fn counts(&self, prefix: ClientPrefix) -> (usize, usize) {
+        let Some(set) = self.by_prefix.get(&prefix) else {
+            return (0, 0);
+        };
+        let closing = set.iter().filter(|n| !self.open.contains(n)).count();
+        (set.len(), closing)
     }
 
-    /// Forgets connection `n` and tells it to close.
+    /// The oldest connection of `prefix` not closed yet.
+    fn oldest_open_of(&self, prefix: ClientPrefix) -> Option<u64> {
+        let set = self.by_prefix.get(&prefix)?;
+        set.iter().find(|n| self.open.contains(n)).copied()
+    }
+
+    /// Tells connection `n` to close. It stays counted, against its
+    /// address too, until its task ends and drops its slot.
     fn evict(&mut self, n: u64) {
-        if let Some(token) = self.forget(n) {
+        if self.open.remove(&n)
+            && let Some((_, token)) = self.all.get(&n)
+        {
             token.cancel();
         }
     }
 
-    /// Forgets connection `n`; its token, if it was still counted.
-    fn forget(&mut self, n: u64) -> Option<CancellationToken> {
-        let (prefix, token) = self.all.remove(&n)?;
+    /// Forgets connection `n`, once its task has let it go.
+    fn forget(&mut self, n: u64) {
+        self.open.remove(&n);
+        let Some((prefix, _)) = self.all.remove(&n) else {
+            return;
+        };
         if let Some(set) = self.by_prefix.get_mut(&prefix) {
             set.remove(&n);
             if set.is_empty() {
                 self.by_prefix.remove(&prefix);
             }
         }
-        Some(token)
     }
 }
 
@@ -166,34 +184,43 @@ impl Unproven {
 
     /// Counts a new connection from `peer` as unproven. When its address
     /// already has the most allowed, the oldest of them is closed to make
-    /// room, and the second value is true.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> (UnprovenSlot, bool) {
+    /// room, and the second value is true. `None` when the address's
+    /// connections that were closed and have not let go yet fill its
+    /// limit by themselves: until they do, it gets no more.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<(UnprovenSlot, bool)> {
         let prefix = ClientPrefix::of(peer);
         let token = CancellationToken::new();
         let mut registry = self.lock();
-        let mut evicted = false;
-        while let Some(oldest) = registry.oldest_if_full(prefix, self.max_per_address) {
+        let (counted, closing) = registry.counts(prefix);
+        if closing >= self.max_per_address {
+            return None;
+        }
+        let evicted = counted >= self.max_per_address;
+        if evicted {
+            // Open ones exist: fewer than `counted` are closing.
+            let oldest = registry.oldest_open_of(prefix)?;
             registry.evict(oldest);
-            evicted = true;
         }
         let n = registry.next;
         registry.next += 1;
         registry.all.insert(n, (prefix, token.clone()));
+        registry.open.insert(n);
         registry.by_prefix.entry(prefix).or_default().insert(n);
         let slot = UnprovenSlot {
             owner: self.clone(),
             n,
             closed: token,
         };
-        (slot, evicted)
+        Some((slot, evicted))
     }
 
-    /// Closes the oldest unproven connection, to free its slot for a new
-    /// one; false when there is none (every slot is held by connections
-    /// that have proved who they are).
+    /// Closes the oldest unproven connection not closed yet, to free its
+    /// slot for a new one; false when there is none (every slot is held by
+    /// connections that have proved who they are, or that were closed and
+    /// are letting go).
     pub fn evict_oldest(&self) -> bool {
         let mut registry = self.lock();
-        let Some(oldest) = registry.all.keys().next().copied() else {
+        let Some(oldest) = registry.open.first().copied() else {
             return false;
         };
         registry.evict(oldest);
@@ -226,27 +253,29 @@ impl Drop for UnprovenSlot {
 /// What [`slot_or_evict`] found.
 pub enum Slot {
     Free(OwnedSemaphorePermit),
-    /// Free once the oldest unproven connection was closed for it.
+    /// Free once unproven connections were closed for it.
     Freed(OwnedSemaphorePermit),
-    /// Every slot is held by a connection that has proved who it is (or
-    /// the one closed did not give its slot back in time).
+    /// No slot: every one is held by a connection that has proved who it
+    /// is, or by one that was closed and has not let go yet.
     Full,
 }
 
 /// One of `slots` for a new connection: a free one, or else the one the
-/// oldest of `unproven` gives back when closed for it (waited for at most
-/// [`EVICTION_WAIT`]).
+/// oldest of `unproven` gives back when closed for it. One that does not
+/// let go within [`EVICTION_WAIT`] is left to end alone, and the next
+/// oldest is closed, until none is left to close.
 pub async fn slot_or_evict(slots: &Arc<Semaphore>, unproven: &Unproven) -> Slot {
     if let Ok(permit) = slots.clone().try_acquire_owned() {
         return Slot::Free(permit);
     }
-    if !unproven.evict_oldest() {
-        return Slot::Full;
+    while unproven.evict_oldest() {
+        if let Ok(Ok(permit)) =
+            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await
+        {
+            return Slot::Freed(permit);
+        }
     }
-    match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
-        Ok(Ok(permit)) => Slot::Freed(permit),
-        _ => Slot::Full,
-    }
+    Slot::Full
 }
 
 fn open_reserve() -> Option<File> {
@@ -275,38 +304,42 @@ mod tests {
     #[test]
     fn an_address_past_its_limit_loses_its_oldest() {
         let unproven = Unproven::new(2);
-        let (first, _) = unproven.admit(ip("2001:db8:1:2::1"));
-        let (other, _) = unproven.admit(ip("192.0.2.7"));
-        let (second, _) = unproven.admit(ip("2001:db8:1:2::2"));
-        let (third, evicted) = unproven.admit(ip("2001:db8:1:2:ffff::3"));
+        let (first, _) = unproven.admit(ip("2001:db8:1:2::1")).unwrap();
+        let (other, _) = unproven.admit(ip("192.0.2.7")).unwrap();
+        let (second, _) = unproven.admit(ip("2001:db8:1:2::2")).unwrap();
+        let (third, evicted) = unproven.admit(ip("2001:db8:1:2:ffff::3")).unwrap();
         assert!(evicted, "the address was at its limit");
         assert!(first.evicted().is_cancelled(), "the oldest is closed");
         assert!(!second.evicted().is_cancelled());
         assert!(!third.evicted().is_cancelled());
         assert!(!other.evicted().is_cancelled(), "other addresses are left");
-        let (_, evicted) = unproven.admit(ip("2001:db8:1:3::1"));
+        let (_, evicted) = unproven.admit(ip("2001:db8:1:3::1")).unwrap();
         assert!(!evicted, "another /64 is another address");
     }
 
-    /// The closed connection's own drop later gives back nothing more;
-    /// a connection that has proved itself (dropped its slot) gives room.
+    /// A closed connection counts against its address until its task
+    /// lets it go: an address whose closed connections fill its limit
+    /// gets no more, and none of them is closed twice.
     #[test]
-    fn slots_are_given_back_once() {
+    fn closed_connections_count_until_they_let_go() {
         let unproven = Unproven::new(2);
-        let (first, _) = unproven.admit(ip("192.0.2.1"));
-        let (second, _) = unproven.admit(ip("192.0.2.1"));
-        let (third, evicted) = unproven.admit(ip("192.0.2.1"));
-        assert!(evicted);
-        drop(first);
-        let (_, evicted) = unproven.admit(ip("192.0.2.1"));
+        let (first, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (second, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (third, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
+        assert!(evicted && first.evicted().is_cancelled());
+        let (fourth, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
+        assert!(evicted && second.evicted().is_cancelled());
         assert!(
-            evicted,
-            "the evicted one's drop did not free a second place"
+            unproven.admit(ip("192.0.2.1")).is_none(),
+            "two closed and not let go fill the address's limit"
         );
-        assert!(second.evicted().is_cancelled());
-        drop(third);
-        let (_, evicted) = unproven.admit(ip("192.0.2.1"));
-        assert!(!evicted, "a dropped slot is room");
+        assert!(!third.evicted().is_cancelled() && !fourth.evicted().is_cancelled());
+        drop(first);
+        let (_, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
+        assert!(evicted && third.evicted().is_cancelled());
+        drop((second, third));
+        assert!(unproven.evict_oldest(), "fourth is still open");
+        assert!(fourth.evicted().is_cancelled());
     }
 
     /// Across addresses, connections are closed oldest first; those that
@@ -314,10 +347,10 @@ mod tests {
     #[test]
     fn the_oldest_of_all_goes_first() {
         let unproven = Unproven::new(4);
-        let (a, _) = unproven.admit(ip("192.0.2.1"));
-        let (proved, _) = unproven.admit(ip("192.0.2.2"));
-        let (b, _) = unproven.admit(ip("192.0.2.3"));
-        let (c, _) = unproven.admit(ip("192.0.2.1"));
+        let (a, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (proved, _) = unproven.admit(ip("192.0.2.2")).unwrap();
+        let (b, _) = unproven.admit(ip("192.0.2.3")).unwrap();
+        let (c, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         drop(proved);
         assert!(unproven.evict_oldest());
         assert!(a.evicted().is_cancelled());
@@ -339,7 +372,7 @@ mod tests {
         let Slot::Free(permit) = slot_or_evict(&slots, &unproven).await else {
             panic!("the first slot is free");
         };
-        let (held, _) = unproven.admit(ip("192.0.2.1"));
+        let (held, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         let closed = held.evicted();
         let task = tokio::spawn(async move {
             closed.cancelled().await;
@@ -351,5 +384,35 @@ mod tests {
         task.await.unwrap();
         assert!(matches!(slot_or_evict(&slots, &unproven).await, Slot::Full));
         drop(permit);
+    }
+
+    /// A closed connection that does not let go of its slot does not keep
+    /// a newcomer out while others could be closed: after
+    /// [`EVICTION_WAIT`] the next oldest is closed.
+    #[tokio::test(start_paused = true)]
+    async fn one_that_does_not_let_go_is_passed_over() {
+        let slots = Arc::new(Semaphore::new(2));
+        let unproven = Unproven::new(4);
+        let mut tasks = Vec::new();
+        for lets_go in [false, true] {
+            let permit = slots.clone().try_acquire_owned().unwrap();
+            let (held, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+            let closed = held.evicted();
+            tasks.push(tokio::spawn(async move {
+                closed.cancelled().await;
+                if lets_go {
+                    drop((held, permit));
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            }));
+        }
+        let Slot::Freed(_permit) = slot_or_evict(&slots, &unproven).await else {
+            panic!("the second oldest makes room when the oldest does not");
+        };
+        assert!(matches!(slot_or_evict(&slots, &unproven).await, Slot::Full));
+        for task in tasks {
+            task.abort();
+        }
     }
 }

@@ -281,7 +281,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (handshaking, evicted) = handshakes.admit(peer_addr.ip());
+        // Its closed handshakes not ended yet fill the address's limit.
+        let Some((handshaking, evicted)) = handshakes.admit(peer_addr.ip()) else {
+            continue;
+        };
         if evicted && let Some(held_back) = crowded.ready() {
             tracing::warn!(held_back, peer = %peer_addr,
                 "too many link handshakes from this address; closed its oldest unfinished one");

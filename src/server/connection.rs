@@ -64,7 +64,9 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("conn", %peer);
     async move {
-        let pending = state.admit_pending(peer.ip());
+        let Some(pending) = state.admit_pending(peer.ip()) else {
+            return;
+        };
         let evicted = pending.evicted();
         let _ = tcp.set_nodelay(true);
         // The TLS stream lives only in this block: it is borrowed here, and
@@ -205,8 +207,16 @@ impl ServerState {
 
     /// Counts a connection from `ip` as not logged in; when that address
     /// has the most allowed already, its oldest such connection is closed.
-    pub(crate) fn admit_pending(&self, ip: std::net::IpAddr) -> super::session::PendingSlot {
-        let (pending, evicted) = self.pending_logins.admit(ip);
+    /// `None` while the address's connections closed that way and not
+    /// gone yet fill its limit by themselves.
+    pub(crate) fn admit_pending(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Option<super::session::PendingSlot> {
+        let Some((pending, evicted)) = self.pending_logins.admit(ip) else {
+            tracing::debug!(peer = %ip, "this address's connections closed to make room have not let go yet; refused");
+            return None;
+        };
         if evicted && let Some(held_back) = self.crowded.ready() {
             tracing::warn!(
                 held_back,
@@ -214,7 +224,7 @@ impl ServerState {
                 "too many connections from this address are not logged in; closed its oldest"
             );
         }
-        pending
+        Some(pending)
     }
 }
 

@@ -64,7 +64,9 @@ pub async fn serve(
         };
         // Counted from the accept, so one address cannot hold every slot
         // with connections that never reach the WebSocket handshake.
-        let pending = shared.state.admit_pending(peer.ip());
+        let Some(pending) = shared.state.admit_pending(peer.ip()) else {
+            continue;
+        };
         let evicted = pending.evicted();
         let admitted = Admitted { slot, pending };
         let _ = tcp.set_nodelay(true);

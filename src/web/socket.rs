@@ -48,6 +48,10 @@ fn config() -> WebSocketConfig {
 /// What each WebSocket connection's read buffer starts with.
 const READ_BUFFER: usize = 4 * 1024;
 
+/// How long the `hello` frame may take to leave: it is small, so only a
+/// peer that does not read takes longer.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves one upgraded connection to the end.
 pub async fn serve(
     upgraded: Upgraded,
@@ -59,8 +63,16 @@ pub async fn serve(
     let ws = Ws::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config())).await;
     let (mut sink, stream) = ws.split();
     let hello = Hello::fresh(state.router.me().fingerprint);
-    if sink.send(Message::text(hello.frame())).await.is_err() {
-        return;
+    // A peer that does not read could hold the send, and with it a slot
+    // it has proved nothing for, until it is closed to make room or the
+    // send times out.
+    let evicted = admitted.pending.evicted();
+    let sent = tokio::select! {
+        sent = tokio::time::timeout(HELLO_TIMEOUT, sink.send(Message::text(hello.frame()))) => sent,
+        () = evicted.cancelled() => return tracing::debug!("closed before its hello was sent, to make room"),
+    };
+    if !matches!(sent, Ok(Ok(()))) {
+        return tracing::debug!("the hello could not be sent; closing");
     }
     let closing = Arc::new(OnceLock::new());
     let reason = closing.clone();
