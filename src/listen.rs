@@ -250,6 +250,41 @@ impl Drop for UnprovenSlot {
     }
 }
 
+/// Most new connections of a listener (or of the listeners that share
+/// its slots) waiting at once, each in its own task, for the slot of a
+/// connection closed for it. Past it a new connection is turned away at
+/// once: waiting tasks cannot pile up, and a flood of connects is refused,
+/// not queued.
+pub const MAX_WAITING: usize = 64;
+
+/// What a new connection holds as its accept loop hands it to its task,
+/// taken without waiting: a free slot, or one of [`MAX_WAITING`] places
+/// to wait for one in ([`Claim::slot`]).
+pub enum Claim {
+    Free(OwnedSemaphorePermit),
+    Wait(OwnedSemaphorePermit),
+}
+
+impl Claim {
+    /// A free slot of `slots`, else a place among `waiting`; `None` when
+    /// both are taken.
+    pub fn take(slots: &Arc<Semaphore>, waiting: &Arc<Semaphore>) -> Option<Self> {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Some(Self::Free(permit));
+        }
+        waiting.clone().try_acquire_owned().ok().map(Self::Wait)
+    }
+
+    /// The connection's slot, waited for in its own task: the accept loop
+    /// never waits for one.
+    pub async fn slot(self, slots: &Arc<Semaphore>, unproven: &Unproven) -> Slot {
+        match self {
+            Self::Free(permit) => Slot::Free(permit),
+            Self::Wait(_waiting) => slot_or_evict(slots, unproven).await,
+        }
+    }
+}
+
 /// What [`slot_or_evict`] found.
 pub enum Slot {
     Free(OwnedSemaphorePermit),
@@ -414,5 +449,29 @@ mod tests {
         for task in tasks {
             task.abort();
         }
+    }
+
+    /// With every slot taken, a new connection gets a place to wait in its
+    /// own task, and past [`MAX_WAITING`] of them it is refused at once:
+    /// neither waits in the accept loop.
+    #[test]
+    fn past_the_waiting_places_a_connection_is_refused_at_once() {
+        let slots = Arc::new(Semaphore::new(1));
+        let waiting = Arc::new(Semaphore::new(MAX_WAITING));
+        let Some(Claim::Free(_held)) = Claim::take(&slots, &waiting) else {
+            panic!("the first slot is free");
+        };
+        let claims: Vec<_> = (0..MAX_WAITING)
+            .map(|i| match Claim::take(&slots, &waiting) {
+                Some(Claim::Wait(place)) => place,
+                _ => panic!("connection {i} may wait"),
+            })
+            .collect();
+        assert!(Claim::take(&slots, &waiting).is_none());
+        drop(claims);
+        assert!(matches!(
+            Claim::take(&slots, &waiting),
+            Some(Claim::Wait(_))
+        ));
     }
 }

@@ -253,46 +253,57 @@ async fn accept_loop(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINK_CONNECTIONS));
+    let waiting = Arc::new(tokio::sync::Semaphore::new(crate::listen::MAX_WAITING));
     let handshakes = crate::listen::Unproven::new(MAX_HANDSHAKES_PER_ADDRESS);
     let mut listener = crate::listen::Listener::new(listener, "link");
-    let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
-    let crowded = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
+    let full = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
+    let crowded = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
     loop {
         let (tcp, peer_addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        // A stranger's unfinished handshake yields to a newcomer, which
-        // may be a neighbour; linked neighbours never do.
-        let permit = match crate::listen::slot_or_evict(&slots, &handshakes).await {
-            Slot::Free(permit) => permit,
-            Slot::Freed(permit) => {
-                if let Some(held_back) = full.ready() {
-                    tracing::warn!(held_back, peer = %peer_addr,
-                        "every link connection slot is taken; closed the oldest unfinished handshake");
-                }
-                permit
+        // Never waits here: a connection that must wait for a slot closed
+        // for it waits in its own task.
+        let Some(claim) = crate::listen::Claim::take(&slots, &waiting) else {
+            if let Some(held_back) = full.ready() {
+                tracing::warn!(held_back, peer = %peer_addr,
+                    "every link connection slot is taken and as many new connections are already waiting for one; closing new connections");
             }
-            Slot::Full => {
-                if let Some(held_back) = full.ready() {
-                    tracing::warn!(held_back, peer = %peer_addr,
-                        "every link connection slot is taken by linked neighbours; closing new connections");
-                }
-                continue;
-            }
-        };
-        // Its closed handshakes not ended yet fill the address's limit.
-        let Some((handshaking, evicted)) = handshakes.admit(peer_addr.ip()) else {
             continue;
         };
-        if evicted && let Some(held_back) = crowded.ready() {
-            tracing::warn!(held_back, peer = %peer_addr,
-                "too many link handshakes from this address; closed its oldest unfinished one");
-        }
         let acceptor = acceptor.clone();
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        let (slots, handshakes) = (slots.clone(), handshakes.clone());
+        let (full, crowded) = (full.clone(), crowded.clone());
         tracker.spawn(async move {
-            let _permit = permit;
+            // A stranger's unfinished handshake yields to a newcomer, which
+            // may be a neighbour; linked neighbours never do.
+            let _permit = match claim.slot(&slots, &handshakes).await {
+                Slot::Free(permit) => permit,
+                Slot::Freed(permit) => {
+                    if let Some(held_back) = full.ready() {
+                        tracing::warn!(held_back, peer = %peer_addr,
+                            "every link connection slot is taken; closed the oldest unfinished handshake");
+                    }
+                    permit
+                }
+                Slot::Full => {
+                    if let Some(held_back) = full.ready() {
+                        tracing::warn!(held_back, peer = %peer_addr,
+                            "every link connection slot is taken by linked neighbours or by handshakes closed and not ended yet; closing new connections");
+                    }
+                    return;
+                }
+            };
+            // Its closed handshakes not ended yet fill the address's limit.
+            let Some((handshaking, evicted)) = handshakes.admit(peer_addr.ip()) else {
+                return;
+            };
+            if evicted && let Some(held_back) = crowded.ready() {
+                tracing::warn!(held_back, peer = %peer_addr,
+                    "too many link handshakes from this address; closed its oldest unfinished one");
+            }
             let closed = handshaking.evicted();
             let stream = tokio::select! {
                 stream = handshake(&acceptor, tcp, peer_addr) => stream,

@@ -17,7 +17,7 @@ use super::answers::Pending;
 use super::handlers::{self, Outcome};
 use super::pre_login::{PRE_LOGIN_BURST, PreLoginBudget};
 use super::session::Session;
-use crate::listen::Slot;
+use crate::listen::{Claim, Slot};
 use crate::protocol::{
     self, ErrorCode, FrameError, Outbox, OutboxError, RequestFrame, Response, ResponseFrame,
     classify_request_error,
@@ -42,8 +42,10 @@ pub const MAX_BUSY_ANSWERS: usize = 32;
 const BUSY_LINGER: Duration = Duration::from_secs(2);
 const BUSY_LINGER_BYTES: u64 = 64 * 1024;
 /// How long the answer to a connection closed to make room may take to
-/// leave: the newcomer waits for its slot ([`crate::listen::EVICTION_WAIT`]).
-const EVICTED_LINGER: Duration = Duration::from_millis(500);
+/// leave. The newcomer waits for this connection's slot, so it is only
+/// long enough for a frame that fits the send buffer to be written: a
+/// peer that does not read is not waited for.
+const EVICTED_FLUSH: Duration = Duration::from_millis(50);
 /// What a connection not logged in is told when it is closed to make room
 /// for a newer one.
 const EVICTED: &str = "the server is serving as many connections as it can, and this one had not logged in; it was closed to make room. Reconnect and log in";
@@ -163,7 +165,7 @@ pub(crate) async fn run_session(
     // A peer that stopped reading cannot hold the task (or a shutdown),
     // nor the slot of a connection closed to make room for another.
     let stall = match evicted.is_cancelled() {
-        true => EVICTED_LINGER,
+        true => EVICTED_FLUSH,
         false => STALL_LIMIT,
     };
     if closed_by_server {
@@ -175,34 +177,45 @@ pub(crate) async fn run_session(
 }
 
 impl ServerState {
-    /// A connection slot (shared by the TCP port and `/ws`): a free one,
-    /// or the slot of the oldest connection not logged in, closed for it.
-    /// `None` when logged-in sessions hold every slot; `full` throttles
-    /// the warnings.
+    /// What a new connection (TCP port or `/ws`) takes at accept, without
+    /// waiting: a free connection slot or a place to wait for one. `None`
+    /// when neither is left: the connection is turned away at once.
+    pub(crate) fn claim_slot(&self) -> Option<Claim> {
+        let claim = Claim::take(&self.connection_slots, &self.slot_waiters);
+        if claim.is_none() {
+            self.warn_full("every connection slot is taken (server.max_connections, or the open-file limit) and as many new connections are already waiting for one; turning new connections away");
+        }
+        claim
+    }
+
+    /// The new connection's slot, in its own task: the claimed one, or
+    /// the slot of the oldest connection not logged in, closed for it.
+    /// `None` when logged-in sessions, or connections closed and not gone
+    /// yet, hold every slot.
     pub(crate) async fn connection_slot(
         &self,
-        full: &crate::telemetry::Throttle,
+        claim: Claim,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let (permit, message) = match crate::listen::slot_or_evict(
-            &self.connection_slots,
-            &self.pending_logins,
-        )
-        .await
+        match claim
+            .slot(&self.connection_slots, &self.pending_logins)
+            .await
         {
-            Slot::Free(permit) => return Some(permit),
-            Slot::Freed(permit) => (
-                Some(permit),
-                "every connection slot is taken (server.max_connections, or the open-file limit); closed the oldest connection not logged in",
-            ),
-            Slot::Full => (
-                None,
-                "every connection slot is taken by logged-in sessions (server.max_connections, or the open-file limit); turning new connections away",
-            ),
-        };
-        if let Some(held_back) = full.ready() {
+            Slot::Free(permit) => Some(permit),
+            Slot::Freed(permit) => {
+                self.warn_full("every connection slot is taken (server.max_connections, or the open-file limit); closed the oldest connection not logged in");
+                Some(permit)
+            }
+            Slot::Full => {
+                self.warn_full("every connection slot is taken by logged-in sessions (server.max_connections, or the open-file limit); turning new connections away");
+                None
+            }
+        }
+    }
+
+    fn warn_full(&self, message: &str) {
+        if let Some(held_back) = self.slots_full.ready() {
             tracing::warn!(held_back, "{message}");
         }
-        permit
     }
 
     /// Counts a connection from `ip` as not logged in; when that address

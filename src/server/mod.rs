@@ -58,6 +58,10 @@ pub struct ServerState {
     /// Connections not logged in yet (on the TCP port and `/ws`), in the
     /// order they came and per address (an IPv6 /64).
     pending_logins: Arc<crate::listen::Unproven>,
+    /// Places for new connections to wait for a slot closed for them.
+    slot_waiters: Arc<Semaphore>,
+    /// Warnings that every connection slot is taken.
+    slots_full: crate::telemetry::Throttle,
     /// Warnings about an address's oldest connection closed for its newest.
     crowded: crate::telemetry::Throttle,
     /// `register` requests per address (an IPv6 /64).
@@ -283,6 +287,8 @@ impl Server {
                 config.max_connections_set,
             ))),
             pending_logins: crate::listen::Unproven::new(MAX_PENDING_PER_ADDRESS),
+            slot_waiters: Arc::new(Semaphore::new(crate::listen::MAX_WAITING)),
+            slots_full: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
             crowded: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
             registers,
             identity: key,
@@ -410,28 +416,43 @@ async fn accept_loop(
     shutdown: &CancellationToken,
 ) {
     let mut listener = crate::listen::Listener::new(listener, "client");
-    let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
     let busy_answers = Arc::new(Semaphore::new(connection::MAX_BUSY_ANSWERS));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Some(permit) = state.connection_slot(&full).await else {
-            if let Ok(answer) = busy_answers.clone().try_acquire_owned() {
-                let tls = state.tls.clone();
-                tracker.spawn(async move {
-                    connection::turn_away(stream, tls).await;
-                    drop(answer);
-                });
-            }
+        // Never waits here: a connection that must wait for a slot closed
+        // for it waits in its own task.
+        let Some(claim) = state.claim_slot() else {
+            turn_away(stream, state, tracker, &busy_answers);
             continue;
         };
-        let state = state.clone();
-        let shutdown = shutdown.clone();
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let (tracker_, busy_answers) = (tracker.clone(), busy_answers.clone());
         tracker.spawn(async move {
+            let Some(permit) = state.connection_slot(claim).await else {
+                return turn_away(stream, &state, &tracker_, &busy_answers);
+            };
             connection::serve(stream, peer, state, shutdown).await;
             drop(permit);
+        });
+    }
+}
+
+/// Tells a connection no slot is left (`server_busy`), or closes it at
+/// once when even those answers are all under way.
+fn turn_away(
+    stream: tokio::net::TcpStream,
+    state: &Arc<ServerState>,
+    tracker: &TaskTracker,
+    busy_answers: &Arc<Semaphore>,
+) {
+    if let Ok(answer) = busy_answers.clone().try_acquire_owned() {
+        let tls = state.tls.clone();
+        tracker.spawn(async move {
+            connection::turn_away(stream, tls).await;
+            drop(answer);
         });
     }
 }

@@ -47,7 +47,6 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let mut listener = crate::listen::Listener::new(endpoint.listener, "web");
-    let full = crate::telemetry::Throttle::new(crate::listen::WARN_EVERY);
     let shared = Arc::new(Shared {
         state,
         origins: endpoint.origins,
@@ -59,22 +58,29 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Some(slot) = shared.state.connection_slot(&full).await else {
+        // Never waits here: a connection that must wait for a slot closed
+        // for it waits in its own task.
+        let Some(claim) = shared.state.claim_slot() else {
             continue;
         };
-        // Counted from the accept, so one address cannot hold every slot
-        // with connections that never reach the WebSocket handshake.
-        let Some(pending) = shared.state.admit_pending(peer.ip()) else {
-            continue;
-        };
-        let evicted = pending.evicted();
-        let admitted = Admitted { slot, pending };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let tls = endpoint.tls.clone();
-        // Closed to make room, the connection ends here until a WebSocket
-        // session takes it over (that session then answers `server_busy`).
         tracker.spawn(async move {
+            let Some(slot) = shared.state.connection_slot(claim).await else {
+                return;
+            };
+            // Counted from the accept, so one address cannot hold every
+            // slot with connections that never reach the WebSocket
+            // handshake.
+            let Some(pending) = shared.state.admit_pending(peer.ip()) else {
+                return;
+            };
+            let evicted = pending.evicted();
+            let admitted = Admitted { slot, pending };
+            // Closed to make room, the connection ends here until a
+            // WebSocket session takes it over (that session then answers
+            // `server_busy`).
             let served = async move {
                 match tls {
                     None => connection(tcp, peer, shared, admitted).await,
