@@ -256,7 +256,9 @@ async fn accept_loop(
     let waiting = Arc::new(tokio::sync::Semaphore::new(crate::listen::MAX_WAITING));
     let handshakes = crate::listen::Unproven::new(MAX_HANDSHAKES_PER_ADDRESS);
     let mut listener = crate::listen::Listener::new(listener, "link");
-    let full = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
+    // One throttle per message, so none is counted in another's held_back.
+    let freed = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
+    let refusing = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
     let crowded = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
     loop {
         let (tcp, peer_addr) = tokio::select! {
@@ -266,7 +268,7 @@ async fn accept_loop(
         // Never waits here: a connection that must wait for a slot closed
         // for it waits in its own task.
         let Some(claim) = crate::listen::Claim::take(&slots, &waiting) else {
-            if let Some(held_back) = full.ready() {
+            if let Some(held_back) = refusing.ready() {
                 tracing::warn!(held_back, peer = %peer_addr,
                     "every link connection slot is taken and as many new connections are already waiting for one; closing new connections");
             }
@@ -275,21 +277,21 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         let (slots, handshakes) = (slots.clone(), handshakes.clone());
-        let (full, crowded) = (full.clone(), crowded.clone());
+        let (freed, refusing, crowded) = (freed.clone(), refusing.clone(), crowded.clone());
         tracker.spawn(async move {
             // A stranger's unfinished handshake yields to a newcomer, which
             // may be a neighbour; linked neighbours never do.
             let _permit = match claim.slot(&slots, &handshakes).await {
                 Slot::Free(permit) => permit,
                 Slot::Freed(permit) => {
-                    if let Some(held_back) = full.ready() {
+                    if let Some(held_back) = freed.ready() {
                         tracing::warn!(held_back, peer = %peer_addr,
                             "every link connection slot is taken; closed the oldest unfinished handshake");
                     }
                     permit
                 }
                 Slot::Full => {
-                    if let Some(held_back) = full.ready() {
+                    if let Some(held_back) = refusing.ready() {
                         tracing::warn!(held_back, peer = %peer_addr,
                             "every link connection slot is taken by linked neighbours or by handshakes closed and not ended yet; closing new connections");
                     }

@@ -176,6 +176,14 @@ pub(crate) async fn run_session(
     }
 }
 
+/// Logs `message` unless `throttle` holds it back; each kind of message
+/// has its own throttle, so one is never counted in another's `held_back`.
+fn warn(throttle: &crate::telemetry::Throttle, message: &str) {
+    if let Some(held_back) = throttle.ready() {
+        tracing::warn!(held_back, "{message}");
+    }
+}
+
 impl ServerState {
     /// What a new connection (TCP port or `/ws`) takes at accept, without
     /// waiting: a free connection slot or a place to wait for one. `None`
@@ -183,7 +191,10 @@ impl ServerState {
     pub(crate) fn claim_slot(&self) -> Option<Claim> {
         let claim = Claim::take(&self.connection_slots, &self.slot_waiters);
         if claim.is_none() {
-            self.warn_full("every connection slot is taken (server.max_connections, or the open-file limit) and as many new connections are already waiting for one; turning new connections away");
+            warn(
+                &self.refusing,
+                "every connection slot is taken (server.max_connections, or the open-file limit) and as many new connections are already waiting for one; turning new connections away",
+            );
         }
         claim
     }
@@ -202,19 +213,19 @@ impl ServerState {
         {
             Slot::Free(permit) => Some(permit),
             Slot::Freed(permit) => {
-                self.warn_full("every connection slot is taken (server.max_connections, or the open-file limit); closed the oldest connection not logged in");
+                warn(
+                    &self.slots_freed,
+                    "every connection slot is taken (server.max_connections, or the open-file limit); closed the oldest connection not logged in",
+                );
                 Some(permit)
             }
             Slot::Full => {
-                self.warn_full("every connection slot is taken by logged-in sessions (server.max_connections, or the open-file limit); turning new connections away");
+                warn(
+                    &self.refusing,
+                    "every connection slot is taken by logged-in sessions or by connections closed to make room and not gone yet (server.max_connections, or the open-file limit); turning new connections away",
+                );
                 None
             }
-        }
-    }
-
-    fn warn_full(&self, message: &str) {
-        if let Some(held_back) = self.slots_full.ready() {
-            tracing::warn!(held_back, "{message}");
         }
     }
 

@@ -60,8 +60,10 @@ pub struct ServerState {
     pending_logins: Arc<crate::listen::Unproven>,
     /// Places for new connections to wait for a slot closed for them.
     slot_waiters: Arc<Semaphore>,
-    /// Warnings that every connection slot is taken.
-    slots_full: crate::telemetry::Throttle,
+    /// Warnings that a connection not logged in was closed for a new one.
+    slots_freed: crate::telemetry::Throttle,
+    /// Warnings that new connections are turned away.
+    refusing: crate::telemetry::Throttle,
     /// Warnings about an address's oldest connection closed for its newest.
     crowded: crate::telemetry::Throttle,
     /// `register` requests per address (an IPv6 /64).
@@ -288,7 +290,8 @@ impl Server {
             ))),
             pending_logins: crate::listen::Unproven::new(MAX_PENDING_PER_ADDRESS),
             slot_waiters: Arc::new(Semaphore::new(crate::listen::MAX_WAITING)),
-            slots_full: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
+            slots_freed: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
+            refusing: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
             crowded: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
             registers,
             identity: key,
