@@ -102,9 +102,10 @@ pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// address, an IPv6 /64: [`ClientPrefix`]) and kept in the order it came.
 ///
 /// A connection that has proved nothing yields to one that may: a new
-/// connection from an address at its limit closes that address's oldest
-/// unproven one, and a new connection that finds every slot taken closes
-/// the oldest unproven one of all ([`Unproven::evict_oldest`]). Idle
+/// connection from an address at its limit closes one of that address's
+/// unproven ones, and a new connection that finds every slot taken closes
+/// one of all ([`Unproven::evict_first`]): the least proved ([`Proof`]),
+/// the oldest of them. Idle
 /// strangers, however many addresses they hold, then only delay a
 /// newcomer, and connections that have proved who they are are never
 /// closed to make room.
@@ -113,15 +114,36 @@ pub struct Unproven {
     state: Mutex<Registry>,
 }
 
+/// How much an unproven connection has shown of itself, least first:
+/// a newcomer closes one of the least proved, the oldest of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Proof {
+    /// Still in its TLS handshake, or has sent no request yet.
+    Nothing,
+    /// Has sent a well-formed request.
+    Asked,
+    /// Was sent a code it is to prove it received (`register`, then
+    /// `verify`): a user reading the code on the same connection.
+    AwaitingCode,
+}
+
+struct Entry {
+    prefix: ClientPrefix,
+    token: CancellationToken,
+    proof: Proof,
+    /// False once it was told to close, while it lets go.
+    open: bool,
+}
+
 #[derive(Default)]
 struct Registry {
     /// Start order: the number the next connection gets.
     next: u64,
-    /// Every counted connection, oldest first: its address, what closes
-    /// it, and whether it was closed already and is letting go.
-    all: BTreeMap<u64, (ClientPrefix, CancellationToken)>,
-    /// Those of them not closed yet: the ones a newcomer may close.
-    open: BTreeSet<u64>,
+    /// Every counted connection, by its number.
+    all: BTreeMap<u64, Entry>,
+    /// Those not told to close yet, in the order a newcomer closes them:
+    /// least proved first, then oldest first.
+    open: BTreeSet<(Proof, u64)>,
     /// Every counted connection, by address.
     by_prefix: HashMap<ClientPrefix, BTreeSet<u64>>,
 }
@@ -133,36 +155,54 @@ impl Registry {
         let Some(set) = self.by_prefix.get(&prefix) else {
             return (0, 0);
         };
-        let closing = set.iter().filter(|n| !self.open.contains(n)).count();
+        let closing = set.iter().filter(|n| !self.all[n].open).count();
         (set.len(), closing)
     }
 
-    /// The oldest connection of `prefix` not closed yet.
-    fn oldest_open_of(&self, prefix: ClientPrefix) -> Option<u64> {
+    /// The connection of `prefix` a newcomer from it closes: the least
+    /// proved of those not closed yet, the oldest of them.
+    fn first_open_of(&self, prefix: ClientPrefix) -> Option<u64> {
         let set = self.by_prefix.get(&prefix)?;
-        set.iter().find(|n| self.open.contains(n)).copied()
+        set.iter()
+            .filter(|n| self.all[n].open)
+            .min_by_key(|n| (self.all[n].proof, **n))
+            .copied()
     }
 
     /// Tells connection `n` to close. It stays counted, against its
     /// address too, until its task ends and drops its slot.
     fn evict(&mut self, n: u64) {
-        if self.open.remove(&n)
-            && let Some((_, token)) = self.all.get(&n)
+        if let Some(entry) = self.all.get_mut(&n)
+            && entry.open
         {
-            token.cancel();
+            entry.open = false;
+            self.open.remove(&(entry.proof, n));
+            entry.token.cancel();
+        }
+    }
+
+    /// Records that connection `n` has shown `proof`, if that is more.
+    fn proved(&mut self, n: u64, proof: Proof) {
+        if let Some(entry) = self.all.get_mut(&n)
+            && entry.open
+            && proof > entry.proof
+        {
+            self.open.remove(&(entry.proof, n));
+            self.open.insert((proof, n));
+            entry.proof = proof;
         }
     }
 
     /// Forgets connection `n`, once its task has let it go.
     fn forget(&mut self, n: u64) {
-        self.open.remove(&n);
-        let Some((prefix, _)) = self.all.remove(&n) else {
+        let Some(entry) = self.all.remove(&n) else {
             return;
         };
-        if let Some(set) = self.by_prefix.get_mut(&prefix) {
+        self.open.remove(&(entry.proof, n));
+        if let Some(set) = self.by_prefix.get_mut(&entry.prefix) {
             set.remove(&n);
             if set.is_empty() {
-                self.by_prefix.remove(&prefix);
+                self.by_prefix.remove(&entry.prefix);
             }
         }
     }
@@ -183,8 +223,8 @@ impl Unproven {
     }
 
     /// Counts a new connection from `peer` as unproven. When its address
-    /// already has the most allowed, the oldest of them is closed to make
-    /// room, and the second value is true. `None` when the address's
+    /// already has the most allowed, the least proved of them (the oldest
+    /// of those) is closed to make room, and the second value is true. `None` when the address's
     /// connections that were closed and have not let go yet fill its
     /// limit by themselves: until they do, it gets no more.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<(UnprovenSlot, bool)> {
@@ -198,13 +238,19 @@ impl Unproven {
         let evicted = counted >= self.max_per_address;
         if evicted {
             // Open ones exist: fewer than `counted` are closing.
-            let oldest = registry.oldest_open_of(prefix)?;
-            registry.evict(oldest);
+            let first = registry.first_open_of(prefix)?;
+            registry.evict(first);
         }
         let n = registry.next;
         registry.next += 1;
-        registry.all.insert(n, (prefix, token.clone()));
-        registry.open.insert(n);
+        let entry = Entry {
+            prefix,
+            token: token.clone(),
+            proof: Proof::Nothing,
+            open: true,
+        };
+        registry.all.insert(n, entry);
+        registry.open.insert((Proof::Nothing, n));
         registry.by_prefix.entry(prefix).or_default().insert(n);
         let slot = UnprovenSlot {
             owner: self.clone(),
@@ -214,16 +260,17 @@ impl Unproven {
         Some((slot, evicted))
     }
 
-    /// Closes the oldest unproven connection not closed yet, to free its
+    /// Closes the least proved unproven connection not closed yet (the
+    /// oldest of them), to free its
     /// slot for a new one; false when there is none (every slot is held by
     /// connections that have proved who they are, or that were closed and
     /// are letting go).
-    pub fn evict_oldest(&self) -> bool {
+    pub fn evict_first(&self) -> bool {
         let mut registry = self.lock();
-        let Some(oldest) = registry.open.first().copied() else {
+        let Some(&(_, first)) = registry.open.first() else {
             return false;
         };
-        registry.evict(oldest);
+        registry.evict(first);
         true
     }
 }
@@ -241,6 +288,12 @@ impl UnprovenSlot {
     /// its task then ends at once, giving its slot back.
     pub fn evicted(&self) -> CancellationToken {
         self.closed.clone()
+    }
+
+    /// Records that the connection has shown `proof`: it is closed after
+    /// those that have shown less.
+    pub fn proved(&self, proof: Proof) {
+        self.owner.lock().proved(self.n, proof);
     }
 }
 
@@ -303,7 +356,7 @@ pub async fn slot_or_evict(slots: &Arc<Semaphore>, unproven: &Unproven) -> Slot 
     if let Ok(permit) = slots.clone().try_acquire_owned() {
         return Slot::Free(permit);
     }
-    while unproven.evict_oldest() {
+    while unproven.evict_first() {
         if let Ok(Ok(permit)) =
             tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await
         {
@@ -373,7 +426,7 @@ mod tests {
         let (_, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
         assert!(evicted && third.evicted().is_cancelled());
         drop((second, third));
-        assert!(unproven.evict_oldest(), "fourth is still open");
+        assert!(unproven.evict_first(), "fourth is still open");
         assert!(fourth.evicted().is_cancelled());
     }
 
@@ -387,15 +440,15 @@ mod tests {
         let (b, _) = unproven.admit(ip("192.0.2.3")).unwrap();
         let (c, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         drop(proved);
-        assert!(unproven.evict_oldest());
+        assert!(unproven.evict_first());
         assert!(a.evicted().is_cancelled());
         assert!(!b.evicted().is_cancelled());
-        assert!(unproven.evict_oldest());
+        assert!(unproven.evict_first());
         assert!(b.evicted().is_cancelled());
         assert!(!c.evicted().is_cancelled());
-        assert!(unproven.evict_oldest());
+        assert!(unproven.evict_first());
         assert!(c.evicted().is_cancelled());
-        assert!(!unproven.evict_oldest(), "nothing unproven is left");
+        assert!(!unproven.evict_first(), "nothing unproven is left");
     }
 
     /// A new connection takes a free slot, else the slot of the oldest
@@ -473,5 +526,28 @@ mod tests {
             Claim::take(&slots, &waiting),
             Some(Claim::Wait(_))
         ));
+    }
+
+    /// Those that have shown less are closed first, oldest first among
+    /// equals: a user reading a code sent to them goes last.
+    #[test]
+    fn the_least_proved_goes_first() {
+        let unproven = Unproven::new(3);
+        let (verifying, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (asking, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (idle, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        verifying.proved(Proof::AwaitingCode);
+        asking.proved(Proof::Asked);
+        asking.proved(Proof::Nothing);
+        let (newest, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
+        assert!(evicted && idle.evicted().is_cancelled());
+        assert!(!asking.evicted().is_cancelled());
+        assert!(unproven.evict_first());
+        assert!(newest.evicted().is_cancelled(), "it has sent nothing");
+        assert!(unproven.evict_first());
+        assert!(asking.evicted().is_cancelled());
+        assert!(!verifying.evicted().is_cancelled());
+        assert!(unproven.evict_first());
+        assert!(verifying.evicted().is_cancelled());
     }
 }

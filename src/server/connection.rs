@@ -17,7 +17,7 @@ use super::answers::Pending;
 use super::handlers::{self, Outcome};
 use super::pre_login::{PRE_LOGIN_BURST, PreLoginBudget};
 use super::session::Session;
-use crate::listen::{Claim, Slot};
+use crate::listen::{Claim, Proof, Slot};
 use crate::protocol::{
     self, ErrorCode, FrameError, Outbox, OutboxError, RequestFrame, Response, ResponseFrame,
     classify_request_error,
@@ -373,6 +373,9 @@ async fn read_loop(
             }
         };
         drop(frame);
+        if let Some(pending) = &pending {
+            pending.proved(Proof::Asked);
+        }
         // The request is borrowed for its kind, so it lives only in this
         // block: out of it, it would keep its place in the task beside the
         // handling it has moved into.
@@ -388,6 +391,11 @@ async fn read_loop(
         let outcome = handling.await;
         if session.user.is_some() {
             pending.take();
+        }
+        // A user reading a code sent to them is the last to be closed to
+        // make room.
+        if let (Some(pending), Outcome::Reply(Response::CodeSent { .. })) = (&pending, &outcome) {
+            pending.proved(Proof::AwaitingCode);
         }
         match outcome {
             Outcome::Reply(r) => {

@@ -534,3 +534,42 @@ async fn connections_not_logged_in_yield_their_slots_to_new_ones() {
     drop(idle);
     server.stop().await;
 }
+
+/// A registration under way (`register` answered, the user reading the
+/// code) is closed last to make room: idle connections filling every slot
+/// close each other, and each other's requests, before it.
+#[tokio::test]
+async fn a_registration_waiting_for_its_code_outlasts_idle_connections() {
+    use crate::wire::Wire;
+    const SLOTS: usize = 4;
+
+    let mut server = spawn_server_with(|c| c.max_connections = SLOTS).await;
+    let id = carrier::crypto::Identity::generate(KeyType::P256);
+    let mut registering = Wire::connect(&server).await;
+    let answer = registering.register(CAROL, &id).await;
+    assert!(matches!(answer, Response::CodeSent { .. }), "{answer:?}");
+    // Connections that asked something, then more that never do: each
+    // past the limit closes one of the others, never the registration.
+    let mut asking = Vec::new();
+    for i in 0..SLOTS {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 2) as u8);
+        let mut conn = Wire::connect_from(&server, source.into()).await;
+        assert!(conn.ping().await, "connection {i} is served");
+        asking.push(conn);
+    }
+    let mut idle = Vec::new();
+    for i in 0..2 * SLOTS {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 4 + (i % 2) as u8);
+        idle.push(Wire::connect_from(&server, source.into()).await);
+    }
+    let mut newest = idle.pop().expect("the newest idle connection");
+    assert!(newest.ping().await, "the newest connection is served");
+    let code = server.code_for(CAROL);
+    let answer = registering.verify(CAROL, &id, &code).await;
+    assert!(
+        matches!(answer, Response::Registered { .. }),
+        "the registration was not closed: {answer:?}"
+    );
+    drop((asking, idle));
+    server.stop().await;
+}
