@@ -111,19 +111,25 @@ pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// closed to make room.
 pub struct Unproven {
     max_per_address: usize,
+    /// Most connections ranked above [`Proof::Nothing`] at once.
+    max_ranked: usize,
     state: Mutex<Registry>,
 }
 
 /// How much an unproven connection has shown of itself, least first:
 /// a newcomer closes one of the least proved, the oldest of them.
+/// Sending a request is no step up: a `challenge` costs nothing, and a
+/// stranger whose connections had all sent one would see every real
+/// client, still in its handshake, closed before them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Proof {
-    /// Still in its TLS handshake, or has sent no request yet.
+    /// Has shown nothing that costs its sender anything.
     Nothing,
-    /// Has sent a well-formed request.
-    Asked,
     /// Was sent a code it is to prove it received (`register`, then
-    /// `verify`): a user reading the code on the same connection.
+    /// `verify`): a user reading the code on the same connection. Codes
+    /// are rate-limited per address and per phone, and at most half the
+    /// registry's room ([`Unproven::new`]) is kept this way, so the rest
+    /// always turns over oldest first.
     AwaitingCode,
 }
 
@@ -181,9 +187,12 @@ impl Registry {
         }
     }
 
-    /// Records that connection `n` has shown `proof`, if that is more.
-    fn proved(&mut self, n: u64, proof: Proof) {
-        if let Some(entry) = self.all.get_mut(&n)
+    /// Records that connection `n` has shown `proof`, if that is more and
+    /// fewer than `max_ranked` open connections have shown as much.
+    fn proved(&mut self, n: u64, proof: Proof, max_ranked: usize) {
+        let ranked = self.open.range((proof, 0)..).count();
+        if ranked < max_ranked
+            && let Some(entry) = self.all.get_mut(&n)
             && entry.open
             && proof > entry.proof
         {
@@ -210,10 +219,12 @@ impl Registry {
 
 impl Unproven {
     /// A registry that lets at most `max_per_address` connections of one
-    /// address wait unproven at once.
-    pub fn new(max_per_address: usize) -> Arc<Self> {
+    /// address wait unproven at once, for a listener of `slots` slots: at
+    /// most half of them rank above [`Proof::Nothing`].
+    pub fn new(max_per_address: usize, slots: usize) -> Arc<Self> {
         Arc::new(Self {
             max_per_address,
+            max_ranked: slots / 2,
             state: Mutex::default(),
         })
     }
@@ -293,7 +304,9 @@ impl UnprovenSlot {
     /// Records that the connection has shown `proof`: it is closed after
     /// those that have shown less.
     pub fn proved(&self, proof: Proof) {
-        self.owner.lock().proved(self.n, proof);
+        self.owner
+            .lock()
+            .proved(self.n, proof, self.owner.max_ranked);
     }
 }
 
@@ -391,7 +404,7 @@ mod tests {
     /// is closed, and no other address's.
     #[test]
     fn an_address_past_its_limit_loses_its_oldest() {
-        let unproven = Unproven::new(2);
+        let unproven = Unproven::new(2, 16);
         let (first, _) = unproven.admit(ip("2001:db8:1:2::1")).unwrap();
         let (other, _) = unproven.admit(ip("192.0.2.7")).unwrap();
         let (second, _) = unproven.admit(ip("2001:db8:1:2::2")).unwrap();
@@ -410,7 +423,7 @@ mod tests {
     /// gets no more, and none of them is closed twice.
     #[test]
     fn closed_connections_count_until_they_let_go() {
-        let unproven = Unproven::new(2);
+        let unproven = Unproven::new(2, 16);
         let (first, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         let (second, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         let (third, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
@@ -434,7 +447,7 @@ mod tests {
     /// proved who they are are not there to be closed.
     #[test]
     fn the_oldest_of_all_goes_first() {
-        let unproven = Unproven::new(4);
+        let unproven = Unproven::new(4, 16);
         let (a, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         let (proved, _) = unproven.admit(ip("192.0.2.2")).unwrap();
         let (b, _) = unproven.admit(ip("192.0.2.3")).unwrap();
@@ -456,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_listener_frees_the_oldest_unproven_slot() {
         let slots = Arc::new(Semaphore::new(1));
-        let unproven = Unproven::new(4);
+        let unproven = Unproven::new(4, 16);
         let Slot::Free(permit) = slot_or_evict(&slots, &unproven).await else {
             panic!("the first slot is free");
         };
@@ -480,7 +493,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_that_does_not_let_go_is_passed_over() {
         let slots = Arc::new(Semaphore::new(2));
-        let unproven = Unproven::new(4);
+        let unproven = Unproven::new(4, 16);
         let mut tasks = Vec::new();
         for lets_go in [false, true] {
             let permit = slots.clone().try_acquire_owned().unwrap();
@@ -528,26 +541,31 @@ mod tests {
         ));
     }
 
-    /// Those that have shown less are closed first, oldest first among
-    /// equals: a user reading a code sent to them goes last.
+    /// A user reading a code sent to them is closed after the others,
+    /// which go oldest first; but at most half the slots rank so, or a
+    /// stranger with codes could leave real clients a pool that turns
+    /// over at once.
     #[test]
-    fn the_least_proved_goes_first() {
-        let unproven = Unproven::new(3);
+    fn a_user_reading_a_code_goes_last_within_bounds() {
+        let unproven = Unproven::new(8, 4);
         let (verifying, _) = unproven.admit(ip("192.0.2.1")).unwrap();
-        let (asking, _) = unproven.admit(ip("192.0.2.1")).unwrap();
-        let (idle, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (old, _) = unproven.admit(ip("192.0.2.1")).unwrap();
+        let (also_verifying, _) = unproven.admit(ip("192.0.2.2")).unwrap();
+        let (past_the_bound, _) = unproven.admit(ip("192.0.2.3")).unwrap();
+        let (new, _) = unproven.admit(ip("192.0.2.1")).unwrap();
         verifying.proved(Proof::AwaitingCode);
-        asking.proved(Proof::Asked);
-        asking.proved(Proof::Nothing);
-        let (newest, evicted) = unproven.admit(ip("192.0.2.1")).unwrap();
-        assert!(evicted && idle.evicted().is_cancelled());
-        assert!(!asking.evicted().is_cancelled());
+        also_verifying.proved(Proof::AwaitingCode);
+        past_the_bound.proved(Proof::AwaitingCode);
+        for (closed, left) in [(&old, &new), (&past_the_bound, &new)] {
+            assert!(unproven.evict_first());
+            assert!(closed.evicted().is_cancelled());
+            assert!(!left.evicted().is_cancelled());
+        }
         assert!(unproven.evict_first());
-        assert!(newest.evicted().is_cancelled(), "it has sent nothing");
-        assert!(unproven.evict_first());
-        assert!(asking.evicted().is_cancelled());
+        assert!(new.evicted().is_cancelled());
         assert!(!verifying.evicted().is_cancelled());
         assert!(unproven.evict_first());
-        assert!(verifying.evicted().is_cancelled());
+        assert!(verifying.evicted().is_cancelled(), "then oldest first");
+        assert!(!also_verifying.evicted().is_cancelled());
     }
 }

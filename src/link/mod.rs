@@ -254,7 +254,7 @@ async fn accept_loop(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINK_CONNECTIONS));
     let waiting = Arc::new(tokio::sync::Semaphore::new(crate::listen::MAX_WAITING));
-    let handshakes = crate::listen::Unproven::new(MAX_HANDSHAKES_PER_ADDRESS);
+    let handshakes = crate::listen::Unproven::new(MAX_HANDSHAKES_PER_ADDRESS, MAX_LINK_CONNECTIONS);
     let mut listener = crate::listen::Listener::new(listener, "link");
     // One throttle per message, so none is counted in another's held_back.
     let freed = Arc::new(crate::telemetry::Throttle::new(crate::listen::WARN_EVERY));
@@ -308,6 +308,8 @@ async fn accept_loop(
             }
             let closed = handshaking.evicted();
             let stream = tokio::select! {
+                // A handshake done is kept though it ended as the close came.
+                biased;
                 stream = handshake(&acceptor, tcp, peer_addr) => stream,
                 _ = closed.cancelled() => {
                     return tracing::debug!(peer = %peer_addr, "link handshake closed to make room for a newer connection");

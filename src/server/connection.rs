@@ -83,6 +83,8 @@ pub fn serve(
             // handshake ends.
             let handshake = Box::pin(crate::tls::accept(&acceptor, tcp, crate::tls::ALPN));
             let stream = tokio::select! {
+                // A handshake done is kept though it ended as the close came.
+                biased;
                 stream = handshake => stream,
                 _ = evicted.cancelled() => return tracing::debug!("closed before its TLS handshake ended, to make room"),
             };
@@ -373,9 +375,6 @@ async fn read_loop(
             }
         };
         drop(frame);
-        if let Some(pending) = &pending {
-            pending.proved(Proof::Asked);
-        }
         // The request is borrowed for its kind, so it lives only in this
         // block: out of it, it would keep its place in the task beside the
         // handling it has moved into.

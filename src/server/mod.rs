@@ -280,15 +280,13 @@ impl Server {
             config.code_sink.clone(),
             code_key,
         );
+        let slots = start::connection_limit(config.max_connections, config.max_connections_set);
         let state = Arc::new(ServerState {
             router,
             otp,
             tls,
-            connection_slots: Arc::new(Semaphore::new(start::connection_limit(
-                config.max_connections,
-                config.max_connections_set,
-            ))),
-            pending_logins: crate::listen::Unproven::new(MAX_PENDING_PER_ADDRESS),
+            connection_slots: Arc::new(Semaphore::new(slots)),
+            pending_logins: crate::listen::Unproven::new(MAX_PENDING_PER_ADDRESS, slots),
             slot_waiters: Arc::new(Semaphore::new(crate::listen::MAX_WAITING)),
             slots_freed: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),
             refusing: crate::telemetry::Throttle::new(crate::listen::WARN_EVERY),

@@ -68,6 +68,8 @@ pub async fn serve(
     // send times out.
     let evicted = admitted.pending.evicted();
     let sent = tokio::select! {
+        // A hello sent is kept though it went as the close came.
+        biased;
         sent = tokio::time::timeout(HELLO_TIMEOUT, sink.send(Message::text(hello.frame()))) => sent,
         () = evicted.cancelled() => return tracing::debug!("closed before its hello was sent, to make room"),
     };
