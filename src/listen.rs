@@ -235,9 +235,10 @@ impl Unproven {
 
     /// Counts a new connection from `peer` as unproven. When its address
     /// already has the most allowed, the least proved of them (the oldest
-    /// of those) is closed to make room, and the second value is true. `None` when the address's
-    /// connections that were closed and have not let go yet fill its
-    /// limit by themselves: until they do, it gets no more.
+    /// of those) is closed to make room, and the second value is true.
+    /// `None` when the address's connections that were closed and have not
+    /// let go yet fill its limit by themselves: until they do, it gets no
+    /// more.
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<(UnprovenSlot, bool)> {
         let prefix = ClientPrefix::of(peer);
         let token = CancellationToken::new();
@@ -272,10 +273,9 @@ impl Unproven {
     }
 
     /// Closes the least proved unproven connection not closed yet (the
-    /// oldest of them), to free its
-    /// slot for a new one; false when there is none (every slot is held by
-    /// connections that have proved who they are, or that were closed and
-    /// are letting go).
+    /// oldest of them), to free its slot for a new one; false when there is
+    /// none (every slot is held by connections that have proved who they
+    /// are, or that were closed and are letting go).
     pub fn evict_first(&self) -> bool {
         let mut registry = self.lock();
         let Some(&(_, first)) = registry.open.first() else {

@@ -13,7 +13,7 @@ use carrier::protocol::link::{ClaimRequest, LinkMessage, Relayed};
 use carrier::protocol::{ErrorCode, KeyType, Response};
 
 use super::devices::{count, fetch, homed_at, lookup_shows, with_devices};
-use super::edges::{ToAFullQueue, devices_of, notices, relay};
+use super::edges::{ToAFullQueue, announce_dave, devices_of, notices, relay};
 use super::{
     Node, beside_a_hostile_neighbour, link_as, neighbourhood, next_link_message, send_link,
 };
@@ -262,22 +262,9 @@ impl DaveBesideCarol {
         let (carol, _, carols) = with_devices(&nodes[0], CAROL, 1).await;
         let c1_conn = &carols[0].1;
         let mut link = link_as(&hostile, &nodes[0]).await;
-        let dave = Identity::generate(KeyType::P256);
-        let dave_home = LinkMessage::Directory {
-            entries: vec![homed_at(&hostile, DAVE, &dave)],
-        };
-        send_link(&mut link, &dave_home).await;
-        let (list, mut daves) = devices_of(&dave, DAVE, 1, &[1]);
-        send_link(
-            &mut link,
-            &LinkMessage::Devices {
-                entries: vec![list],
-            },
-        )
-        .await;
+        let dave = announce_dave(&mut link, &hostile).await;
         lookup_shows(c1_conn, DAVE, 1, 1).await;
         let carol_peer = look_up(c1_conn, CAROL, &carol.identity()).await;
-        let dave = daves.remove(0);
         let session = start_session(&dave, &carol_peer, 1, None);
         Self {
             nodes,

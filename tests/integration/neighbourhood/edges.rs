@@ -21,6 +21,28 @@ use super::{
 use crate::common::{BOB, CAROL, DAVE, phone};
 use crate::devices::client::*;
 
+/// Dave announced over `link` by `home` as his home server would flood
+/// him: his directory entry, then his list of one device; that device.
+pub(super) async fn announce_dave(
+    link: &mut carrier::tls::ClientTlsStream,
+    home: &Identity,
+) -> Device {
+    let dave = Identity::generate(KeyType::P256);
+    let directory = LinkMessage::Directory {
+        entries: vec![homed_at(home, DAVE, &dave)],
+    };
+    send_link(link, &directory).await;
+    let (list, mut daves) = devices_of(&dave, DAVE, 1, &[1]);
+    send_link(
+        link,
+        &LinkMessage::Devices {
+            entries: vec![list],
+        },
+    )
+    .await;
+    daves.remove(0)
+}
+
 /// `who`'s devices `ids` as the account key signs them (list `version`),
 /// with a bundle each: the entry a home floods, and the devices.
 pub(super) fn devices_of(

@@ -9,8 +9,8 @@ use carrier::domain::MessageId;
 use carrier::protocol::link::LinkMessage;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::devices::{fetch_some, homed_at, lookup_shows, with_devices};
-use super::edges::{devices_of, relay};
+use super::devices::{fetch_some, lookup_shows, with_devices};
+use super::edges::{announce_dave, relay};
 use super::{beside_a_hostile_neighbour, link_as, next_link_message, send_link};
 use crate::common::{CAROL, DAVE};
 use crate::devices::client::{look_up, seal, start_session};
@@ -81,23 +81,10 @@ async fn idle_handshakes_from_many_addresses_yield_to_a_neighbour() {
     // it last, with every slot already taken.
     let mut link = link_as(&neighbour, &nodes[0]).await;
 
-    let dave = carrier::crypto::Identity::generate(carrier::protocol::KeyType::P256);
-    let directory = LinkMessage::Directory {
-        entries: vec![homed_at(&neighbour, DAVE, &dave)],
-    };
-    send_link(&mut link, &directory).await;
-    let (list, mut daves) = devices_of(&dave, DAVE, 1, &[1]);
-    send_link(
-        &mut link,
-        &LinkMessage::Devices {
-            entries: vec![list],
-        },
-    )
-    .await;
+    let dave1 = announce_dave(&mut link, &neighbour).await;
     let (_, conn) = carols.remove(0);
     lookup_shows(&conn, DAVE, 1, 1).await;
     let carol_peer = look_up(&conn, CAROL, &carol.identity()).await;
-    let dave1 = daves.remove(0);
     let id = MessageId::random();
     let mut session = start_session(&dave1, &carol_peer, 1, None);
     let envelope = seal(&dave1, &mut session, id, "through the crowd");
