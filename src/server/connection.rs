@@ -178,8 +178,10 @@ pub(crate) async fn run_session(
     }
 }
 
-/// Logs `message` unless `throttle` holds it back; each kind of message
-/// has its own throttle, so one is never counted in another's `held_back`.
+/// Logs `message` unless `throttle` holds it back. Closing a connection to
+/// make room and turning one away have a throttle each, so neither is
+/// counted in the other's `held_back`; the two ways of turning one away
+/// (no place to wait, no slot freed) share theirs.
 fn warn(throttle: &crate::telemetry::Throttle, message: &str) {
     if let Some(held_back) = throttle.ready() {
         tracing::warn!(held_back, "{message}");
