@@ -6,13 +6,16 @@
  * `lookup` answer and sending goes on with the devices not yet served.
  * A device whose keys were refused gets nothing, and the send says so: once
  * per device, a forgery over mere age, none for a device that took the message.
+ * Once any device has the message, nothing that stops the send fails it: the
+ * message is sent, and what stopped it is told in the same warning, since
+ * sending it again would deliver it twice under a new id.
  */
 import { fromBase64, fromHex, toBase64, toHex } from "../../crypto/bytes";
 import type { Content } from "../../protocol/padding";
 import { initiateSession, sealMessage, type SessionState } from "../../protocol/session";
-import { withClaim } from "../../protocol/statements";
+import { StatementError, withClaim } from "../../protocol/statements";
 import type { SessionRecord } from "../../storage/store";
-import { RequestError } from "../../transport/connection";
+import { RequestError, type Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
 import { isolate } from "../isolate";
 import type { Context } from "./context";
@@ -32,28 +35,51 @@ export function sendingSession(records: SessionRecord[], device: number): Sessio
 export interface Reached {
   served: number;
   leftOut: RefusedBundle[];
+  /** Why it stopped before the rest, once the message had reached a device: told, not thrown. */
+  stopped?: string;
 }
 
 /**
  * Seals `text` for every device of `to` and this account's other devices;
- * resolves once all took it. The devices left out are told in one warning,
- * the page showing one at a time, and also when the send then fails.
+ * resolves once all took it, or once the message reached a device of `to`
+ * and the send stopped after. The devices left out, and what stopped the
+ * send, are told in one warning, the page showing one at a time, and also
+ * when the send then fails.
  */
 export async function sendText(ctx: Context, to: string, id: string, text: string, sentAt: number): Promise<void> {
   const told: string[] = [];
   try {
     const peer = await devicesOf(ctx, to);
     const reached = await fanOut(ctx, peer, id, { type: "text", text }, sentAt);
-    for (const r of reached.leftOut) told.push(leftOutText(to, r));
-    if (to === ctx.me.phone) return;
+    told.push(...tell(to, reached));
+    // Stopped halfway: the sync copies are among "the rest" the warning says were not sent.
+    if (to === ctx.me.phone || reached.stopped) return;
     if (reached.served === 0) throw noneReached(to, reached.leftOut);
-    // The recipient has the message: a refusal from here on must not say nothing was sent.
-    const mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone, true));
-    const synced = await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt, true);
-    for (const r of synced.leftOut) told.push(leftOutText(ctx.me.phone, r));
+    told.push(...(await syncCopies(ctx, to, id, text, sentAt)));
   } finally {
     if (told.length > 0) ctx.emit({ type: "warning", text: told.join(" ") });
   }
+}
+
+/**
+ * The sync copies of a message the recipient has: what goes wrong now is
+ * told, never thrown, so the message is not reported as unsent.
+ */
+async function syncCopies(ctx: Context, to: string, id: string, text: string, sentAt: number): Promise<string[]> {
+  let mine: Checked;
+  try {
+    mine = (await rememberedOwn(ctx)) ?? (await devicesOf(ctx, ctx.me.phone, true));
+  } catch (error) {
+    return [stoppedText(ctx.me.phone, error)];
+  }
+  return tell(ctx.me.phone, await fanOut(ctx, mine, id, { type: "sync", to, id, text }, sentAt, true));
+}
+
+/** The sentences of one fan-out to `phone`: each device left out, then what stopped it. */
+function tell(phone: string, reached: Reached): string[] {
+  const told = reached.leftOut.map((r) => leftOutText(phone, r));
+  if (reached.stopped) told.push(reached.stopped);
+  return told;
 }
 
 /** How a device left out is told; its number only when its certificate checked out. */
@@ -80,42 +106,94 @@ function noneReached(to: string, leftOut: RefusedBundle[]): CoreError {
  * device's queue whoever sent it, so a recipient who learnt the id can take
  * the slot first, and failing the whole send for that would report as lost a
  * message the recipient already has. `reachedBefore`: this message already
- * went to other devices (the recipient's, for sync copies).
+ * went to other devices (the recipient's, for sync copies). Once the message
+ * has reached a device, a failure ends the fan-out as `stopped` instead of
+ * being thrown.
  */
 export async function fanOut(ctx: Context, start: Checked, id: string, content: Content, sentAt: number, reachedBefore = false): Promise<Reached> {
   let checked = start;
   const own = checked.phone === ctx.me.phone;
   const served = new Set<number>(own ? [ctx.me.deviceId] : []);
   const refused = new Map<number | null, RefusedBundle>();
-  for (let round = 0; round < MAX_LIST_CHANGES; round++) {
-    for (const r of checked.refused) noteRefusal(refused, r);
-    const todo = checked.devices.filter((d) => !served.has(d));
-    const sessions = await sessionsFor(ctx, checked, todo);
-    let stale: Record<string, unknown> | null = null;
-    for (const device of todo) {
-      const record = sessions.get(device);
-      if (!record) continue;
-      const sealed = await sealMessage(record.state as SessionState, fromHex(id), { content, sentAt }, ctx.me.sign);
-      await ctx.store.saveSession({ ...record, state: sealed.state, usedAt: Date.now() });
-      try {
-        await ctx.request("device_send", { id, to: checked.phone, device, list_version: checked.version, envelope: toBase64(sealed.envelope) });
-        served.add(device);
-      } catch (error) {
-        if (own && error instanceof RequestError && error.code === "duplicate_id") {
-          console.warn(`The sync copy of message ${id} to this account's device ${device} was refused as a duplicate id; skipped.`);
-          served.add(device);
-          continue;
-        }
-        if (!(error instanceof RequestError) || error.code !== "stale_devices") throw error;
-        stale = error.frame;
-        break;
-      }
+  const reached = () => ({ served: served.size - (own ? 1 : 0), leftOut: leftOut(refused, served) });
+  try {
+    for (let round = 0; round < MAX_LIST_CHANGES; round++) {
+      for (const r of checked.refused) noteRefusal(refused, r);
+      const stale = await sendRound(ctx, checked, id, content, sentAt, served);
+      if (!stale) return reached();
+      checked = await checkDevices(ctx, checked.phone, checked.spki, stale, reachedBefore || reached().served > 0);
     }
-    if (!stale) return { served: served.size - (own ? 1 : 0), leftOut: leftOut(refused, served) };
-    checked = await checkDevices(ctx, checked.phone, checked.spki, stale, reachedBefore || served.size > (own ? 1 : 0));
+    throw new CoreError("devices_changing", `The devices of ${checked.phone} kept changing while sending; try again.`);
+  } catch (error) {
+    if (!reachedBefore && reached().served === 0) throw error;
+    return { ...reached(), stopped: stoppedText(checked.phone, error) };
   }
-  throw new CoreError("devices_changing", `The devices of ${checked.phone} kept changing while sending; try again.`);
 }
+
+/**
+ * Sends to each device of `checked` not yet `served`, adding those that take
+ * it; resolves with a `stale_devices` refusal's frame, the rest not tried, or
+ * null once all were tried.
+ */
+async function sendRound(ctx: Context, checked: Checked, id: string, content: Content, sentAt: number, served: Set<number>): Promise<Frame | null> {
+  const own = checked.phone === ctx.me.phone;
+  const todo = checked.devices.filter((d) => !served.has(d));
+  const sessions = await sessionsFor(ctx, checked, todo);
+  for (const device of todo) {
+    const record = sessions.get(device);
+    if (!record) continue;
+    const sealed = await sealMessage(record.state as SessionState, fromHex(id), { content, sentAt }, ctx.me.sign);
+    await ctx.store.saveSession({ ...record, state: sealed.state, usedAt: Date.now() });
+    try {
+      await ctx.request("device_send", { id, to: checked.phone, device, list_version: checked.version, envelope: toBase64(sealed.envelope) });
+      served.add(device);
+    } catch (error) {
+      if (own && error instanceof RequestError && error.code === "duplicate_id") {
+        console.warn(`The sync copy of message ${id} to this account's device ${device} was refused as a duplicate id; skipped.`);
+        served.add(device);
+        continue;
+      }
+      if (!(error instanceof RequestError) || error.code !== "stale_devices") throw error;
+      return error.frame;
+    }
+  }
+  return null;
+}
+
+/** What the rest of a send that had reached some devices is told, in the words of a device list refused part-way (peers.ts). */
+const REST_NOT_SENT = "the message had reached some devices, and was not sent to the rest.";
+
+/**
+ * Why a send to `phone` stopped after the message had reached some device,
+ * as a warning: the message counts as sent, so the sentence says what was
+ * not done rather than to try again.
+ */
+export function stoppedText(phone: string, error: unknown): string {
+  const who = isolate(phone);
+  if (error instanceof StatementError) return `The keys the server gave for ${who} do not check out (${error.message}); ${REST_NOT_SENT}`;
+  if (!(error instanceof CoreError || error instanceof RequestError)) {
+    console.warn("Carrier: a send stopped after reaching some devices", error);
+    return `Sending to ${who} stopped on an unexpected error; ${REST_NOT_SENT}`;
+  }
+  const dropped = CONNECTION_LOST.get(error.code);
+  // The request the connection was lost on may or may not have been delivered.
+  if (dropped) return `${dropped} while sending to ${who}; the message had reached some devices, and may not have reached the rest.`;
+  // The code is the server's: isolated, like any text from the network.
+  if (error instanceof RequestError) return `The server refused sending to ${who} (${isolate(error.code)}); ${REST_NOT_SENT}`;
+  // A refused device list says already that the message had reached some devices.
+  if (error.code === "forged") return error.message;
+  if (error.code === "devices_changing") return `The devices of ${who} kept changing while sending; ${REST_NOT_SENT}`;
+  if (error.code === "no_devices") return `The server gave no device list for ${who}; ${REST_NOT_SENT}`;
+  return `Sending to ${who} stopped (${error.code}); ${REST_NOT_SENT}`;
+}
+
+/** The codes of a connection lost with a request in flight, as the start of a sentence. */
+const CONNECTION_LOST = new Map([
+  ["disconnected", "The connection to the Carrier server dropped"],
+  ["timeout", "The Carrier server stopped answering"],
+  ["stopped", "The connection to the Carrier server was closed"],
+  ["unreachable", "The Carrier server could not be reached"],
+]);
 
 /**
  * The refusals worth telling, kept across rounds one per device (and one for
