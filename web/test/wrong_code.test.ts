@@ -35,10 +35,10 @@ describe("the sentence for a wrong code", () => {
     expect(needsNewCode(one)).toBe(false);
   });
 
-  it("says after the last try that the code is spent, and to wait for a new one", () => {
+  it("says after the last try that the code is spent, and to wait for a new one, naming no wait the frame does not give", () => {
     const spent = asCoreError(wrongCode({ message: "wrong code; no tries left; register again in 3501 seconds", tries_left: 0 }));
     expect(spent.details.triesLeft).toBe(0);
-    expect(spent.message).toBe("That code is wrong, and it cannot be used any more. Wait an hour, then press Get code for a new one.");
+    expect(spent.message).toBe("That code is wrong, and it cannot be used any more. Wait before you press Get code for a new one; the server did not say for how long.");
     expect(needsNewCode(spent)).toBe(true);
   });
 
@@ -61,14 +61,18 @@ describe("the sentence for a wrong code", () => {
     expect(errorDetails({ retry_after_ms: 2000, tries_left: 3 })).toEqual({ triesLeft: 3, retryAfterMs: 2000 });
   });
 
-  it("gives code_dead's wait in minutes when the frame says when, and an hour when it does not", () => {
+  it("gives code_dead's wait in minutes when the frame says when, and names none when it does not", () => {
     const dead = (fields: Frame) =>
       asCoreError(new RequestError("code_dead", "too many wrong codes; try again in 3501 seconds", { re: 2, type: "error", code: "code_dead", ...fields }));
     expect(dead({ retry_after_ms: 3_501_000 }).message).toBe("Too many wrong codes for this number. Wait 59 minutes, then ask for a new code.");
     expect(dead({ retry_after_ms: 3_501_000 }).details.retryAfterMs).toBe(3_501_000);
     expect(dead({ retry_after_ms: 1_000 }).message).toBe("Too many wrong codes for this number. Wait 1 minute, then ask for a new code.");
-    expect(dead({}).message).toBe("Too many wrong codes for this number. Wait an hour, then ask for a new code.");
-    expect(sentence("code_dead")).toBe("Too many wrong codes for this number. Wait an hour, then ask for a new code.");
+    // The server's window is its operator's to set: without retry_after_ms the wait is not known.
+    const unknown = "Too many wrong codes for this number. Wait before you ask for a new code; the server did not say for how long.";
+    expect(dead({}).message).toBe(unknown);
+    expect(dead({ retry_after_ms: "3501000" }).message).toBe(unknown);
+    expect(sentence("code_dead")).toBe(unknown);
+    expect(new CoreError("code_dead").message).toBe(unknown);
   });
 
   it("gives rate_limited's wait from the frame, in seconds below a minute, for codes and sends alike", () => {

@@ -33,7 +33,7 @@ const SENTENCES: Record<string, string> = {
   unknown_user: "No Carrier account has that number. Check the number, or ask them to join Carrier.",
   wrong_code: "That code is wrong. Check the 6-digit code and try again.",
   code_expired: "That code has expired. Press Get code for a new one.",
-  code_dead: "Too many wrong codes for this number. Wait an hour, then ask for a new code.",
+  code_dead: "Too many wrong codes for this number. Wait before you ask for a new code; the server did not say for how long.",
   rate_limited: "This number has as many sessions as the server allows, or too much was asked at once. Close Carrier where you no longer use it, or wait a moment, then try again.",
   no_pending_code: "Ask for a code first: press Get code.",
   no_link: "That link code does not work: it may be mistyped, already used or older than 10 minutes. Make a new one with carrier devices add.",
@@ -60,23 +60,28 @@ const SENTENCES: Record<string, string> = {
 
 export function describe(code: string, details: ErrorDetails = {}): string {
   if (code === "wrong_code" && details.triesLeft !== undefined) return wrongCode(details.triesLeft, details.retryAfterMs);
-  if (code === "code_dead") return `Too many wrong codes for this number. Wait ${wait(details.retryAfterMs)}, then ask for a new code.`;
+  if (code === "code_dead") return codeDead(details.retryAfterMs);
   if (code === "rate_limited" && details.retryAfterMs !== undefined) return `Too many requests in a short time. Wait ${soon(details.retryAfterMs)}, then try again.`;
   return SENTENCES[code] ?? "Something went wrong. Try again in a moment.";
 }
 
+/** A wrong code: the tries left, or once none are, the wait for a new code as `codeDead` tells it. */
 function wrongCode(triesLeft: number, retryAfterMs: number | undefined): string {
   if (triesLeft > 0) return `That code is wrong. ${triesLeft} ${triesLeft === 1 ? "try" : "tries"} left. Check the 6-digit code and try again.`;
-  return `That code is wrong, and it cannot be used any more. Wait ${wait(retryAfterMs)}, then press Get code for a new one.`;
+  if (retryAfterMs === undefined) return "That code is wrong, and it cannot be used any more. Wait before you press Get code for a new one; the server did not say for how long.";
+  return `That code is wrong, and it cannot be used any more. Wait ${minutes(retryAfterMs)}, then press Get code for a new one.`;
 }
 
 /**
- * How long until a new code can be asked for. The server's message names the wait in seconds,
- * but messages are not to be parsed (§6); a server that sends no retry_after_ms with it is
- * taken to use the default window, an hour.
+ * How long until a new code, as `retry_after_ms` gives it (§6): Carrier's
+ * server always sends it with `code_dead` and a spent `wrong_code`. Without it
+ * the wait is not known, the window being the operator's to set (`[otp]
+ * window_secs`), so none is named; the message names it too, but messages are
+ * not to be parsed.
  */
-function wait(retryAfterMs: number | undefined): string {
-  return retryAfterMs === undefined ? "an hour" : minutes(retryAfterMs);
+function codeDead(retryAfterMs: number | undefined): string {
+  if (retryAfterMs === undefined) return SENTENCES.code_dead;
+  return `Too many wrong codes for this number. Wait ${minutes(retryAfterMs)}, then ask for a new code.`;
 }
 
 /**
