@@ -6,8 +6,11 @@
  * reports no violation (an inline handler that got into the DOM would be one).
  * Then a server (or someone between it and the page) that sends oversized,
  * malformed, unsolicited and out-of-order frames and a forged message: the page
- * says so in an alert and keeps its state. Skipped when the binaries are not
- * built (cargo build --bins).
+ * says so in an alert and keeps its state. A send it breaks off after one of
+ * the recipient's devices took the message (a forged list for the next one, a
+ * dropped connection) shows as sent, with one warning and no second copy; a
+ * dead code's wait is the server's `retry_after_ms`, and none is named
+ * without it. Skipped when the binaries are not built (cargo build --bins).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page, WebSocketRoute } from "playwright-core";
@@ -197,7 +200,14 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
   const fromPage: string[] = [];
   /** What the server's frames go through on their way to the page: unchanged unless a test says otherwise. */
   let tamper = (frame: string) => frame;
+  /**
+   * The page's requests, before they reach the server: one it answers (with
+   * the page's side of the socket) goes no further. None unless a test says so.
+   */
+  let intercept: (request: Record<string, unknown>, page: WebSocketRoute) => boolean = () => false;
   const sent = () => fromPage.map((f) => JSON.parse(f) as Record<string, unknown>);
+  /** The newest signed device list the server gave for each number. */
+  const deviceLists = new Map<string, string>();
 
   beforeAll(async () => {
     server = new RealServer();
@@ -210,9 +220,13 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
       const upstream = ws.connectToServer();
       ws.onMessage((frame) => {
         fromPage.push(String(frame));
-        upstream.send(frame);
+        if (!intercept(JSON.parse(String(frame)) as Record<string, unknown>, ws)) upstream.send(frame);
       });
-      upstream.onMessage((frame) => ws.send(tamper(String(frame))));
+      upstream.onMessage((frame) => {
+        const f = JSON.parse(String(frame)) as Record<string, unknown>;
+        if (f.type === "user" && typeof f.device_list === "string") deviceLists.set(String(f.phone), f.device_list);
+        ws.send(tamper(String(frame)));
+      });
       toPage = ws;
     });
     page = await context.newPage();
@@ -353,5 +367,98 @@ describe.skipIf(!HAVE_BINARIES)("a hostile server, between the real one and the 
     await textbox(page, "Message").press("Enter");
     await messages(page).filter({ hasText: "Keys as published" }).filter({ hasText: /\bSent\b/ }).waitFor();
     expect(await bea.ok("fetch")).toContain("Keys as published");
+  });
+
+  it("shows a message a later step refused as sent, once some device had it, with one warning and no second copy", async () => {
+    const CAT = "+12025550156";
+    const cat = Cli.make(server, CAT, "cat");
+    await cat.register();
+    const catPhone = Cli.make(server, CAT, "cat-phone");
+    const { code, done } = await cat.devicesAdd();
+    await catPhone.ok("link", CAT, code, "--name", "phone");
+    expect((await done).status).toBe(0);
+    await button(page, "New conversation").click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("textbox", { name: "Phone number", exact: true }).fill(CAT);
+    await dialog.getByRole("button", { name: "Start", exact: true }).click();
+    await page.getByRole("heading", { name: CAT, exact: true }).waitFor();
+    const tail = "the message had reached some devices, and was not sent to the rest.";
+
+    // Device 2's copy is answered, in the server's stead, with a stale_devices refusal whose list is another account's.
+    const annList = deviceLists.get(ANN);
+    expect(annList).toBeDefined();
+    intercept = (request, pageSide) => {
+      if (request.type !== "device_send" || request.to !== CAT || request.device !== 2) return false;
+      const refusal = { re: request.seq, type: "error", code: "stale_devices", message: "the device list changed", device_list: annList, bundles: [] };
+      pageSide.send(JSON.stringify(refusal));
+      return true;
+    };
+    const before = fromPage.length;
+    await textbox(page, "Message").fill("Partly delivered");
+    await textbox(page, "Message").press("Enter");
+    const partly = messages(page).filter({ hasText: "Partly delivered" });
+    await page.getByRole("alert").filter({ hasText: `The device list of ${CAT} does not check out` }).filter({ hasText: tail }).waitFor();
+    await partly.filter({ hasText: /\bSent\b/ }).waitFor();
+    expect(await partly.filter({ hasText: "Not sent" }).count()).toBe(0);
+    expect(await page.locator(".chat .errors").getByRole("alert").count()).toBe(0);
+    const partlySent = sent().slice(before).filter((f) => f.type === "device_send" && f.to === CAT);
+    expect(partlySent.map((f) => f.device)).toEqual([1, 2]);
+    expect(await cat.ok("fetch")).toContain("Partly delivered");
+    expect(await catPhone.ok("fetch")).not.toContain("Partly delivered");
+    await page.getByRole("alert").getByRole("button", { name: "Dismiss", exact: true }).click();
+
+    // The connection drops with device 2's copy in flight, after device 1's was answered.
+    intercept = (request, pageSide) => {
+      if (request.type !== "device_send" || request.to !== CAT || request.device !== 2) return false;
+      intercept = () => false;
+      void pageSide.close();
+      return true;
+    };
+    await textbox(page, "Message").fill("Connection lost halfway");
+    await textbox(page, "Message").press("Enter");
+    await page
+      .getByRole("alert")
+      .filter({ hasText: `The connection to the Carrier server dropped while sending to ${isolate(CAT)}; the message had reached some devices, and may not have reached the rest.` })
+      .waitFor();
+    const dropped = messages(page).filter({ hasText: "Connection lost halfway" });
+    await dropped.filter({ hasText: /\bSent\b/ }).waitFor();
+    expect(await dropped.filter({ hasText: "Not sent" }).count()).toBe(0);
+    expect(await cat.ok("fetch")).toContain("Connection lost halfway");
+  });
+
+  it("tells the wait for a new code the server gives, and names none when the server leaves it out", async () => {
+    const DOT = "+12025550157";
+    const fresh = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    // The server's code_dead, without its retry_after_ms; its message still names the wait, for people, not to be parsed.
+    await fresh.routeWebSocket(/\/ws$/, (ws) => {
+      const upstream = ws.connectToServer();
+      ws.onMessage((frame) => upstream.send(frame));
+      upstream.onMessage((frame) => {
+        const f = JSON.parse(String(frame)) as Record<string, unknown>;
+        if (f.code === "code_dead") delete f.retry_after_ms;
+        ws.send(JSON.stringify(f));
+      });
+    });
+    const other = await fresh.newPage();
+    await other.goto(server.webUrl);
+    await other.locator("#app[data-ready]").waitFor();
+    const mark = server.mark();
+    await textbox(other, "Phone number").fill(DOT);
+    await button(other, "Get code").click();
+    const code = await server.code(DOT, mark);
+    const wrong = String((Number(code) + 1) % 1_000_000).padStart(6, "0");
+    for (let left = 4; left >= 1; left--) {
+      await textbox(other, "Code").fill(wrong);
+      await button(other, "Register").click();
+      await other.getByRole("alert").filter({ hasText: `${left} ${left === 1 ? "try" : "tries"} left` }).waitFor();
+    }
+    await textbox(other, "Code").fill(wrong);
+    await button(other, "Register").click();
+    // The last wrong try: the server says when, and the page tells it.
+    await other.getByRole("alert").filter({ hasText: /That code is wrong, and it cannot be used any more\. Wait (59|60|61) minutes, then press Get code for a new one\./ }).waitFor();
+    await button(other, "Get code").click();
+    await other.getByRole("alert").filter({ hasText: "Too many wrong codes for this number. Wait before you ask for a new code; the server did not say for how long." }).waitFor();
+    expect(await other.getByRole("alert").textContent()).not.toContain("hour");
+    await fresh.close();
   });
 });
