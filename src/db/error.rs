@@ -28,6 +28,11 @@ pub enum DbError {
     /// The database went away (or refuses connections): nothing was stored.
     #[error("the database cannot be reached: {0}")]
     Unavailable(String),
+    /// No pooled connection came free in time: the database is gone (the
+    /// pool keeps its real error to itself; [`super::health`] finds it
+    /// out) or every connection stayed busy.
+    #[error("no database connection came free in time")]
+    PoolTimedOut,
     #[error(
         "the database's schema is at version {found}, newer than this carrier-server knows \
          (version {known}): run a carrier-server at least as new as the one that last used it"
@@ -51,7 +56,9 @@ impl DbError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DbError::Full(_) => ErrorCode::StorageFull,
-            DbError::Unavailable(_) | DbError::Connect { .. } => ErrorCode::StorageUnavailable,
+            DbError::Unavailable(_) | DbError::PoolTimedOut | DbError::Connect { .. } => {
+                ErrorCode::StorageUnavailable
+            }
             _ => ErrorCode::Internal,
         }
     }
@@ -77,11 +84,11 @@ impl From<sqlx::Error> for DbError {
         match &e {
             sqlx::Error::Database(d) if is_full(d.as_ref()) => DbError::Full(d.message().into()),
             sqlx::Error::Database(d) if postgres::is_unavailable(d.as_ref()) => {
-                DbError::Unavailable(d.message().into())
+                DbError::Unavailable(postgres::explain(&e))
             }
+            sqlx::Error::PoolTimedOut => DbError::PoolTimedOut,
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => DbError::Unavailable(e.to_string()),
             _ => DbError::Sqlx(e),

@@ -3,11 +3,17 @@
 //! then reminded at most every [`REMINDER_INTERVAL`] with the count of
 //! operations refused meanwhile, and once more when it ends: a thousand
 //! refused requests make three log lines, not a thousand.
+//!
+//! An outage first met as a pooled connection that never came free is
+//! logged once PostgreSQL's own reason is known (one connection is tried
+//! for it): the pool keeps that reason to itself.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::DbError;
+use sqlx::postgres::PgConnectOptions;
+
+use super::{DbError, postgres};
 
 /// Least time between two reminders that an outage goes on.
 pub const REMINDER_INTERVAL: Duration = Duration::from_secs(30);
@@ -26,13 +32,22 @@ struct Current {
 }
 
 /// Shared by every clone of a store.
-#[derive(Default)]
 pub struct Health {
     /// A std mutex: held for a few instructions, never across an await.
     current: Mutex<Option<Current>>,
+    /// How to reach PostgreSQL to learn why its pool timed out.
+    postgres: Option<PgConnectOptions>,
 }
 
 impl Health {
+    /// `postgres`: the options of a PostgreSQL store, `None` for SQLite.
+    pub fn new(postgres: Option<PgConnectOptions>) -> Self {
+        Self {
+            current: Mutex::default(),
+            postgres,
+        }
+    }
+
     /// Notes how a write ended, logging when an outage begins, goes on
     /// long enough to be reminded of, or ends.
     pub fn observe_write<T>(&self, result: &Result<T, DbError>) {
@@ -49,7 +64,9 @@ impl Health {
         let outage = match result {
             Ok(_) => None,
             Err(DbError::Full(_)) => Some(Outage::Full),
-            Err(DbError::Unavailable(_) | DbError::Connect { .. }) => Some(Outage::Unavailable),
+            Err(DbError::Unavailable(_) | DbError::PoolTimedOut | DbError::Connect { .. }) => {
+                Some(Outage::Unavailable)
+            }
             // One statement's failure says nothing about the store.
             Err(_) => return,
         };
@@ -83,7 +100,7 @@ impl Health {
             }
             (Some(o), _) => {
                 if let Err(e) = result {
-                    tracing::error!(error = %e, "{}", began(o));
+                    self.log_began(o, e);
                 }
                 let now = Instant::now();
                 *current = Some(Current {
@@ -94,6 +111,27 @@ impl Health {
                 });
             }
         }
+    }
+}
+
+impl Health {
+    /// Logs the start of an outage with its cause, found out first when
+    /// the pool hid it.
+    fn log_began(&self, o: Outage, e: &DbError) {
+        let (DbError::PoolTimedOut, Some(options)) = (e, &self.postgres) else {
+            tracing::error!(error = %e, "{}", began(o));
+            return;
+        };
+        let options = options.clone();
+        tokio::spawn(async move {
+            let error = match postgres::cause(&options, sqlx::Error::PoolTimedOut).await {
+                Some(cause) => postgres::explain(&cause),
+                None => "every pooled connection stayed busy, though PostgreSQL answers: it is \
+                         overloaded or slow"
+                    .into(),
+            };
+            tracing::error!(%error, "{}", began(o));
+        });
     }
 }
 

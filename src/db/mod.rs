@@ -96,7 +96,7 @@ impl Store {
             Backend::Sqlite(_) => cluster::Membership::alone(),
             Backend::Postgres(p) => cluster::Membership::on(p).await?,
         });
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(pg_options.clone()));
         let (committed_tx, committed) = mpsc::unbounded_channel();
         let writer = QueueWriter::start(
             options,

@@ -530,12 +530,12 @@ mod tests {
             location: location.clone(),
             error: db::DbError::Connect {
                 location: location.to_string(),
-                reason: "pool timed out".into(),
+                reason: "connection refused".into(),
             },
         };
         assert_eq!(
             unreachable.to_string(),
-            "cannot reach the database at postgres://carrier:***@db:5432/carrier: pool timed out"
+            "cannot reach the database at postgres://carrier:***@db:5432/carrier: connection refused"
         );
         assert!(std::error::Error::source(&unreachable).is_none());
         let other = StartError::Db {

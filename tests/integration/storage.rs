@@ -1040,7 +1040,7 @@ async fn a_newer_schema_is_refused_with_a_clear_error() {
 }
 
 /// A database that cannot be reached at start is a clear error with its
-/// own code, not a raw driver message or a hang.
+/// own code, naming the cause (not the pool's timeout) and what to do.
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1059,7 +1059,45 @@ async fn an_unreachable_database_is_a_clear_error() {
         said.contains("cannot reach the database at postgres://carrier:***@127.0.0.1"),
         "{said}"
     );
+    assert!(
+        said.contains("connection refused: start PostgreSQL there"),
+        "{said}"
+    );
     assert!(!said.contains("secret"), "{said}");
+}
+
+/// A PostgreSQL that answers but refuses the connection says why, in
+/// PostgreSQL's words, and what to do: a database or role that does not
+/// exist.
+#[tokio::test]
+async fn a_refused_postgres_connection_says_why() {
+    let Ok(url) = std::env::var(crate::test_db::DATABASE_URL_VAR) else {
+        eprintln!("skipped: {} is unset", crate::test_db::DATABASE_URL_VAR);
+        return;
+    };
+    let (server, _) = url.rsplit_once('/').expect("a URL with a database");
+    let cases = [
+        (
+            format!("{server}/carrier_no_such_database"),
+            "database \"carrier_no_such_database\" does not exist: create it",
+        ),
+        (
+            format!("{server}/postgres").replace("//carrier@", "//carrier_no_such_role:secret@"),
+            "role \"carrier_no_such_role\" does not exist: check the user and password",
+        ),
+    ];
+    for (url, expected) in cases {
+        let refused = Store::open(&Location::parse(&url).unwrap(), quotas(1))
+            .await
+            .err();
+        let Some(e @ DbError::Connect { .. }) = refused else {
+            panic!("{url}: opened: {refused:?}");
+        };
+        assert_eq!(e.code(), ErrorCode::StorageUnavailable, "{url}");
+        let said = e.to_string();
+        assert!(said.contains(expected), "{url}: {said}");
+        assert!(!said.contains("secret"), "{url}: {said}");
+    }
 }
 
 /// `carrier-server migrate`'s copy: a populated SQLite store arrives whole
