@@ -233,6 +233,16 @@ impl Server {
                 path: key_path.clone(),
                 error,
             })?;
+        if key_created {
+            // Said now, not only in the banner: a start that fails after
+            // this leaves the key behind, and its fingerprint is what
+            // clients and neighbours will pin.
+            tracing::info!(
+                data_dir = %dir.display(),
+                fingerprint = %key.fingerprint(),
+                "created a new server key; clients and neighbours pin its fingerprint"
+            );
+        }
         let tls = crate::tls::server_config(&key.pkcs8_der())?;
         let location = config.database_location();
         let db_err = |error| StartError::Db {

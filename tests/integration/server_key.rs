@@ -68,3 +68,30 @@ async fn a_code_key_others_can_read_is_refused_as_that_key() {
     let mode = std::fs::metadata(&code_key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
 }
+
+/// A first start that makes a new server key and then fails (here on a
+/// one-time-code key others can read) still says the key was made, and
+/// its fingerprint, which neighbours will pin.
+#[test]
+fn a_failed_first_start_says_it_made_a_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = crate::process::ServerFiles::on_sqlite();
+    let data = files.data_dir();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, PermissionsExt::from_mode(0o700)).unwrap();
+    let code_key = data.join(carrier::auth::code_key::CODE_KEY_FILE);
+    std::fs::write(&code_key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&code_key, PermissionsExt::from_mode(0o644)).unwrap();
+    let mut start = files.command();
+    start.env("RUST_LOG", "info");
+    let out = crate::process::run(&mut start, "a first start refused after its key");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let (key, created) = carrier::crypto::load_or_create_server_key(&data.join(KEY_FILE)).unwrap();
+    assert!(!created, "the failed start made no key");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let line = said
+        .lines()
+        .find(|l| l.contains("created a new server key"))
+        .unwrap_or_else(|| panic!("no word of the new key: {said}"));
+    assert!(line.contains(&key.fingerprint().to_string()), "{line}");
+}
