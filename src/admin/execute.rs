@@ -1,8 +1,7 @@
 //! Carrying out one [`Request`] against a store, and, when the server runs,
 //! its router.
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -83,7 +82,7 @@ pub async fn execute(cx: &Context, request: Request) -> Result<Reply, AdminError
                 )))
             }
         }
-        Request::Backup { file } => backup(cx, &file).await,
+        Request::Backup { file } => super::backup::backup(cx, &file).await.map(done),
     }
 }
 
@@ -268,65 +267,4 @@ fn fill(link: &mut LinkState, depth: &QueueDepth, now: i64) {
     link.outbound_messages = depth.messages;
     link.outbound_bytes = depth.bytes;
     link.oldest_age_secs = Some((now - depth.oldest_at).max(0) / 1000);
-}
-
-/// An online, consistent copy of the database (SQLite) and the key files
-/// next to it; on PostgreSQL, the keys and what to run for the database.
-async fn backup(cx: &Context, file: &Path) -> Result<Reply, AdminError> {
-    // Created empty and 0600 first (SQLite fills an empty file), so the
-    // copy is never readable by others, and an existing file is refused
-    // by the same call that would create it.
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(AdminError::Refused(format!(
-                "{} exists already; choose a new file",
-                file.display()
-            )));
-        }
-        Err(e) => {
-            return Err(AdminError::Io(format!(
-                "cannot create {}: {e}",
-                file.display()
-            )));
-        }
-    }
-    let copied = cx.store.backup_into(file).await;
-    if !matches!(copied, Ok(true)) {
-        let _ = std::fs::remove_file(file);
-    }
-    let copied = copied?;
-    let mut keys = Vec::new();
-    for name in [
-        crate::crypto::SERVER_KEY_FILE,
-        crate::auth::code_key::CODE_KEY_FILE,
-    ] {
-        let to = PathBuf::from(format!("{}.{name}", file.display()));
-        copy_private(&cx.data_dir.join(name), &to)?;
-        keys.push(to.display().to_string());
-    }
-    let keys = keys.join(" and ");
-    Ok(done(if copied {
-        format!(
-            "Backed up the database to {} and the keys to {keys}",
-            file.display()
-        )
-    } else {
-        format!(
-            "Copied the keys to {keys}. The database is PostgreSQL: back it up with \
-             pg_dump --format=custom (see docs/OPERATING.md)"
-        )
-    }))
-}
-
-fn copy_private(from: &Path, to: &Path) -> Result<(), AdminError> {
-    let bytes = std::fs::read(from)
-        .map_err(|e| AdminError::Io(format!("cannot read {}: {e}", from.display())))?;
-    crate::private_files::write_atomic(to, &bytes)
-        .map_err(|e| AdminError::Io(format!("cannot write {}: {e}", to.display())))
 }

@@ -10,6 +10,7 @@
 //! links up) are filled in and a deleted or disabled user's sessions are
 //! closed at once.
 
+mod backup;
 pub mod cli;
 mod execute;
 pub mod socket;

@@ -173,6 +173,42 @@ async fn admin_commands_on_a_running_and_a_stopped_server() {
     assert_eq!(phones(&json(&restored, &["users", "list"])), [ALICE]);
 }
 
+/// A backup that fails after copying the database (a key file cannot be
+/// read, or a key's copy would overwrite a file) leaves nothing that
+/// looks like a backup, and leaves a file it did not make as it was.
+#[test]
+fn a_failed_backup_leaves_no_backup_behind() {
+    let files = ServerFiles::new();
+    let mut server = files.start();
+    assert!(server.terminate().success());
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("carrier.db");
+    let copy_of = |name: &str| backups.path().join(format!("carrier.db.{name}"));
+    let code_key = carrier::auth::code_key::CODE_KEY_FILE;
+
+    // A key's copy would overwrite someone's file: refused, that file kept.
+    std::fs::write(copy_of(code_key), "not ours").unwrap();
+    let err = refused(&files, &["backup", file.to_str().unwrap()]);
+    assert!(err.contains("exists already"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(copy_of(code_key)).unwrap(),
+        "not ours"
+    );
+    std::fs::remove_file(copy_of(code_key)).unwrap();
+    assert!(!file.exists(), "a database copy is left: {err}");
+    assert!(!copy_of(carrier::server::KEY_FILE).exists(), "{err}");
+
+    // The code key cannot be read.
+    std::fs::remove_file(files.data_dir().join(code_key)).unwrap();
+    let err = refused(&files, &["backup", file.to_str().unwrap()]);
+    assert!(err.contains("cannot read"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(backups.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?} ({err})");
+}
+
 #[test]
 fn check_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
