@@ -103,9 +103,11 @@ pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
 ///
 /// A connection that has proved nothing yields to one that may: a new
 /// connection from an address at its limit closes one of that address's
-/// unproven ones, and a new connection that finds every slot taken closes
-/// one of all ([`Unproven::evict_first`]): the least proved ([`Proof`]),
-/// the oldest of them. Idle
+/// unproven ones (and takes its slot when every slot is taken:
+/// [`Unproven::evict_own`]), and a new connection from another address
+/// that finds every slot taken closes one of all
+/// ([`Unproven::evict_first`]): the least proved ([`Proof`]), the oldest
+/// of them. Idle
 /// strangers, however many addresses they hold, then only delay a
 /// newcomer, and connections that have proved who they are are never
 /// closed to make room.
@@ -272,6 +274,23 @@ impl Unproven {
         Some((slot, evicted))
     }
 
+    /// Closes the least proved of the unproven connections of `peer`'s
+    /// address not closed yet (the oldest of them) when that address has
+    /// the most allowed: a newcomer from it is to take that one's slot,
+    /// not another address's. True when one was closed.
+    pub fn evict_own(&self, peer: IpAddr) -> bool {
+        let prefix = ClientPrefix::of(peer);
+        let mut registry = self.lock();
+        if registry.counts(prefix).0 < self.max_per_address {
+            return false;
+        }
+        let Some(first) = registry.first_open_of(prefix) else {
+            return false;
+        };
+        registry.evict(first);
+        true
+    }
+
     /// Closes the least proved unproven connection not closed yet (the
     /// oldest of them), to free its slot for a new one; false when there is
     /// none (every slot is held by connections that have proved who they
@@ -341,12 +360,12 @@ impl Claim {
         waiting.clone().try_acquire_owned().ok().map(Self::Wait)
     }
 
-    /// The connection's slot, waited for in its own task: the accept loop
-    /// never waits for one.
-    pub async fn slot(self, slots: &Arc<Semaphore>, unproven: &Unproven) -> Slot {
+    /// The slot of a connection from `peer`, waited for in its own task:
+    /// the accept loop never waits for one.
+    pub async fn slot(self, slots: &Arc<Semaphore>, unproven: &Unproven, peer: IpAddr) -> Slot {
         match self {
             Self::Free(permit) => Slot::Free(permit),
-            Self::Wait(_waiting) => slot_or_evict(slots, unproven).await,
+            Self::Wait(_waiting) => slot_or_evict(slots, unproven, peer).await,
         }
     }
 }
@@ -356,18 +375,30 @@ pub enum Slot {
     Free(OwnedSemaphorePermit),
     /// Free once unproven connections were closed for it.
     Freed(OwnedSemaphorePermit),
+    /// Free once the oldest unproven connection of its own address was
+    /// closed for it: the address was at its limit.
+    FreedOwn(OwnedSemaphorePermit),
     /// No slot: every one is held by a connection that has proved who it
     /// is, or by one that was closed and has not let go yet.
     Full,
 }
 
-/// One of `slots` for a new connection: a free one, or else the one the
-/// oldest of `unproven` gives back when closed for it. One that does not
-/// let go within [`EVICTION_WAIT`] is left to end alone, and the next
-/// oldest is closed, until none is left to close.
-pub async fn slot_or_evict(slots: &Arc<Semaphore>, unproven: &Unproven) -> Slot {
+/// One of `slots` for a new connection from `peer`: a free one, or else
+/// the one an unproven connection gives back when closed for it. The
+/// address's own limit comes first: an address at it closes its own
+/// oldest ([`Unproven::evict_own`]), and it alone, for as long as that
+/// one lets go in time. Otherwise the oldest of all `unproven` is closed;
+/// one that does not let go within [`EVICTION_WAIT`] is left to end
+/// alone, and the next oldest is closed, until none is left to close.
+pub async fn slot_or_evict(slots: &Arc<Semaphore>, unproven: &Unproven, peer: IpAddr) -> Slot {
     if let Ok(permit) = slots.clone().try_acquire_owned() {
         return Slot::Free(permit);
+    }
+    if unproven.evict_own(peer)
+        && let Ok(Ok(permit)) =
+            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await
+    {
+        return Slot::FreedOwn(permit);
     }
     while unproven.evict_first() {
         if let Ok(Ok(permit)) =
@@ -470,7 +501,7 @@ mod tests {
     async fn a_full_listener_frees_the_oldest_unproven_slot() {
         let slots = Arc::new(Semaphore::new(1));
         let unproven = Unproven::new(4, 16);
-        let Slot::Free(permit) = slot_or_evict(&slots, &unproven).await else {
+        let Slot::Free(permit) = slot_or_evict(&slots, &unproven, ip("192.0.2.9")).await else {
             panic!("the first slot is free");
         };
         let (held, _) = unproven.admit(ip("192.0.2.1")).unwrap();
@@ -479,12 +510,47 @@ mod tests {
             closed.cancelled().await;
             drop((held, permit));
         });
-        let Slot::Freed(permit) = slot_or_evict(&slots, &unproven).await else {
+        let Slot::Freed(permit) = slot_or_evict(&slots, &unproven, ip("192.0.2.9")).await else {
             panic!("the unproven connection makes room");
         };
         task.await.unwrap();
-        assert!(matches!(slot_or_evict(&slots, &unproven).await, Slot::Full));
+        assert!(matches!(
+            slot_or_evict(&slots, &unproven, ip("192.0.2.9")).await,
+            Slot::Full
+        ));
         drop(permit);
+    }
+
+    /// With every slot taken, a newcomer from an address at its own limit
+    /// takes the slot of that address's oldest connection: no other
+    /// address's connection is closed for it, and no second one of its own.
+    #[tokio::test]
+    async fn an_address_at_its_limit_makes_room_with_its_own() {
+        let slots = Arc::new(Semaphore::new(3));
+        let unproven = Unproven::new(2, 16);
+        let mut held = Vec::new();
+        for peer in ["192.0.2.1", "192.0.2.2", "192.0.2.2"] {
+            let permit = slots.clone().try_acquire_owned().unwrap();
+            let (slot, _) = unproven.admit(ip(peer)).unwrap();
+            let closed = slot.evicted();
+            held.push(closed.clone());
+            tokio::spawn(async move {
+                closed.cancelled().await;
+                drop((slot, permit));
+            });
+        }
+        let Slot::FreedOwn(_permit) = slot_or_evict(&slots, &unproven, ip("192.0.2.2")).await
+        else {
+            panic!("the address's own oldest makes room");
+        };
+        let (_newcomer, evicted) = unproven.admit(ip("192.0.2.2")).unwrap();
+        let closed: Vec<_> = held.iter().map(|t| t.is_cancelled()).collect();
+        assert_eq!(
+            closed,
+            [false, true, false],
+            "only its own oldest is closed"
+        );
+        assert!(!evicted, "its room was made already");
     }
 
     /// A closed connection that does not let go of its slot does not keep
@@ -508,10 +574,13 @@ mod tests {
                 }
             }));
         }
-        let Slot::Freed(_permit) = slot_or_evict(&slots, &unproven).await else {
+        let Slot::Freed(_permit) = slot_or_evict(&slots, &unproven, ip("192.0.2.9")).await else {
             panic!("the second oldest makes room when the oldest does not");
         };
-        assert!(matches!(slot_or_evict(&slots, &unproven).await, Slot::Full));
+        assert!(matches!(
+            slot_or_evict(&slots, &unproven, ip("192.0.2.9")).await,
+            Slot::Full
+        ));
         for task in tasks {
             task.abort();
         }

@@ -281,8 +281,12 @@ async fn accept_loop(
         tracker.spawn(async move {
             // A stranger's unfinished handshake yields to a newcomer, which
             // may be a neighbour; linked neighbours never do.
-            let _permit = match claim.slot(&slots, &handshakes).await {
+            let _permit = match claim.slot(&slots, &handshakes, peer_addr.ip()).await {
                 Slot::Free(permit) => permit,
+                Slot::FreedOwn(permit) => {
+                    warn_crowded(&crowded, peer_addr);
+                    permit
+                }
                 Slot::Freed(permit) => {
                     if let Some(held_back) = freed.ready() {
                         tracing::warn!(held_back, peer = %peer_addr,
@@ -302,9 +306,8 @@ async fn accept_loop(
             let Some((handshaking, evicted)) = handshakes.admit(peer_addr.ip()) else {
                 return;
             };
-            if evicted && let Some(held_back) = crowded.ready() {
-                tracing::warn!(held_back, peer = %peer_addr,
-                    "too many link handshakes from this address; closed its oldest unfinished one");
+            if evicted {
+                warn_crowded(&crowded, peer_addr);
             }
             let closed = handshaking.evicted();
             let stream = tokio::select! {
@@ -324,6 +327,13 @@ async fn accept_loop(
             };
             session::run(stream, peer, peer, ctx, shutdown).await;
         });
+    }
+}
+
+fn warn_crowded(crowded: &crate::telemetry::Throttle, peer_addr: SocketAddr) {
+    if let Some(held_back) = crowded.ready() {
+        tracing::warn!(held_back, peer = %peer_addr,
+            "too many link handshakes from this address; closed its oldest unfinished one");
     }
 }
 

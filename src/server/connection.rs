@@ -203,19 +203,25 @@ impl ServerState {
         claim
     }
 
-    /// The new connection's slot, in its own task: the claimed one, or
-    /// the slot of the oldest connection not logged in, closed for it.
-    /// `None` when logged-in sessions, or connections closed and not gone
-    /// yet, hold every slot.
+    /// The slot of a new connection from `ip`, in its own task: the
+    /// claimed one, or the slot of a connection not logged in closed for
+    /// it (its own address's oldest when that address is at its limit,
+    /// else the oldest of all). `None` when logged-in sessions, or
+    /// connections closed and not gone yet, hold every slot.
     pub(crate) async fn connection_slot(
         &self,
         claim: Claim,
+        ip: std::net::IpAddr,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         match claim
-            .slot(&self.connection_slots, &self.pending_logins)
+            .slot(&self.connection_slots, &self.pending_logins, ip)
             .await
         {
             Slot::Free(permit) => Some(permit),
+            Slot::FreedOwn(permit) => {
+                self.warn_crowded(ip);
+                Some(permit)
+            }
             Slot::Freed(permit) => {
                 warn(
                     &self.slots_freed,
@@ -245,14 +251,20 @@ impl ServerState {
             tracing::debug!(peer = %ip, "this address's connections closed to make room have not let go yet; refused");
             return None;
         };
-        if evicted && let Some(held_back) = self.crowded.ready() {
+        if evicted {
+            self.warn_crowded(ip);
+        }
+        Some(pending)
+    }
+
+    fn warn_crowded(&self, ip: std::net::IpAddr) {
+        if let Some(held_back) = self.crowded.ready() {
             tracing::warn!(
                 held_back,
                 peer = %ip,
                 "too many connections from this address are not logged in; closed its oldest"
             );
         }
-        Some(pending)
     }
 }
 

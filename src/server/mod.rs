@@ -442,7 +442,7 @@ async fn accept_loop(
         let (state, shutdown) = (state.clone(), shutdown.clone());
         let (tracker_, busy_answers) = (tracker.clone(), busy_answers.clone());
         tracker.spawn(async move {
-            let Some(permit) = state.connection_slot(claim).await else {
+            let Some(permit) = state.connection_slot(claim, peer.ip()).await else {
                 return turn_away(stream, &state, &tracker_, &busy_answers);
             };
             connection::serve(stream, peer, state, shutdown).await;

@@ -67,7 +67,7 @@ pub async fn serve(
         let shared = shared.clone();
         let tls = endpoint.tls.clone();
         tracker.spawn(async move {
-            let Some(slot) = shared.state.connection_slot(claim).await else {
+            let Some(slot) = shared.state.connection_slot(claim, peer.ip()).await else {
                 return;
             };
             // Counted from the accept, so one address cannot hold every

@@ -26,10 +26,12 @@ type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// What a connection holds while it is served: one of the server's
 /// connection slots (shared with the TCP port) and its count among its
-/// address's connections not logged in yet.
+/// address's connections not logged in yet. Fields drop in order: the
+/// count goes before the slot, so a newcomer from the same address that
+/// waits for this slot finds the count gone with it.
 pub struct Admitted {
-    pub slot: tokio::sync::OwnedSemaphorePermit,
     pub pending: PendingSlot,
+    pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Messages and frames past the request limit are refused before they are
