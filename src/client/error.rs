@@ -74,6 +74,14 @@ pub enum ClientError {
     /// published, or only bundles out of date. A later try may pass.
     #[error("{0}")]
     NoDeviceReady(String),
+    /// A send followed a changed device list (`stale_devices`) as often as
+    /// it may, and the list had changed again.
+    #[error("the device list of {phone} kept changing while sending; try again")]
+    ListKeptChanging { phone: String },
+    /// A send cut short after its message went out: it is in the history,
+    /// and the message says which devices got it and which did not.
+    #[error("{0}")]
+    PartlySent(Box<super::device::partly::PartlySent>),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
     /// A protocol v2 value that does not check out (a device list, a
@@ -175,6 +183,10 @@ pub enum Exit {
     Unreachable = 5,
     /// 6: a key is not the one pinned or given: a contact's, or the server's.
     KeyChanged = 6,
+    /// 7: a message went out but the send was cut short: some devices did
+    /// not get it. It is in the history; sending it again would make a
+    /// second message, so no status that means "try again" fits.
+    PartlySent = 7,
 }
 
 impl Exit {
@@ -201,7 +213,9 @@ impl ClientError {
             }
             ClientError::NoAccount(_) => Exit::NotFound,
             ClientError::Input(_) => Exit::Usage,
-            ClientError::Protocol(_)
+            ClientError::PartlySent(_) => Exit::PartlySent,
+            ClientError::ListKeptChanging { .. }
+            | ClientError::Protocol(_)
             | ClientError::Crypto(_)
             | ClientError::V2(_)
             | ClientError::Store(_)
@@ -335,6 +349,7 @@ mod tests {
                 6,
             ),
             (ClientError::Protocol("x".into()), 1),
+            (ClientError::ListKeptChanging { phone: "p".into() }, 1),
         ];
         for (e, status) in cases {
             assert_eq!(e.exit().code(), status, "{e}");

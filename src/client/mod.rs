@@ -32,6 +32,7 @@ pub use connection::Connection;
 pub use contacts::KeyOffer;
 pub use device::manage::{DeviceInfo, LINK_WAIT};
 pub use device::outbox::{DeviceCopy, Sealed};
+pub use device::partly::PartlySent;
 pub use error::{ClientError, Exit};
 pub use events::{Event, MAX_QUEUED_BYTES, MAX_QUEUED_EVENTS, Missed};
 pub use home::{Direction, HistoryEntry, Home, Record};

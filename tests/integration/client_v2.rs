@@ -5,9 +5,10 @@
 //! safety numbers, prekeys drained and replenished, and a v1 envelope
 //! refused. `across_servers`: the same across a neighbourhood of real
 //! servers. `tampered`: a server that doubles, forges or rolls back what
-//! it serves.
+//! it serves. `cut_short`: sends stopped after the message went out.
 
 mod across_servers;
+mod cut_short;
 mod tampered;
 
 use std::io::{BufRead, BufReader};

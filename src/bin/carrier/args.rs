@@ -14,7 +14,8 @@ Exit status:
   3  not found: no such user, or no account in the home
   4  refused: by the server (wrong code, rate limit, key not accepted…) or at a prompt
   5  unreachable: no server answered, or the connection was lost
-  6  key changed: a contact's or the server's key is not the pinned or given one";
+  6  key changed: a contact's or the server's key is not the pinned or given one
+  7  sent, but cut short: some devices did not get it (named; do not send it again)";
 
 /// Carrier: end-to-end-encrypted store-and-forward messaging.
 #[derive(Parser)]

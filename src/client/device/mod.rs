@@ -1,7 +1,8 @@
 //! Protocol v2 on the client: this device (`setup`: made at `register` or
 //! `link`, logged in with `device_login`, its prekeys kept topped up), the
 //! checked devices of contacts (`peers`), sending with fan-out and
-//! retry on a stale device list (`outbox`), opening what arrives
+//! retry on a stale device list (`outbox`), a send cut short after its
+//! message went out, told as such (`partly`), opening what arrives
 //! (`inbox`), managing the account's devices (`manage`), and the sealed
 //! store behind them all (`store`, `vault`).
 //!
@@ -13,6 +14,7 @@
 pub(super) mod inbox;
 pub(super) mod manage;
 pub(super) mod outbox;
+pub(super) mod partly;
 pub(super) mod peers;
 pub(super) mod setup;
 pub(super) mod store;

@@ -3,10 +3,13 @@
 //! of this account, all under one message id, each sealed in its own
 //! session. Every session is saved before its envelope leaves. A
 //! `stale_devices` refusal carries the current list: it is checked like a
-//! `lookup`, and sending goes on with the devices not yet served.
+//! `lookup`, and sending goes on with the devices not yet served. Nothing
+//! here keeps a message to send again later: once a device has taken it,
+//! a failure is told as a send cut short (`partly`), never retried.
 
 use std::collections::{HashMap, HashSet};
 
+use super::partly::{Cut, PartlySent, Reach};
 use super::peers::{Checked, RefusedBundle};
 use super::store::{self, Use};
 use super::{Device, now_ms};
@@ -54,11 +57,64 @@ impl DeviceCopy {
 /// How many times one message follows a changed device list before giving up.
 const MAX_LIST_CHANGES: usize = 4;
 
+/// What one fan-out did.
+#[derive(Default)]
+struct FanOut {
+    /// The devices that took their copy, in the order they did.
+    took: Vec<u32>,
+    /// The bundles refused on the way: once settled, one per device left
+    /// out and none for a device that took its copy.
+    refused: Vec<RefusedBundle>,
+    /// What stopped it part-way, if anything did.
+    cut: Option<Cut>,
+}
+
+impl FanOut {
+    /// Done: the refusals worth telling kept. `this` is the sending
+    /// device, when the fan-out is to its own account (never told of).
+    fn settled(mut self, this: Option<u32>) -> Self {
+        let mut served: HashSet<u32> = self.took.iter().copied().collect();
+        served.extend(this);
+        self.refused = left_out(std::mem::take(&mut self.refused), &served);
+        self
+    }
+
+    /// Stopped part-way by `cut`.
+    fn cut_short(mut self, cut: Cut, this: Option<u32>) -> Self {
+        self.cut = Some(cut);
+        self.settled(this)
+    }
+
+    fn reach(self) -> Reach {
+        Reach {
+            took: self.took,
+            cut: self.cut,
+        }
+    }
+}
+
+/// One message as it is sealed for each device.
+struct Outgoing<'a> {
+    id: MessageId,
+    content: &'a Content,
+    sent_at: i64,
+}
+
+/// How one round of a fan-out (one device list) ended.
+enum Round {
+    /// Every device of the list was sent to.
+    Done,
+    /// A `stale_devices` answer, with the current list.
+    Stale(CurrentDevices),
+    Cut(Cut),
+}
+
 impl Session<'_> {
-    /// Seals `text` for every device of `to` and every other device of this
-    /// account, and sends them. The message is stored in the history once
-    /// the recipient has it, before the copies go out: a failure with those
-    /// leaves a message that was sent, and is recorded as such.
+    /// Seals `text` for every device of `to` and every other device of
+    /// this account, and sends them. Once a device of the recipient took
+    /// the message it is recorded in the history, whatever stopped the send
+    /// afterwards; such a send ends in [`ClientError::PartlySent`], which
+    /// says which devices got it and which did not.
     pub(in crate::client) async fn send_v2(
         &self,
         device: &Device,
@@ -78,12 +134,20 @@ impl Session<'_> {
             (self.devices_of(to).await).map_err(|e| refused_part_way(e, "nothing was sent"))?;
         let fingerprint = peer.fingerprint;
         let to_self = to == &self.me;
-        let (served, refused) = self
-            .fan_out(device, peer, id, &Content::Text(text.into()), sent_at)
-            .await?;
-        self.tell_left_out(to, &refused);
-        if served == 0 && !to_self {
-            return Err(none_reached(to, &refused));
+        let content = Content::Text(text.into());
+        let message = Outgoing {
+            id,
+            content: &content,
+            sent_at,
+        };
+        let recipient = self.fan_out(device, peer, &message).await;
+        self.tell_left_out(to, &recipient.refused);
+        if recipient.took.is_empty() {
+            match recipient.cut {
+                Some(cut) => return Err(refused_part_way(cut.error, "nothing was sent")),
+                None if !to_self => return Err(none_reached(to, &recipient.refused)),
+                None => {}
+            }
         }
         let record = Record {
             id,
@@ -96,23 +160,58 @@ impl Session<'_> {
             stored_at: self.client.clock.now_ms(),
         };
         record_in(self.client.home.pool(), &record).await?;
-        if !to_self {
-            let delivered = format!("the message itself was sent to {to}");
-            let mine = match self.remembered_own(device.id()).await? {
-                Some(mine) => mine,
-                None => (self.devices_of(&self.me).await)
-                    .map_err(|e| refused_part_way(e, &delivered))?,
-            };
-            let copy = Content::SentCopy {
-                to: to.clone(),
-                id,
-                text: text.into(),
-            };
-            let (_, refused) = (self.fan_out(device, mine, id, &copy, sent_at).await)
-                .map_err(|e| refused_part_way(e, &delivered))?;
-            self.tell_left_out(&self.me, &refused);
+        let own = if to_self {
+            None
+        } else {
+            Some(self.sync_copies(device, to, id, text, sent_at).await)
+        };
+        PartlySent {
+            id,
+            to: to.clone(),
+            recipient: recipient.reach(),
+            own,
         }
-        Ok(id)
+        .outcome()
+    }
+
+    /// Sends the sync copies of a message that went out to `to` to this
+    /// account's other devices: those remembered, else those a `lookup`
+    /// gives.
+    async fn sync_copies(
+        &self,
+        device: &Device,
+        to: &PhoneNumber,
+        id: MessageId,
+        text: &str,
+        sent_at: i64,
+    ) -> Reach {
+        let mine = match self.remembered_own(device.id()).await {
+            Ok(Some(mine)) => Ok(mine),
+            Ok(None) => self.devices_of(&self.me).await,
+            Err(e) => Err(e),
+        };
+        let mine = match mine {
+            Ok(mine) => mine,
+            Err(error) => {
+                return Reach {
+                    took: Vec::new(),
+                    cut: Some(Cut::before_any(error)),
+                };
+            }
+        };
+        let copy = Content::SentCopy {
+            to: to.clone(),
+            id,
+            text: text.into(),
+        };
+        let message = Outgoing {
+            id,
+            content: &copy,
+            sent_at,
+        };
+        let copies = self.fan_out(device, mine, &message).await;
+        self.tell_left_out(&self.me, &copies.refused);
+        copies.reach()
     }
 
     /// Seals `text` under `id` for every device of `to` that can receive,
@@ -157,69 +256,121 @@ impl Session<'_> {
         Ok(Sealed { id, copies })
     }
 
-    /// Sends `content` to every device of `checked` but this one; returns
-    /// how many took it, and the bundles refused on the way (one per
-    /// device, none for a device that took it).
+    /// Sends `message` to every device of `checked` but this one, following
+    /// a changed list at most [`MAX_LIST_CHANGES`] times. Never fails as a
+    /// whole: which devices took it before an error matters as much as the
+    /// error.
     async fn fan_out(
         &self,
         device: &Device,
         mut checked: Checked,
-        id: MessageId,
-        content: &Content,
-        sent_at: i64,
-    ) -> Result<(usize, Vec<RefusedBundle>), ClientError> {
-        let mut served = HashSet::new();
-        if checked.phone == self.me {
-            served.insert(device.id().get());
-        }
-        let mut refused = Vec::new();
+        message: &Outgoing<'_>,
+    ) -> FanOut {
+        let mut out = FanOut::default();
+        // The sending device, when sending to its own account.
+        let this = (checked.phone == self.me).then_some(device.id().get());
         for _ in 0..MAX_LIST_CHANGES {
-            refused.append(&mut checked.refused);
-            let todo: Vec<u32> = checked
-                .devices
-                .iter()
-                .copied()
-                .filter(|d| !served.contains(d))
-                .collect();
-            let mut sessions = self.sessions_for(device, &checked, &todo).await?;
-            let mut stale = None;
-            for d in todo {
-                let Some(session) = sessions.get_mut(&d) else {
-                    continue;
-                };
-                let envelope = session.seal(&device.local, id, content, sent_at.max(0) as u64)?;
-                self.save_sent(device, session).await?;
-                let sent = self
-                    .device_send(id, &checked.phone, d, checked.version, envelope)
-                    .await;
-                match skip_taken_sync_copy(sent, checked.phone == self.me, d, id)? {
-                    None => {
-                        served.insert(d);
-                    }
-                    Some(current) => {
-                        stale = Some(current);
-                        break;
-                    }
-                }
-            }
-            let count = served.len() - usize::from(checked.phone == self.me);
-            match stale {
-                None => return Ok((count, left_out(refused, &served))),
-                Some(current) => {
-                    checked = self
-                        .check_devices(&checked.phone, &checked.key, &current)
-                        .await
-                        .map_err(|e| {
-                            let own = checked.phone == self.me;
-                            refused_part_way(e, &reached(&checked.phone, own, count))
-                        })?;
+            out.refused.append(&mut checked.refused);
+            let todo = still_to_serve(&checked, &out.took, this);
+            let current = match self
+                .send_round(device, &checked, &todo, message, &mut out.took)
+                .await
+            {
+                Round::Done => return out.settled(this),
+                Round::Cut(cut) => return out.cut_short(cut, this),
+                Round::Stale(current) => current,
+            };
+            match self
+                .check_devices(&checked.phone, &checked.key, &current)
+                .await
+            {
+                Ok(next) => checked = next,
+                Err(error) => {
+                    let missed = todo.into_iter().filter(|d| !out.took.contains(d));
+                    let cut = Cut {
+                        error,
+                        missed: missed.collect(),
+                        unsure: None,
+                    };
+                    return out.cut_short(cut, this);
                 }
             }
         }
-        Err(ClientError::Protocol(format!(
-            "the device list of {} kept changing while sending; try again",
-            checked.phone
-        )))
+        let cut = Cut {
+            error: ClientError::ListKeptChanging {
+                phone: checked.phone.to_string(),
+            },
+            missed: still_to_serve(&checked, &out.took, this),
+            unsure: None,
+        };
+        out.cut_short(cut, this)
+    }
+
+    /// Seals and sends a copy to each device of `todo` in turn, adding to
+    /// `took` each that takes it; stops at the first answer that is not
+    /// `accepted`.
+    async fn send_round(
+        &self,
+        device: &Device,
+        checked: &Checked,
+        todo: &[u32],
+        message: &Outgoing<'_>,
+        took: &mut Vec<u32>,
+    ) -> Round {
+        let own = checked.phone == self.me;
+        let missed = |took: &[u32]| -> Vec<u32> {
+            (todo.iter().copied())
+                .filter(|d| !took.contains(d))
+                .collect()
+        };
+        let mut sessions = match self.sessions_for(device, checked, todo).await {
+            Ok(sessions) => sessions,
+            Err(error) => {
+                return Round::Cut(Cut {
+                    error,
+                    missed: missed(took),
+                    unsure: None,
+                });
+            }
+        };
+        for &d in todo {
+            let Some(session) = sessions.get_mut(&d) else {
+                continue;
+            };
+            let sent = self
+                .seal_and_send(device, session, checked, d, message)
+                .await;
+            match skip_taken_sync_copy(sent, own, d, message.id) {
+                Ok(None) => took.push(d),
+                Ok(Some(current)) => return Round::Stale(current),
+                Err(error) => {
+                    let unsure = matches!(error, ClientError::Disconnected).then_some(d);
+                    return Round::Cut(Cut {
+                        error,
+                        missed: missed(took),
+                        unsure,
+                    });
+                }
+            }
+        }
+        Round::Done
+    }
+
+    /// Seals one copy in `session`, saves the session, then sends the copy.
+    async fn seal_and_send(
+        &self,
+        device: &Device,
+        session: &mut Ratchet,
+        checked: &Checked,
+        to_device: u32,
+        message: &Outgoing<'_>,
+    ) -> Result<Option<CurrentDevices>, ClientError> {
+        let sent_at = message.sent_at.max(0) as u64;
+        let envelope = session.seal(&device.local, message.id, message.content, sent_at)?;
+        self.save_sent(device, session).await?;
+        let (to, version) = (&checked.phone, checked.version);
+        self.device_send(message.id, to, to_device, version, envelope)
+            .await
     }
 
     /// Tells the user of each device of `phone` this send left out.
@@ -364,6 +515,14 @@ impl Session<'_> {
     }
 }
 
+/// The devices of `checked` still to send to: neither one that `took` its
+/// copy nor the sending device (`this`, when sending to its own account).
+fn still_to_serve(checked: &Checked, took: &[u32], this: Option<u32>) -> Vec<u32> {
+    (checked.devices.iter().copied())
+        .filter(|d| !took.contains(d) && Some(*d) != this)
+        .collect()
+}
+
 /// The refusals worth telling: none for a device that took the message,
 /// one per device otherwise, and one for all the bundles whose certificate
 /// did not check out (a server could offer any number). For a device with
@@ -412,32 +571,13 @@ fn none_reached(to: &PhoneNumber, refused: &[RefusedBundle]) -> ClientError {
     }
 }
 
-/// A device list refused part-way through a send, told with what had been
-/// sent by then (`sent`), so that the user knows whether the message went
-/// out before sending it again.
+/// A device list refused before any device took the message, told as
+/// such: a refusal after one did is [`PartlySent`], which says what went
+/// out.
 fn refused_part_way(e: ClientError, sent: &str) -> ClientError {
     match e {
         ClientError::Forged(why) => ClientError::Forged(format!("{why}; {sent}")),
         other => other,
-    }
-}
-
-/// What one fan-out had sent when a changed device list was refused: to
-/// `devices` devices of `phone`, or of this account's other devices when
-/// `own`.
-fn reached(phone: &PhoneNumber, own: bool, devices: usize) -> String {
-    match (own, devices) {
-        (true, 0) => "none of your other devices took its copy".into(),
-        (true, n) => {
-            format!("{n} of your other devices had taken its copy by then; no other was sent one")
-        }
-        (false, 0) => format!("no device of {phone} took the message"),
-        (false, 1) => {
-            format!("one device of {phone} had taken the message by then; no other was sent it")
-        }
-        (false, n) => {
-            format!("{n} devices of {phone} had taken the message by then; no other was sent it")
-        }
     }
 }
 
@@ -551,42 +691,12 @@ mod tests {
         );
     }
 
-    /// A changed list refused after some devices took the message says
-    /// so, and never that nothing was sent.
+    /// A list refused before any device took the message says that
+    /// nothing was sent; other errors are left as they are.
     #[test]
-    fn a_list_refused_part_way_tells_what_was_sent() {
-        let to = PhoneNumber::parse("+12025550102").unwrap();
-        let rolled_back = || {
-            ClientError::Forged(format!(
-                "the server gave version 1 of the device list of {to}, older than version 2"
-            ))
-        };
-        for (own, n, said) in [
-            (false, 0, "no device of +12025550102 took the message"),
-            (
-                false,
-                1,
-                "one device of +12025550102 had taken the message by then",
-            ),
-            (
-                false,
-                2,
-                "2 devices of +12025550102 had taken the message by then",
-            ),
-            (true, 0, "none of your other devices took its copy"),
-            (
-                true,
-                2,
-                "2 of your other devices had taken its copy by then",
-            ),
-        ] {
-            let part = reached(&to, own, n);
-            let told = refused_part_way(rolled_back(), &part).to_string();
-            assert!(told.ends_with(&part), "{told}");
-            assert!(told.contains(said), "{told}");
-            assert!(!told.contains("nothing was sent"), "{told}");
-        }
-        let first = refused_part_way(rolled_back(), "nothing was sent");
+    fn a_list_refused_before_anything_went_out_says_nothing_was_sent() {
+        let rolled_back = ClientError::Forged("the device list of +12025550102 is refused".into());
+        let first = refused_part_way(rolled_back, "nothing was sent");
         assert!(matches!(first, ClientError::Forged(_)), "{first:?}");
         assert!(first.to_string().ends_with("; nothing was sent"), "{first}");
         assert!(matches!(

@@ -3,7 +3,8 @@
 //! with its disk could): a device offered twice is written to once; who a
 //! device is does not hang on its prekeys, so a refused bundle neither
 //! drops that device's messages nor makes it "new" again; and a device
-//! list rolled back part-way through a send is told with what went out.
+//! list rolled back part-way through a send is told with what went out
+//! (exit status 7).
 
 use std::path::{Path, PathBuf};
 
@@ -219,17 +220,19 @@ async fn a_list_rolled_back_after_the_message_went_out_says_so_and_it_is_recorde
     pool.close().await;
     server.restart().await;
     let (status, _, stderr) = outcome(&carrier_out(&phone, &["send", BOB, "two"]).await);
-    assert_eq!(status, 4, "{stderr}");
+    assert_eq!(status, 7, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "version {old} of the device list of {ALICE}, older than version {seen}"
+            " reached device 1 of {BOB}; of your other devices, devices 2 and 3 did not get \
+             their copy: the server gave version {old} of the device list of {ALICE}, older \
+             than version {seen}"
         )),
         "{stderr}"
     );
     assert!(!stderr.contains("nothing was sent"), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "none of your other devices took its copy; the message itself was sent to {BOB}"
+            "It is in your history; do not send it again: {BOB} would get it twice"
         )),
         "{stderr}"
     );
