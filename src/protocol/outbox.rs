@@ -76,6 +76,9 @@ struct Queue {
     senders: usize,
     /// False once the receiver is gone: nothing is queued any more.
     open: bool,
+    /// The connection's session has ended ([`Outbox::finish`]): nothing
+    /// more is queued, and the receiver ends once the queue is empty.
+    finished: bool,
 }
 
 impl Shared {
@@ -130,6 +133,7 @@ impl Outbox {
                 frames: VecDeque::new(),
                 senders: 1,
                 open: true,
+                finished: false,
             }),
             frames: Semaphore::new(max_frames),
             bytes: Semaphore::new(max_bytes),
@@ -215,7 +219,7 @@ impl Outbox {
             owner: self.shared.clone(),
         };
         let mut queue = self.shared.lock();
-        if !queue.open {
+        if !queue.open || queue.finished {
             drop(queue);
             // Dropping `queued` gives its bytes back.
             self.shared.frames.add_permits(1);
@@ -225,6 +229,17 @@ impl Outbox {
         drop(queue);
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// Ends the queue for good: what is queued is still written, then the
+    /// writer ends, even though handles held elsewhere live on (a link
+    /// code's rendezvous keeps one for 10 minutes). A session that has
+    /// ended calls this, so its connection closes once its last answers are
+    /// out instead of waiting on handles that will never queue a frame it
+    /// should send.
+    pub fn finish(&self) {
+        self.shared.lock().finished = true;
+        self.shared.wake.notify_one();
     }
 
     /// Bytes queued and not yet written.
@@ -249,7 +264,7 @@ impl OutboxReceiver {
                 if let Some(frame) = self.pop(&mut queue) {
                     return Some(frame);
                 }
-                if queue.senders == 0 {
+                if queue.senders == 0 || queue.finished {
                     return None;
                 }
                 // Nothing waits: an idle connection keeps no room for
@@ -323,6 +338,23 @@ mod tests {
         waiting.await.unwrap().unwrap();
         drop(outbox);
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_finished_outbox_ends_its_writer_though_handles_live_on() {
+        let (outbox, mut rx) = Outbox::new(16, 1000);
+        let held_elsewhere = outbox.clone();
+        outbox.try_send(vec![1; 10]).unwrap();
+        outbox.finish();
+        assert_eq!(
+            held_elsewhere.try_send(vec![2; 10]),
+            Err(OutboxError::Closed)
+        );
+        assert_eq!(rx.recv().await.map(|q| q.body.len()), Some(10));
+        assert!(
+            rx.recv().await.is_none(),
+            "the writer ends after the last queued frame"
+        );
     }
 
     #[tokio::test]

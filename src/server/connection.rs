@@ -163,6 +163,9 @@ pub(crate) async fn run_session(
         .as_ref()
         .is_some_and(|u| u.closed().is_cancelled());
     session.log_out(&state.router);
+    // Nothing more is this connection's to send; handles to its outbox
+    // that live on (a link code's rendezvous) must not hold it open.
+    session.outbox.finish();
     drop(session);
     // A peer that stopped reading cannot hold the task (or a shutdown),
     // nor the slot of a connection closed to make room for another.

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use carrier::protocol::{ErrorCode, KeyType, Request, Response};
 
 use crate::common::*;
+use crate::devices::linking::Opener;
 use crate::wire::Wire;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +89,36 @@ async fn shutdown_finishes_sends_in_flight_and_tells_sessions() {
     );
     b.close().await;
     server.stop().await;
+}
+
+/// A link code held open, and a new device waiting on it, hold handles to
+/// their connections in the server's rendezvous for up to 10 minutes;
+/// neither may hold a graceful shutdown: both are told and closed at once
+/// (`stop` fails the test if the shutdown takes 15 s; these waited 30).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_link_code_does_not_hold_the_shutdown() {
+    let mut server = spawn_server().await;
+    let mut opener = Opener::open(&server).await;
+    let (_tablet, ask) = opener.new_device();
+    let mut newcomer = Wire::connect(&server).await;
+    newcomer.send(ask).await;
+    let pushed = opener.wire.read().await.expect("the request is pushed");
+    assert!(
+        matches!(pushed.response, Response::LinkRequested { .. }),
+        "{pushed:?}"
+    );
+
+    server.stop().await;
+    for (who, wire) in [
+        ("the opener", &mut opener.wire),
+        ("the new device", &mut newcomer),
+    ] {
+        assert_eq!(
+            wire.told_before_closing().await,
+            Some(ErrorCode::ShuttingDown),
+            "{who} is told why its connection ends"
+        );
+    }
 }
 
 /// Once the server has ended a connection, a request on it fails instead of
