@@ -183,11 +183,15 @@ impl Router {
         Ok(Some(entry))
     }
 
-    /// Reads one directory entry another member changed, and floods it to
-    /// the links held here; an entry gone from the table was withdrawn.
+    /// Reads one directory entry another member changed, closes the
+    /// sessions here of a key it replaced, and floods it to the links held
+    /// here; an entry gone from the table was withdrawn.
     async fn reload_entry(&self, phone: &PhoneNumber) -> Result<(), DbError> {
         match self.read_entry(phone).await? {
-            Some(entry) => self.flood_directory(None, vec![entry.to_wire()]),
+            Some(entry) => {
+                self.close_replaced(phone);
+                self.flood_directory(None, vec![entry.to_wire()]);
+            }
             None => self.member_withdrew(phone).await?,
         }
         Ok(())

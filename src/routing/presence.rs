@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::registry::SessionLink;
 use super::{FUTURE_LIMIT_MS, RouteError, Router, link_frame};
+use crate::crypto::v2::PublicPoint;
 use crate::domain::{Fingerprint, PhoneNumber};
 use crate::protocol::link::LinkMessage;
 use crate::protocol::{ListedUser, Outbox};
@@ -20,24 +21,61 @@ const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
 const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
 
 impl Router {
-    /// A session just logged in as `phone`: it receives pushes from now on
-    /// and the neighbourhood hears of it soon. Keep the link for
+    /// A session just logged in as `phone` (as its `device`, 0 for the
+    /// account key) with a proof under the account key `account` (a
+    /// fingerprint, hex): it receives pushes from now on and the
+    /// neighbourhood hears of it soon. Keep the link for
     /// [`Router::session_left`]. Refused when `phone` has the most sessions
     /// allowed already.
     pub fn session_joined(
         &self,
         phone: PhoneNumber,
         device: u32,
+        account: String,
         outbox: Outbox,
     ) -> Result<SessionLink, RouteError> {
         let max = self.limits().sessions_per_user;
         self.session_room(&phone)?;
         let link = self
             .registry
-            .join(phone.clone(), device, outbox)
+            .join(phone.clone(), device, account, outbox)
             .ok_or(RouteError::TooManySessions { phone, max })?;
         self.presence_changed.notify_one();
         Ok(link)
+    }
+
+    /// Whether what a session that just joined proved is still true: its
+    /// account key is still the account's, and its device (with
+    /// `device_key`) still listed. A login is proved against the key read
+    /// before its proof was checked; a key replaced or a device removed
+    /// meanwhile closed the sessions joined by then, and this catches the
+    /// ones that join after.
+    pub async fn login_holds(
+        &self,
+        link: &SessionLink,
+        device_key: Option<&PublicPoint>,
+    ) -> Result<bool, RouteError> {
+        let phone = link.phone();
+        let account_holds = self
+            .user(phone)
+            .await
+            .is_some_and(|u| u.via.is_none() && u.info.fingerprint == link.account());
+        if !account_holds {
+            return Ok(false);
+        }
+        match device_key {
+            None => Ok(true),
+            Some(key) => Ok(self.device_key(phone, link.device()).await?.as_ref() == Some(key)),
+        }
+    }
+
+    /// Closes the sessions of `phone` logged in under an account key that
+    /// is no longer its registered one (a new registration replaced it),
+    /// after the new key is in the directory.
+    pub fn close_replaced(&self, phone: &PhoneNumber) {
+        if let Some(entry) = self.directory.get(phone).filter(|e| e.via.is_none()) {
+            self.registry.close_replaced(phone, &entry.info.fingerprint);
+        }
     }
 
     /// Whether `phone` may log in one more session now: its sessions here

@@ -11,14 +11,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
 use crate::db::queue::NewMessage;
 use crate::domain::{MessageId, PhoneNumber};
-use crate::protocol::{B64, Broadcast, Delivered, Outbox, OutboxError, Response, ResponseFrame};
+use crate::protocol::{
+    B64, Broadcast, Delivered, ErrorCode, Outbox, OutboxError, Response, ResponseFrame,
+};
 
 /// How a live, logged-in session is reached: its user, its outgoing frame
 /// queue, and the messages it has been given (by fetch or push), the only
@@ -30,14 +32,29 @@ pub struct SessionLink {
     phone: PhoneNumber,
     /// The device logged in as; 0 for a login with the account key.
     device: u32,
+    /// The fingerprint (hex) of the account key the login was proved
+    /// under: a session of a key since replaced is closed.
+    account: String,
     outbox: Outbox,
     given: Arc<Mutex<Given>>,
     /// Set once a fetch of this session has waited for the writer: from
     /// then on, every message submitted for its device was either
     /// committed before a fetch read or pushed to it.
     settled: Arc<AtomicBool>,
-    /// Cancelled when the server closes the session for what it holds.
+    /// Cancelled when the server closes the session.
     closed: CancellationToken,
+    /// Why the server closed it, when the client must be told: set before
+    /// `closed` is cancelled.
+    farewell: Arc<OnceLock<Farewell>>,
+}
+
+/// The error a session is sent, without `re`, before the server closes
+/// it for a change to its account: unlike a dropped connection, it tells
+/// the client not to reconnect as it was.
+#[derive(Clone, Debug)]
+pub struct Farewell {
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 impl SessionLink {
@@ -52,10 +69,22 @@ impl SessionLink {
         self.device
     }
 
-    /// Cancelled once the server has closed this session (it stopped
-    /// reading); its connection then ends at once.
+    /// The fingerprint (hex) of the account key this session's login was
+    /// proved under.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// Cancelled once the server has closed this session; its connection
+    /// then ends, after its [`farewell`](Self::farewell) if it has one.
     pub fn closed(&self) -> CancellationToken {
         self.closed.clone()
+    }
+
+    /// What the session is told before it closes: `None` for a session
+    /// closed because it stopped reading, which could not read it anyway.
+    pub fn farewell(&self) -> Option<&Farewell> {
+        self.farewell.get()
     }
 
     /// Whether a fetch of this session has waited for the writer yet.
@@ -141,7 +170,13 @@ impl Registry {
 
     /// Adds a logged-in session (keep the link to remove it later), or
     /// refuses it when its user has the most sessions allowed.
-    pub fn join(&self, phone: PhoneNumber, device: u32, outbox: Outbox) -> Option<SessionLink> {
+    pub fn join(
+        &self,
+        phone: PhoneNumber,
+        device: u32,
+        account: String,
+        outbox: Outbox,
+    ) -> Option<SessionLink> {
         let mut sessions = self.lock();
         let list = sessions.entry(phone.clone()).or_default();
         if list.len() >= self.per_user.load(Ordering::Relaxed) {
@@ -151,10 +186,12 @@ impl Registry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             phone,
             device,
+            account,
             outbox,
             given: Arc::default(),
             settled: Arc::default(),
             closed: CancellationToken::new(),
+            farewell: Arc::default(),
         };
         list.push(link.clone());
         Some(link)
@@ -188,11 +225,37 @@ impl Registry {
     }
 
     /// Ends every session logged in as `device` of `phone` (a device
-    /// taken off its account's list).
+    /// taken off its account's list), telling each why.
     pub fn close_device(&self, phone: &PhoneNumber, device: u32) {
-        let links = self.sessions_as(phone, device);
-        for link in &links {
-            self.close(link, "its device was removed from the account");
+        let message =
+            format!("this device was removed from {phone}'s device list; link it again to use it");
+        for link in self.sessions_as(phone, device) {
+            self.end(&link, ErrorCode::UnknownDevice, message.clone());
+        }
+    }
+
+    /// Ends every session of `phone` logged in under another account key
+    /// than `account` (a fingerprint, hex): the key was replaced by a new
+    /// registration, which removed the old key's devices.
+    pub fn close_replaced(&self, phone: &PhoneNumber, account: &str) {
+        let replaced: Vec<SessionLink> = match self.lock().get(phone) {
+            Some(list) => list
+                .iter()
+                .filter(|l| l.account != account)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        for link in replaced {
+            let message = match link.device {
+                0 => format!(
+                    "{phone} was registered again with another key, which replaced the key this session logged in with; log in with the new key"
+                ),
+                _ => format!(
+                    "{phone} was registered again with another key, which removed this device from the account; link it again to use it"
+                ),
+            };
+            self.end(&link, ErrorCode::UnknownDevice, message);
         }
     }
 
@@ -296,7 +359,17 @@ impl Registry {
         }
     }
 
-    /// Takes a session out of the registry and tells its connection to end.
+    /// Takes a session out of the registry and tells its connection to
+    /// send `code` and `message`, then end.
+    fn end(&self, link: &SessionLink, code: ErrorCode, message: String) {
+        tracing::info!(session = link.id, phone = %link.phone, device = link.device, "closing a session: {message}");
+        let _ = link.farewell.set(Farewell { code, message });
+        self.leave(link);
+        link.closed.cancel();
+    }
+
+    /// Takes a session that is not reading out of the registry and tells
+    /// its connection to end at once.
     fn close(&self, link: &SessionLink, why: &'static str) {
         tracing::warn!(
             session = link.id,
@@ -414,7 +487,12 @@ mod tests {
     fn silent(r: &Registry, bytes: usize) -> (SessionLink, crate::protocol::OutboxReceiver) {
         let (outbox, rx) = Outbox::new(1024, bytes);
         let phone = PhoneNumber::from_canonical(BOB).unwrap();
-        (r.join(phone, 0, outbox).expect("room for a session"), rx)
+        let account = "ab".repeat(32);
+        (
+            r.join(phone, 0, account, outbox)
+                .expect("room for a session"),
+            rx,
+        )
     }
 
     fn message(size: usize) -> NewMessage {
@@ -537,12 +615,12 @@ mod tests {
         let _second = silent(&r, 4000);
         let (outbox, _c) = Outbox::new(8, 4000);
         assert!(
-            r.join(bob(), 0, outbox.clone()).is_none(),
+            r.join(bob(), 0, String::new(), outbox.clone()).is_none(),
             "a third session"
         );
         r.leave(&first);
         assert!(
-            r.join(bob(), 0, outbox).is_some(),
+            r.join(bob(), 0, String::new(), outbox).is_some(),
             "room again after one left"
         );
     }

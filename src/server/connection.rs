@@ -158,10 +158,12 @@ pub(crate) async fn run_session(
     let evicted = pending.evicted();
     read_loop(source, &mut session, &state, &shutdown, &mut sends, pending).await;
     answer_the_rest(&session, &mut sends).await;
+    // A session closed because it stopped reading is not waited for; one
+    // closed for a change to its account has its farewell to read.
     let closed_by_server = session
         .user
         .as_ref()
-        .is_some_and(|u| u.closed().is_cancelled());
+        .is_some_and(|u| u.closed().is_cancelled() && u.farewell().is_none());
     session.log_out(&state.router);
     // Nothing more is this connection's to send; handles to its outbox
     // that live on (a link code's rendezvous) must not hold it open.
@@ -338,7 +340,13 @@ async fn read_loop(
                         return;
                     }
                     // The registry closed the session and logged why.
-                    _ = cancelled(closed) => return,
+                    _ = cancelled(closed) => {
+                        if let Some(f) = session.user.as_ref().and_then(|u| u.farewell()) {
+                            let farewell = error(f.code, f.message.clone());
+                            reply(session, None, farewell).await;
+                        }
+                        return;
+                    }
                     _ = cancelled(evicted) => {
                         tracing::debug!("closed before logging in, to make room");
                         reply(session, None, error(ErrorCode::ServerBusy, EVICTED)).await;

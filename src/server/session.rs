@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::error::ApiError;
 use crate::auth::proof::NONCE_LEN;
+use crate::crypto::v2::PublicPoint;
 use crate::domain::PhoneNumber;
 use crate::protocol::{ErrorCode, Outbox};
 use crate::routing::{Router, SessionLink};
@@ -63,15 +64,24 @@ impl Session {
     }
 
     /// Marks the session as `phone` (as its `device`, or 0 for the account
-    /// key) and makes it reachable for live push, unless `phone` has the
-    /// most sessions allowed already.
-    pub fn log_in(
+    /// key, proved under the account key `account`, a fingerprint in hex)
+    /// and makes it reachable for live push, unless `phone` has the most
+    /// sessions allowed already, or what was proved no longer holds: the
+    /// account's key was replaced, or the device (proved with
+    /// `device_key`) removed, while the proof was being checked.
+    pub async fn log_in(
         &mut self,
         router: &Router,
         phone: PhoneNumber,
         device: u32,
+        account: String,
+        device_key: Option<&PublicPoint>,
     ) -> Result<(), ApiError> {
-        let link = router.session_joined(phone.clone(), device, self.outbox.clone())?;
+        let link = router.session_joined(phone.clone(), device, account, self.outbox.clone())?;
+        if !router.login_holds(&link, device_key).await? {
+            router.session_left(&link);
+            return Err(outdated_login(&phone, device));
+        }
         self.user = Some(link);
         tracing::info!(%phone, device, "logged in");
         Ok(())
@@ -92,5 +102,22 @@ impl Session {
             )),
             None => Ok(()),
         }
+    }
+}
+
+/// The refusal of a login whose key stopped being current while its proof
+/// was checked: what a login started now would be told.
+fn outdated_login(phone: &PhoneNumber, device: u32) -> ApiError {
+    match device {
+        0 => ApiError::new(
+            ErrorCode::BadSignature,
+            format!(
+                "{phone} was registered again with another key while this login was checked; log in with the new key"
+            ),
+        ),
+        _ => ApiError::new(
+            ErrorCode::UnknownDevice,
+            format!("{phone} has no device {device} in its current list"),
+        ),
     }
 }

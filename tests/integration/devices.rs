@@ -17,6 +17,7 @@ use carrier::rate::Rate;
 
 use crate::common::*;
 use crate::process::ServerFiles;
+use crate::wire::Wire;
 use client::*;
 
 /// An account with `n` devices published (list version 1), each device
@@ -445,6 +446,9 @@ async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
     }
     assert_eq!(stored_for(&server, BOB, 2).await, 2);
     let mut still_on = tablet.connect(&server).await;
+    let mut on_wire = Wire::connect(&server).await;
+    let answer = tablet.log_in_on_wire(&mut on_wire).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
 
     // Bob's phone removes it.
     bob_account.remove_device(2);
@@ -470,6 +474,15 @@ async fn removing_a_device_purges_its_queue_and_ends_its_sessions() {
             Some(_) => continue,
         }
     }
+    // Told why, unlike a dropped connection.
+    let told = on_wire.farewell().await;
+    let Some((ErrorCode::UnknownDevice, message)) = told else {
+        panic!("the removed device's session is closed without unknown_device: {told:?}");
+    };
+    assert!(
+        message.contains(&format!("removed from {BOB}'s device list")),
+        "the removed device is told: {message}"
+    );
     let conn = Connection::connect(
         &server.addr(),
         carrier::tls::Pin::Expect(server.fingerprint),
@@ -749,16 +762,46 @@ async fn acknowledged_device_sends_survive_kill_9() {
 }
 
 /// `register` with a new key is a new account: the old key's devices are
-/// gone, and what they still hold open cannot send.
+/// gone, and the sessions the old key's devices and the old key itself
+/// hold open are closed, each told why, so none of them goes on looking
+/// up, claiming or fetching for an account that is no longer theirs.
 #[tokio::test]
 async fn a_new_account_key_leaves_the_old_devices_behind() {
     let server = spawn_server().await;
-    let (alice, _, alices) = with_devices(&server, ALICE, 1).await;
-    let (_, bob_account, bobs) = with_devices(&server, BOB, 1).await;
-    let (b1, b1_conn) = &bobs[0];
-    let alice_peer = look_up(b1_conn, ALICE, &alice.identity()).await;
+    let (_, _, alices) = with_devices(&server, ALICE, 1).await;
+    let (old_bob, bob_account, _bobs) = with_devices(&server, BOB, 1).await;
+    let mut device_session = Wire::connect(&server).await;
+    let answer = bob_account
+        .device(1)
+        .log_in_on_wire(&mut device_session)
+        .await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    let mut account_session = Wire::connect(&server).await;
+    let answer = account_session.login(BOB, &old_bob.identity()).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
 
     let new_bob = register_account(&server, BOB, KeyType::P256).await;
+    for (session, what, says) in [
+        (
+            &mut device_session,
+            "an old device's session",
+            "link it again",
+        ),
+        (
+            &mut account_session,
+            "the old key's session",
+            "log in with the new key",
+        ),
+    ] {
+        let told = session.farewell().await;
+        let Some((ErrorCode::UnknownDevice, message)) = told else {
+            panic!("{what} is closed without unknown_device: {told:?}");
+        };
+        assert!(
+            message.contains("registered again with another key") && message.contains(says),
+            "{what} is told: {message}"
+        );
+    }
     let answer = alices[0]
         .1
         .ask(Request::Lookup { phone: BOB.into() })
@@ -780,18 +823,6 @@ async fn a_new_account_key_leaves_the_old_devices_behind() {
     pool.close().await;
     assert_eq!(lists, 0);
 
-    let id = MessageId::random();
-    let mut session = start_session(b1, &alice_peer, 1, None);
-    let envelope = seal(b1, &mut session, id, "from an old device");
-    let answer = b1_conn
-        .ask(send_request(id, ALICE, 1, 1, envelope))
-        .await
-        .unwrap();
-    expect_error(
-        answer,
-        ErrorCode::UnknownDevice,
-        "a send from an old device",
-    );
     let conn = Connection::connect(
         &server.addr(),
         carrier::tls::Pin::Expect(server.fingerprint),

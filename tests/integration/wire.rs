@@ -179,10 +179,17 @@ impl Wire {
     /// Reads until the server closes the connection; returns the
     /// connection-level error (no `re`) it was told on the way, if any.
     pub async fn told_before_closing(&mut self) -> Option<protocol::ErrorCode> {
+        self.farewell().await.map(|(code, _)| code)
+    }
+
+    /// Reads until the server closes the connection; returns the last
+    /// connection-level error (no `re`) it was told on the way, with its
+    /// message, if any.
+    pub async fn farewell(&mut self) -> Option<(protocol::ErrorCode, String)> {
         let mut told = None;
         while let Some(frame) = self.read().await {
-            if let (None, Response::Error { code, .. }) = (frame.re, frame.response) {
-                told = Some(code);
+            if let (None, Response::Error { code, message, .. }) = (frame.re, frame.response) {
+                told = Some((code, message));
             }
         }
         told

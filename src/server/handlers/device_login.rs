@@ -49,7 +49,10 @@ pub async fn handle(
             format!("{phone} has been disabled by this server's operator"),
         ));
     }
-    session.log_in(&state.router, phone.clone(), device)?;
+    let account = user.info.fingerprint.clone();
+    session
+        .log_in(&state.router, phone.clone(), device, account, Some(&key))
+        .await?;
     state.router.device_seen(&phone, device).await?;
     let queued = state.router.waiting(&phone, device).await?;
     Ok(Response::LoggedIn {

@@ -48,7 +48,10 @@ pub async fn handle(
             format!("{phone} has been disabled by this server's operator"),
         ));
     }
-    session.log_in(&state.router, phone.clone(), 0)?;
+    let account = user.info.fingerprint.clone();
+    session
+        .log_in(&state.router, phone.clone(), 0, account, None)
+        .await?;
     let queued = state.router.waiting(&phone, 0).await?;
     Ok(Response::LoggedIn {
         phone: phone.to_string(),

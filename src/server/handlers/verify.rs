@@ -45,7 +45,13 @@ pub async fn handle(
         .publish_local(state.local_entry(phone.clone(), info))
         .await?;
     tracing::info!(%phone, replaced, "user registered");
-    session.log_in(&state.router, phone.clone(), 0)?;
+    if replaced {
+        // The old key's devices are gone; so are their sessions.
+        state.router.close_replaced(&phone);
+    }
+    session
+        .log_in(&state.router, phone.clone(), 0, fingerprint.clone(), None)
+        .await?;
     Ok(Response::Registered {
         phone: phone.to_string(),
         fingerprint,

@@ -190,6 +190,18 @@ impl Device {
         .unwrap()
     }
 
+    /// Logs in on a raw connection; the answer.
+    pub async fn log_in_on_wire(&self, wire: &mut crate::wire::Wire) -> Response {
+        let nonce: [u8; 32] = wire.challenge().await.try_into().unwrap();
+        let signature = self.local.sign_login(&wire.exporter, &nonce);
+        wire.call(Request::DeviceLogin {
+            phone: self.phone.clone(),
+            device: self.id,
+            signature: B64(signature.to_vec()),
+        })
+        .await
+    }
+
     /// Publishes what `PrekeyStore::maintain` says is due; the answer.
     pub async fn publish_prekeys(&mut self, conn: &Connection) -> Response {
         let prekeys = self
