@@ -15,6 +15,7 @@ use super::{Router, link_frame};
 use crate::db::outbound::OutboundRow;
 use crate::db::queue::NewMessage;
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
+use crate::protocol::ErrorCode;
 use crate::protocol::link::{self, LinkMessage};
 use crate::protocol::notice::Undeliverable;
 
@@ -186,7 +187,7 @@ impl Router {
             to: refused.to.as_str().to_owned(),
             device,
             code,
-            reason: message,
+            reason: notice_reason(code, &refused.to, message),
         };
         self.queue_notice(refused, notice).await;
     }
@@ -239,5 +240,34 @@ impl Router {
         if let Err(e) = outcome {
             tracing::warn!(id = %notice.id, error = %e, "could not queue an undeliverable notice");
         }
+    }
+}
+
+/// The `reason` a notice gives for a refusal of `code` with `message`. A
+/// `stale_devices` refusal's message is written for the error, which
+/// carries the recipient's current list; a notice carries none, so it
+/// says what to do without one. The other refusals' messages hold in a
+/// notice as they are.
+fn notice_reason(code: ErrorCode, to: &PhoneNumber, message: String) -> String {
+    match code {
+        ErrorCode::StaleDevices => format!(
+            "{to}'s devices changed before this message reached their server; look {to} up again, seal for their current devices and send again"
+        ),
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_devices_notice_says_to_look_the_recipient_up_again() {
+        let to = PhoneNumber::from_canonical("+12025550103").unwrap();
+        let reason = notice_reason(ErrorCode::StaleDevices, &to, "check this error".into());
+        assert!(reason.contains("look +12025550103 up again"), "{reason}");
+        assert!(!reason.contains("this error"), "{reason}");
+        let quota = notice_reason(ErrorCode::QuotaExceeded, &to, "full".into());
+        assert_eq!(quota, "full");
     }
 }

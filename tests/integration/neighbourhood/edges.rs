@@ -363,6 +363,55 @@ impl ToAFullQueue {
     }
 }
 
+/// A copy refused because the recipient's list moved on while it waited
+/// for the link: the notice, which carries no list (the `stale_devices`
+/// error it stands for does), says to look the recipient up again.
+#[tokio::test]
+async fn a_stale_devices_notice_says_to_look_the_recipient_up_again() {
+    let mut nodes = neighbourhood(&["127.0.0.1"; 2], &[(0, 1)]).await;
+    let (_, _, alices) = with_devices(&nodes[0], crate::common::ALICE, 1).await;
+    let (carol, mut carol_account, _carols) = with_devices(&nodes[1], CAROL, 2).await;
+    let (a1, a1_conn) = &alices[0];
+    lookup_shows(a1_conn, CAROL, 1, 2).await;
+    let carol_peer = look_up(a1_conn, CAROL, &carol.identity()).await;
+    let mut session = start_session(a1, &carol_peer, 2, None);
+
+    // Carol's server is down: the copy for her device 2 waits on Alice's.
+    nodes[1].stop().await;
+    let id = MessageId::random();
+    let envelope = seal(a1, &mut session, id, "to the tablet");
+    let answer = a1_conn.ask(send_request(id, CAROL, 2, 1, envelope)).await;
+    assert!(
+        matches!(answer, Ok(Response::Accepted { .. })),
+        "{answer:?}"
+    );
+    // Then Alice's is, while Carol drops device 2 from her list.
+    nodes[0].stop().await;
+    nodes[1].start().await;
+    carol_account.remove_device(2);
+    let conn = crate::common::logged_in_connection(&nodes[1], CAROL, &carol_account.identity).await;
+    let answer = conn.ask(carol_account.next_list()).await.unwrap();
+    assert!(
+        matches!(answer, Response::DevicesPublished { version: 2 }),
+        "{answer:?}"
+    );
+    nodes[0].start().await;
+
+    let a1_conn = a1.connect(&nodes[0]).await;
+    let got = fetch_some(&a1_conn).await;
+    let notice = notices(&got).pop().expect("an undeliverable notice");
+    assert_eq!(
+        (notice.id, notice.device, notice.code),
+        (id, 2, ErrorCode::StaleDevices)
+    );
+    assert!(
+        notice.reason.contains(&format!("look {CAROL} up again"))
+            && !notice.reason.contains("in this error"),
+        "the notice says: {}",
+        notice.reason
+    );
+}
+
 #[tokio::test]
 async fn the_sending_device_learns_that_its_copy_was_refused() {
     // Carol's server takes one message per queue: both are accepted by
