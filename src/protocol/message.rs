@@ -405,6 +405,18 @@ mod tests {
         assert!(matches!(f.request, Request::Ping));
     }
 
+    /// Many JSON libraries keep the last of two members silently; a
+    /// request naming one twice is refused instead, answered under the last
+    /// `seq` it gives (docs/PROTOCOL.md §4.1).
+    #[test]
+    fn a_member_given_twice_is_a_bad_request() {
+        let frame = br#"{"seq":10,"type":"ping","seq":11}"#;
+        let e = serde_json::from_slice::<RequestFrame>(frame).unwrap_err();
+        let (seq, code, message) = classify_request_error(frame, &e);
+        assert_eq!((seq, code), (Some(11), ErrorCode::BadRequest));
+        assert!(message.contains("duplicate field `seq`"), "{message}");
+    }
+
     #[test]
     fn every_kind_is_a_wire_name() {
         assert_eq!(Request::KINDS.len(), 22);
