@@ -272,12 +272,44 @@ async fn seeds_two_servers_on_distinct_hosts() {
     assert_eq!(listed_bob.fingerprint, bob.fingerprint);
     assert_eq!(listed_bob.home_fingerprint, nodes[1].fingerprint.to_hex());
     session.close().await;
+    logging_in_elsewhere_names_the_home(&nodes[0], &bob.phone).await;
 
     assert_eq!(fetch_n(&bob, 1).await, ["hello from server 1"]);
     let session = bob.client.login().await.expect("bob logs in");
     session.send(&alice.phone, "and back").await.expect("reply");
     session.close().await;
     assert_eq!(fetch_n(&alice, 1).await, ["and back"]);
+}
+
+/// Logging in on `server` as `phone`, whose home is "server2", with the
+/// account key or as a device: both are told where to go, before any
+/// proof is looked at.
+async fn logging_in_elsewhere_names_the_home(server: &Node, phone: &str) {
+    use carrier::protocol::{B64, ErrorCode, Request, Response};
+    let mut wire = crate::wire::Wire::connect(server).await;
+    let logins = [
+        Request::Login {
+            phone: phone.into(),
+            signature: B64(vec![0; 64]),
+        },
+        Request::DeviceLogin {
+            phone: phone.into(),
+            device: 1,
+            signature: B64(vec![0; 64]),
+        },
+    ];
+    for login in logins {
+        wire.challenge().await;
+        let answer = wire.call(login).await;
+        let Response::Error { code, message, .. } = &answer else {
+            panic!("a login for another server's user: {answer:?}");
+        };
+        assert_eq!(*code, ErrorCode::UnknownUser, "{answer:?}");
+        assert!(
+            message.contains("registered on the server server2; connect to it"),
+            "{message}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! connection (docs/PROTOCOL.md §5.1). The session then reaches that
 //! device's queue.
 
-use super::{ApiError, parse_phone};
+use super::{ApiError, home_user, parse_phone};
 use crate::auth::proof;
 use crate::crypto::v2::DeviceId;
 use crate::protocol::{ErrorCode, Response};
@@ -19,17 +19,7 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
-    let user = state
-        .router
-        .user(&phone)
-        .await
-        .filter(|u| u.via.is_none())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownUser,
-                format!("{phone} is not registered on this server"),
-            )
-        })?;
+    let user = home_user(state, &phone).await?;
     let unknown = || {
         ApiError::new(
             ErrorCode::UnknownDevice,

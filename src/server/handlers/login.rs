@@ -1,6 +1,6 @@
 //! `login`: prove possession of the registered key for this connection.
 
-use super::{ApiError, parse_phone};
+use super::{ApiError, home_user, parse_phone};
 use crate::auth::proof;
 use crate::crypto::{PublicKey, Purpose};
 use crate::protocol::{ErrorCode, Response};
@@ -16,21 +16,7 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
-    let user = state.router.user(&phone).await.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::UnknownUser,
-            format!("{phone} is not registered here"),
-        )
-    })?;
-    if user.via.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::UnknownUser,
-            format!(
-                "{phone} is registered on the server {}; connect to it",
-                user.home_name
-            ),
-        ));
-    }
+    let user = home_user(state, &phone).await?;
     let key = PublicKey::from_spki_der_typed(user.info.key_type, &user.info.public_key.0)
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored key unusable: {e}")))?;
     proof::check(

@@ -142,6 +142,29 @@ pub async fn dispatch(
     }
 }
 
+/// The directory entry of `phone`, a user at home on this server. Anyone
+/// else is `unknown_user`, and one at home on another server is told
+/// which, so a client that logs in (with the account key or as a device)
+/// learns where to go.
+async fn home_user(
+    state: &ServerState,
+    phone: &PhoneNumber,
+) -> Result<std::sync::Arc<crate::routing::directory::Entry>, ApiError> {
+    let unknown = |message: String| ApiError::new(ErrorCode::UnknownUser, message);
+    let user = state
+        .router
+        .user(phone)
+        .await
+        .ok_or_else(|| unknown(format!("{phone} is not registered here")))?;
+    if user.via.is_some() {
+        return Err(unknown(format!(
+            "{phone} is registered on the server {}; connect to it",
+            user.home_name
+        )));
+    }
+    Ok(user)
+}
+
 /// Parses a phone number from a request, answering `invalid_phone`.
 fn parse_phone(input: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::parse(input).map_err(|e| ApiError::new(ErrorCode::InvalidPhone, e.to_string()))
