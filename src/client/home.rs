@@ -206,33 +206,44 @@ impl Home {
         Ok(n as u64)
     }
 
-    /// Whether a received message with this id is stored (a message to
-    /// oneself is stored twice: once sent, once received).
-    pub async fn has_received(&self, id: MessageId) -> Result<bool, ClientError> {
+    /// Whether a message from `sender` with this id was received here. A
+    /// message is known by its sender's account and its id (docs/PROTOCOL.md
+    /// §14.4 step 0): another account's message under the same id is a
+    /// different message, kept as well.
+    pub async fn has_received(
+        &self,
+        sender: &PhoneNumber,
+        id: MessageId,
+    ) -> Result<bool, ClientError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM history WHERE direction = $1 AND peer = $2 AND id = $3",
+        )
+        .bind(Direction::In)
+        .bind(sender.as_str())
+        .bind(id.to_hex())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Whether this account sent a message with this id (from this device,
+    /// or told here by a sync copy from another of its devices).
+    pub async fn has_sent(&self, id: MessageId) -> Result<bool, ClientError> {
         let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = $2")
+            sqlx::query_scalar("SELECT count(*) FROM history WHERE direction = $1 AND id = $2")
+                .bind(Direction::Out)
                 .bind(id.to_hex())
-                .bind(Direction::In)
                 .fetch_one(&self.pool)
                 .await?;
         Ok(n > 0)
     }
 
-    /// Stores a message; returns false if its id or (peer key, counter) was
-    /// stored before in the same direction: a replay or duplicate.
+    /// Stores a message; returns false if it was stored before (a received
+    /// one by its sender and id, a sent one by its id) or its (peer key,
+    /// counter) was stored before in the same direction: a replay or
+    /// duplicate.
     pub async fn record(&self, r: &Record<'_>) -> Result<bool, ClientError> {
         record_in(&self.pool, r).await
-    }
-
-    /// Whether a message with this id is stored in this direction.
-    pub async fn has(&self, id: MessageId, direction: Direction) -> Result<bool, ClientError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM history WHERE id = $1 AND direction = $2")
-                .bind(id.to_hex())
-                .bind(direction)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n > 0)
     }
 
     /// The stored conversation, oldest first.
@@ -383,7 +394,7 @@ mod tests {
             assert_eq!(home.server_pin("127.0.0.1:5000").await.unwrap(), Some(fp));
             let contact = home.contact(BOB).await.unwrap().expect("the pin survives");
             assert_eq!(contact.fingerprint, fp.to_hex());
-            assert!(home.has_received(id).await.unwrap());
+            assert!(home.has_received(&bob(), id).await.unwrap());
             let history = home.history().await.unwrap();
             assert_eq!(history.len(), 1);
             assert_eq!(history[0].direction, Direction::In);
@@ -406,6 +417,94 @@ mod tests {
             !home.record(&replay).await.unwrap(),
             "the old rows still guard against replays"
         );
+    }
+
+    /// The last migration before messages were known by sender and id.
+    const BEFORE_BY_SENDER: i64 = 2;
+
+    /// Makes `client.db` in `dir` with the schema up to
+    /// [`BEFORE_BY_SENDER`], holding a message received from Bob under `id`
+    /// and one sent to him under `sent`.
+    async fn home_keyed_by_id(dir: &Path, id: MessageId, sent: MessageId, fp: Fingerprint) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join(STORE_FILE))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        MIGRATOR.run_to(BEFORE_BY_SENDER, &pool).await.unwrap();
+        for (id, direction, text, stored_at) in
+            [(id, "in", "hello", 11), (sent, "out", "hi Bob", 12)]
+        {
+            sqlx::query("INSERT INTO history VALUES ($1, $2, $3, $4, 0, $5, 10, $6)")
+                .bind(id.to_hex())
+                .bind(direction)
+                .bind(BOB)
+                .bind(fp.to_hex())
+                .bind(text)
+                .bind(stored_at)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_home_keyed_by_id_keeps_its_history_and_then_tells_senders_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, sent) = (MessageId::random(), MessageId::random());
+        let fp = Fingerprint::of_spki(b"bob's key");
+        home_keyed_by_id(dir.path(), id, sent, fp).await;
+
+        let home = Home::open(dir.path()).await.unwrap();
+        assert_eq!(applied_versions(&home).await, all_versions());
+        let kept: Vec<_> = (home.history().await.unwrap().into_iter())
+            .map(|e| (e.id, e.direction, e.text))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (id.to_hex(), Direction::In, "hello".to_owned()),
+                (sent.to_hex(), Direction::Out, "hi Bob".to_owned()),
+            ]
+        );
+        assert!(home.has_received(&bob(), id).await.unwrap());
+        assert!(home.has_sent(sent).await.unwrap());
+
+        let carol = PhoneNumber::from_canonical("+12025550103").unwrap();
+        let again = Record {
+            id,
+            direction: Direction::In,
+            peer: &bob(),
+            peer_fingerprint: fp,
+            counter: 0,
+            text: "hello",
+            sent_at: 10,
+            stored_at: 13,
+        };
+        assert!(!home.record(&again).await.unwrap(), "Bob's, stored once");
+        assert!(!home.has_received(&carol, id).await.unwrap());
+        let from_carol = Record {
+            peer: &carol,
+            text: "Carol under Bob's id",
+            ..again
+        };
+        assert!(home.record(&from_carol).await.unwrap(), "another sender");
+        assert!(!home.record(&from_carol).await.unwrap(), "stored once");
+        let sync_copy = Record {
+            direction: Direction::Out,
+            text: "sent under the id Bob used",
+            ..again
+        };
+        assert!(home.record(&sync_copy).await.unwrap(), "sent, not received");
+        let resent = Record {
+            id: sent,
+            ..sync_copy
+        };
+        assert!(!home.record(&resent).await.unwrap(), "sent once per id");
+        assert_eq!(home.history().await.unwrap().len(), 4);
     }
 
     #[tokio::test]
@@ -464,10 +563,10 @@ mod tests {
             ..sent
         };
         assert!(home.record(&sent).await.unwrap());
-        assert!(!home.has_received(sent.id).await.unwrap());
+        assert!(!home.has_received(&bob(), sent.id).await.unwrap());
         assert!(home.record(&received).await.unwrap());
         assert!(!home.record(&received).await.unwrap(), "stored once");
-        assert!(home.has_received(sent.id).await.unwrap());
+        assert!(home.has_received(&bob(), sent.id).await.unwrap());
         let directions: Vec<_> = home
             .history()
             .await

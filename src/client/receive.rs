@@ -53,9 +53,6 @@ pub(super) async fn accept(
     m: Delivered,
 ) -> Result<Verdict, ClientError> {
     let home = contacts.home;
-    if home.has_received(m.id).await? {
-        return Ok(Verdict::Duplicate);
-    }
     let refuse = |reason: String| Refusal {
         id: m.id,
         from: m.from.clone(),
@@ -69,6 +66,9 @@ pub(super) async fn accept(
         return Ok(Verdict::Drop(refuse(
             "the envelope does not match its delivery details".into(),
         )));
+    }
+    if home.has_received(&header.sender, m.id).await? {
+        return Ok(Verdict::Duplicate);
     }
     let Some((key, fp)) = sender_key(contacts, &header.sender).await? else {
         return Ok(Verdict::Drop(refuse(format!(

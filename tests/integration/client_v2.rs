@@ -9,6 +9,7 @@
 
 mod across_servers;
 mod cut_short;
+mod receiving;
 mod tampered;
 
 use std::io::{BufRead, BufReader};

@@ -1,7 +1,7 @@
-//! Receiving in protocol v2 (docs/PROTOCOL.md §14.4): de-duplicate by
-//! id, parse, find the sender's checked device, check its signature before
-//! any session state is read, open (or set up) the session, and commit the
-//! new state with the message in one transaction before it is
+//! Receiving in protocol v2 (docs/PROTOCOL.md §14.4): parse, de-duplicate
+//! by sender and id, find the sender's checked device, check its signature
+//! before any session state is read, open (or set up) the session, and
+//! commit the new state with the message in one transaction before it is
 //! acknowledged. A v1 envelope is refused with a clear reason.
 
 use super::store::{self, Use};
@@ -167,15 +167,19 @@ impl Session<'_> {
     }
 
     /// Whether this message was stored before (a redelivery after a crash
-    /// between commit and acknowledgement).
+    /// between commit and acknowledgement), by its sender and id
+    /// (docs/PROTOCOL.md §14.4 step 0): another account's message under an
+    /// id seen here is a different message, as is a sync copy under an id a
+    /// contact used first. One from this account may be a message to
+    /// itself or a sync copy, told apart only once opened.
     async fn already_stored(
         &self,
         m: &Delivered,
         sender: &PhoneNumber,
     ) -> Result<bool, ClientError> {
         let home = &self.client.home;
-        Ok(home.has(m.id, Direction::In).await?
-            || (sender == &self.me && home.has(m.id, Direction::Out).await?))
+        Ok(home.has_received(sender, m.id).await?
+            || (sender == &self.me && home.has_sent(m.id).await?))
     }
 
     /// Opens `envelope` in its session, or sets one up from a prekey
