@@ -13,7 +13,7 @@ use crate::client::{ClientError, Session};
 use crate::crypto::v2::{
     Content, Envelope, EnvelopeKind, Opened, PrekeyStore, Session as Ratchet, VerifiedDevice,
 };
-use crate::domain::{Fingerprint, PhoneNumber};
+use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::Delivered;
 use crate::protocol::notice::Undeliverable;
 
@@ -244,19 +244,21 @@ impl Session<'_> {
         let now = self.client.clock.now_ms();
         let sender = u.opened.sender.clone();
         let sent_at = u.opened.sent_at_ms as i64;
+        let copy_refused = match &u.opened.content {
+            Content::SentCopy { id, .. } => sync_copy_refusal(sender == self.me, *id, m.id),
+            _ => None,
+        };
         let (record_peer, fingerprint, direction, to, text, refusal) = match &u.opened.content {
             Content::Text(t) => (sender.clone(), account_fp, Direction::In, None, t, None),
-            Content::SentCopy { to, id, text } if sender == self.me && *id == m.id => {
+            Content::SentCopy { to, text, .. } if copy_refused.is_none() => {
                 let fp = self.recipient_fingerprint(to).await?;
                 let shown = Some(to.to_string());
                 (to.clone(), fp, Direction::Out, shown, text, None)
             }
             Content::SentCopy { .. } | Content::Other { .. } => {
-                let why = if matches!(u.opened.content, Content::SentCopy { .. }) {
-                    "a sync copy that is not from this account's own device"
-                } else {
-                    "unsupported message (a content type this client does not know)"
-                };
+                let why = copy_refused.unwrap_or_else(|| {
+                    "unsupported message (a content type this client does not know)".into()
+                });
                 (
                     sender.clone(),
                     account_fp,
@@ -302,7 +304,7 @@ impl Session<'_> {
             return Ok(Verdict::Drop(Refusal {
                 id: m.id,
                 from: m.from,
-                reason: why.into(),
+                reason: why,
             }));
         }
         if !stored {
@@ -328,5 +330,48 @@ impl Session<'_> {
             Some((_, fp)) => fp,
             None => self.identity.fingerprint(),
         })
+    }
+}
+
+/// Why a sync copy cannot be stored, if it cannot: only this account's own
+/// devices send them, under the id of the message they copy
+/// (docs/PROTOCOL.md §7.9).
+fn sync_copy_refusal(
+    from_own_account: bool,
+    copied: MessageId,
+    envelope: MessageId,
+) -> Option<String> {
+    if !from_own_account {
+        return Some("a sync copy that is not from this account's own device".into());
+    }
+    (copied != envelope).then(|| {
+        format!(
+            "a sync copy whose message id ({copied}) is not the id it was sent under \
+             ({envelope})"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_copy_is_refused_for_what_is_wrong_with_it() {
+        let (id, other) = (MessageId::random(), MessageId::random());
+        assert_eq!(sync_copy_refusal(true, id, id), None);
+        let foreign = sync_copy_refusal(false, id, id).unwrap();
+        assert!(
+            foreign.contains("not from this account's own device"),
+            "{foreign}"
+        );
+        let moved = sync_copy_refusal(true, other, id).unwrap();
+        assert!(
+            moved.contains(&format!(
+                "message id ({other}) is not the id it was sent under ({id})"
+            )),
+            "{moved}"
+        );
+        assert!(!moved.contains("not from this account"), "{moved}");
     }
 }
