@@ -30,6 +30,10 @@ pub struct Refusal {
     pub id: MessageId,
     pub from: String,
     pub reason: String,
+    /// Not acknowledged: it stays on the server and is tried again at the
+    /// next fetch (the sender's key changed, say), where a refused message
+    /// is acknowledged and gone.
+    pub kept_back: bool,
 }
 
 /// What to do with a delivered message.
@@ -57,6 +61,7 @@ pub(super) async fn accept(
         id: m.id,
         from: m.from.clone(),
         reason,
+        kept_back: false,
     };
     let header = match envelope::parse(&m.envelope.0) {
         Ok(v) => v.header,
@@ -135,7 +140,10 @@ async fn signature_failed(
     refuse: impl Fn(String) -> Refusal,
 ) -> Result<Verdict, ClientError> {
     match contacts.current(sender).await {
-        Err(e @ ClientError::KeyChanged { .. }) => Ok(Verdict::KeepBack(refuse(e.to_string()))),
+        Err(e @ ClientError::KeyChanged { .. }) => Ok(Verdict::KeepBack(Refusal {
+            kept_back: true,
+            ..refuse(e.to_string())
+        })),
         Ok(_) | Err(ClientError::Server { .. }) => Ok(Verdict::Drop(refuse(
             "rejected: the signature does not verify (forged or tampered)".into(),
         ))),

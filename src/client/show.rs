@@ -60,10 +60,15 @@ pub fn device_added(phone: &str, device: i64, name: &str) -> String {
     }
 }
 
-/// A refused message, for standard error.
+/// A refused message (acknowledged and gone) or one kept back (left on
+/// the server for the next fetch), for standard error.
 pub fn refusal(r: &Refusal) -> String {
+    let outcome = match r.kept_back {
+        true => "kept back (it stays on the server and is tried again at the next fetch)",
+        false => "refused",
+    };
     format!(
-        "warning: message {} from {} refused: {}",
+        "warning: message {} from {} {outcome}: {}",
         r.id,
         clean(&r.from),
         clean(&r.reason)

@@ -53,6 +53,7 @@ impl Session<'_> {
                 id: m.id,
                 from: m.from.clone(),
                 reason,
+                kept_back: false,
             })
         };
         if let Some(notice) = Undeliverable::parse(&m.envelope.0) {
@@ -83,6 +84,7 @@ impl Session<'_> {
                 id: m.id,
                 from: m.from.clone(),
                 reason: e.to_string(),
+                kept_back: true,
             })
         };
         let (mut peer, mut account_fp) = match self.peer_device(&sender, sender_device).await {
@@ -91,7 +93,7 @@ impl Session<'_> {
                 return Ok(keep_back(ClientError::Input(format!(
                     "sent from device {sender_device} of {sender}, newer than the device list \
                      this server holds for them (it may still be on its way from their home \
-                     server): kept on the server and tried again at the next fetch"
+                     server)"
                 ))));
             }
             Ok(None) => {
@@ -147,6 +149,7 @@ impl Session<'_> {
                 id: m.id,
                 from: m.from,
                 reason: "a notice that does not come from this device's own server".into(),
+                kept_back: false,
             });
         }
         (self.client.notify())(Notice::Undeliverable(notice));
@@ -305,6 +308,7 @@ impl Session<'_> {
                 id: m.id,
                 from: m.from,
                 reason: why,
+                kept_back: false,
             }));
         }
         if !stored {

@@ -125,3 +125,34 @@ async fn a_contact_using_an_id_first_does_not_keep_the_sync_copy_from_another_de
     );
     assert!(fetched(&laptop).await.is_empty(), "both acknowledged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_kept_back_is_told_apart_from_a_refused_one() {
+    let server = spawn_server().await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    let bob = cli_user(&server, homes.path(), "bob", BOB).await;
+    ok(&bob, &["send", ALICE, "from the old key"]).await;
+    assert_eq!(texts(&fetched(&alice).await), ["from the old key"]);
+
+    // Bob registers anew, with a new account key: what he sends waits on
+    // the server until Alice trusts the key, and every fetch says so.
+    let bob2 = cli_user(&server, homes.path(), "bob2", BOB).await;
+    ok(&bob2, &["send", ALICE, "from the new key"]).await;
+    for _ in 0..2 {
+        let (stdout, stderr) = ok(&alice, &["fetch"]).await;
+        assert!(stdout.is_empty(), "{stdout}");
+        let warning = stderr
+            .lines()
+            .find(|l| l.starts_with("warning: message "))
+            .unwrap_or_else(|| panic!("a warning: {stderr}"));
+        assert!(
+            warning.contains(&format!(
+                " from {BOB} kept back (it stays on the server and is tried again at the next \
+                 fetch): the key of {BOB} changed"
+            )),
+            "{warning}"
+        );
+        assert!(!warning.contains("refused"), "{warning}");
+    }
+}
