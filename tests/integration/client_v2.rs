@@ -9,6 +9,7 @@
 
 mod across_servers;
 mod cut_short;
+mod link_without_key;
 mod receiving;
 mod tampered;
 

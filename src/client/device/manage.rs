@@ -308,9 +308,9 @@ impl Client {
                 "the answer to the link request does not open ({e})"
             ))
         })?;
-        let pkcs8 = linked.account_pkcs8.as_ref().ok_or_else(|| {
-            ClientError::Protocol("the other device did not hand over the account key".into())
-        })?;
+        let Some(pkcs8) = linked.account_pkcs8.as_ref() else {
+            return Err(account_key_kept(&phone, &linked.certificate));
+        };
         let identity = identity_from_pkcs8(pkcs8)?;
         let list = linked
             .list
@@ -344,6 +344,23 @@ impl Client {
         self.login().await?.close().await;
         Ok(device.device_id.get())
     }
+}
+
+/// Why a link answered without the account key stops: docs/PROTOCOL.md §16
+/// lets the existing device keep it, but this client logs in, checks its
+/// account's list and sends as a device holding it, so it saves nothing.
+/// The other device has already listed this one (by the certificate it
+/// sent, under the code), so the user is told which one to remove there.
+fn account_key_kept(phone: &PhoneNumber, certificate: &DeviceCertificate) -> ClientError {
+    let id = certificate.device_id;
+    ClientError::Declined(format!(
+        "the device that showed the code kept the account key of {phone} and did not hand \
+         it over (the protocol allows that), but this carrier runs only devices that hold \
+         the account key, so nothing was saved here. That device has already listed this one \
+         as device {id} ({}): remove it there (on a carrier, `carrier devices remove {id}`), \
+         then link again through a device that hands over the account key",
+        crate::client::show::clean(&certificate.name)
+    ))
 }
 
 /// The account key handed over as PKCS#8 DER, read as the key file is.
