@@ -260,6 +260,14 @@ impl Home {
     }
 }
 
+/// A sender's clock as stored and shown: the payload's `sent at` is a
+/// `u64` (docs/PROTOCOL.md §13) and is not checked, but the history keeps
+/// it in a signed column, so a time past `i64::MAX` milliseconds (some 292
+/// million years from 1970) is kept as `i64::MAX`, never wrapped negative.
+pub(in crate::client) fn sent_at_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 /// A transaction that takes the home's write lock at once. Two sessions of
 /// one home (a `chat` sending while it receives, or two commands at once)
 /// write device state concurrently; a deferred transaction that reads and
@@ -575,6 +583,19 @@ mod tests {
             .map(|e| e.direction)
             .collect();
         assert_eq!(directions, [Direction::Out, Direction::In]);
+    }
+
+    #[test]
+    fn a_sender_time_past_the_signed_range_is_kept_at_its_end_not_negative() {
+        for (sent, kept) in [
+            (0, 0),
+            (1_765_000_000_000, 1_765_000_000_000),
+            ((1 << 63) - 1, i64::MAX),
+            ((1 << 63) + 5, i64::MAX),
+            (u64::MAX, i64::MAX),
+        ] {
+            assert_eq!(sent_at_ms(sent), kept, "{sent}");
+        }
     }
 
     #[test]

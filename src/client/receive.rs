@@ -3,7 +3,7 @@
 
 use super::ClientError;
 use super::contacts::Contacts;
-use super::home::{Direction, Record};
+use super::home::{Direction, Record, sent_at_ms};
 use crate::crypto::{self, CryptoError, Identity, PublicKey};
 use crate::domain::{Fingerprint, MessageId, PhoneNumber};
 use crate::protocol::{Delivered, ErrorCode, envelope};
@@ -88,7 +88,7 @@ pub(super) async fn accept(
         }
         Err(e) => return Ok(Verdict::Drop(refuse(format!("rejected: {e}")))),
     };
-    let sent_at = opened.header.sent_at as i64;
+    let sent_at = sent_at_ms(opened.header.sent_at);
     let stored = home
         .record(&Record {
             id: m.id,

@@ -7,7 +7,7 @@
 use super::store::{self, Use};
 use super::{Device, now_ms};
 use crate::client::Notice;
-use crate::client::home::{Direction, Record, record_in};
+use crate::client::home::{Direction, Record, record_in, sent_at_ms};
 use crate::client::receive::{Received, Refusal, Verdict};
 use crate::client::{ClientError, Session};
 use crate::crypto::v2::{
@@ -246,7 +246,7 @@ impl Session<'_> {
     ) -> Result<Verdict, ClientError> {
         let now = self.client.clock.now_ms();
         let sender = u.opened.sender.clone();
-        let sent_at = u.opened.sent_at_ms as i64;
+        let sent_at = sent_at_ms(u.opened.sent_at_ms);
         let copy_refused = match &u.opened.content {
             Content::SentCopy { id, .. } => sync_copy_refusal(sender == self.me, *id, m.id),
             _ => None,
