@@ -6,6 +6,8 @@
 //! refused. `across_servers`: the same across a neighbourhood of real
 //! servers. `tampered`: a server that doubles, forges or rolls back what
 //! it serves. `cut_short`: sends stopped after the message went out.
+//! `receiving`: messages under one id from two accounts, and messages kept
+//! back. `link_without_key`: a link answered without the account key.
 
 mod across_servers;
 mod cut_short;
