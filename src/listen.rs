@@ -104,13 +104,13 @@ pub const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// A connection that has proved nothing yields to one that may: a new
 /// connection from an address at its limit closes one of that address's
 /// unproven ones (and takes its slot when every slot is taken:
-/// [`Unproven::evict_own`]), and a new connection from another address
-/// that finds every slot taken closes one of all
+/// [`Unproven::evict_own`]; it never closes another address's, even when
+/// all of its own are closing already), and a new connection from an
+/// address under its limit that finds every slot taken closes one of all
 /// ([`Unproven::evict_first`]): the least proved ([`Proof`]), the oldest
-/// of them. Idle
-/// strangers, however many addresses they hold, then only delay a
-/// newcomer, and connections that have proved who they are are never
-/// closed to make room.
+/// of them. Idle strangers, however many addresses they hold, then only
+/// delay a newcomer, and connections that have proved who they are are
+/// never closed to make room.
 pub struct Unproven {
     max_per_address: usize,
     /// Most connections ranked above [`Proof::Nothing`] at once.
@@ -276,19 +276,19 @@ impl Unproven {
 
     /// Closes the least proved of the unproven connections of `peer`'s
     /// address not closed yet (the oldest of them) when that address has
-    /// the most allowed: a newcomer from it is to take that one's slot,
-    /// not another address's. True when one was closed.
-    pub fn evict_own(&self, peer: IpAddr) -> bool {
+    /// the most allowed, those closed and letting go included: a newcomer
+    /// from it is to take that one's slot, never another address's.
+    pub fn evict_own(&self, peer: IpAddr) -> Own {
         let prefix = ClientPrefix::of(peer);
         let mut registry = self.lock();
         if registry.counts(prefix).0 < self.max_per_address {
-            return false;
+            return Own::UnderLimit;
         }
         let Some(first) = registry.first_open_of(prefix) else {
-            return false;
+            return Own::AllClosing;
         };
         registry.evict(first);
-        true
+        Own::Closed
     }
 
     /// Closes the least proved unproven connection not closed yet (the
@@ -303,6 +303,18 @@ impl Unproven {
         registry.evict(first);
         true
     }
+}
+
+/// What [`Unproven::evict_own`] did for a newcomer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Own {
+    /// Its address is under its limit: it may make room like any other.
+    UnderLimit,
+    /// One of its address's connections was closed for it.
+    Closed,
+    /// Its address is at its limit with connections that were all closed
+    /// already and are letting go: it may only wait for their slots.
+    AllClosing,
 }
 
 /// One connection counted as unproven; it stops counting when dropped
@@ -379,35 +391,61 @@ pub enum Slot {
     /// closed for it: the address was at its limit.
     FreedOwn(OwnedSemaphorePermit),
     /// No slot: every one is held by a connection that has proved who it
-    /// is, or by one that was closed and has not let go yet.
+    /// is, or by one that was closed and has not let go yet; or the
+    /// address is at its limit and none of its own freed one in time.
     Full,
 }
 
 /// One of `slots` for a new connection from `peer`: a free one, or else
 /// the one an unproven connection gives back when closed for it. The
-/// address's own limit comes first: an address at it closes its own
-/// oldest ([`Unproven::evict_own`]), and it alone, for as long as that
-/// one lets go in time. Otherwise the oldest of all `unproven` is closed;
-/// one that does not let go within [`EVICTION_WAIT`] is left to end
-/// alone, and the next oldest is closed, until none is left to close.
+/// address's own limit comes first: a newcomer from an address at it
+/// (counting its connections closed and letting go) never closes another
+/// address's connection ([`own_slot`]). Otherwise the oldest of all
+/// `unproven` is closed; one that does not let go within
+/// [`EVICTION_WAIT`] is left to end alone, and the next oldest is closed,
+/// until none is left to close.
 pub async fn slot_or_evict(slots: &Arc<Semaphore>, unproven: &Unproven, peer: IpAddr) -> Slot {
     if let Ok(permit) = slots.clone().try_acquire_owned() {
         return Slot::Free(permit);
     }
-    if unproven.evict_own(peer)
-        && let Ok(Ok(permit)) =
-            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await
-    {
-        return Slot::FreedOwn(permit);
+    match unproven.evict_own(peer) {
+        Own::UnderLimit => {}
+        own => return own_slot(slots, unproven, peer, own).await,
     }
     while unproven.evict_first() {
-        if let Ok(Ok(permit)) =
-            tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await
-        {
+        if let Some(permit) = freed(slots).await {
             return Slot::Freed(permit);
         }
     }
     Slot::Full
+}
+
+/// The slot of a newcomer from an address at its limit, once `own` was
+/// done for it: it waits for a slot given back by its address's closing
+/// connections. When none comes within [`EVICTION_WAIT`] (the one freed
+/// went to an earlier newcomer, or the one closed did not let go), it
+/// closes another of its own while any is open, and is turned away once
+/// none is: a burst from one address, however many of its connections
+/// are already letting go, never closes another address's.
+async fn own_slot(slots: &Arc<Semaphore>, unproven: &Unproven, peer: IpAddr, mut own: Own) -> Slot {
+    while own != Own::UnderLimit {
+        if let Some(permit) = freed(slots).await {
+            return Slot::FreedOwn(permit);
+        }
+        if own == Own::AllClosing {
+            break;
+        }
+        own = unproven.evict_own(peer);
+    }
+    Slot::Full
+}
+
+/// A slot given back within [`EVICTION_WAIT`].
+async fn freed(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Some(permit),
+        _ => None,
+    }
 }
 
 fn open_reserve() -> Option<File> {
@@ -551,6 +589,67 @@ mod tests {
             "only its own oldest is closed"
         );
         assert!(!evicted, "its room was made already");
+    }
+
+    /// Holds a slot and an unproven place for `peer` in a task that lets
+    /// both go as soon as the connection is closed; the token tells
+    /// whether it was.
+    fn hold(slots: &Arc<Semaphore>, unproven: &Arc<Unproven>, peer: &str) -> CancellationToken {
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let (slot, _) = unproven.admit(ip(peer)).unwrap();
+        let closed = slot.evicted();
+        let token = closed.clone();
+        tokio::spawn(async move {
+            closed.cancelled().await;
+            drop((slot, permit));
+        });
+        token
+    }
+
+    /// Several newcomers at once from an address at its limit, every slot
+    /// taken: they close its own connections, and the one that finds
+    /// them all closing already waits for their slots and is turned away,
+    /// never closing the other address's connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_from_an_address_at_its_limit_leaves_others_alone() {
+        let slots = Arc::new(Semaphore::new(3));
+        let unproven = Unproven::new(2, 16);
+        let own = [
+            hold(&slots, &unproven, "192.0.2.1"),
+            hold(&slots, &unproven, "192.0.2.1"),
+        ];
+        let other = hold(&slots, &unproven, "192.0.2.2");
+        let burst = (0..3).map(|_| slot_or_evict(&slots, &unproven, ip("192.0.2.1")));
+        let slots_got = futures::future::join_all(burst).await;
+        assert!(own.iter().all(CancellationToken::is_cancelled));
+        assert!(
+            !other.is_cancelled(),
+            "another address's connection is left"
+        );
+        let freed_own = slots_got.iter().filter(|s| matches!(s, Slot::FreedOwn(_)));
+        let full = slots_got.iter().filter(|s| matches!(s, Slot::Full));
+        assert_eq!((freed_own.count(), full.count()), (2, 1));
+    }
+
+    /// When the slot its own closed connection gave back goes to an
+    /// earlier waiter, a newcomer from an address at its limit is turned
+    /// away rather than closing another address's connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_taken_by_an_earlier_waiter_closes_no_other() {
+        let slots = Arc::new(Semaphore::new(2));
+        let unproven = Unproven::new(1, 16);
+        let own = hold(&slots, &unproven, "192.0.2.1");
+        let other = hold(&slots, &unproven, "192.0.2.2");
+        let earlier = tokio::spawn(slots.clone().acquire_owned());
+        tokio::task::yield_now().await;
+        let newcomer = slot_or_evict(&slots, &unproven, ip("192.0.2.1")).await;
+        assert!(matches!(newcomer, Slot::Full));
+        assert!(own.is_cancelled());
+        assert!(
+            !other.is_cancelled(),
+            "another address's connection is left"
+        );
+        assert!(earlier.await.unwrap().is_ok(), "the earlier waiter got it");
     }
 
     /// A closed connection that does not let go of its slot does not keep
