@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::AdminError;
@@ -19,8 +19,8 @@ pub(super) async fn backup(cx: &Context, file: &Path) -> Result<String, AdminErr
     // Created empty and 0600 first (SQLite fills an empty file), so the
     // copy is never readable by others, and an existing file is refused
     // by the same call that would create it.
-    create_private(file)?;
-    made.add(file);
+    let created = create_private(file)?;
+    made.add(file, created);
     let copied = cx.store.backup_into(file).await?;
     if !copied {
         made.remove(file);
@@ -49,20 +49,25 @@ pub(super) async fn backup(cx: &Context, file: &Path) -> Result<String, AdminErr
     })
 }
 
-/// The files this backup created, removed when it is dropped before
-/// [`Made::keep`]: on every early return of [`backup`].
+/// The files this backup created, each with its open handle, removed
+/// when it is dropped before [`Made::keep`]: on every early return of
+/// [`backup`].
 #[derive(Default)]
-struct Made(Vec<PathBuf>);
+struct Made(Vec<(PathBuf, File)>);
 
 impl Made {
-    /// Notes `path`, which this backup has just created.
-    fn add(&mut self, path: &Path) {
-        self.0.push(path.to_owned());
+    /// Notes `path`, which this backup has just created as `file`.
+    fn add(&mut self, path: &Path, file: File) {
+        self.0.push((path.to_owned(), file));
     }
 
     fn remove(&mut self, path: &Path) {
-        let _ = std::fs::remove_file(path);
-        self.0.retain(|p| p != path);
+        self.0.retain(|(p, file)| {
+            if p == path {
+                remove_if_same(p, file);
+            }
+            p != path
+        });
     }
 
     /// The backup is whole: its files stay.
@@ -73,9 +78,20 @@ impl Made {
 
 impl Drop for Made {
     fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
+        for (path, file) in &self.0 {
+            remove_if_same(path, file);
         }
+    }
+}
+
+/// Removes `path` only while it still names `file`: in a directory others
+/// may write to, another file could have been put at that path since.
+fn remove_if_same(path: &Path, file: &File) {
+    let (Ok(there), Ok(ours)) = (std::fs::symlink_metadata(path), file.metadata()) else {
+        return;
+    };
+    if (there.dev(), there.ino()) == (ours.dev(), ours.ino()) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -102,6 +118,29 @@ fn copy_private(from: &Path, to: &Path, made: &mut Made) -> Result<(), AdminErro
         .map_err(|e| AdminError::Io(format!("cannot read {}: {e}", from.display())))?;
     let mut file = create_private(to)?;
     let written = file.write_all(&bytes).and_then(|()| file.sync_all());
-    made.add(to);
+    made.add(to, file);
     written.map_err(|e| AdminError::Io(format!("cannot write {}: {e}", to.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed backup removes the files it created, but not a file put at
+    /// one of their paths since: that one is someone else's.
+    #[test]
+    fn cleanup_leaves_a_file_swapped_in_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("backup");
+        let swapped = dir.path().join("backup.server.key");
+        let mut made = Made::default();
+        made.add(&ours, create_private(&ours).unwrap());
+        made.add(&swapped, create_private(&swapped).unwrap());
+        std::fs::remove_file(&swapped).unwrap();
+        std::fs::write(&swapped, "someone else's").unwrap();
+        drop(made);
+        assert!(!ours.exists(), "the backup's own file is removed");
+        let left = std::fs::read_to_string(&swapped).unwrap();
+        assert_eq!(left, "someone else's");
+    }
 }
