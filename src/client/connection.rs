@@ -242,9 +242,14 @@ async fn read_loop(
                 // A diagnostic only (RUST_LOG): what a person must know
                 // of it, `chat` says in its own words (`ended_by`).
                 tracing::warn!(?code, %message, "the server reported an error");
+                // Each of these comes just before the server closes the
+                // connection (`unknown_device`: this device was removed,
+                // or the account registered again with another key).
                 if matches!(
                     code,
-                    protocol::ErrorCode::FrameTooLarge | protocol::ErrorCode::ShuttingDown
+                    protocol::ErrorCode::FrameTooLarge
+                        | protocol::ErrorCode::ShuttingDown
+                        | protocol::ErrorCode::UnknownDevice
                 ) {
                     fail_all(&waiters, code, &message);
                 }
@@ -257,7 +262,8 @@ async fn read_loop(
     pending.waiting.clear();
 }
 
-/// A connection-level error (frame too large, shutting down) answers every
+/// A connection-level error (frame too large, shutting down, this device
+/// closed by a change to its account) answers every
 /// request still waiting, and is kept for [`Connection::ended_by`].
 fn fail_all(waiters: &Waiters, code: protocol::ErrorCode, message: &str) {
     let mut w = waiters.lock().unwrap_or_else(|p| p.into_inner());

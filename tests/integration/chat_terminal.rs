@@ -1,8 +1,8 @@
 //! `carrier chat` on a terminal, driven through a pseudo-terminal as a
 //! person would: a prompt naming the user, a message arriving while a line
 //! is half typed (the line stays intact and is sent whole), Tab completion
-//! of a contact's number, and a server restart the chat survives with a
-//! notice.
+//! of a contact's number, a server restart the chat survives with a
+//! notice, and the server's reason when it closes the chat's device.
 
 use carrier::protocol::KeyType;
 use expectrl::{Eof, Expect};
@@ -94,5 +94,40 @@ async fn chat_on_a_terminal_keeps_the_typed_line_completes_numbers_and_reconnect
         "{status}"
     );
     bob_session.close().await;
+    server.stop().await;
+}
+
+/// The account is registered again with another key while a chat runs on
+/// its device: the server closes the device's session and says why, and
+/// the chat passes that on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_says_why_the_server_closed_its_device() {
+    let mut server = spawn_server().await;
+    let alice = register(&server, ALICE, KeyType::P256).await;
+    let mut chat = carrier_in(alice.home.path(), &["--server", &server.addr(), "chat"]);
+    chat.env_remove("RUST_LOG");
+    let pty = start_pty(chat);
+    let (pty, _) = on_pty(pty, |pty| {
+        expect(pty, r"Logged in as \+12025550101\.");
+    })
+    .await;
+
+    let (_home, again) = new_client(&server.addr(), Some(server.fingerprint())).await;
+    let replaced = register_client(&server, &again, ALICE, KeyType::P256)
+        .await
+        .expect("registering again succeeds");
+    assert!(replaced, "the second registration replaced the first key");
+    let (pty, _) = on_pty(pty, |pty| {
+        // Told when the connection is lost, or as the answer to a request
+        // it cut short (the chat's first fetch may still be under way).
+        expect(
+            pty,
+            r"\+12025550101 was registered again with another key, which removed this device",
+        );
+        pty.send("quit\r").unwrap();
+        pty.expect(Eof).expect("chat ends at quit");
+    })
+    .await;
+    drop(pty);
     server.stop().await;
 }

@@ -84,7 +84,8 @@ async fn run<'c>(
         session.me()
     ));
     let mut link = Link::Up(Box::new(session));
-    catch_up(&mut link, &mut screen).await?;
+    let caught_up = catch_up(&mut link, &mut screen).await;
+    unless_cut_off(caught_up, &mut screen)?;
     input.set_contacts(client.home.contact_phones().await?);
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     loop {
