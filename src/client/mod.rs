@@ -61,14 +61,25 @@ pub enum Notice {
     /// The recipient's server refused one device's copy of a message this
     /// device sent (protocol v2); that copy will never arrive.
     Undeliverable(crate::protocol::notice::Undeliverable),
-    /// A device of `phone` gets nothing from this send: the keys the server
-    /// offered for it were refused (forged, or older than a device keeps
-    /// them). `device` is its id when the keys named one.
+    /// A device of `phone` gets nothing from this send, for `why`.
+    /// `device` is its id: always when the server offered no keys for it,
+    /// and when refused keys named one whose certificate checked out.
     DeviceLeftOut {
         phone: String,
         device: Option<u32>,
-        reason: crate::crypto::v2::Error,
+        why: LeftOut,
     },
+}
+
+/// Why a listed device gets nothing from a send (docs/PROTOCOL.md §7.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftOut {
+    /// The keys the server offered for it were refused: forged, or older
+    /// than a device keeps them.
+    Refused(crate::crypto::v2::Error),
+    /// The server offered none: the device has not published its prekeys
+    /// yet (or not the last-resort keys a session starts from).
+    NoKeys,
 }
 
 /// Receives notices; the command line prints them on standard error.

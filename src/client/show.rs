@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::{Authorship, ClientError, HistoryEntry, Notice, Received, Refusal};
+use super::{Authorship, ClientError, HistoryEntry, LeftOut, Notice, Received, Refusal};
 use crate::client::Direction;
 use crate::clock::utc;
 use crate::protocol::{Broadcast, ListedUser};
@@ -131,18 +131,16 @@ pub fn notice(n: &Notice) -> String {
             u.device,
             clean(&u.reason)
         ),
-        Notice::DeviceLeftOut {
-            phone,
-            device,
-            reason,
-        } => {
+        Notice::DeviceLeftOut { phone, device, why } => {
             let which = match device {
                 Some(d) => format!("device {d} of {}", clean(phone)),
                 None => format!("a device of {}", clean(phone)),
             };
-            format!(
-                "warning: {which} gets nothing from this send: its keys were refused ({reason})"
-            )
+            let because = match why {
+                LeftOut::Refused(reason) => format!("its keys were refused ({reason})"),
+                LeftOut::NoKeys => "it has published no keys yet".into(),
+            };
+            format!("warning: {which} gets nothing from this send: {because}")
         }
     }
 }

@@ -8,9 +8,11 @@
 //! it serves. `cut_short`: sends stopped after the message went out.
 //! `receiving`: messages under one id from two accounts, and messages kept
 //! back. `link_without_key`: a link answered without the account key.
+//! `keyless`: a listed device that has published no keys.
 
 mod across_servers;
 mod cut_short;
+mod keyless;
 mod link_without_key;
 mod receiving;
 mod tampered;

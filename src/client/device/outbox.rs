@@ -10,11 +10,11 @@
 use std::collections::{HashMap, HashSet};
 
 use super::partly::{Cut, PartlySent, Reach};
-use super::peers::{Checked, RefusedBundle};
+use super::peers::{Checked, Unserved};
 use super::store::{self, Use};
 use super::{Device, now_ms};
 use crate::client::home::{Direction, Record, record_in};
-use crate::client::{ClientError, Notice, Session, refused, unexpected};
+use crate::client::{ClientError, LeftOut, Notice, Session, refused, unexpected};
 use crate::crypto::v2::{self, ClaimedPrekeys, Content, MAX_TEXT_BYTES, Session as Ratchet};
 use crate::domain::{MessageId, PhoneNumber};
 use crate::protocol::{B64, CurrentDevices, ErrorCode, Request, Response};
@@ -62,9 +62,10 @@ const MAX_LIST_CHANGES: usize = 4;
 struct FanOut {
     /// The devices that took their copy, in the order they did.
     took: Vec<u32>,
-    /// The bundles refused on the way: once settled, one per device left
-    /// out and none for a device that took its copy.
-    refused: Vec<RefusedBundle>,
+    /// What left devices out on the way (bundles refused, devices without
+    /// one): once settled, one per device left out and none for a device
+    /// that took its copy.
+    unserved: Vec<Unserved>,
     /// What stopped it part-way, if anything did.
     cut: Option<Cut>,
 }
@@ -75,7 +76,7 @@ impl FanOut {
     fn settled(mut self, this: Option<u32>) -> Self {
         let mut served: HashSet<u32> = self.took.iter().copied().collect();
         served.extend(this);
-        self.refused = left_out(std::mem::take(&mut self.refused), &served);
+        self.unserved = left_out(std::mem::take(&mut self.unserved), &served);
         self
     }
 
@@ -141,11 +142,11 @@ impl Session<'_> {
             sent_at,
         };
         let recipient = self.fan_out(device, peer, &message).await;
-        self.tell_left_out(to, &recipient.refused);
+        self.tell_left_out(to, &recipient.unserved);
         if recipient.took.is_empty() {
             match recipient.cut {
                 Some(cut) => return Err(refused_part_way(cut.error, "nothing was sent")),
-                None if !to_self => return Err(none_reached(to, &recipient.refused)),
+                None if !to_self => return Err(none_reached(to, &recipient.unserved)),
                 None => {}
             }
         }
@@ -210,7 +211,7 @@ impl Session<'_> {
             sent_at,
         };
         let copies = self.fan_out(device, mine, &message).await;
-        self.tell_left_out(&self.me, &copies.refused);
+        self.tell_left_out(&self.me, &copies.unserved);
         copies.reach()
     }
 
@@ -270,7 +271,7 @@ impl Session<'_> {
         // The sending device, when sending to its own account.
         let this = (checked.phone == self.me).then_some(device.id().get());
         for _ in 0..MAX_LIST_CHANGES {
-            out.refused.append(&mut checked.refused);
+            out.unserved.append(&mut checked.unserved);
             let todo = still_to_serve(&checked, &out.took, this);
             let current = match self
                 .send_round(device, &checked, &todo, message, &mut out.took)
@@ -374,12 +375,12 @@ impl Session<'_> {
     }
 
     /// Tells the user of each device of `phone` this send left out.
-    fn tell_left_out(&self, phone: &PhoneNumber, refused: &[RefusedBundle]) {
-        for r in refused {
+    fn tell_left_out(&self, phone: &PhoneNumber, unserved: &[Unserved]) {
+        for u in unserved {
             (self.client.notify())(Notice::DeviceLeftOut {
                 phone: phone.to_string(),
-                device: r.device,
-                reason: r.reason.clone(),
+                device: u.device,
+                why: u.why.clone(),
             });
         }
     }
@@ -523,15 +524,15 @@ fn still_to_serve(checked: &Checked, took: &[u32], this: Option<u32>) -> Vec<u32
         .collect()
 }
 
-/// The refusals worth telling: none for a device that took the message,
-/// one per device otherwise, and one for all the bundles whose certificate
-/// did not check out (a server could offer any number). For a device with
-/// several, a forgery is told before keys out of date: a server replaying
-/// a genuine old bundle ahead of a forged one must not pass the forgery
-/// off as age.
-fn left_out(refused: Vec<RefusedBundle>, served: &HashSet<u32>) -> Vec<RefusedBundle> {
-    let mut told: Vec<RefusedBundle> = Vec::new();
-    for r in refused {
+/// What is worth telling of the devices left out: none for a device that
+/// took the message, one per device otherwise, and one for all the bundles
+/// whose certificate did not check out (a server could offer any number).
+/// For a device with several, a forgery is told before keys out of date or
+/// missing: a server replaying a genuine old bundle ahead of a forged one
+/// must not pass the forgery off as age.
+fn left_out(unserved: Vec<Unserved>, served: &HashSet<u32>) -> Vec<Unserved> {
+    let mut told: Vec<Unserved> = Vec::new();
+    for r in unserved {
         if r.device.is_some_and(|d| served.contains(&d)) {
             continue;
         }
@@ -544,21 +545,26 @@ fn left_out(refused: Vec<RefusedBundle>, served: &HashSet<u32>) -> Vec<RefusedBu
     told
 }
 
-/// Whether a refused bundle does not check out against its account key, as
-/// opposed to being genuine but out of date.
-fn forged(r: &RefusedBundle) -> bool {
-    r.reason != v2::Error::StalePrekey
+/// Whether a device was left out for keys that do not check out against
+/// their account key, as opposed to keys genuine but out of date, or none.
+fn forged(u: &Unserved) -> bool {
+    matches!(&u.why, LeftOut::Refused(reason) if *reason != v2::Error::StalePrekey)
+}
+
+/// Whether a device was left out for genuine keys out of date.
+fn out_of_date(u: &Unserved) -> bool {
+    u.why == LeftOut::Refused(v2::Error::StalePrekey)
 }
 
 /// Why a send reached no device of `to`: forged keys (if any were seen),
 /// keys out of date, or none published.
-fn none_reached(to: &PhoneNumber, refused: &[RefusedBundle]) -> ClientError {
-    if refused.iter().any(forged) {
+fn none_reached(to: &PhoneNumber, unserved: &[Unserved]) -> ClientError {
+    if unserved.iter().any(forged) {
         ClientError::Forged(format!(
             "the server offered keys for {to} that do not check out against their account \
              key; nothing was sent"
         ))
-    } else if !refused.is_empty() {
+    } else if unserved.iter().any(out_of_date) {
         ClientError::NoDeviceReady(format!(
             "{to} has no device that can receive now: their published keys are out of date; \
              try again once one of their devices has been online"
@@ -619,12 +625,24 @@ mod tests {
         })
     }
 
-    fn refused(device: Option<u32>, reason: v2::Error) -> RefusedBundle {
-        RefusedBundle { device, reason }
+    fn refused(device: Option<u32>, reason: v2::Error) -> Unserved {
+        Unserved {
+            device,
+            why: LeftOut::Refused(reason),
+        }
+    }
+
+    fn keyless(device: u32) -> Unserved {
+        Unserved {
+            device: Some(device),
+            why: LeftOut::NoKeys,
+        }
     }
 
     /// A device that took the message, or was told of already, is not
-    /// told again; bundles without a checked device are told once.
+    /// told again; bundles without a checked device are told once. A
+    /// device without keys in one round is told once, and not at all when
+    /// it took the message in another.
     #[test]
     fn each_device_left_out_is_told_once() {
         let bad = v2::Error::BadSignature;
@@ -632,18 +650,22 @@ mod tests {
             vec![
                 refused(Some(2), bad.clone()),
                 refused(Some(3), v2::Error::StalePrekey),
+                keyless(5),
+                keyless(6),
                 refused(Some(2), v2::Error::StalePrekey),
                 refused(Some(4), bad.clone()),
                 refused(None, v2::Error::Malformed("prekey")),
                 refused(None, bad.clone()),
+                keyless(5),
             ],
-            &HashSet::from([1, 4]),
+            &HashSet::from([1, 4, 6]),
         );
         assert_eq!(
             told,
             [
                 refused(Some(2), bad),
                 refused(Some(3), v2::Error::StalePrekey),
+                keyless(5),
                 refused(None, v2::Error::Malformed("prekey")),
             ]
         );
@@ -684,11 +706,13 @@ mod tests {
             matches!(out_of_date, ClientError::NoDeviceReady(ref m) if m.contains("out of date")),
             "{out_of_date}"
         );
-        let none = none_reached(&to, &[]);
-        assert!(
-            matches!(none, ClientError::NoDeviceReady(ref m) if m.contains("none has published")),
-            "{none}"
-        );
+        for unserved in [&[][..], &[keyless(1), keyless(2)]] {
+            let none = none_reached(&to, unserved);
+            assert!(
+                matches!(none, ClientError::NoDeviceReady(ref m) if m.contains("none has published")),
+                "{none}"
+            );
+        }
     }
 
     /// A list refused before any device took the message says that

@@ -6,13 +6,14 @@
 //! gives, whatever became of its bundle: who a device is does not depend on
 //! its prekeys, so a server that forges or withholds a bundle can neither
 //! have that device's messages dropped nor make it look new again later.
-//! Only bundles that check out are written to. A device added under the
+//! Only bundles that check out are written to; every other listed device
+//! is left out of a send, with why (`Unserved`). A device added under the
 //! pinned key is no key change: it is accepted, and noted for `fetch` to
 //! tell once.
 
 use super::now_ms;
 use super::store::{self, PeerDeviceRow};
-use crate::client::{ClientError, Session};
+use crate::client::{ClientError, LeftOut, Session};
 use crate::crypto::PublicKey;
 use crate::crypto::v2::{
     self, DeviceId, DeviceList, PrekeyBundle, PublicPoint, VerifiedBundle, VerifiedDevice,
@@ -36,17 +37,28 @@ pub(in crate::client) struct Checked {
     /// The bundles that checked out, at most one per device, for new
     /// sessions.
     pub bundles: Vec<VerifiedBundle>,
-    /// The bundles that did not.
-    pub refused: Vec<RefusedBundle>,
+    /// The rest: each bundle that did not check out, and each listed
+    /// device that came with no bundle whose certificate did.
+    pub unserved: Vec<Unserved>,
 }
 
-/// A bundle that did not check out: the device it is for, when its
-/// certificate did check out (a server could write any id into one that
-/// does not), and why. What the user is told of a device left out.
+/// A device of a lookup answer that gets nothing, and why: its bundle did
+/// not check out, or it came with none. `device` is its id, unknown for a
+/// bundle whose certificate did not check out (a server could write any
+/// id into one). What the user is told of a device left out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(in crate::client) struct RefusedBundle {
+pub(in crate::client) struct Unserved {
     pub device: Option<u32>,
-    pub reason: v2::Error,
+    pub why: LeftOut,
+}
+
+impl Unserved {
+    fn refused(device: Option<u32>, reason: v2::Error) -> Self {
+        Self {
+            device,
+            why: LeftOut::Refused(reason),
+        }
+    }
 }
 
 /// The bundles of one answer, checked against its list.
@@ -56,24 +68,23 @@ struct Offered {
     /// server may offer several for one device, and a device sealed for
     /// twice would be sent the message twice under one id.
     bundles: Vec<VerifiedBundle>,
-    /// Those refused, in the order offered.
-    refused: Vec<RefusedBundle>,
+    /// Those refused, in the order offered, then each listed device with
+    /// no bundle whose certificate checked out.
+    unserved: Vec<Unserved>,
     /// The devices whose certificate checked out, prekeys or not: the
     /// first certificate of each.
     certified: Vec<VerifiedDevice>,
 }
 
-/// Checks each offered bundle against a verified list.
+/// Checks each offered bundle against a verified list, and notes the
+/// listed devices none was offered for.
 fn check_bundles(offered: &[B64], list: &VerifiedDeviceList, now: u64) -> Offered {
     let mut out = Offered::default();
     for bytes in offered {
         let (device, prekeys) = match certify_bundle(&bytes.0, list, now) {
             Ok(checked) => checked,
             Err(reason) => {
-                out.refused.push(RefusedBundle {
-                    device: None,
-                    reason,
-                });
+                out.unserved.push(Unserved::refused(None, reason));
                 continue;
             }
         };
@@ -86,13 +97,26 @@ fn check_bundles(offered: &[B64], list: &VerifiedDeviceList, now: u64) -> Offere
         }
         match prekeys {
             Ok(bundle) => out.bundles.push(bundle),
-            Err(reason) => out.refused.push(RefusedBundle {
-                device: Some(id.get()),
-                reason,
-            }),
+            Err(reason) => out.unserved.push(Unserved::refused(Some(id.get()), reason)),
         }
     }
+    let keyless = without_keys(list, &out.certified);
+    out.unserved.extend(keyless);
     out
+}
+
+/// The listed devices with no certified bundle: a server leaves a device
+/// out of `lookup` until it has published a signed prekey and a last-resort
+/// ML-KEM key (docs/PROTOCOL.md §5.2). Told by number, which the signed
+/// list vouches for.
+fn without_keys(list: &VerifiedDeviceList, certified: &[VerifiedDevice]) -> Vec<Unserved> {
+    (list.list().devices.iter())
+        .filter(|(id, _)| !certified.iter().any(|d| d.device_id == *id))
+        .map(|(id, _)| Unserved {
+            device: Some(id.get()),
+            why: LeftOut::NoKeys,
+        })
+        .collect()
 }
 
 /// Checks one bundle: `Err` when its certificate does not check out (a
@@ -206,7 +230,7 @@ impl Session<'_> {
                 .map(|b| b.device.device_id.get())
                 .collect(),
             bundles: offered.bundles,
-            refused: offered.refused,
+            unserved: offered.unserved,
         })
     }
 
@@ -244,7 +268,7 @@ impl Session<'_> {
             version,
             devices,
             bundles: Vec::new(),
-            refused: Vec::new(),
+            unserved: Vec::new(),
         }))
     }
 
@@ -358,21 +382,25 @@ mod tests {
         ];
         let checked = check_bundles(&offered, &a.list, NOW);
         assert_eq!(ids(&checked.bundles), [1, 2]);
-        assert!(checked.refused.is_empty(), "{:?}", checked.refused);
+        assert!(checked.unserved.is_empty(), "{:?}", checked.unserved);
         let used = checked.bundles[0].signed.0;
         let expected = PrekeyBundle::parse(&first.0).unwrap().signed_prekey.id;
         assert_eq!(used, expected, "the first that checked out");
 
         // One out of date, then one that checks out: the second is used.
+        // Device 2 has none.
         let offered = [bundle(c1, k1, NOW - 40 * DAY), first];
         let checked = check_bundles(&offered, &a.list, NOW);
         assert_eq!(ids(&checked.bundles), [1]);
         assert_eq!(
-            checked.refused,
-            [RefusedBundle {
-                device: Some(1),
-                reason: v2::Error::StalePrekey
-            }]
+            checked.unserved,
+            [
+                Unserved::refused(Some(1), v2::Error::StalePrekey),
+                Unserved {
+                    device: Some(2),
+                    why: LeftOut::NoKeys
+                }
+            ]
         );
     }
 
@@ -391,8 +419,19 @@ mod tests {
         ];
         let checked = check_bundles(&offered, &a.list, NOW);
         assert_eq!(ids(&checked.bundles), [3], "only the one that passed");
-        let reasons: Vec<_> = checked.refused.iter().map(|r| r.device).collect();
-        assert_eq!(reasons, [Some(1), Some(2), None]);
+        let left_out: Vec<_> = (checked.unserved.iter())
+            .map(|r| (r.device, matches!(r.why, LeftOut::NoKeys)))
+            .collect();
+        assert_eq!(
+            left_out,
+            [
+                (Some(1), false),
+                (Some(2), false),
+                (None, false),
+                (Some(4), true)
+            ],
+            "device 4, listed without a bundle, is left out for having no keys"
+        );
 
         let fingerprint = a.list.list().account;
         let rows = remembered(&a.list, &checked.certified, &fingerprint);
