@@ -28,41 +28,45 @@ export class CoreError extends Error {
   }
 }
 
-const SENTENCES: Record<string, string> = {
-  invalid_phone: "That is not a valid phone number. Write it with + and the country code, for example +1 202 555 0101.",
-  unknown_user: "No Carrier account has that number. Check the number, or ask them to join Carrier.",
-  wrong_code: "That code is wrong. Check the 6-digit code and try again.",
-  code_expired: "That code has expired. Press Get code for a new one.",
-  code_dead: "Too many wrong codes for this number. Wait before you ask for a new code; the server did not say for how long.",
-  rate_limited: "This number has as many sessions as the server allows, or too much was asked at once. Close Carrier where you no longer use it, or wait a moment, then try again.",
-  no_pending_code: "Ask for a code first: press Get code.",
-  no_link: "That link code does not work: it may be mistyped, already used or older than 10 minutes. Make a new one with carrier devices add.",
-  key_changed: "This contact's key has changed. Compare safety numbers, then press Trust new key.",
-  message_too_large: "This is too long to send. Shorten it and try again.",
-  quota_exceeded: "The recipient's mailbox is full. Try again later.",
-  too_many_devices: "This account already has the most devices the server allows. Remove one first.",
-  unreachable: "The Carrier server cannot be reached. Check your connection; Carrier keeps trying.",
-  disconnected: "The connection to the Carrier server dropped. Try again in a moment.",
-  timeout: "The Carrier server did not answer in time. Try again in a moment.",
-  empty: "Write something first.",
-  internal: "The Carrier server had a problem. Try again in a moment.",
-  no_devices: "That person has no device that can receive messages yet. Try again later.",
-  not_link_code: "That is not a link code. Type the code carrier devices add printed, like abcde-fghij-klmno-pqrst-uvwxya.",
-  no_account_key: "The other device kept the account key, so this browser cannot be linked with it. Use carrier devices add on a device that holds it.",
-  no_account: "This browser has no Carrier account yet. Register or link it first.",
-  account_replaced: "Your number was registered again with another key, so this browser is no longer one of its devices.",
-  forged: "Something the server sent does not check out, so nothing was sent. Try again later.",
-  devices_changing: "That person's devices kept changing while sending. Try again.",
-  unknown_device: "This browser is no longer one of the account's devices.",
-  account_disabled: "The server's operator has disabled this account.",
-  stopped: "The connection to the Carrier server was closed. Reload the page.",
-};
+/**
+ * The sentence for each code. A Map, not an object: a code comes from the server, and an
+ * object would answer `constructor` or `__proto__` with what every object inherits.
+ */
+const SENTENCES = new Map<string, string>([
+  ["invalid_phone", "That is not a valid phone number. Write it with + and the country code, for example +1 202 555 0101."],
+  ["unknown_user", "No Carrier account has that number. Check the number, or ask them to join Carrier."],
+  ["wrong_code", "That code is wrong. Check the 6-digit code and try again."],
+  ["code_expired", "That code has expired. Press Get code for a new one."],
+  ["code_dead", "Too many wrong codes for this number. Wait before you ask for a new code; the server did not say for how long."],
+  ["rate_limited", "This number has as many sessions as the server allows, or too much was asked at once. Close Carrier where you no longer use it, or wait a moment, then try again."],
+  ["no_pending_code", "Ask for a code first: press Get code."],
+  ["no_link", "That link code does not work: it may be mistyped, already used or older than 10 minutes. Make a new one with carrier devices add."],
+  ["key_changed", "This contact's key has changed. Compare safety numbers, then press Trust new key."],
+  ["message_too_large", "This is too long to send. Shorten it and try again."],
+  ["quota_exceeded", "The recipient's mailbox is full. Try again later."],
+  ["too_many_devices", "This account already has the most devices the server allows. Remove one first."],
+  ["unreachable", "The Carrier server cannot be reached. Check your connection; Carrier keeps trying."],
+  ["disconnected", "The connection to the Carrier server dropped. Try again in a moment."],
+  ["timeout", "The Carrier server did not answer in time. Try again in a moment."],
+  ["empty", "Write something first."],
+  ["internal", "The Carrier server had a problem. Try again in a moment."],
+  ["no_devices", "That person has no device that can receive messages yet. Try again later."],
+  ["not_link_code", "That is not a link code. Type the code carrier devices add printed, like abcde-fghij-klmno-pqrst-uvwxya."],
+  ["no_account_key", "The other device kept the account key, so this browser cannot be linked with it. Use carrier devices add on a device that holds it."],
+  ["no_account", "This browser has no Carrier account yet. Register or link it first."],
+  ["account_replaced", "Your number was registered again with another key, so this browser is no longer one of its devices."],
+  ["forged", "Something the server sent does not check out, so nothing was sent. Try again later."],
+  ["devices_changing", "That person's devices kept changing while sending. Try again."],
+  ["unknown_device", "This browser is no longer one of the account's devices."],
+  ["account_disabled", "The server's operator has disabled this account."],
+  ["stopped", "The connection to the Carrier server was closed. Reload the page."],
+]);
 
 export function describe(code: string, details: ErrorDetails = {}): string {
   if (code === "wrong_code" && details.triesLeft !== undefined) return wrongCode(details.triesLeft, details.retryAfterMs);
   if (code === "code_dead") return codeDead(details.retryAfterMs);
   if (code === "rate_limited" && details.retryAfterMs !== undefined) return `Too many requests in a short time. Wait ${soon(details.retryAfterMs)}, then try again.`;
-  return SENTENCES[code] ?? "Something went wrong. Try again in a moment.";
+  return SENTENCES.get(code) ?? "Something went wrong. Try again in a moment.";
 }
 
 /** A wrong code: the tries left, or once none are, the wait for a new code as `codeDead` tells it. */
@@ -80,7 +84,7 @@ function wrongCode(triesLeft: number, retryAfterMs: number | undefined): string 
  * not to be parsed.
  */
 function codeDead(retryAfterMs: number | undefined): string {
-  if (retryAfterMs === undefined) return SENTENCES.code_dead;
+  if (retryAfterMs === undefined) return SENTENCES.get("code_dead")!;
   return `Too many wrong codes for this number. Wait ${minutes(retryAfterMs)}, then ask for a new code.`;
 }
 
@@ -116,7 +120,7 @@ export function asCoreError(error: unknown): CoreError {
   if (error instanceof CoreError) return error;
   if (error instanceof RequestError) {
     const details = errorDetails(error.frame);
-    return new CoreError(error.code, SENTENCES[error.code] ? describe(error.code, details) : error.message, details);
+    return new CoreError(error.code, SENTENCES.has(error.code) ? describe(error.code, details) : error.message, details);
   }
   return new CoreError("internal", describe("internal"));
 }
