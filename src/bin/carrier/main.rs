@@ -164,7 +164,21 @@ async fn send(
     let to = parse_phone(phone)?;
     let text = text_from(words)?;
     let session = client.login().await?;
-    let id = session.send(to.as_str(), &text).await?;
+    let id = match session.send(to.as_str(), &text).await {
+        Ok(id) => id,
+        Err(ClientError::PartlySent(partly)) => {
+            // The message went out under this id: a script needs it as
+            // much as after a send that went through. People read the
+            // error, which names it.
+            if out.json {
+                line(&show::json(
+                    &json!({ "id": partly.id, "to": to.as_str(), "cut_short": true }),
+                ))?;
+            }
+            return Err(ClientError::PartlySent(partly));
+        }
+        Err(e) => return Err(e),
+    };
     print(out, json!({ "id": id, "to": to.as_str() }), || {
         format!("Sent message {id} to {to}")
     })?;

@@ -5,7 +5,7 @@
 //! and that sending it again would deliver it twice, the exit status is
 //! 7, and nothing sends it again by itself.
 
-use super::{cli_user, fetched, link, ok, texts};
+use super::{cli_user, fetched, json_lines, link, ok, texts};
 use crate::client_support::{carrier_out, outcome};
 use crate::common::{ALICE, BOB, spawn_server_with};
 
@@ -96,4 +96,35 @@ async fn a_sync_copy_refused_after_delivery_says_the_message_went_out() {
     assert_eq!(texts(&fetched(&bob).await), ["two"], "once");
     let copies = fetched(&tablet).await;
     assert_eq!(texts(&copies), ["one"], "the copy of two never came");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_json_cut_short_prints_the_id_and_says_it_was_cut_short() {
+    let server = queues_of(3).await;
+    let homes = tempfile::tempdir().unwrap();
+    let alice = cli_user(&server, homes.path(), "alice", ALICE).await;
+    let phone = cli_user(&server, homes.path(), "bob", BOB).await;
+    link(&server, &phone, homes.path(), "tablet", BOB, 2).await;
+    // A send that goes through says nothing of being cut short.
+    let (stdout, _) = ok(&alice, &["send", BOB, "one", "--json"]).await;
+    assert!(
+        json_lines(&stdout)[0].get("cut_short").is_none(),
+        "{stdout}"
+    );
+
+    let (status, stdout, stderr) =
+        outcome(&carrier_out(&alice, &["send", BOB, "two", "--json"]).await);
+    assert_eq!(status, 7, "{stderr}");
+    let printed = json_lines(&stdout);
+    assert_eq!(printed.len(), 1, "{stdout}");
+    let id = printed[0]["id"].as_str().unwrap();
+    assert_eq!(id.len(), 32, "{stdout}");
+    assert_eq!(printed[0]["to"], BOB);
+    assert_eq!(printed[0]["cut_short"], true);
+    assert!(
+        stderr.contains(&format!("error: message {id} reached device 1 of {BOB}")),
+        "the id the error names: {stderr}"
+    );
+    let history = json_lines(&ok(&alice, &["history", "--json"]).await.0);
+    assert_eq!(history.last().unwrap()["id"], id, "the id in the history");
 }
