@@ -5,7 +5,8 @@
  * once, across `stale_devices` rounds, naming it only when its certificate
  * checked out and never when it took the message, a forgery over mere age;
  * any number of bad bundles costs one refusal each device and one for the
- * rest; a lookup alone tells nothing; a send that reaches no device says why,
+ * rest; a listed device that came with no bundle is told as having published
+ * no keys; a lookup alone tells nothing; a send that reaches no device says why,
  * and one that stops after the message reached a device (its list forged
  * halfway, a refusal, a dropped connection) resolves as sent and says what had
  * already gone and what was not done.
@@ -159,6 +160,55 @@ describe("a send that leaves devices out", () => {
       if (fields.list_version === 1) throw new RequestError("stale_devices", "the device list changed", { ...second, type: "error", code: "stale_devices" });
     });
     await send(ctx);
+    expect(warnings).toEqual([`Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`]);
+    store.close();
+  });
+});
+
+describe("a send to listed devices that have published no keys", () => {
+  it("names each once, in the one warning with the other devices left out, the recipient's then this account's", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, warnings, sent } = await setUp(
+      "left-out-20",
+      await bob.answer(1, [{ id: 1 }, { id: 2, withheld: true }, { id: 3, days: 38 }]),
+      undefined,
+      [{ id: 2, withheld: true }, { id: 3 }],
+    );
+    await send(ctx);
+    expect(sent.map((f) => [f.to, f.device])).toEqual([
+      [BOB, 1],
+      [ME, 3],
+    ]);
+    expect(warnings).toEqual([
+      [
+        `Device 3 of ${isolate(BOB)} gets nothing from this send: its keys were refused (out of date).`,
+        `Device 2 of ${isolate(BOB)} gets nothing from this send: it has published no keys yet.`,
+        `Device 2 of ${isolate(ME)} gets nothing from this send: it has published no keys yet.`,
+      ].join(" "),
+    ]);
+    store.close();
+  });
+
+  it("that reaches no device for it says none can receive yet, not that keys are forged or out of date", async () => {
+    const bob = await account(BOB);
+    const { ctx, store, warnings, sent } = await setUp("left-out-21", await bob.answer(1, [{ id: 1, withheld: true }]));
+    await expect(send(ctx)).rejects.toMatchObject({ code: "no_devices", message: "That person has no device that can receive messages yet. Try again later." });
+    expect(sent).toEqual([]);
+    expect(warnings).toEqual([`Device 1 of ${isolate(BOB)} gets nothing from this send: it has published no keys yet.`]);
+    store.close();
+  });
+
+  it("tells a device forged in a later round as forged, and one that took the message in a later round not at all", async () => {
+    const bob = await account(BOB);
+    const second = await bob.answer(2, [{ id: 1 }, { id: 2, forgedPrekey: true }, { id: 3 }]);
+    const { ctx, store, warnings, sent } = await setUp("left-out-22", await bob.answer(1, [{ id: 1 }, { id: 2, withheld: true }, { id: 3, withheld: true }]), async (fields) => {
+      if (fields.list_version === 1) throw new RequestError("stale_devices", "the device list changed", { ...second, type: "error", code: "stale_devices" });
+    });
+    await send(ctx);
+    expect(sent.map((f) => [f.device, f.list_version])).toEqual([
+      [1, 2],
+      [3, 2],
+    ]);
     expect(warnings).toEqual([`Device 2 of ${isolate(BOB)} gets nothing from this send: its keys were refused (a prekey's signature does not verify).`]);
     store.close();
   });

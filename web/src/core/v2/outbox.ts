@@ -4,8 +4,9 @@
  * message id, each sealed in its own session and saved before it leaves. A
  * `stale_devices` refusal carries the current list: it is checked like a
  * `lookup` answer and sending goes on with the devices not yet served.
- * A device whose keys were refused gets nothing, and the send says so: once
- * per device, a forgery over mere age, none for a device that took the message.
+ * A device whose keys were refused, or that has published none, gets nothing,
+ * and the send says so: once per device, a forgery over mere age or absence,
+ * none for a device that took the message.
  * Once any device has the message, nothing that stops the send fails it: the
  * message is sent, and what stopped it is told in the same warning, since
  * sending it again would deliver it twice under a new id.
@@ -19,7 +20,7 @@ import { RequestError, type Frame } from "../../transport/connection";
 import { CoreError } from "../errors";
 import { isolate } from "../isolate";
 import type { Context } from "./context";
-import { checkDevices, devicesOf, noteRefusal, type Checked, type RefusedBundle } from "./peers";
+import { checkDevices, devicesOf, forged, noteRefusal, type Checked, type RefusedBundle } from "./peers";
 
 /** How many times one message follows a changed device list before giving up. */
 const MAX_LIST_CHANGES = 4;
@@ -82,18 +83,19 @@ function tell(phone: string, reached: Reached): string[] {
   return told;
 }
 
-/** How a device left out is told; its number only when its certificate checked out. */
+/** How a device left out is told; its number only when its certificate checked out, or the signed list alone named it. */
 export function leftOutText(phone: string, r: RefusedBundle): string {
   const which = r.device === null ? `A device of ${isolate(phone)}` : `Device ${r.device} of ${isolate(phone)}`;
+  if (r.noKeys) return `${which} gets nothing from this send: it has published no keys yet.`;
   return `${which} gets nothing from this send: its keys were refused (${r.reason}).`;
 }
 
 /** Why a send reached no device of `to`: keys that do not check out, keys out of date, or none published. */
 function noneReached(to: string, leftOut: RefusedBundle[]): CoreError {
-  if (leftOut.some((r) => !r.outOfDate)) {
+  if (leftOut.some(forged)) {
     return new CoreError("forged", `The server offered keys for ${to} that do not check out against their account key; nothing was sent.`);
   }
-  if (leftOut.length > 0) {
+  if (leftOut.some((r) => r.outOfDate)) {
     return new CoreError("no_devices", `${to} has no device that can receive now: their published keys are out of date. Try again once one of their devices has been online.`);
   }
   return new CoreError("no_devices");

@@ -28,20 +28,31 @@ export interface Checked {
   bundles: Map<number, VerifiedBundle>;
   /**
    * The bundles that did not check out, at most one per device and one for all
-   * uncertified ones: those devices get nothing. A send tells them (outbox.ts);
-   * a lookup alone does not.
+   * uncertified ones, then the listed devices with no bundle whose certificate
+   * checked out: those devices get nothing. A send tells them (outbox.ts); a
+   * lookup alone does not.
    */
   refused: RefusedBundle[];
 }
 
-/** A bundle that did not check out, and why: what the user is told of a device a send leaves out. */
+/** A bundle that did not check out, or none offered, and why: what the user is told of a device a send leaves out. */
 export interface RefusedBundle {
   /** Its device, once the certificate checked out: a server could write any id into one that does not. */
   device: number | null;
-  /** Why, for people: the check that failed, or "out of date". */
+  /** Why, for people: the check that failed, "out of date", or "no keys published". */
   reason: string;
   /** Refused for its age alone, its signatures good: a later try may pass once the device has been online. */
   outOfDate: boolean;
+  /**
+   * Listed, but the answer had no bundle for it: a server leaves a device out of
+   * `lookup` until it has published its signed and last-resort prekeys (§5.2).
+   */
+  noKeys?: true;
+}
+
+/** Whether a device was left out for keys that do not check out, rather than keys out of date or none. */
+export function forged(r: RefusedBundle): boolean {
+  return !r.outOfDate && !r.noKeys;
 }
 
 /**
@@ -109,6 +120,9 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
     if ("refused" in checked) noteRefusal(refused, checked.refused);
     else bundles.set(checked.bundle.device.id, checked.bundle);
   }
+  for (const d of list.devices) {
+    if (!names.has(d.id)) noteRefusal(refused, { device: d.id, reason: "no keys published", outOfDate: false, noKeys: true });
+  }
   const devices = list.devices.map((d) => ({ id: d.id, point: d.point, name: names.get(d.id) ?? knownName(contact, d) }));
   await ctx.store.saveContact({ ...contact, spki, listVersion: list.version, devices });
   // A device added under the pinned key is no key change: it is accepted, and told once (§13.9).
@@ -124,12 +138,12 @@ export async function checkDevices(ctx: Context, phone: string, spki: Bytes, cur
  * Keeps `r` among the refusals `kept`: one per device, and one for all whose
  * certificate did not check out, so a server offering any number of bad
  * bundles costs a bounded list. A forgery wins over an out-of-date bundle of
- * the same device: a server replaying a genuine old bundle beside a forged one
- * must not have the forgery told as mere age.
+ * the same device, or none: a server replaying a genuine old bundle beside a
+ * forged one must not have the forgery told as mere age.
  */
 export function noteRefusal(kept: Map<number | null, RefusedBundle>, r: RefusedBundle): void {
   const known = kept.get(r.device);
-  if (!known || (known.outOfDate && !r.outOfDate)) kept.set(r.device, r);
+  if (!known || (!forged(known) && forged(r))) kept.set(r.device, r);
 }
 
 /** The name remembered for listed device `d`: the one a certificate of the same key gave before, else none yet. */
