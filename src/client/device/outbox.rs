@@ -62,6 +62,9 @@ const MAX_LIST_CHANGES: usize = 4;
 struct FanOut {
     /// The devices that took their copy, in the order they did.
     took: Vec<u32>,
+    /// The devices whose sync copy was skipped, its id taken in their
+    /// queue: told by a warning of their own, neither reached nor missed.
+    skipped: Vec<u32>,
     /// What left devices out on the way (bundles refused, devices without
     /// one): once settled, one per device left out and none for a device
     /// that took its copy.
@@ -74,7 +77,7 @@ impl FanOut {
     /// Done: the refusals worth telling kept. `this` is the sending
     /// device, when the fan-out is to its own account (never told of).
     fn settled(mut self, this: Option<u32>) -> Self {
-        let mut served: HashSet<u32> = self.took.iter().copied().collect();
+        let mut served: HashSet<u32> = self.done().collect();
         served.extend(this);
         self.unserved = left_out(std::mem::take(&mut self.unserved), &served);
         self
@@ -86,10 +89,52 @@ impl FanOut {
         self.settled(this)
     }
 
+    /// The devices done with: those that took their copy or were skipped.
+    fn done(&self) -> impl Iterator<Item = u32> + '_ {
+        self.took.iter().chain(&self.skipped).copied()
+    }
+
+    /// Notes how device `d`'s copy went; the current list, if `d` said the
+    /// one sent under is out of date.
+    fn note(&mut self, d: u32, delivery: Delivery) -> Option<CurrentDevices> {
+        match delivery {
+            Delivery::Took => self.took.push(d),
+            Delivery::Skipped => self.skipped.push(d),
+            Delivery::Stale(current) => return Some(current),
+        }
+        None
+    }
+
     fn reach(self) -> Reach {
         Reach {
             took: self.took,
             cut: self.cut,
+        }
+    }
+}
+
+/// How one device's copy went.
+enum Delivery {
+    Took,
+    /// A sync copy skipped, its id taken in that device's queue.
+    Skipped,
+    /// The list it was sent under is out of date: the current one.
+    Stale(CurrentDevices),
+}
+
+/// A copy that did not go through. `answer_lost` when its request was
+/// written and the connection lost before the answer: the server may
+/// have taken it.
+struct Failed {
+    error: ClientError,
+    answer_lost: bool,
+}
+
+impl From<ClientError> for Failed {
+    fn from(error: ClientError) -> Self {
+        Self {
+            error,
+            answer_lost: false,
         }
     }
 }
@@ -160,9 +205,20 @@ impl Session<'_> {
             sent_at,
             stored_at: self.client.clock.now_ms(),
         };
-        record_in(self.client.home.pool(), &record).await?;
+        let unrecorded = match record_in(self.client.home.pool(), &record).await {
+            Ok(_) => None,
+            // Nothing went out (a message to the own number with no
+            // other device): the store's error is all there is to tell.
+            Err(e) if recipient.took.is_empty() => return Err(e),
+            Err(e) => Some(e),
+        };
         let own = if to_self {
             None
+        } else if lost(&recipient) {
+            Some(Reach {
+                took: Vec::new(),
+                cut: Some(Cut::before_any(ClientError::Disconnected)),
+            })
         } else {
             Some(self.sync_copies(device, to, id, text, sent_at).await)
         };
@@ -171,6 +227,7 @@ impl Session<'_> {
             to: to.clone(),
             recipient: recipient.reach(),
             own,
+            unrecorded,
         }
         .outcome()
     }
@@ -272,9 +329,10 @@ impl Session<'_> {
         let this = (checked.phone == self.me).then_some(device.id().get());
         for _ in 0..MAX_LIST_CHANGES {
             out.unserved.append(&mut checked.unserved);
-            let todo = still_to_serve(&checked, &out.took, this);
+            let done: Vec<u32> = out.done().collect();
+            let todo = still_to_serve(&checked, &done, this);
             let current = match self
-                .send_round(device, &checked, &todo, message, &mut out.took)
+                .send_round(device, &checked, &todo, message, &mut out)
                 .await
             {
                 Round::Done => return out.settled(this),
@@ -287,7 +345,8 @@ impl Session<'_> {
             {
                 Ok(next) => checked = next,
                 Err(error) => {
-                    let missed = todo.into_iter().filter(|d| !out.took.contains(d));
+                    let done: Vec<u32> = out.done().collect();
+                    let missed = todo.into_iter().filter(|d| !done.contains(d));
                     let cut = Cut {
                         error,
                         missed: missed.collect(),
@@ -301,27 +360,28 @@ impl Session<'_> {
             error: ClientError::ListKeptChanging {
                 phone: checked.phone.to_string(),
             },
-            missed: still_to_serve(&checked, &out.took, this),
+            missed: still_to_serve(&checked, &out.done().collect::<Vec<_>>(), this),
             unsure: None,
         };
         out.cut_short(cut, this)
     }
 
-    /// Seals and sends a copy to each device of `todo` in turn, adding to
-    /// `took` each that takes it; stops at the first answer that is not
-    /// `accepted`.
+    /// Seals and sends a copy to each device of `todo` in turn, noting in
+    /// `out` each that takes it (or is skipped); stops at the first answer
+    /// that is not `accepted`.
     async fn send_round(
         &self,
         device: &Device,
         checked: &Checked,
         todo: &[u32],
         message: &Outgoing<'_>,
-        took: &mut Vec<u32>,
+        out: &mut FanOut,
     ) -> Round {
         let own = checked.phone == self.me;
-        let missed = |took: &[u32]| -> Vec<u32> {
+        let missed = |out: &FanOut| -> Vec<u32> {
+            let done: Vec<u32> = out.done().collect();
             (todo.iter().copied())
-                .filter(|d| !took.contains(d))
+                .filter(|d| !done.contains(d))
                 .collect()
         };
         let mut sessions = match self.sessions_for(device, checked, todo).await {
@@ -329,7 +389,7 @@ impl Session<'_> {
             Err(error) => {
                 return Round::Cut(Cut {
                     error,
-                    missed: missed(took),
+                    missed: missed(out),
                     unsure: None,
                 });
             }
@@ -342,14 +402,16 @@ impl Session<'_> {
                 .seal_and_send(device, session, checked, d, message)
                 .await;
             match skip_taken_sync_copy(sent, own, d, message.id) {
-                Ok(None) => took.push(d),
-                Ok(Some(current)) => return Round::Stale(current),
-                Err(error) => {
-                    let unsure = matches!(error, ClientError::Disconnected).then_some(d);
+                Ok(delivery) => {
+                    if let Some(current) = out.note(d, delivery) {
+                        return Round::Stale(current);
+                    }
+                }
+                Err(Failed { error, answer_lost }) => {
                     return Round::Cut(Cut {
                         error,
-                        missed: missed(took),
-                        unsure,
+                        missed: missed(out),
+                        unsure: answer_lost.then_some(d),
                     });
                 }
             }
@@ -365,9 +427,10 @@ impl Session<'_> {
         checked: &Checked,
         to_device: u32,
         message: &Outgoing<'_>,
-    ) -> Result<Option<CurrentDevices>, ClientError> {
+    ) -> Result<Option<CurrentDevices>, Failed> {
         let sent_at = message.sent_at.max(0) as u64;
-        let envelope = session.seal(&device.local, message.id, message.content, sent_at)?;
+        let envelope = (session.seal(&device.local, message.id, message.content, sent_at))
+            .map_err(ClientError::from)?;
         self.save_sent(device, session).await?;
         let (to, version) = (&checked.phone, checked.version);
         self.device_send(message.id, to, to_device, version, envelope)
@@ -483,7 +546,8 @@ impl Session<'_> {
     }
 
     /// `device_send`: `None` when accepted, the current devices when the
-    /// list sent under is out of date.
+    /// list sent under is out of date. A connection lost once the request
+    /// was written is told apart: the server may have taken the copy.
     async fn device_send(
         &self,
         id: MessageId,
@@ -491,7 +555,7 @@ impl Session<'_> {
         device: u32,
         list_version: u64,
         envelope: Vec<u8>,
-    ) -> Result<Option<CurrentDevices>, ClientError> {
+    ) -> Result<Option<CurrentDevices>, Failed> {
         let answer = self
             .conn
             .start(Request::DeviceSend {
@@ -503,7 +567,10 @@ impl Session<'_> {
             })
             .await?
             .await
-            .map_err(|_| ClientError::Disconnected)?;
+            .map_err(|_| Failed {
+                error: ClientError::Disconnected,
+                answer_lost: true,
+            })?;
         match answer {
             Response::Accepted { .. } => Ok(None),
             Response::Error {
@@ -511,7 +578,7 @@ impl Session<'_> {
                 devices: Some(current),
                 ..
             } => Ok(Some(current)),
-            other => Err(refused(other)),
+            other => Err(refused(other).into()),
         }
     }
 }
@@ -592,37 +659,62 @@ fn refused_part_way(e: ClientError, sent: &str) -> ClientError {
 /// than failing the send: the recipient may have taken the id there first,
 /// and by then the message has been delivered and belongs in the history.
 fn skip_taken_sync_copy(
-    sent: Result<Option<CurrentDevices>, ClientError>,
+    sent: Result<Option<CurrentDevices>, Failed>,
     own_device: bool,
     device: u32,
     id: MessageId,
-) -> Result<Option<CurrentDevices>, ClientError> {
+) -> Result<Delivery, Failed> {
     match sent {
-        Err(ClientError::Server {
-            code: ErrorCode::DuplicateId,
-            message,
+        Ok(None) => Ok(Delivery::Took),
+        Ok(Some(current)) => Ok(Delivery::Stale(current)),
+        Err(Failed {
+            error:
+                ClientError::Server {
+                    code: ErrorCode::DuplicateId,
+                    message,
+                    ..
+                },
             ..
         }) if own_device => {
             eprintln!(
                 "warning: the copy of message {id} for your device {device} was not delivered \
                  ({message}); the message itself was sent"
             );
-            Ok(None)
+            Ok(Delivery::Skipped)
         }
-        other => other,
+        Err(failed) => Err(failed),
     }
+}
+
+/// Whether the connection was lost sending to the recipient: then no sync
+/// copy could leave, and none is sealed (which would advance its session
+/// for nothing).
+fn lost(recipient: &FanOut) -> bool {
+    recipient
+        .cut
+        .as_ref()
+        .is_some_and(|c| matches!(c.error, ClientError::Disconnected))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn taken() -> Result<Option<CurrentDevices>, ClientError> {
+    fn taken() -> Result<Option<CurrentDevices>, Failed> {
         Err(ClientError::Server {
             code: ErrorCode::DuplicateId,
             message: "another message is already queued under this id".into(),
             retry_after_ms: None,
-        })
+        }
+        .into())
+    }
+
+    fn full() -> ClientError {
+        ClientError::Server {
+            code: ErrorCode::QuotaExceeded,
+            message: "the queue is full".into(),
+            retry_after_ms: None,
+        }
     }
 
     fn refused(device: Option<u32>, reason: v2::Error) -> Unserved {
@@ -734,14 +826,45 @@ mod tests {
         let id = MessageId::random();
         assert!(matches!(
             skip_taken_sync_copy(taken(), true, 2, id),
-            Ok(None)
+            Ok(Delivery::Skipped)
         ));
         assert!(matches!(
             skip_taken_sync_copy(taken(), false, 2, id),
-            Err(ClientError::Server {
-                code: ErrorCode::DuplicateId,
+            Err(Failed {
+                error: ClientError::Server {
+                    code: ErrorCode::DuplicateId,
+                    ..
+                },
                 ..
             })
         ));
+    }
+
+    /// A sync copy skipped for its taken id neither reached its device
+    /// nor is sent again after a changed list.
+    #[test]
+    fn a_skipped_copy_is_not_counted_as_reached() {
+        let mut out = FanOut::default();
+        let id = MessageId::random();
+        for (d, sent) in [(2, taken()), (3, Ok(None))] {
+            let delivery = skip_taken_sync_copy(sent, true, d, id).ok().unwrap();
+            assert!(out.note(d, delivery).is_none());
+        }
+        assert_eq!(out.done().collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(out.reach().took, [3]);
+    }
+
+    /// Once the connection is lost sending to the recipient, no sync copy
+    /// is sealed; other cuts leave them to be sent.
+    #[test]
+    fn no_sync_copy_is_sealed_once_the_connection_is_lost() {
+        let cut = |error| FanOut {
+            took: vec![1],
+            cut: Some(Cut::before_any(error)),
+            ..FanOut::default()
+        };
+        assert!(lost(&cut(ClientError::Disconnected)));
+        assert!(!lost(&cut(full())));
+        assert!(!lost(&FanOut::default()));
     }
 }

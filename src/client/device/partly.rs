@@ -53,6 +53,9 @@ pub struct PartlySent {
     /// This account's other devices (their sync copies); `None` for a
     /// message to the own number, whose devices are the recipient's.
     pub own: Option<Reach>,
+    /// Why the message could not be recorded in the history, if it could
+    /// not: it went out all the same.
+    pub unrecorded: Option<ClientError>,
 }
 
 impl PartlySent {
@@ -60,7 +63,7 @@ impl PartlySent {
     /// as [`ClientError::PartlySent`].
     pub fn outcome(self) -> Result<MessageId, ClientError> {
         let own_cut = self.own.as_ref().is_some_and(|o| o.cut.is_some());
-        if self.recipient.cut.is_none() && !own_cut {
+        if self.recipient.cut.is_none() && !own_cut && self.unrecorded.is_none() {
             return Ok(self.id);
         }
         Err(ClientError::PartlySent(Box::new(self)))
@@ -87,11 +90,11 @@ impl fmt::Display for PartlySent {
         {
             write!(f, "; {}: {}", own_not_reached(took, cut), why(&cut.error))?;
         }
-        write!(
-            f,
-            ". It is in your history; do not send it again: {} would get it twice",
-            self.to
-        )
+        match &self.unrecorded {
+            None => f.write_str(". It is in your history")?,
+            Some(e) => write!(f, ". It could not be recorded in your history ({e})")?,
+        }
+        write!(f, "; do not send it again: {} would get it twice", self.to)
     }
 }
 
@@ -191,6 +194,7 @@ mod tests {
             to: PhoneNumber::parse("+12025550102").unwrap(),
             recipient,
             own,
+            unrecorded: None,
         }
     }
 
@@ -215,6 +219,27 @@ mod tests {
             message: "the queue is full".into(),
             retry_after_ms: None,
         }
+    }
+
+    /// A message that went out but could not be recorded says so, with
+    /// its id and that it must not be sent again.
+    #[test]
+    fn a_message_sent_but_not_recorded_says_so() {
+        let mut partly = sent(reach(&[1, 2], None), Some(reach(&[3], None)));
+        partly.unrecorded = Some(ClientError::Store(sqlx::Error::Protocol(
+            "disk I/O error".into(),
+        )));
+        let e = partly.outcome().unwrap_err();
+        assert_eq!(e.exit().code(), 7, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "message {ID} reached devices 1 and 2 of +12025550102. It could not be recorded \
+                 in your history (local storage in the home directory failed: encountered \
+                 unexpected or invalid data: disk I/O error); do not send it again: +12025550102 would get \
+                 it twice"
+            )
+        );
     }
 
     #[test]
