@@ -46,6 +46,10 @@ const BUSY_LINGER_BYTES: u64 = 64 * 1024;
 /// long enough for a frame that fits the send buffer to be written: a
 /// peer that does not read is not waited for.
 const EVICTED_FLUSH: Duration = Duration::from_millis(50);
+/// How long a session closed for a change to its account (a device
+/// removed, the account's key replaced) has to read what was queued for it
+/// and its farewell.
+const FAREWELL_FLUSH: Duration = Duration::from_secs(5);
 /// What a connection not logged in is told when it is closed to make room
 /// for a newer one.
 const EVICTED: &str = "the server is serving as many connections as it can, and this one had not logged in; it was closed to make room. Reconnect and log in";
@@ -159,11 +163,11 @@ pub(crate) async fn run_session(
     read_loop(source, &mut session, &state, &shutdown, &mut sends, pending).await;
     answer_the_rest(&session, &mut sends).await;
     // A session closed because it stopped reading is not waited for; one
-    // closed for a change to its account has its farewell to read.
-    let closed_by_server = session
-        .user
-        .as_ref()
-        .is_some_and(|u| u.closed().is_cancelled() && u.farewell().is_none());
+    // closed for a change to its account has a little while to read its
+    // farewell.
+    let closed = session.user.as_ref().filter(|u| u.closed().is_cancelled());
+    let closed_by_server = closed.is_some_and(|u| u.farewell().is_none());
+    let told_farewell = closed.is_some_and(|u| u.farewell().is_some());
     session.log_out(&state.router);
     // Nothing more is this connection's to send; handles to its outbox
     // that live on (a link code's rendezvous) must not hold it open.
@@ -171,9 +175,12 @@ pub(crate) async fn run_session(
     drop(session);
     // A peer that stopped reading cannot hold the task (or a shutdown),
     // nor the slot of a connection closed to make room for another.
-    let stall = match evicted.is_cancelled() {
-        true => EVICTED_FLUSH,
-        false => STALL_LIMIT,
+    let stall = if evicted.is_cancelled() {
+        EVICTED_FLUSH
+    } else if told_farewell {
+        FAREWELL_FLUSH
+    } else {
+        STALL_LIMIT
     };
     if closed_by_server {
         writer_task.abort();
@@ -335,15 +342,19 @@ async fn read_loop(
                 let closed = session.user.as_ref().map(|u| u.closed());
                 let evicted = pending.as_ref().map(|p| p.evicted());
                 tokio::select! {
+                    // A shutdown or a close wins over the next request.
+                    biased;
                     _ = shutdown.cancelled() => {
                         reply(session, None, error(ErrorCode::ShuttingDown, "the server is shutting down; reconnect later")).await;
                         return;
                     }
-                    // The registry closed the session and logged why.
+                    // The registry closed the session and logged why. Its
+                    // farewell is queued only if there is room now: a peer
+                    // that stopped reading must not hold the slot for it.
                     _ = cancelled(closed) => {
                         if let Some(f) = session.user.as_ref().and_then(|u| u.farewell()) {
-                            let farewell = error(f.code, f.message.clone());
-                            reply(session, None, farewell).await;
+                            let farewell = encode(None, error(f.code, f.message.clone()));
+                            let _ = session.outbox.try_send(farewell);
                         }
                         return;
                     }
