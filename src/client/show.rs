@@ -84,7 +84,7 @@ pub fn broadcast(b: &Broadcast, authorship: Authorship) -> String {
     };
     format!(
         "[{}] ({kind}) {}: {}",
-        utc(b.sent_at as i64),
+        utc(crate::client::home::sent_at_ms(b.sent_at)),
         clean(&b.from),
         clean(&b.text)
     )
@@ -226,6 +226,24 @@ mod tests {
             clean("plain text, ünïcödé"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    /// A broadcast's time is a `u64` the server does not check: one past
+    /// the signed range shows at its end, not before 1970.
+    #[test]
+    fn a_broadcast_dated_past_the_signed_range_is_not_shown_before_1970() {
+        let b = crate::protocol::Broadcast {
+            id: crate::domain::MessageId::from_bytes([1; 16]),
+            from: "+12025550101".into(),
+            sent_at: u64::MAX,
+            text: "hi".into(),
+            signature: crate::protocol::B64(vec![]),
+        };
+        let line = super::broadcast(&b, crate::client::Authorship::Verified);
+        assert!(
+            line.starts_with("[9223372036854775807 ms after 1970-01-01 UTC]"),
+            "{line}"
+        );
     }
 
     #[test]
