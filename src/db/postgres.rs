@@ -86,7 +86,9 @@ pub(super) async fn cause(options: &PgConnectOptions, error: sqlx::Error) -> Opt
     match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(options)).await {
         Ok(Err(real)) => Some(real),
         Ok(Ok(conn)) => {
-            let _ = conn.close().await;
+            // A close that hangs must not keep the probe "under way" for
+            // good: no cause would be looked for again.
+            let _ = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.close()).await;
             None
         }
         Err(_) => Some(error),
