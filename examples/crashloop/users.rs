@@ -167,7 +167,14 @@ pub async fn send_all(
                 session = log_in(user, &never).await?;
             }
             let s = session.as_ref().expect("logged in");
-            let failure = match s.send(to, &text).await {
+            let accepted = match s.send(to, &text).await {
+                Ok(id) => Ok(id),
+                // The recipient's device took it; only what came after (the
+                // copies for the sender's other devices) was cut short.
+                Err(ClientError::PartlySent(cut)) => Ok(cut.id),
+                Err(e) => Err(e),
+            };
+            let failure = match accepted {
                 Ok(id) => {
                     shared.ledger().attempt(key, Attempt::Accepted(id));
                     shared.progress.send_modify(|p| p.accepted += 1);
