@@ -117,17 +117,7 @@ async fn two_users_talk_both_ways_through_sessions_of_their_devices() {
     ok(&alice, &["send", BOB, "plain words"]).await;
     let bob_client = client_on(&server, &bob).await;
     let session = bob_client.login().await.unwrap();
-    let Response::Messages { messages, .. } = session
-        .conn
-        .call(Request::Fetch {
-            limit: None,
-            after: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("messages")
-    };
+    let messages = fetch_by_hand(&session).await;
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].envelope.0[0], 2, "version 2");
     assert_eq!(messages[0].device, Some(1));
@@ -157,17 +147,7 @@ async fn messages_opened_out_of_order_all_open_once() {
     // before Bob's answer reached her; then a new chain after it.
     let bob_client = client_on(&server, &bob).await;
     let mut session = bob_client.login().await.unwrap();
-    let Response::Messages { messages, .. } = session
-        .conn
-        .call(Request::Fetch {
-            limit: None,
-            after: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("messages")
-    };
+    let messages = fetch_by_hand(&session).await;
     assert_eq!(messages.len(), 4);
     let mut opened = Vec::new();
     for i in [3, 1, 0, 2] {
@@ -685,4 +665,19 @@ async fn a_link_the_account_has_no_room_for_is_refused_at_once() {
     assert_ne!(status, 0, "the tablet's home holds no account");
     let listed = json_lines(&ok(&alice, &["devices", "--json"]).await.0);
     assert_eq!(listed.len(), 1);
+}
+
+/// What waits for the session's device, fetched without the client taking
+/// it, so a test can hand the messages to it in an order of its own.
+pub(super) async fn fetch_by_hand(
+    session: &carrier::client::Session<'_>,
+) -> Vec<carrier::protocol::Delivered> {
+    let fetch = Request::Fetch {
+        limit: None,
+        after: None,
+    };
+    match session.conn.call(fetch).await.unwrap() {
+        Response::Messages { messages, .. } => messages,
+        other => panic!("a fetch answered {other:?}"),
+    }
 }

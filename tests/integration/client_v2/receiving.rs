@@ -7,9 +7,8 @@
 use std::path::Path;
 
 use carrier::domain::MessageId;
-use carrier::protocol::{Request, Response};
 
-use super::{cli_user, client_on, fetched, json_lines, link, ok, texts};
+use super::{cli_user, client_on, fetch_by_hand, fetched, json_lines, link, ok, texts};
 use crate::common::{ALICE, BOB, CAROL, TestServer, spawn_server};
 
 /// Sends `text` from the account in `home` to every device of `to`, under
@@ -96,17 +95,7 @@ async fn a_contact_using_an_id_first_does_not_keep_the_sync_copy_from_another_de
 
     let client = client_on(&server, &laptop).await;
     let mut session = client.login().await.unwrap();
-    let Response::Messages { messages, .. } = session
-        .conn
-        .call(Request::Fetch {
-            limit: None,
-            after: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("messages")
-    };
+    let messages = fetch_by_hand(&session).await;
     assert_eq!(messages.len(), 2);
     let (from_carol, sync_copy): (Vec<_>, Vec<_>) =
         messages.into_iter().partition(|m| m.from == CAROL);
