@@ -198,10 +198,20 @@ impl Router {
     }
 
     /// Reads the whole directory again, entries and withdrawals, after
-    /// notifications may have been missed.
+    /// notifications may have been missed, and does for the users with
+    /// sessions here what those notifications would have: closes the
+    /// sessions under a key replaced meanwhile (or of a user now at home
+    /// elsewhere), and reads their device lists again, closing the
+    /// sessions of devices removed meanwhile.
     async fn reload_directory(&self) -> Result<(), DbError> {
         let fresh = super::directory::Directory::load(&self.store).await?;
         self.directory.take_over(fresh);
+        for phone in self.registry.users() {
+            self.close_replaced(&phone);
+            if let Err(e) = self.close_unlisted(&phone).await {
+                tracing::warn!(%phone, error = %e, "could not read a device list again");
+            }
+        }
         Ok(())
     }
 

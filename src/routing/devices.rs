@@ -144,17 +144,25 @@ impl Router {
     /// Reads the list another member of the cluster stored for `phone`,
     /// and ends the sessions here of devices it no longer names.
     pub(super) async fn reload_devices(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
+        if self.close_unlisted(phone).await? {
+            // The member holding a link may be this one.
+            self.announce_devices(phone).await;
+        }
+        Ok(())
+    }
+
+    /// Reads `phone`'s stored list again and ends the sessions here of
+    /// devices it no longer names; whether `phone` has a current list.
+    pub(super) async fn close_unlisted(&self, phone: &PhoneNumber) -> Result<bool, RouteError> {
         let Some(list) = self.fresh_device_list(phone).await? else {
-            return Ok(());
+            return Ok(false);
         };
         for device in self.registry.devices_of(phone) {
             if device != 0 && list.key_of(device).is_none() {
                 self.registry.close_device(phone, device);
             }
         }
-        // The member holding a link may be this one.
-        self.announce_devices(phone).await;
-        Ok(())
+        Ok(true)
     }
 
     /// Checks and stores a device list with a certificate per listed

@@ -20,13 +20,26 @@ const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
 /// Delay that gathers a burst of logins and logouts into one announcement.
 const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// Which sessions count against the most one user may have.
+#[derive(Clone, Copy)]
+enum Room {
+    /// Those under the key logging in, here and on the other members.
+    Cluster,
+    /// Only those here under the key logging in: it replaces the account's
+    /// key, so every session on the other members is under the old key and
+    /// closes as soon as that member reads the new entry.
+    NewKey,
+}
+
 impl Router {
     /// A session just logged in as `phone` (as its `device`, 0 for the
     /// account key) with a proof under the account key `account` (a
     /// fingerprint, hex): it receives pushes from now on and the
     /// neighbourhood hears of it soon. Keep the link for
     /// [`Router::session_left`]. Refused when `phone` has the most sessions
-    /// allowed already.
+    /// allowed already under `account`, counting those on the other
+    /// members too unless `account` just replaced the account's key (see
+    /// [`Router::session_room`]).
     pub fn session_joined(
         &self,
         phone: PhoneNumber,
@@ -34,8 +47,31 @@ impl Router {
         account: String,
         outbox: Outbox,
     ) -> Result<SessionLink, RouteError> {
+        self.join_session(phone, device, account, outbox, Room::Cluster)
+    }
+
+    /// [`Router::session_joined`] for the registration whose key `account`
+    /// just replaced the account's old one: sessions on the other members
+    /// are all under the old key and do not count.
+    pub fn new_key_session_joined(
+        &self,
+        phone: PhoneNumber,
+        account: String,
+        outbox: Outbox,
+    ) -> Result<SessionLink, RouteError> {
+        self.join_session(phone, 0, account, outbox, Room::NewKey)
+    }
+
+    fn join_session(
+        &self,
+        phone: PhoneNumber,
+        device: u32,
+        account: String,
+        outbox: Outbox,
+        room: Room,
+    ) -> Result<SessionLink, RouteError> {
         let max = self.limits().sessions_per_user;
-        self.session_room(&phone)?;
+        self.room_under(&phone, &account, room)?;
         let link = self
             .registry
             .join(phone.clone(), device, account, outbox)
@@ -71,21 +107,43 @@ impl Router {
 
     /// Closes the sessions of `phone` logged in under an account key that
     /// is no longer its registered one (a new registration replaced it),
-    /// after the new key is in the directory.
+    /// after the new key is in the directory; all of them when the entry
+    /// says `phone` is now at home on another server.
     pub fn close_replaced(&self, phone: &PhoneNumber) {
-        if let Some(entry) = self.directory.get(phone).filter(|e| e.via.is_none()) {
-            self.registry.close_replaced(phone, &entry.info.fingerprint);
+        match self.directory.get(phone) {
+            Some(entry) if entry.via.is_none() => {
+                self.registry.close_replaced(phone, &entry.info.fingerprint);
+            }
+            Some(entry) => self.registry.close_moved(phone, &entry.home_name),
+            None => {}
         }
     }
 
-    /// Whether `phone` may log in one more session now: its sessions here
-    /// and, in a cluster, on the other members (as their last presence
-    /// said: a login on another member in the last fraction of a second
-    /// may not be counted yet).
-    pub fn session_room(&self, phone: &PhoneNumber) -> Result<(), RouteError> {
+    /// Whether `phone` may log in one more session under the account key
+    /// `account` (a fingerprint, hex) now: its sessions here under that key
+    /// and, in a cluster, its sessions on the other members (as their last
+    /// presence said, which names no key: a login on another member in the
+    /// last fraction of a second may not be counted yet). Sessions under
+    /// another key are closing or about to: a new registration replaces
+    /// that key, so they must not keep it out; and while `account` is not
+    /// the account's key yet, every session on the other members is under
+    /// another.
+    pub fn session_room(&self, phone: &PhoneNumber, account: &str) -> Result<(), RouteError> {
+        let current = self
+            .directory
+            .get(phone)
+            .is_some_and(|e| e.via.is_none() && e.info.fingerprint == account);
+        let room = if current { Room::Cluster } else { Room::NewKey };
+        self.room_under(phone, account, room)
+    }
+
+    fn room_under(&self, phone: &PhoneNumber, account: &str, room: Room) -> Result<(), RouteError> {
         let max = self.limits().sessions_per_user;
-        let sessions =
-            self.registry.sessions_of(phone) + self.elsewhere.sessions_of(phone.as_str());
+        let elsewhere = match room {
+            Room::Cluster => self.elsewhere.sessions_of(phone.as_str()),
+            Room::NewKey => 0,
+        };
+        let sessions = self.registry.sessions_under(phone, account) + elsewhere;
         if sessions < max {
             return Ok(());
         }

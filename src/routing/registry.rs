@@ -169,7 +169,9 @@ impl Registry {
     }
 
     /// Adds a logged-in session (keep the link to remove it later), or
-    /// refuses it when its user has the most sessions allowed.
+    /// refuses it when its user has the most sessions allowed under
+    /// `account`. Sessions under a replaced key are being closed and do not
+    /// count: they must not keep the account's new key out.
     pub fn join(
         &self,
         phone: PhoneNumber,
@@ -179,7 +181,8 @@ impl Registry {
     ) -> Option<SessionLink> {
         let mut sessions = self.lock();
         let list = sessions.entry(phone.clone()).or_default();
-        if list.len() >= self.per_user.load(Ordering::Relaxed) {
+        let under = list.iter().filter(|l| l.account == account).count();
+        if under >= self.per_user.load(Ordering::Relaxed) {
             return None;
         }
         let link = SessionLink {
@@ -210,6 +213,14 @@ impl Registry {
     /// How many sessions `phone` has logged in.
     pub fn sessions_of(&self, phone: &PhoneNumber) -> usize {
         self.lock().get(phone).map_or(0, Vec::len)
+    }
+
+    /// How many sessions `phone` has logged in under the account key
+    /// `account` (a fingerprint, hex).
+    pub fn sessions_under(&self, phone: &PhoneNumber, account: &str) -> usize {
+        self.lock().get(phone).map_or(0, |list| {
+            list.iter().filter(|l| l.account == account).count()
+        })
     }
 
     pub fn is_connected(&self, phone: &PhoneNumber) -> bool {
@@ -403,6 +414,22 @@ impl Registry {
             link.closed.cancel();
         }
         links.len()
+    }
+
+    /// Ends every session of `phone`, whose home is now `home`, another
+    /// server of the neighbourhood, telling each why.
+    pub fn close_moved(&self, phone: &PhoneNumber, home: &str) {
+        let links = self.lock().get(phone).cloned().unwrap_or_default();
+        let message =
+            format!("{phone} was registered on {home}, which is its home now; log in there");
+        for link in links {
+            self.end(&link, ErrorCode::UnknownUser, message.clone());
+        }
+    }
+
+    /// The users with a live session now.
+    pub fn users(&self) -> Vec<PhoneNumber> {
+        self.lock().keys().cloned().collect()
     }
 
     /// The users with a live session now, sorted.

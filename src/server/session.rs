@@ -78,6 +78,31 @@ impl Session {
         device_key: Option<&PublicPoint>,
     ) -> Result<(), ApiError> {
         let link = router.session_joined(phone.clone(), device, account, self.outbox.clone())?;
+        self.hold(router, link, device_key).await
+    }
+
+    /// [`Session::log_in`] for a registration whose key `account` just
+    /// replaced `phone`'s old one: the old key's sessions, here closed
+    /// already and on the other members closing, leave it room.
+    pub async fn log_in_new_key(
+        &mut self,
+        router: &Router,
+        phone: PhoneNumber,
+        account: String,
+    ) -> Result<(), ApiError> {
+        let link = router.new_key_session_joined(phone, account, self.outbox.clone())?;
+        self.hold(router, link, None).await
+    }
+
+    /// Keeps the session `link` just joined as, if what it proved still
+    /// holds.
+    async fn hold(
+        &mut self,
+        router: &Router,
+        link: SessionLink,
+        device_key: Option<&PublicPoint>,
+    ) -> Result<(), ApiError> {
+        let (phone, device) = (link.phone().clone(), link.device());
         if !router.login_holds(&link, device_key).await? {
             router.session_left(&link);
             return Err(outdated_login(&phone, device));

@@ -848,6 +848,48 @@ async fn a_new_account_key_leaves_the_old_devices_behind() {
     assert_eq!((peer.version(), peer.bundles.len()), (1, 1));
 }
 
+/// The old key's sessions do not keep a new key out: with every session
+/// the account may have held by the old key's device and the old key (a
+/// stolen phone, say), registering again with a new key still succeeds,
+/// and those sessions are closed.
+#[tokio::test]
+async fn sessions_of_the_old_key_leave_room_for_the_new_one() {
+    let server = spawn_server_with(|c| c.limits.sessions_per_user = 2).await;
+    // Closed, so the two sessions opened below are the account's only ones.
+    let (old_bob, bob_account, bobs) = with_devices(&server, BOB, 1).await;
+    for (_, conn) in bobs {
+        conn.close().await;
+    }
+    let mut device_session = Wire::connect(&server).await;
+    let answer = bob_account
+        .device(1)
+        .log_in_on_wire(&mut device_session)
+        .await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    let mut account_session = Wire::connect(&server).await;
+    let answer = account_session.login(BOB, &old_bob.identity()).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    let mut third = Wire::connect(&server).await;
+    let answer = third.login(BOB, &old_bob.identity()).await;
+    expect_error(answer, ErrorCode::RateLimited, "a third session");
+
+    let new_bob = register_account(&server, BOB, KeyType::P256).await;
+    for (session, what) in [
+        (&mut device_session, "the old device's session"),
+        (&mut account_session, "the old key's session"),
+    ] {
+        let told = session.farewell().await;
+        assert!(
+            matches!(told, Some((ErrorCode::UnknownDevice, _))),
+            "{what} is closed: {told:?}"
+        );
+    }
+    // The new key has the whole allowance.
+    let mut again = Wire::connect(&server).await;
+    let answer = again.login(BOB, &new_bob.identity()).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+}
+
 /// Two members of a cluster (PostgreSQL only): Alice's device through A,
 /// Bob's two devices through B. Each of Bob's devices is pushed at once the
 /// envelope sent to it through A, not the other's; a list Bob publishes

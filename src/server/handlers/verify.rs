@@ -20,9 +20,6 @@ pub async fn handle(
     session.refuse_if_logged_in()?;
     let phone = parse_phone(phone)?;
     let nonce = session.take_nonce()?;
-    // Registering logs this session in: better refused before the code
-    // is spent than after.
-    state.router.session_room(&phone)?;
     if state.router.is_disabled(&phone).await? {
         return Err(ApiError::new(
             ErrorCode::AccountDisabled,
@@ -30,8 +27,13 @@ pub async fn handle(
         ));
     }
     let (pending, key) = proven_key(state, session, nonce, &phone, signature).await?;
-    let (replaced, registered_at) = state.otp.redeem(&phone, code, &pending.spki).await?;
     let fingerprint = key.fingerprint().to_hex();
+    // Registering logs this session in: better refused before the code
+    // is spent than after. Only the sessions under the key proved count:
+    // those under another key close when it replaces it, so a stolen old
+    // device holding every session cannot keep the owner out.
+    state.router.session_room(&phone, &fingerprint)?;
+    let (replaced, registered_at) = state.otp.redeem(&phone, code, &pending.spki).await?;
     let info = UserInfo {
         phone: phone.to_string(),
         key_type: pending.key_type,
@@ -48,10 +50,14 @@ pub async fn handle(
     if replaced {
         // The old key's devices are gone; so are their sessions.
         state.router.close_replaced(&phone);
+        session
+            .log_in_new_key(&state.router, phone.clone(), fingerprint.clone())
+            .await?;
+    } else {
+        session
+            .log_in(&state.router, phone.clone(), 0, fingerprint.clone(), None)
+            .await?;
     }
-    session
-        .log_in(&state.router, phone.clone(), 0, fingerprint.clone(), None)
-        .await?;
     Ok(Response::Registered {
         phone: phone.to_string(),
         fingerprint,

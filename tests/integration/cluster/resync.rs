@@ -69,6 +69,34 @@ async fn withdraw_unheard(db: &mut PgConnection, home: &Identity, withdrawn: &Di
     .unwrap();
 }
 
+/// Registers a new key for `phone` in the database as another member of
+/// `files`' cluster would (its entry signed by the cluster's key), but
+/// without the notification.
+async fn replace_key_unheard(db: &mut PgConnection, files: &ServerFiles, phone: &str) {
+    let key_file = files.data_dir().join(carrier::server::KEY_FILE);
+    let server = Identity::load(&key_file, None).expect("the server key loads");
+    let (home_key, home_name, at): (Vec<u8>, String, i64) =
+        sqlx::query_as("SELECT home_key, home_name, registered_at FROM directory WHERE phone = $1")
+            .bind(phone)
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+    let user = Identity::generate(KeyType::P256).public_key().to_spki_der();
+    let at = at + 1;
+    let bytes = signed::directory_entry_bytes(phone, "p256", &user, at, &home_key, &home_name);
+    sqlx::query(
+        "UPDATE directory SET public_key = $1, registered_at = $2, signature = $3
+         WHERE phone = $4",
+    )
+    .bind(user)
+    .bind(at)
+    .bind(server.sign(&bytes))
+    .bind(phone)
+    .execute(&mut *db)
+    .await
+    .unwrap();
+}
+
 /// Ends the server's connection that listens for the cluster's
 /// notifications (named, like the channel, after the database and schema).
 async fn cut_listener(db: &mut PgConnection) {
@@ -144,5 +172,40 @@ async fn listening_again_reloads_withdrawals_as_well_as_entries() {
     assert!(
         !sees(&alice.client, CAROL).await,
         "a stale copy brought a withdrawn registration back"
+    );
+}
+
+/// A key replaced while a member was not listening closes, when it listens
+/// again, the sessions it holds under the old key: they would otherwise go
+/// on fetching for an account that is no longer theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_again_closes_the_sessions_of_a_key_replaced_meanwhile() {
+    let files = ServerFiles::new();
+    if !files.on_postgres() {
+        return;
+    }
+    let member = files.start();
+    let bob = register_account(&member, BOB, KeyType::P256).await;
+    let mut session = crate::wire::Wire::connect(&member).await;
+    let answer = session.login(BOB, &bob.identity()).await;
+    assert!(
+        matches!(answer, carrier::protocol::Response::LoggedIn { .. }),
+        "{answer:?}"
+    );
+
+    // Bob registers a new key through another member, whose notification
+    // this one does not hear.
+    let mut db = PgConnection::connect(&database_url(&files)).await.unwrap();
+    replace_key_unheard(&mut db, &files, BOB).await;
+    cut_listener(&mut db).await;
+    db.close().await.ok();
+
+    let told = session.farewell().await;
+    let Some((carrier::protocol::ErrorCode::UnknownDevice, message)) = told else {
+        panic!("the old key's session is not closed with unknown_device: {told:?}");
+    };
+    assert!(
+        message.contains("log in with the new key"),
+        "the session is told: {message}"
     );
 }
