@@ -641,14 +641,21 @@ mod tests {
         let (first, _a) = silent(&r, 4000);
         let _second = silent(&r, 4000);
         let (outbox, _c) = Outbox::new(8, 4000);
+        let account = "ab".repeat(32);
         assert!(
-            r.join(bob(), 0, String::new(), outbox.clone()).is_none(),
+            r.join(bob(), 0, account.clone(), outbox.clone()).is_none(),
             "a third session"
         );
         r.leave(&first);
         assert!(
-            r.join(bob(), 0, String::new(), outbox).is_some(),
+            r.join(bob(), 0, account, outbox.clone()).is_some(),
             "room again after one left"
+        );
+        // A new key's sessions are not kept out by the old key's, which
+        // registering it closes.
+        assert!(
+            r.join(bob(), 0, "cd".repeat(32), outbox).is_some(),
+            "a session under a new key"
         );
     }
 }
