@@ -207,6 +207,13 @@ impl Router {
         let fresh = super::directory::Directory::load(&self.store).await?;
         self.directory.take_over(fresh);
         for phone in self.registry.users() {
+            // The whole directory was read while requests went on: a key
+            // registered here meanwhile is newer than what was read. The
+            // entry is read again before any session is judged by it.
+            if let Err(e) = self.read_entry(&phone).await {
+                tracing::warn!(%phone, error = %e, "could not read a directory entry again");
+                continue;
+            }
             self.close_replaced(&phone);
             if let Err(e) = self.close_unlisted(&phone).await {
                 tracing::warn!(%phone, error = %e, "could not read a device list again");

@@ -352,6 +352,7 @@ async fn read_loop(
                     // farewell is queued only if there is room now: a peer
                     // that stopped reading must not hold the slot for it.
                     _ = cancelled(closed) => {
+                        answer_if_room(session, sends).await;
                         if let Some(f) = session.user.as_ref().and_then(|u| u.farewell()) {
                             let farewell = encode(None, error(f.code, f.message.clone()));
                             let _ = session.outbox.try_send(farewell);
@@ -459,6 +460,18 @@ async fn answer_the_rest(session: &Session, sends: &mut Pending) {
         if !reply(session, answered.seq, answered.response).await {
             return;
         }
+    }
+}
+
+/// Answers the sends still in flight, each only if there is room for it
+/// now: a session the server closed may have stopped reading, and must not
+/// hold its connection while it waits. Its farewell comes after them.
+async fn answer_if_room(session: &Session, sends: &mut Pending) {
+    while !sends.is_empty() {
+        let answered = sends.next().await;
+        let _ = session
+            .outbox
+            .try_send(encode(answered.seq, answered.response));
     }
 }
 
