@@ -20,13 +20,9 @@ use crate::process::ServerFiles;
 use crate::wire::Wire;
 use client::*;
 
-/// An account with `n` devices published (list version 1), each device
-/// logged in on its own connection with its prekeys published.
-pub async fn with_devices(
-    server: &impl Reachable,
-    who: &str,
-    n: u32,
-) -> (TestUser, Account, Vec<(Device, Connection)>) {
+/// An account with devices 1 ..= `n` in its published list (version 1);
+/// none of them has logged in or published prekeys yet.
+pub async fn with_list(server: &impl Reachable, who: &str, n: u32) -> (TestUser, Account) {
     let user = register_account(server, who, KeyType::P256).await;
     let mut account = Account::new(&user);
     for i in 1..=n {
@@ -39,6 +35,17 @@ pub async fn with_devices(
         "{who} publishes its list: {answer:?}"
     );
     conn.close().await;
+    (user, account)
+}
+
+/// An account with `n` devices published (list version 1), each device
+/// logged in on its own connection with its prekeys published.
+pub async fn with_devices(
+    server: &impl Reachable,
+    who: &str,
+    n: u32,
+) -> (TestUser, Account, Vec<(Device, Connection)>) {
+    let (user, account) = with_list(server, who, n).await;
     let mut devices = Vec::new();
     for id in 1..=n {
         let mut device = account.device(id);
@@ -761,6 +768,22 @@ async fn acknowledged_device_sends_survive_kill_9() {
     );
 }
 
+/// Bob's device 1 and his account key, each logged in on a connection of
+/// its own: the sessions a new account key must close.
+async fn bob_logged_in_twice(
+    server: &impl Reachable,
+    bob: &TestUser,
+    account: &Account,
+) -> (Wire, Wire) {
+    let mut device_session = Wire::connect(server).await;
+    let answer = account.device(1).log_in_on_wire(&mut device_session).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    let mut account_session = Wire::connect(server).await;
+    let answer = account_session.login(BOB, &bob.identity()).await;
+    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    (device_session, account_session)
+}
+
 /// `register` with a new key is a new account: the old key's devices are
 /// gone, and the sessions the old key's devices and the old key itself
 /// hold open are closed, each told why, so none of them goes on looking
@@ -770,15 +793,8 @@ async fn a_new_account_key_leaves_the_old_devices_behind() {
     let server = spawn_server().await;
     let (_, _, alices) = with_devices(&server, ALICE, 1).await;
     let (old_bob, bob_account, _bobs) = with_devices(&server, BOB, 1).await;
-    let mut device_session = Wire::connect(&server).await;
-    let answer = bob_account
-        .device(1)
-        .log_in_on_wire(&mut device_session)
-        .await;
-    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
-    let mut account_session = Wire::connect(&server).await;
-    let answer = account_session.login(BOB, &old_bob.identity()).await;
-    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    let (mut device_session, mut account_session) =
+        bob_logged_in_twice(&server, &old_bob, &bob_account).await;
 
     let new_bob = register_account(&server, BOB, KeyType::P256).await;
     for (session, what, says) in [
@@ -860,15 +876,8 @@ async fn sessions_of_the_old_key_leave_room_for_the_new_one() {
     for (_, conn) in bobs {
         conn.close().await;
     }
-    let mut device_session = Wire::connect(&server).await;
-    let answer = bob_account
-        .device(1)
-        .log_in_on_wire(&mut device_session)
-        .await;
-    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
-    let mut account_session = Wire::connect(&server).await;
-    let answer = account_session.login(BOB, &old_bob.identity()).await;
-    assert!(matches!(answer, Response::LoggedIn { .. }), "{answer:?}");
+    let (mut device_session, mut account_session) =
+        bob_logged_in_twice(&server, &old_bob, &bob_account).await;
     let mut third = Wire::connect(&server).await;
     let answer = third.login(BOB, &old_bob.identity()).await;
     expect_error(answer, ErrorCode::RateLimited, "a third session");

@@ -5,14 +5,13 @@
 //! leaving it out silently.
 
 use carrier::client::Connection;
-use carrier::protocol::{KeyType, Request, Response};
+use carrier::protocol::{Request, Response};
 
 use super::{cli_user, ok};
 use crate::client_support::{carrier_out, outcome};
-use crate::common::{
-    ALICE, BOB, CAROL, Reachable, logged_in_connection, register_account, spawn_server,
-};
-use crate::devices::client::{Account, Ask, Device};
+use crate::common::{ALICE, BOB, CAROL, Reachable, spawn_server};
+use crate::devices::client::{Ask, Device};
+use crate::devices::with_list;
 
 /// Registers `who` with devices 1 ..= `listed` in its signed list; the
 /// devices of `publishing` publish their prekeys, the others none.
@@ -22,18 +21,7 @@ async fn account_with(
     listed: u32,
     publishing: &[u32],
 ) -> Vec<Device> {
-    let user = register_account(server, who, KeyType::P256).await;
-    let mut account = Account::new(&user);
-    for i in 1..=listed {
-        account.add_device(&format!("device {i}"));
-    }
-    let conn = logged_in_connection(server, who, &account.identity).await;
-    let answer = conn.ask(account.next_list()).await.unwrap();
-    assert!(
-        matches!(answer, Response::DevicesPublished { version: 1 }),
-        "{who} publishes its list: {answer:?}"
-    );
-    conn.close().await;
+    let (_, account) = with_list(server, who, listed).await;
     let mut devices = Vec::new();
     for id in 1..=listed {
         let mut device = account.device(id);
